@@ -1,0 +1,474 @@
+//! Level 1, the tile IR: SSA operations on whole tiles, structured control flow, one kernel per
+//! `Kernel`, every tile shape a constant (kernels are specialised on their `const` parameters).
+//!
+//! Types: a `Tile` of rank 0 is a scalar; `Tensor` values are kernel parameters and views of them.
+//! The text form (`print`) parses back (`parse`); `verify` checks the invariants below.
+
+pub mod parse;
+pub mod print;
+pub mod verify;
+
+use crate::dtype::DType;
+use crate::ir::{Block, Body, Value};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+pub use parse::parse_kernel;
+pub use print::print_kernel;
+pub use verify::verify_kernel;
+
+/// The type of a tile-IR value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Type {
+    /// A tile of constant shape; `shape == []` is a scalar.
+    Tile { dtype: DType, shape: Vec<i64> },
+    /// A strided view of device memory of the given rank.
+    Tensor { dtype: DType, rank: usize, mutable: bool },
+}
+
+impl Type {
+    pub fn scalar(dtype: DType) -> Type {
+        Type::Tile { dtype, shape: vec![] }
+    }
+
+    pub fn tile(dtype: DType, shape: Vec<i64>) -> Type {
+        Type::Tile { dtype, shape }
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            Type::Tile { dtype, .. } | Type::Tensor { dtype, .. } => *dtype,
+        }
+    }
+
+    /// The tile shape (empty for scalars and tensors).
+    pub fn shape(&self) -> &[i64] {
+        match self {
+            Type::Tile { shape, .. } => shape,
+            Type::Tensor { .. } => &[],
+        }
+    }
+
+    pub fn is_tensor(&self) -> bool {
+        matches!(self, Type::Tensor { .. })
+    }
+
+    pub fn is_scalar(&self) -> bool {
+        matches!(self, Type::Tile { shape, .. } if shape.is_empty())
+    }
+
+    /// The same shape with another element type.
+    pub fn with_dtype(&self, dtype: DType) -> Type {
+        match self {
+            Type::Tile { shape, .. } => Type::Tile { dtype, shape: shape.clone() },
+            Type::Tensor { rank, mutable, .. } => Type::Tensor { dtype, rank: *rank, mutable: *mutable },
+        }
+    }
+
+    pub fn numel(&self) -> i64 {
+        self.shape().iter().product()
+    }
+}
+
+impl fmt::Display for Type {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Type::Tile { dtype, shape } if shape.is_empty() => write!(f, "{dtype}"),
+            Type::Tile { dtype, shape } => {
+                write!(f, "{dtype}[")?;
+                for (i, d) in shape.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{d}")?;
+                }
+                f.write_str("]")
+            }
+            Type::Tensor { dtype, rank, mutable } => {
+                write!(f, "tensor<{}{dtype}, {rank}>", if *mutable { "mut " } else { "" })
+            }
+        }
+    }
+}
+
+/// A literal constant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Lit {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+    Min,
+    Max,
+    And,
+    Or,
+    Xor,
+    Shl,
+    Shr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    Neg,
+    Not,
+    Abs,
+    Exp,
+    Exp2,
+    Log,
+    Log2,
+    Sqrt,
+    Rsqrt,
+    Sin,
+    Cos,
+    Tanh,
+    Sigmoid,
+    Erf,
+    Floor,
+    Ceil,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    Sum,
+    Max,
+    Min,
+}
+
+/// Declares the op-name table once; the printer and parser both use it.
+macro_rules! names {
+    ($ty:ident { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$v),*];
+            pub fn name(self) -> &'static str {
+                match self { $($ty::$v => $s),* }
+            }
+            pub fn from_name(s: &str) -> Option<$ty> {
+                match s { $($s => Some($ty::$v),)* _ => None }
+            }
+        }
+    };
+}
+
+names!(BinaryOp { Add => "add", Sub => "sub", Mul => "mul", Div => "div", Rem => "rem", Min => "min",
+    Max => "max", And => "and", Or => "or", Xor => "xor", Shl => "shl", Shr => "shr" });
+names!(CmpOp { Eq => "eq", Ne => "ne", Lt => "lt", Le => "le", Gt => "gt", Ge => "ge" });
+names!(UnaryOp { Neg => "neg", Not => "not", Abs => "abs", Exp => "exp", Exp2 => "exp2", Log => "log",
+    Log2 => "log2", Sqrt => "sqrt", Rsqrt => "rsqrt", Sin => "sin", Cos => "cos", Tanh => "tanh",
+    Sigmoid => "sigmoid", Erf => "erf", Floor => "floor", Ceil => "ceil" });
+names!(ReduceOp { Sum => "sum", Max => "max", Min => "min" });
+
+/// The operations of the tile IR. Operand and result conventions are listed per variant;
+/// `verify` checks them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OpKind {
+    /// `() -> T`: a constant, splatted when `T` is a tile.
+    Const(Lit),
+    /// `() -> i32`: this program's index along `axis` of the grid.
+    ProgramId(u32),
+    /// `() -> i32`: the grid size along `axis`.
+    NumPrograms(u32),
+    /// `() -> i32[n]`: `0, 1, …, n-1`.
+    Arange(i64),
+    /// `(s: T) -> T[shape]`.
+    Splat,
+    /// `(x: T[s]) -> T[s']`, same rank, each dimension equal or 1 in `s`.
+    Broadcast,
+    /// `(x: T[s]) -> T[s with a 1 inserted at axis]`.
+    ExpandDims(u32),
+    /// `(x: T[s]) -> T[s']`, same number of elements, row-major order kept.
+    Reshape,
+    /// `(x: T[s]) -> T[permuted s]`: result dimension `i` is operand dimension `perm[i]`.
+    Permute(Vec<u32>),
+    /// `(a: T[s], b: T[s]) -> T[s]`.
+    Binary(BinaryOp),
+    /// `(a: T[s], b: T[s]) -> bool[s]`.
+    Cmp(CmpOp),
+    /// `(a: T[s]) -> T[s]`.
+    Unary(UnaryOp),
+    /// `(c: bool[s], a: T[s], b: T[s]) -> T[s]`.
+    Select,
+    /// `(a: T[s]) -> U[s]`: the result type names the target.
+    Cast,
+    /// `(a: T[s]) -> T[s without axis]`.
+    Reduce(ReduceOp, u32),
+    /// `(a: T[m, k], b: T[k, n], acc: A[m, n]) -> A[m, n]`: `acc + a · b`.
+    Dot,
+    /// `(t: tensor<T, r>) -> i32`: the size of dimension `axis`.
+    Dim(u32),
+    /// `(t: tensor<T, r>, i0: i32, …) -> tensor<T, r - k>`: fixes the first `k` indices.
+    View,
+    /// `(t: tensor<T, r>, o0: i32, …, o_{r-1}: i32, pad: T) -> T[d0, …]` (rank r): out-of-range
+    /// elements are `pad`.
+    Load,
+    /// `(t: tensor<mut T, r>, o0: i32, …, x: T[d0, …]) -> ()`: out-of-range elements are dropped.
+    Store,
+    /// `(lo: i32, hi: i32, step: i32, init…) -> (T…)`; one region whose block takes
+    /// `(iv: i32, iter: T…)` and ends with `Yield(next: T…)`.
+    For,
+    /// `(cond: bool) -> (T…)`; two regions (then, else), each ending with `Yield(T…)`.
+    If,
+    /// `(v…) -> ()`: ends a region, passing its values to the parent op.
+    Yield,
+}
+
+impl OpKind {
+    /// The keyword of this op in the text form.
+    pub fn mnemonic(&self) -> String {
+        match self {
+            OpKind::Const(_) => "const".into(),
+            OpKind::ProgramId(_) => "program_id".into(),
+            OpKind::NumPrograms(_) => "num_programs".into(),
+            OpKind::Arange(_) => "arange".into(),
+            OpKind::Splat => "splat".into(),
+            OpKind::Broadcast => "broadcast".into(),
+            OpKind::ExpandDims(_) => "expand_dims".into(),
+            OpKind::Reshape => "reshape".into(),
+            OpKind::Permute(_) => "permute".into(),
+            OpKind::Binary(b) => b.name().into(),
+            OpKind::Cmp(c) => format!("cmp.{}", c.name()),
+            OpKind::Unary(u) => u.name().into(),
+            OpKind::Select => "select".into(),
+            OpKind::Cast => "cast".into(),
+            OpKind::Reduce(r, _) => format!("reduce.{}", r.name()),
+            OpKind::Dot => "dot".into(),
+            OpKind::Dim(_) => "dim".into(),
+            OpKind::View => "view".into(),
+            OpKind::Load => "load".into(),
+            OpKind::Store => "store".into(),
+            OpKind::For => "for".into(),
+            OpKind::If => "if".into(),
+            OpKind::Yield => "yield".into(),
+        }
+    }
+}
+
+/// The body of a kernel in the tile IR.
+pub type TirBody = Body<OpKind, Type>;
+
+/// A dimension of a tensor parameter's declared shape.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dim {
+    Const(i64),
+    Sym(String),
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Const(c) => write!(f, "{c}"),
+            Dim::Sym(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A kernel parameter as the launcher sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Param {
+    pub name: String,
+    pub kind: ParamKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ParamKind {
+    Tensor { dtype: DType, dims: Vec<Dim>, mutable: bool },
+    Scalar { dtype: DType },
+}
+
+impl Param {
+    /// The tile-IR type of the entry-block argument for this parameter.
+    pub fn ty(&self) -> Type {
+        match &self.kind {
+            ParamKind::Tensor { dtype, dims, mutable } => Type::Tensor { dtype: *dtype, rank: dims.len(), mutable: *mutable },
+            ParamKind::Scalar { dtype } => Type::scalar(*dtype),
+        }
+    }
+}
+
+/// Integer and boolean expressions evaluated on the host at launch: grid sizes and `#[require]`
+/// conditions, over dimension symbols and integer scalar parameters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostExpr {
+    Int(i64),
+    Bool(bool),
+    /// A dimension symbol or an integer scalar parameter, by name.
+    Sym(String),
+    Neg(Box<HostExpr>),
+    Not(Box<HostExpr>),
+    Bin(HostOp, Box<HostExpr>, Box<HostExpr>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostOp {
+    Add,
+    Sub,
+    Mul,
+    /// Integer division rounding toward zero (division by zero is an evaluation error).
+    Div,
+    Rem,
+    Min,
+    Max,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    And,
+    Or,
+}
+
+impl HostOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            HostOp::Add => "+",
+            HostOp::Sub => "-",
+            HostOp::Mul => "*",
+            HostOp::Div => "/",
+            HostOp::Rem => "%",
+            HostOp::Min => "min",
+            HostOp::Max => "max",
+            HostOp::Eq => "==",
+            HostOp::Ne => "!=",
+            HostOp::Lt => "<",
+            HostOp::Le => "<=",
+            HostOp::Gt => ">",
+            HostOp::Ge => ">=",
+            HostOp::And => "&&",
+            HostOp::Or => "||",
+        }
+    }
+}
+
+impl HostExpr {
+    /// Evaluates with `lookup` giving symbol values; booleans are 0 or 1.
+    pub fn eval(&self, lookup: &dyn Fn(&str) -> Option<i64>) -> Result<i64, String> {
+        Ok(match self {
+            HostExpr::Int(v) => *v,
+            HostExpr::Bool(b) => *b as i64,
+            HostExpr::Sym(s) => lookup(s).ok_or_else(|| format!("no value for `{s}`"))?,
+            HostExpr::Neg(e) => e.eval(lookup)?.wrapping_neg(),
+            HostExpr::Not(e) => (e.eval(lookup)? == 0) as i64,
+            HostExpr::Bin(op, a, b) => {
+                let (a, b) = (a.eval(lookup)?, b.eval(lookup)?);
+                match op {
+                    HostOp::Add => a.wrapping_add(b),
+                    HostOp::Sub => a.wrapping_sub(b),
+                    HostOp::Mul => a.wrapping_mul(b),
+                    HostOp::Div => a.checked_div(b).ok_or("division by zero")?,
+                    HostOp::Rem => a.checked_rem(b).ok_or("remainder by zero")?,
+                    HostOp::Min => a.min(b),
+                    HostOp::Max => a.max(b),
+                    HostOp::Eq => (a == b) as i64,
+                    HostOp::Ne => (a != b) as i64,
+                    HostOp::Lt => (a < b) as i64,
+                    HostOp::Le => (a <= b) as i64,
+                    HostOp::Gt => (a > b) as i64,
+                    HostOp::Ge => (a >= b) as i64,
+                    HostOp::And => (a != 0 && b != 0) as i64,
+                    HostOp::Or => (a != 0 || b != 0) as i64,
+                }
+            }
+        })
+    }
+
+    /// The symbols this expression reads.
+    pub fn symbols(&self, out: &mut Vec<String>) {
+        match self {
+            HostExpr::Sym(s) if !out.contains(s) => out.push(s.clone()),
+            HostExpr::Neg(e) | HostExpr::Not(e) => e.symbols(out),
+            HostExpr::Bin(_, a, b) => {
+                a.symbols(out);
+                b.symbols(out);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl fmt::Display for HostExpr {
+    /// Fully parenthesised infix; `min`/`max` as calls. Parses back with the tile-IR parser.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostExpr::Int(v) => write!(f, "{v}"),
+            HostExpr::Bool(b) => write!(f, "{b}"),
+            HostExpr::Sym(s) => f.write_str(s),
+            HostExpr::Neg(e) => write!(f, "(-{e})"),
+            HostExpr::Not(e) => write!(f, "(!{e})"),
+            HostExpr::Bin(op @ (HostOp::Min | HostOp::Max), a, b) => write!(f, "{}({a}, {b})", op.symbol()),
+            HostExpr::Bin(op, a, b) => write!(f, "({a} {} {b})", op.symbol()),
+        }
+    }
+}
+
+/// A `#[require]` condition with its source text for the launch-time error message.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Require {
+    pub cond: HostExpr,
+    pub text: String,
+}
+
+/// The value of a `const` parameter the kernel was specialised with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ConstValue {
+    Int(i64),
+    Bool(bool),
+}
+
+impl fmt::Display for ConstValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConstValue::Int(v) => write!(f, "{v}"),
+            ConstValue::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// One kernel, specialised on its `const` parameters, in the tile IR.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    pub name: String,
+    pub doc: Option<String>,
+    /// Parameters in declaration order; the entry block has one argument per parameter.
+    pub params: Vec<Param>,
+    pub consts: Vec<(String, ConstValue)>,
+    /// Grid size per axis (1 to 3 axes).
+    pub grid: Vec<HostExpr>,
+    pub warps: u32,
+    pub stages: u32,
+    pub requires: Vec<Require>,
+    pub body: TirBody,
+}
+
+impl Kernel {
+    pub fn entry(&self) -> Block {
+        self.body.entry
+    }
+
+    /// The entry-block argument of parameter `i`.
+    pub fn param_value(&self, i: usize) -> Value {
+        self.body.block(self.body.entry).args[i]
+    }
+}
