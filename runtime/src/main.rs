@@ -1,1 +1,372 @@
-fn main(){}
+//! `tessera`: the command-line compiler and runner of `.tile` kernels.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tessera_compiler::interp::Arg;
+use tessera_compiler::tir::{Dim, ParamKind};
+use tessera_compiler::{CompiledKernel, ConstValue, DType, HostTensor, Options, Scalar, Source, Target};
+use tessera_runtime::exec::{self, Rng};
+use tessera_runtime::{Runtime, npy};
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "Compile and run .tile GPU kernels")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Emit {
+    Tir,
+    Lir,
+    Llvm,
+    Ptx,
+    Meta,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    Gpu,
+    Interp,
+    Auto,
+}
+
+#[derive(clap::Args)]
+struct BuildOpts {
+    /// Set a `const` parameter: `--const BM=64` (repeatable).
+    #[arg(long = "const", value_name = "NAME=VALUE")]
+    consts: Vec<String>,
+    /// Target architecture: sm_90a (default) or sm_80.
+    #[arg(long, default_value = "sm_90a")]
+    target: String,
+    /// Only this kernel of the file.
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Override `#[warps]`.
+    #[arg(long)]
+    warps: Option<u32>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Parse and type-check a file; print its diagnostics.
+    Check {
+        file: PathBuf,
+        #[command(flatten)]
+        opts: BuildOpts,
+    },
+    /// Compile a file and print (or write) the IR, LLVM IR, PTX or metadata of each kernel.
+    Build {
+        file: PathBuf,
+        /// What to emit: tir, lir, llvm, ptx, meta (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "ptx")]
+        emit: Vec<Emit>,
+        /// Write `KERNEL.EXT` files into this directory instead of printing.
+        #[arg(short = 'o', long)]
+        out_dir: Option<PathBuf>,
+        #[command(flatten)]
+        opts: BuildOpts,
+    },
+    /// Run a kernel on the GPU or the interpreter.
+    Run {
+        file: PathBuf,
+        /// An argument: `NAME=FILE.npy`, `NAME=random`, `NAME=zeros`, or `NAME=SCALAR`.
+        #[arg(long = "arg", value_name = "NAME=VALUE")]
+        args: Vec<String>,
+        /// Sizes of dimension symbols for `random`/`zeros` tensors: `M=257,N=129`.
+        #[arg(long, value_delimiter = ',', value_name = "SYM=SIZE")]
+        dims: Vec<String>,
+        /// Write a tensor after the run: `NAME=FILE.npy` (repeatable).
+        #[arg(long = "out", value_name = "NAME=FILE")]
+        outs: Vec<String>,
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: BackendArg,
+        /// Run on both the GPU and the interpreter and compare every written tensor.
+        #[arg(long)]
+        check: bool,
+        /// Seed of the random inputs.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[command(flatten)]
+        opts: BuildOpts,
+    },
+}
+
+/// An error for the user: printed as is, exit code 1.
+struct Fail(String);
+
+impl<E: std::fmt::Display> From<E> for Fail {
+    fn from(e: E) -> Fail {
+        Fail(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail(msg)) => {
+            eprintln!("{}", msg.trim_end());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn options(o: &BuildOpts) -> Result<Options, Fail> {
+    let target = Target::parse(&o.target).ok_or_else(|| Fail(format!("error: unknown target `{}` (use sm_90a or sm_80)", o.target)))?;
+    let mut consts = vec![];
+    for c in &o.consts {
+        let (n, v) = c.split_once('=').ok_or_else(|| Fail(format!("error: `--const {c}`: expected NAME=VALUE")))?;
+        let v = match v.trim() {
+            "true" => ConstValue::Bool(true),
+            "false" => ConstValue::Bool(false),
+            s => ConstValue::Int(s.parse().map_err(|_| Fail(format!("error: `--const {c}`: `{s}` is not an integer or bool")))?),
+        };
+        consts.push((n.trim().to_string(), v));
+    }
+    Ok(Options { consts, target, kernel: o.kernel.clone(), warps: o.warps, verify: cfg!(debug_assertions) })
+}
+
+fn read_source(path: &Path) -> Result<Source, Fail> {
+    let text = std::fs::read_to_string(path).map_err(|e| Fail(format!("error: cannot read `{}`: {e}", path.display())))?;
+    Ok(Source::new(path.display().to_string(), text))
+}
+
+fn real_main(cli: Cli) -> Result<(), Fail> {
+    match cli.cmd {
+        Cmd::Check { file, opts } => {
+            let src = read_source(&file)?;
+            let kernels = tessera_compiler::frontend(&src, &options(&opts)?).map_err(|d| Fail(d.render()))?;
+            for k in &kernels {
+                println!("ok: kernel `{}` ({} parameters)", k.name, k.params.len());
+            }
+            Ok(())
+        }
+        Cmd::Build { file, emit, out_dir, opts } => {
+            let src = read_source(&file)?;
+            let module = tessera_compiler::compile(&src, &options(&opts)?).map_err(|d| Fail(d.render()))?;
+            for k in &module.kernels {
+                for e in &emit {
+                    let (ext, text) = match e {
+                        Emit::Tir => ("tir", tessera_compiler::tir::print_kernel(&k.tir)),
+                        Emit::Lir => ("lir", tessera_compiler::lir::print_kernel(&k.lir)),
+                        Emit::Llvm => ("ll", k.llvm_ir.clone()),
+                        Emit::Ptx => ("ptx", k.ptx.clone()),
+                        Emit::Meta => ("json", serde_json::to_string_pretty(&k.meta)? + "\n"),
+                    };
+                    match &out_dir {
+                        Some(dir) => {
+                            std::fs::create_dir_all(dir)?;
+                            let path = dir.join(format!("{}.{ext}", k.meta.name));
+                            std::fs::write(&path, text).map_err(|e| Fail(format!("error: cannot write `{}`: {e}", path.display())))?;
+                            eprintln!("wrote {}", path.display());
+                        }
+                        None => print!("{text}"),
+                    }
+                }
+            }
+            Ok(())
+        }
+        Cmd::Run { file, args, dims, outs, backend, check, seed, opts } => run(&file, &args, &dims, &outs, backend, check, seed, &opts),
+    }
+}
+
+fn split_kv<'a>(s: &'a str, flag: &str) -> Result<(&'a str, &'a str), Fail> {
+    s.split_once('=').map(|(a, b)| (a.trim(), b.trim())).ok_or_else(|| Fail(format!("error: `{flag} {s}`: expected NAME=VALUE")))
+}
+
+/// Builds the kernel's arguments from `--arg` and `--dims`; returns them with, per argument,
+/// whether it was created here as an output (to be poisoned on the GPU).
+fn build_args(k: &CompiledKernel, args: &[String], dims: &[String], seed: u64) -> Result<(Vec<Arg>, Vec<bool>), Fail> {
+    let mut given: Vec<(&str, &str)> = vec![];
+    for a in args {
+        let (n, v) = split_kv(a, "--arg")?;
+        if !k.meta.params.iter().any(|p| p.name == n) {
+            let names: Vec<&str> = k.meta.params.iter().map(|p| p.name.as_str()).collect();
+            return Err(Fail(format!("error: kernel `{}` has no parameter `{n}` (parameters: {})", k.meta.name, names.join(", "))));
+        }
+        given.push((n, v));
+    }
+    let mut syms: Vec<(String, usize)> = vec![];
+    for d in dims {
+        let (n, v) = split_kv(d, "--dims")?;
+        let v: usize = v.parse().map_err(|_| Fail(format!("error: `--dims {d}`: `{v}` is not a size")))?;
+        syms.push((n.to_string(), v));
+    }
+    let mut rng = Rng::new(seed);
+    let mut out = vec![];
+    let mut fresh = vec![];
+    // First pass: tensors loaded from files bind dimension symbols too.
+    let mut loaded: Vec<Option<HostTensor>> = vec![];
+    for p in &k.meta.params {
+        let v = given.iter().find(|(n, _)| *n == p.name).map(|(_, v)| *v);
+        loaded.push(match (&p.kind, v) {
+            (ParamKind::Tensor { dtype, dims: pd, .. }, Some(path)) if path.ends_with(".npy") => {
+                let t = npy::read_npy_as(path, *dtype).map_err(|e| Fail(format!("error: argument `{}`: {e}", p.name)))?;
+                if t.dtype != *dtype {
+                    return Err(Fail(format!("error: argument `{}`: `{path}` holds {}, the kernel takes {dtype}", p.name, t.dtype)));
+                }
+                if t.shape.len() == pd.len() {
+                    for (d, &n) in pd.iter().zip(&t.shape) {
+                        if let Dim::Sym(s) = d
+                            && !syms.iter().any(|(x, _)| x == s)
+                        {
+                            syms.push((s.clone(), n));
+                        }
+                    }
+                }
+                Some(t)
+            }
+            _ => None,
+        });
+    }
+    for (i, p) in k.meta.params.iter().enumerate() {
+        let v = given.iter().find(|(n, _)| *n == p.name).map(|(_, v)| *v);
+        match &p.kind {
+            ParamKind::Tensor { dtype, dims: pd, mutable } => {
+                if let Some(t) = loaded[i].take() {
+                    out.push(Arg::Tensor(t));
+                    fresh.push(false);
+                    continue;
+                }
+                let mut shape = vec![];
+                for d in pd {
+                    shape.push(match d {
+                        Dim::Const(c) => *c as usize,
+                        Dim::Sym(s) => syms.iter().find(|(x, _)| x == s).map(|(_, n)| *n).ok_or_else(|| {
+                            Fail(format!("error: argument `{}`: the size of `{s}` is unknown; give `--dims {s}=…` or a .npy file", p.name))
+                        })?,
+                    });
+                }
+                match v {
+                    Some("random") => {
+                        out.push(Arg::Tensor(exec::random_tensor(*dtype, &shape, &mut rng)));
+                        fresh.push(false);
+                    }
+                    Some("zeros") => {
+                        out.push(Arg::Tensor(HostTensor::zeros(*dtype, &shape)));
+                        fresh.push(false);
+                    }
+                    None if *mutable => {
+                        out.push(Arg::Tensor(HostTensor::zeros(*dtype, &shape)));
+                        fresh.push(true);
+                    }
+                    None => return Err(Fail(format!("error: missing argument `{}` ({}); give `--arg {}=FILE.npy|random|zeros`", p.name, describe(&p.kind), p.name))),
+                    Some(other) => return Err(Fail(format!("error: argument `{}`: `{other}` is not a .npy file, `random` or `zeros`", p.name))),
+                }
+            }
+            ParamKind::Scalar { dtype } => {
+                let Some(v) = v else {
+                    return Err(Fail(format!("error: missing argument `{}` ({dtype}); give `--arg {}=VALUE`", p.name, p.name)));
+                };
+                let s = parse_scalar(v, *dtype).ok_or_else(|| Fail(format!("error: argument `{}`: `{v}` is not a {dtype}", p.name)))?;
+                out.push(Arg::Scalar(s));
+                fresh.push(false);
+            }
+        }
+    }
+    Ok((out, fresh))
+}
+
+fn describe(p: &ParamKind) -> String {
+    match p {
+        ParamKind::Tensor { dtype, dims, mutable } => {
+            let d: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+            format!("&{}{dtype}[{}]", if *mutable { "mut " } else { "" }, d.join(", "))
+        }
+        ParamKind::Scalar { dtype } => dtype.to_string(),
+    }
+}
+
+fn parse_scalar(v: &str, d: DType) -> Option<Scalar> {
+    match d {
+        DType::Bool => v.parse().ok().map(Scalar::Bool),
+        d if d.is_float() => v.parse().ok().map(Scalar::Float),
+        _ => v.parse().ok().map(Scalar::Int),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(file: &Path, args: &[String], dims: &[String], outs: &[String], backend: BackendArg, check: bool, seed: u64, opts: &BuildOpts) -> Result<(), Fail> {
+    let src = read_source(file)?;
+    let mut o = options(opts)?;
+    let module = tessera_compiler::compile(&src, &o).map_err(|d| Fail(d.render()))?;
+    let k = match (&o.kernel, module.kernels.as_slice()) {
+        (_, [k]) => k,
+        (None, ks) => {
+            let names: Vec<&str> = ks.iter().map(|k| k.meta.name.as_str()).collect();
+            return Err(Fail(format!("error: `{}` has {} kernels; choose one with `--kernel` ({})", file.display(), ks.len(), names.join(", "))));
+        }
+        (Some(name), ks) => ks.iter().find(|k| &k.meta.name == name).ok_or_else(|| Fail(format!("error: no kernel `{name}`")))?,
+    };
+    o.kernel = Some(k.meta.name.clone());
+    let (mut host_args, fresh) = build_args(k, args, dims, seed)?;
+    let infos: Vec<tessera_compiler::ArgInfo> = host_args
+        .iter()
+        .map(|a| match a {
+            Arg::Tensor(t) => tessera_compiler::ArgInfo::Tensor { dtype: t.dtype, shape: t.shape.clone() },
+            Arg::Scalar(s) => tessera_compiler::ArgInfo::Scalar(*s),
+        })
+        .collect();
+    let bound = k.meta.bind(&infos).map_err(|e| Fail(format!("error: cannot launch `{}`: {e}", k.meta.name)))?;
+    let want_gpu = check || backend != BackendArg::Interp;
+    let rt = if want_gpu {
+        match Runtime::new() {
+            Ok(rt) => Some(rt),
+            Err(e) if backend == BackendArg::Auto && !check => {
+                eprintln!("note: no GPU ({e}); running on the interpreter");
+                None
+            }
+            Err(e) => return Err(Fail(format!("error: {e}"))),
+        }
+    } else {
+        None
+    };
+    let grid = bound.grid;
+    let start = std::time::Instant::now();
+    let result = if check {
+        let rt = rt.as_ref().ok_or_else(|| Fail("error: --check needs a GPU".into()))?;
+        let mut gpu_args = host_args.clone();
+        exec::run_gpu(rt, k, &mut gpu_args, &fresh)?;
+        exec::run_interp(k, &mut host_args)?;
+        let mut failed = false;
+        for (i, p) in k.meta.params.iter().enumerate() {
+            if let (ParamKind::Tensor { mutable: true, .. }, Arg::Tensor(g), Arg::Tensor(w)) = (&p.kind, &gpu_args[i], &host_args[i]) {
+                let c = exec::compare(g, w);
+                let status = if c.ok() { "ok" } else { "MISMATCH" };
+                println!(
+                    "check {}: {status}: {} elements, max abs err {:.3e}, max rel err {:.3e} (tolerance {:.0e} + {:.0e}·|x|)",
+                    p.name, c.n, c.max_abs, c.max_rel, c.atol, c.rtol
+                );
+                if let Some((idx, gv, wv)) = c.first_bad {
+                    println!("  {} bad elements; first at {:?}: gpu {gv}, interpreter {wv}", c.bad, exec::unravel(&g.shape, idx));
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            return Err(Fail(format!("error: `{}` differs between the GPU and the interpreter", k.meta.name)));
+        }
+        "gpu and interpreter"
+    } else if let Some(rt) = &rt {
+        exec::run_gpu(rt, k, &mut host_args, &fresh)?;
+        "gpu"
+    } else {
+        exec::run_interp(k, &mut host_args)?;
+        "interpreter"
+    };
+    println!("ran `{}` on the {result}: grid {:?}, {} threads, {:.1} ms", k.meta.name, grid, k.meta.threads, start.elapsed().as_secs_f64() * 1e3);
+    for o in outs {
+        let (n, path) = split_kv(o, "--out")?;
+        let i = k.meta.params.iter().position(|p| p.name == n).ok_or_else(|| Fail(format!("error: `--out {o}`: no parameter `{n}`")))?;
+        match &host_args[i] {
+            Arg::Tensor(t) => {
+                npy::write_npy(path, t).map_err(|e| Fail(format!("error: {e}")))?;
+                println!("wrote {n} to {path}");
+            }
+            Arg::Scalar(_) => return Err(Fail(format!("error: `--out {o}`: `{n}` is a scalar"))),
+        }
+    }
+    Ok(())
+}

@@ -1,8 +1,738 @@
-//! Thread IR → LLVM IR → PTX.
+//! Thread IR → LLVM IR (through inkwell, LLVM 19's NVPTX back end) → PTX.
+//!
+//! Each thread-IR tile becomes, per thread, the list of LLVM values of the elements that thread
+//! holds (its "registers", in the layout's order); tensors become a pointer with i32 sizes and
+//! i64 strides. Structured control flow becomes loops and diamonds with phis. Element addresses,
+//! bounds masks and shared-memory offsets are computed from the layout, per register.
+
+mod math;
 
 use crate::diag::Diagnostic;
-use crate::{Target, lir};
+use crate::dtype::DType;
+use crate::ir::{Block, Value};
+use crate::lir::{self, Layout, OpKind};
+use crate::tir::{self, BinaryOp, CmpOp, ParamKind, ReduceOp};
+use crate::Target;
+use inkwell::builder::Builder;
+use inkwell::context::Context;
+use inkwell::module::{Linkage, Module};
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target as LlvmTarget, TargetMachine, TargetTriple};
+use inkwell::types::{BasicMetadataTypeEnum, BasicType, BasicTypeEnum};
+use inkwell::values::{BasicMetadataValueEnum, BasicValue, BasicValueEnum, FunctionValue, IntValue, PointerValue};
+use inkwell::{AddressSpace, FloatPredicate, IntPredicate, OptimizationLevel};
+use std::collections::HashMap;
+use std::sync::Once;
 
-pub fn emit(_k: &lir::Kernel, _t: Target) -> Result<(String, String), Diagnostic> {
-    Err(Diagnostic::ice("codegen", "not written yet"))
+type Res<T> = Result<T, String>;
+
+/// Turns inkwell's builder errors into this module's error strings.
+trait Ice<T> {
+    fn ice(self) -> Res<T>;
+}
+
+impl<T, E: std::fmt::Display> Ice<T> for Result<T, E> {
+    fn ice(self) -> Res<T> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+static INIT: Once = Once::new();
+
+fn target_machine(target: Target) -> Res<TargetMachine> {
+    INIT.call_once(|| LlvmTarget::initialize_nvptx(&InitializationConfig::default()));
+    let triple = TargetTriple::create("nvptx64-nvidia-cuda");
+    let t = LlvmTarget::from_triple(&triple).ice()?;
+    let (cpu, features) = match target {
+        Target::Sm80 => ("sm_80", "+ptx70"),
+        Target::Sm90a => ("sm_90a", "+ptx80"),
+    };
+    t.create_target_machine(&triple, cpu, features, OptimizationLevel::Aggressive, RelocMode::Default, CodeModel::Default)
+        .ok_or_else(|| format!("LLVM has no NVPTX target machine for {cpu}"))
+}
+
+/// Generates the LLVM IR (after optimisation) and the PTX of one kernel.
+pub fn emit(k: &lir::Kernel, target: Target) -> Result<(String, String), Diagnostic> {
+    emit_inner(k, target).map_err(|e| Diagnostic::ice("codegen", e))
+}
+
+fn emit_inner(k: &lir::Kernel, target: Target) -> Res<(String, String)> {
+    let tm = target_machine(target)?;
+    let ctx = Context::create();
+    let module = ctx.create_module(&k.name);
+    module.set_triple(&tm.get_triple());
+    module.set_data_layout(&tm.get_target_data().get_data_layout());
+    let mut g = Gen::new(&ctx, &module, k)?;
+    g.kernel()?;
+    module.verify().map_err(|e| format!("LLVM rejected the generated module: {e}"))?;
+    module.run_passes("default<O3>", &tm, PassBuilderOptions::create()).ice()?;
+    let llvm_ir = module.print_to_string().to_string();
+    let buf = tm.write_to_memory_buffer(&module, FileType::Assembly).ice()?;
+    let ptx = String::from_utf8_lossy(buf.as_slice()).trim_end_matches('\0').to_string();
+    Ok((llvm_ir, ptx))
+}
+
+#[derive(Clone)]
+enum Cv<'c> {
+    /// The elements this thread holds, in register order.
+    Regs(Vec<BasicValueEnum<'c>>),
+    Tensor { ptr: PointerValue<'c>, sizes: Vec<IntValue<'c>>, strides: Vec<IntValue<'c>> },
+}
+
+pub(crate) struct Gen<'c, 'm> {
+    pub(crate) ctx: &'c Context,
+    module: &'m Module<'c>,
+    pub(crate) b: Builder<'c>,
+    k: &'m lir::Kernel,
+    func: FunctionValue<'c>,
+    vals: HashMap<Value, Cv<'c>>,
+    tid: IntValue<'c>,
+    smem: PointerValue<'c>,
+}
+
+fn row_major(shape: &[i64]) -> Vec<i64> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+impl<'c, 'm> Gen<'c, 'm> {
+    fn new(ctx: &'c Context, module: &'m Module<'c>, k: &'m lir::Kernel) -> Res<Gen<'c, 'm>> {
+        let mut ptys: Vec<BasicMetadataTypeEnum> = vec![];
+        for p in &k.params {
+            match &p.kind {
+                ParamKind::Tensor { dims, .. } => {
+                    ptys.push(ctx.ptr_type(AddressSpace::from(1u16)).into());
+                    ptys.extend(dims.iter().map(|_| BasicMetadataTypeEnum::from(ctx.i32_type())));
+                    ptys.extend(dims.iter().map(|_| BasicMetadataTypeEnum::from(ctx.i64_type())));
+                }
+                ParamKind::Scalar { dtype } => ptys.push(mem_type(ctx, *dtype).into()),
+            }
+        }
+        let fty = ctx.void_type().fn_type(&ptys, false);
+        let func = module.add_function(&k.name, fty, None);
+        // PTX_Kernel calling convention: an `.entry`, not a `.func`.
+        func.set_call_conventions(71);
+        let md = ctx.metadata_node(&[
+            func.as_global_value().as_pointer_value().into(),
+            ctx.metadata_string("maxntidx").into(),
+            ctx.i32_type().const_int(k.threads as u64, false).into(),
+        ]);
+        module.add_global_metadata("nvvm.annotations", &md).ice()?;
+        let smem_g = module.add_global(ctx.i8_type().array_type(0), Some(AddressSpace::from(3u16)), "tessera_smem");
+        smem_g.set_linkage(Linkage::External);
+        smem_g.set_alignment(16);
+        let b = ctx.create_builder();
+        let entry = ctx.append_basic_block(func, "entry");
+        b.position_at_end(entry);
+        let tid_f = declare(module, "llvm.nvvm.read.ptx.sreg.tid.x", ctx.i32_type().fn_type(&[], false));
+        let tid = b.build_call(tid_f, &[], "tid").ice()?.try_as_basic_value().basic().ok_or("tid")?.into_int_value();
+        Ok(Gen { ctx, module, b, k, func, vals: HashMap::new(), tid, smem: smem_g.as_pointer_value() })
+    }
+
+    fn kernel(&mut self) -> Res<()> {
+        let entry = self.k.body.entry;
+        let mut pi = 0;
+        for (i, p) in self.k.params.iter().enumerate() {
+            let v = self.k.body.block(entry).args[i];
+            let param = |j: u32| self.func.get_nth_param(j).ok_or_else(|| format!("missing parameter {j}"));
+            match &p.kind {
+                ParamKind::Tensor { dims, .. } => {
+                    let ptr = param(pi)?.into_pointer_value();
+                    let r = dims.len() as u32;
+                    let sizes = (0..r).map(|j| param(pi + 1 + j).map(|x| x.into_int_value())).collect::<Res<Vec<_>>>()?;
+                    let strides = (0..r).map(|j| param(pi + 1 + r + j).map(|x| x.into_int_value())).collect::<Res<Vec<_>>>()?;
+                    pi += 1 + 2 * r;
+                    self.vals.insert(v, Cv::Tensor { ptr, sizes, strides });
+                }
+                ParamKind::Scalar { dtype } => {
+                    let x = param(pi)?;
+                    pi += 1;
+                    let x = if *dtype == DType::Bool {
+                        self.b.build_int_compare(IntPredicate::NE, x.into_int_value(), self.ctx.i8_type().const_zero(), "b").ice()?.into()
+                    } else {
+                        x
+                    };
+                    self.vals.insert(v, Cv::Regs(vec![x]));
+                }
+            }
+        }
+        self.region(entry)?;
+        self.b.build_return(None).ice()?;
+        Ok(())
+    }
+
+    // ---- helpers -----------------------------------------------------------------------------
+
+    pub(crate) fn i32c(&self, v: i64) -> IntValue<'c> {
+        self.ctx.i32_type().const_int(v as u64, true)
+    }
+
+    fn i64c(&self, v: i64) -> IntValue<'c> {
+        self.ctx.i64_type().const_int(v as u64, true)
+    }
+
+    pub(crate) fn call(&self, name: &str, args: &[BasicValueEnum<'c>], ret: BasicTypeEnum<'c>) -> Res<BasicValueEnum<'c>> {
+        let tys: Vec<BasicMetadataTypeEnum> = args.iter().map(|a| a.get_type().into()).collect();
+        let f = declare(self.module, name, ret.fn_type(&tys, false));
+        let margs: Vec<BasicMetadataValueEnum> = args.iter().map(|&a| a.into()).collect();
+        self.b.build_call(f, &margs, "").ice()?.try_as_basic_value().basic().ok_or_else(|| format!("{name} returned nothing"))
+    }
+
+    fn call_void(&self, name: &str) -> Res<()> {
+        let f = declare(self.module, name, self.ctx.void_type().fn_type(&[], false));
+        self.b.build_call(f, &[], "").ice()?;
+        Ok(())
+    }
+
+    fn regs(&self, v: Value) -> Res<Vec<BasicValueEnum<'c>>> {
+        match self.vals.get(&v) {
+            Some(Cv::Regs(r)) => Ok(r.clone()),
+            Some(Cv::Tensor { .. }) => Err(format!("{v} is a tensor, expected a tile")),
+            None => Err(format!("{v} has no value")),
+        }
+    }
+
+    fn ty(&self, v: Value) -> &lir::Type {
+        self.k.body.ty(v)
+    }
+
+    fn nregs(&self, t: &lir::Type) -> usize {
+        match t.layout() {
+            Some(l) => l.regs(t.numel(), self.k.threads),
+            None => 0,
+        }
+    }
+
+    /// The row-major linear index of register `r` of this thread in a tile of type `t`.
+    fn linear(&self, t: &lir::Type, r: usize) -> Res<IntValue<'c>> {
+        let n = t.numel();
+        let Some(layout @ Layout::Blocked { .. }) = t.layout() else { return Err("linear index of a tensor".into()) };
+        if n < self.k.threads as i64 {
+            return self.b.build_and(self.tid, self.i32c(n - 1), "l").ice();
+        }
+        let (base, mul) = layout.linear(n, self.k.threads, r);
+        let t = self.b.build_int_mul(self.tid, self.i32c(mul), "l").ice()?;
+        self.b.build_int_add(t, self.i32c(base), "l").ice()
+    }
+
+    /// The coordinates of register `r` of this thread.
+    fn coords(&self, t: &lir::Type, r: usize) -> Res<Vec<IntValue<'c>>> {
+        let l = self.linear(t, r)?;
+        let shape = t.shape();
+        let strides = row_major(shape);
+        let mut out = vec![];
+        for (i, &d) in shape.iter().enumerate() {
+            let q = self.b.build_int_unsigned_div(l, self.i32c(strides[i]), "c").ice()?;
+            out.push(if i == 0 { q } else { self.b.build_int_unsigned_rem(q, self.i32c(d), "c").ice()? });
+        }
+        Ok(out)
+    }
+
+    fn smem_ptr(&self, byte_offset: IntValue<'c>) -> Res<PointerValue<'c>> {
+        // SAFETY (of the LLVM IR, not Rust): offsets stay inside the planned shared memory.
+        unsafe { self.b.build_gep(self.ctx.i8_type(), self.smem, &[byte_offset], "sp").ice() }
+    }
+
+    fn load_mem(&self, ptr: PointerValue<'c>, d: DType) -> Res<BasicValueEnum<'c>> {
+        let v = self.b.build_load(mem_type(self.ctx, d), ptr, "ld").ice()?;
+        if d == DType::Bool {
+            return Ok(self.b.build_int_compare(IntPredicate::NE, v.into_int_value(), self.ctx.i8_type().const_zero(), "b").ice()?.into());
+        }
+        Ok(v)
+    }
+
+    fn store_mem(&self, ptr: PointerValue<'c>, v: BasicValueEnum<'c>, d: DType) -> Res<()> {
+        let v: BasicValueEnum = if d == DType::Bool { self.b.build_int_z_extend(v.into_int_value(), self.ctx.i8_type(), "b").ice()?.into() } else { v };
+        self.b.build_store(ptr, v).ice()?;
+        Ok(())
+    }
+
+    fn block(&self, name: &str) -> inkwell::basic_block::BasicBlock<'c> {
+        self.ctx.append_basic_block(self.func, name)
+    }
+
+    /// A do-while loop `for j in 0..n` (n ≥ 1) carrying `inits`; `body` gives the next values.
+    fn counted_loop(&mut self, n: i64, inits: Vec<BasicValueEnum<'c>>, body: &mut dyn FnMut(&mut Self, IntValue<'c>, &[BasicValueEnum<'c>]) -> Res<Vec<BasicValueEnum<'c>>>) -> Res<Vec<BasicValueEnum<'c>>> {
+        let pre = self.b.get_insert_block().ok_or("no block")?;
+        let lp = self.block("loop");
+        let exit = self.block("loop.end");
+        self.b.build_unconditional_branch(lp).ice()?;
+        self.b.position_at_end(lp);
+        let j = self.b.build_phi(self.ctx.i32_type(), "j").ice()?;
+        let phis = inits.iter().map(|v| self.b.build_phi(v.get_type(), "acc")).collect::<Result<Vec<_>, _>>().ice()?;
+        let accs: Vec<BasicValueEnum> = phis.iter().map(|p| p.as_basic_value()).collect();
+        let jv = j.as_basic_value().into_int_value();
+        let next = body(self, jv, &accs)?;
+        let j1 = self.b.build_int_add(jv, self.i32c(1), "j1").ice()?;
+        let cont = self.b.build_int_compare(IntPredicate::SLT, j1, self.i32c(n), "cont").ice()?;
+        let end = self.b.get_insert_block().ok_or("no block")?;
+        self.b.build_conditional_branch(cont, lp, exit).ice()?;
+        j.add_incoming(&[(&self.i32c(0), pre), (&j1, end)]);
+        for ((p, init), nx) in phis.iter().zip(&inits).zip(&next) {
+            p.add_incoming(&[(init as &dyn BasicValue, pre), (nx as &dyn BasicValue, end)]);
+        }
+        self.b.position_at_end(exit);
+        Ok(next)
+    }
+
+    // ---- ops ---------------------------------------------------------------------------------
+
+    /// Lowers a block's ops; returns the operands of its `yield`, if any.
+    fn region(&mut self, blk: Block) -> Res<Vec<Cv<'c>>> {
+        let body = &self.k.body;
+        for &op in &body.block(blk).ops {
+            let d = body.op(op);
+            if let OpKind::Tir(tir::OpKind::Yield) = d.kind {
+                return d.operands.iter().map(|o| self.vals.get(o).cloned().ok_or_else(|| format!("{o} has no value"))).collect();
+            }
+            let results = self.op(op)?;
+            for (&r, v) in d.results.iter().zip(results) {
+                self.vals.insert(r, v);
+            }
+        }
+        Ok(vec![])
+    }
+
+    fn op(&mut self, op: crate::ir::Op) -> Res<Vec<Cv<'c>>> {
+        let body = &self.k.body;
+        let d = body.op(op);
+        let rt = d.results.first().map(|&r| body.ty(r).clone());
+        let one = |regs: Vec<BasicValueEnum<'c>>| Ok(vec![Cv::Regs(regs)]);
+        match &d.kind {
+            OpKind::Barrier => {
+                self.call_void("llvm.nvvm.barrier0")?;
+                Ok(vec![])
+            }
+            OpKind::Reshape => {
+                let v = self.vals.get(&d.operands[0]).cloned().ok_or("reshape of an undefined value")?;
+                Ok(vec![v])
+            }
+            OpKind::LocalStore { offset } => {
+                let x = d.operands[0];
+                let t = self.ty(x).clone();
+                let regs = self.regs(x)?;
+                let size = t.dtype().size() as i64;
+                for (r, v) in regs.into_iter().enumerate() {
+                    let l = self.linear(&t, r)?;
+                    let off = self.b.build_int_add(self.b.build_int_mul(l, self.i32c(size), "o").ice()?, self.i32c(*offset as i64), "o").ice()?;
+                    let p = self.smem_ptr(off)?;
+                    self.store_mem(p, v, t.dtype())?;
+                }
+                Ok(vec![])
+            }
+            OpKind::LocalLoad { offset, strides } => {
+                let t = rt.ok_or("local_load without result")?;
+                let size = t.dtype().size() as i64;
+                let mut out = vec![];
+                for r in 0..self.nregs(&t) {
+                    let c = self.coords(&t, r)?;
+                    let mut idx = self.i32c(0);
+                    for (ci, &s) in c.iter().zip(strides) {
+                        if s != 0 {
+                            idx = self.b.build_int_add(idx, self.b.build_int_mul(*ci, self.i32c(s), "i").ice()?, "i").ice()?;
+                        }
+                    }
+                    let off = self.b.build_int_add(self.b.build_int_mul(idx, self.i32c(size), "o").ice()?, self.i32c(*offset as i64), "o").ice()?;
+                    let p = self.smem_ptr(off)?;
+                    out.push(self.load_mem(p, t.dtype())?);
+                }
+                one(out)
+            }
+            OpKind::LocalReduce { offset, op: rop, axis, src_shape, dtype } => self.local_reduce(rt.ok_or("reduce without result")?, *offset, *rop, *axis as usize, src_shape, *dtype),
+            OpKind::LocalDot { a_offset, b_offset, k, dtype } => {
+                let acc = d.operands[0];
+                self.local_dot(rt.ok_or("dot without result")?, acc, *a_offset, *b_offset, *k, *dtype)
+            }
+            OpKind::Tir(kind) => self.tir_op(op, kind, rt),
+        }
+    }
+
+    fn local_reduce(&mut self, t: lir::Type, offset: u32, rop: ReduceOp, axis: usize, src_shape: &[i64], dtype: DType) -> Res<Vec<Cv<'c>>> {
+        let src_strides = row_major(src_shape);
+        let size = dtype.size() as i64;
+        let n = src_shape[axis];
+        let acc_d = if matches!(dtype, DType::F16 | DType::BF16) { DType::F32 } else { dtype };
+        let mut bases = vec![];
+        for r in 0..self.nregs(&t) {
+            let c = if t.shape().is_empty() { vec![] } else { self.coords(&t, r)? };
+            let mut base = self.i32c(0);
+            let mut ci = 0;
+            for (i, &s) in src_strides.iter().enumerate() {
+                if i == axis {
+                    continue;
+                }
+                base = self.b.build_int_add(base, self.b.build_int_mul(c[ci], self.i32c(s), "b").ice()?, "b").ice()?;
+                ci += 1;
+            }
+            bases.push(base);
+        }
+        let ident = math::reduce_identity(self, rop, acc_d)?;
+        let inits = vec![ident; bases.len()];
+        let stride = src_strides[axis];
+        let res = self.counted_loop(n, inits, &mut |g, j, accs| {
+            let mut next = vec![];
+            for (bi, base) in bases.iter().enumerate() {
+                let idx = g.b.build_int_add(*base, g.b.build_int_mul(j, g.i32c(stride), "j").ice()?, "i").ice()?;
+                let off = g.b.build_int_add(g.b.build_int_mul(idx, g.i32c(size), "o").ice()?, g.i32c(offset as i64), "o").ice()?;
+                let p = g.smem_ptr(off)?;
+                let v = g.load_mem(p, dtype)?;
+                let v = math::convert(g, v, dtype, acc_d)?;
+                let op = match rop {
+                    ReduceOp::Sum => BinaryOp::Add,
+                    ReduceOp::Max => BinaryOp::Max,
+                    ReduceOp::Min => BinaryOp::Min,
+                };
+                next.push(math::binary(g, op, accs[bi], v, acc_d)?);
+            }
+            Ok(next)
+        })?;
+        let out = res.into_iter().map(|v| math::convert(self, v, acc_d, dtype)).collect::<Res<Vec<_>>>()?;
+        Ok(vec![Cv::Regs(out)])
+    }
+
+    fn local_dot(&mut self, t: lir::Type, acc: Value, a_off: u32, b_off: u32, k: i64, dtype: DType) -> Res<Vec<Cv<'c>>> {
+        let n = t.shape()[1];
+        let acc_d = t.dtype();
+        let size = dtype.size() as i64;
+        let mut rows = vec![];
+        let mut cols = vec![];
+        for r in 0..self.nregs(&t) {
+            let c = self.coords(&t, r)?;
+            // Byte offsets of a[i, 0] and b[0, j].
+            rows.push(self.b.build_int_add(self.b.build_int_mul(c[0], self.i32c(k * size), "a").ice()?, self.i32c(a_off as i64), "a").ice()?);
+            cols.push(self.b.build_int_add(self.b.build_int_mul(c[1], self.i32c(size), "b").ice()?, self.i32c(b_off as i64), "b").ice()?);
+        }
+        let inits = self.regs(acc)?;
+        let res = self.counted_loop(k, inits, &mut |g, kk, accs| {
+            let a_step = g.b.build_int_mul(kk, g.i32c(size), "ak").ice()?;
+            let b_step = g.b.build_int_mul(kk, g.i32c(n * size), "bk").ice()?;
+            let mut next = vec![];
+            for (ri, acc) in accs.iter().enumerate() {
+                let pa = g.smem_ptr(g.b.build_int_add(rows[ri], a_step, "pa").ice()?)?;
+                let pb = g.smem_ptr(g.b.build_int_add(cols[ri], b_step, "pb").ice()?)?;
+                let a = g.load_mem(pa, dtype)?;
+                let b = g.load_mem(pb, dtype)?;
+                let a = math::convert(g, a, dtype, acc_d)?;
+                let b = math::convert(g, b, dtype, acc_d)?;
+                next.push(math::fma(g, a, b, *acc, acc_d)?);
+            }
+            Ok(next)
+        })?;
+        Ok(vec![Cv::Regs(res)])
+    }
+
+    /// Address and in-bounds mask of each register of a window access.
+    fn window(&self, tensor: &Cv<'c>, offs: &[Value], t: &lir::Type, d: DType) -> Res<Vec<(PointerValue<'c>, IntValue<'c>)>> {
+        let Cv::Tensor { ptr, sizes, strides } = tensor else { return Err("window access on a non-tensor".into()) };
+        let offs: Vec<IntValue> = offs.iter().map(|&o| self.regs(o).map(|r| r[0].into_int_value())).collect::<Res<_>>()?;
+        let mut out = vec![];
+        for r in 0..self.nregs(t) {
+            let c = self.coords(t, r)?;
+            let mut inb = self.ctx.bool_type().const_int(1, false);
+            let mut lin = self.i64c(0);
+            for i in 0..c.len() {
+                let idx = self.b.build_int_add(offs[i], c[i], "x").ice()?;
+                let ok = self.b.build_int_compare(IntPredicate::ULT, idx, sizes[i], "ok").ice()?;
+                inb = self.b.build_and(inb, ok, "inb").ice()?;
+                let wide = self.b.build_int_s_extend(idx, self.ctx.i64_type(), "w").ice()?;
+                lin = self.b.build_int_add(lin, self.b.build_int_mul(wide, strides[i], "s").ice()?, "lin").ice()?;
+            }
+            // SAFETY (of the LLVM IR): only dereferenced under `inb`.
+            let p = unsafe { self.b.build_gep(mem_type(self.ctx, d), *ptr, &[lin], "p").ice()? };
+            out.push((p, inb));
+        }
+        Ok(out)
+    }
+
+    /// `if cond { then() }` returning the value of `then` or `otherwise`.
+    fn guarded(&mut self, cond: IntValue<'c>, then: &mut dyn FnMut(&mut Self) -> Res<Option<BasicValueEnum<'c>>>, otherwise: Option<BasicValueEnum<'c>>) -> Res<Option<BasicValueEnum<'c>>> {
+        let pre = self.b.get_insert_block().ok_or("no block")?;
+        let tb = self.block("in");
+        let mb = self.block("join");
+        self.b.build_conditional_branch(cond, tb, mb).ice()?;
+        self.b.position_at_end(tb);
+        let v = then(self)?;
+        let tend = self.b.get_insert_block().ok_or("no block")?;
+        self.b.build_unconditional_branch(mb).ice()?;
+        self.b.position_at_end(mb);
+        match (v, otherwise) {
+            (Some(v), Some(o)) => {
+                let phi = self.b.build_phi(v.get_type(), "v").ice()?;
+                phi.add_incoming(&[(&v as &dyn BasicValue, tend), (&o as &dyn BasicValue, pre)]);
+                Ok(Some(phi.as_basic_value()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn tir_op(&mut self, op: crate::ir::Op, kind: &tir::OpKind, rt: Option<lir::Type>) -> Res<Vec<Cv<'c>>> {
+        let d = self.k.body.op(op);
+        let operands = d.operands.clone();
+        let rt_ok = || rt.clone().ok_or_else(|| format!("{} without a result", kind.mnemonic()));
+        let one = |regs: Vec<BasicValueEnum<'c>>| Ok(vec![Cv::Regs(regs)]);
+        match kind {
+            tir::OpKind::Const(l) => {
+                let t = rt_ok()?;
+                let c = math::constant(self, *l, t.dtype())?;
+                one(vec![c; self.nregs(&t)])
+            }
+            tir::OpKind::ProgramId(a) | tir::OpKind::NumPrograms(a) => {
+                let axis = ["x", "y", "z"].get(*a as usize).ok_or("axis > 2")?;
+                let reg = if matches!(kind, tir::OpKind::ProgramId(_)) { "ctaid" } else { "nctaid" };
+                let v = self.call(&format!("llvm.nvvm.read.ptx.sreg.{reg}.{axis}"), &[], self.ctx.i32_type().into())?;
+                one(vec![v])
+            }
+            tir::OpKind::Arange(_) => {
+                let t = rt_ok()?;
+                let regs = (0..self.nregs(&t)).map(|r| self.linear(&t, r).map(|v| v.into())).collect::<Res<Vec<_>>>()?;
+                one(regs)
+            }
+            tir::OpKind::Splat => {
+                let t = rt_ok()?;
+                let x = self.regs(operands[0])?[0];
+                one(vec![x; self.nregs(&t)])
+            }
+            tir::OpKind::Binary(b) => {
+                let (x, y) = (self.regs(operands[0])?, self.regs(operands[1])?);
+                let dt = self.ty(operands[0]).dtype();
+                let regs = x.iter().zip(&y).map(|(a, c)| math::binary(self, *b, *a, *c, dt)).collect::<Res<Vec<_>>>()?;
+                one(regs)
+            }
+            tir::OpKind::Cmp(c) => {
+                let (x, y) = (self.regs(operands[0])?, self.regs(operands[1])?);
+                let dt = self.ty(operands[0]).dtype();
+                let regs = x.iter().zip(&y).map(|(a, b)| self.compare(*c, *a, *b, dt)).collect::<Res<Vec<_>>>()?;
+                one(regs)
+            }
+            tir::OpKind::Unary(u) => {
+                let x = self.regs(operands[0])?;
+                let dt = self.ty(operands[0]).dtype();
+                let regs = x.iter().map(|a| math::unary(self, *u, *a, dt)).collect::<Res<Vec<_>>>()?;
+                one(regs)
+            }
+            tir::OpKind::Select => {
+                let (c, x, y) = (self.regs(operands[0])?, self.regs(operands[1])?, self.regs(operands[2])?);
+                let mut regs = vec![];
+                for i in 0..x.len() {
+                    regs.push(self.b.build_select(c[i].into_int_value(), x[i], y[i], "sel").ice()?);
+                }
+                one(regs)
+            }
+            tir::OpKind::Cast => {
+                let x = self.regs(operands[0])?;
+                let (from, to) = (self.ty(operands[0]).dtype(), rt_ok()?.dtype());
+                let regs = x.iter().map(|a| math::convert(self, *a, from, to)).collect::<Res<Vec<_>>>()?;
+                one(regs)
+            }
+            tir::OpKind::Dim(axis) => match self.vals.get(&operands[0]) {
+                Some(Cv::Tensor { sizes, .. }) => one(vec![sizes.get(*axis as usize).ok_or("dim axis out of range")?.as_basic_value_enum()]),
+                _ => Err("dim of a non-tensor".into()),
+            },
+            tir::OpKind::View => {
+                let Some(Cv::Tensor { ptr, sizes, strides }) = self.vals.get(&operands[0]).cloned() else { return Err("view of a non-tensor".into()) };
+                let k = operands.len() - 1;
+                let mut valid = self.ctx.bool_type().const_int(1, false);
+                let mut lin = self.i64c(0);
+                for i in 0..k {
+                    let idx = self.regs(operands[i + 1])?[0].into_int_value();
+                    let ok = self.b.build_int_compare(IntPredicate::ULT, idx, sizes[i], "ok").ice()?;
+                    valid = self.b.build_and(valid, ok, "valid").ice()?;
+                    let wide = self.b.build_int_s_extend(idx, self.ctx.i64_type(), "w").ice()?;
+                    lin = self.b.build_int_add(lin, self.b.build_int_mul(wide, strides[i], "s").ice()?, "lin").ice()?;
+                }
+                let dt = self.ty(operands[0]).dtype();
+                // SAFETY (of the LLVM IR): an out-of-range view gets sizes 0, so it is never read.
+                let p = unsafe { self.b.build_gep(mem_type(self.ctx, dt), ptr, &[lin], "view").ice()? };
+                let mut nsizes = vec![];
+                for s in &sizes[k..] {
+                    nsizes.push(self.b.build_select(valid, *s, self.i32c(0), "sz").ice()?.into_int_value());
+                }
+                Ok(vec![Cv::Tensor { ptr: p, sizes: nsizes, strides: strides[k..].to_vec() }])
+            }
+            tir::OpKind::Load => {
+                let t = rt_ok()?;
+                let tensor = self.vals.get(&operands[0]).cloned().ok_or("load from undefined tensor")?;
+                let n = operands.len();
+                let pad = self.regs(operands[n - 1])?[0];
+                let dt = t.dtype();
+                let addrs = self.window(&tensor, &operands[1..n - 1], &t, dt)?;
+                let mut regs = vec![];
+                for (p, inb) in addrs {
+                    let v = self.guarded(inb, &mut |g| Ok(Some(g.load_mem(p, dt)?)), Some(pad))?.ok_or("load")?;
+                    regs.push(v);
+                }
+                one(regs)
+            }
+            tir::OpKind::Store => {
+                let tensor = self.vals.get(&operands[0]).cloned().ok_or("store to undefined tensor")?;
+                let n = operands.len();
+                let x = operands[n - 1];
+                let t = self.ty(x).clone();
+                let vals = self.regs(x)?;
+                let addrs = self.window(&tensor, &operands[1..n - 1], &t, t.dtype())?;
+                // A replicated tile is stored by one thread per element.
+                let owner = if t.numel() < self.k.threads as i64 {
+                    Some(self.b.build_int_compare(IntPredicate::ULT, self.tid, self.i32c(t.numel()), "own").ice()?)
+                } else {
+                    None
+                };
+                for ((p, inb), v) in addrs.into_iter().zip(vals) {
+                    let cond = match owner {
+                        Some(o) => self.b.build_and(inb, o, "st").ice()?,
+                        None => inb,
+                    };
+                    self.guarded(cond, &mut |g| g.store_mem(p, v, t.dtype()).map(|_| None), None)?;
+                }
+                Ok(vec![])
+            }
+            tir::OpKind::For => self.for_loop(op),
+            tir::OpKind::If => self.if_op(op),
+            other => Err(format!("`{}` reached code generation; the lowering should have replaced it", other.mnemonic())),
+        }
+    }
+
+    fn compare(&self, c: CmpOp, a: BasicValueEnum<'c>, b: BasicValueEnum<'c>, d: DType) -> Res<BasicValueEnum<'c>> {
+        if d.is_float() {
+            let p = match c {
+                CmpOp::Eq => FloatPredicate::OEQ,
+                CmpOp::Ne => FloatPredicate::UNE,
+                CmpOp::Lt => FloatPredicate::OLT,
+                CmpOp::Le => FloatPredicate::OLE,
+                CmpOp::Gt => FloatPredicate::OGT,
+                CmpOp::Ge => FloatPredicate::OGE,
+            };
+            return Ok(self.b.build_float_compare(p, a.into_float_value(), b.into_float_value(), "cmp").ice()?.into());
+        }
+        let s = d.is_signed();
+        let p = match c {
+            CmpOp::Eq => IntPredicate::EQ,
+            CmpOp::Ne => IntPredicate::NE,
+            CmpOp::Lt if s => IntPredicate::SLT,
+            CmpOp::Le if s => IntPredicate::SLE,
+            CmpOp::Gt if s => IntPredicate::SGT,
+            CmpOp::Ge if s => IntPredicate::SGE,
+            CmpOp::Lt => IntPredicate::ULT,
+            CmpOp::Le => IntPredicate::ULE,
+            CmpOp::Gt => IntPredicate::UGT,
+            CmpOp::Ge => IntPredicate::UGE,
+        };
+        Ok(self.b.build_int_compare(p, a.into_int_value(), b.into_int_value(), "cmp").ice()?.into())
+    }
+
+    fn flatten(vals: &[Cv<'c>]) -> Res<Vec<BasicValueEnum<'c>>> {
+        let mut out = vec![];
+        for v in vals {
+            match v {
+                Cv::Regs(r) => out.extend(r),
+                Cv::Tensor { .. } => return Err("a tensor cannot be carried through control flow".into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Splits flat registers back into per-value groups following `types`.
+    fn unflatten(&self, flat: &[BasicValueEnum<'c>], types: &[lir::Type]) -> Vec<Cv<'c>> {
+        let mut out = vec![];
+        let mut i = 0;
+        for t in types {
+            let n = self.nregs(t);
+            out.push(Cv::Regs(flat[i..i + n].to_vec()));
+            i += n;
+        }
+        out
+    }
+
+    fn for_loop(&mut self, op: crate::ir::Op) -> Res<Vec<Cv<'c>>> {
+        let d = self.k.body.op(op).clone();
+        let lo = self.regs(d.operands[0])?[0].into_int_value();
+        let hi = self.regs(d.operands[1])?[0].into_int_value();
+        let step = self.regs(d.operands[2])?[0].into_int_value();
+        let inits: Vec<Cv> = d.operands[3..].iter().map(|o| self.vals.get(o).cloned().ok_or("undefined loop init")).collect::<Result<_, _>>()?;
+        let flat_init = Self::flatten(&inits)?;
+        let types: Vec<lir::Type> = d.results.iter().map(|&r| self.ty(r).clone()).collect();
+        let pre = self.b.get_insert_block().ok_or("no block")?;
+        let header = self.block("for.head");
+        let body_bb = self.block("for.body");
+        let exit = self.block("for.end");
+        self.b.build_unconditional_branch(header).ice()?;
+        self.b.position_at_end(header);
+        let iv = self.b.build_phi(self.ctx.i32_type(), "iv").ice()?;
+        let phis = flat_init.iter().map(|v| self.b.build_phi(v.get_type(), "it")).collect::<Result<Vec<_>, _>>().ice()?;
+        let ivv = iv.as_basic_value().into_int_value();
+        let cond = self.b.build_int_compare(IntPredicate::SLT, ivv, hi, "cond").ice()?;
+        self.b.build_conditional_branch(cond, body_bb, exit).ice()?;
+        self.b.position_at_end(body_bb);
+        let region = d.regions[0];
+        let args = self.k.body.block(region).args.clone();
+        self.vals.insert(args[0], Cv::Regs(vec![ivv.into()]));
+        let cur: Vec<BasicValueEnum> = phis.iter().map(|p| p.as_basic_value()).collect();
+        for (a, v) in args[1..].iter().zip(self.unflatten(&cur, &types)) {
+            self.vals.insert(*a, v);
+        }
+        let yields = self.region(region)?;
+        let flat_next = Self::flatten(&yields)?;
+        let next_iv = self.b.build_int_add(ivv, step, "iv.next").ice()?;
+        let latch = self.b.get_insert_block().ok_or("no block")?;
+        self.b.build_unconditional_branch(header).ice()?;
+        iv.add_incoming(&[(&lo, pre), (&next_iv, latch)]);
+        for ((p, init), nx) in phis.iter().zip(&flat_init).zip(&flat_next) {
+            p.add_incoming(&[(init as &dyn BasicValue, pre), (nx as &dyn BasicValue, latch)]);
+        }
+        self.b.position_at_end(exit);
+        Ok(self.unflatten(&cur, &types))
+    }
+
+    fn if_op(&mut self, op: crate::ir::Op) -> Res<Vec<Cv<'c>>> {
+        let d = self.k.body.op(op).clone();
+        let cond = self.regs(d.operands[0])?[0].into_int_value();
+        let types: Vec<lir::Type> = d.results.iter().map(|&r| self.ty(r).clone()).collect();
+        let tb = self.block("if.then");
+        let eb = self.block("if.else");
+        let mb = self.block("if.end");
+        self.b.build_conditional_branch(cond, tb, eb).ice()?;
+        let mut incoming = vec![];
+        for (bb, region) in [(tb, d.regions[0]), (eb, d.regions[1])] {
+            self.b.position_at_end(bb);
+            let ys = self.region(region)?;
+            let flat = Self::flatten(&ys)?;
+            let end = self.b.get_insert_block().ok_or("no block")?;
+            self.b.build_unconditional_branch(mb).ice()?;
+            incoming.push((flat, end));
+        }
+        self.b.position_at_end(mb);
+        let mut flat = vec![];
+        for i in 0..incoming[0].0.len() {
+            let phi = self.b.build_phi(incoming[0].0[i].get_type(), "ifv").ice()?;
+            phi.add_incoming(&[(&incoming[0].0[i] as &dyn BasicValue, incoming[0].1), (&incoming[1].0[i] as &dyn BasicValue, incoming[1].1)]);
+            flat.push(phi.as_basic_value());
+        }
+        Ok(self.unflatten(&flat, &types))
+    }
+}
+
+fn declare<'c>(module: &Module<'c>, name: &str, ty: inkwell::types::FunctionType<'c>) -> FunctionValue<'c> {
+    module.get_function(name).unwrap_or_else(|| module.add_function(name, ty, None))
+}
+
+/// The LLVM type of a register holding `d`.
+pub(crate) fn reg_type(ctx: &Context, d: DType) -> BasicTypeEnum<'_> {
+    match d {
+        DType::Bool => ctx.bool_type().into(),
+        DType::I8 | DType::U8 => ctx.i8_type().into(),
+        DType::I16 => ctx.i16_type().into(),
+        DType::I32 | DType::U32 => ctx.i32_type().into(),
+        DType::I64 | DType::U64 => ctx.i64_type().into(),
+        DType::F16 => ctx.f16_type().into(),
+        DType::BF16 => ctx.bf16_type().into(),
+        DType::F32 => ctx.f32_type().into(),
+        DType::F64 => ctx.f64_type().into(),
+    }
+}
+
+/// The LLVM type of `d` in memory (bool is a byte).
+pub(crate) fn mem_type(ctx: &Context, d: DType) -> BasicTypeEnum<'_> {
+    if d == DType::Bool { ctx.i8_type().into() } else { reg_type(ctx, d) }
 }

@@ -1,1 +1,281 @@
 //! The reference interpreter: executes a tile-IR kernel over its whole grid on host tensors.
+//!
+//! This is the language's reference semantics; the GPU backend is tested against it. Programs
+//! run one after another (grid axis x fastest, then y, then z), each executing the entry block
+//! from scratch. Every float operation computes in f64 and rounds its result to the tile's dtype
+//! (round to nearest even); integers wrap to their width. See `ops` for the per-operation rules
+//! and `value` for representations and conversions.
+//!
+//! The interpreter never panics: IR that breaks the op conventions gives
+//! `InterpError::Internal`.
+
+mod math;
+mod ops;
+mod value;
+
+#[cfg(test)]
+mod tests;
+
+use crate::dtype::DType;
+use crate::host::{ArgInfo, BindError, HostTensor, Scalar, bind};
+use crate::ir::{Block, Op, Value};
+use crate::tir::{self, OpKind, ParamKind, Type};
+use std::rc::Rc;
+use value::{Elem, TensorRef, Tile, Val};
+
+/// A launch argument.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Arg {
+    Tensor(HostTensor),
+    Scalar(Scalar),
+}
+
+/// Why a kernel could not run to completion.
+#[derive(Debug, thiserror::Error)]
+pub enum InterpError {
+    /// The arguments do not fit the kernel's signature, or a `#[require]` failed.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("argument `{param}`: a {dtype} tensor of shape {shape:?} needs {expected} bytes, got {got}")]
+    TensorBytes { param: String, dtype: DType, shape: Vec<usize>, expected: usize, got: usize },
+    /// A `for` loop whose step is zero or negative (it would never end, or run backward).
+    #[error("program {program:?}: `for` loop step must be positive, got {step}")]
+    NonPositiveStep { program: [u32; 3], step: i64 },
+    #[error("program {program:?}: store to read-only tensor parameter `{param}`")]
+    ReadOnlyStore { program: [u32; 3], param: String },
+    /// The IR breaks an op convention (an interpreter or compiler bug, not a user error).
+    #[error("internal error in the interpreter: {0}")]
+    Internal(String),
+}
+
+type Result<T> = std::result::Result<T, InterpError>;
+
+/// Deeper region nesting than this is refused: well-formed IR nests a few levels, and malformed
+/// IR whose regions form a cycle would otherwise recurse until the stack overflows.
+const MAX_NESTING: usize = 256;
+
+/// Runs `k` over its whole grid; tensors in `args` are read and written in place.
+pub fn run_kernel(k: &tir::Kernel, args: &mut [Arg]) -> std::result::Result<(), InterpError> {
+    let infos: Vec<ArgInfo> = args
+        .iter()
+        .map(|a| match a {
+            Arg::Tensor(t) => ArgInfo::Tensor { dtype: t.dtype, shape: t.shape.clone() },
+            Arg::Scalar(s) => ArgInfo::Scalar(*s),
+        })
+        .collect();
+    let bound = bind(&k.name, &k.params, &k.grid, &k.requires, &infos)?;
+    let entry = k.body.blocks.get(k.body.entry.index()).ok_or_else(|| internal("the entry block does not exist"))?;
+    if entry.args.len() != k.params.len() {
+        return Err(internal(format!("the entry block has {} arguments for {} parameters", entry.args.len(), k.params.len())));
+    }
+    // The parameters' values are the same in every program.
+    let mut params = Vec::with_capacity(args.len());
+    for (i, (p, a)) in k.params.iter().zip(args.iter()).enumerate() {
+        params.push(match (&p.kind, a) {
+            (ParamKind::Tensor { mutable, .. }, Arg::Tensor(t)) => {
+                let expected = t.shape.iter().try_fold(t.dtype.size(), |n, &d| n.checked_mul(d));
+                if expected != Some(t.bytes.len()) {
+                    return Err(InterpError::TensorBytes { param: p.name.clone(), dtype: t.dtype, shape: t.shape.clone(), expected: expected.unwrap_or(usize::MAX), got: t.bytes.len() });
+                }
+                let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+                Val::Tensor(Rc::new(TensorRef { arg: i, offset: 0, strides: t.strides(), shape, empty: false, mutable: *mutable }))
+            }
+            (ParamKind::Scalar { dtype }, Arg::Scalar(s)) => {
+                let e = match s {
+                    Scalar::Float(f) => value::cast_elem(DType::F64, *dtype, Elem::F(*f)),
+                    Scalar::Int(v) => value::cast_elem(DType::I64, *dtype, Elem::I(*v)),
+                    Scalar::Bool(b) => value::cast_elem(DType::Bool, *dtype, Elem::I(*b as i64)),
+                };
+                Val::Tile(Rc::new(Tile::filled(*dtype, &[], e)))
+            }
+            // `bind` has already checked that kinds agree.
+            _ => return Err(internal(format!("argument `{}` does not match its parameter", p.name))),
+        });
+    }
+    let mut it = Interp { k, args, vals: vec![None; k.body.values.len()], program: [0; 3], grid: bound.grid, depth: 0 };
+    let entry_args = entry.args.clone();
+    for z in 0..bound.grid[2] {
+        for y in 0..bound.grid[1] {
+            for x in 0..bound.grid[0] {
+                it.program = [x, y, z];
+                // Forget the previous program's values, so a use before definition is an error
+                // rather than a read of stale data.
+                it.vals.iter_mut().for_each(|v| *v = None);
+                for (&a, v) in entry_args.iter().zip(&params) {
+                    it.set(a, v.clone())?;
+                }
+                it.block(k.body.entry)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn internal(msg: impl Into<String>) -> InterpError {
+    InterpError::Internal(msg.into())
+}
+
+struct Interp<'a> {
+    k: &'a tir::Kernel,
+    args: &'a mut [Arg],
+    /// The current value of every SSA value (`None` until defined in this program).
+    vals: Vec<Option<Val>>,
+    program: [u32; 3],
+    grid: [u32; 3],
+    depth: usize,
+}
+
+impl Interp<'_> {
+    fn set(&mut self, v: Value, x: Val) -> Result<()> {
+        let slot = self.vals.get_mut(v.index()).ok_or_else(|| internal(format!("{v} is not in the value arena")))?;
+        *slot = Some(x);
+        Ok(())
+    }
+
+    fn val(&self, v: Value) -> Result<&Val> {
+        self.vals.get(v.index()).and_then(Option::as_ref).ok_or_else(|| internal(format!("{v} is used before it is defined")))
+    }
+
+    fn tile(&self, v: Value) -> Result<Rc<Tile>> {
+        match self.val(v)? {
+            Val::Tile(t) => Ok(t.clone()),
+            Val::Tensor(_) => Err(internal(format!("{v} is a tensor where a tile is expected"))),
+        }
+    }
+
+    fn tensor(&self, v: Value) -> Result<Rc<TensorRef>> {
+        match self.val(v)? {
+            Val::Tensor(t) => Ok(t.clone()),
+            Val::Tile(_) => Err(internal(format!("{v} is a tile where a tensor is expected"))),
+        }
+    }
+
+    /// An integer scalar operand (an index, a loop bound, a condition), as its exact value.
+    fn int_scalar(&self, v: Value) -> Result<i64> {
+        let t = self.tile(v)?;
+        match t.elem() {
+            Some(Elem::I(i)) if t.shape.is_empty() => {
+                let exact = value::int_value(t.dtype, i);
+                i64::try_from(exact).map_err(|_| internal(format!("{v} = {exact} does not fit in i64")))
+            }
+            _ => Err(internal(format!("{v} is not an integer scalar (it is {}{:?})", t.dtype, t.shape))),
+        }
+    }
+
+    fn ty(&self, v: Value) -> Result<&Type> {
+        self.k.body.values.get(v.index()).map(|d| &d.ty).ok_or_else(|| internal(format!("{v} is not in the value arena")))
+    }
+
+    /// Runs the ops of `b` in order; returns the values of the `yield` that ends it, if any.
+    fn block(&mut self, b: Block) -> Result<Option<Vec<Val>>> {
+        let k = self.k;
+        let data = k.body.blocks.get(b.index()).ok_or_else(|| internal(format!("{b} does not exist")))?;
+        if self.depth >= MAX_NESTING {
+            return Err(internal(format!("regions nested more than {MAX_NESTING} deep (a cycle?)")));
+        }
+        self.depth += 1;
+        let mut out = Ok(None);
+        for &op in &data.ops {
+            match self.op(op) {
+                Ok(None) => {}
+                Ok(Some(y)) => {
+                    out = Ok(Some(y));
+                    break;
+                }
+                Err(e) => {
+                    out = Err(e);
+                    break;
+                }
+            }
+        }
+        self.depth -= 1;
+        out
+    }
+
+    /// Runs one op; `Some` when it is a `yield`.
+    fn op(&mut self, op: Op) -> Result<Option<Vec<Val>>> {
+        let k = self.k;
+        let data = k.body.ops.get(op.index()).ok_or_else(|| internal(format!("{op} does not exist")))?;
+        match &data.kind {
+            OpKind::Yield => {
+                let vals = data.operands.iter().map(|&v| self.val(v).cloned()).collect::<Result<Vec<_>>>()?;
+                return Ok(Some(vals));
+            }
+            OpKind::For => {
+                let results = self.for_loop(op, data)?;
+                self.set_results(op, &data.results, results)?;
+            }
+            OpKind::If => {
+                let [cond] = data.operands[..] else {
+                    return Err(self.op_error(op, "`if` takes one operand"));
+                };
+                let c = self.int_scalar(cond)?;
+                let region = *data.regions.get(if c != 0 { 0 } else { 1 }).ok_or_else(|| self.op_error(op, "`if` needs two regions"))?;
+                let y = self.block(region)?.unwrap_or_default();
+                self.set_results(op, &data.results, y)?;
+            }
+            _ => {
+                let r = self.compute(data).map_err(|e| match e {
+                    InterpError::Internal(m) => self.op_error(op, &m),
+                    e => e,
+                })?;
+                self.set_results(op, &data.results, r)?;
+            }
+        }
+        Ok(None)
+    }
+
+    fn op_error(&self, op: Op, msg: &str) -> InterpError {
+        let mn = self.k.body.ops.get(op.index()).map(|d| d.kind.mnemonic()).unwrap_or_default();
+        internal(format!("program {:?}, {op} (`{mn}`): {msg}", self.program))
+    }
+
+    fn set_results(&mut self, op: Op, results: &[Value], vals: Vec<Val>) -> Result<()> {
+        if vals.len() != results.len() {
+            return Err(self.op_error(op, &format!("{} values for {} results", vals.len(), results.len())));
+        }
+        for (&r, v) in results.iter().zip(vals) {
+            self.set(r, v)?;
+        }
+        Ok(())
+    }
+
+    /// `for lo, hi, step, inits…`: the body runs with `iv = lo, lo + step, …` while `iv < hi`.
+    fn for_loop(&mut self, op: Op, data: &crate::ir::OpData<OpKind>) -> Result<Vec<Val>> {
+        if data.operands.len() < 3 {
+            return Err(self.op_error(op, "`for` takes lo, hi, step and the initial values"));
+        }
+        let (lo, hi, step) = (self.int_scalar(data.operands[0])?, self.int_scalar(data.operands[1])?, self.int_scalar(data.operands[2])?);
+        if step <= 0 {
+            return Err(InterpError::NonPositiveStep { program: self.program, step });
+        }
+        let mut iters = data.operands[3..].iter().map(|&v| self.val(v).cloned()).collect::<Result<Vec<_>>>()?;
+        let [body] = data.regions[..] else {
+            return Err(self.op_error(op, "`for` needs one region"));
+        };
+        let args = self.k.body.blocks.get(body.index()).map(|b| b.args.clone()).unwrap_or_default();
+        if args.len() != iters.len() + 1 {
+            return Err(self.op_error(op, &format!("the body takes {} arguments for {} loop-carried values", args.len(), iters.len())));
+        }
+        let iv_type = match self.ty(args[0])? {
+            Type::Tile { dtype, shape } if shape.is_empty() && !dtype.is_float() => *dtype,
+            t => return Err(self.op_error(op, &format!("the induction variable has type {t}"))),
+        };
+        let mut iv = lo;
+        while iv < hi {
+            self.set(args[0], Val::Tile(Rc::new(Tile::filled(iv_type, &[], Elem::I(value::wrap(iv_type, iv))))))?;
+            for (&a, v) in args[1..].iter().zip(iters.drain(..)) {
+                self.set(a, v)?;
+            }
+            iters = self.block(body)?.ok_or_else(|| self.op_error(op, "the loop body does not end with `yield`"))?;
+            if iters.len() != args.len() - 1 {
+                return Err(self.op_error(op, &format!("the body yields {} values for {} loop-carried values", iters.len(), args.len() - 1)));
+            }
+            match iv.checked_add(step) {
+                Some(n) => iv = n,
+                None => break,
+            }
+        }
+        Ok(iters)
+    }
+}

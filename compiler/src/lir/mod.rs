@@ -1,13 +1,204 @@
-//! Level 2, the thread IR.
+//! Level 2, the thread IR: the tile IR after layout assignment. Every tile type carries a layout
+//! that says which thread holds which element; data that must move between threads goes through
+//! explicit shared-memory stores and loads separated by explicit barriers.
+//!
+//! Layouts (this stage has blocked layouts only): `Blocked { vec }` spreads the tile's elements,
+//! in row-major order, over the block's `T` threads in chunks of `vec` contiguous elements:
+//! element `L` is held by thread `(L / vec) % T`. A tile with fewer elements than threads is
+//! replicated: thread `t` holds element `t % N`. Since the layout depends only on the flattened
+//! index, `reshape` never moves data.
+
+mod print;
+
+use crate::dtype::DType;
+use crate::ir::Body;
+use crate::tir;
+use std::fmt;
+
+pub use print::print_kernel;
+
+/// How a tile's elements are spread over the threads of a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Layout {
+    Blocked { vec: u32 },
+}
+
+impl Layout {
+    /// The blocked layout the lowering gives every tile of `numel` elements on `threads` threads.
+    pub fn blocked_for(numel: i64, threads: u32) -> Layout {
+        let per = (numel / threads as i64).max(1);
+        Layout::Blocked { vec: per.min(4) as u32 }
+    }
+
+    /// Elements each thread holds.
+    pub fn regs(self, numel: i64, threads: u32) -> usize {
+        (numel / threads as i64).max(1) as usize
+    }
+
+    /// The row-major linear index of register `r` of thread `t`: `(base(r), tid_mul)` such that
+    /// index = `base + tid * tid_mul` (before the replication wrap when `numel < threads`).
+    pub fn linear(self, numel: i64, threads: u32, r: usize) -> (i64, i64) {
+        let Layout::Blocked { vec } = self;
+        let vec = vec as i64;
+        if numel < threads as i64 {
+            return (0, 1);
+        }
+        let r = r as i64;
+        ((r / vec) * threads as i64 * vec + r % vec, vec)
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Layout::Blocked { vec } => write!(f, "#blocked<{vec}>"),
+        }
+    }
+}
+
+/// The type of a thread-IR value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Type {
+    Tile { dtype: DType, shape: Vec<i64>, layout: Layout },
+    Tensor { dtype: DType, rank: usize, mutable: bool },
+}
+
+impl Type {
+    pub fn dtype(&self) -> DType {
+        match self {
+            Type::Tile { dtype, .. } | Type::Tensor { dtype, .. } => *dtype,
+        }
+    }
+
+    pub fn shape(&self) -> &[i64] {
+        match self {
+            Type::Tile { shape, .. } => shape,
+            Type::Tensor { .. } => &[],
+        }
+    }
+
+    pub fn numel(&self) -> i64 {
+        self.shape().iter().product()
+    }
+
+    pub fn layout(&self) -> Option<Layout> {
+        match self {
+            Type::Tile { layout, .. } => Some(*layout),
+            Type::Tensor { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Type {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Type::Tile { dtype, shape, layout } => {
+                let t = tir::Type::tile(*dtype, shape.clone());
+                write!(f, "{t} {layout}")
+            }
+            Type::Tensor { dtype, rank, mutable } => tir::Type::Tensor { dtype: *dtype, rank: *rank, mutable: *mutable }.fmt(f),
+        }
+    }
+}
+
+/// Thread-IR operations: the per-thread forms of the tile-IR elementwise and memory ops, plus
+/// explicit shared memory and barriers. Shared-memory operands are byte offsets into the
+/// kernel's dynamic shared memory.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OpKind {
+    /// Elementwise and scalar ops with the tile IR's meaning, computed on each thread's own
+    /// elements (operands and result share one layout): Const, ProgramId, NumPrograms, Arange,
+    /// Splat, Binary, Cmp, Unary, Select, Cast, Dim, View, Load, Store, For, If, Yield.
+    Tir(tir::OpKind),
+    /// `(x) -> T`: same elements, new shape; the layouts map each linear index to the same
+    /// thread and register, so no data moves.
+    Reshape,
+    /// `(x) -> ()`: each thread writes its elements at `offset + linear_index * size`.
+    LocalStore { offset: u32 },
+    /// `() -> T`: each thread reads element `c` from `offset + (Σ c_i · strides_i) * size`.
+    LocalLoad { offset: u32, strides: Vec<i64> },
+    /// `() -> T`: reduces a row-major `src_shape` tile at `offset` along `axis`.
+    LocalReduce { offset: u32, op: tir::ReduceOp, axis: u32, src_shape: Vec<i64>, dtype: DType },
+    /// `(acc) -> acc'`: `acc + a · b` with row-major `a: [m, k]` at `a_offset` and `b: [k, n]` at
+    /// `b_offset`, multiplied with fused multiply-adds.
+    LocalDot { a_offset: u32, b_offset: u32, k: i64, dtype: DType },
+    /// Every thread of the block waits here (`bar.sync 0`).
+    Barrier,
+}
+
+impl OpKind {
+    pub fn mnemonic(&self) -> String {
+        match self {
+            OpKind::Tir(k) => k.mnemonic(),
+            OpKind::Reshape => "reshape".into(),
+            OpKind::LocalStore { .. } => "local_store".into(),
+            OpKind::LocalLoad { .. } => "local_load".into(),
+            OpKind::LocalReduce { op, .. } => format!("local_reduce.{}", op.name()),
+            OpKind::LocalDot { .. } => "local_dot".into(),
+            OpKind::Barrier => "barrier".into(),
+        }
+    }
+}
+
+pub type LirBody = Body<OpKind, Type>;
 
 /// A kernel in the thread IR.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernel {
     pub name: String,
+    pub params: Vec<tir::Param>,
+    /// Threads per block (`32 * warps`).
     pub threads: u32,
+    /// Dynamic shared memory in bytes.
     pub shared_bytes: u32,
+    pub body: LirBody,
 }
 
-pub fn verify_kernel(_k: &Kernel) -> Result<(), String> {
+/// Checks the thread IR's invariants: operands defined before use, layouts consistent with the
+/// thread count, elementwise operands in one layout, shared-memory accesses inside the plan.
+pub fn verify_kernel(k: &Kernel) -> Result<(), String> {
+    let b = &k.body;
+    let mut defined = vec![false; b.values.len()];
+    for &a in &b.block(b.entry).args {
+        defined[a.index()] = true;
+    }
+    verify_block(k, b.entry, &mut defined)
+}
+
+fn verify_block(k: &Kernel, blk: crate::ir::Block, defined: &mut Vec<bool>) -> Result<(), String> {
+    let b = &k.body;
+    for &a in &b.block(blk).args {
+        defined[a.index()] = true;
+    }
+    for &op in &b.block(blk).ops {
+        let d = b.op(op);
+        for &o in &d.operands {
+            if !defined.get(o.index()).copied().unwrap_or(false) {
+                return Err(format!("{} uses {o} before its definition", d.kind.mnemonic()));
+            }
+        }
+        for &r in &d.regions {
+            verify_block(k, r, defined)?;
+        }
+        for &r in &d.results {
+            defined[r.index()] = true;
+            if let Type::Tile { shape, layout, .. } = b.ty(r) {
+                let n: i64 = shape.iter().product();
+                if *layout != Layout::blocked_for(n, k.threads) {
+                    return Err(format!("{} result has layout {layout}, expected {}", d.kind.mnemonic(), Layout::blocked_for(n, k.threads)));
+                }
+            }
+        }
+        let end = match &d.kind {
+            OpKind::LocalStore { offset } => d.operands.first().map(|&x| *offset as i64 + b.ty(x).numel() * b.ty(x).dtype().size() as i64),
+            OpKind::LocalDot { b_offset, k: kk, dtype, .. } => d.results.first().map(|&r| *b_offset as i64 + kk * b.ty(r).shape().get(1).copied().unwrap_or(1) * dtype.size() as i64),
+            _ => None,
+        };
+        if let Some(end) = end
+            && end > k.shared_bytes as i64
+        {
+            return Err(format!("{} writes shared memory up to byte {end}, beyond the {} planned", d.kind.mnemonic(), k.shared_bytes));
+        }
+    }
     Ok(())
 }

@@ -1,12 +1,31 @@
-//! Tile-IR passes, run in one explicit pipeline.
+//! Tile-IR passes, run in one explicit pipeline. Each pass is a plain function over a kernel;
+//! the verifier runs after each one when `Options::verify` is on (tests and debug builds).
+
+mod dce;
 
 use crate::diag::Diagnostic;
 use crate::{Options, tir};
+
+/// A tile-IR pass: a name (for `--dump-after` and error messages) and a function.
+pub struct Pass {
+    pub name: &'static str,
+    pub run: fn(&mut tir::Kernel),
+}
+
+/// The pipeline, in order.
+/// - `dce` removes what sema emitted but nothing uses (dimension symbols, folded constants).
+pub const PIPELINE: &[Pass] = &[Pass { name: "dce", run: dce::run }];
 
 /// Runs the tile-IR pass pipeline on one kernel.
 pub fn run_pipeline(k: &mut tir::Kernel, opts: &Options) -> Result<(), Diagnostic> {
     if opts.verify {
         tir::verify_kernel(k).map_err(|e| Diagnostic::ice("sema", e))?;
+    }
+    for p in PIPELINE {
+        (p.run)(k);
+        if opts.verify {
+            tir::verify_kernel(k).map_err(|e| Diagnostic::ice(p.name, e))?;
+        }
     }
     Ok(())
 }

@@ -32,6 +32,18 @@ struct Printer<'a> {
     num: Numbering,
 }
 
+/// The attribute printed between an op's mnemonic and its operands (`program_id 0`).
+pub fn attr_text(kind: &OpKind) -> Option<String> {
+    match kind {
+        OpKind::Const(l) => Some(format_lit(l)),
+        OpKind::ProgramId(a) | OpKind::NumPrograms(a) | OpKind::ExpandDims(a) | OpKind::Dim(a) => Some(a.to_string()),
+        OpKind::Reduce(_, a) => Some(a.to_string()),
+        OpKind::Arange(n) => Some(n.to_string()),
+        OpKind::Permute(p) => Some(format!("[{}]", p.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))),
+        _ => None,
+    }
+}
+
 /// Formats a literal so that the parser can tell floats from integers.
 pub fn format_lit(l: &Lit) -> String {
     match l {
@@ -98,14 +110,7 @@ impl Printer<'_> {
             let _ = write!(self.out, "{} = ", rs.join(", "));
         }
         self.out.push_str(&data.kind.mnemonic());
-        let attr = match &data.kind {
-            OpKind::Const(l) => Some(format_lit(l)),
-            OpKind::ProgramId(a) | OpKind::NumPrograms(a) | OpKind::ExpandDims(a) | OpKind::Dim(a) => Some(a.to_string()),
-            OpKind::Reduce(_, a) => Some(a.to_string()),
-            OpKind::Arange(n) => Some(n.to_string()),
-            OpKind::Permute(p) => Some(format!("[{}]", p.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))),
-            _ => None,
-        };
+        let attr = attr_text(&data.kind);
         let operands: Vec<String> = data.operands.iter().map(|&v| self.num.name(v)).collect();
         let mut parts = vec![];
         if let Some(a) = attr {

@@ -1,0 +1,70 @@
+//! The thread IR's text form: the tile IR's syntax with a layout on every tile type and the
+//! shared-memory ops' offsets as attributes.
+
+use super::{Kernel, OpKind};
+use crate::ir::{Block, Numbering, Op};
+use crate::tir::print::attr_text;
+use std::fmt::Write;
+
+/// Prints a kernel of the thread IR.
+pub fn print_kernel(k: &Kernel) -> String {
+    let mut out = String::new();
+    let mut num = Numbering::default();
+    let params: Vec<String> = k
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let v = k.body.block(k.body.entry).args[i];
+            format!("{} = {}: {}", num.name(v), p.name, k.body.ty(v))
+        })
+        .collect();
+    let _ = writeln!(out, "kernel @{}({})\n    threads({}) shared({})\n{{", k.name, params.join(", "), k.threads, k.shared_bytes);
+    block(k, k.body.entry, 1, &mut num, &mut out);
+    out.push_str("}\n");
+    out
+}
+
+fn block(k: &Kernel, b: Block, depth: usize, num: &mut Numbering, out: &mut String) {
+    for &op in &k.body.block(b).ops {
+        print_op(k, op, depth, num, out);
+    }
+}
+
+fn print_op(k: &Kernel, op: Op, depth: usize, num: &mut Numbering, out: &mut String) {
+    let body = &k.body;
+    let d = body.op(op);
+    let ind = "  ".repeat(depth);
+    out.push_str(&ind);
+    if !d.results.is_empty() {
+        let rs: Vec<String> = d.results.iter().map(|&r| num.name(r)).collect();
+        let _ = write!(out, "{} = ", rs.join(", "));
+    }
+    out.push_str(&d.kind.mnemonic());
+    let attr = match &d.kind {
+        OpKind::Tir(t) => attr_text(t),
+        OpKind::LocalStore { offset } => Some(format!("@{offset}")),
+        OpKind::LocalLoad { offset, strides } => Some(format!("@{offset} strides [{}]", strides.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "))),
+        OpKind::LocalReduce { offset, axis, src_shape, dtype, .. } => {
+            Some(format!("@{offset} {dtype}[{}] axis {axis}", src_shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")))
+        }
+        OpKind::LocalDot { a_offset, b_offset, k, dtype } => Some(format!("@{a_offset} @{b_offset} k {k} {dtype}")),
+        OpKind::Reshape | OpKind::Barrier => None,
+    };
+    let mut parts: Vec<String> = attr.into_iter().collect();
+    parts.extend(d.operands.iter().map(|&v| num.name(v)));
+    if !parts.is_empty() {
+        let _ = write!(out, " {}", parts.join(", "));
+    }
+    if !d.results.is_empty() {
+        let ts: Vec<String> = d.results.iter().map(|&r| body.ty(r).to_string()).collect();
+        let _ = write!(out, " : {}", ts.join(", "));
+    }
+    for &r in &d.regions {
+        let args: Vec<String> = body.block(r).args.iter().map(|&a| format!("{}: {}", num.name(a), body.ty(a))).collect();
+        let _ = write!(out, " {{\n{ind}^({}):\n", args.join(", "));
+        block(k, r, depth + 1, num, out);
+        let _ = write!(out, "{ind}}}");
+    }
+    out.push('\n');
+}

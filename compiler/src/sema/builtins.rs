@@ -1,0 +1,391 @@
+//! The built-in functions and methods of the language: their type rules and their tile-IR form.
+
+use super::expr::{Lowerer, R, check_dim, not_value, poison, shape_str};
+use super::scope::{Konst, Val};
+use crate::diag::{Diagnostic, Span};
+use crate::ir::Value;
+use crate::syntax::ast::{self, BinOp};
+use crate::tir::{BinaryOp, OpKind, ReduceOp, Type, UnaryOp};
+use crate::DType;
+
+/// Every built-in function name (for "did you mean").
+pub(crate) const BUILTINS: &[&str] = &[
+    "program_id", "num_programs", "arange", "full", "where", "max", "min", "clamp", "exp", "exp2", "log", "log2", "sqrt", "rsqrt",
+    "abs", "sin", "cos", "tanh", "sigmoid", "erf", "floor", "ceil", "fma", "dot", "trans", "permute", "reshape", "broadcast",
+];
+
+fn math_op(name: &str) -> Option<UnaryOp> {
+    Some(match name {
+        "exp" => UnaryOp::Exp,
+        "exp2" => UnaryOp::Exp2,
+        "log" => UnaryOp::Log,
+        "log2" => UnaryOp::Log2,
+        "sqrt" => UnaryOp::Sqrt,
+        "rsqrt" => UnaryOp::Rsqrt,
+        "abs" => UnaryOp::Abs,
+        "sin" => UnaryOp::Sin,
+        "cos" => UnaryOp::Cos,
+        "tanh" => UnaryOp::Tanh,
+        "sigmoid" => UnaryOp::Sigmoid,
+        "erf" => UnaryOp::Erf,
+        "floor" => UnaryOp::Floor,
+        "ceil" => UnaryOp::Ceil,
+        _ => return None,
+    })
+}
+
+fn arity(name: &str, args: &[ast::Expr], want: &[usize], span: Span) -> R<()> {
+    if want.contains(&args.len()) {
+        return Ok(());
+    }
+    let w: Vec<String> = want.iter().map(|n| n.to_string()).collect();
+    Err(Diagnostic::error(format!("`{name}` takes {} arguments, got {}", w.join(" or "), args.len())).with_label(span, "wrong argument count"))
+}
+
+impl Lowerer<'_> {
+    fn axis_arg(&mut self, e: &ast::Expr, rank: usize) -> R<u32> {
+        let a = self.const_int(e, "an axis")?;
+        if a < 0 || a as usize >= rank.max(1) {
+            return Err(Diagnostic::error(format!("axis {a} is out of range for rank {rank}")).with_label(e.span, "bad axis"));
+        }
+        Ok(a as u32)
+    }
+
+    fn tile_arg(&mut self, e: &ast::Expr) -> R<Value> {
+        let v = self.lower_expr(e)?;
+        let x = self.materialize(v, e.span)?;
+        if self.ty(x).is_tensor() {
+            return Err(Diagnostic::error("expected a tile, found a tensor").with_label(e.span, "a tensor").note("load a tile first: `t.load([offsets], [shape])`"));
+        }
+        Ok(x)
+    }
+
+    fn shape_list(&mut self, e: &ast::Expr) -> R<Vec<i64>> {
+        match &e.kind {
+            ast::ExprKind::List(ds) => self.tile_dims(ds),
+            _ => Err(Diagnostic::error("expected a shape list like `[64, 64]`").with_label(e.span, "not a list")),
+        }
+    }
+
+    /// A built-in call, or `None` if `f` is not a built-in.
+    pub(super) fn builtin(&mut self, f: &ast::Ident, args: &[ast::Expr], span: Span) -> Option<R<Val>> {
+        let name = f.name.as_str();
+        if !BUILTINS.contains(&name) {
+            return None;
+        }
+        Some(self.builtin_inner(name, args, span))
+    }
+
+    fn builtin_inner(&mut self, name: &str, args: &[ast::Expr], span: Span) -> R<Val> {
+        if let Some(u) = math_op(name) {
+            arity(name, args, &[1], span)?;
+            let v = self.lower_expr(&args[0])?;
+            let v = match v {
+                Val::K(k @ (Konst::Int(_) | Konst::Float(_)), None) => Val::K(k, Some(DType::F32)),
+                v => v,
+            };
+            let x = self.materialize(v, args[0].span)?;
+            let t = self.ty(x);
+            if !t.dtype().is_float() && !(u == UnaryOp::Abs && t.dtype().is_int()) {
+                return Err(Diagnostic::error(format!("`{name}` needs a float argument, found {t}")).with_label(args[0].span, format!("this is {t}")).note("cast it: `x as f32`"));
+            }
+            return Ok(Val::V(self.emit(OpKind::Unary(u), vec![x], t, span)));
+        }
+        match name {
+            "program_id" | "num_programs" => {
+                arity(name, args, &[1], span)?;
+                let a = self.axis_arg(&args[0], 3)?;
+                let k = if name == "program_id" { OpKind::ProgramId(a) } else { OpKind::NumPrograms(a) };
+                Ok(Val::V(self.emit(k, vec![], Type::scalar(DType::I32), span)))
+            }
+            "arange" => {
+                arity(name, args, &[1], span)?;
+                let n = self.const_int(&args[0], "the length of `arange`")?;
+                check_dim(n, args[0].span)?;
+                Ok(Val::V(self.emit(OpKind::Arange(n), vec![], Type::tile(DType::I32, vec![n]), span)))
+            }
+            "full" => {
+                arity(name, args, &[2], span)?;
+                let shape = self.shape_list(&args[0])?;
+                let v = self.lower_expr(&args[1])?;
+                let d = self.type_of(&v).ok_or_else(|| not_value(&v, args[1].span))?.dtype();
+                Ok(Val::V(self.coerce(v, &Type::tile(d, shape), args[1].span)?))
+            }
+            "where" => {
+                arity(name, args, &[3], span)?;
+                let c = self.lower_expr(&args[0])?;
+                let a = self.lower_expr(&args[1])?;
+                let b = self.lower_expr(&args[2])?;
+                let (x, y) = self.unify(a, b, args[1].span, args[2].span)?;
+                let ct = self.type_of(&c).ok_or_else(|| not_value(&c, args[0].span))?;
+                if ct.dtype() != DType::Bool {
+                    return Err(Diagnostic::error(format!("the condition of `where` must be bool, found {ct}")).with_label(args[0].span, format!("this is {ct}")));
+                }
+                let shape = super::expr::broadcast_shapes(ct.shape(), self.ty(x).shape()).ok_or_else(|| {
+                    Diagnostic::error(format!("shape mismatch: condition {} and values {} do not broadcast", shape_str(ct.shape()), shape_str(self.ty(x).shape()))).with_label(span, "here")
+                })?;
+                let c = self.coerce(c, &Type::tile(DType::Bool, shape.clone()), args[0].span)?;
+                let t = self.ty(x);
+                let x = self.broadcast_to(x, &shape, args[1].span)?;
+                let y = self.broadcast_to(y, &shape, args[2].span)?;
+                Ok(Val::V(self.emit(OpKind::Select, vec![c, x, y], Type::tile(t.dtype(), shape), span)))
+            }
+            "max" | "min" => {
+                arity(name, args, &[2], span)?;
+                let a = self.lower_expr(&args[0])?;
+                let b = self.lower_expr(&args[1])?;
+                if let (Val::K(x, dx), Val::K(y, dy)) = (&a, &b) {
+                    let pick_a = match (x, y) {
+                        (Konst::Int(p), Konst::Int(q)) => (p >= q) == (name == "max"),
+                        (Konst::Float(p), Konst::Float(q)) => (p >= q) == (name == "max"),
+                        _ => true,
+                    };
+                    let (k, d) = if pick_a { (*x, *dx) } else { (*y, *dy) };
+                    return Ok(Val::K(k, d.or(*dx).or(*dy)));
+                }
+                let (x, y) = self.unify(a, b, args[0].span, args[1].span)?;
+                let t = self.ty(x);
+                let op = if name == "max" { BinaryOp::Max } else { BinaryOp::Min };
+                Ok(Val::V(self.emit(OpKind::Binary(op), vec![x, y], t, span)))
+            }
+            "clamp" => {
+                arity(name, args, &[3], span)?;
+                let x = self.lower_expr(&args[0])?;
+                let lo = self.lower_expr(&args[1])?;
+                let hi = self.lower_expr(&args[2])?;
+                let m = self.minmax(BinaryOp::Max, x, lo, args[0].span, args[1].span, span)?;
+                self.minmax(BinaryOp::Min, m, hi, args[0].span, args[2].span, span)
+            }
+            "fma" => {
+                arity(name, args, &[3], span)?;
+                let a = self.lower_expr(&args[0])?;
+                let b = self.lower_expr(&args[1])?;
+                let c = self.lower_expr(&args[2])?;
+                let p = self.binary(BinOp::Mul, a, b, args[0].span, args[1].span, span)?;
+                self.binary(BinOp::Add, p, c, span, args[2].span, span)
+            }
+            "dot" => {
+                arity(name, args, &[2, 3], span)?;
+                let a = self.tile_arg(&args[0])?;
+                let b = self.tile_arg(&args[1])?;
+                let (ta, tb) = (self.ty(a), self.ty(b));
+                if ta.shape().len() != 2 || tb.shape().len() != 2 {
+                    let (bad, t) = if ta.shape().len() != 2 { (args[0].span, &ta) } else { (args[1].span, &tb) };
+                    return Err(Diagnostic::error(format!("`dot` takes 2-D tiles, found {t}")).with_label(bad, "not 2-D"));
+                }
+                if ta.dtype() != tb.dtype() {
+                    return Err(Diagnostic::error(format!("dtype mismatch in `dot`: {} and {}", ta.dtype(), tb.dtype()))
+                        .with_label(args[0].span, format!("this is {}", ta.dtype()))
+                        .with_secondary(args[1].span, format!("this is {}", tb.dtype()))
+                        .note(format!("cast one operand: `(…) as {}`", ta.dtype())));
+                }
+                if !matches!(ta.dtype(), DType::F16 | DType::BF16 | DType::F32 | DType::I8) {
+                    return Err(Diagnostic::error(format!("`dot` takes f16, bf16, f32 or i8 tiles, found {}", ta.dtype())).with_label(args[0].span, "unsupported dtype"));
+                }
+                let (m, k, k2, n) = (ta.shape()[0], ta.shape()[1], tb.shape()[0], tb.shape()[1]);
+                if k != k2 {
+                    return Err(Diagnostic::error(format!("`dot` inner dimensions differ: {} · {}", shape_str(ta.shape()), shape_str(tb.shape())))
+                        .with_label(args[0].span, format!("{k} columns"))
+                        .with_secondary(args[1].span, format!("{k2} rows"))
+                        .note("a: [M, K] and b: [K, N] must share K; `trans(b)` swaps b's dimensions"));
+                }
+                let acc_d = if ta.dtype() == DType::I8 { DType::I32 } else { DType::F32 };
+                let acc_t = Type::tile(acc_d, vec![m, n]);
+                let acc = match args.get(2) {
+                    Some(e) => {
+                        let v = self.lower_expr(e)?;
+                        if let Some(t) = self.type_of(&v)
+                            && !matches!(v, Val::K(_, None))
+                            && t != acc_t
+                        {
+                            return Err(Diagnostic::error(format!("the accumulator of `dot` must be {acc_t}, found {t}")).with_label(e.span, format!("this is {t}")));
+                        }
+                        self.coerce(v, &acc_t, e.span)?
+                    }
+                    None => self.konst(Konst::Int(0), &acc_t, span)?,
+                };
+                Ok(Val::V(self.emit(OpKind::Dot, vec![a, b, acc], acc_t, span)))
+            }
+            "trans" => {
+                arity(name, args, &[1], span)?;
+                let x = self.tile_arg(&args[0])?;
+                let t = self.ty(x);
+                if t.shape().len() != 2 {
+                    return Err(Diagnostic::error(format!("`trans` takes a 2-D tile, found {t}")).with_label(args[0].span, "not 2-D").note("use `permute(x, [..])` for other ranks"));
+                }
+                let s = t.shape();
+                Ok(Val::V(self.emit(OpKind::Permute(vec![1, 0]), vec![x], Type::tile(t.dtype(), vec![s[1], s[0]]), span)))
+            }
+            "permute" => {
+                arity(name, args, &[2], span)?;
+                let x = self.tile_arg(&args[0])?;
+                let t = self.ty(x);
+                let ast::ExprKind::List(ps) = &args[1].kind else {
+                    return Err(Diagnostic::error("`permute` takes a list of axes, e.g. `[1, 0]`").with_label(args[1].span, "not a list"));
+                };
+                let mut perm = vec![];
+                for p in ps {
+                    perm.push(self.axis_arg(p, t.shape().len())?);
+                }
+                let mut sorted = perm.clone();
+                sorted.sort();
+                if sorted != (0..t.shape().len() as u32).collect::<Vec<_>>() {
+                    return Err(Diagnostic::error(format!("`permute` needs each axis of the rank-{} tile once", t.shape().len())).with_label(args[1].span, "not a permutation"));
+                }
+                let shape = perm.iter().map(|&p| t.shape()[p as usize]).collect();
+                Ok(Val::V(self.emit(OpKind::Permute(perm), vec![x], Type::tile(t.dtype(), shape), span)))
+            }
+            "reshape" => {
+                arity(name, args, &[2], span)?;
+                let x = self.tile_arg(&args[0])?;
+                let t = self.ty(x);
+                let shape = self.shape_list(&args[1])?;
+                let n: i64 = shape.iter().product();
+                if n != t.numel() {
+                    return Err(Diagnostic::error(format!("cannot reshape {t} ({} elements) to {} ({n} elements)", t.numel(), shape_str(&shape))).with_label(args[1].span, "element count differs"));
+                }
+                Ok(Val::V(self.emit(OpKind::Reshape, vec![x], Type::tile(t.dtype(), shape), span)))
+            }
+            "broadcast" => {
+                arity(name, args, &[2], span)?;
+                let v = self.lower_expr(&args[0])?;
+                let shape = self.shape_list(&args[1])?;
+                let d = self.type_of(&v).ok_or_else(|| not_value(&v, args[0].span))?.dtype();
+                Ok(Val::V(self.coerce(v, &Type::tile(d, shape), args[0].span)?))
+            }
+            _ => Err(Diagnostic::ice("sema", format!("built-in `{name}` has no rule"))),
+        }
+    }
+
+    fn minmax(&mut self, op: BinaryOp, a: Val, b: Val, sa: Span, sb: Span, span: Span) -> R<Val> {
+        if let (Val::K(x, dx), Val::K(y, dy)) = (&a, &b) {
+            let ge = match (x, y) {
+                (Konst::Int(p), Konst::Int(q)) => p >= q,
+                (Konst::Float(p), Konst::Float(q)) => p >= q,
+                _ => true,
+            };
+            let pick_a = ge == (op == BinaryOp::Max);
+            let (k, d) = if pick_a { (*x, *dx) } else { (*y, *dy) };
+            return Ok(Val::K(k, d.or(*dx).or(*dy)));
+        }
+        let (x, y) = self.unify(a, b, sa, sb)?;
+        let t = self.ty(x);
+        Ok(Val::V(self.emit(OpKind::Binary(op), vec![x, y], t, span)))
+    }
+
+    pub(super) fn method(&mut self, recv: &ast::Expr, name: &ast::Ident, args: &[ast::Expr], span: Span) -> R<Val> {
+        let r = self.lower_expr(recv)?;
+        match (&r, name.name.as_str()) {
+            (Val::Range(lo, hi, None), "step_by") => {
+                arity("step_by", args, &[1], span)?;
+                let s = self.lower_expr(&args[0])?;
+                Ok(Val::Range(lo.clone(), hi.clone(), Some(Box::new(s))))
+            }
+            (Val::V(x), m) if self.ty(*x).is_tensor() => {
+                let x = *x;
+                match m {
+                    "load" => self.load(x, recv, args, span),
+                    "store" => self.store(x, recv, args, span),
+                    _ => Err(Diagnostic::error(format!("tensors have no method `{m}`")).with_label(name.span, "unknown method").note("tensor methods: load, store")),
+                }
+            }
+            (Val::V(_) | Val::K(..), m @ ("sum" | "max" | "min")) => {
+                arity(m, args, &[1], span)?;
+                let x = self.materialize(r.clone(), recv.span)?;
+                let t = self.ty(x);
+                if t.shape().is_empty() {
+                    return Err(Diagnostic::error(format!("`.{m}` reduces a tile along an axis; this is a scalar")).with_label(recv.span, "a scalar"));
+                }
+                let axis = self.axis_arg(&args[0], t.shape().len())?;
+                if t.dtype() == DType::Bool {
+                    return Err(Diagnostic::error(format!("`.{m}` is not defined on bool tiles")).with_label(recv.span, "bool").note("cast to i32 first"));
+                }
+                let mut shape = t.shape().to_vec();
+                shape.remove(axis as usize);
+                let op = match m {
+                    "sum" => ReduceOp::Sum,
+                    "max" => ReduceOp::Max,
+                    _ => ReduceOp::Min,
+                };
+                Ok(Val::V(self.emit(OpKind::Reduce(op, axis), vec![x], Type::tile(t.dtype(), shape), span)))
+            }
+            (Val::Poison, _) => Err(poison()),
+            (_, m) => Err(Diagnostic::error(format!("no method `{m}` here")).with_label(name.span, "unknown method").note("tile methods: sum, max, min; tensor methods: load, store")),
+        }
+    }
+
+    fn offsets(&mut self, e: &ast::Expr, rank: usize, tname: &str) -> R<Vec<Value>> {
+        let ast::ExprKind::List(items) = &e.kind else {
+            return Err(Diagnostic::error("expected a list of offsets like `[m0, 0]`").with_label(e.span, "not a list"));
+        };
+        if items.len() != rank {
+            return Err(Diagnostic::error(format!("wrong number of indices: `{tname}` has rank {rank}, got {} offsets", items.len())).with_label(e.span, format!("expected {rank}")));
+        }
+        let mut out = vec![];
+        for it in items {
+            let v = self.lower_expr(it)?;
+            out.push(self.coerce(v, &Type::scalar(DType::I32), it.span).map_err(|d| d.note("offsets are i32 scalars"))?);
+        }
+        Ok(out)
+    }
+
+    fn load(&mut self, t: Value, recv: &ast::Expr, args: &[ast::Expr], span: Span) -> R<Val> {
+        arity("load", args, &[2, 3], span)?;
+        let Type::Tensor { dtype, rank, .. } = self.ty(t) else { return Err(Diagnostic::ice("sema", "load on a non-tensor")) };
+        let tname = super::host::render(recv);
+        let mut ops = vec![t];
+        ops.extend(self.offsets(&args[0], rank, &tname)?);
+        let shape = self.shape_list(&args[1])?;
+        if shape.len() != rank {
+            return Err(Diagnostic::error(format!("the tile shape has rank {}, but `{tname}` has rank {rank}", shape.len())).with_label(args[1].span, format!("expected {rank} dimensions")));
+        }
+        let pad = match args.get(2) {
+            Some(e) => {
+                let v = self.lower_expr(e)?;
+                self.coerce(v, &Type::scalar(dtype), e.span)?
+            }
+            None => self.konst(if dtype == DType::Bool { Konst::Bool(false) } else { Konst::Int(0) }, &Type::scalar(dtype), span)?,
+        };
+        ops.push(pad);
+        Ok(Val::V(self.emit(OpKind::Load, ops, Type::tile(dtype, shape), span)))
+    }
+
+    fn store(&mut self, t: Value, recv: &ast::Expr, args: &[ast::Expr], span: Span) -> R<Val> {
+        arity("store", args, &[2], span)?;
+        let Type::Tensor { dtype, rank, mutable } = self.ty(t) else { return Err(Diagnostic::ice("sema", "store on a non-tensor")) };
+        let tname = super::host::render(recv);
+        if !mutable {
+            return Err(Diagnostic::error(format!("cannot store to `{tname}`: it is a read-only tensor"))
+                .with_label(recv.span, "declared `&`")
+                .note("declare the parameter `&mut` to write to it"));
+        }
+        let mut ops = vec![t];
+        ops.extend(self.offsets(&args[0], rank, &tname)?);
+        let v = self.lower_expr(&args[1])?;
+        let x = match v {
+            Val::K(..) => return Err(Diagnostic::error("`store` takes a tile").with_label(args[1].span, "a scalar constant").note("build a tile with `full([..], v)`")),
+            v => self.materialize(v, args[1].span)?,
+        };
+        let xt = self.ty(x);
+        if xt.dtype() != dtype {
+            return Err(Diagnostic::error(format!("dtype mismatch: `{tname}` holds {dtype}, the tile is {}", xt.dtype()))
+                .with_label(args[1].span, format!("this is {}", xt.dtype()))
+                .note(format!("convert it: `(…) as {dtype}`")));
+        }
+        let mut shape = xt.shape().to_vec();
+        if shape.len() > rank {
+            return Err(Diagnostic::error(format!("a rank-{} tile cannot be stored to rank-{rank} `{tname}`", shape.len())).with_label(args[1].span, "too many dimensions"));
+        }
+        // A lower-rank tile is stored along the trailing dimensions.
+        let x = if shape.len() < rank {
+            let mut s = vec![1; rank - shape.len()];
+            s.append(&mut shape);
+            self.emit(OpKind::Reshape, vec![x], Type::tile(dtype, s), args[1].span)
+        } else {
+            x
+        };
+        ops.push(x);
+        self.emit0(OpKind::Store, ops, span);
+        Ok(Val::Unit)
+    }
+}

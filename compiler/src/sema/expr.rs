@@ -1,0 +1,1166 @@
+//! Lowering of statements and expressions to the tile IR, with type and shape checking.
+
+use super::scope::{Konst, Scopes, Slot, Val, VarId};
+use crate::diag::{Diagnostic, Span};
+use crate::ir::{Block, Value};
+use crate::syntax::ast::{self, BinOp, ExprKind, FuncDecl, IndexArg, Pattern, StmtKind, TypeKind, UnOp};
+use crate::tir::{self, BinaryOp, CmpOp, ConstValue, Lit, OpKind, Param, ParamKind, TirBody, Type, UnaryOp};
+use crate::DType;
+use std::collections::HashMap;
+
+pub(crate) type R<T> = Result<T, Diagnostic>;
+
+/// Largest number of elements in one tile (a guard against typos like `[1 << 30]`).
+pub(crate) const MAX_TILE_ELEMS: i64 = 1 << 20;
+const MAX_INLINE_DEPTH: usize = 32;
+
+pub(crate) fn unknown_type(name: &str, span: Span) -> Diagnostic {
+    let names: Vec<&str> = DType::ALL.iter().map(|d| d.name()).collect();
+    let mut d = Diagnostic::error(format!("unknown type `{name}`")).with_label(span, "not a type");
+    if let Some(s) = did_you_mean(name, names.iter().copied()) {
+        d = d.note(format!("did you mean `{s}`?"));
+    }
+    d.note(format!("element types: {}", names.join(", ")))
+}
+
+/// The closest name by edit distance, if close enough to be a likely typo.
+pub(crate) fn did_you_mean<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut best: Option<(usize, &str)> = None;
+    for c in candidates {
+        let d = edit_distance(name, c);
+        if d <= (name.len().max(2) / 3).max(1) && best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| c.to_string())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let sub = prev[j - 1] + (a[i - 1] != b[j - 1]) as usize;
+            cur[j] = sub.min(prev[j] + 1).min(cur[j - 1] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+pub(crate) fn shape_str(s: &[i64]) -> String {
+    format!("[{}]", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+}
+
+/// Numpy broadcasting of two shapes.
+pub(crate) fn broadcast_shapes(a: &[i64], b: &[i64]) -> Option<Vec<i64>> {
+    let n = a.len().max(b.len());
+    let mut out = vec![0; n];
+    for i in 0..n {
+        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return None;
+        };
+    }
+    Some(out)
+}
+
+pub(crate) struct Lowerer<'a> {
+    pub body: TirBody,
+    pub(super) fns: &'a HashMap<String, FuncDecl>,
+    diags: &'a mut Vec<Diagnostic>,
+    slots: Vec<Slot>,
+    scopes: Vec<Scopes>,
+    /// Where new operations go.
+    pub(super) block: Block,
+    /// Spans of the `fn` calls being inlined, innermost last.
+    call_stack: Vec<Span>,
+    errors: usize,
+}
+
+impl<'a> Lowerer<'a> {
+    pub fn new(body: TirBody, fns: &'a HashMap<String, FuncDecl>, diags: &'a mut Vec<Diagnostic>) -> Lowerer<'a> {
+        let entry = body.entry;
+        Lowerer { body, fns, diags, slots: vec![], scopes: vec![Scopes::default()], block: entry, call_stack: vec![], errors: 0 }
+    }
+
+    pub fn finish(self) -> (TirBody, bool) {
+        (self.body, self.errors == 0)
+    }
+
+    /// Reports an error, noting the inlined calls it happened in.
+    pub(super) fn report(&mut self, mut d: Diagnostic) {
+        for &call in self.call_stack.iter().rev() {
+            d = d.with_secondary(call, "in this call");
+        }
+        self.errors += 1;
+        self.diags.push(d);
+    }
+
+    fn scopes(&mut self) -> &mut Scopes {
+        // There is always at least one function frame (pushed in `new`).
+        let last = self.scopes.len() - 1;
+        &mut self.scopes[last]
+    }
+
+    fn push_frame(&mut self) {
+        self.scopes().frames.push(HashMap::new());
+    }
+
+    fn pop_frame(&mut self) {
+        self.scopes().frames.pop();
+    }
+
+    pub(super) fn declare(&mut self, name: &str, mutable: bool, ty: Option<Type>, val: Val, span: Span) -> VarId {
+        let id = VarId(self.slots.len() as u32);
+        self.slots.push(Slot { mutable, ty, val, span });
+        if self.scopes().frames.is_empty() {
+            self.push_frame();
+        }
+        if let Some(f) = self.scopes().frames.last_mut() {
+            f.insert(name.to_string(), id);
+        }
+        id
+    }
+
+    fn slot(&self, v: VarId) -> &Slot {
+        &self.slots[v.0 as usize]
+    }
+
+    /// Binds const parameters, kernel parameters and dimension symbols.
+    pub fn bind_kernel(&mut self, params: &[Param], args: &[Value], consts: &[(String, ConstValue)]) {
+        self.push_frame();
+        for (name, v) in consts {
+            let k = match v {
+                ConstValue::Int(i) => Val::K(Konst::Int(*i), Some(DType::I32)),
+                ConstValue::Bool(b) => Val::K(Konst::Bool(*b), Some(DType::Bool)),
+            };
+            self.declare(name, false, None, k, Span::default());
+        }
+        let mut syms: Vec<String> = vec![];
+        for (p, &a) in params.iter().zip(args) {
+            if let ParamKind::Tensor { dims, .. } = &p.kind {
+                for (axis, d) in dims.iter().enumerate() {
+                    if let tir::Dim::Sym(s) = d
+                        && !syms.contains(s)
+                    {
+                        syms.push(s.clone());
+                        let v = self.emit(OpKind::Dim(axis as u32), vec![a], Type::scalar(DType::I32), Span::default());
+                        self.declare(s, false, None, Val::V(v), Span::default());
+                    }
+                }
+            }
+            self.declare(&p.name, false, None, Val::V(a), Span::default());
+        }
+    }
+
+    pub(super) fn emit(&mut self, kind: OpKind, operands: Vec<Value>, ty: Type, span: Span) -> Value {
+        let op = self.body.append(self.block, kind, operands, vec![ty], vec![], span);
+        self.body.result(op)
+    }
+
+    pub(super) fn emit0(&mut self, kind: OpKind, operands: Vec<Value>, span: Span) {
+        self.body.append(self.block, kind, operands, vec![], vec![], span);
+    }
+
+    pub(super) fn ty(&self, v: Value) -> Type {
+        self.body.ty(v).clone()
+    }
+
+    /// The type a value has (literals: their default type).
+    pub(super) fn type_of(&self, v: &Val) -> Option<Type> {
+        match v {
+            Val::V(x) => Some(self.ty(*x)),
+            Val::K(k, d) => Some(Type::scalar(d.unwrap_or(default_dtype(*k)))),
+            _ => None,
+        }
+    }
+
+    // ---- conversions -------------------------------------------------------------------------
+
+    /// A constant of type `ty` (a tile constant is splatted).
+    pub(super) fn konst(&mut self, k: Konst, ty: &Type, span: Span) -> R<Value> {
+        let dtype = ty.dtype();
+        let lit = match (k, dtype) {
+            (Konst::Bool(b), DType::Bool) => Lit::Bool(b),
+            (Konst::Bool(_), _) => return Err(Diagnostic::error(format!("dtype mismatch: expected {dtype}, found a bool")).with_label(span, "a bool")),
+            (Konst::Int(i), d) if d.is_float() => Lit::Float(i as f64),
+            (Konst::Int(i), d) if d.is_int() => {
+                if !int_fits(i, d) {
+                    return Err(Diagnostic::error(format!("literal {i} does not fit in {d}")).with_label(span, "out of range"));
+                }
+                Lit::Int(i)
+            }
+            (Konst::Float(f), d) if d.is_float() => Lit::Float(f),
+            (Konst::Float(_), d) => {
+                return Err(Diagnostic::error(format!("dtype mismatch: expected {d}, found a float literal"))
+                    .with_label(span, "a float")
+                    .note(format!("write an integer, or cast: `(x) as {d}`")));
+            }
+            (Konst::Int(_), d) => return Err(Diagnostic::error(format!("dtype mismatch: expected {d}, found an integer")).with_label(span, "an integer")),
+        };
+        Ok(self.emit(OpKind::Const(lit), vec![], ty.clone(), span))
+    }
+
+    /// The value as an SSA value (literals get their default type).
+    pub(super) fn materialize(&mut self, v: Val, span: Span) -> R<Value> {
+        match v {
+            Val::V(x) => Ok(x),
+            Val::K(k, d) => self.konst(k, &Type::scalar(d.unwrap_or(default_dtype(k))), span),
+            Val::Poison => Err(poison()),
+            other => Err(Diagnostic::error(format!("expected a scalar or a tile, found {}", describe(&other))).with_label(span, "not a value")),
+        }
+    }
+
+    /// Converts to exactly `ty`: literals take its dtype, tiles broadcast to its shape.
+    pub(super) fn coerce(&mut self, v: Val, ty: &Type, span: Span) -> R<Value> {
+        match v {
+            Val::K(k, d) => {
+                if let Some(d) = d
+                    && d != ty.dtype()
+                {
+                    return Err(dtype_mismatch(ty.dtype(), d, span));
+                }
+                self.konst(k, ty, span)
+            }
+            Val::V(x) => {
+                let xt = self.ty(x);
+                if xt.is_tensor() || ty.is_tensor() {
+                    if &xt == ty {
+                        return Ok(x);
+                    }
+                    return Err(Diagnostic::error(format!("type mismatch: expected {ty}, found {xt}")).with_label(span, "here"));
+                }
+                if xt.dtype() != ty.dtype() {
+                    return Err(dtype_mismatch(ty.dtype(), xt.dtype(), span));
+                }
+                self.broadcast_to(x, ty.shape(), span)
+            }
+            other => self.materialize(other, span),
+        }
+    }
+
+    /// Broadcasts a tile (or scalar) to `shape`, numpy style.
+    pub(super) fn broadcast_to(&mut self, x: Value, shape: &[i64], span: Span) -> R<Value> {
+        let xt = self.ty(x);
+        let xs = xt.shape().to_vec();
+        if xs == shape {
+            return Ok(x);
+        }
+        let dtype = xt.dtype();
+        if broadcast_shapes(&xs, shape).as_deref() != Some(shape) {
+            return Err(Diagnostic::error(format!("cannot broadcast {} to {}", shape_str(&xs), shape_str(shape)))
+                .with_label(span, format!("this has shape {}", shape_str(&xs)))
+                .note("dimensions must be equal, or 1 in the smaller shape; add an axis with `t[:, None]`"));
+        }
+        if xs.is_empty() {
+            return Ok(self.emit(OpKind::Splat, vec![x], Type::tile(dtype, shape.to_vec()), span));
+        }
+        let mut cur = x;
+        if xs.len() < shape.len() {
+            let mut padded = vec![1; shape.len() - xs.len()];
+            padded.extend(&xs);
+            cur = self.emit(OpKind::Reshape, vec![cur], Type::tile(dtype, padded.clone()), span);
+            if padded == shape {
+                return Ok(cur);
+            }
+        }
+        Ok(self.emit(OpKind::Broadcast, vec![cur], Type::tile(dtype, shape.to_vec()), span))
+    }
+
+    /// Brings two operands to one dtype and one (broadcast) shape.
+    pub(super) fn unify(&mut self, a: Val, b: Val, sa: Span, sb: Span) -> R<(Value, Value)> {
+        let dtype = match (&a, &b) {
+            (Val::K(_, None), Val::K(_, None)) => {
+                let (x, y) = (self.type_of(&a), self.type_of(&b));
+                let (x, y) = (x.map(|t| t.dtype()), y.map(|t| t.dtype()));
+                if x == Some(DType::F32) || y == Some(DType::F32) { DType::F32 } else { x.unwrap_or(DType::I32) }
+            }
+            (Val::K(_, None), other) => self.type_of(other).map(|t| t.dtype()).ok_or_else(|| not_value(other, sb))?,
+            (other, Val::K(_, None)) => self.type_of(other).map(|t| t.dtype()).ok_or_else(|| not_value(other, sa))?,
+            _ => {
+                let ta = self.type_of(&a).ok_or_else(|| not_value(&a, sa))?;
+                let tb = self.type_of(&b).ok_or_else(|| not_value(&b, sb))?;
+                if ta.is_tensor() || tb.is_tensor() {
+                    let s = if ta.is_tensor() { sa } else { sb };
+                    return Err(Diagnostic::error("a tensor is not a value: load a tile from it first").with_label(s, "a tensor").note("write `t.load([offsets], [shape])`"));
+                }
+                if ta.dtype() != tb.dtype() {
+                    let hint = format!("cast one side, e.g. `(…) as {}`", ta.dtype());
+                    return Err(Diagnostic::error(format!("dtype mismatch: {} and {}", ta.dtype(), tb.dtype()))
+                        .with_label(sa, format!("this is {}", ta.dtype()))
+                        .with_secondary(sb, format!("this is {}", tb.dtype()))
+                        .note(hint));
+                }
+                ta.dtype()
+            }
+        };
+        let sa_shape = self.type_of(&a).map(|t| t.shape().to_vec()).unwrap_or_default();
+        let sb_shape = self.type_of(&b).map(|t| t.shape().to_vec()).unwrap_or_default();
+        let Some(shape) = broadcast_shapes(&sa_shape, &sb_shape) else {
+            let dim = (0..sa_shape.len().max(sb_shape.len())).rev().find(|&i| {
+                let n = sa_shape.len().max(sb_shape.len());
+                let da = (i + sa_shape.len() >= n).then(|| sa_shape[i + sa_shape.len() - n]).unwrap_or(1);
+                let db = (i + sb_shape.len() >= n).then(|| sb_shape[i + sb_shape.len() - n]).unwrap_or(1);
+                da != db && da != 1 && db != 1
+            });
+            return Err(Diagnostic::error(format!("shape mismatch: {} and {} do not broadcast", shape_str(&sa_shape), shape_str(&sb_shape)))
+                .with_label(sa, format!("shape {}", shape_str(&sa_shape)))
+                .with_secondary(sb, format!("shape {}", shape_str(&sb_shape)))
+                .note(match dim {
+                    Some(d) => format!("dimension {d} differs and neither side is 1"),
+                    None => "shapes must be equal or 1 in each dimension".into(),
+                }));
+        };
+        let ty = Type::tile(dtype, shape);
+        let x = self.coerce(a, &ty, sa)?;
+        let y = self.coerce(b, &ty, sb)?;
+        Ok((x, y))
+    }
+
+    // ---- statements --------------------------------------------------------------------------
+
+    /// Lowers a kernel body into `into` (its tail, if any, is evaluated for effect).
+    pub fn lower_block_stmts(&mut self, b: &ast::Block, into: Block) {
+        let saved = self.block;
+        self.block = into;
+        self.push_frame();
+        for s in &b.stmts {
+            if let Err(d) = self.lower_stmt(s) {
+                self.report_unless_poison(d);
+            }
+        }
+        if let Some(t) = &b.tail
+            && let Err(d) = self.lower_expr(t)
+        {
+            self.report_unless_poison(d);
+        }
+        self.pop_frame();
+        self.block = saved;
+    }
+
+    fn report_unless_poison(&mut self, d: Diagnostic) {
+        if d.message != POISON {
+            self.report(d);
+        }
+    }
+
+    /// Lowers a block in the current insertion block and returns its tail value.
+    pub(super) fn lower_block(&mut self, b: &ast::Block) -> Val {
+        self.push_frame();
+        let before = self.errors;
+        for s in &b.stmts {
+            if let Err(d) = self.lower_stmt(s) {
+                self.report_unless_poison(d);
+            }
+        }
+        let v = match &b.tail {
+            Some(t) => match self.lower_expr(t) {
+                Ok(v) => v,
+                Err(d) => {
+                    self.report_unless_poison(d);
+                    Val::Poison
+                }
+            },
+            None => Val::Unit,
+        };
+        self.pop_frame();
+        if self.errors > before { Val::Poison } else { v }
+    }
+
+    fn lower_stmt(&mut self, s: &ast::Stmt) -> R<()> {
+        match &s.kind {
+            StmtKind::Let { pat, mutable, ty, init } => {
+                let v = self.lower_expr(init);
+                let v = match v {
+                    Ok(v) => v,
+                    Err(d) => {
+                        self.bind_poison(pat);
+                        return Err(d);
+                    }
+                };
+                let declared = match ty {
+                    Some(t) => match self.resolve_type(t) {
+                        Ok(t) => Some(t),
+                        Err(d) => {
+                            self.bind_poison(pat);
+                            return Err(d);
+                        }
+                    },
+                    None => None,
+                };
+                match pat {
+                    Pattern::Name(n) => {
+                        let (v, ty) = match (&declared, *mutable) {
+                            (Some(t), _) => match self.coerce(v, t, init.span) {
+                                Ok(x) => (Val::V(x), Some(t.clone())),
+                                Err(d) => {
+                                    self.bind_poison(pat);
+                                    return Err(d);
+                                }
+                            },
+                            (None, true) => match self.materialize(v, init.span) {
+                                Ok(x) => (Val::V(x), Some(self.ty(x))),
+                                Err(d) => {
+                                    self.bind_poison(pat);
+                                    return Err(d);
+                                }
+                            },
+                            (None, false) => (v, None),
+                        };
+                        self.declare(&n.name, *mutable, ty, v, n.span);
+                    }
+                    Pattern::Tuple(names, span) => {
+                        let Val::Tuple(vals) = v else {
+                            self.bind_poison(pat);
+                            return Err(Diagnostic::error(format!("expected a tuple of {} values", names.len())).with_label(init.span, "not a tuple").with_secondary(*span, "tuple pattern"));
+                        };
+                        if vals.len() != names.len() {
+                            self.bind_poison(pat);
+                            return Err(Diagnostic::error(format!("tuple of {} values bound to {} names", vals.len(), names.len())).with_label(*span, "pattern").with_secondary(init.span, "value"));
+                        }
+                        for (n, v) in names.iter().zip(vals) {
+                            let (v, ty) = if *mutable {
+                                let x = self.materialize(v, init.span)?;
+                                (Val::V(x), Some(self.ty(x)))
+                            } else {
+                                (v, None)
+                            };
+                            self.declare(&n.name, *mutable, ty, v, n.span);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            StmtKind::Assign { target, op, value } => {
+                let Some(id) = self.scopes.last().and_then(|s| s.lookup(&target.name)) else {
+                    return Err(self.unknown_name(&target.name, target.span));
+                };
+                let slot = self.slot(id).clone();
+                if !slot.mutable {
+                    let mut d = Diagnostic::error(format!("cannot assign to `{}`: it is not `mut`", target.name)).with_label(target.span, "assigned here");
+                    if slot.span != Span::default() {
+                        d = d.with_secondary(slot.span, format!("declared here; write `let mut {}`", target.name));
+                    }
+                    return Err(d);
+                }
+                let rhs = self.lower_expr(value)?;
+                let new = match op {
+                    Some(op) => self.binary(*op, slot.val.clone(), rhs, target.span, value.span, s.span)?,
+                    None => rhs,
+                };
+                let ty = slot.ty.clone().ok_or_else(|| Diagnostic::ice("sema", "mutable variable without a type"))?;
+                let x = self.coerce(new, &ty, value.span).map_err(|d| d.note(format!("`{}` has type {ty}", target.name)))?;
+                self.slots[id.0 as usize].val = Val::V(x);
+                Ok(())
+            }
+            StmtKind::For { var, iter, body } => self.lower_for(var, iter, body),
+            StmtKind::While { cond, .. } => Err(Diagnostic::error("`while` loops are not supported yet").with_label(cond.span, "while").note("use `for i in (a..b).step_by(s)`")),
+            StmtKind::Return => Err(Diagnostic::error("`return` is not supported yet").with_label(s.span, "return")),
+            StmtKind::Expr(e) => {
+                match &e.kind {
+                    ExprKind::If(c, t, f) => {
+                        self.lower_if(c, t, f.as_ref(), false, e.span)?;
+                    }
+                    _ => {
+                        self.lower_expr(e)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn bind_poison(&mut self, pat: &Pattern) {
+        match pat {
+            Pattern::Name(n) => {
+                self.declare(&n.name, true, None, Val::Poison, n.span);
+            }
+            Pattern::Tuple(ns, _) => {
+                for n in ns {
+                    self.declare(&n.name, true, None, Val::Poison, n.span);
+                }
+            }
+        }
+    }
+
+    /// Slots assigned anywhere in `blocks` that are visible here and mutable.
+    fn assigned_slots(&self, blocks: &[&ast::Block]) -> Vec<VarId> {
+        let mut names = vec![];
+        for b in blocks {
+            collect_assigned(b, &mut names);
+        }
+        let mut out = vec![];
+        if let Some(sc) = self.scopes.last() {
+            for n in names {
+                if let Some(id) = sc.lookup(&n)
+                    && self.slot(id).mutable
+                    && !out.contains(&id)
+                    && self.slot(id).ty.is_some()
+                {
+                    out.push(id);
+                }
+            }
+        }
+        out
+    }
+
+    fn scalar_i32(&mut self, v: Val, span: Span) -> R<Value> {
+        let x = self.coerce(v.clone(), &Type::scalar(DType::I32), span);
+        match (x, &v) {
+            (Ok(x), _) => Ok(x),
+            (Err(_), Val::V(x)) => {
+                let t = self.ty(*x);
+                Err(Diagnostic::error(format!("expected an i32 scalar, found {t}")).with_label(span, format!("this is {t}")))
+            }
+            (Err(d), _) => Err(d),
+        }
+    }
+
+    fn lower_for(&mut self, var: &ast::Ident, iter: &ast::Expr, body: &ast::Block) -> R<()> {
+        let it = self.lower_expr(iter)?;
+        let Val::Range(lo, hi, step) = it else {
+            return Err(Diagnostic::error("a `for` loop runs over a range").with_label(iter.span, "not a range").note("write `for i in a..b` or `for i in (a..b).step_by(s)`"));
+        };
+        if let Some(s) = &step
+            && let Val::K(Konst::Int(s), _) = **s
+            && s <= 0
+        {
+            return Err(Diagnostic::error(format!("`step_by({s})`: the step must be positive")).with_label(iter.span, "here"));
+        }
+        let lo = self.scalar_i32(*lo, iter.span)?;
+        let hi = self.scalar_i32(*hi, iter.span)?;
+        let step = self.scalar_i32(step.map(|s| *s).unwrap_or(Val::K(Konst::Int(1), None)), iter.span)?;
+        let carried = self.assigned_slots(&[body]);
+        let mut types = vec![Type::scalar(DType::I32)];
+        let mut inits = vec![];
+        for &id in &carried {
+            let slot = self.slot(id).clone();
+            let ty = slot.ty.clone().unwrap_or(Type::scalar(DType::I32));
+            let x = self.coerce(slot.val, &ty, iter.span)?;
+            inits.push(x);
+            types.push(ty);
+        }
+        let blk = self.body.new_block(&types);
+        let args = self.body.block(blk).args.clone();
+        for (i, &id) in carried.iter().enumerate() {
+            self.slots[id.0 as usize].val = Val::V(args[i + 1]);
+        }
+        let saved = self.block;
+        self.block = blk;
+        self.push_frame();
+        self.declare(&var.name, false, None, Val::V(args[0]), var.span);
+        let _ = self.lower_block(body);
+        self.pop_frame();
+        let mut yields = vec![];
+        for (i, &id) in carried.iter().enumerate() {
+            let v = self.slot(id).val.clone();
+            yields.push(self.coerce(v, &types[i + 1], iter.span).unwrap_or(args[i + 1]));
+        }
+        self.emit0(OpKind::Yield, yields, iter.span);
+        self.block = saved;
+        let mut operands = vec![lo, hi, step];
+        operands.extend(inits);
+        let op = self.body.append(self.block, OpKind::For, operands, types[1..].to_vec(), vec![blk], iter.span);
+        let results = self.body.op(op).results.clone();
+        for (i, &id) in carried.iter().enumerate() {
+            self.slots[id.0 as usize].val = Val::V(results[i]);
+        }
+        Ok(())
+    }
+
+    /// `if` as a statement (`want_value == false`) or an expression.
+    pub(super) fn lower_if(&mut self, cond: &ast::Expr, then: &ast::Block, els: Option<&ast::Block>, want_value: bool, span: Span) -> R<Val> {
+        let c = self.lower_expr(cond)?;
+        if let Val::K(Konst::Bool(b), _) = c {
+            // A compile-time condition (`if CAUSAL`): only the taken branch exists.
+            return Ok(match (b, els) {
+                (true, _) => self.lower_block(then),
+                (false, Some(e)) => self.lower_block(e),
+                (false, None) => Val::Unit,
+            });
+        }
+        let cv = self.materialize(c, cond.span)?;
+        let ct = self.ty(cv);
+        if ct != Type::scalar(DType::Bool) {
+            return Err(Diagnostic::error(format!("`if` needs a scalar bool condition, found {ct}"))
+                .with_label(cond.span, format!("this is {ct}"))
+                .note("for a per-element choice use `where(cond, a, b)`"));
+        }
+        let mut blocks = vec![then];
+        if let Some(e) = els {
+            blocks.push(e);
+        }
+        let carried = self.assigned_slots(&blocks);
+        let saved_vals: Vec<Val> = carried.iter().map(|&id| self.slot(id).val.clone()).collect();
+        let saved_block = self.block;
+        let mut branch_blocks = vec![];
+        let mut tails = vec![];
+        let mut branch_vals = vec![];
+        for b in [Some(then), els] {
+            let blk = self.body.new_block(&[]);
+            self.block = blk;
+            let tail = match b {
+                Some(b) => self.lower_block(b),
+                None => Val::Unit,
+            };
+            branch_vals.push(carried.iter().map(|&id| self.slot(id).val.clone()).collect::<Vec<_>>());
+            for (i, &id) in carried.iter().enumerate() {
+                self.slots[id.0 as usize].val = saved_vals[i].clone();
+            }
+            branch_blocks.push(blk);
+            tails.push(tail);
+        }
+        // The value's type: from whichever branch has a typed value.
+        let mut result_types: Vec<Type> = carried.iter().map(|&id| self.slot(id).ty.clone().unwrap_or(Type::scalar(DType::I32))).collect();
+        let value_ty = if want_value {
+            if els.is_none() {
+                self.block = saved_block;
+                return Err(Diagnostic::error("an `if` without `else` has no value").with_label(span, "add an `else` branch"));
+            }
+            if tails.iter().any(|t| *t == Val::Poison) {
+                self.block = saved_block;
+                return Err(poison());
+            }
+            let t = match (&tails[0], &tails[1]) {
+                (Val::V(x), _) | (_, Val::V(x)) => self.ty(*x),
+                (a @ Val::K(..), Val::K(..)) => self.type_of(a).unwrap_or(Type::scalar(DType::I32)),
+                _ => {
+                    self.block = saved_block;
+                    return Err(Diagnostic::error("both branches of this `if` must give a value").with_label(span, "here"));
+                }
+            };
+            result_types.push(t.clone());
+            Some(t)
+        } else {
+            None
+        };
+        for (bi, &blk) in branch_blocks.iter().enumerate() {
+            self.block = blk;
+            let mut ys = vec![];
+            for (i, v) in branch_vals[bi].clone().into_iter().enumerate() {
+                ys.push(self.coerce(v, &result_types[i], span)?);
+            }
+            if let Some(t) = &value_ty {
+                ys.push(self.coerce(tails[bi].clone(), t, span)?);
+            }
+            self.emit0(OpKind::Yield, ys, span);
+        }
+        self.block = saved_block;
+        let op = self.body.append(self.block, OpKind::If, vec![cv], result_types, branch_blocks, span);
+        let results = self.body.op(op).results.clone();
+        for (i, &id) in carried.iter().enumerate() {
+            self.slots[id.0 as usize].val = Val::V(results[i]);
+        }
+        Ok(if want_value { Val::V(results[carried.len()]) } else { Val::Unit })
+    }
+
+    // ---- types -------------------------------------------------------------------------------
+
+    /// A compile-time integer (shape dimension, axis).
+    pub(super) fn const_int(&mut self, e: &ast::Expr, what: &str) -> R<i64> {
+        match self.lower_expr(e)? {
+            Val::K(Konst::Int(i), _) => Ok(i),
+            Val::Poison => Err(poison()),
+            _ => Err(Diagnostic::error(format!("{what} must be a compile-time constant"))
+                .with_label(e.span, "not a constant")
+                .note("use literals, `const` parameters and arithmetic on them")),
+        }
+    }
+
+    /// A tile shape: constant powers of two.
+    pub(super) fn tile_dims(&mut self, dims: &[ast::Expr]) -> R<Vec<i64>> {
+        let mut out = vec![];
+        for d in dims {
+            let v = self.const_int(d, "a tile dimension")?;
+            check_dim(v, d.span)?;
+            out.push(v);
+        }
+        if out.len() > 4 {
+            return Err(Diagnostic::error(format!("tiles have rank 1 to 4, this one has rank {}", out.len())).with_label(dims[0].span.to(dims[dims.len() - 1].span), "too many dimensions"));
+        }
+        let n: i64 = out.iter().product();
+        if n > MAX_TILE_ELEMS {
+            return Err(Diagnostic::error(format!("tile {} has {n} elements; at most {MAX_TILE_ELEMS} are allowed", shape_str(&out))).with_label(dims[0].span.to(dims[dims.len() - 1].span), "too large"));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn resolve_type(&mut self, t: &ast::TypeExpr) -> R<Type> {
+        match &t.kind {
+            TypeKind::Scalar(e) => Ok(Type::scalar(super::dtype_of(e)?)),
+            TypeKind::Tile { elem, dims } => {
+                let d = super::dtype_of(elem)?;
+                Ok(Type::tile(d, self.tile_dims(dims)?))
+            }
+            TypeKind::Tensor { .. } => Err(Diagnostic::error("tensor types are only allowed on kernel parameters").with_label(t.span, "tensor type")),
+        }
+    }
+
+    pub(super) fn unknown_name(&self, name: &str, span: Span) -> Diagnostic {
+        let mut cands = self.scopes.last().map(|s| s.names()).unwrap_or_default();
+        cands.extend(self.fns.keys().cloned());
+        cands.extend(super::builtins::BUILTINS.iter().map(|s| s.to_string()));
+        let mut d = Diagnostic::error(format!("unknown name `{name}`")).with_label(span, "not found in this scope");
+        if let Some(s) = did_you_mean(name, cands.iter().map(|s| s.as_str())) {
+            d = d.note(format!("did you mean `{s}`?"));
+        }
+        d
+    }
+
+    // ---- expressions -------------------------------------------------------------------------
+
+    pub(super) fn lower_expr(&mut self, e: &ast::Expr) -> R<Val> {
+        match &e.kind {
+            ExprKind::Int(v, suffix) => Ok(Val::K(Konst::Int(*v), self.suffix(suffix, e.span)?)),
+            ExprKind::Float(v, suffix) => {
+                let d = self.suffix(suffix, e.span)?;
+                if let Some(d) = d
+                    && !d.is_float()
+                {
+                    return Err(Diagnostic::error(format!("a float literal cannot have type {d}")).with_label(e.span, "here"));
+                }
+                Ok(Val::K(Konst::Float(*v), d))
+            }
+            ExprKind::Bool(b) => Ok(Val::K(Konst::Bool(*b), Some(DType::Bool))),
+            ExprKind::Inf => Ok(Val::K(Konst::Float(f64::INFINITY), None)),
+            ExprKind::Wildcard => Err(Diagnostic::error("`_` is only allowed in a type's dimensions").with_label(e.span, "here")),
+            ExprKind::Paren(x) => self.lower_expr(x),
+            ExprKind::Name(n) => {
+                let Some(id) = self.scopes.last().and_then(|s| s.lookup(&n.name)) else {
+                    return Err(self.unknown_name(&n.name, n.span));
+                };
+                match &self.slot(id).val {
+                    Val::Poison => Err(poison()),
+                    v => Ok(v.clone()),
+                }
+            }
+            ExprKind::Tuple(xs) => Ok(Val::Tuple(xs.iter().map(|x| self.lower_expr(x)).collect::<R<_>>()?)),
+            ExprKind::List(xs) => Ok(Val::List(xs.iter().map(|x| self.lower_expr(x)).collect::<R<_>>()?)),
+            ExprKind::Range(a, b) => Ok(Val::Range(Box::new(self.lower_expr(a)?), Box::new(self.lower_expr(b)?), None)),
+            ExprKind::Unary(op, x) => {
+                let v = self.lower_expr(x)?;
+                self.unary(*op, v, x.span, e.span)
+            }
+            ExprKind::Binary(op, a, b) => {
+                let va = self.lower_expr(a)?;
+                let vb = self.lower_expr(b)?;
+                self.binary(*op, va, vb, a.span, b.span, e.span)
+            }
+            ExprKind::Cast(x, t) => {
+                let v = self.lower_expr(x)?;
+                let TypeKind::Scalar(name) = &t.kind else {
+                    return Err(Diagnostic::error("`as` takes an element type, e.g. `x as bf16`").with_label(t.span, "not an element type"));
+                };
+                let d = super::dtype_of(name)?;
+                self.cast(v, d, x.span)
+            }
+            ExprKind::If(c, t, f) => self.lower_if(c, t, f.as_ref(), true, e.span),
+            ExprKind::Index(base, idx) => self.index(base, idx, e.span),
+            ExprKind::Call(f, args) => self.call(f, args, e.span),
+            ExprKind::Method(recv, name, args) => self.method(recv, name, args, e.span),
+        }
+    }
+
+    fn suffix(&self, s: &Option<String>, span: Span) -> R<Option<DType>> {
+        match s {
+            None => Ok(None),
+            Some(s) => DType::parse(s).map(Some).ok_or_else(|| unknown_type(s, span)),
+        }
+    }
+
+    pub(super) fn cast(&mut self, v: Val, d: DType, span: Span) -> R<Val> {
+        match v {
+            Val::K(k, _) => Ok(Val::K(
+                match (k, d) {
+                    (Konst::Int(i), d) if d.is_float() => Konst::Float(i as f64),
+                    (Konst::Float(f), DType::Bool) => Konst::Bool(f != 0.0),
+                    (Konst::Float(f), d) if d.is_int() => Konst::Int(f as i64),
+                    (Konst::Bool(b), d) if d.is_float() => Konst::Float(b as i64 as f64),
+                    (Konst::Bool(b), d) if d.is_int() => Konst::Int(b as i64),
+                    (Konst::Int(i), DType::Bool) => Konst::Bool(i != 0),
+                    (k, _) => k,
+                },
+                Some(d),
+            )),
+            Val::V(x) => {
+                let t = self.ty(x);
+                if t.is_tensor() {
+                    return Err(Diagnostic::error("cannot cast a tensor; load a tile first").with_label(span, "a tensor"));
+                }
+                if t.dtype() == d {
+                    return Ok(Val::V(x));
+                }
+                Ok(Val::V(self.emit(OpKind::Cast, vec![x], t.with_dtype(d), span)))
+            }
+            Val::Poison => Err(poison()),
+            other => Err(not_value(&other, span)),
+        }
+    }
+
+    fn unary(&mut self, op: UnOp, v: Val, sx: Span, span: Span) -> R<Val> {
+        match (op, &v) {
+            (UnOp::Neg, Val::K(Konst::Int(i), d)) => return Ok(Val::K(Konst::Int(i.wrapping_neg()), *d)),
+            (UnOp::Neg, Val::K(Konst::Float(f), d)) => return Ok(Val::K(Konst::Float(-f), *d)),
+            (UnOp::Not, Val::K(Konst::Bool(b), d)) => return Ok(Val::K(Konst::Bool(!b), *d)),
+            _ => {}
+        }
+        let x = self.materialize(v, sx)?;
+        let t = self.ty(x);
+        let u = match op {
+            UnOp::Neg if t.dtype() == DType::Bool => return Err(Diagnostic::error("cannot negate a bool; use `!`").with_label(sx, "bool")),
+            UnOp::Neg => UnaryOp::Neg,
+            UnOp::Not if t.dtype().is_float() => return Err(Diagnostic::error(format!("`!` needs a bool or integer, found {t}")).with_label(sx, "float")),
+            UnOp::Not => UnaryOp::Not,
+        };
+        Ok(Val::V(self.emit(OpKind::Unary(u), vec![x], t, span)))
+    }
+
+    pub(super) fn binary(&mut self, op: BinOp, a: Val, b: Val, sa: Span, sb: Span, span: Span) -> R<Val> {
+        if let (Val::K(x, dx), Val::K(y, dy)) = (&a, &b)
+            && let Some(k) = fold(op, *x, *y)
+        {
+            if let (Some(dx), Some(dy)) = (dx, dy)
+                && dx != dy
+            {
+                return Err(dtype_mismatch(*dx, *dy, sb));
+            }
+            let d = match k {
+                Konst::Bool(_) => Some(DType::Bool),
+                _ => dx.or(*dy),
+            };
+            return Ok(Val::K(k, d));
+        }
+        if a == Val::Poison || b == Val::Poison {
+            return Err(poison());
+        }
+        let (x, y) = self.unify(a, b, sa, sb)?;
+        let t = self.ty(x);
+        let d = t.dtype();
+        let arith = |bop: BinaryOp| -> R<OpKind> {
+            if d == DType::Bool {
+                return Err(Diagnostic::error(format!("`{}` is not defined on bool", op.symbol())).with_label(span, "bool operands").note("cast to an integer type first"));
+            }
+            Ok(OpKind::Binary(bop))
+        };
+        let (kind, rt) = match op {
+            BinOp::Add => (arith(BinaryOp::Add)?, t),
+            BinOp::Sub => (arith(BinaryOp::Sub)?, t),
+            BinOp::Mul => (arith(BinaryOp::Mul)?, t),
+            BinOp::Div => (arith(BinaryOp::Div)?, t),
+            BinOp::Rem => (arith(BinaryOp::Rem)?, t),
+            BinOp::Eq => (OpKind::Cmp(CmpOp::Eq), t.with_dtype(DType::Bool)),
+            BinOp::Ne => (OpKind::Cmp(CmpOp::Ne), t.with_dtype(DType::Bool)),
+            BinOp::Lt => (OpKind::Cmp(CmpOp::Lt), t.with_dtype(DType::Bool)),
+            BinOp::Le => (OpKind::Cmp(CmpOp::Le), t.with_dtype(DType::Bool)),
+            BinOp::Gt => (OpKind::Cmp(CmpOp::Gt), t.with_dtype(DType::Bool)),
+            BinOp::Ge => (OpKind::Cmp(CmpOp::Ge), t.with_dtype(DType::Bool)),
+            BinOp::And | BinOp::Or => {
+                if d != DType::Bool {
+                    return Err(Diagnostic::error(format!("`{}` needs bool operands, found {d}", op.symbol())).with_label(span, "here").note("for bits of integers use `&` or `|`"));
+                }
+                (OpKind::Binary(if op == BinOp::And { BinaryOp::And } else { BinaryOp::Or }), t)
+            }
+            BinOp::BitAnd | BinOp::BitOr | BinOp::BitXor | BinOp::Shl | BinOp::Shr => {
+                if d.is_float() {
+                    return Err(Diagnostic::error(format!("`{}` needs integer or bool operands, found {d}", op.symbol())).with_label(span, "here"));
+                }
+                let b = match op {
+                    BinOp::BitAnd => BinaryOp::And,
+                    BinOp::BitOr => BinaryOp::Or,
+                    BinOp::BitXor => BinaryOp::Xor,
+                    BinOp::Shl => BinaryOp::Shl,
+                    _ => BinaryOp::Shr,
+                };
+                (OpKind::Binary(b), t)
+            }
+        };
+        Ok(Val::V(self.emit(kind, vec![x, y], rt, span)))
+    }
+
+    fn index(&mut self, base: &ast::Expr, idx: &[IndexArg], span: Span) -> R<Val> {
+        let b = self.lower_expr(base)?;
+        let Val::V(x) = b else {
+            return Err(Diagnostic::error("only tensors and tiles can be indexed").with_label(base.span, "not indexable"));
+        };
+        let t = self.ty(x);
+        match t {
+            Type::Tensor { dtype, rank, mutable } => {
+                let mut offs = vec![];
+                for a in idx {
+                    match a {
+                        IndexArg::Expr(e) => {
+                            let v = self.lower_expr(e)?;
+                            offs.push(self.scalar_i32(v, e.span)?);
+                        }
+                        IndexArg::NewAxis(s) | IndexArg::Full(s) => {
+                            return Err(Diagnostic::error("a tensor is indexed with scalars (`q[b, h]`)").with_label(*s, "not allowed on a tensor"));
+                        }
+                    }
+                }
+                if offs.len() >= rank {
+                    return Err(Diagnostic::error(format!("wrong number of indices: the tensor has rank {rank}, got {}", offs.len()))
+                        .with_label(span, "too many indices")
+                        .note("indexing fixes leading dimensions and gives a view; load a tile with `.load([offsets], [shape])`"));
+                }
+                let mut ops = vec![x];
+                let k = offs.len();
+                ops.extend(offs);
+                Ok(Val::V(self.emit(OpKind::View, ops, Type::Tensor { dtype, rank: rank - k, mutable }, span)))
+            }
+            Type::Tile { dtype, shape } => {
+                let kept = idx.iter().filter(|a| matches!(a, IndexArg::Full(_))).count();
+                if kept != shape.len() || idx.iter().any(|a| matches!(a, IndexArg::Expr(_))) {
+                    return Err(Diagnostic::error(format!("a tile of rank {} is indexed with one `:` per dimension and `None` for new axes", shape.len()))
+                        .with_label(span, "here")
+                        .note("e.g. `t[:, None]` turns a [n] tile into [n, 1]"));
+                }
+                let mut cur = x;
+                let mut cur_shape = shape.clone();
+                for (pos, a) in idx.iter().enumerate() {
+                    if let IndexArg::NewAxis(_) = a {
+                        cur_shape.insert(pos, 1);
+                        if cur_shape.len() > 4 {
+                            return Err(Diagnostic::error("tiles have rank at most 4").with_label(span, "too many axes"));
+                        }
+                        cur = self.emit(OpKind::ExpandDims(pos as u32), vec![cur], Type::tile(dtype, cur_shape.clone()), span);
+                    }
+                }
+                Ok(Val::V(cur))
+            }
+        }
+    }
+
+    fn call(&mut self, f: &ast::Ident, args: &[ast::Expr], span: Span) -> R<Val> {
+        let fns = self.fns;
+        if let Some(decl) = fns.get(&f.name) {
+            return self.inline_call(decl, args, span);
+        }
+        if let Some(r) = self.builtin(f, args, span) {
+            return r;
+        }
+        Err(self.unknown_name(&f.name, f.span))
+    }
+
+    fn inline_call(&mut self, decl: &FuncDecl, args: &[ast::Expr], span: Span) -> R<Val> {
+        if decl.params.len() != args.len() {
+            return Err(Diagnostic::error(format!("`{}` takes {} arguments, got {}", decl.name.name, decl.params.len(), args.len()))
+                .with_label(span, "wrong argument count")
+                .with_secondary(decl.name.span, "defined here"));
+        }
+        if self.call_stack.len() >= MAX_INLINE_DEPTH {
+            return Err(Diagnostic::error(format!("calls to `{}` nest too deeply (recursion is not supported)", decl.name.name)).with_label(span, "here"));
+        }
+        let mut vals = vec![];
+        for (p, a) in decl.params.iter().zip(args) {
+            let v = self.lower_expr(a)?;
+            let v = match &p.ty {
+                Some(t) => self.check_param(v, t, a.span, &p.name.name)?,
+                None => v,
+            };
+            vals.push(v);
+        }
+        self.scopes.push(Scopes::default());
+        self.call_stack.push(span);
+        self.push_frame();
+        for (p, v) in decl.params.iter().zip(vals) {
+            self.declare(&p.name.name, false, None, v, p.name.span);
+        }
+        let before = self.errors;
+        let r = self.lower_block(&decl.body);
+        self.call_stack.pop();
+        self.scopes.pop();
+        if self.errors > before || r == Val::Poison {
+            return Err(poison());
+        }
+        match &decl.ret {
+            Some(t) => self.check_param(r, t, span, "the return value"),
+            None => Ok(r),
+        }
+    }
+
+    /// Checks a value against a `fn` signature type (`_` dimensions match anything).
+    fn check_param(&mut self, v: Val, t: &ast::TypeExpr, span: Span, what: &str) -> R<Val> {
+        match &t.kind {
+            TypeKind::Scalar(d) => {
+                let d = super::dtype_of(d)?;
+                match v {
+                    Val::K(k, None) => Ok(Val::K(k, Some(d))),
+                    v => {
+                        let x = self.coerce(v, &Type::scalar(d), span).map_err(|e| e.note(format!("{what} is declared `{d}`")))?;
+                        Ok(Val::V(x))
+                    }
+                }
+            }
+            TypeKind::Tile { elem, dims } => {
+                let d = super::dtype_of(elem)?;
+                let Some(vt) = self.type_of(&v) else { return Err(not_value(&v, span)) };
+                let ok_rank = vt.shape().len() == dims.len();
+                let mut ok = ok_rank && vt.dtype() == d;
+                if ok {
+                    for (i, de) in dims.iter().enumerate() {
+                        if matches!(de.kind, ExprKind::Wildcard) {
+                            continue;
+                        }
+                        if self.const_int(de, "a dimension")? != vt.shape()[i] {
+                            ok = false;
+                        }
+                    }
+                }
+                if !ok {
+                    return Err(Diagnostic::error(format!("{what} must be `{}`, found {vt}", super::host::render_type(t))).with_label(span, format!("this is {vt}")));
+                }
+                Ok(v)
+            }
+            TypeKind::Tensor { .. } => Ok(v),
+        }
+    }
+}
+
+/// The message of the marker error for "already reported".
+pub(crate) const POISON: &str = "\u{0}poison";
+
+pub(crate) fn poison() -> Diagnostic {
+    Diagnostic::error(POISON)
+}
+
+pub(crate) fn default_dtype(k: Konst) -> DType {
+    match k {
+        Konst::Int(_) => DType::I32,
+        Konst::Float(_) => DType::F32,
+        Konst::Bool(_) => DType::Bool,
+    }
+}
+
+fn int_fits(i: i64, d: DType) -> bool {
+    match d {
+        DType::I8 => i8::try_from(i).is_ok(),
+        DType::I16 => i16::try_from(i).is_ok(),
+        DType::I32 => i32::try_from(i).is_ok() || u32::try_from(i).is_ok(),
+        DType::U8 => u8::try_from(i).is_ok(),
+        DType::U32 => u32::try_from(i).is_ok(),
+        DType::U64 => i >= 0,
+        _ => true,
+    }
+}
+
+pub(crate) fn check_dim(v: i64, span: Span) -> R<()> {
+    if v <= 0 || (v as u64).count_ones() != 1 {
+        let next = if v <= 0 { 1 } else { (v as u64).next_power_of_two() };
+        return Err(Diagnostic::error(format!("tile dimension {v} is not a power of two"))
+            .with_label(span, "must be a power of two")
+            .note(format!("use {next} and mask the extra elements (loads pad them, stores drop them)")));
+    }
+    Ok(())
+}
+
+pub(crate) fn dtype_mismatch(want: DType, got: DType, span: Span) -> Diagnostic {
+    Diagnostic::error(format!("dtype mismatch: expected {want}, found {got}"))
+        .with_label(span, format!("this is {got}"))
+        .note(format!("convert it: `(…) as {want}`"))
+}
+
+pub(crate) fn describe(v: &Val) -> &'static str {
+    match v {
+        Val::V(_) | Val::K(..) => "a value",
+        Val::Tuple(_) => "a tuple",
+        Val::List(_) => "a list",
+        Val::Range(..) => "a range",
+        Val::Unit => "no value",
+        Val::Poison => "an error",
+    }
+}
+
+pub(crate) fn not_value(v: &Val, span: Span) -> Diagnostic {
+    if *v == Val::Poison {
+        return poison();
+    }
+    Diagnostic::error(format!("expected a scalar or a tile, found {}", describe(v))).with_label(span, "not a value")
+}
+
+fn fold(op: BinOp, a: Konst, b: Konst) -> Option<Konst> {
+    use Konst::*;
+    Some(match (a, b) {
+        (Int(x), Int(y)) => match op {
+            BinOp::Add => Int(x.checked_add(y)?),
+            BinOp::Sub => Int(x.checked_sub(y)?),
+            BinOp::Mul => Int(x.checked_mul(y)?),
+            BinOp::Div => Int(x.checked_div(y)?),
+            BinOp::Rem => Int(x.checked_rem(y)?),
+            BinOp::Eq => Bool(x == y),
+            BinOp::Ne => Bool(x != y),
+            BinOp::Lt => Bool(x < y),
+            BinOp::Le => Bool(x <= y),
+            BinOp::Gt => Bool(x > y),
+            BinOp::Ge => Bool(x >= y),
+            BinOp::BitAnd => Int(x & y),
+            BinOp::BitOr => Int(x | y),
+            BinOp::BitXor => Int(x ^ y),
+            BinOp::Shl => Int(x.checked_shl(u32::try_from(y).ok()?)?),
+            BinOp::Shr => Int(x.checked_shr(u32::try_from(y).ok()?)?),
+            _ => return None,
+        },
+        (Float(_), Int(_)) | (Int(_), Float(_)) | (Float(_), Float(_)) => {
+            let (x, y) = (as_f(a), as_f(b));
+            match op {
+                BinOp::Add => Float(x + y),
+                BinOp::Sub => Float(x - y),
+                BinOp::Mul => Float(x * y),
+                BinOp::Div => Float(x / y),
+                BinOp::Eq => Bool(x == y),
+                BinOp::Ne => Bool(x != y),
+                BinOp::Lt => Bool(x < y),
+                BinOp::Le => Bool(x <= y),
+                BinOp::Gt => Bool(x > y),
+                BinOp::Ge => Bool(x >= y),
+                _ => return None,
+            }
+        }
+        (Bool(x), Bool(y)) => match op {
+            BinOp::And | BinOp::BitAnd => Bool(x && y),
+            BinOp::Or | BinOp::BitOr => Bool(x || y),
+            BinOp::BitXor | BinOp::Ne => Bool(x != y),
+            BinOp::Eq => Bool(x == y),
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+fn as_f(k: Konst) -> f64 {
+    match k {
+        Konst::Int(i) => i as f64,
+        Konst::Float(f) => f,
+        Konst::Bool(b) => b as i64 as f64,
+    }
+}
+
+/// Names assigned (`x = …`, `x += …`) anywhere in a block, nested blocks included.
+fn collect_assigned(b: &ast::Block, out: &mut Vec<String>) {
+    for s in &b.stmts {
+        match &s.kind {
+            StmtKind::Assign { target, .. } => out.push(target.name.clone()),
+            StmtKind::For { body, .. } | StmtKind::While { body, .. } => collect_assigned(body, out),
+            StmtKind::Expr(e) | StmtKind::Let { init: e, .. } => collect_assigned_expr(e, out),
+            StmtKind::Return => {}
+        }
+    }
+    if let Some(t) = &b.tail {
+        collect_assigned_expr(t, out);
+    }
+}
+
+fn collect_assigned_expr(e: &ast::Expr, out: &mut Vec<String>) {
+    if let ExprKind::If(_, t, f) = &e.kind {
+        collect_assigned(t, out);
+        if let Some(f) = f {
+            collect_assigned(f, out);
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Values during lowering, and lexical scopes of variable slots.
+//!
+//! A variable is a slot (`VarId`); scopes map names to slots. Assignment updates the slot's current
+//! value, so loops and branches carry exactly the slots assigned in them, by identity even when an
+//! inner `let` shadows the name.
+
+use crate::ir::Value;
+use crate::tir::Type;
+use crate::{DType, Span};
+use std::collections::HashMap;
+
+/// A compile-time scalar.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Konst {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+/// What an expression lowers to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Val {
+    /// A tile-IR value (tile, scalar or tensor).
+    V(Value),
+    /// A compile-time scalar; `dtype: None` is a literal that takes the type of what it meets.
+    K(Konst, Option<DType>),
+    Tuple(Vec<Val>),
+    List(Vec<Val>),
+    /// `lo..hi` with an optional `.step_by(s)`.
+    Range(Box<Val>, Box<Val>, Option<Box<Val>>),
+    /// The value of a statement-like expression (`store`).
+    Unit,
+    /// The result of an expression that already failed and was reported.
+    Poison,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VarId(pub u32);
+
+#[derive(Clone, Debug)]
+pub struct Slot {
+    pub mutable: bool,
+    /// The fixed type of a `mut` variable: assignments are converted to it.
+    pub ty: Option<Type>,
+    pub val: Val,
+    pub span: Span,
+}
+
+/// Scopes of one function body (an inlined `fn` gets a fresh `Scopes`).
+#[derive(Debug, Default)]
+pub struct Scopes {
+    pub frames: Vec<HashMap<String, VarId>>,
+}
+
+impl Scopes {
+    pub fn lookup(&self, name: &str) -> Option<VarId> {
+        self.frames.iter().rev().find_map(|f| f.get(name).copied())
+    }
+
+    /// Every visible name (for "did you mean").
+    pub fn names(&self) -> Vec<String> {
+        self.frames.iter().flat_map(|f| f.keys().cloned()).collect()
+    }
+}

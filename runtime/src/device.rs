@@ -1,0 +1,529 @@
+//! The GPU runtime over cudarc's driver API: a [`Runtime`] on device 0, PTX loading, device
+//! tensors, and checked kernel launches.
+//!
+//! The CUDA driver library (`libcuda.so`) is loaded when [`Runtime::new`] runs; on a machine
+//! without one that returns [`RuntimeError::NoDriver`] instead of panicking. Every call into the
+//! driver is guarded so that a panic inside cudarc (a missing driver symbol, say) becomes an
+//! error too.
+//!
+//! ```no_run
+//! use tessera_runtime::{DeviceArg, Runtime};
+//! # fn demo(ptx: &str, meta: &tessera_compiler::KernelMeta, x: &tessera_compiler::HostTensor)
+//! #     -> Result<(), tessera_runtime::RuntimeError> {
+//! let rt = Runtime::new()?;
+//! let kernel = rt.load(ptx, meta)?;
+//! let x = rt.upload(x)?;
+//! let y = rt.alloc_filled(x.dtype, &x.shape, 0xff)?; // poisoned: NaN until written
+//! rt.launch(&kernel, &[DeviceArg::Tensor(&x), DeviceArg::Tensor(&y)])?;
+//! let y = rt.download(&y)?;
+//! # Ok(()) }
+//! ```
+
+use crate::pack::{self, KernelParam, PackArg};
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute, CUjit_option};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DriverError, LaunchConfig, PushKernelArg,
+};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use tessera_compiler::{ArgInfo, DType, HostTensor, KernelMeta, Scalar, Target};
+
+/// Dynamic shared memory a kernel may use without opting in.
+const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
+
+/// What can go wrong on the GPU side.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// No usable CUDA driver or device on this machine (the library is missing, `cuInit`
+    /// failed, or there is no device). The message suggests the interpreter backend.
+    #[error("{0}")]
+    NoDriver(String),
+    /// A CUDA driver call failed; the message says which operation (and kernel).
+    #[error("{0}")]
+    Cuda(String),
+    /// The launch arguments do not fit the kernel's signature.
+    #[error("{0}")]
+    Bind(String),
+    /// The kernel was compiled for another GPU architecture than this device's.
+    #[error("{0}")]
+    WrongTarget(String),
+    /// The kernel needs more of a resource (shared memory, threads) than the device gives.
+    #[error("{0}")]
+    Resources(String),
+    /// A tensor whose bytes do not match its dtype and shape.
+    #[error("{0}")]
+    BadTensor(String),
+}
+
+/// The message of [`RuntimeError::NoDriver`] when the library cannot be loaded.
+const NO_DRIVER: &str = "no CUDA driver found (libcuda.so could not be loaded: is the NVIDIA driver installed and on \
+     the library path?); GPU execution is unavailable on this machine, use --backend interp";
+
+/// Runs a driver operation, turning both its error and any panic inside cudarc into a
+/// [`RuntimeError::Cuda`] that starts with `what`.
+fn guarded<T>(what: impl FnOnce() -> String, f: impl FnOnce() -> Result<T, DriverError>) -> Result<T, RuntimeError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(RuntimeError::Cuda(format!("{}: {}", what(), describe(e)))),
+        Err(p) => Err(RuntimeError::Cuda(format!("{}: the CUDA driver wrapper panicked: {}", what(), panic_message(p.as_ref())))),
+    }
+}
+
+/// `CUDA_ERROR_X (description)` for a driver error.
+fn describe(e: DriverError) -> String {
+    let name = e.error_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|_| format!("{:?}", e.0));
+    match e.error_string() {
+        Ok(s) => format!("{name} ({})", s.to_string_lossy()),
+        Err(_) => name,
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".into()
+    }
+}
+
+/// Whether the CUDA driver library can be loaded (without panicking when it cannot).
+pub fn driver_library_present() -> bool {
+    // SAFETY: loading the driver library runs its initialisers, which is what every CUDA
+    // program does; the library is closed again at once.
+    catch_unwind(|| unsafe { cudarc::driver::sys::is_culib_present() }).unwrap_or(false)
+}
+
+/// A CUDA context on device 0 and its default stream.
+pub struct Runtime {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    name: String,
+    cc: (u32, u32),
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Runtime({}, sm_{}{})", self.name, self.cc.0, self.cc.1)
+    }
+}
+
+/// A kernel loaded into the context, ready to launch.
+pub struct LoadedKernel {
+    /// What the compiler said about the kernel: parameters, grid, threads, shared memory.
+    pub meta: KernelMeta,
+    func: CudaFunction,
+    regs: i32,
+    local_bytes: i32,
+}
+
+impl std::fmt::Debug for LoadedKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoadedKernel({}, {} registers)", self.meta.name, self.regs)
+    }
+}
+
+impl LoadedKernel {
+    /// Registers per thread, as the driver's JIT assigned them.
+    pub fn registers(&self) -> i32 {
+        self.regs
+    }
+
+    /// Local memory per thread in bytes (register spills and local arrays).
+    pub fn local_bytes(&self) -> i32 {
+        self.local_bytes
+    }
+
+    /// The underlying cudarc function, for callers that launch it themselves.
+    pub fn function(&self) -> &CudaFunction {
+        &self.func
+    }
+}
+
+/// A dense, row-major array in device memory.
+///
+/// `buf` holds at least `nbytes()` bytes (one byte for an empty tensor, since the driver does
+/// not allocate zero bytes).
+#[derive(Debug)]
+pub struct DeviceTensor {
+    /// Element type.
+    pub dtype: DType,
+    /// Shape, row-major.
+    pub shape: Vec<usize>,
+    /// The device memory (little-endian elements, like [`HostTensor::bytes`]).
+    pub buf: CudaSlice<u8>,
+}
+
+impl DeviceTensor {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Size of the data in bytes.
+    pub fn nbytes(&self) -> usize {
+        self.numel() * self.dtype.size()
+    }
+
+    /// Checks that `buf` is large enough for the shape.
+    fn check(&self) -> Result<usize, RuntimeError> {
+        let n = checked_nbytes(self.dtype, &self.shape)?;
+        if self.buf.len() < n {
+            return Err(RuntimeError::BadTensor(format!(
+                "device tensor {}{:?} needs {n} bytes, its buffer has {}",
+                self.dtype,
+                self.shape,
+                self.buf.len()
+            )));
+        }
+        Ok(n)
+    }
+}
+
+/// One launch argument.
+#[derive(Debug, Clone, Copy)]
+pub enum DeviceArg<'a> {
+    /// A tensor in device memory (written in place by `&mut` parameters).
+    Tensor(&'a DeviceTensor),
+    /// A scalar, converted to the parameter's dtype.
+    Scalar(Scalar),
+}
+
+fn checked_nbytes(dtype: DType, shape: &[usize]) -> Result<usize, RuntimeError> {
+    shape
+        .iter()
+        .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| RuntimeError::BadTensor(format!("tensor {dtype}{shape:?} is too large")))
+}
+
+impl Runtime {
+    /// Loads the CUDA driver and creates a context on device 0.
+    ///
+    /// Returns [`RuntimeError::NoDriver`] when the driver library is missing, `cuInit` fails or
+    /// there is no device; never panics.
+    pub fn new() -> Result<Runtime, RuntimeError> {
+        if !driver_library_present() {
+            return Err(RuntimeError::NoDriver(NO_DRIVER.into()));
+        }
+        let no_driver = |e: RuntimeError| {
+            RuntimeError::NoDriver(format!(
+                "the CUDA driver (libcuda.so) is present but unusable: {e}; GPU execution is unavailable on this \
+                 machine, use --backend interp"
+            ))
+        };
+        guarded(|| "cuInit".into(), cudarc::driver::result::init).map_err(no_driver)?;
+        let count = guarded(|| "counting CUDA devices".into(), CudaContext::device_count).map_err(no_driver)?;
+        if count < 1 {
+            return Err(RuntimeError::NoDriver(
+                "the CUDA driver found no GPU on this machine; use --backend interp".into(),
+            ));
+        }
+        let ctx = guarded(|| "creating a CUDA context on device 0".into(), || CudaContext::new(0))?;
+        let name = guarded(|| "querying the device name".into(), || ctx.name())?;
+        let (major, minor) = guarded(|| "querying the compute capability".into(), || ctx.compute_capability())?;
+        let stream = ctx.default_stream();
+        Ok(Runtime { ctx, stream, name, cc: (major.max(0) as u32, minor.max(0) as u32) })
+    }
+
+    /// The device's name, e.g. `NVIDIA H100 80GB HBM3`.
+    pub fn device_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The device's compute capability `(major, minor)`, e.g. `(9, 0)`.
+    pub fn compute_capability(&self) -> (u32, u32) {
+        self.cc
+    }
+
+    /// The cudarc context, for callers that need the driver directly.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream every operation of this runtime runs on (the default stream).
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Whether code for `target` runs on this device.
+    pub fn supports(&self, target: Target) -> bool {
+        match target {
+            Target::Sm80 => self.cc.0 >= 8,
+            // `sm_90a` code uses architecture-specific features: it runs on 9.0 alone.
+            Target::Sm90a => self.cc == (9, 0),
+        }
+    }
+
+    /// Loads a PTX module and its kernel `meta.name`, and checks the kernel's resources against
+    /// the device: dynamic shared memory over 48 KiB is opted into
+    /// (`CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`) when the device allows it.
+    pub fn load(&self, ptx: &str, meta: &KernelMeta) -> Result<LoadedKernel, RuntimeError> {
+        let kernel = &meta.name;
+        if !self.supports(meta.target) {
+            let fix = if self.supports(Target::Sm90a) {
+                "rebuild it with --target sm_90a"
+            } else if self.supports(Target::Sm80) {
+                "rebuild it with --target sm_80"
+            } else {
+                "Tessera needs sm_80 or newer"
+            };
+            return Err(RuntimeError::WrongTarget(format!(
+                "kernel `{kernel}` was compiled for {}, but device 0 ({}) is sm_{}{}; {fix}",
+                meta.target.name(),
+                self.name,
+                self.cc.0,
+                self.cc.1,
+            )));
+        }
+        if ptx.contains('\0') || kernel.contains('\0') {
+            return Err(RuntimeError::Cuda(format!("kernel `{kernel}`: the PTX or the kernel name contains a NUL byte")));
+        }
+        let module = match guarded(
+            || format!("loading the PTX of kernel `{kernel}`"),
+            || self.ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx)),
+        ) {
+            Ok(m) => m,
+            Err(RuntimeError::Cuda(msg)) => {
+                let log = self.jit_error_log(ptx).map(|l| format!("\n{l}")).unwrap_or_default();
+                return Err(RuntimeError::Cuda(format!("{msg}{log}")));
+            }
+            Err(e) => return Err(e),
+        };
+        let func = guarded(|| format!("the PTX module has no kernel `{kernel}`"), || module.load_function(kernel))?;
+        let attr = |a: CUfunction_attribute, what: &str| guarded(|| format!("kernel `{kernel}`: querying {what}"), || func.get_attribute(a));
+        let regs = attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_NUM_REGS, "registers")?;
+        let local_bytes = attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, "local memory")?;
+        let max_threads = attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, "the thread limit")?;
+        let static_shared = attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, "static shared memory")?;
+        if meta.threads == 0 || meta.threads as i64 > max_threads as i64 {
+            return Err(RuntimeError::Resources(format!(
+                "kernel `{kernel}` needs {} threads per block, but with {regs} registers per thread device 0 ({}) \
+                 allows at most {max_threads}; use fewer warps",
+                meta.threads, self.name
+            )));
+        }
+        let optin = guarded(
+            || "querying the shared-memory limit".into(),
+            || self.ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN),
+        )?;
+        let total = meta.shared_bytes as i64 + static_shared.max(0) as i64;
+        if total > optin as i64 {
+            return Err(RuntimeError::Resources(format!(
+                "kernel `{kernel}` needs {total} bytes of shared memory per block, but device 0 ({}) allows at most \
+                 {optin}; use smaller tiles or fewer pipeline stages",
+                self.name
+            )));
+        }
+        if meta.shared_bytes > DEFAULT_SHARED_LIMIT {
+            let bytes = i32::try_from(meta.shared_bytes).unwrap_or(i32::MAX);
+            guarded(
+                || format!("kernel `{kernel}`: allowing {bytes} bytes of dynamic shared memory"),
+                || func.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes),
+            )?;
+        }
+        Ok(LoadedKernel { meta: meta.clone(), func, regs, local_bytes })
+    }
+
+    /// Loads `ptx` again with the JIT's error log switched on and returns the log (only used
+    /// after a load failed, to explain why).
+    fn jit_error_log(&self, ptx: &str) -> Option<String> {
+        let src = std::ffi::CString::new(ptx).ok()?;
+        let mut log = vec![0u8; 16 * 1024];
+        let run = || -> Result<(), DriverError> {
+            self.ctx.bind_to_thread()?;
+            let mut options = [CUjit_option::CU_JIT_ERROR_LOG_BUFFER, CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES];
+            let mut values = [log.as_mut_ptr() as *mut std::ffi::c_void, log.len() as *mut std::ffi::c_void];
+            let mut module = std::mem::MaybeUninit::uninit();
+            // SAFETY: `src` is a NUL-terminated image, the option arrays have the same length,
+            // the log buffer outlives the call and its size is the one passed.
+            let r = unsafe {
+                cudarc::driver::sys::cuModuleLoadDataEx(
+                    module.as_mut_ptr(),
+                    src.as_ptr() as *const _,
+                    options.len() as u32,
+                    options.as_mut_ptr(),
+                    values.as_mut_ptr(),
+                )
+            };
+            if r == cudarc::driver::sys::CUresult::CUDA_SUCCESS {
+                // SAFETY: the load succeeded, so `module` was written; unload what we loaded.
+                unsafe { cudarc::driver::result::module::unload(module.assume_init()) }?;
+            }
+            Ok(())
+        };
+        catch_unwind(AssertUnwindSafe(run)).ok()?.ok()?;
+        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+        let text = String::from_utf8_lossy(&log[..end]).trim().to_string();
+        (!text.is_empty()).then_some(text)
+    }
+
+    /// Allocates `nbytes` (at least one byte).
+    fn alloc_bytes(&self, nbytes: usize) -> Result<CudaSlice<u8>, RuntimeError> {
+        // SAFETY: the memory is uninitialised bytes; every caller fills it before use (or the
+        // kernel writes it), and any bit pattern is a valid u8.
+        guarded(|| format!("allocating {nbytes} bytes of device memory"), || unsafe { self.stream.alloc::<u8>(nbytes.max(1)) })
+    }
+
+    /// Copies a host tensor to the device.
+    pub fn upload(&self, t: &HostTensor) -> Result<DeviceTensor, RuntimeError> {
+        let n = checked_nbytes(t.dtype, &t.shape)?;
+        if t.bytes.len() != n {
+            return Err(RuntimeError::BadTensor(format!(
+                "host tensor {}{:?} has {} bytes, its shape needs {n}",
+                t.dtype,
+                t.shape,
+                t.bytes.len()
+            )));
+        }
+        let mut buf = self.alloc_bytes(n)?;
+        if n > 0 {
+            guarded(|| format!("copying {n} bytes to the device"), || self.stream.memcpy_htod(&t.bytes, &mut buf))?;
+        }
+        Ok(DeviceTensor { dtype: t.dtype, shape: t.shape.clone(), buf })
+    }
+
+    /// Allocates a device tensor with every byte set to `byte_pattern` (0xFF makes every float
+    /// a NaN, so outputs a kernel forgets to write stand out).
+    pub fn alloc_filled(&self, dtype: DType, shape: &[usize], byte_pattern: u8) -> Result<DeviceTensor, RuntimeError> {
+        let n = checked_nbytes(dtype, shape)?;
+        let mut buf = self.alloc_bytes(n)?;
+        guarded(
+            || format!("filling {n} bytes of device memory"),
+            || {
+                let len = buf.len();
+                let (ptr, _record) = buf.device_ptr_mut(&self.stream);
+                // SAFETY: `ptr` addresses `len` bytes owned by `buf`, on this runtime's stream.
+                unsafe { cudarc::driver::result::memset_d8_async(ptr, byte_pattern, len, self.stream.cu_stream()) }
+            },
+        )?;
+        Ok(DeviceTensor { dtype, shape: shape.to_vec(), buf })
+    }
+
+    /// Copies a device tensor back to the host (waiting for the work queued before it).
+    pub fn download(&self, t: &DeviceTensor) -> Result<HostTensor, RuntimeError> {
+        let n = t.check()?;
+        let mut bytes = vec![0u8; n];
+        if n > 0 {
+            let view = t
+                .buf
+                .try_slice(0..n)
+                .ok_or_else(|| RuntimeError::BadTensor(format!("device tensor buffer shorter than {n} bytes")))?;
+            guarded(|| format!("copying {n} bytes from the device"), || self.stream.memcpy_dtoh(&view, &mut bytes))?;
+        }
+        self.synchronize()?;
+        Ok(HostTensor { dtype: t.dtype, shape: t.shape.clone(), bytes })
+    }
+
+    /// Waits for all work queued on the stream.
+    pub fn synchronize(&self) -> Result<(), RuntimeError> {
+        guarded(|| "synchronizing the device".into(), || self.stream.synchronize())
+    }
+
+    /// Checks the arguments against the kernel (dtypes, shapes, dimension symbols,
+    /// `#[require]`), evaluates the grid, packs the parameters, launches the kernel on the
+    /// stream and waits for it. A grid with a zero axis launches nothing.
+    pub fn launch(&self, k: &LoadedKernel, args: &[DeviceArg<'_>]) -> Result<(), RuntimeError> {
+        let kernel = &k.meta.name;
+        let infos: Vec<ArgInfo> = args
+            .iter()
+            .map(|a| match a {
+                DeviceArg::Tensor(t) => ArgInfo::Tensor { dtype: t.dtype, shape: t.shape.clone() },
+                DeviceArg::Scalar(s) => ArgInfo::Scalar(*s),
+            })
+            .collect();
+        let bound = k.meta.bind(&infos).map_err(|e| RuntimeError::Bind(format!("kernel `{kernel}`: {e}")))?;
+        for a in args {
+            if let DeviceArg::Tensor(t) = a {
+                t.check()?;
+            }
+        }
+        // The `_record` guards keep cudarc's stream bookkeeping right; drop them after the launch.
+        let mut records = Vec::with_capacity(args.len());
+        let mut pack_args = Vec::with_capacity(args.len());
+        for a in args {
+            match a {
+                DeviceArg::Tensor(t) => {
+                    let (ptr, record) = t.buf.device_ptr(&self.stream);
+                    records.push(record);
+                    pack_args.push(PackArg::Tensor { ptr, shape: &t.shape });
+                }
+                DeviceArg::Scalar(s) => pack_args.push(PackArg::Scalar(*s)),
+            }
+        }
+        let params = pack::pack_params(&k.meta.params, &pack_args).map_err(|e| RuntimeError::Bind(format!("kernel `{kernel}`: {e}")))?;
+        let [gx, gy, gz] = bound.grid;
+        if gx == 0 || gy == 0 || gz == 0 {
+            return Ok(());
+        }
+        let cfg = LaunchConfig { grid_dim: (gx, gy, gz), block_dim: (k.meta.threads, 1, 1), shared_mem_bytes: k.meta.shared_bytes };
+        let mut builder = self.stream.launch_builder(&k.func);
+        for p in &params {
+            match p {
+                KernelParam::U8(v) => builder.arg(v),
+                KernelParam::I8(v) => builder.arg(v),
+                KernelParam::I16(v) => builder.arg(v),
+                KernelParam::U16(v) => builder.arg(v),
+                KernelParam::I32(v) => builder.arg(v),
+                KernelParam::U32(v) => builder.arg(v),
+                KernelParam::I64(v) => builder.arg(v),
+                KernelParam::U64(v) => builder.arg(v),
+                KernelParam::F32(v) => builder.arg(v),
+                KernelParam::F64(v) => builder.arg(v),
+            };
+        }
+        // SAFETY: the parameters match the kernel's PTX signature by construction (the ABI of
+        // `KernelMeta::params`, checked by `bind` and `pack_params`), every tensor pointer
+        // addresses a live buffer of at least its shape's size, and `params` outlives the call.
+        guarded(
+            || format!("launching kernel `{kernel}` (grid {:?}, {} threads, {} bytes shared)", bound.grid, k.meta.threads, k.meta.shared_bytes),
+            || unsafe { builder.launch(cfg) },
+        )?;
+        drop(records);
+        guarded(|| format!("kernel `{kernel}` failed"), || self.stream.synchronize())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_reports_a_missing_driver_without_panicking() {
+        let present = driver_library_present();
+        match Runtime::new() {
+            Ok(rt) => {
+                assert!(present);
+                assert!(!rt.device_name().is_empty());
+                assert!(rt.compute_capability().0 >= 1);
+            }
+            Err(RuntimeError::NoDriver(msg)) => {
+                assert!(msg.contains("--backend interp"), "{msg}");
+                if !present {
+                    assert!(msg.starts_with("no CUDA driver found (libcuda.so"), "{msg}");
+                }
+            }
+            Err(e) => panic!("expected NoDriver or a runtime, got {e:?}"),
+        }
+        // A second attempt behaves the same (nothing half-initialised is left behind).
+        if !present {
+            assert!(matches!(Runtime::new(), Err(RuntimeError::NoDriver(_))));
+        }
+    }
+
+    #[test]
+    fn guarded_turns_panics_into_errors() {
+        let r: Result<(), _> = guarded(|| "doing a thing".into(), || panic!("Missing symbol cuFoo"));
+        match r {
+            Err(RuntimeError::Cuda(m)) => assert!(m.starts_with("doing a thing: ") && m.contains("Missing symbol cuFoo"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn nbytes_overflow_is_an_error() {
+        assert!(matches!(checked_nbytes(DType::F64, &[usize::MAX, 2]), Err(RuntimeError::BadTensor(_))));
+        assert_eq!(checked_nbytes(DType::F16, &[3, 0]).ok(), Some(0));
+        assert_eq!(checked_nbytes(DType::F32, &[]).ok(), Some(4));
+    }
+}
