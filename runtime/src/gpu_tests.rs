@@ -1,5 +1,5 @@
-//! GPU tests of the launch path with hand-written PTX: they need a GPU and are `#[ignore]`d;
-//! run them with `cargo test -p tessera-runtime --lib -- --ignored` on a machine with one.
+//! GPU tests of the launch path with hand-written PTX. They need a GPU, so they are compiled only
+//! with the `gpu-tests` feature: `cargo test -p tessera-runtime --lib --features gpu-tests`.
 
 use crate::device::{DeviceArg, Runtime, RuntimeError};
 use tessera_compiler::tir::{Dim, HostExpr, Param, ParamKind};
@@ -150,7 +150,6 @@ fn runtime() -> Runtime {
 }
 
 #[test]
-#[ignore = "needs a GPU"]
 fn abi_probe_sees_every_parameter() {
     let rt = runtime();
     eprintln!("device: {} sm_{}{}", rt.device_name(), rt.compute_capability().0, rt.compute_capability().1);
@@ -202,7 +201,6 @@ fn abi_probe_sees_every_parameter() {
 }
 
 #[test]
-#[ignore = "needs a GPU"]
 fn large_dynamic_shared_memory_is_opted_into() {
     let rt = runtime();
     let bytes = 200 * 1024;
@@ -231,7 +229,6 @@ fn large_dynamic_shared_memory_is_opted_into() {
 }
 
 #[test]
-#[ignore = "needs a GPU"]
 fn load_errors_are_explained() {
     let rt = runtime();
     let e = rt.load(".version 8.0\n.target sm_90a\n.address_size 64\n.visible .entry k() { bogus; }", &KernelMeta { name: "k".into(), ..abi_meta() }).unwrap_err();

@@ -1,5 +1,3 @@
-//! runtime
-//!
 //! The Tessera runtime: NumPy `.npy` files in and out of host tensors ([`npy`]), and loading and
 //! launching compiled kernels on an NVIDIA GPU through cudarc ([`device`], with the parameter
 //! packing in [`pack`]).
@@ -9,7 +7,7 @@ pub mod exec;
 pub mod npy;
 pub mod pack;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "gpu-tests"))]
 mod gpu_tests;
 
 pub use device::{DeviceArg, DeviceTensor, LoadedKernel, Runtime, RuntimeError};

@@ -1,1 +1,12 @@
-//! tests
+//! Cross-crate tests of Tessera, all in this one test binary (each binary links LLVM):
+//! golden snapshots of every example's IR and PTX, tile-IR round trips, ptxas on every PTX,
+//! diagnostics of the `tests/ui` files, and interpreter results against plain Rust references.
+
+#[cfg(test)]
+mod common;
+#[cfg(test)]
+mod differential;
+#[cfg(test)]
+mod golden;
+#[cfg(test)]
+mod ui;

@@ -22,7 +22,7 @@ pub(crate) fn constant<'c>(g: &Gen<'c, '_>, l: Lit, d: DType) -> Res<BasicValueE
         (Lit::Bool(b), _) => g.ctx.bool_type().const_int(b as u64, false).into(),
         (Lit::Int(i), d) if d.is_float() => t.into_float_type().const_float(i as f64).into(),
         (Lit::Float(f), d) if d.is_float() => t.into_float_type().const_float(f).into(),
-        (Lit::Int(i), d) if d == DType::Bool => g.ctx.bool_type().const_int((i != 0) as u64, false).into(),
+        (Lit::Int(i), DType::Bool) => g.ctx.bool_type().const_int((i != 0) as u64, false).into(),
         (Lit::Int(i), _) => t.into_int_type().const_int(i as u64, true).into(),
         (Lit::Float(f), _) => t.into_int_type().const_int(f as i64 as u64, true).into(),
     })

@@ -26,6 +26,9 @@ use std::sync::Once;
 
 type Res<T> = Result<T, String>;
 
+/// The body of a counted loop: (generator, induction variable, carried values) → next values.
+type LoopBody<'a, 'c, 'm> = &'a mut dyn FnMut(&mut Gen<'c, 'm>, IntValue<'c>, &[BasicValueEnum<'c>]) -> Res<Vec<BasicValueEnum<'c>>>;
+
 /// Turns inkwell's builder errors into this module's error strings.
 trait Ice<T> {
     fn ice(self) -> Res<T>;
@@ -255,7 +258,7 @@ impl<'c, 'm> Gen<'c, 'm> {
     }
 
     /// A do-while loop `for j in 0..n` (n ≥ 1) carrying `inits`; `body` gives the next values.
-    fn counted_loop(&mut self, n: i64, inits: Vec<BasicValueEnum<'c>>, body: &mut dyn FnMut(&mut Self, IntValue<'c>, &[BasicValueEnum<'c>]) -> Res<Vec<BasicValueEnum<'c>>>) -> Res<Vec<BasicValueEnum<'c>>> {
+    fn counted_loop(&mut self, n: i64, inits: Vec<BasicValueEnum<'c>>, body: LoopBody<'_, 'c, 'm>) -> Res<Vec<BasicValueEnum<'c>>> {
         let pre = self.b.get_insert_block().ok_or("no block")?;
         let lp = self.block("loop");
         let exit = self.block("loop.end");

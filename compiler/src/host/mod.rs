@@ -76,6 +76,7 @@ impl HostTensor {
             DType::BF16 => bf16::from_bits(r as u16).to_f64(),
             DType::F32 => f32::from_bits(r as u32) as f64,
             DType::F64 => f64::from_bits(r),
+            DType::U64 => r as f64,
             _ => self.get_i64(i) as f64,
         }
     }
@@ -99,8 +100,9 @@ impl HostTensor {
     /// Stores `v` rounded to the dtype (round to nearest even for floats; integers saturate).
     pub fn set_f64(&mut self, i: usize, v: f64) {
         let r = match self.dtype {
-            DType::F16 => f16::from_f64(v).to_bits() as u64,
-            DType::BF16 => bf16::from_f64(v).to_bits() as u64,
+            // Through f32: `half`'s f64 conversion drops low bits before rounding.
+            DType::F16 => f16::from_f32(v as f32).to_bits() as u64,
+            DType::BF16 => bf16::from_f32(v as f32).to_bits() as u64,
             DType::F32 => (v as f32).to_bits() as u64,
             DType::F64 => v.to_bits(),
             DType::Bool => (v != 0.0) as u64,

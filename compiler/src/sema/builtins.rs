@@ -86,7 +86,7 @@ impl Lowerer<'_> {
             };
             let x = self.materialize(v, args[0].span)?;
             let t = self.ty(x);
-            if !t.dtype().is_float() && !(u == UnaryOp::Abs && t.dtype().is_int()) {
+            if !(t.dtype().is_float() || u == UnaryOp::Abs && t.dtype().is_int()) {
                 return Err(Diagnostic::error(format!("`{name}` needs a float argument, found {t}")).with_label(args[0].span, format!("this is {t}")).note("cast it: `x as f32`"));
             }
             return Ok(Val::V(self.emit(OpKind::Unary(u), vec![x], t, span)));

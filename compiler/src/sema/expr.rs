@@ -306,8 +306,8 @@ impl<'a> Lowerer<'a> {
         let Some(shape) = broadcast_shapes(&sa_shape, &sb_shape) else {
             let dim = (0..sa_shape.len().max(sb_shape.len())).rev().find(|&i| {
                 let n = sa_shape.len().max(sb_shape.len());
-                let da = (i + sa_shape.len() >= n).then(|| sa_shape[i + sa_shape.len() - n]).unwrap_or(1);
-                let db = (i + sb_shape.len() >= n).then(|| sb_shape[i + sb_shape.len() - n]).unwrap_or(1);
+                let da = if i + sa_shape.len() >= n { sa_shape[i + sa_shape.len() - n] } else { 1 };
+                let db = if i + sb_shape.len() >= n { sb_shape[i + sb_shape.len() - n] } else { 1 };
                 da != db && da != 1 && db != 1
             });
             return Err(Diagnostic::error(format!("shape mismatch: {} and {} do not broadcast", shape_str(&sa_shape), shape_str(&sb_shape)))
@@ -624,7 +624,7 @@ impl<'a> Lowerer<'a> {
                 self.block = saved_block;
                 return Err(Diagnostic::error("an `if` without `else` has no value").with_label(span, "add an `else` branch"));
             }
-            if tails.iter().any(|t| *t == Val::Poison) {
+            if tails.contains(&Val::Poison) {
                 self.block = saved_block;
                 return Err(poison());
             }

@@ -222,11 +222,7 @@ fn num_err(message: impl Into<String>, label: &str, note: Option<String>) -> Num
 }
 
 fn suffix_note() -> Option<String> {
-    Some(format!(
-        "integer suffixes are {}; float suffixes are {}",
-        INT_SUFFIXES.join(", "),
-        FLOAT_SUFFIXES.join(", ")
-    ))
+    Some(format!("integer suffixes are {}; float suffixes are {}", INT_SUFFIXES.join(", "), FLOAT_SUFFIXES.join(", ")))
 }
 
 /// Decodes a `Tok::Number`: `42`, `0x2a`, `0b1010`, `0o17`, `1_000`, `42i64`, `1.0`, `1e-6`,
@@ -253,11 +249,7 @@ pub(crate) fn parse_number(text: &str) -> Result<ExprKind, NumberError> {
             return Err(num_err(format!("invalid digit `{c}` in a {base} literal"), "invalid digit", None));
         }
         if clean.is_empty() {
-            return Err(num_err(
-                format!("missing digits after `{}`", text.get(..2).unwrap_or("0x")),
-                "no digits",
-                None,
-            ));
+            return Err(num_err(format!("missing digits after `{}`", text.get(..2).unwrap_or("0x")), "no digits", None));
         }
         let suffix = check_suffix(suffix, false)?;
         if suffix.as_deref().is_some_and(|s| FLOAT_SUFFIXES.contains(&s)) {
@@ -271,9 +263,8 @@ pub(crate) fn parse_number(text: &str) -> Result<ExprKind, NumberError> {
 
     // Decimal: digits, optional `.digits`, optional exponent, optional suffix.
     let bytes = text.as_bytes();
-    let digits_end = |from: usize| {
-        bytes.iter().skip(from).position(|&b| !(b.is_ascii_digit() || b == b'_')).map_or(bytes.len(), |p| p + from)
-    };
+    let digits_end =
+        |from: usize| bytes.iter().skip(from).position(|&b| !(b.is_ascii_digit() || b == b'_')).map_or(bytes.len(), |p| p + from);
     let mut i = digits_end(0);
     let mut is_float = false;
     if bytes.get(i) == Some(&b'.') && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
@@ -296,11 +287,7 @@ pub(crate) fn parse_number(text: &str) -> Result<ExprKind, NumberError> {
     if is_float {
         match clean.parse::<f64>() {
             Ok(v) if v.is_finite() => Ok(ExprKind::Float(v, suffix)),
-            Ok(_) => Err(num_err(
-                "float literal is out of range",
-                "too large for f64",
-                Some("use `inf` for infinity".into()),
-            )),
+            Ok(_) => Err(num_err("float literal is out of range", "too large for f64", Some("use `inf` for infinity".into()))),
             Err(_) => Err(num_err(format!("invalid float literal `{text}`"), "not a number", None)),
         }
     } else {
@@ -309,11 +296,7 @@ pub(crate) fn parse_number(text: &str) -> Result<ExprKind, NumberError> {
 }
 
 fn too_large() -> NumberError {
-    num_err(
-        "integer literal is too large",
-        "does not fit in 64 bits",
-        Some(format!("the largest integer literal is {}", i64::MAX)),
-    )
+    num_err("integer literal is too large", "does not fit in 64 bits", Some(format!("the largest integer literal is {}", i64::MAX)))
 }
 
 /// Checks a literal's suffix: empty, an integer type (not on a float), or a float type.

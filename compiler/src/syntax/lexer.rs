@@ -2,8 +2,9 @@
 //!
 //! Whitespace, `//` line comments and `/* */` block comments (which nest, as in Rust) are skipped;
 //! `///` doc comments are tokens (`Tok::Doc`, the text after `///`; `////…` is a plain comment).
-//! Numbers are lexed loosely as one `Tok::Number` (`42`, `0x2a`, `1_000`, `42i64`, `1.5e-3f32`)
-//! and classified by the parser's actions ([`super::parse_number`]), which report bad suffixes,
+//! String literals end on their line. Numbers are lexed loosely as one `Tok::Number` (`42`,
+//! `0x2a`, `1_000`, `42i64`, `1.5e-3f32`) and classified by the parser's actions
+//! (`actions::parse_number`), which report bad suffixes,
 //! missing digits and overflow as located diagnostics. Characters that start no token become
 //! `Tok::Error`, which no grammar rule accepts: the parser reports it where it stands.
 
@@ -212,12 +213,20 @@ impl Tok<'_> {
             Tok::Error(LexError::UnterminatedString) => "an unterminated string literal".into(),
             Tok::Error(LexError::UnterminatedComment) => "an unterminated block comment".into(),
             Tok::Doc(_) => "a doc comment".into(),
-            Tok::Ident(s) => format!("identifier `{s}`"),
-            Tok::Number(s) => format!("number `{s}`"),
+            Tok::Ident(s) => format!("identifier `{}`", shorten(s)),
+            Tok::Number(s) => format!("number `{}`", shorten(s)),
             Tok::Str(_) => "a string literal".into(),
             Tok::BlockComment | Tok::UnterminatedStr => "a comment".into(),
             t => format!("`{t}`"),
         }
+    }
+}
+
+/// At most 32 characters of `s`, for messages.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(32) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }
 

@@ -38,7 +38,7 @@ pub fn parse_file(file: FileId, text: &str) -> (ast::File, Vec<Diagnostic>) {
     };
     let mut cx = Cx::new(file);
     let result = grammar::FileParser::new().parse(&mut cx, tokens.iter().copied().map(Ok::<_, LexError>));
-    let reporter = Reporter { file, text, tokens: &tokens };
+    let reporter = Reporter::new(file, text, &tokens);
     let mut diags = Vec::new();
     let tree = match result {
         Ok(tree) => tree,
@@ -90,12 +90,16 @@ fn prepare<'s>(file: FileId, raw: &[Spanned<'s>]) -> Result<Vec<Spanned<'s>>, Di
                 }
                 levels.push((base + count, 0));
             }
-            Tok::RParen | Tok::RBracket | Tok::RBrace => {
-                if depth > 0 {
-                    levels.pop();
+            Tok::RParen | Tok::RBracket | Tok::RBrace if depth > 0 => {
+                levels.pop();
+            }
+            // A new statement or item: `if` after `;`, `{` or `}` (not `else`) starts a statement.
+            Tok::Semi | Tok::Let | Tok::For | Tok::While | Tok::Return | Tok::Kernel | Tok::Fn | Tok::Use | Tok::Hash => {
+                if let Some(level) = levels.last_mut() {
+                    level.1 = 0;
                 }
             }
-            Tok::Semi | Tok::Let | Tok::For | Tok::While | Tok::Return | Tok::Kernel | Tok::Fn | Tok::Use | Tok::Hash => {
+            Tok::If if i == 0 || matches!(raw.get(i - 1), Some((_, Tok::Semi | Tok::LBrace | Tok::RBrace, _))) => {
                 if let Some(level) = levels.last_mut() {
                     level.1 = 0;
                 }
@@ -144,9 +148,25 @@ struct Reporter<'a, 's> {
     file: FileId,
     text: &'s str,
     tokens: &'a [Spanned<'s>],
+    /// Where the closing brackets that close nothing start, in order.
+    unmatched_closers: Vec<usize>,
 }
 
-impl Reporter<'_, '_> {
+impl<'a, 's> Reporter<'a, 's> {
+    fn new(file: FileId, text: &'s str, tokens: &'a [Spanned<'s>]) -> Self {
+        let mut depth = 0usize;
+        let mut unmatched_closers = Vec::new();
+        for &(l, tok, _) in tokens {
+            match tok {
+                Tok::LParen | Tok::LBracket | Tok::LBrace => depth += 1,
+                Tok::RParen | Tok::RBracket | Tok::RBrace if depth == 0 => unmatched_closers.push(l),
+                Tok::RParen | Tok::RBracket | Tok::RBrace => depth -= 1,
+                _ => {}
+            }
+        }
+        Reporter { file, text, tokens, unmatched_closers }
+    }
+
     fn span(&self, l: usize, r: usize) -> Span {
         Span::new(self.file, l, r.max(l))
     }
@@ -160,17 +180,31 @@ impl Reporter<'_, '_> {
                 }
                 let found = tok.describe();
                 let mut d = match describe_expected(expected) {
-                    Some(want) => {
-                        Diagnostic::error(format!("expected {want}, found {found}")).with_label(span, format!("expected {want}"))
-                    }
+                    Some(want) => Diagnostic::error(format!("expected {want}, found {found}")).with_label(span, format!("expected {want}")),
                     None => Diagnostic::error(format!("unexpected {found}")).with_label(span, "unexpected here"),
                 };
+                let expects = |t: &str| expected.iter().any(|x| x.trim_matches('"') == t);
                 // `let x = 1` ⏎ `let y = …`: point at the end of the line that lacks its `;`.
-                if expected.iter().any(|x| x == "\";\"")
+                if expects(";")
                     && let Some(prev_end) = self.prev_token_end(*l)
                     && self.text.get(prev_end..*l).is_some_and(|gap| gap.contains('\n'))
                 {
                     d = d.with_secondary(self.span(prev_end, prev_end), "`;` missing here?");
+                }
+                if self.prev_token(*l).is_some_and(|t| t.1 == Tok::Return) {
+                    d = d.note("`return;` ends the program and takes no value; a `fn` returns its last expression");
+                }
+                match tok {
+                    Tok::Assign | Tok::PlusEq | Tok::MinusEq | Tok::StarEq | Tok::SlashEq if expects(";") => {
+                        d = d.note("only a plain name can be assigned to; write to a tensor with `t.store(…)`");
+                    }
+                    Tok::RParen | Tok::RBracket | Tok::RBrace if !self.is_matched(*l) => {
+                        d = d.note(format!("this `{tok}` has no matching opening bracket"));
+                    }
+                    Tok::Plus | Tok::Minus | Tok::Star | Tok::Slash | Tok::Percent if expects(">") && expects(",") => {
+                        d = d.note("a `const` parameter's default that is an expression needs parentheses: `= (…)`");
+                    }
+                    _ => {}
                 }
                 d
             }
@@ -178,8 +212,9 @@ impl Reporter<'_, '_> {
                 let at = (*location).max(self.text.len());
                 let span = self.span(at, at);
                 let mut d = match describe_expected(expected) {
-                    Some(want) => Diagnostic::error(format!("expected {want}, found end of file"))
-                        .with_label(span, format!("expected {want}")),
+                    Some(want) => {
+                        Diagnostic::error(format!("expected {want}, found end of file")).with_label(span, format!("expected {want}"))
+                    }
                     None => Diagnostic::error("unexpected end of file").with_label(span, "the file ends here"),
                 };
                 if let Some((l, tok, r)) = self.unclosed_bracket() {
@@ -190,8 +225,9 @@ impl Reporter<'_, '_> {
             ParseError::InvalidToken { location } => {
                 Diagnostic::error("invalid token").with_label(self.span(*location, *location + 1), "not a token")
             }
-            ParseError::ExtraToken { token: (l, tok, r) } => Diagnostic::error(format!("unexpected {}", tok.describe()))
-                .with_label(self.span(*l, *r), "expected the end of the file"),
+            ParseError::ExtraToken { token: (l, tok, r) } => {
+                Diagnostic::error(format!("unexpected {}", tok.describe())).with_label(self.span(*l, *r), "expected the end of the file")
+            }
             ParseError::User { error } => {
                 let at = self.text.len();
                 self.lex_error(*error, self.span(at, at))
@@ -203,8 +239,8 @@ impl Reporter<'_, '_> {
         match kind {
             LexError::UnexpectedChar => {
                 let c = self.text.get(span.start as usize..).and_then(|s| s.chars().next()).unwrap_or('?');
-                let mut d = Diagnostic::error(format!("unexpected character `{}`", c.escape_debug()))
-                    .with_label(span, "not part of the language");
+                let shown = if c.is_control() || c.is_whitespace() { c.escape_debug().to_string() } else { c.to_string() };
+                let mut d = Diagnostic::error(format!("unexpected character `{shown}`")).with_label(span, "not part of the language");
                 if c == '\'' {
                     d = d.note("strings use double quotes: \"…\"");
                 } else if !c.is_ascii() && c.is_alphabetic() {
@@ -215,16 +251,26 @@ impl Reporter<'_, '_> {
             LexError::UnterminatedString => Diagnostic::error("unterminated string literal")
                 .with_label(span, "this string is not closed")
                 .note("a string ends with `\"` on the line where it starts"),
-            LexError::UnterminatedComment => Diagnostic::error("unterminated block comment")
-                .with_label(span, "this comment is never closed")
-                .note("close it with `*/`"),
+            LexError::UnterminatedComment => {
+                Diagnostic::error("unterminated block comment").with_label(span, "this comment is never closed").note("close it with `*/`")
+            }
         }
+    }
+
+    /// The token before the one that starts at `start`.
+    fn prev_token(&self, start: usize) -> Option<&Spanned<'_>> {
+        let i = self.tokens.partition_point(|t| t.0 < start);
+        i.checked_sub(1).and_then(|p| self.tokens.get(p))
     }
 
     /// The end of the token before the one that starts at `start`.
     fn prev_token_end(&self, start: usize) -> Option<usize> {
-        let i = self.tokens.partition_point(|t| t.0 < start);
-        i.checked_sub(1).and_then(|p| self.tokens.get(p)).map(|t| t.2)
+        self.prev_token(start).map(|t| t.2)
+    }
+
+    /// Whether the closing bracket at `at` closes an opening one.
+    fn is_matched(&self, at: usize) -> bool {
+        self.unmatched_closers.binary_search(&at).is_err()
     }
 
     /// The innermost bracket still open at the end of the file.
@@ -249,17 +295,20 @@ const EXPR_START: &[&str] = &["IDENT", "NUMBER", "STRING", "(", "[", "-", "!", "
 const STMT_START: &[&str] = &["let", "for", "while", "return", ";"];
 /// Tokens that continue an expression.
 const OPERATORS: &[&str] = &[
-    "+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "&&", "||", "&", "|", "^", "<<", ">>", ".", "[", "(",
-    "as", "..", "+=", "-=", "*=", "/=",
+    "+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "&&", "||", "&", "|", "^", "<<", ">>", ".", "[", "(", "as", "..", "+=",
+    "-=", "*=", "/=",
 ];
 
-/// "`;` or `}`", "an expression", "a statement or `}`", "`;` or an operator": lalrpop's list of
-/// expected terminals in the user's terms, or `None` when it is empty.
+/// Tokens that can only be binary operators (`-`, `<`, `>`, `&`, `(`, `[`, `.` have other uses).
+const BINARY_ONLY: &[&str] = &["+", "*", "/", "%", "==", "!=", "<=", ">=", "&&", "||", "|", "^", "<<", ">>", "as", ".."];
+
+/// "`;` or `}`", "an expression", "a statement or `}`": lalrpop's list of expected terminals in
+/// the user's terms, or `None` when it is empty. Operators are left out when anything else fits.
 fn describe_expected(expected: &[String]) -> Option<String> {
     let mut names: Vec<&str> = expected.iter().map(|s| s.trim_matches('"')).collect();
     let has = |names: &[&str], n: &str| names.contains(&n);
     let mut first = Vec::new();
-    let mut last = Vec::new();
+    let mut last: Vec<String> = Vec::new();
     if has(&names, "kernel") && has(&names, "fn") && has(&names, "use") {
         first.push("an item (`kernel`, `fn` or `use`)".to_string());
         names.retain(|n| !matches!(*n, "kernel" | "fn" | "use" | "#" | "DOC"));
@@ -272,9 +321,18 @@ fn describe_expected(expected: &[String]) -> Option<String> {
         first.push("an expression".to_string());
         names.retain(|n| !EXPR_START.contains(n));
     }
-    if has(&names, "+") && has(&names, "*") && has(&names, "==") {
-        last.push("an operator".to_string());
+    // After an expression an operator could always come: saying so adds nothing to "expected
+    // `;`". Tokens that are only ever operators tell that this is such a place.
+    let after_expr = names.iter().any(|n| BINARY_ONLY.contains(n));
+    if first.is_empty() && names.iter().all(|n| OPERATORS.contains(n)) {
+        if after_expr {
+            last.push("an operator".to_string());
+            names.clear();
+        }
+    } else if after_expr {
         names.retain(|n| !OPERATORS.contains(n));
+    } else if names.iter().any(|n| !matches!(*n, "." | "[")) {
+        names.retain(|n| !matches!(*n, "." | "["));
     }
     let middle = names.iter().map(|n| match *n {
         "IDENT" => "a name".to_string(),
@@ -290,7 +348,6 @@ fn describe_expected(expected: &[String]) -> Option<String> {
         [init @ .., last] => Some(format!("{} or {last}", init.join(", "))),
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -451,7 +508,11 @@ kernel softmax_rows<const BN: i32 = 1024, const FAST: bool = true, const NEG: i3
     if row >= M {
         return;
     }
-    y.store([row, 0], s);
+    if FAST {
+        y.store([row, 0], s);
+    } else {
+        y.store([row, 0], t);
+    }
 }
 "#;
 
@@ -486,8 +547,7 @@ kernel vector_add<const BLOCK: i32 = 1024>(a: &f32[N], b: &f32[N], c: &mut f32[N
     }
 
     fn func(f: &File, i: usize) -> &FuncDecl {
-        let funcs: Vec<&FuncDecl> =
-            f.items.iter().filter_map(|it| if let Item::Func(f) = it { Some(f) } else { None }).collect();
+        let funcs: Vec<&FuncDecl> = f.items.iter().filter_map(|it| if let Item::Func(f) = it { Some(f) } else { None }).collect();
         funcs[i]
     }
 
@@ -637,11 +697,13 @@ kernel vector_add<const BLOCK: i32 = 1024>(a: &f32[N], b: &f32[N], c: &mut f32[N
         assert_eq!(k.doc.as_deref(), Some("Softmax over rows of X.\nSecond doc line."));
         assert_eq!(k.attrs.len(), 3);
         assert_eq!(k.consts[2].default.as_ref().map(show).as_deref(), Some("(-1)"));
-        // The trailing `if` statement is the block's tail.
-        assert_eq!(k.body.stmts.len(), 5);
+        // An `if` statement followed by more is a statement; the trailing one is the tail.
+        assert_eq!(k.body.stmts.len(), 6);
         assert!(matches!(k.body.stmts[4].kind, StmtKind::While { .. }));
-        let Some(ExprKind::If(_, then, None)) = k.body.tail.as_deref().map(|e| &e.kind) else { panic!("if tail") };
+        let StmtKind::Expr(Expr { kind: ExprKind::If(_, then, None), .. }) = &k.body.stmts[5].kind else { panic!() };
         assert!(matches!(then.stmts[0].kind, StmtKind::Return));
+        let Some(ExprKind::If(_, then, Some(_))) = k.body.tail.as_deref().map(|e| &e.kind) else { panic!("if tail") };
+        assert_eq!(then.stmts.len(), 1);
         // The stores after it make it a statement again.
         let f = parse_ok(VECTOR_ADD);
         assert!(func(&f, 0).body.tail.is_none());
@@ -790,39 +852,38 @@ kernel vector_add<const BLOCK: i32 = 1024>(a: &f32[N], b: &f32[N], c: &mut f32[N
 
     #[test]
     fn syntax_errors_are_located() {
-        let m = messages("kernel k() {\n    let x = 1\n    let y = 2;\n}\n");
-        assert_eq!(m, vec![("expected `;` or an operator, found `let`".to_string(), "let".to_string())]);
+        let m = |text: &str, msg: &str, at: &str| {
+            let got = messages(text);
+            assert_eq!(got.first(), Some(&(msg.to_string(), at.to_string())), "{text:?}: {got:?}");
+        };
+        m("kernel k() {\n    let x = 1\n    let y = 2;\n}\n", "expected `;`, found `let`", "let");
         let (_, d) = parse("kernel k() {\n    let x = 1\n    let y = 2;\n}\n");
-        assert!(d[0].labels.iter().any(|l| !l.primary && l.span.start == 25), "{d:#?}");
-
-        let m = messages("fn f() { g(1; }");
-        assert_eq!(m[0].0, "expected `,`, `)` or an operator, found `;`");
-        let m = messages("fn f() { let = 3; }");
-        assert_eq!(m[0].0, "expected a name, `mut` or `(`, found `=`");
-        let m = messages("fn f() { let x = ; }");
-        assert_eq!(m[0], ("expected an expression, found `;`".to_string(), ";".to_string()));
-        let m = messages("fn f() { x.y; }");
-        assert_eq!(m[0], ("expected `(`, found `;`".to_string(), ";".to_string()));
-        let m = messages("kernel k() { let x = 3 $ 4; }");
-        assert_eq!(m, vec![("unexpected character `$`".to_string(), "$".to_string())]);
-        let m = messages("let x = 1;");
-        assert_eq!(m[0].0, "expected an item (`kernel`, `fn` or `use`), found `let`");
-        let m = messages("kernel k() { let s = \"abc; }");
-        assert_eq!(m[0], ("unterminated string literal".to_string(), "\"".to_string()));
-        let m = messages("kernel k() { /* oops }");
-        assert_eq!(m[0], ("unterminated block comment".to_string(), "/*".to_string()));
-        let m = messages("kernel k() { if a < b < c { } }");
-        assert_eq!(m[0].0, "comparison operators cannot be chained");
-        let m = messages("kernel k() { x = 1; ");
-        assert_eq!(m[0].0, "expected a statement or `}`, found end of file");
+        assert_eq!(d.len(), 1);
+        assert!(d[0].labels.iter().any(|l| !l.primary && l.span.start == 26), "{d:#?}");
+        m("fn f() { g(1; }", "expected `)` or `,`, found `;`", ";");
+        m("fn f() { let = 3; }", "expected `mut`, `(` or a name, found `=`", "=");
+        m("fn f() { let x = ; }", "expected an expression, found `;`", ";");
+        m("fn f() { x.y; }", "expected `(`, found `;`", ";");
+        m("kernel k() { let x = 3 $ 4; }", "unexpected character `$`", "$");
+        m("kernel k() { x = 'a'; }", "unexpected character `'`", "'");
+        m("let x = 1;", "expected an item (`kernel`, `fn` or `use`), found `let`", "let");
+        m("kernel k() { let s = \"abc; }", "unterminated string literal", "\"");
+        m("kernel k() { /* oops }", "unterminated block comment", "/*");
+        m("kernel k() { if a < b < c { } }", "comparison operators cannot be chained", "a < b < c");
+        m("kernel k() { x = 1; ", "expected a statement or `}`, found end of file", "");
         let (_, d) = parse("kernel k() { x = 1; ");
-        assert!(d[0].labels.iter().any(|l| !l.primary && l.span.start == 11), "{d:#?}");
-        let m = messages("use cdiv;");
-        assert!(m[0].0.contains("needs a module"), "{m:?}");
+        assert!(d[0].labels.iter().any(|l| !l.primary && l.span.start == 11), "the open `{{`: {d:#?}");
+        m("use cdiv;", "`use` needs a module and the names to import from it", "use cdiv;");
+        m("kernel k<const A: i32 = 1 + 2>() {}", "expected `,` or `>`, found `+`", "+");
+        m("kernel k() { x }}", "expected an item (`kernel`, `fn` or `use`), found `}`", "}");
+        m("kernel k(a: &f32) {}", "expected `[`, found `)`", ")");
+        m("kernel k() { t[i] = 3; }", "expected `}` or `;`, found `=`", "=");
+        m("kernel k() { return x; }", "expected `;`, found identifier `x`", "x");
+        m("kernel k() { y += 1; z = 1 }", "expected `;`, found `}`", "}");
+        let (_, d) = parse("kernel k() { x }}");
+        assert!(d[0].notes[0].contains("no matching opening bracket"), "{d:#?}");
         let m = messages("fn f() { \"\\q\" }");
         assert!(m.iter().any(|(msg, at)| msg.contains("unknown escape") && at == "\\q"), "{m:?}");
-        let m = messages("kernel k<const A: i32 = 1 + 2>() {}");
-        assert_eq!(m[0].0, "expected `,`, `>` or `=`, found `+`".replace(", `=`", "").replace("`,`, `>`", "`,` or `>`"));
     }
 
     #[test]
@@ -834,18 +895,11 @@ kernel vector_add<const BLOCK: i32 = 1024>(a: &f32[N], b: &f32[N], c: &mut f32[N
         let (f, d) = parse(text);
         assert_eq!(d.len(), 5, "{d:#?}");
         // Lines of the errors: 2, 4, 5 (statements of `a`), 7 (`b`'s tail), 8 (`c`'s header).
-        let lines: Vec<usize> = d
-            .iter()
-            .filter_map(|d| d.span())
-            .map(|s| text[..s.start as usize].matches('\n').count() + 1)
-            .collect();
+        let lines: Vec<usize> = d.iter().filter_map(|d| d.span()).map(|s| text[..s.start as usize].matches('\n').count() + 1).collect();
         assert_eq!(lines, vec![2, 4, 5, 7, 8]);
         // `a` (statement-level recovery), `b` (block-level) and `d` survive; `c` is dropped.
-        let names: Vec<&str> = f
-            .items
-            .iter()
-            .filter_map(|i| if let Item::Func(f) = i { Some(f.name.name.as_str()) } else { None })
-            .collect();
+        let names: Vec<&str> =
+            f.items.iter().filter_map(|i| if let Item::Func(f) = i { Some(f.name.name.as_str()) } else { None }).collect();
         assert_eq!(names, vec!["a", "b", "d"]);
         assert_eq!(func(&f, 0).body.stmts.len(), 1, "only `let y = 1;` survives in `a`");
     }
@@ -876,6 +930,32 @@ kernel vector_add<const BLOCK: i32 = 1024>(a: &f32[N], b: &f32[N], c: &mut f32[N
         parse_ok(&ok);
         let ok = format!("fn f() {{ {}1{} }}", "(".repeat(MAX_NESTING - 1), ")".repeat(MAX_NESTING - 1));
         parse_ok(&ok);
+    }
+
+    #[test]
+    fn repository_tile_files_parse() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut seen = 0;
+        for dir in ["examples", "stdlib", "tests/ui"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_none_or(|e| e != "tile") {
+                    continue;
+                }
+                let Ok(text) = std::fs::read_to_string(&path) else { continue };
+                seen += 1;
+                let (f, d) = parse(&text);
+                if path.ends_with("syntax_error.tile") {
+                    assert_eq!(d.len(), 1, "{}: {d:#?}", path.display());
+                    assert_eq!(d[0].message, "expected `;`, found `let`");
+                } else {
+                    assert!(d.is_empty(), "{}: {d:#?}", path.display());
+                    assert!(!f.items.is_empty(), "{}", path.display());
+                }
+            }
+        }
+        assert!(seen > 0, "no .tile files found under {}", root.display());
     }
 
     /// A small deterministic generator (no dependency needed).
@@ -914,10 +994,69 @@ kernel vector_add<const BLOCK: i32 = 1024>(a: &f32[N], b: &f32[N], c: &mut f32[N
         }
         // Random token soup from the language's own pieces.
         const PIECES: &[&str] = &[
-            "kernel", "fn", "let", "mut", "const", "for", "in", "if", "else", "while", "return", "use", "as", "true",
-            "false", "inf", "None", "#", "[", "]", "(", ")", "{", "}", ",", ";", ":", "::", ".", "..", "->", "=",
-            "==", "<", ">", "+", "-", "*", "/", "%", "+=", "&", "&&", "|", "^", "!", "<<", "_", "x", "f32", "0",
-            "1.5", "0x", "99999999999999999999", "1e", "\"s\"", "\"", "///d\n", "/*", "*/", "$", "é", "\n",
+            "kernel",
+            "fn",
+            "let",
+            "mut",
+            "const",
+            "for",
+            "in",
+            "if",
+            "else",
+            "while",
+            "return",
+            "use",
+            "as",
+            "true",
+            "false",
+            "inf",
+            "None",
+            "#",
+            "[",
+            "]",
+            "(",
+            ")",
+            "{",
+            "}",
+            ",",
+            ";",
+            ":",
+            "::",
+            ".",
+            "..",
+            "->",
+            "=",
+            "==",
+            "<",
+            ">",
+            "+",
+            "-",
+            "*",
+            "/",
+            "%",
+            "+=",
+            "&",
+            "&&",
+            "|",
+            "^",
+            "!",
+            "<<",
+            "_",
+            "x",
+            "f32",
+            "0",
+            "1.5",
+            "0x",
+            "99999999999999999999",
+            "1e",
+            "\"s\"",
+            "\"",
+            "///d\n",
+            "/*",
+            "*/",
+            "$",
+            "é",
+            "\n",
         ];
         for _ in 0..3000 {
             let n = rng.below(60);

@@ -831,7 +831,7 @@ impl Parser {
                 self.bump();
                 // `(-5)` is the negation of 5 (the integer -5 prints without parentheses), but in
                 // `(-5 + x)` the `-5` is a negative literal operand.
-                let negation = self.is_punct("-") && !(matches!(self.peek_at(1), Tok::Int(_)) && !matches!(self.peek_at(2), Tok::Punct(")")));
+                let negation = self.is_punct("-") && (!matches!(self.peek_at(1), Tok::Int(_)) || matches!(self.peek_at(2), Tok::Punct(")")));
                 if negation || self.is_punct("!") {
                     let not = self.is_punct("!");
                     self.bump();

@@ -89,10 +89,10 @@ fn check_op(k: &Kernel, op: Op) -> Result<(), String> {
     let i32s = Type::scalar(DType::I32);
     for &r in &d.results {
         let t = b.ty(r);
-        if let Type::Tile { shape, .. } = t {
-            if shape.len() > 4 || shape.iter().any(|&s| s <= 0 || (s as u64).count_ones() != 1) {
-                return Err(format!("result type {t} is not a tile of rank ≤ 4 with power-of-two dimensions"));
-            }
+        if let Type::Tile { shape, .. } = t
+            && (shape.len() > 4 || shape.iter().any(|&s| s <= 0 || (s as u64).count_ones() != 1))
+        {
+            return Err(format!("result type {t} is not a tile of rank ≤ 4 with power-of-two dimensions"));
         }
     }
     match &d.kind {

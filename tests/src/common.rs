@@ -1,0 +1,61 @@
+//! Helpers shared by the tests: finding files, compiling, running the interpreter, ptxas.
+
+use std::path::{Path, PathBuf};
+use tessera_compiler::interp::{self, Arg};
+use tessera_compiler::{CompiledKernel, ConstValue, HostTensor, Options, Source};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `.tile` files of a folder of the repository, sorted.
+pub fn tile_files(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+        .unwrap_or_else(|e| panic!("cannot read {dir}: {e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "tile"))
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn opts(consts: &[(&str, i64)]) -> Options {
+    Options { consts: consts.iter().map(|(n, v)| (n.to_string(), ConstValue::Int(*v))).collect(), verify: true, ..Options::default() }
+}
+
+/// Compiles an example file; panics with the rendered diagnostics on failure.
+pub fn compile_example(name: &str, o: &Options) -> Vec<CompiledKernel> {
+    let path = root().join("examples").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    match tessera_compiler::compile(&Source::new(format!("examples/{name}"), text), o) {
+        Ok(m) => m.kernels,
+        Err(d) => panic!("{name} does not compile:\n{}", d.render()),
+    }
+}
+
+/// Runs a kernel on the interpreter and returns the arguments afterwards.
+pub fn interp(k: &CompiledKernel, mut args: Vec<Arg>) -> Vec<Arg> {
+    if let Err(e) = interp::run_kernel(&k.tir, &mut args) {
+        panic!("interpreter failed on {}: {e}", k.meta.name);
+    }
+    args
+}
+
+pub fn tensor(a: &Arg) -> &HostTensor {
+    match a {
+        Arg::Tensor(t) => t,
+        Arg::Scalar(_) => panic!("expected a tensor argument"),
+    }
+}
+
+/// ptxas from PATH or from the `nvidia-cuda-nvcc-cu12` wheel. In CI a missing ptxas fails.
+pub fn ptxas() -> Option<PathBuf> {
+    let out = std::process::Command::new("bash").arg(root().join("scripts/find-ptxas.sh")).output().ok()?;
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && !p.is_empty() {
+        return Some(PathBuf::from(p));
+    }
+    assert!(std::env::var_os("CI").is_none(), "ptxas is required in CI: run scripts/setup.sh");
+    eprintln!("note: ptxas not found; PTX assembly checks skipped (run scripts/setup.sh)");
+    None
+}
