@@ -49,7 +49,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let cmp = exec::compare(c, &want);
-    println!("C = A·B with M={m}, N={n}, K={k} on the {backend}: {} elements, max abs error {:.2e}, max rel error {:.2e}", cmp.n, cmp.max_abs, cmp.max_rel);
+    println!(
+        "C = A·B with M={m}, N={n}, K={k} on the {backend}: {} elements, max abs error {:.2e}, max rel error {:.2e}",
+        cmp.n, cmp.max_abs, cmp.max_rel
+    );
     println!("C[0, 0..4] = {:?}", (0..n.min(4)).map(|j| c.get_f64(j)).collect::<Vec<_>>());
     if !cmp.ok() {
         return Err(format!("{} elements differ from the reference (first: {:?})", cmp.bad, cmp.first_bad).into());

@@ -181,10 +181,7 @@ pub fn render_all(sources: &SourceMap, diags: &[Diagnostic]) -> String {
                 cs::Label::new(style, l.span.file.0 as usize, start..end).with_message(l.message.clone())
             })
             .collect();
-        let diag = cs::Diagnostic::new(severity)
-            .with_message(d.message.clone())
-            .with_labels(labels)
-            .with_notes(d.notes.clone());
+        let diag = cs::Diagnostic::new(severity).with_message(d.message.clone()).with_labels(labels).with_notes(d.notes.clone());
         match term::emit_into_string(&config, &files, &diag) {
             Ok(s) => out.push_str(&s),
             Err(_) => {

@@ -21,9 +21,7 @@
 
 use crate::pack::{self, KernelParam, PackArg};
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute, CUjit_option};
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DriverError, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DriverError, LaunchConfig, PushKernelArg};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use tessera_compiler::{ArgInfo, DType, HostTensor, KernelMeta, Scalar, Target};
@@ -215,9 +213,7 @@ impl Runtime {
         guarded(|| "cuInit".into(), cudarc::driver::result::init).map_err(no_driver)?;
         let count = guarded(|| "counting CUDA devices".into(), CudaContext::device_count).map_err(no_driver)?;
         if count < 1 {
-            return Err(RuntimeError::NoDriver(
-                "the CUDA driver found no GPU on this machine; use --backend interp".into(),
-            ));
+            return Err(RuntimeError::NoDriver("the CUDA driver found no GPU on this machine; use --backend interp".into()));
         }
         let ctx = guarded(|| "creating a CUDA context on device 0".into(), || CudaContext::new(0))?;
         let name = guarded(|| "querying the device name".into(), || ctx.name())?;
@@ -279,19 +275,18 @@ impl Runtime {
         if ptx.contains('\0') || kernel.contains('\0') {
             return Err(RuntimeError::Cuda(format!("kernel `{kernel}`: the PTX or the kernel name contains a NUL byte")));
         }
-        let module = match guarded(
-            || format!("loading the PTX of kernel `{kernel}`"),
-            || self.ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx)),
-        ) {
-            Ok(m) => m,
-            Err(RuntimeError::Cuda(msg)) => {
-                let log = self.jit_error_log(ptx).map(|l| format!("\n{l}")).unwrap_or_default();
-                return Err(RuntimeError::Cuda(format!("{msg}{log}")));
-            }
-            Err(e) => return Err(e),
-        };
+        let module =
+            match guarded(|| format!("loading the PTX of kernel `{kernel}`"), || self.ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx))) {
+                Ok(m) => m,
+                Err(RuntimeError::Cuda(msg)) => {
+                    let log = self.jit_error_log(ptx).map(|l| format!("\n{l}")).unwrap_or_default();
+                    return Err(RuntimeError::Cuda(format!("{msg}{log}")));
+                }
+                Err(e) => return Err(e),
+            };
         let func = guarded(|| format!("the PTX module has no kernel `{kernel}`"), || module.load_function(kernel))?;
-        let attr = |a: CUfunction_attribute, what: &str| guarded(|| format!("kernel `{kernel}`: querying {what}"), || func.get_attribute(a));
+        let attr =
+            |a: CUfunction_attribute, what: &str| guarded(|| format!("kernel `{kernel}`: querying {what}"), || func.get_attribute(a));
         let regs = attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_NUM_REGS, "registers")?;
         let local_bytes = attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, "local memory")?;
         let max_threads = attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, "the thread limit")?;
@@ -405,10 +400,8 @@ impl Runtime {
         let n = t.check()?;
         let mut bytes = vec![0u8; n];
         if n > 0 {
-            let view = t
-                .buf
-                .try_slice(0..n)
-                .ok_or_else(|| RuntimeError::BadTensor(format!("device tensor buffer shorter than {n} bytes")))?;
+            let view =
+                t.buf.try_slice(0..n).ok_or_else(|| RuntimeError::BadTensor(format!("device tensor buffer shorter than {n} bytes")))?;
             guarded(|| format!("copying {n} bytes from the device"), || self.stream.memcpy_dtoh(&view, &mut bytes))?;
         }
         self.synchronize()?;
@@ -476,7 +469,12 @@ impl Runtime {
         // `KernelMeta::params`, checked by `bind` and `pack_params`), every tensor pointer
         // addresses a live buffer of at least its shape's size, and `params` outlives the call.
         guarded(
-            || format!("launching kernel `{kernel}` (grid {:?}, {} threads, {} bytes shared)", bound.grid, k.meta.threads, k.meta.shared_bytes),
+            || {
+                format!(
+                    "launching kernel `{kernel}` (grid {:?}, {} threads, {} bytes shared)",
+                    bound.grid, k.meta.threads, k.meta.shared_bytes
+                )
+            },
             || unsafe { builder.launch(cfg) },
         )?;
         drop(records);

@@ -47,7 +47,16 @@ pub fn random_tensor(dtype: DType, shape: &[usize], rng: &mut Rng) -> HostTensor
             t.set_f64(i, rng.uniform());
         } else {
             let v = (rng.next_u64() % 100) as i64;
-            t.set_i64(i, if dtype == DType::Bool { v & 1 } else if dtype.is_signed() { v - 50 } else { v });
+            t.set_i64(
+                i,
+                if dtype == DType::Bool {
+                    v & 1
+                } else if dtype.is_signed() {
+                    v - 50
+                } else {
+                    v
+                },
+            );
         }
     }
     t

@@ -231,7 +231,12 @@ fn large_dynamic_shared_memory_is_opted_into() {
 #[test]
 fn load_errors_are_explained() {
     let rt = runtime();
-    let e = rt.load(".version 8.0\n.target sm_90a\n.address_size 64\n.visible .entry k() { bogus; }", &KernelMeta { name: "k".into(), ..abi_meta() }).unwrap_err();
+    let e = rt
+        .load(
+            ".version 8.0\n.target sm_90a\n.address_size 64\n.visible .entry k() { bogus; }",
+            &KernelMeta { name: "k".into(), ..abi_meta() },
+        )
+        .unwrap_err();
     eprintln!("{e}");
     assert!(matches!(&e, RuntimeError::Cuda(m) if m.contains("loading the PTX of kernel `k`")), "{e}");
     let e = rt.load(ABI_PTX, &KernelMeta { name: "nope".into(), ..abi_meta() }).unwrap_err();

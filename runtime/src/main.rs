@@ -252,8 +252,17 @@ fn build_args(k: &CompiledKernel, args: &[String], dims: &[String], seed: u64) -
                         out.push(Arg::Tensor(HostTensor::zeros(*dtype, &shape)));
                         fresh.push(true);
                     }
-                    None => return Err(Fail(format!("error: missing argument `{}` ({}); give `--arg {}=FILE.npy|random|zeros`", p.name, describe(&p.kind), p.name))),
-                    Some(other) => return Err(Fail(format!("error: argument `{}`: `{other}` is not a .npy file, `random` or `zeros`", p.name))),
+                    None => {
+                        return Err(Fail(format!(
+                            "error: missing argument `{}` ({}); give `--arg {}=FILE.npy|random|zeros`",
+                            p.name,
+                            describe(&p.kind),
+                            p.name
+                        )));
+                    }
+                    Some(other) => {
+                        return Err(Fail(format!("error: argument `{}`: `{other}` is not a .npy file, `random` or `zeros`", p.name)));
+                    }
                 }
             }
             ParamKind::Scalar { dtype } => {
@@ -288,7 +297,16 @@ fn parse_scalar(v: &str, d: DType) -> Option<Scalar> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run(file: &Path, args: &[String], dims: &[String], outs: &[String], backend: BackendArg, check: bool, seed: u64, opts: &BuildOpts) -> Result<(), Fail> {
+fn run(
+    file: &Path,
+    args: &[String],
+    dims: &[String],
+    outs: &[String],
+    backend: BackendArg,
+    check: bool,
+    seed: u64,
+    opts: &BuildOpts,
+) -> Result<(), Fail> {
     let src = read_source(file)?;
     let mut o = options(opts)?;
     let module = tessera_compiler::compile(&src, &o).map_err(|d| Fail(d.render()))?;
@@ -296,7 +314,12 @@ fn run(file: &Path, args: &[String], dims: &[String], outs: &[String], backend: 
         (_, [k]) => k,
         (None, ks) => {
             let names: Vec<&str> = ks.iter().map(|k| k.meta.name.as_str()).collect();
-            return Err(Fail(format!("error: `{}` has {} kernels; choose one with `--kernel` ({})", file.display(), ks.len(), names.join(", "))));
+            return Err(Fail(format!(
+                "error: `{}` has {} kernels; choose one with `--kernel` ({})",
+                file.display(),
+                ks.len(),
+                names.join(", ")
+            )));
         }
         (Some(name), ks) => ks.iter().find(|k| &k.meta.name == name).ok_or_else(|| Fail(format!("error: no kernel `{name}`")))?,
     };
@@ -356,7 +379,13 @@ fn run(file: &Path, args: &[String], dims: &[String], outs: &[String], backend: 
         exec::run_interp(k, &mut host_args)?;
         "interpreter"
     };
-    println!("ran `{}` on the {result}: grid {:?}, {} threads, {:.1} ms", k.meta.name, grid, k.meta.threads, start.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "ran `{}` on the {result}: grid {:?}, {} threads, {:.1} ms",
+        k.meta.name,
+        grid,
+        k.meta.threads,
+        start.elapsed().as_secs_f64() * 1e3
+    );
     for o in outs {
         let (n, path) = split_kv(o, "--out")?;
         let i = k.meta.params.iter().position(|p| p.name == n).ok_or_else(|| Fail(format!("error: `--out {o}`: no parameter `{n}`")))?;

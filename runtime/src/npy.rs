@@ -242,9 +242,7 @@ pub fn decode_npy(bytes: &[u8], path: &Path) -> Result<HostTensor, NpyError> {
         return Err(truncated(&format!("header of {header_len} bytes, {} present", bytes.len() - start)));
     };
     let header: String = if utf8 {
-        std::str::from_utf8(header)
-            .map_err(|e| NpyError::BadHeader { path: p(), detail: format!("header is not UTF-8: {e}") })?
-            .to_string()
+        std::str::from_utf8(header).map_err(|e| NpyError::BadHeader { path: p(), detail: format!("header is not UTF-8: {e}") })?.to_string()
     } else {
         // Latin-1: every byte is the code point of the same value.
         header.iter().map(|&b| b as char).collect()
@@ -296,11 +294,8 @@ pub fn encode_npy(t: &HostTensor, path: &Path) -> Result<Vec<u8>, NpyError> {
         Some(d) => (d, t.bytes.as_slice().into()),
         None => {
             // bf16 → f32 is exact.
-            let data: Vec<u8> = t
-                .bytes
-                .chunks_exact(2)
-                .flat_map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32().to_le_bytes())
-                .collect();
+            let data: Vec<u8> =
+                t.bytes.chunks_exact(2).flat_map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32().to_le_bytes()).collect();
             ("<f4", data.into())
         }
     };
@@ -336,11 +331,8 @@ pub fn encode_npy(t: &HostTensor, path: &Path) -> Result<Vec<u8>, NpyError> {
 
 /// Maps a NumPy `descr` string to a dtype.
 fn parse_descr(descr: &str, path: &Path) -> Result<DType, NpyError> {
-    let unsupported = |detail: &str| NpyError::UnsupportedDType {
-        path: path.to_path_buf(),
-        descr: descr.to_string(),
-        detail: detail.to_string(),
-    };
+    let unsupported =
+        |detail: &str| NpyError::UnsupportedDType { path: path.to_path_buf(), descr: descr.to_string(), detail: detail.to_string() };
     let mut chars = descr.chars();
     let order = chars.next().ok_or_else(|| unsupported(" (empty)"))?;
     let code = chars.as_str();
@@ -357,9 +349,7 @@ fn parse_descr(descr: &str, path: &Path) -> Result<DType, NpyError> {
         "f4" => DType::F32,
         "f8" => DType::F64,
         _ => {
-            return Err(unsupported(
-                " (supported: <f2, <f4, <f8, |i1, <i2, <i4, <i8, |u1, <u4, <u8, |b1; bf16 is stored as <f4)",
-            ));
+            return Err(unsupported(" (supported: <f2, <f4, <f8, |i1, <i2, <i4, <i8, |u1, <u4, <u8, |b1; bf16 is stored as <f4)"));
         }
     };
     let one_byte = dtype.size() == 1;
@@ -507,10 +497,7 @@ impl Parser<'_> {
             Some(b'0'..=b'9') => {
                 let mut n: u64 = 0;
                 while let Some(c @ b'0'..=b'9') = self.peek() {
-                    n = n
-                        .checked_mul(10)
-                        .and_then(|n| n.checked_add((c - b'0') as u64))
-                        .ok_or("integer too large")?;
+                    n = n.checked_mul(10).and_then(|n| n.checked_add((c - b'0') as u64)).ok_or("integer too large")?;
                     self.i += 1;
                 }
                 let _ = self.eat(b'L');
@@ -721,7 +708,8 @@ mod tests {
         v[6] = 4;
         assert!(matches!(decode_npy(&v, p()), Err(NpyError::UnsupportedVersion { major: 4, .. })));
 
-        let hdr = |descr: &str, fortran: &str| raw(1, &format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': (1,), }}\n"), &[0; 8]);
+        let hdr =
+            |descr: &str, fortran: &str| raw(1, &format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': (1,), }}\n"), &[0; 8]);
         assert!(matches!(decode_npy(&hdr(">f8", "False"), p()), Err(NpyError::BigEndian { .. })));
         assert!(matches!(decode_npy(&hdr("<f8", "True"), p()), Err(NpyError::FortranOrder { .. })));
         for d in ["<c8", "<u2", "<U1", "|V8", "<f16", "", "xf8", "<M8[ns]"] {
@@ -731,7 +719,8 @@ mod tests {
         let e = decode_npy(&raw(1, "{'descr': '<f4', 'shape': (1,)}", &[0; 4]), p()).unwrap_err();
         assert!(e.to_string().contains("missing key `fortran_order`"), "{e}");
         // A huge shape overflows instead of allocating.
-        let e = decode_npy(&raw(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296, 16)}", &[]), p()).unwrap_err();
+        let e =
+            decode_npy(&raw(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296, 16)}", &[]), p()).unwrap_err();
         assert!(matches!(e, NpyError::ShapeTooLarge { .. }), "{e}");
         // Bad UTF-8 in a version 3 header.
         let mut v3 = raw(3, "{'descr': '<f4', 'fortran_order': False, 'shape': (1,)}", &[0; 4]);

@@ -114,8 +114,7 @@ pub fn pack_params(params: &[Param], args: &[PackArg<'_>]) -> Result<Vec<KernelP
                 }
                 out.push(KernelParam::U64(*ptr));
                 for (axis, &d) in shape.iter().enumerate() {
-                    let d = i32::try_from(d)
-                        .map_err(|_| format!("argument `{}`: dimension {axis} = {d} does not fit in i32", p.name))?;
+                    let d = i32::try_from(d).map_err(|_| format!("argument `{}`: dimension {axis} = {d} does not fit in i32", p.name))?;
                     out.push(KernelParam::I32(d));
                 }
                 out.extend(row_major_strides(shape).into_iter().map(KernelParam::I64));
@@ -182,8 +181,8 @@ pub fn scalar_param(dtype: DType, v: Scalar) -> Result<KernelParam, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_compiler::tir::Dim;
     use KernelParam as K;
+    use tessera_compiler::tir::Dim;
 
     fn tensor(name: &str, dtype: DType, dims: Vec<Dim>) -> Param {
         Param { name: name.into(), kind: ParamKind::Tensor { dtype, dims, mutable: false } }

@@ -6,7 +6,11 @@ use std::process::Command;
 use tessera_compiler::{DType, HostTensor};
 
 fn tessera(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).output().expect("run tessera");
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("run tessera");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
@@ -39,7 +43,18 @@ fn run_explains_bad_arguments() {
 
     let ints = tmp("ints.npy");
     tessera_runtime::write_npy(&ints, &HostTensor::zeros(DType::I32, &[4, 8])).expect("write");
-    let (code, _, err) = tessera(&["run", "examples/matmul.tile", "--arg", &format!("a={}", ints.display()), "--arg", "b=random", "--dims", "N=2", "--backend", "interp"]);
+    let (code, _, err) = tessera(&[
+        "run",
+        "examples/matmul.tile",
+        "--arg",
+        &format!("a={}", ints.display()),
+        "--arg",
+        "b=random",
+        "--dims",
+        "N=2",
+        "--backend",
+        "interp",
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("argument `a`") && err.contains("i32"), "{err}");
 
@@ -47,7 +62,16 @@ fn run_explains_bad_arguments() {
     let b = tmp("b.npy");
     tessera_runtime::write_npy(&a, &HostTensor::zeros(DType::F32, &[4, 8])).expect("write");
     tessera_runtime::write_npy(&b, &HostTensor::zeros(DType::F32, &[9, 2])).expect("write");
-    let (code, _, err) = tessera(&["run", "examples/matmul.tile", "--arg", &format!("a={}", a.display()), "--arg", &format!("b={}", b.display()), "--backend", "interp"]);
+    let (code, _, err) = tessera(&[
+        "run",
+        "examples/matmul.tile",
+        "--arg",
+        &format!("a={}", a.display()),
+        "--arg",
+        &format!("b={}", b.display()),
+        "--backend",
+        "interp",
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("dimension `K` disagrees: `a` has K = 8, but `b` has K = 9"), "{err}");
 }
@@ -55,7 +79,20 @@ fn run_explains_bad_arguments() {
 #[test]
 fn run_on_the_interpreter_writes_npy() {
     let z = tmp("z.npy");
-    let (code, out, err) = tessera(&["run", "examples/vector_add.tile", "--dims", "N=1500", "--arg", "x=random", "--arg", "y=random", "--backend", "interp", "--out", &format!("z={}", z.display())]);
+    let (code, out, err) = tessera(&[
+        "run",
+        "examples/vector_add.tile",
+        "--dims",
+        "N=1500",
+        "--arg",
+        "x=random",
+        "--arg",
+        "y=random",
+        "--backend",
+        "interp",
+        "--out",
+        &format!("z={}", z.display()),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("on the interpreter"), "{out}");
     let t = tessera_runtime::read_npy(&z).expect("read z");

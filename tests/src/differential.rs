@@ -78,7 +78,10 @@ fn bind_errors_name_the_argument() {
     let cases = [
         (vec![t(DType::BF16, &[4, 8]), t(DType::BF16, &[8, 2])], "takes 3 arguments, got 2"),
         (vec![t(DType::F32, &[4, 8]), t(DType::BF16, &[8, 2]), t(DType::BF16, &[4, 2])], "argument `a`: expected dtype bf16, got f32"),
-        (vec![t(DType::BF16, &[4, 8]), t(DType::BF16, &[9, 2]), t(DType::BF16, &[4, 2])], "dimension `K` disagrees: `a` has K = 8, but `b` has K = 9"),
+        (
+            vec![t(DType::BF16, &[4, 8]), t(DType::BF16, &[9, 2]), t(DType::BF16, &[4, 2])],
+            "dimension `K` disagrees: `a` has K = 8, but `b` has K = 9",
+        ),
         (vec![t(DType::BF16, &[4, 8, 1]), t(DType::BF16, &[8, 2]), t(DType::BF16, &[4, 2])], "argument `a`: expected a tensor of rank 2"),
     ];
     for (args, want) in cases {

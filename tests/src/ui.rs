@@ -13,11 +13,8 @@ fn ui_diagnostics() {
     for f in files {
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         let text = std::fs::read_to_string(&f).expect("read ui file");
-        let expected: Vec<(usize, String)> = text
-            .lines()
-            .enumerate()
-            .filter_map(|(i, l)| l.split_once("//~ ERROR ").map(|(_, m)| (i + 1, m.trim().to_string())))
-            .collect();
+        let expected: Vec<(usize, String)> =
+            text.lines().enumerate().filter_map(|(i, l)| l.split_once("//~ ERROR ").map(|(_, m)| (i + 1, m.trim().to_string()))).collect();
         assert!(!expected.is_empty(), "{name} has no `//~ ERROR` annotation");
         let src = Source::new(format!("tests/ui/{name}"), text.clone());
         let o = Options { verify: true, ..Options::default() };

@@ -156,7 +156,13 @@ pub(crate) fn binary<'c>(g: &Gen<'c, '_>, op: BinaryOp, a: BasicValueEnum<'c>, c
     })
 }
 
-pub(crate) fn fma<'c>(g: &Gen<'c, '_>, a: BasicValueEnum<'c>, b: BasicValueEnum<'c>, c: BasicValueEnum<'c>, d: DType) -> Res<BasicValueEnum<'c>> {
+pub(crate) fn fma<'c>(
+    g: &Gen<'c, '_>,
+    a: BasicValueEnum<'c>,
+    b: BasicValueEnum<'c>,
+    c: BasicValueEnum<'c>,
+    d: DType,
+) -> Res<BasicValueEnum<'c>> {
     if d.is_float() {
         let ty = reg_type(g.ctx, d);
         return g.call(&format!("llvm.fma.{}", fsuffix(d)), &[a, b, c], ty);
@@ -236,13 +242,25 @@ pub(crate) fn unary<'c>(g: &Gen<'c, '_>, op: UnaryOp, a: BasicValueEnum<'c>, d: 
             // tanh(x) = sign(x) · (1 - 2 / (exp(2|x|) + 1)), stable for large |x|.
             let ax = g.call("llvm.fabs.f32", &[x.into()], ty.into())?.into_float_value();
             let e = exp2f(g, b.build_float_mul(ax, f32c(g, 2.0 * log2e), "e").ice()?)?;
-            let t = b.build_float_sub(f32c(g, 1.0), b.build_float_div(f32c(g, 2.0), b.build_float_add(e, f32c(g, 1.0), "d").ice()?, "q").ice()?, "t").ice()?;
+            let t = b
+                .build_float_sub(
+                    f32c(g, 1.0),
+                    b.build_float_div(f32c(g, 2.0), b.build_float_add(e, f32c(g, 1.0), "d").ice()?, "q").ice()?,
+                    "t",
+                )
+                .ice()?;
             g.call("llvm.copysign.f32", &[t.into(), x.into()], ty.into())?.into_float_value()
         }
         UnaryOp::Erf => {
             // Abramowitz & Stegun 7.1.26: |error| < 1.5e-7, below f32's resolution near 1.
             let ax = g.call("llvm.fabs.f32", &[x.into()], ty.into())?.into_float_value();
-            let t = b.build_float_div(f32c(g, 1.0), b.build_float_add(f32c(g, 1.0), b.build_float_mul(ax, f32c(g, 0.3275911), "p").ice()?, "d").ice()?, "t").ice()?;
+            let t = b
+                .build_float_div(
+                    f32c(g, 1.0),
+                    b.build_float_add(f32c(g, 1.0), b.build_float_mul(ax, f32c(g, 0.3275911), "p").ice()?, "d").ice()?,
+                    "t",
+                )
+                .ice()?;
             let coeffs = [1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592];
             let mut poly = f32c(g, coeffs[0]);
             for c in &coeffs[1..] {

@@ -7,12 +7,12 @@
 
 mod math;
 
+use crate::Target;
 use crate::diag::Diagnostic;
 use crate::dtype::DType;
 use crate::ir::{Block, Value};
 use crate::lir::{self, Layout, OpKind};
 use crate::tir::{self, BinaryOp, CmpOp, ParamKind, ReduceOp};
-use crate::Target;
 use inkwell::builder::Builder;
 use inkwell::context::Context;
 use inkwell::module::{Linkage, Module};
@@ -79,7 +79,11 @@ fn emit_inner(k: &lir::Kernel, target: Target) -> Res<(String, String)> {
 enum Cv<'c> {
     /// The elements this thread holds, in register order.
     Regs(Vec<BasicValueEnum<'c>>),
-    Tensor { ptr: PointerValue<'c>, sizes: Vec<IntValue<'c>>, strides: Vec<IntValue<'c>> },
+    Tensor {
+        ptr: PointerValue<'c>,
+        sizes: Vec<IntValue<'c>>,
+        strides: Vec<IntValue<'c>>,
+    },
 }
 
 pub(crate) struct Gen<'c, 'm> {
@@ -248,7 +252,8 @@ impl<'c, 'm> Gen<'c, 'm> {
     }
 
     fn store_mem(&self, ptr: PointerValue<'c>, v: BasicValueEnum<'c>, d: DType) -> Res<()> {
-        let v: BasicValueEnum = if d == DType::Bool { self.b.build_int_z_extend(v.into_int_value(), self.ctx.i8_type(), "b").ice()?.into() } else { v };
+        let v: BasicValueEnum =
+            if d == DType::Bool { self.b.build_int_z_extend(v.into_int_value(), self.ctx.i8_type(), "b").ice()?.into() } else { v };
         self.b.build_store(ptr, v).ice()?;
         Ok(())
     }
@@ -320,7 +325,8 @@ impl<'c, 'm> Gen<'c, 'm> {
                 let size = t.dtype().size() as i64;
                 for (r, v) in regs.into_iter().enumerate() {
                     let l = self.linear(&t, r)?;
-                    let off = self.b.build_int_add(self.b.build_int_mul(l, self.i32c(size), "o").ice()?, self.i32c(*offset as i64), "o").ice()?;
+                    let off =
+                        self.b.build_int_add(self.b.build_int_mul(l, self.i32c(size), "o").ice()?, self.i32c(*offset as i64), "o").ice()?;
                     let p = self.smem_ptr(off)?;
                     self.store_mem(p, v, t.dtype())?;
                 }
@@ -338,13 +344,18 @@ impl<'c, 'm> Gen<'c, 'm> {
                             idx = self.b.build_int_add(idx, self.b.build_int_mul(*ci, self.i32c(s), "i").ice()?, "i").ice()?;
                         }
                     }
-                    let off = self.b.build_int_add(self.b.build_int_mul(idx, self.i32c(size), "o").ice()?, self.i32c(*offset as i64), "o").ice()?;
+                    let off = self
+                        .b
+                        .build_int_add(self.b.build_int_mul(idx, self.i32c(size), "o").ice()?, self.i32c(*offset as i64), "o")
+                        .ice()?;
                     let p = self.smem_ptr(off)?;
                     out.push(self.load_mem(p, t.dtype())?);
                 }
                 one(out)
             }
-            OpKind::LocalReduce { offset, op: rop, axis, src_shape, dtype } => self.local_reduce(rt.ok_or("reduce without result")?, *offset, *rop, *axis as usize, src_shape, *dtype),
+            OpKind::LocalReduce { offset, op: rop, axis, src_shape, dtype } => {
+                self.local_reduce(rt.ok_or("reduce without result")?, *offset, *rop, *axis as usize, src_shape, *dtype)
+            }
             OpKind::LocalDot { a_offset, b_offset, k, dtype } => {
                 let acc = d.operands[0];
                 self.local_dot(rt.ok_or("dot without result")?, acc, *a_offset, *b_offset, *k, *dtype)
@@ -405,7 +416,9 @@ impl<'c, 'm> Gen<'c, 'm> {
         for r in 0..self.nregs(&t) {
             let c = self.coords(&t, r)?;
             // Byte offsets of a[i, 0] and b[0, j].
-            rows.push(self.b.build_int_add(self.b.build_int_mul(c[0], self.i32c(k * size), "a").ice()?, self.i32c(a_off as i64), "a").ice()?);
+            rows.push(
+                self.b.build_int_add(self.b.build_int_mul(c[0], self.i32c(k * size), "a").ice()?, self.i32c(a_off as i64), "a").ice()?,
+            );
             cols.push(self.b.build_int_add(self.b.build_int_mul(c[1], self.i32c(size), "b").ice()?, self.i32c(b_off as i64), "b").ice()?);
         }
         let inits = self.regs(acc)?;
@@ -451,7 +464,12 @@ impl<'c, 'm> Gen<'c, 'm> {
     }
 
     /// `if cond { then() }` returning the value of `then` or `otherwise`.
-    fn guarded(&mut self, cond: IntValue<'c>, then: &mut dyn FnMut(&mut Self) -> Res<Option<BasicValueEnum<'c>>>, otherwise: Option<BasicValueEnum<'c>>) -> Res<Option<BasicValueEnum<'c>>> {
+    fn guarded(
+        &mut self,
+        cond: IntValue<'c>,
+        then: &mut dyn FnMut(&mut Self) -> Res<Option<BasicValueEnum<'c>>>,
+        otherwise: Option<BasicValueEnum<'c>>,
+    ) -> Res<Option<BasicValueEnum<'c>>> {
         let pre = self.b.get_insert_block().ok_or("no block")?;
         let tb = self.block("in");
         let mb = self.block("join");
@@ -531,11 +549,15 @@ impl<'c, 'm> Gen<'c, 'm> {
                 one(regs)
             }
             tir::OpKind::Dim(axis) => match self.vals.get(&operands[0]) {
-                Some(Cv::Tensor { sizes, .. }) => one(vec![sizes.get(*axis as usize).ok_or("dim axis out of range")?.as_basic_value_enum()]),
+                Some(Cv::Tensor { sizes, .. }) => {
+                    one(vec![sizes.get(*axis as usize).ok_or("dim axis out of range")?.as_basic_value_enum()])
+                }
                 _ => Err("dim of a non-tensor".into()),
             },
             tir::OpKind::View => {
-                let Some(Cv::Tensor { ptr, sizes, strides }) = self.vals.get(&operands[0]).cloned() else { return Err("view of a non-tensor".into()) };
+                let Some(Cv::Tensor { ptr, sizes, strides }) = self.vals.get(&operands[0]).cloned() else {
+                    return Err("view of a non-tensor".into());
+                };
                 let k = operands.len() - 1;
                 let mut valid = self.ctx.bool_type().const_int(1, false);
                 let mut lin = self.i64c(0);
@@ -653,7 +675,8 @@ impl<'c, 'm> Gen<'c, 'm> {
         let lo = self.regs(d.operands[0])?[0].into_int_value();
         let hi = self.regs(d.operands[1])?[0].into_int_value();
         let step = self.regs(d.operands[2])?[0].into_int_value();
-        let inits: Vec<Cv> = d.operands[3..].iter().map(|o| self.vals.get(o).cloned().ok_or("undefined loop init")).collect::<Result<_, _>>()?;
+        let inits: Vec<Cv> =
+            d.operands[3..].iter().map(|o| self.vals.get(o).cloned().ok_or("undefined loop init")).collect::<Result<_, _>>()?;
         let flat_init = Self::flatten(&inits)?;
         let types: Vec<lir::Type> = d.results.iter().map(|&r| self.ty(r).clone()).collect();
         let pre = self.b.get_insert_block().ok_or("no block")?;
@@ -709,7 +732,10 @@ impl<'c, 'm> Gen<'c, 'm> {
         let mut flat = vec![];
         for i in 0..incoming[0].0.len() {
             let phi = self.b.build_phi(incoming[0].0[i].get_type(), "ifv").ice()?;
-            phi.add_incoming(&[(&incoming[0].0[i] as &dyn BasicValue, incoming[0].1), (&incoming[1].0[i] as &dyn BasicValue, incoming[1].1)]);
+            phi.add_incoming(&[
+                (&incoming[0].0[i] as &dyn BasicValue, incoming[0].1),
+                (&incoming[1].0[i] as &dyn BasicValue, incoming[1].1),
+            ]);
             flat.push(phi.as_basic_value());
         }
         Ok(self.unflatten(&flat, &types))

@@ -2,7 +2,7 @@
 //! launch's arguments to a kernel's signature (dimension symbols, grid, `#[require]`).
 
 use crate::dtype::DType;
-use crate::tir::{Dim, HostExpr, ParamKind, Param, Require};
+use crate::tir::{Dim, HostExpr, Param, ParamKind, Require};
 use half::{bf16, f16};
 use std::fmt;
 
@@ -228,7 +228,12 @@ pub fn bind(kernel: &str, params: &[Param], grid: &[HostExpr], requires: &[Requi
                     return Err(BindError::DType { param: p.name.clone(), expected: *dtype, got: *got });
                 }
                 if dims.len() != shape.len() {
-                    return Err(BindError::Rank { param: p.name.clone(), expected: dims.len(), decl: describe(&p.kind), got: shape.clone() });
+                    return Err(BindError::Rank {
+                        param: p.name.clone(),
+                        expected: dims.len(),
+                        decl: describe(&p.kind),
+                        got: shape.clone(),
+                    });
                 }
                 for (axis, (d, &n)) in dims.iter().zip(shape).enumerate() {
                     match d {
@@ -242,7 +247,13 @@ pub fn bind(kernel: &str, params: &[Param], grid: &[HostExpr], requires: &[Requi
                             }
                             match syms.iter().find(|(name, _, _)| name == s) {
                                 Some((_, v, first)) if *v != n as i64 => {
-                                    return Err(BindError::SymMismatch { sym: s.clone(), first: first.clone(), first_val: *v, param: p.name.clone(), val: n as i64 });
+                                    return Err(BindError::SymMismatch {
+                                        sym: s.clone(),
+                                        first: first.clone(),
+                                        first_val: *v,
+                                        param: p.name.clone(),
+                                        val: n as i64,
+                                    });
                                 }
                                 Some(_) => {}
                                 None => syms.push((s.clone(), n as i64, p.name.clone())),

@@ -75,7 +75,13 @@ pub fn run_kernel(k: &tir::Kernel, args: &mut [Arg]) -> std::result::Result<(), 
             (ParamKind::Tensor { mutable, .. }, Arg::Tensor(t)) => {
                 let expected = t.shape.iter().try_fold(t.dtype.size(), |n, &d| n.checked_mul(d));
                 if expected != Some(t.bytes.len()) {
-                    return Err(InterpError::TensorBytes { param: p.name.clone(), dtype: t.dtype, shape: t.shape.clone(), expected: expected.unwrap_or(usize::MAX), got: t.bytes.len() });
+                    return Err(InterpError::TensorBytes {
+                        param: p.name.clone(),
+                        dtype: t.dtype,
+                        shape: t.shape.clone(),
+                        expected: expected.unwrap_or(usize::MAX),
+                        got: t.bytes.len(),
+                    });
                 }
                 let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
                 Val::Tensor(Rc::new(TensorRef { arg: i, offset: 0, strides: t.strides(), shape, empty: false, mutable: *mutable }))
@@ -269,7 +275,9 @@ impl Interp<'_> {
             }
             iters = self.block(body)?.ok_or_else(|| self.op_error(op, "the loop body does not end with `yield`"))?;
             if iters.len() != args.len() - 1 {
-                return Err(self.op_error(op, &format!("the body yields {} values for {} loop-carried values", iters.len(), args.len() - 1)));
+                return Err(
+                    self.op_error(op, &format!("the body yields {} values for {} loop-carried values", iters.len(), args.len() - 1))
+                );
             }
             match iv.checked_add(step) {
                 Some(n) => iv = n,

@@ -586,7 +586,13 @@ fn reduce(op: ReduceOp, axis: usize, x: &Tile, dtype: DType, shape: &[i64]) -> R
                     let r = match op {
                         ReduceOp::Sum => (0..n).fold(0.0, |s, j| s + v[at(o, j, i)]),
                         // Folding from NaN with maxNum ignores NaNs and gives NaN only if all are.
-                        _ if n == 0 => if op == ReduceOp::Max { f64::NEG_INFINITY } else { f64::INFINITY },
+                        _ if n == 0 => {
+                            if op == ReduceOp::Max {
+                                f64::NEG_INFINITY
+                            } else {
+                                f64::INFINITY
+                            }
+                        }
                         ReduceOp::Max => (0..n).fold(f64::NAN, |s, j| s.max(v[at(o, j, i)])),
                         ReduceOp::Min => (0..n).fold(f64::NAN, |s, j| s.min(v[at(o, j, i)])),
                     };

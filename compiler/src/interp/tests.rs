@@ -49,7 +49,14 @@ impl Kb {
     }
 
     /// `for iv in lo..hi step s` carrying `inits`; `body(kb, iv, iters)` returns the next iters.
-    fn for_loop(&mut self, lo: Value, hi: Value, step: Value, inits: Vec<Value>, body: impl FnOnce(&mut Kb, Value, Vec<Value>) -> Vec<Value>) -> Vec<Value> {
+    fn for_loop(
+        &mut self,
+        lo: Value,
+        hi: Value,
+        step: Value,
+        inits: Vec<Value>,
+        body: impl FnOnce(&mut Kb, Value, Vec<Value>) -> Vec<Value>,
+    ) -> Vec<Value> {
         let mut tys = vec![Type::scalar(DType::I32)];
         tys.extend(inits.iter().map(|&v| self.k.body.ty(v).clone()));
         let b = self.k.body.new_block(&tys);
@@ -98,7 +105,8 @@ fn out(args: &[Arg], i: usize) -> &HostTensor {
 
 /// `z[i] = x[i] + y[i]`, BLOCK elements per program.
 fn vadd(block: i64) -> Kernel {
-    let params = vec![tensor("x", DType::F32, &["N"], false), tensor("y", DType::F32, &["N"], false), tensor("z", DType::F32, &["N"], true)];
+    let params =
+        vec![tensor("x", DType::F32, &["N"], false), tensor("y", DType::F32, &["N"], false), tensor("z", DType::F32, &["N"], true)];
     let mut b = Kb::new("vadd", params, vec![cdiv("N", block)]);
     let (x, y, z) = (b.param(0), b.param(1), b.param(2));
     let pid = b.op(OpKind::ProgramId(0), vec![], Type::scalar(DType::I32));
@@ -169,7 +177,8 @@ fn masked_row_sum() {
 
 /// `c = a · b` with BM×BN tiles, accumulating BK-wide slices in a loop.
 fn matmul(bm: i64, bn: i64, bk: i64, dtype: DType) -> Kernel {
-    let params = vec![tensor("a", dtype, &["M", "K"], false), tensor("b", dtype, &["K", "N"], false), tensor("c", DType::F32, &["M", "N"], true)];
+    let params =
+        vec![tensor("a", dtype, &["M", "K"], false), tensor("b", dtype, &["K", "N"], false), tensor("c", DType::F32, &["M", "N"], true)];
     let mut b = Kb::new("matmul", params, vec![cdiv("M", bm), cdiv("N", bn)]);
     let (a, bt, c) = (b.param(0), b.param(1), b.param(2));
     let i32s = Type::scalar(DType::I32);
@@ -402,7 +411,11 @@ fn views_and_out_of_range_accesses() {
     let text = "kernel @k(%0 = x: &i32[R, 4], %1 = y: &mut i32[R, 4], %2 = d: &mut i32[R])\n    grid(R) warps(4) stages(1)\n{\n  %3 = program_id 0 : i32\n  %4 = const 1 : i32\n  %5 = sub %3, %4 : i32\n  %6 = view %0, %5 : tensor<i32, 1>\n  %7 = view %1, %5 : tensor<mut i32, 1>\n  %8 = const -1 : i32\n  %9 = const 2 : i32\n  %10 = load %6, %9, %8 : i32[4]\n  store %7, %9, %10\n  %11 = dim 0, %6 : i32\n  %12 = view %2, %3 : tensor<mut i32, 0>\n  store %12, %11\n}\n";
     let r = 3;
     let xs: Vec<i64> = (0..12).collect();
-    let mut args = vec![Arg::Tensor(HostTensor::from_i64(DType::I32, &[r, 4], &xs)), Arg::Tensor(HostTensor::from_i64(DType::I32, &[r, 4], &[100; 12])), Arg::Tensor(HostTensor::zeros(DType::I32, &[r]))];
+    let mut args = vec![
+        Arg::Tensor(HostTensor::from_i64(DType::I32, &[r, 4], &xs)),
+        Arg::Tensor(HostTensor::from_i64(DType::I32, &[r, 4], &[100; 12])),
+        Arg::Tensor(HostTensor::zeros(DType::I32, &[r])),
+    ];
     run_kernel(&parse(text), &mut args).unwrap();
     // Row 0 is never a valid view target of a store (program 0 views row -1).
     assert_eq!(as_i64(out(&args, 1)), [100, 100, 2, 3, 100, 100, 6, 7, 100, 100, 100, 100]);
@@ -435,7 +448,13 @@ fn integer_dot() {
 #[test]
 fn errors_are_reported_not_panics() {
     let n = 8;
-    let mk = || vec![Arg::Tensor(HostTensor::zeros(DType::F32, &[n])), Arg::Tensor(HostTensor::zeros(DType::F32, &[n])), Arg::Tensor(HostTensor::zeros(DType::F32, &[n]))];
+    let mk = || {
+        vec![
+            Arg::Tensor(HostTensor::zeros(DType::F32, &[n])),
+            Arg::Tensor(HostTensor::zeros(DType::F32, &[n])),
+            Arg::Tensor(HostTensor::zeros(DType::F32, &[n])),
+        ]
+    };
     // Binding errors.
     let mut few = mk();
     few.pop();
@@ -458,7 +477,9 @@ fn errors_are_reported_not_panics() {
 
     // A zero or negative loop step.
     for step in ["0", "-2"] {
-        let text = format!("kernel @k(%0 = y: &mut f32[1])\n    grid(1) warps(4) stages(1)\n{{\n  %1 = const 0 : i32\n  %2 = const 10 : i32\n  %3 = const {step} : i32\n  %4 = for %1, %2, %3, %1 : i32 {{\n  ^(%5: i32, %6: i32):\n    yield %6\n  }}\n}}\n");
+        let text = format!(
+            "kernel @k(%0 = y: &mut f32[1])\n    grid(1) warps(4) stages(1)\n{{\n  %1 = const 0 : i32\n  %2 = const 10 : i32\n  %3 = const {step} : i32\n  %4 = for %1, %2, %3, %1 : i32 {{\n  ^(%5: i32, %6: i32):\n    yield %6\n  }}\n}}\n"
+        );
         let mut args = vec![Arg::Tensor(HostTensor::zeros(DType::F32, &[1]))];
         assert!(matches!(run_kernel(&parse(&text), &mut args), Err(InterpError::NonPositiveStep { .. })));
     }
@@ -481,23 +502,40 @@ fn errors_are_reported_not_panics() {
             }
         }
         // Wrong result types, wrong attributes, missing regions.
-        for ty in [Type::scalar(DType::F32), Type::tile(DType::I32, vec![8, 8]), Type::tile(DType::F32, vec![-1, 3]), Type::Tensor { dtype: DType::F32, rank: 1, mutable: true }] {
+        for ty in [
+            Type::scalar(DType::F32),
+            Type::tile(DType::I32, vec![8, 8]),
+            Type::tile(DType::F32, vec![-1, 3]),
+            Type::Tensor { dtype: DType::F32, rank: 1, mutable: true },
+        ] {
             let mut k = base.clone();
             if let Some(&r) = k.body.ops[op].results.first() {
                 k.body.values[r.index()].ty = ty;
             }
-            let mut args = vec![Arg::Tensor(HostTensor::zeros(DType::F32, &[9, 5])), Arg::Tensor(HostTensor::zeros(DType::F32, &[5, 10])), Arg::Tensor(HostTensor::zeros(DType::F32, &[9, 10]))];
+            let mut args = vec![
+                Arg::Tensor(HostTensor::zeros(DType::F32, &[9, 5])),
+                Arg::Tensor(HostTensor::zeros(DType::F32, &[5, 10])),
+                Arg::Tensor(HostTensor::zeros(DType::F32, &[9, 10])),
+            ];
             let _ = run_kernel(&k, &mut args);
         }
         let mut k = base.clone();
         k.body.ops[op].regions = vec![k.body.entry];
-        let mut args = vec![Arg::Tensor(HostTensor::zeros(DType::F32, &[9, 5])), Arg::Tensor(HostTensor::zeros(DType::F32, &[5, 10])), Arg::Tensor(HostTensor::zeros(DType::F32, &[9, 10]))];
+        let mut args = vec![
+            Arg::Tensor(HostTensor::zeros(DType::F32, &[9, 5])),
+            Arg::Tensor(HostTensor::zeros(DType::F32, &[5, 10])),
+            Arg::Tensor(HostTensor::zeros(DType::F32, &[9, 10])),
+        ];
         let _ = run_kernel(&k, &mut args);
     }
     let mut k = base.clone();
     let first = k.body.block(k.body.entry).ops[0];
     k.body.op_mut(first).operands.push(Value(10_000));
-    let mut args = vec![Arg::Tensor(HostTensor::zeros(DType::F32, &[9, 5])), Arg::Tensor(HostTensor::zeros(DType::F32, &[5, 10])), Arg::Tensor(HostTensor::zeros(DType::F32, &[9, 10]))];
+    let mut args = vec![
+        Arg::Tensor(HostTensor::zeros(DType::F32, &[9, 5])),
+        Arg::Tensor(HostTensor::zeros(DType::F32, &[5, 10])),
+        Arg::Tensor(HostTensor::zeros(DType::F32, &[9, 10])),
+    ];
     assert!(matches!(run_kernel(&k, &mut args), Err(InterpError::Internal(_))));
 }
 

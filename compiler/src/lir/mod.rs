@@ -185,13 +185,19 @@ fn verify_block(k: &Kernel, blk: crate::ir::Block, defined: &mut Vec<bool>) -> R
             if let Type::Tile { shape, layout, .. } = b.ty(r) {
                 let n: i64 = shape.iter().product();
                 if *layout != Layout::blocked_for(n, k.threads) {
-                    return Err(format!("{} result has layout {layout}, expected {}", d.kind.mnemonic(), Layout::blocked_for(n, k.threads)));
+                    return Err(format!(
+                        "{} result has layout {layout}, expected {}",
+                        d.kind.mnemonic(),
+                        Layout::blocked_for(n, k.threads)
+                    ));
                 }
             }
         }
         let end = match &d.kind {
             OpKind::LocalStore { offset } => d.operands.first().map(|&x| *offset as i64 + b.ty(x).numel() * b.ty(x).dtype().size() as i64),
-            OpKind::LocalDot { b_offset, k: kk, dtype, .. } => d.results.first().map(|&r| *b_offset as i64 + kk * b.ty(r).shape().get(1).copied().unwrap_or(1) * dtype.size() as i64),
+            OpKind::LocalDot { b_offset, k: kk, dtype, .. } => {
+                d.results.first().map(|&r| *b_offset as i64 + kk * b.ty(r).shape().get(1).copied().unwrap_or(1) * dtype.size() as i64)
+            }
             _ => None,
         };
         if let Some(end) = end

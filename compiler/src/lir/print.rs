@@ -44,7 +44,9 @@ fn print_op(k: &Kernel, op: Op, depth: usize, num: &mut Numbering, out: &mut Str
     let attr = match &d.kind {
         OpKind::Tir(t) => attr_text(t),
         OpKind::LocalStore { offset } => Some(format!("@{offset}")),
-        OpKind::LocalLoad { offset, strides } => Some(format!("@{offset} strides [{}]", strides.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "))),
+        OpKind::LocalLoad { offset, strides } => {
+            Some(format!("@{offset} strides [{}]", strides.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")))
+        }
         OpKind::LocalReduce { offset, axis, src_shape, dtype, .. } => {
             Some(format!("@{offset} {dtype}[{}] axis {axis}", src_shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")))
         }

@@ -13,11 +13,11 @@
 //! Later strategies (MMA layouts, swizzled shared memory, pipelining) replace steps of this one
 //! and are checked against it.
 
+use crate::Options;
 use crate::diag::Diagnostic;
 use crate::ir::{Block, Value};
 use crate::lir::{self, Layout, LirBody};
 use crate::tir::{self, OpKind};
-use crate::Options;
 use std::collections::HashMap;
 
 /// Shared memory available to one block on the targets (227 KiB on sm_90, 163 KiB on sm_80).
@@ -124,7 +124,8 @@ impl Cx<'_> {
                     self.smem = self.smem.max(self.bytes(d.operands[0]));
                     self.emit(dst, lir::OpKind::LocalStore { offset: 0 }, operands, vec![], span);
                     self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
-                    let kind = lir::OpKind::LocalReduce { offset: 0, op: *rop, axis: *axis, src_shape: st.shape().to_vec(), dtype: st.dtype() };
+                    let kind =
+                        lir::OpKind::LocalReduce { offset: 0, op: *rop, axis: *axis, src_shape: st.shape().to_vec(), dtype: st.dtype() };
                     let r = self.emit(dst, kind, vec![], rtys, span);
                     self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
                     r

@@ -18,7 +18,8 @@ pub fn run(k: &mut Kernel) {
         let blocks: Vec<Block> = (0..k.body.blocks.len() as u32).map(Block).collect();
         for b in blocks {
             let ops = std::mem::take(&mut k.body.blocks[b.index()].ops);
-            let kept: Vec<Op> = ops.into_iter().filter(|&op| has_effect(k, op) || k.body.op(op).results.iter().any(|r| uses[r.index()] > 0)).collect();
+            let kept: Vec<Op> =
+                ops.into_iter().filter(|&op| has_effect(k, op) || k.body.op(op).results.iter().any(|r| uses[r.index()] > 0)).collect();
             k.body.blocks[b.index()].ops = kept;
         }
         let mut after = 0;
@@ -33,7 +34,9 @@ fn has_effect(k: &Kernel, op: Op) -> bool {
     let d = k.body.op(op);
     match d.kind {
         OpKind::Store | OpKind::Yield => true,
-        OpKind::For | OpKind::If => d.regions.iter().any(|&r| k.body.block(r).ops.iter().any(|&o| has_effect(k, o) && k.body.op(o).kind != OpKind::Yield)),
+        OpKind::For | OpKind::If => {
+            d.regions.iter().any(|&r| k.body.block(r).ops.iter().any(|&o| has_effect(k, o) && k.body.op(o).kind != OpKind::Yield))
+        }
         _ => false,
     }
 }

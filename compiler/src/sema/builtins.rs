@@ -2,16 +2,42 @@
 
 use super::expr::{Lowerer, R, check_dim, not_value, poison, shape_str};
 use super::scope::{Konst, Val};
+use crate::DType;
 use crate::diag::{Diagnostic, Span};
 use crate::ir::Value;
 use crate::syntax::ast::{self, BinOp};
 use crate::tir::{BinaryOp, OpKind, ReduceOp, Type, UnaryOp};
-use crate::DType;
 
 /// Every built-in function name (for "did you mean").
 pub(crate) const BUILTINS: &[&str] = &[
-    "program_id", "num_programs", "arange", "full", "where", "max", "min", "clamp", "exp", "exp2", "log", "log2", "sqrt", "rsqrt",
-    "abs", "sin", "cos", "tanh", "sigmoid", "erf", "floor", "ceil", "fma", "dot", "trans", "permute", "reshape", "broadcast",
+    "program_id",
+    "num_programs",
+    "arange",
+    "full",
+    "where",
+    "max",
+    "min",
+    "clamp",
+    "exp",
+    "exp2",
+    "log",
+    "log2",
+    "sqrt",
+    "rsqrt",
+    "abs",
+    "sin",
+    "cos",
+    "tanh",
+    "sigmoid",
+    "erf",
+    "floor",
+    "ceil",
+    "fma",
+    "dot",
+    "trans",
+    "permute",
+    "reshape",
+    "broadcast",
 ];
 
 fn math_op(name: &str) -> Option<UnaryOp> {
@@ -39,7 +65,8 @@ fn arity(name: &str, args: &[ast::Expr], want: &[usize], span: Span) -> R<()> {
         return Ok(());
     }
     let w: Vec<String> = want.iter().map(|n| n.to_string()).collect();
-    Err(Diagnostic::error(format!("`{name}` takes {} arguments, got {}", w.join(" or "), args.len())).with_label(span, "wrong argument count"))
+    Err(Diagnostic::error(format!("`{name}` takes {} arguments, got {}", w.join(" or "), args.len()))
+        .with_label(span, "wrong argument count"))
 }
 
 impl Lowerer<'_> {
@@ -55,7 +82,9 @@ impl Lowerer<'_> {
         let v = self.lower_expr(e)?;
         let x = self.materialize(v, e.span)?;
         if self.ty(x).is_tensor() {
-            return Err(Diagnostic::error("expected a tile, found a tensor").with_label(e.span, "a tensor").note("load a tile first: `t.load([offsets], [shape])`"));
+            return Err(Diagnostic::error("expected a tile, found a tensor")
+                .with_label(e.span, "a tensor")
+                .note("load a tile first: `t.load([offsets], [shape])`"));
         }
         Ok(x)
     }
@@ -87,7 +116,9 @@ impl Lowerer<'_> {
             let x = self.materialize(v, args[0].span)?;
             let t = self.ty(x);
             if !(t.dtype().is_float() || u == UnaryOp::Abs && t.dtype().is_int()) {
-                return Err(Diagnostic::error(format!("`{name}` needs a float argument, found {t}")).with_label(args[0].span, format!("this is {t}")).note("cast it: `x as f32`"));
+                return Err(Diagnostic::error(format!("`{name}` needs a float argument, found {t}"))
+                    .with_label(args[0].span, format!("this is {t}"))
+                    .note("cast it: `x as f32`"));
             }
             return Ok(Val::V(self.emit(OpKind::Unary(u), vec![x], t, span)));
         }
@@ -119,10 +150,16 @@ impl Lowerer<'_> {
                 let (x, y) = self.unify(a, b, args[1].span, args[2].span)?;
                 let ct = self.type_of(&c).ok_or_else(|| not_value(&c, args[0].span))?;
                 if ct.dtype() != DType::Bool {
-                    return Err(Diagnostic::error(format!("the condition of `where` must be bool, found {ct}")).with_label(args[0].span, format!("this is {ct}")));
+                    return Err(Diagnostic::error(format!("the condition of `where` must be bool, found {ct}"))
+                        .with_label(args[0].span, format!("this is {ct}")));
                 }
                 let shape = super::expr::broadcast_shapes(ct.shape(), self.ty(x).shape()).ok_or_else(|| {
-                    Diagnostic::error(format!("shape mismatch: condition {} and values {} do not broadcast", shape_str(ct.shape()), shape_str(self.ty(x).shape()))).with_label(span, "here")
+                    Diagnostic::error(format!(
+                        "shape mismatch: condition {} and values {} do not broadcast",
+                        shape_str(ct.shape()),
+                        shape_str(self.ty(x).shape())
+                    ))
+                    .with_label(span, "here")
                 })?;
                 let c = self.coerce(c, &Type::tile(DType::Bool, shape.clone()), args[0].span)?;
                 let t = self.ty(x);
@@ -180,14 +217,19 @@ impl Lowerer<'_> {
                         .note(format!("cast one operand: `(…) as {}`", ta.dtype())));
                 }
                 if !matches!(ta.dtype(), DType::F16 | DType::BF16 | DType::F32 | DType::I8) {
-                    return Err(Diagnostic::error(format!("`dot` takes f16, bf16, f32 or i8 tiles, found {}", ta.dtype())).with_label(args[0].span, "unsupported dtype"));
+                    return Err(Diagnostic::error(format!("`dot` takes f16, bf16, f32 or i8 tiles, found {}", ta.dtype()))
+                        .with_label(args[0].span, "unsupported dtype"));
                 }
                 let (m, k, k2, n) = (ta.shape()[0], ta.shape()[1], tb.shape()[0], tb.shape()[1]);
                 if k != k2 {
-                    return Err(Diagnostic::error(format!("`dot` inner dimensions differ: {} · {}", shape_str(ta.shape()), shape_str(tb.shape())))
-                        .with_label(args[0].span, format!("{k} columns"))
-                        .with_secondary(args[1].span, format!("{k2} rows"))
-                        .note("a: [M, K] and b: [K, N] must share K; `trans(b)` swaps b's dimensions"));
+                    return Err(Diagnostic::error(format!(
+                        "`dot` inner dimensions differ: {} · {}",
+                        shape_str(ta.shape()),
+                        shape_str(tb.shape())
+                    ))
+                    .with_label(args[0].span, format!("{k} columns"))
+                    .with_secondary(args[1].span, format!("{k2} rows"))
+                    .note("a: [M, K] and b: [K, N] must share K; `trans(b)` swaps b's dimensions"));
                 }
                 let acc_d = if ta.dtype() == DType::I8 { DType::I32 } else { DType::F32 };
                 let acc_t = Type::tile(acc_d, vec![m, n]);
@@ -198,7 +240,8 @@ impl Lowerer<'_> {
                             && !matches!(v, Val::K(_, None))
                             && t != acc_t
                         {
-                            return Err(Diagnostic::error(format!("the accumulator of `dot` must be {acc_t}, found {t}")).with_label(e.span, format!("this is {t}")));
+                            return Err(Diagnostic::error(format!("the accumulator of `dot` must be {acc_t}, found {t}"))
+                                .with_label(e.span, format!("this is {t}")));
                         }
                         self.coerce(v, &acc_t, e.span)?
                     }
@@ -211,7 +254,9 @@ impl Lowerer<'_> {
                 let x = self.tile_arg(&args[0])?;
                 let t = self.ty(x);
                 if t.shape().len() != 2 {
-                    return Err(Diagnostic::error(format!("`trans` takes a 2-D tile, found {t}")).with_label(args[0].span, "not 2-D").note("use `permute(x, [..])` for other ranks"));
+                    return Err(Diagnostic::error(format!("`trans` takes a 2-D tile, found {t}"))
+                        .with_label(args[0].span, "not 2-D")
+                        .note("use `permute(x, [..])` for other ranks"));
                 }
                 let s = t.shape();
                 Ok(Val::V(self.emit(OpKind::Permute(vec![1, 0]), vec![x], Type::tile(t.dtype(), vec![s[1], s[0]]), span)))
@@ -230,7 +275,8 @@ impl Lowerer<'_> {
                 let mut sorted = perm.clone();
                 sorted.sort();
                 if sorted != (0..t.shape().len() as u32).collect::<Vec<_>>() {
-                    return Err(Diagnostic::error(format!("`permute` needs each axis of the rank-{} tile once", t.shape().len())).with_label(args[1].span, "not a permutation"));
+                    return Err(Diagnostic::error(format!("`permute` needs each axis of the rank-{} tile once", t.shape().len()))
+                        .with_label(args[1].span, "not a permutation"));
                 }
                 let shape = perm.iter().map(|&p| t.shape()[p as usize]).collect();
                 Ok(Val::V(self.emit(OpKind::Permute(perm), vec![x], Type::tile(t.dtype(), shape), span)))
@@ -242,7 +288,12 @@ impl Lowerer<'_> {
                 let shape = self.shape_list(&args[1])?;
                 let n: i64 = shape.iter().product();
                 if n != t.numel() {
-                    return Err(Diagnostic::error(format!("cannot reshape {t} ({} elements) to {} ({n} elements)", t.numel(), shape_str(&shape))).with_label(args[1].span, "element count differs"));
+                    return Err(Diagnostic::error(format!(
+                        "cannot reshape {t} ({} elements) to {} ({n} elements)",
+                        t.numel(),
+                        shape_str(&shape)
+                    ))
+                    .with_label(args[1].span, "element count differs"));
                 }
                 Ok(Val::V(self.emit(OpKind::Reshape, vec![x], Type::tile(t.dtype(), shape), span)))
             }
@@ -286,7 +337,9 @@ impl Lowerer<'_> {
                 match m {
                     "load" => self.load(x, recv, args, span),
                     "store" => self.store(x, recv, args, span),
-                    _ => Err(Diagnostic::error(format!("tensors have no method `{m}`")).with_label(name.span, "unknown method").note("tensor methods: load, store")),
+                    _ => Err(Diagnostic::error(format!("tensors have no method `{m}`"))
+                        .with_label(name.span, "unknown method")
+                        .note("tensor methods: load, store")),
                 }
             }
             (Val::V(_) | Val::K(..), m @ ("sum" | "max" | "min")) => {
@@ -294,11 +347,14 @@ impl Lowerer<'_> {
                 let x = self.materialize(r.clone(), recv.span)?;
                 let t = self.ty(x);
                 if t.shape().is_empty() {
-                    return Err(Diagnostic::error(format!("`.{m}` reduces a tile along an axis; this is a scalar")).with_label(recv.span, "a scalar"));
+                    return Err(Diagnostic::error(format!("`.{m}` reduces a tile along an axis; this is a scalar"))
+                        .with_label(recv.span, "a scalar"));
                 }
                 let axis = self.axis_arg(&args[0], t.shape().len())?;
                 if t.dtype() == DType::Bool {
-                    return Err(Diagnostic::error(format!("`.{m}` is not defined on bool tiles")).with_label(recv.span, "bool").note("cast to i32 first"));
+                    return Err(Diagnostic::error(format!("`.{m}` is not defined on bool tiles"))
+                        .with_label(recv.span, "bool")
+                        .note("cast to i32 first"));
                 }
                 let mut shape = t.shape().to_vec();
                 shape.remove(axis as usize);
@@ -310,7 +366,9 @@ impl Lowerer<'_> {
                 Ok(Val::V(self.emit(OpKind::Reduce(op, axis), vec![x], Type::tile(t.dtype(), shape), span)))
             }
             (Val::Poison, _) => Err(poison()),
-            (_, m) => Err(Diagnostic::error(format!("no method `{m}` here")).with_label(name.span, "unknown method").note("tile methods: sum, max, min; tensor methods: load, store")),
+            (_, m) => Err(Diagnostic::error(format!("no method `{m}` here"))
+                .with_label(name.span, "unknown method")
+                .note("tile methods: sum, max, min; tensor methods: load, store")),
         }
     }
 
@@ -319,7 +377,8 @@ impl Lowerer<'_> {
             return Err(Diagnostic::error("expected a list of offsets like `[m0, 0]`").with_label(e.span, "not a list"));
         };
         if items.len() != rank {
-            return Err(Diagnostic::error(format!("wrong number of indices: `{tname}` has rank {rank}, got {} offsets", items.len())).with_label(e.span, format!("expected {rank}")));
+            return Err(Diagnostic::error(format!("wrong number of indices: `{tname}` has rank {rank}, got {} offsets", items.len()))
+                .with_label(e.span, format!("expected {rank}")));
         }
         let mut out = vec![];
         for it in items {
@@ -337,7 +396,8 @@ impl Lowerer<'_> {
         ops.extend(self.offsets(&args[0], rank, &tname)?);
         let shape = self.shape_list(&args[1])?;
         if shape.len() != rank {
-            return Err(Diagnostic::error(format!("the tile shape has rank {}, but `{tname}` has rank {rank}", shape.len())).with_label(args[1].span, format!("expected {rank} dimensions")));
+            return Err(Diagnostic::error(format!("the tile shape has rank {}, but `{tname}` has rank {rank}", shape.len()))
+                .with_label(args[1].span, format!("expected {rank} dimensions")));
         }
         let pad = match args.get(2) {
             Some(e) => {
@@ -363,7 +423,11 @@ impl Lowerer<'_> {
         ops.extend(self.offsets(&args[0], rank, &tname)?);
         let v = self.lower_expr(&args[1])?;
         let x = match v {
-            Val::K(..) => return Err(Diagnostic::error("`store` takes a tile").with_label(args[1].span, "a scalar constant").note("build a tile with `full([..], v)`")),
+            Val::K(..) => {
+                return Err(Diagnostic::error("`store` takes a tile")
+                    .with_label(args[1].span, "a scalar constant")
+                    .note("build a tile with `full([..], v)`"));
+            }
             v => self.materialize(v, args[1].span)?,
         };
         let xt = self.ty(x);
@@ -374,7 +438,8 @@ impl Lowerer<'_> {
         }
         let mut shape = xt.shape().to_vec();
         if shape.len() > rank {
-            return Err(Diagnostic::error(format!("a rank-{} tile cannot be stored to rank-{rank} `{tname}`", shape.len())).with_label(args[1].span, "too many dimensions"));
+            return Err(Diagnostic::error(format!("a rank-{} tile cannot be stored to rank-{rank} `{tname}`", shape.len()))
+                .with_label(args[1].span, "too many dimensions"));
         }
         // A lower-rank tile is stored along the trailing dimensions.
         let x = if shape.len() < rank {

@@ -1,11 +1,11 @@
 //! Lowering of statements and expressions to the tile IR, with type and shape checking.
 
 use super::scope::{Konst, Scopes, Slot, Val, VarId};
+use crate::DType;
 use crate::diag::{Diagnostic, Span};
 use crate::ir::{Block, Value};
 use crate::syntax::ast::{self, BinOp, ExprKind, FuncDecl, IndexArg, Pattern, StmtKind, TypeKind, UnOp};
 use crate::tir::{self, BinaryOp, CmpOp, ConstValue, Lit, OpKind, Param, ParamKind, TirBody, Type, UnaryOp};
-use crate::DType;
 use std::collections::HashMap;
 
 pub(crate) type R<T> = Result<T, Diagnostic>;
@@ -189,7 +189,9 @@ impl<'a> Lowerer<'a> {
         let dtype = ty.dtype();
         let lit = match (k, dtype) {
             (Konst::Bool(b), DType::Bool) => Lit::Bool(b),
-            (Konst::Bool(_), _) => return Err(Diagnostic::error(format!("dtype mismatch: expected {dtype}, found a bool")).with_label(span, "a bool")),
+            (Konst::Bool(_), _) => {
+                return Err(Diagnostic::error(format!("dtype mismatch: expected {dtype}, found a bool")).with_label(span, "a bool"));
+            }
             (Konst::Int(i), d) if d.is_float() => Lit::Float(i as f64),
             (Konst::Int(i), d) if d.is_int() => {
                 if !int_fits(i, d) {
@@ -203,7 +205,9 @@ impl<'a> Lowerer<'a> {
                     .with_label(span, "a float")
                     .note(format!("write an integer, or cast: `(x) as {d}`")));
             }
-            (Konst::Int(_), d) => return Err(Diagnostic::error(format!("dtype mismatch: expected {d}, found an integer")).with_label(span, "an integer")),
+            (Konst::Int(_), d) => {
+                return Err(Diagnostic::error(format!("dtype mismatch: expected {d}, found an integer")).with_label(span, "an integer"));
+            }
         };
         Ok(self.emit(OpKind::Const(lit), vec![], ty.clone(), span))
     }
@@ -214,7 +218,9 @@ impl<'a> Lowerer<'a> {
             Val::V(x) => Ok(x),
             Val::K(k, d) => self.konst(k, &Type::scalar(d.unwrap_or(default_dtype(k))), span),
             Val::Poison => Err(poison()),
-            other => Err(Diagnostic::error(format!("expected a scalar or a tile, found {}", describe(&other))).with_label(span, "not a value")),
+            other => {
+                Err(Diagnostic::error(format!("expected a scalar or a tile, found {}", describe(&other))).with_label(span, "not a value"))
+            }
         }
     }
 
@@ -289,7 +295,9 @@ impl<'a> Lowerer<'a> {
                 let tb = self.type_of(&b).ok_or_else(|| not_value(&b, sb))?;
                 if ta.is_tensor() || tb.is_tensor() {
                     let s = if ta.is_tensor() { sa } else { sb };
-                    return Err(Diagnostic::error("a tensor is not a value: load a tile from it first").with_label(s, "a tensor").note("write `t.load([offsets], [shape])`"));
+                    return Err(Diagnostic::error("a tensor is not a value: load a tile from it first")
+                        .with_label(s, "a tensor")
+                        .note("write `t.load([offsets], [shape])`"));
                 }
                 if ta.dtype() != tb.dtype() {
                     let hint = format!("cast one side, e.g. `(…) as {}`", ta.dtype());
@@ -310,13 +318,17 @@ impl<'a> Lowerer<'a> {
                 let db = if i + sb_shape.len() >= n { sb_shape[i + sb_shape.len() - n] } else { 1 };
                 da != db && da != 1 && db != 1
             });
-            return Err(Diagnostic::error(format!("shape mismatch: {} and {} do not broadcast", shape_str(&sa_shape), shape_str(&sb_shape)))
-                .with_label(sa, format!("shape {}", shape_str(&sa_shape)))
-                .with_secondary(sb, format!("shape {}", shape_str(&sb_shape)))
-                .note(match dim {
-                    Some(d) => format!("dimension {d} differs and neither side is 1"),
-                    None => "shapes must be equal or 1 in each dimension".into(),
-                }));
+            return Err(Diagnostic::error(format!(
+                "shape mismatch: {} and {} do not broadcast",
+                shape_str(&sa_shape),
+                shape_str(&sb_shape)
+            ))
+            .with_label(sa, format!("shape {}", shape_str(&sa_shape)))
+            .with_secondary(sb, format!("shape {}", shape_str(&sb_shape)))
+            .note(match dim {
+                Some(d) => format!("dimension {d} differs and neither side is 1"),
+                None => "shapes must be equal or 1 in each dimension".into(),
+            }));
         };
         let ty = Type::tile(dtype, shape);
         let x = self.coerce(a, &ty, sa)?;
@@ -419,11 +431,15 @@ impl<'a> Lowerer<'a> {
                     Pattern::Tuple(names, span) => {
                         let Val::Tuple(vals) = v else {
                             self.bind_poison(pat);
-                            return Err(Diagnostic::error(format!("expected a tuple of {} values", names.len())).with_label(init.span, "not a tuple").with_secondary(*span, "tuple pattern"));
+                            return Err(Diagnostic::error(format!("expected a tuple of {} values", names.len()))
+                                .with_label(init.span, "not a tuple")
+                                .with_secondary(*span, "tuple pattern"));
                         };
                         if vals.len() != names.len() {
                             self.bind_poison(pat);
-                            return Err(Diagnostic::error(format!("tuple of {} values bound to {} names", vals.len(), names.len())).with_label(*span, "pattern").with_secondary(init.span, "value"));
+                            return Err(Diagnostic::error(format!("tuple of {} values bound to {} names", vals.len(), names.len()))
+                                .with_label(*span, "pattern")
+                                .with_secondary(init.span, "value"));
                         }
                         for (n, v) in names.iter().zip(vals) {
                             let (v, ty) = if *mutable {
@@ -444,7 +460,8 @@ impl<'a> Lowerer<'a> {
                 };
                 let slot = self.slot(id).clone();
                 if !slot.mutable {
-                    let mut d = Diagnostic::error(format!("cannot assign to `{}`: it is not `mut`", target.name)).with_label(target.span, "assigned here");
+                    let mut d = Diagnostic::error(format!("cannot assign to `{}`: it is not `mut`", target.name))
+                        .with_label(target.span, "assigned here");
                     if slot.span != Span::default() {
                         d = d.with_secondary(slot.span, format!("declared here; write `let mut {}`", target.name));
                     }
@@ -461,7 +478,9 @@ impl<'a> Lowerer<'a> {
                 Ok(())
             }
             StmtKind::For { var, iter, body } => self.lower_for(var, iter, body),
-            StmtKind::While { cond, .. } => Err(Diagnostic::error("`while` loops are not supported yet").with_label(cond.span, "while").note("use `for i in (a..b).step_by(s)`")),
+            StmtKind::While { cond, .. } => Err(Diagnostic::error("`while` loops are not supported yet")
+                .with_label(cond.span, "while")
+                .note("use `for i in (a..b).step_by(s)`")),
             StmtKind::Return => Err(Diagnostic::error("`return` is not supported yet").with_label(s.span, "return")),
             StmtKind::Expr(e) => {
                 match &e.kind {
@@ -526,7 +545,9 @@ impl<'a> Lowerer<'a> {
     fn lower_for(&mut self, var: &ast::Ident, iter: &ast::Expr, body: &ast::Block) -> R<()> {
         let it = self.lower_expr(iter)?;
         let Val::Range(lo, hi, step) = it else {
-            return Err(Diagnostic::error("a `for` loop runs over a range").with_label(iter.span, "not a range").note("write `for i in a..b` or `for i in (a..b).step_by(s)`"));
+            return Err(Diagnostic::error("a `for` loop runs over a range")
+                .with_label(iter.span, "not a range")
+                .note("write `for i in a..b` or `for i in (a..b).step_by(s)`"));
         };
         if let Some(s) = &step
             && let Val::K(Konst::Int(s), _) = **s
@@ -576,7 +597,14 @@ impl<'a> Lowerer<'a> {
     }
 
     /// `if` as a statement (`want_value == false`) or an expression.
-    pub(super) fn lower_if(&mut self, cond: &ast::Expr, then: &ast::Block, els: Option<&ast::Block>, want_value: bool, span: Span) -> R<Val> {
+    pub(super) fn lower_if(
+        &mut self,
+        cond: &ast::Expr,
+        then: &ast::Block,
+        els: Option<&ast::Block>,
+        want_value: bool,
+        span: Span,
+    ) -> R<Val> {
         let c = self.lower_expr(cond)?;
         if let Val::K(Konst::Bool(b), _) = c {
             // A compile-time condition (`if CAUSAL`): only the taken branch exists.
@@ -683,11 +711,13 @@ impl<'a> Lowerer<'a> {
             out.push(v);
         }
         if out.len() > 4 {
-            return Err(Diagnostic::error(format!("tiles have rank 1 to 4, this one has rank {}", out.len())).with_label(dims[0].span.to(dims[dims.len() - 1].span), "too many dimensions"));
+            return Err(Diagnostic::error(format!("tiles have rank 1 to 4, this one has rank {}", out.len()))
+                .with_label(dims[0].span.to(dims[dims.len() - 1].span), "too many dimensions"));
         }
         let n: i64 = out.iter().product();
         if n > MAX_TILE_ELEMS {
-            return Err(Diagnostic::error(format!("tile {} has {n} elements; at most {MAX_TILE_ELEMS} are allowed", shape_str(&out))).with_label(dims[0].span.to(dims[dims.len() - 1].span), "too large"));
+            return Err(Diagnostic::error(format!("tile {} has {n} elements; at most {MAX_TILE_ELEMS} are allowed", shape_str(&out)))
+                .with_label(dims[0].span.to(dims[dims.len() - 1].span), "too large"));
         }
         Ok(out)
     }
@@ -699,7 +729,9 @@ impl<'a> Lowerer<'a> {
                 let d = super::dtype_of(elem)?;
                 Ok(Type::tile(d, self.tile_dims(dims)?))
             }
-            TypeKind::Tensor { .. } => Err(Diagnostic::error("tensor types are only allowed on kernel parameters").with_label(t.span, "tensor type")),
+            TypeKind::Tensor { .. } => {
+                Err(Diagnostic::error("tensor types are only allowed on kernel parameters").with_label(t.span, "tensor type"))
+            }
         }
     }
 
@@ -816,7 +848,9 @@ impl<'a> Lowerer<'a> {
         let u = match op {
             UnOp::Neg if t.dtype() == DType::Bool => return Err(Diagnostic::error("cannot negate a bool; use `!`").with_label(sx, "bool")),
             UnOp::Neg => UnaryOp::Neg,
-            UnOp::Not if t.dtype().is_float() => return Err(Diagnostic::error(format!("`!` needs a bool or integer, found {t}")).with_label(sx, "float")),
+            UnOp::Not if t.dtype().is_float() => {
+                return Err(Diagnostic::error(format!("`!` needs a bool or integer, found {t}")).with_label(sx, "float"));
+            }
             UnOp::Not => UnaryOp::Not,
         };
         Ok(Val::V(self.emit(OpKind::Unary(u), vec![x], t, span)))
@@ -845,7 +879,9 @@ impl<'a> Lowerer<'a> {
         let d = t.dtype();
         let arith = |bop: BinaryOp| -> R<OpKind> {
             if d == DType::Bool {
-                return Err(Diagnostic::error(format!("`{}` is not defined on bool", op.symbol())).with_label(span, "bool operands").note("cast to an integer type first"));
+                return Err(Diagnostic::error(format!("`{}` is not defined on bool", op.symbol()))
+                    .with_label(span, "bool operands")
+                    .note("cast to an integer type first"));
             }
             Ok(OpKind::Binary(bop))
         };
@@ -863,13 +899,17 @@ impl<'a> Lowerer<'a> {
             BinOp::Ge => (OpKind::Cmp(CmpOp::Ge), t.with_dtype(DType::Bool)),
             BinOp::And | BinOp::Or => {
                 if d != DType::Bool {
-                    return Err(Diagnostic::error(format!("`{}` needs bool operands, found {d}", op.symbol())).with_label(span, "here").note("for bits of integers use `&` or `|`"));
+                    return Err(Diagnostic::error(format!("`{}` needs bool operands, found {d}", op.symbol()))
+                        .with_label(span, "here")
+                        .note("for bits of integers use `&` or `|`"));
                 }
                 (OpKind::Binary(if op == BinOp::And { BinaryOp::And } else { BinaryOp::Or }), t)
             }
             BinOp::BitAnd | BinOp::BitOr | BinOp::BitXor | BinOp::Shl | BinOp::Shr => {
                 if d.is_float() {
-                    return Err(Diagnostic::error(format!("`{}` needs integer or bool operands, found {d}", op.symbol())).with_label(span, "here"));
+                    return Err(
+                        Diagnostic::error(format!("`{}` needs integer or bool operands, found {d}", op.symbol())).with_label(span, "here")
+                    );
                 }
                 let b = match op {
                     BinOp::BitAnd => BinaryOp::And,
@@ -900,7 +940,9 @@ impl<'a> Lowerer<'a> {
                             offs.push(self.scalar_i32(v, e.span)?);
                         }
                         IndexArg::NewAxis(s) | IndexArg::Full(s) => {
-                            return Err(Diagnostic::error("a tensor is indexed with scalars (`q[b, h]`)").with_label(*s, "not allowed on a tensor"));
+                            return Err(
+                                Diagnostic::error("a tensor is indexed with scalars (`q[b, h]`)").with_label(*s, "not allowed on a tensor")
+                            );
                         }
                     }
                 }
@@ -917,9 +959,12 @@ impl<'a> Lowerer<'a> {
             Type::Tile { dtype, shape } => {
                 let kept = idx.iter().filter(|a| matches!(a, IndexArg::Full(_))).count();
                 if kept != shape.len() || idx.iter().any(|a| matches!(a, IndexArg::Expr(_))) {
-                    return Err(Diagnostic::error(format!("a tile of rank {} is indexed with one `:` per dimension and `None` for new axes", shape.len()))
-                        .with_label(span, "here")
-                        .note("e.g. `t[:, None]` turns a [n] tile into [n, 1]"));
+                    return Err(Diagnostic::error(format!(
+                        "a tile of rank {} is indexed with one `:` per dimension and `None` for new axes",
+                        shape.len()
+                    ))
+                    .with_label(span, "here")
+                    .note("e.g. `t[:, None]` turns a [n] tile into [n, 1]"));
                 }
                 let mut cur = x;
                 let mut cur_shape = shape.clone();
@@ -955,7 +1000,8 @@ impl<'a> Lowerer<'a> {
                 .with_secondary(decl.name.span, "defined here"));
         }
         if self.call_stack.len() >= MAX_INLINE_DEPTH {
-            return Err(Diagnostic::error(format!("calls to `{}` nest too deeply (recursion is not supported)", decl.name.name)).with_label(span, "here"));
+            return Err(Diagnostic::error(format!("calls to `{}` nest too deeply (recursion is not supported)", decl.name.name))
+                .with_label(span, "here"));
         }
         let mut vals = vec![];
         for (p, a) in decl.params.iter().zip(args) {
@@ -1014,7 +1060,8 @@ impl<'a> Lowerer<'a> {
                     }
                 }
                 if !ok {
-                    return Err(Diagnostic::error(format!("{what} must be `{}`, found {vt}", super::host::render_type(t))).with_label(span, format!("this is {vt}")));
+                    return Err(Diagnostic::error(format!("{what} must be `{}`, found {vt}", super::host::render_type(t)))
+                        .with_label(span, format!("this is {vt}")));
                 }
                 Ok(v)
             }

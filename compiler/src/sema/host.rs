@@ -21,7 +21,9 @@ fn bin(op: HostOp, a: HostExpr, b: HostExpr) -> HostExpr {
         let v = HostExpr::Bin(op, Box::new(a.clone()), Box::new(b.clone())).eval(&|_| None);
         if let Ok(v) = v {
             return match op {
-                HostOp::Eq | HostOp::Ne | HostOp::Lt | HostOp::Le | HostOp::Gt | HostOp::Ge | HostOp::And | HostOp::Or => HostExpr::Bool(v != 0),
+                HostOp::Eq | HostOp::Ne | HostOp::Lt | HostOp::Le | HostOp::Gt | HostOp::Ge | HostOp::And | HostOp::Or => {
+                    HostExpr::Bool(v != 0)
+                }
                 _ => HostExpr::Int(v),
             };
         }
@@ -99,13 +101,16 @@ impl HostCtx<'_> {
             }
             ExprKind::Call(f, args) => {
                 let Some(decl) = self.fns.get(&f.name) else {
-                    return Err(Diagnostic::error(format!("unknown function `{}`", f.name)).with_label(f.span, "not found").note("functions are defined with `fn` or imported with `use std::math::cdiv;`"));
+                    return Err(Diagnostic::error(format!("unknown function `{}`", f.name))
+                        .with_label(f.span, "not found")
+                        .note("functions are defined with `fn` or imported with `use std::math::cdiv;`"));
                 };
                 if depth >= MAX_DEPTH {
                     return Err(Diagnostic::error("function calls nest too deeply (recursion?)").with_label(f.span, "here"));
                 }
                 if decl.params.len() != args.len() {
-                    return Err(Diagnostic::error(format!("`{}` takes {} arguments, got {}", f.name, decl.params.len(), args.len())).with_label(e.span, "wrong argument count"));
+                    return Err(Diagnostic::error(format!("`{}` takes {} arguments, got {}", f.name, decl.params.len(), args.len()))
+                        .with_label(e.span, "wrong argument count"));
                 }
                 let mut inner = HashMap::new();
                 for (p, a) in decl.params.iter().zip(args) {
@@ -156,7 +161,9 @@ pub(super) fn render(e: &ast::Expr) -> String {
 /// Source-like text of a type, for messages (`f32[_, _]`).
 pub(super) fn render_type(t: &ast::TypeExpr) -> String {
     use ast::TypeKind;
-    let dims = |ds: &[ast::Expr]| ds.iter().map(|d| if matches!(d.kind, ExprKind::Wildcard) { "_".to_string() } else { render(d) }).collect::<Vec<_>>().join(", ");
+    let dims = |ds: &[ast::Expr]| {
+        ds.iter().map(|d| if matches!(d.kind, ExprKind::Wildcard) { "_".to_string() } else { render(d) }).collect::<Vec<_>>().join(", ")
+    };
     match &t.kind {
         TypeKind::Scalar(n) => n.name.clone(),
         TypeKind::Tile { elem, dims: ds } => format!("{}[{}]", elem.name, dims(ds)),

@@ -20,12 +20,9 @@ use crate::tir::{self, ConstValue, Dim, Param, ParamKind};
 use crate::{DType, Options};
 use std::collections::HashMap;
 
-
 /// The embedded standard library, by module path.
-pub const STDLIB: &[(&str, &str)] = &[
-    ("std::math", include_str!("../../../stdlib/math.tile")),
-    ("std::nn", include_str!("../../../stdlib/nn.tile")),
-];
+pub const STDLIB: &[(&str, &str)] =
+    &[("std::math", include_str!("../../../stdlib/math.tile")), ("std::nn", include_str!("../../../stdlib/nn.tile"))];
 
 /// Checks a parsed file and produces the tile IR of each kernel, specialised on its consts.
 pub fn check_file(file: &ast::File, sources: &mut SourceMap, opts: &Options) -> Result<Vec<tir::Kernel>, Vec<Diagnostic>> {
@@ -39,7 +36,9 @@ pub fn check_file(file: &ast::File, sources: &mut SourceMap, opts: &Options) -> 
             Item::Func(f) if f.is_kernel => kernels.push(f),
             Item::Func(f) => {
                 if fns.contains_key(&f.name.name) {
-                    diags.push(Diagnostic::error(format!("`{}` is defined twice", f.name.name)).with_label(f.name.span, "second definition"));
+                    diags.push(
+                        Diagnostic::error(format!("`{}` is defined twice", f.name.name)).with_label(f.name.span, "second definition"),
+                    );
                 }
                 fns.insert(f.name.name.clone(), f.clone());
             }
@@ -48,7 +47,8 @@ pub fn check_file(file: &ast::File, sources: &mut SourceMap, opts: &Options) -> 
     let mut seen: Vec<&str> = vec![];
     for k in &kernels {
         if seen.contains(&k.name.name.as_str()) {
-            diags.push(Diagnostic::error(format!("kernel `{}` is defined twice", k.name.name)).with_label(k.name.span, "second definition"));
+            diags
+                .push(Diagnostic::error(format!("kernel `{}` is defined twice", k.name.name)).with_label(k.name.span, "second definition"));
         }
         seen.push(&k.name.name);
     }
@@ -71,18 +71,32 @@ pub fn check_file(file: &ast::File, sources: &mut SourceMap, opts: &Options) -> 
 }
 
 /// Brings `use`d names into scope. Standard-library modules are parsed from the embedded text.
-fn import(u: &ast::UseDecl, sources: &mut SourceMap, loaded: &mut HashMap<String, ast::File>, fns: &mut HashMap<String, FuncDecl>, diags: &mut Vec<Diagnostic>) {
+fn import(
+    u: &ast::UseDecl,
+    sources: &mut SourceMap,
+    loaded: &mut HashMap<String, ast::File>,
+    fns: &mut HashMap<String, FuncDecl>,
+    diags: &mut Vec<Diagnostic>,
+) {
     let path = match &u.source {
         UseSource::Path(p) => p.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join("::"),
         UseSource::File(_, span) => {
-            diags.push(Diagnostic::error("imports from files are not supported yet").with_label(*span, "file import").note("import from the standard library (`use std::math::cdiv;`) or define the fn in this file"));
+            diags.push(
+                Diagnostic::error("imports from files are not supported yet")
+                    .with_label(*span, "file import")
+                    .note("import from the standard library (`use std::math::cdiv;`) or define the fn in this file"),
+            );
             return;
         }
     };
     if !loaded.contains_key(&path) {
         let Some((_, text)) = STDLIB.iter().find(|(name, _)| *name == path) else {
             let known: Vec<&str> = STDLIB.iter().map(|(n, _)| *n).collect();
-            diags.push(Diagnostic::error(format!("unknown module `{path}`")).with_label(u.span, "not found").note(format!("modules: {}", known.join(", "))));
+            diags.push(
+                Diagnostic::error(format!("unknown module `{path}`"))
+                    .with_label(u.span, "not found")
+                    .note(format!("modules: {}", known.join(", "))),
+            );
             return;
         };
         let id = sources.add(format!("<{path}>"), *text);
@@ -112,7 +126,11 @@ fn import(u: &ast::UseDecl, sources: &mut SourceMap, loaded: &mut HashMap<String
                         _ => None,
                     })
                     .collect();
-                diags.push(Diagnostic::error(format!("`{}` is not in `{path}`", name.name)).with_label(name.span, "not found").note(format!("`{path}` has: {}", avail.join(", "))));
+                diags.push(
+                    Diagnostic::error(format!("`{}` is not in `{path}`", name.name))
+                        .with_label(name.span, "not found")
+                        .note(format!("`{path}` has: {}", avail.join(", "))),
+                );
             }
         }
     }
@@ -149,12 +167,16 @@ fn attr_int(a: &ast::Attr, diags: &mut Vec<Diagnostic>, consts: &[(String, Const
         [AttrArg::Expr(e)] => match const_value(e, consts) {
             Some(ConstValue::Int(v)) if v > 0 && v <= 1024 => Some(v as u32),
             _ => {
-                diags.push(Diagnostic::error(format!("`#[{}]` takes one positive integer", a.name.name)).with_label(e.span, "expected an integer"));
+                diags.push(
+                    Diagnostic::error(format!("`#[{}]` takes one positive integer", a.name.name)).with_label(e.span, "expected an integer"),
+                );
                 None
             }
         },
         _ => {
-            diags.push(Diagnostic::error(format!("`#[{}]` takes one positive integer", a.name.name)).with_label(a.span, "expected one argument"));
+            diags.push(
+                Diagnostic::error(format!("`#[{}]` takes one positive integer", a.name.name)).with_label(a.span, "expected one argument"),
+            );
             None
         }
     }
@@ -170,7 +192,8 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
             TypeKind::Scalar(t) if t.name == "i32" || t.name == "i64" => DType::I32,
             TypeKind::Scalar(t) if t.name == "bool" => DType::Bool,
             _ => {
-                diags.push(Diagnostic::error("a `const` parameter must be `i32` or `bool`").with_label(c.ty.span, "unsupported const type"));
+                diags
+                    .push(Diagnostic::error("a `const` parameter must be `i32` or `bool`").with_label(c.ty.span, "unsupported const type"));
                 continue;
             }
         };
@@ -189,11 +212,16 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
         match value {
             Some(v @ ConstValue::Int(_)) if want == DType::I32 => consts.push((c.name.name.clone(), v)),
             Some(v @ ConstValue::Bool(_)) if want == DType::Bool => consts.push((c.name.name.clone(), v)),
-            Some(v) => diags.push(Diagnostic::error(format!("const `{}` is `{}` but was given `{v}`", c.name.name, want)).with_label(c.span, "declared here")),
+            Some(v) => diags.push(
+                Diagnostic::error(format!("const `{}` is `{}` but was given `{v}`", c.name.name, want)).with_label(c.span, "declared here"),
+            ),
             None => diags.push(
-                Diagnostic::error(format!("const parameter `{}` has no value", c.name.name))
-                    .with_label(c.name.span, "no default")
-                    .note(format!("give it a default (`const {}: i32 = 64`) or a value at build time (`--const {}=64`)", c.name.name, c.name.name)),
+                Diagnostic::error(format!("const parameter `{}` has no value", c.name.name)).with_label(c.name.span, "no default").note(
+                    format!(
+                        "give it a default (`const {}: i32 = 64`) or a value at build time (`--const {}=64`)",
+                        c.name.name, c.name.name
+                    ),
+                ),
             ),
         }
     }
@@ -222,12 +250,17 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
                     match &d.kind {
                         ExprKind::Name(n) if consts.iter().any(|(c, _)| c == &n.name) => match const_value(d, &consts) {
                             Some(ConstValue::Int(v)) => ds.push(Dim::Const(v)),
-                            _ => diags.push(Diagnostic::error("a tensor dimension must be an integer").with_label(d.span, "not an integer")),
+                            _ => {
+                                diags.push(Diagnostic::error("a tensor dimension must be an integer").with_label(d.span, "not an integer"))
+                            }
                         },
                         ExprKind::Name(n) => ds.push(Dim::Sym(n.name.clone())),
                         _ => match const_value(d, &consts) {
                             Some(ConstValue::Int(v)) if v >= 0 => ds.push(Dim::Const(v)),
-                            _ => diags.push(Diagnostic::error("a tensor dimension is a literal, a const, or a dimension symbol").with_label(d.span, "not allowed here")),
+                            _ => diags.push(
+                                Diagnostic::error("a tensor dimension is a literal, a const, or a dimension symbol")
+                                    .with_label(d.span, "not allowed here"),
+                            ),
                         },
                     }
                 }
@@ -238,7 +271,11 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
                 ParamKind::Tensor { dtype, dims: ds, mutable: *mutable }
             }
             TypeKind::Tile { .. } => {
-                diags.push(Diagnostic::error("a kernel parameter is a tensor (`&T[..]`) or a scalar, not a tile").with_label(ty.span, "tile type").note("write `&f32[N]` to pass an array"));
+                diags.push(
+                    Diagnostic::error("a kernel parameter is a tensor (`&T[..]`) or a scalar, not a tile")
+                        .with_label(ty.span, "tile type")
+                        .note("write `&f32[N]` to pass an array"),
+                );
                 continue;
             }
         };
@@ -267,7 +304,9 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
                             Ok(h) => grid.push(h),
                             Err(d) => diags.push(d),
                         },
-                        AttrArg::Named(n, _) => diags.push(Diagnostic::error("`#[grid]` takes expressions, not named values").with_label(n.span, "here")),
+                        AttrArg::Named(n, _) => {
+                            diags.push(Diagnostic::error("`#[grid]` takes expressions, not named values").with_label(n.span, "here"))
+                        }
                     }
                 }
             }
@@ -330,4 +369,3 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
 pub(crate) fn dtype_of(t: &ast::Ident) -> Result<DType, Diagnostic> {
     DType::parse(&t.name).ok_or_else(|| expr::unknown_type(&t.name, t.span))
 }
-

@@ -120,12 +120,28 @@ pub struct Stmt {
 #[derive(Clone, Debug, PartialEq)]
 pub enum StmtKind {
     /// `let [mut] pat [: T] = init;`
-    Let { pat: Pattern, mutable: bool, ty: Option<TypeExpr>, init: Expr },
+    Let {
+        pat: Pattern,
+        mutable: bool,
+        ty: Option<TypeExpr>,
+        init: Expr,
+    },
     /// `x = e;` (`op` is `None`) or `x += e;` (`op` is `Some(Add)`).
-    Assign { target: Ident, op: Option<BinOp>, value: Expr },
+    Assign {
+        target: Ident,
+        op: Option<BinOp>,
+        value: Expr,
+    },
     /// `for var in iter { body }`; `iter` is a `Range` or `(range).step_by(s)` expression.
-    For { var: Ident, iter: Expr, body: Block },
-    While { cond: Expr, body: Block },
+    For {
+        var: Ident,
+        iter: Expr,
+        body: Block,
+    },
+    While {
+        cond: Expr,
+        body: Block,
+    },
     /// `return;`
     Return,
     /// An expression statement: `c.store(...);`, or an `if` without `;`.

@@ -7,7 +7,9 @@
 //! `line:col: message`; malformed input never panics (nesting is bounded to keep the recursion
 //! off the end of the stack).
 
-use super::{BinaryOp, CmpOp, ConstValue, Dim, HostExpr, HostOp, Kernel, Lit, OpKind, Param, ParamKind, ReduceOp, Require, TirBody, Type, UnaryOp};
+use super::{
+    BinaryOp, CmpOp, ConstValue, Dim, HostExpr, HostOp, Kernel, Lit, OpKind, Param, ParamKind, ReduceOp, Require, TirBody, Type, UnaryOp,
+};
 use crate::diag::Span;
 use crate::dtype::DType;
 use crate::ir::{Block, Value};
@@ -20,7 +22,8 @@ const MAX_DEPTH: usize = 100;
 /// Parses one kernel in the text form.
 pub fn parse_kernel(text: &str) -> Result<Kernel, String> {
     let toks = lex(text)?;
-    let mut p = Parser { toks, pos: 0, body: TirBody::new(), scope: HashMap::new(), scopes: vec![vec![]], defined: HashSet::new(), depth: 0 };
+    let mut p =
+        Parser { toks, pos: 0, body: TirBody::new(), scope: HashMap::new(), scopes: vec![vec![]], defined: HashSet::new(), depth: 0 };
     p.kernel()
 }
 
@@ -552,7 +555,9 @@ impl Parser {
                     self.bump();
                     Ok(v)
                 }
-                None if self.defined.contains(&n) => self.err(format!("`%{n}` is not visible here (defined in another region, or by the op that uses it)")),
+                None if self.defined.contains(&n) => {
+                    self.err(format!("`%{n}` is not visible here (defined in another region, or by the op that uses it)"))
+                }
                 None => self.err(format!("`%{n}` is used before it is defined")),
             },
             _ => self.expected("a value `%n`"),
@@ -621,7 +626,14 @@ impl Parser {
         let kind = self.op_kind(&mnemonic)?;
         let has_attr = matches!(
             kind,
-            OpKind::Const(_) | OpKind::ProgramId(_) | OpKind::NumPrograms(_) | OpKind::Arange(_) | OpKind::ExpandDims(_) | OpKind::Permute(_) | OpKind::Reduce(..) | OpKind::Dim(_)
+            OpKind::Const(_)
+                | OpKind::ProgramId(_)
+                | OpKind::NumPrograms(_)
+                | OpKind::Arange(_)
+                | OpKind::ExpandDims(_)
+                | OpKind::Permute(_)
+                | OpKind::Reduce(..)
+                | OpKind::Dim(_)
         );
         let mut operands = vec![];
         // After an attribute a comma introduces the operands; otherwise they start right away.
@@ -831,7 +843,8 @@ impl Parser {
                 self.bump();
                 // `(-5)` is the negation of 5 (the integer -5 prints without parentheses), but in
                 // `(-5 + x)` the `-5` is a negative literal operand.
-                let negation = self.is_punct("-") && (!matches!(self.peek_at(1), Tok::Int(_)) || matches!(self.peek_at(2), Tok::Punct(")")));
+                let negation =
+                    self.is_punct("-") && (!matches!(self.peek_at(1), Tok::Int(_)) || matches!(self.peek_at(2), Tok::Punct(")")));
                 if negation || self.is_punct("!") {
                     let not = self.is_punct("!");
                     self.bump();
@@ -917,11 +930,13 @@ mod tests {
     }
 
     fn vadd() -> Kernel {
-        let params = vec![tensor("x", DType::F32, &["N"], false), tensor("y", DType::F32, &["N"], false), tensor("z", DType::F32, &["N"], true)];
+        let params =
+            vec![tensor("x", DType::F32, &["N"], false), tensor("y", DType::F32, &["N"], false), tensor("z", DType::F32, &["N"], true)];
         let grid = vec![HostExpr::Bin(HostOp::Div, Box::new(HostExpr::Bin(HostOp::Add, sym("N"), int(255))), int(256))];
         let mut k = kernel("vadd", params, grid);
         k.doc = Some("Adds two vectors.\n\n  Indented line.".into());
-        k.consts = vec![("BLOCK".into(), ConstValue::Int(256)), ("FLAG".into(), ConstValue::Bool(false)), ("NEG".into(), ConstValue::Int(-3))];
+        k.consts =
+            vec![("BLOCK".into(), ConstValue::Int(256)), ("FLAG".into(), ConstValue::Bool(false)), ("NEG".into(), ConstValue::Int(-3))];
         k.requires = vec![Require {
             cond: HostExpr::Bin(HostOp::Eq, Box::new(HostExpr::Bin(HostOp::Rem, sym("N"), int(8))), int(0)),
             text: "N % 8 == 0 \"quoted\" \\ \n\t ü \u{7f}".into(),
@@ -952,29 +967,77 @@ mod tests {
 
     #[test]
     fn every_simple_op_round_trips() {
-        let params = vec![tensor("a", DType::BF16, &["M", "64"], false), tensor("o", DType::F32, &["M"], true), Param { name: "scale".into(), kind: ParamKind::Scalar { dtype: DType::F32 } }];
+        let params = vec![
+            tensor("a", DType::BF16, &["M", "64"], false),
+            tensor("o", DType::F32, &["M"], true),
+            Param { name: "scale".into(), kind: ParamKind::Scalar { dtype: DType::F32 } },
+        ];
         let grid = vec![
             HostExpr::Bin(HostOp::Min, sym("M"), Box::new(HostExpr::Neg(int(5)))),
-            HostExpr::Bin(HostOp::Max, Box::new(HostExpr::Neg(Box::new(HostExpr::Neg(int(-7))))), Box::new(HostExpr::Not(Box::new(HostExpr::Bool(true))))),
-            HostExpr::Bin(HostOp::Sub, int(-5), Box::new(HostExpr::Bin(HostOp::Or, Box::new(HostExpr::Bool(false)), Box::new(HostExpr::Bin(HostOp::Le, sym("M"), int(i64::MIN)))))),
+            HostExpr::Bin(
+                HostOp::Max,
+                Box::new(HostExpr::Neg(Box::new(HostExpr::Neg(int(-7))))),
+                Box::new(HostExpr::Not(Box::new(HostExpr::Bool(true)))),
+            ),
+            HostExpr::Bin(
+                HostOp::Sub,
+                int(-5),
+                Box::new(HostExpr::Bin(
+                    HostOp::Or,
+                    Box::new(HostExpr::Bool(false)),
+                    Box::new(HostExpr::Bin(HostOp::Le, sym("M"), int(i64::MIN))),
+                )),
+            ),
         ];
         let mut k = kernel("ops", params, grid);
         k.requires.push(Require { cond: HostExpr::Bin(HostOp::Ge, sym("M"), int(1)), text: "M >= 1".into() });
-        k.requires.push(Require { cond: HostExpr::Bin(HostOp::And, Box::new(HostExpr::Bin(HostOp::Ne, sym("M"), int(3))), Box::new(HostExpr::Bin(HostOp::Gt, sym("M"), int(0)))), text: String::new() });
+        k.requires.push(Require {
+            cond: HostExpr::Bin(
+                HostOp::And,
+                Box::new(HostExpr::Bin(HostOp::Ne, sym("M"), int(3))),
+                Box::new(HostExpr::Bin(HostOp::Gt, sym("M"), int(0))),
+            ),
+            text: String::new(),
+        });
         let (a, o, scale) = (k.param_value(0), k.param_value(1), k.param_value(2));
         let b = &mut k.body;
         let e = b.entry;
         let f = |s: Vec<i64>| Type::tile(DType::F32, s);
         let mut lits = vec![];
-        for l in [Lit::Int(-9223372036854775808), Lit::Float(1e-6), Lit::Float(-0.0), Lit::Float(f64::INFINITY), Lit::Float(f64::NEG_INFINITY), Lit::Float(f64::NAN), Lit::Float(1e300), Lit::Float(123.5), Lit::Bool(true), Lit::Bool(false)] {
+        for l in [
+            Lit::Int(-9223372036854775808),
+            Lit::Float(1e-6),
+            Lit::Float(-0.0),
+            Lit::Float(f64::INFINITY),
+            Lit::Float(f64::NEG_INFINITY),
+            Lit::Float(f64::NAN),
+            Lit::Float(1e300),
+            Lit::Float(123.5),
+            Lit::Bool(true),
+            Lit::Bool(false),
+        ] {
             lits.push(b.append(e, OpKind::Const(l), vec![], vec![f(vec![])], vec![], span()));
         }
         let pid = b.append(e, OpKind::ProgramId(2), vec![], vec![i32s()], vec![], span());
         let np = b.append(e, OpKind::NumPrograms(1), vec![], vec![i32s()], vec![], span());
         let d = b.append(e, OpKind::Dim(1), vec![a], vec![i32s()], vec![], span());
-        let v = b.append(e, OpKind::View, vec![o, b.result(pid)], vec![Type::Tensor { dtype: DType::F32, rank: 0, mutable: true }], vec![], span());
+        let v = b.append(
+            e,
+            OpKind::View,
+            vec![o, b.result(pid)],
+            vec![Type::Tensor { dtype: DType::F32, rank: 0, mutable: true }],
+            vec![],
+            span(),
+        );
         let zero = b.append(e, OpKind::Const(Lit::Float(0.0)), vec![], vec![Type::scalar(DType::BF16)], vec![], span());
-        let l = b.append(e, OpKind::Load, vec![a, b.result(pid), b.result(np), b.result(zero)], vec![Type::tile(DType::BF16, vec![16, 64])], vec![], span());
+        let l = b.append(
+            e,
+            OpKind::Load,
+            vec![a, b.result(pid), b.result(np), b.result(zero)],
+            vec![Type::tile(DType::BF16, vec![16, 64])],
+            vec![],
+            span(),
+        );
         let c = b.append(e, OpKind::Cast, vec![b.result(l)], vec![f(vec![16, 64])], vec![], span());
         let sp = b.append(e, OpKind::Splat, vec![scale], vec![f(vec![16, 64])], vec![], span());
         let mut x = b.append(e, OpKind::Binary(BinaryOp::Mul), vec![b.result(c), b.result(sp)], vec![f(vec![16, 64])], vec![], span());
@@ -1002,7 +1065,21 @@ mod tests {
         let _ = d;
         b.append(e, OpKind::Store, vec![b.result(v), b.result(lits[1])], vec![], vec![], span());
         let text = round_trip(&k);
-        for want in ["const -9223372036854775808 : f32", "const 1e-6", "const -0.0", "const inf", "const -inf", "const nan", "const 1e300", "const true", "permute [1, 0], ", "reduce.min 1, ", "cmp.ge ", "erf ", "shr "] {
+        for want in [
+            "const -9223372036854775808 : f32",
+            "const 1e-6",
+            "const -0.0",
+            "const inf",
+            "const -inf",
+            "const nan",
+            "const 1e300",
+            "const true",
+            "permute [1, 0], ",
+            "reduce.min 1, ",
+            "cmp.ge ",
+            "erf ",
+            "shr ",
+        ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
     }
@@ -1010,7 +1087,8 @@ mod tests {
     /// A loop with iteration arguments, an `if` with results nested inside it, and a
     /// zero-operand `yield`.
     fn control_flow(well_scoped: bool) -> Kernel {
-        let params = vec![tensor("out", DType::F32, &["4"], true), Param { name: "n".into(), kind: ParamKind::Scalar { dtype: DType::I32 } }];
+        let params =
+            vec![tensor("out", DType::F32, &["4"], true), Param { name: "n".into(), kind: ParamKind::Scalar { dtype: DType::I32 } }];
         let mut k = kernel("loops", params, vec![HostExpr::Int(1), HostExpr::Int(2)]);
         let (out, n) = (k.param_value(0), k.param_value(1));
         let b = &mut k.body;
@@ -1033,7 +1111,14 @@ mod tests {
         let iff = b.append(body, OpKind::If, vec![b.result(c)], vec![f4.clone(), i32s()], vec![then, els], span());
         let res = b.op(iff).results.clone();
         b.append(body, OpKind::Yield, res, vec![], vec![], span());
-        let fr = b.append(e, OpKind::For, vec![b.result(lo), n, b.result(st), b.result(init), b.result(lo)], vec![f4.clone(), i32s()], vec![body], span());
+        let fr = b.append(
+            e,
+            OpKind::For,
+            vec![b.result(lo), n, b.result(st), b.result(init), b.result(lo)],
+            vec![f4.clone(), i32s()],
+            vec![body],
+            span(),
+        );
         // An `if` without results whose branches yield nothing.
         let t2 = b.new_block(&[]);
         b.append(t2, OpKind::Store, vec![out, b.result(lo), b.result(fr)], vec![], vec![], span());

@@ -50,7 +50,13 @@ pub fn format_lit(l: &Lit) -> String {
         Lit::Int(v) => v.to_string(),
         Lit::Bool(b) => b.to_string(),
         Lit::Float(f) if f.is_nan() => "nan".into(),
-        Lit::Float(f) if f.is_infinite() => if *f > 0.0 { "inf".into() } else { "-inf".into() },
+        Lit::Float(f) if f.is_infinite() => {
+            if *f > 0.0 {
+                "inf".into()
+            } else {
+                "-inf".into()
+            }
+        }
         Lit::Float(f) => format!("{f:?}"),
     }
 }
@@ -125,7 +131,8 @@ impl Printer<'_> {
             let _ = write!(self.out, " : {}", ts.join(", "));
         }
         for &r in &data.regions.clone() {
-            let args: Vec<String> = self.k.body.block(r).args.clone().iter().map(|&a| format!("{}: {}", self.num.name(a), self.k.body.ty(a))).collect();
+            let args: Vec<String> =
+                self.k.body.block(r).args.clone().iter().map(|&a| format!("{}: {}", self.num.name(a), self.k.body.ty(a))).collect();
             let _ = write!(self.out, " {{\n{ind}^({}):\n", args.join(", "));
             self.block_ops(r, depth + 1);
             let _ = write!(self.out, "{ind}}}");

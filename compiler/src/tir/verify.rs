@@ -111,8 +111,12 @@ fn check_op(k: &Kernel, op: Op) -> Result<(), String> {
                 return Err("changes the dtype".into());
             }
             match &d.kind {
-                OpKind::Reshape | OpKind::ExpandDims(_) | OpKind::Permute(_) if s.numel() != r.numel() => Err(format!("{s} → {r} changes the element count")),
-                OpKind::Broadcast if s.shape().len() != r.shape().len() || s.shape().iter().zip(r.shape()).any(|(a, c)| a != c && *a != 1) => {
+                OpKind::Reshape | OpKind::ExpandDims(_) | OpKind::Permute(_) if s.numel() != r.numel() => {
+                    Err(format!("{s} → {r} changes the element count"))
+                }
+                OpKind::Broadcast
+                    if s.shape().len() != r.shape().len() || s.shape().iter().zip(r.shape()).any(|(a, c)| a != c && *a != 1) =>
+                {
                     Err(format!("cannot broadcast {s} to {r}"))
                 }
                 _ => Ok(()),
@@ -163,7 +167,11 @@ fn check_op(k: &Kernel, op: Op) -> Result<(), String> {
             t => Err(format!("dim {axis} of {t}")),
         },
         OpKind::View => match (ty(0)?, res(0)?) {
-            (Type::Tensor { rank, dtype, .. }, Type::Tensor { rank: r2, dtype: d2, .. }) if rank - (d.operands.len() - 1) == *r2 && dtype == d2 && *r2 > 0 => Ok(()),
+            (Type::Tensor { rank, dtype, .. }, Type::Tensor { rank: r2, dtype: d2, .. })
+                if rank - (d.operands.len() - 1) == *r2 && dtype == d2 && *r2 > 0 =>
+            {
+                Ok(())
+            }
             _ => Err("view(t, i…) fixes leading dimensions of a tensor".into()),
         },
         OpKind::Load | OpKind::Store => {
