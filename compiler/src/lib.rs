@@ -21,7 +21,15 @@ pub mod tir;
 pub use diag::{Diagnostic, Diagnostics, SourceMap, Span};
 pub use dtype::DType;
 pub use host::{ArgInfo, BindError, Bound, HostTensor, Scalar};
-pub use tir::ConstValue;
+pub use tir::{ConstValue, TuneSpace};
+
+/// The compiler's version (`Cargo.toml`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A fingerprint of this build of the compiler: the version and a hash of every source file of
+/// the compiler and the standard library (computed by `build.rs`). Two builds with the same
+/// fingerprint generate the same code, so compile caches key on it.
+pub const BUILD_ID: &str = env!("TESSERA_BUILD_ID");
 
 use serde::{Deserialize, Serialize};
 
@@ -58,11 +66,20 @@ pub struct Source {
     /// The name used in diagnostics (usually the path).
     pub name: String,
     pub text: String,
+    /// Where the file is on disk: `use "other.tile"::{…}` imports are read relative to its
+    /// directory. Without it, `name` is taken as the path.
+    pub path: Option<std::path::PathBuf>,
 }
 
 impl Source {
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Source {
-        Source { name: name.into(), text: text.into() }
+        Source { name: name.into(), text: text.into(), path: None }
+    }
+
+    /// The same source, located at `path` on disk (for its imports).
+    pub fn with_path(mut self, path: impl Into<std::path::PathBuf>) -> Source {
+        self.path = Some(path.into());
+        self
     }
 }
 
@@ -76,13 +93,20 @@ pub struct Options {
     pub kernel: Option<String>,
     /// Override `#[warps]`.
     pub warps: Option<u32>,
+    /// Override `#[stages]` (the software-pipelining depth; the autotuner sets it).
+    pub stages: Option<u32>,
     /// Run the IR verifiers after every pass (on in tests and debug builds).
     pub verify: bool,
+    /// A checked build: `assert`s are compiled into the GPU code (a failing one reports its
+    /// message through `__assertfail` and stops the kernel). Without it they are dropped from
+    /// the GPU code; the interpreter always checks them.
+    pub checked: bool,
 }
 
 /// What a loader needs to launch a kernel: enough for an AOT build to be launched without the
-/// compiler. The PTX entry point is named `name`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// compiler (`tessera build --emit ptx,meta` writes it as JSON beside the PTX). The PTX entry
+/// point is named `name`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct KernelMeta {
     pub name: String,
     pub target: Target,
@@ -90,11 +114,78 @@ pub struct KernelMeta {
     /// dimension, one i64 stride (in elements) per dimension; for each scalar: its value.
     pub params: Vec<tir::Param>,
     pub consts: Vec<(String, ConstValue)>,
+    /// Grid size in programs per axis, over the dimension symbols and integer scalar parameters.
     pub grid: Vec<tir::HostExpr>,
+    /// Threads per block.
     pub threads: u32,
     /// Dynamic shared memory in bytes.
     pub shared_bytes: u32,
     pub requires: Vec<tir::Require>,
+    /// The dimension symbols, in the order the parameters bind them (the first tensor that
+    /// names a symbol binds it; every later one must agree).
+    #[serde(default)]
+    pub dims: Vec<String>,
+    /// The PTX parameter list the ABI above produces, flattened: what a loader packs.
+    #[serde(default)]
+    pub ptx_params: Vec<PtxParam>,
+    /// The `#[tune]` space of the kernel (empty without one).
+    #[serde(default, skip_serializing_if = "TuneSpace::is_empty")]
+    pub tune: TuneSpace,
+    /// The compiler that produced it: `VERSION+BUILD_ID`.
+    #[serde(default)]
+    pub compiler: String,
+}
+
+/// One entry of the PTX parameter list (see [`KernelMeta::ptx_params`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtxParam {
+    /// `x` for a scalar; `x.ptr`, `x.size0`, `x.stride0`, … for the parts of tensor `x`.
+    pub name: String,
+    /// `ptr` (a 64-bit device address), `i32` (a size), `i64` (a stride), or the scalar's dtype
+    /// (`bool` is one byte; `f16` and `bf16` are their 16-bit patterns).
+    pub ty: String,
+    /// Size and alignment in bytes.
+    pub bytes: u32,
+}
+
+impl KernelMeta {
+    /// The PTX parameter list of `params` under the kernel parameter ABI.
+    pub fn abi_of(params: &[tir::Param]) -> Vec<PtxParam> {
+        let mut out = vec![];
+        let mut push = |name: String, ty: &str, bytes: u32| out.push(PtxParam { name, ty: ty.into(), bytes });
+        for p in params {
+            match &p.kind {
+                tir::ParamKind::Tensor { dims, .. } => {
+                    push(format!("{}.ptr", p.name), "ptr", 8);
+                    for i in 0..dims.len() {
+                        push(format!("{}.size{i}", p.name), "i32", 4);
+                    }
+                    for i in 0..dims.len() {
+                        push(format!("{}.stride{i}", p.name), "i64", 8);
+                    }
+                }
+                tir::ParamKind::Scalar { dtype } => push(p.name.clone(), &dtype.to_string(), dtype.size() as u32),
+            }
+        }
+        out
+    }
+
+    /// The dimension symbols of `params` in binding order.
+    pub fn dims_of(params: &[tir::Param]) -> Vec<String> {
+        let mut out: Vec<String> = vec![];
+        for p in params {
+            if let tir::ParamKind::Tensor { dims, .. } = &p.kind {
+                for d in dims {
+                    if let tir::Dim::Sym(s) = d
+                        && !out.contains(s)
+                    {
+                        out.push(s.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 impl KernelMeta {
@@ -128,9 +219,43 @@ impl Module {
     }
 }
 
+/// Receives the IR of each kernel after the stages it asks for (`tessera build --dump-after`).
+pub trait DumpSink {
+    /// Whether to print the IR after `stage` (one of [`dump_stages`]).
+    fn wants(&self, stage: &str) -> bool;
+    /// The IR of `kernel` after `stage`, printed.
+    fn dump(&mut self, kernel: &str, stage: &str, ir: &str);
+}
+
+/// A [`DumpSink`] that wants nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoDumps;
+
+impl DumpSink for NoDumps {
+    fn wants(&self, _: &str) -> bool {
+        false
+    }
+    fn dump(&mut self, _: &str, _: &str, _: &str) {}
+}
+
+/// The stages after which the IR can be dumped, in pipeline order: `sema` (tile IR as sema made
+/// it), each tile-IR pass of [`passes::PIPELINE`], `lower` (the thread IR), `codegen` (the
+/// optimised LLVM IR).
+pub fn dump_stages() -> Vec<&'static str> {
+    let mut v = vec!["sema"];
+    v.extend(passes::PIPELINE.iter().map(|p| p.name));
+    v.extend(["lower", "codegen"]);
+    v
+}
+
 /// Parses and checks a file and produces the tile IR of each kernel, after the tile-IR passes.
 /// This is what the interpreter runs.
 pub fn frontend(src: &Source, opts: &Options) -> Result<Vec<tir::Kernel>, Diagnostics> {
+    frontend_with(src, opts, &mut NoDumps)
+}
+
+/// [`frontend`], showing the IR to `sink` after the stages it wants.
+pub fn frontend_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Result<Vec<tir::Kernel>, Diagnostics> {
     let mut sources = SourceMap::new();
     let file = sources.add(src.name.clone(), src.text.clone());
     let (ast, mut diags) = syntax::parse_file(file, &src.text);
@@ -138,7 +263,7 @@ pub fn frontend(src: &Source, opts: &Options) -> Result<Vec<tir::Kernel>, Diagno
     if diags.iter().any(|d| d.severity == diag::Severity::Error) {
         return Err(fail(sources, diags));
     }
-    let kernels = match sema::check_file(&ast, &mut sources, opts) {
+    let kernels = match sema::check_file(&ast, &mut sources, opts, src.path.as_deref()) {
         Ok(k) => k,
         Err(mut e) => {
             diags.append(&mut e);
@@ -147,7 +272,12 @@ pub fn frontend(src: &Source, opts: &Options) -> Result<Vec<tir::Kernel>, Diagno
     };
     let mut out = vec![];
     for mut k in kernels {
-        if let Err(d) = passes::run_pipeline(&mut k, opts) {
+        let mut after = |stage: &'static str, k: &tir::Kernel| {
+            if sink.wants(stage) {
+                sink.dump(&k.name, stage, &tir::print_kernel(k));
+            }
+        };
+        if let Err(d) = passes::run_pipeline_observed(&mut k, opts, &mut after) {
             diags.push(d);
             return Err(fail(sources, diags));
         }
@@ -157,8 +287,33 @@ pub fn frontend(src: &Source, opts: &Options) -> Result<Vec<tir::Kernel>, Diagno
 }
 
 /// Compiles a source file to PTX and kernel metadata.
+///
+/// ```
+/// use tessera_compiler::{Options, Source, compile};
+///
+/// let src = Source::new(
+///     "scale.tile",
+///     "use std::math::cdiv;
+///      #[grid(cdiv(N, 256))]
+///      kernel scale(x: &f32[N], y: &mut f32[N], s: f32) {
+///          let i = program_id(0) * 256;
+///          y.store([i], x.load([i], [256]) * s);
+///      }",
+/// );
+/// let module = compile(&src, &Options::default()).map_err(|d| d.render())?;
+/// let k = module.kernel("scale").ok_or("no kernel")?;
+/// assert!(k.ptx.contains(".entry scale"));
+/// assert_eq!(k.meta.dims, ["N"]);
+/// assert_eq!(k.meta.ptx_params.len(), 7); // x: ptr, size, stride; y: the same; s
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn compile(src: &Source, opts: &Options) -> Result<Module, Diagnostics> {
-    let kernels = frontend(src, opts)?;
+    compile_with(src, opts, &mut NoDumps)
+}
+
+/// [`compile`], showing the IR to `sink` after the stages it wants (see [`dump_stages`]).
+pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Result<Module, Diagnostics> {
+    let kernels = frontend_with(src, opts, sink)?;
     let mut out = vec![];
     let ice = |d: Diagnostic| {
         let mut sources = SourceMap::new();
@@ -167,10 +322,16 @@ pub fn compile(src: &Source, opts: &Options) -> Result<Module, Diagnostics> {
     };
     for k in kernels {
         let lk = lower::lower_kernel(&k, opts).map_err(ice)?;
+        if sink.wants("lower") {
+            sink.dump(&k.name, "lower", &lir::print_kernel(&lk));
+        }
         if opts.verify {
             lir::verify_kernel(&lk).map_err(|e| ice(Diagnostic::ice("lower", e)))?;
         }
         let (llvm_ir, ptx) = codegen::emit(&lk, opts.target).map_err(ice)?;
+        if sink.wants("codegen") {
+            sink.dump(&k.name, "codegen", &llvm_ir);
+        }
         let meta = KernelMeta {
             name: k.name.clone(),
             target: opts.target,
@@ -180,6 +341,10 @@ pub fn compile(src: &Source, opts: &Options) -> Result<Module, Diagnostics> {
             threads: lk.threads,
             shared_bytes: lk.shared_bytes,
             requires: k.requires.clone(),
+            dims: KernelMeta::dims_of(&k.params),
+            ptx_params: KernelMeta::abi_of(&k.params),
+            tune: k.tune.clone(),
+            compiler: format!("{VERSION}+{BUILD_ID}"),
         };
         out.push(CompiledKernel { meta, tir: k, lir: lk, llvm_ir, ptx });
     }

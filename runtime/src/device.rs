@@ -1,5 +1,5 @@
 //! The GPU runtime over cudarc's driver API: a [`Runtime`] on device 0, PTX loading, device
-//! tensors, and checked kernel launches.
+//! tensors, streams, and checked kernel launches (the launch path itself is in `launch.rs`).
 //!
 //! The CUDA driver library (`libcuda.so`) is loaded when [`Runtime::new`] runs; on a machine
 //! without one that returns [`RuntimeError::NoDriver`] instead of panicking. Every call into the
@@ -18,13 +18,20 @@
 //! let y = rt.download(&y)?;
 //! # Ok(()) }
 //! ```
+//!
+//! Streams: the runtime's own stream is the legacy default stream; [`Runtime::new_stream`] makes
+//! blocking streams, which the default stream orders against: an upload, a download or the
+//! freeing of a tensor (all on the default stream) waits for the kernels queued on every stream
+//! before it, and work queued on a stream after it waits for it. Kernels on two streams run
+//! concurrently; ordering between them is the caller's, as in CUDA.
 
-use crate::pack::{self, KernelParam, PackArg};
+use crate::launch::{Plan, Scratch};
+use crate::tensor::TensorView;
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute, CUjit_option};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DriverError, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtrMut, DriverError};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
-use tessera_compiler::{ArgInfo, DType, HostTensor, KernelMeta, Scalar, Target};
+use std::sync::{Arc, Mutex};
+use tessera_compiler::{DType, HostTensor, KernelMeta, Scalar, Target};
 
 /// Dynamic shared memory a kernel may use without opting in.
 const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
@@ -59,7 +66,7 @@ const NO_DRIVER: &str = "no CUDA driver found (libcuda.so could not be loaded: i
 
 /// Runs a driver operation, turning both its error and any panic inside cudarc into a
 /// [`RuntimeError::Cuda`] that starts with `what`.
-fn guarded<T>(what: impl FnOnce() -> String, f: impl FnOnce() -> Result<T, DriverError>) -> Result<T, RuntimeError> {
+pub(crate) fn guarded<T>(what: impl FnOnce() -> String, f: impl FnOnce() -> Result<T, DriverError>) -> Result<T, RuntimeError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(RuntimeError::Cuda(format!("{}: {}", what(), describe(e)))),
@@ -99,6 +106,19 @@ pub struct Runtime {
     stream: Arc<CudaStream>,
     name: String,
     cc: (u32, u32),
+    limits: DeviceLimits,
+}
+
+/// What a block may use on this device (the autotuner drops configurations over these before
+/// launching them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// Shared memory per block with the opt-in (bytes).
+    pub shared_per_block: u32,
+    /// 32-bit registers per block.
+    pub registers_per_block: u32,
+    pub threads_per_block: u32,
+    pub multiprocessors: u32,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -114,6 +134,9 @@ pub struct LoadedKernel {
     func: CudaFunction,
     regs: i32,
     local_bytes: i32,
+    plan: Plan,
+    /// The parameter buffer launches write into (one launch at a time per kernel).
+    scratch: Mutex<Scratch>,
 }
 
 impl std::fmt::Debug for LoadedKernel {
@@ -164,8 +187,14 @@ impl DeviceTensor {
         self.numel() * self.dtype.size()
     }
 
-    /// Checks that `buf` is large enough for the shape.
-    fn check(&self) -> Result<usize, RuntimeError> {
+    /// The whole tensor as a view (to slice or transpose).
+    pub fn view(&self) -> TensorView<'_> {
+        TensorView::whole(self)
+    }
+
+    /// Checks that `buf` is large enough for the shape (a launch checks this for every tensor:
+    /// the fields are public, so a shape can outgrow its buffer).
+    pub(crate) fn check(&self) -> Result<usize, RuntimeError> {
         let n = checked_nbytes(self.dtype, &self.shape)?;
         if self.buf.len() < n {
             return Err(RuntimeError::BadTensor(format!(
@@ -179,13 +208,55 @@ impl DeviceTensor {
     }
 }
 
-/// One launch argument.
+/// One launch argument (`From` conversions exist for tensors, views and Rust scalars).
 #[derive(Debug, Clone, Copy)]
 pub enum DeviceArg<'a> {
     /// A tensor in device memory (written in place by `&mut` parameters).
     Tensor(&'a DeviceTensor),
+    /// A strided view of one (kernels take explicit strides, so any view launches).
+    View(TensorView<'a>),
     /// A scalar, converted to the parameter's dtype.
     Scalar(Scalar),
+}
+
+/// A CUDA stream of the runtime's context, ordered against its default stream (see the module
+/// documentation). Dropping it waits for its work.
+pub struct Stream {
+    cuda: Arc<CudaStream>,
+    raw: cudarc::driver::sys::CUstream,
+}
+
+// SAFETY: a CUstream handle may be used from any thread of the process (the driver API is
+// thread-safe); the wrapper holds no thread-bound state.
+unsafe impl Send for Stream {}
+unsafe impl Sync for Stream {}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Stream({:p})", self.raw)
+    }
+}
+
+impl Stream {
+    /// Waits for the work queued on the stream.
+    pub fn synchronize(&self) -> Result<(), RuntimeError> {
+        guarded(|| "synchronizing a stream".into(), || self.cuda.synchronize())
+    }
+
+    /// The cudarc stream (for events and copies of the caller's own).
+    pub fn cuda(&self) -> &CudaStream {
+        &self.cuda
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let ctx = self.cuda.context();
+        ctx.record_err(self.cuda.synchronize());
+        // SAFETY: `raw` was made by `cuStreamCreate` in `Runtime::new_stream` and is destroyed
+        // only here; the wrapper `cuda` does not own it, and its work has finished.
+        ctx.record_err(unsafe { cudarc::driver::result::stream::destroy(self.raw) });
+    }
 }
 
 fn checked_nbytes(dtype: DType, shape: &[usize]) -> Result<usize, RuntimeError> {
@@ -218,8 +289,42 @@ impl Runtime {
         let ctx = guarded(|| "creating a CUDA context on device 0".into(), || CudaContext::new(0))?;
         let name = guarded(|| "querying the device name".into(), || ctx.name())?;
         let (major, minor) = guarded(|| "querying the compute capability".into(), || ctx.compute_capability())?;
+        // SAFETY: no slice exists yet. Without event tracking cudarc adds no events to tensors;
+        // ordering across streams comes from the streams themselves: every allocation, copy and
+        // free of this runtime is on the legacy default stream, and `new_stream` makes blocking
+        // streams, which the default stream is ordered against.
+        unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
-        Ok(Runtime { ctx, stream, name, cc: (major.max(0) as u32, minor.max(0) as u32) })
+        let attr = |a: CUdevice_attribute, what: &str| {
+            guarded(|| format!("querying the device's {what}"), || ctx.attribute(a)).map(|v| v.max(0) as u32)
+        };
+        let limits = DeviceLimits {
+            shared_per_block: attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, "shared memory")?,
+            registers_per_block: attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_BLOCK, "registers")?,
+            threads_per_block: attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK, "thread limit")?,
+            multiprocessors: attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, "multiprocessor count")?,
+        };
+        Ok(Runtime { ctx, stream, name, cc: (major.max(0) as u32, minor.max(0) as u32), limits })
+    }
+
+    /// What a block may use on this device.
+    pub fn limits(&self) -> DeviceLimits {
+        self.limits
+    }
+
+    /// A new stream, ordered against the runtime's default stream (see the module docs).
+    pub fn new_stream(&self) -> Result<Stream, RuntimeError> {
+        let raw = guarded(
+            || "creating a stream".into(),
+            || {
+                self.ctx.bind_to_thread()?;
+                cudarc::driver::result::stream::create(cudarc::driver::result::stream::StreamKind::Default)
+            },
+        )?;
+        // SAFETY: `raw` is a stream of this context, and the returned `Stream` keeps it alive for
+        // as long as the wrapper (which it never hands out by value) exists.
+        let cuda = unsafe { self.ctx.wrap_borrowed_stream(raw) };
+        Ok(Stream { cuda, raw })
     }
 
     /// The device's name, e.g. `NVIDIA H100 80GB HBM3`.
@@ -232,7 +337,8 @@ impl Runtime {
         self.cc
     }
 
-    /// The cudarc context, for callers that need the driver directly.
+    /// The cudarc context, for callers that need the driver directly. Streams made through it
+    /// are not ordered against this runtime's tensors: use [`Runtime::new_stream`].
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
     }
@@ -317,7 +423,9 @@ impl Runtime {
                 || func.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes),
             )?;
         }
-        Ok(LoadedKernel { meta: meta.clone(), func, regs, local_bytes })
+        let plan = Plan::new(meta);
+        let scratch = Mutex::new(plan.scratch());
+        Ok(LoadedKernel { meta: meta.clone(), func, regs, local_bytes, plan, scratch })
     }
 
     /// Loads `ptx` again with the JIT's error log switched on and returns the log (only used
@@ -395,6 +503,19 @@ impl Runtime {
         Ok(DeviceTensor { dtype, shape: shape.to_vec(), buf })
     }
 
+    /// Sets every byte of `t`'s buffer to `byte` (queued on the default stream).
+    pub fn fill(&self, t: &mut DeviceTensor, byte: u8) -> Result<(), RuntimeError> {
+        let len = t.buf.len();
+        guarded(
+            || format!("filling {len} bytes of device memory"),
+            || {
+                let (ptr, _record) = t.buf.device_ptr_mut(&self.stream);
+                // SAFETY: `ptr` addresses `len` bytes owned by `t.buf`, on this runtime's stream.
+                unsafe { cudarc::driver::result::memset_d8_async(ptr, byte, len, self.stream.cu_stream()) }
+            },
+        )
+    }
+
     /// Copies a device tensor back to the host (waiting for the work queued before it).
     pub fn download(&self, t: &DeviceTensor) -> Result<HostTensor, RuntimeError> {
         let n = t.check()?;
@@ -414,71 +535,55 @@ impl Runtime {
     }
 
     /// Checks the arguments against the kernel (dtypes, shapes, dimension symbols,
-    /// `#[require]`), evaluates the grid, packs the parameters, launches the kernel on the
-    /// stream and waits for it. A grid with a zero axis launches nothing.
+    /// `#[require]`, buffers large enough), evaluates the grid, packs the parameters, launches
+    /// the kernel on the default stream and waits for it. A grid with a zero axis launches
+    /// nothing. Bad arguments are an error and launch nothing.
     pub fn launch(&self, k: &LoadedKernel, args: &[DeviceArg<'_>]) -> Result<(), RuntimeError> {
-        let kernel = &k.meta.name;
-        let infos: Vec<ArgInfo> = args
-            .iter()
-            .map(|a| match a {
-                DeviceArg::Tensor(t) => ArgInfo::Tensor { dtype: t.dtype, shape: t.shape.clone() },
-                DeviceArg::Scalar(s) => ArgInfo::Scalar(*s),
-            })
-            .collect();
-        let bound = k.meta.bind(&infos).map_err(|e| RuntimeError::Bind(format!("kernel `{kernel}`: {e}")))?;
-        for a in args {
-            if let DeviceArg::Tensor(t) = a {
-                t.check()?;
-            }
-        }
-        // The `_record` guards keep cudarc's stream bookkeeping right; drop them after the launch.
-        let mut records = Vec::with_capacity(args.len());
-        let mut pack_args = Vec::with_capacity(args.len());
-        for a in args {
-            match a {
-                DeviceArg::Tensor(t) => {
-                    let (ptr, record) = t.buf.device_ptr(&self.stream);
-                    records.push(record);
-                    pack_args.push(PackArg::Tensor { ptr, shape: &t.shape });
-                }
-                DeviceArg::Scalar(s) => pack_args.push(PackArg::Scalar(*s)),
-            }
-        }
-        let params = pack::pack_params(&k.meta.params, &pack_args).map_err(|e| RuntimeError::Bind(format!("kernel `{kernel}`: {e}")))?;
-        let [gx, gy, gz] = bound.grid;
+        self.enqueue(&self.stream, k, args)?;
+        guarded(|| format!("kernel `{}` failed", k.meta.name), || self.stream.synchronize())
+    }
+
+    /// [`Runtime::launch`] without the wait: the kernel is queued on the default stream. Its
+    /// faults show at the next synchronising call.
+    pub fn launch_async(&self, k: &LoadedKernel, args: &[DeviceArg<'_>]) -> Result<(), RuntimeError> {
+        self.enqueue(&self.stream, k, args)
+    }
+
+    /// [`Runtime::launch_async`] on another stream of this runtime.
+    pub fn launch_on(&self, stream: &Stream, k: &LoadedKernel, args: &[DeviceArg<'_>]) -> Result<(), RuntimeError> {
+        self.enqueue(&stream.cuda, k, args)
+    }
+
+    fn enqueue(&self, stream: &CudaStream, k: &LoadedKernel, args: &[DeviceArg<'_>]) -> Result<(), RuntimeError> {
+        let mut scratch = k.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let grid = k.plan.bind(&k.meta, &mut scratch, args.len(), &mut |i| crate::launch::arg_ref(&args[i], stream))?;
+        let [gx, gy, gz] = grid;
         if gx == 0 || gy == 0 || gz == 0 {
             return Ok(());
         }
-        let cfg = LaunchConfig { grid_dim: (gx, gy, gz), block_dim: (k.meta.threads, 1, 1), shared_mem_bytes: k.meta.shared_bytes };
-        let mut builder = self.stream.launch_builder(&k.func);
-        for p in &params {
-            match p {
-                KernelParam::U8(v) => builder.arg(v),
-                KernelParam::I8(v) => builder.arg(v),
-                KernelParam::I16(v) => builder.arg(v),
-                KernelParam::U16(v) => builder.arg(v),
-                KernelParam::I32(v) => builder.arg(v),
-                KernelParam::U32(v) => builder.arg(v),
-                KernelParam::I64(v) => builder.arg(v),
-                KernelParam::U64(v) => builder.arg(v),
-                KernelParam::F32(v) => builder.arg(v),
-                KernelParam::F64(v) => builder.arg(v),
-            };
-        }
-        // SAFETY: the parameters match the kernel's PTX signature by construction (the ABI of
-        // `KernelMeta::params`, checked by `bind` and `pack_params`), every tensor pointer
-        // addresses a live buffer of at least its shape's size, and `params` outlives the call.
+        let kernel = &k.meta.name;
         guarded(
+            || format!("launching kernel `{kernel}` (grid {grid:?}, {} threads, {} bytes shared)", k.meta.threads, k.meta.shared_bytes),
             || {
-                format!(
-                    "launching kernel `{kernel}` (grid {:?}, {} threads, {} bytes shared)",
-                    bound.grid, k.meta.threads, k.meta.shared_bytes
-                )
+                self.ctx.bind_to_thread()?;
+                // SAFETY: the parameter addresses point into the scratch buffer, which holds one
+                // value per PTX parameter of the kernel in the ABI of `KernelMeta::params`
+                // (checked by `Plan::bind` just now) and stays locked until the call returns;
+                // every tensor pointer addresses a live buffer at least as large as its shape or
+                // view, borrowed for the duration of this call, and freed only on the default
+                // stream, after this kernel.
+                unsafe {
+                    cudarc::driver::result::launch_kernel(
+                        k.func.cu_function(),
+                        (gx, gy, gz),
+                        (k.meta.threads, 1, 1),
+                        k.meta.shared_bytes,
+                        stream.cu_stream(),
+                        scratch.params(),
+                    )
+                }
             },
-            || unsafe { builder.launch(cfg) },
-        )?;
-        drop(records);
-        guarded(|| format!("kernel `{kernel}` failed"), || self.stream.synchronize())
+        )
     }
 }
 

@@ -2,6 +2,7 @@
 //! with the `gpu-tests` feature: `cargo test -p tessera-runtime --lib --features gpu-tests`.
 
 use crate::device::{DeviceArg, Runtime, RuntimeError};
+use crate::tensor::TensorView;
 use tessera_compiler::tir::{Dim, HostExpr, Param, ParamKind};
 use tessera_compiler::{DType, HostTensor, KernelMeta, Scalar, Target};
 
@@ -139,6 +140,7 @@ fn abi_meta() -> KernelMeta {
         threads: 64,
         shared_bytes: 0,
         requires: vec![],
+        ..KernelMeta::default()
     }
 }
 
@@ -213,6 +215,7 @@ fn large_dynamic_shared_memory_is_opted_into() {
         threads: 32,
         shared_bytes: bytes,
         requires: vec![],
+        ..KernelMeta::default()
     };
     let k = rt.load(ABI_PTX, &meta).unwrap();
     let out = rt.alloc_filled(DType::U32, &[1], 0).unwrap();
@@ -247,4 +250,193 @@ fn load_errors_are_explained() {
     if rt.compute_capability() == (9, 0) {
         assert!(rt.supports(Target::Sm80));
     }
+}
+
+/// The vector-add example, compiled by the library.
+fn vector_add() -> (KernelMeta, String) {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/vector_add.tile")).unwrap();
+    let m = tessera_compiler::compile(&tessera_compiler::Source::new("vector_add.tile", text), &tessera_compiler::Options::default())
+        .map_err(|d| d.render())
+        .unwrap();
+    (m.kernels[0].meta.clone(), m.kernels[0].ptx.clone())
+}
+
+/// Every bad launch is an error that names the problem, and launches nothing: the poisoned
+/// output stays NaN.
+#[test]
+fn bad_launches_launch_nothing() {
+    let rt = runtime();
+    let (meta, ptx) = vector_add();
+    let k = rt.load(&ptx, &meta).unwrap();
+    let x = rt.tensor(&[1.0f32; 100], &[100]).unwrap();
+    let y = rt.tensor(&[2.0f32; 100], &[100]).unwrap();
+    let z = rt.alloc_filled(DType::F32, &[100], 0xff).unwrap();
+    let untouched = |what: &str| {
+        let v: Vec<f32> = rt.download_vec(&z).unwrap();
+        assert!(v.iter().all(|v| v.is_nan()), "{what}: the kernel ran");
+    };
+    let ints = rt.tensor(&[1i32; 100], &[100]).unwrap();
+    let matrix = rt.tensor(&[1.0f32; 100], &[10, 10]).unwrap();
+    let short = rt.tensor(&[1.0f32; 99], &[99]).unwrap();
+    let cases: Vec<(&str, Vec<DeviceArg>, &str)> = vec![
+        ("count", vec![x.arg(), y.arg()], "takes 3 arguments, got 2"),
+        ("dtype", vec![x.arg(), ints.arg(), DeviceArg::Tensor(&z)], "argument `y`: expected dtype f32, got i32"),
+        ("rank", vec![matrix.arg(), y.arg(), DeviceArg::Tensor(&z)], "argument `x`: expected a tensor of rank 1"),
+        ("symbols", vec![x.arg(), short.arg(), DeviceArg::Tensor(&z)], "dimension `N` disagrees: `x` has N = 100, but `y` has N = 99"),
+        ("scalar", vec![x.arg(), 1.0f32.into(), DeviceArg::Tensor(&z)], "argument `y`: expected a tensor"),
+    ];
+    for (what, args, want) in cases {
+        let e = rt.launch(&k, &args).unwrap_err();
+        assert!(matches!(&e, RuntimeError::Bind(m) if m.contains(want)), "{what}: {e}");
+        untouched(what);
+    }
+    // A tensor whose shape outgrew its buffer (the fields are public).
+    let mut liar = rt.upload_slice(&[1.0f32; 10], &[10]).unwrap();
+    liar.shape = vec![100];
+    let e = rt.launch(&k, &[DeviceArg::Tensor(&liar), y.arg(), DeviceArg::Tensor(&z)]).unwrap_err();
+    assert!(matches!(&e, RuntimeError::BadTensor(m) if m.contains("needs 400 bytes, its buffer has 40")), "{e}");
+    untouched("small buffer");
+    // A view past its buffer is refused when it is made.
+    let e = TensorView::new(&x, 50, &[100], &[1]).unwrap_err();
+    assert!(e.to_string().contains("past its 400-byte buffer"), "{e}");
+    assert!(x.view().narrow(0, 90, 20).is_err());
+    // A failed #[require]: softmax needs C <= BC.
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/softmax.tile")).unwrap();
+    let opts = tessera_compiler::Options { consts: vec![("BC".into(), tessera_compiler::ConstValue::Int(64))], ..Default::default() };
+    let m = tessera_compiler::compile(&tessera_compiler::Source::new("softmax.tile", text), &opts).map_err(|d| d.render()).unwrap();
+    let sk = rt.load(&m.kernels[0].ptx, &m.kernels[0].meta).unwrap();
+    let wide = rt.tensor(&vec![0.5f32; 2 * 100], &[2, 100]).unwrap();
+    let out = rt.alloc_filled(DType::F32, &[2, 100], 0xff).unwrap();
+    let e = rt.launch(&sk, &[wide.arg(), DeviceArg::Tensor(&out)]).unwrap_err();
+    assert!(
+        matches!(&e, RuntimeError::Bind(m) if m.contains("requirement `C <= BC` failed (C = 100, BC = 64)") || m.contains("C <= BC")),
+        "{e}"
+    );
+    assert!(rt.download_vec::<f32>(&out).unwrap().iter().all(|v| v.is_nan()));
+    // And the kernel still runs after all of that.
+    rt.launch(&k, &[x.arg(), y.arg(), DeviceArg::Tensor(&z)]).unwrap();
+    assert_eq!(rt.download_vec::<f32>(&z).unwrap(), vec![3.0f32; 100]);
+}
+
+/// Strided views launch with their strides: the ABI probe sees a transposed view's strides and
+/// reads x[1][2] through them; a narrowed view starts at its offset.
+#[test]
+fn views_pass_their_strides_and_offsets() {
+    let rt = runtime();
+    let k = rt.load(ABI_PTX, &abi_meta()).unwrap();
+    let data: Vec<f32> = (0..15).map(|i| i as f32).collect();
+    let x = rt.tensor(&data, &[5, 3]).unwrap(); // x.T is [3, 5] with strides [1, 3]
+    let xt = x.view().transpose(0, 1).unwrap();
+    assert!(!xt.is_contiguous());
+    let out = rt.alloc_filled(DType::F64, &[16], 0xff).unwrap();
+    let scalars: [DeviceArg; 6] = [1.0f32.into(), 1i32.into(), true.into(), 1.0f32.into(), 1i64.into(), 1.0f64.into()];
+    let mut args = vec![DeviceArg::Tensor(&out), xt.into()];
+    args.extend(scalars);
+    rt.launch(&k, &args).unwrap();
+    let got = rt.download_vec::<f64>(&out).unwrap();
+    // sizes 3, 5; strides 1, 3; x.T[1][2] = x[2][1] = 7.
+    assert_eq!((got[0], got[1], got[2], got[3], got[10]), (3.0, 5.0, 1.0, 3.0, 7.0));
+    // Rows 2..5 of x: x[2..][1][2] = x[3][2] = 11.
+    let rows = x.view().narrow(0, 2, 3).unwrap();
+    args[1] = rows.into();
+    rt.launch(&k, &args).unwrap();
+    let got = rt.download_vec::<f64>(&out).unwrap();
+    assert_eq!((got[0], got[1], got[2], got[3], got[10]), (3.0, 3.0, 3.0, 1.0, 11.0));
+}
+
+/// Launches on a second stream, ordered against uploads and downloads on the default stream;
+/// typed tensors round-trip.
+#[test]
+fn streams_and_typed_tensors() {
+    let rt = runtime();
+    let (meta, ptx) = vector_add();
+    let k = rt.load(&ptx, &meta).unwrap();
+    let n = 1 << 20;
+    let xs: Vec<f32> = (0..n).map(|i| (i % 1000) as f32).collect();
+    let x = rt.tensor(&xs, &[n]).unwrap();
+    let y = rt.tensor(&xs, &[n]).unwrap();
+    let z = rt.zeros::<f32>(&[n]).unwrap();
+    let s = rt.new_stream().unwrap();
+    for _ in 0..10 {
+        rt.launch_on(&s, &k, &[x.arg(), y.arg(), z.arg()]).unwrap();
+    }
+    // The download is on the default stream: it waits for the kernels on `s`.
+    let got = z.to_vec(&rt).unwrap();
+    assert!(got.iter().zip(&xs).all(|(g, x)| *g == 2.0 * x));
+    s.synchronize().unwrap();
+    assert!(rt.download_vec::<i32>(&z).is_err());
+    assert_eq!(rt.tensor(&[true, false], &[2]).unwrap().to_vec(&rt).unwrap(), [true, false]);
+}
+
+/// AOT: the PTX and JSON pair, written as `tessera build --emit ptx,meta -o DIR` writes it, is
+/// read back and launched through the runtime alone.
+#[test]
+fn aot_pair_loads_without_the_compiler() {
+    let rt = runtime();
+    let (meta, ptx) = vector_add();
+    let dir = std::env::temp_dir().join(format!("tessera-gpu-aot-{}", std::process::id()));
+    crate::aot::AotKernel { meta, ptx }.write(&dir).unwrap();
+    let k = crate::aot::AotKernel::read(&dir, "vector_add").unwrap().load(&rt).unwrap();
+    let x = rt.tensor(&[1.5f32; 3000], &[3000]).unwrap();
+    let z = rt.zeros::<f32>(&[3000]).unwrap();
+    rt.launch(&k, &[x.arg(), x.arg(), z.arg()]).unwrap();
+    assert_eq!(z.to_vec(&rt).unwrap(), vec![3.0f32; 3000]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Timing, the launch overhead, and the tuner on the matmul example at a small size.
+#[test]
+fn timing_overhead_and_tuning() {
+    let rt = runtime();
+    let (meta, ptx) = vector_add();
+    let k = rt.load(&ptx, &meta).unwrap();
+    let x = rt.tensor(&[1.0f32; 4096], &[4096]).unwrap();
+    let z = rt.zeros::<f32>(&[4096]).unwrap();
+    let args = [x.arg(), x.arg(), z.arg()];
+    let t = crate::bench::time_kernel(&rt, &k, &args, &crate::bench::TimingOptions::default()).unwrap();
+    eprintln!("vector_add 4096: {t:?}");
+    assert!(t.median_ms > 0.0 && t.min_ms <= t.median_ms && t.median_ms <= t.max_ms && t.reps >= 5);
+    let o = crate::bench::launch_overhead(&rt, &k, &args, 10_000).unwrap();
+    eprintln!("launch overhead: {o:?}");
+    assert!(o.per_launch_us > 0.0 && o.submit_us <= o.per_launch_us);
+
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/matmul.tile")).unwrap();
+    let src = tessera_compiler::Source::new("matmul.tile", text);
+    let opts = tessera_compiler::Options { kernel: Some("matmul".into()), ..Default::default() };
+    let cache = crate::cache::Cache::in_memory();
+    let base = cache.get_or_compile(&src, &opts).map_err(|d| d.render()).unwrap();
+    let meta = base.artifacts.kernels[0].meta.clone();
+    let (m, n, kk) = (200, 136, 72);
+    let a = rt.upload(&HostTensor::from_f64(DType::BF16, &[m, kk], &vec![0.5; m * kk])).unwrap();
+    let b = rt.upload(&HostTensor::from_f64(DType::BF16, &[kk, n], &vec![0.25; kk * n])).unwrap();
+    let c = rt.alloc_filled(DType::BF16, &[m, n], 0xff).unwrap();
+    let args = [DeviceArg::Tensor(&a), DeviceArg::Tensor(&b), DeviceArg::Tensor(&c)];
+    let req = crate::tune::TuneRequest {
+        src: &src,
+        opts: &opts,
+        kernel: "matmul",
+        meta: &meta,
+        timing: crate::bench::TimingOptions { warmup_ms: 2.0, rep_ms: 5.0, min_reps: 3, ..Default::default() },
+        retune: false,
+    };
+    let mut notes = vec![];
+    let mut steps = 0;
+    let tuned = crate::tune::tune(&rt, &cache, &req, &args, &mut notes, &mut |_| steps += 1).unwrap();
+    eprintln!("{}", tuned.table());
+    for n in &notes {
+        eprintln!("{n}");
+    }
+    assert_eq!(tuned.trials.len(), 32);
+    assert!(steps > 32 && !tuned.from_cache);
+    assert_eq!(tuned.bucket, "M<=256,K<=128,N<=256");
+    assert!(matches!(tuned.best().outcome, crate::tune::Outcome::Timed { .. }));
+    // The winner is cached for this kernel, bucket and device.
+    let again = crate::tune::tune(&rt, &cache, &req, &args, &mut notes, &mut |_| {}).unwrap();
+    assert!(again.from_cache);
+    assert_eq!(again.best().config, tuned.best().config);
+    // The winner computes the product: 72 · 0.5 · 0.25 = 9.
+    let best = cache.get_or_compile(&src, &tuned.best().config.apply(&opts)).map_err(|d| d.render()).unwrap();
+    let k = rt.load(&best.artifacts.kernels[0].ptx, &best.artifacts.kernels[0].meta).unwrap();
+    rt.launch(&k, &args).unwrap();
+    assert!(rt.download(&c).unwrap().to_f64_vec().iter().all(|&v| v == 9.0));
 }

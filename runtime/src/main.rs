@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use tessera_compiler::interp::Arg;
 use tessera_compiler::tir::{Dim, ParamKind};
 use tessera_compiler::{CompiledKernel, ConstValue, DType, HostTensor, Options, Scalar, Source, Target};
+use tessera_runtime::cache::{Artifacts, Cache};
 use tessera_runtime::exec::{self, Rng};
 use tessera_runtime::{Runtime, npy};
 
@@ -65,6 +66,27 @@ enum Cmd {
         /// Write `KERNEL.EXT` files into this directory instead of printing.
         #[arg(short = 'o', long)]
         out_dir: Option<PathBuf>,
+        /// Print the IR after a stage to stderr: sema, a tile-IR pass (dce, …), lower, codegen
+        /// (repeatable, or comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "STAGE")]
+        dump_after: Vec<String>,
+        /// Print the IR after every stage to stderr.
+        #[arg(long)]
+        dump_all: bool,
+        /// Do not read or write the compile cache on disk.
+        #[arg(long)]
+        no_cache: bool,
+        /// Print the build time and whether the compile cache was hit, to stderr.
+        #[arg(long)]
+        time: bool,
+        #[command(flatten)]
+        opts: BuildOpts,
+    },
+    /// Time a kernel on the GPU (CUDA events, warm-up, median; random inputs), optionally after
+    /// autotuning it over its `#[tune]` space.
+    Bench {
+        #[command(flatten)]
+        bench: tessera_runtime::bench::BenchArgs,
         #[command(flatten)]
         opts: BuildOpts,
     },
@@ -91,6 +113,15 @@ enum Cmd {
         #[command(flatten)]
         opts: BuildOpts,
     },
+    /// Run every example kernel on the GPU and on the interpreter, on random inputs at awkward
+    /// sizes, and compare (outputs poisoned first). Prints `N passed, N failed`.
+    Selftest {
+        /// Only the cases whose name contains this text.
+        filter: Option<String>,
+        /// Run the cases on the interpreter alone (no GPU): checks that every output is written.
+        #[arg(long)]
+        interp_only: bool,
+    },
 }
 
 /// An error for the user: printed as is, exit code 1.
@@ -107,7 +138,9 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(msg)) => {
-            eprintln!("{}", msg.trim_end());
+            if !msg.is_empty() {
+                eprintln!("{}", msg.trim_end());
+            }
             ExitCode::FAILURE
         }
     }
@@ -125,7 +158,7 @@ fn options(o: &BuildOpts) -> Result<Options, Fail> {
         };
         consts.push((n.trim().to_string(), v));
     }
-    Ok(Options { consts, target, kernel: o.kernel.clone(), warps: o.warps, verify: cfg!(debug_assertions) })
+    Ok(Options { consts, target, kernel: o.kernel.clone(), warps: o.warps, verify: cfg!(debug_assertions), ..Options::default() })
 }
 
 fn read_source(path: &Path) -> Result<Source, Fail> {
@@ -143,33 +176,111 @@ fn real_main(cli: Cli) -> Result<(), Fail> {
             }
             Ok(())
         }
-        Cmd::Build { file, emit, out_dir, opts } => {
-            let src = read_source(&file)?;
-            let module = tessera_compiler::compile(&src, &options(&opts)?).map_err(|d| Fail(d.render()))?;
-            for k in &module.kernels {
-                for e in &emit {
-                    let (ext, text) = match e {
-                        Emit::Tir => ("tir", tessera_compiler::tir::print_kernel(&k.tir)),
-                        Emit::Lir => ("lir", tessera_compiler::lir::print_kernel(&k.lir)),
-                        Emit::Llvm => ("ll", k.llvm_ir.clone()),
-                        Emit::Ptx => ("ptx", k.ptx.clone()),
-                        Emit::Meta => ("json", serde_json::to_string_pretty(&k.meta)? + "\n"),
-                    };
-                    match &out_dir {
-                        Some(dir) => {
-                            std::fs::create_dir_all(dir)?;
-                            let path = dir.join(format!("{}.{ext}", k.meta.name));
-                            std::fs::write(&path, text).map_err(|e| Fail(format!("error: cannot write `{}`: {e}", path.display())))?;
-                            eprintln!("wrote {}", path.display());
-                        }
-                        None => print!("{text}"),
-                    }
-                }
-            }
-            Ok(())
+        Cmd::Build { file, emit, out_dir, dump_after, dump_all, no_cache, time, opts } => {
+            build(&file, &emit, out_dir.as_deref(), &dump_after, dump_all, no_cache, time, &opts)
         }
+        Cmd::Bench { bench, opts } => tessera_runtime::bench::run(&bench, options(&opts)?).map_err(Fail),
         Cmd::Run { file, args, dims, outs, backend, check, seed, opts } => run(&file, &args, &dims, &outs, backend, check, seed, &opts),
+        // The report (ending `N passed, N failed`) is printed; a failed case exits 1 silently.
+        Cmd::Selftest { filter, interp_only } => match tessera_runtime::selftest::run(filter.as_deref(), interp_only) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Fail(String::new())),
+            Err(msg) => Err(Fail(msg)),
+        },
     }
+}
+
+/// Prints the IR after the stages asked for, to stderr.
+struct Dumper<'a> {
+    after: &'a [String],
+    all: bool,
+}
+
+impl tessera_compiler::DumpSink for Dumper<'_> {
+    fn wants(&self, stage: &str) -> bool {
+        self.all || self.after.iter().any(|s| s == stage)
+    }
+
+    fn dump(&mut self, kernel: &str, stage: &str, ir: &str) {
+        eprintln!("// ----- IR after `{stage}`, kernel `{kernel}` -----\n{}", ir.trim_end());
+    }
+}
+
+/// `tessera build`: PTX and metadata come from the compile cache; the IR forms and dumps need a
+/// compilation (whose PTX and metadata then go into the cache).
+#[allow(clippy::too_many_arguments)]
+fn build(
+    file: &Path,
+    emit: &[Emit],
+    out_dir: Option<&Path>,
+    dump_after: &[String],
+    dump_all: bool,
+    no_cache: bool,
+    time: bool,
+    opts: &BuildOpts,
+) -> Result<(), Fail> {
+    let stages = tessera_compiler::dump_stages();
+    if let Some(bad) = dump_after.iter().find(|s| !stages.contains(&s.as_str())) {
+        return Err(Fail(format!("error: `--dump-after {bad}`: no such stage (stages: {})", stages.join(", "))));
+    }
+    let src = read_source(file)?;
+    let o = options(opts)?;
+    let cache = if no_cache { Cache::in_memory() } else { Cache::from_env() };
+    let needs_ir = dump_all || !dump_after.is_empty() || emit.iter().any(|e| matches!(e, Emit::Tir | Emit::Lir | Emit::Llvm));
+    let mut module = None;
+    let cached = if needs_ir {
+        let mut sink = Dumper { after: dump_after, all: dump_all };
+        cache.get_or_compile_with(&src, &o, || {
+            let m = tessera_compiler::compile_with(&src, &o, &mut sink)?;
+            let a = Artifacts::from_module(&m);
+            module = Some(m);
+            Ok(a)
+        })
+    } else {
+        cache.get_or_compile(&src, &o)
+    }
+    .map_err(|d| Fail(d.render()))?;
+    // A cache hit with IR wanted: compile for the IR (the cached PTX is the same).
+    if needs_ir && module.is_none() {
+        module =
+            Some(tessera_compiler::compile_with(&src, &o, &mut Dumper { after: dump_after, all: dump_all }).map_err(|d| Fail(d.render()))?);
+    }
+    for n in &cached.notes {
+        eprintln!("{n}");
+    }
+    if time {
+        eprintln!(
+            "built `{}`: {} kernel{} in {:.1} ms (cache {})",
+            file.display(),
+            cached.artifacts.kernels.len(),
+            if cached.artifacts.kernels.len() == 1 { "" } else { "s" },
+            cached.millis,
+            cached.hit.name()
+        );
+    }
+    for k in &cached.artifacts.kernels {
+        let compiled = module.as_ref().and_then(|m| m.kernel(&k.meta.name));
+        for e in emit {
+            let (ext, text) = match (e, compiled) {
+                (Emit::Tir, Some(c)) => ("tir", tessera_compiler::tir::print_kernel(&c.tir)),
+                (Emit::Lir, Some(c)) => ("lir", tessera_compiler::lir::print_kernel(&c.lir)),
+                (Emit::Llvm, Some(c)) => ("ll", c.llvm_ir.clone()),
+                (Emit::Ptx, _) => ("ptx", k.ptx.clone()),
+                (Emit::Meta, _) => ("json", serde_json::to_string_pretty(&k.meta)? + "\n"),
+                (_, None) => return Err(Fail(format!("error: internal: no IR for kernel `{}`", k.meta.name))),
+            };
+            match out_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)?;
+                    let path = dir.join(format!("{}.{ext}", k.meta.name));
+                    std::fs::write(&path, text).map_err(|e| Fail(format!("error: cannot write `{}`: {e}", path.display())))?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn split_kv<'a>(s: &'a str, flag: &str) -> Result<(&'a str, &'a str), Fail> {

@@ -6,8 +6,14 @@ use std::process::Command;
 use tessera_compiler::{DType, HostTensor};
 
 fn tessera(args: &[&str]) -> (i32, String, String) {
+    tessera_env(args, &[("TESSERA_CACHE_DIR", tmp("cache").to_str().expect("utf-8 temp path"))])
+}
+
+/// Runs `tessera` with extra environment variables.
+fn tessera_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .expect("run tessera");
@@ -106,5 +112,97 @@ fn build_emits_every_form() {
     assert_eq!(code, 0, "{err}");
     for want in ["kernel @softmax(", "#blocked<", ".entry softmax(", "\"shared_bytes\""] {
         assert!(out.contains(want), "missing `{want}`");
+    }
+}
+
+#[test]
+fn a_second_build_is_a_cache_hit_and_a_damaged_entry_is_rebuilt() {
+    let cache = tmp("cache-hit");
+    let _ = std::fs::remove_dir_all(&cache);
+    let env = [("TESSERA_CACHE_DIR", cache.to_str().expect("utf-8"))];
+    let out = tmp("cache-hit-out");
+    let build =
+        || tessera_env(&["build", "examples/vector_add.tile", "--emit", "ptx,meta", "-o", out.to_str().expect("utf-8"), "--time"], &env);
+    let (code, _, err) = build();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("(cache miss)"), "{err}");
+    let ptx = std::fs::read_to_string(out.join("vector_add.ptx")).expect("ptx written");
+    let (code, _, err) = build();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("(cache disk)"), "{err}");
+    assert_eq!(std::fs::read_to_string(out.join("vector_add.ptx")).expect("ptx"), ptx);
+
+    // Truncate the entry: the next build notes it, rebuilds, and writes the same PTX.
+    let entries: Vec<PathBuf> = std::fs::read_dir(&cache).expect("cache dir").flatten().map(|e| e.path()).collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let bytes = std::fs::read(&entries[0]).expect("entry");
+    std::fs::write(&entries[0], &bytes[..bytes.len() / 3]).expect("truncate");
+    let (code, _, err) = build();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("is damaged") && err.contains("rebuilt") && err.contains("(cache miss)"), "{err}");
+    assert_eq!(std::fs::read_to_string(out.join("vector_add.ptx")).expect("ptx"), ptx);
+    assert_eq!(std::fs::read(&entries[0]).expect("rewritten"), bytes);
+
+    // `--no-cache` and `TESSERA_CACHE_DIR=off` leave the disk alone.
+    let (code, _, err) = tessera_env(&["build", "examples/softmax.tile", "--time"], &[("TESSERA_CACHE_DIR", "off")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("(cache miss)"), "{err}");
+}
+
+#[test]
+fn the_aot_pair_is_enough_to_launch() {
+    let dir = tmp("aot");
+    let (code, _, err) = tessera(&["build", "examples/vector_add.tile", "--emit", "ptx,meta", "-o", dir.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{err}");
+    // Read back by the runtime alone: no compiler call from here on.
+    let k = tessera_runtime::aot::AotKernel::read(&dir, "vector_add").expect("reads and validates");
+    assert_eq!(k.meta.dims, ["N"]);
+    assert_eq!(k.meta.threads, 128);
+    assert_eq!(k.meta.grid.len(), 1);
+    let parts: Vec<(&str, &str)> = k.meta.ptx_params.iter().map(|p| (p.name.as_str(), p.ty.as_str())).collect();
+    assert_eq!(parts[..3], [("x.ptr", "ptr"), ("x.size0", "i32"), ("x.stride0", "i64")]);
+    assert!(k.meta.compiler.starts_with(env!("CARGO_PKG_VERSION")), "{}", k.meta.compiler);
+    #[cfg(feature = "gpu-tests")]
+    {
+        let rt = tessera_runtime::Runtime::new().expect("these tests need a GPU");
+        let kernel = k.load(&rt).expect("loads");
+        let x = rt.tensor(&[0.25f32; 5000], &[5000]).expect("upload");
+        let z = rt.zeros::<f32>(&[5000]).expect("alloc");
+        rt.launch(&kernel, &[x.arg(), x.arg(), z.arg()]).expect("launches");
+        assert_eq!(z.to_vec(&rt).expect("download"), vec![0.5f32; 5000]);
+    }
+}
+
+#[test]
+fn dumps_show_the_ir_after_each_stage() {
+    let (code, out, err) = tessera(&["build", "examples/vector_add.tile", "--dump-after", "dce,lower", "--emit", "meta"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"ptx_params\""), "{out}");
+    assert!(err.contains("IR after `dce`, kernel `vector_add`") && err.contains("kernel @vector_add("), "{err}");
+    assert!(err.contains("IR after `lower`") && err.contains("#blocked<"), "{err}");
+    assert!(!err.contains("IR after `sema`"), "{err}");
+    let (code, _, err) = tessera(&["build", "examples/vector_add.tile", "--dump-all"]);
+    assert_eq!(code, 0, "{err}");
+    for stage in tessera_compiler::dump_stages() {
+        assert!(err.contains(&format!("IR after `{stage}`")), "{stage}: {err}");
+    }
+    assert!(err.contains("define ") && err.contains("@vector_add("), "{err}");
+    let (code, _, err) = tessera(&["build", "examples/vector_add.tile", "--dump-after", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("`--dump-after nope`: no such stage (stages: sema, dce"), "{err}");
+}
+
+#[test]
+fn bench_checks_its_arguments_and_needs_a_gpu() {
+    let (code, _, err) = tessera(&["bench", "examples/vector_add.tile", "--dims", "N=1000", "--arg", "x=zeros"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("does not time on zeros"), "{err}");
+    let (code, _, err) = tessera(&["bench", "examples/vector_add.tile", "--arg", "x=random"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("the size of `N` is unknown"), "{err}");
+    if tessera_runtime::Runtime::new().is_err() {
+        let (code, _, err) = tessera(&["bench", "examples/vector_add.tile", "--dims", "N=1000"]);
+        assert_eq!(code, 1);
+        assert!(err.contains("`tessera bench` needs a GPU"), "{err}");
     }
 }

@@ -23,6 +23,13 @@ pub fn opts(consts: &[(&str, i64)]) -> Options {
     Options { consts: consts.iter().map(|(n, v)| (n.to_string(), ConstValue::Int(*v))).collect(), verify: true, ..Options::default() }
 }
 
+/// Like [`opts`], plus `bool` consts.
+pub fn opts_with_bools(ints: &[(&str, i64)], bools: &[(&str, bool)]) -> Options {
+    let mut o = opts(ints);
+    o.consts.extend(bools.iter().map(|(n, b)| (n.to_string(), ConstValue::Bool(*b))));
+    o
+}
+
 /// Compiles an example file; panics with the rendered diagnostics on failure.
 pub fn compile_example(name: &str, o: &Options) -> Vec<CompiledKernel> {
     let path = root().join("examples").join(name);

@@ -1,17 +1,36 @@
 //! Interpreter results of every example against plain Rust references, on random inputs at sizes
 //! that are not multiples of any tile. Tolerances are stated per test.
 
-use crate::common::{compile_example, interp, opts, tensor};
+use crate::common::{compile_example, interp, opts, opts_with_bools, tensor};
 use tessera_compiler::interp::Arg;
-use tessera_compiler::{DType, HostTensor};
+use tessera_compiler::{DType, HostTensor, Scalar};
 use tessera_runtime::exec::{Rng, random_tensor};
+
+/// An output tensor filled with NaN (`-1` for integers), so that elements the kernel does not
+/// write fail every comparison.
+fn poisoned(dtype: DType, shape: &[usize]) -> HostTensor {
+    let mut t = HostTensor::zeros(dtype, shape);
+    for i in 0..t.numel() {
+        if dtype.is_float() {
+            t.set_f64(i, f64::NAN);
+        } else {
+            t.set_i64(i, -1);
+        }
+    }
+    t
+}
 
 fn assert_close(name: &str, got: &HostTensor, want: &[f64], rtol: f64, atol: f64) {
     assert_eq!(got.numel(), want.len(), "{name}: element count");
+    let (mut max_abs, mut max_excess) = (0.0f64, 0.0f64);
     for (i, &w) in want.iter().enumerate() {
         let g = got.get_f64(i);
         assert!(!g.is_nan() && (g - w).abs() <= atol + rtol * w.abs(), "{name}: element {i}: got {g}, want {w}");
+        max_abs = max_abs.max((g - w).abs());
+        max_excess = max_excess.max((g - w).abs() / (atol + rtol * w.abs()).max(f64::MIN_POSITIVE));
     }
+    // Shown with `--nocapture`: how much of the tolerance the worst element used.
+    eprintln!("{name}: max abs err {max_abs:.2e}, {:.0}% of the tolerance", max_excess * 100.0);
 }
 
 /// bf16 inputs, f32 accumulation, bf16 output: the reference accumulates the same bf16 inputs in
@@ -91,4 +110,449 @@ fn bind_errors_name_the_argument() {
     let sm = &compile_example("softmax.tile", &opts(&[]))[0];
     let err = sm.meta.bind(&[t(DType::F32, &[2, 2000]), t(DType::F32, &[2, 2000])]).expect_err("require").to_string();
     assert!(err.contains("requirement `C <= BC` failed (C = 2000)"), "{err}");
+}
+
+/// Softmax-weighted sum of value rows: `Σ_j softmax(scale · q·k_j) v_j` over the key rows
+/// `keys`, in f64. `q` is one row of `d` values; `k` and `v` are row-major with rows of `d`.
+fn attend(q: &[f64], keys: &[usize], k: &[f64], v: &[f64], d: usize, scale: f64) -> Vec<f64> {
+    let s: Vec<f64> = keys.iter().map(|&j| scale * (0..d).map(|c| q[c] * k[j * d + c]).sum::<f64>()).collect();
+    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let p: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+    let l: f64 = p.iter().sum();
+    (0..d).map(|c| keys.iter().zip(&p).map(|(&j, p)| p * v[j * d + c]).sum::<f64>() / l).collect()
+}
+
+/// Bounds for bf16 attention-like outputs (a softmax-weighted average of bf16 values in [-1, 1)):
+/// the kernel rounds the probabilities to bf16 before the `p · v` product (relative 2^-9 each, so
+/// at most 2^-9 · max|v| ≈ 2e-3 absolute on the average) and rounds the output to bf16
+/// (relative 2^-9 ≈ 2e-3); the rest (f32 sums, exp2 of a rounded log2 e) is far below.
+const ATTN_RTOL: f64 = 4e-3;
+const ATTN_ATOL: f64 = 2.5e-3;
+
+/// Flash attention against plain `softmax(q·kᵀ·scale)·v` in f64, causal and not, D = 64 and 128,
+/// with sequence lengths that are not multiples of the query or key block (and S = 1), and
+/// block shapes where BK > BQ. Tolerances: `ATTN_RTOL`, `ATTN_ATOL` (bf16 rounding of p and o).
+#[test]
+fn attention_matches_reference() {
+    // (B, H, S, D, BQ, BK)
+    let cases = [(1, 2, 77, 64, 32, 16), (2, 1, 130, 128, 128, 64), (1, 1, 1, 64, 32, 16), (1, 2, 45, 128, 16, 32), (1, 1, 33, 64, 64, 64)];
+    for (bsz, heads, s, d, bq, bk) in cases {
+        for causal in [false, true] {
+            let k =
+                &compile_example("attention.tile", &opts_with_bools(&[("D", d as i64), ("BQ", bq), ("BK", bk)], &[("CAUSAL", causal)]))[0];
+            let mut rng = Rng::new(5 + s as u64);
+            let shape = [bsz, heads, s, d];
+            let (q, kk, v) = (
+                random_tensor(DType::BF16, &shape, &mut rng),
+                random_tensor(DType::BF16, &shape, &mut rng),
+                random_tensor(DType::BF16, &shape, &mut rng),
+            );
+            let scale = 1.0 / (d as f64).sqrt();
+            let args = vec![
+                Arg::Tensor(q.clone()),
+                Arg::Tensor(kk.clone()),
+                Arg::Tensor(v.clone()),
+                Arg::Tensor(poisoned(DType::BF16, &shape)),
+                Arg::Scalar(Scalar::Float(scale)),
+            ];
+            let out = interp(k, args);
+            let (qf, kf, vf) = (q.to_f64_vec(), kk.to_f64_vec(), v.to_f64_vec());
+            let mut want = vec![];
+            for bh in 0..bsz * heads {
+                let base = bh * s * d;
+                let (kh, vh) = (&kf[base..base + s * d], &vf[base..base + s * d]);
+                for i in 0..s {
+                    let keys: Vec<usize> = (0..if causal { i + 1 } else { s }).collect();
+                    want.extend(attend(&qf[base + i * d..base + (i + 1) * d], &keys, kh, vh, d, scale));
+                }
+            }
+            let name = format!("attention B{bsz} H{heads} S{s} D{d} BQ{bq} BK{bk} causal={causal}");
+            assert_close(&name, tensor(&out[3]), &want, ATTN_RTOL, ATTN_ATOL);
+        }
+    }
+}
+
+/// NATTEN's window start (`get_window_start` of its reference kernels, neighborhood size
+/// `ks / 2`, odd `ks`), written as NATTEN writes it rather than as the stdlib does.
+fn natten_window_start(index: usize, length: usize, ks: usize, dil: usize) -> usize {
+    let (i, n, ns) = (index as i64, length as i64, (ks / 2) as i64);
+    let d = dil as i64;
+    let start = if d <= 1 {
+        (i - ns).max(0) + if i + ns >= n { n - i - ns - 1 } else { 0 }
+    } else if i - ns * d < 0 {
+        i % d
+    } else if i + ns * d >= n {
+        let imodd = i % d;
+        let a = (n / d) * d;
+        let b = n - a;
+        if imodd < b { n - b + imodd - 2 * ns * d } else { a + imodd - ks as i64 * d }
+    } else {
+        i - ns * d
+    };
+    start as usize
+}
+
+/// The key positions of query `i` along one axis.
+fn natten_window(i: usize, n: usize, ks: usize, dil: usize) -> Vec<usize> {
+    let s = natten_window_start(i, n, ks, dil);
+    (0..ks).map(|t| s + t * dil).collect()
+}
+
+#[test]
+fn natten_window_is_inside_and_has_the_query() {
+    for n in 1..40 {
+        for ks in [1, 3, 5, 7] {
+            for dil in 1..5 {
+                if n < ks * dil {
+                    continue;
+                }
+                for i in 0..n {
+                    let w = natten_window(i, n, ks, dil);
+                    assert!(w.iter().all(|&j| j < n && j % dil == i % dil) && w.contains(&i), "n={n} ks={ks} dil={dil} i={i}: {w:?}");
+                }
+            }
+        }
+    }
+}
+
+/// 1-D neighborhood attention against a loop over each query's NATTEN window, in f64; dilation
+/// 1 to 3, sequence lengths that are not tile multiples and the smallest legal one (L = KS·DIL).
+/// Tolerances as for attention (the same bf16 roundings).
+#[test]
+fn na1d_matches_reference() {
+    // (B, H, L, D, KS, DIL, TQ, W)
+    let cases = [
+        (1, 2, 100, 64, 7, 1, 64, 128),
+        (1, 1, 7, 64, 7, 1, 64, 128),
+        (2, 1, 53, 64, 5, 2, 16, 32),
+        (1, 1, 37, 128, 3, 3, 16, 32),
+        (1, 1, 15, 64, 5, 3, 16, 32),
+        (1, 1, 1, 64, 1, 1, 16, 16),
+    ];
+    for (bsz, heads, l, d, ks, dil, tq, w) in cases {
+        let o = opts(&[("KS", ks as i64), ("DIL", dil as i64), ("TQ", tq), ("W", w), ("D", d as i64)]);
+        let k = &compile_example("na1d.tile", &o)[0];
+        let mut rng = Rng::new(17 + l as u64);
+        let shape = [bsz, heads, l, d];
+        let (q, kk, v) = (
+            random_tensor(DType::BF16, &shape, &mut rng),
+            random_tensor(DType::BF16, &shape, &mut rng),
+            random_tensor(DType::BF16, &shape, &mut rng),
+        );
+        let scale = 0.5;
+        let out = interp(
+            k,
+            vec![
+                Arg::Tensor(q.clone()),
+                Arg::Tensor(kk.clone()),
+                Arg::Tensor(v.clone()),
+                Arg::Tensor(poisoned(DType::BF16, &shape)),
+                Arg::Scalar(Scalar::Float(scale)),
+            ],
+        );
+        let (qf, kf, vf) = (q.to_f64_vec(), kk.to_f64_vec(), v.to_f64_vec());
+        let mut want = vec![];
+        for bh in 0..bsz * heads {
+            let base = bh * l * d;
+            for i in 0..l {
+                let keys = natten_window(i, l, ks, dil);
+                want.extend(attend(
+                    &qf[base + i * d..base + (i + 1) * d],
+                    &keys,
+                    &kf[base..base + l * d],
+                    &vf[base..base + l * d],
+                    d,
+                    scale,
+                ));
+            }
+        }
+        assert_close(&format!("na1d B{bsz} H{heads} L{l} D{d} KS{ks} DIL{dil}"), tensor(&out[3]), &want, ATTN_RTOL, ATTN_ATOL);
+    }
+}
+
+/// 2-D neighborhood attention against a loop over each query's KS×KS NATTEN window (the product
+/// of the 1-D windows), in f64; non-square, non-tile-multiple extents, the smallest legal ones
+/// (X = Y = KS), and dilation 2. Tolerances as for attention.
+#[test]
+fn na2d_matches_reference() {
+    // (B, H, X, Y, D, KS, DIL, TX, TY, WX, WY)
+    let cases = [
+        (1, 2, 11, 20, 64, 7, 1, 8, 8, 16, 16),
+        (1, 1, 7, 7, 64, 7, 1, 8, 8, 16, 16),
+        (1, 1, 13, 10, 64, 5, 2, 8, 8, 16, 16),
+        (2, 1, 5, 9, 32, 3, 1, 4, 8, 8, 16),
+    ];
+    for (bsz, heads, x, y, d, ks, dil, tx, ty, wx, wy) in cases {
+        let o = opts(&[("KS", ks as i64), ("DIL", dil as i64), ("TX", tx), ("TY", ty), ("WX", wx), ("WY", wy), ("D", d as i64)]);
+        let k = &compile_example("na2d.tile", &o)[0];
+        let mut rng = Rng::new(23 + (x * y) as u64);
+        let shape = [bsz, heads, x, y, d];
+        let (q, kk, v) = (
+            random_tensor(DType::BF16, &shape, &mut rng),
+            random_tensor(DType::BF16, &shape, &mut rng),
+            random_tensor(DType::BF16, &shape, &mut rng),
+        );
+        let scale = 0.3;
+        let out = interp(
+            k,
+            vec![
+                Arg::Tensor(q.clone()),
+                Arg::Tensor(kk.clone()),
+                Arg::Tensor(v.clone()),
+                Arg::Tensor(poisoned(DType::BF16, &shape)),
+                Arg::Scalar(Scalar::Float(scale)),
+            ],
+        );
+        let (qf, kf, vf) = (q.to_f64_vec(), kk.to_f64_vec(), v.to_f64_vec());
+        let n = x * y * d;
+        let mut want = vec![];
+        for bh in 0..bsz * heads {
+            let base = bh * n;
+            for i in 0..x {
+                for j in 0..y {
+                    let mut keys = vec![];
+                    for ki in natten_window(i, x, ks, dil) {
+                        for kj in natten_window(j, y, ks, dil) {
+                            keys.push(ki * y + kj);
+                        }
+                    }
+                    let qrow = &qf[base + (i * y + j) * d..base + (i * y + j + 1) * d];
+                    want.extend(attend(qrow, &keys, &kf[base..base + n], &vf[base..base + n], d, scale));
+                }
+            }
+        }
+        assert_close(&format!("na2d B{bsz} H{heads} X{x} Y{y} D{d} KS{ks} DIL{dil}"), tensor(&out[3]), &want, ATTN_RTOL, ATTN_ATOL);
+    }
+}
+
+/// f32 layer norm against a two-pass f64 reference. Relative 1e-5 with an absolute floor of
+/// 1e-5: the output `x̂·w + b` can cancel to near zero, where f32 rounding of `x̂·w` (|x̂| up to
+/// about √C) leaves an absolute error of a few 1e-6. C = 1 (variance 0, output = b) included.
+#[test]
+fn layernorm_matches_reference() {
+    let k = &compile_example("layernorm.tile", &opts(&[]))[0];
+    for (r, c) in [(37, 1000), (1, 1), (5, 1024), (6, 7)] {
+        let mut rng = Rng::new(29 + c as u64);
+        let x = random_tensor(DType::F32, &[r, c], &mut rng);
+        let w = random_tensor(DType::F32, &[c], &mut rng);
+        let b = random_tensor(DType::F32, &[c], &mut rng);
+        let eps = 1e-5;
+        let out = interp(
+            k,
+            vec![
+                Arg::Tensor(x.clone()),
+                Arg::Tensor(w.clone()),
+                Arg::Tensor(b.clone()),
+                Arg::Tensor(poisoned(DType::F32, &[r, c])),
+                Arg::Scalar(Scalar::Float(eps)),
+            ],
+        );
+        let mut want = vec![];
+        for i in 0..r {
+            let row: Vec<f64> = (0..c).map(|j| x.get_f64(i * c + j)).collect();
+            let mean = row.iter().sum::<f64>() / c as f64;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / c as f64;
+            let inv = 1.0 / (var + eps as f32 as f64).sqrt();
+            want.extend((0..c).map(|j| (row[j] - mean) * inv * w.get_f64(j) + b.get_f64(j)));
+        }
+        assert_close(&format!("layernorm {r}x{c}"), tensor(&out[3]), &want, 1e-5, 1e-5);
+    }
+}
+
+/// erf to about 1e-7 absolute (Abramowitz & Stegun 7.1.26), plenty for bf16 GELU outputs.
+fn erf_approx(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.3275911 * x.abs());
+    let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * (-x * x).exp();
+    y.copysign(x)
+}
+
+/// The GEMM with a fused bias and activation epilogue, on a 1-D swizzled grid (an unwritten or
+/// twice-computed tile would show as NaN or a mismatch): identity, GELU and SiLU, odd sizes, a
+/// group that does not divide the tile rows, and the 1×1×1 edge. bf16 output: relative 2^-8
+/// plus 1e-5 absolute for the f32 accumulation of K bf16 products.
+#[test]
+fn linear_matches_reference() {
+    for act in [0, 1, 2] {
+        let k = &compile_example("linear.tile", &opts(&[("ACT", act), ("BM", 32), ("BN", 32), ("BK", 16), ("GROUP", 3)]))[0];
+        for (m, n, kk) in [(130, 77, 45), (1, 1, 1), (200, 33, 64)] {
+            let mut rng = Rng::new(31 + m as u64);
+            let a = random_tensor(DType::BF16, &[m, kk], &mut rng);
+            let b = random_tensor(DType::BF16, &[kk, n], &mut rng);
+            let bias = random_tensor(DType::F32, &[n], &mut rng);
+            let out = interp(
+                k,
+                vec![
+                    Arg::Tensor(a.clone()),
+                    Arg::Tensor(b.clone()),
+                    Arg::Tensor(bias.clone()),
+                    Arg::Tensor(poisoned(DType::BF16, &[m, n])),
+                ],
+            );
+            let mut want = vec![0.0; m * n];
+            for i in 0..m {
+                for j in 0..n {
+                    let z = (0..kk).map(|p| a.get_f64(i * kk + p) * b.get_f64(p * n + j)).sum::<f64>() + bias.get_f64(j);
+                    want[i * n + j] = match act {
+                        1 => 0.5 * z * (1.0 + erf_approx(z / 2f64.sqrt())),
+                        2 => z / (1.0 + (-z).exp()),
+                        _ => z,
+                    };
+                }
+            }
+            assert_close(&format!("linear act={act} {m}x{n}x{kk}"), tensor(&out[3]), &want, 4e-3, 1e-5);
+        }
+    }
+}
+
+/// Every case of `tessera selftest`'s table builds its inputs and runs on the interpreter, and
+/// writes every element of its poisoned outputs (the GPU half of the self-test needs a GPU).
+#[test]
+fn selftest_cases_run_on_the_interpreter() {
+    use tessera_runtime::selftest::{CASES, run_case};
+    for (n, case) in CASES.iter().enumerate() {
+        let r = run_case(case, None, tessera_compiler::Target::Sm90a, n as u64);
+        assert!(r.passed, "self-test case `{}`: {}", case.name, r.detail);
+    }
+}
+
+/// Asserts `|got - want| <= tol` element by element (NaN fails).
+fn assert_within(name: &str, got: &HostTensor, want: &[f64], tol: &[f64]) {
+    assert_eq!(got.numel(), want.len(), "{name}: element count");
+    let mut worst = 0.0f64;
+    for (i, (&w, &t)) in want.iter().zip(tol).enumerate() {
+        let g = got.get_f64(i);
+        assert!(!g.is_nan() && (g - w).abs() <= t, "{name}: element {i}: got {g}, want {w} (tolerance {t:e})");
+        worst = worst.max((g - w).abs() / t.max(f64::MIN_POSITIVE));
+    }
+    eprintln!("{name}: {:.0}% of the tolerance", worst * 100.0);
+}
+
+/// f32 sums in another order than the reference's: each output may be off by a few f32 roundings
+/// of the partial sums, bounded by `1e-6 · Σ|term|` (2^-24 ≈ 6e-8 per addition, for up to ~16
+/// additions in a chain) plus the same of the starting value.
+const SUM_RTOL: f64 = 1e-6;
+
+/// SpMM over random valid CSR structures (skewed row lengths: empty rows and rows longer than
+/// one edge block), F not a multiple of BF, and one-row / one-entry edges, against
+/// `y[r, f] = Σ_e vals[e]·x[col_idx[e], f]` in f64. Tolerance: `SUM_RTOL · Σ|term|`.
+#[test]
+fn spmm_csr_matches_reference() {
+    use tessera_runtime::selftest::csr;
+    let k = &compile_example("spmm_csr.tile", &opts(&[]))[0];
+    // (R, N, E, F)
+    for (r, n, e, f) in [(37, 50, 600, 70), (1, 1, 1, 1), (5, 3, 9, 64), (64, 100, 1000, 129)] {
+        let mut rng = Rng::new(41 + e as u64);
+        let (row_ptr, col_idx) = csr(r, n, e, &mut rng);
+        let vals = random_tensor(DType::F32, &[e], &mut rng);
+        let x = random_tensor(DType::F32, &[n, f], &mut rng);
+        let out = interp(
+            k,
+            vec![
+                Arg::Tensor(row_ptr.clone()),
+                Arg::Tensor(col_idx.clone()),
+                Arg::Tensor(vals.clone()),
+                Arg::Tensor(x.clone()),
+                Arg::Tensor(poisoned(DType::F32, &[r, f])),
+            ],
+        );
+        let (mut want, mut tol) = (vec![0.0; r * f], vec![0.0; r * f]);
+        for row in 0..r {
+            for ed in row_ptr.get_i64(row) as usize..row_ptr.get_i64(row + 1) as usize {
+                let c = col_idx.get_i64(ed) as usize;
+                for j in 0..f {
+                    let term = vals.get_f64(ed) * x.get_f64(c * f + j);
+                    want[row * f + j] += term;
+                    tol[row * f + j] += SUM_RTOL * term.abs();
+                }
+            }
+        }
+        assert_within(&format!("spmm_csr R{r} N{n} E{e} F{f}"), tensor(&out[4]), &want, &tol);
+    }
+}
+
+/// An RGCN layer on random graphs (edges sorted by relation, one relation without edges,
+/// skewed destinations so atomics collide, relation edge counts not multiples of BE), split into
+/// edge tiles on the host as the brief describes, against
+/// `out[dst[e]] += norm[e]·(x[src[e]]·w[rel(e)])` in f64 from a random starting `out`.
+/// Tolerance: `SUM_RTOL · (|out₀| + Σ_e Σ_k |norm·x·w|)`.
+#[test]
+fn rgcn_matches_reference() {
+    use tessera_runtime::selftest::rgcn_graph;
+    for (fi, be, bn) in [(128, 64, 64), (32, 16, 32)] {
+        let k = &compile_example("rgcn.tile", &opts(&[("FI", fi as i64), ("BE", be as i64), ("BN", bn)]))[0];
+        // (N, RELS, E, FO)
+        for (n, rels, e, fo) in [(40, 4, 300, 70), (1, 2, 1, 1), (9, 3, 17, 33)] {
+            let mut rng = Rng::new(43 + e as u64);
+            let [src, dst, tile_rel, tile_start, tile_end] = rgcn_graph(n, rels, e, be, &mut rng);
+            let rel_of = |ed: usize| -> usize {
+                (0..tile_rel.numel())
+                    .find(|&t| (tile_start.get_i64(t)..tile_end.get_i64(t)).contains(&(ed as i64)))
+                    .map(|t| tile_rel.get_i64(t) as usize)
+                    .expect("every edge is in a tile")
+            };
+            let x = random_tensor(DType::F32, &[n, fi], &mut rng);
+            let w = random_tensor(DType::F32, &[rels, fi, fo], &mut rng);
+            let norm = random_tensor(DType::F32, &[e], &mut rng);
+            let out0 = random_tensor(DType::F32, &[n, fo], &mut rng);
+            let out = interp(
+                k,
+                vec![
+                    Arg::Tensor(x.clone()),
+                    Arg::Tensor(w.clone()),
+                    Arg::Tensor(src.clone()),
+                    Arg::Tensor(dst.clone()),
+                    Arg::Tensor(norm.clone()),
+                    Arg::Tensor(tile_rel.clone()),
+                    Arg::Tensor(tile_start.clone()),
+                    Arg::Tensor(tile_end.clone()),
+                    Arg::Tensor(out0.clone()),
+                ],
+            );
+            let mut want = out0.to_f64_vec();
+            let mut tol: Vec<f64> = want.iter().map(|v| SUM_RTOL * v.abs()).collect();
+            for ed in 0..e {
+                let (s, d, r) = (src.get_i64(ed) as usize, dst.get_i64(ed) as usize, rel_of(ed));
+                for j in 0..fo {
+                    let terms = (0..fi).map(|c| norm.get_f64(ed) * x.get_f64(s * fi + c) * w.get_f64((r * fi + c) * fo + j));
+                    let (sum, mag) = terms.fold((0.0, 0.0), |(a, m), t: f64| (a + t, m + t.abs()));
+                    want[d * fo + j] += sum;
+                    tol[d * fo + j] += SUM_RTOL * mag;
+                }
+            }
+            assert_within(&format!("rgcn FI{fi} BE{be} N{n} RELS{rels} E{e} FO{fo}"), tensor(&out[8]), &want, &tol);
+        }
+    }
+}
+
+/// The embedding-bag backward scatter: repeated indices (their rows add up), a starting
+/// gradient that must be kept, F not a multiple of BF, out-of-range indices (-1 and V, which
+/// must be dropped), and the one-lookup edge; against the f64 sum. Tolerance: `SUM_RTOL ·
+/// (|g₀| + Σ|added|)`.
+#[test]
+fn embedding_bag_bwd_matches_reference() {
+    use tessera_runtime::selftest::embedding_bag;
+    let k = &compile_example("embedding_bag_bwd.tile", &opts(&[]))[0];
+    // (I, V, NB, F, out of range)
+    for (i, v, nb, f, oob) in [(100, 10, 7, 70, false), (100, 10, 7, 70, true), (1, 1, 1, 1, false), (33, 50, 33, 65, true)] {
+        let mut rng = Rng::new(47 + i as u64);
+        let (idx, bag) = embedding_bag(i, v, nb, oob, &mut rng);
+        let grad_out = random_tensor(DType::F32, &[nb, f], &mut rng);
+        let gw0 = random_tensor(DType::F32, &[v, f], &mut rng);
+        let out =
+            interp(k, vec![Arg::Tensor(idx.clone()), Arg::Tensor(bag.clone()), Arg::Tensor(grad_out.clone()), Arg::Tensor(gw0.clone())]);
+        let mut want = gw0.to_f64_vec();
+        let mut tol: Vec<f64> = want.iter().map(|x| SUM_RTOL * x.abs()).collect();
+        for p in 0..i {
+            let (row, b) = (idx.get_i64(p), bag.get_i64(p) as usize);
+            if row < 0 || row >= v as i64 {
+                continue;
+            }
+            for j in 0..f {
+                let g = grad_out.get_f64(b * f + j);
+                want[row as usize * f + j] += g;
+                tol[row as usize * f + j] += SUM_RTOL * g.abs();
+            }
+        }
+        assert_within(&format!("embedding_bag_bwd I{i} V{v} NB{nb} F{f} oob={oob}"), tensor(&out[3]), &want, &tol);
+    }
 }

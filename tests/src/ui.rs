@@ -16,7 +16,8 @@ fn ui_diagnostics() {
         let expected: Vec<(usize, String)> =
             text.lines().enumerate().filter_map(|(i, l)| l.split_once("//~ ERROR ").map(|(_, m)| (i + 1, m.trim().to_string()))).collect();
         assert!(!expected.is_empty(), "{name} has no `//~ ERROR` annotation");
-        let src = Source::new(format!("tests/ui/{name}"), text.clone());
+        // Located on disk, so that `use "imports/…"` resolves next to the test.
+        let src = Source::new(format!("tests/ui/{name}"), text.clone()).with_path(&f);
         let o = Options { verify: true, ..Options::default() };
         let diags = match tessera_compiler::compile(&src, &o) {
             Ok(_) => {

@@ -5,7 +5,11 @@
 //! i64 strides. Structured control flow becomes loops and diamonds with phis. Element addresses,
 //! bounds masks and shared-memory offsets are computed from the layout, per register.
 
+mod control;
+mod indexed;
 mod math;
+mod mma;
+mod scan;
 
 use crate::Target;
 use crate::diag::Diagnostic;
@@ -76,7 +80,7 @@ fn emit_inner(k: &lir::Kernel, target: Target) -> Res<(String, String)> {
 }
 
 #[derive(Clone)]
-enum Cv<'c> {
+pub(crate) enum Cv<'c> {
     /// The elements this thread holds, in register order.
     Regs(Vec<BasicValueEnum<'c>>),
     Tensor {
@@ -90,10 +94,10 @@ pub(crate) struct Gen<'c, 'm> {
     pub(crate) ctx: &'c Context,
     module: &'m Module<'c>,
     pub(crate) b: Builder<'c>,
-    k: &'m lir::Kernel,
+    pub(crate) k: &'m lir::Kernel,
     func: FunctionValue<'c>,
-    vals: HashMap<Value, Cv<'c>>,
-    tid: IntValue<'c>,
+    pub(crate) vals: HashMap<Value, Cv<'c>>,
+    pub(crate) tid: IntValue<'c>,
     smem: PointerValue<'c>,
 }
 
@@ -194,7 +198,7 @@ impl<'c, 'm> Gen<'c, 'm> {
         Ok(())
     }
 
-    fn regs(&self, v: Value) -> Res<Vec<BasicValueEnum<'c>>> {
+    pub(crate) fn regs(&self, v: Value) -> Res<Vec<BasicValueEnum<'c>>> {
         match self.vals.get(&v) {
             Some(Cv::Regs(r)) => Ok(r.clone()),
             Some(Cv::Tensor { .. }) => Err(format!("{v} is a tensor, expected a tile")),
@@ -208,25 +212,37 @@ impl<'c, 'm> Gen<'c, 'm> {
 
     fn nregs(&self, t: &lir::Type) -> usize {
         match t.layout() {
-            Some(l) => l.regs(t.numel(), self.k.threads),
+            Some(l) => l.regs(t.shape(), self.k.threads),
             None => 0,
         }
     }
 
     /// The row-major linear index of register `r` of this thread in a tile of type `t`.
-    fn linear(&self, t: &lir::Type, r: usize) -> Res<IntValue<'c>> {
+    pub(crate) fn linear(&self, t: &lir::Type, r: usize) -> Res<IntValue<'c>> {
         let n = t.numel();
-        let Some(layout @ Layout::Blocked { .. }) = t.layout() else { return Err("linear index of a tensor".into()) };
-        if n < self.k.threads as i64 {
-            return self.b.build_and(self.tid, self.i32c(n - 1), "l").ice();
+        match t.layout() {
+            Some(layout @ Layout::Blocked { .. }) => {
+                if n < self.k.threads as i64 {
+                    return self.b.build_and(self.tid, self.i32c(n - 1), "l").ice();
+                }
+                let (base, mul) = layout.linear(n, self.k.threads, r);
+                let t = self.b.build_int_mul(self.tid, self.i32c(mul), "l").ice()?;
+                self.b.build_int_add(t, self.i32c(base), "l").ice()
+            }
+            Some(Layout::Mma { .. }) => {
+                let c = self.coords(t, r)?;
+                let row = self.b.build_int_mul(c[0], self.i32c(t.shape()[1]), "l").ice()?;
+                self.b.build_int_add(row, c[1], "l").ice()
+            }
+            None => Err("linear index of a tensor".into()),
         }
-        let (base, mul) = layout.linear(n, self.k.threads, r);
-        let t = self.b.build_int_mul(self.tid, self.i32c(mul), "l").ice()?;
-        self.b.build_int_add(t, self.i32c(base), "l").ice()
     }
 
     /// The coordinates of register `r` of this thread.
-    fn coords(&self, t: &lir::Type, r: usize) -> Res<Vec<IntValue<'c>>> {
+    pub(crate) fn coords(&self, t: &lir::Type, r: usize) -> Res<Vec<IntValue<'c>>> {
+        if let Some(Layout::Mma { warps_m, warps_n }) = t.layout() {
+            return self.mma_coords(t.shape(), warps_m, warps_n, r);
+        }
         let l = self.linear(t, r)?;
         let shape = t.shape();
         let strides = row_major(shape);
@@ -238,12 +254,12 @@ impl<'c, 'm> Gen<'c, 'm> {
         Ok(out)
     }
 
-    fn smem_ptr(&self, byte_offset: IntValue<'c>) -> Res<PointerValue<'c>> {
+    pub(crate) fn smem_ptr(&self, byte_offset: IntValue<'c>) -> Res<PointerValue<'c>> {
         // SAFETY (of the LLVM IR, not Rust): offsets stay inside the planned shared memory.
         unsafe { self.b.build_gep(self.ctx.i8_type(), self.smem, &[byte_offset], "sp").ice() }
     }
 
-    fn load_mem(&self, ptr: PointerValue<'c>, d: DType) -> Res<BasicValueEnum<'c>> {
+    pub(crate) fn load_mem(&self, ptr: PointerValue<'c>, d: DType) -> Res<BasicValueEnum<'c>> {
         let v = self.b.build_load(mem_type(self.ctx, d), ptr, "ld").ice()?;
         if d == DType::Bool {
             return Ok(self.b.build_int_compare(IntPredicate::NE, v.into_int_value(), self.ctx.i8_type().const_zero(), "b").ice()?.into());
@@ -251,19 +267,24 @@ impl<'c, 'm> Gen<'c, 'm> {
         Ok(v)
     }
 
-    fn store_mem(&self, ptr: PointerValue<'c>, v: BasicValueEnum<'c>, d: DType) -> Res<()> {
+    pub(crate) fn store_mem(&self, ptr: PointerValue<'c>, v: BasicValueEnum<'c>, d: DType) -> Res<()> {
         let v: BasicValueEnum =
             if d == DType::Bool { self.b.build_int_z_extend(v.into_int_value(), self.ctx.i8_type(), "b").ice()?.into() } else { v };
         self.b.build_store(ptr, v).ice()?;
         Ok(())
     }
 
-    fn block(&self, name: &str) -> inkwell::basic_block::BasicBlock<'c> {
+    pub(crate) fn block(&self, name: &str) -> inkwell::basic_block::BasicBlock<'c> {
         self.ctx.append_basic_block(self.func, name)
     }
 
     /// A do-while loop `for j in 0..n` (n ≥ 1) carrying `inits`; `body` gives the next values.
-    fn counted_loop(&mut self, n: i64, inits: Vec<BasicValueEnum<'c>>, body: LoopBody<'_, 'c, 'm>) -> Res<Vec<BasicValueEnum<'c>>> {
+    pub(crate) fn counted_loop(
+        &mut self,
+        n: i64,
+        inits: Vec<BasicValueEnum<'c>>,
+        body: LoopBody<'_, 'c, 'm>,
+    ) -> Res<Vec<BasicValueEnum<'c>>> {
         let pre = self.b.get_insert_block().ok_or("no block")?;
         let lp = self.block("loop");
         let exit = self.block("loop.end");
@@ -318,15 +339,20 @@ impl<'c, 'm> Gen<'c, 'm> {
                 let v = self.vals.get(&d.operands[0]).cloned().ok_or("reshape of an undefined value")?;
                 Ok(vec![v])
             }
-            OpKind::LocalStore { offset } => {
+            OpKind::LocalStore { offset, swizzled } => {
                 let x = d.operands[0];
                 let t = self.ty(x).clone();
                 let regs = self.regs(x)?;
                 let size = t.dtype().size() as i64;
                 for (r, v) in regs.into_iter().enumerate() {
-                    let l = self.linear(&t, r)?;
-                    let off =
-                        self.b.build_int_add(self.b.build_int_mul(l, self.i32c(size), "o").ice()?, self.i32c(*offset as i64), "o").ice()?;
+                    let off = if *swizzled && t.shape().len() == 2 {
+                        let c = self.coords(&t, r)?;
+                        self.smem_offset_2d(c[0], c[1], t.shape()[1], size, true)?
+                    } else {
+                        let l = self.linear(&t, r)?;
+                        self.b.build_int_mul(l, self.i32c(size), "o").ice()?
+                    };
+                    let off = self.b.build_int_add(off, self.i32c(*offset as i64), "o").ice()?;
                     let p = self.smem_ptr(off)?;
                     self.store_mem(p, v, t.dtype())?;
                 }
@@ -359,6 +385,28 @@ impl<'c, 'm> Gen<'c, 'm> {
             OpKind::LocalDot { a_offset, b_offset, k, dtype } => {
                 let acc = d.operands[0];
                 self.local_dot(rt.ok_or("dot without result")?, acc, *a_offset, *b_offset, *k, *dtype)
+            }
+            OpKind::LocalMma { a_offset, b_offset, k, dtype } => {
+                let (acc, a_base, b_base) = (d.operands[0], d.operands.get(1).copied(), d.operands.get(2).copied());
+                self.local_mma(&rt.ok_or("mma without result")?, acc, [a_base, b_base], *a_offset, *b_offset, *k, *dtype)
+            }
+            OpKind::AsyncCopy { offset, swizzled, shape } => {
+                self.async_copy(op, *offset, *swizzled, shape)?;
+                Ok(vec![])
+            }
+            OpKind::AsyncCommit => {
+                self.async_commit()?;
+                Ok(vec![])
+            }
+            OpKind::AsyncWait { pending } => {
+                self.async_wait(*pending)?;
+                Ok(vec![])
+            }
+            OpKind::LocalScan { offset, op: sop, axis, src_shape, dtype } => {
+                self.local_scan(rt.ok_or("scan without result")?, *offset, *sop, *axis as usize, src_shape, *dtype)
+            }
+            OpKind::LocalArgReduce { offset, op: aop, axis, src_shape, dtype } => {
+                self.local_arg_reduce(rt.ok_or("argmax without result")?, *offset, *aop, *axis as usize, src_shape, *dtype)
             }
             OpKind::Tir(kind) => self.tir_op(op, kind, rt),
         }
@@ -441,7 +489,7 @@ impl<'c, 'm> Gen<'c, 'm> {
     }
 
     /// Address and in-bounds mask of each register of a window access.
-    fn window(&self, tensor: &Cv<'c>, offs: &[Value], t: &lir::Type, d: DType) -> Res<Vec<(PointerValue<'c>, IntValue<'c>)>> {
+    pub(crate) fn window(&self, tensor: &Cv<'c>, offs: &[Value], t: &lir::Type, d: DType) -> Res<Vec<(PointerValue<'c>, IntValue<'c>)>> {
         let Cv::Tensor { ptr, sizes, strides } = tensor else { return Err("window access on a non-tensor".into()) };
         let offs: Vec<IntValue> = offs.iter().map(|&o| self.regs(o).map(|r| r[0].into_int_value())).collect::<Res<_>>()?;
         let mut out = vec![];
@@ -464,7 +512,7 @@ impl<'c, 'm> Gen<'c, 'm> {
     }
 
     /// `if cond { then() }` returning the value of `then` or `otherwise`.
-    fn guarded(
+    pub(crate) fn guarded(
         &mut self,
         cond: IntValue<'c>,
         then: &mut dyn FnMut(&mut Self) -> Res<Option<BasicValueEnum<'c>>>,
@@ -613,6 +661,13 @@ impl<'c, 'm> Gen<'c, 'm> {
                 }
                 Ok(vec![])
             }
+            tir::OpKind::Gather => self.gather(op),
+            tir::OpKind::Scatter => self.indexed_write(op, None),
+            tir::OpKind::Atomic(a) => self.indexed_write(op, Some(*a)),
+            tir::OpKind::Print(f) => self.print(op, f),
+            tir::OpKind::Assert(m) => self.assert(op, m),
+            tir::OpKind::Return => self.return_op(),
+            tir::OpKind::While => self.while_loop(op),
             tir::OpKind::For => self.for_loop(op),
             tir::OpKind::If => self.if_op(op),
             other => Err(format!("`{}` reached code generation; the lowering should have replaced it", other.mnemonic())),

@@ -9,10 +9,14 @@
 //! The interpreter never panics: IR that breaks the op conventions gives
 //! `InterpError::Internal`.
 
+mod indexed;
 mod math;
 mod ops;
+mod shape;
 mod value;
 
+#[cfg(test)]
+mod lang_tests;
 #[cfg(test)]
 mod tests;
 
@@ -43,6 +47,12 @@ pub enum InterpError {
     NonPositiveStep { program: [u32; 3], step: i64 },
     #[error("program {program:?}: store to read-only tensor parameter `{param}`")]
     ReadOnlyStore { program: [u32; 3], param: String },
+    /// An `assert` whose condition is false (at `element` of a tile condition).
+    #[error("program {program:?}: assertion failed{}: {message}", element.as_ref().map(|e| format!(" at element {e:?}")).unwrap_or_default())]
+    Assert { program: [u32; 3], message: String, element: Option<Vec<i64>> },
+    /// `print` could not write its output.
+    #[error("program {program:?}: cannot write the output of `print`: {error}")]
+    Output { program: [u32; 3], error: String },
     /// The IR breaks an op convention (an interpreter or compiler bug, not a user error).
     #[error("internal error in the interpreter: {0}")]
     Internal(String),
@@ -54,8 +64,14 @@ type Result<T> = std::result::Result<T, InterpError>;
 /// IR whose regions form a cycle would otherwise recurse until the stack overflows.
 const MAX_NESTING: usize = 256;
 
-/// Runs `k` over its whole grid; tensors in `args` are read and written in place.
+/// Runs `k` over its whole grid; tensors in `args` are read and written in place. `print`
+/// writes to standard output.
 pub fn run_kernel(k: &tir::Kernel, args: &mut [Arg]) -> std::result::Result<(), InterpError> {
+    run_kernel_with_output(k, args, &mut std::io::stdout().lock())
+}
+
+/// `run_kernel`, with the output of `print` going to `out`.
+pub fn run_kernel_with_output(k: &tir::Kernel, args: &mut [Arg], out: &mut dyn std::io::Write) -> std::result::Result<(), InterpError> {
     let infos: Vec<ArgInfo> = args
         .iter()
         .map(|a| match a {
@@ -98,12 +114,14 @@ pub fn run_kernel(k: &tir::Kernel, args: &mut [Arg]) -> std::result::Result<(), 
             _ => return Err(internal(format!("argument `{}` does not match its parameter", p.name))),
         });
     }
-    let mut it = Interp { k, args, vals: vec![None; k.body.values.len()], program: [0; 3], grid: bound.grid, depth: 0 };
+    let mut it =
+        Interp { k, args, vals: vec![None; k.body.values.len()], program: [0; 3], grid: bound.grid, depth: 0, out, returned: false };
     let entry_args = entry.args.clone();
     for z in 0..bound.grid[2] {
         for y in 0..bound.grid[1] {
             for x in 0..bound.grid[0] {
                 it.program = [x, y, z];
+                it.returned = false;
                 // Forget the previous program's values, so a use before definition is an error
                 // rather than a read of stale data.
                 it.vals.iter_mut().for_each(|v| *v = None);
@@ -129,6 +147,10 @@ struct Interp<'a> {
     program: [u32; 3],
     grid: [u32; 3],
     depth: usize,
+    /// Where `print` writes.
+    out: &'a mut dyn std::io::Write,
+    /// Set by `return`: the rest of this program is skipped.
+    returned: bool,
 }
 
 impl Interp<'_> {
@@ -183,6 +205,7 @@ impl Interp<'_> {
         let mut out = Ok(None);
         for &op in &data.ops {
             match self.op(op) {
+                Ok(None) if self.returned => break,
                 Ok(None) => {}
                 Ok(Some(y)) => {
                     out = Ok(Some(y));
@@ -207,18 +230,25 @@ impl Interp<'_> {
                 let vals = data.operands.iter().map(|&v| self.val(v).cloned()).collect::<Result<Vec<_>>>()?;
                 return Ok(Some(vals));
             }
-            OpKind::For => {
-                let results = self.for_loop(op, data)?;
-                self.set_results(op, &data.results, results)?;
-            }
-            OpKind::If => {
-                let [cond] = data.operands[..] else {
-                    return Err(self.op_error(op, "`if` takes one operand"));
+            OpKind::Return => self.returned = true,
+            OpKind::For | OpKind::If | OpKind::While => {
+                let results = match data.kind {
+                    OpKind::For => self.for_loop(op, data)?,
+                    OpKind::While => self.while_loop(op, data)?,
+                    _ => {
+                        let [cond] = data.operands[..] else {
+                            return Err(self.op_error(op, "`if` takes one operand"));
+                        };
+                        let c = self.int_scalar(cond)?;
+                        let region =
+                            *data.regions.get(if c != 0 { 0 } else { 1 }).ok_or_else(|| self.op_error(op, "`if` needs two regions"))?;
+                        self.block(region)?.unwrap_or_default()
+                    }
                 };
-                let c = self.int_scalar(cond)?;
-                let region = *data.regions.get(if c != 0 { 0 } else { 1 }).ok_or_else(|| self.op_error(op, "`if` needs two regions"))?;
-                let y = self.block(region)?.unwrap_or_default();
-                self.set_results(op, &data.results, y)?;
+                // After a `return` inside, the op has no results: nothing runs after it.
+                if !self.returned {
+                    self.set_results(op, &data.results, results)?;
+                }
             }
             _ => {
                 let r = self.compute(data).map_err(|e| match e {
@@ -273,7 +303,11 @@ impl Interp<'_> {
             for (&a, v) in args[1..].iter().zip(iters.drain(..)) {
                 self.set(a, v)?;
             }
-            iters = self.block(body)?.ok_or_else(|| self.op_error(op, "the loop body does not end with `yield`"))?;
+            let next = self.block(body)?;
+            if self.returned {
+                return Ok(vec![]);
+            }
+            iters = next.ok_or_else(|| self.op_error(op, "the loop body does not end with `yield`"))?;
             if iters.len() != args.len() - 1 {
                 return Err(
                     self.op_error(op, &format!("the body yields {} values for {} loop-carried values", iters.len(), args.len() - 1))
@@ -285,5 +319,45 @@ impl Interp<'_> {
             }
         }
         Ok(iters)
+    }
+
+    /// `while init…`: runs the condition region on the loop values, then (while it yields true)
+    /// the body, whose yield gives the next values.
+    fn while_loop(&mut self, op: Op, data: &crate::ir::OpData<OpKind>) -> Result<Vec<Val>> {
+        let [cond, body] = data.regions[..] else {
+            return Err(self.op_error(op, "`while` needs two regions"));
+        };
+        let mut vals = data.operands.iter().map(|&v| self.val(v).cloned()).collect::<Result<Vec<_>>>()?;
+        loop {
+            for region in [cond, body] {
+                let args = self.k.body.blocks.get(region.index()).map(|b| b.args.clone()).unwrap_or_default();
+                if args.len() != vals.len() {
+                    return Err(self.op_error(op, &format!("a region takes {} arguments for {} loop values", args.len(), vals.len())));
+                }
+                for (&a, v) in args.iter().zip(&vals) {
+                    self.set(a, v.clone())?;
+                }
+                let y = self.block(region)?;
+                if self.returned {
+                    return Ok(vec![]);
+                }
+                let y = y.ok_or_else(|| self.op_error(op, "a region does not end with `yield`"))?;
+                if region == cond {
+                    let c = match y.first() {
+                        Some(Val::Tile(t)) if y.len() == 1 && t.shape.is_empty() && t.dtype == DType::Bool => t.elem(),
+                        _ => None,
+                    };
+                    match c {
+                        Some(Elem::I(0)) => return Ok(vals),
+                        Some(_) => {}
+                        None => return Err(self.op_error(op, "the condition region does not yield one bool")),
+                    }
+                } else if y.len() != vals.len() {
+                    return Err(self.op_error(op, &format!("the body yields {} values for {} loop values", y.len(), vals.len())));
+                } else {
+                    vals = y;
+                }
+            }
+        }
     }
 }

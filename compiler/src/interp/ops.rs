@@ -28,12 +28,21 @@ const MAX_TILE_ELEMENTS: usize = 1 << 26;
 impl Interp<'_> {
     /// Computes the results of `op` (none for `store`, one for every other op).
     pub(super) fn compute(&mut self, data: &OpData<OpKind>) -> Result<Vec<Val>> {
-        if let OpKind::Store = data.kind {
-            if !data.results.is_empty() {
-                return Err(internal("store has results"));
+        match &data.kind {
+            OpKind::Store | OpKind::Scatter | OpKind::Atomic(_) | OpKind::Print(_) | OpKind::Assert(_) => {
+                if !data.results.is_empty() {
+                    return Err(internal(format!("{} has results", data.kind.mnemonic())));
+                }
+                match &data.kind {
+                    OpKind::Store => self.store(&data.operands)?,
+                    OpKind::Print(f) => self.print(f, &data.operands)?,
+                    OpKind::Assert(m) => self.assert(m, &data.operands)?,
+                    kind => self.scatter(kind, &data.operands)?,
+                }
+                return Ok(vec![]);
             }
-            self.store(&data.operands)?;
-            return Ok(vec![]);
+            OpKind::Split => return self.split(data),
+            _ => {}
         }
         let [res] = data.results[..] else {
             return Err(internal(format!("expected one result, found {}", data.results.len())));
@@ -168,8 +177,31 @@ impl Interp<'_> {
                 dot(&a, &b, &acc, dtype, &shape)?
             }
             OpKind::Load => self.load(ops, dtype, &shape)?,
+            OpKind::Gather => self.gather(ops, dtype, &shape)?,
+            OpKind::ArgReduce(a, axis) => {
+                n_operands(1)?;
+                super::shape::arg_reduce(*a, *axis as usize, &*self.tile(ops[0])?, dtype, &shape)?
+            }
+            OpKind::Scan(sc, axis) => {
+                n_operands(1)?;
+                super::shape::scan(*sc, *axis as usize, &*self.tile(ops[0])?, dtype, &shape)?
+            }
+            OpKind::Join => {
+                n_operands(2)?;
+                super::shape::join(&*self.tile(ops[0])?, &*self.tile(ops[1])?, dtype, &shape)?
+            }
             OpKind::View => return Err(internal("view with a tile result")),
-            OpKind::Store | OpKind::For | OpKind::If | OpKind::Yield => return Err(internal("unexpected control op")),
+            OpKind::Store
+            | OpKind::Scatter
+            | OpKind::Atomic(_)
+            | OpKind::Print(_)
+            | OpKind::Assert(_)
+            | OpKind::Split
+            | OpKind::For
+            | OpKind::If
+            | OpKind::While
+            | OpKind::Return
+            | OpKind::Yield => return Err(internal("unexpected control op")),
         };
         Ok(vec![Val::Tile(Rc::new(tile))])
     }
@@ -251,7 +283,7 @@ impl Interp<'_> {
     }
 
     /// The host tensor behind `t`, checked to hold `dtype`.
-    fn host(&self, t: &TensorRef, dtype: DType) -> Result<&crate::host::HostTensor> {
+    pub(super) fn host(&self, t: &TensorRef, dtype: DType) -> Result<&crate::host::HostTensor> {
         match self.args.get(t.arg) {
             Some(Arg::Tensor(h)) if h.dtype == dtype => Ok(h),
             Some(Arg::Tensor(h)) => Err(internal(format!("a {} tile with a {} tensor", dtype, h.dtype))),
@@ -260,7 +292,7 @@ impl Interp<'_> {
     }
 }
 
-fn host_index(h: &crate::host::HostTensor, flat: i64) -> Result<usize> {
+pub(super) fn host_index(h: &crate::host::HostTensor, flat: i64) -> Result<usize> {
     usize::try_from(flat).ok().filter(|&i| i < h.numel()).ok_or_else(|| internal(format!("element {flat} outside the tensor")))
 }
 
@@ -307,11 +339,11 @@ fn for_each_in_range(t: &TensorRef, offsets: &[i64], shape: &[i64], mut f: impl 
     }
 }
 
-fn same_dtype(t: &Tile, dtype: DType) -> Result<()> {
+pub(super) fn same_dtype(t: &Tile, dtype: DType) -> Result<()> {
     if t.dtype == dtype { Ok(()) } else { Err(internal(format!("operand is {}, result is {dtype}", t.dtype))) }
 }
 
-fn same_shape(t: &Tile, shape: &[i64]) -> Result<()> {
+pub(super) fn same_shape(t: &Tile, shape: &[i64]) -> Result<()> {
     if t.shape == shape { Ok(()) } else { Err(internal(format!("operand shape {:?}, result shape {shape:?}", t.shape))) }
 }
 

@@ -19,7 +19,21 @@ impl Kb {
             body.add_block_arg(body.entry, p.ty());
         }
         let cur = body.entry;
-        Kb { k: Kernel { name: name.into(), doc: None, params, consts: vec![], grid, warps: 4, stages: 1, requires: vec![], body }, cur }
+        Kb {
+            k: Kernel {
+                name: name.into(),
+                doc: None,
+                params,
+                consts: vec![],
+                grid,
+                warps: 4,
+                stages: 1,
+                requires: vec![],
+                tune: Default::default(),
+                body,
+            },
+            cur,
+        }
     }
 
     fn param(&self, i: usize) -> Value {

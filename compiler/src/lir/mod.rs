@@ -20,7 +20,14 @@ pub use print::print_kernel;
 /// How a tile's elements are spread over the threads of a block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Layout {
+    /// Row-major elements in chunks of `vec` over the threads (see the module comment).
     Blocked { vec: u32 },
+    /// The accumulator of `mma.sync.m16n8k*`: the 2-D tile is split into a `warps_m × warps_n`
+    /// grid of warp tiles (warp `w` takes row block `w / warps_n`, column block `w % warps_n`),
+    /// each covered by 16×8 instruction tiles; in each, lane `l` holds rows `l/4` and `l/4 + 8`,
+    /// columns `2·(l%4)` and `2·(l%4) + 1`. Register `r` is element `r % 4` of instruction tile
+    /// `(r / 4 / nt, r / 4 % nt)` where `nt` is the warp tile's number of 8-wide columns.
+    Mma { warps_m: u32, warps_n: u32 },
 }
 
 impl Layout {
@@ -31,20 +38,40 @@ impl Layout {
     }
 
     /// Elements each thread holds.
-    pub fn regs(self, numel: i64, threads: u32) -> usize {
-        (numel / threads as i64).max(1) as usize
+    pub fn regs(self, shape: &[i64], threads: u32) -> usize {
+        let numel: i64 = shape.iter().product();
+        match self {
+            Layout::Blocked { .. } => (numel / threads as i64).max(1) as usize,
+            Layout::Mma { warps_m, warps_n } => (numel / (32 * warps_m as i64 * warps_n as i64)).max(1) as usize,
+        }
     }
 
-    /// The row-major linear index of register `r` of thread `t`: `(base(r), tid_mul)` such that
-    /// index = `base + tid * tid_mul` (before the replication wrap when `numel < threads`).
+    /// For a blocked layout, the row-major linear index of register `r` of thread `t` is
+    /// `base(r) + t * tid_mul` (before the replication wrap when `numel < threads`).
     pub fn linear(self, numel: i64, threads: u32, r: usize) -> (i64, i64) {
-        let Layout::Blocked { vec } = self;
-        let vec = vec as i64;
+        let vec = match self {
+            Layout::Blocked { vec } => vec as i64,
+            Layout::Mma { .. } => 1,
+        };
         if numel < threads as i64 {
             return (0, 1);
         }
         let r = r as i64;
         ((r / vec) * threads as i64 * vec + r % vec, vec)
+    }
+
+    /// Whether an MMA accumulator layout with this warp grid covers a `[m, n]` tile exactly.
+    pub fn mma_fits(shape: &[i64], warps_m: u32, warps_n: u32) -> bool {
+        shape.len() == 2 && shape[0] % (16 * warps_m as i64) == 0 && shape[1] % (8 * warps_n as i64) == 0
+    }
+
+    /// Whether this layout can hold a tile of `shape` on `threads` threads.
+    pub fn valid_for(self, shape: &[i64], threads: u32) -> bool {
+        let numel: i64 = shape.iter().product();
+        match self {
+            Layout::Blocked { .. } => self == Layout::blocked_for(numel, threads),
+            Layout::Mma { warps_m, warps_n } => 32 * warps_m * warps_n == threads && Layout::mma_fits(shape, warps_m, warps_n),
+        }
     }
 }
 
@@ -52,6 +79,7 @@ impl fmt::Display for Layout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Layout::Blocked { vec } => write!(f, "#blocked<{vec}>"),
+            Layout::Mma { warps_m, warps_n } => write!(f, "#mma<{warps_m}x{warps_n}>"),
         }
     }
 }
@@ -113,8 +141,10 @@ pub enum OpKind {
     /// `(x) -> T`: same elements, new shape; the layouts map each linear index to the same
     /// thread and register, so no data moves.
     Reshape,
-    /// `(x) -> ()`: each thread writes its elements at `offset + linear_index * size`.
-    LocalStore { offset: u32 },
+    /// `(x) -> ()`: each thread writes its elements at `offset + linear_index * size`; with
+    /// `swizzled`, a 2-D tile's 16-byte chunks are permuted within each row (see
+    /// `swizzle_chunk`) so that `ldmatrix` reads of 8 rows hit distinct banks.
+    LocalStore { offset: u32, swizzled: bool },
     /// `() -> T`: each thread reads element `c` from `offset + (Σ c_i · strides_i) * size`.
     LocalLoad { offset: u32, strides: Vec<i64> },
     /// `() -> T`: reduces a row-major `src_shape` tile at `offset` along `axis`.
@@ -122,6 +152,27 @@ pub enum OpKind {
     /// `(acc) -> acc'`: `acc + a · b` with row-major `a: [m, k]` at `a_offset` and `b: [k, n]` at
     /// `b_offset`, multiplied with fused multiply-adds.
     LocalDot { a_offset: u32, b_offset: u32, k: i64, dtype: DType },
+    /// `(acc[, base]) -> acc'`: `acc + a · b` on the tensor cores (`ldmatrix` +
+    /// `mma.sync.m16n8k16`), with swizzled row-major `a: [m, k]` at `a_offset` and `b: [k, n]` at
+    /// `b_offset` (plus the i32 byte offset `base` when given: the stage of a pipelined loop); the
+    /// accumulator has the `Mma` layout.
+    LocalMma { a_offset: u32, b_offset: u32, k: i64, dtype: DType },
+    /// `(base: i32, t: tensor, o0: i32, o1: i32) -> ()`: starts an asynchronous copy of the 2-D
+    /// window `t[o0.., o1..]` of `shape` into shared memory at `offset + base` (row-major,
+    /// swizzled if asked); out-of-range elements become 0. When the tensor's rows are contiguous
+    /// and 16-byte aligned (checked at run time, uniformly), it issues 16-byte `cp.async`s;
+    /// otherwise it copies element by element, synchronously.
+    AsyncCopy { offset: u32, swizzled: bool, shape: Vec<i64> },
+    /// Closes the group of asynchronous copies issued since the last commit.
+    AsyncCommit,
+    /// Waits until at most `pending` committed groups are still in flight (this thread's).
+    AsyncWait { pending: u32 },
+    /// `() -> T`: the inclusive scan along `axis` of a row-major `src_shape` tile at `offset`
+    /// (the result has `src_shape`).
+    LocalScan { offset: u32, op: tir::ScanOp, axis: u32, src_shape: Vec<i64>, dtype: DType },
+    /// `() -> i32[…]`: the index of the largest (smallest) element along `axis` of a row-major
+    /// `src_shape` tile at `offset` (`tir::OpKind::ArgReduce`'s rules).
+    LocalArgReduce { offset: u32, op: tir::ArgOp, axis: u32, src_shape: Vec<i64>, dtype: DType },
     /// Every thread of the block waits here (`bar.sync 0`).
     Barrier,
 }
@@ -135,12 +186,36 @@ impl OpKind {
             OpKind::LocalLoad { .. } => "local_load".into(),
             OpKind::LocalReduce { op, .. } => format!("local_reduce.{}", op.name()),
             OpKind::LocalDot { .. } => "local_dot".into(),
+            OpKind::LocalMma { .. } => "local_mma".into(),
+            OpKind::AsyncCopy { .. } => "async_copy".into(),
+            OpKind::AsyncCommit => "async_commit".into(),
+            OpKind::AsyncWait { .. } => "async_wait".into(),
+            OpKind::LocalScan { op, .. } => format!("local_scan.{}", op.name()),
+            OpKind::LocalArgReduce { op, .. } => format!("local_{}", op.name()),
             OpKind::Barrier => "barrier".into(),
         }
     }
 }
 
 pub type LirBody = Body<OpKind, Type>;
+
+/// The swizzled position of 16-byte chunk `chunk` of row `row` in a row of `chunks` chunks:
+/// XOR with the row's phase, so that 8 consecutive rows put their chunk `c` in 8 different
+/// 16-byte bank groups (conflict-free `ldmatrix`).
+pub fn swizzle_chunk(row: i64, chunk: i64, chunks: i64) -> i64 {
+    let (per_phase, max_phase) = swizzle_params(chunks);
+    chunk ^ ((row / per_phase) % max_phase)
+}
+
+/// `(rows per phase, phases)` of the swizzle for rows of `chunks` 16-byte chunks.
+pub fn swizzle_params(chunks: i64) -> (i64, i64) {
+    match chunks {
+        c if c >= 8 => (1, 8),
+        4 => (2, 4),
+        2 => (4, 2),
+        _ => (1, 1),
+    }
+}
 
 /// A kernel in the thread IR.
 #[derive(Clone, Debug, PartialEq)]
@@ -182,20 +257,21 @@ fn verify_block(k: &Kernel, blk: crate::ir::Block, defined: &mut Vec<bool>) -> R
         }
         for &r in &d.results {
             defined[r.index()] = true;
-            if let Type::Tile { shape, layout, .. } = b.ty(r) {
-                let n: i64 = shape.iter().product();
-                if *layout != Layout::blocked_for(n, k.threads) {
-                    return Err(format!(
-                        "{} result has layout {layout}, expected {}",
-                        d.kind.mnemonic(),
-                        Layout::blocked_for(n, k.threads)
-                    ));
-                }
+            if let Type::Tile { shape, layout, .. } = b.ty(r)
+                && !layout.valid_for(shape, k.threads)
+            {
+                return Err(format!(
+                    "{} result has layout {layout}, which cannot hold {shape:?} on {} threads",
+                    d.kind.mnemonic(),
+                    k.threads
+                ));
             }
         }
         let end = match &d.kind {
-            OpKind::LocalStore { offset } => d.operands.first().map(|&x| *offset as i64 + b.ty(x).numel() * b.ty(x).dtype().size() as i64),
-            OpKind::LocalDot { b_offset, k: kk, dtype, .. } => {
+            OpKind::LocalStore { offset, .. } => {
+                d.operands.first().map(|&x| *offset as i64 + b.ty(x).numel() * b.ty(x).dtype().size() as i64)
+            }
+            OpKind::LocalDot { b_offset, k: kk, dtype, .. } | OpKind::LocalMma { b_offset, k: kk, dtype, .. } => {
                 d.results.first().map(|&r| *b_offset as i64 + kk * b.ty(r).shape().get(1).copied().unwrap_or(1) * dtype.size() as i64)
             }
             _ => None,

@@ -43,15 +43,25 @@ fn print_op(k: &Kernel, op: Op, depth: usize, num: &mut Numbering, out: &mut Str
     out.push_str(&d.kind.mnemonic());
     let attr = match &d.kind {
         OpKind::Tir(t) => attr_text(t),
-        OpKind::LocalStore { offset } => Some(format!("@{offset}")),
+        OpKind::LocalStore { offset, swizzled } => Some(format!("@{offset}{}", if *swizzled { " swizzled" } else { "" })),
         OpKind::LocalLoad { offset, strides } => {
             Some(format!("@{offset} strides [{}]", strides.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")))
         }
-        OpKind::LocalReduce { offset, axis, src_shape, dtype, .. } => {
+        OpKind::LocalReduce { offset, axis, src_shape, dtype, .. }
+        | OpKind::LocalScan { offset, axis, src_shape, dtype, .. }
+        | OpKind::LocalArgReduce { offset, axis, src_shape, dtype, .. } => {
             Some(format!("@{offset} {dtype}[{}] axis {axis}", src_shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")))
         }
-        OpKind::LocalDot { a_offset, b_offset, k, dtype } => Some(format!("@{a_offset} @{b_offset} k {k} {dtype}")),
-        OpKind::Reshape | OpKind::Barrier => None,
+        OpKind::LocalDot { a_offset, b_offset, k, dtype } | OpKind::LocalMma { a_offset, b_offset, k, dtype } => {
+            Some(format!("@{a_offset} @{b_offset} k {k} {dtype}"))
+        }
+        OpKind::AsyncCopy { offset, swizzled, shape } => Some(format!(
+            "@{offset}{} [{}]",
+            if *swizzled { " swizzled" } else { "" },
+            shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+        )),
+        OpKind::AsyncWait { pending } => Some(pending.to_string()),
+        OpKind::Reshape | OpKind::Barrier | OpKind::AsyncCommit => None,
     };
     let mut parts: Vec<String> = attr.into_iter().collect();
     parts.extend(d.operands.iter().map(|&v| num.name(v)));

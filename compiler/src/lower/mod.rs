@@ -1,24 +1,29 @@
 //! Tile IR → thread IR: layout assignment and shared-memory planning.
 //!
-//! Algorithm (the first, simple and obviously right strategy of the design):
-//! 1. every tile gets the blocked layout for its element count (`Layout::blocked_for`), so
-//!    elementwise operands always agree and `reshape`/`expand_dims` move no data;
-//! 2. every op that needs other threads' elements (`broadcast`, `permute`, `reduce`, `dot`)
+//! Algorithm:
+//! 1. `layout::assign` picks the layouts: the MMA accumulator layout for tensor-core `dot`s and
+//!    the elementwise ops and loop-carried values that follow them; every other tile gets the
+//!    blocked layout for its element count (`Layout::blocked_for`), so elementwise operands in
+//!    blocked layouts always agree and `reshape`/`expand_dims` move no data;
+//! 2. an operand in a layout its user cannot take is converted through shared memory (constants
+//!    and splats are rebuilt in the wanted layout instead);
+//! 3. every op that needs other threads' elements (`broadcast`, `permute`, `reduce`, `dot`)
 //!    becomes: each thread stores its elements to shared memory, a barrier, each thread reads the
-//!    elements it needs (an affine map, a loop over the reduced axis, or a k-loop of FMAs), and a
-//!    barrier so that the next such op may reuse the buffer;
-//! 3. all such ops share one scratch region at offset 0 (the barriers order them), so the kernel's
-//!    shared memory is the largest single need.
-//!
-//! Later strategies (MMA layouts, swizzled shared memory, pipelining) replace steps of this one
-//! and are checked against it.
+//!    elements it needs (an affine map, a loop over the reduced axis, `ldmatrix` + `mma.sync`, or
+//!    a k-loop of FMAs), and a barrier so that the next such op may reuse the buffer;
+//! 4. all such ops share one scratch region at offset 0 (the barriers order them), so the
+//!    kernel's shared memory is the largest single need.
 
 use crate::Options;
 use crate::diag::Diagnostic;
 use crate::ir::{Block, Value};
 use crate::lir::{self, Layout, LirBody};
 use crate::tir::{self, OpKind};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+pub mod layout;
+mod ops;
+mod pipeline;
 
 /// Shared memory available to one block on the targets (227 KiB on sm_90, 163 KiB on sm_80).
 pub fn max_shared_bytes(target: crate::Target) -> u32 {
@@ -31,13 +36,40 @@ pub fn max_shared_bytes(target: crate::Target) -> u32 {
 /// Lowers one kernel to the thread IR.
 pub fn lower_kernel(k: &tir::Kernel, opts: &Options) -> Result<lir::Kernel, Diagnostic> {
     let threads = opts.warps.unwrap_or(k.warps) * 32;
-    let mut cx = Cx { src: &k.body, dst: LirBody::new(), map: HashMap::new(), threads, smem: 0 };
+    let layouts = layout::assign(k, threads / 32);
+    let mut uses = HashMap::new();
+    k.body.walk(k.body.entry, &mut |op| {
+        for &o in &k.body.op(op).operands {
+            *uses.entry(o).or_insert(0) += 1;
+        }
+    });
+    let mut cx = Cx {
+        src: &k.body,
+        dst: LirBody::new(),
+        map: HashMap::new(),
+        threads,
+        smem: 0,
+        layouts,
+        converted: HashMap::new(),
+        uses,
+        stages: opts.stages.unwrap_or(k.stages),
+        checked: opts.checked,
+        fused: HashSet::new(),
+        loop_ctx: None,
+        current_src_block: k.body.entry,
+        pipelined_loops: HashSet::new(),
+        pipe_bytes: 0,
+        pipe_patch: vec![],
+        mma_pipe_a: vec![],
+        mma_pipe_b: vec![],
+    };
     let entry = cx.dst.entry;
     for (i, p) in k.params.iter().enumerate() {
         let v = cx.dst.add_block_arg(entry, cx.ty(&p.ty()));
         cx.map.insert(k.param_value(i), v);
     }
-    cx.block(k.body.entry, entry)?;
+    cx.block(k.body.entry, entry, &[])?;
+    cx.patch_pipeline()?;
     let shared_bytes = cx.smem;
     let limit = max_shared_bytes(opts.target);
     if shared_bytes > limit {
@@ -57,6 +89,28 @@ struct Cx<'a> {
     map: HashMap<Value, Value>,
     threads: u32,
     smem: u32,
+    /// Layouts other than the default blocked one (`layout::assign`).
+    layouts: HashMap<Value, Layout>,
+    /// Conversions already emitted: (tile-IR value, layout, block) → thread-IR value.
+    converted: HashMap<(Value, Layout, Block), Value>,
+    /// Number of uses of each tile-IR value.
+    uses: HashMap<Value, usize>,
+    /// Software-pipelining depth of loops that feed tensor cores (`#[stages]`).
+    stages: u32,
+    /// Whether `assert`s are kept (`Options::checked`).
+    checked: bool,
+    /// Loads copied asynchronously into a `dot`'s shared-memory operands instead of lowered.
+    fused: HashSet<Value>,
+    /// The innermost `for` being lowered and the tile-IR block being lowered.
+    loop_ctx: Option<pipeline::LoopCtx>,
+    current_src_block: Block,
+    /// Bodies of loops that were pipelined (they need a final `async_wait 0`).
+    pipelined_loops: HashSet<Block>,
+    /// Pipeline buffers: their total size, and the ops whose offsets are relative to them.
+    pipe_bytes: u32,
+    pipe_patch: Vec<crate::ir::Op>,
+    mma_pipe_a: Vec<crate::ir::Op>,
+    mma_pipe_b: Vec<crate::ir::Op>,
 }
 
 fn row_major(shape: &[i64]) -> Vec<i64> {
@@ -73,13 +127,61 @@ fn align16(x: u32) -> u32 {
 
 impl Cx<'_> {
     fn ty(&self, t: &tir::Type) -> lir::Type {
+        self.ty_in(t, None)
+    }
+
+    /// The thread-IR type of a tile-IR type in `layout` (default: blocked).
+    fn ty_in(&self, t: &tir::Type, layout: Option<Layout>) -> lir::Type {
         match t {
             tir::Type::Tile { dtype, shape } => {
                 let n: i64 = shape.iter().product();
-                lir::Type::Tile { dtype: *dtype, shape: shape.clone(), layout: Layout::blocked_for(n, self.threads) }
+                let layout = layout.unwrap_or(Layout::blocked_for(n, self.threads));
+                lir::Type::Tile { dtype: *dtype, shape: shape.clone(), layout }
             }
             tir::Type::Tensor { dtype, rank, mutable } => lir::Type::Tensor { dtype: *dtype, rank: *rank, mutable: *mutable },
         }
+    }
+
+    /// The thread-IR type of tile-IR value `v`, in its assigned layout.
+    fn vty(&self, v: Value) -> lir::Type {
+        self.ty_in(self.src.ty(v), self.layouts.get(&v).copied())
+    }
+
+    /// Operand `v` in `layout` (or as it is when `layout` is `None` or it is a tensor): converts
+    /// through shared memory, or rebuilds a constant or splat in the wanted layout.
+    fn operand(&mut self, v: Value, layout: Option<Layout>, blk: Block, span: crate::Span) -> Result<Value, Diagnostic> {
+        let mapped = self.v(v)?;
+        let cur = self.dst.ty(mapped).clone();
+        let (Some(want), Some(have)) = (layout, cur.layout()) else { return Ok(mapped) };
+        if want == have {
+            return Ok(mapped);
+        }
+        if let Some(&c) = self.converted.get(&(v, want, blk)) {
+            return Ok(c);
+        }
+        let target = self.ty_in(self.src.ty(v), Some(want));
+        let def = match self.src.values[v.index()].def {
+            crate::ir::ValueDef::Result(op, _) => Some(self.src.op(op)),
+            crate::ir::ValueDef::Arg(..) => None,
+        };
+        let out = match def.map(|d| (&d.kind, d.operands.clone())) {
+            Some((OpKind::Const(l), _)) => self.emit(blk, lir::OpKind::Tir(OpKind::Const(*l)), vec![], vec![target], span)[0],
+            Some((OpKind::Splat, ops)) => {
+                let x = self.v(ops[0])?;
+                self.emit(blk, lir::OpKind::Tir(OpKind::Splat), vec![x], vec![target], span)[0]
+            }
+            _ => {
+                let shape = cur.shape().to_vec();
+                self.smem = self.smem.max(self.bytes(v));
+                self.emit(blk, lir::OpKind::LocalStore { offset: 0, swizzled: false }, vec![mapped], vec![], span);
+                self.emit(blk, lir::OpKind::Barrier, vec![], vec![], span);
+                let r = self.emit(blk, lir::OpKind::LocalLoad { offset: 0, strides: row_major(&shape) }, vec![], vec![target], span)[0];
+                self.emit(blk, lir::OpKind::Barrier, vec![], vec![], span);
+                r
+            }
+        };
+        self.converted.insert((v, want, blk), out);
+        Ok(out)
     }
 
     fn v(&self, v: Value) -> Result<Value, Diagnostic> {
@@ -96,14 +198,29 @@ impl Cx<'_> {
         self.dst.op(op).results.clone()
     }
 
-    fn block(&mut self, src: Block, dst: Block) -> Result<(), Diagnostic> {
+    /// Lowers the ops of `src` into `dst`; a final `yield` gets its operands converted to
+    /// `yield_types`' layouts (the parent op's result or argument layouts).
+    fn block(&mut self, src: Block, dst: Block, yield_types: &[lir::Type]) -> Result<(), Diagnostic> {
+        let saved_src = self.current_src_block;
+        self.current_src_block = src;
+        let fused = self.fusable_loads(src);
+        self.fused.extend(fused);
         for &op in &self.src.block(src).ops {
             let d = self.src.op(op);
             let span = self.src.span(op);
-            let operands: Vec<Value> = d.operands.iter().map(|&o| self.v(o)).collect::<Result<_, _>>()?;
-            let rtys: Vec<lir::Type> = d.results.iter().map(|&r| self.ty(self.src.ty(r))).collect();
+            let rtys: Vec<lir::Type> = d.results.iter().map(|&r| self.vty(r)).collect();
+            let res_layout = rtys.first().and_then(|t| t.layout());
             let results: Vec<Value> = match &d.kind {
-                OpKind::ExpandDims(_) | OpKind::Reshape => self.emit(dst, lir::OpKind::Reshape, operands, rtys, span),
+                OpKind::ExpandDims(_) | OpKind::Reshape => {
+                    // Only blocked layouts keep the linear order that makes these free.
+                    let x = self.operand(
+                        d.operands[0],
+                        Some(Layout::blocked_for(self.src.ty(d.operands[0]).numel(), self.threads)),
+                        dst,
+                        span,
+                    )?;
+                    self.emit(dst, lir::OpKind::Reshape, vec![x], rtys, span)
+                }
                 OpKind::Broadcast | OpKind::Permute(_) => {
                     let src_shape = self.src.ty(d.operands[0]).shape().to_vec();
                     let dst_shape = self.src.ty(d.results[0]).shape().to_vec();
@@ -112,8 +229,9 @@ impl Cx<'_> {
                         OpKind::Permute(p) => p.iter().map(|&i| rm[i as usize]).collect(),
                         _ => (0..dst_shape.len()).map(|i| if src_shape[i] == 1 && dst_shape[i] != 1 { 0 } else { rm[i] }).collect(),
                     };
+                    let x = self.v(d.operands[0])?;
                     self.smem = self.smem.max(self.bytes(d.operands[0]));
-                    self.emit(dst, lir::OpKind::LocalStore { offset: 0 }, operands, vec![], span);
+                    self.emit(dst, lir::OpKind::LocalStore { offset: 0, swizzled: false }, vec![x], vec![], span);
                     self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
                     let r = self.emit(dst, lir::OpKind::LocalLoad { offset: 0, strides }, vec![], rtys, span);
                     self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
@@ -121,8 +239,9 @@ impl Cx<'_> {
                 }
                 OpKind::Reduce(rop, axis) => {
                     let st = self.src.ty(d.operands[0]).clone();
+                    let x = self.v(d.operands[0])?;
                     self.smem = self.smem.max(self.bytes(d.operands[0]));
-                    self.emit(dst, lir::OpKind::LocalStore { offset: 0 }, operands, vec![], span);
+                    self.emit(dst, lir::OpKind::LocalStore { offset: 0, swizzled: false }, vec![x], vec![], span);
                     self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
                     let kind =
                         lir::OpKind::LocalReduce { offset: 0, op: *rop, axis: *axis, src_shape: st.shape().to_vec(), dtype: st.dtype() };
@@ -130,40 +249,91 @@ impl Cx<'_> {
                     self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
                     r
                 }
+                OpKind::Dot if matches!(res_layout, Some(Layout::Mma { .. })) => {
+                    let acc = self.operand(d.operands[2], res_layout, dst, span)?;
+                    vec![self.lower_mma_dot(op, dst, rtys[0].clone(), acc, span)?]
+                }
                 OpKind::Dot => {
                     let at = self.src.ty(d.operands[0]).clone();
+                    let a = self.v(d.operands[0])?;
+                    let b = self.v(d.operands[1])?;
+                    let acc = self.operand(d.operands[2], res_layout, dst, span)?;
                     let a_bytes = align16(self.bytes(d.operands[0]));
                     let b_bytes = self.bytes(d.operands[1]);
                     self.smem = self.smem.max(a_bytes.saturating_add(b_bytes));
-                    self.emit(dst, lir::OpKind::LocalStore { offset: 0 }, vec![operands[0]], vec![], span);
-                    self.emit(dst, lir::OpKind::LocalStore { offset: a_bytes }, vec![operands[1]], vec![], span);
+                    self.emit(dst, lir::OpKind::LocalStore { offset: 0, swizzled: false }, vec![a], vec![], span);
+                    self.emit(dst, lir::OpKind::LocalStore { offset: a_bytes, swizzled: false }, vec![b], vec![], span);
                     self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
                     let kind = lir::OpKind::LocalDot { a_offset: 0, b_offset: a_bytes, k: at.shape()[1], dtype: at.dtype() };
-                    let r = self.emit(dst, kind, vec![operands[2]], rtys, span);
+                    let r = self.emit(dst, kind, vec![acc], rtys, span);
                     self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
                     r
                 }
                 OpKind::For | OpKind::If => {
+                    let is_for = d.kind == OpKind::For;
+                    let mut operands = vec![];
+                    for (i, &o) in d.operands.iter().enumerate() {
+                        // `for` inits take the layouts of the loop's results.
+                        let want = if is_for && i >= 3 { rtys[i - 3].layout() } else { None };
+                        operands.push(self.operand(o, want, dst, span)?);
+                    }
                     let mut regions = vec![];
                     for &r in &d.regions {
-                        let arg_tys: Vec<lir::Type> = self.src.block(r).args.iter().map(|&a| self.ty(self.src.ty(a))).collect();
+                        let arg_tys: Vec<lir::Type> = self.src.block(r).args.iter().map(|&a| self.vty(a)).collect();
                         let nb = self.dst.new_block(&arg_tys);
                         for (i, &a) in self.src.block(r).args.iter().enumerate() {
                             let na = self.dst.block(nb).args[i];
                             self.map.insert(a, na);
                         }
-                        self.block(r, nb)?;
+                        let saved = self.loop_ctx.take();
+                        if is_for {
+                            let iv = self.src.block(r).args[0];
+                            self.loop_ctx = Some(pipeline::LoopCtx { body: r, iv, lo: operands[0], step: operands[2], parent: dst });
+                        } else {
+                            self.loop_ctx = saved.clone();
+                        }
+                        self.block(r, nb, &rtys)?;
+                        self.loop_ctx = saved;
                         regions.push(nb);
                     }
                     let op = self.dst.append(dst, lir::OpKind::Tir(d.kind.clone()), operands, rtys, regions, span);
+                    if is_for && self.pipelined_loops.contains(&d.regions[0]) {
+                        // No copy may still be in flight when the buffers are reused or the program ends.
+                        self.emit(dst, lir::OpKind::AsyncWait { pending: 0 }, vec![], vec![], span);
+                    }
                     self.dst.op(op).results.clone()
                 }
-                kind => self.emit(dst, lir::OpKind::Tir(kind.clone()), operands, rtys, span),
+                OpKind::Join | OpKind::Split | OpKind::Scan(..) | OpKind::ArgReduce(..) => self.lower_staged(op, dst, rtys, span)?,
+                OpKind::Gather | OpKind::Scatter | OpKind::Atomic(_) | OpKind::Print(_) | OpKind::Assert(_) => {
+                    self.lower_per_thread(op, dst, rtys, span, self.checked)?
+                }
+                OpKind::While => self.lower_while(op, dst, rtys, span)?,
+                OpKind::Yield => {
+                    let mut operands = vec![];
+                    for (i, &o) in d.operands.iter().enumerate() {
+                        operands.push(self.operand(o, yield_types.get(i).and_then(|t| t.layout()), dst, span)?);
+                    }
+                    self.emit(dst, lir::OpKind::Tir(OpKind::Yield), operands, vec![], span)
+                }
+                OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Unary(_) | OpKind::Select | OpKind::Cast => {
+                    let mut operands = vec![];
+                    for &o in &d.operands {
+                        operands.push(self.operand(o, res_layout, dst, span)?);
+                    }
+                    self.emit(dst, lir::OpKind::Tir(d.kind.clone()), operands, rtys, span)
+                }
+                // Copied asynchronously by the `dot` that uses it (see `pipeline`).
+                OpKind::Load if self.fused.contains(&d.results[0]) => vec![],
+                kind => {
+                    let operands: Vec<Value> = d.operands.iter().map(|&o| self.v(o)).collect::<Result<_, _>>()?;
+                    self.emit(dst, lir::OpKind::Tir(kind.clone()), operands, rtys, span)
+                }
             };
             for (&s, &n) in d.results.iter().zip(&results) {
                 self.map.insert(s, n);
             }
         }
+        self.current_src_block = saved_src;
         Ok(())
     }
 }

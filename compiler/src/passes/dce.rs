@@ -1,6 +1,7 @@
 //! Dead-code elimination: removes operations without side effects whose results are unused,
 //! iterating to a fixed point (a removed op can make its operands dead). Side effects: `store`,
-//! `yield`, and `for`/`if` whose regions contain them.
+//! `scatter`, atomics, `print`, `assert`, `return`, `yield`, and `for`/`if`/`while` whose regions
+//! contain them.
 
 use crate::ir::{Block, Op};
 use crate::tir::{Kernel, OpKind};
@@ -33,8 +34,8 @@ pub fn run(k: &mut Kernel) {
 fn has_effect(k: &Kernel, op: Op) -> bool {
     let d = k.body.op(op);
     match d.kind {
-        OpKind::Store | OpKind::Yield => true,
-        OpKind::For | OpKind::If => {
+        OpKind::Store | OpKind::Scatter | OpKind::Atomic(_) | OpKind::Print(_) | OpKind::Assert(_) | OpKind::Return | OpKind::Yield => true,
+        OpKind::For | OpKind::If | OpKind::While => {
             d.regions.iter().any(|&r| k.body.block(r).ops.iter().any(|&o| has_effect(k, o) && k.body.op(o).kind != OpKind::Yield))
         }
         _ => false,

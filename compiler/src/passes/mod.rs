@@ -18,11 +18,23 @@ pub const PIPELINE: &[Pass] = &[Pass { name: "dce", run: dce::run }];
 
 /// Runs the tile-IR pass pipeline on one kernel.
 pub fn run_pipeline(k: &mut tir::Kernel, opts: &Options) -> Result<(), Diagnostic> {
+    run_pipeline_observed(k, opts, &mut |_, _| {})
+}
+
+/// Runs the pipeline and shows the kernel to `after` after sema (stage `"sema"`) and after each
+/// pass (by its name), before that stage's verifier runs: what `--dump-after`/`--dump-all` print.
+pub fn run_pipeline_observed(
+    k: &mut tir::Kernel,
+    opts: &Options,
+    after: &mut dyn FnMut(&'static str, &tir::Kernel),
+) -> Result<(), Diagnostic> {
+    after("sema", k);
     if opts.verify {
         tir::verify_kernel(k).map_err(|e| Diagnostic::ice("sema", e))?;
     }
     for p in PIPELINE {
         (p.run)(k);
+        after(p.name, k);
         if opts.verify {
             tir::verify_kernel(k).map_err(|e| Diagnostic::ice(p.name, e))?;
         }

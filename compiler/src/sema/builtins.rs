@@ -1,12 +1,13 @@
 //! The built-in functions and methods of the language: their type rules and their tile-IR form.
 
 use super::expr::{Lowerer, R, check_dim, not_value, poison, shape_str};
+use super::indexed::Write;
 use super::scope::{Konst, Val};
 use crate::DType;
 use crate::diag::{Diagnostic, Span};
 use crate::ir::Value;
 use crate::syntax::ast::{self, BinOp};
-use crate::tir::{BinaryOp, OpKind, ReduceOp, Type, UnaryOp};
+use crate::tir::{AtomicOp, BinaryOp, OpKind, ReduceOp, Type, UnaryOp};
 
 /// Every built-in function name (for "did you mean").
 pub(crate) const BUILTINS: &[&str] = &[
@@ -38,7 +39,17 @@ pub(crate) const BUILTINS: &[&str] = &[
     "permute",
     "reshape",
     "broadcast",
+    "join",
+    "split",
+    "print",
+    "assert",
 ];
+
+/// The methods of tensors (for "did you mean").
+const TENSOR_METHODS: &[&str] = &["load", "store", "gather", "scatter", "atomic_add", "atomic_max", "atomic_min"];
+
+/// The methods of tiles.
+const TILE_METHODS: &[&str] = &["sum", "max", "min", "argmax", "argmin", "cumsum", "cummax"];
 
 fn math_op(name: &str) -> Option<UnaryOp> {
     Some(match name {
@@ -70,7 +81,7 @@ fn arity(name: &str, args: &[ast::Expr], want: &[usize], span: Span) -> R<()> {
 }
 
 impl Lowerer<'_> {
-    fn axis_arg(&mut self, e: &ast::Expr, rank: usize) -> R<u32> {
+    pub(super) fn axis_arg(&mut self, e: &ast::Expr, rank: usize) -> R<u32> {
         let a = self.const_int(e, "an axis")?;
         if a < 0 || a as usize >= rank.max(1) {
             return Err(Diagnostic::error(format!("axis {a} is out of range for rank {rank}")).with_label(e.span, "bad axis"));
@@ -304,6 +315,9 @@ impl Lowerer<'_> {
                 let d = self.type_of(&v).ok_or_else(|| not_value(&v, args[0].span))?.dtype();
                 Ok(Val::V(self.coerce(v, &Type::tile(d, shape), args[0].span)?))
             }
+            "print" => self.print(args, span),
+            "assert" => self.assert(args, span),
+            "join" | "split" => self.join_split(name, args, span),
             _ => Err(Diagnostic::ice("sema", format!("built-in `{name}` has no rule"))),
         }
     }
@@ -337,9 +351,18 @@ impl Lowerer<'_> {
                 match m {
                     "load" => self.load(x, recv, args, span),
                     "store" => self.store(x, recv, args, span),
-                    _ => Err(Diagnostic::error(format!("tensors have no method `{m}`"))
-                        .with_label(name.span, "unknown method")
-                        .note("tensor methods: load, store")),
+                    "gather" => self.gather(x, recv, args, span),
+                    "scatter" => self.indexed_write(Write::Scatter, x, recv, args, span),
+                    "atomic_add" => self.indexed_write(Write::Atomic(AtomicOp::Add), x, recv, args, span),
+                    "atomic_max" => self.indexed_write(Write::Atomic(AtomicOp::Max), x, recv, args, span),
+                    "atomic_min" => self.indexed_write(Write::Atomic(AtomicOp::Min), x, recv, args, span),
+                    _ => {
+                        let mut d = Diagnostic::error(format!("tensors have no method `{m}`")).with_label(name.span, "unknown method");
+                        if let Some(s) = super::expr::did_you_mean(m, TENSOR_METHODS.iter().copied()) {
+                            d = d.note(format!("did you mean `{s}`?"));
+                        }
+                        Err(d.note(format!("tensor methods: {}", TENSOR_METHODS.join(", "))))
+                    }
                 }
             }
             (Val::V(_) | Val::K(..), m @ ("sum" | "max" | "min")) => {
@@ -365,10 +388,18 @@ impl Lowerer<'_> {
                 };
                 Ok(Val::V(self.emit(OpKind::Reduce(op, axis), vec![x], Type::tile(t.dtype(), shape), span)))
             }
+            (Val::V(_) | Val::K(..), m @ ("argmax" | "argmin" | "cumsum" | "cummax")) => {
+                let x = self.materialize(r.clone(), recv.span)?;
+                self.scan_method(m, x, recv, args, span)
+            }
             (Val::Poison, _) => Err(poison()),
-            (_, m) => Err(Diagnostic::error(format!("no method `{m}` here"))
-                .with_label(name.span, "unknown method")
-                .note("tile methods: sum, max, min; tensor methods: load, store")),
+            (_, m) => {
+                let mut d = Diagnostic::error(format!("no method `{m}` here")).with_label(name.span, "unknown method");
+                if let Some(s) = super::expr::did_you_mean(m, TILE_METHODS.iter().copied()) {
+                    d = d.note(format!("did you mean `{s}`?"));
+                }
+                Err(d.note(format!("tile methods: {}; tensor methods: {}", TILE_METHODS.join(", "), TENSOR_METHODS.join(", "))))
+            }
         }
     }
 

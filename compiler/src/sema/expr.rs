@@ -82,12 +82,40 @@ pub(crate) struct Lowerer<'a> {
     /// Spans of the `fn` calls being inlined, innermost last.
     call_stack: Vec<Span>,
     errors: usize,
+    /// What the target allows one kernel (checked as ops are emitted); `None` skips the checks.
+    pub(super) limits: Option<Limits>,
+    /// Whether a tile was already reported too large (one message per kernel is enough).
+    size_reported: bool,
 }
+
+/// The resources of the target that a single tile or op must fit in.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub threads: u32,
+    pub shared_bytes: u32,
+    pub target: &'static str,
+}
+
+/// Most 32-bit registers one tile may take per thread. The hardware has 255 per thread; tiles a
+/// little beyond that spill to local memory and still work, but one this large is a sizing
+/// mistake (e.g. a const of 1024 where 128 was meant).
+pub(crate) const MAX_TILE_REGS: i64 = 1024;
 
 impl<'a> Lowerer<'a> {
     pub fn new(body: TirBody, fns: &'a HashMap<String, FuncDecl>, diags: &'a mut Vec<Diagnostic>) -> Lowerer<'a> {
         let entry = body.entry;
-        Lowerer { body, fns, diags, slots: vec![], scopes: vec![Scopes::default()], block: entry, call_stack: vec![], errors: 0 }
+        Lowerer {
+            body,
+            fns,
+            diags,
+            slots: vec![],
+            scopes: vec![Scopes::default()],
+            block: entry,
+            call_stack: vec![],
+            errors: 0,
+            limits: None,
+            size_reported: false,
+        }
     }
 
     pub fn finish(self) -> (TirBody, bool) {
@@ -161,8 +189,62 @@ impl<'a> Lowerer<'a> {
     }
 
     pub(super) fn emit(&mut self, kind: OpKind, operands: Vec<Value>, ty: Type, span: Span) -> Value {
+        self.check_size(&kind, &operands, &ty, span);
         let op = self.body.append(self.block, kind, operands, vec![ty], vec![], span);
         self.body.result(op)
+    }
+
+    /// Reports a tile that cannot live in the target's registers, or an op whose operands cannot
+    /// be staged in its shared memory (the lowering stages `dot`, reductions, scans, `join`,
+    /// `split`, `broadcast` and `permute` operands there).
+    fn check_size(&mut self, kind: &OpKind, operands: &[Value], ty: &Type, span: Span) {
+        let Some(lim) = self.limits else { return };
+        if self.size_reported {
+            return;
+        }
+        let bytes = |t: &Type| t.numel().saturating_mul(t.dtype().size() as i64);
+        let ceil = |a: i64, b: i64| (a + b - 1) / b;
+        let regs = ceil(ceil(bytes(ty), 4), lim.threads.max(1) as i64);
+        if !ty.is_tensor() && regs > MAX_TILE_REGS {
+            self.size_reported = true;
+            let warps = lim.threads / 32;
+            self.report(
+                Diagnostic::error(format!(
+                    "tile {ty} is too large for the target: it needs {regs} registers per thread on {} threads ({warps} warps)",
+                    lim.threads
+                ))
+                .with_label(span, format!("{} bytes", bytes(ty)))
+                .note(format!("a tile may take at most {MAX_TILE_REGS} 32-bit registers per thread (the hardware has 255); use a smaller tile or more warps (`#[warps(..)]`)")),
+            );
+            return;
+        }
+        let ty_of = |i: usize| operands.get(i).map(|&v| self.body.ty(v).clone());
+        let staged: Option<(i64, String)> = match kind {
+            OpKind::Dot => match (ty_of(0), ty_of(1)) {
+                (Some(a), Some(b)) => Some((ceil(bytes(&a), 16) * 16 + bytes(&b), format!("its operands {a} and {b}"))),
+                _ => None,
+            },
+            OpKind::Join => ty_of(0).map(|a| (2 * bytes(&a), format!("two {a} tiles"))),
+            OpKind::Broadcast | OpKind::Permute(_) | OpKind::Reduce(..) | OpKind::Scan(..) | OpKind::ArgReduce(..) | OpKind::Split => {
+                ty_of(0).map(|a| (bytes(&a), format!("its operand {a}")))
+            }
+            _ => None,
+        };
+        if let Some((need, what)) = staged
+            && need > lim.shared_bytes as i64
+        {
+            self.size_reported = true;
+            self.report(
+                Diagnostic::error(format!(
+                    "`{}` needs {need} bytes of shared memory for {what}, but {} allows {} per block",
+                    user_name(kind),
+                    lim.target,
+                    lim.shared_bytes
+                ))
+                .with_label(span, "too large for shared memory")
+                .note("use smaller tiles (a smaller const parameter, e.g. `--const BK=32`)"),
+            );
+        }
     }
 
     pub(super) fn emit0(&mut self, kind: OpKind, operands: Vec<Value>, span: Span) {
@@ -282,6 +364,13 @@ impl<'a> Lowerer<'a> {
 
     /// Brings two operands to one dtype and one (broadcast) shape.
     pub(super) fn unify(&mut self, a: Val, b: Val, sa: Span, sb: Span) -> R<(Value, Value)> {
+        for (v, s) in [(&a, sa), (&b, sb)] {
+            if self.type_of(v).is_some_and(|t| t.is_tensor()) {
+                return Err(Diagnostic::error("a tensor is not a value: load a tile from it first")
+                    .with_label(s, "a tensor")
+                    .note("write `t.load([offsets], [shape])`, or `t[i, j]` for one element"));
+            }
+        }
         let dtype = match (&a, &b) {
             (Val::K(_, None), Val::K(_, None)) => {
                 let (x, y) = (self.type_of(&a), self.type_of(&b));
@@ -349,12 +438,24 @@ impl<'a> Lowerer<'a> {
             }
         }
         if let Some(t) = &b.tail
-            && let Err(d) = self.lower_expr(t)
+            && let Err(d) = self.lower_tail(t)
         {
             self.report_unless_poison(d);
         }
         self.pop_frame();
         self.block = saved;
+    }
+
+    /// A block's tail. An `if` whose branches do not all end in a value is a statement that
+    /// happens to end the block (`for … { if c { x += 1; } }`), not a value.
+    fn lower_tail(&mut self, t: &ast::Expr) -> R<Val> {
+        match &t.kind {
+            ExprKind::If(c, then, els) if !if_gives_value(t) => {
+                self.lower_if(c, then, els.as_ref(), false, t.span)?;
+                Ok(Val::Unit)
+            }
+            _ => self.lower_expr(t),
+        }
     }
 
     fn report_unless_poison(&mut self, d: Diagnostic) {
@@ -373,7 +474,7 @@ impl<'a> Lowerer<'a> {
             }
         }
         let v = match &b.tail {
-            Some(t) => match self.lower_expr(t) {
+            Some(t) => match self.lower_tail(t) {
                 Ok(v) => v,
                 Err(d) => {
                     self.report_unless_poison(d);
@@ -478,10 +579,11 @@ impl<'a> Lowerer<'a> {
                 Ok(())
             }
             StmtKind::For { var, iter, body } => self.lower_for(var, iter, body),
-            StmtKind::While { cond, .. } => Err(Diagnostic::error("`while` loops are not supported yet")
-                .with_label(cond.span, "while")
-                .note("use `for i in (a..b).step_by(s)`")),
-            StmtKind::Return => Err(Diagnostic::error("`return` is not supported yet").with_label(s.span, "return")),
+            StmtKind::While { cond, body } => self.lower_while(cond, body, s.span),
+            StmtKind::Return => {
+                self.emit0(OpKind::Return, vec![], s.span);
+                Ok(())
+            }
             StmtKind::Expr(e) => {
                 match &e.kind {
                     ExprKind::If(c, t, f) => {
@@ -594,6 +696,90 @@ impl<'a> Lowerer<'a> {
             self.slots[id.0 as usize].val = Val::V(results[i]);
         }
         Ok(())
+    }
+
+    /// `while cond { body }`: a `while` op whose condition region evaluates `cond` on the loop
+    /// values (the mutable variables the body assigns) and whose body region updates them.
+    fn lower_while(&mut self, cond: &ast::Expr, body: &ast::Block, span: Span) -> R<()> {
+        let carried = self.assigned_slots(&[body]);
+        let mut types = vec![];
+        let mut inits = vec![];
+        for &id in &carried {
+            let slot = self.slot(id).clone();
+            let ty = slot.ty.clone().unwrap_or(Type::scalar(DType::I32));
+            inits.push(self.coerce(slot.val, &ty, cond.span)?);
+            types.push(ty);
+        }
+        let saved_block = self.block;
+        let bind = |lw: &mut Self, blk: Block| {
+            let args = lw.body.block(blk).args.clone();
+            for (i, &id) in carried.iter().enumerate() {
+                lw.slots[id.0 as usize].val = Val::V(args[i]);
+            }
+        };
+        // The condition region.
+        let cblk = self.body.new_block(&types);
+        bind(self, cblk);
+        self.block = cblk;
+        let c = self.while_condition(cond);
+        let c = match c {
+            Ok(c) => c,
+            Err(d) => {
+                self.block = saved_block;
+                for (i, &id) in carried.iter().enumerate() {
+                    self.slots[id.0 as usize].val = Val::V(inits[i]);
+                }
+                return Err(d);
+            }
+        };
+        let Some(c) = c else {
+            // `while false`: the body never runs.
+            self.block = saved_block;
+            for (i, &id) in carried.iter().enumerate() {
+                self.slots[id.0 as usize].val = Val::V(inits[i]);
+            }
+            return Ok(());
+        };
+        self.emit0(OpKind::Yield, vec![c], cond.span);
+        // The body region.
+        let bblk = self.body.new_block(&types);
+        bind(self, bblk);
+        self.block = bblk;
+        let _ = self.lower_block(body);
+        let mut yields = vec![];
+        let args = self.body.block(bblk).args.clone();
+        for (i, &id) in carried.iter().enumerate() {
+            let v = self.slot(id).val.clone();
+            yields.push(self.coerce(v, &types[i], span).unwrap_or(args[i]));
+        }
+        self.emit0(OpKind::Yield, yields, span);
+        self.block = saved_block;
+        let op = self.body.append(self.block, OpKind::While, inits, types, vec![cblk, bblk], span);
+        let results = self.body.op(op).results.clone();
+        for (i, &id) in carried.iter().enumerate() {
+            self.slots[id.0 as usize].val = Val::V(results[i]);
+        }
+        Ok(())
+    }
+
+    /// The condition of a `while` as a bool scalar, or `None` for a constant `false`.
+    fn while_condition(&mut self, cond: &ast::Expr) -> R<Option<Value>> {
+        let v = self.lower_expr(cond)?;
+        if let Val::K(Konst::Bool(false), _) = v {
+            return Ok(None);
+        }
+        let x = self.materialize(v, cond.span)?;
+        let t = self.ty(x);
+        if t != Type::scalar(DType::Bool) {
+            return Err(Diagnostic::error(format!("`while` needs a scalar bool condition, found {t}"))
+                .with_label(cond.span, format!("this is {t}"))
+                .note(if t.dtype() == DType::Bool {
+                    "a program runs the loop as a whole: reduce the tile to a scalar first, e.g. `while x.max(0) > 0`"
+                } else {
+                    "compare it, e.g. `while i < n`"
+                }));
+        }
+        Ok(Some(x))
     }
 
     /// `if` as a statement (`want_value == false`) or an expression.
@@ -737,8 +923,11 @@ impl<'a> Lowerer<'a> {
 
     pub(super) fn unknown_name(&self, name: &str, span: Span) -> Diagnostic {
         let mut cands = self.scopes.last().map(|s| s.names()).unwrap_or_default();
-        cands.extend(self.fns.keys().cloned());
+        // Imported helpers' internal keys (`std::math::cdiv`) are not names the user can write.
+        cands.extend(self.fns.keys().filter(|k| !k.contains("::")).cloned());
         cands.extend(super::builtins::BUILTINS.iter().map(|s| s.to_string()));
+        // Inside an imported `fn`, an unknown callee carries its module's key prefix.
+        let name = name.rsplit("::").next().unwrap_or(name);
         let mut d = Diagnostic::error(format!("unknown name `{name}`")).with_label(span, "not found in this scope");
         if let Some(s) = did_you_mean(name, cands.iter().map(|s| s.as_str())) {
             d = d.note(format!("did you mean `{s}`?"));
@@ -762,6 +951,9 @@ impl<'a> Lowerer<'a> {
             }
             ExprKind::Bool(b) => Ok(Val::K(Konst::Bool(*b), Some(DType::Bool))),
             ExprKind::Inf => Ok(Val::K(Konst::Float(f64::INFINITY), None)),
+            ExprKind::Str(_) => Err(Diagnostic::error("a string is not a value")
+                .with_label(e.span, "a string")
+                .note("strings are the format of `print(\"…\", x)` and the message of `assert(cond, \"…\")`")),
             ExprKind::Wildcard => Err(Diagnostic::error("`_` is only allowed in a type's dimensions").with_label(e.span, "here")),
             ExprKind::Paren(x) => self.lower_expr(x),
             ExprKind::Name(n) => {
@@ -946,10 +1138,13 @@ impl<'a> Lowerer<'a> {
                         }
                     }
                 }
-                if offs.len() >= rank {
+                if offs.len() == rank {
+                    return self.scalar_read(x, offs, span);
+                }
+                if offs.len() > rank {
                     return Err(Diagnostic::error(format!("wrong number of indices: the tensor has rank {rank}, got {}", offs.len()))
                         .with_label(span, "too many indices")
-                        .note("indexing fixes leading dimensions and gives a view; load a tile with `.load([offsets], [shape])`"));
+                        .note("indexing fixes leading dimensions and gives a view (or, with every dimension, reads one element)"));
                 }
                 let mut ops = vec![x];
                 let k = offs.len();
@@ -994,6 +1189,10 @@ impl<'a> Lowerer<'a> {
     }
 
     fn inline_call(&mut self, decl: &FuncDecl, args: &[ast::Expr], span: Span) -> R<Val> {
+        if decl.name.name == super::modules::UNRESOLVED {
+            // Its import failed and was reported.
+            return Err(poison());
+        }
         if decl.params.len() != args.len() {
             return Err(Diagnostic::error(format!("`{}` takes {} arguments, got {}", decl.name.name, decl.params.len(), args.len()))
                 .with_label(span, "wrong argument count")
@@ -1185,6 +1384,28 @@ fn as_f(k: Konst) -> f64 {
         Konst::Int(i) => i as f64,
         Konst::Float(f) => f,
         Konst::Bool(b) => b as i64 as f64,
+    }
+}
+
+/// How the user writes the op that `kind` comes from (for messages).
+fn user_name(kind: &OpKind) -> String {
+    match kind {
+        OpKind::Reduce(r, _) => format!(".{}", r.name()),
+        OpKind::Scan(crate::tir::ScanOp::Sum, _) => ".cumsum".into(),
+        OpKind::Scan(crate::tir::ScanOp::Max, _) => ".cummax".into(),
+        OpKind::ArgReduce(a, _) => format!(".{}", a.name()),
+        OpKind::Permute(_) => "permute".into(),
+        other => other.mnemonic(),
+    }
+}
+
+/// Whether an `if` expression has a value: an `else`, and a value at the end of both branches.
+fn if_gives_value(e: &ast::Expr) -> bool {
+    let block_value = |b: &ast::Block| b.tail.as_deref().is_some_and(|t| !matches!(t.kind, ExprKind::If(..)) || if_gives_value(t));
+    match &e.kind {
+        ExprKind::If(_, t, Some(f)) => block_value(t) && block_value(f),
+        ExprKind::If(..) => false,
+        _ => true,
     }
 }
 

@@ -105,6 +105,9 @@ impl HostCtx<'_> {
                         .with_label(f.span, "not found")
                         .note("functions are defined with `fn` or imported with `use std::math::cdiv;`"));
                 };
+                if decl.name.name == super::modules::UNRESOLVED {
+                    return Err(super::expr::poison());
+                }
                 if depth >= MAX_DEPTH {
                     return Err(Diagnostic::error("function calls nest too deeply (recursion?)").with_label(f.span, "here"));
                 }
@@ -154,6 +157,22 @@ pub(super) fn render(e: &ast::Expr) -> String {
         ExprKind::Unary(UnOp::Not, x) => format!("!{}", render(x)),
         ExprKind::Binary(op, a, b) => format!("{} {} {}", render(a), op.symbol(), render(b)),
         ExprKind::Call(f, args) => format!("{}({})", f.name, args.iter().map(render).collect::<Vec<_>>().join(", ")),
+        ExprKind::Str(s) => format!("{s:?}"),
+        ExprKind::Inf => "inf".into(),
+        ExprKind::Method(r, m, args) => format!("{}.{}({})", render(r), m.name, args.iter().map(render).collect::<Vec<_>>().join(", ")),
+        ExprKind::List(xs) => format!("[{}]", xs.iter().map(render).collect::<Vec<_>>().join(", ")),
+        ExprKind::Index(b, idx) => {
+            let idx: Vec<String> = idx
+                .iter()
+                .map(|i| match i {
+                    ast::IndexArg::Expr(e) => render(e),
+                    ast::IndexArg::NewAxis(_) => "None".into(),
+                    ast::IndexArg::Full(_) => ":".into(),
+                })
+                .collect();
+            format!("{}[{}]", render(b), idx.join(", "))
+        }
+        ExprKind::Cast(x, t) => format!("{} as {}", render(x), render_type(t)),
         _ => "…".into(),
     }
 }

@@ -10,29 +10,63 @@
 //! it would have bound become poison so that one mistake gives one message.
 
 mod builtins;
+mod debug;
 mod expr;
 mod host;
+mod indexed;
+mod modules;
 mod scope;
+mod shape;
 
-use crate::diag::{Diagnostic, SourceMap};
-use crate::syntax::ast::{self, AttrArg, ExprKind, FuncDecl, Item, TypeKind, UseSource};
+use crate::diag::{Diagnostic, SourceMap, Span};
+use crate::syntax::ast::{self, AttrArg, ExprKind, FuncDecl, Item, TypeKind};
 use crate::tir::{self, ConstValue, Dim, Param, ParamKind};
 use crate::{DType, Options};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 /// The embedded standard library, by module path.
-pub const STDLIB: &[(&str, &str)] =
-    &[("std::math", include_str!("../../../stdlib/math.tile")), ("std::nn", include_str!("../../../stdlib/nn.tile"))];
+pub const STDLIB: &[(&str, &str)] = &[
+    ("std::math", include_str!("../../../stdlib/math.tile")),
+    ("std::nn", include_str!("../../../stdlib/nn.tile")),
+    ("std::sched", include_str!("../../../stdlib/sched.tile")),
+];
 
 /// Checks a parsed file and produces the tile IR of each kernel, specialised on its consts.
-pub fn check_file(file: &ast::File, sources: &mut SourceMap, opts: &Options) -> Result<Vec<tir::Kernel>, Vec<Diagnostic>> {
+/// `origin` is where the file is on disk (its directory is the base of `use "file.tile"`
+/// imports); without it, the file's name in `sources` is taken as its path.
+pub fn check_file(
+    file: &ast::File,
+    sources: &mut SourceMap,
+    opts: &Options,
+    origin: Option<&Path>,
+) -> Result<Vec<tir::Kernel>, Vec<Diagnostic>> {
     let mut diags = vec![];
     let mut fns: HashMap<String, FuncDecl> = HashMap::new();
     let mut kernels = vec![];
-    let mut loaded: HashMap<String, ast::File> = HashMap::new();
+    let mut imported: Vec<(String, String, Span)> = vec![];
+    let mut import_diags = vec![];
+    let main = file
+        .items
+        .first()
+        .map(|i| match i {
+            Item::Use(u) => u.span.file,
+            Item::Func(f) => f.span.file,
+        })
+        .unwrap_or_default();
+    let path = origin.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(sources.name(main)));
+    let mut modules = modules::Modules::new(sources, &mut import_diags, main, path);
     for item in &file.items {
         match item {
-            Item::Use(u) => import(u, sources, &mut loaded, &mut fns, &mut diags),
+            Item::Use(u) => {
+                let mut names = HashMap::new();
+                modules.import(u, &mut names);
+                for n in &u.names {
+                    if let Some(k) = names.get(&n.name) {
+                        imported.push((n.name.clone(), k.clone(), n.span));
+                    }
+                }
+            }
             Item::Func(f) if f.is_kernel => kernels.push(f),
             Item::Func(f) => {
                 if fns.contains_key(&f.name.name) {
@@ -44,6 +78,27 @@ pub fn check_file(file: &ast::File, sources: &mut SourceMap, opts: &Options) -> 
             }
         }
     }
+    let library = std::mem::take(&mut modules.fns);
+    drop(modules);
+    for (name, key, span) in imported {
+        if let Some(own) = fns.get(&name) {
+            if key == modules::UNRESOLVED {
+                // The import failed (reported); the file's own definition stands.
+                continue;
+            }
+            diags.push(
+                Diagnostic::error(format!("`{name}` is defined twice"))
+                    .with_label(own.name.span, "defined here")
+                    .with_secondary(span, "and imported here"),
+            );
+            continue;
+        }
+        if let Some(f) = library.get(&key) {
+            fns.insert(name, f.clone());
+        }
+    }
+    fns.extend(library);
+    diags.splice(0..0, import_diags);
     let mut seen: Vec<&str> = vec![];
     for k in &kernels {
         if seen.contains(&k.name.name.as_str()) {
@@ -68,72 +123,6 @@ pub fn check_file(file: &ast::File, sources: &mut SourceMap, opts: &Options) -> 
         }
     }
     if diags.iter().any(|d| d.severity == crate::diag::Severity::Error) { Err(diags) } else { Ok(out) }
-}
-
-/// Brings `use`d names into scope. Standard-library modules are parsed from the embedded text.
-fn import(
-    u: &ast::UseDecl,
-    sources: &mut SourceMap,
-    loaded: &mut HashMap<String, ast::File>,
-    fns: &mut HashMap<String, FuncDecl>,
-    diags: &mut Vec<Diagnostic>,
-) {
-    let path = match &u.source {
-        UseSource::Path(p) => p.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join("::"),
-        UseSource::File(_, span) => {
-            diags.push(
-                Diagnostic::error("imports from files are not supported yet")
-                    .with_label(*span, "file import")
-                    .note("import from the standard library (`use std::math::cdiv;`) or define the fn in this file"),
-            );
-            return;
-        }
-    };
-    if !loaded.contains_key(&path) {
-        let Some((_, text)) = STDLIB.iter().find(|(name, _)| *name == path) else {
-            let known: Vec<&str> = STDLIB.iter().map(|(n, _)| *n).collect();
-            diags.push(
-                Diagnostic::error(format!("unknown module `{path}`"))
-                    .with_label(u.span, "not found")
-                    .note(format!("modules: {}", known.join(", "))),
-            );
-            return;
-        };
-        let id = sources.add(format!("<{path}>"), *text);
-        let (f, errs) = crate::syntax::parse_file(id, text);
-        if !errs.is_empty() {
-            diags.extend(errs.into_iter().map(|d| Diagnostic::ice("stdlib", d.message)));
-            return;
-        }
-        loaded.insert(path.clone(), f);
-    }
-    let Some(module) = loaded.get(&path) else { return };
-    for name in &u.names {
-        let found = module.items.iter().find_map(|i| match i {
-            Item::Func(f) if !f.is_kernel && f.name.name == name.name => Some(f),
-            _ => None,
-        });
-        match found {
-            Some(f) => {
-                fns.insert(name.name.clone(), f.clone());
-            }
-            None => {
-                let avail: Vec<String> = module
-                    .items
-                    .iter()
-                    .filter_map(|i| match i {
-                        Item::Func(f) => Some(f.name.name.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                diags.push(
-                    Diagnostic::error(format!("`{}` is not in `{path}`", name.name))
-                        .with_label(name.span, "not found")
-                        .note(format!("`{path}` has: {}", avail.join(", "))),
-                );
-            }
-        }
-    }
 }
 
 /// Evaluates a const parameter's value expression: literals and arithmetic on earlier consts.
@@ -290,6 +279,7 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
     let mut grid = vec![];
     let mut warps = 4;
     let mut stages = 3;
+    let mut tune = tir::TuneSpace::default();
     let mut requires = vec![];
     let hctx = host::HostCtx { consts: &consts, params: &params, fns };
     for a in &k.attrs {
@@ -302,6 +292,7 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
                     match arg {
                         AttrArg::Expr(e) => match hctx.lower(e, 0) {
                             Ok(h) => grid.push(h),
+                            Err(d) if d.message == expr::POISON => {}
                             Err(d) => diags.push(d),
                         },
                         AttrArg::Named(n, _) => {
@@ -328,14 +319,15 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
                     match arg {
                         AttrArg::Expr(e) => match hctx.lower(e, 0) {
                             Ok(cond) => requires.push(tir::Require { cond, text: host::render(e) }),
+                            Err(d) if d.message == expr::POISON => {}
                             Err(d) => diags.push(d),
                         },
                         AttrArg::Named(n, _) => diags.push(Diagnostic::error("`#[require]` takes conditions").with_label(n.span, "here")),
                     }
                 }
             }
-            // The autotuner's search space: kept by the CLI's tuner, not by code generation.
-            "tune" => {}
+            // The autotuner's search space: kept for the tuner, not used by code generation.
+            "tune" => tune = tune_space(a, k, diags),
             other => diags.push(
                 Diagnostic::error(format!("unknown attribute `#[{other}]`"))
                     .with_label(a.name.span, "unknown")
@@ -349,6 +341,9 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
     if let Some(w) = opts.warps {
         warps = w;
     }
+    if let Some(s) = opts.stages {
+        stages = s;
+    }
     let mut body = tir::TirBody::new();
     let entry = body.entry;
     let mut args = vec![];
@@ -356,16 +351,92 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
         args.push(body.add_block_arg(entry, p.ty()));
     }
     let mut lw = expr::Lowerer::new(body, fns, diags);
+    lw.limits =
+        Some(expr::Limits { threads: warps * 32, shared_bytes: crate::lower::max_shared_bytes(opts.target), target: opts.target.name() });
     lw.bind_kernel(&params, &args, &consts);
     lw.lower_block_stmts(&k.body, entry);
     let (body, ok) = lw.finish();
     if !ok {
         return None;
     }
-    Some(tir::Kernel { name: k.name.name.clone(), doc: k.doc.clone(), params, consts, grid, warps, stages, requires, body })
+    Some(tir::Kernel { name: k.name.name.clone(), doc: k.doc.clone(), params, consts, grid, warps, stages, requires, tune, body })
 }
 
 /// The element type named by `t`, or a diagnostic.
 pub(crate) fn dtype_of(t: &ast::Ident) -> Result<DType, Diagnostic> {
     DType::parse(&t.name).ok_or_else(|| expr::unknown_type(&t.name, t.span))
+}
+
+/// Reads `#[tune(BM = [64, 128], warps = [4, 8], stages = [3, 4])]`: each name is an `i32` const
+/// parameter of the kernel, `warps` or `stages`; each value list holds distinct integers (a single
+/// integer is a list of one).
+fn tune_space(a: &ast::Attr, k: &FuncDecl, diags: &mut Vec<Diagnostic>) -> tir::TuneSpace {
+    let mut space = tir::TuneSpace::default();
+    let mut seen: Vec<&str> = vec![];
+    for arg in &a.args {
+        let AttrArg::Named(name, value) = arg else {
+            let span = match arg {
+                AttrArg::Expr(e) => e.span,
+                AttrArg::Named(n, _) => n.span,
+            };
+            diags.push(
+                Diagnostic::error("`#[tune]` takes named value lists")
+                    .with_label(span, "expected `NAME = [v, ...]`")
+                    .note("for example `#[tune(BM = [64, 128], warps = [4, 8])]`"),
+            );
+            continue;
+        };
+        let n = name.name.as_str();
+        if seen.contains(&n) {
+            diags.push(Diagnostic::error(format!("`{n}` appears twice in `#[tune]`")).with_label(name.span, "again here"));
+            continue;
+        }
+        seen.push(n);
+        let is_int_const =
+            k.consts.iter().any(|c| c.name.name == n && matches!(&c.ty.kind, TypeKind::Scalar(t) if t.name == "i32" || t.name == "i64"));
+        if n != "warps" && n != "stages" && !is_int_const {
+            let consts: Vec<&str> = k.consts.iter().map(|c| c.name.name.as_str()).collect();
+            diags.push(
+                Diagnostic::error(format!("`#[tune]` names `{n}`, which is not an integer `const` parameter of `{}`", k.name.name))
+                    .with_label(name.span, "not a const parameter")
+                    .note(format!("tunable: warps, stages{}{}", if consts.is_empty() { "" } else { ", " }, consts.join(", "))),
+            );
+            continue;
+        }
+        let items: &[ast::Expr] = match &value.kind {
+            ExprKind::List(items) => items,
+            _ => std::slice::from_ref(value),
+        };
+        let mut values = vec![];
+        for e in items {
+            match const_value(e, &[]) {
+                Some(ConstValue::Int(v)) if v > 0 && !values.contains(&v) => values.push(v),
+                Some(ConstValue::Int(v)) if v > 0 => {
+                    diags.push(Diagnostic::error(format!("`{n}` lists {v} twice in `#[tune]`")).with_label(e.span, "again here"))
+                }
+                _ => diags.push(
+                    Diagnostic::error(format!("`#[tune]` values of `{n}` must be positive integers"))
+                        .with_label(e.span, "not a positive integer"),
+                ),
+            }
+        }
+        if values.is_empty() {
+            diags.push(Diagnostic::error(format!("`{n}` has no values in `#[tune]`")).with_label(value.span, "empty"));
+            continue;
+        }
+        let small = |what: &str, ok: fn(i64) -> bool, diags: &mut Vec<Diagnostic>| -> Vec<u32> {
+            let bad = values.iter().find(|&&v| !ok(v));
+            if let Some(v) = bad {
+                diags.push(Diagnostic::error(format!("`#[tune]` {what}: {v} is out of range")).with_label(value.span, "here"));
+                return vec![];
+            }
+            values.iter().map(|&v| v as u32).collect()
+        };
+        match n {
+            "warps" => space.warps = small("warps must be powers of two from 1 to 32", |v| v <= 32 && (v as u64).is_power_of_two(), diags),
+            "stages" => space.stages = small("stages must be from 1 to 16", |v| v <= 16, diags),
+            _ => space.consts.push((n.to_string(), values)),
+        }
+    }
+    space
 }

@@ -189,19 +189,12 @@ impl<'s> Cx<'s> {
         out
     }
 
-    /// A string literal as an expression (the format of `print`, the message of `assert`).
-    ///
-    /// The AST has no string expression yet (`ExprKind::Str` is to be added together with its
-    /// handling in sema): until then this is reported, and read as `0`.
+    /// A string literal as an expression (the format of `print`, the message of `assert`; sema
+    /// rejects it anywhere else).
     pub fn string_expr(&mut self, raw: &str, l: usize, r: usize) -> Expr {
         let span = self.span(l, r);
-        let _text = self.string(raw, l);
-        self.diags.push(
-            Diagnostic::error("string literals are not supported in expressions yet")
-                .with_label(span, "a string")
-                .note("`print` and `assert` messages are not implemented yet"),
-        );
-        Expr { kind: ExprKind::Int(0, None), span }
+        let text = self.string(raw, l);
+        Expr { kind: ExprKind::Str(text), span }
     }
 }
 

@@ -233,6 +233,8 @@ pub enum ExprKind {
     Bool(bool),
     /// `inf`: positive infinity of the context's float type.
     Inf,
+    /// `"text"` (escapes decoded): the format of `print`, the message of `assert`.
+    Str(String),
     /// `_` in a type's dimension list.
     Wildcard,
     Name(Ident),

@@ -559,6 +559,7 @@ kernel vector_add<const BLOCK: i32 = 1024>(a: &f32[N], b: &f32[N], c: &mut f32[N
             ExprKind::Float(v, s) => format!("{v:?}{}", s.as_deref().unwrap_or("")),
             ExprKind::Bool(b) => b.to_string(),
             ExprKind::Inf => "inf".into(),
+            ExprKind::Str(s) => format!("{s:?}"),
             ExprKind::Wildcard => "_".into(),
             ExprKind::Name(n) => n.name.clone(),
             ExprKind::Unary(UnOp::Neg, x) => format!("(-{})", show(x)),

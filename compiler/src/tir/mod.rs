@@ -175,6 +175,32 @@ names!(UnaryOp { Neg => "neg", Not => "not", Abs => "abs", Exp => "exp", Exp2 =>
     Sigmoid => "sigmoid", Erf => "erf", Floor => "floor", Ceil => "ceil" });
 names!(ReduceOp { Sum => "sum", Max => "max", Min => "min" });
 
+/// The read-modify-write of an `atomic` op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AtomicOp {
+    Add,
+    Max,
+    Min,
+}
+
+/// Index reductions: the position of the largest (smallest) element along an axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ArgOp {
+    Max,
+    Min,
+}
+
+/// Inclusive scans along an axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScanOp {
+    Sum,
+    Max,
+}
+
+names!(AtomicOp { Add => "add", Max => "max", Min => "min" });
+names!(ArgOp { Max => "argmax", Min => "argmin" });
+names!(ScanOp { Sum => "sum", Max => "max" });
+
 /// The operations of the tile IR. Operand and result conventions are listed per variant;
 /// `verify` checks them.
 #[derive(Clone, Debug, PartialEq)]
@@ -220,6 +246,37 @@ pub enum OpKind {
     Load,
     /// `(t: tensor<mut T, r>, o0: i32, …, x: T[d0, …]) -> ()`: out-of-range elements are dropped.
     Store,
+    /// `(t: tensor<T, r>, i0: i32[s], …, i_{r-1}: i32[s], mask: bool[s], pad: T) -> T[s]`: element
+    /// `c` reads `t[i0[c], …]` when `mask[c]` holds and every index is in range, else `pad`.
+    Gather,
+    /// `(t: tensor<mut T, r>, i0: i32[s], …, i_{r-1}: i32[s], x: T[s], mask: bool[s]) -> ()`:
+    /// writes `x[c]` at `t[i0[c], …]` where `mask[c]` holds and every index is in range. Several
+    /// elements at one index: the interpreter keeps the last in row-major order, the GPU any one.
+    Scatter,
+    /// Operands as `Scatter`: `t[i0[c], …] = op(t[…], x[c])` atomically (relaxed, device scope)
+    /// for each selected in-range element.
+    Atomic(AtomicOp),
+    /// `(x: T[s]) -> i32[s without axis]`: the index of the largest (smallest) element along
+    /// `axis`; the first on ties; NaNs are ignored unless all are NaN (then 0).
+    ArgReduce(ArgOp, u32),
+    /// `(x: T[s]) -> T[s]`: the inclusive scan (running sum or maximum) along `axis`.
+    Scan(ScanOp, u32),
+    /// `(a: T[s], b: T[s]) -> T[s, 2]`: stacks `a` and `b` on a new last axis.
+    Join,
+    /// `(x: T[s, 2]) -> (T[s], T[s])`: the two halves of the last axis (the inverse of `Join`).
+    Split,
+    /// `(x…) -> ()`: prints the format (each `{}` replaced by the next operand, `{{` and `}}` are
+    /// braces) with the program id. The operands share one shape; a tile prints one line per
+    /// element, prefixed by its index.
+    Print(String),
+    /// `(c: bool[s]) -> ()`: stops the program with the message when an element of `c` is false.
+    Assert(String),
+    /// `(init: T…) -> (T…)`; two regions taking `(T…)`: the condition, ending with
+    /// `Yield(c: bool)`, and the body, ending with `Yield(next: T…)`. Runs the body while the
+    /// condition holds; the results are the values for which it first failed.
+    While,
+    /// `() -> ()`: ends the program (the ops after it in its region do not run).
+    Return,
     /// `(lo: i32, hi: i32, step: i32, init…) -> (T…)`; one region whose block takes
     /// `(iv: i32, iter: T…)` and ends with `Yield(next: T…)`.
     For,
@@ -253,6 +310,17 @@ impl OpKind {
             OpKind::View => "view".into(),
             OpKind::Load => "load".into(),
             OpKind::Store => "store".into(),
+            OpKind::Gather => "gather".into(),
+            OpKind::Scatter => "scatter".into(),
+            OpKind::Atomic(a) => format!("atomic.{}", a.name()),
+            OpKind::ArgReduce(a, _) => a.name().into(),
+            OpKind::Scan(s, _) => format!("scan.{}", s.name()),
+            OpKind::Join => "join".into(),
+            OpKind::Split => "split".into(),
+            OpKind::Print(_) => "print".into(),
+            OpKind::Assert(_) => "assert".into(),
+            OpKind::While => "while".into(),
+            OpKind::Return => "return".into(),
             OpKind::For => "for".into(),
             OpKind::If => "if".into(),
             OpKind::Yield => "yield".into(),
@@ -446,6 +514,31 @@ impl fmt::Display for ConstValue {
     }
 }
 
+/// The autotuner's search space, from `#[tune(BM = [64, 128], warps = [4, 8], stages = [3, 4])]`:
+/// the values to try for each named `const` parameter, and for the warps and stages. An empty
+/// list means "the kernel's own value". The space is kept for the tuner; code generation ignores
+/// it (each configuration is a separate build with `Options::consts`, `warps` and `stages`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TuneSpace {
+    /// `const` parameter name → the values to try, in declaration order of the attribute.
+    pub consts: Vec<(String, Vec<i64>)>,
+    pub warps: Vec<u32>,
+    pub stages: Vec<u32>,
+}
+
+impl TuneSpace {
+    /// Whether there is nothing to tune (no `#[tune]` attribute).
+    pub fn is_empty(&self) -> bool {
+        self.consts.is_empty() && self.warps.is_empty() && self.stages.is_empty()
+    }
+
+    /// The number of configurations (the product of the list lengths; 1 when empty).
+    pub fn len(&self) -> usize {
+        let lens = self.consts.iter().map(|(_, v)| v.len()).chain([self.warps.len(), self.stages.len()]);
+        lens.map(|n| n.max(1)).fold(1usize, |a, n| a.saturating_mul(n))
+    }
+}
+
 /// One kernel, specialised on its `const` parameters, in the tile IR.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernel {
@@ -459,6 +552,8 @@ pub struct Kernel {
     pub warps: u32,
     pub stages: u32,
     pub requires: Vec<Require>,
+    /// The `#[tune]` space (not part of the text form: the tuner reads it, codegen does not).
+    pub tune: TuneSpace,
     pub body: TirBody,
 }
 
@@ -471,4 +566,41 @@ impl Kernel {
     pub fn param_value(&self, i: usize) -> Value {
         self.body.block(self.body.entry).args[i]
     }
+}
+
+/// A piece of a `print` format: literal text, or the place of the next value (`{}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FormatPiece {
+    Text(String),
+    Value,
+}
+
+/// Splits a `print` format into text and `{}` placeholders; `{{` and `}}` are literal braces.
+/// A lone `{` or `}` is an error (the message says what to write instead).
+pub fn parse_format(fmt: &str) -> Result<Vec<FormatPiece>, String> {
+    let mut out = vec![];
+    let mut text = String::new();
+    let mut chars = fmt.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('{', Some('{')) | ('}', Some('}')) => {
+                chars.next();
+                text.push(c);
+            }
+            ('{', Some('}')) => {
+                chars.next();
+                if !text.is_empty() {
+                    out.push(FormatPiece::Text(std::mem::take(&mut text)));
+                }
+                out.push(FormatPiece::Value);
+            }
+            ('{', _) => return Err("`{` must be followed by `}` (a value) or `{` (a literal brace)".into()),
+            ('}', _) => return Err("a lone `}`: write `}}` for a literal brace".into()),
+            _ => text.push(c),
+        }
+    }
+    if !text.is_empty() {
+        out.push(FormatPiece::Text(text));
+    }
+    Ok(out)
 }

@@ -8,7 +8,8 @@
 //! off the end of the stack).
 
 use super::{
-    BinaryOp, CmpOp, ConstValue, Dim, HostExpr, HostOp, Kernel, Lit, OpKind, Param, ParamKind, ReduceOp, Require, TirBody, Type, UnaryOp,
+    ArgOp, AtomicOp, BinaryOp, CmpOp, ConstValue, Dim, HostExpr, HostOp, Kernel, Lit, OpKind, Param, ParamKind, ReduceOp, Require, ScanOp,
+    TirBody, TuneSpace, Type, UnaryOp,
 };
 use crate::diag::Span;
 use crate::dtype::DType;
@@ -483,7 +484,7 @@ impl Parser {
             return self.expected("end of input after the kernel");
         }
         let body = std::mem::take(&mut self.body);
-        Ok(Kernel { name, doc, params, consts, grid, warps, stages, requires, body })
+        Ok(Kernel { name, doc, params, consts, grid, warps, stages, requires, tune: TuneSpace::default(), body })
     }
 
     /// `%n = name: &mut T[D, …]` or `%n = name: T`; adds the entry-block argument.
@@ -633,6 +634,10 @@ impl Parser {
                 | OpKind::ExpandDims(_)
                 | OpKind::Permute(_)
                 | OpKind::Reduce(..)
+                | OpKind::ArgReduce(..)
+                | OpKind::Scan(..)
+                | OpKind::Print(_)
+                | OpKind::Assert(_)
                 | OpKind::Dim(_)
         );
         let mut operands = vec![];
@@ -709,11 +714,25 @@ impl Parser {
             "for" => OpKind::For,
             "if" => OpKind::If,
             "yield" => OpKind::Yield,
+            "gather" => OpKind::Gather,
+            "scatter" => OpKind::Scatter,
+            "join" => OpKind::Join,
+            "split" => OpKind::Split,
+            "while" => OpKind::While,
+            "return" => OpKind::Return,
+            "print" => OpKind::Print(self.string("the format string")?),
+            "assert" => OpKind::Assert(self.string("the assertion's message")?),
             _ => {
                 if let Some(c) = m.strip_prefix("cmp.").and_then(CmpOp::from_name) {
                     OpKind::Cmp(c)
                 } else if let Some(r) = m.strip_prefix("reduce.").and_then(ReduceOp::from_name) {
                     OpKind::Reduce(r, self.u32_lit("an axis")?)
+                } else if let Some(s) = m.strip_prefix("scan.").and_then(ScanOp::from_name) {
+                    OpKind::Scan(s, self.u32_lit("an axis")?)
+                } else if let Some(a) = ArgOp::from_name(m) {
+                    OpKind::ArgReduce(a, self.u32_lit("an axis")?)
+                } else if let Some(a) = m.strip_prefix("atomic.").and_then(AtomicOp::from_name) {
+                    OpKind::Atomic(a)
                 } else if let Some(b) = BinaryOp::from_name(m) {
                     OpKind::Binary(b)
                 } else if let Some(u) = UnaryOp::from_name(m) {
@@ -725,6 +744,17 @@ impl Parser {
             }
         };
         Ok(kind)
+    }
+
+    /// A string literal (as the printer writes it with `{:?}`).
+    fn string(&mut self, what: &str) -> PResult<String> {
+        match self.peek().clone() {
+            Tok::Str(s) => {
+                self.bump();
+                Ok(s)
+            }
+            _ => self.expected(what),
+        }
     }
 
     /// A `const` literal: an integer, a float (`1.0`, `1e-6`, `inf`, `-inf`, `nan`) or a bool.
@@ -901,7 +931,18 @@ mod tests {
         for p in &params {
             body.add_block_arg(body.entry, p.ty());
         }
-        Kernel { name: name.into(), doc: None, params, consts: vec![], grid, warps: 4, stages: 3, requires: vec![], body }
+        Kernel {
+            name: name.into(),
+            doc: None,
+            params,
+            consts: vec![],
+            grid,
+            warps: 4,
+            stages: 3,
+            requires: vec![],
+            tune: TuneSpace::default(),
+            body,
+        }
     }
 
     fn sym(s: &str) -> Box<HostExpr> {

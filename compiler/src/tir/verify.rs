@@ -2,7 +2,7 @@
 //! and types per op, region terminators, and tile shapes within the language's limits. Run after
 //! every pass in tests and debug builds; a failure is an internal compiler error.
 
-use super::{Kernel, OpKind, Type};
+use super::{AtomicOp, Kernel, OpKind, Type};
 use crate::DType;
 use crate::ir::{Block, Op};
 
@@ -65,6 +65,14 @@ fn block(k: &Kernel, blk: Block, defined: &mut Vec<bool>, placed: &mut Vec<bool>
                     block(k, r, defined, placed, Some(&tys))?;
                     *defined = saved.clone();
                 }
+            }
+            OpKind::While => {
+                // The condition region yields the bool; the body yields the next values.
+                let tys: Vec<Type> = d.results.iter().map(|&r| b.ty(r).clone()).collect();
+                let [cond, body] = d.regions[..] else { return Err("`while` needs two regions".into()) };
+                block(k, cond, defined, placed, Some(&[Type::scalar(DType::Bool)]))?;
+                *defined = saved.clone();
+                block(k, body, defined, placed, Some(&tys))?;
             }
             _ => {}
         }
@@ -219,6 +227,132 @@ fn check_op(k: &Kernel, op: Op) -> Result<(), String> {
             }
             Ok(())
         }
+        OpKind::Gather | OpKind::Scatter | OpKind::Atomic(_) => indexed(k, op),
+        OpKind::ArgReduce(_, axis) | OpKind::Scan(_, axis) => {
+            n(1)?;
+            let t = ty(0)?;
+            if t.is_tensor() || *axis as usize >= t.shape().len() || t.dtype() == DType::Bool {
+                return Err(format!("axis {axis} of {t}"));
+            }
+            let want = match d.kind {
+                OpKind::Scan(..) => t.clone(),
+                _ => {
+                    let mut s = t.shape().to_vec();
+                    s.remove(*axis as usize);
+                    Type::tile(DType::I32, s)
+                }
+            };
+            if res(0)? != &want { Err(format!("result {} should be {want}", res(0)?)) } else { Ok(()) }
+        }
+        OpKind::Join => {
+            n(2)?;
+            let (a, c) = (ty(0)?, ty(1)?);
+            let mut s = a.shape().to_vec();
+            s.push(2);
+            if a.is_tensor() || a != c || res(0)? != &Type::tile(a.dtype(), s) {
+                return Err(format!("join({a}, {c}) -> {}", res(0)?));
+            }
+            Ok(())
+        }
+        OpKind::Split => {
+            n(1)?;
+            let x = ty(0)?;
+            let s = x.shape();
+            let half = Type::tile(x.dtype(), s[..s.len().saturating_sub(1)].to_vec());
+            if x.is_tensor() || s.last() != Some(&2) || d.results.len() != 2 || res(0)? != &half || res(1)? != &half {
+                return Err(format!("split of {x}"));
+            }
+            Ok(())
+        }
+        OpKind::Print(_) | OpKind::Assert(_) => {
+            if !d.results.is_empty() {
+                return Err("has results".into());
+            }
+            let shape = d.operands.first().map(|&o| b.ty(o).shape().to_vec()).unwrap_or_default();
+            for &o in &d.operands {
+                let t = b.ty(o);
+                if t.is_tensor() || t.shape() != shape {
+                    return Err(format!("operand {t} is not a tile of shape {shape:?}"));
+                }
+            }
+            if matches!(d.kind, OpKind::Assert(_)) && (d.operands.len() != 1 || ty(0)?.dtype() != DType::Bool) {
+                return Err("assert takes one bool tile".into());
+            }
+            Ok(())
+        }
+        OpKind::While => {
+            if d.regions.len() != 2 || d.operands.len() != d.results.len() {
+                return Err("while(init…) -> (T…) with a condition and a body".into());
+            }
+            for (i, (&o, &r)) in d.operands.iter().zip(&d.results).enumerate() {
+                if b.ty(o) != b.ty(r) {
+                    return Err(format!("loop value {i} changes type"));
+                }
+            }
+            for &region in &d.regions {
+                let args = &b.block(region).args;
+                if args.len() != d.results.len() || args.iter().zip(&d.results).any(|(&a, &r)| b.ty(a) != b.ty(r)) {
+                    return Err("the regions' arguments do not match the loop values".into());
+                }
+            }
+            Ok(())
+        }
+        OpKind::Return => {
+            n(0)?;
+            if d.results.is_empty() && d.regions.is_empty() { Ok(()) } else { Err("return has results or regions".into()) }
+        }
         OpKind::Yield => Ok(()),
     }
+}
+
+/// `gather`, `scatter` and `atomic`: a tensor, one i32 index tile per dimension, then the values
+/// (not for `gather`), the mask and the pad (only for `gather`), all tiles of one shape.
+fn indexed(k: &Kernel, op: Op) -> Result<(), String> {
+    let b = &k.body;
+    let d = b.op(op);
+    let ty = |i: usize| d.operands.get(i).map(|&v| b.ty(v)).ok_or_else(|| format!("missing operand {i}"));
+    let Type::Tensor { rank, dtype, mutable } = ty(0)? else { return Err("the first operand is not a tensor".into()) };
+    let (rank, dtype) = (*rank, *dtype);
+    if d.operands.len() != rank + 3 {
+        return Err(format!("{} operands for a rank-{rank} tensor", d.operands.len()));
+    }
+    let gather = d.kind == OpKind::Gather;
+    let data = if gather { d.results.first().map(|&r| b.ty(r)).ok_or("no result")? } else { ty(rank + 1)? };
+    let shape = data.shape().to_vec();
+    if data != &Type::tile(dtype, shape.clone()) {
+        return Err(format!("{data} does not match the tensor's dtype {dtype}"));
+    }
+    for i in 1..=rank {
+        if ty(i)? != &Type::tile(DType::I32, shape.clone()) {
+            return Err(format!("index {} is {}, expected i32 of shape {shape:?}", i - 1, ty(i)?));
+        }
+    }
+    let mask = if gather { rank + 1 } else { rank + 2 };
+    if ty(mask)? != &Type::tile(DType::Bool, shape.clone()) {
+        return Err(format!("the mask is {}, expected bool of shape {shape:?}", ty(mask)?));
+    }
+    if gather {
+        if ty(rank + 2)? != &Type::scalar(dtype) {
+            return Err("the pad is a scalar of the tensor's dtype".into());
+        }
+        return Ok(());
+    }
+    if !mutable {
+        return Err("writes a read-only tensor".into());
+    }
+    if !d.results.is_empty() {
+        return Err("has results".into());
+    }
+    if let OpKind::Atomic(a) = d.kind
+        && !atomic_dtype_ok(a, dtype)
+    {
+        return Err(format!("atomic {} on {dtype}", a.name()));
+    }
+    Ok(())
+}
+
+/// The element types each atomic supports (sema reports the others to the user).
+pub fn atomic_dtype_ok(op: AtomicOp, d: DType) -> bool {
+    let _ = op;
+    matches!(d, DType::I32 | DType::U32 | DType::I64 | DType::U64 | DType::F32 | DType::F64)
 }

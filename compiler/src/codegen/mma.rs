@@ -1,0 +1,425 @@
+//! Tensor-core code generation: coordinates of the MMA accumulator layout, swizzled
+//! shared-memory offsets, and `ldmatrix` + `mma.sync.m16n8k16` (inline PTX: LLVM's intrinsics
+//! for them take types that differ between versions; the PTX text does not).
+//!
+//! Fragment layouts (PTX ISA, `mma.m16n8k16` with `.row.col`): lane `l`, `g = l / 4`,
+//! `t = l % 4`. A (16×16): registers hold (g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..).
+//! B (16×8): (k = 2t..2t+1, n = g), (k = 2t+8.., n = g). C/D (16×8 f32): (g, 2t), (g, 2t+1),
+//! (g+8, 2t), (g+8, 2t+1). `ldmatrix.x4` gives register `q` from the 8×8 matrix whose row
+//! addresses come from lanes `8q..8q+7`; with `.trans` each lane gets the transposed element.
+
+use super::{Cv, Gen, Ice, Res};
+use crate::dtype::DType;
+use crate::ir::Value;
+use crate::lir::{self, Layout};
+use inkwell::types::{BasicType, BasicTypeEnum};
+use inkwell::values::{BasicMetadataValueEnum, BasicValueEnum, IntValue};
+
+impl<'c> Gen<'c, '_> {
+    /// `(warp_m, warp_n, g, t, lane)` of this thread for an MMA layout.
+    fn mma_ids(&self, warps_n: u32) -> Res<(IntValue<'c>, IntValue<'c>, IntValue<'c>, IntValue<'c>, IntValue<'c>)> {
+        let b = &self.b;
+        let lane = b.build_and(self.tid, self.i32c(31), "lane").ice()?;
+        let warp = b.build_right_shift(self.tid, self.i32c(5), false, "warp").ice()?;
+        let wm = b.build_int_unsigned_div(warp, self.i32c(warps_n as i64), "wm").ice()?;
+        let wn = b.build_int_unsigned_rem(warp, self.i32c(warps_n as i64), "wn").ice()?;
+        let g = b.build_right_shift(lane, self.i32c(2), false, "g").ice()?;
+        let t = b.build_and(lane, self.i32c(3), "t").ice()?;
+        Ok((wm, wn, g, t, lane))
+    }
+
+    /// `(row, col)` of register `r` of this thread in an MMA-layout tile of `shape`.
+    pub(crate) fn mma_coords(&self, shape: &[i64], warps_m: u32, warps_n: u32, r: usize) -> Res<Vec<IntValue<'c>>> {
+        let (wm, wn, g, t, _) = self.mma_ids(warps_n)?;
+        let (bm, bn) = (shape[0] / warps_m as i64, shape[1] / warps_n as i64);
+        let nt = (bn / 8) as usize;
+        let (c, ni, mi) = (r % 4, (r / 4) % nt, r / 4 / nt);
+        let b = &self.b;
+        let row0 = self.i32c(mi as i64 * 16 + 8 * (c as i64 / 2));
+        let row = b.build_int_add(b.build_int_add(b.build_int_mul(wm, self.i32c(bm), "r").ice()?, row0, "r").ice()?, g, "row").ice()?;
+        let col0 = self.i32c(ni as i64 * 8 + (c as i64 % 2));
+        let col = b.build_int_add(b.build_int_mul(wn, self.i32c(bn), "c").ice()?, col0, "c").ice()?;
+        let col = b.build_int_add(col, b.build_int_mul(t, self.i32c(2), "c").ice()?, "col").ice()?;
+        Ok(vec![row, col])
+    }
+
+    /// Byte offset of element `(row, col)` of a row-major `[rows, cols]` tile of `esize`-byte
+    /// elements in shared memory, with the 16-byte chunks of each row swizzled if asked.
+    pub(crate) fn smem_offset_2d(&self, row: IntValue<'c>, col: IntValue<'c>, cols: i64, esize: i64, swizzled: bool) -> Res<IntValue<'c>> {
+        let b = &self.b;
+        let row_bytes = b.build_int_mul(row, self.i32c(cols * esize), "rb").ice()?;
+        let chunks = cols * esize / 16;
+        let (per_phase, max_phase) = lir::swizzle_params(chunks);
+        if !swizzled || max_phase == 1 {
+            return b.build_int_add(row_bytes, b.build_int_mul(col, self.i32c(esize), "cb").ice()?, "off").ice();
+        }
+        let per_chunk = 16 / esize;
+        let chunk = b.build_int_unsigned_div(col, self.i32c(per_chunk), "ch").ice()?;
+        let within = b.build_int_unsigned_rem(col, self.i32c(per_chunk), "wi").ice()?;
+        let phase =
+            b.build_int_unsigned_rem(b.build_int_unsigned_div(row, self.i32c(per_phase), "ph").ice()?, self.i32c(max_phase), "ph").ice()?;
+        let chunk = b.build_xor(chunk, phase, "sw").ice()?;
+        let off = b.build_int_add(row_bytes, b.build_int_mul(chunk, self.i32c(16), "c16").ice()?, "off").ice()?;
+        b.build_int_add(off, b.build_int_mul(within, self.i32c(esize), "w").ice()?, "off").ice()
+    }
+
+    fn asm(
+        &self,
+        text: &str,
+        constraints: &str,
+        ret: BasicTypeEnum<'c>,
+        args: &[BasicValueEnum<'c>],
+        side_effects: bool,
+    ) -> Res<BasicValueEnum<'c>> {
+        let tys: Vec<inkwell::types::BasicMetadataTypeEnum> = args.iter().map(|a| a.get_type().into()).collect();
+        let fty = ret.fn_type(&tys, false);
+        let f = self.ctx.create_inline_asm(fty, text.to_string(), constraints.to_string(), side_effects, false, None, false);
+        let margs: Vec<BasicMetadataValueEnum> = args.iter().map(|&a| a.into()).collect();
+        self.b
+            .build_indirect_call(fty, f, &margs, "asm")
+            .ice()?
+            .try_as_basic_value()
+            .basic()
+            .ok_or_else(|| "inline asm returned nothing".to_string())
+    }
+
+    /// `ldmatrix.x4` (or `.x2`) at a shared-memory byte offset; returns the 32-bit registers.
+    fn ldmatrix(&self, byte_off: IntValue<'c>, count: usize, trans: bool) -> Res<Vec<IntValue<'c>>> {
+        let p = self.smem_ptr(byte_off)?;
+        let addr = self.b.build_ptr_to_int(p, self.ctx.i64_type(), "a").ice()?;
+        let i32t = self.ctx.i32_type();
+        let ret = self.ctx.struct_type(&vec![i32t.into(); count], false);
+        let regs: Vec<String> = (0..count).map(|i| format!("${i}")).collect();
+        let text = format!(
+            "ldmatrix.sync.aligned.m8n8.x{count}{}.shared.b16 {{{}}}, [${count}];",
+            if trans { ".trans" } else { "" },
+            regs.join(", ")
+        );
+        let cons = format!("{},l,~{{memory}}", vec!["=r"; count].join(","));
+        // Side effects: it must not move across the barriers that guard the shared buffer.
+        let s = self.asm(&text, &cons, ret.into(), &[addr.into()], true)?.into_struct_value();
+        (0..count as u32).map(|i| self.b.build_extract_value(s, i, "m").ice().map(|v| v.into_int_value())).collect()
+    }
+
+    fn mma(&self, dtype: DType, a: &[IntValue<'c>], b: &[IntValue<'c>], c: &[BasicValueEnum<'c>]) -> Res<Vec<BasicValueEnum<'c>>> {
+        let ty = match dtype {
+            DType::BF16 => "bf16",
+            DType::F16 => "f16",
+            other => return Err(format!("mma on {other}")),
+        };
+        let text = format!(
+            "mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32 {{$0, $1, $2, $3}}, {{$4, $5, $6, $7}}, {{$8, $9}}, {{$10, $11, $12, $13}};"
+        );
+        let f32t = self.ctx.f32_type();
+        let ret = self.ctx.struct_type(&[f32t.into(); 4], false);
+        let mut args: Vec<BasicValueEnum> = a.iter().map(|&x| x.into()).collect();
+        args.extend(b.iter().map(|&x| BasicValueEnum::from(x)));
+        args.extend(c.iter().copied());
+        let s = self.asm(&text, "=f,=f,=f,=f,r,r,r,r,r,r,0,1,2,3", ret.into(), &args, false)?.into_struct_value();
+        (0..4).map(|i| self.b.build_extract_value(s, i, "d").ice()).collect()
+    }
+
+    /// `acc + a · b` on the tensor cores; `a`/`b` are swizzled row-major tiles in shared memory.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn local_mma(
+        &mut self,
+        t: &lir::Type,
+        acc: Value,
+        bases: [Option<Value>; 2],
+        a_off: u32,
+        b_off: u32,
+        k: i64,
+        dtype: DType,
+    ) -> Res<Vec<Cv<'c>>> {
+        let base = |g: &Self, v: Option<Value>| -> Res<IntValue<'c>> {
+            match v {
+                Some(v) => Ok(g.regs(v)?[0].into_int_value()),
+                None => Ok(g.i32c(0)),
+            }
+        };
+        let (a_base, b_base) = (base(self, bases[0])?, base(self, bases[1])?);
+        let Some(Layout::Mma { warps_m, warps_n }) = t.layout() else { return Err("local_mma result is not in the MMA layout".into()) };
+        let (m, n) = (t.shape()[0], t.shape()[1]);
+        let (bm, bn) = (m / warps_m as i64, n / warps_n as i64);
+        let (mt, nt) = ((bm / 16) as usize, (bn / 8) as usize);
+        let esize = dtype.size() as i64;
+        let mut accs = self.regs(acc)?;
+        let (wm, wn, _, _, lane) = self.mma_ids(warps_n)?;
+        let b = &self.b;
+        // Per-lane parts of the ldmatrix row addresses: matrix q = lane / 8 supplies row lane % 8.
+        let q = b.build_right_shift(lane, self.i32c(3), false, "q").ice()?;
+        let r8 = b.build_and(lane, self.i32c(7), "r8").ice()?;
+        let q_lo = b.build_and(q, self.i32c(1), "qlo").ice()?;
+        let q_hi = b.build_right_shift(q, self.i32c(1), false, "qhi").ice()?;
+        let half = b.build_int_add(r8, b.build_int_mul(q_lo, self.i32c(8), "h").ice()?, "half").ice()?;
+        let hi8 = b.build_int_mul(q_hi, self.i32c(8), "hi8").ice()?;
+        let a_row0 = b.build_int_add(b.build_int_mul(wm, self.i32c(bm), "ar").ice()?, half, "ar").ice()?;
+        let b_col0 = b.build_int_add(b.build_int_mul(wn, self.i32c(bn), "bc").ice()?, hi8, "bc").ice()?;
+        for ks in 0..k / 16 {
+            let mut afr = vec![];
+            for mi in 0..mt {
+                let row = self.b.build_int_add(a_row0, self.i32c(mi as i64 * 16), "row").ice()?;
+                let col = self.b.build_int_add(hi8, self.i32c(ks * 16), "col").ice()?;
+                let off = self.smem_offset_2d(row, col, k, esize, true)?;
+                let off = self.b.build_int_add(self.b.build_int_add(off, self.i32c(a_off as i64), "off").ice()?, a_base, "off").ice()?;
+                afr.push(self.ldmatrix(off, 4, false)?);
+            }
+            let mut bfr: Vec<Vec<IntValue>> = vec![];
+            let mut ni = 0;
+            while ni < nt {
+                let pair = ni + 1 < nt;
+                let krow = self.b.build_int_add(half, self.i32c(ks * 16), "kr").ice()?;
+                let col = self.b.build_int_add(b_col0, self.i32c(ni as i64 * 8), "nc").ice()?;
+                let off = self.smem_offset_2d(krow, col, n, esize, true)?;
+                let off = self.b.build_int_add(self.b.build_int_add(off, self.i32c(b_off as i64), "off").ice()?, b_base, "off").ice()?;
+                let regs = self.ldmatrix(off, if pair { 4 } else { 2 }, true)?;
+                bfr.push(regs[0..2].to_vec());
+                if pair {
+                    bfr.push(regs[2..4].to_vec());
+                }
+                ni += 2;
+            }
+            for (mi, a) in afr.iter().enumerate() {
+                for (ni, bb) in bfr.iter().enumerate() {
+                    let base = (mi * nt + ni) * 4;
+                    let d = self.mma(dtype, a, bb, &accs[base..base + 4])?;
+                    accs[base..base + 4].copy_from_slice(&d);
+                }
+            }
+        }
+        Ok(vec![Cv::Regs(accs)])
+    }
+}
+
+impl<'c> Gen<'c, '_> {
+    /// `cp.async` of a 2-D window into (swizzled) shared memory; see `lir::OpKind::AsyncCopy`.
+    pub(crate) fn async_copy(&mut self, op: crate::ir::Op, offset: u32, swizzled: bool, shape: &[i64]) -> Res<()> {
+        let d = self.k.body.op(op).clone();
+        let base = self.regs(d.operands[0])?[0].into_int_value();
+        let Some(Cv::Tensor { ptr, sizes, strides }) = self.vals.get(&d.operands[1]).cloned() else {
+            return Err("async_copy from a non-tensor".into());
+        };
+        let dtype = self.k.body.ty(d.operands[1]).dtype();
+        let es = dtype.size() as i64;
+        let offs: Vec<IntValue> = d.operands[2..].iter().map(|&o| self.regs(o).map(|r| r[0].into_int_value())).collect::<Res<_>>()?;
+        if shape.len() != 2 || offs.len() != 2 || sizes.len() != 2 {
+            return Err("async_copy of a window that is not 2-D".into());
+        }
+        let (rows, cols) = (shape[0], shape[1]);
+        let vec = 16 / es;
+        let i64t = self.ctx.i64_type();
+        let b = &self.b;
+        // Uniform check: 16-byte chunks of the window are aligned and contiguous in memory.
+        let addr = b.build_ptr_to_int(ptr, i64t, "pa").ice()?;
+        let al_ptr = b
+            .build_int_compare(inkwell::IntPredicate::EQ, b.build_and(addr, i64t.const_int(15, false), "a").ice()?, i64t.const_zero(), "al")
+            .ice()?;
+        let unit = b.build_int_compare(inkwell::IntPredicate::EQ, strides[1], i64t.const_int(1, false), "unit").ice()?;
+        let rs = b.build_int_mul(strides[0], i64t.const_int(es as u64, false), "rs").ice()?;
+        let al_row = b
+            .build_int_compare(inkwell::IntPredicate::EQ, b.build_and(rs, i64t.const_int(15, false), "a").ice()?, i64t.const_zero(), "alr")
+            .ice()?;
+        let al_off = b
+            .build_int_compare(inkwell::IntPredicate::EQ, b.build_and(offs[1], self.i32c(vec - 1), "a").ice()?, self.i32c(0), "alo")
+            .ice()?;
+        let ok = b.build_and(b.build_and(al_ptr, unit, "ok").ice()?, b.build_and(al_row, al_off, "ok").ice()?, "ok").ice()?;
+        let fast = self.block("cp.fast");
+        let slow = self.block("cp.slow");
+        let done = self.block("cp.done");
+        self.b.build_conditional_branch(ok, fast, slow).ice()?;
+
+        let chunks_per_row = cols / vec;
+        let total = rows * chunks_per_row;
+        let threads = self.k.threads as i64;
+
+        // Interior windows (the common case): every chunk is whole and in range, so there is no
+        // mask at all; the per-chunk offsets are loop-invariant and hoisted by LLVM.
+        self.b.position_at_end(fast);
+        let b = &self.b;
+        let ge0 = |x: IntValue<'c>| b.build_int_compare(inkwell::IntPredicate::SGE, x, self.i32c(0), "ge0");
+        let fits = |o: IntValue<'c>, n: i64, size: IntValue<'c>| -> Res<IntValue<'c>> {
+            let end = b.build_int_add(o, self.i32c(n), "end").ice()?;
+            b.build_int_compare(inkwell::IntPredicate::SLE, end, size, "fits").ice()
+        };
+        let inside = b
+            .build_and(
+                b.build_and(ge0(offs[0]).ice()?, ge0(offs[1]).ice()?, "in").ice()?,
+                b.build_and(fits(offs[0], rows, sizes[0])?, fits(offs[1], cols, sizes[1])?, "in").ice()?,
+                "inside",
+            )
+            .ice()?;
+        let interior = self.block("cp.interior");
+        let edge = self.block("cp.edge");
+        self.b.build_conditional_branch(inside, interior, edge).ice()?;
+        self.b.position_at_end(interior);
+        let corner = self
+            .b
+            .build_int_add(
+                self.b.build_int_mul(self.b.build_int_s_extend(offs[0], i64t, "w").ice()?, strides[0], "c").ice()?,
+                self.b.build_int_s_extend(offs[1], i64t, "w").ice()?,
+                "corner",
+            )
+            .ice()?;
+        // SAFETY (of the LLVM IR): the window is inside the tensor.
+        let origin = unsafe { self.b.build_gep(super::mem_type(self.ctx, dtype), ptr, &[corner], "org").ice()? };
+        for j in 0..(total + threads - 1) / threads {
+            let b = &self.b;
+            let q = b.build_int_add(self.tid, self.i32c(j * threads), "q").ice()?;
+            let row = b.build_int_unsigned_div(q, self.i32c(chunks_per_row), "row").ice()?;
+            let col = b.build_int_mul(b.build_int_unsigned_rem(q, self.i32c(chunks_per_row), "cc").ice()?, self.i32c(vec), "col").ice()?;
+            let lin = b
+                .build_int_add(
+                    b.build_int_mul(b.build_int_z_extend(row, i64t, "w").ice()?, strides[0], "l").ice()?,
+                    b.build_int_z_extend(col, i64t, "w").ice()?,
+                    "lin",
+                )
+                .ice()?;
+            // SAFETY (of the LLVM IR): inside the window.
+            let src = unsafe { b.build_gep(super::mem_type(self.ctx, dtype), origin, &[lin], "src").ice()? };
+            let src = self.b.build_ptr_to_int(src, i64t, "s").ice()?;
+            let off = self.smem_offset_2d(row, col, cols, es, swizzled)?;
+            let off = self.b.build_int_add(self.b.build_int_add(off, self.i32c(offset as i64), "o").ice()?, base, "o").ice()?;
+            let dst = self.b.build_ptr_to_int(self.smem_ptr(off)?, i64t, "d").ice()?;
+            let whole = total % threads == 0 || (j + 1) * threads <= total;
+            let next = self.block("cp.inext");
+            if !whole {
+                let go = self.block("cp.igo");
+                let in_range = self.b.build_int_compare(inkwell::IntPredicate::ULT, q, self.i32c(total), "qok").ice()?;
+                self.b.build_conditional_branch(in_range, go, next).ice()?;
+                self.b.position_at_end(go);
+            }
+            let fty = self.ctx.void_type().fn_type(&[i64t.into(), i64t.into()], false);
+            let f = self.ctx.create_inline_asm(
+                fty,
+                "cp.async.cg.shared.global [$0], [$1], 16;".into(),
+                "l,l,~{memory}".into(),
+                true,
+                false,
+                None,
+                false,
+            );
+            self.b.build_indirect_call(fty, f, &[dst.into(), src.into()], "").ice()?;
+            self.b.build_unconditional_branch(next).ice()?;
+            self.b.position_at_end(next);
+        }
+        self.b.build_unconditional_branch(done).ice()?;
+
+        // Edge windows: each thread copies whole 16-byte chunks; a chunk past the end of a row is
+        // partially (a prefix) or not at all read, and the rest is zero-filled by `cp.async`.
+        self.b.position_at_end(edge);
+        for j in 0..(total + threads - 1) / threads {
+            let b = &self.b;
+            let q = b.build_int_add(self.tid, self.i32c(j * threads), "q").ice()?;
+            let row = b.build_int_unsigned_div(q, self.i32c(chunks_per_row), "row").ice()?;
+            let col = b.build_int_mul(b.build_int_unsigned_rem(q, self.i32c(chunks_per_row), "cc").ice()?, self.i32c(vec), "col").ice()?;
+            let grow = b.build_int_add(offs[0], row, "gr").ice()?;
+            let gcol = b.build_int_add(offs[1], col, "gc").ice()?;
+            let row_ok = b.build_int_compare(inkwell::IntPredicate::ULT, grow, sizes[0], "rok").ice()?;
+            let in_range = b.build_int_compare(inkwell::IntPredicate::ULT, q, self.i32c(total), "qok").ice()?;
+            let left = b.build_int_sub(sizes[1], gcol, "left").ice()?;
+            let left = b
+                .build_select(b.build_int_compare(inkwell::IntPredicate::SLT, left, self.i32c(0), "neg").ice()?, self.i32c(0), left, "l")
+                .ice()?
+                .into_int_value();
+            let left = b
+                .build_select(
+                    b.build_int_compare(inkwell::IntPredicate::SGT, left, self.i32c(vec), "big").ice()?,
+                    self.i32c(vec),
+                    left,
+                    "l",
+                )
+                .ice()?
+                .into_int_value();
+            let col_ok = b.build_int_compare(inkwell::IntPredicate::SGE, gcol, self.i32c(0), "cok").ice()?;
+            let valid = b.build_and(row_ok, col_ok, "v").ice()?;
+            let n = b.build_select(valid, left, self.i32c(0), "n").ice()?.into_int_value();
+            let bytes = b.build_int_mul(n, self.i32c(es), "bytes").ice()?;
+            // An invalid chunk still needs a readable address: the tensor's first element.
+            let lin = b
+                .build_int_add(
+                    b.build_int_mul(b.build_int_s_extend(grow, i64t, "w").ice()?, strides[0], "l").ice()?,
+                    b.build_int_s_extend(gcol, i64t, "w").ice()?,
+                    "lin",
+                )
+                .ice()?;
+            let lin = b.build_select(valid, lin, i64t.const_zero(), "lin").ice()?.into_int_value();
+            // SAFETY (of the LLVM IR): only `bytes` bytes are read, all inside the tensor.
+            let src = unsafe { b.build_gep(super::mem_type(self.ctx, dtype), ptr, &[lin], "src").ice()? };
+            let src = self.b.build_ptr_to_int(src, i64t, "s").ice()?;
+            let off = self.smem_offset_2d(row, col, cols, es, swizzled)?;
+            let off = self.b.build_int_add(self.b.build_int_add(off, self.i32c(offset as i64), "o").ice()?, base, "o").ice()?;
+            let dst = self.b.build_ptr_to_int(self.smem_ptr(off)?, i64t, "d").ice()?;
+            let go = self.block("cp.go");
+            let next = self.block("cp.next");
+            self.b.build_conditional_branch(in_range, go, next).ice()?;
+            self.b.position_at_end(go);
+            let fty = self.ctx.void_type().fn_type(&[i64t.into(), i64t.into(), self.ctx.i32_type().into()], false);
+            let f = self.ctx.create_inline_asm(
+                fty,
+                "cp.async.cg.shared.global [$0], [$1], 16, $2;".into(),
+                "l,l,r,~{memory}".into(),
+                true,
+                false,
+                None,
+                false,
+            );
+            self.b.build_indirect_call(fty, f, &[dst.into(), src.into(), bytes.into()], "").ice()?;
+            self.b.build_unconditional_branch(next).ice()?;
+            self.b.position_at_end(next);
+        }
+        self.b.build_unconditional_branch(done).ice()?;
+
+        // Slow path: element by element (any strides and alignment), as a loop so that it adds
+        // almost no register pressure to the fast path around it.
+        self.b.position_at_end(slow);
+        let total = rows * cols;
+        let per = ((total + threads - 1) / threads).max(1);
+        let zero = super::math::constant(self, crate::tir::Lit::Int(0), dtype)?;
+        let mem_ty = super::mem_type(self.ctx, dtype);
+        self.counted_loop(per, vec![], &mut |g, j, _| {
+            let b = &g.b;
+            let l = b.build_int_add(b.build_int_mul(j, g.i32c(threads), "l").ice()?, g.tid, "l").ice()?;
+            let row = b.build_int_unsigned_div(l, g.i32c(cols), "row").ice()?;
+            let col = b.build_int_unsigned_rem(l, g.i32c(cols), "col").ice()?;
+            let grow = b.build_int_add(offs[0], row, "gr").ice()?;
+            let gcol = b.build_int_add(offs[1], col, "gc").ice()?;
+            let r_ok = b.build_int_compare(inkwell::IntPredicate::ULT, grow, sizes[0], "r").ice()?;
+            let c_ok = b.build_int_compare(inkwell::IntPredicate::ULT, gcol, sizes[1], "c").ice()?;
+            let l_ok = b.build_int_compare(inkwell::IntPredicate::ULT, l, g.i32c(total), "l").ice()?;
+            let inb = b.build_and(b.build_and(r_ok, c_ok, "i").ice()?, l_ok, "inb").ice()?;
+            let lin = b
+                .build_int_add(
+                    b.build_int_mul(b.build_int_s_extend(grow, i64t, "w").ice()?, strides[0], "a").ice()?,
+                    b.build_int_mul(b.build_int_s_extend(gcol, i64t, "w").ice()?, strides[1], "b").ice()?,
+                    "lin",
+                )
+                .ice()?;
+            // SAFETY (of the LLVM IR): only dereferenced under `inb`.
+            let p = unsafe { b.build_gep(mem_ty, ptr, &[lin], "p").ice()? };
+            let v = g.guarded(inb, &mut |g| Ok(Some(g.load_mem(p, dtype)?)), Some(zero))?.ok_or("load")?;
+            let off = g.smem_offset_2d(row, col, cols, es, swizzled)?;
+            let off = g.b.build_int_add(g.b.build_int_add(off, g.i32c(offset as i64), "o").ice()?, base, "o").ice()?;
+            let in_tile = g.b.build_int_compare(inkwell::IntPredicate::ULT, l, g.i32c(total), "t").ice()?;
+            g.guarded(in_tile, &mut |g| g.store_mem(g.smem_ptr(off)?, v, dtype).map(|_| None), None)?;
+            Ok(vec![])
+        })?;
+        self.b.build_unconditional_branch(done).ice()?;
+        self.b.position_at_end(done);
+        Ok(())
+    }
+
+    pub(crate) fn async_commit(&self) -> Res<()> {
+        self.asm_void("cp.async.commit_group;")
+    }
+
+    pub(crate) fn async_wait(&self, pending: u32) -> Res<()> {
+        self.asm_void(&format!("cp.async.wait_group {pending};"))
+    }
+
+    fn asm_void(&self, text: &str) -> Res<()> {
+        let fty = self.ctx.void_type().fn_type(&[], false);
+        let f = self.ctx.create_inline_asm(fty, text.to_string(), "~{memory}".into(), true, false, None, false);
+        self.b.build_indirect_call(fty, f, &[], "").ice()?;
+        Ok(())
+    }
+}

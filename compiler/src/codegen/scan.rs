@@ -1,0 +1,151 @@
+//! Per-thread code of the ops that walk an axis of a tile staged in shared memory: inclusive
+//! scans (`local_scan`: `cumsum`, `cummax`) and index reductions (`local_argmax`/`argmin`).
+//!
+//! Each register's element finds the start of its line along the axis and loops over the whole
+//! line (a counted loop, the same trip count for every thread): a scan accumulates the elements
+//! up to its own position (`j <= pos`, by a select, so that there is no divergence); an index
+//! reduction keeps the best value and its index, replacing them only on a strictly better,
+//! non-NaN element, so ties keep the first index and NaNs are skipped (the interpreter's rule).
+//! Sums of f16/bf16 accumulate in f32, as reductions do.
+
+use super::{Cv, Gen, Ice, Res, math, row_major};
+use crate::dtype::DType;
+use crate::lir;
+use crate::tir::{ArgOp, BinaryOp, Lit, ReduceOp, ScanOp};
+use inkwell::values::{BasicValueEnum, IntValue};
+use inkwell::{FloatPredicate, IntPredicate};
+
+impl<'c> Gen<'c, '_> {
+    /// For each register of `t`: the element index of the start of its line along `axis` in the
+    /// row-major `src_shape` tile, and (for scans, where `t` has `src_shape`) its position on it.
+    fn line_starts(&self, t: &lir::Type, src_shape: &[i64], axis: usize, scan: bool) -> Res<Vec<(IntValue<'c>, Option<IntValue<'c>>)>> {
+        let strides = row_major(src_shape);
+        let mut out = vec![];
+        for r in 0..self.nregs(t) {
+            let c = if t.shape().is_empty() { vec![] } else { self.coords(t, r)? };
+            let mut base = self.i32c(0);
+            let mut ci = 0;
+            let mut pos = None;
+            for (i, &s) in strides.iter().enumerate() {
+                if i == axis && scan {
+                    pos = c.get(i).copied();
+                    ci += 1;
+                    continue;
+                }
+                if i == axis {
+                    continue;
+                }
+                let x = *c.get(ci).ok_or("coordinate count does not match the shape")?;
+                base = self.b.build_int_add(base, self.b.build_int_mul(x, self.i32c(s), "b").ice()?, "b").ice()?;
+                ci += 1;
+            }
+            out.push((base, pos));
+        }
+        Ok(out)
+    }
+
+    /// Element `idx` of the staged tile (element type `dtype`) at `offset`.
+    fn staged(&self, offset: u32, idx: IntValue<'c>, dtype: DType) -> Res<BasicValueEnum<'c>> {
+        let off = self
+            .b
+            .build_int_add(self.b.build_int_mul(idx, self.i32c(dtype.size() as i64), "o").ice()?, self.i32c(offset as i64), "o")
+            .ice()?;
+        let p = self.smem_ptr(off)?;
+        self.load_mem(p, dtype)
+    }
+
+    pub(crate) fn local_scan(
+        &mut self,
+        t: lir::Type,
+        offset: u32,
+        op: ScanOp,
+        axis: usize,
+        src_shape: &[i64],
+        dtype: DType,
+    ) -> Res<Vec<Cv<'c>>> {
+        let lines = self.line_starts(&t, src_shape, axis, true)?;
+        let stride = row_major(src_shape)[axis];
+        let n = src_shape[axis];
+        let acc_d = if matches!(dtype, DType::F16 | DType::BF16) && op == ScanOp::Sum { DType::F32 } else { dtype };
+        // `cummax` of floats starts from NaN, which maxNum drops: an all-NaN prefix stays NaN.
+        let init = match (op, dtype.is_float()) {
+            (ScanOp::Sum, _) => math::constant(self, Lit::Int(0), acc_d)?,
+            (ScanOp::Max, true) => math::constant(self, Lit::Float(f64::NAN), acc_d)?,
+            (ScanOp::Max, false) => math::reduce_identity(self, ReduceOp::Max, acc_d)?,
+        };
+        let bop = if op == ScanOp::Sum { BinaryOp::Add } else { BinaryOp::Max };
+        let res = self.counted_loop(n, vec![init; lines.len()], &mut |g, j, accs| {
+            let mut next = vec![];
+            for (i, &(base, pos)) in lines.iter().enumerate() {
+                let idx = g.b.build_int_add(base, g.b.build_int_mul(j, g.i32c(stride), "j").ice()?, "i").ice()?;
+                let v = g.staged(offset, idx, dtype)?;
+                let v = math::convert(g, v, dtype, acc_d)?;
+                let upd = math::binary(g, bop, accs[i], v, acc_d)?;
+                let pos = pos.ok_or("a scan element without a position")?;
+                let take = g.b.build_int_compare(IntPredicate::SLE, j, pos, "take").ice()?;
+                next.push(g.b.build_select(take, upd, accs[i], "acc").ice()?);
+            }
+            Ok(next)
+        })?;
+        let out = res.into_iter().map(|v| math::convert(self, v, acc_d, dtype)).collect::<Res<Vec<_>>>()?;
+        Ok(vec![Cv::Regs(out)])
+    }
+
+    pub(crate) fn local_arg_reduce(
+        &mut self,
+        t: lir::Type,
+        offset: u32,
+        op: ArgOp,
+        axis: usize,
+        src_shape: &[i64],
+        dtype: DType,
+    ) -> Res<Vec<Cv<'c>>> {
+        let lines = self.line_starts(&t, src_shape, axis, false)?;
+        let stride = row_major(src_shape)[axis];
+        let n = src_shape[axis];
+        let cmp_d = if matches!(dtype, DType::F16 | DType::BF16) { DType::F32 } else { dtype };
+        // The best value so far starts as NaN (floats: any number beats it) or the type's minimum
+        // (maximum) so that only a strictly better element moves the index off 0.
+        let start = match (dtype.is_float(), op) {
+            (true, _) => math::constant(self, Lit::Float(f64::NAN), cmp_d)?,
+            (false, ArgOp::Max) => math::reduce_identity(self, ReduceOp::Max, cmp_d)?,
+            (false, ArgOp::Min) => math::reduce_identity(self, ReduceOp::Min, cmp_d)?,
+        };
+        let mut inits = vec![];
+        for _ in &lines {
+            inits.push(start);
+            inits.push(self.i32c(0).into());
+        }
+        let res = self.counted_loop(n, inits, &mut |g, j, accs| {
+            let mut next = vec![];
+            for (i, &(base, _)) in lines.iter().enumerate() {
+                let (best, best_i) = (accs[2 * i], accs[2 * i + 1]);
+                let idx = g.b.build_int_add(base, g.b.build_int_mul(j, g.i32c(stride), "j").ice()?, "i").ice()?;
+                let v = g.staged(offset, idx, dtype)?;
+                let v = math::convert(g, v, dtype, cmp_d)?;
+                let better = if cmp_d.is_float() {
+                    let (x, y) = (v.into_float_value(), best.into_float_value());
+                    let pred = if op == ArgOp::Max { FloatPredicate::OGT } else { FloatPredicate::OLT };
+                    let gt = g.b.build_float_compare(pred, x, y, "gt").ice()?;
+                    let best_nan = g.b.build_float_compare(FloatPredicate::UNO, y, y, "bn").ice()?;
+                    let v_num = g.b.build_float_compare(FloatPredicate::ORD, x, x, "vn").ice()?;
+                    let either = g.b.build_or(gt, best_nan, "e").ice()?;
+                    g.b.build_and(v_num, either, "better").ice()?
+                } else {
+                    let pred = match (op, cmp_d.is_signed()) {
+                        (ArgOp::Max, true) => IntPredicate::SGT,
+                        (ArgOp::Max, false) => IntPredicate::UGT,
+                        (ArgOp::Min, true) => IntPredicate::SLT,
+                        (ArgOp::Min, false) => IntPredicate::ULT,
+                    };
+                    g.b.build_int_compare(pred, v.into_int_value(), best.into_int_value(), "better").ice()?
+                };
+                next.push(g.b.build_select(better, v, best, "best").ice()?);
+                next.push(g.b.build_select(better, j.into(), best_i, "bi").ice()?);
+            }
+            Ok(next)
+        })?;
+        let out = res.into_iter().skip(1).step_by(2).collect();
+        Ok(vec![Cv::Regs(out)])
+    }
+}

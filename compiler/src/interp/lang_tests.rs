@@ -1,0 +1,391 @@
+//! End-to-end tests of the language's built-ins: source → sema → interpreter (against plain Rust),
+//! and source → PTX (every kernel here also goes through lowering and code generation, and its
+//! tile IR round-trips through the text form).
+
+use super::{Arg, InterpError, run_kernel, run_kernel_with_output};
+use crate::dtype::DType;
+use crate::host::{HostTensor, Scalar};
+use crate::{Options, Source};
+
+/// Compiles `src` all the way to PTX (verifiers on) and returns the tile IR of kernel `name`.
+fn compile(src: &str, name: &str) -> crate::tir::Kernel {
+    let o = Options { verify: true, checked: true, ..Options::default() };
+    let m = crate::compile(&Source::new("test.tile", src), &o).unwrap_or_else(|d| panic!("{}", d.render()));
+    let k = m.kernels.into_iter().find(|k| k.meta.name == name).unwrap_or_else(|| panic!("no kernel {name}"));
+    if let Ok(dir) = std::env::var("TESSERA_DUMP_PTX") {
+        let _ = std::fs::write(format!("{dir}/{name}.ptx"), &k.ptx);
+    }
+    // Every op here prints to the text form and parses back to the same text.
+    let text = crate::tir::print_kernel(&k.tir);
+    let again = crate::tir::parse_kernel(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(crate::tir::print_kernel(&again), text);
+    crate::tir::verify_kernel(&again).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    k.tir
+}
+
+fn run(k: &crate::tir::Kernel, mut args: Vec<Arg>) -> Vec<Arg> {
+    run_kernel(k, &mut args).unwrap_or_else(|e| panic!("{e}"));
+    args
+}
+
+fn t(a: &Arg) -> &HostTensor {
+    match a {
+        Arg::Tensor(t) => t,
+        Arg::Scalar(_) => panic!("a scalar"),
+    }
+}
+
+fn ints(v: &[i64]) -> Arg {
+    Arg::Tensor(HostTensor::from_i64(DType::I32, &[v.len()], v))
+}
+
+fn floats(shape: &[usize], v: &[f64]) -> Arg {
+    Arg::Tensor(HostTensor::from_f64(DType::F32, shape, v))
+}
+
+fn as_i64(a: &Arg) -> Vec<i64> {
+    (0..t(a).numel()).map(|i| t(a).get_i64(i)).collect()
+}
+
+const SPMM: &str = "
+fn cdiv(a, b) { (a + b - 1) / b }
+#[grid(R, cdiv(F, BF))]
+#[require(R1 == R + 1)]
+kernel spmm<const BF: i32 = 64, const BE: i32 = 32>(
+    row_ptr: &i32[R1], col_idx: &i32[E], vals: &f32[E],
+    x: &f32[N, F], y: &mut f32[R, F], cnt: &mut i32[R],
+) {
+    let row = program_id(0);
+    let f = program_id(1) * BF + arange(BF);
+    let (start, end) = (row_ptr[row], row_ptr[row + 1]);
+    let mut acc: f32[BF] = 0.0;
+    for e0 in (start..end).step_by(BE) {
+        let e = e0 + arange(BE);
+        let live = e < end;
+        let cols = col_idx.gather([e], live, 0);
+        let w = vals.gather([e], live, 0.0);
+        acc += (x.gather([cols[:, None], f[None, :]], live[:, None], 0.0) * w[:, None]).sum(0);
+    }
+    y.scatter([row, f], acc, f < F);
+    cnt.atomic_add([row], end - start);
+    cnt.atomic_add([row], 1);
+}
+";
+
+#[test]
+fn spmm_with_gather_scalar_reads_scatter_and_atomics() {
+    let k = compile(SPMM, "spmm");
+    // 3 rows, N = 5, F = 3: row 0 has 2 entries, row 1 none, row 2 has 40 (two BE blocks).
+    let (n, f) = (5usize, 3usize);
+    let mut row_ptr = vec![0i64, 2, 2];
+    row_ptr.push(42);
+    let cols: Vec<i64> = (0..42).map(|i| (i * 7 + 1) % n as i64).collect();
+    let vals: Vec<f64> = (0..42).map(|i| (i % 5) as f64 - 1.5).collect();
+    let x: Vec<f64> = (0..n * f).map(|i| i as f64 * 0.25).collect();
+    let args =
+        vec![ints(&row_ptr), ints(&cols), floats(&[42], &vals), floats(&[n, f], &x), floats(&[3, f], &[0.0; 9]), ints(&[100, 200, 300])];
+    let out = run(&k, args);
+    for r in 0..3 {
+        for j in 0..f {
+            let want: f64 = (row_ptr[r]..row_ptr[r + 1]).map(|e| vals[e as usize] * x[cols[e as usize] as usize * f + j]).sum();
+            assert!((t(&out[4]).get_f64(r * f + j) - want).abs() < 1e-4, "y[{r}, {j}]");
+        }
+    }
+    assert_eq!(as_i64(&out[5]), [100 + 3, 200 + 1, 300 + 41]);
+}
+
+#[test]
+fn gather_pads_masked_and_out_of_range_elements() {
+    let src = "
+#[grid(1)]
+kernel g(x: &f32[N, M], i: &i32[8], j: &i32[8], y: &mut f32[8], s: &mut f32[4]) {
+    let ii = i.load([0], [8]);
+    let jj = j.load([0], [8]);
+    y.store([0], x.gather([ii, jj], arange(8) != 3, -1.0));
+    // Scalar reads: in range, and out of range (reads 0).
+    s.store([0], full([4], x[1, 1] + x[N, 0] + x[0, -1] + x[i[2], j[2]]));
+}";
+    let k = compile(src, "g");
+    let x: Vec<f64> = (0..6).map(|v| v as f64 + 1.0).collect();
+    let args = vec![
+        floats(&[2, 3], &x),
+        ints(&[0, 1, -1, 1, 2, 0, 1, 0]),
+        ints(&[0, 2, 0, 1, 0, 3, 1, -5]),
+        floats(&[8], &[0.0; 8]),
+        floats(&[4], &[0.0; 4]),
+    ];
+    let out = run(&k, args);
+    assert_eq!(t(&out[3]).to_f64_vec(), [1.0, 6.0, -1.0, -1.0, -1.0, -1.0, 5.0, -1.0]);
+    // x[1, 1] = 5, x[N, 0] and x[0, -1] are 0, x[i[2], j[2]] = x[-1, 0] = 0.
+    assert_eq!(t(&out[4]).to_f64_vec(), [5.0; 4]);
+}
+
+#[test]
+fn scatter_duplicates_keep_the_last_and_atomics_accumulate() {
+    let src = "
+#[grid(2)]
+kernel s(y: &mut i32[4], z: &mut f32[4], m: &mut i32[4], u: &mut u32[2]) {
+    let idx = arange(8) % 4;
+    y.scatter([idx], arange(8), arange(8) != 7);
+    z.atomic_add([idx / 2], 0.5);
+    z.atomic_max([idx / 2 + 2], arange(8) as f32);
+    z.atomic_min([idx / 2 + 2], 100.0);
+    m.atomic_max([idx], arange(8) * (program_id(0) * 2 - 1));
+    m.atomic_min([3 + 0 * idx], -arange(8));
+    u.atomic_max([arange(2)], (arange(2) - 1) as u32);
+}";
+    let k = compile(src, "s");
+    let args = vec![ints(&[9; 4]), floats(&[4], &[0.0; 4]), ints(&[0; 4]), Arg::Tensor(HostTensor::zeros(DType::U32, &[2]))];
+    let out = run(&k, args);
+    assert_eq!(as_i64(&out[0]), [4, 5, 6, 3]);
+    assert_eq!(t(&out[1]).to_f64_vec(), [4.0, 4.0, 5.0, 7.0]);
+    assert_eq!(as_i64(&out[2]), [4, 5, 6, -7]);
+    assert_eq!(as_i64(&out[3]), [u32::MAX as i64, 0]);
+}
+
+#[test]
+fn views_with_dynamic_indices() {
+    let src = "
+#[grid(T)]
+kernel v(w: &f32[RELS, 2, 4], rel: &i32[T], y: &mut f32[T, 2, 4]) {
+    let t = program_id(0);
+    y[t].store([0, 0], w[rel[t]].load([0, 0], [2, 4]));
+}";
+    let k = compile(src, "v");
+    let w: Vec<f64> = (0..24).map(|v| v as f64).collect();
+    let out = run(&k, vec![floats(&[3, 2, 4], &w), ints(&[2, 0, 7]), floats(&[3, 2, 4], &[1.0; 24])]);
+    let y = t(&out[2]).to_f64_vec();
+    assert_eq!(&y[..8], &w[16..24]);
+    assert_eq!(&y[8..16], &w[..8]);
+    assert_eq!(&y[16..], &[0.0; 8], "an out-of-range view loads the pad");
+}
+
+#[test]
+fn print_writes_the_program_and_each_element() {
+    let src = "
+#[grid(2)]
+kernel p(x: &f32[4]) {
+    let v = reshape(x.load([0], [4]), [2, 2]);
+    print(\"pid={} {{}}\", program_id(0));
+    print(\"v={} big={}\", v, v > 1.5);
+}";
+    let k = compile(src, "p");
+    let mut args = vec![floats(&[4], &[0.5, 1e-7, 2.0, -3e20])];
+    let mut out = vec![];
+    run_kernel_with_output(&k, &mut args, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let want = "program (0, 0, 0): pid=0 {}
+program (0, 0, 0) [0, 0]: v=0.5 big=false
+program (0, 0, 0) [0, 1]: v=1e-07 big=false
+program (0, 0, 0) [1, 0]: v=2 big=true
+program (0, 0, 0) [1, 1]: v=-3e+20 big=false
+program (1, 0, 0): pid=1 {}
+";
+    assert!(text.starts_with(want), "{text}");
+}
+
+#[test]
+fn assert_failures_name_the_program_and_element() {
+    let src = "
+#[grid(3)]
+kernel a(x: &i32[N]) {
+    assert(program_id(0) < 2, \"pid too large\");
+    assert(x.load([0], [4]) >= 0, \"negative\");
+}";
+    let k = compile(src, "a");
+    let mut args = vec![ints(&[1, 2, 3, 4])];
+    match run_kernel(&k, &mut args) {
+        Err(e @ InterpError::Assert { .. }) => assert_eq!(e.to_string(), "program [2, 0, 0]: assertion failed: pid too large"),
+        r => panic!("{r:?}"),
+    }
+    let mut args = vec![ints(&[1, 2, -3, 4])];
+    match run_kernel(&k, &mut args) {
+        Err(e) => assert_eq!(e.to_string(), "program [0, 0, 0]: assertion failed at element [2]: negative"),
+        r => panic!("{r:?}"),
+    }
+    let _ = Scalar::Int(0);
+}
+
+#[test]
+fn while_loops_and_return() {
+    let src = "
+#[grid(4)]
+kernel w(n: &i32[4], y: &mut i32[4], z: &mut f32[4, 8]) {
+    let p = program_id(0);
+    if p == 3 {
+        return;
+    }
+    let mut i = 0;
+    let mut acc: f32[8] = 0.0;
+    let limit = n[p];
+    while i < limit {
+        acc += 1.0;
+        i += 1;
+        if i == 5 {
+            y.store([p], full([1], 100 + i));
+            return;
+        }
+    }
+    while false {
+        i = 1000;
+    }
+    y.store([p], full([1], i));
+    z.store([p, 0], acc);
+}";
+    let k = compile(src, "w");
+    let out = run(&k, vec![ints(&[2, 9, 0, 1]), ints(&[-1; 4]), floats(&[4, 8], &[-1.0; 32])]);
+    assert_eq!(as_i64(&out[1]), [2, 105, 0, -1]);
+    let z = t(&out[2]).to_f64_vec();
+    assert_eq!(&z[..8], &[2.0; 8]);
+    assert_eq!(&z[8..16], &[-1.0; 8], "program 1 returned before storing");
+    assert_eq!(&z[16..24], &[0.0; 8]);
+    assert_eq!(&z[24..], &[-1.0; 8]);
+}
+
+#[test]
+fn arg_reductions_and_scans() {
+    let src = "
+#[grid(1)]
+kernel s(x: &f32[4, 8], am: &mut i32[4], an: &mut i32[8], cs: &mut f32[4, 8], cm: &mut f32[4, 8], ci: &mut i32[4, 8]) {
+    let t = x.load([0, 0], [4, 8]);
+    am.store([0], t.argmax(1));
+    an.store([0], t.argmin(0));
+    cs.store([0, 0], t.cumsum(1));
+    cm.store([0, 0], t.cummax(1));
+    ci.store([0, 0], (t as i32).cumsum(0));
+}";
+    let k = compile(src, "s");
+    let nan = f64::NAN;
+    #[rustfmt::skip]
+    let x = [
+        1.0, 3.0, 3.0, -2.0, 0.0, 0.5, 2.0, 3.0,
+        nan, nan, nan, nan, nan, nan, nan, nan,
+        nan, -1.0, nan, 4.0, 4.0, nan, -7.0, 1.0,
+        -5.0, -5.0, -6.0, -6.0, 9.0, 2.0, 2.0, 2.0,
+    ];
+    let z = |n| floats(&[4, 8], &vec![0.0; n]);
+    let out =
+        run(&k, vec![floats(&[4, 8], &x), ints(&[0; 4]), ints(&[0; 8]), z(32), z(32), Arg::Tensor(HostTensor::zeros(DType::I32, &[4, 8]))]);
+    assert_eq!(as_i64(&out[1]), [1, 0, 3, 4]);
+    // Column minima, NaNs skipped: [-5, -5, -6, -6, 0, 0.5, -7, 1].
+    assert_eq!(as_i64(&out[2]), [3, 3, 3, 3, 0, 0, 2, 2]);
+    let cs = t(&out[3]).to_f64_vec();
+    assert_eq!(&cs[..8], &[1.0, 4.0, 7.0, 5.0, 5.0, 5.5, 7.5, 10.5]);
+    assert!(cs[8..16].iter().all(|v| v.is_nan()));
+    let cm = t(&out[4]).to_f64_vec();
+    assert_eq!(&cm[..8], &[1.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0]);
+    assert!(cm[8..16].iter().all(|v| v.is_nan()));
+    assert!(cm[16].is_nan());
+    assert_eq!(&cm[17..24], &[-1.0, -1.0, 4.0, 4.0, 4.0, 4.0, 4.0]);
+    assert_eq!(&cm[24..], &[-5.0, -5.0, -5.0, -5.0, 9.0, 9.0, 9.0, 9.0]);
+    // NaN casts to 0.
+    let ci = as_i64(&out[5]);
+    assert_eq!(&ci[..8], &[1, 3, 3, -2, 0, 0, 2, 3]);
+    assert_eq!(&ci[24..], &[-4, -3, -3, -4, 13, 2, -3, 6]);
+}
+
+#[test]
+fn join_and_split() {
+    let src = "
+#[grid(1)]
+kernel j(x: &i32[8], y: &mut i32[8, 2], a: &mut i32[8], b: &mut i32[8], s: &mut i32[2]) {
+    let t = x.load([0], [8]);
+    let p = join(t, t * 10);
+    y.store([0, 0], p);
+    let (u, v) = split(p + 1);
+    a.store([0], u);
+    b.store([0], v);
+    let (c, d) = split(join(5, 7));
+    s.store([0], full([1], c * 100 + d));
+}";
+    let k = compile(src, "j");
+    let xs: Vec<i64> = (0..8).collect();
+    let out = run(&k, vec![ints(&xs), Arg::Tensor(HostTensor::zeros(DType::I32, &[8, 2])), ints(&[0; 8]), ints(&[0; 8]), ints(&[0; 2])]);
+    let y = as_i64(&out[1]);
+    assert_eq!(y, (0..16).map(|i| if i % 2 == 0 { i / 2 } else { i / 2 * 10 }).collect::<Vec<_>>());
+    assert_eq!(as_i64(&out[2]), (1..9).collect::<Vec<_>>());
+    assert_eq!(as_i64(&out[3]), (0..8).map(|i| i * 10 + 1).collect::<Vec<_>>());
+    assert_eq!(as_i64(&out[4]), [507, 0]);
+}
+
+#[test]
+fn file_imports_resolve_relative_to_the_importer_and_keep_their_own_helpers() {
+    let dir = std::env::temp_dir().join(format!("tessera-imports-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("lib/inner")).unwrap();
+    std::fs::write(
+        dir.join("lib/ops.tile"),
+        "use \"inner/scale.tile\"::{scale};\nuse std::math::cdiv;\nfn double(x) { scale(x, 2.0) }\nfn blocks(n) { cdiv(n, 4) }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("lib/inner/scale.tile"), "fn scale(x, k) { x * k }\n").unwrap();
+    // The importer has its own `scale`, which the imported `double` must not call.
+    let main = "use \"lib/ops.tile\"::{double, blocks};
+fn scale(x, k) { x - k }
+#[grid(blocks(N))]
+kernel m(y: &mut f32[N]) {
+    let i = program_id(0) * 4 + arange(4);
+    y.scatter([i], double(scale(3.0, 1.0)) + 0.0 * (i as f32));
+}";
+    let path = dir.join("main.tile");
+    std::fs::write(&path, main).unwrap();
+    let o = Options { verify: true, ..Options::default() };
+    // Named differently from its path: the path decides where imports are read.
+    let m = crate::compile(&Source::new("main (in memory)", main).with_path(&path), &o).unwrap_or_else(|d| panic!("{}", d.render()));
+    let out = run(&m.kernels[0].tir, vec![floats(&[6], &[0.0; 6])]);
+    assert_eq!(t(&out[0]).to_f64_vec(), [4.0; 6]);
+    // Without the path, the name is taken as the path: nothing is found next to it.
+    let err = crate::compile(&Source::new("nowhere/main.tile", main), &o).unwrap_err().render();
+    assert!(err.contains("cannot import \"lib/ops.tile\": no such file"), "{err}");
+    assert!(err.contains("nowhere/lib/ops.tile"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn scalar_parameters_of_every_type_and_const_bools_in_conditions() {
+    let src = "
+#[grid(1)]
+kernel params<const CAUSAL: bool = true, const OFF: bool = false>(
+    a: i8, b: i16, c: i32, d: i64, e: u8, f: u32, g: u64, h: f16, i: bf16, j: f32, k: f64, flag: bool,
+    out: &mut f64[16],
+) {
+    let mut v: f64[16] = 0.0;
+    if CAUSAL {
+        v = v + 1.0;
+    }
+    if OFF {
+        v = v + 1000.0;
+    }
+    if flag {
+        v = v + 2.0;
+    }
+    if CAUSAL && !flag {
+        v = v + 10000.0;
+    }
+    if a < 0 && e > 200 && g > 1u64 << 40 {
+        v = v + 4.0;
+    }
+    let s = (a as f64) + (b as f64) + (c as f64) + (d as f64) + (e as f64) + (f as f64) + (g as f64)
+        + (h as f64) + (i as f64) + (j as f64) + k;
+    out.store([0], v + s);
+}";
+    let kern = compile(src, "params");
+    let args = vec![
+        Arg::Scalar(Scalar::Int(-3)),
+        Arg::Scalar(Scalar::Int(-300)),
+        Arg::Scalar(Scalar::Int(70000)),
+        Arg::Scalar(Scalar::Int(-(1 << 40))),
+        Arg::Scalar(Scalar::Int(250)),
+        Arg::Scalar(Scalar::Int(4_000_000_000)),
+        Arg::Scalar(Scalar::Int(1 << 41)),
+        Arg::Scalar(Scalar::Float(0.5)),
+        Arg::Scalar(Scalar::Float(-2.0)),
+        Arg::Scalar(Scalar::Float(0.25)),
+        Arg::Scalar(Scalar::Float(1e-3)),
+        Arg::Scalar(Scalar::Bool(true)),
+        Arg::Tensor(HostTensor::zeros(DType::F64, &[16])),
+    ];
+    let out = run(&kern, args);
+    let s = -3.0 - 300.0 + 70000.0 - 2f64.powi(40) + 250.0 + 4e9 + 2f64.powi(41) + 0.5 - 2.0 + 0.25 + 1e-3;
+    assert_eq!(t(&out[12]).get_f64(5), 1.0 + 2.0 + 4.0 + s);
+}

@@ -1,0 +1,122 @@
+//! Layout assignment on the tile IR, before lowering.
+//!
+//! Algorithm (anchor, propagate, resolve — as Triton's layout passes do):
+//! 1. anchors: the result of every `dot` that the tensor cores can run (f16/bf16 operands, K a
+//!    multiple of 16, an `[m, n]` result that a warp grid of m16n8 tiles covers) gets the MMA
+//!    accumulator layout, with the warp grid that needs the fewest operand loads per MMA;
+//! 2. propagation to a fixed point: an elementwise op with an MMA operand of its own shape
+//!    computes in that layout; loop-carried values and `if` results take the layout of what is
+//!    yielded into them, so an accumulator stays in registers across iterations;
+//! 3. everything else keeps the default blocked layout. The lowering converts an operand whose
+//!    layout differs from what its user needs (constants and splats are rematerialised in the
+//!    wanted layout instead of converted).
+
+use crate::dtype::DType;
+use crate::ir::{Block, Value};
+use crate::lir::Layout;
+use crate::tir::{Kernel, OpKind, TirBody};
+use std::collections::HashMap;
+
+/// The warp grid for an MMA accumulator of `shape` on `warps` warps, if one fits.
+pub fn mma_warp_grid(shape: &[i64], warps: u32) -> Option<(u32, u32)> {
+    let mut best: Option<((u32, u32), i64)> = None;
+    let mut wm = 1;
+    while wm <= warps {
+        let wn = warps / wm;
+        if Layout::mma_fits(shape, wm, wn) {
+            let (mt, nt) = (shape[0] / wm as i64 / 16, shape[1] / wn as i64 / 8);
+            // ldmatrix.x4 loads per k-step: one per 16-row A tile, one per two 8-column B tiles.
+            let cost = mt + (nt + 1) / 2;
+            if best.is_none_or(|(_, c)| cost < c || (cost == c && wm > best.map_or(0, |b| b.0.0))) {
+                best = Some(((wm, wn), cost));
+            }
+        }
+        wm *= 2;
+    }
+    best.map(|b| b.0)
+}
+
+/// Whether a `dot` with these operand types runs on the tensor cores.
+pub fn dot_uses_mma(body: &TirBody, a: Value, b: Value, result: Value, warps: u32) -> Option<(u32, u32)> {
+    let (at, bt) = (body.ty(a), body.ty(b));
+    let d = at.dtype();
+    if !matches!(d, DType::BF16 | DType::F16) || bt.dtype() != d || at.shape()[1] % 16 != 0 || body.ty(result).dtype() != DType::F32 {
+        return None;
+    }
+    // ldmatrix reads 16-byte rows: B's rows (n elements) must hold whole 8-element chunks.
+    if bt.shape()[1] % 8 != 0 {
+        return None;
+    }
+    mma_warp_grid(body.ty(result).shape(), warps)
+}
+
+/// The layout of every tile-IR value that does not take the default blocked layout.
+pub fn assign(k: &Kernel, warps: u32) -> HashMap<Value, Layout> {
+    let body = &k.body;
+    let mut out: HashMap<Value, Layout> = HashMap::new();
+    let mut ops = vec![];
+    body.walk(body.entry, &mut |op| ops.push(op));
+    for &op in &ops {
+        let d = body.op(op);
+        if d.kind == OpKind::Dot
+            && let Some((wm, wn)) = dot_uses_mma(body, d.operands[0], d.operands[1], d.results[0], warps)
+        {
+            out.insert(d.results[0], Layout::Mma { warps_m: wm, warps_n: wn });
+        }
+    }
+    loop {
+        let mut changed = false;
+        for &op in &ops {
+            let d = body.op(op);
+            match &d.kind {
+                OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Unary(_) | OpKind::Select | OpKind::Cast => {
+                    let r = d.results[0];
+                    let shape = body.ty(r).shape();
+                    if out.contains_key(&r) {
+                        continue;
+                    }
+                    if let Some(l) = d.operands.iter().find_map(|o| out.get(o).filter(|_| body.ty(*o).shape() == shape)) {
+                        out.insert(r, *l);
+                        changed = true;
+                    }
+                }
+                OpKind::For => {
+                    let region = d.regions[0];
+                    let yields = yield_operands(body, region);
+                    let args = &body.block(region).args;
+                    for (i, &res) in d.results.iter().enumerate() {
+                        let l = yields.get(i).and_then(|y| out.get(y)).or_else(|| out.get(&res)).copied();
+                        if let Some(l) = l {
+                            for v in [res, args[i + 1]] {
+                                if out.insert(v, l) != Some(l) {
+                                    changed = true;
+                                }
+                            }
+                        }
+                    }
+                }
+                OpKind::If => {
+                    for &region in &d.regions {
+                        let yields = yield_operands(body, region);
+                        for (i, &res) in d.results.iter().enumerate() {
+                            if let Some(&l) = yields.get(i).and_then(|y| out.get(y))
+                                && !out.contains_key(&res)
+                            {
+                                out.insert(res, l);
+                                changed = true;
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !changed {
+            return out;
+        }
+    }
+}
+
+fn yield_operands(body: &TirBody, b: Block) -> Vec<Value> {
+    body.block(b).ops.last().map(|&o| body.op(o)).filter(|d| d.kind == OpKind::Yield).map(|d| d.operands.clone()).unwrap_or_default()
+}

@@ -1,0 +1,293 @@
+//! Tensor-core `dot`s fed by window loads: the loads become asynchronous copies straight into
+//! swizzled shared memory (no register round trip), and inside a `for` loop they are software
+//! pipelined over `stages` buffers.
+//!
+//! Algorithm, for a loop `for iv in (lo..hi).step_by(step) { … dot(x.load(o(iv)), …) … }`:
+//! 1. a load is fused when its only user is an MMA `dot` in the same block, its pad is 0 and its
+//!    tile is 2-D with rows of whole 16-byte chunks;
+//! 2. its offsets (and tensor view) must be computable at any `iv`: the ops they depend on inside
+//!    the loop body are pure, and are cloned with `iv` replaced (`clone_at`);
+//! 3. before the loop (the prologue), copies for iterations `0 .. stages-1` go into buffers
+//!    `0 .. stages-1`, one commit group each; in iteration `i` the body first issues the copies of
+//!    iteration `i + stages - 1` into buffer `(i + stages - 1) % stages` (out of range at the end,
+//!    so they only zero-fill), commits, waits until at most `stages - 1` groups are in flight (so
+//!    iteration `i`'s buffer has landed), synchronises the block, and runs the MMAs on buffer
+//!    `i % stages`; a barrier after the MMAs keeps the next iteration from overwriting a buffer
+//!    that is still being read.
+//!
+//! The pipeline buffers live after the shared scratch region; their offsets are patched once
+//! the scratch size is known (`Cx::patch_pipeline`).
+
+use super::Cx;
+use crate::diag::{Diagnostic, Span};
+use crate::dtype::DType;
+use crate::ir::{Block, Op, Value};
+use crate::lir::{self, Layout};
+use crate::tir::{Lit, OpKind};
+use std::collections::HashMap;
+
+/// The loop being lowered, when its body may pipeline its loads.
+#[derive(Clone, Debug)]
+pub(super) struct LoopCtx {
+    /// The tile-IR body block and its induction variable.
+    pub body: Block,
+    pub iv: Value,
+    /// Thread-IR values of the bounds, and the block before the loop (for the prologue).
+    pub lo: Value,
+    pub step: Value,
+    pub parent: Block,
+}
+
+impl Cx<'_> {
+    /// Loads of `blk` that can be copied asynchronously into a tensor-core `dot`'s operands.
+    pub(super) fn fusable_loads(&self, blk: Block) -> Vec<Value> {
+        let mut out = vec![];
+        for &op in &self.src.block(blk).ops {
+            let d = self.src.op(op);
+            if d.kind != OpKind::Dot || !matches!(self.layouts.get(&d.results[0]), Some(Layout::Mma { .. })) {
+                continue;
+            }
+            for &x in &d.operands[..2] {
+                if self.is_fusable_load(x, blk) {
+                    out.push(x);
+                }
+            }
+        }
+        out
+    }
+
+    fn is_fusable_load(&self, v: Value, blk: Block) -> bool {
+        let crate::ir::ValueDef::Result(op, _) = self.src.values[v.index()].def else { return false };
+        let d = self.src.op(op);
+        if d.kind != OpKind::Load || !self.src.block(blk).ops.contains(&op) || self.uses.get(&v).copied().unwrap_or(0) != 1 {
+            return false;
+        }
+        let t = self.src.ty(v);
+        let pad_zero = match self.src.values[d.operands[d.operands.len() - 1].index()].def {
+            crate::ir::ValueDef::Result(p, _) => matches!(self.src.op(p).kind, OpKind::Const(Lit::Int(0)) | OpKind::Const(Lit::Float(0.0))),
+            crate::ir::ValueDef::Arg(..) => false,
+        };
+        let chunks_ok = t.shape().len() == 2 && (t.shape()[1] * t.dtype().size() as i64) % 16 == 0;
+        pad_zero && chunks_ok && matches!(t.dtype(), DType::BF16 | DType::F16)
+    }
+
+    /// The thread-IR value of tile-IR `v` with the loop's induction variable replaced by `at`,
+    /// emitting copies of the pure ops in between into `into`; `None` if `v` depends on
+    /// something that cannot be recomputed (a load, a loop-carried value).
+    pub(super) fn clone_at(&mut self, v: Value, lc: &LoopCtx, at: Value, into: Block, memo: &mut HashMap<Value, Value>) -> Option<Value> {
+        if v == lc.iv {
+            return Some(at);
+        }
+        if let Some(&c) = memo.get(&v) {
+            return Some(c);
+        }
+        let op = match self.src.values[v.index()].def {
+            crate::ir::ValueDef::Result(op, _) if self.src.block(lc.body).ops.contains(&op) => op,
+            crate::ir::ValueDef::Arg(..) if self.src.block(lc.body).args.contains(&v) => return None,
+            _ => return self.map.get(&v).copied(),
+        };
+        let d = self.src.op(op);
+        let pure = matches!(
+            d.kind,
+            OpKind::Const(_)
+                | OpKind::ProgramId(_)
+                | OpKind::NumPrograms(_)
+                | OpKind::Binary(_)
+                | OpKind::Cmp(_)
+                | OpKind::Unary(_)
+                | OpKind::Select
+                | OpKind::Cast
+                | OpKind::Dim(_)
+                | OpKind::View
+        );
+        // Only scalars (and tensor views): tiles would need layouts and conversions.
+        if !pure || !(self.src.ty(v).is_scalar() || self.src.ty(v).is_tensor()) {
+            return None;
+        }
+        let kind = d.kind.clone();
+        let mut ops = vec![];
+        for &o in &d.operands.clone() {
+            ops.push(self.clone_at(o, lc, at, into, memo)?);
+        }
+        let ty = self.vty(v);
+        let r = self.emit(into, lir::OpKind::Tir(kind), ops, vec![ty], self.src.span(op))[0];
+        memo.insert(v, r);
+        Some(r)
+    }
+
+    pub(super) fn i32_const(&mut self, blk: Block, v: i64, span: Span) -> Value {
+        let ty = self.ty(&crate::tir::Type::scalar(DType::I32));
+        self.emit(blk, lir::OpKind::Tir(OpKind::Const(Lit::Int(v))), vec![], vec![ty], span)[0]
+    }
+
+    pub(super) fn i32_op(&mut self, blk: Block, op: crate::tir::BinaryOp, a: Value, b: Value, span: Span) -> Value {
+        let ty = self.ty(&crate::tir::Type::scalar(DType::I32));
+        self.emit(blk, lir::OpKind::Tir(OpKind::Binary(op)), vec![a, b], vec![ty], span)[0]
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    /// Issues the asynchronous copy of tile-IR load `load` (its operands evaluated at `at`, or as
+    /// they are when `lc` is `None`) into the pipeline buffer at `offset + base`.
+    pub(super) fn issue_copy(
+        &mut self,
+        load: Value,
+        lc: Option<&LoopCtx>,
+        at: Option<Value>,
+        base: Value,
+        offset: u32,
+        into: Block,
+        span: Span,
+    ) -> Option<()> {
+        let crate::ir::ValueDef::Result(op, _) = self.src.values[load.index()].def else { return None };
+        let d = self.src.op(op).clone();
+        let mut memo = HashMap::new();
+        let mut ops = vec![base];
+        for &o in &d.operands[..d.operands.len() - 1] {
+            ops.push(match (lc, at) {
+                (Some(lc), Some(at)) => self.clone_at(o, lc, at, into, &mut memo)?,
+                _ => self.map.get(&o).copied()?,
+            });
+        }
+        let shape = self.src.ty(load).shape().to_vec();
+        let op = self.dst.append(into, lir::OpKind::AsyncCopy { offset, swizzled: true, shape }, ops, vec![], vec![], span);
+        self.pipe_patch.push(op);
+        Some(())
+    }
+
+    /// Whether every fused load of a dot can be re-evaluated at another iteration.
+    pub(super) fn loads_clonable(&mut self, loads: &[Value], lc: &LoopCtx) -> bool {
+        // Probe in a scratch block that is never attached to the kernel.
+        let probe = self.dst.new_block(&[]);
+        let at = self.map.get(&lc.iv).copied();
+        let ok = loads.iter().all(|&l| match (at, self.src.values[l.index()].def) {
+            (Some(at), crate::ir::ValueDef::Result(op, _)) => {
+                let d = self.src.op(op).clone();
+                let mut memo = HashMap::new();
+                d.operands[..d.operands.len() - 1].iter().all(|&o| self.clone_at(o, lc, at, probe, &mut memo).is_some())
+            }
+            _ => false,
+        });
+        self.dst.blocks[probe.index()].ops.clear();
+        ok
+    }
+
+    /// Moves the pipeline buffers after the scratch region, now that its size is known.
+    pub(super) fn patch_pipeline(&mut self) -> Result<(), Diagnostic> {
+        let scratch = super::align16(self.smem);
+        for &op in &self.pipe_patch.clone() {
+            match &mut self.dst.op_mut(op).kind {
+                lir::OpKind::AsyncCopy { offset, .. } => *offset += scratch,
+                lir::OpKind::LocalMma { a_offset, b_offset, .. } => {
+                    if self.mma_pipe_a.contains(&op) {
+                        *a_offset += scratch;
+                    }
+                    if self.mma_pipe_b.contains(&op) {
+                        *b_offset += scratch;
+                    }
+                }
+                other => return Err(Diagnostic::ice("lower", format!("pipeline patch of `{}`", other.mnemonic()))),
+            }
+        }
+        self.smem = scratch + self.pipe_bytes;
+        Ok(())
+    }
+
+    /// Lowers a tensor-core `dot` whose operands `a`/`b` may be fused loads; returns its result.
+    pub(super) fn lower_mma_dot(&mut self, op: Op, dst: Block, rty: lir::Type, acc: Value, span: Span) -> Result<Value, Diagnostic> {
+        let d = self.src.op(op).clone();
+        let src_block = self.current_src_block;
+        let fused: Vec<bool> = d.operands[..2].iter().map(|o| self.fused.contains(o)).collect();
+        let lc = self.loop_ctx.clone().filter(|lc| lc.body == src_block);
+        let fused_loads: Vec<Value> = d.operands[..2].iter().copied().filter(|o| self.fused.contains(o)).collect();
+        let stages = self.stages.max(1) as i64;
+        let pipelined = match &lc {
+            Some(lc) if stages > 1 && !fused_loads.is_empty() => self.loads_clonable(&fused_loads, lc),
+            _ => false,
+        };
+        let at = self.src.ty(d.operands[0]).clone();
+        let (k, dtype) = (at.shape()[1], at.dtype());
+        let zero = self.i32_const(dst, 0, span);
+        let mut bases = [zero, zero];
+        let mut offsets = [0u32, 0u32];
+        let mut in_pipe = [false, false];
+        let mut scratch_off = 0u32;
+        // Operands that are not fused go through the scratch region as before.
+        for i in 0..2 {
+            if fused[i] {
+                continue;
+            }
+            let x = self.v(d.operands[i])?;
+            offsets[i] = scratch_off;
+            self.emit(dst, lir::OpKind::LocalStore { offset: scratch_off, swizzled: true }, vec![x], vec![], span);
+            scratch_off = super::align16(scratch_off + self.bytes(d.operands[i]));
+        }
+        self.smem = self.smem.max(scratch_off);
+        let mut copies = vec![];
+        for i in 0..2 {
+            if fused[i] {
+                let size = super::align16(self.bytes(d.operands[i]));
+                let n = if pipelined { stages as u32 } else { 1 };
+                offsets[i] = self.pipe_bytes;
+                self.pipe_bytes += n * size;
+                in_pipe[i] = true;
+                copies.push((i, size));
+            }
+        }
+        if pipelined {
+            let lc = lc.clone().ok_or_else(|| Diagnostic::ice("lower", "pipeline without a loop"))?;
+            // Prologue: iterations 0 .. stages-1 into buffers 0 .. stages-1.
+            for j in 0..stages - 1 {
+                let jj = self.i32_const(lc.parent, j, span);
+                let off = self.i32_op(lc.parent, crate::tir::BinaryOp::Mul, jj, lc.step, span);
+                let iv_j = self.i32_op(lc.parent, crate::tir::BinaryOp::Add, lc.lo, off, span);
+                for &(i, size) in &copies {
+                    let base = self.i32_const(lc.parent, j * size as i64, span);
+                    self.issue_copy(d.operands[i], Some(&lc), Some(iv_j), base, offsets[i], lc.parent, span)
+                        .ok_or_else(|| Diagnostic::ice("lower", "prologue copy"))?;
+                }
+                self.emit(lc.parent, lir::OpKind::AsyncCommit, vec![], vec![], span);
+            }
+            // This iteration's index and the buffers it reads and fills.
+            let iv = self.v(lc.iv)?;
+            let rel = self.i32_op(dst, crate::tir::BinaryOp::Sub, iv, lc.lo, span);
+            let idx = self.i32_op(dst, crate::tir::BinaryOp::Div, rel, lc.step, span);
+            let s_const = self.i32_const(dst, stages, span);
+            let cur = self.i32_op(dst, crate::tir::BinaryOp::Rem, idx, s_const, span);
+            let ahead = self.i32_const(dst, stages - 1, span);
+            let nidx = self.i32_op(dst, crate::tir::BinaryOp::Add, idx, ahead, span);
+            let nxt = self.i32_op(dst, crate::tir::BinaryOp::Rem, nidx, s_const, span);
+            let dist = self.i32_op(dst, crate::tir::BinaryOp::Mul, ahead, lc.step, span);
+            let iv_n = self.i32_op(dst, crate::tir::BinaryOp::Add, iv, dist, span);
+            for &(i, size) in &copies {
+                let sz = self.i32_const(dst, size as i64, span);
+                let base_n = self.i32_op(dst, crate::tir::BinaryOp::Mul, nxt, sz, span);
+                self.issue_copy(d.operands[i], Some(&lc), Some(iv_n), base_n, offsets[i], dst, span)
+                    .ok_or_else(|| Diagnostic::ice("lower", "pipelined copy"))?;
+                bases[i] = self.i32_op(dst, crate::tir::BinaryOp::Mul, cur, sz, span);
+            }
+            self.emit(dst, lir::OpKind::AsyncCommit, vec![], vec![], span);
+            self.emit(dst, lir::OpKind::AsyncWait { pending: stages as u32 - 1 }, vec![], vec![], span);
+            self.pipelined_loops.insert(lc.body);
+        } else if !copies.is_empty() {
+            for &(i, _) in &copies {
+                self.issue_copy(d.operands[i], None, None, zero, offsets[i], dst, span).ok_or_else(|| Diagnostic::ice("lower", "copy"))?;
+            }
+            self.emit(dst, lir::OpKind::AsyncCommit, vec![], vec![], span);
+            self.emit(dst, lir::OpKind::AsyncWait { pending: 0 }, vec![], vec![], span);
+        }
+        self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
+        let kind = lir::OpKind::LocalMma { a_offset: offsets[0], b_offset: offsets[1], k, dtype };
+        let mop = self.dst.append(dst, kind, vec![acc, bases[0], bases[1]], vec![rty], vec![], span);
+        if in_pipe[0] || in_pipe[1] {
+            self.pipe_patch.push(mop);
+            if in_pipe[0] {
+                self.mma_pipe_a.push(mop);
+            }
+            if in_pipe[1] {
+                self.mma_pipe_b.push(mop);
+            }
+        }
+        self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
+        Ok(self.dst.result(mop))
+    }
+}

@@ -1,0 +1,636 @@
+//! `tessera selftest`: every example kernel, on fresh random inputs at awkward sizes (not tile
+//! multiples, tiny, one-element and smallest-legal edges), run on the GPU and on the interpreter
+//! (the reference semantics), every output compared.
+//!
+//! Outputs that the kernel writes whole are poisoned on both sides first (all-ones bytes on the
+//! GPU, NaN on the interpreter), so an element left unwritten fails, and NaN never passes the
+//! comparison. Outputs that a kernel accumulates into (`atomic_add`) start from the same random
+//! values on both sides and are compared with the float tolerance of [`exec::compare`], since the
+//! order of float atomics differs. The cases are the table [`CASES`]; the example sources are
+//! embedded in the binary, so the command runs from any directory.
+//!
+//! `--interp-only` runs the table on the interpreter alone (no GPU): each case must run and
+//! write every poisoned element (a check of the table and of the kernels' coverage, not of
+//! their values).
+
+use crate::device::Runtime;
+use crate::exec::{self, Rng, random_tensor};
+use std::time::Instant;
+use tessera_compiler::interp::Arg;
+use tessera_compiler::tir::{Dim, ParamKind};
+use tessera_compiler::{CompiledKernel, ConstValue, DType, HostTensor, Options, Scalar, Source, Target};
+
+/// The example sources, embedded.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("vector_add.tile", include_str!("../../examples/vector_add.tile")),
+    ("matmul.tile", include_str!("../../examples/matmul.tile")),
+    ("softmax.tile", include_str!("../../examples/softmax.tile")),
+    ("linear.tile", include_str!("../../examples/linear.tile")),
+    ("layernorm.tile", include_str!("../../examples/layernorm.tile")),
+    ("attention.tile", include_str!("../../examples/attention.tile")),
+    ("na1d.tile", include_str!("../../examples/na1d.tile")),
+    ("na2d.tile", include_str!("../../examples/na2d.tile")),
+    ("spmm_csr.tile", include_str!("../../examples/spmm_csr.tile")),
+    ("rgcn.tile", include_str!("../../examples/rgcn.tile")),
+    ("embedding_bag_bwd.tile", include_str!("../../examples/embedding_bag_bwd.tile")),
+];
+
+/// Sizes of dimension symbols and values of integer consts, by name, as a generator sees them.
+pub type Sizes = [(String, usize)];
+
+/// Builds related input tensors (a CSR structure, RGCN edge tiles, index tensors) from the
+/// case's sizes; every tensor parameter not built here gets random values.
+pub type Generator = fn(&Sizes, &mut Rng) -> Result<Vec<(&'static str, HostTensor)>, String>;
+
+/// How an output (`&mut`) tensor starts and is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Out {
+    /// Written whole by the kernel: poisoned on both sides, compared.
+    Poisoned,
+    /// Accumulated into (atomics): the same random start on both sides, compared with tolerance.
+    Accumulated,
+}
+
+/// One self-test case: a kernel of an example, its consts, its sizes and its inputs.
+#[derive(Clone, Debug)]
+pub struct Case {
+    /// Shown in the report and matched by the filter.
+    pub name: &'static str,
+    /// The example file (in `examples/`).
+    pub file: &'static str,
+    pub consts: &'static [(&'static str, ConstValue)],
+    /// Sizes of dimension symbols not fixed by generated tensors.
+    pub dims: &'static [(&'static str, usize)],
+    /// Scalar parameters.
+    pub scalars: &'static [(&'static str, f64)],
+    /// Builds some inputs; the other read-only tensors are random.
+    pub generate: Option<Generator>,
+    /// The output tensors and how they start; every one is compared.
+    pub outputs: &'static [(&'static str, Out)],
+}
+
+const fn i(v: i64) -> ConstValue {
+    ConstValue::Int(v)
+}
+
+const fn b(v: bool) -> ConstValue {
+    ConstValue::Bool(v)
+}
+
+const P: Out = Out::Poisoned;
+const A: Out = Out::Accumulated;
+
+/// A case without generated inputs.
+const fn c(
+    name: &'static str,
+    file: &'static str,
+    consts: &'static [(&'static str, ConstValue)],
+    dims: &'static [(&'static str, usize)],
+    scalars: &'static [(&'static str, f64)],
+    outputs: &'static [(&'static str, Out)],
+) -> Case {
+    Case { name, file, consts, dims, scalars, generate: None, outputs }
+}
+
+/// The table of cases. Sizes are modest: the interpreter is the slow side.
+pub const CASES: &[Case] = &[
+    c("vector_add N=1000", "vector_add.tile", &[], &[("N", 1000)], &[], &[("z", P)]),
+    c("vector_add N=1", "vector_add.tile", &[], &[("N", 1)], &[], &[("z", P)]),
+    c("vector_add N=1025", "vector_add.tile", &[], &[("N", 1025)], &[], &[("z", P)]),
+    c("matmul 130x67x45", "matmul.tile", &[], &[("M", 130), ("N", 67), ("K", 45)], &[], &[("c", P)]),
+    c("matmul 1x1x1", "matmul.tile", &[], &[("M", 1), ("N", 1), ("K", 1)], &[], &[("c", P)]),
+    c(
+        "matmul 33x70x100 BM=32 BN=64 BK=32",
+        "matmul.tile",
+        &[("BM", i(32)), ("BN", i(64)), ("BK", i(32))],
+        &[("M", 33), ("N", 70), ("K", 100)],
+        &[],
+        &[("c", P)],
+    ),
+    c("softmax 37x1000", "softmax.tile", &[], &[("R", 37), ("C", 1000)], &[], &[("y", P)]),
+    c("softmax 1x1", "softmax.tile", &[], &[("R", 1), ("C", 1)], &[], &[("y", P)]),
+    c("linear gelu 130x77x45", "linear.tile", &[("ACT", i(1)), ("GROUP", i(3))], &[("M", 130), ("N", 77), ("K", 45)], &[], &[("y", P)]),
+    c(
+        "linear silu 70x129x33 BM=32 BN=32 BK=16",
+        "linear.tile",
+        &[("ACT", i(2)), ("BM", i(32)), ("BN", i(32)), ("BK", i(16)), ("GROUP", i(2))],
+        &[("M", 70), ("N", 129), ("K", 33)],
+        &[],
+        &[("y", P)],
+    ),
+    c("linear none 1x1x1", "linear.tile", &[("ACT", i(0))], &[("M", 1), ("N", 1), ("K", 1)], &[], &[("y", P)]),
+    c("layernorm 37x1000", "layernorm.tile", &[], &[("R", 37), ("C", 1000)], &[("eps", 1e-5)], &[("y", P)]),
+    c("layernorm 1x1", "layernorm.tile", &[], &[("R", 1), ("C", 1)], &[("eps", 1e-5)], &[("y", P)]),
+    c("layernorm 6x7 BR=8 BC=8", "layernorm.tile", &[("BR", i(8)), ("BC", i(8))], &[("R", 6), ("C", 7)], &[("eps", 1e-3)], &[("y", P)]),
+    c(
+        "attention B1 H2 S77 D64 BQ32 BK16",
+        "attention.tile",
+        &[("D", i(64)), ("BQ", i(32)), ("BK", i(16))],
+        &[("B", 1), ("H", 2), ("S", 77)],
+        &[("scale", 0.125)],
+        &[("o", P)],
+    ),
+    c(
+        "attention causal B1 H2 S77 D64 BQ32 BK16",
+        "attention.tile",
+        &[("D", i(64)), ("BQ", i(32)), ("BK", i(16)), ("CAUSAL", b(true))],
+        &[("B", 1), ("H", 2), ("S", 77)],
+        &[("scale", 0.125)],
+        &[("o", P)],
+    ),
+    c("attention B2 H1 S130 D128", "attention.tile", &[], &[("B", 2), ("H", 1), ("S", 130)], &[("scale", 0.088)], &[("o", P)]),
+    c(
+        "attention causal B1 H1 S130 D128",
+        "attention.tile",
+        &[("CAUSAL", b(true))],
+        &[("B", 1), ("H", 1), ("S", 130)],
+        &[("scale", 0.088)],
+        &[("o", P)],
+    ),
+    c(
+        "attention causal S1 D64",
+        "attention.tile",
+        &[("D", i(64)), ("CAUSAL", b(true))],
+        &[("B", 1), ("H", 1), ("S", 1)],
+        &[("scale", 0.125)],
+        &[("o", P)],
+    ),
+    c(
+        "attention causal B1 H1 S45 D128 BQ16 BK32",
+        "attention.tile",
+        &[("BQ", i(16)), ("BK", i(32)), ("CAUSAL", b(true))],
+        &[("B", 1), ("H", 1), ("S", 45)],
+        &[("scale", 0.088)],
+        &[("o", P)],
+    ),
+    c("na1d L100 KS7", "na1d.tile", &[], &[("B", 1), ("H", 2), ("L", 100)], &[("scale", 0.125)], &[("o", P)]),
+    c("na1d L=KS=7", "na1d.tile", &[], &[("B", 1), ("H", 1), ("L", 7)], &[("scale", 0.125)], &[("o", P)]),
+    c(
+        "na1d L53 KS5 DIL2 TQ16 W32",
+        "na1d.tile",
+        &[("KS", i(5)), ("DIL", i(2)), ("TQ", i(16)), ("W", i(32))],
+        &[("B", 2), ("H", 1), ("L", 53)],
+        &[("scale", 0.125)],
+        &[("o", P)],
+    ),
+    c(
+        "na1d L=KS·DIL=15 KS5 DIL3 D128 TQ16 W32",
+        "na1d.tile",
+        &[("KS", i(5)), ("DIL", i(3)), ("TQ", i(16)), ("W", i(32)), ("D", i(128))],
+        &[("B", 1), ("H", 1), ("L", 15)],
+        &[("scale", 0.1)],
+        &[("o", P)],
+    ),
+    c(
+        "na1d L1 KS1",
+        "na1d.tile",
+        &[("KS", i(1)), ("TQ", i(16)), ("W", i(16))],
+        &[("B", 1), ("H", 1), ("L", 1)],
+        &[("scale", 0.125)],
+        &[("o", P)],
+    ),
+    c("na2d 11x20 KS7", "na2d.tile", &[], &[("B", 1), ("H", 2), ("X", 11), ("Y", 20)], &[("scale", 0.125)], &[("o", P)]),
+    c("na2d X=Y=KS=7", "na2d.tile", &[], &[("B", 1), ("H", 1), ("X", 7), ("Y", 7)], &[("scale", 0.125)], &[("o", P)]),
+    c(
+        "na2d 13x10 KS5 DIL2",
+        "na2d.tile",
+        &[("KS", i(5)), ("DIL", i(2))],
+        &[("B", 1), ("H", 1), ("X", 13), ("Y", 10)],
+        &[("scale", 0.125)],
+        &[("o", P)],
+    ),
+    c(
+        "na2d 5x9 KS3 D32 TX4 WX8",
+        "na2d.tile",
+        &[("KS", i(3)), ("D", i(32)), ("TX", i(4)), ("WX", i(8))],
+        &[("B", 2), ("H", 1), ("X", 5), ("Y", 9)],
+        &[("scale", 0.3)],
+        &[("o", P)],
+    ),
+    Case {
+        generate: Some(gen_spmm),
+        ..c("spmm_csr R37 N50 E600 F70", "spmm_csr.tile", &[], &[("R", 37), ("N", 50), ("E", 600), ("F", 70)], &[], &[("y", P)])
+    },
+    Case {
+        generate: Some(gen_spmm),
+        ..c("spmm_csr R1 N1 E1 F1", "spmm_csr.tile", &[], &[("R", 1), ("N", 1), ("E", 1), ("F", 1)], &[], &[("y", P)])
+    },
+    Case {
+        generate: Some(gen_spmm),
+        ..c(
+            "spmm_csr R64 N100 E1000 F129 BE16",
+            "spmm_csr.tile",
+            &[("BE", i(16))],
+            &[("R", 64), ("N", 100), ("E", 1000), ("F", 129)],
+            &[],
+            &[("y", P)],
+        )
+    },
+    Case {
+        generate: Some(gen_rgcn),
+        ..c("rgcn N40 RELS4 E300 FO70", "rgcn.tile", &[], &[("N", 40), ("RELS", 4), ("E", 300), ("FO", 70)], &[], &[("out", A)])
+    },
+    Case {
+        generate: Some(gen_rgcn),
+        ..c(
+            "rgcn N9 RELS3 E17 FO33 FI32 BE16 BN32",
+            "rgcn.tile",
+            &[("FI", i(32)), ("BE", i(16)), ("BN", i(32))],
+            &[("N", 9), ("RELS", 3), ("E", 17), ("FO", 33)],
+            &[],
+            &[("out", A)],
+        )
+    },
+    Case {
+        generate: Some(gen_rgcn),
+        ..c("rgcn N1 RELS2 E1 FO1", "rgcn.tile", &[], &[("N", 1), ("RELS", 2), ("E", 1), ("FO", 1)], &[], &[("out", A)])
+    },
+    Case {
+        generate: Some(gen_embedding_bag),
+        ..c(
+            "embedding_bag_bwd I100 V10 NB7 F70",
+            "embedding_bag_bwd.tile",
+            &[],
+            &[("I", 100), ("V", 10), ("NB", 7), ("F", 70)],
+            &[],
+            &[("grad_weight", A)],
+        )
+    },
+    Case {
+        generate: Some(gen_embedding_bag_oob),
+        ..c(
+            "embedding_bag_bwd out-of-range indices I33 V50 NB33 F65",
+            "embedding_bag_bwd.tile",
+            &[],
+            &[("I", 33), ("V", 50), ("NB", 33), ("F", 65)],
+            &[],
+            &[("grad_weight", A)],
+        )
+    },
+    Case {
+        generate: Some(gen_embedding_bag),
+        ..c(
+            "embedding_bag_bwd I1 V1 NB1 F1",
+            "embedding_bag_bwd.tile",
+            &[],
+            &[("I", 1), ("V", 1), ("NB", 1), ("F", 1)],
+            &[],
+            &[("grad_weight", A)],
+        )
+    },
+];
+
+/// The outcome of one case.
+#[derive(Clone, Debug)]
+pub struct CaseResult {
+    pub passed: bool,
+    /// One line: what was compared and how far apart, or why it failed.
+    pub detail: String,
+}
+
+/// Runs the table (cases whose name contains `filter`, all when `None`) and prints one line per
+/// case and a final `N passed, N failed`. Returns whether every case passed; `Err` when there is
+/// no GPU (and `interp_only` is off) or no case matches.
+pub fn run(filter: Option<&str>, interp_only: bool) -> Result<bool, String> {
+    let selected: Vec<&Case> = CASES.iter().filter(|c| filter.is_none_or(|f| c.name.contains(f))).collect();
+    if selected.is_empty() {
+        return Err(format!("error: no self-test case matches `{}`", filter.unwrap_or_default()));
+    }
+    let rt = if interp_only {
+        None
+    } else {
+        match Runtime::new() {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                return Err(format!(
+                    "error: `tessera selftest` runs the examples on a GPU, and there is none here: {e}\n\
+                     (`tessera selftest --interp-only` checks the cases on the interpreter alone)"
+                ));
+            }
+        }
+    };
+    let target = match &rt {
+        Some(rt) if rt.supports(Target::Sm90a) => Target::Sm90a,
+        Some(_) => Target::Sm80,
+        None => Target::Sm90a,
+    };
+    match &rt {
+        Some(rt) => {
+            let (ma, mi) = rt.compute_capability();
+            println!("self-test on {} (sm_{ma}{mi}, code for {}): GPU against the interpreter", rt.device_name(), target.name());
+        }
+        None => println!("self-test on the interpreter only (no GPU): every output must be written"),
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for (n, case) in selected.iter().enumerate() {
+        let start = Instant::now();
+        let r = run_case(case, rt.as_ref(), target, 0x5e1f + n as u64);
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        let status = if r.passed { "ok  " } else { "FAIL" };
+        println!("{status} {}: {} ({ms:.0} ms)", case.name, r.detail);
+        if r.passed {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(failed == 0)
+}
+
+/// Runs one case; never panics on a failing kernel (a failure is a result).
+pub fn run_case(case: &Case, rt: Option<&Runtime>, target: Target, seed: u64) -> CaseResult {
+    match try_case(case, rt, target, seed) {
+        Ok(r) => r,
+        Err(detail) => CaseResult { passed: false, detail },
+    }
+}
+
+/// Compiles a case's kernel (all its consts applied).
+pub fn compile_case(case: &Case, target: Target) -> Result<CompiledKernel, String> {
+    let text =
+        EXAMPLES.iter().find(|(f, _)| *f == case.file).map(|(_, t)| *t).ok_or_else(|| format!("no embedded example `{}`", case.file))?;
+    let opts = Options {
+        consts: case.consts.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+        target,
+        verify: cfg!(debug_assertions),
+        ..Options::default()
+    };
+    let module = tessera_compiler::compile(&Source::new(format!("examples/{}", case.file), text.to_string()), &opts)
+        .map_err(|d| format!("does not compile:\n{}", d.render()))?;
+    module.kernels.into_iter().next().ok_or_else(|| format!("`{}` has no kernel", case.file))
+}
+
+/// Builds a case's arguments (the same values for both backends): returns them and, per
+/// argument, whether it is a poisoned output.
+pub fn build_args(case: &Case, k: &CompiledKernel, rng: &mut Rng) -> Result<(Vec<Arg>, Vec<bool>), String> {
+    let mut sizes: Vec<(String, usize)> = case.dims.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+    for (n, v) in case.consts {
+        if let ConstValue::Int(v) = v
+            && let Ok(v) = usize::try_from(*v)
+        {
+            sizes.push((n.to_string(), v));
+        }
+    }
+    for (n, v) in &k.meta.consts {
+        if let ConstValue::Int(v) = v
+            && let Ok(v) = usize::try_from(*v)
+            && !sizes.iter().any(|(x, _)| x == n)
+        {
+            sizes.push((n.clone(), v));
+        }
+    }
+    let mut generated = match case.generate {
+        Some(g) => g(&sizes, rng)?,
+        None => vec![],
+    };
+    // Generated tensors bind the dimension symbols of their parameters.
+    for p in &k.meta.params {
+        if let (ParamKind::Tensor { dims, .. }, Some((_, t))) = (&p.kind, generated.iter().find(|(n, _)| *n == p.name)) {
+            for (d, &n) in dims.iter().zip(&t.shape) {
+                if let Dim::Sym(s) = d
+                    && !sizes.iter().any(|(x, _)| x == s)
+                {
+                    sizes.push((s.clone(), n));
+                }
+            }
+        }
+    }
+    let mut args = vec![];
+    let mut poison = vec![];
+    for p in &k.meta.params {
+        match &p.kind {
+            ParamKind::Tensor { dtype, dims, mutable } => {
+                if let Some(pos) = generated.iter().position(|(n, _)| *n == p.name) {
+                    let (_, t) = generated.swap_remove(pos);
+                    args.push(Arg::Tensor(t));
+                    poison.push(false);
+                    continue;
+                }
+                let mut shape = vec![];
+                for d in dims {
+                    shape.push(match d {
+                        Dim::Const(c) => usize::try_from(*c).map_err(|_| format!("`{}` has a negative dimension", p.name))?,
+                        Dim::Sym(s) => sizes
+                            .iter()
+                            .find(|(x, _)| x == s)
+                            .map(|(_, n)| *n)
+                            .ok_or_else(|| format!("the case gives no size for `{s}` (of `{}`)", p.name))?,
+                    });
+                }
+                let out = case.outputs.iter().find(|(n, _)| *n == p.name).map(|(_, o)| *o);
+                match (mutable, out) {
+                    (true, Some(Out::Poisoned)) => {
+                        args.push(Arg::Tensor(poisoned(*dtype, &shape)));
+                        poison.push(true);
+                    }
+                    (true, Some(Out::Accumulated)) | (false, None) => {
+                        args.push(Arg::Tensor(random_tensor(*dtype, &shape, rng)));
+                        poison.push(false);
+                    }
+                    (true, None) => return Err(format!("output `{}` is not in the case's outputs", p.name)),
+                    (false, Some(_)) => return Err(format!("`{}` is read-only but listed as an output", p.name)),
+                }
+            }
+            ParamKind::Scalar { dtype } => {
+                let v = case
+                    .scalars
+                    .iter()
+                    .find(|(n, _)| *n == p.name)
+                    .map(|(_, v)| *v)
+                    .ok_or_else(|| format!("the case gives no value for scalar `{}`", p.name))?;
+                args.push(Arg::Scalar(match dtype {
+                    DType::Bool => Scalar::Bool(v != 0.0),
+                    d if d.is_float() => Scalar::Float(v),
+                    _ => Scalar::Int(v as i64),
+                }));
+                poison.push(false);
+            }
+        }
+    }
+    Ok((args, poison))
+}
+
+/// What the interpreter side starts from for a poisoned output: NaN (floats) or -1 (integers),
+/// the values the GPU's all-ones bytes give.
+fn poisoned(dtype: DType, shape: &[usize]) -> HostTensor {
+    let mut t = HostTensor::zeros(dtype, shape);
+    for i in 0..t.numel() {
+        if dtype.is_float() {
+            t.set_f64(i, f64::NAN);
+        } else {
+            t.set_i64(i, -1);
+        }
+    }
+    t
+}
+
+fn try_case(case: &Case, rt: Option<&Runtime>, target: Target, seed: u64) -> Result<CaseResult, String> {
+    let k = compile_case(case, target)?;
+    let mut rng = Rng::new(seed);
+    let (args, poison) = build_args(case, &k, &mut rng)?;
+    let mut want = args.clone();
+    let t0 = Instant::now();
+    exec::run_interp(&k, &mut want).map_err(|e| format!("interpreter: {e}"))?;
+    let interp_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let outputs: Vec<usize> = (0..k.meta.params.len()).filter(|&i| case.outputs.iter().any(|(n, _)| *n == k.meta.params[i].name)).collect();
+    let Some(rt) = rt else {
+        // Interpreter only: every poisoned element must have been written.
+        let mut notes = vec![];
+        let mut ok = true;
+        for &i in &outputs {
+            if let Arg::Tensor(t) = &want[i] {
+                let unwritten = if poison[i] { (0..t.numel()).filter(|&j| t.get_f64(j).is_nan()).count() } else { 0 };
+                if unwritten > 0 {
+                    ok = false;
+                }
+                notes.push(format!("{}: {} elements, {unwritten} NaN", k.meta.params[i].name, t.numel()));
+            }
+        }
+        return Ok(CaseResult { passed: ok, detail: format!("{} (interpreter {interp_ms:.0} ms)", notes.join("; ")) });
+    };
+    let mut got = args;
+    let t1 = Instant::now();
+    exec::run_gpu(rt, &k, &mut got, &poison).map_err(|e| format!("gpu: {e}"))?;
+    let gpu_ms = t1.elapsed().as_secs_f64() * 1e3;
+    let mut ok = true;
+    let mut notes = vec![];
+    for &i in &outputs {
+        let name = &k.meta.params[i].name;
+        let (Arg::Tensor(g), Arg::Tensor(w)) = (&got[i], &want[i]) else {
+            return Err(format!("output `{name}` is not a tensor"));
+        };
+        let c = exec::compare(g, w);
+        let mut note = format!("{name}: {} elements, max abs err {:.1e}, max rel err {:.1e}", c.n, c.max_abs, c.max_rel);
+        if let Some((idx, gv, wv)) = c.first_bad {
+            ok = false;
+            note.push_str(&format!(
+                ", {} bad (tolerance {:.0e} + {:.0e}·|x|), first at {:?}: gpu {gv}, interpreter {wv}",
+                c.bad,
+                c.atol,
+                c.rtol,
+                exec::unravel(&g.shape, idx)
+            ));
+        } else if !c.ok() {
+            ok = false;
+            note.push_str(", shapes or dtypes differ");
+        }
+        notes.push(note);
+    }
+    Ok(CaseResult { passed: ok, detail: format!("{} (gpu {gpu_ms:.0} ms, interpreter {interp_ms:.0} ms)", notes.join("; ")) })
+}
+
+/// The size named `name` in a case's sizes.
+pub fn size(sizes: &Sizes, name: &str) -> Result<usize, String> {
+    sizes.iter().find(|(n, _)| n == name).map(|(_, v)| *v).ok_or_else(|| format!("the case gives no size for `{name}`"))
+}
+
+/// A uniform index in `0..n` (`n > 0`).
+fn below(rng: &mut Rng, n: usize) -> usize {
+    (rng.next_u64() % n.max(1) as u64) as usize
+}
+
+fn i32_tensor(values: &[usize]) -> HostTensor {
+    let v: Vec<i64> = values.iter().map(|&x| x as i64).collect();
+    HostTensor::from_i64(DType::I32, &[v.len()], &v)
+}
+
+/// A random CSR structure of `r` rows over `n` columns with `e` entries: `(row_ptr: i32[r + 1],
+/// col_idx: i32[e])`. Row lengths are skewed (the first rows get most entries, longer than any
+/// edge block); column indices are in range and sorted
+/// within each row; rows 3, 8, 13, … are empty.
+pub fn csr(r: usize, n: usize, e: usize, rng: &mut Rng) -> (HostTensor, HostTensor) {
+    let mut rows: Vec<usize> = (0..e)
+        .map(|_| {
+            let u = (rng.uniform() + 1.0) / 2.0;
+            let row = ((u * u * r as f64) as usize).min(r.saturating_sub(1));
+            // Rows 3, 8, 13, … stay empty.
+            if row % 5 == 3 { row - 1 } else { row }
+        })
+        .collect();
+    rows.sort_unstable();
+    let mut row_ptr = vec![0usize; r + 1];
+    for &row in &rows {
+        row_ptr[row + 1] += 1;
+    }
+    for i in 0..r {
+        row_ptr[i + 1] += row_ptr[i];
+    }
+    let mut cols: Vec<usize> = (0..e).map(|_| below(rng, n)).collect();
+    for i in 0..r {
+        cols[row_ptr[i]..row_ptr[i + 1]].sort_unstable();
+    }
+    (i32_tensor(&row_ptr), i32_tensor(&cols))
+}
+
+/// Inputs of `spmm_csr`: a CSR structure of `R` rows over `N` columns with `E` entries.
+pub fn gen_spmm(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static str, HostTensor)>, String> {
+    let (row_ptr, col_idx) = csr(size(sizes, "R")?, size(sizes, "N")?, size(sizes, "E")?, rng);
+    Ok(vec![("row_ptr", row_ptr), ("col_idx", col_idx)])
+}
+
+/// A random relational graph for `rgcn`: `E` edges between `N` nodes over `RELS` relations,
+/// sorted by relation (the last relation has no edges), and the host-side split of each
+/// relation's edges into tiles of at most `BE`: `(src, dst, tile_rel, tile_start, tile_end)`.
+pub fn rgcn_graph(n: usize, rels: usize, e: usize, be: usize, rng: &mut Rng) -> [HostTensor; 5] {
+    let used = rels.saturating_sub(1).max(1);
+    let mut rel: Vec<usize> = (0..e).map(|_| below(rng, used)).collect();
+    rel.sort_unstable();
+    let src: Vec<usize> = (0..e).map(|_| below(rng, n)).collect();
+    // Skewed destinations: some nodes receive many messages (atomic contention), some none.
+    let dst: Vec<usize> = (0..e)
+        .map(|_| {
+            let u = (rng.uniform() + 1.0) / 2.0;
+            ((u * u * u * n as f64) as usize).min(n.saturating_sub(1))
+        })
+        .collect();
+    let (mut t_rel, mut t_start, mut t_end) = (vec![], vec![], vec![]);
+    let mut s = 0;
+    while s < e {
+        let r = rel[s];
+        let end = rel[s..].iter().position(|&x| x != r).map_or(e, |p| s + p);
+        let mut t = s;
+        while t < end {
+            t_rel.push(r);
+            t_start.push(t);
+            t_end.push((t + be.max(1)).min(end));
+            t += be.max(1);
+        }
+        s = end;
+    }
+    [i32_tensor(&src), i32_tensor(&dst), i32_tensor(&t_rel), i32_tensor(&t_start), i32_tensor(&t_end)]
+}
+
+/// Inputs of `rgcn` (see [`rgcn_graph`]); `BE` is the kernel's const.
+pub fn gen_rgcn(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static str, HostTensor)>, String> {
+    let [src, dst, tile_rel, tile_start, tile_end] =
+        rgcn_graph(size(sizes, "N")?, size(sizes, "RELS")?, size(sizes, "E")?, size(sizes, "BE")?, rng);
+    Ok(vec![("src", src), ("dst", dst), ("tile_rel", tile_rel), ("tile_start", tile_start), ("tile_end", tile_end)])
+}
+
+/// Lookups of an embedding bag: `(idx: i32[i], bag: i32[i])`, indices into `v` rows with
+/// repeats (so the backward's atomics collide), bags `0..nb` in order. With `out_of_range`,
+/// every seventh index is -1 or `v` (such rows must be dropped, not written).
+pub fn embedding_bag(i: usize, v: usize, nb: usize, out_of_range: bool, rng: &mut Rng) -> (HostTensor, HostTensor) {
+    let idx: Vec<i64> = (0..i)
+        .map(|k| match (out_of_range, k % 7) {
+            (true, 3) => -1,
+            (true, 5) => v as i64,
+            _ => below(rng, v) as i64,
+        })
+        .collect();
+    let bag: Vec<i64> = (0..i).map(|k| (k * nb / i.max(1)) as i64).collect();
+    (HostTensor::from_i64(DType::I32, &[i], &idx), HostTensor::from_i64(DType::I32, &[i], &bag))
+}
+
+/// Inputs of `embedding_bag_bwd`: `I` lookups into `V` rows in `NB` bags.
+pub fn gen_embedding_bag(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static str, HostTensor)>, String> {
+    let (idx, bag) = embedding_bag(size(sizes, "I")?, size(sizes, "V")?, size(sizes, "NB")?, false, rng);
+    Ok(vec![("idx", idx), ("bag", bag)])
+}
+
+/// As [`gen_embedding_bag`], with out-of-range indices that the kernel must drop.
+pub fn gen_embedding_bag_oob(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static str, HostTensor)>, String> {
+    let (idx, bag) = embedding_bag(size(sizes, "I")?, size(sizes, "V")?, size(sizes, "NB")?, true, rng);
+    Ok(vec![("idx", idx), ("bag", bag)])
+}

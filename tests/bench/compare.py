@@ -1,0 +1,517 @@
+#!/usr/bin/env python3
+"""Tessera against the anchors, in one run on one GPU: the figures in docs/benchmarks.md.
+
+Runs on the GPU machine (python3 with PyTorch, Triton and torch_geometric; a release build of
+`tessera`). Two parts, both printed as tables at the end and written as JSON with --out:
+
+host    compile time of each canonical example (`tessera build`, cold cache, then the cache hit)
+        next to Triton's first compile of its tutorial matmul; launch overhead of a tiny kernel
+        launched 10^4 times (`tessera bench --launches`) next to a Triton launch of the same
+        kernel and torch.add.
+kernels the anchors of ../shared/anchors/anchors.py (cuBLAS, the Triton tutorial matmul, SDPA
+        flash and cuDNN, FlexAttention, torch.sparse/cuSPARSE, PyG RGCNConv) and `tessera bench`
+        on the same shapes and the same inputs. Every time is a median of CUDA-event-timed runs
+        after warm-up with L2 flushed (triton.testing.do_bench for the anchors; `tessera bench`
+        does the same), on random inputs, never zeros. Tessera's output from the first launch on
+        those inputs is checked against the best anchor's output (relative L2 error) before its
+        time is reported; a wrong result is marked WRONG. A case whose Tessera kernel does not
+        exist yet, or fails, says so in the table.
+
+Usage: python3 tests/bench/compare.py [--tessera target/release/tessera] [--only host,gemm,...]
+       [--quick] [--out results.json]
+Run from the repository root.
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AREAS = ["host", "gemm", "attention", "natten", "graph", "memory"]
+
+ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+ap.add_argument("--tessera", default=os.path.join(ROOT, "target/release/tessera"))
+ap.add_argument("--only", default=",".join(AREAS), help="comma-separated areas: " + ", ".join(AREAS))
+ap.add_argument("--quick", action="store_true", help="the first shape of each area only")
+ap.add_argument("--tune", action="store_true", help="run `tessera bench --tune` (slow: compiles and times the #[tune] space)")
+ap.add_argument("--timeout", type=float, default=240.0, help="seconds for one tessera command")
+ap.add_argument("--out", default=None, help="write every result as JSON here")
+args = ap.parse_args()
+only = set(args.only.split(","))
+
+# Triton's cache must be empty for its cold compile: set before triton is imported.
+TMP = tempfile.mkdtemp(prefix="tessera-compare-")
+os.environ["TRITON_CACHE_DIR"] = os.path.join(TMP, "triton-cache")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+from triton.testing import do_bench  # noqa: E402
+
+torch.manual_seed(0)
+dev = "cuda"
+TESSERA = os.path.abspath(args.tessera)
+started = time.time()
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def bench(fn):
+    return do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def tessera(cmd, env=None, timeout=None):
+    """Runs tessera; returns (exit code, stdout, stderr, wall seconds)."""
+    e = dict(os.environ)
+    e.update(env or {})
+    t = time.perf_counter()
+    try:
+        p = subprocess.run([TESSERA] + cmd, capture_output=True, text=True, env=e, timeout=timeout or args.timeout, cwd=ROOT)
+        return p.returncode, p.stdout, p.stderr, time.perf_counter() - t
+    except subprocess.TimeoutExpired:
+        return 124, "", f"timed out after {timeout or args.timeout:.0f} s", time.perf_counter() - t
+
+
+def first_line(s):
+    lines = [l for l in s.strip().splitlines() if l.strip()]
+    err = [l for l in lines if l.startswith("error")]
+    return (err or lines or ["(no output)"])[0][:160]
+
+
+version = subprocess.run([TESSERA, "--version"], capture_output=True, text=True).stdout.strip()
+info = {
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    "device": torch.cuda.get_device_name(),
+    "torch": torch.__version__,
+    "triton": triton.__version__,
+    "tessera": version,
+    "command": "python3 tests/bench/compare.py " + " ".join(sys.argv[1:]),
+}
+log("info", json.dumps(info))
+results = {"info": info, "host": {}, "kernels": []}
+
+# ----------------------------------------------------------------------------------------------
+# Host side: compile time, cache, launch overhead.
+
+
+@triton.jit
+def add_kernel(x, y, o, n, B: tl.constexpr):
+    i = tl.program_id(0) * B + tl.arange(0, B)
+    m = i < n
+    tl.store(o + i, tl.load(x + i, mask=m) + tl.load(y + i, mask=m), mask=m)
+
+
+@triton.jit
+def tutorial_mm(a, b, c, M, N, K, sam, sak, sbk, sbn, scm, scn, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    pm = tl.program_id(0)
+    pn = tl.program_id(1)
+    rm = pm * BM + tl.arange(0, BM)
+    rn = pn * BN + tl.arange(0, BN)
+    rk = tl.arange(0, BK)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BK)):
+        av = tl.load(a + rm[:, None] * sam + (k * BK + rk)[None, :] * sak, mask=(rm[:, None] < M) & ((k * BK + rk)[None, :] < K), other=0.0)
+        bv = tl.load(b + (k * BK + rk)[:, None] * sbk + rn[None, :] * sbn, mask=((k * BK + rk)[:, None] < K) & (rn[None, :] < N), other=0.0)
+        acc = tl.dot(av, bv, acc)
+    tl.store(c + rm[:, None] * scm + rn[None, :] * scn, acc.to(tl.bfloat16), mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+
+def host_part():
+    h = results["host"]
+    # Tessera: every canonical example, cold cache, then the same build again (a cache hit).
+    examples = sorted(f for f in os.listdir(os.path.join(ROOT, "examples")) if f.endswith(".tile"))
+    rows = []
+    for f in examples:
+        cache = os.path.join(TMP, "tessera-cache-" + f)
+        env = {"TESSERA_CACHE_DIR": cache}
+        out = os.path.join(TMP, "aot-" + f)
+        cmd = ["build", "examples/" + f, "--emit", "ptx,meta", "-o", out, "--time"]
+        code, _, err, cold_wall = tessera(cmd, env)
+        row = {"file": f}
+        if code != 0:
+            row["error"] = first_line(err)
+            rows.append(row)
+            continue
+        m = re.search(r"(\d+) kernels? in ([\d.]+) ms \(cache (\w+)\)", err)
+        code2, _, err2, warm_wall = tessera(cmd, env)
+        m2 = re.search(r"in ([\d.]+) ms \(cache (\w+)\)", err2)
+        row.update(kernels=int(m.group(1)), cold_ms=float(m.group(2)), cold_wall_ms=cold_wall * 1e3, cold_state=m.group(3))
+        if code2 == 0 and m2:
+            row.update(warm_ms=float(m2.group(1)), warm_wall_ms=warm_wall * 1e3, warm_state=m2.group(2))
+        rows.append(row)
+        log("compile", json.dumps(row))
+    h["tessera_build"] = rows
+
+    # Triton: first compile of a small kernel (its JIT's own start), then the tutorial matmul
+    # configurations cold, as ../shared/anchors/host_anchors.py measured them.
+    x = torch.randn(1, device=dev)
+    y = torch.randn(1, device=dev)
+    o = torch.empty_like(x)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    add_kernel[(1,)](x, y, o, 1, B=128)
+    torch.cuda.synchronize()
+    h["triton_add_cold_compile_ms"] = (time.perf_counter() - t) * 1e3
+    a = torch.randn(4096, 4096, device=dev, dtype=torch.bfloat16)
+    b = torch.randn_like(a)
+    c = torch.empty_like(a)
+    tri = {}
+    for cfg in [(128, 128, 64), (128, 256, 64), (64, 128, 32)]:
+        t = time.perf_counter()
+        tutorial_mm[(4096 // cfg[0], 4096 // cfg[1])](a, b, c, 4096, 4096, 4096, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+                                                     c.stride(0), c.stride(1), BM=cfg[0], BN=cfg[1], BK=cfg[2])
+        torch.cuda.synchronize()
+        tri["BM=%d BN=%d BK=%d" % cfg] = (time.perf_counter() - t) * 1e3
+    h["triton_mm_cold_compile_ms"] = tri
+    log("triton compile", json.dumps(tri))
+    del a, b, c
+
+    # Launch overhead: the same tiny kernel (one block adding one element) 10^4 times.
+    n = 10000
+    for _ in range(100):
+        add_kernel[(1,)](x, y, o, 1, B=128)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(n):
+        add_kernel[(1,)](x, y, o, 1, B=128)
+    torch.cuda.synchronize()
+    h["triton_launch_us"] = (time.perf_counter() - t) / n * 1e6
+    t = time.perf_counter()
+    for _ in range(n):
+        torch.add(x, y, out=o)
+    torch.cuda.synchronize()
+    h["torch_add_launch_us"] = (time.perf_counter() - t) / n * 1e6
+    code, out, err, _ = tessera(["bench", "examples/vector_add.tile", "--dims", "N=1", "--launches", str(n), "--reps", "10", "--json"],
+                                {"TESSERA_CACHE_DIR": os.path.join(TMP, "bench-cache")})
+    if code == 0:
+        r = json.loads(out.strip().splitlines()[-1])
+        h["tessera_launch_us"] = r["launch_overhead"]["per_launch_us"]
+        h["tessera_launch_submit_us"] = r["launch_overhead"]["submit_us"]
+    else:
+        h["tessera_launch_error"] = first_line(err)
+    log("launch", json.dumps({k: v for k, v in h.items() if "launch" in k}))
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels: anchors and tessera bench on the same shapes and inputs.
+
+rows = []
+
+
+def rec(area, case, impl, ms, flops=None, nbytes=None, note="", anchor=True):
+    r = {"area": area, "case": case, "impl": impl, "ms": ms, "anchor": anchor, "note": note}
+    if ms and flops:
+        r["tflops"] = flops / ms / 1e9
+    if ms and nbytes:
+        r["gbps"] = nbytes / ms / 1e6
+    rows.append(r)
+    results["kernels"].append(r)
+    log("row", json.dumps(r))
+
+
+def relerr(got, ref):
+    got = got.float()
+    ref = ref.float()
+    if torch.isnan(got).any():
+        return float("nan")
+    return ((got - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def save(t, name):
+    path = os.path.join(TMP, name + ".npy")
+    np.save(path, t.detach().float().cpu().numpy() if t.dtype in (torch.bfloat16, torch.float16) else t.detach().cpu().numpy())
+    return path
+
+
+def run_tessera(area, case, file, kernel, inputs, scalars, out_name, out_shape, ref, flops=None, nbytes=None, consts=None, tol=2e-2):
+    """`tessera bench` on the same inputs; checks its first launch's output against `ref`."""
+    path = os.path.join(ROOT, "examples", file)
+    impl = "tessera " + file.replace(".tile", "")
+    if not os.path.exists(path):
+        rec(area, case, impl, None, note=f"no Tessera kernel yet (examples/{file})", anchor=False)
+        return
+    cmd = ["bench", "examples/" + file, "--kernel", kernel, "--json"]
+    for name, t in inputs.items():
+        cmd += ["--arg", f"{name}={save(t, case_id(case) + '-' + name)}"]
+    for name, v in scalars.items():
+        cmd += ["--arg", f"{name}={v}"]
+    for name, v in (consts or {}).items():
+        cmd += ["--const", f"{name}={v}"]
+    out_path = os.path.join(TMP, case_id(case) + "-out.npy")
+    cmd += ["--out", f"{out_name}={out_path}"]
+    if args.tune:
+        cmd += ["--tune"]
+    code, out, err, wall = tessera(cmd, {"TESSERA_CACHE_DIR": os.path.join(TMP, "bench-cache")})
+    for f in inputs:
+        try:
+            os.remove(os.path.join(TMP, case_id(case) + "-" + f + ".npy"))
+        except OSError:
+            pass
+    if code != 0:
+        rec(area, case, impl, None, note="tessera bench failed: " + first_line(err), anchor=False)
+        return
+    r = json.loads(out.strip().splitlines()[-1])
+    got = torch.from_numpy(np.load(out_path)).to(dev).reshape(out_shape)
+    os.remove(out_path)
+    e = relerr(got, ref)
+    ok = e == e and e < tol
+    note = f"relerr {e:.1e}" + ("" if ok else f" WRONG (tolerance {tol:.0e})")
+    if r.get("unwritten"):
+        note += f"; unwritten {r['unwritten']}"
+    if r.get("config"):
+        note += f"; tuned {r['config']}"
+    note += f"; {r['registers']} regs, {r['shared_bytes']} B smem"
+    rec(area, case, impl, r["timing"]["median_ms"], flops, nbytes, note, anchor=False)
+
+
+def case_id(case):
+    return re.sub(r"[^A-Za-z0-9]+", "_", case)[:60]
+
+
+def gemm_part():
+    @triton.autotune(configs=[
+        triton.Config({"BM": 128, "BN": 256, "BK": 64, "G": 8}, num_stages=3, num_warps=8),
+        triton.Config({"BM": 128, "BN": 128, "BK": 64, "G": 8}, num_stages=4, num_warps=4),
+        triton.Config({"BM": 128, "BN": 128, "BK": 64, "G": 8}, num_stages=3, num_warps=8),
+        triton.Config({"BM": 64, "BN": 256, "BK": 64, "G": 8}, num_stages=4, num_warps=4),
+    ], key=["M", "N", "K"])
+    @triton.jit
+    def mm_kernel(a, b, c, M, N, K, sam, sak, sbk, sbn, scm, scn, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, G: tl.constexpr):
+        pid = tl.program_id(0)
+        npm = tl.cdiv(M, BM)
+        npn = tl.cdiv(N, BN)
+        gid = pid // (G * npn)
+        fm = gid * G
+        gs = min(npm - fm, G)
+        pm = fm + ((pid % (G * npn)) % gs)
+        pn = (pid % (G * npn)) // gs
+        rm = (pm * BM + tl.arange(0, BM)) % M
+        rn = (pn * BN + tl.arange(0, BN)) % N
+        rk = tl.arange(0, BK)
+        ap = a + rm[:, None] * sam + rk[None, :] * sak
+        bp = b + rk[:, None] * sbk + rn[None, :] * sbn
+        acc = tl.zeros((BM, BN), dtype=tl.float32)
+        for k in range(0, tl.cdiv(K, BK)):
+            av = tl.load(ap, mask=rk[None, :] < K - k * BK, other=0.0)
+            bv = tl.load(bp, mask=rk[:, None] < K - k * BK, other=0.0)
+            acc = tl.dot(av, bv, acc)
+            ap += BK * sak
+            bp += BK * sbk
+        cm = pm * BM + tl.arange(0, BM)
+        cn = pn * BN + tl.arange(0, BN)
+        tl.store(c + cm[:, None] * scm + cn[None, :] * scn, acc.to(tl.bfloat16), mask=(cm[:, None] < M) & (cn[None, :] < N))
+
+    def triton_mm(a, b):
+        M, K = a.shape
+        _, N = b.shape
+        c = torch.empty((M, N), device=dev, dtype=a.dtype)
+        mm_kernel[lambda META: (triton.cdiv(M, META["BM"]) * triton.cdiv(N, META["BN"]),)](
+            a, b, c, M, N, K, a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1))
+        return c
+
+    for n in (4096,) if args.quick else (4096, 8192):
+        case = f"bf16 {n}^3"
+        a = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
+        b = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
+        fl = 2 * n**3
+        ref = a @ b
+        rec("gemm", case, "cublas (torch.matmul)", bench(lambda: a @ b), flops=fl)
+        out = triton_mm(a, b)
+        rec("gemm", case, "triton tutorial (autotuned)", bench(lambda: triton_mm(a, b)), flops=fl, note=f"relerr {relerr(out, ref):.1e}")
+        run_tessera("gemm", case, "matmul.tile", "matmul", {"a": a, "b": b}, {}, "c", (n, n), ref, flops=fl)
+        del a, b, ref, out
+
+
+def attention_part():
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    shapes = [(4, 32, 4096, 128, False), (4, 32, 4096, 128, True), (8, 16, 4096, 64, False)]
+    for (B, H, S, D, causal) in shapes[:1] if args.quick else shapes:
+        case = f"B{B} H{H} S{S} D{D} causal={causal}"
+        q, k, v = (torch.randn(B, H, S, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
+        fl = 4 * B * H * S * S * D * (0.5 if causal else 1.0)
+        ref = None
+        for name, be in [("flash (sdpa)", SDPBackend.FLASH_ATTENTION), ("cudnn (sdpa)", SDPBackend.CUDNN_ATTENTION)]:
+            try:
+                with sdpa_kernel(be):
+                    o = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+                    ref = o if ref is None else ref
+                    rec("attention", case, name, bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal)), flops=fl)
+            except Exception as e:  # noqa: BLE001 - an unavailable backend is a note, not a failure
+                rec("attention", case, name, None, note="unavailable: " + repr(e)[:100])
+        run_tessera("attention", case, "attention.tile", "attention", {"q": q, "k": k, "v": v}, {"scale": 1.0 / math.sqrt(D)}, "o",
+                    (B, H, S, D), ref, flops=fl, consts={"D": D, "CAUSAL": "true" if causal else "false"})
+        del q, k, v, ref
+
+
+def natten_part():
+    import torch.nn.functional as F
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    flex = torch.compile(flex_attention)
+    shapes = [(4, 8, 64, 64, 64, 7), (2, 8, 128, 128, 64, 13)]
+    for (B, Hh, X, Y, D, ks) in shapes[:1] if args.quick else shapes:
+        N = X * Y
+        r = ks // 2
+        case = f"2D B{B} heads{Hh} {X}x{Y} D{D} k{ks}"
+        q, k, v = (torch.randn(B, Hh, N, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
+
+        def mask_mod(b, h, qi, ki):
+            qx, qy = qi // Y, qi % Y
+            kx, ky = ki // Y, ki % Y
+            cx = torch.clamp(qx, r, X - 1 - r)
+            cy = torch.clamp(qy, r, Y - 1 - r)
+            return ((kx - cx).abs() <= r) & ((ky - cy).abs() <= r)
+
+        bm = create_block_mask(mask_mod, B=None, H=None, Q_LEN=N, KV_LEN=N)
+        ref = flex(q, k, v, block_mask=bm)
+        fl = 4 * B * Hh * N * ks * ks * D
+        rec("natten", case, "flex_attention (compiled)", bench(lambda: flex(q, k, v, block_mask=bm)), flops=fl)
+        idx = torch.arange(N, device=dev)
+        dense = mask_mod(None, None, idx[:, None], idx[None, :])
+        rec("natten", case, "sdpa dense bool mask", bench(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=dense)), flops=fl)
+        shape5 = (B, Hh, X, Y, D)
+        # The window patch must cover TX + KS - 1 keys: the next power of two.
+        w = 1 << (8 + ks - 1 - 1).bit_length()
+        run_tessera("natten", case, "na2d.tile", "na2d", {"q": q.reshape(shape5), "k": k.reshape(shape5), "v": v.reshape(shape5)},
+                    {"scale": 1.0 / math.sqrt(D)}, "o", (B, Hh, N, D), ref, flops=fl, consts={"KS": ks, "D": D, "WX": w, "WY": w})
+        del q, k, v, ref, dense
+
+
+def graph_part():
+    N, E, Fd, R = 169343, 1166243, 128, 8
+    g = torch.Generator(device="cpu").manual_seed(1)
+    deg_w = torch.arange(1, N + 1, dtype=torch.float64) ** -0.8
+    src = torch.multinomial(deg_w.float(), E, replacement=True, generator=g).to(dev)
+    dst = torch.randint(0, N, (E,), generator=g).to(dev)
+    val = torch.rand(E, device=dev)
+    A = torch.sparse_coo_tensor(torch.stack([dst, src]), val, (N, N)).coalesce().to_sparse_csr()
+    X = torch.randn(N, Fd, device=dev)
+    nnz = A.values().numel()
+    case = f"spmm N{N} E{nnz} F{Fd} fp32"
+    byt = nnz * (4 + 4) + N * Fd * 4 * 2
+    rec("graph", case, "cusparse (torch.sparse.mm csr)", bench(lambda: torch.sparse.mm(A, X)), flops=2 * nnz * Fd, nbytes=byt)
+
+    def scatter_agg():
+        out = torch.zeros_like(X)
+        out.index_add_(0, dst, X[src] * val[:, None])
+        return out
+
+    rec("graph", case, "gather+index_add (PyG-style)", bench(scatter_agg), flops=2 * E * Fd, nbytes=byt)
+    ref = torch.sparse.mm(A, X)
+    crow, col = A.crow_indices().to(torch.int32), A.col_indices().to(torch.int32)
+    run_tessera("graph", case, "spmm.tile", "spmm", {"rowptr": crow, "col": col, "val": A.values(), "x": X}, {}, "y", (N, Fd), ref,
+                flops=2 * nnz * Fd, nbytes=byt, tol=1e-4)
+    try:
+        from torch_geometric.nn import RGCNConv
+        et = torch.randint(0, R, (E,), device=dev)
+        ei = torch.stack([src, dst])
+        conv = RGCNConv(Fd, Fd, R, aggr="add").to(dev)
+        rcase = f"rgcn layer N{N} E{E} R{R} F{Fd} fp32"
+        with torch.no_grad():
+            rec("graph", rcase, "pyg RGCNConv", bench(lambda: conv(X, ei, et)), flops=2 * E * Fd * Fd)
+            rref = conv(X, ei, et)
+        run_tessera("graph", rcase, "rgcn.tile", "rgcn", {"src": src.to(torch.int32), "dst": dst.to(torch.int32), "etype": et.to(torch.int32),
+                    "x": X, "w": conv.weight.detach(), "root": conv.root.detach(), "bias": conv.bias.detach()}, {}, "y", (N, Fd), rref,
+                    flops=2 * E * Fd * Fd, tol=1e-3)
+    except Exception as e:  # noqa: BLE001
+        rec("graph", "rgcn", "pyg RGCNConv", None, note="unavailable: " + repr(e)[:120])
+
+
+def memory_part():
+    """Bandwidth-bound kernels Tessera already has: vector add, row softmax, layer norm."""
+    import torch.nn.functional as F
+    n = 1 << 26
+    x, y = torch.randn(n, device=dev), torch.randn(n, device=dev)
+    case = f"vector add f32 N=2^26"
+    nb = 3 * n * 4
+    rec("memory", case, "torch.add", bench(lambda: torch.add(x, y)), nbytes=nb)
+    run_tessera("memory", case, "vector_add.tile", "vector_add", {"x": x, "y": y}, {}, "z", (n,), x + y, nbytes=nb, tol=1e-6)
+    del x, y
+    R, C = 65536, 1024
+    x = torch.randn(R, C, device=dev)
+    case = f"softmax f32 {R}x{C}"
+    nb = 2 * R * C * 4
+    rec("memory", case, "torch.softmax", bench(lambda: torch.softmax(x, dim=1)), nbytes=nb)
+    run_tessera("memory", case, "softmax.tile", "softmax", {"x": x}, {}, "y", (R, C), torch.softmax(x, dim=1), nbytes=nb, tol=1e-5)
+    w, b = torch.randn(C, device=dev), torch.randn(C, device=dev)
+    case = f"layernorm f32 {R}x{C}"
+    rec("memory", case, "F.layer_norm", bench(lambda: F.layer_norm(x, (C,), w, b, 1e-5)), nbytes=nb)
+    run_tessera("memory", case, "layernorm.tile", "layernorm", {"x": x, "w": w, "b": b}, {"eps": 1e-5}, "y", (R, C),
+                F.layer_norm(x, (C,), w, b, 1e-5), nbytes=nb, tol=1e-4)
+
+
+parts = [("host", host_part), ("memory", memory_part), ("gemm", gemm_part), ("attention", attention_part), ("natten", natten_part),
+         ("graph", graph_part)]
+for name, fn in parts:
+    if name not in only:
+        continue
+    t = time.time()
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - one broken area must not lose the others' figures
+        log(f"area {name} failed: {e!r}")
+        results.setdefault("errors", []).append(f"{name}: {e!r}")
+    torch.cuda.empty_cache()
+    log(f"area {name} took {time.time() - t:.0f} s")
+
+# ----------------------------------------------------------------------------------------------
+# Tables.
+
+
+def fmt(v, spec):
+    return format(v, spec) if isinstance(v, (int, float)) and v == v else "-"
+
+
+out = []
+h = results["host"]
+if h:
+    out.append(f"\nHOST  {info['device']}  {info['date']}  torch {info['torch']}  triton {info['triton']}  {info['tessera']}")
+    tri = h.get("triton_mm_cold_compile_ms", {})
+    tri_first = tri.get("BM=128 BN=128 BK=64")
+    out.append(f"{'tessera build (cold cache)':34} {'kernels':>7} {'cold ms':>9} {'cold wall':>10} {'hit ms':>8} {'hit wall':>9}  vs Triton mm cold")
+    for r in h.get("tessera_build", []):
+        if "error" in r:
+            out.append(f"  {r['file']:32} {'-':>7}  error: {r['error']}")
+            continue
+        ratio = tri_first / r["cold_ms"] if tri_first else float("nan")
+        out.append(f"  {r['file']:32} {r['kernels']:>7} {r['cold_ms']:>9.1f} {r['cold_wall_ms']:>10.1f} {fmt(r.get('warm_ms'), '>8.2f')} "
+                   f"{fmt(r.get('warm_wall_ms'), '>9.1f')}  {ratio:.0f}x faster")
+    for k, v in tri.items():
+        out.append(f"  triton tutorial mm {k:18} cold compile + first launch {v:9.1f} ms")
+    if "triton_add_cold_compile_ms" in h:
+        out.append(f"  triton add kernel (first JIT compile of the run) {h['triton_add_cold_compile_ms']:9.1f} ms")
+    out.append(f"launch overhead, 10^4 launches of a one-block add: tessera {fmt(h.get('tessera_launch_us'), '.2f')} µs "
+               f"(submit {fmt(h.get('tessera_launch_submit_us'), '.2f')} µs), triton {fmt(h.get('triton_launch_us'), '.2f')} µs, "
+               f"torch.add {fmt(h.get('torch_add_launch_us'), '.2f')} µs" + (f"  [tessera: {h['tessera_launch_error']}]" if "tessera_launch_error" in h else ""))
+
+if rows:
+    out.append(f"\nKERNELS  {info['device']}  {info['date']}  (median of CUDA-event timings; ratio = best anchor time / this time)")
+    out.append(f"{'area':9} {'case':40} {'impl':30} {'ms':>10} {'TFLOP/s':>8} {'GB/s':>8} {'vs best':>8}  note")
+    cases = []
+    for r in rows:
+        if (r["area"], r["case"]) not in cases:
+            cases.append((r["area"], r["case"]))
+    for key in cases:
+        group = [r for r in rows if (r["area"], r["case"]) == key]
+        anchors = [r["ms"] for r in group if r["anchor"] and r["ms"]]
+        best = min(anchors) if anchors else None
+        for r in group:
+            ratio = best / r["ms"] if best and r["ms"] else None
+            out.append(f"{r['area']:9} {r['case'][:40]:40} {r['impl'][:30]:30} {fmt(r['ms'], '>10.4f')} {fmt(r.get('tflops'), '>8.1f')} "
+                       f"{fmt(r.get('gbps'), '>8.1f')} {(format(ratio, '.3f') + 'x') if ratio else '-':>8}  {r['note']}")
+print("\n".join(out), flush=True)
+print(f"\ntotal {time.time() - started:.0f} s", flush=True)
+if args.out:
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+shutil.rmtree(TMP, ignore_errors=True)
