@@ -211,6 +211,9 @@ pub struct Module {
     pub kernels: Vec<CompiledKernel>,
     /// Warnings and notes (errors make `compile` fail instead).
     pub warnings: Diagnostics,
+    /// Wall time of each stage over the whole file, in milliseconds: `frontend` (parse, sema,
+    /// tile-IR passes), `lower`, `codegen` (LLVM IR, its optimisation, and PTX emission).
+    pub stage_ms: Vec<(&'static str, f64)>,
 }
 
 impl Module {
@@ -313,7 +316,10 @@ pub fn compile(src: &Source, opts: &Options) -> Result<Module, Diagnostics> {
 
 /// [`compile`], showing the IR to `sink` after the stages it wants (see [`dump_stages`]).
 pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Result<Module, Diagnostics> {
+    let clock = std::time::Instant::now();
     let kernels = frontend_with(src, opts, sink)?;
+    let frontend_ms = clock.elapsed().as_secs_f64() * 1e3;
+    let (mut lower_ms, mut codegen_ms) = (0.0, 0.0);
     let mut out = vec![];
     let ice = |d: Diagnostic| {
         let mut sources = SourceMap::new();
@@ -321,14 +327,18 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
         Diagnostics { items: vec![d], sources }
     };
     for k in kernels {
+        let clock = std::time::Instant::now();
         let lk = lower::lower_kernel(&k, opts).map_err(ice)?;
+        lower_ms += clock.elapsed().as_secs_f64() * 1e3;
         if sink.wants("lower") {
             sink.dump(&k.name, "lower", &lir::print_kernel(&lk));
         }
         if opts.verify {
             lir::verify_kernel(&lk).map_err(|e| ice(Diagnostic::ice("lower", e)))?;
         }
+        let clock = std::time::Instant::now();
         let (llvm_ir, ptx) = codegen::emit(&lk, opts.target).map_err(ice)?;
+        codegen_ms += clock.elapsed().as_secs_f64() * 1e3;
         if sink.wants("codegen") {
             sink.dump(&k.name, "codegen", &llvm_ir);
         }
@@ -348,5 +358,6 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
         };
         out.push(CompiledKernel { meta, tir: k, lir: lk, llvm_ir, ptx });
     }
-    Ok(Module { kernels: out, warnings: Diagnostics::default() })
+    let stage_ms = vec![("frontend", frontend_ms), ("lower", lower_ms), ("codegen", codegen_ms)];
+    Ok(Module { kernels: out, warnings: Diagnostics::default(), stage_ms })
 }

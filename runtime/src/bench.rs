@@ -114,10 +114,14 @@ pub struct LaunchOverhead {
     pub per_launch_us: f64,
     /// Wall time of the launch calls alone, per launch (µs).
     pub submit_us: f64,
+    /// The same launches straight through `cuLaunchKernel` with the arguments packed once, then
+    /// one wait, per launch (µs): the driver's floor, for comparison.
+    pub driver_us: f64,
 }
 
 /// Launches `k` `n` times back to back (after 100 warm-up launches) and reports the time per
-/// launch; every launch goes through the full checked path.
+/// launch; every launch goes through the full checked path. Then the same through the bare
+/// driver call, for the floor.
 pub fn launch_overhead(rt: &Runtime, k: &LoadedKernel, args: &[DeviceArg<'_>], n: usize) -> Result<LaunchOverhead, RuntimeError> {
     for _ in 0..100 {
         rt.launch_async(k, args)?;
@@ -131,11 +135,9 @@ pub fn launch_overhead(rt: &Runtime, k: &LoadedKernel, args: &[DeviceArg<'_>], n
     let submit = t0.elapsed();
     rt.synchronize()?;
     let total = t0.elapsed();
-    Ok(LaunchOverhead {
-        launches: n,
-        per_launch_us: total.as_secs_f64() * 1e6 / n as f64,
-        submit_us: submit.as_secs_f64() * 1e6 / n as f64,
-    })
+    let (_, driver) = rt.driver_launch_floor(k, args, n)?;
+    let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / n as f64;
+    Ok(LaunchOverhead { launches: n, per_launch_us: per(total), submit_us: per(submit), driver_us: per(driver) })
 }
 
 /// The arguments of `tessera bench` besides the build options.
@@ -545,7 +547,10 @@ fn print_report(r: &Report) {
     );
     println!("  tensors: {:.1} MB in and out once → {:.1} GB/s", r.min_bytes as f64 / 1e6, r.gbps);
     if let Some(o) = &r.launch_overhead {
-        println!("  launch: {} launches, {:.2} µs per launch ({:.2} µs to submit)", o.launches, o.per_launch_us, o.submit_us);
+        println!(
+            "  launch: {} launches, {:.2} µs per launch ({:.2} µs to submit; bare cuLaunchKernel {:.2} µs)",
+            o.launches, o.per_launch_us, o.submit_us, o.driver_us
+        );
     }
     if let Some(c) = &r.check {
         for (n, ok, err) in c {

@@ -104,6 +104,10 @@ impl CacheKey {
         h.field(opts.target.name());
         h.field(opts.kernel.as_deref().unwrap_or("*"));
         h.field(&format!("{:?}/{:?}", opts.warps, opts.stages));
+        // A checked build keeps `assert`s in the PTX.
+        if opts.checked {
+            h.field("checked");
+        }
         h.finish()
     }
 

@@ -554,6 +554,45 @@ impl Runtime {
         self.enqueue(&stream.cuda, k, args)
     }
 
+    /// The floor of any launch path on this driver: `n` calls of `cuLaunchKernel` with the
+    /// arguments checked and packed once, then one wait. Returns the time of the `n` calls alone
+    /// and the time including the wait (what [`crate::bench::launch_overhead`] compares with).
+    pub fn driver_launch_floor(
+        &self,
+        k: &LoadedKernel,
+        args: &[DeviceArg<'_>],
+        n: usize,
+    ) -> Result<(std::time::Duration, std::time::Duration), RuntimeError> {
+        let mut scratch = k.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let stream = &self.stream;
+        let grid = k.plan.bind(&k.meta, &mut scratch, args.len(), &mut |i| crate::launch::arg_ref(&args[i], stream))?;
+        let start = std::time::Instant::now();
+        guarded(
+            || format!("launching kernel `{}`", k.meta.name),
+            || {
+                self.ctx.bind_to_thread()?;
+                for _ in 0..n {
+                    // SAFETY: as in `enqueue`: the buffer was packed for this kernel by
+                    // `Plan::bind` just now and stays locked, and every tensor is borrowed.
+                    unsafe {
+                        cudarc::driver::result::launch_kernel(
+                            k.func.cu_function(),
+                            (grid[0], grid[1], grid[2]),
+                            (k.meta.threads, 1, 1),
+                            k.meta.shared_bytes,
+                            stream.cu_stream(),
+                            scratch.params(),
+                        )?
+                    };
+                }
+                Ok(())
+            },
+        )?;
+        let submit = start.elapsed();
+        self.synchronize()?;
+        Ok((submit, start.elapsed()))
+    }
+
     fn enqueue(&self, stream: &CudaStream, k: &LoadedKernel, args: &[DeviceArg<'_>]) -> Result<(), RuntimeError> {
         let mut scratch = k.scratch.lock().unwrap_or_else(|e| e.into_inner());
         let grid = k.plan.bind(&k.meta, &mut scratch, args.len(), &mut |i| crate::launch::arg_ref(&args[i], stream))?;

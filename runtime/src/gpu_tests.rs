@@ -398,7 +398,7 @@ fn timing_overhead_and_tuning() {
     assert!(t.median_ms > 0.0 && t.min_ms <= t.median_ms && t.median_ms <= t.max_ms && t.reps >= 5);
     let o = crate::bench::launch_overhead(&rt, &k, &args, 10_000).unwrap();
     eprintln!("launch overhead: {o:?}");
-    assert!(o.per_launch_us > 0.0 && o.submit_us <= o.per_launch_us);
+    assert!(o.per_launch_us > 0.0 && o.submit_us <= o.per_launch_us && o.driver_us > 0.0);
 
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/matmul.tile")).unwrap();
     let src = tessera_compiler::Source::new("matmul.tile", text);

@@ -47,6 +47,9 @@ struct BuildOpts {
     /// Override `#[warps]`.
     #[arg(long)]
     warps: Option<u32>,
+    /// A checked build: `assert`s stay in the GPU code (the interpreter always checks them).
+    #[arg(long)]
+    checked: bool,
 }
 
 #[derive(Subcommand)]
@@ -158,7 +161,15 @@ fn options(o: &BuildOpts) -> Result<Options, Fail> {
         };
         consts.push((n.trim().to_string(), v));
     }
-    Ok(Options { consts, target, kernel: o.kernel.clone(), warps: o.warps, verify: cfg!(debug_assertions), ..Options::default() })
+    Ok(Options {
+        consts,
+        target,
+        kernel: o.kernel.clone(),
+        warps: o.warps,
+        verify: cfg!(debug_assertions),
+        checked: o.checked,
+        ..Options::default()
+    })
 }
 
 fn read_source(path: &Path) -> Result<Source, Fail> {
@@ -228,18 +239,16 @@ fn build(
     let cache = if no_cache { Cache::in_memory() } else { Cache::from_env() };
     let needs_ir = dump_all || !dump_after.is_empty() || emit.iter().any(|e| matches!(e, Emit::Tir | Emit::Lir | Emit::Llvm));
     let mut module = None;
-    let cached = if needs_ir {
-        let mut sink = Dumper { after: dump_after, all: dump_all };
-        cache.get_or_compile_with(&src, &o, || {
+    let mut sink = Dumper { after: dump_after, all: dump_all };
+    let cached = cache
+        .get_or_compile_with(&src, &o, || {
             let m = tessera_compiler::compile_with(&src, &o, &mut sink)?;
             let a = Artifacts::from_module(&m);
             module = Some(m);
             Ok(a)
         })
-    } else {
-        cache.get_or_compile(&src, &o)
-    }
-    .map_err(|d| Fail(d.render()))?;
+        .map_err(|d| Fail(d.render()))?;
+    let stages: Vec<String> = module.iter().flat_map(|m| &m.stage_ms).map(|(s, ms)| format!("{s} {ms:.1} ms")).collect();
     // A cache hit with IR wanted: compile for the IR (the cached PTX is the same).
     if needs_ir && module.is_none() {
         module =
@@ -250,12 +259,13 @@ fn build(
     }
     if time {
         eprintln!(
-            "built `{}`: {} kernel{} in {:.1} ms (cache {})",
+            "built `{}`: {} kernel{} in {:.1} ms (cache {}){}",
             file.display(),
             cached.artifacts.kernels.len(),
             if cached.artifacts.kernels.len() == 1 { "" } else { "s" },
             cached.millis,
-            cached.hit.name()
+            cached.hit.name(),
+            if stages.is_empty() { String::new() } else { format!(": {}", stages.join(", ")) }
         );
     }
     for k in &cached.artifacts.kernels {

@@ -146,6 +146,9 @@ def host_part():
         code2, _, err2, warm_wall = tessera(cmd, env)
         m2 = re.search(r"in ([\d.]+) ms \(cache (\w+)\)", err2)
         row.update(kernels=int(m.group(1)), cold_ms=float(m.group(2)), cold_wall_ms=cold_wall * 1e3, cold_state=m.group(3))
+        st = re.search(r"\(cache \w+\): (.*)", err)
+        if st:
+            row["stages"] = st.group(1).strip()
         if code2 == 0 and m2:
             row.update(warm_ms=float(m2.group(1)), warm_wall_ms=warm_wall * 1e3, warm_state=m2.group(2))
         rows.append(row)
@@ -197,6 +200,7 @@ def host_part():
         r = json.loads(out.strip().splitlines()[-1])
         h["tessera_launch_us"] = r["launch_overhead"]["per_launch_us"]
         h["tessera_launch_submit_us"] = r["launch_overhead"]["submit_us"]
+        h["driver_launch_us"] = r["launch_overhead"]["driver_us"]
     else:
         h["tessera_launch_error"] = first_line(err)
     log("launch", json.dumps({k: v for k, v in h.items() if "launch" in k}))
@@ -233,7 +237,8 @@ def save(t, name):
     return path
 
 
-def run_tessera(area, case, file, kernel, inputs, scalars, out_name, out_shape, ref, flops=None, nbytes=None, consts=None, tol=2e-2):
+def run_tessera(area, case, file, kernel, inputs, scalars, out_name, out_shape, ref, flops=None, nbytes=None, consts=None, tol=2e-2,
+                extra="", dims=None):
     """`tessera bench` on the same inputs; checks its first launch's output against `ref`."""
     path = os.path.join(ROOT, "examples", file)
     impl = "tessera " + file.replace(".tile", "")
@@ -247,7 +252,9 @@ def run_tessera(area, case, file, kernel, inputs, scalars, out_name, out_shape, 
         cmd += ["--arg", f"{name}={v}"]
     for name, v in (consts or {}).items():
         cmd += ["--const", f"{name}={v}"]
-    out_path = os.path.join(TMP, case_id(case) + "-out.npy")
+    if dims:
+        cmd += ["--dims", ",".join(f"{k}={v}" for k, v in dims.items())]
+    out_path = os.path.join(TMP, case_id(case) + "-result.npy")
     cmd += ["--out", f"{out_name}={out_path}"]
     if args.tune:
         cmd += ["--tune"]
@@ -270,7 +277,7 @@ def run_tessera(area, case, file, kernel, inputs, scalars, out_name, out_shape, 
         note += f"; unwritten {r['unwritten']}"
     if r.get("config"):
         note += f"; tuned {r['config']}"
-    note += f"; {r['registers']} regs, {r['shared_bytes']} B smem"
+    note += f"; {r['registers']} regs, {r['shared_bytes']} B smem" + (f"; {extra}" if extra else "")
     rec(area, case, impl, r["timing"]["median_ms"], flops, nbytes, note, anchor=False)
 
 
@@ -329,7 +336,16 @@ def gemm_part():
         out = triton_mm(a, b)
         rec("gemm", case, "triton tutorial (autotuned)", bench(lambda: triton_mm(a, b)), flops=fl, note=f"relerr {relerr(out, ref):.1e}")
         run_tessera("gemm", case, "matmul.tile", "matmul", {"a": a, "b": b}, {}, "c", (n, n), ref, flops=fl)
-        del a, b, ref, out
+        del ref, out
+        if n == 4096:
+            import torch.nn.functional as F
+            bias = torch.randn(n, device=dev)
+            lcase = f"linear+gelu bf16 {n}^3"
+            lref = F.gelu(a.float() @ b.float() + bias)
+            rec("gemm", lcase, "torch eager (addmm + gelu)", bench(lambda: F.gelu(torch.addmm(bias.to(torch.bfloat16), a, b))), flops=fl)
+            run_tessera("gemm", lcase, "linear.tile", "linear", {"x": a, "w": b, "bias": bias}, {}, "y", (n, n), lref, flops=fl)
+            del lref
+        del a, b
 
 
 def attention_part():
@@ -380,10 +396,14 @@ def natten_part():
         dense = mask_mod(None, None, idx[:, None], idx[None, :])
         rec("natten", case, "sdpa dense bool mask", bench(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=dense)), flops=fl)
         shape5 = (B, Hh, X, Y, D)
-        # The window patch must cover TX + KS - 1 keys: the next power of two.
-        w = 1 << (8 + ks - 1 - 1).bit_length()
+        # The key patch must cover TX + KS - 1 positions per axis (a power of two): 8x8 queries
+        # with a 16x16 patch for k7, 4x4 queries with a 16x16 patch for k13 (8x8 would need 32x32,
+        # whose f32[64, 1024] score tile is over the shared-memory limit).
+        t = 8 if ks <= 9 else 4
+        w = 1 << (t + ks - 2).bit_length()
         run_tessera("natten", case, "na2d.tile", "na2d", {"q": q.reshape(shape5), "k": k.reshape(shape5), "v": v.reshape(shape5)},
-                    {"scale": 1.0 / math.sqrt(D)}, "o", (B, Hh, N, D), ref, flops=fl, consts={"KS": ks, "D": D, "WX": w, "WY": w})
+                    {"scale": 1.0 / math.sqrt(D)}, "o", (B, Hh, N, D), ref, flops=fl,
+                    consts={"KS": ks, "D": D, "TX": t, "TY": t, "WX": w, "WY": w})
         del q, k, v, ref, dense
 
 
@@ -409,22 +429,38 @@ def graph_part():
     rec("graph", case, "gather+index_add (PyG-style)", bench(scatter_agg), flops=2 * E * Fd, nbytes=byt)
     ref = torch.sparse.mm(A, X)
     crow, col = A.crow_indices().to(torch.int32), A.col_indices().to(torch.int32)
-    run_tessera("graph", case, "spmm.tile", "spmm", {"rowptr": crow, "col": col, "val": A.values(), "x": X}, {}, "y", (N, Fd), ref,
-                flops=2 * nnz * Fd, nbytes=byt, tol=1e-4)
+    run_tessera("graph", case, "spmm_csr.tile", "spmm_csr", {"row_ptr": crow, "col_idx": col, "vals": A.values(), "x": X}, {}, "y", (N, Fd),
+                ref, flops=2 * nnz * Fd, nbytes=byt, tol=1e-4, dims={"R": N})
+    rcase = f"rgcn layer N{N} E{E} R{R} F{Fd} fp32"
     try:
         from torch_geometric.nn import RGCNConv
-        et = torch.randint(0, R, (E,), device=dev)
-        ei = torch.stack([src, dst])
-        conv = RGCNConv(Fd, Fd, R, aggr="add").to(dev)
-        rcase = f"rgcn layer N{N} E{E} R{R} F{Fd} fp32"
-        with torch.no_grad():
-            rec("graph", rcase, "pyg RGCNConv", bench(lambda: conv(X, ei, et)), flops=2 * E * Fd * Fd)
-            rref = conv(X, ei, et)
-        run_tessera("graph", rcase, "rgcn.tile", "rgcn", {"src": src.to(torch.int32), "dst": dst.to(torch.int32), "etype": et.to(torch.int32),
-                    "x": X, "w": conv.weight.detach(), "root": conv.root.detach(), "bias": conv.bias.detach()}, {}, "y", (N, Fd), rref,
-                    flops=2 * E * Fd * Fd, tol=1e-3)
     except Exception as e:  # noqa: BLE001
-        rec("graph", "rgcn", "pyg RGCNConv", None, note="unavailable: " + repr(e)[:120])
+        rec("graph", rcase, "pyg RGCNConv", None, note="unavailable: " + repr(e)[:120])
+        return
+    et = torch.randint(0, R, (E,), device=dev)
+    ei = torch.stack([src, dst])
+    conv = RGCNConv(Fd, Fd, R, aggr="add").to(dev)
+    with torch.no_grad():
+        rec("graph", rcase, "pyg RGCNConv", bench(lambda: conv(X, ei, et)), flops=2 * E * Fd * Fd)
+        rref = conv(X, ei, et)
+        # Tessera's rgcn kernel adds the messages into `out`, which starts as the self-loop term
+        # (x · root + bias, computed here and not timed); edges sorted by relation, in tiles of
+        # at most BE = 64 edges of one relation.
+        init = X @ conv.root + conv.bias
+    order = torch.argsort(et, stable=True)
+    counts = torch.bincount(et, minlength=R).tolist()
+    rels, starts, ends, pos = [], [], [], 0
+    for r, c in enumerate(counts):
+        for t0 in range(pos, pos + c, 64):
+            rels.append(r)
+            starts.append(t0)
+            ends.append(min(t0 + 64, pos + c))
+        pos += c
+    i32 = lambda v: torch.tensor(v, dtype=torch.int32, device=dev)  # noqa: E731
+    run_tessera("graph", rcase, "rgcn.tile", "rgcn", {
+        "x": X, "w": conv.weight.detach(), "src": src[order].to(torch.int32), "dst": dst[order].to(torch.int32),
+        "norm": torch.ones(E, device=dev), "tile_rel": i32(rels), "tile_start": i32(starts), "tile_end": i32(ends), "out": init,
+    }, {}, "out", (N, Fd), rref, flops=2 * E * Fd * Fd, tol=1e-3, extra="self-loop term precomputed, not timed")
 
 
 def memory_part():
@@ -450,8 +486,9 @@ def memory_part():
                 F.layer_norm(x, (C,), w, b, 1e-5), nbytes=nb, tol=1e-4)
 
 
-parts = [("host", host_part), ("memory", memory_part), ("gemm", gemm_part), ("attention", attention_part), ("natten", natten_part),
-         ("graph", graph_part)]
+# Cheapest and most important first: a run cut short by a time limit keeps what it measured.
+parts = [("host", host_part), ("memory", memory_part), ("gemm", gemm_part), ("attention", attention_part), ("graph", graph_part),
+         ("natten", natten_part)]
 for name, fn in parts:
     if name not in only:
         continue
@@ -463,6 +500,9 @@ for name, fn in parts:
         results.setdefault("errors", []).append(f"{name}: {e!r}")
     torch.cuda.empty_cache()
     log(f"area {name} took {time.time() - t:.0f} s")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
 
 # ----------------------------------------------------------------------------------------------
 # Tables.
@@ -478,20 +518,22 @@ if h:
     out.append(f"\nHOST  {info['device']}  {info['date']}  torch {info['torch']}  triton {info['triton']}  {info['tessera']}")
     tri = h.get("triton_mm_cold_compile_ms", {})
     tri_first = tri.get("BM=128 BN=128 BK=64")
-    out.append(f"{'tessera build (cold cache)':34} {'kernels':>7} {'cold ms':>9} {'cold wall':>10} {'hit ms':>8} {'hit wall':>9}  vs Triton mm cold")
+    out.append(f"{'tessera build (cold cache)':34} {'kernels':>7} {'cold ms':>9} {'cold wall':>10} {'hit ms':>8} {'hit wall':>9} "
+               f"{'Triton mm cold / this':>22}  stages (cold)")
     for r in h.get("tessera_build", []):
         if "error" in r:
             out.append(f"  {r['file']:32} {'-':>7}  error: {r['error']}")
             continue
         ratio = tri_first / r["cold_ms"] if tri_first else float("nan")
         out.append(f"  {r['file']:32} {r['kernels']:>7} {r['cold_ms']:>9.1f} {r['cold_wall_ms']:>10.1f} {fmt(r.get('warm_ms'), '>8.2f')} "
-                   f"{fmt(r.get('warm_wall_ms'), '>9.1f')}  {ratio:.0f}x faster")
+                   f"{fmt(r.get('warm_wall_ms'), '>9.1f')} {ratio:>21.1f}x  {r.get('stages', '')}")
     for k, v in tri.items():
         out.append(f"  triton tutorial mm {k:18} cold compile + first launch {v:9.1f} ms")
     if "triton_add_cold_compile_ms" in h:
         out.append(f"  triton add kernel (first JIT compile of the run) {h['triton_add_cold_compile_ms']:9.1f} ms")
     out.append(f"launch overhead, 10^4 launches of a one-block add: tessera {fmt(h.get('tessera_launch_us'), '.2f')} µs "
-               f"(submit {fmt(h.get('tessera_launch_submit_us'), '.2f')} µs), triton {fmt(h.get('triton_launch_us'), '.2f')} µs, "
+               f"(submit {fmt(h.get('tessera_launch_submit_us'), '.2f')} µs; bare cuLaunchKernel {fmt(h.get('driver_launch_us'), '.2f')} µs), "
+               f"triton {fmt(h.get('triton_launch_us'), '.2f')} µs, "
                f"torch.add {fmt(h.get('torch_add_launch_us'), '.2f')} µs" + (f"  [tessera: {h['tessera_launch_error']}]" if "tessera_launch_error" in h else ""))
 
 if rows:

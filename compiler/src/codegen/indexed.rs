@@ -27,6 +27,11 @@ impl<'c> Gen<'c, '_> {
             Some(Layout::Blocked { .. }) if t.numel() < self.k.threads as i64 => {
                 Ok(Some(self.b.build_int_compare(IntPredicate::ULT, self.tid, self.i32c(t.numel()), "own").ice()?))
             }
+            // Each row value is held by the 4 lanes of a quad: the first one owns it.
+            Some(Layout::MmaRows { .. }) => {
+                let t4 = self.b.build_and(self.tid, self.i32c(3), "t4").ice()?;
+                Ok(Some(self.b.build_int_compare(IntPredicate::EQ, t4, self.i32c(0), "own").ice()?))
+            }
             Some(Layout::Blocked { .. } | Layout::Mma { .. }) | None => Ok(None),
         }
     }

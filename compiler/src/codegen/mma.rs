@@ -126,11 +126,11 @@ impl<'c> Gen<'c, '_> {
         t: &lir::Type,
         acc: Value,
         bases: [Option<Value>; 2],
-        a_off: u32,
-        b_off: u32,
+        offs: (u32, u32, bool),
         k: i64,
         dtype: DType,
     ) -> Res<Vec<Cv<'c>>> {
+        let (a_off, b_off, b_trans) = offs;
         let base = |g: &Self, v: Option<Value>| -> Res<IntValue<'c>> {
             match v {
                 Some(v) => Ok(g.regs(v)?[0].into_int_value()),
@@ -154,7 +154,7 @@ impl<'c> Gen<'c, '_> {
         let half = b.build_int_add(r8, b.build_int_mul(q_lo, self.i32c(8), "h").ice()?, "half").ice()?;
         let hi8 = b.build_int_mul(q_hi, self.i32c(8), "hi8").ice()?;
         let a_row0 = b.build_int_add(b.build_int_mul(wm, self.i32c(bm), "ar").ice()?, half, "ar").ice()?;
-        let b_col0 = b.build_int_add(b.build_int_mul(wn, self.i32c(bn), "bc").ice()?, hi8, "bc").ice()?;
+        let b_col0 = b.build_int_mul(wn, self.i32c(bn), "bc").ice()?;
         for ks in 0..k / 16 {
             let mut afr = vec![];
             for mi in 0..mt {
@@ -164,21 +164,8 @@ impl<'c> Gen<'c, '_> {
                 let off = self.b.build_int_add(self.b.build_int_add(off, self.i32c(a_off as i64), "off").ice()?, a_base, "off").ice()?;
                 afr.push(self.ldmatrix(off, 4, false)?);
             }
-            let mut bfr: Vec<Vec<IntValue>> = vec![];
-            let mut ni = 0;
-            while ni < nt {
-                let pair = ni + 1 < nt;
-                let krow = self.b.build_int_add(half, self.i32c(ks * 16), "kr").ice()?;
-                let col = self.b.build_int_add(b_col0, self.i32c(ni as i64 * 8), "nc").ice()?;
-                let off = self.smem_offset_2d(krow, col, n, esize, true)?;
-                let off = self.b.build_int_add(self.b.build_int_add(off, self.i32c(b_off as i64), "off").ice()?, b_base, "off").ice()?;
-                let regs = self.ldmatrix(off, if pair { 4 } else { 2 }, true)?;
-                bfr.push(regs[0..2].to_vec());
-                if pair {
-                    bfr.push(regs[2..4].to_vec());
-                }
-                ni += 2;
-            }
+            let lanes = LaneParts { half, hi8, r8, q_lo };
+            let bfr = self.b_fragments(ks, nt, n, k, b_col0, &lanes, b_off, b_base, b_trans, esize)?;
             for (mi, a) in afr.iter().enumerate() {
                 for (ni, bb) in bfr.iter().enumerate() {
                     let base = (mi * nt + ni) * 4;
@@ -421,5 +408,212 @@ impl<'c> Gen<'c, '_> {
         let f = self.ctx.create_inline_asm(fty, text.to_string(), "~{memory}".into(), true, false, None, false);
         self.b.build_indirect_call(fty, f, &[], "").ice()?;
         Ok(())
+    }
+}
+
+impl<'c> Gen<'c, '_> {
+    /// `[row]` (or `[row, 0]`) of register `r` in an `#mma_rows` tile.
+    pub(crate) fn mma_row_coords(&self, shape: &[i64], warps_m: u32, r: usize) -> Res<Vec<IntValue<'c>>> {
+        let (wm, _, g, _, _) = self.mma_ids(1)?;
+        let bm = shape[0] / warps_m as i64;
+        let (mi, h) = ((r / 2) as i64, (r % 2) as i64);
+        let b = &self.b;
+        let row = b.build_int_add(b.build_int_mul(wm, self.i32c(bm), "r").ice()?, self.i32c(mi * 16 + 8 * h), "r").ice()?;
+        let row = b.build_int_add(row, g, "row").ice()?;
+        let mut out = vec![row];
+        if shape.len() == 2 {
+            out.push(self.i32c(0));
+        }
+        Ok(out)
+    }
+
+    /// Reduces each row of an `#mma<w×1>` tile: over this lane's registers, then across the
+    /// quad with butterfly shuffles.
+    pub(crate) fn row_reduce(&mut self, x: Value, op: crate::tir::ReduceOp) -> Res<Vec<BasicValueEnum<'c>>> {
+        let t = self.k.body.ty(x).clone();
+        let regs = self.regs(x)?;
+        let d = t.dtype();
+        let acc_d = if matches!(d, DType::F16 | DType::BF16) { DType::F32 } else { d };
+        let bop = match op {
+            crate::tir::ReduceOp::Sum => crate::tir::BinaryOp::Add,
+            crate::tir::ReduceOp::Max => crate::tir::BinaryOp::Max,
+            crate::tir::ReduceOp::Min => crate::tir::BinaryOp::Min,
+        };
+        let Some(Layout::Mma { warps_m, .. }) = t.layout() else { return Err("row_reduce of a tile not in the MMA layout".into()) };
+        let mt = (t.shape()[0] / warps_m as i64 / 16) as usize;
+        let nt = regs.len() / 4 / mt.max(1);
+        let mut out = vec![];
+        for mi in 0..mt {
+            for h in 0..2 {
+                let mut acc: Option<BasicValueEnum> = None;
+                for ni in 0..nt {
+                    for c in [2 * h, 2 * h + 1] {
+                        let v = super::math::convert(self, regs[(mi * nt + ni) * 4 + c], d, acc_d)?;
+                        acc = Some(match acc {
+                            None => v,
+                            Some(a) => super::math::binary(self, bop, a, v, acc_d)?,
+                        });
+                    }
+                }
+                let mut v = acc.ok_or("empty row")?;
+                for lane_mask in [1, 2] {
+                    let o = self.shfl_xor(v, lane_mask)?;
+                    v = super::math::binary(self, bop, v, o, acc_d)?;
+                }
+                out.push(super::math::convert(self, v, acc_d, d)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `shfl.sync.bfly` of a 32-bit register (floats and ints) across the full warp.
+    fn shfl_xor(&self, v: BasicValueEnum<'c>, lane_mask: i64) -> Res<BasicValueEnum<'c>> {
+        let i32t = self.ctx.i32_type();
+        let bits = if v.get_type().is_float_type() {
+            if v.get_type() != self.ctx.f32_type().into() {
+                return Err("shuffle of a float that is not f32".into());
+            }
+            self.b.build_bit_cast(v, i32t, "b").ice()?.into_int_value()
+        } else {
+            let iv = v.into_int_value();
+            if iv.get_type().get_bit_width() > 32 {
+                return Err("shuffle of a 64-bit integer".into());
+            }
+            self.b.build_int_z_extend(iv, i32t, "z").ice()?
+        };
+        let r = self.call(
+            "llvm.nvvm.shfl.sync.bfly.i32",
+            &[i32t.const_all_ones().into(), bits.into(), self.i32c(lane_mask).into(), self.i32c(31).into()],
+            i32t.into(),
+        )?;
+        let r = r.into_int_value();
+        Ok(if v.get_type().is_float_type() {
+            self.b.build_bit_cast(r, v.get_type(), "f").ice()?
+        } else {
+            self.b.build_int_truncate(r, v.into_int_value().get_type(), "t").ice()?.into()
+        })
+    }
+
+    /// `acc + a · b` with `a` in registers (`#mma<w×1>`, 16-bit floats) and `b` swizzled in
+    /// shared memory: the C fragments of n-tiles `2j` and `2j+1` are the A fragment of k-block `j`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn reg_mma(
+        &mut self,
+        t: &lir::Type,
+        acc: Value,
+        a: Value,
+        b_base: Value,
+        b_off: (u32, bool),
+        k: i64,
+        dtype: DType,
+    ) -> Res<Vec<Cv<'c>>> {
+        let (b_off, b_trans) = b_off;
+        let Some(Layout::Mma { warps_m, warps_n: 1 }) = t.layout() else {
+            return Err("reg_mma result is not in the MMA layout with one warp column".into());
+        };
+        let (m, n) = (t.shape()[0], t.shape()[1]);
+        let mt = (m / warps_m as i64 / 16) as usize;
+        let nt = (n / 8) as usize;
+        let a_regs = self.regs(a)?;
+        let knt = (k / 8) as usize;
+        let esize = dtype.size() as i64;
+        let mut accs = self.regs(acc)?;
+        let b_base = self.regs(b_base)?[0].into_int_value();
+        let (_, _, _, _, lane) = self.mma_ids(1)?;
+        let b = &self.b;
+        let q = b.build_right_shift(lane, self.i32c(3), false, "q").ice()?;
+        let r8 = b.build_and(lane, self.i32c(7), "r8").ice()?;
+        let q_lo = b.build_and(q, self.i32c(1), "qlo").ice()?;
+        let q_hi = b.build_right_shift(q, self.i32c(1), false, "qhi").ice()?;
+        let half = b.build_int_add(r8, b.build_int_mul(q_lo, self.i32c(8), "h").ice()?, "half").ice()?;
+        let hi8 = b.build_int_mul(q_hi, self.i32c(8), "hi8").ice()?;
+        let _ = q_hi;
+        let pair = self.ctx.i32_type();
+        let vec2 = super::reg_type(self.ctx, dtype).into_float_type().vec_type(2);
+        let pack = |g: &Self, lo: BasicValueEnum<'c>, hi: BasicValueEnum<'c>| -> Res<IntValue<'c>> {
+            let v = vec2.get_undef();
+            let v = g.b.build_insert_element(v, lo.into_float_value(), g.i32c(0), "p").ice()?;
+            let v = g.b.build_insert_element(v, hi.into_float_value(), g.i32c(1), "p").ice()?;
+            Ok(g.b.build_bit_cast(v, pair, "pk").ice()?.into_int_value())
+        };
+        let lanes = LaneParts { half, hi8, r8, q_lo };
+        for ks in 0..(k / 16) as usize {
+            let bfr = self.b_fragments(ks as i64, nt, n, k, self.i32c(0), &lanes, b_off, b_base, b_trans, esize)?;
+            for mi in 0..mt {
+                let c = |j: usize, e: usize| a_regs[(mi * knt + j) * 4 + e];
+                let (j0, j1) = (2 * ks, 2 * ks + 1);
+                let afr = [
+                    pack(self, c(j0, 0), c(j0, 1))?,
+                    pack(self, c(j0, 2), c(j0, 3))?,
+                    pack(self, c(j1, 0), c(j1, 1))?,
+                    pack(self, c(j1, 2), c(j1, 3))?,
+                ];
+                for (nj, bb) in bfr.iter().enumerate() {
+                    let base = (mi * nt + nj) * 4;
+                    let dd = self.mma(dtype, &afr, bb, &accs[base..base + 4])?;
+                    accs[base..base + 4].copy_from_slice(&dd);
+                }
+            }
+        }
+        Ok(vec![Cv::Regs(accs)])
+    }
+}
+
+/// Per-lane parts of `ldmatrix` row addresses: lane `l` gives row `l % 8` (`r8`) of matrix
+/// `q = l / 8`; `q_lo = q % 2`, `half = r8 + 8·q_lo`, `hi8 = 8·(q / 2)`.
+pub(crate) struct LaneParts<'c> {
+    half: IntValue<'c>,
+    hi8: IntValue<'c>,
+    r8: IntValue<'c>,
+    q_lo: IntValue<'c>,
+}
+
+impl<'c> Gen<'c, '_> {
+    /// The B fragments of k-step `ks` for `nt` 8-column tiles starting at column `col0`: from
+    /// `b: [k, n]` with `ldmatrix.trans`, or from its transpose stored `[n, k]` with a plain
+    /// `ldmatrix` (the row of the stored matrix is the fragment's column).
+    #[allow(clippy::too_many_arguments)]
+    fn b_fragments(
+        &self,
+        ks: i64,
+        nt: usize,
+        n: i64,
+        k: i64,
+        col0: IntValue<'c>,
+        l: &LaneParts<'c>,
+        b_off: u32,
+        b_base: IntValue<'c>,
+        trans: bool,
+        esize: i64,
+    ) -> Res<Vec<Vec<IntValue<'c>>>> {
+        let mut out = vec![];
+        let mut ni = 0;
+        while ni < nt {
+            let two = ni + 1 < nt;
+            let b = &self.b;
+            let off = if trans {
+                let row = b
+                    .build_int_add(
+                        b.build_int_add(col0, l.hi8, "r").ice()?,
+                        b.build_int_add(l.r8, self.i32c(ni as i64 * 8), "r").ice()?,
+                        "row",
+                    )
+                    .ice()?;
+                let col = b.build_int_add(b.build_int_mul(l.q_lo, self.i32c(8), "c").ice()?, self.i32c(ks * 16), "col").ice()?;
+                self.smem_offset_2d(row, col, k, esize, true)?
+            } else {
+                let krow = b.build_int_add(l.half, self.i32c(ks * 16), "kr").ice()?;
+                let col = b.build_int_add(b.build_int_add(col0, l.hi8, "c").ice()?, self.i32c(ni as i64 * 8), "nc").ice()?;
+                self.smem_offset_2d(krow, col, n, esize, true)?
+            };
+            let off = self.b.build_int_add(self.b.build_int_add(off, self.i32c(b_off as i64), "off").ice()?, b_base, "off").ice()?;
+            let regs = self.ldmatrix(off, if two { 4 } else { 2 }, !trans)?;
+            out.push(regs[0..2].to_vec());
+            if two {
+                out.push(regs[2..4].to_vec());
+            }
+            ni += 2;
+        }
+        Ok(out)
     }
 }

@@ -234,14 +234,18 @@ impl<'c, 'm> Gen<'c, 'm> {
                 let row = self.b.build_int_mul(c[0], self.i32c(t.shape()[1]), "l").ice()?;
                 self.b.build_int_add(row, c[1], "l").ice()
             }
+            // `[m]` or `[m, 1]`: the linear index is the row.
+            Some(Layout::MmaRows { .. }) => Ok(self.coords(t, r)?[0]),
             None => Err("linear index of a tensor".into()),
         }
     }
 
     /// The coordinates of register `r` of this thread.
     pub(crate) fn coords(&self, t: &lir::Type, r: usize) -> Res<Vec<IntValue<'c>>> {
-        if let Some(Layout::Mma { warps_m, warps_n }) = t.layout() {
-            return self.mma_coords(t.shape(), warps_m, warps_n, r);
+        match t.layout() {
+            Some(Layout::Mma { warps_m, warps_n }) => return self.mma_coords(t.shape(), warps_m, warps_n, r),
+            Some(Layout::MmaRows { warps_m }) => return self.mma_row_coords(t.shape(), warps_m, r),
+            _ => {}
         }
         let l = self.linear(t, r)?;
         let shape = t.shape();
@@ -386,13 +390,35 @@ impl<'c, 'm> Gen<'c, 'm> {
                 let acc = d.operands[0];
                 self.local_dot(rt.ok_or("dot without result")?, acc, *a_offset, *b_offset, *k, *dtype)
             }
-            OpKind::LocalMma { a_offset, b_offset, k, dtype } => {
+            OpKind::LocalMma { a_offset, b_offset, k, dtype, b_trans } => {
                 let (acc, a_base, b_base) = (d.operands[0], d.operands.get(1).copied(), d.operands.get(2).copied());
-                self.local_mma(&rt.ok_or("mma without result")?, acc, [a_base, b_base], *a_offset, *b_offset, *k, *dtype)
+                self.local_mma(&rt.ok_or("mma without result")?, acc, [a_base, b_base], (*a_offset, *b_offset, *b_trans), *k, *dtype)
             }
             OpKind::AsyncCopy { offset, swizzled, shape } => {
                 self.async_copy(op, *offset, *swizzled, shape)?;
                 Ok(vec![])
+            }
+            OpKind::RowReduce { op: rop } => {
+                let x = d.operands[0];
+                self.row_reduce(x, *rop).map(|r| vec![Cv::Regs(r)])
+            }
+            OpKind::RowBroadcast => {
+                let t = rt.ok_or("row_broadcast without result")?;
+                let src = self.regs(d.operands[0])?;
+                let n = self.nregs(&t);
+                // Register (mi, ni, c) of the accumulator is row value (mi, c / 2).
+                let nt = n / 4 / src.len().div_ceil(2).max(1);
+                let regs = (0..n).map(|r| src[(r / 4 / nt) * 2 + (r % 4) / 2]).collect();
+                Ok(vec![Cv::Regs(regs)])
+            }
+            OpKind::Coord { axis } => {
+                let t = rt.ok_or("coord without result")?;
+                let regs = (0..self.nregs(&t)).map(|r| self.coords(&t, r).map(|c| c[*axis as usize].into())).collect::<Res<Vec<_>>>()?;
+                Ok(vec![Cv::Regs(regs)])
+            }
+            OpKind::RegMma { b_offset, k, dtype, b_trans } => {
+                let t = rt.ok_or("reg_mma without result")?;
+                self.reg_mma(&t, d.operands[0], d.operands[1], d.operands[2], (*b_offset, *b_trans), *k, *dtype)
             }
             OpKind::AsyncCommit => {
                 self.async_commit()?;
@@ -647,11 +673,7 @@ impl<'c, 'm> Gen<'c, 'm> {
                 let vals = self.regs(x)?;
                 let addrs = self.window(&tensor, &operands[1..n - 1], &t, t.dtype())?;
                 // A replicated tile is stored by one thread per element.
-                let owner = if t.numel() < self.k.threads as i64 {
-                    Some(self.b.build_int_compare(IntPredicate::ULT, self.tid, self.i32c(t.numel()), "own").ice()?)
-                } else {
-                    None
-                };
+                let owner = self.owner(&t)?;
                 for ((p, inb), v) in addrs.into_iter().zip(vals) {
                     let cond = match owner {
                         Some(o) => self.b.build_and(inb, o, "st").ice()?,

@@ -230,3 +230,36 @@ pub(crate) fn format_g(v: f64) -> String {
         trim(&format!("{v:.prec$}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::format_g;
+
+    #[test]
+    fn floats_print_as_c_percent_g() {
+        // Expected values from C's printf("%g") (glibc, via Python's `%g`).
+        let cases = [
+            (0.5, "0.5"),
+            (1e-7, "1e-07"),
+            (100000.0, "100000"),
+            (1e6, "1e+06"),
+            (123456789.0, "1.23457e+08"),
+            (0.0001, "0.0001"),
+            (0.00001234, "1.234e-05"),
+            (-3e20, "-3e+20"),
+            (1.0 / 3.0, "0.333333"),
+            (999999.5, "1e+06"),
+            (0.1 + 0.2, "0.3"),
+            (-0.0, "-0"),
+            (65504.0, "65504"),
+            (1.5e-45, "1.5e-45"),
+            (3.4028234663852886e38, "3.40282e+38"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+            (f64::NAN, "nan"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(format_g(v), want, "{v:e}");
+        }
+    }
+}

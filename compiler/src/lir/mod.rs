@@ -28,6 +28,11 @@ pub enum Layout {
     /// columns `2·(l%4)` and `2·(l%4) + 1`. Register `r` is element `r % 4` of instruction tile
     /// `(r / 4 / nt, r / 4 % nt)` where `nt` is the warp tile's number of 8-wide columns.
     Mma { warps_m: u32, warps_n: u32 },
+    /// The rows of an `Mma { warps_m, warps_n: 1 }` tile, as left by a reduction along its
+    /// columns: an `[m]` (or `[m, 1]`) tile where each lane holds, for each 16-row instruction
+    /// tile `mi` of its warp, rows `l/4` and `l/4 + 8` (register `2·mi + h`), replicated over the
+    /// 4 lanes of its quad. Broadcasting it back along the columns moves no data.
+    MmaRows { warps_m: u32 },
 }
 
 impl Layout {
@@ -43,6 +48,7 @@ impl Layout {
         match self {
             Layout::Blocked { .. } => (numel / threads as i64).max(1) as usize,
             Layout::Mma { warps_m, warps_n } => (numel / (32 * warps_m as i64 * warps_n as i64)).max(1) as usize,
+            Layout::MmaRows { warps_m } => (shape.first().copied().unwrap_or(1) / warps_m as i64 / 8).max(1) as usize,
         }
     }
 
@@ -51,7 +57,7 @@ impl Layout {
     pub fn linear(self, numel: i64, threads: u32, r: usize) -> (i64, i64) {
         let vec = match self {
             Layout::Blocked { vec } => vec as i64,
-            Layout::Mma { .. } => 1,
+            Layout::Mma { .. } | Layout::MmaRows { .. } => 1,
         };
         if numel < threads as i64 {
             return (0, 1);
@@ -71,6 +77,11 @@ impl Layout {
         match self {
             Layout::Blocked { .. } => self == Layout::blocked_for(numel, threads),
             Layout::Mma { warps_m, warps_n } => 32 * warps_m * warps_n == threads && Layout::mma_fits(shape, warps_m, warps_n),
+            Layout::MmaRows { warps_m } => {
+                32 * warps_m == threads
+                    && (shape.len() == 1 || (shape.len() == 2 && shape[1] == 1))
+                    && shape[0] % (16 * warps_m as i64) == 0
+            }
         }
     }
 }
@@ -80,6 +91,7 @@ impl fmt::Display for Layout {
         match self {
             Layout::Blocked { vec } => write!(f, "#blocked<{vec}>"),
             Layout::Mma { warps_m, warps_n } => write!(f, "#mma<{warps_m}x{warps_n}>"),
+            Layout::MmaRows { warps_m } => write!(f, "#mma_rows<{warps_m}>"),
         }
     }
 }
@@ -156,7 +168,8 @@ pub enum OpKind {
     /// `mma.sync.m16n8k16`), with swizzled row-major `a: [m, k]` at `a_offset` and `b: [k, n]` at
     /// `b_offset` (plus the i32 byte offset `base` when given: the stage of a pipelined loop); the
     /// accumulator has the `Mma` layout.
-    LocalMma { a_offset: u32, b_offset: u32, k: i64, dtype: DType },
+    /// With `b_trans`, `b` is stored as its transpose `[n, k]` (a loaded `k` tile under `trans`).
+    LocalMma { a_offset: u32, b_offset: u32, k: i64, dtype: DType, b_trans: bool },
     /// `(base: i32, t: tensor, o0: i32, o1: i32) -> ()`: starts an asynchronous copy of the 2-D
     /// window `t[o0.., o1..]` of `shape` into shared memory at `offset + base` (row-major,
     /// swizzled if asked); out-of-range elements become 0. When the tensor's rows are contiguous
@@ -173,6 +186,18 @@ pub enum OpKind {
     /// `() -> i32[…]`: the index of the largest (smallest) element along `axis` of a row-major
     /// `src_shape` tile at `offset` (`tir::OpKind::ArgReduce`'s rules).
     LocalArgReduce { offset: u32, op: tir::ArgOp, axis: u32, src_shape: Vec<i64>, dtype: DType },
+    /// `(x: [m, n] #mma<w×1>) -> [m] #mma_rows<w>`: reduces each row within its warp (registers,
+    /// then two butterfly shuffles across the quad).
+    RowReduce { op: tir::ReduceOp },
+    /// `(x: [m, 1] #mma_rows<w>) -> [m, n] #mma<w×1>`: copies each row's value to its columns.
+    RowBroadcast,
+    /// `() -> i32[shape]`: each element's coordinate along `axis` (rebuilds `arange`-derived
+    /// masks directly in a consumer's layout).
+    Coord { axis: u32 },
+    /// `(acc, a, b_base) -> acc'`: `acc + a · b` with `a: [m, k]` taken from registers in the
+    /// `#mma<w×1>` layout (an accumulator's C fragments are an A fragment of the next MMA) and
+    /// `b: [k, n]` swizzled in shared memory at `b_offset + b_base`.
+    RegMma { b_offset: u32, k: i64, dtype: DType, b_trans: bool },
     /// Every thread of the block waits here (`bar.sync 0`).
     Barrier,
 }
@@ -189,6 +214,10 @@ impl OpKind {
             OpKind::LocalMma { .. } => "local_mma".into(),
             OpKind::AsyncCopy { .. } => "async_copy".into(),
             OpKind::AsyncCommit => "async_commit".into(),
+            OpKind::RowReduce { op } => format!("row_reduce.{}", op.name()),
+            OpKind::RowBroadcast => "row_broadcast".into(),
+            OpKind::Coord { .. } => "coord".into(),
+            OpKind::RegMma { .. } => "reg_mma".into(),
             OpKind::AsyncWait { .. } => "async_wait".into(),
             OpKind::LocalScan { op, .. } => format!("local_scan.{}", op.name()),
             OpKind::LocalArgReduce { op, .. } => format!("local_{}", op.name()),

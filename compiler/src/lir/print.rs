@@ -52,8 +52,9 @@ fn print_op(k: &Kernel, op: Op, depth: usize, num: &mut Numbering, out: &mut Str
         | OpKind::LocalArgReduce { offset, axis, src_shape, dtype, .. } => {
             Some(format!("@{offset} {dtype}[{}] axis {axis}", src_shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")))
         }
-        OpKind::LocalDot { a_offset, b_offset, k, dtype } | OpKind::LocalMma { a_offset, b_offset, k, dtype } => {
-            Some(format!("@{a_offset} @{b_offset} k {k} {dtype}"))
+        OpKind::LocalDot { a_offset, b_offset, k, dtype } => Some(format!("@{a_offset} @{b_offset} k {k} {dtype}")),
+        OpKind::LocalMma { a_offset, b_offset, k, dtype, b_trans } => {
+            Some(format!("@{a_offset} @{b_offset}{} k {k} {dtype}", if *b_trans { " trans" } else { "" }))
         }
         OpKind::AsyncCopy { offset, swizzled, shape } => Some(format!(
             "@{offset}{} [{}]",
@@ -61,7 +62,11 @@ fn print_op(k: &Kernel, op: Op, depth: usize, num: &mut Numbering, out: &mut Str
             shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
         )),
         OpKind::AsyncWait { pending } => Some(pending.to_string()),
-        OpKind::Reshape | OpKind::Barrier | OpKind::AsyncCommit => None,
+        OpKind::Coord { axis } => Some(axis.to_string()),
+        OpKind::RegMma { b_offset, k, dtype, b_trans } => {
+            Some(format!("@{b_offset}{} k {k} {dtype}", if *b_trans { " trans" } else { "" }))
+        }
+        OpKind::Reshape | OpKind::Barrier | OpKind::AsyncCommit | OpKind::RowReduce { .. } | OpKind::RowBroadcast => None,
     };
     let mut parts: Vec<String> = attr.into_iter().collect();
     parts.extend(d.operands.iter().map(|&v| num.name(v)));

@@ -50,17 +50,41 @@ pub fn dot_uses_mma(body: &TirBody, a: Value, b: Value, result: Value, warps: u3
     mma_warp_grid(body.ty(result).shape(), warps)
 }
 
+/// Whether `v` is computed, through elementwise ops only, from the result of a tensor-core dot.
+fn from_dot(body: &TirBody, v: Value, warps: u32, depth: u32) -> bool {
+    let crate::ir::ValueDef::Result(op, _) = body.values[v.index()].def else { return false };
+    let d = body.op(op);
+    match d.kind {
+        OpKind::Dot => dot_uses_mma(body, d.operands[0], d.operands[1], d.results[0], warps).is_some(),
+        OpKind::Cast | OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Select if depth < 16 => {
+            d.operands.iter().any(|&o| body.ty(o).shape() == body.ty(v).shape() && from_dot(body, o, warps, depth + 1))
+        }
+        _ => false,
+    }
+}
+
 /// The layout of every tile-IR value that does not take the default blocked layout.
 pub fn assign(k: &Kernel, warps: u32) -> HashMap<Value, Layout> {
     let body = &k.body;
     let mut out: HashMap<Value, Layout> = HashMap::new();
     let mut ops = vec![];
     body.walk(body.entry, &mut |op| ops.push(op));
+    // Chained dots (attention's `dot(p, v)` with `p` computed from `dot(q, kᵀ)`): every warp owns
+    // whole rows (a `w × 1` grid), so `p`'s accumulator registers are the next MMA's A operand
+    // and row reductions stay inside a warp.
+    let chained = ops.iter().any(|&op| {
+        let d = body.op(op);
+        d.kind == OpKind::Dot
+            && dot_uses_mma(body, d.operands[0], d.operands[1], d.results[0], warps).is_some()
+            && from_dot(body, d.operands[0], warps, 0)
+    });
     for &op in &ops {
         let d = body.op(op);
         if d.kind == OpKind::Dot
             && let Some((wm, wn)) = dot_uses_mma(body, d.operands[0], d.operands[1], d.results[0], warps)
         {
+            let shape = body.ty(d.results[0]).shape();
+            let (wm, wn) = if chained && Layout::mma_fits(shape, warps, 1) { (warps, 1) } else { (wm, wn) };
             out.insert(d.results[0], Layout::Mma { warps_m: wm, warps_n: wn });
         }
     }
@@ -77,6 +101,28 @@ pub fn assign(k: &Kernel, warps: u32) -> HashMap<Value, Layout> {
                     }
                     if let Some(l) = d.operands.iter().find_map(|o| out.get(o).filter(|_| body.ty(*o).shape() == shape)) {
                         out.insert(r, *l);
+                        changed = true;
+                    }
+                }
+                // A row reduction of a tile whose warps own whole rows stays in registers.
+                OpKind::Reduce(_, 1) if !out.contains_key(&d.results[0]) => {
+                    if let Some(Layout::Mma { warps_m, warps_n: 1 }) = out.get(&d.operands[0]) {
+                        out.insert(d.results[0], Layout::MmaRows { warps_m: *warps_m });
+                        changed = true;
+                    }
+                }
+                OpKind::ExpandDims(1) if !out.contains_key(&d.results[0]) => {
+                    if let Some(l @ Layout::MmaRows { .. }) = out.get(&d.operands[0]) {
+                        out.insert(d.results[0], *l);
+                        changed = true;
+                    }
+                }
+                OpKind::Broadcast if !out.contains_key(&d.results[0]) => {
+                    let shape = body.ty(d.results[0]).shape();
+                    if let Some(Layout::MmaRows { warps_m }) = out.get(&d.operands[0])
+                        && Layout::mma_fits(shape, *warps_m, 1)
+                    {
+                        out.insert(d.results[0], Layout::Mma { warps_m: *warps_m, warps_n: 1 });
                         changed = true;
                     }
                 }

@@ -24,6 +24,7 @@ use std::collections::{HashMap, HashSet};
 pub mod layout;
 mod ops;
 mod pipeline;
+mod remat;
 
 /// Shared memory available to one block on the targets (227 KiB on sm_90, 163 KiB on sm_80).
 pub fn max_shared_bytes(target: crate::Target) -> u32 {
@@ -54,7 +55,9 @@ pub fn lower_kernel(k: &tir::Kernel, opts: &Options) -> Result<lir::Kernel, Diag
         uses,
         stages: opts.stages.unwrap_or(k.stages),
         checked: opts.checked,
-        fused: HashSet::new(),
+        fused: HashMap::new(),
+        skipped: HashSet::new(),
+        remat_only: HashSet::new(),
         loop_ctx: None,
         current_src_block: k.body.entry,
         pipelined_loops: HashSet::new(),
@@ -68,6 +71,7 @@ pub fn lower_kernel(k: &tir::Kernel, opts: &Options) -> Result<lir::Kernel, Diag
         let v = cx.dst.add_block_arg(entry, cx.ty(&p.ty()));
         cx.map.insert(k.param_value(i), v);
     }
+    cx.remat_only = cx.find_remat_only();
     cx.block(k.body.entry, entry, &[])?;
     cx.patch_pipeline()?;
     let shared_bytes = cx.smem;
@@ -99,8 +103,12 @@ struct Cx<'a> {
     stages: u32,
     /// Whether `assert`s are kept (`Options::checked`).
     checked: bool,
-    /// Loads copied asynchronously into a `dot`'s shared-memory operands instead of lowered.
-    fused: HashSet<Value>,
+    /// `dot` operands copied asynchronously into shared memory instead of lowered: operand →
+    /// (the load it comes from, read transposed). The loads (and `trans`) are not lowered.
+    fused: HashMap<Value, (Value, bool)>,
+    skipped: HashSet<Value>,
+    /// Values only used where they are rebuilt in the user's layout (`remat`): not lowered.
+    remat_only: HashSet<Value>,
     /// The innermost `for` being lowered and the tile-IR block being lowered.
     loop_ctx: Option<pipeline::LoopCtx>,
     current_src_block: Block,
@@ -150,6 +158,10 @@ impl Cx<'_> {
     /// Operand `v` in `layout` (or as it is when `layout` is `None` or it is a tensor): converts
     /// through shared memory, or rebuilds a constant or splat in the wanted layout.
     fn operand(&mut self, v: Value, layout: Option<Layout>, blk: Block, span: crate::Span) -> Result<Value, Diagnostic> {
+        if self.remat_only.contains(&v) {
+            // Never lowered on its own: rebuilt in every consumer's layout.
+            return self.remat(v, layout, blk, span).ok_or_else(|| Diagnostic::ice("lower", "rematerialisation failed"));
+        }
         let mapped = self.v(v)?;
         let cur = self.dst.ty(mapped).clone();
         let (Some(want), Some(have)) = (layout, cur.layout()) else { return Ok(mapped) };
@@ -164,6 +176,12 @@ impl Cx<'_> {
             crate::ir::ValueDef::Result(op, _) => Some(self.src.op(op)),
             crate::ir::ValueDef::Arg(..) => None,
         };
+        if !matches!(want, Layout::Blocked { .. })
+            && let Some(r) = self.remat(v, Some(want), blk, span)
+        {
+            self.converted.insert((v, want, blk), r);
+            return Ok(r);
+        }
         let out = match def.map(|d| (&d.kind, d.operands.clone())) {
             Some((OpKind::Const(l), _)) => self.emit(blk, lir::OpKind::Tir(OpKind::Const(*l)), vec![], vec![target], span)[0],
             Some((OpKind::Splat, ops)) => {
@@ -203,23 +221,43 @@ impl Cx<'_> {
     fn block(&mut self, src: Block, dst: Block, yield_types: &[lir::Type]) -> Result<(), Diagnostic> {
         let saved_src = self.current_src_block;
         self.current_src_block = src;
-        let fused = self.fusable_loads(src);
-        self.fused.extend(fused);
+        for (operand, load, trans) in self.fusable_loads(src) {
+            self.fused.insert(operand, (load, trans));
+            self.skipped.insert(operand);
+            self.skipped.insert(load);
+        }
         for &op in &self.src.block(src).ops {
             let d = self.src.op(op);
+            if !d.results.is_empty() && d.results.iter().all(|r| self.remat_only.contains(r)) {
+                continue;
+            }
             let span = self.src.span(op);
             let rtys: Vec<lir::Type> = d.results.iter().map(|&r| self.vty(r)).collect();
             let res_layout = rtys.first().and_then(|t| t.layout());
             let results: Vec<Value> = match &d.kind {
                 OpKind::ExpandDims(_) | OpKind::Reshape => {
-                    // Only blocked layouts keep the linear order that makes these free.
-                    let x = self.operand(
-                        d.operands[0],
-                        Some(Layout::blocked_for(self.src.ty(d.operands[0]).numel(), self.threads)),
-                        dst,
-                        span,
-                    )?;
+                    // Only blocked layouts keep the linear order that makes these free (and a
+                    // row layout gaining a trailing axis of 1).
+                    let want = match res_layout {
+                        Some(l @ Layout::MmaRows { .. }) => l,
+                        _ => Layout::blocked_for(self.src.ty(d.operands[0]).numel(), self.threads),
+                    };
+                    let x = self.operand(d.operands[0], Some(want), dst, span)?;
                     self.emit(dst, lir::OpKind::Reshape, vec![x], rtys, span)
+                }
+                // Copied asynchronously by the `dot` that uses it (see `pipeline`).
+                OpKind::Load | OpKind::Permute(_) if self.skipped.contains(&d.results[0]) => vec![],
+                OpKind::Broadcast
+                    if matches!(self.dst.ty(self.v(d.operands[0])?).layout(), Some(Layout::MmaRows { .. }))
+                        && matches!(res_layout, Some(Layout::Mma { .. })) =>
+                {
+                    let x = self.v(d.operands[0])?;
+                    self.emit(dst, lir::OpKind::RowBroadcast, vec![x], rtys, span)
+                }
+                OpKind::Broadcast | OpKind::Permute(_)
+                    if res_layout.is_some_and(|l| !matches!(l, Layout::Blocked { .. })) && self.remat_ok(d.results[0], 0) =>
+                {
+                    vec![self.remat(d.results[0], res_layout, dst, span).ok_or_else(|| Diagnostic::ice("lower", "remat"))?]
                 }
                 OpKind::Broadcast | OpKind::Permute(_) => {
                     let src_shape = self.src.ty(d.operands[0]).shape().to_vec();
@@ -236,6 +274,10 @@ impl Cx<'_> {
                     let r = self.emit(dst, lir::OpKind::LocalLoad { offset: 0, strides }, vec![], rtys, span);
                     self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
                     r
+                }
+                OpKind::Reduce(rop, 1) if matches!(res_layout, Some(Layout::MmaRows { .. })) => {
+                    let x = self.v(d.operands[0])?;
+                    self.emit(dst, lir::OpKind::RowReduce { op: *rop }, vec![x], rtys, span)
                 }
                 OpKind::Reduce(rop, axis) => {
                     let st = self.src.ty(d.operands[0]).clone();
@@ -323,7 +365,6 @@ impl Cx<'_> {
                     self.emit(dst, lir::OpKind::Tir(d.kind.clone()), operands, rtys, span)
                 }
                 // Copied asynchronously by the `dot` that uses it (see `pipeline`).
-                OpKind::Load if self.fused.contains(&d.results[0]) => vec![],
                 kind => {
                     let operands: Vec<Value> = d.operands.iter().map(|&o| self.v(o)).collect::<Result<_, _>>()?;
                     self.emit(dst, lir::OpKind::Tir(kind.clone()), operands, rtys, span)

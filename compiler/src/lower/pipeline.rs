@@ -8,12 +8,13 @@
 //! 2. its offsets (and tensor view) must be computable at any `iv`: the ops they depend on inside
 //!    the loop body are pure, and are cloned with `iv` replaced (`clone_at`);
 //! 3. before the loop (the prologue), copies for iterations `0 .. stages-1` go into buffers
-//!    `0 .. stages-1`, one commit group each; in iteration `i` the body first issues the copies of
-//!    iteration `i + stages - 1` into buffer `(i + stages - 1) % stages` (out of range at the end,
-//!    so they only zero-fill), commits, waits until at most `stages - 1` groups are in flight (so
-//!    iteration `i`'s buffer has landed), synchronises the block, and runs the MMAs on buffer
-//!    `i % stages`; a barrier after the MMAs keeps the next iteration from overwriting a buffer
-//!    that is still being read.
+//!    `0 .. stages-1`, one commit group each; iteration `i` waits until at most `stages - 2`
+//!    groups are in flight (so its own buffer has landed) and synchronises the block once: now
+//!    every thread has also finished iteration `i - 1`'s MMAs, so it issues the copies of
+//!    iteration `i + stages - 1` (out of range at the end, so they only zero-fill) into buffer
+//!    `(i + stages - 1) % stages = (i - 1) % stages`, commits, and runs the MMAs on buffer
+//!    `i % stages` while those copies fly. One barrier per iteration; a second one only when the
+//!    `dot` also reads the shared scratch region (an operand that is not a fused load).
 //!
 //! The pipeline buffers live after the shared scratch region; their offsets are patched once
 //! the scratch size is known (`Cx::patch_pipeline`).
@@ -40,16 +41,26 @@ pub(super) struct LoopCtx {
 
 impl Cx<'_> {
     /// Loads of `blk` that can be copied asynchronously into a tensor-core `dot`'s operands.
-    pub(super) fn fusable_loads(&self, blk: Block) -> Vec<Value> {
+    /// `(dot operand, load, transposed)`: operand `b` may also be `trans(load)`, which is copied
+    /// as loaded and read transposed by `ldmatrix`.
+    pub(super) fn fusable_loads(&self, blk: Block) -> Vec<(Value, Value, bool)> {
         let mut out = vec![];
         for &op in &self.src.block(blk).ops {
             let d = self.src.op(op);
             if d.kind != OpKind::Dot || !matches!(self.layouts.get(&d.results[0]), Some(Layout::Mma { .. })) {
                 continue;
             }
-            for &x in &d.operands[..2] {
+            for (i, &x) in d.operands[..2].iter().enumerate() {
                 if self.is_fusable_load(x, blk) {
-                    out.push(x);
+                    out.push((x, x, false));
+                } else if i == 1
+                    && let crate::ir::ValueDef::Result(p, _) = self.src.values[x.index()].def
+                    && self.src.op(p).kind == OpKind::Permute(vec![1, 0])
+                    && self.src.block(blk).ops.contains(&p)
+                    && self.uses.get(&x).copied().unwrap_or(0) == 1
+                    && self.is_fusable_load(self.src.op(p).operands[0], blk)
+                {
+                    out.push((x, self.src.op(p).operands[0], true));
                 }
             }
         }
@@ -154,6 +165,18 @@ impl Cx<'_> {
         Some(())
     }
 
+    /// Whether tile-IR `v` is defined before the loop whose body is `body`.
+    fn defined_outside(&self, v: Value, body: Block) -> bool {
+        match self.src.values[v.index()].def {
+            crate::ir::ValueDef::Result(op, _) => {
+                let mut inside = false;
+                self.src.walk(body, &mut |o| inside |= o == op);
+                !inside
+            }
+            crate::ir::ValueDef::Arg(b, _) => b != body,
+        }
+    }
+
     /// Whether every fused load of a dot can be re-evaluated at another iteration.
     pub(super) fn loads_clonable(&mut self, loads: &[Value], lc: &LoopCtx) -> bool {
         // Probe in a scratch block that is never attached to the kernel.
@@ -176,7 +199,8 @@ impl Cx<'_> {
         let scratch = super::align16(self.smem);
         for &op in &self.pipe_patch.clone() {
             match &mut self.dst.op_mut(op).kind {
-                lir::OpKind::AsyncCopy { offset, .. } => *offset += scratch,
+                lir::OpKind::AsyncCopy { offset, .. } | lir::OpKind::LocalStore { offset, .. } => *offset += scratch,
+                lir::OpKind::RegMma { b_offset, .. } => *b_offset += scratch,
                 lir::OpKind::LocalMma { a_offset, b_offset, .. } => {
                     if self.mma_pipe_a.contains(&op) {
                         *a_offset += scratch;
@@ -196,9 +220,10 @@ impl Cx<'_> {
     pub(super) fn lower_mma_dot(&mut self, op: Op, dst: Block, rty: lir::Type, acc: Value, span: Span) -> Result<Value, Diagnostic> {
         let d = self.src.op(op).clone();
         let src_block = self.current_src_block;
-        let fused: Vec<bool> = d.operands[..2].iter().map(|o| self.fused.contains(o)).collect();
+        let fused: Vec<bool> = d.operands[..2].iter().map(|o| self.fused.contains_key(o)).collect();
         let lc = self.loop_ctx.clone().filter(|lc| lc.body == src_block);
-        let fused_loads: Vec<Value> = d.operands[..2].iter().copied().filter(|o| self.fused.contains(o)).collect();
+        let fused_loads: Vec<Value> = d.operands[..2].iter().filter_map(|o| self.fused.get(o).map(|f| f.0)).collect();
+        let b_trans = self.fused.get(&d.operands[1]).is_some_and(|f| f.1);
         let stages = self.stages.max(1) as i64;
         let pipelined = match &lc {
             Some(lc) if stages > 1 && !fused_loads.is_empty() => self.loads_clonable(&fused_loads, lc),
@@ -210,14 +235,45 @@ impl Cx<'_> {
         let mut bases = [zero, zero];
         let mut offsets = [0u32, 0u32];
         let mut in_pipe = [false, false];
+        // Loads are copied as they are: `trans(load)` keeps the load's shape.
+        let loaded = |cx: &Self, i: usize| cx.fused.get(&d.operands[i]).map(|f| f.0).unwrap_or(d.operands[i]);
         let mut scratch_off = 0u32;
-        // Operands that are not fused go through the scratch region as before.
+        // A 16-bit `a` already in this accumulator layout (attention's `p`) stays in registers.
+        let a_in_regs = !fused[0]
+            && {
+                let x = self.v(d.operands[0])?;
+                let xt = self.dst.ty(x).clone();
+                matches!((xt.layout(), rty.layout()), (Some(Layout::Mma { warps_m: w1, warps_n: 1 }), Some(Layout::Mma { warps_m: w2, warps_n: 1 })) if w1 == w2)
+                    && matches!(xt.dtype(), DType::BF16 | DType::F16)
+            };
+        // Operands that are not fused: a loop-invariant one is stored once before the loop into
+        // its own buffer; the others go through the scratch region each time.
+        let mut in_scratch = [false, false];
         for i in 0..2 {
-            if fused[i] {
+            if fused[i] || (i == 0 && a_in_regs) {
                 continue;
             }
             let x = self.v(d.operands[i])?;
+            if let Some(lc) = &lc
+                && self.defined_outside(d.operands[i], lc.body)
+            {
+                offsets[i] = self.pipe_bytes;
+                self.pipe_bytes += super::align16(self.bytes(d.operands[i]));
+                in_pipe[i] = true;
+                let st = self.dst.append(
+                    lc.parent,
+                    lir::OpKind::LocalStore { offset: offsets[i], swizzled: true },
+                    vec![x],
+                    vec![],
+                    vec![],
+                    span,
+                );
+                self.pipe_patch.push(st);
+                self.emit(lc.parent, lir::OpKind::Barrier, vec![], vec![], span);
+                continue;
+            }
             offsets[i] = scratch_off;
+            in_scratch[i] = true;
             self.emit(dst, lir::OpKind::LocalStore { offset: scratch_off, swizzled: true }, vec![x], vec![], span);
             scratch_off = super::align16(scratch_off + self.bytes(d.operands[i]));
         }
@@ -225,7 +281,7 @@ impl Cx<'_> {
         let mut copies = vec![];
         for i in 0..2 {
             if fused[i] {
-                let size = super::align16(self.bytes(d.operands[i]));
+                let size = super::align16(self.bytes(loaded(self, i)));
                 let n = if pipelined { stages as u32 } else { 1 };
                 offsets[i] = self.pipe_bytes;
                 self.pipe_bytes += n * size;
@@ -242,7 +298,7 @@ impl Cx<'_> {
                 let iv_j = self.i32_op(lc.parent, crate::tir::BinaryOp::Add, lc.lo, off, span);
                 for &(i, size) in &copies {
                     let base = self.i32_const(lc.parent, j * size as i64, span);
-                    self.issue_copy(d.operands[i], Some(&lc), Some(iv_j), base, offsets[i], lc.parent, span)
+                    self.issue_copy(loaded(self, i), Some(&lc), Some(iv_j), base, offsets[i], lc.parent, span)
                         .ok_or_else(|| Diagnostic::ice("lower", "prologue copy"))?;
                 }
                 self.emit(lc.parent, lir::OpKind::AsyncCommit, vec![], vec![], span);
@@ -258,26 +314,39 @@ impl Cx<'_> {
             let nxt = self.i32_op(dst, crate::tir::BinaryOp::Rem, nidx, s_const, span);
             let dist = self.i32_op(dst, crate::tir::BinaryOp::Mul, ahead, lc.step, span);
             let iv_n = self.i32_op(dst, crate::tir::BinaryOp::Add, iv, dist, span);
+            // Wait for this iteration's buffers, then one barrier: every thread has landed its
+            // copies and finished the previous iteration's MMAs, so the buffer those read can
+            // be refilled while this iteration computes.
+            self.emit(dst, lir::OpKind::AsyncWait { pending: stages as u32 - 2 }, vec![], vec![], span);
+            self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
             for &(i, size) in &copies {
                 let sz = self.i32_const(dst, size as i64, span);
                 let base_n = self.i32_op(dst, crate::tir::BinaryOp::Mul, nxt, sz, span);
-                self.issue_copy(d.operands[i], Some(&lc), Some(iv_n), base_n, offsets[i], dst, span)
+                self.issue_copy(loaded(self, i), Some(&lc), Some(iv_n), base_n, offsets[i], dst, span)
                     .ok_or_else(|| Diagnostic::ice("lower", "pipelined copy"))?;
                 bases[i] = self.i32_op(dst, crate::tir::BinaryOp::Mul, cur, sz, span);
             }
             self.emit(dst, lir::OpKind::AsyncCommit, vec![], vec![], span);
-            self.emit(dst, lir::OpKind::AsyncWait { pending: stages as u32 - 1 }, vec![], vec![], span);
             self.pipelined_loops.insert(lc.body);
-        } else if !copies.is_empty() {
-            for &(i, _) in &copies {
-                self.issue_copy(d.operands[i], None, None, zero, offsets[i], dst, span).ok_or_else(|| Diagnostic::ice("lower", "copy"))?;
+        } else {
+            if !copies.is_empty() {
+                for &(i, _) in &copies {
+                    self.issue_copy(loaded(self, i), None, None, zero, offsets[i], dst, span)
+                        .ok_or_else(|| Diagnostic::ice("lower", "copy"))?;
+                }
+                self.emit(dst, lir::OpKind::AsyncCommit, vec![], vec![], span);
+                self.emit(dst, lir::OpKind::AsyncWait { pending: 0 }, vec![], vec![], span);
             }
-            self.emit(dst, lir::OpKind::AsyncCommit, vec![], vec![], span);
-            self.emit(dst, lir::OpKind::AsyncWait { pending: 0 }, vec![], vec![], span);
+            self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
         }
-        self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
-        let kind = lir::OpKind::LocalMma { a_offset: offsets[0], b_offset: offsets[1], k, dtype };
-        let mop = self.dst.append(dst, kind, vec![acc, bases[0], bases[1]], vec![rty], vec![], span);
+        let mop = if a_in_regs {
+            let a = self.v(d.operands[0])?;
+            let kind = lir::OpKind::RegMma { b_offset: offsets[1], k, dtype, b_trans };
+            self.dst.append(dst, kind, vec![acc, a, bases[1]], vec![rty], vec![], span)
+        } else {
+            let kind = lir::OpKind::LocalMma { a_offset: offsets[0], b_offset: offsets[1], k, dtype, b_trans };
+            self.dst.append(dst, kind, vec![acc, bases[0], bases[1]], vec![rty], vec![], span)
+        };
         if in_pipe[0] || in_pipe[1] {
             self.pipe_patch.push(mop);
             if in_pipe[0] {
@@ -287,7 +356,11 @@ impl Cx<'_> {
                 self.mma_pipe_b.push(mop);
             }
         }
-        self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
+        // The scratch region (a non-fused operand) and unpipelined buffers may be rewritten by the
+        // next shared-memory op; pipelined buffers are protected by the next iteration's barrier.
+        if !pipelined || in_scratch.iter().any(|&x| x) {
+            self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
+        }
         Ok(self.dst.result(mop))
     }
 }

@@ -440,3 +440,43 @@ fn tune_space(a: &ast::Attr, k: &FuncDecl, diags: &mut Vec<Diagnostic>) -> tir::
     }
     space
 }
+
+#[cfg(test)]
+mod tune_tests {
+    use crate::{Options, Source, TuneSpace};
+
+    fn space(attr: &str) -> Result<TuneSpace, String> {
+        let text =
+            format!("{attr}\nkernel k<const BM: i32 = 64, const FLAG: bool = true>(x: &f32[N]) {{\n    let a = x.load([0], [BM]);\n}}\n");
+        match crate::frontend(&Source::new("t.tile", text), &Options::default()) {
+            Ok(ks) => Ok(ks[0].tune.clone()),
+            Err(d) => Err(d.render()),
+        }
+    }
+
+    #[test]
+    fn the_tune_attribute_is_kept() {
+        let s = space("#[tune(BM = [32, 64, 128], warps = [4, 8], stages = 2)]").expect("valid");
+        assert_eq!(s.consts, vec![("BM".to_string(), vec![32, 64, 128])]);
+        assert_eq!((s.warps.as_slice(), s.stages.as_slice()), (&[4, 8][..], &[2][..]));
+        assert_eq!(s.len(), 6);
+        assert!(space("").expect("valid").is_empty());
+    }
+
+    #[test]
+    fn bad_tune_attributes_are_errors() {
+        for (attr, want) in [
+            ("#[tune(BN = [64])]", "not an integer `const` parameter of `k`"),
+            ("#[tune(FLAG = [1])]", "not an integer `const` parameter"),
+            ("#[tune(BM = [64, 0])]", "must be positive integers"),
+            ("#[tune(BM = [64, 64])]", "lists 64 twice"),
+            ("#[tune(BM = [64], BM = [32])]", "appears twice"),
+            ("#[tune(warps = [3])]", "powers of two from 1 to 32"),
+            ("#[tune(BM = [])]", "has no values"),
+            ("#[tune(64)]", "takes named value lists"),
+        ] {
+            let e = space(attr).expect_err(attr);
+            assert!(e.contains(want), "{attr}: {e}");
+        }
+    }
+}
