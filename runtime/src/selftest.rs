@@ -1,13 +1,20 @@
 //! `tessera selftest`: every example kernel, on fresh random inputs at awkward sizes (not tile
-//! multiples, tiny, one-element and smallest-legal edges), run on the GPU and on the interpreter
-//! (the reference semantics), every output compared.
+//! multiples, tiny, one-element and smallest-legal edges), and the conformance programs of
+//! `tests/ops` (each built-in at its edges: special float values, casts, integer division,
+//! out-of-range windows and indices, masks, duplicates, `-inf` rows, control flow) on inputs
+//! made for them ([`inputs`]), run on the GPU and on the interpreter (the reference semantics),
+//! every output compared.
 //!
 //! Outputs that the kernel writes whole are poisoned on both sides first (all-ones bytes on the
 //! GPU, NaN on the interpreter), so an element left unwritten fails, and NaN never passes the
-//! comparison. Outputs that a kernel accumulates into (`atomic_add`) start from the same random
-//! values on both sides and are compared with the float tolerance of [`exec::compare`], since the
-//! order of float atomics differs. The cases are the table [`CASES`]; the example sources are
-//! embedded in the binary, so the command runs from any directory.
+//! comparison (programs that produce NaN on purpose store a NaN flag and the value with NaN
+//! replaced, so NaN positions are compared exactly). Outputs that a kernel accumulates into
+//! (atomics, scatters) start from the same random values on both sides. Each output is compared
+//! by its [`Tol`]: the float tolerance of [`exec::compare`] by default (results computed in
+//! another order, such as sums and float atomics), exactly (integers and bools always, and the
+//! float ops the GPU computes exactly), or within some ulps (approximate transcendentals). The
+//! cases are the table [`CASES`]; the sources are embedded in the binary, so the command runs
+//! from any directory.
 //!
 //! `--interp-only` runs the table on the interpreter alone (no GPU): each case must run and
 //! write every poisoned element (a check of the table and of the kernels' coverage, not of
@@ -20,7 +27,9 @@ use tessera_compiler::interp::Arg;
 use tessera_compiler::tir::{Dim, ParamKind};
 use tessera_compiler::{CompiledKernel, ConstValue, DType, HostTensor, Options, Scalar, Source, Target};
 
-/// The example sources, embedded.
+pub mod inputs;
+
+/// The example sources and the conformance programs (`tests/ops`, named `ops/…`), embedded.
 const EXAMPLES: &[(&str, &str)] = &[
     ("vector_add.tile", include_str!("../../examples/vector_add.tile")),
     ("matmul.tile", include_str!("../../examples/matmul.tile")),
@@ -33,6 +42,18 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("spmm_csr.tile", include_str!("../../examples/spmm_csr.tile")),
     ("rgcn.tile", include_str!("../../examples/rgcn.tile")),
     ("embedding_bag_bwd.tile", include_str!("../../examples/embedding_bag_bwd.tile")),
+    ("ops/math.tile", include_str!("../../tests/ops/math.tile")),
+    ("ops/arith.tile", include_str!("../../tests/ops/arith.tile")),
+    ("ops/intops.tile", include_str!("../../tests/ops/intops.tile")),
+    ("ops/casts.tile", include_str!("../../tests/ops/casts.tile")),
+    ("ops/window.tile", include_str!("../../tests/ops/window.tile")),
+    ("ops/gather_scatter.tile", include_str!("../../tests/ops/gather_scatter.tile")),
+    ("ops/atomics.tile", include_str!("../../tests/ops/atomics.tile")),
+    ("ops/indexed.tile", include_str!("../../tests/ops/indexed.tile")),
+    ("ops/masked_softmax.tile", include_str!("../../tests/ops/masked_softmax.tile")),
+    ("ops/argscan.tile", include_str!("../../tests/ops/argscan.tile")),
+    ("ops/scan.tile", include_str!("../../tests/ops/scan.tile")),
+    ("ops/loops.tile", include_str!("../../tests/ops/loops.tile")),
 ];
 
 /// Sizes of dimension symbols and values of integer consts, by name, as a generator sees them.
@@ -51,6 +72,23 @@ pub enum Out {
     Accumulated,
 }
 
+/// How an output is compared with the interpreter's. Integer and bool outputs are always
+/// compared exactly; NaN never passes (programs that produce NaN on purpose store a flag and a
+/// cleaned value instead), and an infinity only matches the same infinity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Tol {
+    /// The `--check` tolerance of the dtype ([`exec::tolerance`]): results computed in another
+    /// order (sums, dots, float atomics).
+    Dtype,
+    /// Equal values: what the GPU computes exactly (IEEE `+ - * /`, `sqrt`, `fma`, rounding
+    /// casts, `floor`, …) and everything moved without arithmetic.
+    Exact,
+    /// `|gpu - interpreter| <= atol + ulps · ulp(interpreter)`, `ulp(x)` the spacing of the
+    /// output's dtype at `x`: the GPU's approximate transcendentals (`ex2.approx` and the
+    /// others) against the interpreter's correctly rounded values.
+    Ulps { ulps: f64, atol: f64 },
+}
+
 /// One self-test case: a kernel of an example, its consts, its sizes and its inputs.
 #[derive(Clone, Debug)]
 pub struct Case {
@@ -67,6 +105,16 @@ pub struct Case {
     pub generate: Option<Generator>,
     /// The output tensors and how they start; every one is compared.
     pub outputs: &'static [(&'static str, Out)],
+    /// How outputs are compared, by name (`"*"`: every other output); [`Tol::Dtype`] by default.
+    pub tols: &'static [(&'static str, Tol)],
+}
+
+impl Case {
+    /// The comparison of output `name`.
+    pub fn tol(&self, name: &str) -> Tol {
+        let find = |n: &str| self.tols.iter().find(|(x, _)| *x == n).map(|(_, t)| *t);
+        find(name).or_else(|| find("*")).unwrap_or(Tol::Dtype)
+    }
 }
 
 const fn i(v: i64) -> ConstValue {
@@ -89,8 +137,97 @@ const fn c(
     scalars: &'static [(&'static str, f64)],
     outputs: &'static [(&'static str, Out)],
 ) -> Case {
-    Case { name, file, consts, dims, scalars, generate: None, outputs }
+    Case { name, file, consts, dims, scalars, generate: None, outputs, tols: &[] }
 }
+
+const X: Tol = Tol::Exact;
+const D: Tol = Tol::Dtype;
+
+/// A conformance case (`tests/ops/FILE`): generated inputs, every output exact unless `tols`
+/// says otherwise.
+const fn op(
+    name: &'static str,
+    file: &'static str,
+    consts: &'static [(&'static str, ConstValue)],
+    dims: &'static [(&'static str, usize)],
+    generate: Generator,
+    outputs: &'static [(&'static str, Out)],
+    tols: &'static [(&'static str, Tol)],
+) -> Case {
+    Case { name, file, consts, dims, scalars: &[], generate: Some(generate), outputs, tols }
+}
+
+/// The outputs of `math.tile`, all poisoned.
+const MATH_OUT: &[(&str, Out)] = &[
+    ("e", P),
+    ("e2", P),
+    ("lg", P),
+    ("lg2", P),
+    ("sq", P),
+    ("rs", P),
+    ("sn", P),
+    ("cs", P),
+    ("th", P),
+    ("sg", P),
+    ("ef", P),
+    ("fl", P),
+    ("ce", P),
+    ("ab", P),
+];
+
+/// Tolerances of `math.tile`: the GPU's fast approximations (PTX `ex2.approx`, `lg2.approx`,
+/// `rsqrt.approx`, `sin.approx`, `cos.approx`, on which `exp`, `log`, `tanh`, `sigmoid` and `erf`
+/// are built) against the interpreter's correctly rounded values. `exp2` (2 ulp documented) and
+/// `rsqrt` (1 ulp) get twice their bound. `exp(x)` is `ex2.approx(x · log2 e)`: rounding the
+/// product costs about `1.2·|x|` ulp more (CUDA's bound for `__expf` is `2 + 1.2·|x|` ulp), so
+/// 20 ulp for `|x| < 10` (`sigmoid`, `1 / (1 + exp(-x))` with `|x| < 12`, likewise); `log2`/`log`
+/// and `sin`/`cos` have absolute bounds near their zeros (2^-22 and 2^-20.9); `tanh`
+/// (`1 - 2 / (e^2|x| + 1)`) loses about an ulp of 1 to cancellation near 0; `erf` is
+/// Abramowitz–Stegun 7.1.26 (1.5e-7) and a few ulps of 1 from `1 - p·e^-x²`. Measured on an
+/// H100 (1000 inputs): `exp` 14 ulp, `exp2` 2, `rsqrt` 1, `sigmoid` 13; absolute `sin` 3.3e-7,
+/// `cos` 3.6e-7, `tanh` 1e-7, `erf` 4.5e-7.
+const MATH_TOL: &[(&str, Tol)] = &[
+    ("e", Tol::Ulps { ulps: 20.0, atol: 0.0 }),
+    ("e2", Tol::Ulps { ulps: 4.0, atol: 0.0 }),
+    ("lg", Tol::Ulps { ulps: 4.0, atol: 5e-7 }),
+    ("lg2", Tol::Ulps { ulps: 4.0, atol: 5e-7 }),
+    ("rs", Tol::Ulps { ulps: 2.0, atol: 0.0 }),
+    ("sn", Tol::Ulps { ulps: 2.0, atol: 1e-6 }),
+    ("cs", Tol::Ulps { ulps: 2.0, atol: 1e-6 }),
+    ("th", Tol::Ulps { ulps: 4.0, atol: 5e-7 }),
+    ("sg", Tol::Ulps { ulps: 20.0, atol: 0.0 }),
+    ("ef", Tol::Ulps { ulps: 4.0, atol: 1e-6 }),
+    ("*", X),
+];
+
+const ARITH_OUT: &[(&str, Out)] = &[("cmp", P), ("f", P), ("hb", P), ("hf", P), ("nan", P)];
+const INTOPS_OUT: &[(&str, Out)] = &[("o32", P), ("ou32", P), ("o8", P), ("ou8", P), ("lt", P)];
+const CASTS_OUT: &[(&str, Out)] = &[("f", P), ("hb", P), ("hf", P), ("i", P), ("s8", P), ("u8s", P), ("z", P), ("nan", P)];
+const WINDOW_OUT: &[(&str, Out)] = &[("ld", P), ("st", P), ("st1", P), ("rv", P), ("lv", P), ("sc", P)];
+const GATHER_OUT: &[(&str, Out)] = &[("g1", P), ("g2", P), ("g3", P), ("s1", A), ("s2", P), ("s3", P)];
+const ATOMICS_OUT: &[(&str, Out)] =
+    &[("ia", A), ("imx", A), ("imn", A), ("umx", A), ("umn", A), ("la", A), ("fa", A), ("fmx", A), ("fmn", A), ("cnt", A)];
+const INDEXED_OUT: &[(&str, Out)] = &[("out", P), ("hist", A), ("fsum", A), ("big", A), ("fmax", A), ("umin", A), ("dsum", A)];
+const SOFTMAX_OUT: &[(&str, Out)] = &[("p", P), ("l", P), ("m", P), ("o", P), ("sm", P)];
+/// `p` is one `ex2.approx` of an exact difference; `l`, `o` and `sm` are sums of them in
+/// another order; `m` is a maximum.
+const SOFTMAX_TOL: &[(&str, Tol)] = &[("p", Tol::Ulps { ulps: 4.0, atol: 0.0 }), ("m", X), ("*", D)];
+const ARGSCAN_OUT: &[(&str, Out)] = &[
+    ("am", P),
+    ("an", P),
+    ("col", P),
+    ("cm", P),
+    ("cmn", P),
+    ("iam", P),
+    ("ian", P),
+    ("ics", P),
+    ("icm", P),
+    ("ucm", P),
+    ("bcs", P),
+    ("jn", P),
+    ("sp", P),
+];
+const SCAN_OUT: &[(&str, Out)] = &[("cs", P), ("cm", P), ("am", P), ("an", P), ("col_arg", P), ("pair", P)];
 
 /// The table of cases. Sizes are modest: the interpreter is the slow side.
 pub const CASES: &[Case] = &[
@@ -278,6 +415,124 @@ pub const CASES: &[Case] = &[
             &[("grad_weight", A)],
         )
     },
+    // The conformance programs of `tests/ops`: each built-in's edge semantics.
+    op("ops math N=1000", "ops/math.tile", &[], &[("N", 1000)], inputs::math, MATH_OUT, MATH_TOL),
+    op("ops math N=37 B=32", "ops/math.tile", &[("B", i(32))], &[("N", 37)], inputs::math, MATH_OUT, MATH_TOL),
+    op("ops arith N=700", "ops/arith.tile", &[], &[("N", 700)], inputs::arith, ARITH_OUT, &[("*", X)]),
+    op("ops intops N=1100", "ops/intops.tile", &[], &[("N", 1100)], inputs::intops, INTOPS_OUT, &[("*", X)]),
+    op("ops casts N=150", "ops/casts.tile", &[], &[("N", 150)], inputs::casts, CASTS_OUT, &[("*", X)]),
+    op("ops window R37 C50", "ops/window.tile", &[], &[("R", 37), ("C", 50)], inputs::window, WINDOW_OUT, &[("*", X)]),
+    op(
+        "ops window R5 C13 (tile larger than tensor)",
+        "ops/window.tile",
+        &[],
+        &[("R", 5), ("C", 13)],
+        inputs::window,
+        WINDOW_OUT,
+        &[("*", X)],
+    ),
+    op(
+        "ops window R1 C1 BR=2 BC=4",
+        "ops/window.tile",
+        &[("BR", i(2)), ("BC", i(4))],
+        &[("R", 1), ("C", 1)],
+        inputs::window,
+        WINDOW_OUT,
+        &[("*", X)],
+    ),
+    op(
+        "ops gather_scatter R13 C9 N300 M200",
+        "ops/gather_scatter.tile",
+        &[],
+        &[("R", 13), ("C", 9), ("N", 300), ("M", 200)],
+        inputs::gather_scatter,
+        GATHER_OUT,
+        &[("*", X)],
+    ),
+    op(
+        "ops gather_scatter R1 C1 N5 M1 B=256",
+        "ops/gather_scatter.tile",
+        &[("B", i(256))],
+        &[("R", 1), ("C", 1), ("N", 5), ("M", 1)],
+        inputs::gather_scatter,
+        GATHER_OUT,
+        &[("*", X)],
+    ),
+    op(
+        "ops atomics N1000 M5 B=32",
+        "ops/atomics.tile",
+        &[],
+        &[("N", 1000), ("M", 5)],
+        inputs::atomics,
+        ATOMICS_OUT,
+        &[("fa", D), ("*", X)],
+    ),
+    op(
+        "ops atomics N700 M3 B=256",
+        "ops/atomics.tile",
+        &[("B", i(256))],
+        &[("N", 700), ("M", 3)],
+        inputs::atomics,
+        ATOMICS_OUT,
+        &[("fa", D), ("*", X)],
+    ),
+    op(
+        "ops indexed N7 F5 E150 T3",
+        "ops/indexed.tile",
+        &[],
+        &[("N", 7), ("F", 5), ("E", 150), ("T", 3)],
+        inputs::indexed,
+        INDEXED_OUT,
+        &[("fsum", D), ("dsum", D), ("*", X)],
+    ),
+    op(
+        "ops indexed empty view N4 F1 E33 T2 BE=16",
+        "ops/indexed.tile",
+        &[("BE", i(16))],
+        &[("N", 4), ("F", 1), ("E", 33), ("T", 2)],
+        inputs::indexed_oob_view,
+        INDEXED_OUT,
+        &[("fsum", D), ("dsum", D), ("*", X)],
+    ),
+    op(
+        "ops masked_softmax R37 C29",
+        "ops/masked_softmax.tile",
+        &[],
+        &[("R", 37), ("C", 29)],
+        inputs::masked_softmax,
+        SOFTMAX_OUT,
+        SOFTMAX_TOL,
+    ),
+    op(
+        "ops masked_softmax R5 C32",
+        "ops/masked_softmax.tile",
+        &[],
+        &[("R", 5), ("C", 32)],
+        inputs::masked_softmax,
+        SOFTMAX_OUT,
+        SOFTMAX_TOL,
+    ),
+    op(
+        "ops argscan R37 C29",
+        "ops/argscan.tile",
+        &[],
+        &[("R", 37), ("C", 29), ("P", 5)],
+        inputs::argscan,
+        ARGSCAN_OUT,
+        &[("bcs", D), ("*", X)],
+    ),
+    op(
+        "ops argscan R6 C32 BR=2",
+        "ops/argscan.tile",
+        &[("BR", i(2))],
+        &[("R", 6), ("C", 32), ("P", 3)],
+        inputs::argscan,
+        ARGSCAN_OUT,
+        &[("bcs", D), ("*", X)],
+    ),
+    op("ops scan R37 C50", "ops/scan.tile", &[], &[("R", 37), ("C", 50)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("*", X)]),
+    op("ops scan R1 C1", "ops/scan.tile", &[], &[("R", 1), ("C", 1)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("*", X)]),
+    op("ops loops P32", "ops/loops.tile", &[], &[], inputs::loops, &[("out", P), ("t", P)], &[("*", X)]),
 ];
 
 /// The outcome of one case.
@@ -356,8 +611,9 @@ pub fn compile_case(case: &Case, target: Target) -> Result<CompiledKernel, Strin
         verify: cfg!(debug_assertions),
         ..Options::default()
     };
-    let module = tessera_compiler::compile(&Source::new(format!("examples/{}", case.file), text.to_string()), &opts)
-        .map_err(|d| format!("does not compile:\n{}", d.render()))?;
+    let path = if case.file.starts_with("ops/") { format!("tests/{}", case.file) } else { format!("examples/{}", case.file) };
+    let module =
+        tessera_compiler::compile(&Source::new(path, text.to_string()), &opts).map_err(|d| format!("does not compile:\n{}", d.render()))?;
     module.kernels.into_iter().next().ok_or_else(|| format!("`{}` has no kernel", case.file))
 }
 
@@ -500,24 +756,94 @@ fn try_case(case: &Case, rt: Option<&Runtime>, target: Target, seed: u64) -> Res
         let (Arg::Tensor(g), Arg::Tensor(w)) = (&got[i], &want[i]) else {
             return Err(format!("output `{name}` is not a tensor"));
         };
-        let c = exec::compare(g, w);
-        let mut note = format!("{name}: {} elements, max abs err {:.1e}, max rel err {:.1e}", c.n, c.max_abs, c.max_rel);
-        if let Some((idx, gv, wv)) = c.first_bad {
-            ok = false;
-            note.push_str(&format!(
-                ", {} bad (tolerance {:.0e} + {:.0e}·|x|), first at {:?}: gpu {gv}, interpreter {wv}",
-                c.bad,
-                c.atol,
-                c.rtol,
-                exec::unravel(&g.shape, idx)
-            ));
-        } else if !c.ok() {
-            ok = false;
-            note.push_str(", shapes or dtypes differ");
-        }
+        let tol = case.tol(name);
+        let (passed, note) = if tol == Tol::Dtype && w.dtype.is_float() {
+            let c = exec::compare(g, w);
+            let mut note = format!("{name}: {} elements, max abs err {:.1e}, max rel err {:.1e}", c.n, c.max_abs, c.max_rel);
+            if let Some((idx, gv, wv)) = c.first_bad {
+                note.push_str(&format!(
+                    ", {} bad (tolerance {:.0e} + {:.0e}·|x|), first at {:?}: gpu {gv}, interpreter {wv}",
+                    c.bad,
+                    c.atol,
+                    c.rtol,
+                    exec::unravel(&g.shape, idx)
+                ));
+            } else if !c.ok() {
+                note.push_str(", shapes or dtypes differ");
+            }
+            (c.ok(), note)
+        } else {
+            compare_tol(name, g, w, tol)
+        };
+        ok &= passed;
         notes.push(note);
     }
     Ok(CaseResult { passed: ok, detail: format!("{} (gpu {gpu_ms:.0} ms, interpreter {interp_ms:.0} ms)", notes.join("; ")) })
+}
+
+/// The spacing of the float `dtype`'s values at `x` (subnormal spacing below the normal range).
+pub fn ulp(dtype: DType, x: f64) -> f64 {
+    let (mant, min_exp) = match dtype {
+        DType::F16 => (10, -14),
+        DType::BF16 => (7, -126),
+        DType::F32 => (23, -126),
+        _ => (52, -1022),
+    };
+    let e = if x == 0.0 || !x.is_finite() { min_exp } else { (((x.to_bits() >> 52) & 0x7ff) as i32 - 1023).max(min_exp) };
+    2f64.powi(e - mant)
+}
+
+/// Compares an output under an exact or ulp tolerance (integers and bools: exactly, as
+/// integers): NaN on either side fails, an infinity matches only itself. Returns whether it
+/// passed and a one-line note.
+pub fn compare_tol(name: &str, got: &HostTensor, want: &HostTensor, tol: Tol) -> (bool, String) {
+    if got.shape != want.shape || got.dtype != want.dtype {
+        return (false, format!("{name}: shapes or dtypes differ"));
+    }
+    if !want.dtype.is_float() {
+        let bad: Vec<usize> = (0..want.numel()).filter(|&i| got.get_i64(i) != want.get_i64(i)).collect();
+        let mut note = format!("{name}: {} elements, exact", want.numel());
+        if let Some(&i) = bad.first() {
+            let (g, w) = (got.get_i64(i), want.get_i64(i));
+            note.push_str(&format!(", {} bad, first at {:?}: gpu {g}, interpreter {w}", bad.len(), exec::unravel(&got.shape, i)));
+        }
+        return (bad.is_empty(), note);
+    }
+    let (ulps, atol) = match tol {
+        Tol::Ulps { ulps, atol } => (ulps, atol),
+        _ => (0.0, 0.0),
+    };
+    // The largest error, and the largest share of its own element's tolerance.
+    let (mut bad, mut first, mut max_abs, mut worst) = (0usize, None, 0.0f64, 0.0f64);
+    for i in 0..want.numel() {
+        let (g, w) = (got.get_f64(i), want.get_f64(i));
+        let fails = if g.is_nan() || w.is_nan() {
+            true
+        } else if g.is_infinite() || w.is_infinite() {
+            g != w
+        } else {
+            let (diff, allowed) = ((g - w).abs(), atol + ulps * ulp(want.dtype, w));
+            max_abs = max_abs.max(diff);
+            if allowed > 0.0 {
+                worst = worst.max(diff / allowed);
+            }
+            diff > allowed
+        };
+        if fails {
+            bad += 1;
+            first.get_or_insert((i, g, w));
+        }
+    }
+    let mut note = match tol {
+        Tol::Ulps { ulps, atol } => {
+            format!("{name}: {} elements, max err {max_abs:.1e}, {:.0}% of {ulps} ulp + {atol:.0e}", want.numel(), worst * 100.0)
+        }
+        _ => format!("{name}: {} elements, exact", want.numel()),
+    };
+    if let Some((i, g, w)) = first {
+        note.push_str(&format!(", {bad} bad, first at {:?}: gpu {g:e}, interpreter {w:e}", exec::unravel(&got.shape, i)));
+    }
+    (bad == 0, note)
 }
 
 /// The size named `name` in a case's sizes.
@@ -633,4 +959,55 @@ pub fn gen_embedding_bag(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static s
 pub fn gen_embedding_bag_oob(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static str, HostTensor)>, String> {
     let (idx, bag) = embedding_bag(size(sizes, "I")?, size(sizes, "V")?, size(sizes, "NB")?, true, rng);
     Ok(vec![("idx", idx), ("bag", bag)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulp_of_each_float_type() {
+        assert_eq!(ulp(DType::F32, 1.0), f32::EPSILON as f64);
+        assert_eq!(ulp(DType::F32, -1.5), f32::EPSILON as f64);
+        assert_eq!(ulp(DType::F32, 0.0), 2f64.powi(-149));
+        assert_eq!(ulp(DType::F32, 1e-40), 2f64.powi(-149));
+        assert_eq!(ulp(DType::BF16, 3.0), 2f64.powi(-6));
+        assert_eq!(ulp(DType::F16, 65504.0), 32.0);
+        assert_eq!(ulp(DType::F16, 1e-6), 2f64.powi(-24));
+    }
+
+    #[test]
+    fn tolerant_comparison_never_passes_nan() {
+        let t = |v: &[f64]| HostTensor::from_f64(DType::F32, &[v.len()], v);
+        let ulps = Tol::Ulps { ulps: 2.0, atol: 0.0 };
+        assert!(compare_tol("x", &t(&[1.0, f64::INFINITY]), &t(&[1.0, f64::INFINITY]), Tol::Exact).0);
+        assert!(!compare_tol("x", &t(&[f64::NAN]), &t(&[f64::NAN]), ulps).0);
+        assert!(!compare_tol("x", &t(&[1.0]), &t(&[f64::NAN]), ulps).0);
+        assert!(!compare_tol("x", &t(&[f64::INFINITY]), &t(&[f64::NEG_INFINITY]), ulps).0);
+        assert!(!compare_tol("x", &t(&[3.4e38]), &t(&[f64::INFINITY]), ulps).0);
+        assert!(compare_tol("x", &t(&[1.0 + 2.0 * f32::EPSILON as f64]), &t(&[1.0]), ulps).0);
+        assert!(!compare_tol("x", &t(&[1.0 + 3.0 * f32::EPSILON as f64]), &t(&[1.0]), ulps).0);
+        assert!(!compare_tol("x", &t(&[1.0 + f32::EPSILON as f64]), &t(&[1.0]), Tol::Exact).0);
+        // Integers compare as integers, beyond f64's 2^53.
+        let big = |v: i64| HostTensor::from_i64(DType::I64, &[1], &[v]);
+        assert!(!compare_tol("x", &big((1 << 60) + 1), &big(1 << 60), Tol::Exact).0);
+        assert!(compare_tol("x", &big((1 << 60) + 1), &big((1 << 60) + 1), Tol::Exact).0);
+    }
+
+    #[test]
+    fn case_tolerances_by_name() {
+        let case = CASES.iter().find(|c| c.file == "ops/math.tile").expect("a math case");
+        assert_eq!(case.tol("fl"), Tol::Exact);
+        assert!(matches!(case.tol("e2"), Tol::Ulps { .. }));
+        assert_eq!(CASES[0].tol("z"), Tol::Dtype);
+    }
+
+    /// The conformance cases run on the interpreter and write every poisoned element.
+    #[test]
+    fn selftest_ops_cases_run_on_the_interpreter() {
+        for (n, case) in CASES.iter().enumerate().filter(|(_, c)| c.file.starts_with("ops/")) {
+            let r = run_case(case, None, Target::Sm90a, n as u64);
+            assert!(r.passed, "{}: {}", case.name, r.detail);
+        }
+    }
 }

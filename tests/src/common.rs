@@ -1,8 +1,9 @@
 //! Helpers shared by the tests: finding files, compiling, running the interpreter, ptxas.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use tessera_compiler::interp::{self, Arg};
-use tessera_compiler::{CompiledKernel, ConstValue, HostTensor, Options, Source};
+use tessera_compiler::{CompiledKernel, ConstValue, HostTensor, Options, Source, Target};
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -40,6 +41,34 @@ pub fn compile_example(name: &str, o: &Options) -> Vec<CompiledKernel> {
     }
 }
 
+/// One example file compiled at its defaults.
+pub struct Example {
+    /// The file name without `.tile`.
+    pub stem: String,
+    pub kernels: Vec<CompiledKernel>,
+}
+
+/// Every example compiled at its defaults (verifiers on) for `target`, once per test binary:
+/// the tests that read the examples' IR or PTX share these instead of compiling them again.
+pub fn examples(target: Target) -> &'static [Example] {
+    static SM90A: OnceLock<Vec<Example>> = OnceLock::new();
+    static SM80: OnceLock<Vec<Example>> = OnceLock::new();
+    let cell = match target {
+        Target::Sm90a => &SM90A,
+        Target::Sm80 => &SM80,
+    };
+    cell.get_or_init(|| {
+        tile_files("examples")
+            .iter()
+            .map(|f| {
+                let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+                let kernels = compile_example(&name, &Options { target, ..opts(&[]) });
+                Example { stem: name.trim_end_matches(".tile").to_string(), kernels }
+            })
+            .collect()
+    })
+}
+
 /// Runs a kernel on the interpreter and returns the arguments afterwards.
 pub fn interp(k: &CompiledKernel, mut args: Vec<Arg>) -> Vec<Arg> {
     if let Err(e) = interp::run_kernel(&k.tir, &mut args) {
@@ -65,4 +94,23 @@ pub fn ptxas() -> Option<PathBuf> {
     assert!(std::env::var_os("CI").is_none(), "ptxas is required in CI: run scripts/setup.sh");
     eprintln!("note: ptxas not found; PTX assembly checks skipped (run scripts/setup.sh)");
     None
+}
+
+/// Assembles `ptx` (kernel `name`) with `ptxas -v` for `target` and returns its log; panics
+/// with the log if ptxas rejects it.
+pub fn run_ptxas(ptxas: &Path, name: &str, ptx: &str, target: Target) -> String {
+    let dir = std::env::temp_dir().join(format!("tessera-ptxas-{}-{name}-{}", std::process::id(), target.name()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join(format!("{name}.ptx"));
+    std::fs::write(&file, ptx).expect("write ptx");
+    let out = std::process::Command::new(ptxas)
+        .args(["-v", &format!("-arch={}", target.name()), "-o"])
+        .arg(dir.join("out.cubin"))
+        .arg(&file)
+        .output()
+        .expect("run ptxas");
+    let _ = std::fs::remove_dir_all(&dir);
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "ptxas rejected {name} for {}:\n{log}", target.name());
+    log
 }

@@ -1,18 +1,20 @@
 //! Golden tests: every example compiles (verifiers on after every pass), its tile IR, thread IR
 //! and PTX are snapshotted, its tile IR prints and parses back to the same text, and its PTX
-//! assembles with ptxas for sm_90a (register and spill counts snapshotted).
+//! assembles with ptxas for sm_90a and sm_80 (sm_90a register and spill counts snapshotted).
+//! The tensor-core examples' PTX is checked for the matrix instructions (`mma.sync`,
+//! `ldmatrix`, `cp.async`), and ptxas must report no spills at the default configs.
 
-use crate::common::{compile_example, opts, ptxas, root, tile_files};
-use tessera_compiler::tir;
+use crate::common::{examples, ptxas, run_ptxas};
+use std::sync::OnceLock;
+use tessera_compiler::{DType, Target, tir};
 
 #[test]
 fn examples_snapshots_and_roundtrip() {
-    let files = tile_files("examples");
-    assert!(files.len() >= 3, "examples are missing");
-    for f in files {
-        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        let stem = name.trim_end_matches(".tile");
-        for k in compile_example(&name, &opts(&[])) {
+    let all = examples(Target::Sm90a);
+    assert!(all.len() >= 3, "examples are missing");
+    for ex in all {
+        let stem = &ex.stem;
+        for k in &ex.kernels {
             let tir_text = tir::print_kernel(&k.tir);
             let parsed = tir::parse_kernel(&tir_text).unwrap_or_else(|e| panic!("{stem}: tile IR does not parse back: {e}\n{tir_text}"));
             assert_eq!(tir::print_kernel(&parsed), tir_text, "{stem}: tile IR round trip changed the text");
@@ -24,38 +26,158 @@ fn examples_snapshots_and_roundtrip() {
     }
 }
 
+/// `ptxas -v` logs of every example kernel at its defaults for `target`, `(example, kernel,
+/// log)`, made once per test binary; `None` without ptxas (outside CI). Panics if ptxas rejects
+/// a PTX.
+fn ptxas_logs(target: Target) -> Option<&'static [(String, String, String)]> {
+    type Logs = OnceLock<Option<Vec<(String, String, String)>>>;
+    static SM90A: Logs = OnceLock::new();
+    static SM80: Logs = OnceLock::new();
+    let cell = match target {
+        Target::Sm90a => &SM90A,
+        Target::Sm80 => &SM80,
+    };
+    cell.get_or_init(|| {
+        let ptxas = ptxas()?;
+        let mut out = vec![];
+        for ex in examples(target) {
+            for k in &ex.kernels {
+                out.push((ex.stem.clone(), k.meta.name.clone(), run_ptxas(&ptxas, &k.meta.name, &k.ptx, target)));
+            }
+        }
+        Some(out)
+    })
+    .as_deref()
+}
+
 /// Every PTX the examples produce (both targets) assembles; the sm_90a resource use is recorded.
 #[test]
 fn examples_assemble_with_ptxas() {
-    let Some(ptxas) = ptxas() else { return };
-    let dir = std::env::temp_dir().join(format!("tessera-ptxas-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (Some(sm90a), Some(_)) = (ptxas_logs(Target::Sm90a), ptxas_logs(Target::Sm80)) else { return };
     let mut report = String::new();
-    for f in tile_files("examples") {
-        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        for target in [tessera_compiler::Target::Sm90a, tessera_compiler::Target::Sm80] {
-            let o = tessera_compiler::Options { target, ..opts(&[]) };
-            for k in compile_example(&name, &o) {
-                let ptx = dir.join(format!("{}.{}.ptx", k.meta.name, target.name()));
-                std::fs::write(&ptx, &k.ptx).expect("write ptx");
-                let out = std::process::Command::new(&ptxas)
-                    .args(["-v", &format!("-arch={}", target.name()), "-o"])
-                    .arg(dir.join("out.cubin"))
-                    .arg(&ptx)
-                    .output()
-                    .expect("run ptxas");
-                let log = String::from_utf8_lossy(&out.stderr).to_string();
-                assert!(out.status.success(), "ptxas rejected {} for {}:\n{log}", k.meta.name, target.name());
-                if target == tessera_compiler::Target::Sm90a {
-                    for line in log.lines().filter(|l| l.contains("Used") || l.contains("spill")) {
-                        let line = line.trim_start_matches("ptxas info    : ").trim();
-                        report.push_str(&format!("{}: {line}\n", k.meta.name));
-                    }
-                }
-            }
+    for (_, kernel, log) in sm90a {
+        for line in log.lines().filter(|l| l.contains("Used") || l.contains("spill")) {
+            let line = line.trim_start_matches("ptxas info    : ").trim();
+            report.push_str(&format!("{kernel}: {line}\n"));
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = root();
     insta::assert_snapshot!("ptxas_resources", report);
+}
+
+/// The window loads behind a `dot` operand: `x.load(…)` is a plain window, an N-D window load
+/// reshaped to 2-D (`reshape(x.load([…], [WX, WY, D]), [WX * WY, D])`) a reshaped one; either
+/// may be under `trans`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Window {
+    Plain,
+    Reshaped,
+}
+
+/// The dtype of the first `dot` of 16-bit float operands in `k` (the ones the tensor cores
+/// run), with the kinds of window load among the operands of all such dots.
+fn tensor_core_dots(k: &tir::Kernel) -> Option<(DType, Vec<Window>)> {
+    use tessera_compiler::ir::ValueDef;
+    let body = &k.body;
+    let def = |v: tessera_compiler::ir::Value| match body.values[v.index()].def {
+        ValueDef::Result(op, _) => Some(body.op(op)),
+        ValueDef::Arg(..) => None,
+    };
+    let window = |v| {
+        let v = match def(v) {
+            Some(p) if p.kind == tir::OpKind::Permute(vec![1, 0]) => p.operands[0],
+            _ => v,
+        };
+        match def(v)? {
+            d if d.kind == tir::OpKind::Load => Some(Window::Plain),
+            d if d.kind == tir::OpKind::Reshape && def(d.operands[0]).is_some_and(|l| l.kind == tir::OpKind::Load) => {
+                Some(Window::Reshaped)
+            }
+            _ => None,
+        }
+    };
+    let mut found: Option<(DType, Vec<Window>)> = None;
+    body.walk(body.entry, &mut |op| {
+        let d = body.op(op);
+        if d.kind != tir::OpKind::Dot {
+            return;
+        }
+        let dt = body.ty(d.operands[0]).dtype();
+        if !matches!(dt, DType::F16 | DType::BF16) {
+            return;
+        }
+        let f = found.get_or_insert((dt, vec![]));
+        f.1.extend(d.operands[..2].iter().filter_map(|&o| window(o)));
+    });
+    found
+}
+
+/// Every example with a `dot` of f16/bf16 operands runs it on the tensor cores at its default
+/// config: its sm_90a PTX has `mma.sync.m16n8k16` of that dtype and `ldmatrix`, and, where a
+/// dot operand is a window load, 16-byte `cp.async` copies, their commits and waits.
+#[test]
+fn tensor_core_examples_use_matrix_instructions() {
+    let mut checked = vec![];
+    for ex in examples(Target::Sm90a) {
+        for k in &ex.kernels {
+            let Some((dt, windows)) = tensor_core_dots(&k.tir) else { continue };
+            let name = format!("{}.{}", ex.stem, k.meta.name);
+            let mma = format!("mma.sync.aligned.m16n8k16.row.col.f32.{dt}.{dt}.f32");
+            let mut wanted = vec![mma.as_str(), "ldmatrix.sync.aligned"];
+            let copied = windows.contains(&Window::Plain) || windows.contains(&Window::Reshaped);
+            if copied {
+                wanted.extend(["cp.async.cg.shared.global", "cp.async.commit_group", "cp.async.wait_group"]);
+            }
+            for w in wanted {
+                assert!(k.ptx.contains(w), "{name}: its PTX has no `{w}` (a {dt} dot; window-load operands: {windows:?})");
+            }
+            checked.push((ex.stem.as_str(), windows.first().copied()));
+        }
+    }
+    // The detection above found the canonical tensor-core examples (it must not pass vacuously).
+    let (plain, reshaped) = (Some(Window::Plain), Some(Window::Reshaped));
+    for want in [("matmul", plain), ("linear", plain), ("attention", plain), ("na1d", plain), ("na2d", reshaped)] {
+        assert!(checked.contains(&want), "{want:?} missing from the tensor-core examples found: {checked:?}");
+    }
+}
+
+/// The spill store and spill load bytes of a `ptxas -v` log, summed over its functions.
+fn spill_bytes(log: &str) -> Option<(u64, u64)> {
+    let number_before = |line: &str, what: &str| -> Option<u64> {
+        let head = &line[..line.find(what)?];
+        head.trim_end().rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    let mut total: Option<(u64, u64)> = None;
+    for line in log.lines().filter(|l| l.contains("bytes spill stores")) {
+        let (s, l) = (number_before(line, " bytes spill stores")?, number_before(line, " bytes spill loads")?);
+        let (ts, tl) = total.unwrap_or((0, 0));
+        total = Some((ts + s, tl + l));
+    }
+    total
+}
+
+/// ptxas reports no spill stores or loads for any example at its default config (sm_90a). (na2d
+/// spilled about 20 KB per thread until its reshaped 3-D window loads were fused into `cp.async`
+/// copies: they no longer occupy registers.)
+#[test]
+fn examples_do_not_spill_at_default_config() {
+    let Some(logs) = ptxas_logs(Target::Sm90a) else { return };
+    let mut failures = vec![];
+    for (stem, kernel, log) in logs {
+        let (stores, loads) = spill_bytes(log).unwrap_or_else(|| panic!("{kernel}: no spill line in the ptxas log:\n{log}"));
+        if stores + loads > 0 {
+            failures.push(format!("{stem}.{kernel}: {stores} bytes of spill stores, {loads} bytes of spill loads"));
+        }
+    }
+    assert!(failures.is_empty(), "ptxas -v spills at the default configs (sm_90a):\n{}", failures.join("\n"));
+}
+
+#[test]
+fn spill_bytes_parses_ptxas_logs() {
+    let log = "ptxas info    : Compiling entry function 'na2d' for 'sm_90a'\n\
+               ptxas info    : Function properties for na2d\n    \
+               2904 bytes stack frame, 2488 bytes spill stores, 2564 bytes spill loads\n\
+               ptxas info    : Used 255 registers, used 1 barriers, 2904 bytes cumulative stack size\n";
+    assert_eq!(spill_bytes(log), Some((2488, 2564)));
+    assert_eq!(spill_bytes("    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads"), Some((0, 0)));
+    assert_eq!(spill_bytes("ptxas info    : Used 34 registers"), None);
 }

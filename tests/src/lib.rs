@@ -1,7 +1,9 @@
 //! Cross-crate tests of Tessera, all in this one test binary (each binary links LLVM):
 //! golden snapshots of every example's IR and PTX, tile-IR round trips, ptxas on every PTX,
-//! diagnostics of the `tests/ui` files, interpreter results against plain Rust references, and
-//! property tests (the front end never panics; tile-IR text round-trips).
+//! the matrix instructions and spill counts of the tensor-core examples, diagnostics of the
+//! `tests/ui` files, the IR before and after each stage of the `tests/passes` programs,
+//! interpreter results against plain Rust references, and property tests (the front end never
+//! panics; tile-IR text round-trips).
 
 #[cfg(test)]
 mod common;
@@ -11,6 +13,8 @@ mod differential;
 mod golden;
 #[cfg(test)]
 mod ops;
+#[cfg(test)]
+mod passes;
 #[cfg(test)]
 mod props;
 #[cfg(test)]

@@ -1,7 +1,11 @@
 //! The built-ins beyond window memory (`tests/ops/*.tile`): indexed memory and atomics, scans and
-//! index reductions, `join`/`split`, `while`/`return`, `print`/`assert`. Each program runs on the
-//! interpreter against a plain Rust reference on random inputs (with out-of-range indices), and
-//! its PTX, checked build or not, assembles with ptxas for both targets.
+//! index reductions, `join`/`split`, `while`/`return`, `print`/`assert`, and the conformance
+//! programs that `tessera selftest` runs on the GPU against the interpreter (float and integer
+//! arithmetic at their edges, every cast, window memory across every edge, masked gathers and
+//! scatters, atomics with duplicates, `-inf` rows in softmax, NaN in index reductions and scans).
+//! Each program runs on the interpreter against a plain Rust reference on the inputs the
+//! self-test makes for it (or random ones, with out-of-range indices), and its PTX, checked
+//! build or not, assembles with ptxas for both targets.
 
 use crate::common::{ptxas, root, tensor, tile_files};
 use tessera_compiler::interp::{self, Arg};
@@ -193,4 +197,536 @@ fn control_flow_and_debug_output_match_reference() {
     assert_eq!(lines.len(), 16, "{printed}");
     assert_eq!(lines[0], "program (0, 0, 0) [0]: program 0 ran 3 steps, v = 1.5");
     assert_eq!(lines[15], "program (0, 0, 0) [15]: program 0 ran 3 steps, v = 1.5");
+}
+
+// The conformance programs of `tessera selftest` (`tests/ops/*.tile` beyond the three above), on
+// the inputs the self-test makes for them, against plain Rust: the interpreter is the reference
+// the GPU is held to, so its edge semantics are pinned here independently.
+
+/// The inputs a self-test generator makes for `sizes`, by name.
+fn generated(g: tessera_runtime::selftest::Generator, sizes: &[(&str, usize)]) -> Vec<(&'static str, HostTensor)> {
+    let sizes: Vec<(String, usize)> = sizes.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+    g(&sizes, &mut Rng::new(11)).expect("inputs")
+}
+
+fn input(inputs: &[(&'static str, HostTensor)], name: &str) -> HostTensor {
+    inputs.iter().find(|(n, _)| *n == name).map(|(_, t)| t.clone()).unwrap_or_else(|| panic!("no input `{name}`"))
+}
+
+/// `x` rounded to nearest even to a float format with `frac` fraction bits, normal exponents
+/// from `min_exp` to `max_exp` (below: subnormal steps; above: infinity). `x` must be exact
+/// in f64.
+fn round_float(x: f64, frac: i32, min_exp: i32, max_exp: i32) -> f64 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    let r = if x.abs() < 2f64.powi(min_exp) {
+        let step = 2f64.powi(min_exp - frac);
+        (x / step).round_ties_even() * step
+    } else {
+        let drop = 52 - frac as u64;
+        let b = x.to_bits();
+        let (low, half) = (b & ((1 << drop) - 1), 1u64 << (drop - 1));
+        let mut hi = b & !((1 << drop) - 1);
+        if low > half || (low == half && (hi >> drop) & 1 == 1) {
+            hi += 1 << drop;
+        }
+        f64::from_bits(hi)
+    };
+    if r.abs() >= 2f64.powi(max_exp + 1) { f64::INFINITY.copysign(x) } else { r }
+}
+
+fn to_bf16(x: f64) -> f64 {
+    round_float(x, 7, -126, 127)
+}
+
+fn to_f16(x: f64) -> f64 {
+    round_float(x, 10, -14, 15)
+}
+
+/// Checks row `row` of a float output and of its NaN flags against `want` (NaN: flag set, value
+/// 0); values compare exactly.
+fn check_float_row(name: &str, out: &HostTensor, flags: &HostTensor, row: usize, frow: usize, want: &[f64]) {
+    let n = want.len();
+    for (i, &w) in want.iter().enumerate() {
+        let (v, f) = (out.get_f64(row * n + i), flags.get_i64(frow * n + i));
+        if w.is_nan() {
+            assert!(f == 1 && v == 0.0, "{name}[{i}]: want NaN, got {v} (flag {f})");
+        } else {
+            assert!(f == 0 && v == w, "{name}[{i}]: want {w:e}, got {v:e} (flag {f})");
+        }
+    }
+}
+
+#[test]
+fn intops_match_reference() {
+    let k = compile_op_file("intops.tile", &checked());
+    let n = 1100;
+    let inp = generated(tessera_runtime::selftest::inputs::intops, &[("N", n)]);
+    let (a, b) = (input(&inp, "a"), input(&inp, "b"));
+    let args = vec![
+        Arg::Tensor(a.clone()),
+        Arg::Tensor(b.clone()),
+        zeros(DType::I32, &[13, n]),
+        zeros(DType::U32, &[6, n]),
+        zeros(DType::I8, &[8, n]),
+        zeros(DType::U8, &[6, n]),
+        zeros(DType::Bool, &[4, n]),
+    ];
+    let (out, _) = run(&k, args);
+    for i in 0..n {
+        let (x, y) = (a.get_i64(i) as i32, b.get_i64(i) as i32);
+        let at = |o: usize, row: usize| tensor(&out[o]).get_i64(row * n + i);
+        let w32 = [
+            if y == 0 { 0 } else { x.wrapping_div(y) },
+            if y == 0 { 0 } else { x.wrapping_rem(y) },
+            x.wrapping_shl(y as u32),
+            x.wrapping_shr(y as u32),
+            x.min(y),
+            x.max(y),
+            x.wrapping_abs(),
+            x.wrapping_neg(),
+            x.wrapping_mul(y),
+            x.wrapping_add(y),
+            x & y,
+            x | y,
+            x ^ y,
+        ];
+        for (row, w) in w32.iter().enumerate() {
+            assert_eq!(at(2, row), *w as i64, "i32 row {row}: {x}, {y}");
+        }
+        let (ux, uy) = (x as u32, y as u32);
+        let wu32 = [
+            ux.checked_div(uy).unwrap_or(0),
+            ux.checked_rem(uy).unwrap_or(0),
+            ux.wrapping_shl(uy),
+            ux.wrapping_shr(uy),
+            ux.min(uy),
+            ux.max(uy),
+        ];
+        for (row, w) in wu32.iter().enumerate() {
+            assert_eq!(at(3, row), *w as i64, "u32 row {row}: {ux}, {uy}");
+        }
+        let (x8, y8) = (x as i8, y as i8);
+        let w8 = [
+            if y8 == 0 { 0 } else { x8.wrapping_div(y8) },
+            if y8 == 0 { 0 } else { x8.wrapping_rem(y8) },
+            x8.wrapping_shl(y8 as u32),
+            x8.wrapping_shr(y8 as u32),
+            x8.min(y8),
+            x8.max(y8),
+            x8.wrapping_abs(),
+            x8.wrapping_mul(y8).wrapping_add(x8),
+        ];
+        for (row, w) in w8.iter().enumerate() {
+            assert_eq!(at(4, row), *w as i64, "i8 row {row}: {x8}, {y8}");
+        }
+        let (xu, yu) = (x as u8, y as u8);
+        let wu8 = [
+            xu.checked_div(yu).unwrap_or(0),
+            xu.checked_rem(yu).unwrap_or(0),
+            xu.wrapping_shl(yu as u32),
+            xu.wrapping_shr(yu as u32),
+            xu.min(yu),
+            xu.max(yu),
+        ];
+        for (row, w) in wu8.iter().enumerate() {
+            assert_eq!(at(5, row), *w as i64, "u8 row {row}: {xu}, {yu}");
+        }
+        let lt = [x < y, ux < uy, x8 < y8, xu < yu];
+        for (row, w) in lt.iter().enumerate() {
+            assert_eq!(at(6, row), *w as i64, "lt row {row}: {x}, {y}");
+        }
+    }
+}
+
+#[test]
+fn casts_match_reference() {
+    let k = compile_op_file("casts.tile", &checked());
+    let n = 150;
+    let inp = generated(tessera_runtime::selftest::inputs::casts, &[("N", n)]);
+    let names = ["xf", "xb", "xh", "xi", "x8", "xu", "xz"];
+    let mut args: Vec<Arg> = names.iter().map(|s| Arg::Tensor(input(&inp, s))).collect();
+    for d in [DType::F32, DType::BF16, DType::F16, DType::I32, DType::I8, DType::U8, DType::Bool] {
+        args.push(zeros(d, &[7, n]));
+    }
+    args.push(zeros(DType::Bool, &[3, 7, n]));
+    let (out, _) = run(&k, args);
+    let nan = tensor(&out[14]);
+    for (s, name) in names.iter().enumerate() {
+        let src = input(&inp, name);
+        let vals: Vec<f64> = (0..n).map(|i| src.get_f64(i)).collect();
+        // Every source value is exact in f64; casts to floats round once from it.
+        let fl = |f: fn(f64) -> f64| vals.iter().map(|&v| f(v)).collect::<Vec<_>>();
+        check_float_row(&format!("{name} as f32"), tensor(&out[7]), nan, s, s, &fl(|v| round_float(v, 23, -126, 127)));
+        check_float_row(&format!("{name} as bf16"), tensor(&out[8]), nan, s, 7 + s, &fl(to_bf16));
+        check_float_row(&format!("{name} as f16"), tensor(&out[9]), nan, s, 14 + s, &fl(to_f16));
+        let float_src = s < 3;
+        for (i, &v) in vals.iter().enumerate() {
+            let iv = src.get_i64(i);
+            let (w32, w8, wu8) = if float_src {
+                (v as i32 as i64, v as i8 as i64, v as u8 as i64)
+            } else {
+                (iv as i32 as i64, iv as i8 as i64, iv as u8 as i64)
+            };
+            assert_eq!(tensor(&out[10]).get_i64(s * n + i), w32, "{name}[{i}] = {v} as i32");
+            assert_eq!(tensor(&out[11]).get_i64(s * n + i), w8, "{name}[{i}] = {v} as i8");
+            assert_eq!(tensor(&out[12]).get_i64(s * n + i), wu8, "{name}[{i}] = {v} as u8");
+            assert_eq!(tensor(&out[13]).get_i64(s * n + i), (v != 0.0) as i64, "{name}[{i}] = {v} as bool");
+        }
+    }
+    // The traps: NaN → 0, saturation, f16 overflow, an integer that rounds twice through f32.
+    assert_eq!(tensor(&out[10]).get_i64(0), 0, "NaN as i32");
+    assert_eq!(tensor(&out[10]).get_i64(22), i32::MAX as i64, "2^31 as i32 saturates");
+    assert_eq!(tensor(&out[8]).get_f64(3 * n + 16), 2f64.powi(24) + 2f64.powi(17), "2^24 + 2^16 + 1 as bf16 rounds up once");
+    assert_eq!(tensor(&out[9]).get_f64(3 * n + 11), f64::INFINITY, "65520 as f16");
+}
+
+#[test]
+fn float_arithmetic_matches_reference() {
+    let k = compile_op_file("arith.tile", &checked());
+    let n = 700;
+    let inp = generated(tessera_runtime::selftest::inputs::arith, &[("N", n)]);
+    let (a, b, c) = (input(&inp, "a"), input(&inp, "b"), input(&inp, "c"));
+    let args = vec![
+        Arg::Tensor(a.clone()),
+        Arg::Tensor(b.clone()),
+        Arg::Tensor(c.clone()),
+        zeros(DType::Bool, &[6, n]),
+        zeros(DType::F32, &[10, n]),
+        zeros(DType::BF16, &[5, n]),
+        zeros(DType::F16, &[5, n]),
+        zeros(DType::Bool, &[20, n]),
+    ];
+    let (out, _) = run(&k, args);
+    let get = |t: &HostTensor| (0..n).map(|i| t.get_f64(i) as f32).collect::<Vec<f32>>();
+    let (x, y, z) = (get(&a), get(&b), get(&c));
+    let (f, hb, hf, nan) = (tensor(&out[4]), tensor(&out[5]), tensor(&out[6]), tensor(&out[7]));
+    let row = |g: &dyn Fn(f32, f32, f32) -> f32| (0..n).map(|i| g(x[i], y[i], z[i]) as f64).collect::<Vec<f64>>();
+    check_float_row("min", f, nan, 0, 0, &row(&|p, q, _| p.min(q)));
+    check_float_row("max", f, nan, 1, 1, &row(&|p, q, _| p.max(q)));
+    check_float_row("clamp", f, nan, 2, 2, &row(&|p, q, _| p.max(-0.5).min(q)));
+    check_float_row("add", f, nan, 3, 3, &row(&|p, q, _| p + q));
+    check_float_row("sub", f, nan, 4, 4, &row(&|p, q, _| p - q));
+    check_float_row("mul", f, nan, 5, 5, &row(&|p, q, _| p * q));
+    check_float_row("div", f, nan, 6, 6, &row(&|p, q, _| p / q));
+    // `fma` is a product and a sum, each rounded (sema lowers it so; the GPU must not fuse).
+    check_float_row("fma", f, nan, 7, 7, &row(&|p, q, r| p * q + r));
+    check_float_row("neg", f, nan, 8, 8, &row(&|p, _, _| -p));
+    check_float_row("rem", f, nan, 9, 19, &row(&|p, q, _| p % q));
+    // 16-bit floats: operands rounded, computed in f32 (exact enough: one rounding), rounded.
+    type Op = fn(f64, f64) -> f64;
+    let ops: [Op; 5] = [|p, q| p + q, |p, q| p * q, |p, q| p / q, f64::max, |p, _| p.abs().sqrt()];
+    for (j, op) in ops.iter().enumerate() {
+        let wb: Vec<f64> = (0..n).map(|i| to_bf16(op(to_bf16(x[i] as f64), to_bf16(y[i] as f64)) as f32 as f64)).collect();
+        check_float_row(&format!("bf16 op {j}"), hb, nan, j, 9 + j, &wb);
+        let op16: Op = if j == 3 { f64::min } else { *op };
+        let wh: Vec<f64> = (0..n).map(|i| to_f16(op16(to_f16(x[i] as f64), to_f16(y[i] as f64)) as f32 as f64)).collect();
+        check_float_row(&format!("f16 op {j}"), hf, nan, j, 14 + j, &wh);
+    }
+    let cmp = tensor(&out[3]);
+    for i in 0..n {
+        let want = [x[i] == y[i], x[i] != y[i], x[i] < y[i], x[i] <= y[i], x[i] > y[i], x[i] >= y[i]];
+        for (r, w) in want.iter().enumerate() {
+            assert_eq!(cmp.get_i64(r * n + i), *w as i64, "comparison {r} of {} and {}", x[i], y[i]);
+        }
+    }
+}
+
+#[test]
+fn window_edges_match_reference() {
+    let k = compile_op_file("window.tile", &checked());
+    for (r, c) in [(37usize, 50usize), (5, 13)] {
+        let (br, bc) = (8i64, 16i64);
+        let inp = generated(tessera_runtime::selftest::inputs::window, &[("R", r), ("C", c), ("BR", 8), ("BC", 16)]);
+        let offs = input(&inp, "offs");
+        let p = offs.shape[0];
+        let mut rng = Rng::new(3);
+        let x = random_tensor(DType::F32, &[r, c], &mut rng);
+        let v = random_tensor(DType::I8, &[c], &mut rng);
+        let poison = |shape: &[usize]| Arg::Tensor(HostTensor::from_i64(DType::I32, shape, &vec![-1; shape.iter().product()]));
+        let args = vec![
+            Arg::Tensor(x.clone()),
+            Arg::Tensor(v.clone()),
+            Arg::Tensor(offs.clone()),
+            zeros(DType::F32, &[p, 8, 16]),
+            poison(&[p, r, c]),
+            poison(&[p, r, c]),
+            zeros(DType::F32, &[p, 16]),
+            zeros(DType::I8, &[p, 16]),
+            zeros(DType::F32, &[p, 4]),
+        ];
+        let (out, _) = run(&k, args);
+        let (ri, ci) = (r as i64, c as i64);
+        let xv = |i: i64, j: i64| if (0..ri).contains(&i) && (0..ci).contains(&j) { Some(x.get_f64((i * ci + j) as usize)) } else { None };
+        let vv = |j: i64| (0..ci).contains(&j).then(|| v.get_i64(j as usize));
+        for q in 0..p {
+            let (r0, c0) = (offs.get_i64(2 * q), offs.get_i64(2 * q + 1));
+            for i in 0..br {
+                for j in 0..bc {
+                    let got = tensor(&out[3]).get_f64(q * 128 + (i * bc + j) as usize);
+                    assert_eq!(got, xv(r0 + i, c0 + j).unwrap_or(-7.5), "load at ({r0}, {c0}) [{i}, {j}] of {r}x{c}");
+                }
+            }
+            for i in 0..ri {
+                for j in 0..ci {
+                    let (di, dj) = (i - r0, j - c0);
+                    let inside = (0..br).contains(&di) && (0..bc).contains(&dj);
+                    let want = if inside { q as i64 * 10000 + di * 100 + dj } else { -1 };
+                    let e = q * r * c + (i * ci + j) as usize;
+                    assert_eq!(tensor(&out[4]).get_i64(e), want, "store at ({r0}, {c0}): element [{i}, {j}] of {r}x{c}");
+                    let want1 = if di == 0 && (0..bc).contains(&dj) { q as i64 * 100 + dj } else { -1 };
+                    assert_eq!(tensor(&out[5]).get_i64(e), want1, "1-D store at ({r0}, {c0}): element [{i}, {j}]");
+                }
+            }
+            for j in 0..bc {
+                let e = q * 16 + j as usize;
+                assert_eq!(tensor(&out[6]).get_f64(e), xv(r0, c0 + j).unwrap_or(2.0), "row view {r0} at {}", c0 + j);
+                assert_eq!(tensor(&out[7]).get_i64(e), vv(c0 + j).unwrap_or(-3), "i8 load at {}", c0 + j);
+            }
+            let z = |o: Option<f64>| o.unwrap_or(0.0);
+            let sc = [
+                z(xv(r0, c0)),
+                z(xv(r0 + br - 1, c0 + bc - 1)),
+                (z(xv(r0, c0 + bc)) as f32 + z(xv(ri - 1, ci - 1)) as f32) as f64,
+                vv(c0).unwrap_or(0) as f64,
+            ];
+            for (j, w) in sc.iter().enumerate() {
+                assert_eq!(tensor(&out[8]).get_f64(q * 4 + j), *w, "scalar read {j} at ({r0}, {c0})");
+            }
+        }
+    }
+}
+
+#[test]
+fn gathers_and_masked_scatters_match_reference() {
+    let k = compile_op_file("gather_scatter.tile", &checked());
+    let (r, c, n, m) = (13usize, 9usize, 300usize, 200usize);
+    let inp = generated(tessera_runtime::selftest::inputs::gather_scatter, &[("R", r), ("C", c), ("N", n), ("M", m)]);
+    let (ri, ci, mk, dst) = (input(&inp, "ri"), input(&inp, "ci"), input(&inp, "m"), input(&inp, "dst"));
+    let mut rng = Rng::new(4);
+    let x = random_tensor(DType::F32, &[r, c], &mut rng);
+    let xi = random_tensor(DType::I8, &[r, c], &mut rng);
+    let s1 = random_tensor(DType::F32, &[m], &mut rng);
+    let s2 = random_tensor(DType::I32, &[r, c], &mut rng);
+    let s3 = random_tensor(DType::I32, &[m], &mut rng);
+    let args = vec![
+        Arg::Tensor(x.clone()),
+        Arg::Tensor(xi.clone()),
+        Arg::Tensor(ri.clone()),
+        Arg::Tensor(ci.clone()),
+        Arg::Tensor(mk.clone()),
+        Arg::Tensor(dst.clone()),
+        zeros(DType::F32, &[n]),
+        zeros(DType::F32, &[n, 4]),
+        zeros(DType::I8, &[n]),
+        Arg::Tensor(s1.clone()),
+        Arg::Tensor(s2.clone()),
+        Arg::Tensor(s3.clone()),
+    ];
+    let (out, _) = run(&k, args);
+    let at = |i: i64, j: i64| ((0..r as i64).contains(&i) && (0..c as i64).contains(&j)).then(|| i as usize * c + j as usize);
+    let (mut w1, mut w2, mut w3) = (s1.to_f64_vec(), s2.to_f64_vec(), s3.to_f64_vec());
+    for e in 0..n {
+        let (i, j, on, d) = (ri.get_i64(e), ci.get_i64(e), mk.get_i64(e) == 1, dst.get_i64(e));
+        let g = |t: &HostTensor, i: i64, j: i64, pad: f64| at(i, j).filter(|_| on).map_or(pad, |k| t.get_f64(k));
+        assert_eq!(tensor(&out[6]).get_f64(e), g(&x, i, j, -3.0), "g1[{e}]");
+        for q in 0..4 {
+            assert_eq!(tensor(&out[7]).get_f64(e * 4 + q), g(&x, i, j + q as i64 - 1, 0.0), "g2[{e}, {q}]");
+        }
+        assert_eq!(tensor(&out[8]).get_f64(e), g(&xi, i, j, 9.0), "g3[{e}]");
+        let in_d = (0..m as i64).contains(&d);
+        if on && in_d {
+            w1[d as usize] = (at(i, j).map_or(0.25, |k| x.get_f64(k)) as f32 * 2.0) as f64;
+            if e % 3 == 0 {
+                w3[d as usize] = 7.0;
+            }
+        }
+        if let Some(k) = at(i, j).filter(|_| on) {
+            w2[k] = e as f64;
+        }
+    }
+    assert_eq!(tensor(&out[9]).to_f64_vec(), w1, "s1");
+    assert_eq!(tensor(&out[10]).to_f64_vec(), w2, "s2");
+    assert_eq!(tensor(&out[11]).to_f64_vec(), w3, "s3");
+}
+
+#[test]
+fn atomics_with_duplicates_match_reference() {
+    let k = compile_op_file("atomics.tile", &checked());
+    let (n, m) = (1000usize, 5usize);
+    let inp = generated(tessera_runtime::selftest::inputs::atomics, &[("N", n), ("M", m)]);
+    let (idx, vi, vf, mk) = (input(&inp, "idx"), input(&inp, "vi"), input(&inp, "vf"), input(&inp, "m"));
+    let mut args = vec![Arg::Tensor(idx.clone()), Arg::Tensor(vi.clone()), Arg::Tensor(vf.clone()), Arg::Tensor(mk.clone())];
+    for d in [DType::I32, DType::I32, DType::I32, DType::U32, DType::U32, DType::I64, DType::F32, DType::F32, DType::F32] {
+        args.push(zeros(d, &[m]));
+    }
+    args.push(zeros(DType::I32, &[2]));
+    let (out, _) = run(&k, args);
+    let (mut ia, mut imx, mut imn, mut umx, mut umn, mut la) = ([0i32; 5], [0i32; 5], [0i32; 5], [0u32; 5], [0u32; 5], [0i64; 5]);
+    let (mut fa, mut fmx, mut fmn) = ([0f64; 5], [0f32; 5], [0f32; 5]);
+    for e in 0..n {
+        let (b, on) = (idx.get_i64(e), mk.get_i64(e) == 1);
+        if !on || !(0..m as i64).contains(&b) {
+            continue;
+        }
+        let (b, v, f) = (b as usize, vi.get_i64(e) as i32, vf.get_f64(e) as f32);
+        ia[b] = ia[b].wrapping_add(v);
+        imx[b] = imx[b].max(v);
+        imn[b] = imn[b].min(v);
+        umx[b] = umx[b].max(v as u32);
+        umn[b] = umn[b].min(v as u32);
+        la[b] = la[b].wrapping_add((v as i64) << 31);
+        if !f.is_nan() {
+            fa[b] += f as f64;
+        }
+        fmx[b] = fmx[b].max(f);
+        fmn[b] = fmn[b].min(f);
+    }
+    for b in 0..m {
+        let g = |o: usize| tensor(&out[o]).get_i64(b);
+        assert_eq!([g(4), g(5), g(6), g(7), g(8), g(9)], [ia[b] as i64, imx[b] as i64, imn[b] as i64, umx[b] as i64, umn[b] as i64, la[b]]);
+        assert!((tensor(&out[10]).get_f64(b) - fa[b]).abs() < 1e-4, "fa[{b}]");
+        assert_eq!(tensor(&out[11]).get_f64(b), fmx[b] as f64, "fmax[{b}] ignores NaN");
+        assert_eq!(tensor(&out[12]).get_f64(b), fmn[b] as f64, "fmin[{b}] ignores NaN");
+    }
+    assert_eq!(tensor(&out[13]).get_i64(0), n.div_ceil(32) as i64, "one scalar atomic per program");
+    assert_eq!(tensor(&out[13]).get_i64(1), n as i64, "one atomic per live element of a replicated tile");
+}
+
+#[test]
+fn loops_and_returns_match_reference() {
+    let k = compile_op_file("loops.tile", &checked());
+    let inp = generated(tessera_runtime::selftest::inputs::loops, &[]);
+    let n = input(&inp, "n");
+    let p = n.numel();
+    let poison = |shape: &[usize]| Arg::Tensor(HostTensor::from_i64(DType::I32, shape, &vec![-1; shape.iter().product()]));
+    let (out, _) = run(&k, vec![Arg::Tensor(n.clone()), poison(&[p, 4]), poison(&[p, 16])]);
+    for q in 0..p {
+        let k = n.get_i64(q);
+        let mut want = [-1i64; 4];
+        let mut t = [-1i64; 16];
+        let (mut v, mut steps) = (k, 0);
+        while v > 1 && steps < 60 {
+            v = if v % 2 == 0 { v / 2 } else { 3 * v + 1 };
+            steps += 1;
+        }
+        want[0] = steps;
+        'program: {
+            if k < 0 {
+                break 'program;
+            }
+            let mut s = [0i64; 16];
+            for i in (0..k).step_by(3) {
+                s.iter_mut().enumerate().for_each(|(j, e)| *e += j as i64 * i);
+                if i >= 30 {
+                    want[1] = i;
+                    break 'program;
+                }
+            }
+            t = s;
+            let (mut j, mut w) = (0, k);
+            while j < 20 {
+                j += 1;
+                w = w * 7 % 101;
+                if w % 5 == 0 {
+                    want[2] = j;
+                    break 'program;
+                }
+            }
+            want[3] = w;
+        }
+        let got: Vec<i64> = (0..4).map(|j| tensor(&out[1]).get_i64(q * 4 + j)).collect();
+        assert_eq!(got, want, "program {q} (n = {k})");
+        let got_t: Vec<i64> = (0..16).map(|j| tensor(&out[2]).get_i64(q * 16 + j)).collect();
+        assert_eq!(got_t, t, "program {q} (n = {k})");
+    }
+}
+
+#[test]
+fn index_reductions_and_scans_with_nan_match_reference() {
+    let k = compile_op_file("argscan.tile", &checked());
+    let (r, c, p) = (37usize, 29usize, 5usize);
+    let inp = generated(tessera_runtime::selftest::inputs::argscan, &[("R", r), ("C", c)]);
+    let (x, xi) = (input(&inp, "x"), input(&inp, "xi"));
+    let xb = random_tensor(DType::BF16, &[r, c], &mut Rng::new(2));
+    let mut args = vec![Arg::Tensor(x.clone()), Arg::Tensor(xi.clone()), Arg::Tensor(xb)];
+    args.extend([zeros(DType::I32, &[r]), zeros(DType::I32, &[r]), zeros(DType::I32, &[p, 2, 32])]);
+    args.extend([zeros(DType::F32, &[r, c]), zeros(DType::Bool, &[r, c]), zeros(DType::I32, &[r]), zeros(DType::I32, &[r])]);
+    args.extend([zeros(DType::I32, &[r, c]), zeros(DType::I32, &[r, c]), zeros(DType::U8, &[r, c]), zeros(DType::BF16, &[r, c])]);
+    args.extend([zeros(DType::I8, &[r, c, 2]), zeros(DType::I8, &[r, c])]);
+    let (out, _) = run(&k, args);
+    // Columns past C load as -inf: they are numbers, so they take part.
+    let at = |i: usize, j: usize| if j < c { x.get_f64(i * c + j) } else { f64::NEG_INFINITY };
+    for i in 0..r {
+        let (mut am, mut an) = (None::<usize>, None::<usize>);
+        for j in 0..32 {
+            let v = at(i, j);
+            if v.is_nan() {
+                continue;
+            }
+            if am.is_none_or(|b| v > at(i, b)) {
+                am = Some(j);
+            }
+            if an.is_none_or(|b| v < at(i, b)) {
+                an = Some(j);
+            }
+        }
+        assert_eq!(tensor(&out[3]).get_i64(i), am.unwrap_or(0) as i64, "argmax row {i}");
+        assert_eq!(tensor(&out[4]).get_i64(i), an.unwrap_or(0) as i64, "argmin row {i}");
+        let (mut m, mut s, mut im) = (f64::NAN, 0i32, i32::MIN);
+        for j in 0..c {
+            m = m.max(at(i, j));
+            let e = i * c + j;
+            assert_eq!(tensor(&out[7]).get_i64(e), m.is_nan() as i64, "cummax NaN flag [{i}, {j}]");
+            assert_eq!(tensor(&out[6]).get_f64(e), if m.is_nan() { 0.0 } else { m }, "cummax [{i}, {j}]");
+            let v = xi.get_i64(e) as i32;
+            s = s.wrapping_add(v);
+            im = im.max(v);
+            assert_eq!(tensor(&out[10]).get_i64(e), s as i64, "i32 cumsum wraps [{i}, {j}]");
+            assert_eq!(tensor(&out[11]).get_i64(e), im as i64, "i32 cummax [{i}, {j}]");
+            let t8 = v as i8;
+            assert_eq!([tensor(&out[14]).get_i64(2 * e), tensor(&out[14]).get_i64(2 * e + 1)], [t8 as i64, t8.wrapping_neg() as i64]);
+            assert_eq!(tensor(&out[15]).get_i64(e), t8.wrapping_sub(t8 >> 1) as i64, "split(join(…)) [{i}, {j}]");
+        }
+    }
+}
+
+#[test]
+fn masked_softmax_rows_never_give_nan() {
+    let k = compile_op_file("masked_softmax.tile", &checked());
+    let (r, c) = (37usize, 29usize);
+    let inp = generated(tessera_runtime::selftest::inputs::masked_softmax, &[("R", r), ("C", c), ("BC", 16)]);
+    let (s, keep) = (input(&inp, "s"), input(&inp, "keep"));
+    let w = random_tensor(DType::F32, &[c], &mut Rng::new(8));
+    let args = vec![
+        Arg::Tensor(s.clone()),
+        Arg::Tensor(keep.clone()),
+        Arg::Tensor(w.clone()),
+        zeros(DType::F32, &[r, c]),
+        zeros(DType::F32, &[r]),
+        zeros(DType::F32, &[r]),
+        zeros(DType::F32, &[r]),
+        zeros(DType::F32, &[r, c]),
+    ];
+    let (out, _) = run(&k, args);
+    for i in 0..r {
+        let live: Vec<usize> = (0..c).filter(|&j| keep.get_i64(i * c + j) == 1).collect();
+        let m = live.iter().map(|&j| s.get_f64(i * c + j)).fold(f64::NEG_INFINITY, f64::max);
+        let e = |j: usize| if live.contains(&j) { (s.get_f64(i * c + j) - m).exp2() } else { 0.0 };
+        let l: f64 = (0..c).map(e).sum();
+        // `softmax_rows` takes natural-log scores (`exp`), the others log2-domain ones (`exp2`).
+        let en = |j: usize| if live.contains(&j) { (s.get_f64(i * c + j) - m).exp() } else { 0.0 };
+        let ln: f64 = (0..c).map(en).sum();
+        let o = if l > 0.0 { (0..c).map(|j| e(j) * w.get_f64(j)).sum::<f64>() / l } else { 0.0 };
+        let close =
+            |name: &str, got: f64, want: f64| assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "{name} row {i}: {got} vs {want}");
+        close("l", tensor(&out[4]).get_f64(i), l);
+        assert_eq!(tensor(&out[5]).get_f64(i), m, "m row {i}");
+        close("o", tensor(&out[6]).get_f64(i), o);
+        for j in 0..c {
+            close("p", tensor(&out[3]).get_f64(i * c + j), e(j));
+            close("sm", tensor(&out[7]).get_f64(i * c + j), if ln > 0.0 { en(j) / ln } else { 0.0 });
+        }
+    }
 }

@@ -1,11 +1,12 @@
 //! Scalar arithmetic of one register: constants, conversions, binary and unary math, with the
-//! language's semantics (integer division by zero gives 0, shifts mask their amount, float
-//! min/max ignore NaN, float→int casts saturate). 16-bit floats compute in f32 and round once.
+//! language's semantics (integer division by zero gives 0 and `MIN / -1` wraps, shifts mask
+//! their amount, float min/max ignore NaN, float `%` is C's exact `fmod`, float→int casts
+//! saturate). 16-bit floats compute in f32 and round once.
 
 use super::{Gen, Ice, Res, reg_type};
 use crate::dtype::DType;
 use crate::tir::{BinaryOp, Lit, ReduceOp, UnaryOp};
-use inkwell::values::{BasicValueEnum, FloatValue};
+use inkwell::values::{BasicValueEnum, FloatValue, IntValue};
 use inkwell::{FloatPredicate, IntPredicate};
 
 fn is_half(d: DType) -> bool {
@@ -107,7 +108,8 @@ pub(crate) fn binary<'c>(g: &Gen<'c, '_>, op: BinaryOp, a: BasicValueEnum<'c>, c
             BinaryOp::Sub => b.build_float_sub(x, y, "sub").ice()?,
             BinaryOp::Mul => b.build_float_mul(x, y, "mul").ice()?,
             BinaryOp::Div => b.build_float_div(x, y, "div").ice()?,
-            BinaryOp::Rem => b.build_float_rem(x, y, "rem").ice()?,
+            BinaryOp::Rem if d == DType::F64 => b.build_float_rem(x, y, "rem").ice()?,
+            BinaryOp::Rem => fmod_f32(g, x, y)?,
             BinaryOp::Min => g.call(&format!("llvm.minnum.{sfx}"), &[x.into(), y.into()], x.get_type().into())?.into_float_value(),
             BinaryOp::Max => g.call(&format!("llvm.maxnum.{sfx}"), &[x.into(), y.into()], x.get_type().into())?.into_float_value(),
             other => return Err(format!("`{}` on floats", other.name())),
@@ -122,14 +124,23 @@ pub(crate) fn binary<'c>(g: &Gen<'c, '_>, op: BinaryOp, a: BasicValueEnum<'c>, c
         BinaryOp::Sub => b.build_int_sub(x, y, "sub").ice()?.into(),
         BinaryOp::Mul => b.build_int_mul(x, y, "mul").ice()?.into(),
         BinaryOp::Div | BinaryOp::Rem => {
-            // Division by zero gives 0 (the interpreter's rule), never LLVM poison.
+            // Division by zero gives 0 and `MIN / -1` wraps to MIN with remainder 0 (the
+            // interpreter's rules); both are poison for LLVM's `sdiv`/`srem`, so neither divisor
+            // reaches them: `x / -1` is `-x` and `x % -1` is 0.
             let is0 = b.build_int_compare(IntPredicate::EQ, y, zero, "z").ice()?;
-            let safe = b.build_select(is0, x.get_type().const_int(1, false), y, "d").ice()?.into_int_value();
+            let m1 = b.build_int_compare(IntPredicate::EQ, y, x.get_type().const_all_ones(), "m1").ice()?;
+            let unsafe_d = if s { b.build_or(is0, m1, "bad").ice()? } else { is0 };
+            let safe = b.build_select(unsafe_d, x.get_type().const_int(1, false), y, "d").ice()?.into_int_value();
             let q = match (op, s) {
                 (BinaryOp::Div, true) => b.build_int_signed_div(x, safe, "q").ice()?,
                 (BinaryOp::Div, false) => b.build_int_unsigned_div(x, safe, "q").ice()?,
                 (_, true) => b.build_int_signed_rem(x, safe, "r").ice()?,
                 (_, false) => b.build_int_unsigned_rem(x, safe, "r").ice()?,
+            };
+            let q = match (op, s) {
+                (BinaryOp::Div, true) => b.build_select(m1, b.build_int_neg(x, "neg").ice()?, q, "q").ice()?.into_int_value(),
+                (_, true) => b.build_select(m1, zero, q, "r").ice()?.into_int_value(),
+                _ => q,
             };
             b.build_select(is0, zero, q, "q").ice()?
         }
@@ -154,6 +165,61 @@ pub(crate) fn binary<'c>(g: &Gen<'c, '_>, op: BinaryOp, a: BasicValueEnum<'c>, c
             }
         }
     })
+}
+
+/// `x % y` on f32 as C's `fmod`, exactly (LLVM lowers `frem` on NVPTX to `x - trunc(x / y) · y`,
+/// which is wrong whenever the quotient rounds). With `|x| = mx·2^ex` and `|y| = my·2^ey`
+/// (integer significands below 2^24, `ex >= ey`), `|x| mod |y| = (mx · (2^(ex-ey) mod my) mod my)
+/// · 2^ey`: the power comes from square-and-multiply over the 8 bits of `ex - ey`, in u64 (every
+/// product is below 2^48), and the result, below `|y|`, is exact in f32. It takes `x`'s sign;
+/// NaN when `x` is NaN or infinite or `y` is NaN or zero; `x` itself when `|x| < |y|`.
+fn fmod_f32<'c>(g: &Gen<'c, '_>, x: FloatValue<'c>, y: FloatValue<'c>) -> Res<FloatValue<'c>> {
+    let b = &g.b;
+    let (i32t, i64t, f64t) = (g.ctx.i32_type(), g.ctx.i64_type(), g.ctx.f64_type());
+    let c32 = |v: u64| i32t.const_int(v, false);
+    let c64 = |v: u64| i64t.const_int(v, false);
+    // (magnitude bits, significand with the hidden bit, biased exponent at least 1).
+    let parts = |v: FloatValue<'c>| -> Res<(IntValue<'c>, IntValue<'c>, IntValue<'c>)> {
+        let bits = b.build_bit_cast(v, i32t, "bits").ice()?.into_int_value();
+        let mag = b.build_and(bits, c32(0x7fff_ffff), "mag").ice()?;
+        let e = b.build_right_shift(mag, c32(23), false, "e").ice()?;
+        let normal = b.build_int_compare(IntPredicate::NE, e, c32(0), "normal").ice()?;
+        let hidden = b.build_select(normal, c32(0x80_0000), c32(0), "hidden").ice()?.into_int_value();
+        let m = b.build_or(b.build_and(mag, c32(0x7f_ffff), "frac").ice()?, hidden, "m").ice()?;
+        let e = b.build_select(normal, e, c32(1), "e").ice()?.into_int_value();
+        Ok((mag, m, e))
+    };
+    let (ax, mx, ex) = parts(x)?;
+    let (ay, my, ey) = parts(y)?;
+    let d = b.build_int_sub(ex, ey, "d").ice()?;
+    // `my` is 0 only for y = ±0, which gives NaN below; 1 keeps the remainders defined.
+    let my = b.build_int_z_extend(my, i64t, "my").ice()?;
+    let my_zero = b.build_int_compare(IntPredicate::EQ, my, c64(0), "myz").ice()?;
+    let m = b.build_select(my_zero, c64(1), my, "mod").ice()?.into_int_value();
+    let mut p = b.build_int_unsigned_rem(c64(1), m, "p").ice()?;
+    for bit in (0..8).rev() {
+        p = b.build_int_unsigned_rem(b.build_int_mul(p, p, "sq").ice()?, m, "p").ice()?;
+        let twice = b.build_int_unsigned_rem(b.build_left_shift(p, c64(1), "p2").ice()?, m, "p2").ice()?;
+        let set = b.build_and(b.build_right_shift(d, c32(bit), false, "bit").ice()?, c32(1), "bit").ice()?;
+        let set = b.build_int_compare(IntPredicate::NE, set, c32(0), "set").ice()?;
+        p = b.build_select(set, twice, p, "p").ice()?.into_int_value();
+    }
+    let mx = b.build_int_z_extend(mx, i64t, "mx").ice()?;
+    let r = b.build_int_unsigned_rem(b.build_int_mul(mx, p, "mp").ice()?, m, "r").ice()?;
+    // r · 2^(ey - 150): the power as f64 bits (exponent field ey - 150 + 1023).
+    let e = b.build_int_z_extend(b.build_int_add(ey, c32(1023 - 150), "eb").ice()?, i64t, "eb").ice()?;
+    let scale = b.build_bit_cast(b.build_left_shift(e, c64(52), "sb").ice()?, f64t, "scale").ice()?.into_float_value();
+    let rf = b.build_unsigned_int_to_float(r, f64t, "rf").ice()?;
+    let v = b.build_float_trunc(b.build_float_mul(rf, scale, "rs").ice()?, g.ctx.f32_type(), "v").ice()?;
+    let v = g.call("llvm.copysign.f32", &[v.into(), x.into()], g.ctx.f32_type().into())?.into_float_value();
+    let f32c = |v: f64| g.ctx.f32_type().const_float(v);
+    let nan_in = b.build_float_compare(FloatPredicate::UNO, x, y, "nanin").ice()?;
+    let x_inf = b.build_int_compare(IntPredicate::EQ, ax, c32(0x7f80_0000), "xinf").ice()?;
+    let y_zero = b.build_float_compare(FloatPredicate::OEQ, y, f32c(0.0), "yz").ice()?;
+    let is_nan = b.build_or(b.build_or(nan_in, x_inf, "n").ice()?, y_zero, "n").ice()?;
+    let small = b.build_int_compare(IntPredicate::ULT, ax, ay, "small").ice()?;
+    let v = b.build_select(small, x, v, "fmod").ice()?.into_float_value();
+    Ok(b.build_select(is_nan, f32c(f64::NAN), v, "fmod").ice()?.into_float_value())
 }
 
 pub(crate) fn fma<'c>(

@@ -179,7 +179,8 @@ impl<'c> Gen<'c, '_> {
 }
 
 impl<'c> Gen<'c, '_> {
-    /// `cp.async` of a 2-D window into (swizzled) shared memory; see `lir::OpKind::AsyncCopy`.
+    /// `cp.async` of a window into (swizzled) shared memory; see `lir::OpKind::AsyncCopy`. An
+    /// N-D window is copied as the 2-D tile `[product of the leading dims, last dim]`.
     pub(crate) fn async_copy(&mut self, op: crate::ir::Op, offset: u32, swizzled: bool, shape: &[i64]) -> Res<()> {
         let d = self.k.body.op(op).clone();
         let base = self.regs(d.operands[0])?[0].into_int_value();
@@ -189,178 +190,160 @@ impl<'c> Gen<'c, '_> {
         let dtype = self.k.body.ty(d.operands[1]).dtype();
         let es = dtype.size() as i64;
         let offs: Vec<IntValue> = d.operands[2..].iter().map(|&o| self.regs(o).map(|r| r[0].into_int_value())).collect::<Res<_>>()?;
-        if shape.len() != 2 || offs.len() != 2 || sizes.len() != 2 {
-            return Err("async_copy of a window that is not 2-D".into());
+        let rank = shape.len();
+        if rank < 2 || offs.len() != rank || sizes.len() != rank {
+            return Err("async_copy window rank does not match its tensor".into());
         }
-        let (rows, cols) = (shape[0], shape[1]);
+        let last = rank - 1;
+        let lead = &shape[..last];
+        let (rows, cols) = (lead.iter().product::<i64>(), shape[last]);
         let vec = 16 / es;
         let i64t = self.ctx.i64_type();
-        let b = &self.b;
-        // Uniform check: 16-byte chunks of the window are aligned and contiguous in memory.
-        let addr = b.build_ptr_to_int(ptr, i64t, "pa").ice()?;
-        let al_ptr = b
-            .build_int_compare(inkwell::IntPredicate::EQ, b.build_and(addr, i64t.const_int(15, false), "a").ice()?, i64t.const_zero(), "al")
+        let eq0 = |g: &Self, x: IntValue<'c>, mask: u64| -> Res<IntValue<'c>> {
+            let t = x.get_type();
+            g.b.build_int_compare(inkwell::IntPredicate::EQ, g.b.build_and(x, t.const_int(mask, false), "a").ice()?, t.const_zero(), "al")
+                .ice()
+        };
+        // Uniform check: the window's 16-byte chunks are aligned and contiguous in memory.
+        let addr = self.b.build_ptr_to_int(ptr, i64t, "pa").ice()?;
+        let mut ok = eq0(self, addr, 15)?;
+        ok = self
+            .b
+            .build_and(
+                ok,
+                self.b.build_int_compare(inkwell::IntPredicate::EQ, strides[last], i64t.const_int(1, false), "unit").ice()?,
+                "ok",
+            )
             .ice()?;
-        let unit = b.build_int_compare(inkwell::IntPredicate::EQ, strides[1], i64t.const_int(1, false), "unit").ice()?;
-        let rs = b.build_int_mul(strides[0], i64t.const_int(es as u64, false), "rs").ice()?;
-        let al_row = b
-            .build_int_compare(inkwell::IntPredicate::EQ, b.build_and(rs, i64t.const_int(15, false), "a").ice()?, i64t.const_zero(), "alr")
-            .ice()?;
-        let al_off = b
-            .build_int_compare(inkwell::IntPredicate::EQ, b.build_and(offs[1], self.i32c(vec - 1), "a").ice()?, self.i32c(0), "alo")
-            .ice()?;
-        let ok = b.build_and(b.build_and(al_ptr, unit, "ok").ice()?, b.build_and(al_row, al_off, "ok").ice()?, "ok").ice()?;
+        for s in &strides[..last] {
+            let bytes = self.b.build_int_mul(*s, i64t.const_int(es as u64, false), "rs").ice()?;
+            ok = self.b.build_and(ok, eq0(self, bytes, 15)?, "ok").ice()?;
+        }
+        ok = self.b.build_and(ok, eq0(self, offs[last], (vec - 1) as u64)?, "ok").ice()?;
         let fast = self.block("cp.fast");
         let slow = self.block("cp.slow");
         let done = self.block("cp.done");
         self.b.build_conditional_branch(ok, fast, slow).ice()?;
-
         let chunks_per_row = cols / vec;
         let total = rows * chunks_per_row;
         let threads = self.k.threads as i64;
+        // Row `r` of the 2-D view: (all its leading indices in range, element offset of its start).
+        let row_at = |g: &Self, r: IntValue<'c>| -> Res<(IntValue<'c>, IntValue<'c>)> {
+            let mut ok = g.ctx.bool_type().const_int(1, false);
+            let mut lin = i64t.const_zero();
+            let mut rest = r;
+            for i in (0..last).rev() {
+                let idx = g.b.build_int_unsigned_rem(rest, g.i32c(lead[i]), "li").ice()?;
+                rest = g.b.build_int_unsigned_div(rest, g.i32c(lead[i]), "lr").ice()?;
+                let gi = g.b.build_int_add(offs[i], idx, "gi").ice()?;
+                ok = g.b.build_and(ok, g.b.build_int_compare(inkwell::IntPredicate::ULT, gi, sizes[i], "ri").ice()?, "rok").ice()?;
+                let w = g.b.build_int_s_extend(gi, i64t, "w").ice()?;
+                lin = g.b.build_int_add(lin, g.b.build_int_mul(w, strides[i], "rl").ice()?, "lin").ice()?;
+            }
+            Ok((ok, lin))
+        };
+        let cp_async = |g: &Self, dst: IntValue<'c>, src: IntValue<'c>, bytes: Option<IntValue<'c>>| -> Res<()> {
+            let mut tys: Vec<inkwell::types::BasicMetadataTypeEnum> = vec![i64t.into(), i64t.into()];
+            let mut args: Vec<BasicMetadataValueEnum> = vec![dst.into(), src.into()];
+            let (text, cons) = match bytes {
+                Some(b) => {
+                    tys.push(g.ctx.i32_type().into());
+                    args.push(b.into());
+                    ("cp.async.cg.shared.global [$0], [$1], 16, $2;", "l,l,r,~{memory}")
+                }
+                None => ("cp.async.cg.shared.global [$0], [$1], 16;", "l,l,~{memory}"),
+            };
+            let fty = g.ctx.void_type().fn_type(&tys, false);
+            let f = g.ctx.create_inline_asm(fty, text.into(), cons.into(), true, false, None, false);
+            g.b.build_indirect_call(fty, f, &args, "").ice()?;
+            Ok(())
+        };
 
         // Interior windows (the common case): every chunk is whole and in range, so there is no
         // mask at all; the per-chunk offsets are loop-invariant and hoisted by LLVM.
         self.b.position_at_end(fast);
-        let b = &self.b;
-        let ge0 = |x: IntValue<'c>| b.build_int_compare(inkwell::IntPredicate::SGE, x, self.i32c(0), "ge0");
-        let fits = |o: IntValue<'c>, n: i64, size: IntValue<'c>| -> Res<IntValue<'c>> {
-            let end = b.build_int_add(o, self.i32c(n), "end").ice()?;
-            b.build_int_compare(inkwell::IntPredicate::SLE, end, size, "fits").ice()
-        };
-        let inside = b
-            .build_and(
-                b.build_and(ge0(offs[0]).ice()?, ge0(offs[1]).ice()?, "in").ice()?,
-                b.build_and(fits(offs[0], rows, sizes[0])?, fits(offs[1], cols, sizes[1])?, "in").ice()?,
-                "inside",
-            )
-            .ice()?;
+        let mut inside = self.ctx.bool_type().const_int(1, false);
+        for i in 0..rank {
+            let b = &self.b;
+            let ge0 = b.build_int_compare(inkwell::IntPredicate::SGE, offs[i], self.i32c(0), "ge0").ice()?;
+            let end = b.build_int_add(offs[i], self.i32c(shape[i]), "end").ice()?;
+            let fits = b.build_int_compare(inkwell::IntPredicate::SLE, end, sizes[i], "fits").ice()?;
+            inside = b.build_and(inside, b.build_and(ge0, fits, "in").ice()?, "inside").ice()?;
+        }
         let interior = self.block("cp.interior");
         let edge = self.block("cp.edge");
         self.b.build_conditional_branch(inside, interior, edge).ice()?;
-        self.b.position_at_end(interior);
-        let corner = self
-            .b
-            .build_int_add(
-                self.b.build_int_mul(self.b.build_int_s_extend(offs[0], i64t, "w").ice()?, strides[0], "c").ice()?,
-                self.b.build_int_s_extend(offs[1], i64t, "w").ice()?,
-                "corner",
-            )
-            .ice()?;
-        // SAFETY (of the LLVM IR): the window is inside the tensor.
-        let origin = unsafe { self.b.build_gep(super::mem_type(self.ctx, dtype), ptr, &[corner], "org").ice()? };
-        for j in 0..(total + threads - 1) / threads {
-            let b = &self.b;
-            let q = b.build_int_add(self.tid, self.i32c(j * threads), "q").ice()?;
-            let row = b.build_int_unsigned_div(q, self.i32c(chunks_per_row), "row").ice()?;
-            let col = b.build_int_mul(b.build_int_unsigned_rem(q, self.i32c(chunks_per_row), "cc").ice()?, self.i32c(vec), "col").ice()?;
-            let lin = b
-                .build_int_add(
-                    b.build_int_mul(b.build_int_z_extend(row, i64t, "w").ice()?, strides[0], "l").ice()?,
-                    b.build_int_z_extend(col, i64t, "w").ice()?,
-                    "lin",
-                )
-                .ice()?;
-            // SAFETY (of the LLVM IR): inside the window.
-            let src = unsafe { b.build_gep(super::mem_type(self.ctx, dtype), origin, &[lin], "src").ice()? };
-            let src = self.b.build_ptr_to_int(src, i64t, "s").ice()?;
-            let off = self.smem_offset_2d(row, col, cols, es, swizzled)?;
-            let off = self.b.build_int_add(self.b.build_int_add(off, self.i32c(offset as i64), "o").ice()?, base, "o").ice()?;
-            let dst = self.b.build_ptr_to_int(self.smem_ptr(off)?, i64t, "d").ice()?;
-            let whole = total % threads == 0 || (j + 1) * threads <= total;
-            let next = self.block("cp.inext");
-            if !whole {
-                let go = self.block("cp.igo");
-                let in_range = self.b.build_int_compare(inkwell::IntPredicate::ULT, q, self.i32c(total), "qok").ice()?;
-                self.b.build_conditional_branch(in_range, go, next).ice()?;
-                self.b.position_at_end(go);
+        for (blk, masked) in [(interior, false), (edge, true)] {
+            self.b.position_at_end(blk);
+            for j in 0..(total + threads - 1) / threads {
+                let b = &self.b;
+                let q = b.build_int_add(self.tid, self.i32c(j * threads), "q").ice()?;
+                let row = b.build_int_unsigned_div(q, self.i32c(chunks_per_row), "row").ice()?;
+                let col =
+                    b.build_int_mul(b.build_int_unsigned_rem(q, self.i32c(chunks_per_row), "cc").ice()?, self.i32c(vec), "col").ice()?;
+                let (row_ok, row_lin) = row_at(self, row)?;
+                let b = &self.b;
+                let gcol = b.build_int_add(offs[last], col, "gc").ice()?;
+                let lin = b.build_int_add(row_lin, b.build_int_s_extend(gcol, i64t, "w").ice()?, "lin").ice()?;
+                let bytes = if masked {
+                    // A chunk past the end of a row reads a prefix (or nothing); cp.async zero-fills.
+                    let left = b.build_int_sub(sizes[last], gcol, "left").ice()?;
+                    let left = b
+                        .build_select(
+                            b.build_int_compare(inkwell::IntPredicate::SLT, left, self.i32c(0), "neg").ice()?,
+                            self.i32c(0),
+                            left,
+                            "l",
+                        )
+                        .ice()?
+                        .into_int_value();
+                    let left = b
+                        .build_select(
+                            b.build_int_compare(inkwell::IntPredicate::SGT, left, self.i32c(vec), "big").ice()?,
+                            self.i32c(vec),
+                            left,
+                            "l",
+                        )
+                        .ice()?
+                        .into_int_value();
+                    let col_ok = b.build_int_compare(inkwell::IntPredicate::SGE, gcol, self.i32c(0), "cok").ice()?;
+                    let valid = b.build_and(row_ok, col_ok, "v").ice()?;
+                    let n = b.build_select(valid, left, self.i32c(0), "n").ice()?.into_int_value();
+                    Some((valid, b.build_int_mul(n, self.i32c(es), "bytes").ice()?))
+                } else {
+                    None
+                };
+                // An invalid chunk still needs a readable address: the tensor's first element.
+                let lin = match bytes {
+                    Some((valid, _)) => self.b.build_select(valid, lin, i64t.const_zero(), "lin").ice()?.into_int_value(),
+                    None => lin,
+                };
+                // SAFETY (of the LLVM IR): only bytes inside the tensor are read.
+                let src = unsafe { self.b.build_gep(super::mem_type(self.ctx, dtype), ptr, &[lin], "src").ice()? };
+                let src = self.b.build_ptr_to_int(src, i64t, "s").ice()?;
+                let off = self.smem_offset_2d(row, col, cols, es, swizzled)?;
+                let off = self.b.build_int_add(self.b.build_int_add(off, self.i32c(offset as i64), "o").ice()?, base, "o").ice()?;
+                let dst = self.b.build_ptr_to_int(self.smem_ptr(off)?, i64t, "d").ice()?;
+                let whole = total % threads == 0 || (j + 1) * threads <= total;
+                let next = self.block("cp.next");
+                if !whole {
+                    let go = self.block("cp.go");
+                    let in_range = self.b.build_int_compare(inkwell::IntPredicate::ULT, q, self.i32c(total), "qok").ice()?;
+                    self.b.build_conditional_branch(in_range, go, next).ice()?;
+                    self.b.position_at_end(go);
+                }
+                cp_async(self, dst, src, bytes.map(|b| b.1))?;
+                self.b.build_unconditional_branch(next).ice()?;
+                self.b.position_at_end(next);
             }
-            let fty = self.ctx.void_type().fn_type(&[i64t.into(), i64t.into()], false);
-            let f = self.ctx.create_inline_asm(
-                fty,
-                "cp.async.cg.shared.global [$0], [$1], 16;".into(),
-                "l,l,~{memory}".into(),
-                true,
-                false,
-                None,
-                false,
-            );
-            self.b.build_indirect_call(fty, f, &[dst.into(), src.into()], "").ice()?;
-            self.b.build_unconditional_branch(next).ice()?;
-            self.b.position_at_end(next);
+            self.b.build_unconditional_branch(done).ice()?;
         }
-        self.b.build_unconditional_branch(done).ice()?;
-
-        // Edge windows: each thread copies whole 16-byte chunks; a chunk past the end of a row is
-        // partially (a prefix) or not at all read, and the rest is zero-filled by `cp.async`.
-        self.b.position_at_end(edge);
-        for j in 0..(total + threads - 1) / threads {
-            let b = &self.b;
-            let q = b.build_int_add(self.tid, self.i32c(j * threads), "q").ice()?;
-            let row = b.build_int_unsigned_div(q, self.i32c(chunks_per_row), "row").ice()?;
-            let col = b.build_int_mul(b.build_int_unsigned_rem(q, self.i32c(chunks_per_row), "cc").ice()?, self.i32c(vec), "col").ice()?;
-            let grow = b.build_int_add(offs[0], row, "gr").ice()?;
-            let gcol = b.build_int_add(offs[1], col, "gc").ice()?;
-            let row_ok = b.build_int_compare(inkwell::IntPredicate::ULT, grow, sizes[0], "rok").ice()?;
-            let in_range = b.build_int_compare(inkwell::IntPredicate::ULT, q, self.i32c(total), "qok").ice()?;
-            let left = b.build_int_sub(sizes[1], gcol, "left").ice()?;
-            let left = b
-                .build_select(b.build_int_compare(inkwell::IntPredicate::SLT, left, self.i32c(0), "neg").ice()?, self.i32c(0), left, "l")
-                .ice()?
-                .into_int_value();
-            let left = b
-                .build_select(
-                    b.build_int_compare(inkwell::IntPredicate::SGT, left, self.i32c(vec), "big").ice()?,
-                    self.i32c(vec),
-                    left,
-                    "l",
-                )
-                .ice()?
-                .into_int_value();
-            let col_ok = b.build_int_compare(inkwell::IntPredicate::SGE, gcol, self.i32c(0), "cok").ice()?;
-            let valid = b.build_and(row_ok, col_ok, "v").ice()?;
-            let n = b.build_select(valid, left, self.i32c(0), "n").ice()?.into_int_value();
-            let bytes = b.build_int_mul(n, self.i32c(es), "bytes").ice()?;
-            // An invalid chunk still needs a readable address: the tensor's first element.
-            let lin = b
-                .build_int_add(
-                    b.build_int_mul(b.build_int_s_extend(grow, i64t, "w").ice()?, strides[0], "l").ice()?,
-                    b.build_int_s_extend(gcol, i64t, "w").ice()?,
-                    "lin",
-                )
-                .ice()?;
-            let lin = b.build_select(valid, lin, i64t.const_zero(), "lin").ice()?.into_int_value();
-            // SAFETY (of the LLVM IR): only `bytes` bytes are read, all inside the tensor.
-            let src = unsafe { b.build_gep(super::mem_type(self.ctx, dtype), ptr, &[lin], "src").ice()? };
-            let src = self.b.build_ptr_to_int(src, i64t, "s").ice()?;
-            let off = self.smem_offset_2d(row, col, cols, es, swizzled)?;
-            let off = self.b.build_int_add(self.b.build_int_add(off, self.i32c(offset as i64), "o").ice()?, base, "o").ice()?;
-            let dst = self.b.build_ptr_to_int(self.smem_ptr(off)?, i64t, "d").ice()?;
-            let go = self.block("cp.go");
-            let next = self.block("cp.next");
-            self.b.build_conditional_branch(in_range, go, next).ice()?;
-            self.b.position_at_end(go);
-            let fty = self.ctx.void_type().fn_type(&[i64t.into(), i64t.into(), self.ctx.i32_type().into()], false);
-            let f = self.ctx.create_inline_asm(
-                fty,
-                "cp.async.cg.shared.global [$0], [$1], 16, $2;".into(),
-                "l,l,r,~{memory}".into(),
-                true,
-                false,
-                None,
-                false,
-            );
-            self.b.build_indirect_call(fty, f, &[dst.into(), src.into(), bytes.into()], "").ice()?;
-            self.b.build_unconditional_branch(next).ice()?;
-            self.b.position_at_end(next);
-        }
-        self.b.build_unconditional_branch(done).ice()?;
 
         // Slow path: element by element (any strides and alignment), as a loop so that it adds
         // almost no register pressure to the fast path around it.
         self.b.position_at_end(slow);
-        let total = rows * cols;
-        let per = ((total + threads - 1) / threads).max(1);
+        let total_el = rows * cols;
+        let per = ((total_el + threads - 1) / threads).max(1);
         let zero = super::math::constant(self, crate::tir::Lit::Int(0), dtype)?;
         let mem_ty = super::mem_type(self.ctx, dtype);
         self.counted_loop(per, vec![], &mut |g, j, _| {
@@ -368,25 +351,21 @@ impl<'c> Gen<'c, '_> {
             let l = b.build_int_add(b.build_int_mul(j, g.i32c(threads), "l").ice()?, g.tid, "l").ice()?;
             let row = b.build_int_unsigned_div(l, g.i32c(cols), "row").ice()?;
             let col = b.build_int_unsigned_rem(l, g.i32c(cols), "col").ice()?;
-            let grow = b.build_int_add(offs[0], row, "gr").ice()?;
-            let gcol = b.build_int_add(offs[1], col, "gc").ice()?;
-            let r_ok = b.build_int_compare(inkwell::IntPredicate::ULT, grow, sizes[0], "r").ice()?;
-            let c_ok = b.build_int_compare(inkwell::IntPredicate::ULT, gcol, sizes[1], "c").ice()?;
-            let l_ok = b.build_int_compare(inkwell::IntPredicate::ULT, l, g.i32c(total), "l").ice()?;
-            let inb = b.build_and(b.build_and(r_ok, c_ok, "i").ice()?, l_ok, "inb").ice()?;
+            let (row_ok, row_lin) = row_at(g, row)?;
+            let b = &g.b;
+            let gcol = b.build_int_add(offs[last], col, "gc").ice()?;
+            let c_ok = b.build_int_compare(inkwell::IntPredicate::ULT, gcol, sizes[last], "c").ice()?;
+            let l_ok = b.build_int_compare(inkwell::IntPredicate::ULT, l, g.i32c(total_el), "l").ice()?;
+            let inb = b.build_and(b.build_and(row_ok, c_ok, "i").ice()?, l_ok, "inb").ice()?;
             let lin = b
-                .build_int_add(
-                    b.build_int_mul(b.build_int_s_extend(grow, i64t, "w").ice()?, strides[0], "a").ice()?,
-                    b.build_int_mul(b.build_int_s_extend(gcol, i64t, "w").ice()?, strides[1], "b").ice()?,
-                    "lin",
-                )
+                .build_int_add(row_lin, b.build_int_mul(b.build_int_s_extend(gcol, i64t, "w").ice()?, strides[last], "b").ice()?, "lin")
                 .ice()?;
             // SAFETY (of the LLVM IR): only dereferenced under `inb`.
             let p = unsafe { b.build_gep(mem_ty, ptr, &[lin], "p").ice()? };
             let v = g.guarded(inb, &mut |g| Ok(Some(g.load_mem(p, dtype)?)), Some(zero))?.ok_or("load")?;
             let off = g.smem_offset_2d(row, col, cols, es, swizzled)?;
             let off = g.b.build_int_add(g.b.build_int_add(off, g.i32c(offset as i64), "o").ice()?, base, "o").ice()?;
-            let in_tile = g.b.build_int_compare(inkwell::IntPredicate::ULT, l, g.i32c(total), "t").ice()?;
+            let in_tile = g.b.build_int_compare(inkwell::IntPredicate::ULT, l, g.i32c(total_el), "t").ice()?;
             g.guarded(in_tile, &mut |g| g.store_mem(g.smem_ptr(off)?, v, dtype).map(|_| None), None)?;
             Ok(vec![])
         })?;

@@ -8,6 +8,7 @@
 mod control;
 mod indexed;
 mod math;
+mod memory;
 mod mma;
 mod scan;
 
@@ -514,29 +515,6 @@ impl<'c, 'm> Gen<'c, 'm> {
         Ok(vec![Cv::Regs(res)])
     }
 
-    /// Address and in-bounds mask of each register of a window access.
-    pub(crate) fn window(&self, tensor: &Cv<'c>, offs: &[Value], t: &lir::Type, d: DType) -> Res<Vec<(PointerValue<'c>, IntValue<'c>)>> {
-        let Cv::Tensor { ptr, sizes, strides } = tensor else { return Err("window access on a non-tensor".into()) };
-        let offs: Vec<IntValue> = offs.iter().map(|&o| self.regs(o).map(|r| r[0].into_int_value())).collect::<Res<_>>()?;
-        let mut out = vec![];
-        for r in 0..self.nregs(t) {
-            let c = self.coords(t, r)?;
-            let mut inb = self.ctx.bool_type().const_int(1, false);
-            let mut lin = self.i64c(0);
-            for i in 0..c.len() {
-                let idx = self.b.build_int_add(offs[i], c[i], "x").ice()?;
-                let ok = self.b.build_int_compare(IntPredicate::ULT, idx, sizes[i], "ok").ice()?;
-                inb = self.b.build_and(inb, ok, "inb").ice()?;
-                let wide = self.b.build_int_s_extend(idx, self.ctx.i64_type(), "w").ice()?;
-                lin = self.b.build_int_add(lin, self.b.build_int_mul(wide, strides[i], "s").ice()?, "lin").ice()?;
-            }
-            // SAFETY (of the LLVM IR): only dereferenced under `inb`.
-            let p = unsafe { self.b.build_gep(mem_type(self.ctx, d), *ptr, &[lin], "p").ice()? };
-            out.push((p, inb));
-        }
-        Ok(out)
-    }
-
     /// `if cond { then() }` returning the value of `then` or `otherwise`.
     pub(crate) fn guarded(
         &mut self,
@@ -656,13 +634,7 @@ impl<'c, 'm> Gen<'c, 'm> {
                 let tensor = self.vals.get(&operands[0]).cloned().ok_or("load from undefined tensor")?;
                 let n = operands.len();
                 let pad = self.regs(operands[n - 1])?[0];
-                let dt = t.dtype();
-                let addrs = self.window(&tensor, &operands[1..n - 1], &t, dt)?;
-                let mut regs = vec![];
-                for (p, inb) in addrs {
-                    let v = self.guarded(inb, &mut |g| Ok(Some(g.load_mem(p, dt)?)), Some(pad))?.ok_or("load")?;
-                    regs.push(v);
-                }
+                let regs = self.load_window(&tensor, &operands[1..n - 1], &t, pad)?;
                 one(regs)
             }
             tir::OpKind::Store => {
@@ -671,16 +643,9 @@ impl<'c, 'm> Gen<'c, 'm> {
                 let x = operands[n - 1];
                 let t = self.ty(x).clone();
                 let vals = self.regs(x)?;
-                let addrs = self.window(&tensor, &operands[1..n - 1], &t, t.dtype())?;
                 // A replicated tile is stored by one thread per element.
                 let owner = self.owner(&t)?;
-                for ((p, inb), v) in addrs.into_iter().zip(vals) {
-                    let cond = match owner {
-                        Some(o) => self.b.build_and(inb, o, "st").ice()?,
-                        None => inb,
-                    };
-                    self.guarded(cond, &mut |g| g.store_mem(p, v, t.dtype()).map(|_| None), None)?;
-                }
+                self.store_window(&tensor, &operands[1..n - 1], &t, &vals, owner)?;
                 Ok(vec![])
             }
             tir::OpKind::Gather => self.gather(op),

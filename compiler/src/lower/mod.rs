@@ -58,6 +58,8 @@ pub fn lower_kernel(k: &tir::Kernel, opts: &Options) -> Result<lir::Kernel, Diag
         fused: HashMap::new(),
         skipped: HashSet::new(),
         remat_only: HashSet::new(),
+        early: HashMap::new(),
+        group_seq: Some(0),
         loop_ctx: None,
         current_src_block: k.body.entry,
         pipelined_loops: HashSet::new(),
@@ -107,6 +109,11 @@ struct Cx<'a> {
     /// (the load it comes from, read transposed). The loads (and `trans`) are not lowered.
     fused: HashMap<Value, (Value, bool)>,
     skipped: HashSet<Value>,
+    /// Fused loads whose copies were issued where they were loaded: load → (buffer, group).
+    early: HashMap<Value, (u32, u32)>,
+    /// Commit groups issued so far in the block being lowered (`None` once unknown, e.g.
+    /// after a nested loop).
+    group_seq: Option<u32>,
     /// Values only used where they are rebuilt in the user's layout (`remat`): not lowered.
     remat_only: HashSet<Value>,
     /// The innermost `for` being lowered and the tile-IR block being lowered.
@@ -221,14 +228,23 @@ impl Cx<'_> {
     fn block(&mut self, src: Block, dst: Block, yield_types: &[lir::Type]) -> Result<(), Diagnostic> {
         let saved_src = self.current_src_block;
         self.current_src_block = src;
-        for (operand, load, trans) in self.fusable_loads(src) {
+        for (operand, load, trans, chain) in self.fusable_loads(src) {
             self.fused.insert(operand, (load, trans));
-            self.skipped.insert(operand);
-            self.skipped.insert(load);
+            self.skipped.extend(chain);
         }
         for &op in &self.src.block(src).ops {
             let d = self.src.op(op);
             if !d.results.is_empty() && d.results.iter().all(|r| self.remat_only.contains(r)) {
+                continue;
+            }
+            // Copied asynchronously by the `dot` that uses it (see `pipeline`); outside a loop
+            // body, issued right here so that the copy overlaps what comes before the `dot`.
+            if d.results.iter().any(|r| self.skipped.contains(r)) {
+                let in_loop_body = self.loop_ctx.as_ref().is_some_and(|lc| lc.body == src);
+                if d.kind == OpKind::Load && !in_loop_body {
+                    let span = self.src.span(op);
+                    self.issue_early(d.results[0], dst, span)?;
+                }
                 continue;
             }
             let span = self.src.span(op);
@@ -245,8 +261,6 @@ impl Cx<'_> {
                     let x = self.operand(d.operands[0], Some(want), dst, span)?;
                     self.emit(dst, lir::OpKind::Reshape, vec![x], rtys, span)
                 }
-                // Copied asynchronously by the `dot` that uses it (see `pipeline`).
-                OpKind::Load | OpKind::Permute(_) if self.skipped.contains(&d.results[0]) => vec![],
                 OpKind::Broadcast
                     if matches!(self.dst.ty(self.v(d.operands[0])?).layout(), Some(Layout::MmaRows { .. }))
                         && matches!(res_layout, Some(Layout::Mma { .. })) =>
@@ -334,11 +348,15 @@ impl Cx<'_> {
                         } else {
                             self.loop_ctx = saved.clone();
                         }
+                        let saved_seq = self.group_seq.replace(0);
                         self.block(r, nb, &rtys)?;
+                        self.group_seq = saved_seq;
                         self.loop_ctx = saved;
                         regions.push(nb);
                     }
                     let op = self.dst.append(dst, lir::OpKind::Tir(d.kind.clone()), operands, rtys, regions, span);
+                    // The region may have committed copy groups: later waits cannot count on them.
+                    self.group_seq = None;
                     if is_for && self.pipelined_loops.contains(&d.regions[0]) {
                         // No copy may still be in flight when the buffers are reused or the program ends.
                         self.emit(dst, lir::OpKind::AsyncWait { pending: 0 }, vec![], vec![], span);
@@ -364,7 +382,6 @@ impl Cx<'_> {
                     }
                     self.emit(dst, lir::OpKind::Tir(d.kind.clone()), operands, rtys, span)
                 }
-                // Copied asynchronously by the `dot` that uses it (see `pipeline`).
                 kind => {
                     let operands: Vec<Value> = d.operands.iter().map(|&o| self.v(o)).collect::<Result<_, _>>()?;
                     self.emit(dst, lir::OpKind::Tir(kind.clone()), operands, rtys, span)

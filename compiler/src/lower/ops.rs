@@ -136,11 +136,15 @@ impl Cx<'_> {
                 let na = self.dst.block(nb).args[i];
                 self.map.insert(a, na);
             }
+            let saved_seq = self.group_seq.replace(0);
             self.block(r, nb, &yields)?;
+            self.group_seq = saved_seq;
             regions.push(nb);
         }
         self.loop_ctx = saved;
         let op = self.dst.append(dst, lir::OpKind::Tir(OpKind::While), operands, rtys, regions, span);
+        // The regions may have committed copy groups: later waits cannot count on them.
+        self.group_seq = None;
         Ok(self.dst.op(op).results.clone())
     }
 }

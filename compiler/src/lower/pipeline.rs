@@ -41,9 +41,11 @@ pub(super) struct LoopCtx {
 
 impl Cx<'_> {
     /// Loads of `blk` that can be copied asynchronously into a tensor-core `dot`'s operands.
-    /// `(dot operand, load, transposed)`: operand `b` may also be `trans(load)`, which is copied
-    /// as loaded and read transposed by `ldmatrix`.
-    pub(super) fn fusable_loads(&self, blk: Block) -> Vec<(Value, Value, bool)> {
+    /// `(dot operand, load, transposed, values not to lower)`: an operand may be a load, or a
+    /// reshape of an N-D load that merges its leading dimensions (a `[WX, WY, D]` window used as
+    /// `[WX·WY, D]`), and operand `b` may also be `trans` of either: copied as loaded, read
+    /// transposed by `ldmatrix`.
+    pub(super) fn fusable_loads(&self, blk: Block) -> Vec<(Value, Value, bool, Vec<Value>)> {
         let mut out = vec![];
         for &op in &self.src.block(blk).ops {
             let d = self.src.op(op);
@@ -51,20 +53,45 @@ impl Cx<'_> {
                 continue;
             }
             for (i, &x) in d.operands[..2].iter().enumerate() {
-                if self.is_fusable_load(x, blk) {
-                    out.push((x, x, false));
+                if let Some((load, chain)) = self.fused_source(x, blk) {
+                    out.push((x, load, false, chain));
                 } else if i == 1
-                    && let crate::ir::ValueDef::Result(p, _) = self.src.values[x.index()].def
+                    && let Some(p) = self.def_in(x, blk)
                     && self.src.op(p).kind == OpKind::Permute(vec![1, 0])
-                    && self.src.block(blk).ops.contains(&p)
                     && self.uses.get(&x).copied().unwrap_or(0) == 1
-                    && self.is_fusable_load(self.src.op(p).operands[0], blk)
+                    && let Some((load, mut chain)) = self.fused_source(self.src.op(p).operands[0], blk)
                 {
-                    out.push((x, self.src.op(p).operands[0], true));
+                    chain.push(x);
+                    out.push((x, load, true, chain));
                 }
             }
         }
         out
+    }
+
+    /// The op defining `v` if it is in block `blk`.
+    fn def_in(&self, v: Value, blk: Block) -> Option<Op> {
+        match self.src.values[v.index()].def {
+            crate::ir::ValueDef::Result(op, _) if self.src.block(blk).ops.contains(&op) => Some(op),
+            _ => None,
+        }
+    }
+
+    /// A fusable load behind `x` (itself, or a leading-dimension-merging reshape of it).
+    fn fused_source(&self, x: Value, blk: Block) -> Option<(Value, Vec<Value>)> {
+        if self.is_fusable_load(x, blk) {
+            return Some((x, vec![x]));
+        }
+        let op = self.def_in(x, blk)?;
+        let d = self.src.op(op);
+        let y = *d.operands.first()?;
+        let (ys, xs) = (self.src.ty(y).shape(), self.src.ty(x).shape());
+        let merges = d.kind == OpKind::Reshape
+            && ys.len() >= 2
+            && xs.len() == 2
+            && xs[1] == ys[ys.len() - 1]
+            && xs[0] == ys[..ys.len() - 1].iter().product::<i64>();
+        (merges && self.uses.get(&x).copied().unwrap_or(0) == 1 && self.is_fusable_load(y, blk)).then(|| (y, vec![x, y]))
     }
 
     fn is_fusable_load(&self, v: Value, blk: Block) -> bool {
@@ -78,7 +105,7 @@ impl Cx<'_> {
             crate::ir::ValueDef::Result(p, _) => matches!(self.src.op(p).kind, OpKind::Const(Lit::Int(0)) | OpKind::Const(Lit::Float(0.0))),
             crate::ir::ValueDef::Arg(..) => false,
         };
-        let chunks_ok = t.shape().len() == 2 && (t.shape()[1] * t.dtype().size() as i64) % 16 == 0;
+        let chunks_ok = t.shape().len() >= 2 && (t.shape()[t.shape().len() - 1] * t.dtype().size() as i64) % 16 == 0;
         pad_zero && chunks_ok && matches!(t.dtype(), DType::BF16 | DType::F16)
     }
 
@@ -163,6 +190,21 @@ impl Cx<'_> {
         let op = self.dst.append(into, lir::OpKind::AsyncCopy { offset, swizzled: true, shape }, ops, vec![], vec![], span);
         self.pipe_patch.push(op);
         Some(())
+    }
+
+    /// Issues the copy of a fused load at the load itself (outside pipelined loops), so that it
+    /// flies while the program computes until the `dot` that needs it.
+    pub(super) fn issue_early(&mut self, load: Value, dst: Block, span: Span) -> Result<(), Diagnostic> {
+        let size = super::align16(self.bytes(load));
+        let off = self.pipe_bytes;
+        self.pipe_bytes += size;
+        let zero = self.i32_const(dst, 0, span);
+        self.issue_copy(load, None, None, zero, off, dst, span).ok_or_else(|| Diagnostic::ice("lower", "early copy"))?;
+        self.emit(dst, lir::OpKind::AsyncCommit, vec![], vec![], span);
+        let group = self.group_seq.unwrap_or(0);
+        self.early.insert(load, (off, group));
+        self.group_seq = self.group_seq.map(|g| g + 1);
+        Ok(())
     }
 
     /// Whether tile-IR `v` is defined before the loop whose body is `body`.
@@ -279,7 +321,18 @@ impl Cx<'_> {
         }
         self.smem = self.smem.max(scratch_off);
         let mut copies = vec![];
+        let mut early_groups = vec![];
         for i in 0..2 {
+            if fused[i]
+                && !pipelined
+                && let Some(&(off, group)) = self.early.get(&loaded(self, i))
+            {
+                // Already issued where it was loaded (`issue_early`).
+                offsets[i] = off;
+                in_pipe[i] = true;
+                early_groups.push(group);
+                continue;
+            }
             if fused[i] {
                 let size = super::align16(self.bytes(loaded(self, i)));
                 let n = if pipelined { stages as u32 } else { 1 };
@@ -335,7 +388,15 @@ impl Cx<'_> {
                         .ok_or_else(|| Diagnostic::ice("lower", "copy"))?;
                 }
                 self.emit(dst, lir::OpKind::AsyncCommit, vec![], vec![], span);
+                self.group_seq = None;
                 self.emit(dst, lir::OpKind::AsyncWait { pending: 0 }, vec![], vec![], span);
+            } else if !early_groups.is_empty() {
+                // Groups committed after the newest one needed here may stay in flight.
+                let pending = match (self.group_seq, early_groups.iter().max()) {
+                    (Some(seq), Some(&newest)) => seq.saturating_sub(newest + 1),
+                    _ => 0,
+                };
+                self.emit(dst, lir::OpKind::AsyncWait { pending }, vec![], vec![], span);
             }
             self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
         }

@@ -9,7 +9,7 @@ use crate::lir::{self, Layout};
 use crate::tir::{self, Lit, OpKind};
 use std::collections::{HashMap, HashSet};
 
-const MAX_DEPTH: u32 = 16;
+const MAX_DEPTH: u32 = 64;
 
 fn cheap(kind: &OpKind) -> bool {
     matches!(
@@ -84,11 +84,18 @@ impl Cx<'_> {
         if !self.remat_ok(v, 0) {
             return None;
         }
-        self.remat_at(v, &shape, layout, &dims, blk, span, 0)
+        self.remat_at(v, &shape, layout, &dims, blk, span, 0, &mut HashMap::new())
     }
 
     /// Whether `v` depends only on arange, constants, scalars and elementwise/shape ops.
     pub(super) fn remat_ok(&self, v: Value, depth: u32) -> bool {
+        self.remat_ok_memo(v, depth, &mut HashMap::new())
+    }
+
+    fn remat_ok_memo(&self, v: Value, depth: u32, memo: &mut HashMap<Value, bool>) -> bool {
+        if let Some(&ok) = memo.get(&v) {
+            return ok;
+        }
         if depth > MAX_DEPTH {
             return false;
         }
@@ -124,10 +131,31 @@ impl Cx<'_> {
         blk: Block,
         span: Span,
         depth: u32,
+        memo: &mut HashMap<(Value, Vec<Option<usize>>), Value>,
     ) -> Option<Value> {
         if depth > MAX_DEPTH {
             return None;
         }
+        if let Some(&r) = memo.get(&(v, dims.to_vec())) {
+            return Some(r);
+        }
+        let r = self.remat_step(v, target, layout, dims, blk, span, depth, memo)?;
+        memo.insert((v, dims.to_vec()), r);
+        Some(r)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn remat_step(
+        &mut self,
+        v: Value,
+        target: &[i64],
+        layout: Layout,
+        dims: &[Option<usize>],
+        blk: Block,
+        span: Span,
+        depth: u32,
+        memo: &mut HashMap<(Value, Vec<Option<usize>>), Value>,
+    ) -> Option<Value> {
         let ty = |cx: &Self, d: crate::DType| cx.ty_in(&tir::Type::tile(d, target.to_vec()), Some(layout));
         let vt = self.src.ty(v).clone();
         if vt.is_scalar() {
@@ -150,18 +178,18 @@ impl Cx<'_> {
             OpKind::ExpandDims(axis) => {
                 let mut inner = dims.to_vec();
                 inner.remove(*axis as usize);
-                self.remat_at(d.operands[0], target, layout, &inner, blk, span, depth + 1)?
+                self.remat_at(d.operands[0], target, layout, &inner, blk, span, depth + 1, memo)?
             }
             OpKind::Broadcast => {
                 let xs = self.src.ty(d.operands[0]).shape().to_vec();
                 let inner: Vec<Option<usize>> =
                     dims.iter().enumerate().map(|(i, &t)| if xs[i] == 1 && vt.shape()[i] != 1 { None } else { t }).collect();
-                self.remat_at(d.operands[0], target, layout, &inner, blk, span, depth + 1)?
+                self.remat_at(d.operands[0], target, layout, &inner, blk, span, depth + 1, memo)?
             }
             kind @ (OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Unary(_) | OpKind::Cast) => {
                 let mut ops = vec![];
                 for &o in &d.operands {
-                    ops.push(self.remat_at(o, target, layout, dims, blk, span, depth + 1)?);
+                    ops.push(self.remat_at(o, target, layout, dims, blk, span, depth + 1, memo)?);
                 }
                 self.emit(blk, lir::OpKind::Tir(kind.clone()), ops, vec![rt], span)[0]
             }

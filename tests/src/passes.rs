@@ -1,0 +1,416 @@
+//! Per-stage IR tests: each `tests/passes/*.tile` program starts with a comment saying what it
+//! checks. Its IR after every stage up to the thread IR (`sema`, each pass of
+//! `passes::PIPELINE`, `lower`: layout assignment, pipelining, rematerialisation) is snapshotted,
+//! so each section of a snapshot is the input of the stage printed below it; and the facts the
+//! header states are asserted on the IR directly, so that a regression fails with a message
+//! saying which property broke, not only with a snapshot diff.
+
+use crate::common::{opts, root, tile_files};
+use std::collections::HashMap;
+use tessera_compiler::ir::{Block, Op, Value};
+use tessera_compiler::lir::{self, Layout};
+use tessera_compiler::{DType, DumpSink, Source, tir};
+
+/// Records the IR after every stage up to `lower` (the LLVM IR of `codegen` is left to the
+/// golden PTX snapshots).
+#[derive(Default)]
+struct Recorder {
+    dumps: Vec<(String, &'static str, String)>,
+}
+
+impl DumpSink for Recorder {
+    fn wants(&self, stage: &str) -> bool {
+        stage != "codegen"
+    }
+    fn dump(&mut self, kernel: &str, stage: &str, ir: &str) {
+        let stage = tessera_compiler::dump_stages().into_iter().find(|s| *s == stage).unwrap_or("?");
+        self.dumps.push((kernel.to_string(), stage, ir.to_string()));
+    }
+}
+
+/// One `tests/passes` program, compiled with the dumps recorded.
+struct Staged {
+    name: String,
+    /// The tile IR after sema, parsed back from its dump (the input of the first pass).
+    sema: tir::Kernel,
+    /// The compiled kernel: its tile IR after all passes and its thread IR.
+    kernel: tessera_compiler::CompiledKernel,
+    /// The header and the IR after each stage.
+    snap: String,
+}
+
+impl Staged {
+    /// Snapshots the IR after each stage. Called after the fact checks, so that a regression
+    /// first fails on the property it breaks.
+    fn snapshot(&self) {
+        insta::assert_snapshot!(self.name.trim_end_matches(".tile"), self.snap);
+    }
+}
+
+/// Compiles `tests/passes/{name}` and prints its IR after each stage, headed by the file's
+/// leading comment (see [`Staged::snapshot`]).
+fn staged(name: &str) -> Staged {
+    let path = root().join("tests/passes").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header: Vec<&str> = text.lines().take_while(|l| l.starts_with("//")).collect();
+    assert!(!header.is_empty(), "{name}: a tests/passes file starts with a comment saying what it checks");
+    let src = Source::new(format!("tests/passes/{name}"), text.clone()).with_path(&path);
+    let mut rec = Recorder::default();
+    let module = match tessera_compiler::compile_with(&src, &opts(&[]), &mut rec) {
+        Ok(m) => m,
+        Err(d) => panic!("{name} does not compile:\n{}", d.render()),
+    };
+    assert_eq!(module.kernels.len(), 1, "{name}: one kernel per tests/passes file");
+    let kernel = module.kernels.into_iter().next().unwrap_or_else(|| unreachable!());
+
+    let mut snap = header.join("\n");
+    snap.push('\n');
+    let mut prev: Option<&str> = None;
+    for (k, stage, ir) in &rec.dumps {
+        if prev == Some(ir.as_str()) {
+            snap.push_str(&format!("\n==== @{k} after {stage}: unchanged ====\n"));
+        } else {
+            let what = if *stage == "lower" { "thread IR" } else { "tile IR" };
+            snap.push_str(&format!("\n==== @{k} after {stage} ({what}) ====\n{ir}"));
+        }
+        prev = Some(ir);
+    }
+    let stages: Vec<&str> = rec.dumps.iter().map(|d| d.1).collect();
+    let expected: Vec<&str> = tessera_compiler::dump_stages().into_iter().filter(|s| *s != "codegen").collect();
+    assert_eq!(stages, expected, "{name}: the dump sink saw every stage up to lowering, in order");
+
+    let sema_text = &rec.dumps[0].2;
+    let sema = tir::parse_kernel(sema_text).unwrap_or_else(|e| panic!("{name}: the sema dump does not parse: {e}\n{sema_text}"));
+    Staged { name: name.to_string(), sema, kernel, snap }
+}
+
+// ---- helpers over the two IRs ----
+
+fn tir_ops(k: &tir::Kernel) -> Vec<Op> {
+    let mut v = vec![];
+    k.body.walk(k.body.entry, &mut |op| v.push(op));
+    v
+}
+
+fn tir_count(k: &tir::Kernel, mnemonic: &str) -> usize {
+    tir_ops(k).into_iter().filter(|&op| k.body.op(op).kind.mnemonic() == mnemonic).count()
+}
+
+fn lir_ops(k: &lir::Kernel) -> Vec<Op> {
+    let mut v = vec![];
+    k.body.walk(k.body.entry, &mut |op| v.push(op));
+    v
+}
+
+fn mnemonic(k: &lir::Kernel, op: Op) -> String {
+    k.body.op(op).kind.mnemonic()
+}
+
+/// Ops of the whole thread-IR kernel with this mnemonic.
+fn lir_find(k: &lir::Kernel, m: &str) -> Vec<Op> {
+    lir_ops(k).into_iter().filter(|&op| mnemonic(k, op) == m).collect()
+}
+
+/// The direct ops of `b` (not those of nested regions), as mnemonics.
+fn block_mnemonics(k: &lir::Kernel, b: Block) -> Vec<String> {
+    k.body.block(b).ops.iter().map(|&op| mnemonic(k, op)).collect()
+}
+
+fn layout(k: &lir::Kernel, v: Value) -> Option<Layout> {
+    k.body.ty(v).layout()
+}
+
+fn is_mma(l: Option<Layout>) -> bool {
+    matches!(l, Some(Layout::Mma { .. } | Layout::MmaRows { .. }))
+}
+
+/// The only `for` of the entry block and its body.
+fn the_loop(k: &lir::Kernel) -> (Op, Block) {
+    let fors: Vec<Op> = k.body.block(k.body.entry).ops.iter().copied().filter(|&op| mnemonic(k, op) == "for").collect();
+    assert_eq!(fors.len(), 1, "expected one `for` in the entry block of {}", k.name);
+    (fors[0], k.body.op(fors[0]).regions[0])
+}
+
+/// Positions of `wanted` as a subsequence of `have` (each after the previous), or a message.
+fn in_order(have: &[String], wanted: &[&str]) -> Result<Vec<usize>, String> {
+    let mut at = vec![];
+    let mut from = 0;
+    for w in wanted {
+        match have[from..].iter().position(|h| h == w) {
+            Some(i) => {
+                at.push(from + i);
+                from += i + 1;
+            }
+            None => return Err(format!("`{w}` missing after position {from} in {have:?} (wanted in order: {wanted:?})")),
+        }
+    }
+    Ok(at)
+}
+
+/// The types of the tiles that `local_store`s write while in an MMA layout (an accumulator going
+/// through shared memory).
+fn mma_tiles_stored(k: &lir::Kernel) -> Vec<String> {
+    lir_find(k, "local_store")
+        .into_iter()
+        .filter_map(|op| {
+            let v = k.body.op(op).operands[0];
+            is_mma(layout(k, v)).then(|| format!("{}", k.body.ty(v)))
+        })
+        .collect()
+}
+
+/// Every test program has its own test below (a new file without checks fails here).
+#[test]
+fn every_pass_program_is_checked() {
+    let tested = [
+        "chained.tile",
+        "dce.tile",
+        "layout_epilogue.tile",
+        "pipeline_gemm.tile",
+        "pipeline_invariant.tile",
+        "pipeline_trans.tile",
+        "remat_mask.tile",
+    ];
+    let files: Vec<String> =
+        tile_files("tests/passes").iter().filter_map(|f| f.file_name().and_then(|n| n.to_str()).map(String::from)).collect();
+    assert_eq!(files, tested, "tests/passes/*.tile and the tests of tests/src/passes.rs disagree");
+}
+
+#[test]
+fn dce_removes_unused_pure_ops() {
+    let s = staged("dce.tile");
+    let (before, after) = (&s.sema, &s.kernel.tir);
+    // Sema emitted the dead code; dce removed it, to a fixed point.
+    assert_eq!(tir_count(before, "exp2"), 1, "{}: sema should emit `dead`", s.name);
+    assert_eq!(tir_count(before, "for"), 2, "{}: sema should emit both loops", s.name);
+    assert_eq!(tir_count(before, "dim"), 1, "{}: sema should emit a `dim` for `N`", s.name);
+    assert_eq!(tir_count(after, "dim"), 0, "{}: the unused `dim` survived dce", s.name);
+    assert_eq!(tir_count(after, "exp2"), 0, "{}: `dead` (exp2) survived dce", s.name);
+    assert_eq!(tir_count(after, "for"), 1, "{}: the loop that only builds an unused value survived dce", s.name);
+    assert_eq!(tir_count(after, "store"), 2, "{}: dce must keep both stores", s.name);
+    assert!(tir_ops(after).len() < tir_ops(before).len());
+    // The loop that stays is the one with the store.
+    let kept_for = tir_ops(after).into_iter().find(|&op| after.body.op(op).kind == tir::OpKind::For).unwrap_or_else(|| unreachable!());
+    let inner = after.body.op(kept_for).regions[0];
+    assert!(after.body.block(inner).ops.iter().any(|&op| after.body.op(op).kind == tir::OpKind::Store), "the kept loop stores");
+    // The fixed point: no pure op with an unused result is left.
+    let mut uses: HashMap<Value, usize> = HashMap::new();
+    for op in tir_ops(after) {
+        for &o in &after.body.op(op).operands {
+            *uses.entry(o).or_default() += 1;
+        }
+    }
+    for op in tir_ops(after) {
+        let d = after.body.op(op);
+        let control = matches!(d.kind, tir::OpKind::For | tir::OpKind::If | tir::OpKind::While);
+        if !control && !d.results.is_empty() {
+            assert!(
+                d.results.iter().any(|r| uses.contains_key(r)),
+                "{}: `{}` has no use after dce:\n{}",
+                s.name,
+                d.kind.mnemonic(),
+                tir::print_kernel(after)
+            );
+        }
+    }
+    s.snapshot();
+}
+
+#[test]
+fn layout_mma_accumulator_and_epilogue() {
+    let s = staged("layout_epilogue.tile");
+    let k = &s.kernel.lir;
+    let mma = lir_find(k, "local_mma");
+    assert_eq!(mma.len(), 1, "{}: the dot is one local_mma", s.name);
+    let acc = k.body.op(mma[0]).results[0];
+    assert_eq!(layout(k, acc), Some(Layout::Mma { warps_m: 2, warps_n: 2 }), "{}: 64×64 on 4 warps is a 2×2 warp grid", s.name);
+    assert!(lir_find(k, "local_dot").is_empty(), "{}: the bf16 dot must not fall back to FMAs", s.name);
+    // The epilogue computes in the accumulator's layout.
+    for m in ["mul", "add", "max", "cast"] {
+        let ops = lir_find(k, m);
+        let tiles: Vec<Op> = ops.into_iter().filter(|&op| k.body.ty(k.body.op(op).results[0]).shape() == [64, 64]).collect();
+        assert!(!tiles.is_empty(), "{}: no 64×64 `{m}` in the epilogue", s.name);
+        for op in tiles {
+            let r = k.body.op(op).results[0];
+            assert_eq!(layout(k, r), layout(k, acc), "{}: epilogue `{m}` is not in the accumulator layout", s.name);
+        }
+    }
+    let stored = lir_find(k, "store");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(layout(k, k.body.op(stored[0]).operands.last().copied().unwrap_or_else(|| unreachable!())), layout(k, acc));
+    assert_eq!(mma_tiles_stored(k), Vec::<String>::new(), "{}: the accumulator went through shared memory", s.name);
+    // Both operands are window loads: copied asynchronously, never loaded into registers.
+    assert_eq!(lir_find(k, "async_copy").len(), 2, "{}: both dot operands are async copies", s.name);
+    assert!(lir_find(k, "load").iter().all(|&op| k.body.ty(k.body.op(op).results[0]).dtype() == DType::F32), "only the bias is loaded");
+    s.snapshot();
+}
+
+#[test]
+fn layout_chained_dots_warps_own_rows() {
+    let s = staged("chained.tile");
+    let k = &s.kernel.lir;
+    let rows = Layout::Mma { warps_m: 4, warps_n: 1 };
+    let first = lir_find(k, "local_mma");
+    assert_eq!(first.len(), 1, "{}: the first dot is a local_mma", s.name);
+    assert_eq!(layout(k, k.body.op(first[0]).results[0]), Some(rows), "{}: chained dots need a w×1 warp grid", s.name);
+    for (m, n) in [("row_reduce.max", 1), ("row_reduce.sum", 1)] {
+        let ops = lir_find(k, m);
+        assert_eq!(ops.len(), n, "{}: expected {n} `{m}` (a row reduction in registers)", s.name);
+        assert_eq!(layout(k, k.body.op(ops[0]).results[0]), Some(Layout::MmaRows { warps_m: 4 }));
+    }
+    assert!(
+        lir_find(k, "local_reduce.max").is_empty() && lir_find(k, "local_reduce.sum").is_empty(),
+        "{}: a row reduction went through shared memory",
+        s.name
+    );
+    let bcast = lir_find(k, "row_broadcast");
+    assert_eq!(bcast.len(), 2, "{}: `m[:, None]` and `l[:, None]` are row broadcasts", s.name);
+    let reg = lir_find(k, "reg_mma");
+    assert_eq!(reg.len(), 1, "{}: the second dot takes `p` from registers", s.name);
+    let d = k.body.op(reg[0]);
+    assert_eq!(layout(k, d.results[0]), Some(rows));
+    // `p as bf16` is the A operand, in the first dot's accumulator layout.
+    let p = d.operands[1];
+    assert_eq!(layout(k, p), Some(rows), "{}: reg_mma's A operand is not in the accumulator layout", s.name);
+    assert_eq!(k.body.ty(p).dtype(), DType::BF16);
+    let stores_p = lir_find(k, "local_store").into_iter().any(|op| k.body.op(op).operands.contains(&p));
+    assert!(!stores_p, "{}: `p` is stored to shared memory", s.name);
+    assert_eq!(mma_tiles_stored(k), Vec::<String>::new(), "{}: an accumulator-layout tile went through shared memory", s.name);
+    assert!(lir_find(k, "local_load").is_empty(), "{}: nothing is converted through shared memory", s.name);
+    s.snapshot();
+}
+
+#[test]
+fn remat_rebuilds_arange_mask_in_mma_layout() {
+    let s = staged("remat_mask.tile");
+    let k = &s.kernel.lir;
+    assert!(tir_count(&s.kernel.tir, "arange") == 2, "{}: the tile IR builds the mask from two aranges", s.name);
+    assert!(lir_find(k, "arange").is_empty(), "{}: an arange was lowered instead of rematerialised", s.name);
+    let acc = k.body.op(lir_find(k, "local_mma")[0]).results[0];
+    let coords = lir_find(k, "coord");
+    let mut axes: Vec<u32> = coords
+        .iter()
+        .filter_map(|&op| match k.body.op(op).kind {
+            lir::OpKind::Coord { axis } => Some(axis),
+            _ => None,
+        })
+        .collect();
+    axes.sort();
+    assert_eq!(axes, [0, 1], "{}: rows and columns are rebuilt from coordinates", s.name);
+    for &op in &coords {
+        assert_eq!(layout(k, k.body.op(op).results[0]), layout(k, acc), "{}: coord not in the accumulator layout", s.name);
+    }
+    let select = lir_find(k, "select");
+    assert_eq!(select.len(), 1);
+    let mask = k.body.op(select[0]).operands[0];
+    assert_eq!(layout(k, mask), layout(k, acc), "{}: the mask is not in the accumulator layout", s.name);
+    let stored: Vec<String> = lir_find(k, "local_store")
+        .into_iter()
+        .map(|op| k.body.ty(k.body.op(op).operands[0]).clone())
+        .filter(|t| matches!(t.dtype(), DType::I32 | DType::Bool))
+        .map(|t| t.to_string())
+        .collect();
+    assert!(stored.is_empty(), "{}: mask pieces went through shared memory: {stored:?}", s.name);
+    assert!(lir_find(k, "local_load").is_empty(), "{}: something was converted through shared memory", s.name);
+    s.snapshot();
+}
+
+/// The checks common to a 3-stage pipelined k-loop with `copies` fused operands per iteration.
+fn check_pipeline(s: &Staged, copies: usize) -> (Block, Op) {
+    let k = &s.kernel.lir;
+    let (for_op, body) = the_loop(k);
+    let entry = block_mnemonics(k, k.body.entry);
+    let for_at = k.body.block(k.body.entry).ops.iter().position(|&o| o == for_op).unwrap_or_else(|| unreachable!());
+    // Prologue: stages - 1 = 2 groups, each of `copies` copies and a commit, before the loop.
+    let mut group: Vec<&str> = vec!["async_copy"; copies];
+    group.push("async_commit");
+    let prologue: Vec<&str> = [group.clone(), group].concat();
+    let pre: Vec<String> = entry[..for_at].iter().filter(|m| m.starts_with("async_")).cloned().collect();
+    assert_eq!(pre, prologue, "{}: the prologue issues iterations 0 and 1, one group each", s.name);
+    // After the loop, nothing is left in flight.
+    let post = &entry[for_at + 1..];
+    assert_eq!(post.first().map(String::as_str), Some("async_wait"), "{}: `async_wait 0` right after the loop", s.name);
+    let wait_after = k.body.block(k.body.entry).ops[for_at + 1];
+    assert!(matches!(k.body.op(wait_after).kind, lir::OpKind::AsyncWait { pending: 0 }), "{}: `async_wait 0` after the loop", s.name);
+    // In the loop: wait for this stage, one barrier, copy the stage 2 ahead, commit, compute.
+    let inner = block_mnemonics(k, body);
+    let mut wanted = vec!["async_wait", "barrier"];
+    wanted.extend(vec!["async_copy"; copies]);
+    wanted.extend(["async_commit", "local_mma"]);
+    let at = in_order(&inner, &wanted).unwrap_or_else(|e| panic!("{}: loop body out of order: {e}", s.name));
+    let wait = k.body.block(body).ops[at[0]];
+    assert!(matches!(k.body.op(wait).kind, lir::OpKind::AsyncWait { pending: 1 }), "{}: stages - 2 = 1 group may stay in flight", s.name);
+    assert_eq!(inner.iter().filter(|m| *m == "barrier").count(), 1, "{}: one barrier per pipelined iteration", s.name);
+    assert_eq!(inner.iter().filter(|m| *m == "async_copy").count(), copies, "{}: copies per iteration", s.name);
+    assert!(!inner.iter().any(|m| m == "load"), "{}: a fused window load was also lowered as a load", s.name);
+    let mma = k.body.block(body).ops[*at.last().unwrap_or_else(|| unreachable!())];
+    // The accumulator is loop-carried in MMA registers.
+    assert!(is_mma(layout(k, k.body.op(for_op).results[0])), "{}: the loop-carried accumulator is not in the MMA layout", s.name);
+    (body, mma)
+}
+
+#[test]
+fn pipeline_three_stage_gemm() {
+    let s = staged("pipeline_gemm.tile");
+    let (_, mma) = check_pipeline(&s, 2);
+    let k = &s.kernel.lir;
+    assert!(matches!(k.body.op(mma).kind, lir::OpKind::LocalMma { b_trans: false, .. }));
+    assert_eq!(k.body.op(mma).operands.len(), 3, "{}: local_mma takes the stage bases of A and B", s.name);
+    assert!(lir_find(k, "local_store").is_empty(), "{}: no operand goes through registers", s.name);
+    s.snapshot();
+}
+
+#[test]
+fn pipeline_fuses_trans_load() {
+    let s = staged("pipeline_trans.tile");
+    let (body, mma) = check_pipeline(&s, 2);
+    let k = &s.kernel.lir;
+    assert!(
+        matches!(k.body.op(mma).kind, lir::OpKind::LocalMma { b_trans: true, .. }),
+        "{}: `trans(load)` should be read transposed",
+        s.name
+    );
+    // The B window is copied in its loaded shape [64, 32], not transposed through shared memory.
+    let shapes: Vec<String> = k
+        .body
+        .block(body)
+        .ops
+        .iter()
+        .filter_map(|&op| match &k.body.op(op).kind {
+            lir::OpKind::AsyncCopy { shape, .. } => Some(format!("{shape:?}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shapes, ["[64, 32]", "[64, 32]"], "{}: copies of A [64, 32] and of B as loaded [64, 32]", s.name);
+    assert!(
+        lir_find(k, "local_store").is_empty() && lir_find(k, "local_load").is_empty(),
+        "{}: the transpose went through shared memory",
+        s.name
+    );
+    s.snapshot();
+}
+
+#[test]
+fn pipeline_stores_loop_invariant_operand_once() {
+    let s = staged("pipeline_invariant.tile");
+    let (body, mma) = check_pipeline(&s, 1);
+    let k = &s.kernel.lir;
+    let stores = lir_find(k, "local_store");
+    assert_eq!(stores.len(), 1, "{}: the invariant operand is stored once", s.name);
+    let entry_ops = &k.body.block(k.body.entry).ops;
+    let at = entry_ops.iter().position(|&o| o == stores[0]);
+    let (for_op, _) = the_loop(k);
+    let for_at = entry_ops.iter().position(|&o| o == for_op);
+    assert!(at.is_some_and(|a| Some(a) < for_at), "{}: the invariant operand is not stored before the loop", s.name);
+    let next = at.and_then(|a| entry_ops.get(a + 1)).map(|&o| mnemonic(k, o));
+    assert_eq!(next.as_deref(), Some("barrier"), "{}: a barrier follows the store", s.name);
+    assert!(!block_mnemonics(k, body).iter().any(|m| m == "local_store"), "{}: stored again in the loop", s.name);
+    let (lir::OpKind::LocalStore { offset, swizzled }, lir::OpKind::LocalMma { a_offset, .. }) =
+        (&k.body.op(stores[0]).kind, &k.body.op(mma).kind)
+    else {
+        panic!("{}: unexpected op kinds", s.name)
+    };
+    assert!(swizzled, "{}: the ldmatrix operand must be stored swizzled", s.name);
+    assert_eq!(offset, a_offset, "{}: local_mma reads A where it was stored", s.name);
+    s.snapshot();
+}
