@@ -10,6 +10,7 @@ mod indexed;
 mod math;
 mod memory;
 mod mma;
+mod reduce;
 mod scan;
 
 use crate::Target;
@@ -193,7 +194,7 @@ impl<'c, 'm> Gen<'c, 'm> {
         self.b.build_call(f, &margs, "").ice()?.try_as_basic_value().basic().ok_or_else(|| format!("{name} returned nothing"))
     }
 
-    fn call_void(&self, name: &str) -> Res<()> {
+    pub(crate) fn call_void(&self, name: &str) -> Res<()> {
         let f = declare(self.module, name, self.ctx.void_type().fn_type(&[], false));
         self.b.build_call(f, &[], "").ice()?;
         Ok(())
@@ -402,6 +403,10 @@ impl<'c, 'm> Gen<'c, 'm> {
             OpKind::RowReduce { op: rop } => {
                 let x = d.operands[0];
                 self.row_reduce(x, *rop).map(|r| vec![Cv::Regs(r)])
+            }
+            OpKind::ShuffleReduce { op: rop, offset } => {
+                let t = rt.ok_or("shuffle_reduce without result")?;
+                self.shuffle_reduce(d.operands[0], &t, *rop, *offset).map(|r| vec![Cv::Regs(r)])
             }
             OpKind::RowBroadcast => {
                 let t = rt.ok_or("row_broadcast without result")?;

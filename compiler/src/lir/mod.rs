@@ -189,6 +189,12 @@ pub enum OpKind {
     /// `(x: [m, n] #mma<w×1>) -> [m] #mma_rows<w>`: reduces each row within its warp (registers,
     /// then two butterfly shuffles across the quad).
     RowReduce { op: tir::ReduceOp },
+    /// `(x) -> y`: reduces a blocked tile along its last axis without walking rows serially:
+    /// each thread combines its own elements of a row, butterfly shuffles combine the lanes that
+    /// share the row, one lane per warp writes the warp's partial to shared memory at `offset`,
+    /// a barrier, then each thread combines the partials of the rows it holds in `y`, and a
+    /// final barrier releases the scratch region.
+    ShuffleReduce { op: tir::ReduceOp, offset: u32 },
     /// `(x: [m, 1] #mma_rows<w>) -> [m, n] #mma<w×1>`: copies each row's value to its columns.
     RowBroadcast,
     /// `() -> i32[shape]`: each element's coordinate along `axis` (rebuilds `arange`-derived
@@ -216,6 +222,7 @@ impl OpKind {
             OpKind::AsyncCommit => "async_commit".into(),
             OpKind::RowReduce { op } => format!("row_reduce.{}", op.name()),
             OpKind::RowBroadcast => "row_broadcast".into(),
+            OpKind::ShuffleReduce { op, .. } => format!("shuffle_reduce.{}", op.name()),
             OpKind::Coord { .. } => "coord".into(),
             OpKind::RegMma { .. } => "reg_mma".into(),
             OpKind::AsyncWait { .. } => "async_wait".into(),

@@ -63,6 +63,7 @@ fn print_op(k: &Kernel, op: Op, depth: usize, num: &mut Numbering, out: &mut Str
         )),
         OpKind::AsyncWait { pending } => Some(pending.to_string()),
         OpKind::Coord { axis } => Some(axis.to_string()),
+        OpKind::ShuffleReduce { offset, .. } => Some(format!("@{offset}")),
         OpKind::RegMma { b_offset, k, dtype, b_trans } => {
             Some(format!("@{b_offset}{} k {k} {dtype}", if *b_trans { " trans" } else { "" }))
         }

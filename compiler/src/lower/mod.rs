@@ -157,6 +157,30 @@ impl Cx<'_> {
         }
     }
 
+    /// Whether a reduction of `x` along `axis` can use shuffles (`ShuffleReduce`); if so, the
+    /// shared memory it needs for the per-warp partials.
+    fn shuffle_reducible(&self, x: Value, axis: u32) -> Option<u32> {
+        let t = self.vty(x);
+        let shape = t.shape();
+        let (Some(Layout::Blocked { vec }), Some(&c)) = (t.layout(), shape.last()) else { return None };
+        let ok_dtype =
+            matches!(t.dtype(), crate::DType::F32 | crate::DType::F16 | crate::DType::BF16 | crate::DType::I32 | crate::DType::U32);
+        let threads = self.threads as i64;
+        if axis as usize != shape.len() - 1 || !ok_dtype || t.numel() < threads || c % vec as i64 != 0 {
+            return None;
+        }
+        let cpr = c / vec as i64;
+        let group = cpr.min(threads);
+        // Chunks of one row must be whole groups of threads, and a thread's chunks of one row
+        // must be consecutive (both hold for powers of two).
+        if (cpr >= threads && cpr % threads != 0) || (cpr < threads && threads % cpr != 0) {
+            return None;
+        }
+        let rows = t.numel() / c;
+        let warps_per_row = (group / 32).max(1);
+        Some((rows * warps_per_row * 4) as u32)
+    }
+
     /// The thread-IR type of tile-IR value `v`, in its assigned layout.
     fn vty(&self, v: Value) -> lir::Type {
         self.ty_in(self.src.ty(v), self.layouts.get(&v).copied())
@@ -292,6 +316,12 @@ impl Cx<'_> {
                 OpKind::Reduce(rop, 1) if matches!(res_layout, Some(Layout::MmaRows { .. })) => {
                     let x = self.v(d.operands[0])?;
                     self.emit(dst, lir::OpKind::RowReduce { op: *rop }, vec![x], rtys, span)
+                }
+                OpKind::Reduce(rop, axis) if self.shuffle_reducible(d.operands[0], *axis).is_some() => {
+                    let x = self.v(d.operands[0])?;
+                    let bytes = self.shuffle_reducible(d.operands[0], *axis).unwrap_or(0);
+                    self.smem = self.smem.max(bytes);
+                    self.emit(dst, lir::OpKind::ShuffleReduce { op: *rop, offset: 0 }, vec![x], rtys, span)
                 }
                 OpKind::Reduce(rop, axis) => {
                     let st = self.src.ty(d.operands[0]).clone();

@@ -1,0 +1,110 @@
+//! Reductions of blocked tiles along their last axis with warp shuffles (`ShuffleReduce`):
+//! registers first, then butterfly shuffles among the lanes that share a row, then one value per
+//! warp through shared memory. See `lir::OpKind::ShuffleReduce`.
+
+use super::{Gen, Ice, Res};
+use crate::dtype::DType;
+use crate::ir::Value;
+use crate::lir::{self, Layout};
+use crate::tir::{BinaryOp, ReduceOp};
+use inkwell::IntPredicate;
+use inkwell::values::BasicValueEnum;
+
+impl<'c> Gen<'c, '_> {
+    pub(crate) fn shuffle_reduce(&mut self, x: Value, rt: &lir::Type, op: ReduceOp, offset: u32) -> Res<Vec<BasicValueEnum<'c>>> {
+        let t = self.k.body.ty(x).clone();
+        let Some(Layout::Blocked { vec }) = t.layout() else { return Err("shuffle_reduce of a tile not in a blocked layout".into()) };
+        let regs = self.regs(x)?;
+        let d = t.dtype();
+        let acc_d = if matches!(d, DType::F16 | DType::BF16) { DType::F32 } else { d };
+        let bop = match op {
+            ReduceOp::Sum => BinaryOp::Add,
+            ReduceOp::Max => BinaryOp::Max,
+            ReduceOp::Min => BinaryOp::Min,
+        };
+        let threads = self.k.threads as i64;
+        let vec = vec as i64;
+        let c = *t.shape().last().ok_or("shuffle_reduce of a scalar")?;
+        let cpr = c / vec;
+        let group = cpr.min(threads);
+        let lanes = group.min(32);
+        let nw = (group / 32).max(1);
+        let chunks = regs.len() as i64 / vec;
+        // A thread's chunks of one row are consecutive: `per_row` of them when a row spans all
+        // threads several times over, otherwise one.
+        let per_row = if cpr >= threads { cpr / threads } else { 1 };
+        let mut partials = vec![];
+        for g in 0..(chunks / per_row).max(1) {
+            let mut acc: Option<BasicValueEnum> = None;
+            for j in g * per_row..(g + 1) * per_row {
+                for e in 0..vec {
+                    let v = super::math::convert(self, regs[(j * vec + e) as usize], d, acc_d)?;
+                    acc = Some(match acc {
+                        None => v,
+                        Some(a) => super::math::binary(self, bop, a, v, acc_d)?,
+                    });
+                }
+            }
+            let mut v = acc.ok_or("empty reduction")?;
+            let mut m = 1;
+            while m < lanes {
+                let o = self.shfl_xor32(v, m)?;
+                v = super::math::binary(self, bop, v, o, acc_d)?;
+                m *= 2;
+            }
+            partials.push((g * per_row, v));
+        }
+        // One writer per (row, warp): the first lane of each group of `lanes`.
+        let b = &self.b;
+        let writer =
+            b.build_int_compare(IntPredicate::EQ, b.build_and(self.tid, self.i32c(lanes - 1), "w").ice()?, self.i32c(0), "writer").ice()?;
+        let widx = if nw > 1 {
+            b.build_int_unsigned_rem(b.build_right_shift(self.tid, self.i32c(5), false, "wp").ice()?, self.i32c(nw), "widx").ice()?
+        } else {
+            self.i32c(0)
+        };
+        for (j0, v) in partials {
+            let b = &self.b;
+            let q = b.build_int_add(self.tid, self.i32c(j0 * threads), "q").ice()?;
+            let row = b.build_int_unsigned_div(q, self.i32c(cpr), "row").ice()?;
+            let slot = b.build_int_add(b.build_int_mul(row, self.i32c(nw), "s").ice()?, widx, "slot").ice()?;
+            let off = b.build_int_add(b.build_int_mul(slot, self.i32c(4), "o").ice()?, self.i32c(offset as i64), "o").ice()?;
+            let p = self.smem_ptr(off)?;
+            self.guarded(writer, &mut |g| g.store_mem(p, v, acc_d).map(|_| None), None)?;
+        }
+        self.call_void("llvm.nvvm.barrier0")?;
+        let mut out = vec![];
+        for i in 0..self.nregs(rt) {
+            let row = self.linear(rt, i)?;
+            let mut acc: Option<BasicValueEnum> = None;
+            for k in 0..nw {
+                let b = &self.b;
+                let slot = b.build_int_add(b.build_int_mul(row, self.i32c(nw), "s").ice()?, self.i32c(k), "slot").ice()?;
+                let off = b.build_int_add(b.build_int_mul(slot, self.i32c(4), "o").ice()?, self.i32c(offset as i64), "o").ice()?;
+                let v = self.load_mem(self.smem_ptr(off)?, acc_d)?;
+                acc = Some(match acc {
+                    None => v,
+                    Some(a) => super::math::binary(self, bop, a, v, acc_d)?,
+                });
+            }
+            out.push(super::math::convert(self, acc.ok_or("no partial")?, acc_d, d)?);
+        }
+        self.call_void("llvm.nvvm.barrier0")?;
+        Ok(out)
+    }
+
+    /// `shfl.sync.bfly` of a 32-bit float or integer register across the warp.
+    fn shfl_xor32(&self, v: BasicValueEnum<'c>, lane_mask: i64) -> Res<BasicValueEnum<'c>> {
+        let i32t = self.ctx.i32_type();
+        let float = v.get_type().is_float_type();
+        let bits = if float { self.b.build_bit_cast(v, i32t, "b").ice()?.into_int_value() } else { v.into_int_value() };
+        let r = self
+            .call(
+                "llvm.nvvm.shfl.sync.bfly.i32",
+                &[i32t.const_all_ones().into(), bits.into(), self.i32c(lane_mask).into(), self.i32c(31).into()],
+                i32t.into(),
+            )?
+            .into_int_value();
+        Ok(if float { self.b.build_bit_cast(r, v.get_type(), "f").ice()? } else { r.into() })
+    }
+}
