@@ -280,14 +280,29 @@ impl Cx<'_> {
         // Loads are copied as they are: `trans(load)` keeps the load's shape.
         let loaded = |cx: &Self, i: usize| cx.fused.get(&d.operands[i]).map(|f| f.0).unwrap_or(d.operands[i]);
         let mut scratch_off = 0u32;
+        // A loop-invariant 16-bit `a` (attention's q) is converted once, before the loop, into
+        // the accumulator layout of the warps' rows, so its fragments live in registers.
+        let mut a_reg = None;
+        if let (Some(lc), Some(Layout::Mma { warps_m, warps_n: 1 })) = (&lc, rty.layout())
+            && !fused[0]
+            && self.defined_outside(d.operands[0], lc.body)
+        {
+            let at = self.src.ty(d.operands[0]).clone();
+            let fits = Layout::mma_fits(at.shape(), warps_m, 1) && at.shape()[1] % 16 == 0;
+            if fits && matches!(at.dtype(), DType::BF16 | DType::F16) {
+                let parent = lc.parent;
+                a_reg = Some(self.operand(d.operands[0], Some(Layout::Mma { warps_m, warps_n: 1 }), parent, span)?);
+            }
+        }
         // A 16-bit `a` already in this accumulator layout (attention's `p`) stays in registers.
-        let a_in_regs = !fused[0]
-            && {
-                let x = self.v(d.operands[0])?;
-                let xt = self.dst.ty(x).clone();
-                matches!((xt.layout(), rty.layout()), (Some(Layout::Mma { warps_m: w1, warps_n: 1 }), Some(Layout::Mma { warps_m: w2, warps_n: 1 })) if w1 == w2)
-                    && matches!(xt.dtype(), DType::BF16 | DType::F16)
-            };
+        let a_in_regs = a_reg.is_some()
+            || !fused[0]
+                && {
+                    let x = self.v(d.operands[0])?;
+                    let xt = self.dst.ty(x).clone();
+                    matches!((xt.layout(), rty.layout()), (Some(Layout::Mma { warps_m: w1, warps_n: 1 }), Some(Layout::Mma { warps_m: w2, warps_n: 1 })) if w1 == w2)
+                        && matches!(xt.dtype(), DType::BF16 | DType::F16)
+                };
         // Operands that are not fused: a loop-invariant one is stored once before the loop into
         // its own buffer; the others go through the scratch region each time.
         let mut in_scratch = [false, false];
@@ -401,7 +416,10 @@ impl Cx<'_> {
             self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
         }
         let mop = if a_in_regs {
-            let a = self.v(d.operands[0])?;
+            let a = match a_reg {
+                Some(a) => a,
+                None => self.v(d.operands[0])?,
+            };
             let kind = lir::OpKind::RegMma { b_offset: offsets[1], k, dtype, b_trans };
             self.dst.append(dst, kind, vec![acc, a, bases[1]], vec![rty], vec![], span)
         } else {
