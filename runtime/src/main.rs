@@ -47,6 +47,9 @@ struct BuildOpts {
     /// Override `#[warps]`.
     #[arg(long)]
     warps: Option<u32>,
+    /// Override `#[stages]` (the software-pipelining depth of loops feeding tensor cores).
+    #[arg(long)]
+    stages: Option<u32>,
     /// A checked build: `assert`s stay in the GPU code (the interpreter always checks them).
     #[arg(long)]
     checked: bool,
@@ -166,9 +169,9 @@ fn options(o: &BuildOpts) -> Result<Options, Fail> {
         target,
         kernel: o.kernel.clone(),
         warps: o.warps,
+        stages: o.stages,
         verify: cfg!(debug_assertions),
         checked: o.checked,
-        ..Options::default()
     })
 }
 
