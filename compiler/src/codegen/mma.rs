@@ -146,13 +146,8 @@ impl<'c> Gen<'c, '_> {
         let mut accs = self.regs(acc)?;
         let (wm, wn, _, _, lane) = self.mma_ids(warps_n)?;
         let b = &self.b;
-        // Per-lane parts of the ldmatrix row addresses: matrix q = lane / 8 supplies row lane % 8.
-        let q = b.build_right_shift(lane, self.i32c(3), false, "q").ice()?;
-        let r8 = b.build_and(lane, self.i32c(7), "r8").ice()?;
-        let q_lo = b.build_and(q, self.i32c(1), "qlo").ice()?;
-        let q_hi = b.build_right_shift(q, self.i32c(1), false, "qhi").ice()?;
-        let half = b.build_int_add(r8, b.build_int_mul(q_lo, self.i32c(8), "h").ice()?, "half").ice()?;
-        let hi8 = b.build_int_mul(q_hi, self.i32c(8), "hi8").ice()?;
+        let lanes = self.lane_parts(lane)?;
+        let (half, hi8) = (lanes.half, lanes.hi8);
         let a_row0 = b.build_int_add(b.build_int_mul(wm, self.i32c(bm), "ar").ice()?, half, "ar").ice()?;
         let b_col0 = b.build_int_mul(wn, self.i32c(bn), "bc").ice()?;
         for ks in 0..k / 16 {
@@ -164,7 +159,6 @@ impl<'c> Gen<'c, '_> {
                 let off = self.b.build_int_add(self.b.build_int_add(off, self.i32c(a_off as i64), "off").ice()?, a_base, "off").ice()?;
                 afr.push(self.ldmatrix(off, 4, false)?);
             }
-            let lanes = LaneParts { half, hi8, r8, q_lo };
             let bfr = self.b_fragments(ks, nt, n, k, b_col0, &lanes, b_off, b_base, b_trans, esize)?;
             for (mi, a) in afr.iter().enumerate() {
                 for (ni, bb) in bfr.iter().enumerate() {
@@ -446,7 +440,7 @@ impl<'c> Gen<'c, '_> {
     }
 
     /// `shfl.sync.bfly` of a 32-bit register (floats and ints) across the full warp.
-    fn shfl_xor(&self, v: BasicValueEnum<'c>, lane_mask: i64) -> Res<BasicValueEnum<'c>> {
+    pub(crate) fn shfl_xor(&self, v: BasicValueEnum<'c>, lane_mask: i64) -> Res<BasicValueEnum<'c>> {
         let i32t = self.ctx.i32_type();
         let bits = if v.get_type().is_float_type() {
             if v.get_type() != self.ctx.f32_type().into() {
@@ -499,14 +493,7 @@ impl<'c> Gen<'c, '_> {
         let mut accs = self.regs(acc)?;
         let b_base = self.regs(b_base)?[0].into_int_value();
         let (_, _, _, _, lane) = self.mma_ids(1)?;
-        let b = &self.b;
-        let q = b.build_right_shift(lane, self.i32c(3), false, "q").ice()?;
-        let r8 = b.build_and(lane, self.i32c(7), "r8").ice()?;
-        let q_lo = b.build_and(q, self.i32c(1), "qlo").ice()?;
-        let q_hi = b.build_right_shift(q, self.i32c(1), false, "qhi").ice()?;
-        let half = b.build_int_add(r8, b.build_int_mul(q_lo, self.i32c(8), "h").ice()?, "half").ice()?;
-        let hi8 = b.build_int_mul(q_hi, self.i32c(8), "hi8").ice()?;
-        let _ = q_hi;
+        let lanes = self.lane_parts(lane)?;
         let pair = self.ctx.i32_type();
         let vec2 = super::reg_type(self.ctx, dtype).into_float_type().vec_type(2);
         let pack = |g: &Self, lo: BasicValueEnum<'c>, hi: BasicValueEnum<'c>| -> Res<IntValue<'c>> {
@@ -515,7 +502,6 @@ impl<'c> Gen<'c, '_> {
             let v = g.b.build_insert_element(v, hi.into_float_value(), g.i32c(1), "p").ice()?;
             Ok(g.b.build_bit_cast(v, pair, "pk").ice()?.into_int_value())
         };
-        let lanes = LaneParts { half, hi8, r8, q_lo };
         for ks in 0..(k / 16) as usize {
             let bfr = self.b_fragments(ks as i64, nt, n, k, self.i32c(0), &lanes, b_off, b_base, b_trans, esize)?;
             for mi in 0..mt {
@@ -548,6 +534,18 @@ pub(crate) struct LaneParts<'c> {
 }
 
 impl<'c> Gen<'c, '_> {
+    /// The per-lane parts of `ldmatrix` row addresses (see `LaneParts`).
+    fn lane_parts(&self, lane: IntValue<'c>) -> Res<LaneParts<'c>> {
+        let b = &self.b;
+        let q = b.build_right_shift(lane, self.i32c(3), false, "q").ice()?;
+        let r8 = b.build_and(lane, self.i32c(7), "r8").ice()?;
+        let q_lo = b.build_and(q, self.i32c(1), "qlo").ice()?;
+        let q_hi = b.build_right_shift(q, self.i32c(1), false, "qhi").ice()?;
+        let half = b.build_int_add(r8, b.build_int_mul(q_lo, self.i32c(8), "h").ice()?, "half").ice()?;
+        let hi8 = b.build_int_mul(q_hi, self.i32c(8), "hi8").ice()?;
+        Ok(LaneParts { half, hi8, r8, q_lo })
+    }
+
     /// The B fragments of k-step `ks` for `nt` 8-column tiles starting at column `col0`: from
     /// `b: [k, n]` with `ldmatrix.trans`, or from its transpose stored `[n, k]` with a plain
     /// `ldmatrix` (the row of the stored matrix is the fragment's column).

@@ -48,7 +48,7 @@ impl<'c> Gen<'c, '_> {
             let mut v = acc.ok_or("empty reduction")?;
             let mut m = 1;
             while m < lanes {
-                let o = self.shfl_xor32(v, m)?;
+                let o = self.shfl_xor(v, m)?;
                 v = super::math::binary(self, bop, v, o, acc_d)?;
                 m *= 2;
             }
@@ -91,20 +91,5 @@ impl<'c> Gen<'c, '_> {
         }
         self.call_void("llvm.nvvm.barrier0")?;
         Ok(out)
-    }
-
-    /// `shfl.sync.bfly` of a 32-bit float or integer register across the warp.
-    fn shfl_xor32(&self, v: BasicValueEnum<'c>, lane_mask: i64) -> Res<BasicValueEnum<'c>> {
-        let i32t = self.ctx.i32_type();
-        let float = v.get_type().is_float_type();
-        let bits = if float { self.b.build_bit_cast(v, i32t, "b").ice()?.into_int_value() } else { v.into_int_value() };
-        let r = self
-            .call(
-                "llvm.nvvm.shfl.sync.bfly.i32",
-                &[i32t.const_all_ones().into(), bits.into(), self.i32c(lane_mask).into(), self.i32c(31).into()],
-                i32t.into(),
-            )?
-            .into_int_value();
-        Ok(if float { self.b.build_bit_cast(r, v.get_type(), "f").ice()? } else { r.into() })
     }
 }
