@@ -112,31 +112,49 @@ fn tensor_core_dots(k: &tir::Kernel) -> Option<(DType, Vec<Window>)> {
 }
 
 /// Every example with a `dot` of f16/bf16 operands runs it on the tensor cores at its default
-/// config: its sm_90a PTX has `mma.sync.m16n8k16` of that dtype and `ldmatrix`, and, where a
-/// dot operand is a window load, 16-byte `cp.async` copies, their commits and waits.
+/// config. On sm_80 its PTX has `mma.sync.m16n8k16` of that dtype and `ldmatrix`; on sm_90a the
+/// canonical programs run Hopper's `wgmma.mma_async` (with its fences, commit and wait) and the
+/// others at least one of the two. Where a dot operand is a window load, there are 16-byte
+/// `cp.async` copies, their commits and waits.
 #[test]
 fn tensor_core_examples_use_matrix_instructions() {
-    let mut checked = vec![];
-    for ex in examples(Target::Sm90a) {
-        for k in &ex.kernels {
-            let Some((dt, windows)) = tensor_core_dots(&k.tir) else { continue };
-            let name = format!("{}.{}", ex.stem, k.meta.name);
-            let mma = format!("mma.sync.aligned.m16n8k16.row.col.f32.{dt}.{dt}.f32");
-            let mut wanted = vec![mma.as_str(), "ldmatrix.sync.aligned"];
-            let copied = windows.contains(&Window::Plain) || windows.contains(&Window::Reshaped);
-            if copied {
-                wanted.extend(["cp.async.cg.shared.global", "cp.async.commit_group", "cp.async.wait_group"]);
+    let hopper_canonical = ["matmul", "linear", "attention", "na1d", "na2d"];
+    for target in [Target::Sm80, Target::Sm90a] {
+        let mut checked = vec![];
+        for ex in examples(target) {
+            for k in &ex.kernels {
+                let Some((dt, windows)) = tensor_core_dots(&k.tir) else { continue };
+                let name = format!("{}.{} ({target:?})", ex.stem, k.meta.name);
+                let mma = format!("mma.sync.aligned.m16n8k16.row.col.f32.{dt}.{dt}.f32");
+                let wgmma = format!("k16.f32.{dt}.{dt}");
+                let uses_wgmma = k.ptx.contains("wgmma.mma_async.sync.aligned.m64n") && k.ptx.contains(&wgmma);
+                let mut wanted = match target {
+                    Target::Sm80 => vec![mma.as_str(), "ldmatrix.sync.aligned"],
+                    Target::Sm90a if uses_wgmma || hopper_canonical.contains(&ex.stem.as_str()) => vec![
+                        wgmma.as_str(),
+                        "wgmma.fence.sync.aligned",
+                        "wgmma.commit_group.sync.aligned",
+                        "wgmma.wait_group.sync.aligned",
+                        "fence.proxy.async.shared::cta",
+                    ],
+                    Target::Sm90a => vec![mma.as_str(), "ldmatrix.sync.aligned"],
+                };
+                assert!(target == Target::Sm90a || !k.ptx.contains("wgmma"), "{name}: wgmma in code for sm_80");
+                let copied = windows.contains(&Window::Plain) || windows.contains(&Window::Reshaped);
+                if copied {
+                    wanted.extend(["cp.async.cg.shared.global", "cp.async.commit_group", "cp.async.wait_group"]);
+                }
+                for w in wanted {
+                    assert!(k.ptx.contains(w), "{name}: its PTX has no `{w}` (a {dt} dot; window-load operands: {windows:?})");
+                }
+                checked.push((ex.stem.as_str(), windows.first().copied()));
             }
-            for w in wanted {
-                assert!(k.ptx.contains(w), "{name}: its PTX has no `{w}` (a {dt} dot; window-load operands: {windows:?})");
-            }
-            checked.push((ex.stem.as_str(), windows.first().copied()));
         }
-    }
-    // The detection above found the canonical tensor-core examples (it must not pass vacuously).
-    let (plain, reshaped) = (Some(Window::Plain), Some(Window::Reshaped));
-    for want in [("matmul", plain), ("linear", plain), ("attention", plain), ("na1d", plain), ("na2d", reshaped)] {
-        assert!(checked.contains(&want), "{want:?} missing from the tensor-core examples found: {checked:?}");
+        // The detection above found the canonical tensor-core examples (it must not pass vacuously).
+        let (plain, reshaped) = (Some(Window::Plain), Some(Window::Reshaped));
+        for want in [("matmul", plain), ("linear", plain), ("attention", plain), ("na1d", plain), ("na2d", reshaped)] {
+            assert!(checked.contains(&want), "{want:?} missing from the tensor-core examples found for {target:?}: {checked:?}");
+        }
     }
 }
 

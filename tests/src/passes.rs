@@ -9,7 +9,7 @@ use crate::common::{opts, root, tile_files};
 use std::collections::HashMap;
 use tessera_compiler::ir::{Block, Op, Value};
 use tessera_compiler::lir::{self, Layout};
-use tessera_compiler::{DType, DumpSink, Source, tir};
+use tessera_compiler::{DType, DumpSink, Options, Source, Target, tir};
 
 /// Records the IR after every stage up to `lower` (the LLVM IR of `codegen` is left to the
 /// golden PTX snapshots).
@@ -50,13 +50,18 @@ impl Staged {
 /// Compiles `tests/passes/{name}` and prints its IR after each stage, headed by the file's
 /// leading comment (see [`Staged::snapshot`]).
 fn staged(name: &str) -> Staged {
+    staged_on(name, Target::Sm90a)
+}
+
+/// [`staged`] for `target`; the snapshot of an sm_80 build is named `NAME@sm_80`.
+fn staged_on(name: &str, target: Target) -> Staged {
     let path = root().join("tests/passes").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let header: Vec<&str> = text.lines().take_while(|l| l.starts_with("//")).collect();
     assert!(!header.is_empty(), "{name}: a tests/passes file starts with a comment saying what it checks");
     let src = Source::new(format!("tests/passes/{name}"), text.clone()).with_path(&path);
     let mut rec = Recorder::default();
-    let module = match tessera_compiler::compile_with(&src, &opts(&[]), &mut rec) {
+    let module = match tessera_compiler::compile_with(&src, &Options { target, ..opts(&[]) }, &mut rec) {
         Ok(m) => m,
         Err(d) => panic!("{name} does not compile:\n{}", d.render()),
     };
@@ -81,7 +86,11 @@ fn staged(name: &str) -> Staged {
 
     let sema_text = &rec.dumps[0].2;
     let sema = tir::parse_kernel(sema_text).unwrap_or_else(|e| panic!("{name}: the sema dump does not parse: {e}\n{sema_text}"));
-    Staged { name: name.to_string(), sema, kernel, snap }
+    let name = match target {
+        Target::Sm90a => name.to_string(),
+        other => format!("{}@{}", name.trim_end_matches(".tile"), other.name()),
+    };
+    Staged { name, sema, kernel, snap }
 }
 
 // ---- helpers over the two IRs ----
@@ -218,12 +227,24 @@ fn dce_removes_unused_pure_ops() {
 
 #[test]
 fn layout_mma_accumulator_and_epilogue() {
-    let s = staged("layout_epilogue.tile");
+    for target in [Target::Sm80, Target::Sm90a] {
+        layout_epilogue_on(target);
+    }
+}
+
+fn layout_epilogue_on(target: Target) {
+    let s = staged_on("layout_epilogue.tile", target);
     let k = &s.kernel.lir;
     let mma = lir_find(k, "local_mma");
     assert_eq!(mma.len(), 1, "{}: the dot is one local_mma", s.name);
     let acc = k.body.op(mma[0]).results[0];
-    assert_eq!(layout(k, acc), Some(Layout::Mma { warps_m: 2, warps_n: 2 }), "{}: 64×64 on 4 warps is a 2×2 warp grid", s.name);
+    let (grid, why) = match target {
+        Target::Sm80 => (Layout::Mma { warps_m: 2, warps_n: 2 }, "64×64 on 4 warps is a 2×2 warp grid"),
+        Target::Sm90a => (Layout::Mma { warps_m: 4, warps_n: 1 }, "one warpgroup owns the 64 rows of a wgmma"),
+    };
+    assert_eq!(layout(k, acc), Some(grid), "{}: {why}", s.name);
+    let wgmma = matches!(k.body.op(mma[0]).kind, lir::OpKind::LocalMma { wgmma: true, .. });
+    assert_eq!(wgmma, target == Target::Sm90a, "{}: wgmma exactly on sm_90a", s.name);
     assert!(lir_find(k, "local_dot").is_empty(), "{}: the bf16 dot must not fall back to FMAs", s.name);
     // The epilogue computes in the accumulator's layout.
     for m in ["mul", "add", "max", "cast"] {
@@ -333,17 +354,26 @@ fn check_pipeline(s: &Staged, copies: usize) -> (Block, Op) {
     let wait_after = k.body.block(k.body.entry).ops[for_at + 1];
     assert!(matches!(k.body.op(wait_after).kind, lir::OpKind::AsyncWait { pending: 0 }), "{}: `async_wait 0` after the loop", s.name);
     // In the loop: wait for this stage, one barrier, copy the stage 2 ahead, commit, compute.
+    // With wgmma, the MMAs are issued first (they run while the copies are issued) and waited
+    // for at the end of the iteration.
     let inner = block_mnemonics(k, body);
+    let hopper = inner.iter().any(|m| m == "wgmma_wait");
     let mut wanted = vec!["async_wait", "barrier"];
+    if hopper {
+        wanted.push("local_mma");
+    }
     wanted.extend(vec!["async_copy"; copies]);
-    wanted.extend(["async_commit", "local_mma"]);
+    wanted.push("async_commit");
+    wanted.push(if hopper { "wgmma_wait" } else { "local_mma" });
     let at = in_order(&inner, &wanted).unwrap_or_else(|e| panic!("{}: loop body out of order: {e}", s.name));
     let wait = k.body.block(body).ops[at[0]];
     assert!(matches!(k.body.op(wait).kind, lir::OpKind::AsyncWait { pending: 1 }), "{}: stages - 2 = 1 group may stay in flight", s.name);
     assert_eq!(inner.iter().filter(|m| *m == "barrier").count(), 1, "{}: one barrier per pipelined iteration", s.name);
     assert_eq!(inner.iter().filter(|m| *m == "async_copy").count(), copies, "{}: copies per iteration", s.name);
     assert!(!inner.iter().any(|m| m == "load"), "{}: a fused window load was also lowered as a load", s.name);
-    let mma = k.body.block(body).ops[*at.last().unwrap_or_else(|| unreachable!())];
+    let mma_at = if hopper { at[2] } else { *at.last().unwrap_or_else(|| unreachable!()) };
+    let mma = k.body.block(body).ops[mma_at];
+    assert_eq!(matches!(k.body.op(mma).kind, lir::OpKind::LocalMma { wgmma: true, .. }), hopper, "{}: wgmma_wait without wgmma", s.name);
     // The accumulator is loop-carried in MMA registers.
     assert!(is_mma(layout(k, k.body.op(for_op).results[0])), "{}: the loop-carried accumulator is not in the MMA layout", s.name);
     (body, mma)
@@ -351,7 +381,13 @@ fn check_pipeline(s: &Staged, copies: usize) -> (Block, Op) {
 
 #[test]
 fn pipeline_three_stage_gemm() {
-    let s = staged("pipeline_gemm.tile");
+    for target in [Target::Sm80, Target::Sm90a] {
+        pipeline_gemm_on(target);
+    }
+}
+
+fn pipeline_gemm_on(target: Target) {
+    let s = staged_on("pipeline_gemm.tile", target);
     let (_, mma) = check_pipeline(&s, 2);
     let k = &s.kernel.lir;
     assert!(matches!(k.body.op(mma).kind, lir::OpKind::LocalMma { b_trans: false, .. }));
@@ -362,7 +398,13 @@ fn pipeline_three_stage_gemm() {
 
 #[test]
 fn pipeline_fuses_trans_load() {
-    let s = staged("pipeline_trans.tile");
+    for target in [Target::Sm80, Target::Sm90a] {
+        pipeline_trans_on(target);
+    }
+}
+
+fn pipeline_trans_on(target: Target) {
+    let s = staged_on("pipeline_trans.tile", target);
     let (body, mma) = check_pipeline(&s, 2);
     let k = &s.kernel.lir;
     assert!(
@@ -392,7 +434,13 @@ fn pipeline_fuses_trans_load() {
 
 #[test]
 fn pipeline_stores_loop_invariant_operand_once() {
-    let s = staged("pipeline_invariant.tile");
+    for target in [Target::Sm80, Target::Sm90a] {
+        pipeline_invariant_on(target);
+    }
+}
+
+fn pipeline_invariant_on(target: Target) {
+    let s = staged_on("pipeline_invariant.tile", target);
     let (body, mma) = check_pipeline(&s, 1);
     let k = &s.kernel.lir;
     let stores = lir_find(k, "local_store");
@@ -410,7 +458,7 @@ fn pipeline_stores_loop_invariant_operand_once() {
     else {
         panic!("{}: unexpected op kinds", s.name)
     };
-    assert!(swizzled, "{}: the ldmatrix operand must be stored swizzled", s.name);
+    assert!(swizzled, "{}: the ldmatrix/wgmma operand must be stored swizzled", s.name);
     assert_eq!(offset, a_offset, "{}: local_mma reads A where it was stored", s.name);
     s.snapshot();
 }

@@ -31,12 +31,12 @@ impl<'c> Gen<'c, '_> {
     /// `(row, col)` of register `r` of this thread in an MMA-layout tile of `shape`.
     pub(crate) fn mma_coords(&self, shape: &[i64], warps_m: u32, warps_n: u32, r: usize) -> Res<Vec<IntValue<'c>>> {
         let (wm, wn, g, t, _) = self.mma_ids(warps_n)?;
-        let (bm, bn) = (shape[0] / warps_m as i64, shape[1] / warps_n as i64);
+        let bn = shape[1] / warps_n as i64;
         let nt = (bn / 8) as usize;
         let (c, ni, mi) = (r % 4, (r / 4) % nt, r / 4 / nt);
         let b = &self.b;
-        let row0 = self.i32c(mi as i64 * 16 + 8 * (c as i64 / 2));
-        let row = b.build_int_add(b.build_int_add(b.build_int_mul(wm, self.i32c(bm), "r").ice()?, row0, "r").ice()?, g, "row").ice()?;
+        let row0 = self.i32c(mi as i64 * 16 * warps_m as i64 + 8 * (c as i64 / 2));
+        let row = b.build_int_add(b.build_int_add(b.build_int_mul(wm, self.i32c(16), "r").ice()?, row0, "r").ice()?, g, "row").ice()?;
         let col0 = self.i32c(ni as i64 * 8 + (c as i64 % 2));
         let col = b.build_int_add(b.build_int_mul(wn, self.i32c(bn), "c").ice()?, col0, "c").ice()?;
         let col = b.build_int_add(col, b.build_int_mul(t, self.i32c(2), "c").ice()?, "col").ice()?;
@@ -56,11 +56,24 @@ impl<'c> Gen<'c, '_> {
         let per_chunk = 16 / esize;
         let chunk = b.build_int_unsigned_div(col, self.i32c(per_chunk), "ch").ice()?;
         let within = b.build_int_unsigned_rem(col, self.i32c(per_chunk), "wi").ice()?;
+        let within = b.build_int_mul(within, self.i32c(esize), "w").ice()?;
         let phase =
             b.build_int_unsigned_rem(b.build_int_unsigned_div(row, self.i32c(per_phase), "ph").ice()?, self.i32c(max_phase), "ph").ice()?;
+        if chunks > 8 && chunks % 8 == 0 {
+            // Rows wider than 128 bytes: 128-byte column blocks of 8 rows (1024-byte atoms, the
+            // layout of wgmma's 128B swizzle), each 8-row group holding all its blocks in turn.
+            let group =
+                b.build_int_mul(b.build_int_unsigned_div(row, self.i32c(8), "rg").ice()?, self.i32c(8 * cols * esize), "rg").ice()?;
+            let block = b.build_int_mul(b.build_int_unsigned_div(chunk, self.i32c(8), "cb").ice()?, self.i32c(1024), "cb").ice()?;
+            let in_row = b.build_int_mul(phase, self.i32c(128), "ir").ice()?;
+            let sw = b.build_xor(b.build_int_unsigned_rem(chunk, self.i32c(8), "c8").ice()?, phase, "sw").ice()?;
+            let off = b.build_int_add(b.build_int_add(group, block, "off").ice()?, in_row, "off").ice()?;
+            let off = b.build_int_add(off, b.build_int_mul(sw, self.i32c(16), "c16").ice()?, "off").ice()?;
+            return b.build_int_add(off, within, "off").ice();
+        }
         let chunk = b.build_xor(chunk, phase, "sw").ice()?;
         let off = b.build_int_add(row_bytes, b.build_int_mul(chunk, self.i32c(16), "c16").ice()?, "off").ice()?;
-        b.build_int_add(off, b.build_int_mul(within, self.i32c(esize), "w").ice()?, "off").ice()
+        b.build_int_add(off, within, "off").ice()
     }
 
     fn asm(
@@ -148,12 +161,12 @@ impl<'c> Gen<'c, '_> {
         let b = &self.b;
         let lanes = self.lane_parts(lane)?;
         let (half, hi8) = (lanes.half, lanes.hi8);
-        let a_row0 = b.build_int_add(b.build_int_mul(wm, self.i32c(bm), "ar").ice()?, half, "ar").ice()?;
+        let a_row0 = b.build_int_add(b.build_int_mul(wm, self.i32c(16), "ar").ice()?, half, "ar").ice()?;
         let b_col0 = b.build_int_mul(wn, self.i32c(bn), "bc").ice()?;
         for ks in 0..k / 16 {
             let mut afr = vec![];
             for mi in 0..mt {
-                let row = self.b.build_int_add(a_row0, self.i32c(mi as i64 * 16), "row").ice()?;
+                let row = self.b.build_int_add(a_row0, self.i32c(mi as i64 * 16 * warps_m as i64), "row").ice()?;
                 let col = self.b.build_int_add(hi8, self.i32c(ks * 16), "col").ice()?;
                 let off = self.smem_offset_2d(row, col, k, esize, true)?;
                 let off = self.b.build_int_add(self.b.build_int_add(off, self.i32c(a_off as i64), "off").ice()?, a_base, "off").ice()?;
@@ -388,10 +401,10 @@ impl<'c> Gen<'c, '_> {
     /// `[row]` (or `[row, 0]`) of register `r` in an `#mma_rows` tile.
     pub(crate) fn mma_row_coords(&self, shape: &[i64], warps_m: u32, r: usize) -> Res<Vec<IntValue<'c>>> {
         let (wm, _, g, _, _) = self.mma_ids(1)?;
-        let bm = shape[0] / warps_m as i64;
         let (mi, h) = ((r / 2) as i64, (r % 2) as i64);
         let b = &self.b;
-        let row = b.build_int_add(b.build_int_mul(wm, self.i32c(bm), "r").ice()?, self.i32c(mi * 16 + 8 * h), "r").ice()?;
+        let row =
+            b.build_int_add(b.build_int_mul(wm, self.i32c(16), "r").ice()?, self.i32c(mi * 16 * warps_m as i64 + 8 * h), "r").ice()?;
         let row = b.build_int_add(row, g, "row").ice()?;
         let mut out = vec![row];
         if shape.len() == 2 {
@@ -494,25 +507,10 @@ impl<'c> Gen<'c, '_> {
         let b_base = self.regs(b_base)?[0].into_int_value();
         let (_, _, _, _, lane) = self.mma_ids(1)?;
         let lanes = self.lane_parts(lane)?;
-        let pair = self.ctx.i32_type();
-        let vec2 = super::reg_type(self.ctx, dtype).into_float_type().vec_type(2);
-        let pack = |g: &Self, lo: BasicValueEnum<'c>, hi: BasicValueEnum<'c>| -> Res<IntValue<'c>> {
-            let v = vec2.get_undef();
-            let v = g.b.build_insert_element(v, lo.into_float_value(), g.i32c(0), "p").ice()?;
-            let v = g.b.build_insert_element(v, hi.into_float_value(), g.i32c(1), "p").ice()?;
-            Ok(g.b.build_bit_cast(v, pair, "pk").ice()?.into_int_value())
-        };
         for ks in 0..(k / 16) as usize {
             let bfr = self.b_fragments(ks as i64, nt, n, k, self.i32c(0), &lanes, b_off, b_base, b_trans, esize)?;
             for mi in 0..mt {
-                let c = |j: usize, e: usize| a_regs[(mi * knt + j) * 4 + e];
-                let (j0, j1) = (2 * ks, 2 * ks + 1);
-                let afr = [
-                    pack(self, c(j0, 0), c(j0, 1))?,
-                    pack(self, c(j0, 2), c(j0, 3))?,
-                    pack(self, c(j1, 0), c(j1, 1))?,
-                    pack(self, c(j1, 2), c(j1, 3))?,
-                ];
+                let afr = self.a_fragment(&a_regs, mi, knt, ks, dtype)?;
                 for (nj, bb) in bfr.iter().enumerate() {
                     let base = (mi * nt + nj) * 4;
                     let dd = self.mma(dtype, &afr, bb, &accs[base..base + 4])?;
@@ -521,6 +519,31 @@ impl<'c> Gen<'c, '_> {
             }
         }
         Ok(vec![Cv::Regs(accs)])
+    }
+}
+
+impl<'c> Gen<'c, '_> {
+    /// The A fragment (4 × 2 packed 16-bit values) of k-step `ks` of strip `mi` from registers
+    /// of an `#mma<w×1>` tile with `knt` 8-column tiles: C fragments of n-tiles `2·ks` and
+    /// `2·ks + 1` are the A fragment of k-step `ks` (the same for `mma.sync` and `wgmma`).
+    pub(crate) fn a_fragment(
+        &self,
+        a_regs: &[BasicValueEnum<'c>],
+        mi: usize,
+        knt: usize,
+        ks: usize,
+        dtype: DType,
+    ) -> Res<[IntValue<'c>; 4]> {
+        let vec2 = super::reg_type(self.ctx, dtype).into_float_type().vec_type(2);
+        let pack = |lo: BasicValueEnum<'c>, hi: BasicValueEnum<'c>| -> Res<IntValue<'c>> {
+            let v = vec2.get_undef();
+            let v = self.b.build_insert_element(v, lo.into_float_value(), self.i32c(0), "p").ice()?;
+            let v = self.b.build_insert_element(v, hi.into_float_value(), self.i32c(1), "p").ice()?;
+            Ok(self.b.build_bit_cast(v, self.ctx.i32_type(), "pk").ice()?.into_int_value())
+        };
+        let c = |j: usize, e: usize| a_regs[(mi * knt + j) * 4 + e];
+        let (j0, j1) = (2 * ks, 2 * ks + 1);
+        Ok([pack(c(j0, 0), c(j0, 1))?, pack(c(j0, 2), c(j0, 3))?, pack(c(j1, 0), c(j1, 1))?, pack(c(j1, 2), c(j1, 3))?])
     }
 }
 

@@ -12,6 +12,7 @@ mod memory;
 mod mma;
 mod reduce;
 mod scan;
+mod wgmma;
 
 use crate::Target;
 use crate::diag::Diagnostic;
@@ -101,6 +102,9 @@ pub(crate) struct Gen<'c, 'm> {
     pub(crate) vals: HashMap<Value, Cv<'c>>,
     pub(crate) tid: IntValue<'c>,
     smem: PointerValue<'c>,
+    /// Whether some `local_mma` runs as `wgmma` (its shared-memory reads go through the async
+    /// proxy, so barriers that publish shared-memory writes also fence the proxies).
+    uses_wgmma: bool,
 }
 
 fn row_major(shape: &[i64]) -> Vec<i64> {
@@ -136,13 +140,18 @@ impl<'c, 'm> Gen<'c, 'm> {
         module.add_global_metadata("nvvm.annotations", &md).ice()?;
         let smem_g = module.add_global(ctx.i8_type().array_type(0), Some(AddressSpace::from(3u16)), "tessera_smem");
         smem_g.set_linkage(Linkage::External);
-        smem_g.set_alignment(16);
+        // wgmma's 128-byte swizzle atoms are 1024-byte aligned (relative offsets are planned so).
+        smem_g.set_alignment(1024);
         let b = ctx.create_builder();
         let entry = ctx.append_basic_block(func, "entry");
         b.position_at_end(entry);
         let tid_f = declare(module, "llvm.nvvm.read.ptx.sreg.tid.x", ctx.i32_type().fn_type(&[], false));
         let tid = b.build_call(tid_f, &[], "tid").ice()?.try_as_basic_value().basic().ok_or("tid")?.into_int_value();
-        Ok(Gen { ctx, module, b, k, func, vals: HashMap::new(), tid, smem: smem_g.as_pointer_value() })
+        let mut uses_wgmma = false;
+        k.body.walk(k.body.entry, &mut |op| {
+            uses_wgmma |= matches!(k.body.op(op).kind, OpKind::LocalMma { wgmma: true, .. } | OpKind::RegMma { wgmma: true, .. })
+        });
+        Ok(Gen { ctx, module, b, k, func, vals: HashMap::new(), tid, smem: smem_g.as_pointer_value(), uses_wgmma })
     }
 
     fn kernel(&mut self) -> Res<()> {
@@ -337,7 +346,14 @@ impl<'c, 'm> Gen<'c, 'm> {
         let rt = d.results.first().map(|&r| body.ty(r).clone());
         let one = |regs: Vec<BasicValueEnum<'c>>| Ok(vec![Cv::Regs(regs)]);
         match &d.kind {
+            OpKind::WgmmaWait => {
+                let accs = self.regs(d.operands[0])?;
+                Ok(vec![Cv::Regs(self.wgmma_wait(&accs)?)])
+            }
             OpKind::Barrier => {
+                if self.uses_wgmma {
+                    self.proxy_fence()?;
+                }
                 self.call_void("llvm.nvvm.barrier0")?;
                 Ok(vec![])
             }
@@ -392,7 +408,11 @@ impl<'c, 'm> Gen<'c, 'm> {
                 let acc = d.operands[0];
                 self.local_dot(rt.ok_or("dot without result")?, acc, *a_offset, *b_offset, *k, *dtype)
             }
-            OpKind::LocalMma { a_offset, b_offset, k, dtype, b_trans } => {
+            OpKind::LocalMma { a_offset, b_offset, k, dtype, b_trans, wgmma: true } => {
+                let (acc, a_base, b_base) = (d.operands[0], d.operands.get(1).copied(), d.operands.get(2).copied());
+                self.local_wgmma(&rt.ok_or("mma without result")?, acc, [a_base, b_base], (*a_offset, *b_offset, *b_trans), *k, *dtype)
+            }
+            OpKind::LocalMma { a_offset, b_offset, k, dtype, b_trans, wgmma: false } => {
                 let (acc, a_base, b_base) = (d.operands[0], d.operands.get(1).copied(), d.operands.get(2).copied());
                 self.local_mma(&rt.ok_or("mma without result")?, acc, [a_base, b_base], (*a_offset, *b_offset, *b_trans), *k, *dtype)
             }
@@ -422,7 +442,11 @@ impl<'c, 'm> Gen<'c, 'm> {
                 let regs = (0..self.nregs(&t)).map(|r| self.coords(&t, r).map(|c| c[*axis as usize].into())).collect::<Res<Vec<_>>>()?;
                 Ok(vec![Cv::Regs(regs)])
             }
-            OpKind::RegMma { b_offset, k, dtype, b_trans } => {
+            OpKind::RegMma { b_offset, k, dtype, b_trans, wgmma: true } => {
+                let t = rt.ok_or("reg_mma without result")?;
+                self.reg_wgmma(&t, d.operands[0], d.operands[1], d.operands[2], (*b_offset, *b_trans), *k, *dtype)
+            }
+            OpKind::RegMma { b_offset, k, dtype, b_trans, wgmma: false } => {
                 let t = rt.ok_or("reg_mma without result")?;
                 self.reg_mma(&t, d.operands[0], d.operands[1], d.operands[2], (*b_offset, *b_trans), *k, *dtype)
             }

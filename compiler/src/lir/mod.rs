@@ -23,10 +23,13 @@ pub enum Layout {
     /// Row-major elements in chunks of `vec` over the threads (see the module comment).
     Blocked { vec: u32 },
     /// The accumulator of `mma.sync.m16n8k*`: the 2-D tile is split into a `warps_m × warps_n`
-    /// grid of warp tiles (warp `w` takes row block `w / warps_n`, column block `w % warps_n`),
-    /// each covered by 16×8 instruction tiles; in each, lane `l` holds rows `l/4` and `l/4 + 8`,
-    /// columns `2·(l%4)` and `2·(l%4) + 1`. Register `r` is element `r % 4` of instruction tile
-    /// `(r / 4 / nt, r / 4 % nt)` where `nt` is the warp tile's number of 8-wide columns.
+    /// grid (warp `w` is at `(w / warps_n, w % warps_n)`) covered by 16×8 instruction tiles.
+    /// Warp row `wm` holds the 16-row strips `wm, wm + warps_m, wm + 2·warps_m, …` (interleaved,
+    /// so that each 64-row strip of 4 consecutive warps is one warpgroup's `wgmma` tile), warp
+    /// column `wn` the `bn = n / warps_n` columns from `wn·bn`. In each instruction tile, lane `l`
+    /// holds rows `l/4` and `l/4 + 8`, columns `2·(l%4)` and `2·(l%4) + 1`. Register `r` is
+    /// element `r % 4` of the warp's instruction tile `(r / 4 / nt, r / 4 % nt)` (strip, column)
+    /// where `nt = bn / 8`.
     Mma { warps_m: u32, warps_n: u32 },
     /// The rows of an `Mma { warps_m, warps_n: 1 }` tile, as left by a reduction along its
     /// columns: an `[m]` (or `[m, 1]`) tile where each lane holds, for each 16-row instruction
@@ -169,7 +172,9 @@ pub enum OpKind {
     /// `b_offset` (plus the i32 byte offset `base` when given: the stage of a pipelined loop); the
     /// accumulator has the `Mma` layout.
     /// With `b_trans`, `b` is stored as its transpose `[n, k]` (a loaded `k` tile under `trans`).
-    LocalMma { a_offset: u32, b_offset: u32, k: i64, dtype: DType, b_trans: bool },
+    /// With `wgmma` (Hopper, see `wgmma_fits`), each warpgroup multiplies its 64 rows with
+    /// `wgmma.mma_async` straight from shared memory instead: no `ldmatrix`, no operand registers.
+    LocalMma { a_offset: u32, b_offset: u32, k: i64, dtype: DType, b_trans: bool, wgmma: bool },
     /// `(base: i32, t: tensor, o0: i32, o1: i32) -> ()`: starts an asynchronous copy of the 2-D
     /// window `t[o0.., o1..]` of `shape` into shared memory at `offset + base` (row-major,
     /// swizzled if asked); out-of-range elements become 0. When the tensor's rows are contiguous
@@ -203,7 +208,11 @@ pub enum OpKind {
     /// `(acc, a, b_base) -> acc'`: `acc + a · b` with `a: [m, k]` taken from registers in the
     /// `#mma<w×1>` layout (an accumulator's C fragments are an A fragment of the next MMA) and
     /// `b: [k, n]` swizzled in shared memory at `b_offset + b_base`.
-    RegMma { b_offset: u32, k: i64, dtype: DType, b_trans: bool },
+    /// With `wgmma`, each warpgroup runs `wgmma.mma_async` with its A fragments from registers.
+    RegMma { b_offset: u32, k: i64, dtype: DType, b_trans: bool, wgmma: bool },
+    /// `(acc) -> acc'`: waits until this warpgroup's `wgmma`s in flight (a `local_mma` with
+    /// `wgmma`, which returns before the tensor cores finish) have written `acc`.
+    WgmmaWait,
     /// Every thread of the block waits here (`bar.sync 0`).
     Barrier,
 }
@@ -228,6 +237,7 @@ impl OpKind {
             OpKind::AsyncWait { .. } => "async_wait".into(),
             OpKind::LocalScan { op, .. } => format!("local_scan.{}", op.name()),
             OpKind::LocalArgReduce { op, .. } => format!("local_{}", op.name()),
+            OpKind::WgmmaWait => "wgmma_wait".into(),
             OpKind::Barrier => "barrier".into(),
         }
     }
@@ -237,10 +247,38 @@ pub type LirBody = Body<OpKind, Type>;
 
 /// The swizzled position of 16-byte chunk `chunk` of row `row` in a row of `chunks` chunks:
 /// XOR with the row's phase, so that 8 consecutive rows put their chunk `c` in 8 different
-/// 16-byte bank groups (conflict-free `ldmatrix`).
+/// 16-byte bank groups (conflict-free `ldmatrix`). Rows wider than 128 bytes are further split
+/// into 128-byte column blocks (`smem_offset_2d`); the XOR stays within each block.
 pub fn swizzle_chunk(row: i64, chunk: i64, chunks: i64) -> i64 {
     let (per_phase, max_phase) = swizzle_params(chunks);
     chunk ^ ((row / per_phase) % max_phase)
+}
+
+/// Whether a `local_mma` (or, with `a_in_regs`, a `reg_mma`) can run as Hopper's
+/// `wgmma.mma_async.m64nNk16`, the tensor cores reading the shared-memory operands through
+/// matrix descriptors:
+/// - the accumulator is `#mma<w×1>` with `w` a multiple of 4: each 16-row strip `s` of warp `w`
+///   is rows `16·(w + s·warps_m)..`, so each strip of warpgroup `w / 4` is one 64-row `wgmma`
+///   tile whose `m16n8` register order is wgmma's (and so are the A fragments in registers);
+/// - K-major tiles (`a: [m, k]`, and `b` stored as `[n, k]` when `b_trans`) have rows of 64
+///   bytes (wgmma's 64B swizzle atoms are the swizzle of `smem_offset_2d`) or of a multiple of
+///   128 bytes (its 128-byte column blocks of 8 rows are the 128B swizzle atoms);
+/// - an N-major `b: [k, n]` has `n` a multiple of 64 (whole 128-byte column blocks);
+/// - `n` is at most 256 and every tile starts on a 1024-byte boundary (descriptor base offset 0).
+#[allow(clippy::too_many_arguments)]
+pub fn wgmma_fits(m: i64, n: i64, layout: Option<Layout>, k: i64, dtype: DType, b_trans: bool, a_in_regs: bool, offsets: &[u32]) -> bool {
+    let Some(Layout::Mma { warps_m, warps_n: 1 }) = layout else { return false };
+    let es = dtype.size() as i64;
+    let k_major_ok = |rows: i64| matches!(k * es, 64) || (k * es) % 128 == 0 && (rows * k * es) % 1024 == 0;
+    let b_ok = if b_trans { n % 8 == 0 && k_major_ok(n) } else { n % 64 == 0 && (k * n * es) % 1024 == 0 };
+    matches!(dtype, DType::BF16 | DType::F16)
+        && warps_m.is_multiple_of(4)
+        && m % (16 * warps_m as i64) == 0
+        && k % 16 == 0
+        && n <= 256
+        && b_ok
+        && (a_in_regs || k_major_ok(m))
+        && offsets.iter().all(|o| o % 1024 == 0)
 }
 
 /// `(rows per phase, phases)` of the swizzle for rows of `chunks` 16-byte chunks.

@@ -53,9 +53,11 @@ fn print_op(k: &Kernel, op: Op, depth: usize, num: &mut Numbering, out: &mut Str
             Some(format!("@{offset} {dtype}[{}] axis {axis}", src_shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")))
         }
         OpKind::LocalDot { a_offset, b_offset, k, dtype } => Some(format!("@{a_offset} @{b_offset} k {k} {dtype}")),
-        OpKind::LocalMma { a_offset, b_offset, k, dtype, b_trans } => {
-            Some(format!("@{a_offset} @{b_offset}{} k {k} {dtype}", if *b_trans { " trans" } else { "" }))
-        }
+        OpKind::LocalMma { a_offset, b_offset, k, dtype, b_trans, wgmma } => Some(format!(
+            "@{a_offset} @{b_offset}{} k {k} {dtype}{}",
+            if *b_trans { " trans" } else { "" },
+            if *wgmma { " wgmma" } else { "" }
+        )),
         OpKind::AsyncCopy { offset, swizzled, shape } => Some(format!(
             "@{offset}{} [{}]",
             if *swizzled { " swizzled" } else { "" },
@@ -64,10 +66,12 @@ fn print_op(k: &Kernel, op: Op, depth: usize, num: &mut Numbering, out: &mut Str
         OpKind::AsyncWait { pending } => Some(pending.to_string()),
         OpKind::Coord { axis } => Some(axis.to_string()),
         OpKind::ShuffleReduce { offset, .. } => Some(format!("@{offset}")),
-        OpKind::RegMma { b_offset, k, dtype, b_trans } => {
-            Some(format!("@{b_offset}{} k {k} {dtype}", if *b_trans { " trans" } else { "" }))
+        OpKind::RegMma { b_offset, k, dtype, b_trans, wgmma } => {
+            Some(format!("@{b_offset}{} k {k} {dtype}{}", if *b_trans { " trans" } else { "" }, if *wgmma { " wgmma" } else { "" }))
         }
-        OpKind::Reshape | OpKind::Barrier | OpKind::AsyncCommit | OpKind::RowReduce { .. } | OpKind::RowBroadcast => None,
+        OpKind::Reshape | OpKind::Barrier | OpKind::WgmmaWait | OpKind::AsyncCommit | OpKind::RowReduce { .. } | OpKind::RowBroadcast => {
+            None
+        }
     };
     let mut parts: Vec<String> = attr.into_iter().collect();
     parts.extend(d.operands.iter().map(|&v| num.name(v)));

@@ -50,6 +50,18 @@ pub fn dot_uses_mma(body: &TirBody, a: Value, b: Value, result: Value, warps: u3
     mma_warp_grid(body.ty(result).shape(), warps)
 }
 
+/// Whether a tensor-core dot of result `shape` could run as Hopper's `wgmma` if its warps owned
+/// whole rows (`lir::wgmma_fits` decides at lowering, once the shared-memory tiles are placed):
+/// then the `w × 1` warp grid is taken, each warpgroup running `wgmma`s of 64 rows.
+fn wgmma_shape(body: &TirBody, a: Value, shape: &[i64], warps: u32) -> bool {
+    let at = body.ty(a);
+    let rows = Some(Layout::Mma { warps_m: warps, warps_n: 1 });
+    // Whether `b` is read transposed is decided at lowering: either way may fit.
+    [false, true]
+        .into_iter()
+        .any(|b_trans| crate::lir::wgmma_fits(shape[0], shape[1], rows, at.shape()[1], at.dtype(), b_trans, false, &[]))
+}
+
 /// Whether `v` is computed, through elementwise ops only, from the result of a tensor-core dot.
 fn from_dot(body: &TirBody, v: Value, warps: u32, depth: u32) -> bool {
     let crate::ir::ValueDef::Result(op, _) = body.values[v.index()].def else { return false };
@@ -64,7 +76,7 @@ fn from_dot(body: &TirBody, v: Value, warps: u32, depth: u32) -> bool {
 }
 
 /// The layout of every tile-IR value that does not take the default blocked layout.
-pub fn assign(k: &Kernel, warps: u32) -> HashMap<Value, Layout> {
+pub fn assign(k: &Kernel, warps: u32, target: crate::Target) -> HashMap<Value, Layout> {
     let body = &k.body;
     let mut out: HashMap<Value, Layout> = HashMap::new();
     let mut ops = vec![];
@@ -84,7 +96,13 @@ pub fn assign(k: &Kernel, warps: u32) -> HashMap<Value, Layout> {
             && let Some((wm, wn)) = dot_uses_mma(body, d.operands[0], d.operands[1], d.results[0], warps)
         {
             let shape = body.ty(d.results[0]).shape();
-            let (wm, wn) = if chained && Layout::mma_fits(shape, warps, 1) { (warps, 1) } else { (wm, wn) };
+            let (wm, wn) = if (chained || target == crate::Target::Sm90a && wgmma_shape(body, d.operands[0], shape, warps))
+                && Layout::mma_fits(shape, warps, 1)
+            {
+                (warps, 1)
+            } else {
+                (wm, wn)
+            };
             out.insert(d.results[0], Layout::Mma { warps_m: wm, warps_n: wn });
         }
     }

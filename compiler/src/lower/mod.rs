@@ -37,7 +37,7 @@ pub fn max_shared_bytes(target: crate::Target) -> u32 {
 /// Lowers one kernel to the thread IR.
 pub fn lower_kernel(k: &tir::Kernel, opts: &Options) -> Result<lir::Kernel, Diagnostic> {
     let threads = opts.warps.unwrap_or(k.warps) * 32;
-    let layouts = layout::assign(k, threads / 32);
+    let layouts = layout::assign(k, threads / 32, opts.target);
     let mut uses = HashMap::new();
     k.body.walk(k.body.entry, &mut |op| {
         for &o in &k.body.op(op).operands {
@@ -55,6 +55,7 @@ pub fn lower_kernel(k: &tir::Kernel, opts: &Options) -> Result<lir::Kernel, Diag
         uses,
         stages: opts.stages.unwrap_or(k.stages),
         checked: opts.checked,
+        target: opts.target,
         fused: HashMap::new(),
         skipped: HashSet::new(),
         remat_only: HashSet::new(),
@@ -105,6 +106,8 @@ struct Cx<'a> {
     stages: u32,
     /// Whether `assert`s are kept (`Options::checked`).
     checked: bool,
+    /// The GPU generation: on sm_90a, tensor-core dots that fit run as `wgmma`.
+    target: crate::Target,
     /// `dot` operands copied asynchronously into shared memory instead of lowered: operand →
     /// (the load it comes from, read transposed). The loads (and `trans`) are not lowered.
     fused: HashMap<Value, (Value, bool)>,

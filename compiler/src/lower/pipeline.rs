@@ -238,7 +238,13 @@ impl Cx<'_> {
 
     /// Moves the pipeline buffers after the scratch region, now that its size is known.
     pub(super) fn patch_pipeline(&mut self) -> Result<(), Diagnostic> {
-        let scratch = super::align16(self.smem);
+        // wgmma's swizzle atoms must start on 1024-byte boundaries (its offsets were checked
+        // relative to the pipeline buffers).
+        let wgmma = self
+            .pipe_patch
+            .iter()
+            .any(|&op| matches!(self.dst.op(op).kind, lir::OpKind::LocalMma { wgmma: true, .. } | lir::OpKind::RegMma { wgmma: true, .. }));
+        let scratch = if wgmma { self.smem.div_ceil(1024) * 1024 } else { super::align16(self.smem) };
         for &op in &self.pipe_patch.clone() {
             match &mut self.dst.op_mut(op).kind {
                 lir::OpKind::AsyncCopy { offset, .. } | lir::OpKind::LocalStore { offset, .. } => *offset += scratch,
@@ -281,9 +287,15 @@ impl Cx<'_> {
         let loaded = |cx: &Self, i: usize| cx.fused.get(&d.operands[i]).map(|f| f.0).unwrap_or(d.operands[i]);
         let mut scratch_off = 0u32;
         // A loop-invariant 16-bit `a` (attention's q) is converted once, before the loop, into
-        // the accumulator layout of the warps' rows, so its fragments live in registers.
+        // the accumulator layout of the warps' rows, so its fragments live in registers. Not
+        // when the dot can run as wgmma: then it is stored once into shared memory and read by
+        // descriptor (as a wgmma register operand, ptxas 12.8 reuses its registers after the
+        // first iteration as if the wgmma had consumed them: wrong results from the second on).
+        let (m, n) = (rty.shape()[0], rty.shape()[1]);
+        let hopper = self.target == crate::Target::Sm90a && lir::wgmma_fits(m, n, rty.layout(), k, dtype, b_trans, false, &[]);
         let mut a_reg = None;
         if let (Some(lc), Some(Layout::Mma { warps_m, warps_n: 1 })) = (&lc, rty.layout())
+            && !hopper
             && !fused[0]
             && self.defined_outside(d.operands[0], lc.body)
         {
@@ -357,6 +369,9 @@ impl Cx<'_> {
                 copies.push((i, size));
             }
         }
+        // Where a pipelined `wgmma` is issued: before the copies that refill the other stages,
+        // so that the tensor cores work while they are issued.
+        let mut mma_at = None;
         if pipelined {
             let lc = lc.clone().ok_or_else(|| Diagnostic::ice("lower", "pipeline without a loop"))?;
             // Prologue: iterations 0 .. stages-1 into buffers 0 .. stages-1.
@@ -389,10 +404,14 @@ impl Cx<'_> {
             self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
             for &(i, size) in &copies {
                 let sz = self.i32_const(dst, size as i64, span);
+                bases[i] = self.i32_op(dst, crate::tir::BinaryOp::Mul, cur, sz, span);
+            }
+            mma_at = Some(self.dst.blocks[dst.index()].ops.len());
+            for &(i, size) in &copies {
+                let sz = self.i32_const(dst, size as i64, span);
                 let base_n = self.i32_op(dst, crate::tir::BinaryOp::Mul, nxt, sz, span);
                 self.issue_copy(loaded(self, i), Some(&lc), Some(iv_n), base_n, offsets[i], dst, span)
                     .ok_or_else(|| Diagnostic::ice("lower", "pipelined copy"))?;
-                bases[i] = self.i32_op(dst, crate::tir::BinaryOp::Mul, cur, sz, span);
             }
             self.emit(dst, lir::OpKind::AsyncCommit, vec![], vec![], span);
             self.pipelined_loops.insert(lc.body);
@@ -415,16 +434,32 @@ impl Cx<'_> {
             }
             self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
         }
+        let mut wait = None;
         let mop = if a_in_regs {
             let a = match a_reg {
                 Some(a) => a,
                 None => self.v(d.operands[0])?,
             };
-            let kind = lir::OpKind::RegMma { b_offset: offsets[1], k, dtype, b_trans };
-            self.dst.append(dst, kind, vec![acc, a, bases[1]], vec![rty], vec![], span)
+            let wgmma = self.target == crate::Target::Sm90a && lir::wgmma_fits(m, n, rty.layout(), k, dtype, b_trans, true, &offsets[1..]);
+            let kind = lir::OpKind::RegMma { b_offset: offsets[1], k, dtype, b_trans, wgmma };
+            let mop = self.dst.append(dst, kind, vec![acc, a, bases[1]], vec![rty.clone()], vec![], span);
+            if wgmma {
+                wait = Some(self.dst.append(dst, lir::OpKind::WgmmaWait, vec![self.dst.result(mop)], vec![rty], vec![], span));
+            }
+            mop
         } else {
-            let kind = lir::OpKind::LocalMma { a_offset: offsets[0], b_offset: offsets[1], k, dtype, b_trans };
-            self.dst.append(dst, kind, vec![acc, bases[0], bases[1]], vec![rty], vec![], span)
+            let wgmma = self.target == crate::Target::Sm90a && lir::wgmma_fits(m, n, rty.layout(), k, dtype, b_trans, false, &offsets);
+            let kind = lir::OpKind::LocalMma { a_offset: offsets[0], b_offset: offsets[1], k, dtype, b_trans, wgmma };
+            let mop = self.dst.append(dst, kind, vec![acc, bases[0], bases[1]], vec![rty.clone()], vec![], span);
+            if wgmma {
+                if let Some(at) = mma_at {
+                    let ops = &mut self.dst.blocks[dst.index()].ops;
+                    ops.pop();
+                    ops.insert(at, mop);
+                }
+                wait = Some(self.dst.append(dst, lir::OpKind::WgmmaWait, vec![self.dst.result(mop)], vec![rty], vec![], span));
+            }
+            mop
         };
         if in_pipe[0] || in_pipe[1] {
             self.pipe_patch.push(mop);
@@ -440,6 +475,6 @@ impl Cx<'_> {
         if !pipelined || in_scratch.iter().any(|&x| x) {
             self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
         }
-        Ok(self.dst.result(mop))
+        Ok(self.dst.result(wait.unwrap_or(mop)))
     }
 }

@@ -1,0 +1,252 @@
+//! Hopper's warpgroup MMA: `local_mma` as `wgmma.mma_async.m64nNk16` with both operands read by
+//! the tensor cores from shared memory through matrix descriptors (`lir::wgmma_fits` says when).
+//!
+//! Descriptor (PTX ISA, "matrix descriptor"): bits 0–13 the start address >> 4, 16–29 the
+//! leading-dimension byte offset >> 4, 32–45 the stride-dimension byte offset >> 4, 62–63 the
+//! swizzle (1 = 128B, 2 = 64B). `a: [m, k]` is K-major: 8-row atoms of 64/128-byte rows, the
+//! stride between atoms (SBO) 8 rows; LBO unused. `b: [k, n]` is N-major in the 128B-swizzled
+//! blocks of `smem_offset_2d`: LBO is the distance between 64-column blocks (1024 bytes), SBO
+//! the distance between 8-row groups (8 rows of the whole tile).
+//!
+//! Strip `s` of warp `w`'s accumulator (`#mma<W×1>`) is rows `16·(w + s·W)..` in the `m16n8`
+//! register order: in warpgroup `w / 4` that is the fragment of the 64-row `wgmma` tile at row
+//! `64·(w / 4) + 16·W·s`.
+
+use super::{Cv, Gen, Ice, Res};
+use crate::dtype::DType;
+use crate::ir::Value;
+use crate::lir;
+use inkwell::types::{BasicType, BasicTypeEnum};
+use inkwell::values::{BasicValueEnum, IntValue};
+
+/// The descriptor fields that do not depend on the address: `(LBO, SBO, swizzle mode) << …`.
+fn desc_bits(lbo: i64, sbo: i64, swizzle: u64) -> u64 {
+    (((lbo as u64) >> 4) << 16) | (((sbo as u64) >> 4) << 32) | (swizzle << 62)
+}
+
+/// Descriptor fields of a K-major tile with rows of `row_bytes`: 64-byte rows are 64B-swizzled
+/// 8-row atoms of 512 bytes; wider rows are 128-byte column blocks of 8 rows (1024 bytes), the
+/// 8-row groups `8 · row_bytes` apart (`smem_offset_2d`).
+fn kmajor_bits(row_bytes: i64) -> u64 {
+    if row_bytes == 64 { desc_bits(16, 512, 2) } else { desc_bits(16, 8 * row_bytes, 1) }
+}
+
+/// Byte offset of k-step `ks` (16 elements, 32 bytes) in a K-major tile's first row.
+fn kmajor_step(row_bytes: i64, ks: i64) -> i64 {
+    let byte = ks * 32;
+    if row_bytes == 64 { byte } else { byte / 128 * 1024 + byte % 128 }
+}
+
+/// Where the A operand of a `wgmma` comes from.
+enum WgA<'r, 'c> {
+    /// A swizzled K-major `[m, k]` tile at this shared byte offset.
+    Smem(IntValue<'c>),
+    /// The registers of an `#mma<w×1>` tile.
+    Regs(&'r [BasicValueEnum<'c>]),
+}
+
+impl<'c> Gen<'c, '_> {
+    /// `fence.proxy.async.shared::cta`: this thread's shared-memory writes (st.shared and
+    /// cp.async) become visible to the async proxy that `wgmma` reads through.
+    pub(crate) fn proxy_fence(&self) -> Res<()> {
+        self.wg_asm("fence.proxy.async.shared::cta;", &[], None)?;
+        Ok(())
+    }
+
+    /// Inline PTX with side effects; with `acc`, the accumulators pass through it (in and out, so
+    /// that LLVM neither reads them early nor moves their definitions across it).
+    fn wg_asm(&self, text: &str, args: &[BasicValueEnum<'c>], acc: Option<&[BasicValueEnum<'c>]>) -> Res<Vec<BasicValueEnum<'c>>> {
+        self.wg_asm_n(text, args, acc, acc.map_or(0, |a| a.len()))
+    }
+
+    /// `wg_asm` with `n` f32 results; `acc` (tied to them) may be absent.
+    fn wg_asm_n(
+        &self,
+        text: &str,
+        args: &[BasicValueEnum<'c>],
+        acc: Option<&[BasicValueEnum<'c>]>,
+        n: usize,
+    ) -> Res<Vec<BasicValueEnum<'c>>> {
+        let f32t = self.ctx.f32_type();
+        let mut cons: Vec<String> = vec!["=f".into(); n];
+        let mut all: Vec<BasicValueEnum<'c>> = vec![];
+        for a in args {
+            cons.push(if a.get_type().into_int_type().get_bit_width() == 64 { "l".into() } else { "r".into() });
+            all.push(*a);
+        }
+        for (i, v) in acc.unwrap_or(&[]).iter().enumerate() {
+            cons.push(i.to_string());
+            all.push(*v);
+        }
+        cons.push("~{memory}".into());
+        let ret: Option<BasicTypeEnum<'c>> = (n > 0).then(|| self.ctx.struct_type(&vec![f32t.into(); n], false).into());
+        let tys: Vec<inkwell::types::BasicMetadataTypeEnum> = all.iter().map(|a| a.get_type().into()).collect();
+        let fty = match ret {
+            Some(r) => r.fn_type(&tys, false),
+            None => self.ctx.void_type().fn_type(&tys, false),
+        };
+        let f = self.ctx.create_inline_asm(fty, text.to_string(), cons.join(","), true, false, None, false);
+        let margs: Vec<inkwell::values::BasicMetadataValueEnum> = all.iter().map(|&a| a.into()).collect();
+        let call = self.b.build_indirect_call(fty, f, &margs, "wg").ice()?;
+        if n == 0 {
+            return Ok(vec![]);
+        }
+        let s = call.try_as_basic_value().basic().ok_or("wgmma asm returned nothing")?.into_struct_value();
+        (0..n as u32).map(|i| self.b.build_extract_value(s, i, "d").ice()).collect()
+    }
+
+    /// `v` through an opaque register move (never merged with another one).
+    fn opaque_copy(&self, v: BasicValueEnum<'c>) -> Res<BasicValueEnum<'c>> {
+        let f32t = self.ctx.f32_type();
+        let fty = f32t.fn_type(&[f32t.into()], false);
+        let f = self.ctx.create_inline_asm(fty, "mov.b32 $0, $1;".into(), "=f,f".into(), true, false, None, false);
+        let call = self.b.build_indirect_call(fty, f, &[v.into()], "cp").ice()?;
+        call.try_as_basic_value().basic().ok_or_else(|| "mov returned nothing".to_string())
+    }
+
+    /// A descriptor for the tile at shared byte offset `off`.
+    fn descriptor(&self, off: IntValue<'c>, bits: u64) -> Res<IntValue<'c>> {
+        let i64t = self.ctx.i64_type();
+        let addr = self.b.build_ptr_to_int(self.smem_ptr(off)?, i64t, "sa").ice()?;
+        let enc = self
+            .b
+            .build_right_shift(self.b.build_and(addr, i64t.const_int(0x3ffff, false), "sa").ice()?, i64t.const_int(4, false), false, "sa")
+            .ice()?;
+        self.b.build_or(enc, i64t.const_int(bits, false), "desc").ice()
+    }
+
+    /// `acc + a · b` by the warpgroups, `a` a swizzled `[m, k]` tile in shared memory at
+    /// `offs.0 + base`, `b` at `offs.1 + base`, stored transposed if `offs.2` (`wgmma_issue`).
+    pub(crate) fn local_wgmma(
+        &mut self,
+        t: &lir::Type,
+        acc: Value,
+        bases: [Option<Value>; 2],
+        offs: (u32, u32, bool),
+        k: i64,
+        dtype: DType,
+    ) -> Res<Vec<Cv<'c>>> {
+        let (a0, b0) = (self.tile_base(bases[0], offs.0)?, self.tile_base(bases[1], offs.1)?);
+        let accs = self.regs(acc)?;
+        Ok(vec![Cv::Regs(self.wgmma_issue(t, accs, WgA::Smem(a0), b0, offs.2, k, dtype)?)])
+    }
+
+    /// `acc + a · b` by the warpgroups with `a`'s fragments in registers (`#mma<w×1>`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn reg_wgmma(
+        &mut self,
+        t: &lir::Type,
+        acc: Value,
+        a: Value,
+        b_base: Value,
+        b_off: (u32, bool),
+        k: i64,
+        dtype: DType,
+    ) -> Res<Vec<Cv<'c>>> {
+        let b0 = self.tile_base(Some(b_base), b_off.0)?;
+        let (accs, a_regs) = (self.regs(acc)?, self.regs(a)?);
+        Ok(vec![Cv::Regs(self.wgmma_issue(t, accs, WgA::Regs(&a_regs), b0, b_off.1, k, dtype)?)])
+    }
+
+    fn tile_base(&self, base: Option<Value>, off: u32) -> Res<IntValue<'c>> {
+        let o = self.i32c(off as i64);
+        match base {
+            Some(v) => self.b.build_int_add(self.regs(v)?[0].into_int_value(), o, "wb").ice(),
+            None => Ok(o),
+        }
+    }
+
+    /// Issues one `wgmma` per 16 of `k` and 64-row strip, committed as one group and not
+    /// waited for (a `wgmma_wait` follows before the accumulators are read or the buffers
+    /// refilled). `b` is `[k, n]` N-major at byte `b0`, or `[n, k]` K-major with `b_trans`.
+    #[allow(clippy::too_many_arguments)]
+    fn wgmma_issue(
+        &self,
+        t: &lir::Type,
+        mut accs: Vec<BasicValueEnum<'c>>,
+        a: WgA<'_, 'c>,
+        b0: IntValue<'c>,
+        b_trans: bool,
+        k: i64,
+        dtype: DType,
+    ) -> Res<Vec<BasicValueEnum<'c>>> {
+        let ty = match dtype {
+            DType::BF16 => "bf16",
+            DType::F16 => "f16",
+            other => return Err(format!("wgmma on {other}")),
+        };
+        let Some(lir::Layout::Mma { warps_m, warps_n: 1 }) = t.layout() else {
+            return Err("wgmma result is not in a w×1 MMA layout".into());
+        };
+        let (m, n) = (t.shape()[0], t.shape()[1]);
+        let strips = (m / 16 / warps_m as i64) as usize;
+        let es = dtype.size() as i64;
+        let per = (n / 2) as usize;
+        if accs.len() != strips * per {
+            return Err(format!("wgmma accumulator has {} registers per thread, not {}", accs.len(), strips * per));
+        }
+        let row_bytes = k * es;
+        let warpgroup = self.b.build_right_shift(self.tid, self.i32c(7), false, "wgi").ice()?;
+        let regs: Vec<String> = (0..per).map(|i| format!("${i}")).collect();
+        let mma = format!("wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {{{}}}", regs.join(", "));
+        let p = per;
+        let b_bits = if b_trans { kmajor_bits(row_bytes) } else { desc_bits(1024, 8 * n * es, 1) };
+        let tn = if b_trans { 0 } else { 1 };
+        self.wg_asm("wgmma.fence.sync.aligned;", &[], None)?;
+        for ks in 0..k / 16 {
+            let b_step = if b_trans { kmajor_step(row_bytes, ks) } else { ks * 16 * n * es };
+            let db = self.descriptor(self.b.build_int_add(b0, self.i32c(b_step), "kb").ice()?, b_bits)?;
+            for s in 0..strips {
+                let acc = &accs[s * per..(s + 1) * per];
+                // A zero accumulator is not read (scale-d = 0) and a constant one is first copied
+                // into registers of its own: a constant shared by several tied operands may
+                // otherwise end up in one register that the asm overwrites (seen with LLVM 19).
+                let zero = ks == 0 && acc.iter().all(|v| v.into_float_value().get_constant().is_some_and(|(c, _)| c == 0.0));
+                let copied;
+                let acc = if !zero && acc.iter().any(|v| v.into_float_value().is_const()) {
+                    copied = acc.iter().map(|&v| self.opaque_copy(v)).collect::<Res<Vec<_>>>()?;
+                    &copied[..]
+                } else {
+                    acc
+                };
+                let (acc, scale) = if zero { (None, 0) } else { (Some(acc), 1) };
+                // Strip `s` of this warpgroup: rows `64·g + 16·warps_m·s`.
+                let d = match &a {
+                    WgA::Smem(a0) => {
+                        let row0 = self.b.build_int_mul(warpgroup, self.i32c(64 * row_bytes), "wa").ice()?;
+                        let off = self.i32c(s as i64 * 16 * warps_m as i64 * row_bytes + kmajor_step(row_bytes, ks));
+                        let off = self.b.build_int_add(self.b.build_int_add(*a0, row0, "wa").ice()?, off, "ka").ice()?;
+                        let da = self.descriptor(off, kmajor_bits(row_bytes))?;
+                        let text =
+                            format!("{{\n.reg .pred p;\nsetp.ne.b32 p, ${}, 0;\n{mma}, ${p}, ${}, p, 1, 1, 0, {tn};\n}}", p + 2, p + 1);
+                        self.wg_asm_n(&text, &[da.into(), db.into(), self.i32c(scale).into()], acc, per)?
+                    }
+                    WgA::Regs(regs) => {
+                        let afr = self.a_fragment(regs, s, (k / 8) as usize, ks as usize, dtype)?;
+                        let text = format!(
+                            "{{\n.reg .pred p;\nsetp.ne.b32 p, ${}, 0;\n{mma}, {{${p}, ${}, ${}, ${}}}, ${}, p, 1, 1, {tn};\n}}",
+                            p + 5,
+                            p + 1,
+                            p + 2,
+                            p + 3,
+                            p + 4
+                        );
+                        let mut args: Vec<BasicValueEnum<'c>> = afr.iter().map(|&x| x.into()).collect();
+                        args.push(db.into());
+                        args.push(self.i32c(scale).into());
+                        self.wg_asm_n(&text, &args, acc, per)?
+                    }
+                };
+                accs[s * per..(s + 1) * per].copy_from_slice(&d);
+            }
+        }
+        self.wg_asm("wgmma.commit_group.sync.aligned;", &[], None)?;
+        Ok(accs)
+    }
+
+    /// `wgmma.wait_group 0`, the accumulators passing through it: before it they are being
+    /// written by the tensor cores and nothing may read them.
+    pub(crate) fn wgmma_wait(&self, accs: &[BasicValueEnum<'c>]) -> Res<Vec<BasicValueEnum<'c>>> {
+        self.wg_asm("wgmma.wait_group.sync.aligned 0;", &[], Some(accs))
+    }
+}
