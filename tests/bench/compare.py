@@ -256,14 +256,19 @@ def run_tessera(area, case, file, kernel, inputs, scalars, out_name, out_shape, 
         cmd += ["--dims", ",".join(f"{k}={v}" for k, v in dims.items())]
     out_path = os.path.join(TMP, case_id(case) + "-result.npy")
     cmd += ["--out", f"{out_name}={out_path}"]
-    if args.tune:
-        cmd += ["--tune"]
-    code, out, err, wall = tessera(cmd, {"TESSERA_CACHE_DIR": os.path.join(TMP, "bench-cache")})
+    # The program at its defaults, then (with --tune) the autotuner's pick: one row each.
+    for tune in [False] + ([True] if args.tune else []):
+        run_one(area, case, impl + (" (autotuned)" if tune else ""), cmd + (["--tune"] if tune else []), out_path, out_shape, ref,
+                flops, nbytes, tol, extra)
     for f in inputs:
         try:
             os.remove(os.path.join(TMP, case_id(case) + "-" + f + ".npy"))
         except OSError:
             pass
+
+
+def run_one(area, case, impl, cmd, out_path, out_shape, ref, flops, nbytes, tol, extra):
+    code, out, err, wall = tessera(cmd, {"TESSERA_CACHE_DIR": os.path.join(TMP, "bench-cache")})
     if code != 0:
         rec(area, case, impl, None, note="tessera bench failed: " + first_line(err), anchor=False)
         return

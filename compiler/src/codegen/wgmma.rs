@@ -18,6 +18,7 @@ use crate::ir::Value;
 use crate::lir;
 use inkwell::types::{BasicType, BasicTypeEnum};
 use inkwell::values::{BasicValueEnum, IntValue};
+use std::collections::HashMap;
 
 /// The descriptor fields that do not depend on the address: `(LBO, SBO, swizzle mode) << …`.
 fn desc_bits(lbo: i64, sbo: i64, swizzle: u64) -> u64 {
@@ -192,6 +193,16 @@ impl<'c> Gen<'c, '_> {
         let p = per;
         let b_bits = if b_trans { kmajor_bits(row_bytes) } else { desc_bits(1024, 8 * n * es, 1) };
         let tn = if b_trans { 0 } else { 1 };
+        // Register A fragments are all packed before the fence: a register written between two
+        // wgmmas of a group makes ptxas serialise them (an arrive before each).
+        let mut frags = HashMap::new();
+        if let WgA::Regs(regs) = &a {
+            for ks in 0..k / 16 {
+                for s in 0..strips {
+                    frags.insert((ks, s), self.a_fragment(regs, s, (k / 8) as usize, ks as usize, dtype)?);
+                }
+            }
+        }
         self.wg_asm("wgmma.fence.sync.aligned;", &[], None)?;
         for ks in 0..k / 16 {
             let b_step = if b_trans { kmajor_step(row_bytes, ks) } else { ks * 16 * n * es };
@@ -221,8 +232,8 @@ impl<'c> Gen<'c, '_> {
                             format!("{{\n.reg .pred p;\nsetp.ne.b32 p, ${}, 0;\n{mma}, ${p}, ${}, p, 1, 1, 0, {tn};\n}}", p + 2, p + 1);
                         self.wg_asm_n(&text, &[da.into(), db.into(), self.i32c(scale).into()], acc, per)?
                     }
-                    WgA::Regs(regs) => {
-                        let afr = self.a_fragment(regs, s, (k / 8) as usize, ks as usize, dtype)?;
+                    WgA::Regs(_) => {
+                        let afr = frags.get(&(ks, s)).ok_or("wgmma A fragment missing")?;
                         let text = format!(
                             "{{\n.reg .pred p;\nsetp.ne.b32 p, ${}, 0;\n{mma}, {{${p}, ${}, ${}, ${}}}, ${}, p, 1, 1, {tn};\n}}",
                             p + 5,
