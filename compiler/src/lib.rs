@@ -101,6 +101,9 @@ pub struct Options {
     /// message through `__assertfail` and stops the kernel). Without it they are dropped from
     /// the GPU code; the interpreter always checks them.
     pub checked: bool,
+    /// f32 `dot`s may run on the tensor cores as tf32 (10-bit mantissa operands, f32
+    /// accumulation: about 1e-3 relative error); without it they are exact f32 FMAs.
+    pub tf32: bool,
 }
 
 /// What a loader needs to launch a kernel: enough for an AOT build to be launched without the

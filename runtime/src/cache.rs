@@ -108,6 +108,10 @@ impl CacheKey {
         if opts.checked {
             h.field("checked");
         }
+        // f32 dots on the tensor cores.
+        if opts.tf32 {
+            h.field("tf32");
+        }
         h.finish()
     }
 

@@ -53,6 +53,9 @@ struct BuildOpts {
     /// A checked build: `assert`s stay in the GPU code (the interpreter always checks them).
     #[arg(long)]
     checked: bool,
+    /// Let f32 `dot`s run on the tensor cores as tf32 (about 1e-3 relative error).
+    #[arg(long)]
+    tf32: bool,
 }
 
 #[derive(Subcommand)]
@@ -172,6 +175,7 @@ fn options(o: &BuildOpts) -> Result<Options, Fail> {
         stages: o.stages,
         verify: cfg!(debug_assertions),
         checked: o.checked,
+        tf32: o.tf32,
     })
 }
 

@@ -54,6 +54,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("ops/argscan.tile", include_str!("../../tests/ops/argscan.tile")),
     ("ops/scan.tile", include_str!("../../tests/ops/scan.tile")),
     ("ops/loops.tile", include_str!("../../tests/ops/loops.tile")),
+    ("ops/dot_wide.tile", include_str!("../../tests/ops/dot_wide.tile")),
 ];
 
 /// Sizes of dimension symbols and values of integer consts, by name, as a generator sees them.
@@ -107,6 +108,8 @@ pub struct Case {
     pub outputs: &'static [(&'static str, Out)],
     /// How outputs are compared, by name (`"*"`: every other output); [`Tol::Dtype`] by default.
     pub tols: &'static [(&'static str, Tol)],
+    /// Built with `Options::tf32` (f32 dots on the tensor cores).
+    pub tf32: bool,
 }
 
 impl Case {
@@ -137,7 +140,7 @@ const fn c(
     scalars: &'static [(&'static str, f64)],
     outputs: &'static [(&'static str, Out)],
 ) -> Case {
-    Case { name, file, consts, dims, scalars, generate: None, outputs, tols: &[] }
+    Case { name, file, consts, dims, scalars, generate: None, outputs, tols: &[], tf32: false }
 }
 
 const X: Tol = Tol::Exact;
@@ -154,8 +157,11 @@ const fn op(
     outputs: &'static [(&'static str, Out)],
     tols: &'static [(&'static str, Tol)],
 ) -> Case {
-    Case { name, file, consts, dims, scalars: &[], generate: Some(generate), outputs, tols }
+    Case { name, file, consts, dims, scalars: &[], generate: Some(generate), outputs, tols, tf32: false }
 }
+
+/// The outputs of `dot_wide.tile`, all poisoned.
+const DOT_WIDE_OUT: &[(&str, Out)] = &[("ci", P), ("cti", P), ("cf", P), ("ctf", P)];
 
 /// The outputs of `math.tile`, all poisoned.
 const MATH_OUT: &[(&str, Out)] = &[
@@ -533,6 +539,16 @@ pub const CASES: &[Case] = &[
     op("ops scan R37 C50", "ops/scan.tile", &[], &[("R", 37), ("C", 50)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("*", X)]),
     op("ops scan R1 C1", "ops/scan.tile", &[], &[("R", 1), ("C", 1)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("*", X)]),
     op("ops loops P32", "ops/loops.tile", &[], &[], inputs::loops, &[("out", P), ("t", P)], &[("*", X)]),
+    // i8 dots on the tensor cores are exact; f32 ones are FMAs, or tf32 MMAs (10-bit operands).
+    Case {
+        tols: &[("ci", X), ("cti", X)],
+        ..c("ops dot_wide M70 N90 K100", "ops/dot_wide.tile", &[], &[("M", 70), ("N", 90), ("K", 100)], &[], DOT_WIDE_OUT)
+    },
+    Case {
+        tols: &[("ci", X), ("cti", X), ("*", Tol::Ulps { ulps: 16384.0, atol: 0.02 })],
+        tf32: true,
+        ..c("ops dot_wide tf32 M64 N64 K256", "ops/dot_wide.tile", &[], &[("M", 64), ("N", 64), ("K", 256)], &[], DOT_WIDE_OUT)
+    },
 ];
 
 /// The outcome of one case.
@@ -609,6 +625,7 @@ pub fn compile_case(case: &Case, target: Target) -> Result<CompiledKernel, Strin
         consts: case.consts.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
         target,
         verify: cfg!(debug_assertions),
+        tf32: case.tf32,
         ..Options::default()
     };
     let path = if case.file.starts_with("ops/") { format!("tests/{}", case.file) } else { format!("examples/{}", case.file) };

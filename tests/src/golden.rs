@@ -158,6 +158,26 @@ fn tensor_core_examples_use_matrix_instructions() {
     }
 }
 
+/// i8 dots run as `mma.m16n8k32` (s8 → s32); f32 dots run as `mma.m16n8k8` on tf32 operands
+/// (rounded with `cvt.rna`) only in a `tf32` build, FMAs otherwise; `wgmma` takes neither.
+#[test]
+fn wide_dots_use_matrix_instructions() {
+    let path = crate::common::root().join("tests/ops/dot_wide.tile");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let s8 = "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32";
+    let tf32 = "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32";
+    for (allow, target) in [(false, Target::Sm90a), (true, Target::Sm90a), (true, Target::Sm80)] {
+        let opts = tessera_compiler::Options { tf32: allow, target, ..crate::common::opts(&[]) };
+        let m = tessera_compiler::compile(&tessera_compiler::Source::new("tests/ops/dot_wide.tile", text.clone()), &opts)
+            .unwrap_or_else(|d| panic!("dot_wide does not compile:\n{}", d.render()));
+        let ptx = &m.kernels[0].ptx;
+        assert!(ptx.contains(s8), "{target:?}: no `{s8}` for the i8 dots");
+        assert_eq!(ptx.contains(tf32), allow, "{target:?}, tf32 {allow}: `{tf32}` present: {}", ptx.contains(tf32));
+        assert_eq!(ptx.contains("cvt.rna.tf32.f32"), allow, "{target:?}: tf32 operands are rounded exactly when tf32 is on");
+        assert!(!ptx.contains("wgmma"), "{target:?}: no wgmma for 8- and 32-bit operands");
+    }
+}
+
 /// The spill store and spill load bytes of a `ptxas -v` log, summed over its functions.
 fn spill_bytes(log: &str) -> Option<(u64, u64)> {
     let number_before = |line: &str, what: &str| -> Option<u64> {

@@ -17,7 +17,7 @@ use inkwell::values::{BasicMetadataValueEnum, BasicValueEnum, IntValue};
 
 impl<'c> Gen<'c, '_> {
     /// `(warp_m, warp_n, g, t, lane)` of this thread for an MMA layout.
-    fn mma_ids(&self, warps_n: u32) -> Res<(IntValue<'c>, IntValue<'c>, IntValue<'c>, IntValue<'c>, IntValue<'c>)> {
+    pub(crate) fn mma_ids(&self, warps_n: u32) -> Res<(IntValue<'c>, IntValue<'c>, IntValue<'c>, IntValue<'c>, IntValue<'c>)> {
         let b = &self.b;
         let lane = b.build_and(self.tid, self.i32c(31), "lane").ice()?;
         let warp = b.build_right_shift(self.tid, self.i32c(5), false, "warp").ice()?;
@@ -97,7 +97,7 @@ impl<'c> Gen<'c, '_> {
     }
 
     /// `ldmatrix.x4` (or `.x2`) at a shared-memory byte offset; returns the 32-bit registers.
-    fn ldmatrix(&self, byte_off: IntValue<'c>, count: usize, trans: bool) -> Res<Vec<IntValue<'c>>> {
+    pub(crate) fn ldmatrix(&self, byte_off: IntValue<'c>, count: usize, trans: bool) -> Res<Vec<IntValue<'c>>> {
         let p = self.smem_ptr(byte_off)?;
         let addr = self.b.build_ptr_to_int(p, self.ctx.i64_type(), "a").ice()?;
         let i32t = self.ctx.i32_type();
@@ -550,15 +550,15 @@ impl<'c> Gen<'c, '_> {
 /// Per-lane parts of `ldmatrix` row addresses: lane `l` gives row `l % 8` (`r8`) of matrix
 /// `q = l / 8`; `q_lo = q % 2`, `half = r8 + 8·q_lo`, `hi8 = 8·(q / 2)`.
 pub(crate) struct LaneParts<'c> {
-    half: IntValue<'c>,
-    hi8: IntValue<'c>,
-    r8: IntValue<'c>,
-    q_lo: IntValue<'c>,
+    pub(crate) half: IntValue<'c>,
+    pub(crate) hi8: IntValue<'c>,
+    pub(crate) r8: IntValue<'c>,
+    pub(crate) q_lo: IntValue<'c>,
 }
 
 impl<'c> Gen<'c, '_> {
     /// The per-lane parts of `ldmatrix` row addresses (see `LaneParts`).
-    fn lane_parts(&self, lane: IntValue<'c>) -> Res<LaneParts<'c>> {
+    pub(crate) fn lane_parts(&self, lane: IntValue<'c>) -> Res<LaneParts<'c>> {
         let b = &self.b;
         let q = b.build_right_shift(lane, self.i32c(3), false, "q").ice()?;
         let r8 = b.build_and(lane, self.i32c(7), "r8").ice()?;

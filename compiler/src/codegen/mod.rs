@@ -10,6 +10,7 @@ mod indexed;
 mod math;
 mod memory;
 mod mma;
+mod mma_wide;
 mod reduce;
 mod scan;
 mod wgmma;
@@ -411,6 +412,10 @@ impl<'c, 'm> Gen<'c, 'm> {
             OpKind::LocalMma { a_offset, b_offset, k, dtype, b_trans, wgmma: true } => {
                 let (acc, a_base, b_base) = (d.operands[0], d.operands.get(1).copied(), d.operands.get(2).copied());
                 self.local_wgmma(&rt.ok_or("mma without result")?, acc, [a_base, b_base], (*a_offset, *b_offset, *b_trans), *k, *dtype)
+            }
+            OpKind::LocalMma { a_offset, b_offset, k, dtype: dtype @ (DType::F32 | DType::I8), b_trans, wgmma: false } => {
+                let (acc, a_base, b_base) = (d.operands[0], d.operands.get(1).copied(), d.operands.get(2).copied());
+                self.local_mma_wide(&rt.ok_or("mma without result")?, acc, [a_base, b_base], (*a_offset, *b_offset, *b_trans), *k, *dtype)
             }
             OpKind::LocalMma { a_offset, b_offset, k, dtype, b_trans, wgmma: false } => {
                 let (acc, a_base, b_base) = (d.operands[0], d.operands.get(1).copied(), d.operands.get(2).copied());

@@ -37,10 +37,18 @@ pub fn mma_warp_grid(shape: &[i64], warps: u32) -> Option<(u32, u32)> {
 }
 
 /// Whether a `dot` with these operand types runs on the tensor cores.
-pub fn dot_uses_mma(body: &TirBody, a: Value, b: Value, result: Value, warps: u32) -> Option<(u32, u32)> {
+pub fn dot_uses_mma(body: &TirBody, a: Value, b: Value, result: Value, warps: u32, tf32: bool) -> Option<(u32, u32)> {
     let (at, bt) = (body.ty(a), body.ty(b));
     let d = at.dtype();
-    if !matches!(d, DType::BF16 | DType::F16) || bt.dtype() != d || at.shape()[1] % 16 != 0 || body.ty(result).dtype() != DType::F32 {
+    // f16/bf16 (m16n8k16) and, with `tf32`, f32 (m16n8k8) accumulate in f32; i8 (m16n8k32) in
+    // i32. One MMA's k-step is 32 bytes of a row of A.
+    let acc = match d {
+        DType::BF16 | DType::F16 => DType::F32,
+        DType::F32 if tf32 => DType::F32,
+        DType::I8 => DType::I32,
+        _ => return None,
+    };
+    if bt.dtype() != d || (at.shape()[1] * d.size() as i64) % 32 != 0 || body.ty(result).dtype() != acc {
         return None;
     }
     // ldmatrix reads 16-byte rows: B's rows (n elements) must hold whole 8-element chunks.
@@ -63,20 +71,20 @@ fn wgmma_shape(body: &TirBody, a: Value, shape: &[i64], warps: u32) -> bool {
 }
 
 /// Whether `v` is computed, through elementwise ops only, from the result of a tensor-core dot.
-fn from_dot(body: &TirBody, v: Value, warps: u32, depth: u32) -> bool {
+fn from_dot(body: &TirBody, v: Value, warps: u32, depth: u32, tf32: bool) -> bool {
     let crate::ir::ValueDef::Result(op, _) = body.values[v.index()].def else { return false };
     let d = body.op(op);
     match d.kind {
-        OpKind::Dot => dot_uses_mma(body, d.operands[0], d.operands[1], d.results[0], warps).is_some(),
+        OpKind::Dot => dot_uses_mma(body, d.operands[0], d.operands[1], d.results[0], warps, tf32).is_some(),
         OpKind::Cast | OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Select if depth < 16 => {
-            d.operands.iter().any(|&o| body.ty(o).shape() == body.ty(v).shape() && from_dot(body, o, warps, depth + 1))
+            d.operands.iter().any(|&o| body.ty(o).shape() == body.ty(v).shape() && from_dot(body, o, warps, depth + 1, tf32))
         }
         _ => false,
     }
 }
 
 /// The layout of every tile-IR value that does not take the default blocked layout.
-pub fn assign(k: &Kernel, warps: u32, target: crate::Target) -> HashMap<Value, Layout> {
+pub fn assign(k: &Kernel, warps: u32, target: crate::Target, tf32: bool) -> HashMap<Value, Layout> {
     let body = &k.body;
     let mut out: HashMap<Value, Layout> = HashMap::new();
     let mut ops = vec![];
@@ -87,13 +95,13 @@ pub fn assign(k: &Kernel, warps: u32, target: crate::Target) -> HashMap<Value, L
     let chained = ops.iter().any(|&op| {
         let d = body.op(op);
         d.kind == OpKind::Dot
-            && dot_uses_mma(body, d.operands[0], d.operands[1], d.results[0], warps).is_some()
-            && from_dot(body, d.operands[0], warps, 0)
+            && dot_uses_mma(body, d.operands[0], d.operands[1], d.results[0], warps, tf32).is_some()
+            && from_dot(body, d.operands[0], warps, 0, tf32)
     });
     for &op in &ops {
         let d = body.op(op);
         if d.kind == OpKind::Dot
-            && let Some((wm, wn)) = dot_uses_mma(body, d.operands[0], d.operands[1], d.results[0], warps)
+            && let Some((wm, wn)) = dot_uses_mma(body, d.operands[0], d.operands[1], d.results[0], warps, tf32)
         {
             let shape = body.ty(d.results[0]).shape();
             let (wm, wn) = if (chained || target == crate::Target::Sm90a && wgmma_shape(body, d.operands[0], shape, warps))

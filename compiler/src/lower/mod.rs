@@ -37,7 +37,7 @@ pub fn max_shared_bytes(target: crate::Target) -> u32 {
 /// Lowers one kernel to the thread IR.
 pub fn lower_kernel(k: &tir::Kernel, opts: &Options) -> Result<lir::Kernel, Diagnostic> {
     let threads = opts.warps.unwrap_or(k.warps) * 32;
-    let layouts = layout::assign(k, threads / 32, opts.target);
+    let layouts = layout::assign(k, threads / 32, opts.target, opts.tf32);
     let mut uses = HashMap::new();
     k.body.walk(k.body.entry, &mut |op| {
         for &o in &k.body.op(op).operands {
