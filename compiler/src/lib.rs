@@ -101,6 +101,10 @@ pub struct Options {
     /// message through `__assertfail` and stops the kernel). Without it they are dropped from
     /// the GPU code; the interpreter always checks them.
     pub checked: bool,
+    /// Keep each kernel's optimised LLVM IR as text ([`CompiledKernel::llvm_ir`]; printing it
+    /// costs a few milliseconds, so it is made only when wanted). A [`DumpSink`] that wants
+    /// `codegen` gets it too.
+    pub keep_llvm_ir: bool,
 }
 
 /// What a loader needs to launch a kernel: enough for an AOT build to be launched without the
@@ -201,7 +205,8 @@ pub struct CompiledKernel {
     pub meta: KernelMeta,
     pub tir: tir::Kernel,
     pub lir: lir::Kernel,
-    pub llvm_ir: String,
+    /// The optimised LLVM IR, with [`Options::keep_llvm_ir`] (or a sink that wants `codegen`).
+    pub llvm_ir: Option<String>,
     pub ptx: String,
 }
 
@@ -337,10 +342,11 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
             lir::verify_kernel(&lk).map_err(|e| ice(Diagnostic::ice("lower", e)))?;
         }
         let clock = std::time::Instant::now();
-        let (llvm_ir, ptx) = codegen::emit(&lk, opts.target).map_err(ice)?;
+        let dump_ir = sink.wants("codegen");
+        let (llvm_ir, ptx) = codegen::emit(&lk, opts.target, opts.keep_llvm_ir || dump_ir).map_err(ice)?;
         codegen_ms += clock.elapsed().as_secs_f64() * 1e3;
-        if sink.wants("codegen") {
-            sink.dump(&k.name, "codegen", &llvm_ir);
+        if let (true, Some(ir)) = (dump_ir, &llvm_ir) {
+            sink.dump(&k.name, "codegen", ir);
         }
         let meta = KernelMeta {
             name: k.name.clone(),
