@@ -104,6 +104,10 @@ pub struct Options {
     /// f32 `dot`s may run on the tensor cores as tf32 (10-bit mantissa operands, f32
     /// accumulation: about 1e-3 relative error); without it they are exact f32 FMAs.
     pub tf32: bool,
+    /// Keep each kernel's optimised LLVM IR as text ([`CompiledKernel::llvm_ir`]; printing it
+    /// costs a few milliseconds, so it is made only when wanted). A [`DumpSink`] that wants
+    /// `codegen` gets it too.
+    pub keep_llvm_ir: bool,
 }
 
 /// What a loader needs to launch a kernel: enough for an AOT build to be launched without the
@@ -204,7 +208,8 @@ pub struct CompiledKernel {
     pub meta: KernelMeta,
     pub tir: tir::Kernel,
     pub lir: lir::Kernel,
-    pub llvm_ir: String,
+    /// The optimised LLVM IR, with [`Options::keep_llvm_ir`] (or a sink that wants `codegen`).
+    pub llvm_ir: Option<String>,
     pub ptx: String,
 }
 
@@ -340,10 +345,11 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
             lir::verify_kernel(&lk).map_err(|e| ice(Diagnostic::ice("lower", e)))?;
         }
         let clock = std::time::Instant::now();
-        let (llvm_ir, ptx) = codegen::emit(&lk, opts.target).map_err(ice)?;
+        let dump_ir = sink.wants("codegen");
+        let (llvm_ir, ptx) = codegen::emit(&lk, opts.target, opts.keep_llvm_ir || dump_ir).map_err(ice)?;
         codegen_ms += clock.elapsed().as_secs_f64() * 1e3;
-        if sink.wants("codegen") {
-            sink.dump(&k.name, "codegen", &llvm_ir);
+        if let (true, Some(ir)) = (dump_ir, &llvm_ir) {
+            sink.dump(&k.name, "codegen", ir);
         }
         let meta = KernelMeta {
             name: k.name.clone(),

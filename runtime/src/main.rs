@@ -176,6 +176,7 @@ fn options(o: &BuildOpts) -> Result<Options, Fail> {
         verify: cfg!(debug_assertions),
         checked: o.checked,
         tf32: o.tf32,
+        keep_llvm_ir: false,
     })
 }
 
@@ -242,7 +243,7 @@ fn build(
         return Err(Fail(format!("error: `--dump-after {bad}`: no such stage (stages: {})", stages.join(", "))));
     }
     let src = read_source(file)?;
-    let o = options(opts)?;
+    let o = Options { keep_llvm_ir: emit.contains(&Emit::Llvm), ..options(opts)? };
     let cache = if no_cache { Cache::in_memory() } else { Cache::from_env() };
     let needs_ir = dump_all || !dump_after.is_empty() || emit.iter().any(|e| matches!(e, Emit::Tir | Emit::Lir | Emit::Llvm));
     let mut module = None;
@@ -281,7 +282,9 @@ fn build(
             let (ext, text) = match (e, compiled) {
                 (Emit::Tir, Some(c)) => ("tir", tessera_compiler::tir::print_kernel(&c.tir)),
                 (Emit::Lir, Some(c)) => ("lir", tessera_compiler::lir::print_kernel(&c.lir)),
-                (Emit::Llvm, Some(c)) => ("ll", c.llvm_ir.clone()),
+                (Emit::Llvm, Some(c)) => {
+                    ("ll", c.llvm_ir.clone().ok_or_else(|| Fail(format!("error: internal: no LLVM IR for kernel `{}`", k.meta.name)))?)
+                }
                 (Emit::Ptx, _) => ("ptx", k.ptx.clone()),
                 (Emit::Meta, _) => ("json", serde_json::to_string_pretty(&k.meta)? + "\n"),
                 (_, None) => return Err(Fail(format!("error: internal: no IR for kernel `{}`", k.meta.name))),

@@ -32,11 +32,10 @@ impl<'c> Gen<'c, '_> {
                 self.vals.insert(*a, v);
             }
         }
-        let c = Self::flatten(&self.region(cond)?)?;
-        let c = c.first().ok_or("the condition region yields nothing")?.into_int_value();
-        self.b.build_conditional_branch(c, body_bb, exit).ice()?;
-        self.b.position_at_end(body_bb);
-        let next = Self::flatten(&self.region(body)?)?;
+        self.loop_depth.set(self.loop_depth.get() + 1);
+        let regions = self.while_regions(cond, body, body_bb, exit);
+        self.loop_depth.set(self.loop_depth.get() - 1);
+        let next = regions?;
         if next.len() != phis.len() {
             return Err(format!("the body yields {} registers for {} loop registers", next.len(), phis.len()));
         }
@@ -47,6 +46,22 @@ impl<'c> Gen<'c, '_> {
         }
         self.b.position_at_end(exit);
         Ok(self.unflatten(&cur, &types))
+    }
+
+    /// The condition (branching to `body_bb` or `exit`) and the body of a `while`; the body's
+    /// next loop values.
+    fn while_regions(
+        &mut self,
+        cond: crate::ir::Block,
+        body: crate::ir::Block,
+        body_bb: inkwell::basic_block::BasicBlock<'c>,
+        exit: inkwell::basic_block::BasicBlock<'c>,
+    ) -> Res<Vec<BasicValueEnum<'c>>> {
+        let c = Self::flatten(&self.region(cond)?)?;
+        let c = c.first().ok_or("the condition region yields nothing")?.into_int_value();
+        self.b.build_conditional_branch(c, body_bb, exit).ice()?;
+        self.b.position_at_end(body_bb);
+        Self::flatten(&self.region(body)?)
     }
 
     /// `return`.

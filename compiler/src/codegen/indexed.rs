@@ -25,13 +25,10 @@ impl<'c> Gen<'c, '_> {
     pub(crate) fn owner(&self, t: &lir::Type) -> Res<Option<IntValue<'c>>> {
         match t.layout() {
             Some(Layout::Blocked { .. }) if t.numel() < self.k.threads as i64 => {
-                Ok(Some(self.b.build_int_compare(IntPredicate::ULT, self.tid, self.i32c(t.numel()), "own").ice()?))
+                Ok(Some(self.icmp(IntPredicate::ULT, self.tid, self.i32c(t.numel()))?))
             }
             // Each row value is held by the 4 lanes of a quad: the first one owns it.
-            Some(Layout::MmaRows { .. }) => {
-                let t4 = self.b.build_and(self.tid, self.i32c(3), "t4").ice()?;
-                Ok(Some(self.b.build_int_compare(IntPredicate::EQ, t4, self.i32c(0), "own").ice()?))
-            }
+            Some(Layout::MmaRows { .. }) => Ok(Some(self.icmp(IntPredicate::EQ, self.and(self.tid, self.i32c(3))?, self.i32c(0))?)),
             Some(Layout::Blocked { .. } | Layout::Mma { .. }) | None => Ok(None),
         }
     }
@@ -50,10 +47,8 @@ impl<'c> Gen<'c, '_> {
             let mut lin = self.i64c(0);
             for (j, regs) in idx.iter().enumerate() {
                 let i = regs.get(r).ok_or("index registers do not match the mask")?.into_int_value();
-                let inb = self.b.build_int_compare(IntPredicate::ULT, i, sizes[j], "inb").ice()?;
-                ok = self.b.build_and(ok, inb, "ok").ice()?;
-                let wide = self.b.build_int_s_extend(i, self.ctx.i64_type(), "w").ice()?;
-                lin = self.b.build_int_add(lin, self.b.build_int_mul(wide, strides[j], "s").ice()?, "lin").ice()?;
+                ok = self.and(ok, self.icmp(IntPredicate::ULT, i, sizes[j])?)?;
+                lin = self.add(lin, self.mul(self.sext(i, self.ctx.i64_type())?, strides[j])?)?;
             }
             // SAFETY (of the LLVM IR): only dereferenced under `ok`.
             let p = unsafe { self.b.build_gep(mem_type(self.ctx, t.dtype()), *ptr, &[lin], "p").ice()? };
@@ -74,7 +69,7 @@ impl<'c> Gen<'c, '_> {
         let dt = t.dtype();
         let mut regs = vec![];
         for (p, ok) in addrs {
-            regs.push(self.guarded(ok, &mut |g| Ok(Some(g.load_mem(p, dt)?)), Some(pad))?.ok_or("gather")?);
+            regs.push(self.load_if(ok, p, dt, pad)?);
         }
         Ok(vec![Cv::Regs(regs)])
     }
@@ -95,9 +90,13 @@ impl<'c> Gen<'c, '_> {
         let dt = t.dtype();
         for ((p, ok), v) in addrs.into_iter().zip(vals) {
             let cond = match owner {
-                Some(o) => self.b.build_and(ok, o, "own").ice()?,
+                Some(o) => self.and(ok, o)?,
                 None => ok,
             };
+            if atomic.is_none() {
+                self.store_if(cond, p, v, dt)?;
+                continue;
+            }
             self.guarded(
                 cond,
                 &mut |g| {

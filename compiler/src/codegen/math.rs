@@ -3,6 +3,7 @@
 //! their amount, float min/max ignore NaN, float `%` is C's exact `fmod`, float→int casts
 //! saturate). 16-bit floats compute in f32 and round once.
 
+use super::fold::Tag;
 use super::{Gen, Ice, Res, reg_type};
 use crate::dtype::DType;
 use crate::tir::{BinaryOp, Lit, ReduceOp, UnaryOp};
@@ -119,30 +120,39 @@ pub(crate) fn binary<'c>(g: &Gen<'c, '_>, op: BinaryOp, a: BasicValueEnum<'c>, c
     let (x, y) = (a.into_int_value(), c.into_int_value());
     let s = d.is_signed();
     let zero = x.get_type().const_zero();
+    // Integer ops go through `fold`: indices are computed per register, mostly from the same
+    // few values and constants.
     Ok(match op {
-        BinaryOp::Add => b.build_int_add(x, y, "add").ice()?.into(),
-        BinaryOp::Sub => b.build_int_sub(x, y, "sub").ice()?.into(),
-        BinaryOp::Mul => b.build_int_mul(x, y, "mul").ice()?.into(),
+        // The program's own arithmetic keeps its shape (no constants moved outwards): LLVM
+        // knows more about `(x + 128) + i` than about `(x + i) + 128` (that it is disjoint,
+        // non-negative).
+        BinaryOp::Add => g.plain(Tag::Add, x, y)?.into(),
+        BinaryOp::Sub => g.plain(Tag::Sub, x, y)?.into(),
+        BinaryOp::Mul => g.plain(Tag::Mul, x, y)?.into(),
         BinaryOp::Div | BinaryOp::Rem => {
             // Division by zero gives 0 and `MIN / -1` wraps to MIN with remainder 0 (the
             // interpreter's rules); both are poison for LLVM's `sdiv`/`srem`, so neither divisor
             // reaches them: `x / -1` is `-x` and `x % -1` is 0.
-            let is0 = b.build_int_compare(IntPredicate::EQ, y, zero, "z").ice()?;
-            let m1 = b.build_int_compare(IntPredicate::EQ, y, x.get_type().const_all_ones(), "m1").ice()?;
-            let unsafe_d = if s { b.build_or(is0, m1, "bad").ice()? } else { is0 };
-            let safe = b.build_select(unsafe_d, x.get_type().const_int(1, false), y, "d").ice()?.into_int_value();
-            let q = match (op, s) {
-                (BinaryOp::Div, true) => b.build_int_signed_div(x, safe, "q").ice()?,
-                (BinaryOp::Div, false) => b.build_int_unsigned_div(x, safe, "q").ice()?,
-                (_, true) => b.build_int_signed_rem(x, safe, "r").ice()?,
-                (_, false) => b.build_int_unsigned_rem(x, safe, "r").ice()?,
+            let is0 = g.icmp(IntPredicate::EQ, y, zero)?;
+            let m1 = g.icmp(IntPredicate::EQ, y, x.get_type().const_all_ones())?;
+            let unsafe_d = if s { g.or(is0, m1)? } else { is0 };
+            let safe = g.select(unsafe_d, x.get_type().const_int(1, false), y)?;
+            let q = match (op, s, Gen::const_of(safe)) {
+                (BinaryOp::Div, _, Some(1)) => x,
+                (BinaryOp::Rem, _, Some(1)) => zero,
+                (BinaryOp::Div, false, Some(k)) if k > 0 => g.udivc(x, k)?,
+                (BinaryOp::Rem, false, Some(k)) if k > 0 => g.uremc(x, k)?,
+                (BinaryOp::Div, true, _) => g.bin(Tag::SDiv, x, safe)?,
+                (BinaryOp::Div, false, _) => g.bin(Tag::UDiv, x, safe)?,
+                (_, true, _) => g.bin(Tag::SRem, x, safe)?,
+                (_, false, _) => g.bin(Tag::URem, x, safe)?,
             };
             let q = match (op, s) {
-                (BinaryOp::Div, true) => b.build_select(m1, b.build_int_neg(x, "neg").ice()?, q, "q").ice()?.into_int_value(),
-                (_, true) => b.build_select(m1, zero, q, "r").ice()?.into_int_value(),
+                (BinaryOp::Div, true) => g.select(m1, g.sub(zero, x)?, q)?,
+                (_, true) => g.select(m1, zero, q)?,
                 _ => q,
             };
-            b.build_select(is0, zero, q, "q").ice()?
+            g.select(is0, zero, q)?.into()
         }
         BinaryOp::Min | BinaryOp::Max => {
             let p = match (op, s) {
@@ -151,17 +161,17 @@ pub(crate) fn binary<'c>(g: &Gen<'c, '_>, op: BinaryOp, a: BasicValueEnum<'c>, c
                 (_, true) => IntPredicate::SGT,
                 (_, false) => IntPredicate::UGT,
             };
-            let lt = b.build_int_compare(p, x, y, "c").ice()?;
-            b.build_select(lt, x, y, "m").ice()?
+            g.select(g.icmp(p, x, y)?, x, y)?.into()
         }
-        BinaryOp::And => b.build_and(x, y, "and").ice()?.into(),
-        BinaryOp::Or => b.build_or(x, y, "or").ice()?.into(),
-        BinaryOp::Xor => b.build_xor(x, y, "xor").ice()?.into(),
+        BinaryOp::And => g.and(x, y)?.into(),
+        BinaryOp::Or => g.or(x, y)?.into(),
+        BinaryOp::Xor => g.xor(x, y)?.into(),
         BinaryOp::Shl | BinaryOp::Shr => {
-            let amt = b.build_and(y, x.get_type().const_int(d.bits() as u64 - 1, false), "amt").ice()?;
+            let amt = g.and(y, x.get_type().const_int(d.bits() as u64 - 1, false))?;
             match (op, s) {
-                (BinaryOp::Shl, _) => b.build_left_shift(x, amt, "shl").ice()?.into(),
-                (_, signed) => b.build_right_shift(x, amt, signed, "shr").ice()?.into(),
+                (BinaryOp::Shl, _) => g.bin(Tag::Shl, x, amt)?.into(),
+                (_, true) => g.bin(Tag::AShr, x, amt)?.into(),
+                (_, false) => g.bin(Tag::LShr, x, amt)?.into(),
             }
         }
     })

@@ -16,67 +16,67 @@ use inkwell::types::{BasicType, BasicTypeEnum};
 use inkwell::values::{BasicMetadataValueEnum, BasicValueEnum, IntValue};
 
 impl<'c> Gen<'c, '_> {
-    /// `(warp_m, warp_n, g, t, lane)` of this thread for an MMA layout.
+    /// `(warp_m, warp_n, g, t, lane)` of this thread for an MMA layout (built once per kernel).
     pub(crate) fn mma_ids(&self, warps_n: u32) -> Res<(IntValue<'c>, IntValue<'c>, IntValue<'c>, IntValue<'c>, IntValue<'c>)> {
-        let b = &self.b;
-        let lane = b.build_and(self.tid, self.i32c(31), "lane").ice()?;
-        let warp = b.build_right_shift(self.tid, self.i32c(5), false, "warp").ice()?;
-        let wm = b.build_int_unsigned_div(warp, self.i32c(warps_n as i64), "wm").ice()?;
-        let wn = b.build_int_unsigned_rem(warp, self.i32c(warps_n as i64), "wn").ice()?;
-        let g = b.build_right_shift(lane, self.i32c(2), false, "g").ice()?;
-        let t = b.build_and(lane, self.i32c(3), "t").ice()?;
+        let wn_c = warps_n as i64;
+        let lane = self.lane()?;
+        let warp = self.hoisted(("warp", vec![]), |g| g.lshr(g.tid, 5))?;
+        let wm = self.hoisted(("wm", vec![wn_c]), |g| g.udivc(warp, wn_c))?;
+        let wn = self.hoisted(("wn", vec![wn_c]), |g| g.uremc(warp, wn_c))?;
+        let g = self.hoisted(("g", vec![]), |g| g.lshr(lane, 2))?;
+        let t = self.hoisted(("t", vec![]), |g| g.and(lane, g.i32c(3)))?;
         Ok((wm, wn, g, t, lane))
+    }
+
+    /// `tid % 32`, built once per kernel.
+    pub(crate) fn lane(&self) -> Res<IntValue<'c>> {
+        self.hoisted(("lane", vec![]), |g| g.and(g.tid, g.i32c(31)))
     }
 
     /// `(row, col)` of register `r` of this thread in an MMA-layout tile of `shape`.
     pub(crate) fn mma_coords(&self, shape: &[i64], warps_m: u32, warps_n: u32, r: usize) -> Res<Vec<IntValue<'c>>> {
-        let (wm, wn, g, t, _) = self.mma_ids(warps_n)?;
         let bn = shape[1] / warps_n as i64;
         let nt = (bn / 8) as usize;
         let (c, ni, mi) = (r % 4, (r / 4) % nt, r / 4 / nt);
-        let b = &self.b;
-        let row0 = self.i32c(mi as i64 * 16 * warps_m as i64 + 8 * (c as i64 / 2));
-        let row = b.build_int_add(b.build_int_add(b.build_int_mul(wm, self.i32c(16), "r").ice()?, row0, "r").ice()?, g, "row").ice()?;
-        let col0 = self.i32c(ni as i64 * 8 + (c as i64 % 2));
-        let col = b.build_int_add(b.build_int_mul(wn, self.i32c(bn), "c").ice()?, col0, "c").ice()?;
-        let col = b.build_int_add(col, b.build_int_mul(t, self.i32c(2), "c").ice()?, "col").ice()?;
+        // This thread's first row and column; a register adds a constant to them (warp row `wm`
+        // holds the 16-row strips `wm + s·warps_m`).
+        let (wm, wn, g, t, _) = self.mma_ids(warps_n)?;
+        let row0 = self.hoisted(("mma.row0", vec![warps_n as i64]), |s| s.add(s.mulc(wm, 16)?, g))?;
+        let col0 = self.hoisted(("mma.col0", vec![bn, warps_n as i64]), |s| s.add(s.mulc(wn, bn)?, s.mulc(t, 2)?))?;
+        let row = self.addc(row0, mi as i64 * 16 * warps_m as i64 + 8 * (c as i64 / 2))?;
+        let col = self.addc(col0, ni as i64 * 8 + (c as i64 % 2))?;
         Ok(vec![row, col])
     }
 
     /// Byte offset of element `(row, col)` of a row-major `[rows, cols]` tile of `esize`-byte
     /// elements in shared memory, with the 16-byte chunks of each row swizzled if asked.
     pub(crate) fn smem_offset_2d(&self, row: IntValue<'c>, col: IntValue<'c>, cols: i64, esize: i64, swizzled: bool) -> Res<IntValue<'c>> {
-        let b = &self.b;
-        let row_bytes = b.build_int_mul(row, self.i32c(cols * esize), "rb").ice()?;
+        let row_bytes = self.mulc(row, cols * esize)?;
         let chunks = cols * esize / 16;
         let (per_phase, max_phase) = lir::swizzle_params(chunks);
         if !swizzled || max_phase == 1 {
-            return b.build_int_add(row_bytes, b.build_int_mul(col, self.i32c(esize), "cb").ice()?, "off").ice();
+            return self.add(row_bytes, self.mulc(col, esize)?);
         }
         let per_chunk = 16 / esize;
-        let chunk = b.build_int_unsigned_div(col, self.i32c(per_chunk), "ch").ice()?;
-        let within = b.build_int_unsigned_rem(col, self.i32c(per_chunk), "wi").ice()?;
-        let within = b.build_int_mul(within, self.i32c(esize), "w").ice()?;
-        let phase =
-            b.build_int_unsigned_rem(b.build_int_unsigned_div(row, self.i32c(per_phase), "ph").ice()?, self.i32c(max_phase), "ph").ice()?;
+        let chunk = self.udivc(col, per_chunk)?;
+        let within = self.mulc(self.uremc(col, per_chunk)?, esize)?;
+        let phase = self.uremc(self.udivc(row, per_phase)?, max_phase)?;
         if chunks > 8 && chunks % 8 == 0 {
             // Rows wider than 128 bytes: 128-byte column blocks of 8 rows (1024-byte atoms, the
             // layout of wgmma's 128B swizzle), each 8-row group holding all its blocks in turn.
-            let group =
-                b.build_int_mul(b.build_int_unsigned_div(row, self.i32c(8), "rg").ice()?, self.i32c(8 * cols * esize), "rg").ice()?;
-            let block = b.build_int_mul(b.build_int_unsigned_div(chunk, self.i32c(8), "cb").ice()?, self.i32c(1024), "cb").ice()?;
-            let in_row = b.build_int_mul(phase, self.i32c(128), "ir").ice()?;
-            let sw = b.build_xor(b.build_int_unsigned_rem(chunk, self.i32c(8), "c8").ice()?, phase, "sw").ice()?;
-            let off = b.build_int_add(b.build_int_add(group, block, "off").ice()?, in_row, "off").ice()?;
-            let off = b.build_int_add(off, b.build_int_mul(sw, self.i32c(16), "c16").ice()?, "off").ice()?;
-            return b.build_int_add(off, within, "off").ice();
+            // Rows 8 apart are still `8 · cols · esize` bytes apart (`shifted_rows`).
+            let group = self.mulc(self.udivc(row, 8)?, 8 * cols * esize)?;
+            let block = self.mulc(self.udivc(chunk, 8)?, 1024)?;
+            let sw = self.xor(self.uremc(chunk, 8)?, phase)?;
+            let off = self.add(self.add(group, block)?, self.mulc(phase, 128)?)?;
+            return self.add(self.add(off, self.mulc(sw, 16)?)?, within);
         }
-        let chunk = b.build_xor(chunk, phase, "sw").ice()?;
-        let off = b.build_int_add(row_bytes, b.build_int_mul(chunk, self.i32c(16), "c16").ice()?, "off").ice()?;
-        b.build_int_add(off, within, "off").ice()
+        let chunk = self.xor(chunk, phase)?;
+        let off = self.add(row_bytes, self.mulc(chunk, 16)?)?;
+        self.add(off, within)
     }
 
-    fn asm(
+    pub(crate) fn asm(
         &self,
         text: &str,
         constraints: &str,
@@ -157,22 +157,26 @@ impl<'c> Gen<'c, '_> {
         let (mt, nt) = ((bm / 16) as usize, (bn / 8) as usize);
         let esize = dtype.size() as i64;
         let mut accs = self.regs(acc)?;
-        let (wm, wn, _, _, lane) = self.mma_ids(warps_n)?;
-        let b = &self.b;
-        let lanes = self.lane_parts(lane)?;
-        let (half, hi8) = (lanes.half, lanes.hi8);
-        let a_row0 = b.build_int_add(b.build_int_mul(wm, self.i32c(16), "ar").ice()?, half, "ar").ice()?;
-        let b_col0 = b.build_int_mul(wn, self.i32c(bn), "bc").ice()?;
+        let (wm, _, _, _, _) = self.mma_ids(warps_n)?;
+        let lanes = self.lane_parts()?;
+        let a_row0 = self.hoisted(("mma.arow0", vec![warps_n as i64]), |g| g.add(g.mulc(wm, 16)?, lanes.half))?;
         for ks in 0..k / 16 {
             let mut afr = vec![];
+            // The offsets depend only on the thread: built once (they are loop-invariant); the
+            // m-tiles of one k-step are 16 rows apart, a whole swizzle period.
+            let a0 = self.hoisted(("mma.a", vec![bm, warps_n as i64, k, esize, ks]), |g| {
+                g.smem_offset_2d(a_row0, g.addc(lanes.hi8, ks * 16)?, k, esize, true)
+            })?;
             for mi in 0..mt {
-                let row = self.b.build_int_add(a_row0, self.i32c(mi as i64 * 16 * warps_m as i64), "row").ice()?;
-                let col = self.b.build_int_add(hi8, self.i32c(ks * 16), "col").ice()?;
-                let off = self.smem_offset_2d(row, col, k, esize, true)?;
-                let off = self.b.build_int_add(self.b.build_int_add(off, self.i32c(a_off as i64), "off").ice()?, a_base, "off").ice()?;
+                // Strips are `16 · warps_m` rows apart, whole swizzle periods.
+                let dr = mi as i64 * 16 * warps_m as i64;
+                let off = self.shifted_rows(a0, dr, k, esize, |g| {
+                    g.smem_offset_2d(g.addc(a_row0, dr)?, g.addc(lanes.hi8, ks * 16)?, k, esize, true)
+                })?;
+                let off = self.add(self.addc(off, a_off as i64)?, a_base)?;
                 afr.push(self.ldmatrix(off, 4, false)?);
             }
-            let bfr = self.b_fragments(ks, nt, n, k, b_col0, &lanes, b_off, b_base, b_trans, esize)?;
+            let bfr = self.b_fragments(ks, nt, n, k, Some((warps_n, bn)), &lanes, b_off, b_base, b_trans, esize)?;
             for (mi, a) in afr.iter().enumerate() {
                 for (ni, bb) in bfr.iter().enumerate() {
                     let base = (mi * nt + ni) * 4;
@@ -189,6 +193,7 @@ impl<'c> Gen<'c, '_> {
     /// `cp.async` of a window into (swizzled) shared memory; see `lir::OpKind::AsyncCopy`. An
     /// N-D window is copied as the 2-D tile `[product of the leading dims, last dim]`.
     pub(crate) fn async_copy(&mut self, op: crate::ir::Op, offset: u32, swizzled: bool, shape: &[i64]) -> Res<()> {
+        use inkwell::IntPredicate::{EQ, SGE, SGT, SLE, SLT, ULT};
         let d = self.k.body.op(op).clone();
         let base = self.regs(d.operands[0])?[0].into_int_value();
         let Some(Cv::Tensor { ptr, sizes, strides }) = self.vals.get(&d.operands[1]).cloned() else {
@@ -208,25 +213,16 @@ impl<'c> Gen<'c, '_> {
         let i64t = self.ctx.i64_type();
         let eq0 = |g: &Self, x: IntValue<'c>, mask: u64| -> Res<IntValue<'c>> {
             let t = x.get_type();
-            g.b.build_int_compare(inkwell::IntPredicate::EQ, g.b.build_and(x, t.const_int(mask, false), "a").ice()?, t.const_zero(), "al")
-                .ice()
+            g.icmp(EQ, g.and(x, t.const_int(mask, false))?, t.const_zero())
         };
         // Uniform check: the window's 16-byte chunks are aligned and contiguous in memory.
         let addr = self.b.build_ptr_to_int(ptr, i64t, "pa").ice()?;
         let mut ok = eq0(self, addr, 15)?;
-        ok = self
-            .b
-            .build_and(
-                ok,
-                self.b.build_int_compare(inkwell::IntPredicate::EQ, strides[last], i64t.const_int(1, false), "unit").ice()?,
-                "ok",
-            )
-            .ice()?;
+        ok = self.and(ok, self.icmp(EQ, strides[last], i64t.const_int(1, false))?)?;
         for s in &strides[..last] {
-            let bytes = self.b.build_int_mul(*s, i64t.const_int(es as u64, false), "rs").ice()?;
-            ok = self.b.build_and(ok, eq0(self, bytes, 15)?, "ok").ice()?;
+            ok = self.and(ok, eq0(self, self.mulc(*s, es)?, 15)?)?;
         }
-        ok = self.b.build_and(ok, eq0(self, offs[last], (vec - 1) as u64)?, "ok").ice()?;
+        ok = self.and(ok, eq0(self, offs[last], (vec - 1) as u64)?)?;
         let fast = self.block("cp.fast");
         let slow = self.block("cp.slow");
         let done = self.block("cp.done");
@@ -234,31 +230,16 @@ impl<'c> Gen<'c, '_> {
         let chunks_per_row = cols / vec;
         let total = rows * chunks_per_row;
         let threads = self.k.threads as i64;
-        // Row `r` of the 2-D view: (all its leading indices in range, element offset of its start).
-        let row_at = |g: &Self, r: IntValue<'c>| -> Res<(IntValue<'c>, IntValue<'c>)> {
-            let mut ok = g.ctx.bool_type().const_int(1, false);
-            let mut lin = i64t.const_zero();
-            let mut rest = r;
-            for i in (0..last).rev() {
-                let idx = g.b.build_int_unsigned_rem(rest, g.i32c(lead[i]), "li").ice()?;
-                rest = g.b.build_int_unsigned_div(rest, g.i32c(lead[i]), "lr").ice()?;
-                let gi = g.b.build_int_add(offs[i], idx, "gi").ice()?;
-                ok = g.b.build_and(ok, g.b.build_int_compare(inkwell::IntPredicate::ULT, gi, sizes[i], "ri").ice()?, "rok").ice()?;
-                let w = g.b.build_int_s_extend(gi, i64t, "w").ice()?;
-                lin = g.b.build_int_add(lin, g.b.build_int_mul(w, strides[i], "rl").ice()?, "lin").ice()?;
-            }
-            Ok((ok, lin))
-        };
         let cp_async = |g: &Self, dst: IntValue<'c>, src: IntValue<'c>, bytes: Option<IntValue<'c>>| -> Res<()> {
-            let mut tys: Vec<inkwell::types::BasicMetadataTypeEnum> = vec![i64t.into(), i64t.into()];
+            let mut tys: Vec<inkwell::types::BasicMetadataTypeEnum> = vec![g.ctx.i32_type().into(), i64t.into()];
             let mut args: Vec<BasicMetadataValueEnum> = vec![dst.into(), src.into()];
             let (text, cons) = match bytes {
                 Some(b) => {
                     tys.push(g.ctx.i32_type().into());
                     args.push(b.into());
-                    ("cp.async.cg.shared.global [$0], [$1], 16, $2;", "l,l,r,~{memory}")
+                    ("cp.async.cg.shared.global [$0], [$1], 16, $2;", "r,l,r,~{memory}")
                 }
-                None => ("cp.async.cg.shared.global [$0], [$1], 16;", "l,l,~{memory}"),
+                None => ("cp.async.cg.shared.global [$0], [$1], 16;", "r,l,~{memory}"),
             };
             let fty = g.ctx.void_type().fn_type(&tys, false);
             let f = g.ctx.create_inline_asm(fty, text.into(), cons.into(), true, false, None, false);
@@ -267,81 +248,115 @@ impl<'c> Gen<'c, '_> {
         };
 
         // Interior windows (the common case): every chunk is whole and in range, so there is no
-        // mask at all; the per-chunk offsets are loop-invariant and hoisted by LLVM.
+        // mask at all.
         self.b.position_at_end(fast);
         let mut inside = self.ctx.bool_type().const_int(1, false);
         for i in 0..rank {
-            let b = &self.b;
-            let ge0 = b.build_int_compare(inkwell::IntPredicate::SGE, offs[i], self.i32c(0), "ge0").ice()?;
-            let end = b.build_int_add(offs[i], self.i32c(shape[i]), "end").ice()?;
-            let fits = b.build_int_compare(inkwell::IntPredicate::SLE, end, sizes[i], "fits").ice()?;
-            inside = b.build_and(inside, b.build_and(ge0, fits, "in").ice()?, "inside").ice()?;
+            let ge0 = self.icmp(SGE, offs[i], self.i32c(0))?;
+            let fits = self.icmp(SLE, self.addc(offs[i], shape[i])?, sizes[i])?;
+            inside = self.and(inside, self.and(ge0, fits)?)?;
+        }
+
+        // This thread's chunks. Where each is in the tile depends only on the thread index and
+        // the tile's shape, so it is built once per kernel (copies of the same shape, as the
+        // prologue and the loop of a pipeline make, share it); chunk `j` is usually `j ·
+        // threads / chunks_per_row` rows below the first one, a constant away from it.
+        let mut shape_key = vec![cols, vec, es, swizzled as i64];
+        shape_key.extend(lead);
+        let key = |what: &'static str, dq: i64, extra: &[i64]| -> crate::codegen::fold::HoistKey {
+            let mut k = shape_key.clone();
+            k.push(dq);
+            k.extend(extra);
+            (what, k)
+        };
+        struct Chunk<'c> {
+            col: IntValue<'c>,
+            lead_idx: Vec<IntValue<'c>>,
+            smem: IntValue<'c>,
+            in_tile: Option<IntValue<'c>>,
+        }
+        let row0 = self.hoisted(key("cp.row", 0, &[]), |g| g.udivc(g.tid, chunks_per_row))?;
+        let col0 = self.hoisted(key("cp.col", 0, &[]), |g| g.mulc(g.uremc(g.tid, chunks_per_row)?, vec))?;
+        let smem0 = self.hoisted(key("cp.smem", 0, &[]), |g| g.smem_offset_2d(row0, col0, cols, es, swizzled))?;
+        let mut chunks = vec![];
+        for j in 0..(total + threads - 1) / threads {
+            let dq = j * threads;
+            let q = |g: &Self| g.hoisted(key("cp.q", dq, &[]), |g| g.addc(g.tid, dq));
+            let aligned = dq % chunks_per_row == 0;
+            let dr = dq / chunks_per_row;
+            let col = if aligned { col0 } else { self.hoisted(key("cp.col", dq, &[]), |g| g.mulc(g.uremc(q(g)?, chunks_per_row)?, vec))? };
+            let row =
+                |g: &Self| g.hoisted(key("cp.row", dq, &[]), |g| if aligned { g.addc(row0, dr) } else { g.udivc(q(g)?, chunks_per_row) });
+            let whole = total % threads == 0 || (j + 1) * threads <= total;
+            let lead_idx = if last == 1 && whole {
+                // A whole chunk's row is inside the tile.
+                vec![if aligned { self.addc(row0, dr)? } else { row(self)? }]
+            } else {
+                let mut idx = vec![self.i32c(0); last];
+                let mut rest = row(self)?;
+                for i in (0..last).rev() {
+                    let r = rest;
+                    idx[i] = self.hoisted(key("cp.idx", dq, &[i as i64]), |g| g.uremc(r, lead[i]))?;
+                    rest = self.hoisted(key("cp.rest", dq, &[i as i64]), |g| g.udivc(r, lead[i]))?;
+                }
+                idx
+            };
+            let smem_full = |g: &Self| g.hoisted(key("cp.smem", dq, &[]), |g| g.smem_offset_2d(row(g)?, col, cols, es, swizzled));
+            let smem = if aligned { self.shifted_rows(smem0, dr, cols, es, smem_full)? } else { smem_full(self)? };
+            let in_tile = if whole { None } else { Some(self.hoisted(key("cp.in", dq, &[]), |g| g.icmp(ULT, q(g)?, g.i32c(total)))?) };
+            chunks.push(Chunk { col, lead_idx, smem, in_tile });
         }
         let interior = self.block("cp.interior");
         let edge = self.block("cp.edge");
         self.b.build_conditional_branch(inside, interior, edge).ice()?;
         for (blk, masked) in [(interior, false), (edge, true)] {
             self.b.position_at_end(blk);
-            for j in 0..(total + threads - 1) / threads {
-                let b = &self.b;
-                let q = b.build_int_add(self.tid, self.i32c(j * threads), "q").ice()?;
-                let row = b.build_int_unsigned_div(q, self.i32c(chunks_per_row), "row").ice()?;
-                let col =
-                    b.build_int_mul(b.build_int_unsigned_rem(q, self.i32c(chunks_per_row), "cc").ice()?, self.i32c(vec), "col").ice()?;
-                let (row_ok, row_lin) = row_at(self, row)?;
-                let b = &self.b;
-                let gcol = b.build_int_add(offs[last], col, "gc").ice()?;
-                let lin = b.build_int_add(row_lin, b.build_int_s_extend(gcol, i64t, "w").ice()?, "lin").ice()?;
+            for ch in &chunks {
+                // The element offset of the chunk (the fast path has a unit last stride).
+                let gcol = self.add(offs[last], ch.col)?;
+                let mut lin = self.sext(gcol, i64t)?;
+                let mut row_ok = self.ctx.bool_type().const_int(1, false);
+                for i in (0..last).rev() {
+                    let gi = self.add(offs[i], ch.lead_idx[i])?;
+                    if masked {
+                        row_ok = self.and(row_ok, self.icmp(ULT, gi, sizes[i])?)?;
+                    }
+                    lin = self.add(self.mul(self.sext(gi, i64t)?, strides[i])?, lin)?;
+                }
                 let bytes = if masked {
                     // A chunk past the end of a row reads a prefix (or nothing); cp.async zero-fills.
-                    let left = b.build_int_sub(sizes[last], gcol, "left").ice()?;
-                    let left = b
-                        .build_select(
-                            b.build_int_compare(inkwell::IntPredicate::SLT, left, self.i32c(0), "neg").ice()?,
-                            self.i32c(0),
-                            left,
-                            "l",
-                        )
-                        .ice()?
-                        .into_int_value();
-                    let left = b
-                        .build_select(
-                            b.build_int_compare(inkwell::IntPredicate::SGT, left, self.i32c(vec), "big").ice()?,
-                            self.i32c(vec),
-                            left,
-                            "l",
-                        )
-                        .ice()?
-                        .into_int_value();
-                    let col_ok = b.build_int_compare(inkwell::IntPredicate::SGE, gcol, self.i32c(0), "cok").ice()?;
-                    let valid = b.build_and(row_ok, col_ok, "v").ice()?;
-                    let n = b.build_select(valid, left, self.i32c(0), "n").ice()?.into_int_value();
-                    Some((valid, b.build_int_mul(n, self.i32c(es), "bytes").ice()?))
+                    let left = self.sub(sizes[last], gcol)?;
+                    let left = self.select(self.icmp(SLT, left, self.i32c(0))?, self.i32c(0), left)?;
+                    let left = self.select(self.icmp(SGT, left, self.i32c(vec))?, self.i32c(vec), left)?;
+                    let col_ok = self.icmp(SGE, gcol, self.i32c(0))?;
+                    let valid = self.and(row_ok, col_ok)?;
+                    let n = self.select(valid, left, self.i32c(0))?;
+                    Some((valid, self.mulc(n, es)?))
                 } else {
                     None
                 };
                 // An invalid chunk still needs a readable address: the tensor's first element.
                 let lin = match bytes {
-                    Some((valid, _)) => self.b.build_select(valid, lin, i64t.const_zero(), "lin").ice()?.into_int_value(),
+                    Some((valid, _)) => self.select(valid, lin, i64t.const_zero())?,
                     None => lin,
                 };
                 // SAFETY (of the LLVM IR): only bytes inside the tensor are read.
                 let src = unsafe { self.b.build_gep(super::mem_type(self.ctx, dtype), ptr, &[lin], "src").ice()? };
                 let src = self.b.build_ptr_to_int(src, i64t, "s").ice()?;
-                let off = self.smem_offset_2d(row, col, cols, es, swizzled)?;
-                let off = self.b.build_int_add(self.b.build_int_add(off, self.i32c(offset as i64), "o").ice()?, base, "o").ice()?;
-                let dst = self.b.build_ptr_to_int(self.smem_ptr(off)?, i64t, "d").ice()?;
-                let whole = total % threads == 0 || (j + 1) * threads <= total;
-                let next = self.block("cp.next");
-                if !whole {
-                    let go = self.block("cp.go");
-                    let in_range = self.b.build_int_compare(inkwell::IntPredicate::ULT, q, self.i32c(total), "qok").ice()?;
-                    self.b.build_conditional_branch(in_range, go, next).ice()?;
-                    self.b.position_at_end(go);
+                let off = self.add(self.addc(ch.smem, offset as i64)?, base)?;
+                let dst = self.smem_addr32(off)?;
+                match ch.in_tile {
+                    Some(in_range) => {
+                        let go = self.block("cp.go");
+                        let next = self.block("cp.next");
+                        self.b.build_conditional_branch(in_range, go, next).ice()?;
+                        self.b.position_at_end(go);
+                        cp_async(self, dst, src, bytes.map(|b| b.1))?;
+                        self.b.build_unconditional_branch(next).ice()?;
+                        self.b.position_at_end(next);
+                    }
+                    None => cp_async(self, dst, src, bytes.map(|b| b.1))?,
                 }
-                cp_async(self, dst, src, bytes.map(|b| b.1))?;
-                self.b.build_unconditional_branch(next).ice()?;
-                self.b.position_at_end(next);
             }
             self.b.build_unconditional_branch(done).ice()?;
         }
@@ -354,25 +369,28 @@ impl<'c> Gen<'c, '_> {
         let zero = super::math::constant(self, crate::tir::Lit::Int(0), dtype)?;
         let mem_ty = super::mem_type(self.ctx, dtype);
         self.counted_loop(per, vec![], &mut |g, j, _| {
-            let b = &g.b;
-            let l = b.build_int_add(b.build_int_mul(j, g.i32c(threads), "l").ice()?, g.tid, "l").ice()?;
-            let row = b.build_int_unsigned_div(l, g.i32c(cols), "row").ice()?;
-            let col = b.build_int_unsigned_rem(l, g.i32c(cols), "col").ice()?;
-            let (row_ok, row_lin) = row_at(g, row)?;
-            let b = &g.b;
-            let gcol = b.build_int_add(offs[last], col, "gc").ice()?;
-            let c_ok = b.build_int_compare(inkwell::IntPredicate::ULT, gcol, sizes[last], "c").ice()?;
-            let l_ok = b.build_int_compare(inkwell::IntPredicate::ULT, l, g.i32c(total_el), "l").ice()?;
-            let inb = b.build_and(b.build_and(row_ok, c_ok, "i").ice()?, l_ok, "inb").ice()?;
-            let lin = b
-                .build_int_add(row_lin, b.build_int_mul(b.build_int_s_extend(gcol, i64t, "w").ice()?, strides[last], "b").ice()?, "lin")
-                .ice()?;
+            let l = g.add(g.mulc(j, threads)?, g.tid)?;
+            let row = g.udivc(l, cols)?;
+            let col = g.uremc(l, cols)?;
+            let mut row_ok = g.ctx.bool_type().const_int(1, false);
+            let mut lin = i64t.const_zero();
+            let mut rest = row;
+            for i in (0..last).rev() {
+                let idx = g.uremc(rest, lead[i])?;
+                rest = g.udivc(rest, lead[i])?;
+                let gi = g.add(offs[i], idx)?;
+                row_ok = g.and(row_ok, g.icmp(ULT, gi, sizes[i])?)?;
+                lin = g.add(lin, g.mul(g.sext(gi, i64t)?, strides[i])?)?;
+            }
+            let gcol = g.add(offs[last], col)?;
+            let c_ok = g.icmp(ULT, gcol, sizes[last])?;
+            let in_tile = g.icmp(ULT, l, g.i32c(total_el))?;
+            let inb = g.and(g.and(row_ok, c_ok)?, in_tile)?;
+            let lin = g.add(lin, g.mul(g.sext(gcol, i64t)?, strides[last])?)?;
             // SAFETY (of the LLVM IR): only dereferenced under `inb`.
-            let p = unsafe { b.build_gep(mem_ty, ptr, &[lin], "p").ice()? };
+            let p = unsafe { g.b.build_gep(mem_ty, ptr, &[lin], "p").ice()? };
             let v = g.guarded(inb, &mut |g| Ok(Some(g.load_mem(p, dtype)?)), Some(zero))?.ok_or("load")?;
-            let off = g.smem_offset_2d(row, col, cols, es, swizzled)?;
-            let off = g.b.build_int_add(g.b.build_int_add(off, g.i32c(offset as i64), "o").ice()?, base, "o").ice()?;
-            let in_tile = g.b.build_int_compare(inkwell::IntPredicate::ULT, l, g.i32c(total_el), "t").ice()?;
+            let off = g.add(g.addc(g.smem_offset_2d(row, col, cols, es, swizzled)?, offset as i64)?, base)?;
             g.guarded(in_tile, &mut |g| g.store_mem(g.smem_ptr(off)?, v, dtype).map(|_| None), None)?;
             Ok(vec![])
         })?;
@@ -402,10 +420,8 @@ impl<'c> Gen<'c, '_> {
     pub(crate) fn mma_row_coords(&self, shape: &[i64], warps_m: u32, r: usize) -> Res<Vec<IntValue<'c>>> {
         let (wm, _, g, _, _) = self.mma_ids(1)?;
         let (mi, h) = ((r / 2) as i64, (r % 2) as i64);
-        let b = &self.b;
-        let row =
-            b.build_int_add(b.build_int_mul(wm, self.i32c(16), "r").ice()?, self.i32c(mi * 16 * warps_m as i64 + 8 * h), "r").ice()?;
-        let row = b.build_int_add(row, g, "row").ice()?;
+        let row0 = self.hoisted(("mma.row0", vec![1]), |s| s.add(s.mulc(wm, 16)?, g))?;
+        let row = self.addc(row0, mi * 16 * warps_m as i64 + 8 * h)?;
         let mut out = vec![row];
         if shape.len() == 2 {
             out.push(self.i32c(0));
@@ -505,10 +521,9 @@ impl<'c> Gen<'c, '_> {
         let esize = dtype.size() as i64;
         let mut accs = self.regs(acc)?;
         let b_base = self.regs(b_base)?[0].into_int_value();
-        let (_, _, _, _, lane) = self.mma_ids(1)?;
-        let lanes = self.lane_parts(lane)?;
+        let lanes = self.lane_parts()?;
         for ks in 0..(k / 16) as usize {
-            let bfr = self.b_fragments(ks as i64, nt, n, k, self.i32c(0), &lanes, b_off, b_base, b_trans, esize)?;
+            let bfr = self.b_fragments(ks as i64, nt, n, k, None, &lanes, b_off, b_base, b_trans, esize)?;
             for mi in 0..mt {
                 let afr = self.a_fragment(&a_regs, mi, knt, ks, dtype)?;
                 for (nj, bb) in bfr.iter().enumerate() {
@@ -549,6 +564,7 @@ impl<'c> Gen<'c, '_> {
 
 /// Per-lane parts of `ldmatrix` row addresses: lane `l` gives row `l % 8` (`r8`) of matrix
 /// `q = l / 8`; `q_lo = q % 2`, `half = r8 + 8·q_lo`, `hi8 = 8·(q / 2)`.
+#[derive(Clone, Copy)]
 pub(crate) struct LaneParts<'c> {
     pub(crate) half: IntValue<'c>,
     pub(crate) hi8: IntValue<'c>,
@@ -557,21 +573,35 @@ pub(crate) struct LaneParts<'c> {
 }
 
 impl<'c> Gen<'c, '_> {
-    /// The per-lane parts of `ldmatrix` row addresses (see `LaneParts`).
-    pub(crate) fn lane_parts(&self, lane: IntValue<'c>) -> Res<LaneParts<'c>> {
-        let b = &self.b;
-        let q = b.build_right_shift(lane, self.i32c(3), false, "q").ice()?;
-        let r8 = b.build_and(lane, self.i32c(7), "r8").ice()?;
-        let q_lo = b.build_and(q, self.i32c(1), "qlo").ice()?;
-        let q_hi = b.build_right_shift(q, self.i32c(1), false, "qhi").ice()?;
-        let half = b.build_int_add(r8, b.build_int_mul(q_lo, self.i32c(8), "h").ice()?, "half").ice()?;
-        let hi8 = b.build_int_mul(q_hi, self.i32c(8), "hi8").ice()?;
+    /// The per-lane parts of `ldmatrix` row addresses (see `LaneParts`), built once per kernel.
+    pub(crate) fn lane_parts(&self) -> Res<LaneParts<'c>> {
+        let lane = self.lane()?;
+        let q = self.hoisted(("lane.q", vec![]), |g| g.lshr(lane, 3))?;
+        let r8 = self.hoisted(("lane.r8", vec![]), |g| g.and(lane, g.i32c(7)))?;
+        let q_lo = self.hoisted(("lane.qlo", vec![]), |g| g.and(q, g.i32c(1)))?;
+        let half = self.hoisted(("lane.half", vec![]), |g| g.add(r8, g.mulc(q_lo, 8)?))?;
+        let hi8 = self.hoisted(("lane.hi8", vec![]), |g| g.mulc(g.lshr(q, 1)?, 8))?;
         Ok(LaneParts { half, hi8, r8, q_lo })
     }
 
-    /// The B fragments of k-step `ks` for `nt` 8-column tiles starting at column `col0`: from
-    /// `b: [k, n]` with `ldmatrix.trans`, or from its transpose stored `[n, k]` with a plain
-    /// `ldmatrix` (the row of the stored matrix is the fragment's column).
+    /// The byte offset of `(row + dr, col)` given `at_row`, that of `(row, col)`: a constant away
+    /// when `dr` is a multiple of the swizzle period, else `full()`.
+    pub(crate) fn shifted_rows(
+        &self,
+        at_row: IntValue<'c>,
+        dr: i64,
+        cols: i64,
+        esize: i64,
+        full: impl FnOnce(&Self) -> Res<IntValue<'c>>,
+    ) -> Res<IntValue<'c>> {
+        let (per_phase, max_phase) = lir::swizzle_params(cols * esize / 16);
+        if dr % (per_phase * max_phase) == 0 { self.addc(at_row, dr * cols * esize) } else { full(self) }
+    }
+
+    /// The B fragments of k-step `ks` for `nt` 8-column tiles starting at column `wn · bn` for
+    /// `col0 = Some((warps_n, bn))` (0 for `None`): from `b: [k, n]` with `ldmatrix.trans`, or
+    /// from its transpose stored `[n, k]` with a plain `ldmatrix` (the row of the stored matrix is
+    /// the fragment's column).
     #[allow(clippy::too_many_arguments)]
     fn b_fragments(
         &self,
@@ -579,34 +609,40 @@ impl<'c> Gen<'c, '_> {
         nt: usize,
         n: i64,
         k: i64,
-        col0: IntValue<'c>,
+        col0: Option<(u32, i64)>,
         l: &LaneParts<'c>,
         b_off: u32,
         b_base: IntValue<'c>,
         trans: bool,
         esize: i64,
     ) -> Res<Vec<Vec<IntValue<'c>>>> {
+        let (warps_n, bn) = col0.unwrap_or((1, 0));
+        let col0 = match col0 {
+            Some((warps_n, bn)) => {
+                let (_, wn, _, _, _) = self.mma_ids(warps_n)?;
+                self.hoisted(("mma.bcol0", vec![bn, warps_n as i64]), |g| g.mulc(wn, bn))?
+            }
+            None => self.i32c(0),
+        };
+        let key = |what: i64| vec![bn, warps_n as i64, n, k, esize, trans as i64, what];
         let mut out = vec![];
         let mut ni = 0;
         while ni < nt {
             let two = ni + 1 < nt;
-            let b = &self.b;
+            let nc = ni as i64 * 8;
+            // The offsets depend only on the thread: built once (they are loop-invariant), the
+            // ones a whole swizzle period apart as a constant difference.
             let off = if trans {
-                let row = b
-                    .build_int_add(
-                        b.build_int_add(col0, l.hi8, "r").ice()?,
-                        b.build_int_add(l.r8, self.i32c(ni as i64 * 8), "r").ice()?,
-                        "row",
-                    )
-                    .ice()?;
-                let col = b.build_int_add(b.build_int_mul(l.q_lo, self.i32c(8), "c").ice()?, self.i32c(ks * 16), "col").ice()?;
-                self.smem_offset_2d(row, col, k, esize, true)?
+                let row0 = self.hoisted(("mma.brow", key(-1)), |g| g.add(g.add(col0, l.hi8)?, l.r8))?;
+                let col = |g: &Self| g.addc(g.mulc(l.q_lo, 8)?, ks * 16);
+                let at0 = self.hoisted(("mma.bt", key(ks)), |g| g.smem_offset_2d(row0, col(g)?, k, esize, true))?;
+                self.shifted_rows(at0, nc, k, esize, |g| g.smem_offset_2d(g.addc(row0, nc)?, col(g)?, k, esize, true))?
             } else {
-                let krow = b.build_int_add(l.half, self.i32c(ks * 16), "kr").ice()?;
-                let col = b.build_int_add(b.build_int_add(col0, l.hi8, "c").ice()?, self.i32c(ni as i64 * 8), "nc").ice()?;
-                self.smem_offset_2d(krow, col, n, esize, true)?
+                let col = self.hoisted(("mma.bcol", key(nc)), |g| g.addc(g.add(col0, l.hi8)?, nc))?;
+                let at0 = self.hoisted(("mma.bn", key(nc)), |g| g.smem_offset_2d(l.half, col, n, esize, true))?;
+                self.shifted_rows(at0, ks * 16, n, esize, |g| g.smem_offset_2d(g.addc(l.half, ks * 16)?, col, n, esize, true))?
             };
-            let off = self.b.build_int_add(self.b.build_int_add(off, self.i32c(b_off as i64), "off").ice()?, b_base, "off").ice()?;
+            let off = self.add(self.addc(off, b_off as i64)?, b_base)?;
             let regs = self.ldmatrix(off, if two { 4 } else { 2 }, !trans)?;
             out.push(regs[0..2].to_vec());
             if two {

@@ -43,8 +43,8 @@ impl<'c> Gen<'c, '_> {
         };
         let (a0, b0) = (base(self, bases[0], a_off)?, base(self, bases[1], b_off)?);
         let mut accs = self.regs(acc)?;
-        let (wm, wn, g, tq, lane) = self.mma_ids(warps_n)?;
-        let lanes = self.lane_parts(lane)?;
+        let (wm, wn, g, tq, _) = self.mma_ids(warps_n)?;
+        let lanes = self.lane_parts()?;
         let b = &self.b;
         // Lane `l` addresses row `l % 8 (+ 8)` of 16-byte chunk `l / 16` of the k-step.
         let hi = b.build_int_mul(b.build_right_shift(lanes.hi8, self.i32c(3), false, "qh").ice()?, self.i32c(chunk), "hi").ice()?;

@@ -3,9 +3,11 @@
 //! Each thread-IR tile becomes, per thread, the list of LLVM values of the elements that thread
 //! holds (its "registers", in the layout's order); tensors become a pointer with i32 sizes and
 //! i64 strides. Structured control flow becomes loops and diamonds with phis. Element addresses,
-//! bounds masks and shared-memory offsets are computed from the layout, per register.
+//! bounds masks and shared-memory offsets are computed from the layout, per register, through
+//! `fold` (which builds each distinct value once).
 
 mod control;
+mod fold;
 mod indexed;
 mod math;
 mod memory;
@@ -29,6 +31,7 @@ use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Tar
 use inkwell::types::{BasicMetadataTypeEnum, BasicType, BasicTypeEnum};
 use inkwell::values::{BasicMetadataValueEnum, BasicValue, BasicValueEnum, FunctionValue, IntValue, PointerValue};
 use inkwell::{AddressSpace, FloatPredicate, IntPredicate, OptimizationLevel};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Once;
 
@@ -58,16 +61,31 @@ fn target_machine(target: Target) -> Res<TargetMachine> {
         Target::Sm80 => ("sm_80", "+ptx70"),
         Target::Sm90a => ("sm_90a", "+ptx80"),
     };
-    t.create_target_machine(&triple, cpu, features, OptimizationLevel::Aggressive, RelocMode::Default, CodeModel::Default)
+    // `Default` (-O2) code generation: `Aggressive` only swaps an EarlyCSE of the NVPTX IR
+    // passes for a GVN, slower and no better once ptxas has optimised the PTX.
+    t.create_target_machine(&triple, cpu, features, OptimizationLevel::Default, RelocMode::Default, CodeModel::Default)
         .ok_or_else(|| format!("LLVM has no NVPTX target machine for {cpu}"))
 }
 
-/// Generates the LLVM IR (after optimisation) and the PTX of one kernel.
-pub fn emit(k: &lir::Kernel, target: Target) -> Result<(String, String), Diagnostic> {
-    emit_inner(k, target).map_err(|e| Diagnostic::ice("codegen", e))
+/// The optimisation pipeline. The generated IR is already free of most redundancy (`fold`:
+/// identities folded, values built once), and ptxas optimises the PTX heavily, so a short
+/// function pipeline does what `default<O3>` did for the SASS at a fraction of its time (O3's
+/// InstCombine alone took longer): `nvvm-intr-range` (the range of `tid.x`, which lets
+/// InstCombine prove index arithmetic non-negative and disjoint), one round of CSE and
+/// InstCombine, reassociation (register pressure of the attention loop), loop-invariant code
+/// motion around the rotated loops, induction variables, and a final InstCombine and CFG
+/// cleanup. InstCombine runs one iteration each time (no fixpoint).
+const PIPELINE: &str = "function(nvvm-intr-range,early-cse,\
+    instcombine<max-iterations=1;no-verify-fixpoint>,simplifycfg<keep-loops>,reassociate,\
+    loop-mssa(licm<no-allowspeculation>,loop-rotate,licm<allowspeculation>),simplifycfg<keep-loops>,\
+    loop(indvars,loop-deletion),instcombine<max-iterations=1;no-verify-fixpoint>,simplifycfg<keep-loops>)";
+
+/// Generates the PTX of one kernel, and its LLVM IR after optimisation if `keep_ir`.
+pub fn emit(k: &lir::Kernel, target: Target, keep_ir: bool) -> Result<(Option<String>, String), Diagnostic> {
+    emit_inner(k, target, keep_ir).map_err(|e| Diagnostic::ice("codegen", e))
 }
 
-fn emit_inner(k: &lir::Kernel, target: Target) -> Res<(String, String)> {
+fn emit_inner(k: &lir::Kernel, target: Target, keep_ir: bool) -> Res<(Option<String>, String)> {
     let tm = target_machine(target)?;
     let ctx = Context::create();
     let module = ctx.create_module(&k.name);
@@ -76,8 +94,9 @@ fn emit_inner(k: &lir::Kernel, target: Target) -> Res<(String, String)> {
     let mut g = Gen::new(&ctx, &module, k)?;
     g.kernel()?;
     module.verify().map_err(|e| format!("LLVM rejected the generated module: {e}"))?;
-    module.run_passes("default<O3>", &tm, PassBuilderOptions::create()).ice()?;
-    let llvm_ir = module.print_to_string().to_string();
+    module.run_passes(PIPELINE, &tm, PassBuilderOptions::create()).ice()?;
+    // Printing the IR costs a few milliseconds: only when asked for.
+    let llvm_ir = keep_ir.then(|| module.print_to_string().to_string());
     let buf = tm.write_to_memory_buffer(&module, FileType::Assembly).ice()?;
     let ptx = String::from_utf8_lossy(buf.as_slice()).trim_end_matches('\0').to_string();
     Ok((llvm_ir, ptx))
@@ -106,6 +125,17 @@ pub(crate) struct Gen<'c, 'm> {
     /// Whether some `local_mma` runs as `wgmma` (its shared-memory reads go through the async
     /// proxy, so barriers that publish shared-memory writes also fence the proxies).
     uses_wgmma: bool,
+    /// The entry block: it computes the thread-index values (`fold::hoisted`) and branches to
+    /// the body.
+    entry: inkwell::basic_block::BasicBlock<'c>,
+    /// Integer instructions built by the `fold` helpers, by block, operation and operands.
+    cse: RefCell<HashMap<fold::CseKey<'c>, IntValue<'c>>>,
+    /// `v → (x, k)` for each `v = x + k` (constant `k`) built by `fold::add`.
+    plus_const: RefCell<HashMap<usize, (IntValue<'c>, i64)>>,
+    /// The values built once in the entry block (`fold::hoisted`).
+    hoist: RefCell<HashMap<fold::HoistKey, IntValue<'c>>>,
+    /// How many loops enclose the code being built.
+    loop_depth: std::cell::Cell<u32>,
 }
 
 fn row_major(shape: &[i64]) -> Vec<i64> {
@@ -152,7 +182,25 @@ impl<'c, 'm> Gen<'c, 'm> {
         k.body.walk(k.body.entry, &mut |op| {
             uses_wgmma |= matches!(k.body.op(op).kind, OpKind::LocalMma { wgmma: true, .. } | OpKind::RegMma { wgmma: true, .. })
         });
-        Ok(Gen { ctx, module, b, k, func, vals: HashMap::new(), tid, smem: smem_g.as_pointer_value(), uses_wgmma })
+        let body = ctx.append_basic_block(func, "body");
+        b.build_unconditional_branch(body).ice()?;
+        b.position_at_end(body);
+        Ok(Gen {
+            ctx,
+            module,
+            b,
+            k,
+            func,
+            vals: HashMap::new(),
+            tid,
+            smem: smem_g.as_pointer_value(),
+            uses_wgmma,
+            entry,
+            cse: RefCell::default(),
+            plus_const: RefCell::default(),
+            hoist: RefCell::default(),
+            loop_depth: Default::default(),
+        })
     }
 
     fn kernel(&mut self) -> Res<()> {
@@ -235,16 +283,15 @@ impl<'c, 'm> Gen<'c, 'm> {
         match t.layout() {
             Some(layout @ Layout::Blocked { .. }) => {
                 if n < self.k.threads as i64 {
-                    return self.b.build_and(self.tid, self.i32c(n - 1), "l").ice();
+                    return self.hoisted(("blocked.rep", vec![n]), |g| g.and(g.tid, g.i32c(n - 1)));
                 }
                 let (base, mul) = layout.linear(n, self.k.threads, r);
-                let t = self.b.build_int_mul(self.tid, self.i32c(mul), "l").ice()?;
-                self.b.build_int_add(t, self.i32c(base), "l").ice()
+                let t0 = self.hoisted(("blocked.t", vec![mul]), |g| g.mulc(g.tid, mul))?;
+                self.addc(t0, base)
             }
             Some(Layout::Mma { .. }) => {
                 let c = self.coords(t, r)?;
-                let row = self.b.build_int_mul(c[0], self.i32c(t.shape()[1]), "l").ice()?;
-                self.b.build_int_add(row, c[1], "l").ice()
+                self.add(self.mulc(c[0], t.shape()[1])?, c[1])
             }
             // `[m]` or `[m, 1]`: the linear index is the row.
             Some(Layout::MmaRows { .. }) => Ok(self.coords(t, r)?[0]),
@@ -259,15 +306,67 @@ impl<'c, 'm> Gen<'c, 'm> {
             Some(Layout::MmaRows { warps_m }) => return self.mma_row_coords(t.shape(), warps_m, r),
             _ => {}
         }
-        let l = self.linear(t, r)?;
         let shape = t.shape();
         let strides = row_major(shape);
+        if let Some(layout @ Layout::Blocked { .. }) = t.layout()
+            && t.numel() >= self.k.threads as i64
+        {
+            // Register `r` is at `tid · vec + k + e` (`k` a multiple of `threads · vec`, `e <
+            // vec`): where no carry crosses a coordinate, each coordinate is the thread's own
+            // (built once) plus a constant.
+            let (base, vec) = layout.linear(t.numel(), self.k.threads, r);
+            let (k, e) = (base - base % vec, base % vec);
+            let mut out = vec![];
+            for (i, (&d, &s)) in shape.iter().zip(&strides).enumerate() {
+                match self.blocked_coord(vec, k, e, s, if i == 0 { None } else { Some(d) })? {
+                    Some(c) => out.push(c),
+                    None => break,
+                }
+            }
+            if out.len() == shape.len() {
+                return Ok(out);
+            }
+        }
+        let l = self.linear(t, r)?;
         let mut out = vec![];
         for (i, &d) in shape.iter().enumerate() {
-            let q = self.b.build_int_unsigned_div(l, self.i32c(strides[i]), "c").ice()?;
-            out.push(if i == 0 { q } else { self.b.build_int_unsigned_rem(q, self.i32c(d), "c").ice()? });
+            let q = self.udivc(l, strides[i])?;
+            out.push(if i == 0 { q } else { self.uremc(q, d)? });
         }
         Ok(out)
+    }
+
+    /// `((tid · vec + k + e) / s) % d` (no `% d` for `None`) when it is a thread value plus a
+    /// constant (see `coords`), else `None`.
+    fn blocked_coord(&self, vec: i64, k: i64, e: i64, s: i64, d: Option<i64>) -> Res<Option<IntValue<'c>>> {
+        let t0 = self.hoisted(("blocked.t", vec![vec]), |g| g.mulc(g.tid, vec))?;
+        if s == 1 {
+            return match d {
+                None => Ok(Some(self.addc(t0, k + e)?)),
+                // `tid · vec % d` is a multiple of `vec` below `d`: adding `e` does not wrap.
+                Some(d) if k % d == 0 && d % vec == 0 => {
+                    let m = self.hoisted(("blocked.mod", vec![vec, 1, d]), |g| g.uremc(t0, d))?;
+                    Ok(Some(self.addc(m, e)?))
+                }
+                Some(_) => Ok(None),
+            };
+        }
+        if s % vec != 0 || k % s != 0 {
+            return Ok(None);
+        }
+        // `(tid · vec) % s` is a multiple of `vec` below `s`: adding `e` does not carry.
+        let q = self.hoisted(("blocked.div", vec![vec, s]), |g| g.udivc(t0, s))?;
+        match d {
+            None => Ok(Some(self.addc(q, k / s)?)),
+            Some(d) if (k / s) % d == 0 => Ok(Some(self.hoisted(("blocked.mod", vec![vec, s, d]), |g| g.uremc(q, d))?)),
+            Some(_) => Ok(None),
+        }
+    }
+
+    /// The 32-bit shared-memory address of a byte offset, for inline asm (`ldmatrix`,
+    /// `cp.async`): shared addresses fit in 32 bits, and one add is all it takes.
+    pub(crate) fn smem_addr32(&self, byte_offset: IntValue<'c>) -> Res<IntValue<'c>> {
+        self.add(self.smem.const_to_int(self.ctx.i32_type()), byte_offset)
     }
 
     pub(crate) fn smem_ptr(&self, byte_offset: IntValue<'c>) -> Res<PointerValue<'c>> {
@@ -310,7 +409,10 @@ impl<'c, 'm> Gen<'c, 'm> {
         let phis = inits.iter().map(|v| self.b.build_phi(v.get_type(), "acc")).collect::<Result<Vec<_>, _>>().ice()?;
         let accs: Vec<BasicValueEnum> = phis.iter().map(|p| p.as_basic_value()).collect();
         let jv = j.as_basic_value().into_int_value();
-        let next = body(self, jv, &accs)?;
+        self.loop_depth.set(self.loop_depth.get() + 1);
+        let next = body(self, jv, &accs);
+        self.loop_depth.set(self.loop_depth.get() - 1);
+        let next = next?;
         let j1 = self.b.build_int_add(jv, self.i32c(1), "j1").ice()?;
         let cont = self.b.build_int_compare(IntPredicate::SLT, j1, self.i32c(n), "cont").ice()?;
         let end = self.b.get_insert_block().ok_or("no block")?;
@@ -372,10 +474,9 @@ impl<'c, 'm> Gen<'c, 'm> {
                         let c = self.coords(&t, r)?;
                         self.smem_offset_2d(c[0], c[1], t.shape()[1], size, true)?
                     } else {
-                        let l = self.linear(&t, r)?;
-                        self.b.build_int_mul(l, self.i32c(size), "o").ice()?
+                        self.mulc(self.linear(&t, r)?, size)?
                     };
-                    let off = self.b.build_int_add(off, self.i32c(*offset as i64), "o").ice()?;
+                    let off = self.addc(off, *offset as i64)?;
                     let p = self.smem_ptr(off)?;
                     self.store_mem(p, v, t.dtype())?;
                 }
@@ -389,14 +490,9 @@ impl<'c, 'm> Gen<'c, 'm> {
                     let c = self.coords(&t, r)?;
                     let mut idx = self.i32c(0);
                     for (ci, &s) in c.iter().zip(strides) {
-                        if s != 0 {
-                            idx = self.b.build_int_add(idx, self.b.build_int_mul(*ci, self.i32c(s), "i").ice()?, "i").ice()?;
-                        }
+                        idx = self.add(idx, self.mulc(*ci, s)?)?;
                     }
-                    let off = self
-                        .b
-                        .build_int_add(self.b.build_int_mul(idx, self.i32c(size), "o").ice()?, self.i32c(*offset as i64), "o")
-                        .ice()?;
+                    let off = self.addc(self.mulc(idx, size)?, *offset as i64)?;
                     let p = self.smem_ptr(off)?;
                     out.push(self.load_mem(p, t.dtype())?);
                 }
@@ -487,7 +583,7 @@ impl<'c, 'm> Gen<'c, 'm> {
                 if i == axis {
                     continue;
                 }
-                base = self.b.build_int_add(base, self.b.build_int_mul(c[ci], self.i32c(s), "b").ice()?, "b").ice()?;
+                base = self.add(base, self.mulc(c[ci], s)?)?;
                 ci += 1;
             }
             bases.push(base);
@@ -498,8 +594,8 @@ impl<'c, 'm> Gen<'c, 'm> {
         let res = self.counted_loop(n, inits, &mut |g, j, accs| {
             let mut next = vec![];
             for (bi, base) in bases.iter().enumerate() {
-                let idx = g.b.build_int_add(*base, g.b.build_int_mul(j, g.i32c(stride), "j").ice()?, "i").ice()?;
-                let off = g.b.build_int_add(g.b.build_int_mul(idx, g.i32c(size), "o").ice()?, g.i32c(offset as i64), "o").ice()?;
+                let idx = g.add(*base, g.mulc(j, stride)?)?;
+                let off = g.addc(g.mulc(idx, size)?, offset as i64)?;
                 let p = g.smem_ptr(off)?;
                 let v = g.load_mem(p, dtype)?;
                 let v = math::convert(g, v, dtype, acc_d)?;
@@ -525,19 +621,17 @@ impl<'c, 'm> Gen<'c, 'm> {
         for r in 0..self.nregs(&t) {
             let c = self.coords(&t, r)?;
             // Byte offsets of a[i, 0] and b[0, j].
-            rows.push(
-                self.b.build_int_add(self.b.build_int_mul(c[0], self.i32c(k * size), "a").ice()?, self.i32c(a_off as i64), "a").ice()?,
-            );
-            cols.push(self.b.build_int_add(self.b.build_int_mul(c[1], self.i32c(size), "b").ice()?, self.i32c(b_off as i64), "b").ice()?);
+            rows.push(self.addc(self.mulc(c[0], k * size)?, a_off as i64)?);
+            cols.push(self.addc(self.mulc(c[1], size)?, b_off as i64)?);
         }
         let inits = self.regs(acc)?;
         let res = self.counted_loop(k, inits, &mut |g, kk, accs| {
-            let a_step = g.b.build_int_mul(kk, g.i32c(size), "ak").ice()?;
-            let b_step = g.b.build_int_mul(kk, g.i32c(n * size), "bk").ice()?;
+            let a_step = g.mulc(kk, size)?;
+            let b_step = g.mulc(kk, n * size)?;
             let mut next = vec![];
             for (ri, acc) in accs.iter().enumerate() {
-                let pa = g.smem_ptr(g.b.build_int_add(rows[ri], a_step, "pa").ice()?)?;
-                let pb = g.smem_ptr(g.b.build_int_add(cols[ri], b_step, "pb").ice()?)?;
+                let pa = g.smem_ptr(g.add(rows[ri], a_step)?)?;
+                let pb = g.smem_ptr(g.add(cols[ri], b_step)?)?;
                 let a = g.load_mem(pa, dtype)?;
                 let b = g.load_mem(pb, dtype)?;
                 let a = math::convert(g, a, dtype, acc_d)?;
@@ -624,7 +718,11 @@ impl<'c, 'm> Gen<'c, 'm> {
                 let (c, x, y) = (self.regs(operands[0])?, self.regs(operands[1])?, self.regs(operands[2])?);
                 let mut regs = vec![];
                 for i in 0..x.len() {
-                    regs.push(self.b.build_select(c[i].into_int_value(), x[i], y[i], "sel").ice()?);
+                    let c = c[i].into_int_value();
+                    regs.push(match (x[i], y[i]) {
+                        (BasicValueEnum::IntValue(a), BasicValueEnum::IntValue(b)) => self.select(c, a, b)?.into(),
+                        (a, b) => self.b.build_select(c, a, b, "sel").ice()?,
+                    });
                 }
                 one(regs)
             }
@@ -649,17 +747,15 @@ impl<'c, 'm> Gen<'c, 'm> {
                 let mut lin = self.i64c(0);
                 for i in 0..k {
                     let idx = self.regs(operands[i + 1])?[0].into_int_value();
-                    let ok = self.b.build_int_compare(IntPredicate::ULT, idx, sizes[i], "ok").ice()?;
-                    valid = self.b.build_and(valid, ok, "valid").ice()?;
-                    let wide = self.b.build_int_s_extend(idx, self.ctx.i64_type(), "w").ice()?;
-                    lin = self.b.build_int_add(lin, self.b.build_int_mul(wide, strides[i], "s").ice()?, "lin").ice()?;
+                    valid = self.and(valid, self.icmp(IntPredicate::ULT, idx, sizes[i])?)?;
+                    lin = self.add(lin, self.mul(self.sext(idx, self.ctx.i64_type())?, strides[i])?)?;
                 }
                 let dt = self.ty(operands[0]).dtype();
                 // SAFETY (of the LLVM IR): an out-of-range view gets sizes 0, so it is never read.
                 let p = unsafe { self.b.build_gep(mem_type(self.ctx, dt), ptr, &[lin], "view").ice()? };
                 let mut nsizes = vec![];
                 for s in &sizes[k..] {
-                    nsizes.push(self.b.build_select(valid, *s, self.i32c(0), "sz").ice()?.into_int_value());
+                    nsizes.push(self.select(valid, *s, self.i32c(0))?);
                 }
                 Ok(vec![Cv::Tensor { ptr: p, sizes: nsizes, strides: strides[k..].to_vec() }])
             }
@@ -720,7 +816,7 @@ impl<'c, 'm> Gen<'c, 'm> {
             CmpOp::Gt => IntPredicate::UGT,
             CmpOp::Ge => IntPredicate::UGE,
         };
-        Ok(self.b.build_int_compare(p, a.into_int_value(), b.into_int_value(), "cmp").ice()?.into())
+        Ok(self.icmp(p, a.into_int_value(), b.into_int_value())?.into())
     }
 
     fn flatten(vals: &[Cv<'c>]) -> Res<Vec<BasicValueEnum<'c>>> {
@@ -774,8 +870,10 @@ impl<'c, 'm> Gen<'c, 'm> {
         for (a, v) in args[1..].iter().zip(self.unflatten(&cur, &types)) {
             self.vals.insert(*a, v);
         }
-        let yields = self.region(region)?;
-        let flat_next = Self::flatten(&yields)?;
+        self.loop_depth.set(self.loop_depth.get() + 1);
+        let yields = self.region(region);
+        self.loop_depth.set(self.loop_depth.get() - 1);
+        let flat_next = Self::flatten(&yields?)?;
         let next_iv = self.b.build_int_add(ivv, step, "iv.next").ice()?;
         let latch = self.b.get_insert_block().ok_or("no block")?;
         self.b.build_unconditional_branch(header).ice()?;

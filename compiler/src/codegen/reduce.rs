@@ -2,7 +2,7 @@
 //! registers first, then butterfly shuffles among the lanes that share a row, then one value per
 //! warp through shared memory. See `lir::OpKind::ShuffleReduce`.
 
-use super::{Gen, Ice, Res};
+use super::{Gen, Res};
 use crate::dtype::DType;
 use crate::ir::Value;
 use crate::lir::{self, Layout};
@@ -55,20 +55,12 @@ impl<'c> Gen<'c, '_> {
             partials.push((g * per_row, v));
         }
         // One writer per (row, warp): the first lane of each group of `lanes`.
-        let b = &self.b;
-        let writer =
-            b.build_int_compare(IntPredicate::EQ, b.build_and(self.tid, self.i32c(lanes - 1), "w").ice()?, self.i32c(0), "writer").ice()?;
-        let widx = if nw > 1 {
-            b.build_int_unsigned_rem(b.build_right_shift(self.tid, self.i32c(5), false, "wp").ice()?, self.i32c(nw), "widx").ice()?
-        } else {
-            self.i32c(0)
-        };
+        let writer = self.icmp(IntPredicate::EQ, self.and(self.tid, self.i32c(lanes - 1))?, self.i32c(0))?;
+        let widx = if nw > 1 { self.uremc(self.lshr(self.tid, 5)?, nw)? } else { self.i32c(0) };
         for (j0, v) in partials {
-            let b = &self.b;
-            let q = b.build_int_add(self.tid, self.i32c(j0 * threads), "q").ice()?;
-            let row = b.build_int_unsigned_div(q, self.i32c(cpr), "row").ice()?;
-            let slot = b.build_int_add(b.build_int_mul(row, self.i32c(nw), "s").ice()?, widx, "slot").ice()?;
-            let off = b.build_int_add(b.build_int_mul(slot, self.i32c(4), "o").ice()?, self.i32c(offset as i64), "o").ice()?;
+            let row = self.udivc(self.addc(self.tid, j0 * threads)?, cpr)?;
+            let slot = self.add(self.mulc(row, nw)?, widx)?;
+            let off = self.addc(self.mulc(slot, 4)?, offset as i64)?;
             let p = self.smem_ptr(off)?;
             self.guarded(writer, &mut |g| g.store_mem(p, v, acc_d).map(|_| None), None)?;
         }
@@ -78,9 +70,8 @@ impl<'c> Gen<'c, '_> {
             let row = self.linear(rt, i)?;
             let mut acc: Option<BasicValueEnum> = None;
             for k in 0..nw {
-                let b = &self.b;
-                let slot = b.build_int_add(b.build_int_mul(row, self.i32c(nw), "s").ice()?, self.i32c(k), "slot").ice()?;
-                let off = b.build_int_add(b.build_int_mul(slot, self.i32c(4), "o").ice()?, self.i32c(offset as i64), "o").ice()?;
+                let slot = self.addc(self.mulc(row, nw)?, k)?;
+                let off = self.addc(self.mulc(slot, 4)?, offset as i64)?;
                 let v = self.load_mem(self.smem_ptr(off)?, acc_d)?;
                 acc = Some(match acc {
                     None => v,

@@ -36,7 +36,7 @@ impl<'c> Gen<'c, '_> {
                     continue;
                 }
                 let x = *c.get(ci).ok_or("coordinate count does not match the shape")?;
-                base = self.b.build_int_add(base, self.b.build_int_mul(x, self.i32c(s), "b").ice()?, "b").ice()?;
+                base = self.add(base, self.mulc(x, s)?)?;
                 ci += 1;
             }
             out.push((base, pos));
@@ -46,10 +46,7 @@ impl<'c> Gen<'c, '_> {
 
     /// Element `idx` of the staged tile (element type `dtype`) at `offset`.
     fn staged(&self, offset: u32, idx: IntValue<'c>, dtype: DType) -> Res<BasicValueEnum<'c>> {
-        let off = self
-            .b
-            .build_int_add(self.b.build_int_mul(idx, self.i32c(dtype.size() as i64), "o").ice()?, self.i32c(offset as i64), "o")
-            .ice()?;
+        let off = self.addc(self.mulc(idx, dtype.size() as i64)?, offset as i64)?;
         let p = self.smem_ptr(off)?;
         self.load_mem(p, dtype)
     }
