@@ -257,7 +257,8 @@ def run_tessera(area, case, file, kernel, inputs, scalars, out_name, out_shape, 
     out_path = os.path.join(TMP, case_id(case) + "-result.npy")
     cmd += ["--out", f"{out_name}={out_path}"]
     # The program at its defaults, then (with --tune) the autotuner's pick: one row each.
-    for tune in [False] + ([True] if args.tune else []):
+    tunable = "#[tune(" in open(path).read()
+    for tune in [False] + ([True] if args.tune and tunable else []):
         run_one(area, case, impl + (" (autotuned)" if tune else ""), cmd + (["--tune"] if tune else []), out_path, out_shape, ref,
                 flops, nbytes, tol, extra)
     for f in inputs:
