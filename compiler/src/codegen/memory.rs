@@ -22,8 +22,8 @@ use crate::ir::Value;
 use crate::lir::{self, Layout};
 use inkwell::IntPredicate;
 use inkwell::basic_block::BasicBlock;
-use inkwell::types::{BasicMetadataTypeEnum, BasicTypeEnum, IntType};
-use inkwell::values::{BasicMetadataValueEnum, BasicValue, BasicValueEnum, IntValue, PointerValue};
+use inkwell::types::{BasicTypeEnum, IntType};
+use inkwell::values::{BasicValue, BasicValueEnum, IntValue, PointerValue};
 
 /// Where one chunk of a window access goes (the edge path).
 struct Chunk<'c> {
@@ -426,12 +426,7 @@ impl<'c> Gen<'c, '_> {
 
     /// A side-effecting inline-asm statement with no result.
     fn asm_void_args(&self, text: &str, constraints: &str, args: &[BasicValueEnum<'c>]) -> Res<()> {
-        let tys: Vec<BasicMetadataTypeEnum> = args.iter().map(|a| a.get_type().into()).collect();
-        let fty = self.ctx.void_type().fn_type(&tys, false);
-        let f = self.ctx.create_inline_asm(fty, text.to_string(), constraints.to_string(), true, false, None, false);
-        let margs: Vec<BasicMetadataValueEnum> = args.iter().map(|&a| a.into()).collect();
-        self.b.build_indirect_call(fty, f, &margs, "").ice()?;
-        Ok(())
+        self.inline_asm(text, constraints, None, args, true).map(|_| ())
     }
 
     /// The registers of a chunk as a vector of their memory type.
@@ -504,19 +499,14 @@ impl<'c> Gen<'c, '_> {
         let (_, n, sfx, reg) = access(self.ctx, bytes).ok_or("no predicated store of this size")?;
         let addr = self.b.build_ptr_to_int(p, self.ctx.i64_type(), "a").ice()?;
         let sfx = if sfx == "u8" { "b8" } else { sfx };
-        let mut tys: Vec<BasicMetadataTypeEnum> = vec![self.ctx.bool_type().into(), self.ctx.i64_type().into()];
-        tys.extend(parts.iter().map(|x| BasicMetadataTypeEnum::from(x.get_type())));
-        let fty = self.ctx.void_type().fn_type(&tys, false);
         let (text, cons) = if n == 1 {
             (format!("@$0 st.global.{sfx} [$1], $2;"), format!("b,l,{reg},~{{memory}}"))
         } else {
             (format!("@$0 st.global.v2.{sfx} [$1], {{$2, $3}};"), format!("b,l,{reg},{reg},~{{memory}}"))
         };
-        let f = self.ctx.create_inline_asm(fty, text, cons, true, false, None, false);
-        let mut args: Vec<BasicMetadataValueEnum> = vec![cond.into(), addr.into()];
-        args.extend(parts.iter().map(|&x| BasicMetadataValueEnum::from(x)));
-        self.b.build_indirect_call(fty, f, &args, "").ice()?;
-        Ok(())
+        let mut args: Vec<BasicValueEnum<'c>> = vec![cond.into(), addr.into()];
+        args.extend(parts.iter().map(|&x| BasicValueEnum::from(x)));
+        self.asm_void_args(&text, &cons, &args)
     }
 
     /// `cond ? *p : init` of `bytes` bytes in global memory, without a branch: a predicated

@@ -7,13 +7,22 @@
 //! B (16×8): (k = 2t..2t+1, n = g), (k = 2t+8.., n = g). C/D (16×8 f32): (g, 2t), (g, 2t+1),
 //! (g+8, 2t), (g+8, 2t+1). `ldmatrix.x4` gives register `q` from the 8×8 matrix whose row
 //! addresses come from lanes `8q..8q+7`; with `.trans` each lane gets the transposed element.
+//!
+//! 32-bit and 8-bit operands (`m16n8k8` on tf32, an f32 `dot` under `Options::tf32`, and
+//! `m16n8k32` on s8, accumulating in s32): A is tf32 `(g, t)`, `(g+8, t)`, `(g, t+4)`,
+//! `(g+8, t+4)`, or the four s8 bytes from column `4t` of the same rows and of column `16 + 4t`:
+//! byte for byte the A fragment above over a 32-byte k-step, so the same `ldmatrix.x4` fetches
+//! it. B is tf32 `(k = t, n = g)`, `(k = t+4, n = g)`, or the s8 bytes `k = 4t..4t+3` (and
+//! `16 + 4t..`) of column `g`: a K-major B (`[n, k]`, read under `trans`) is again one
+//! `ldmatrix`; a row-major `[k, n]` one is read element by element (no transposing `ldmatrix`
+//! exists for 32-bit or 8-bit elements). C/D have the same layout, f32 or s32.
 
 use super::{Cv, Gen, Ice, Res};
 use crate::dtype::DType;
 use crate::ir::Value;
 use crate::lir::{self, Layout};
-use inkwell::types::{BasicType, BasicTypeEnum};
-use inkwell::values::{BasicMetadataValueEnum, BasicValueEnum, IntValue};
+use inkwell::types::BasicTypeEnum;
+use inkwell::values::{BasicValueEnum, IntValue};
 
 impl<'c> Gen<'c, '_> {
     /// `(warp_m, warp_n, g, t, lane)` of this thread for an MMA layout (built once per kernel).
@@ -84,16 +93,7 @@ impl<'c> Gen<'c, '_> {
         args: &[BasicValueEnum<'c>],
         side_effects: bool,
     ) -> Res<BasicValueEnum<'c>> {
-        let tys: Vec<inkwell::types::BasicMetadataTypeEnum> = args.iter().map(|a| a.get_type().into()).collect();
-        let fty = ret.fn_type(&tys, false);
-        let f = self.ctx.create_inline_asm(fty, text.to_string(), constraints.to_string(), side_effects, false, None, false);
-        let margs: Vec<BasicMetadataValueEnum> = args.iter().map(|&a| a.into()).collect();
-        self.b
-            .build_indirect_call(fty, f, &margs, "asm")
-            .ice()?
-            .try_as_basic_value()
-            .basic()
-            .ok_or_else(|| "inline asm returned nothing".to_string())
+        self.inline_asm(text, constraints, Some(ret), args, side_effects)?.ok_or_else(|| "inline asm returned nothing".to_string())
     }
 
     /// `ldmatrix.x4` (or `.x2`) at a shared-memory byte offset; returns the 32-bit registers.
@@ -114,22 +114,39 @@ impl<'c> Gen<'c, '_> {
         (0..count as u32).map(|i| self.b.build_extract_value(s, i, "m").ice().map(|v| v.into_int_value())).collect()
     }
 
+    /// One `mma.sync` over a 32-byte k-step: `m16n8k16` (f16/bf16), `m16n8k8` (f32 as tf32) or
+    /// `m16n8k32` (i8, s32 accumulators).
     fn mma(&self, dtype: DType, a: &[IntValue<'c>], b: &[IntValue<'c>], c: &[BasicValueEnum<'c>]) -> Res<Vec<BasicValueEnum<'c>>> {
-        let ty = match dtype {
-            DType::BF16 => "bf16",
-            DType::F16 => "f16",
+        let f32_acc = "=f,=f,=f,=f,r,r,r,r,r,r,0,1,2,3";
+        let (shape, acc_ty, cons): (&str, BasicTypeEnum<'c>, _) = match dtype {
+            DType::BF16 => ("m16n8k16.row.col.f32.bf16.bf16.f32", self.ctx.f32_type().into(), f32_acc),
+            DType::F16 => ("m16n8k16.row.col.f32.f16.f16.f32", self.ctx.f32_type().into(), f32_acc),
+            DType::F32 => ("m16n8k8.row.col.f32.tf32.tf32.f32", self.ctx.f32_type().into(), f32_acc),
+            DType::I8 => ("m16n8k32.row.col.s32.s8.s8.s32", self.ctx.i32_type().into(), "=r,=r,=r,=r,r,r,r,r,r,r,0,1,2,3"),
             other => return Err(format!("mma on {other}")),
         };
-        let text = format!(
-            "mma.sync.aligned.m16n8k16.row.col.f32.{ty}.{ty}.f32 {{$0, $1, $2, $3}}, {{$4, $5, $6, $7}}, {{$8, $9}}, {{$10, $11, $12, $13}};"
-        );
-        let f32t = self.ctx.f32_type();
-        let ret = self.ctx.struct_type(&[f32t.into(); 4], false);
+        let text = format!("mma.sync.aligned.{shape} {{$0, $1, $2, $3}}, {{$4, $5, $6, $7}}, {{$8, $9}}, {{$10, $11, $12, $13}};");
+        let ret = self.ctx.struct_type(&[acc_ty; 4], false);
         let mut args: Vec<BasicValueEnum> = a.iter().map(|&x| x.into()).collect();
         args.extend(b.iter().map(|&x| BasicValueEnum::from(x)));
         args.extend(c.iter().copied());
-        let s = self.asm(&text, "=f,=f,=f,=f,r,r,r,r,r,r,0,1,2,3", ret.into(), &args, false)?.into_struct_value();
+        let s = self.asm(&text, cons, ret.into(), &args, false)?.into_struct_value();
         (0..4).map(|i| self.b.build_extract_value(s, i, "d").ice()).collect()
+    }
+
+    /// tf32 operands are f32 bit patterns rounded to tf32 (`cvt.rna`); the others are used as
+    /// loaded.
+    fn to_operand(&self, regs: Vec<IntValue<'c>>, dtype: DType) -> Res<Vec<IntValue<'c>>> {
+        if dtype != DType::F32 {
+            return Ok(regs);
+        }
+        let (f32t, i32t) = (self.ctx.f32_type(), self.ctx.i32_type());
+        regs.into_iter()
+            .map(|r| {
+                let f = self.b.build_bit_cast(r, f32t, "f").ice()?;
+                Ok(self.asm("cvt.rna.tf32.f32 $0, $1;", "=r,f", i32t.into(), &[f], false)?.into_int_value())
+            })
+            .collect()
     }
 
     /// `acc + a · b` on the tensor cores; `a`/`b` are swizzled row-major tiles in shared memory.
@@ -156,27 +173,29 @@ impl<'c> Gen<'c, '_> {
         let (bm, bn) = (m / warps_m as i64, n / warps_n as i64);
         let (mt, nt) = ((bm / 16) as usize, (bn / 8) as usize);
         let esize = dtype.size() as i64;
+        // One MMA takes 32 bytes of k; lane `l` addresses 16-byte chunk `l / 16` of them.
+        let kstep = 32 / esize;
         let mut accs = self.regs(acc)?;
         let (wm, _, _, _, _) = self.mma_ids(warps_n)?;
         let lanes = self.lane_parts()?;
         let a_row0 = self.hoisted(("mma.arow0", vec![warps_n as i64]), |g| g.add(g.mulc(wm, 16)?, lanes.half))?;
-        for ks in 0..k / 16 {
+        let hi = lanes.chunk_col(self, esize)?;
+        for ks in 0..k / kstep {
             let mut afr = vec![];
             // The offsets depend only on the thread: built once (they are loop-invariant); the
             // m-tiles of one k-step are 16 rows apart, a whole swizzle period.
             let a0 = self.hoisted(("mma.a", vec![bm, warps_n as i64, k, esize, ks]), |g| {
-                g.smem_offset_2d(a_row0, g.addc(lanes.hi8, ks * 16)?, k, esize, true)
+                g.smem_offset_2d(a_row0, g.addc(hi, ks * kstep)?, k, esize, true)
             })?;
             for mi in 0..mt {
                 // Strips are `16 · warps_m` rows apart, whole swizzle periods.
                 let dr = mi as i64 * 16 * warps_m as i64;
-                let off = self.shifted_rows(a0, dr, k, esize, |g| {
-                    g.smem_offset_2d(g.addc(a_row0, dr)?, g.addc(lanes.hi8, ks * 16)?, k, esize, true)
-                })?;
+                let off = self
+                    .shifted_rows(a0, dr, k, esize, |g| g.smem_offset_2d(g.addc(a_row0, dr)?, g.addc(hi, ks * kstep)?, k, esize, true))?;
                 let off = self.add(self.addc(off, a_off as i64)?, a_base)?;
-                afr.push(self.ldmatrix(off, 4, false)?);
+                afr.push(self.to_operand(self.ldmatrix(off, 4, false)?, dtype)?);
             }
-            let bfr = self.b_fragments(ks, nt, n, k, Some((warps_n, bn)), &lanes, b_off, b_base, b_trans, esize)?;
+            let bfr = self.b_fragments(ks, nt, n, k, Some((warps_n, bn)), &lanes, b_off, b_base, b_trans, dtype)?;
             for (mi, a) in afr.iter().enumerate() {
                 for (ni, bb) in bfr.iter().enumerate() {
                     let base = (mi * nt + ni) * 4;
@@ -231,20 +250,11 @@ impl<'c> Gen<'c, '_> {
         let total = rows * chunks_per_row;
         let threads = self.k.threads as i64;
         let cp_async = |g: &Self, dst: IntValue<'c>, src: IntValue<'c>, bytes: Option<IntValue<'c>>| -> Res<()> {
-            let mut tys: Vec<inkwell::types::BasicMetadataTypeEnum> = vec![g.ctx.i32_type().into(), i64t.into()];
-            let mut args: Vec<BasicMetadataValueEnum> = vec![dst.into(), src.into()];
-            let (text, cons) = match bytes {
-                Some(b) => {
-                    tys.push(g.ctx.i32_type().into());
-                    args.push(b.into());
-                    ("cp.async.cg.shared.global [$0], [$1], 16, $2;", "r,l,r,~{memory}")
-                }
-                None => ("cp.async.cg.shared.global [$0], [$1], 16;", "r,l,~{memory}"),
+            let (text, cons, args): (_, _, Vec<BasicValueEnum<'c>>) = match bytes {
+                Some(b) => ("cp.async.cg.shared.global [$0], [$1], 16, $2;", "r,l,r,~{memory}", vec![dst.into(), src.into(), b.into()]),
+                None => ("cp.async.cg.shared.global [$0], [$1], 16;", "r,l,~{memory}", vec![dst.into(), src.into()]),
             };
-            let fty = g.ctx.void_type().fn_type(&tys, false);
-            let f = g.ctx.create_inline_asm(fty, text.into(), cons.into(), true, false, None, false);
-            g.b.build_indirect_call(fty, f, &args, "").ice()?;
-            Ok(())
+            g.inline_asm(text, cons, None, &args, true).map(|_| ())
         };
 
         // Interior windows (the common case): every chunk is whole and in range, so there is no
@@ -408,10 +418,7 @@ impl<'c> Gen<'c, '_> {
     }
 
     fn asm_void(&self, text: &str) -> Res<()> {
-        let fty = self.ctx.void_type().fn_type(&[], false);
-        let f = self.ctx.create_inline_asm(fty, text.to_string(), "~{memory}".into(), true, false, None, false);
-        self.b.build_indirect_call(fty, f, &[], "").ice()?;
-        Ok(())
+        self.inline_asm(text, "~{memory}", None, &[], true).map(|_| ())
     }
 }
 
@@ -518,12 +525,11 @@ impl<'c> Gen<'c, '_> {
         let nt = (n / 8) as usize;
         let a_regs = self.regs(a)?;
         let knt = (k / 8) as usize;
-        let esize = dtype.size() as i64;
         let mut accs = self.regs(acc)?;
         let b_base = self.regs(b_base)?[0].into_int_value();
         let lanes = self.lane_parts()?;
         for ks in 0..(k / 16) as usize {
-            let bfr = self.b_fragments(ks as i64, nt, n, k, None, &lanes, b_off, b_base, b_trans, esize)?;
+            let bfr = self.b_fragments(ks as i64, nt, n, k, None, &lanes, b_off, b_base, b_trans, dtype)?;
             for mi in 0..mt {
                 let afr = self.a_fragment(&a_regs, mi, knt, ks, dtype)?;
                 for (nj, bb) in bfr.iter().enumerate() {
@@ -572,6 +578,19 @@ pub(crate) struct LaneParts<'c> {
     pub(crate) q_lo: IntValue<'c>,
 }
 
+impl<'c> LaneParts<'c> {
+    /// The first element of this lane's 16-byte chunk of a 32-byte A k-step (`hi8` for 16-bit
+    /// elements: the chunk index times the elements per chunk).
+    fn chunk_col(&self, g: &Gen<'c, '_>, esize: i64) -> Res<IntValue<'c>> {
+        // Built once like the other lane parts: the hoisted offsets below use it.
+        match esize {
+            2 => Ok(self.hi8),
+            4 => g.hoisted(("lane.chunk", vec![4]), |g| g.lshr(self.hi8, 1)),
+            _ => g.hoisted(("lane.chunk", vec![esize]), |g| g.mulc(self.hi8, 2)),
+        }
+    }
+}
+
 impl<'c> Gen<'c, '_> {
     /// The per-lane parts of `ldmatrix` row addresses (see `LaneParts`), built once per kernel.
     pub(crate) fn lane_parts(&self) -> Res<LaneParts<'c>> {
@@ -614,8 +633,10 @@ impl<'c> Gen<'c, '_> {
         b_off: u32,
         b_base: IntValue<'c>,
         trans: bool,
-        esize: i64,
+        dtype: DType,
     ) -> Res<Vec<Vec<IntValue<'c>>>> {
+        let esize = dtype.size() as i64;
+        let (kstep, chunk) = (32 / esize, 16 / esize);
         let (warps_n, bn) = col0.unwrap_or((1, 0));
         let col0 = match col0 {
             Some((warps_n, bn)) => {
@@ -628,13 +649,24 @@ impl<'c> Gen<'c, '_> {
         let mut out = vec![];
         let mut ni = 0;
         while ni < nt {
-            let two = ni + 1 < nt;
             let nc = ni as i64 * 8;
+            if !trans && esize != 2 {
+                // No transposing `ldmatrix` for 32-bit or 8-bit elements: one n-tile at a time,
+                // element by element.
+                let (_, _, g, t, _) = self.mma_ids(1)?;
+                let col = self.addc(self.add(col0, g)?, nc)?;
+                let base = self.addc(b_base, b_off as i64)?;
+                let regs = (0..2).map(|h| self.b_elements(ks * kstep + h * kstep / 2, t, col, n, base, esize)).collect::<Res<Vec<_>>>()?;
+                out.push(self.to_operand(regs, dtype)?);
+                ni += 1;
+                continue;
+            }
+            let two = ni + 1 < nt;
             // The offsets depend only on the thread: built once (they are loop-invariant), the
             // ones a whole swizzle period apart as a constant difference.
             let off = if trans {
                 let row0 = self.hoisted(("mma.brow", key(-1)), |g| g.add(g.add(col0, l.hi8)?, l.r8))?;
-                let col = |g: &Self| g.addc(g.mulc(l.q_lo, 8)?, ks * 16);
+                let col = |g: &Self| g.addc(g.mulc(l.q_lo, chunk)?, ks * kstep);
                 let at0 = self.hoisted(("mma.bt", key(ks)), |g| g.smem_offset_2d(row0, col(g)?, k, esize, true))?;
                 self.shifted_rows(at0, nc, k, esize, |g| g.smem_offset_2d(g.addc(row0, nc)?, col(g)?, k, esize, true))?
             } else {
@@ -643,7 +675,7 @@ impl<'c> Gen<'c, '_> {
                 self.shifted_rows(at0, ks * 16, n, esize, |g| g.smem_offset_2d(g.addc(l.half, ks * 16)?, col, n, esize, true))?
             };
             let off = self.add(self.addc(off, b_off as i64)?, b_base)?;
-            let regs = self.ldmatrix(off, if two { 4 } else { 2 }, !trans)?;
+            let regs = self.to_operand(self.ldmatrix(off, if two { 4 } else { 2 }, !trans)?, dtype)?;
             out.push(regs[0..2].to_vec());
             if two {
                 out.push(regs[2..4].to_vec());
@@ -651,5 +683,22 @@ impl<'c> Gen<'c, '_> {
             ni += 2;
         }
         Ok(out)
+    }
+
+    /// One 32-bit B register of a row-major `[k, n]` tile at byte `b0`: tf32 element
+    /// `(k0 + t, col)`, or the four s8 elements `(k0 + 4t + j, col)`, `j = 0..3`, low byte first.
+    fn b_elements(&self, k0: i64, t: IntValue<'c>, col: IntValue<'c>, n: i64, b0: IntValue<'c>, esize: i64) -> Res<IntValue<'c>> {
+        let i32t = self.ctx.i32_type();
+        let per = 4 / esize;
+        let mut word = i32t.const_zero();
+        for j in 0..per {
+            let krow = self.addc(self.mulc(t, per)?, k0 + j)?;
+            let p = self.smem_ptr(self.add(self.smem_offset_2d(krow, col, n, esize, true)?, b0)?)?;
+            let v = self.b.build_load(if esize == 4 { i32t } else { self.ctx.i8_type() }, p, "be").ice()?.into_int_value();
+            let v = if esize == 4 { v } else { self.b.build_int_z_extend(v, i32t, "bz").ice()? };
+            let v = self.b.build_left_shift(v, i32t.const_int((8 * esize * j) as u64, false), "bs").ice()?;
+            word = self.b.build_or(word, v, "bw").ice()?;
+        }
+        Ok(word)
     }
 }

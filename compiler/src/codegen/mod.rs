@@ -12,7 +12,6 @@ mod indexed;
 mod math;
 mod memory;
 mod mma;
-mod mma_wide;
 mod reduce;
 mod scan;
 mod wgmma;
@@ -250,6 +249,30 @@ impl<'c, 'm> Gen<'c, 'm> {
         let f = declare(self.module, name, ret.fn_type(&tys, false));
         let margs: Vec<BasicMetadataValueEnum> = args.iter().map(|&a| a.into()).collect();
         self.b.build_call(f, &margs, "").ice()?.try_as_basic_value().basic().ok_or_else(|| format!("{name} returned nothing"))
+    }
+
+    /// Inline PTX: `ret` (a struct for several results) or nothing, from `args` under
+    /// `constraints`. Everything the codegen writes in PTX itself goes through here.
+    pub(crate) fn inline_asm(
+        &self,
+        text: &str,
+        constraints: &str,
+        ret: Option<inkwell::types::BasicTypeEnum<'c>>,
+        args: &[BasicValueEnum<'c>],
+        side_effects: bool,
+    ) -> Res<Option<BasicValueEnum<'c>>> {
+        let tys: Vec<BasicMetadataTypeEnum> = args.iter().map(|a| a.get_type().into()).collect();
+        let fty = match ret {
+            Some(r) => r.fn_type(&tys, false),
+            None => self.ctx.void_type().fn_type(&tys, false),
+        };
+        let f = self.ctx.create_inline_asm(fty, text.to_string(), constraints.to_string(), side_effects, false, None, false);
+        let margs: Vec<BasicMetadataValueEnum> = args.iter().map(|&a| a.into()).collect();
+        let call = self.b.build_indirect_call(fty, f, &margs, "").ice()?;
+        match ret {
+            Some(_) => Ok(Some(call.try_as_basic_value().basic().ok_or("inline asm returned nothing")?)),
+            None => Ok(None),
+        }
     }
 
     pub(crate) fn call_void(&self, name: &str) -> Res<()> {
@@ -508,10 +531,6 @@ impl<'c, 'm> Gen<'c, 'm> {
             OpKind::LocalMma { a_offset, b_offset, k, dtype, b_trans, wgmma: true } => {
                 let (acc, a_base, b_base) = (d.operands[0], d.operands.get(1).copied(), d.operands.get(2).copied());
                 self.local_wgmma(&rt.ok_or("mma without result")?, acc, [a_base, b_base], (*a_offset, *b_offset, *b_trans), *k, *dtype)
-            }
-            OpKind::LocalMma { a_offset, b_offset, k, dtype: dtype @ (DType::F32 | DType::I8), b_trans, wgmma: false } => {
-                let (acc, a_base, b_base) = (d.operands[0], d.operands.get(1).copied(), d.operands.get(2).copied());
-                self.local_mma_wide(&rt.ok_or("mma without result")?, acc, [a_base, b_base], (*a_offset, *b_offset, *b_trans), *k, *dtype)
             }
             OpKind::LocalMma { a_offset, b_offset, k, dtype, b_trans, wgmma: false } => {
                 let (acc, a_base, b_base) = (d.operands[0], d.operands.get(1).copied(), d.operands.get(2).copied());

@@ -16,7 +16,6 @@ use super::{Cv, Gen, Ice, Res};
 use crate::dtype::DType;
 use crate::ir::Value;
 use crate::lir;
-use inkwell::types::{BasicType, BasicTypeEnum};
 use inkwell::values::{BasicValueEnum, IntValue};
 use std::collections::HashMap;
 
@@ -68,41 +67,14 @@ impl<'c> Gen<'c, '_> {
         acc: Option<&[BasicValueEnum<'c>]>,
         n: usize,
     ) -> Res<Vec<BasicValueEnum<'c>>> {
-        let f32t = self.ctx.f32_type();
         let mut cons: Vec<String> = vec!["=f".into(); n];
-        let mut all: Vec<BasicValueEnum<'c>> = vec![];
-        for a in args {
-            cons.push(if a.get_type().into_int_type().get_bit_width() == 64 { "l".into() } else { "r".into() });
-            all.push(*a);
-        }
-        for (i, v) in acc.unwrap_or(&[]).iter().enumerate() {
-            cons.push(i.to_string());
-            all.push(*v);
-        }
+        cons.extend(args.iter().map(|a| if a.get_type().into_int_type().get_bit_width() == 64 { "l".into() } else { "r".into() }));
+        cons.extend((0..acc.map_or(0, |a| a.len())).map(|i| i.to_string()));
         cons.push("~{memory}".into());
-        let ret: Option<BasicTypeEnum<'c>> = (n > 0).then(|| self.ctx.struct_type(&vec![f32t.into(); n], false).into());
-        let tys: Vec<inkwell::types::BasicMetadataTypeEnum> = all.iter().map(|a| a.get_type().into()).collect();
-        let fty = match ret {
-            Some(r) => r.fn_type(&tys, false),
-            None => self.ctx.void_type().fn_type(&tys, false),
-        };
-        let f = self.ctx.create_inline_asm(fty, text.to_string(), cons.join(","), true, false, None, false);
-        let margs: Vec<inkwell::values::BasicMetadataValueEnum> = all.iter().map(|&a| a.into()).collect();
-        let call = self.b.build_indirect_call(fty, f, &margs, "wg").ice()?;
-        if n == 0 {
-            return Ok(vec![]);
-        }
-        let s = call.try_as_basic_value().basic().ok_or("wgmma asm returned nothing")?.into_struct_value();
-        (0..n as u32).map(|i| self.b.build_extract_value(s, i, "d").ice()).collect()
-    }
-
-    /// `v` through an opaque register move (never merged with another one).
-    fn opaque_copy(&self, v: BasicValueEnum<'c>) -> Res<BasicValueEnum<'c>> {
-        let f32t = self.ctx.f32_type();
-        let fty = f32t.fn_type(&[f32t.into()], false);
-        let f = self.ctx.create_inline_asm(fty, "mov.b32 $0, $1;".into(), "=f,f".into(), true, false, None, false);
-        let call = self.b.build_indirect_call(fty, f, &[v.into()], "cp").ice()?;
-        call.try_as_basic_value().basic().ok_or_else(|| "mov returned nothing".to_string())
+        let all: Vec<BasicValueEnum<'c>> = args.iter().chain(acc.unwrap_or(&[])).copied().collect();
+        let ret = (n > 0).then(|| self.ctx.struct_type(&vec![self.ctx.f32_type().into(); n], false).into());
+        let Some(s) = self.inline_asm(text, &cons.join(","), ret, &all, true)? else { return Ok(vec![]) };
+        (0..n as u32).map(|i| self.b.build_extract_value(s.into_struct_value(), i, "d").ice()).collect()
     }
 
     /// A descriptor for the tile at shared byte offset `off`.
@@ -209,17 +181,8 @@ impl<'c> Gen<'c, '_> {
             let db = self.descriptor(self.b.build_int_add(b0, self.i32c(b_step), "kb").ice()?, b_bits)?;
             for s in 0..strips {
                 let acc = &accs[s * per..(s + 1) * per];
-                // A zero accumulator is not read (scale-d = 0) and a constant one is first copied
-                // into registers of its own: a constant shared by several tied operands may
-                // otherwise end up in one register that the asm overwrites (seen with LLVM 19).
+                // A zero accumulator is not read (scale-d = 0): no registers are zeroed for it.
                 let zero = ks == 0 && acc.iter().all(|v| v.into_float_value().get_constant().is_some_and(|(c, _)| c == 0.0));
-                let copied;
-                let acc = if !zero && acc.iter().any(|v| v.into_float_value().is_const()) {
-                    copied = acc.iter().map(|&v| self.opaque_copy(v)).collect::<Res<Vec<_>>>()?;
-                    &copied[..]
-                } else {
-                    acc
-                };
                 let (acc, scale) = if zero { (None, 0) } else { (Some(acc), 1) };
                 // Strip `s` of this warpgroup: rows `64·g + 16·warps_m·s`.
                 let d = match &a {
