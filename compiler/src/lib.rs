@@ -220,7 +220,8 @@ pub struct Module {
     /// Warnings and notes (errors make `compile` fail instead).
     pub warnings: Diagnostics,
     /// Wall time of each stage over the whole file, in milliseconds: `frontend` (parse, sema,
-    /// tile-IR passes), `lower`, `codegen` (LLVM IR, its optimisation, and PTX emission).
+    /// tile-IR passes), `lower`, then codegen's three parts: `llvm-ir` (building and verifying
+    /// the LLVM IR), `opt` (its optimisation) and `llc` (PTX emission).
     pub stage_ms: Vec<(&'static str, f64)>,
 }
 
@@ -327,7 +328,7 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
     let clock = std::time::Instant::now();
     let kernels = frontend_with(src, opts, sink)?;
     let frontend_ms = clock.elapsed().as_secs_f64() * 1e3;
-    let (mut lower_ms, mut codegen_ms) = (0.0, 0.0);
+    let (mut lower_ms, mut codegen_ms) = (0.0, [0.0; 3]);
     let mut out = vec![];
     let ice = |d: Diagnostic| {
         let mut sources = SourceMap::new();
@@ -344,10 +345,11 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
         if opts.verify {
             lir::verify_kernel(&lk).map_err(|e| ice(Diagnostic::ice("lower", e)))?;
         }
-        let clock = std::time::Instant::now();
         let dump_ir = sink.wants("codegen");
-        let (llvm_ir, ptx) = codegen::emit(&lk, opts.target, opts.keep_llvm_ir || dump_ir).map_err(ice)?;
-        codegen_ms += clock.elapsed().as_secs_f64() * 1e3;
+        let codegen::Emitted { llvm_ir, ptx, ms } = codegen::emit(&lk, opts.target, opts.keep_llvm_ir || dump_ir).map_err(ice)?;
+        for (total, ms) in codegen_ms.iter_mut().zip(ms) {
+            *total += ms;
+        }
         if let (true, Some(ir)) = (dump_ir, &llvm_ir) {
             sink.dump(&k.name, "codegen", ir);
         }
@@ -367,6 +369,7 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
         };
         out.push(CompiledKernel { meta, tir: k, lir: lk, llvm_ir, ptx });
     }
-    let stage_ms = vec![("frontend", frontend_ms), ("lower", lower_ms), ("codegen", codegen_ms)];
+    let stage_ms =
+        vec![("frontend", frontend_ms), ("lower", lower_ms), ("llvm-ir", codegen_ms[0]), ("opt", codegen_ms[1]), ("llc", codegen_ms[2])];
     Ok(Module { kernels: out, warnings: Diagnostics::default(), stage_ms })
 }

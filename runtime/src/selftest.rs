@@ -55,6 +55,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("ops/scan.tile", include_str!("../../tests/ops/scan.tile")),
     ("ops/loops.tile", include_str!("../../tests/ops/loops.tile")),
     ("ops/dot_wide.tile", include_str!("../../tests/ops/dot_wide.tile")),
+    ("ops/convert.tile", include_str!("../../tests/ops/convert.tile")),
 ];
 
 /// Sizes of dimension symbols and values of integer consts, by name, as a generator sees them.
@@ -162,6 +163,9 @@ const fn op(
 
 /// The outputs of `dot_wide.tile`, all poisoned.
 const DOT_WIDE_OUT: &[(&str, Out)] = &[("ci", P), ("cti", P), ("cf", P), ("ctf", P)];
+
+/// The outputs of `convert.tile`, all poisoned and exact (values moved, maxima, integer sums).
+const CONVERT_OUT: &[(&str, Out)] = &[("of", P), ("oi", P), ("od", P), ("oh", P), ("ob", P), ("ow", P), ("ot", P)];
 
 /// The outputs of `math.tile`, all poisoned.
 const MATH_OUT: &[(&str, Out)] = &[
@@ -548,6 +552,11 @@ pub const CASES: &[Case] = &[
         tols: &[("ci", X), ("cti", X), ("*", Tol::Ulps { ulps: 16384.0, atol: 0.02 })],
         tf32: true,
         ..c("ops dot_wide tf32 M64 N64 K256", "ops/dot_wide.tile", &[], &[("M", 64), ("N", 64), ("K", 256)], &[], DOT_WIDE_OUT)
+    },
+    Case { tols: &[("*", X)], ..c("ops convert R9 C100", "ops/convert.tile", &[], &[("R", 9), ("C", 100)], &[], CONVERT_OUT) },
+    Case {
+        tols: &[("*", X)],
+        ..c("ops convert R37 C61 BR=8 BC=64", "ops/convert.tile", &[("BR", i(8)), ("BC", i(64))], &[("R", 37), ("C", 61)], &[], CONVERT_OUT)
     },
 ];
 

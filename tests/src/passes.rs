@@ -173,6 +173,7 @@ fn mma_tiles_stored(k: &lir::Kernel) -> Vec<String> {
 fn every_pass_program_is_checked() {
     let tested = [
         "chained.tile",
+        "convert_shuffle.tile",
         "dce.tile",
         "layout_epilogue.tile",
         "pipeline_gemm.tile",
@@ -298,6 +299,39 @@ fn layout_chained_dots_warps_own_rows() {
     assert!(!stores_p, "{}: `p` is stored to shared memory", s.name);
     assert_eq!(mma_tiles_stored(k), Vec::<String>::new(), "{}: an accumulator-layout tile went through shared memory", s.name);
     assert!(lir_find(k, "local_load").is_empty(), "{}: nothing is converted through shared memory", s.name);
+    s.snapshot();
+}
+
+#[test]
+fn convert_by_shuffles_where_cheaper() {
+    let s = staged("convert_shuffle.tile");
+    let k = &s.kernel.lir;
+    let shuffles = lir_find(k, "shuffle_convert");
+    let dtypes: Vec<DType> = shuffles.iter().map(|&op| k.body.ty(k.body.op(op).results[0]).dtype()).collect();
+    assert_eq!(dtypes, [DType::F32, DType::Bool], "{}: the row max and the row mask are broadcast by shuffles", s.name);
+    for &op in &shuffles {
+        let d = k.body.op(op);
+        let (x, r) = (d.operands[0], d.results[0]);
+        let lir::OpKind::ShuffleConvert { strides } = &d.kind else { unreachable!() };
+        assert_eq!(strides, &[1, 0], "{}: a row broadcast reads element (i, j) from row i", s.name);
+        let plan = lir::shuffle::plan(k.body.ty(x), k.body.ty(r), strides, k.threads).expect("a plan");
+        // Each thread's 8 registers span two rows: two shuffles, not one per register.
+        assert_eq!(plan.shuffles(), 2, "{}: {plan:?}", s.name);
+        assert!(lir::shuffle::shuffle_is_cheaper(&plan, k.body.ty(x), k.body.ty(r), k.threads));
+    }
+    // The two conversions whose elements are in other warps go through shared memory.
+    let loads: Vec<String> = lir_find(k, "local_load").into_iter().map(|op| k.body.ty(k.body.op(op).results[0]).to_string()).collect();
+    assert_eq!(loads, ["f32[4, 256] #blocked<4>", "f32[256, 4] #blocked<4>"], "{}", s.name);
+    // Each is `local_store x; barrier; local_load; barrier`, and no shuffle plan exists for it.
+    let ops = &k.body.block(k.body.entry).ops;
+    for (i, &op) in ops.iter().enumerate() {
+        let d = k.body.op(op);
+        let lir::OpKind::LocalLoad { strides, .. } = &d.kind else { continue };
+        let store = k.body.op(ops[i - 2]);
+        assert_eq!(store.kind.mnemonic(), "local_store", "{}: {op} does not read what was just stored", s.name);
+        let x = store.operands[0];
+        assert!(lir::shuffle::plan(k.body.ty(x), k.body.ty(d.results[0]), strides, k.threads).is_none(), "{}: {op} could shuffle", s.name);
+    }
     s.snapshot();
 }
 

@@ -475,32 +475,9 @@ impl<'c> Gen<'c, '_> {
         Ok(out)
     }
 
-    /// `shfl.sync.bfly` of a 32-bit register (floats and ints) across the full warp.
+    /// `shfl.sync.bfly` of a register across the full warp.
     pub(crate) fn shfl_xor(&self, v: BasicValueEnum<'c>, lane_mask: i64) -> Res<BasicValueEnum<'c>> {
-        let i32t = self.ctx.i32_type();
-        let bits = if v.get_type().is_float_type() {
-            if v.get_type() != self.ctx.f32_type().into() {
-                return Err("shuffle of a float that is not f32".into());
-            }
-            self.b.build_bit_cast(v, i32t, "b").ice()?.into_int_value()
-        } else {
-            let iv = v.into_int_value();
-            if iv.get_type().get_bit_width() > 32 {
-                return Err("shuffle of a 64-bit integer".into());
-            }
-            self.b.build_int_z_extend(iv, i32t, "z").ice()?
-        };
-        let r = self.call(
-            "llvm.nvvm.shfl.sync.bfly.i32",
-            &[i32t.const_all_ones().into(), bits.into(), self.i32c(lane_mask).into(), self.i32c(31).into()],
-            i32t.into(),
-        )?;
-        let r = r.into_int_value();
-        Ok(if v.get_type().is_float_type() {
-            self.b.build_bit_cast(r, v.get_type(), "f").ice()?
-        } else {
-            self.b.build_int_truncate(r, v.into_int_value().get_type(), "t").ice()?.into()
-        })
+        self.shfl("llvm.nvvm.shfl.sync.bfly.i32", v, self.i32c(lane_mask))
     }
 
     /// `acc + a · b` with `a` in registers (`#mma<w×1>`, 16-bit floats) and `b` swizzled in

@@ -14,6 +14,7 @@ mod memory;
 mod mma;
 mod reduce;
 mod scan;
+mod shuffle;
 mod wgmma;
 
 use crate::Target;
@@ -79,12 +80,23 @@ const PIPELINE: &str = "function(nvvm-intr-range,early-cse,\
     loop-mssa(licm<no-allowspeculation>,loop-rotate,licm<allowspeculation>),simplifycfg<keep-loops>,\
     loop(indvars,loop-deletion),instcombine<max-iterations=1;no-verify-fixpoint>,simplifycfg<keep-loops>)";
 
+/// What [`emit`] made of one kernel.
+pub struct Emitted {
+    /// The LLVM IR after optimisation, if asked for.
+    pub llvm_ir: Option<String>,
+    pub ptx: String,
+    /// Milliseconds spent building the LLVM IR, optimising it, and generating PTX from it.
+    pub ms: [f64; 3],
+}
+
 /// Generates the PTX of one kernel, and its LLVM IR after optimisation if `keep_ir`.
-pub fn emit(k: &lir::Kernel, target: Target, keep_ir: bool) -> Result<(Option<String>, String), Diagnostic> {
+pub fn emit(k: &lir::Kernel, target: Target, keep_ir: bool) -> Result<Emitted, Diagnostic> {
     emit_inner(k, target, keep_ir).map_err(|e| Diagnostic::ice("codegen", e))
 }
 
-fn emit_inner(k: &lir::Kernel, target: Target, keep_ir: bool) -> Res<(Option<String>, String)> {
+fn emit_inner(k: &lir::Kernel, target: Target, keep_ir: bool) -> Res<Emitted> {
+    let clock = std::time::Instant::now();
+    let lap = || clock.elapsed().as_secs_f64() * 1e3;
     let tm = target_machine(target)?;
     let ctx = Context::create();
     let module = ctx.create_module(&k.name);
@@ -93,12 +105,16 @@ fn emit_inner(k: &lir::Kernel, target: Target, keep_ir: bool) -> Res<(Option<Str
     let mut g = Gen::new(&ctx, &module, k)?;
     g.kernel()?;
     module.verify().map_err(|e| format!("LLVM rejected the generated module: {e}"))?;
+    let built = lap();
     module.run_passes(PIPELINE, &tm, PassBuilderOptions::create()).ice()?;
+    let optimised = lap();
     // Printing the IR costs a few milliseconds: only when asked for.
     let llvm_ir = keep_ir.then(|| module.print_to_string().to_string());
+    let printed = lap();
     let buf = tm.write_to_memory_buffer(&module, FileType::Assembly).ice()?;
     let ptx = String::from_utf8_lossy(buf.as_slice()).trim_end_matches('\0').to_string();
-    Ok((llvm_ir, ptx))
+    let done = lap();
+    Ok(Emitted { llvm_ir, ptx, ms: [built, optimised - built, done - printed] })
 }
 
 #[derive(Clone)]
@@ -547,6 +563,10 @@ impl<'c, 'm> Gen<'c, 'm> {
             OpKind::ShuffleReduce { op: rop, offset } => {
                 let t = rt.ok_or("shuffle_reduce without result")?;
                 self.shuffle_reduce(d.operands[0], &t, *rop, *offset).map(|r| vec![Cv::Regs(r)])
+            }
+            OpKind::ShuffleConvert { strides } => {
+                let t = rt.ok_or("shuffle_convert without result")?;
+                self.shuffle_convert(d.operands[0], &t, strides).map(|r| vec![Cv::Regs(r)])
             }
             OpKind::RowBroadcast => {
                 let t = rt.ok_or("row_broadcast without result")?;

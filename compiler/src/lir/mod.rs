@@ -1,14 +1,16 @@
 //! Level 2, the thread IR: the tile IR after layout assignment. Every tile type carries a layout
-//! that says which thread holds which element; data that must move between threads goes through
-//! explicit shared-memory stores and loads separated by explicit barriers.
+//! that says which thread holds which element; data that moves between threads goes either
+//! through explicit shared-memory stores and loads separated by explicit barriers, or through
+//! warp shuffles (`row_reduce`, `shuffle_reduce`, `shuffle_convert`).
 //!
-//! Layouts (this stage has blocked layouts only): `Blocked { vec }` spreads the tile's elements,
-//! in row-major order, over the block's `T` threads in chunks of `vec` contiguous elements:
-//! element `L` is held by thread `(L / vec) % T`. A tile with fewer elements than threads is
-//! replicated: thread `t` holds element `t % N`. Since the layout depends only on the flattened
-//! index, `reshape` never moves data.
+//! Blocked layouts: `Blocked { vec }` spreads the tile's elements, in row-major order, over the
+//! block's `T` threads in chunks of `vec` contiguous elements: element `L` is held by thread
+//! `(L / vec) % T`. A tile with fewer elements than threads is replicated: thread `t` holds
+//! element `t % N`. Since the layout depends only on the flattened index, `reshape` never moves
+//! data. The MMA layouts are described on [`Layout`].
 
 mod print;
+pub mod shuffle;
 
 use crate::dtype::DType;
 use crate::ir::Body;
@@ -202,6 +204,12 @@ pub enum OpKind {
     ShuffleReduce { op: tir::ReduceOp, offset: u32 },
     /// `(x: [m, 1] #mma_rows<w>) -> [m, n] #mma<w×1>`: copies each row's value to its columns.
     RowBroadcast,
+    /// `(x) -> T`: a layout conversion (and broadcast or permutation) in registers: element `c`
+    /// of the result is `x`'s element at linear index `Σ c_i · strides_i`, taken from this
+    /// thread's registers or read from another lane of the warp with `shfl.sync.idx`, as
+    /// `shuffle::plan` finds (the lowering emits it only where that plan exists and is cheaper
+    /// than shared memory).
+    ShuffleConvert { strides: Vec<i64> },
     /// `() -> i32[shape]`: each element's coordinate along `axis` (rebuilds `arange`-derived
     /// masks directly in a consumer's layout).
     Coord { axis: u32 },
@@ -231,6 +239,7 @@ impl OpKind {
             OpKind::AsyncCommit => "async_commit".into(),
             OpKind::RowReduce { op } => format!("row_reduce.{}", op.name()),
             OpKind::RowBroadcast => "row_broadcast".into(),
+            OpKind::ShuffleConvert { .. } => "shuffle_convert".into(),
             OpKind::ShuffleReduce { op, .. } => format!("shuffle_reduce.{}", op.name()),
             OpKind::Coord { .. } => "coord".into(),
             OpKind::RegMma { .. } => "reg_mma".into(),
@@ -339,6 +348,14 @@ fn verify_block(k: &Kernel, blk: crate::ir::Block, defined: &mut Vec<bool>) -> R
                     d.kind.mnemonic(),
                     k.threads
                 ));
+            }
+        }
+        if let OpKind::ShuffleConvert { strides } = &d.kind {
+            let (Some(&x), Some(&r)) = (d.operands.first(), d.results.first()) else {
+                return Err("shuffle_convert takes one operand and has one result".into());
+            };
+            if shuffle::plan(b.ty(x), b.ty(r), strides, k.threads).is_none() {
+                return Err(format!("shuffle_convert from {} to {} has no shuffle plan", b.ty(x), b.ty(r)));
             }
         }
         let end = match &d.kind {

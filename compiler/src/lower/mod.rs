@@ -223,17 +223,30 @@ impl Cx<'_> {
                 self.emit(blk, lir::OpKind::Tir(OpKind::Splat), vec![x], vec![target], span)[0]
             }
             _ => {
-                let shape = cur.shape().to_vec();
-                self.smem = self.smem.max(self.bytes(v));
-                self.emit(blk, lir::OpKind::LocalStore { offset: 0, swizzled: false }, vec![mapped], vec![], span);
-                self.emit(blk, lir::OpKind::Barrier, vec![], vec![], span);
-                let r = self.emit(blk, lir::OpKind::LocalLoad { offset: 0, strides: row_major(&shape) }, vec![], vec![target], span)[0];
-                self.emit(blk, lir::OpKind::Barrier, vec![], vec![], span);
-                r
+                let strides = row_major(cur.shape());
+                self.relayout(mapped, self.bytes(v), strides, target, blk, span)
             }
         };
         self.converted.insert((v, want, blk), out);
         Ok(out)
+    }
+
+    /// `x` (`bytes` big) as a tile of type `target` whose element `c` is `x`'s element at linear
+    /// index `Σ c_i · strides_i`: by warp shuffles where every element is in the reader's warp
+    /// and that is cheaper (`lir::shuffle`), else through shared memory.
+    fn relayout(&mut self, x: Value, bytes: u32, strides: Vec<i64>, target: lir::Type, blk: Block, span: crate::Span) -> Value {
+        let xt = self.dst.ty(x).clone();
+        if let Some(plan) = lir::shuffle::plan(&xt, &target, &strides, self.threads)
+            && lir::shuffle::shuffle_is_cheaper(&plan, &xt, &target, self.threads)
+        {
+            return self.emit(blk, lir::OpKind::ShuffleConvert { strides }, vec![x], vec![target], span)[0];
+        }
+        self.smem = self.smem.max(bytes);
+        self.emit(blk, lir::OpKind::LocalStore { offset: 0, swizzled: false }, vec![x], vec![], span);
+        self.emit(blk, lir::OpKind::Barrier, vec![], vec![], span);
+        let r = self.emit(blk, lir::OpKind::LocalLoad { offset: 0, strides }, vec![], vec![target], span)[0];
+        self.emit(blk, lir::OpKind::Barrier, vec![], vec![], span);
+        r
     }
 
     fn v(&self, v: Value) -> Result<Value, Diagnostic> {
@@ -309,12 +322,8 @@ impl Cx<'_> {
                         _ => (0..dst_shape.len()).map(|i| if src_shape[i] == 1 && dst_shape[i] != 1 { 0 } else { rm[i] }).collect(),
                     };
                     let x = self.v(d.operands[0])?;
-                    self.smem = self.smem.max(self.bytes(d.operands[0]));
-                    self.emit(dst, lir::OpKind::LocalStore { offset: 0, swizzled: false }, vec![x], vec![], span);
-                    self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
-                    let r = self.emit(dst, lir::OpKind::LocalLoad { offset: 0, strides }, vec![], rtys, span);
-                    self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
-                    r
+                    let target = rtys.into_iter().next().ok_or_else(|| Diagnostic::ice("lower", "broadcast without a result"))?;
+                    vec![self.relayout(x, self.bytes(d.operands[0]), strides, target, dst, span)]
                 }
                 OpKind::Reduce(rop, 1) if matches!(res_layout, Some(Layout::MmaRows { .. })) => {
                     let x = self.v(d.operands[0])?;

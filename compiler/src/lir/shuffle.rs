@@ -1,0 +1,285 @@
+//! Layout conversions by warp shuffles: where each destination register of a `shuffle_convert`
+//! comes from (a register of the same thread, or one register of another lane of the same warp
+//! read with `shfl.sync.idx`), and whether that is cheaper than the round trip through shared
+//! memory (`local_store`, barrier, `local_load`, barrier) that converts any layout.
+//!
+//! The plan is found by enumeration over the block's threads, then checked to have the closed
+//! form the code generator can build: for destination register `r`, every thread reads the same
+//! source register, from the lane `xor ⊕ (⊕ over the set bits i of tid: bits[i])` (an affine map
+//! over GF(2) of the thread index; the blocked and MMA layouts of power-of-two tiles all give
+//! one). The same computation runs in the lowering (to choose) and in codegen (to emit), so the
+//! thread IR only records the conversion's index map.
+
+use super::{Layout, Type};
+
+/// The row-major linear index of register `r` of thread `t` in a tile of `shape` held in
+/// `layout` by `threads` threads (the layouts' definitions in [`Layout`]).
+pub fn element_of(layout: Layout, shape: &[i64], threads: u32, t: u32, r: usize) -> i64 {
+    let numel: i64 = shape.iter().product();
+    let (warp, lane) = ((t / 32) as i64, (t % 32) as i64);
+    match layout {
+        Layout::Blocked { .. } => {
+            if numel < threads as i64 {
+                return t as i64 % numel.max(1);
+            }
+            let (base, mul) = layout.linear(numel, threads, r);
+            base + t as i64 * mul
+        }
+        Layout::Mma { warps_m, warps_n } => {
+            let n = shape.get(1).copied().unwrap_or(1);
+            let bn = n / warps_n as i64;
+            let nt = (bn / 8).max(1) as usize;
+            let (c, ni, mi) = ((r % 4) as i64, ((r / 4) % nt) as i64, (r / 4 / nt) as i64);
+            let (wm, wn) = (warp / warps_n as i64, warp % warps_n as i64);
+            let row = wm * 16 + lane / 4 + mi * 16 * warps_m as i64 + 8 * (c / 2);
+            let col = wn * bn + 2 * (lane % 4) + ni * 8 + c % 2;
+            row * n + col
+        }
+        Layout::MmaRows { warps_m } => {
+            let (mi, h) = ((r / 2) as i64, (r % 2) as i64);
+            warp * 16 + lane / 4 + mi * 16 * warps_m as i64 + 8 * h
+        }
+    }
+}
+
+/// A lane index as an affine function of the thread index over GF(2): `xor` XOR the `mask` of
+/// each `(bit, mask)` whose `bit` is set in `tid`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LaneMap {
+    pub xor: u32,
+    pub bits: Vec<(u32, u32)>,
+}
+
+/// Where one destination register comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// Register `reg` of the same thread.
+    Own(usize),
+    /// Register `reg` of lane `lane(tid)` of the same warp.
+    Shuffle { reg: usize, lane: LaneMap },
+}
+
+/// The sources of every destination register, in register order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShufflePlan {
+    pub sources: Vec<Source>,
+}
+
+impl ShufflePlan {
+    /// The shuffles the conversion issues (equal sources are read once).
+    pub fn shuffles(&self) -> usize {
+        let mut seen: Vec<&Source> = self.sources.iter().filter(|s| matches!(s, Source::Shuffle { .. })).collect();
+        seen.sort_by_key(|s| format!("{s:?}"));
+        seen.dedup();
+        seen.len()
+    }
+}
+
+/// Enumeration bound (threads × registers): bigger conversions go through shared memory.
+const MAX_ELEMENTS: usize = 1 << 16;
+
+/// How a destination thread picks among the holders of an element in its warp.
+#[derive(Clone, Copy)]
+enum Policy {
+    /// Its own register when it holds the element (no shuffle at all), else the lowest lane.
+    OwnFirst,
+    /// The lowest lane (one lane serves all, e.g. a value replicated across a quad).
+    LowestLane,
+    /// The holder whose lane differs from the reader's in the fewest low bits (replicas read
+    /// "straight across").
+    Nearest,
+}
+
+/// The plan that gives each thread, for each register of `dst`, the element of `src` at linear
+/// index `Σ c_i · strides_i` where `c` is the destination element's coordinate (row-major
+/// `strides` of `src` for a plain conversion, zeros for broadcast axes, permuted for a
+/// permutation). `None` when some element is only in another warp, the source register differs
+/// between threads, or the lanes have no affine form.
+pub fn plan(src: &Type, dst: &Type, strides: &[i64], threads: u32) -> Option<ShufflePlan> {
+    let (Some(sl), Some(dl)) = (src.layout(), dst.layout()) else { return None };
+    let (ss, ds) = (src.shape(), dst.shape());
+    if strides.len() != ds.len() || src.dtype() != dst.dtype() || threads == 0 || !threads.is_multiple_of(32) {
+        return None;
+    }
+    let (s_regs, d_regs) = (sl.regs(ss, threads), dl.regs(ds, threads));
+    let s_numel: i64 = ss.iter().product();
+    if threads as usize * s_regs.max(d_regs) > MAX_ELEMENTS || s_numel <= 0 {
+        return None;
+    }
+    // Who holds each source element: (thread, register), in thread order.
+    let mut holders: Vec<Vec<(u32, usize)>> = vec![vec![]; s_numel as usize];
+    for t in 0..threads {
+        for r in 0..s_regs {
+            let e = element_of(sl, ss, threads, t, r);
+            holders.get_mut(usize::try_from(e).ok()?)?.push((t, r));
+        }
+    }
+    let rm = row_major(ds);
+    let mut sources = Vec::with_capacity(d_regs);
+    for r in 0..d_regs {
+        // The source element each thread needs for this register.
+        let mut wanted = Vec::with_capacity(threads as usize);
+        for t in 0..threads {
+            let l = element_of(dl, ds, threads, t, r);
+            let e: i64 = ds.iter().zip(&rm).zip(strides).map(|((&d, &m), &s)| (l / m) % d * s).sum();
+            wanted.push(usize::try_from(e).ok().filter(|&e| e < holders.len())?);
+        }
+        let source =
+            [Policy::OwnFirst, Policy::LowestLane, Policy::Nearest].into_iter().find_map(|p| source_for(&holders, &wanted, threads, p))?;
+        sources.push(source);
+    }
+    Some(ShufflePlan { sources })
+}
+
+fn source_for(holders: &[Vec<(u32, usize)>], wanted: &[usize], threads: u32, policy: Policy) -> Option<Source> {
+    let mut picks = Vec::with_capacity(wanted.len());
+    for (t, &e) in wanted.iter().enumerate() {
+        let t = t as u32;
+        let same_warp = holders[e].iter().filter(|(h, _)| h / 32 == t / 32);
+        let pick = match policy {
+            Policy::OwnFirst => holders[e].iter().find(|(h, _)| *h == t).or_else(|| same_warp.clone().next()),
+            Policy::LowestLane => same_warp.clone().next(),
+            Policy::Nearest => same_warp.clone().min_by_key(|(h, _)| ((h ^ t) & 31, *h)),
+        };
+        picks.push(*pick?);
+    }
+    let reg = picks[0].1;
+    if picks.iter().any(|&(_, r)| r != reg) {
+        return None;
+    }
+    if picks.iter().enumerate().all(|(t, &(h, _))| h == t as u32) {
+        return Some(Source::Own(reg));
+    }
+    // Fit `lane(t) = lane(0) ⊕ (⊕ over the set bits i of t: lane(2^i) ⊕ lane(0))`, then check it.
+    let lane = |t: usize| picks[t].0 % 32;
+    let xor = lane(0);
+    let mut bits = vec![];
+    let mut bit = 0;
+    while (1usize << bit) < threads as usize {
+        let m = lane(1 << bit) ^ xor;
+        if m != 0 {
+            bits.push((bit, m));
+        }
+        bit += 1;
+    }
+    let map = LaneMap { xor, bits };
+    (0..picks.len()).all(|t| map.eval(t as u32) == lane(t)).then_some(Source::Shuffle { reg, lane: map })
+}
+
+impl LaneMap {
+    /// The lane this map gives thread `tid`.
+    pub fn eval(&self, tid: u32) -> u32 {
+        self.bits.iter().filter(|(b, _)| tid >> b & 1 == 1).fold(self.xor, |acc, (_, m)| acc ^ m)
+    }
+}
+
+fn row_major(shape: &[i64]) -> Vec<i64> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// A block-wide barrier costs about as much as this many independent instructions (it waits for
+/// the slowest warp, and the store-then-load through shared memory adds its latency).
+const BARRIER_COST: usize = 16;
+
+/// Whether the shuffles of `plan` cost less than converting through shared memory: the shared
+/// path is one store per source register, one load per destination register and two barriers;
+/// a shuffle issues like two ordinary instructions (a 64-bit element needs two), register
+/// copies are free.
+pub fn shuffle_is_cheaper(plan: &ShufflePlan, src: &Type, dst: &Type, threads: u32) -> bool {
+    let regs = |t: &Type| t.layout().map_or(0, |l| l.regs(t.shape(), threads));
+    let smem = regs(src) + regs(dst) + 2 * BARRIER_COST;
+    let per = if src.dtype().size() == 8 { 2 } else { 1 };
+    2 * per * plan.shuffles() <= smem
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DType;
+
+    fn tile(shape: &[i64], layout: Layout) -> Type {
+        Type::Tile { dtype: DType::F32, shape: shape.to_vec(), layout }
+    }
+
+    /// Simulates the plan: every destination register must receive exactly the element the
+    /// index map asks for.
+    fn check(src: &Type, dst: &Type, strides: &[i64], threads: u32) -> ShufflePlan {
+        let p = plan(src, dst, strides, threads).expect("a shuffle plan");
+        let (sl, dl) = (src.layout().unwrap(), dst.layout().unwrap());
+        let rm = row_major(dst.shape());
+        for t in 0..threads {
+            for (r, s) in p.sources.iter().enumerate() {
+                let l = element_of(dl, dst.shape(), threads, t, r);
+                let want: i64 = dst.shape().iter().zip(&rm).zip(strides).map(|((&d, &m), &s)| (l / m) % d * s).sum();
+                let got = match s {
+                    Source::Own(reg) => element_of(sl, src.shape(), threads, t, *reg),
+                    Source::Shuffle { reg, lane } => {
+                        let from = t / 32 * 32 + lane.eval(t);
+                        element_of(sl, src.shape(), threads, from, *reg)
+                    }
+                };
+                assert_eq!(got, want, "thread {t} register {r}");
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn row_broadcast_of_a_reduction_is_shuffles() {
+        // softmax: f32[4] replicated on 128 threads, broadcast to [4, 1024] #blocked<4>.
+        let (src, dst) = (tile(&[4, 1], Layout::Blocked { vec: 1 }), tile(&[4, 1024], Layout::Blocked { vec: 4 }));
+        let p = check(&src, &dst, &[1, 0], 128);
+        assert_eq!(p.shuffles(), 4);
+        assert!(shuffle_is_cheaper(&p, &src, &dst, 128));
+    }
+
+    #[test]
+    fn mma_accumulator_to_its_rows_and_back() {
+        let acc = tile(&[64, 64], Layout::Mma { warps_m: 4, warps_n: 1 });
+        let rows = tile(&[64, 1], Layout::MmaRows { warps_m: 4 });
+        // An accumulator column (a slice) read as rows: within the quad.
+        let p = check(&acc, &rows, &[64, 0], 128);
+        assert!(p.shuffles() > 0);
+        // Rows broadcast back along the columns: registers of the same thread.
+        let p = check(&rows, &acc, &[1, 0], 128);
+        assert_eq!(p.shuffles(), 0);
+    }
+
+    #[test]
+    fn broadcast_of_a_row_vector_stays_in_registers() {
+        // layernorm: a [1, 1024] row broadcast to [4, 1024] (#blocked<4>, 128 threads): each
+        // thread already holds the columns it needs.
+        let (src, dst) = (tile(&[1, 1024], Layout::Blocked { vec: 4 }), tile(&[4, 1024], Layout::Blocked { vec: 4 }));
+        let p = check(&src, &dst, &[0, 1], 128);
+        assert_eq!(p.shuffles(), 0);
+    }
+
+    #[test]
+    fn senders_asked_for_two_registers_at_once_go_through_shared_memory() {
+        // blocked<4> → m16n8 on one warp: in one round a lane would have to send two different
+        // registers to two readers.
+        let (src, dst) = (tile(&[16, 8], Layout::Blocked { vec: 4 }), tile(&[16, 8], Layout::Mma { warps_m: 1, warps_n: 1 }));
+        assert!(plan(&src, &dst, &[8, 1], 32).is_none());
+    }
+
+    #[test]
+    fn elements_in_other_warps_go_through_shared_memory() {
+        // A transpose of a blocked [64, 64] on 128 threads needs other warps' elements.
+        let (src, dst) = (tile(&[64, 64], Layout::Blocked { vec: 4 }), tile(&[64, 64], Layout::Blocked { vec: 4 }));
+        assert!(plan(&src, &dst, &[1, 64], 128).is_none());
+        // Mma over 4 warps → blocked: the rows of a warp are held by several warps.
+        let acc = tile(&[64, 64], Layout::Mma { warps_m: 4, warps_n: 1 });
+        assert!(plan(&acc, &src, &[64, 1], 128).is_none());
+    }
+
+    #[test]
+    fn identity_is_own_registers() {
+        let t = tile(&[32, 32], Layout::Blocked { vec: 4 });
+        let p = check(&t, &t, &[32, 1], 64);
+        assert!(p.sources.iter().all(|s| matches!(s, Source::Own(_))));
+    }
+}
