@@ -370,8 +370,9 @@ fn remat_rebuilds_arange_mask_in_mma_layout() {
     s.snapshot();
 }
 
-/// The checks common to a 3-stage pipelined k-loop with `copies` fused operands per iteration.
-fn check_pipeline(s: &Staged, copies: usize) -> (Block, Op) {
+/// The checks common to a 3-stage pipelined k-loop with `copies` fused operands per iteration,
+/// after `early` loop-invariant operands copied before the loop (one group each).
+fn check_pipeline(s: &Staged, copies: usize, early: usize) -> (Block, Op) {
     let k = &s.kernel.lir;
     let (for_op, body) = the_loop(k);
     let entry = block_mnemonics(k, k.body.entry);
@@ -379,7 +380,7 @@ fn check_pipeline(s: &Staged, copies: usize) -> (Block, Op) {
     // Prologue: stages - 1 = 2 groups, each of `copies` copies and a commit, before the loop.
     let mut group: Vec<&str> = vec!["async_copy"; copies];
     group.push("async_commit");
-    let prologue: Vec<&str> = [group.clone(), group].concat();
+    let prologue: Vec<&str> = [["async_copy", "async_commit"].repeat(early), group.clone(), group].concat();
     let pre: Vec<String> = entry[..for_at].iter().filter(|m| m.starts_with("async_")).cloned().collect();
     assert_eq!(pre, prologue, "{}: the prologue issues iterations 0 and 1, one group each", s.name);
     // After the loop, nothing is left in flight.
@@ -422,7 +423,7 @@ fn pipeline_three_stage_gemm() {
 
 fn pipeline_gemm_on(target: Target) {
     let s = staged_on("pipeline_gemm.tile", target);
-    let (_, mma) = check_pipeline(&s, 2);
+    let (_, mma) = check_pipeline(&s, 2, 0);
     let k = &s.kernel.lir;
     assert!(matches!(k.body.op(mma).kind, lir::OpKind::LocalMma { b_trans: false, .. }));
     assert_eq!(k.body.op(mma).operands.len(), 3, "{}: local_mma takes the stage bases of A and B", s.name);
@@ -439,7 +440,7 @@ fn pipeline_fuses_trans_load() {
 
 fn pipeline_trans_on(target: Target) {
     let s = staged_on("pipeline_trans.tile", target);
-    let (body, mma) = check_pipeline(&s, 2);
+    let (body, mma) = check_pipeline(&s, 2, 0);
     let k = &s.kernel.lir;
     assert!(
         matches!(k.body.op(mma).kind, lir::OpKind::LocalMma { b_trans: true, .. }),
@@ -475,14 +476,31 @@ fn pipeline_stores_loop_invariant_operand_once() {
 
 fn pipeline_invariant_on(target: Target) {
     let s = staged_on("pipeline_invariant.tile", target);
-    let (body, mma) = check_pipeline(&s, 1);
+    let (body, mma) = check_pipeline(&s, 1, usize::from(target == Target::Sm90a));
     let k = &s.kernel.lir;
-    let stores = lir_find(k, "local_store");
-    assert_eq!(stores.len(), 1, "{}: the invariant operand is stored once", s.name);
     let entry_ops = &k.body.block(k.body.entry).ops;
-    let at = entry_ops.iter().position(|&o| o == stores[0]);
     let (for_op, _) = the_loop(k);
     let for_at = entry_ops.iter().position(|&o| o == for_op);
+    if target == Target::Sm90a {
+        // The first copy of the kernel is `xt`'s, before the loop, into the buffer wgmma reads.
+        assert!(lir_find(k, "local_store").is_empty(), "{}: xt went through registers", s.name);
+        assert!(lir_find(k, "load").is_empty(), "{}: xt was loaded into registers", s.name);
+        let copies = lir_find(k, "async_copy");
+        let first = entry_ops.iter().position(|&o| o == copies[0]);
+        assert!(first.is_some_and(|a| Some(a) < for_at), "{}: xt is not copied before the loop", s.name);
+        let (lir::OpKind::AsyncCopy { offset, shape, .. }, lir::OpKind::LocalMma { a_offset, wgmma, .. }) =
+            (&k.body.op(copies[0]).kind, &k.body.op(mma).kind)
+        else {
+            panic!("{}: unexpected op kinds", s.name)
+        };
+        assert_eq!((offset, shape.as_slice()), (a_offset, &[64, 64][..]), "{}: local_mma reads A where xt was copied", s.name);
+        assert!(wgmma, "{}: the dot runs as wgmma", s.name);
+        s.snapshot();
+        return;
+    }
+    let stores = lir_find(k, "local_store");
+    assert_eq!(stores.len(), 1, "{}: the invariant operand is stored once", s.name);
+    let at = entry_ops.iter().position(|&o| o == stores[0]);
     assert!(at.is_some_and(|a| Some(a) < for_at), "{}: the invariant operand is not stored before the loop", s.name);
     let next = at.and_then(|a| entry_ops.get(a + 1)).map(|&o| mnemonic(k, o));
     assert_eq!(next.as_deref(), Some("barrier"), "{}: a barrier follows the store", s.name);

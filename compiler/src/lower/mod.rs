@@ -60,6 +60,7 @@ pub fn lower_kernel(k: &tir::Kernel, opts: &Options) -> Result<lir::Kernel, Diag
         skipped: HashSet::new(),
         remat_only: HashSet::new(),
         early: HashMap::new(),
+        invariant: HashSet::new(),
         group_seq: Some(0),
         loop_ctx: None,
         current_src_block: k.body.entry,
@@ -114,6 +115,8 @@ struct Cx<'a> {
     skipped: HashSet<Value>,
     /// Fused loads whose copies were issued where they were loaded: load → (buffer, group).
     early: HashMap<Value, (u32, u32)>,
+    /// Fused loads of a loop-invariant operand: copied once, before the loop of their `dot`.
+    invariant: HashSet<Value>,
     /// Commit groups issued so far in the block being lowered (`None` once unknown, e.g.
     /// after a nested loop).
     group_seq: Option<u32>,
@@ -269,6 +272,10 @@ impl Cx<'_> {
         let saved_src = self.current_src_block;
         self.current_src_block = src;
         for (operand, load, trans, chain) in self.fusable_loads(src) {
+            // A load of this block whose dot is in a nested loop is loop-invariant there.
+            if !self.src.block(src).ops.iter().any(|&op| self.src.op(op).operands.contains(&operand)) {
+                self.invariant.insert(load);
+            }
             self.fused.insert(operand, (load, trans));
             self.skipped.extend(chain);
         }
@@ -281,7 +288,7 @@ impl Cx<'_> {
             // body, issued right here so that the copy overlaps what comes before the `dot`.
             if d.results.iter().any(|r| self.skipped.contains(r)) {
                 let in_loop_body = self.loop_ctx.as_ref().is_some_and(|lc| lc.body == src);
-                if d.kind == OpKind::Load && !in_loop_body {
+                if d.kind == OpKind::Load && (!in_loop_body || self.invariant.contains(&d.results[0])) {
                     let span = self.src.span(op);
                     self.issue_early(d.results[0], dst, span)?;
                 }

@@ -66,7 +66,36 @@ impl Cx<'_> {
                 }
             }
         }
+        // On sm_90a, the loop-invariant `a` of a `wgmma` dot in a loop directly inside `blk`
+        // (attention's q) is copied once, where it is loaded, straight into shared memory, and
+        // read by descriptor in every iteration: it never occupies registers.
+        if self.target == crate::Target::Sm90a {
+            for &op in &self.src.block(blk).ops {
+                let d = self.src.op(op);
+                let Some(&body) = d.regions.first().filter(|_| d.kind == OpKind::For) else { continue };
+                for &dop in &self.src.block(body).ops {
+                    let dd = self.src.op(dop);
+                    if dd.kind != OpKind::Dot || !self.invariant_a_wgmma(dop, body) {
+                        continue;
+                    }
+                    if let Some((load, chain)) = self.fused_source(dd.operands[0], blk) {
+                        out.push((dd.operands[0], load, false, chain));
+                    }
+                }
+            }
+        }
         out
+    }
+
+    /// Whether dot `op` of loop body `body` runs as `wgmma` with its `a` read from shared memory.
+    fn invariant_a_wgmma(&self, op: Op, body: Block) -> bool {
+        let d = self.src.op(op);
+        let Some(&layout) = self.layouts.get(&d.results[0]) else { return false };
+        let (at, rt) = (self.src.ty(d.operands[0]), self.src.ty(d.results[0]));
+        let (Some(&k), Some(&m), Some(&n)) = (at.shape().get(1), rt.shape().first(), rt.shape().get(1)) else { return false };
+        // `b` is read transposed when it is `trans` of a load of the body (fused as such).
+        let b_trans = self.def_in(d.operands[1], body).is_some_and(|p| self.src.op(p).kind == OpKind::Permute(vec![1, 0]));
+        lir::wgmma_fits(m, n, Some(layout), k, at.dtype(), b_trans, false, &[])
     }
 
     /// The op defining `v` if it is in block `blk`.
@@ -270,7 +299,11 @@ impl Cx<'_> {
         let src_block = self.current_src_block;
         let fused: Vec<bool> = d.operands[..2].iter().map(|o| self.fused.contains_key(o)).collect();
         let lc = self.loop_ctx.clone().filter(|lc| lc.body == src_block);
-        let fused_loads: Vec<Value> = d.operands[..2].iter().filter_map(|o| self.fused.get(o).map(|f| f.0)).collect();
+        // Loop-invariant operands copied before the loop (`fusable_loads`) are not pipelined.
+        let invariant: Vec<bool> =
+            d.operands[..2].iter().map(|o| self.fused.get(o).is_some_and(|f| self.invariant.contains(&f.0))).collect();
+        let fused_loads: Vec<Value> =
+            d.operands[..2].iter().zip(&invariant).filter(|(_, inv)| !**inv).filter_map(|(o, _)| self.fused.get(o).map(|f| f.0)).collect();
         let b_trans = self.fused.get(&d.operands[1]).is_some_and(|f| f.1);
         let stages = self.stages.max(1) as i64;
         let pipelined = match &lc {
@@ -351,7 +384,7 @@ impl Cx<'_> {
         let mut early_groups = vec![];
         for i in 0..2 {
             if fused[i]
-                && !pipelined
+                && (!pipelined || invariant[i])
                 && let Some(&(off, group)) = self.early.get(&loaded(self, i))
             {
                 // Already issued where it was loaded (`issue_early`).
@@ -425,9 +458,10 @@ impl Cx<'_> {
                 self.group_seq = None;
                 self.emit(dst, lir::OpKind::AsyncWait { pending: 0 }, vec![], vec![], span);
             } else if !early_groups.is_empty() {
-                // Groups committed after the newest one needed here may stay in flight.
+                // Groups committed after the newest one needed here may stay in flight (not
+                // counted across the iterations of a loop: all of them).
                 let pending = match (self.group_seq, early_groups.iter().max()) {
-                    (Some(seq), Some(&newest)) => seq.saturating_sub(newest + 1),
+                    (Some(seq), Some(&newest)) if !invariant.contains(&true) => seq.saturating_sub(newest + 1),
                     _ => 0,
                 };
                 self.emit(dst, lir::OpKind::AsyncWait { pending }, vec![], vec![], span);
