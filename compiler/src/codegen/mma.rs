@@ -21,8 +21,9 @@ use super::{Cv, Gen, Ice, Res};
 use crate::dtype::DType;
 use crate::ir::Value;
 use crate::lir::{self, Layout};
-use inkwell::types::BasicTypeEnum;
-use inkwell::values::{BasicValueEnum, IntValue};
+use inkwell::module::Linkage;
+use inkwell::types::{BasicMetadataTypeEnum, BasicTypeEnum};
+use inkwell::values::{BasicMetadataValueEnum, BasicValueEnum, FunctionValue, IntValue};
 
 impl<'c> Gen<'c, '_> {
     /// `(warp_m, warp_n, g, t, lane)` of this thread for an MMA layout (built once per kernel).
@@ -371,9 +372,76 @@ impl<'c> Gen<'c, '_> {
             self.b.build_unconditional_branch(done).ice()?;
         }
 
-        // Slow path: element by element (any strides and alignment), as a loop so that it adds
-        // almost no register pressure to the fast path around it.
+        // Slow path: element by element (any strides and alignment), in a device function shared
+        // by every copy of this tile shape (a loop costs LLVM more than straight-line code, and
+        // this one only runs for tensors whose rows are not 16-byte aligned).
         self.b.position_at_end(slow);
+        let f = self.slow_copy_fn(dtype, shape, swizzled)?;
+        let dst = self.addc(base, offset as i64)?;
+        let mut args: Vec<BasicMetadataValueEnum<'c>> = vec![ptr.into()];
+        args.extend(sizes.iter().map(|&v| BasicMetadataValueEnum::from(v)));
+        args.extend(strides.iter().map(|&v| BasicMetadataValueEnum::from(v)));
+        args.extend(offs.iter().map(|&v| BasicMetadataValueEnum::from(v)));
+        args.push(dst.into());
+        self.b.build_call(f, &args, "").ice()?;
+        self.b.build_unconditional_branch(done).ice()?;
+        self.b.position_at_end(done);
+        Ok(())
+    }
+
+    /// `void(ptr, sizes: i32…, strides: i64…, offs: i32…, dst: i32)`: copies the window of
+    /// `shape` at `offs` element by element into shared memory at byte `dst` (row-major,
+    /// swizzled if asked), zeros outside the tensor. One per shape, dtype and swizzle.
+    fn slow_copy_fn(&mut self, dtype: DType, shape: &[i64], swizzled: bool) -> Res<FunctionValue<'c>> {
+        let key = (dtype, shape.to_vec(), swizzled);
+        if let Some(&f) = self.slow_copies.get(&key) {
+            return Ok(f);
+        }
+        let rank = shape.len();
+        let (i32t, i64t) = (self.ctx.i32_type(), self.ctx.i64_type());
+        let mut ptys: Vec<BasicMetadataTypeEnum<'c>> = vec![self.ctx.ptr_type(inkwell::AddressSpace::from(1u16)).into()];
+        ptys.extend((0..rank).map(|_| BasicMetadataTypeEnum::from(i32t)));
+        ptys.extend((0..rank).map(|_| BasicMetadataTypeEnum::from(i64t)));
+        ptys.extend((0..=rank).map(|_| BasicMetadataTypeEnum::from(i32t)));
+        let name = format!("tessera_copy_slow_{}", self.slow_copies.len());
+        let f = self.module.add_function(&name, self.ctx.void_type().fn_type(&ptys, false), Some(Linkage::Internal));
+        let noinline = inkwell::attributes::Attribute::get_named_enum_kind_id("noinline");
+        f.add_attribute(inkwell::attributes::AttributeLoc::Function, self.ctx.create_enum_attribute(noinline, 0));
+        self.slow_copies.insert(key, f);
+        // Build it with this generator pointed at the function, then point it back.
+        let resume = self.b.get_insert_block().ok_or("no block")?;
+        let entry = self.ctx.append_basic_block(f, "entry");
+        self.b.position_at_end(entry);
+        let tid_f = self.module.get_function("llvm.nvvm.read.ptx.sreg.tid.x").ok_or("no tid intrinsic")?;
+        let tid = self.b.build_call(tid_f, &[], "tid").ice()?.try_as_basic_value().basic().ok_or("tid")?.into_int_value();
+        let body = self.ctx.append_basic_block(f, "body");
+        self.b.build_unconditional_branch(body).ice()?;
+        self.b.position_at_end(body);
+        let saved = (self.func, self.entry, self.tid, self.hoist.take(), self.loop_depth.replace(0));
+        (self.func, self.entry, self.tid) = (f, entry, tid);
+        let built = self.slow_copy_body(f, dtype, shape, swizzled);
+        (self.func, self.entry, self.tid) = (saved.0, saved.1, saved.2);
+        self.hoist.replace(saved.3);
+        self.loop_depth.set(saved.4);
+        self.b.position_at_end(resume);
+        built.map(|_| f)
+    }
+
+    fn slow_copy_body(&mut self, f: FunctionValue<'c>, dtype: DType, shape: &[i64], swizzled: bool) -> Res<()> {
+        use inkwell::IntPredicate::ULT;
+        let rank = shape.len();
+        let last = rank - 1;
+        let param = |i: usize| f.get_nth_param(i as u32).ok_or_else(|| format!("slow copy parameter {i}"));
+        let ptr = param(0)?.into_pointer_value();
+        let sizes = (0..rank).map(|i| param(1 + i).map(|p| p.into_int_value())).collect::<Res<Vec<_>>>()?;
+        let strides = (0..rank).map(|i| param(1 + rank + i).map(|p| p.into_int_value())).collect::<Res<Vec<_>>>()?;
+        let offs = (0..rank).map(|i| param(1 + 2 * rank + i).map(|p| p.into_int_value())).collect::<Res<Vec<_>>>()?;
+        let dst = param(1 + 3 * rank)?.into_int_value();
+        let lead = &shape[..last];
+        let (rows, cols) = (lead.iter().product::<i64>(), shape[last]);
+        let es = dtype.size() as i64;
+        let i64t = self.ctx.i64_type();
+        let threads = self.k.threads as i64;
         let total_el = rows * cols;
         let per = ((total_el + threads - 1) / threads).max(1);
         let zero = super::math::constant(self, crate::tir::Lit::Int(0), dtype)?;
@@ -400,12 +468,11 @@ impl<'c> Gen<'c, '_> {
             // SAFETY (of the LLVM IR): only dereferenced under `inb`.
             let p = unsafe { g.b.build_gep(mem_ty, ptr, &[lin], "p").ice()? };
             let v = g.guarded(inb, &mut |g| Ok(Some(g.load_mem(p, dtype)?)), Some(zero))?.ok_or("load")?;
-            let off = g.add(g.addc(g.smem_offset_2d(row, col, cols, es, swizzled)?, offset as i64)?, base)?;
+            let off = g.add(g.smem_offset_2d(row, col, cols, es, swizzled)?, dst)?;
             g.guarded(in_tile, &mut |g| g.store_mem(g.smem_ptr(off)?, v, dtype).map(|_| None), None)?;
             Ok(vec![])
         })?;
-        self.b.build_unconditional_branch(done).ice()?;
-        self.b.position_at_end(done);
+        self.b.build_return(None).ice()?;
         Ok(())
     }
 

@@ -151,6 +151,9 @@ pub(crate) struct Gen<'c, 'm> {
     hoist: RefCell<HashMap<fold::HoistKey, IntValue<'c>>>,
     /// How many loops enclose the code being built.
     loop_depth: std::cell::Cell<u32>,
+    /// The device functions of the element-by-element window copies, by dtype, shape and
+    /// swizzle (`async_copy`'s slow path).
+    slow_copies: HashMap<(DType, Vec<i64>, bool), FunctionValue<'c>>,
 }
 
 fn row_major(shape: &[i64]) -> Vec<i64> {
@@ -215,6 +218,7 @@ impl<'c, 'm> Gen<'c, 'm> {
             plus_const: RefCell::default(),
             hoist: RefCell::default(),
             loop_depth: Default::default(),
+            slow_copies: HashMap::new(),
         })
     }
 
