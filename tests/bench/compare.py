@@ -233,19 +233,21 @@ def relerr(got, ref):
 
 def save(t, name):
     path = os.path.join(TMP, name + ".npy")
-    np.save(path, t.detach().float().cpu().numpy() if t.dtype in (torch.bfloat16, torch.float16) else t.detach().cpu().numpy())
+    # numpy has no bf16: saved as f32 and rounded back by the loader; f16 is saved as `<f2`.
+    np.save(path, t.detach().float().cpu().numpy() if t.dtype == torch.bfloat16 else t.detach().cpu().numpy())
     return path
 
 
 def run_tessera(area, case, file, kernel, inputs, scalars, out_name, out_shape, ref, flops=None, nbytes=None, consts=None, tol=2e-2,
-                extra="", dims=None):
-    """`tessera bench` on the same inputs; checks its first launch's output against `ref`."""
-    path = os.path.join(ROOT, "examples", file)
-    impl = "tessera " + file.replace(".tile", "")
+                extra="", dims=None, path=None, impl=None):
+    """`tessera bench` on the same inputs; checks its first launch's output against `ref`.
+    `file` is an example; `path` (with `impl`) a program elsewhere."""
+    impl = impl or "tessera " + file.replace(".tile", "")
+    path = path or os.path.join(ROOT, "examples", file)
     if not os.path.exists(path):
         rec(area, case, impl, None, note=f"no Tessera kernel yet (examples/{file})", anchor=False)
         return
-    cmd = ["bench", "examples/" + file, "--kernel", kernel, "--json"]
+    cmd = ["bench", path, "--kernel", kernel, "--json"]
     for name, t in inputs.items():
         cmd += ["--arg", f"{name}={save(t, case_id(case) + '-' + name)}"]
     for name, v in scalars.items():
@@ -352,6 +354,21 @@ def gemm_part():
             run_tessera("gemm", lcase, "linear.tile", "linear", {"x": a, "w": b, "bias": bias}, {}, "y", (n, n), lref, flops=fl)
             del lref
         del a, b
+        if n == 4096:
+            # f16: the same program with its dtype replaced (the language has no dtype generics).
+            f16_path = os.path.join(TMP, "matmul_f16.tile")
+            with open(os.path.join(ROOT, "examples", "matmul.tile")) as f:
+                text = f.read()
+            with open(f16_path, "w") as f:
+                f.write(text.replace("bf16", "f16"))
+            case = f"f16 {n}^3"
+            a = torch.randn(n, n, device=dev, dtype=torch.float16)
+            b = torch.randn(n, n, device=dev, dtype=torch.float16)
+            ref = a @ b
+            rec("gemm", case, "cublas (torch.matmul)", bench(lambda: a @ b), flops=fl)
+            run_tessera("gemm", case, "matmul.tile", "matmul", {"a": a, "b": b}, {}, "c", (n, n), ref, flops=fl, path=f16_path,
+                        impl="tessera matmul (bf16 -> f16)")
+            del a, b, ref
 
 
 def attention_part():

@@ -168,6 +168,20 @@ fn mma_tiles_stored(k: &lir::Kernel) -> Vec<String> {
         .collect()
 }
 
+fn grid_m(l: Layout) -> u32 {
+    match l {
+        Layout::Mma { warps_m, .. } => warps_m,
+        _ => 0,
+    }
+}
+
+fn grid_n(l: Layout) -> u32 {
+    match l {
+        Layout::Mma { warps_n, .. } => warps_n,
+        _ => 0,
+    }
+}
+
 /// Every test program has its own test below (a new file without checks fails here).
 #[test]
 fn every_pass_program_is_checked() {
@@ -261,6 +275,21 @@ fn layout_epilogue_on(target: Target) {
     assert_eq!(stored.len(), 1);
     assert_eq!(layout(k, k.body.op(stored[0]).operands.last().copied().unwrap_or_else(|| unreachable!())), layout(k, acc));
     assert_eq!(mma_tiles_stored(k), Vec::<String>::new(), "{}: the accumulator went through shared memory", s.name);
+    // The bias: loaded in the accumulator's columns, broadcast in registers.
+    assert!(
+        lir_find(k, "local_store").is_empty() && lir_find(k, "local_load").is_empty(),
+        "{}: the bias went through shared memory",
+        s.name
+    );
+    let cols = Layout::MmaCols { warps_m: grid_m(grid), warps_n: grid_n(grid) };
+    let bias = lir_find(k, "load");
+    assert_eq!(bias.iter().map(|&op| layout(k, k.body.op(op).results[0])).collect::<Vec<_>>(), [Some(cols)], "{}", s.name);
+    let bcast = lir_find(k, "shuffle_convert");
+    assert_eq!(bcast.len(), 1, "{}: the bias broadcast", s.name);
+    let d = k.body.op(bcast[0]);
+    let lir::OpKind::ShuffleConvert { strides } = &d.kind else { unreachable!() };
+    let plan = lir::shuffle::plan(k.body.ty(d.operands[0]), k.body.ty(d.results[0]), strides, k.threads).expect("a plan");
+    assert_eq!(plan.shuffles(), 0, "{}: the bias broadcast reads other lanes", s.name);
     // Both operands are window loads: copied asynchronously, never loaded into registers.
     assert_eq!(lir_find(k, "async_copy").len(), 2, "{}: both dot operands are async copies", s.name);
     assert!(lir_find(k, "load").iter().all(|&op| k.body.ty(k.body.op(op).results[0]).dtype() == DType::F32), "only the bias is loaded");

@@ -29,6 +29,12 @@ impl<'c> Gen<'c, '_> {
             }
             // Each row value is held by the 4 lanes of a quad: the first one owns it.
             Some(Layout::MmaRows { .. }) => Ok(Some(self.icmp(IntPredicate::EQ, self.and(self.tid, self.i32c(3))?, self.i32c(0))?)),
+            // Each column is held by the lanes of every row: lane `l < 4` of the first warp row.
+            Some(Layout::MmaCols { warps_n, .. }) => {
+                let first_rows = self.icmp(IntPredicate::ULT, self.tid, self.i32c(32 * warps_n as i64))?;
+                let lane = self.and(self.tid, self.i32c(31))?;
+                Ok(Some(self.and(first_rows, self.icmp(IntPredicate::ULT, lane, self.i32c(4))?)?))
+            }
             Some(Layout::Blocked { .. } | Layout::Mma { .. }) | None => Ok(None),
         }
     }

@@ -60,7 +60,7 @@ impl<'c> Gen<'c, '_> {
         let last = t.shape().last().copied().unwrap_or(1);
         let group = match t.layout() {
             Some(Layout::Blocked { vec }) if t.numel() >= self.k.threads as i64 && last % vec as i64 == 0 => vec as usize,
-            Some(Layout::Mma { .. }) => 2,
+            Some(Layout::Mma { .. } | Layout::MmaCols { .. }) => 2,
             _ => 1,
         };
         (0..n).step_by(group.max(1)).map(|r| (r..(r + group).min(n)).collect()).collect()

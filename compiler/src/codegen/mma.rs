@@ -503,6 +503,15 @@ impl<'c> Gen<'c, '_> {
         Ok(out)
     }
 
+    /// `([0,] col)` of register `r` of this thread in an `#mma_cols` tile of `shape`.
+    pub(crate) fn mma_col_coords(&self, shape: &[i64], warps_n: u32, r: usize) -> Res<Vec<IntValue<'c>>> {
+        let bn = shape.last().copied().unwrap_or(1) / warps_n as i64;
+        let (_, wn, _, t, _) = self.mma_ids(warps_n)?;
+        let col0 = self.hoisted(("mma.col0", vec![bn, warps_n as i64]), |s| s.add(s.mulc(wn, bn)?, s.mulc(t, 2)?))?;
+        let col = self.addc(col0, (r / 2) as i64 * 8 + (r % 2) as i64)?;
+        Ok(if shape.len() == 2 { vec![self.i32c(0), col] } else { vec![col] })
+    }
+
     /// Reduces each row of an `#mma<w×1>` tile: over this lane's registers, then across the
     /// quad with butterfly shuffles.
     pub(crate) fn row_reduce(&mut self, x: Value, op: crate::tir::ReduceOp) -> Res<Vec<BasicValueEnum<'c>>> {

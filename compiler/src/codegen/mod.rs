@@ -112,9 +112,26 @@ fn emit_inner(k: &lir::Kernel, target: Target, keep_ir: bool) -> Res<Emitted> {
     let llvm_ir = keep_ir.then(|| module.print_to_string().to_string());
     let printed = lap();
     let buf = tm.write_to_memory_buffer(&module, FileType::Assembly).ice()?;
-    let ptx = String::from_utf8_lossy(buf.as_slice()).trim_end_matches('\0').to_string();
+    let ptx = deterministic(String::from_utf8_lossy(buf.as_slice()).trim_end_matches('\0'));
     let done = lap();
     Ok(Emitted { llvm_ir, ptx, ms: [built, optimised - built, done - printed] })
+}
+
+/// The PTX without the sequence numbers LLVM writes in comments of device-function calls
+/// (`// callseq 13`): a counter shared by every compilation in the process, so the same kernel
+/// would otherwise print differently depending on what was compiled before it.
+fn deterministic(ptx: &str) -> String {
+    let mut out = String::with_capacity(ptx.len());
+    for line in ptx.split_inclusive('\n') {
+        match line.find("// callseq ") {
+            Some(at) => {
+                out.push_str(line[..at].trim_end());
+                out.push('\n');
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
 }
 
 #[derive(Clone)]
@@ -338,6 +355,8 @@ impl<'c, 'm> Gen<'c, 'm> {
             }
             // `[m]` or `[m, 1]`: the linear index is the row.
             Some(Layout::MmaRows { .. }) => Ok(self.coords(t, r)?[0]),
+            // `[n]` or `[1, n]`: the linear index is the column.
+            Some(Layout::MmaCols { .. }) => self.coords(t, r)?.last().copied().ok_or_else(|| "a scalar in #mma_cols".into()),
             None => Err("linear index of a tensor".into()),
         }
     }
@@ -347,6 +366,7 @@ impl<'c, 'm> Gen<'c, 'm> {
         match t.layout() {
             Some(Layout::Mma { warps_m, warps_n }) => return self.mma_coords(t.shape(), warps_m, warps_n, r),
             Some(Layout::MmaRows { warps_m }) => return self.mma_row_coords(t.shape(), warps_m, r),
+            Some(Layout::MmaCols { warps_n, .. }) => return self.mma_col_coords(t.shape(), warps_n, r),
             _ => {}
         }
         let shape = t.shape();

@@ -38,6 +38,12 @@ pub enum Layout {
     /// tile `mi` of its warp, rows `l/4` and `l/4 + 8` (register `2·mi + h`), replicated over the
     /// 4 lanes of its quad. Broadcasting it back along the columns moves no data.
     MmaRows { warps_m: u32 },
+    /// The columns of an `Mma { warps_m, warps_n }` tile, to be broadcast down its rows (a bias
+    /// in a GEMM epilogue): an `[n]` (or `[1, n]`) tile where each lane holds, for each 8-column
+    /// instruction tile `ni` of its warp column `wn`, columns `wn·bn + 8·ni + 2·(l%4) + c`
+    /// (register `2·ni + c`), replicated over the lanes' rows and the warp rows. Broadcasting it
+    /// down the rows moves no data.
+    MmaCols { warps_m: u32, warps_n: u32 },
 }
 
 impl Layout {
@@ -54,6 +60,7 @@ impl Layout {
             Layout::Blocked { .. } => (numel / threads as i64).max(1) as usize,
             Layout::Mma { warps_m, warps_n } => (numel / (32 * warps_m as i64 * warps_n as i64)).max(1) as usize,
             Layout::MmaRows { warps_m } => (shape.first().copied().unwrap_or(1) / warps_m as i64 / 8).max(1) as usize,
+            Layout::MmaCols { warps_n, .. } => (shape.last().copied().unwrap_or(1) / warps_n as i64 / 4).max(1) as usize,
         }
     }
 
@@ -62,7 +69,7 @@ impl Layout {
     pub fn linear(self, numel: i64, threads: u32, r: usize) -> (i64, i64) {
         let vec = match self {
             Layout::Blocked { vec } => vec as i64,
-            Layout::Mma { .. } | Layout::MmaRows { .. } => 1,
+            Layout::Mma { .. } | Layout::MmaRows { .. } | Layout::MmaCols { .. } => 1,
         };
         if numel < threads as i64 {
             return (0, 1);
@@ -87,6 +94,11 @@ impl Layout {
                     && (shape.len() == 1 || (shape.len() == 2 && shape[1] == 1))
                     && shape[0] % (16 * warps_m as i64) == 0
             }
+            Layout::MmaCols { warps_m, warps_n } => {
+                32 * warps_m * warps_n == threads
+                    && (shape.len() == 1 || (shape.len() == 2 && shape[0] == 1))
+                    && shape.last().is_some_and(|n| n % (8 * warps_n as i64) == 0)
+            }
         }
     }
 }
@@ -97,6 +109,7 @@ impl fmt::Display for Layout {
             Layout::Blocked { vec } => write!(f, "#blocked<{vec}>"),
             Layout::Mma { warps_m, warps_n } => write!(f, "#mma<{warps_m}x{warps_n}>"),
             Layout::MmaRows { warps_m } => write!(f, "#mma_rows<{warps_m}>"),
+            Layout::MmaCols { warps_m, warps_n } => write!(f, "#mma_cols<{warps_m}x{warps_n}>"),
         }
     }
 }

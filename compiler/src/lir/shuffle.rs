@@ -39,6 +39,11 @@ pub fn element_of(layout: Layout, shape: &[i64], threads: u32, t: u32, r: usize)
             let (mi, h) = ((r / 2) as i64, (r % 2) as i64);
             warp * 16 + lane / 4 + mi * 16 * warps_m as i64 + 8 * h
         }
+        Layout::MmaCols { warps_n, .. } => {
+            let bn = shape.last().copied().unwrap_or(1) / warps_n as i64;
+            let (ni, c) = ((r / 2) as i64, (r % 2) as i64);
+            (warp % warps_n as i64) * bn + 8 * ni + 2 * (lane % 4) + c
+        }
     }
 }
 
@@ -246,6 +251,11 @@ mod tests {
         assert!(p.shuffles() > 0);
         // Rows broadcast back along the columns: registers of the same thread.
         let p = check(&rows, &acc, &[1, 0], 128);
+        assert_eq!(p.shuffles(), 0);
+        // Columns broadcast down the rows (a bias), on a 2×2 warp grid: registers too.
+        let cols = tile(&[1, 64], Layout::MmaCols { warps_m: 2, warps_n: 2 });
+        let acc22 = tile(&[64, 64], Layout::Mma { warps_m: 2, warps_n: 2 });
+        let p = check(&cols, &acc22, &[0, 1], 128);
         assert_eq!(p.shuffles(), 0);
     }
 

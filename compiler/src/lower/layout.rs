@@ -122,6 +122,9 @@ pub fn assign(k: &Kernel, warps: u32, target: crate::Target, tf32: bool) -> Hash
                 OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Unary(_) | OpKind::Select | OpKind::Cast => {
                     let r = d.results[0];
                     let shape = body.ty(r).shape();
+                    if let Some(&Layout::Mma { warps_m, warps_n }) = out.get(&r) {
+                        changed |= columns_from_registers(body, &d.operands, shape, warps_m, warps_n, &mut out);
+                    }
                     if out.contains_key(&r) {
                         continue;
                     }
@@ -187,6 +190,54 @@ pub fn assign(k: &Kernel, warps: u32, target: crate::Target, tf32: bool) -> Hash
             return out;
         }
     }
+}
+
+/// A row vector broadcast down the rows of an elementwise op computing in `#mma<wm×wn>` (a
+/// bias in a GEMM epilogue): the broadcast gets the MMA layout and the `[1, n]` row (and the
+/// `[n]` vector it expands, when used only there) `#mma_cols`, so each thread holds the columns
+/// it needs (loaded directly if the vector is a load) and the broadcast moves no data.
+fn columns_from_registers(
+    body: &TirBody,
+    operands: &[Value],
+    shape: &[i64],
+    warps_m: u32,
+    warps_n: u32,
+    out: &mut HashMap<Value, Layout>,
+) -> bool {
+    let def = |v: Value| match body.values[v.index()].def {
+        crate::ir::ValueDef::Result(op, _) => Some(body.op(op)),
+        crate::ir::ValueDef::Arg(..) => None,
+    };
+    let cols = Layout::MmaCols { warps_m, warps_n };
+    let mut changed = false;
+    for &o in operands {
+        let Some(b) = def(o).filter(|d| d.kind == OpKind::Broadcast) else { continue };
+        let row = b.operands[0];
+        if out.contains_key(&o) || body.ty(o).shape() != shape || body.ty(row).shape() != [1, shape[1]] || out.contains_key(&row) {
+            continue;
+        }
+        if !cols.valid_for(body.ty(row).shape(), 32 * warps_m * warps_n) {
+            continue;
+        }
+        out.insert(o, Layout::Mma { warps_m, warps_n });
+        out.insert(row, cols);
+        changed = true;
+        // The vector the row expands, if this is its only use.
+        if let Some(e) = def(row).filter(|d| matches!(d.kind, OpKind::ExpandDims(0) | OpKind::Reshape)) {
+            let v = e.operands[0];
+            if body.ty(v).shape() == [shape[1]] && !out.contains_key(&v) && single_use(body, v) {
+                out.insert(v, cols);
+            }
+        }
+    }
+    changed
+}
+
+/// Whether `v` has exactly one use in the kernel.
+fn single_use(body: &TirBody, v: Value) -> bool {
+    let mut n = 0;
+    body.walk(body.entry, &mut |op| n += body.op(op).operands.iter().filter(|&&o| o == v).count());
+    n == 1
 }
 
 fn yield_operands(body: &TirBody, b: Block) -> Vec<Value> {
