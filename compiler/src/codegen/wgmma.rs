@@ -176,43 +176,51 @@ impl<'c> Gen<'c, '_> {
             }
         }
         self.wg_asm("wgmma.fence.sync.aligned;", &[], None)?;
-        for ks in 0..k / 16 {
+        let steps = k / 16;
+        let mut dbs = vec![];
+        for ks in 0..steps {
             let b_step = if b_trans { kmajor_step(row_bytes, ks) } else { ks * 16 * n * es };
-            let db = self.descriptor(self.b.build_int_add(b0, self.i32c(b_step), "kb").ice()?, b_bits)?;
-            for s in 0..strips {
-                let acc = &accs[s * per..(s + 1) * per];
-                // A zero accumulator is not read (scale-d = 0): no registers are zeroed for it.
-                let zero = ks == 0 && acc.iter().all(|v| v.into_float_value().get_constant().is_some_and(|(c, _)| c == 0.0));
-                let (acc, scale) = if zero { (None, 0) } else { (Some(acc), 1) };
-                // Strip `s` of this warpgroup: rows `64·g + 16·warps_m·s`.
-                let d = match &a {
+            dbs.push(self.descriptor(self.b.build_int_add(b0, self.i32c(b_step), "kb").ice()?, b_bits)?);
+        }
+        // One inline-asm statement per strip issues all its k-steps: the accumulators go in and
+        // out once, not once per k-step (far less LLVM IR; the same instructions for ptxas).
+        for s in 0..strips {
+            let acc = &accs[s * per..(s + 1) * per];
+            // A zero accumulator is not read (scale-d = 0 on the first k-step): no registers
+            // are zeroed for it.
+            let zero = acc.iter().all(|v| v.into_float_value().get_constant().is_some_and(|(c, _)| c == 0.0));
+            let (acc, scale) = if zero { (None, 0) } else { (Some(acc), 1) };
+            // Operands: the `per` results, then `scale`, then each k-step's A (a descriptor or
+            // four fragment registers) and B descriptor, then the tied accumulators.
+            let mut args: Vec<BasicValueEnum<'c>> = vec![self.i32c(scale).into()];
+            let mut text = format!("{{\n.reg .pred p;\nsetp.ne.b32 p, ${p}, 0;\n");
+            for ks in 0..steps {
+                let scale_d = if ks == 0 { "p" } else { "1" };
+                let db = dbs[ks as usize];
+                match &a {
                     WgA::Smem(a0) => {
+                        // Strip `s` of this warpgroup: rows `64·g + 16·warps_m·s`.
                         let row0 = self.b.build_int_mul(warpgroup, self.i32c(64 * row_bytes), "wa").ice()?;
                         let off = self.i32c(s as i64 * 16 * warps_m as i64 * row_bytes + kmajor_step(row_bytes, ks));
                         let off = self.b.build_int_add(self.b.build_int_add(*a0, row0, "wa").ice()?, off, "ka").ice()?;
                         let da = self.descriptor(off, kmajor_bits(row_bytes))?;
-                        let text =
-                            format!("{{\n.reg .pred p;\nsetp.ne.b32 p, ${}, 0;\n{mma}, ${p}, ${}, p, 1, 1, 0, {tn};\n}}", p + 2, p + 1);
-                        self.wg_asm_n(&text, &[da.into(), db.into(), self.i32c(scale).into()], acc, per)?
+                        let (ia, ib) = (p + args.len(), p + 1 + args.len());
+                        args.extend([BasicValueEnum::from(da), db.into()]);
+                        text += &format!("{mma}, ${ia}, ${ib}, {scale_d}, 1, 1, 0, {tn};\n");
                     }
                     WgA::Regs(_) => {
                         let afr = frags.get(&(ks, s)).ok_or("wgmma A fragment missing")?;
-                        let text = format!(
-                            "{{\n.reg .pred p;\nsetp.ne.b32 p, ${}, 0;\n{mma}, {{${p}, ${}, ${}, ${}}}, ${}, p, 1, 1, {tn};\n}}",
-                            p + 5,
-                            p + 1,
-                            p + 2,
-                            p + 3,
-                            p + 4
-                        );
-                        let mut args: Vec<BasicValueEnum<'c>> = afr.iter().map(|&x| x.into()).collect();
+                        let i0 = p + args.len();
+                        args.extend(afr.iter().map(|&x| BasicValueEnum::from(x)));
                         args.push(db.into());
-                        args.push(self.i32c(scale).into());
-                        self.wg_asm_n(&text, &args, acc, per)?
+                        text +=
+                            &format!("{mma}, {{${}, ${}, ${}, ${}}}, ${}, {scale_d}, 1, 1, {tn};\n", i0, i0 + 1, i0 + 2, i0 + 3, i0 + 4);
                     }
-                };
-                accs[s * per..(s + 1) * per].copy_from_slice(&d);
+                }
             }
+            text += "}";
+            let d = self.wg_asm_n(&text, &args, acc, per)?;
+            accs[s * per..(s + 1) * per].copy_from_slice(&d);
         }
         self.wg_asm("wgmma.commit_group.sync.aligned;", &[], None)?;
         Ok(accs)
