@@ -8,7 +8,8 @@
 //!   vector access per chunk, no mask, straight-line code (the common case);
 //! - otherwise (the edge path), per chunk: one vector access where the chunk is inside,
 //!   contiguous and aligned, else element by element, each predicated on its own mask. These
-//!   are predicated PTX accesses (inline asm, one statement per chunk), so the edge path has no
+//!   are predicated PTX accesses (inline asm, one statement per chunk, which also computes the
+//!   chunk's masks from its indices: no per-element mask in LLVM IR), so the edge path has no
 //!   branch either; a masked-off load gives the pad.
 //!
 //! Single elements (and replicated tiles, which their owner threads store) take the edge path
@@ -25,14 +26,27 @@ use inkwell::basic_block::BasicBlock;
 use inkwell::types::{BasicTypeEnum, IntType};
 use inkwell::values::{BasicValue, BasicValueEnum, IntValue, PointerValue};
 
-/// Where one chunk of a window access goes (the edge path).
+/// Where one chunk of a window access goes (the edge path). Its masks are built only where
+/// LLVM IR needs them (`Gen::chunk_masks`); the inline-asm accesses compute them in PTX from
+/// `lead`, `idx` and `size`.
 struct Chunk<'c> {
     /// The registers, consecutive along the last dimension.
     regs: Vec<usize>,
-    /// The first element's address (valid only where `inb[0]`).
+    /// The first element's address (valid only where its element is inside).
     ptr: PointerValue<'c>,
     /// Linear element offset of the first element.
     lin: IntValue<'c>,
+    /// The leading indices are inside the tensor.
+    lead: IntValue<'c>,
+    /// The first element's last-dimension index, and the tensor's size along it.
+    idx: IntValue<'c>,
+    size: IntValue<'c>,
+    /// `chunks_aligned`, for chunks of several elements.
+    aligned: Option<IntValue<'c>>,
+}
+
+/// A chunk's masks in LLVM IR.
+struct Masks<'c> {
     /// Per element: inside the tensor.
     inb: Vec<IntValue<'c>>,
     /// Every element inside, contiguous and aligned: one vector access.
@@ -159,20 +173,27 @@ impl<'c> Gen<'c, '_> {
                 }
                 lin = self.add(lin, self.mul(self.sext(idx, i64t)?, strides[i])?)?;
             }
-            let mut inb = vec![];
-            for e in 0..n {
-                let ok = self.icmp(IntPredicate::ULT, self.addc(idx_last, e)?, sizes[last])?;
-                inb.push(self.and(lead, ok)?);
-            }
             // SAFETY (of the LLVM IR): dereferenced only where in bounds (or clamped).
             let p = unsafe { self.b.build_gep(mem_type(self.ctx, d), *ptr, &[lin], "p").ice()? };
-            let fast = match aligned {
-                Some(a) if n > 1 => self.and(self.and(inb[0], inb[n as usize - 1])?, a)?,
-                _ => self.ctx.bool_type().const_zero(),
-            };
-            out.push(Chunk { regs, ptr: p, lin, inb, fast });
+            let aligned = aligned.filter(|_| n > 1);
+            out.push(Chunk { regs, ptr: p, lin, lead, idx: idx_last, size: sizes[last], aligned });
         }
         Ok(out)
+    }
+
+    /// A chunk's masks, built in LLVM IR.
+    fn chunk_masks(&self, ch: &Chunk<'c>) -> Res<Masks<'c>> {
+        let n = ch.regs.len();
+        let mut inb = vec![];
+        for e in 0..n {
+            let ok = self.icmp(IntPredicate::ULT, self.addc(ch.idx, e as i64)?, ch.size)?;
+            inb.push(self.and(ch.lead, ok)?);
+        }
+        let fast = match ch.aligned {
+            Some(a) => self.and(self.and(inb[0], inb[n - 1])?, a)?,
+            None => self.ctx.bool_type().const_zero(),
+        };
+        Ok(Masks { inb, fast })
     }
 
     /// A window load with padding (see the module comment).
@@ -273,7 +294,7 @@ impl<'c> Gen<'c, '_> {
     /// The load of a single-element chunk from a clamped address, selecting the pad outside the
     /// tensor.
     fn masked_scalar(&self, base: PointerValue<'c>, ch: &Chunk<'c>, d: DType, pad: BasicValueEnum<'c>) -> Res<BasicValueEnum<'c>> {
-        let inb = ch.inb[0];
+        let inb = self.chunk_masks(ch)?.inb[0];
         let lin = self.select(inb, ch.lin, self.i64c(0))?;
         // SAFETY (of the LLVM IR): the offset is in range, or 0 (the tensor is not empty).
         let p = unsafe { self.b.build_gep(mem_type(self.ctx, d), base, &[lin], "pe").ice()? };
@@ -286,16 +307,14 @@ impl<'c> Gen<'c, '_> {
     /// tensor.
     fn masked_chunk_load(&self, ch: &Chunk<'c>, strideb: IntValue<'c>, d: DType, pad: BasicValueEnum<'c>) -> Res<Vec<BasicValueEnum<'c>>> {
         let k = ch.regs.len();
-        let not_fast = self.b.build_not(ch.fast, "nf").ice()?;
-        let conds = ch.inb.iter().map(|inb| self.and(*inb, not_fast)).collect::<Res<Vec<_>>>()?;
-        if let Some(shape) = ChunkAsm::new(d.size(), k) {
-            // One inline-asm statement for the whole chunk (a few IR instructions, not dozens).
+        if let (Some(shape), Some(aligned)) = (ChunkAsm::new(d.size(), k), ch.aligned) {
+            // One inline-asm statement for the whole chunk, masks included (a few IR
+            // instructions, not dozens).
             let et = self.ctx.custom_width_int_type(std::num::NonZero::new(shape.es as u32 * 8).ok_or("a zero-sized type")?).ice()?;
             let pad_bits = self.to_bits(self.reg_to_mem(pad, d)?, d)?;
             let addr = self.b.build_ptr_to_int(ch.ptr, self.ctx.i64_type(), "a").ice()?;
-            let mut args: Vec<BasicValueEnum> = vec![ch.fast.into()];
-            args.extend(conds.iter().map(|&c| BasicValueEnum::from(c)));
-            args.extend::<[BasicValueEnum; 3]>([addr.into(), strideb.into(), pad_bits.into()]);
+            let args: Vec<BasicValueEnum> =
+                vec![ch.lead.into(), aligned.into(), ch.idx.into(), ch.size.into(), addr.into(), strideb.into(), pad_bits.into()];
             let ret = self.ctx.struct_type(&vec![et.into(); k], false);
             let s = self.asm(&shape.load_text(), &shape.load_constraints(), ret.into(), &args, true)?.into_struct_value();
             let mut out = vec![];
@@ -305,24 +324,27 @@ impl<'c> Gen<'c, '_> {
             }
             return Ok(out);
         }
+        let Masks { inb, fast } = self.chunk_masks(ch)?;
+        let not_fast = self.b.build_not(fast, "nf").ice()?;
+        let conds = inb.iter().map(|inb| self.and(*inb, not_fast)).collect::<Res<Vec<_>>>()?;
         let i64t = self.ctx.i64_type();
         let vt = mem_type(self.ctx, d).into_int_type_or_float(k as u32)?;
         let vector = match access(self.ctx, k * d.size()) {
             Some(_) if k > 1 => {
-                let parts = self.pred_load(ch.fast, ch.ptr, None, k * d.size())?;
+                let parts = self.pred_load(fast, ch.ptr, None, k * d.size())?;
                 Some(self.join_parts(&parts, vt.into(), k * d.size())?.into_vector_value())
             }
             _ => None,
         };
         let mut out = vec![];
-        for (e, inb) in ch.inb.iter().enumerate() {
+        for (e, inb) in inb.iter().enumerate() {
             let p = self.element_ptr(ch.ptr, e, strideb, i64t)?;
             let cond = if vector.is_some() { conds[e] } else { *inb };
             let x = self.load_if(cond, p, d, pad)?;
             let x = match vector {
                 Some(v) => {
                     let ve = self.mem_to_reg(self.b.build_extract_element(v, self.i32c(e as i64), "ve").ice()?, d)?;
-                    self.b.build_select(ch.fast, ve, x, "v").ice()?
+                    self.b.build_select(fast, ve, x, "v").ice()?
                 }
                 None => x,
             };
@@ -360,7 +382,7 @@ impl<'c> Gen<'c, '_> {
         let strideb = self.mulc(strides[strides.len() - 1], d.size() as i64)?;
         if owner.is_some() || k == 1 {
             for ch in self.window_chunks(tensor, &offs, t, d, None)? {
-                for (e, inb) in ch.inb.iter().enumerate() {
+                for (e, inb) in self.chunk_masks(&ch)?.inb.iter().enumerate() {
                     let cond = match owner {
                         Some(o) => self.and(*inb, o)?,
                         None => *inb,
@@ -393,26 +415,26 @@ impl<'c> Gen<'c, '_> {
         self.b.position_at_end(edge);
         for (ch, v) in self.window_chunks(tensor, &offs, t, d, Some(aligned))?.iter().zip(&vecs) {
             let n = ch.regs.len();
-            let not_fast = self.b.build_not(ch.fast, "nf").ice()?;
-            let conds = ch.inb.iter().map(|inb| self.and(*inb, not_fast)).collect::<Res<Vec<_>>>()?;
             let addr = self.b.build_ptr_to_int(ch.ptr, i64t, "a").ice()?;
-            match ChunkAsm::new(d.size(), n) {
-                Some(shape) => {
-                    // One inline-asm statement for the whole chunk (a few IR instructions, not
-                    // dozens).
-                    let mut args: Vec<BasicValueEnum> = vec![ch.fast.into()];
-                    args.extend(conds.iter().map(|&c| BasicValueEnum::from(c)));
-                    args.extend::<[BasicValueEnum; 2]>([addr.into(), strideb.into()]);
+            match (ChunkAsm::new(d.size(), n), ch.aligned) {
+                (Some(shape), Some(aligned)) => {
+                    // One inline-asm statement for the whole chunk, masks included (a few IR
+                    // instructions, not dozens).
+                    let mut args: Vec<BasicValueEnum> =
+                        vec![ch.lead.into(), aligned.into(), ch.idx.into(), ch.size.into(), addr.into(), strideb.into()];
                     args.extend(self.split_parts(*v, n * d.size())?.into_iter().map(BasicValueEnum::from));
                     self.asm_void_args(&shape.store_text(), &shape.store_constraints(), &args)?;
                 }
-                None => {
+                _ => {
+                    let Masks { inb, fast } = self.chunk_masks(ch)?;
+                    let not_fast = self.b.build_not(fast, "nf").ice()?;
+                    let conds = inb.iter().map(|inb| self.and(*inb, not_fast)).collect::<Res<Vec<_>>>()?;
                     let vector = n > 1 && access(self.ctx, n * d.size()).is_some();
                     if vector {
                         let parts = self.split_parts(*v, n * d.size())?;
-                        self.pred_store(ch.fast, ch.ptr, &parts, n * d.size())?;
+                        self.pred_store(fast, ch.ptr, &parts, n * d.size())?;
                     }
-                    for (e, inb) in ch.inb.iter().enumerate() {
+                    for (e, inb) in inb.iter().enumerate() {
                         let c = if vector { conds[e] } else { *inb };
                         self.store_if(c, self.element_ptr(ch.ptr, e, strideb, i64t)?, vals[ch.regs[e]], d)?;
                     }
@@ -615,11 +637,36 @@ impl ChunkAsm {
         if self.parts == 1 { format!("b{}", self.part_bytes * 8) } else { "v2.b64".into() }
     }
 
+    /// The chunk's masks from operands `lead` (leading indices inside), `aligned`, `idx` (the
+    /// first element's last index) and `size` (the last dimension): `%tf` the whole chunk as
+    /// one vector access, `%tl` element by element otherwise; `%tq` is set per element by
+    /// `element_mask`.
+    fn masks_text(&self, lead: usize, aligned: usize, idx: usize, size: usize) -> String {
+        let mut t = ".reg .pred %tf, %tl, %tq;\n.reg .b32 %tc;\n".to_string();
+        t += &format!("add.s32 %tc, ${idx}, {};\n", self.k - 1);
+        t += &format!("setp.lt.and.u32 %tf, %tc, ${size}, ${lead};\n");
+        t += &format!("setp.lt.and.u32 %tf, ${idx}, ${size}, %tf;\n");
+        t += &format!("and.pred %tf, %tf, ${aligned};\n");
+        t += "not.pred %tl, %tf;\n";
+        t += &format!("and.pred %tl, %tl, ${lead};\n");
+        t
+    }
+
+    /// `%tq`: element `e` is inside and the chunk is not one vector access.
+    fn element_mask(e: usize, idx: usize, size: usize) -> String {
+        if e == 0 {
+            format!("setp.lt.and.u32 %tq, ${idx}, ${size}, %tl;\n")
+        } else {
+            format!("add.s32 %tc, ${idx}, {e};\nsetp.lt.and.u32 %tq, %tc, ${size}, %tl;\n")
+        }
+    }
+
+    /// Operands: `lead`, `aligned`, `idx`, `size`, the address, the byte stride, the data parts.
     fn store_text(&self) -> String {
-        let (a, s, data) = (self.k + 1, self.k + 2, self.k + 3);
+        let (a, s, data) = (4, 5, 6);
         let parts: Vec<String> = (0..self.parts).map(|j| format!("${}", data + j)).collect();
-        let mut t = format!("{{\n{}", self.decls());
-        t += &format!("@$0 st.global.{} [${a}], {};\n", self.vector_type(), self.vector_data(&parts));
+        let mut t = format!("{{\n{}{}", self.decls(), self.masks_text(0, 1, 2, 3));
+        t += &format!("@%tf st.global.{} [${a}], {};\n", self.vector_type(), self.vector_data(&parts));
         for (j, p) in parts.iter().enumerate() {
             t += &format!("mov.b{} {}, {p};\n", self.part_bytes * 8, self.part_elems(j));
         }
@@ -628,42 +675,44 @@ impl ChunkAsm {
             if e > 0 {
                 t += &format!("add.s64 %ta, %ta, ${s};\n");
             }
-            t += &format!("@${} st.global.b{} [%ta], %te{e};\n", e + 1, self.es * 8);
+            t += &ChunkAsm::element_mask(e, 2, 3);
+            t += &format!("@%tq st.global.b{} [%ta], %te{e};\n", self.es * 8);
         }
         t + "}"
     }
 
     fn store_constraints(&self) -> String {
-        let mut c = vec!["b"; self.k + 1];
-        c.extend(["l", "l"]);
+        let mut c = vec!["b", "b", "r", "r", "l", "l"];
         c.extend(vec![ChunkAsm::reg(self.part_bytes); self.parts]);
         c.push("~{memory}");
         c.join(",")
     }
 
-    /// Outputs `$0..$k-1` (the elements); then the chunk's predicate, the element predicates,
-    /// the address, the byte stride and the pad.
+    /// Outputs `$0..$k-1` (the elements); then `lead`, `aligned`, `idx`, `size`, the address,
+    /// the byte stride and the pad.
     fn load_text(&self) -> String {
         let k = self.k;
-        let (f, a, s, pad) = (k, 2 * k + 1, 2 * k + 2, 2 * k + 3);
+        let (lead, aligned, idx, size, a, s, pad) = (k, k + 1, k + 2, k + 3, k + 4, k + 5, k + 6);
         let tmp: Vec<String> = (0..self.parts).map(|j| format!("%tp{j}")).collect();
         let mut t = format!("{{\n{}.reg .b{} %tp<{}>;\n", self.decls(), self.part_bytes * 8, self.parts);
+        t += &self.masks_text(lead, aligned, idx, size);
         for e in 0..k {
             t += &format!("mov.b{} ${e}, ${pad};\n", self.es * 8);
         }
-        t += &format!("@${f} ld.global.{} {}, [${a}];\n", self.vector_type(), self.vector_data(&tmp));
+        t += &format!("@%tf ld.global.{} {}, [${a}];\n", self.vector_type(), self.vector_data(&tmp));
         for (j, p) in tmp.iter().enumerate() {
-            t += &format!("@${f} mov.b{} {}, {p};\n", self.part_bytes * 8, self.part_elems(j));
+            t += &format!("@%tf mov.b{} {}, {p};\n", self.part_bytes * 8, self.part_elems(j));
         }
         for e in 0..k {
-            t += &format!("@${f} mov.b{} ${e}, %te{e};\n", self.es * 8);
+            t += &format!("@%tf mov.b{} ${e}, %te{e};\n", self.es * 8);
         }
         t += &format!("mov.b64 %ta, ${a};\n");
         for e in 0..k {
             if e > 0 {
                 t += &format!("add.s64 %ta, %ta, ${s};\n");
             }
-            t += &format!("@${} ld.global.b{} ${e}, [%ta];\n", f + 1 + e, self.es * 8);
+            t += &ChunkAsm::element_mask(e, idx, size);
+            t += &format!("@%tq ld.global.b{} ${e}, [%ta];\n", self.es * 8);
         }
         t + "}"
     }
@@ -672,8 +721,7 @@ impl ChunkAsm {
         let r = ChunkAsm::reg(self.es);
         let out = format!("=&{r}");
         let mut c = vec![out.as_str(); self.k];
-        c.extend(vec!["b"; self.k + 1]);
-        c.extend(["l", "l", r]);
+        c.extend(["b", "b", "r", "r", "l", "l", r]);
         c.push("~{memory}");
         c.join(",")
     }
