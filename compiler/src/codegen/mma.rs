@@ -43,9 +43,26 @@ impl<'c> Gen<'c, '_> {
         self.hoisted(("lane", vec![]), |g| g.and(g.tid, g.i32c(31)))
     }
 
-    /// `(row, col)` of register `r` of this thread in an MMA-layout tile of `shape`.
+    /// The coordinates of register `r` of this thread in an MMA-layout tile of `shape`: `(row,
+    /// col)`, the row split over the leading dimensions of an N-D tile (`Layout::Mma`).
     pub(crate) fn mma_coords(&self, shape: &[i64], warps_m: u32, warps_n: u32, r: usize) -> Res<Vec<IntValue<'c>>> {
-        let bn = shape[1] / warps_n as i64;
+        let [row, col] = self.mma_row_col(shape, warps_m, warps_n, r)?;
+        let lead = &shape[..shape.len().saturating_sub(1)];
+        let mut out = vec![];
+        let mut inner: i64 = lead.iter().product();
+        for (i, &d) in lead.iter().enumerate() {
+            inner /= d.max(1);
+            let q = self.udivc(row, inner.max(1))?;
+            out.push(if i == 0 { q } else { self.uremc(q, d)? });
+        }
+        out.push(col);
+        Ok(out)
+    }
+
+    /// `(row, col)` of register `r` of this thread in an MMA-layout tile of `shape`, its leading
+    /// dimensions flattened into rows.
+    pub(crate) fn mma_row_col(&self, shape: &[i64], warps_m: u32, warps_n: u32, r: usize) -> Res<[IntValue<'c>; 2]> {
+        let bn = shape.last().copied().unwrap_or(1) / warps_n as i64;
         let nt = (bn / 8) as usize;
         let (c, ni, mi) = (r % 4, (r / 4) % nt, r / 4 / nt);
         // This thread's first row and column; a register adds a constant to them (warp row `wm`
@@ -55,7 +72,7 @@ impl<'c> Gen<'c, '_> {
         let col0 = self.hoisted(("mma.col0", vec![bn, warps_n as i64]), |s| s.add(s.mulc(wn, bn)?, s.mulc(t, 2)?))?;
         let row = self.addc(row0, mi as i64 * 16 * warps_m as i64 + 8 * (c as i64 / 2))?;
         let col = self.addc(col0, ni as i64 * 8 + (c as i64 % 2))?;
-        Ok(vec![row, col])
+        Ok([row, col])
     }
 
     /// Byte offset of element `(row, col)` of a row-major `[rows, cols]` tile of `esize`-byte

@@ -349,9 +349,9 @@ impl<'c, 'm> Gen<'c, 'm> {
                 let t0 = self.hoisted(("blocked.t", vec![mul]), |g| g.mulc(g.tid, mul))?;
                 self.addc(t0, base)
             }
-            Some(Layout::Mma { .. }) => {
-                let c = self.coords(t, r)?;
-                self.add(self.mulc(c[0], t.shape()[1])?, c[1])
+            Some(Layout::Mma { warps_m, warps_n }) => {
+                let [row, col] = self.mma_row_col(t.shape(), warps_m, warps_n, r)?;
+                self.add(self.mulc(row, t.shape().last().copied().unwrap_or(1))?, col)
             }
             // `[m]` or `[m, 1]`: the linear index is the row.
             Some(Layout::MmaRows { .. }) => Ok(self.coords(t, r)?[0]),

@@ -24,7 +24,8 @@ pub use print::print_kernel;
 pub enum Layout {
     /// Row-major elements in chunks of `vec` over the threads (see the module comment).
     Blocked { vec: u32 },
-    /// The accumulator of `mma.sync.m16n8k*`: the 2-D tile is split into a `warps_m × warps_n`
+    /// The accumulator of `mma.sync.m16n8k*`: the 2-D tile (or an N-D one whose leading
+    /// dimensions, flattened, are the rows: a reshaped accumulator) is split into a `warps_m × warps_n`
     /// grid (warp `w` is at `(w / warps_n, w % warps_n)`) covered by 16×8 instruction tiles.
     /// Warp row `wm` holds the 16-row strips `wm, wm + warps_m, wm + 2·warps_m, …` (interleaved,
     /// so that each 64-row strip of 4 consecutive warps is one warpgroup's `wgmma` tile), warp
@@ -88,7 +89,11 @@ impl Layout {
         let numel: i64 = shape.iter().product();
         match self {
             Layout::Blocked { .. } => self == Layout::blocked_for(numel, threads),
-            Layout::Mma { warps_m, warps_n } => 32 * warps_m * warps_n == threads && Layout::mma_fits(shape, warps_m, warps_n),
+            Layout::Mma { warps_m, warps_n } => {
+                let rows: i64 = shape[..shape.len().saturating_sub(1)].iter().product();
+                let last = shape.last().copied().unwrap_or(0);
+                32 * warps_m * warps_n == threads && shape.len() >= 2 && Layout::mma_fits(&[rows, last], warps_m, warps_n)
+            }
             Layout::MmaRows { warps_m } => {
                 32 * warps_m == threads
                     && (shape.len() == 1 || (shape.len() == 2 && shape[1] == 1))

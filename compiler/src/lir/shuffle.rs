@@ -26,7 +26,7 @@ pub fn element_of(layout: Layout, shape: &[i64], threads: u32, t: u32, r: usize)
             base + t as i64 * mul
         }
         Layout::Mma { warps_m, warps_n } => {
-            let n = shape.get(1).copied().unwrap_or(1);
+            let n = shape.last().copied().unwrap_or(1);
             let bn = n / warps_n as i64;
             let nt = (bn / 8).max(1) as usize;
             let (c, ni, mi) = ((r % 4) as i64, ((r / 4) % nt) as i64, (r / 4 / nt) as i64);

@@ -134,9 +134,23 @@ pub fn assign(k: &Kernel, warps: u32, target: crate::Target, tf32: bool) -> Hash
                     }
                 }
                 // A row reduction of a tile whose warps own whole rows stays in registers.
-                OpKind::Reduce(_, 1) if !out.contains_key(&d.results[0]) => {
+                OpKind::Reduce(_, 1) if !out.contains_key(&d.results[0]) && body.ty(d.operands[0]).shape().len() == 2 => {
                     if let Some(Layout::Mma { warps_m, warps_n: 1 }) = out.get(&d.operands[0]) {
                         out.insert(d.results[0], Layout::MmaRows { warps_m: *warps_m });
+                        changed = true;
+                    }
+                }
+                // Splitting an accumulator's rows over leading dimensions (`reshape(acc, [TX,
+                // TY, D])` before a store) keeps its layout: no data moves.
+                OpKind::Reshape if !out.contains_key(&d.results[0]) => {
+                    let (from, to) = (body.ty(d.operands[0]).shape(), body.ty(d.results[0]).shape());
+                    if let Some(&l @ Layout::Mma { .. }) = out.get(&d.operands[0])
+                        && from.len() == 2
+                        && to.len() >= 2
+                        && to.last() == from.last()
+                        && to[..to.len() - 1].iter().product::<i64>() == from[0]
+                    {
+                        out.insert(d.results[0], l);
                         changed = true;
                     }
                 }

@@ -302,7 +302,7 @@ impl Cx<'_> {
                     // Only blocked layouts keep the linear order that makes these free (and a
                     // row layout gaining a trailing axis of 1).
                     let want = match res_layout {
-                        Some(l @ (Layout::MmaRows { .. } | Layout::MmaCols { .. })) => l,
+                        Some(l @ (Layout::MmaRows { .. } | Layout::MmaCols { .. } | Layout::Mma { .. })) => l,
                         _ => Layout::blocked_for(self.src.ty(d.operands[0]).numel(), self.threads),
                     };
                     let x = self.operand(d.operands[0], Some(want), dst, span)?;
