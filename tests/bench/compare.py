@@ -132,16 +132,25 @@ def host_part():
     examples = sorted(f for f in os.listdir(os.path.join(ROOT, "examples")) if f.endswith(".tile"))
     rows = []
     for f in examples:
-        cache = os.path.join(TMP, "tessera-cache-" + f)
-        env = {"TESSERA_CACHE_DIR": cache}
-        out = os.path.join(TMP, "aot-" + f)
-        cmd = ["build", "examples/" + f, "--emit", "ptx,meta", "-o", out, "--time"]
-        code, _, err, cold_wall = tessera(cmd, env)
+        # Three cold builds, each with an empty cache folder: the median one is reported (the
+        # host's speed drifts from one build to the next).
+        cold = []
+        for i in range(3):
+            cache = os.path.join(TMP, f"tessera-cache-{i}-" + f)
+            env = {"TESSERA_CACHE_DIR": cache}
+            out = os.path.join(TMP, "aot-" + f)
+            cmd = ["build", "examples/" + f, "--emit", "ptx,meta", "-o", out, "--time"]
+            code, _, err, cold_wall = tessera(cmd, env)
+            m = re.search(r"(\d+) kernels? in ([\d.]+) ms \(cache (\w+)\)", err) if code == 0 else None
+            cold.append((float(m.group(2)) if m else float("inf"), code, err, cold_wall, env))
+        cold.sort(key=lambda c: c[0])
+        _, code, err, cold_wall, env = cold[1]
         row = {"file": f}
         if code != 0:
             row["error"] = first_line(err)
             rows.append(row)
             continue
+        row["cold_ms_all"] = [c[0] for c in cold]
         m = re.search(r"(\d+) kernels? in ([\d.]+) ms \(cache (\w+)\)", err)
         code2, _, err2, warm_wall = tessera(cmd, env)
         m2 = re.search(r"in ([\d.]+) ms \(cache (\w+)\)", err2)
@@ -541,7 +550,7 @@ if h:
     out.append(f"\nHOST  {info['device']}  {info['date']}  torch {info['torch']}  triton {info['triton']}  {info['tessera']}")
     tri = h.get("triton_mm_cold_compile_ms", {})
     tri_first = tri.get("BM=128 BN=128 BK=64")
-    out.append(f"{'tessera build (cold cache)':34} {'kernels':>7} {'cold ms':>9} {'cold wall':>10} {'hit ms':>8} {'hit wall':>9} "
+    out.append(f"{'tessera build (cold, median of 3)':34} {'kernels':>7} {'cold ms':>9} {'cold wall':>10} {'hit ms':>8} {'hit wall':>9} "
                f"{'Triton mm cold / this':>22}  stages (cold)")
     for r in h.get("tessera_build", []):
         if "error" in r:
