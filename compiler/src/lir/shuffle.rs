@@ -73,10 +73,8 @@ pub struct ShufflePlan {
 impl ShufflePlan {
     /// The shuffles the conversion issues (equal sources are read once).
     pub fn shuffles(&self) -> usize {
-        let mut seen: Vec<&Source> = self.sources.iter().filter(|s| matches!(s, Source::Shuffle { .. })).collect();
-        seen.sort_by_key(|s| format!("{s:?}"));
-        seen.dedup();
-        seen.len()
+        let distinct: std::collections::HashSet<&Source> = self.sources.iter().filter(|s| matches!(s, Source::Shuffle { .. })).collect();
+        distinct.len()
     }
 }
 
