@@ -56,6 +56,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("ops/loops.tile", include_str!("../../tests/ops/loops.tile")),
     ("ops/dot_wide.tile", include_str!("../../tests/ops/dot_wide.tile")),
     ("ops/convert.tile", include_str!("../../tests/ops/convert.tile")),
+    ("ops/epilogue.tile", include_str!("../../tests/ops/epilogue.tile")),
 ];
 
 /// Sizes of dimension symbols and values of integer consts, by name, as a generator sees them.
@@ -558,6 +559,8 @@ pub const CASES: &[Case] = &[
         tols: &[("*", X)],
         ..c("ops convert R37 C61 BR=8 BC=64", "ops/convert.tile", &[("BR", i(8)), ("BC", i(64))], &[("R", 37), ("C", 61)], &[], CONVERT_OUT)
     },
+    c("ops epilogue M72 N100", "ops/epilogue.tile", &[], &[("M", 72), ("N", 100), ("P", 9)], &[], &[("d", P), ("e", P)]),
+    c("ops epilogue M128 N64", "ops/epilogue.tile", &[], &[("M", 128), ("N", 64), ("P", 16)], &[], &[("d", P), ("e", P)]),
 ];
 
 /// The outcome of one case.

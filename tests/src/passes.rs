@@ -275,15 +275,16 @@ fn layout_epilogue_on(target: Target) {
     assert_eq!(stored.len(), 1);
     assert_eq!(layout(k, k.body.op(stored[0]).operands.last().copied().unwrap_or_else(|| unreachable!())), layout(k, acc));
     assert_eq!(mma_tiles_stored(k), Vec::<String>::new(), "{}: the accumulator went through shared memory", s.name);
-    // The bias: loaded in the accumulator's columns, broadcast in registers.
+    // The bias: loaded in the accumulator's columns, broadcast in registers; the residual:
+    // loaded in the accumulator's layout.
     assert!(
         lir_find(k, "local_store").is_empty() && lir_find(k, "local_load").is_empty(),
         "{}: the bias went through shared memory",
         s.name
     );
     let cols = Layout::MmaCols { warps_m: grid_m(grid), warps_n: grid_n(grid) };
-    let bias = lir_find(k, "load");
-    assert_eq!(bias.iter().map(|&op| layout(k, k.body.op(op).results[0])).collect::<Vec<_>>(), [Some(cols)], "{}", s.name);
+    let loads = lir_find(k, "load");
+    assert_eq!(loads.iter().map(|&op| layout(k, k.body.op(op).results[0])).collect::<Vec<_>>(), [Some(cols), Some(grid)], "{}", s.name);
     let bcast = lir_find(k, "shuffle_convert");
     assert_eq!(bcast.len(), 1, "{}: the bias broadcast", s.name);
     let d = k.body.op(bcast[0]);

@@ -122,8 +122,9 @@ pub fn assign(k: &Kernel, warps: u32, target: crate::Target, tf32: bool) -> Hash
                 OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Unary(_) | OpKind::Select | OpKind::Cast => {
                     let r = d.results[0];
                     let shape = body.ty(r).shape();
-                    if let Some(&Layout::Mma { warps_m, warps_n }) = out.get(&r) {
+                    if let Some(&l @ Layout::Mma { warps_m, warps_n }) = out.get(&r) {
                         changed |= columns_from_registers(body, &d.operands, shape, warps_m, warps_n, &mut out);
+                        changed |= loads_in_registers(body, &d.operands, shape, l, &mut out);
                     }
                     if out.contains_key(&r) {
                         continue;
@@ -242,6 +243,24 @@ fn columns_from_registers(
             if body.ty(v).shape() == [shape[1]] && !out.contains_key(&v) && single_use(body, v) {
                 out.insert(v, cols);
             }
+        }
+    }
+    changed
+}
+
+/// A window load of the accumulator's shape used only by an elementwise op computing in the
+/// MMA layout (`acc + c.load(…)`, a GEMM's `C` input or a residual) is loaded in that layout:
+/// each thread reads the elements of its own accumulator registers, nothing is converted.
+fn loads_in_registers(body: &TirBody, operands: &[Value], shape: &[i64], l: Layout, out: &mut HashMap<Value, Layout>) -> bool {
+    let mut changed = false;
+    for &o in operands {
+        let is_load = match body.values[o.index()].def {
+            crate::ir::ValueDef::Result(op, _) => body.op(op).kind == OpKind::Load,
+            crate::ir::ValueDef::Arg(..) => false,
+        };
+        if is_load && !out.contains_key(&o) && body.ty(o).shape() == shape && single_use(body, o) {
+            out.insert(o, l);
+            changed = true;
         }
     }
     changed
