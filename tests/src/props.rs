@@ -1,7 +1,8 @@
 //! Property tests (proptest): the front end never panics, on arbitrary bytes and on mutations of
 //! the examples (token insertions, deletions and swaps), whatever it reports stays inside the
 //! sources; and randomly generated small tile-IR programs (every op kind, nested regions) print
-//! to text that parses back to the same text.
+//! to text that parses back to the same text; and layout conversions by warp shuffles give every
+//! thread the elements the conversion asks for.
 
 use crate::common::{root, tile_files};
 use proptest::prelude::*;
@@ -509,5 +510,74 @@ fn generated_programs_cover_every_op() {
         "add",
     ] {
         assert!(seen.contains(want), "no `{want}` generated; saw {seen:?}");
+    }
+}
+
+// ---- layout conversions by warp shuffles ----
+
+use tessera_compiler::lir::{self, Layout, shuffle};
+
+/// A tile type for the shuffle-plan property: `shape` in `layout` on `threads` threads, if valid.
+fn lir_tile(shape: Vec<i64>, layout: Layout, threads: u32) -> Option<lir::Type> {
+    layout.valid_for(&shape, threads).then_some(lir::Type::Tile { dtype: DType::F32, shape, layout })
+}
+
+/// The layouts of the thread IR that can hold a `[m, n]` tile, or its `[m, 1]` and `[1, n]`
+/// slices, on `warps` warps.
+fn layouts_for(m: i64, n: i64, warps: u32) -> Vec<(Vec<i64>, Layout)> {
+    let threads = warps * 32;
+    let mut out = vec![(vec![m, n], Layout::blocked_for(m * n, threads))];
+    for wm in [1, 2, 4, 8] {
+        let wn = warps / wm;
+        if wm * wn == warps {
+            out.push((vec![m, n], Layout::Mma { warps_m: wm, warps_n: wn }));
+            out.push((vec![1, n], Layout::MmaCols { warps_m: wm, warps_n: wn }));
+        }
+    }
+    out.push((vec![m, 1], Layout::MmaRows { warps_m: warps }));
+    out.push((vec![m, 1], Layout::blocked_for(m, threads)));
+    out.push((vec![1, n], Layout::blocked_for(n, threads)));
+    out.into_iter().filter(|(s, l)| l.valid_for(s, threads)).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Wherever `shuffle::plan` finds a plan for a conversion (a plain one, a broadcast of a row
+    /// or a column, or a transpose), following it gives every thread, in every register, exactly
+    /// the element the index map asks for, from its own registers and the lanes of its own warp.
+    /// (About half the generated cases have a plan, from plain register copies to 64 shuffles.)
+    #[test]
+    fn shuffle_plans_deliver_the_right_elements(mi in 0usize..4, ni in 0usize..4, wi in 0usize..3, si in any::<u32>(), di in any::<u32>()) {
+        let (m, n, warps) = ([16i64, 32, 64, 128][mi], [8i64, 16, 64, 128][ni], [1u32, 2, 4][wi]);
+        let threads = warps * 32;
+        let all = layouts_for(m, n, warps);
+        let (src_shape, sl) = all[si as usize % all.len()].clone();
+        let dsts: Vec<(Vec<i64>, Layout)> = all.iter().filter(|(s, _)| s == &vec![m, n]).cloned().collect();
+        let (dst_shape, dl) = dsts[di as usize % dsts.len()].clone();
+        let (Some(src), Some(dst)) = (lir_tile(src_shape.clone(), sl, threads), lir_tile(dst_shape.clone(), dl, threads)) else { return Ok(()) };
+        // The index map: row-major for [m, n] (or a transpose when square), zero strides for
+        // broadcast axes.
+        let strides = match src_shape.as_slice() {
+            [1, _] => vec![0, 1],
+            [_, 1] => vec![1, 0],
+            _ if di % 2 == 1 && m == n => vec![1, m],
+            _ => vec![n, 1],
+        };
+        let Some(plan) = shuffle::plan(&src, &dst, &strides, threads) else { return Ok(()) };
+        for t in 0..threads {
+            for (r, s) in plan.sources.iter().enumerate() {
+                let l = shuffle::element_of(dl, &dst_shape, threads, t, r);
+                let want = (l / n) * strides[0] + (l % n) * strides[1];
+                let got = match s {
+                    shuffle::Source::Own(reg) => shuffle::element_of(sl, &src_shape, threads, t, *reg),
+                    shuffle::Source::Shuffle { reg, lane } => {
+                        prop_assert!(lane.eval(t) < 32);
+                        shuffle::element_of(sl, &src_shape, threads, t / 32 * 32 + lane.eval(t), *reg)
+                    }
+                };
+                prop_assert_eq!(got, want, "{} -> {} strides {:?}: thread {} register {}", src, dst, strides, t, r);
+            }
+        }
     }
 }
