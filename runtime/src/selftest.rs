@@ -57,6 +57,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("ops/dot_wide.tile", include_str!("../../tests/ops/dot_wide.tile")),
     ("ops/convert.tile", include_str!("../../tests/ops/convert.tile")),
     ("ops/epilogue.tile", include_str!("../../tests/ops/epilogue.tile")),
+    ("ops/convert_warp.tile", include_str!("../../tests/ops/convert_warp.tile")),
 ];
 
 /// Sizes of dimension symbols and values of integer consts, by name, as a generator sees them.
@@ -561,6 +562,7 @@ pub const CASES: &[Case] = &[
     },
     c("ops epilogue M72 N100", "ops/epilogue.tile", &[], &[("M", 72), ("N", 100), ("P", 9)], &[], &[("d", P), ("e", P)]),
     c("ops epilogue M128 N64", "ops/epilogue.tile", &[], &[("M", 128), ("N", 64), ("P", 16)], &[], &[("d", P), ("e", P)]),
+    c("ops convert_warp M48", "ops/convert_warp.tile", &[], &[("M", 48)], &[], &[("d", P)]),
 ];
 
 /// The outcome of one case.

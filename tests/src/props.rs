@@ -575,6 +575,10 @@ proptest! {
                         prop_assert!(lane.eval(t) < 32);
                         shuffle::element_of(sl, &src_shape, threads, t / 32 * 32 + lane.eval(t), *reg)
                     }
+                    shuffle::Source::Gather { regs, lane, pick } => {
+                        prop_assert!(lane.eval(t) < 32 && (pick.eval(t) as usize) < regs.len());
+                        shuffle::element_of(sl, &src_shape, threads, t / 32 * 32 + lane.eval(t), regs[pick.eval(t) as usize])
+                    }
                 };
                 prop_assert_eq!(got, want, "{} -> {} strides {:?}: thread {} register {}", src, dst, strides, t, r);
             }

@@ -29,6 +29,28 @@ impl<'c> Gen<'c, '_> {
                         v
                     }
                 },
+                // Every lane sends each of `regs` in turn; the reader keeps the one it wants.
+                shuffle::Source::Gather { regs: rs, lane, pick } => match done.get(s) {
+                    Some(v) => *v,
+                    None => {
+                        let l = self.lane_of(lane)?;
+                        let want = self.lane_of(pick)?;
+                        let mut v: Option<BasicValueEnum<'c>> = None;
+                        for (i, &r) in rs.iter().enumerate() {
+                            let x = self.shfl("llvm.nvvm.shfl.sync.idx.i32", reg(r)?, l)?;
+                            v = Some(match v {
+                                None => x,
+                                Some(acc) => {
+                                    let hit = self.icmp(inkwell::IntPredicate::EQ, want, self.i32c(i as i64))?;
+                                    self.b.build_select(hit, x, acc, "g").ice()?
+                                }
+                            });
+                        }
+                        let v = v.ok_or("a gather of no register")?;
+                        done.insert(s, v);
+                        v
+                    }
+                },
             };
             out.push(v);
         }

@@ -62,6 +62,10 @@ pub enum Source {
     Own(usize),
     /// Register `reg` of lane `lane(tid)` of the same warp.
     Shuffle { reg: usize, lane: LaneMap },
+    /// One shuffle per register of `regs` (every lane sending its own `regs[j]`) from lane
+    /// `lane(tid)`, of which the thread keeps number `pick(tid)`: for conversions where a lane
+    /// must send different registers to different readers.
+    Gather { regs: Vec<usize>, lane: LaneMap, pick: LaneMap },
 }
 
 /// The sources of every destination register, in register order.
@@ -73,13 +77,29 @@ pub struct ShufflePlan {
 impl ShufflePlan {
     /// The shuffles the conversion issues (equal sources are read once).
     pub fn shuffles(&self) -> usize {
-        let distinct: std::collections::HashSet<&Source> = self.sources.iter().filter(|s| matches!(s, Source::Shuffle { .. })).collect();
-        distinct.len()
+        let distinct: std::collections::HashSet<&Source> = self.sources.iter().collect();
+        distinct
+            .iter()
+            .map(|s| match s {
+                Source::Own(_) => 0,
+                Source::Shuffle { .. } => 1,
+                Source::Gather { regs, .. } => regs.len(),
+            })
+            .sum()
+    }
+
+    /// The selects that choose among a gather's shuffles.
+    pub fn selects(&self) -> usize {
+        let distinct: std::collections::HashSet<&Source> = self.sources.iter().collect();
+        distinct.iter().map(|s| if let Source::Gather { regs, .. } = s { regs.len() - 1 } else { 0 }).sum()
     }
 }
 
 /// Enumeration bound (threads × registers): bigger conversions go through shared memory.
 const MAX_ELEMENTS: usize = 1 << 16;
+
+/// At most this many shuffles for one destination register (a gather).
+const MAX_ROUNDS: usize = 4;
 
 /// How a destination thread picks among the holders of an element in its warp.
 #[derive(Clone, Copy)]
@@ -96,8 +116,8 @@ enum Policy {
 /// The plan that gives each thread, for each register of `dst`, the element of `src` at linear
 /// index `Σ c_i · strides_i` where `c` is the destination element's coordinate (row-major
 /// `strides` of `src` for a plain conversion, zeros for broadcast axes, permuted for a
-/// permutation). `None` when some element is only in another warp, the source register differs
-/// between threads, or the lanes have no affine form.
+/// permutation). `None` when some element is only in another warp, a register would need more
+/// than `MAX_ROUNDS` shuffles, or the lanes or registers read have no affine form.
 pub fn plan(src: &Type, dst: &Type, strides: &[i64], threads: u32) -> Option<ShufflePlan> {
     let (Some(sl), Some(dl)) = (src.layout(), dst.layout()) else { return None };
     let (ss, ds) = (src.shape(), dst.shape());
@@ -147,26 +167,40 @@ fn source_for(holders: &[Vec<(u32, usize)>], wanted: &[usize], threads: u32, pol
         picks.push(*pick?);
     }
     let reg = picks[0].1;
-    if picks.iter().any(|&(_, r)| r != reg) {
-        return None;
-    }
-    if picks.iter().enumerate().all(|(t, &(h, _))| h == t as u32) {
+    let uniform = picks.iter().all(|&(_, r)| r == reg);
+    if uniform && picks.iter().enumerate().all(|(t, &(h, _))| h == t as u32) {
         return Some(Source::Own(reg));
     }
-    // Fit `lane(t) = lane(0) ⊕ (⊕ over the set bits i of t: lane(2^i) ⊕ lane(0))`, then check it.
-    let lane = |t: usize| picks[t].0 % 32;
-    let xor = lane(0);
+    let lane = fit(picks.len(), threads, |t| picks[t].0 % 32)?;
+    if uniform {
+        return Some(Source::Shuffle { reg, lane });
+    }
+    // Different readers want different registers of their lanes: one shuffle per register.
+    let mut regs: Vec<usize> = picks.iter().map(|&(_, r)| r).collect();
+    regs.sort_unstable();
+    regs.dedup();
+    if regs.len() > MAX_ROUNDS {
+        return None;
+    }
+    let pick = fit(picks.len(), threads, |t| regs.iter().position(|&r| r == picks[t].1).unwrap_or(0) as u32)?;
+    Some(Source::Gather { regs, lane, pick })
+}
+
+/// The affine GF(2) map of the thread index `f(t) = f(0) ⊕ (⊕ over the set bits i of t:
+/// f(2^i) ⊕ f(0))`, if it gives `f` for all `n` threads.
+fn fit(n: usize, threads: u32, f: impl Fn(usize) -> u32) -> Option<LaneMap> {
+    let xor = f(0);
     let mut bits = vec![];
     let mut bit = 0;
-    while (1usize << bit) < threads as usize {
-        let m = lane(1 << bit) ^ xor;
+    while (1usize << bit) < (threads as usize).min(n) {
+        let m = f(1 << bit) ^ xor;
         if m != 0 {
             bits.push((bit, m));
         }
         bit += 1;
     }
     let map = LaneMap { xor, bits };
-    (0..picks.len()).all(|t| map.eval(t as u32) == lane(t)).then_some(Source::Shuffle { reg, lane: map })
+    (0..n).all(|t| map.eval(t as u32) == f(t)).then_some(map)
 }
 
 impl LaneMap {
@@ -190,13 +224,13 @@ const BARRIER_COST: usize = 16;
 
 /// Whether the shuffles of `plan` cost less than converting through shared memory: the shared
 /// path is one store per source register, one load per destination register and two barriers;
-/// a shuffle issues like two ordinary instructions (a 64-bit element needs two), register
-/// copies are free.
+/// a shuffle issues like two ordinary instructions (a 64-bit element needs two), a gather's
+/// choice a compare and a select per extra shuffle, register copies are free.
 pub fn shuffle_is_cheaper(plan: &ShufflePlan, src: &Type, dst: &Type, threads: u32) -> bool {
     let regs = |t: &Type| t.layout().map_or(0, |l| l.regs(t.shape(), threads));
     let smem = regs(src) + regs(dst) + 2 * BARRIER_COST;
     let per = if src.dtype().size() == 8 { 2 } else { 1 };
-    2 * per * plan.shuffles() <= smem
+    2 * per * plan.shuffles() + 2 * plan.selects() <= smem
 }
 
 #[cfg(test)]
@@ -223,6 +257,10 @@ mod tests {
                     Source::Shuffle { reg, lane } => {
                         let from = t / 32 * 32 + lane.eval(t);
                         element_of(sl, src.shape(), threads, from, *reg)
+                    }
+                    Source::Gather { regs, lane, pick } => {
+                        let from = t / 32 * 32 + lane.eval(t);
+                        element_of(sl, src.shape(), threads, from, regs[pick.eval(t) as usize])
                     }
                 };
                 assert_eq!(got, want, "thread {t} register {r}");
@@ -267,11 +305,16 @@ mod tests {
     }
 
     #[test]
-    fn senders_asked_for_two_registers_at_once_go_through_shared_memory() {
-        // blocked<4> → m16n8 on one warp: in one round a lane would have to send two different
-        // registers to two readers.
+    fn senders_asked_for_two_registers_at_once_gather() {
+        // blocked<4> → m16n8 on one warp: a lane must send two different registers to two
+        // readers, so each destination register takes two shuffles and a select.
         let (src, dst) = (tile(&[16, 8], Layout::Blocked { vec: 4 }), tile(&[16, 8], Layout::Mma { warps_m: 1, warps_n: 1 }));
-        assert!(plan(&src, &dst, &[8, 1], 32).is_none());
+        let p = check(&src, &dst, &[8, 1], 32);
+        assert!(p.sources.iter().all(|s| matches!(s, Source::Gather { regs, .. } if regs.len() == 2)), "{p:?}");
+        assert_eq!((p.shuffles(), p.selects()), (8, 4));
+        assert!(shuffle_is_cheaper(&p, &src, &dst, 32));
+        // And back.
+        check(&dst, &src, &[8, 1], 32);
     }
 
     #[test]
