@@ -129,14 +129,27 @@ pub fn plan(src: &Type, dst: &Type, strides: &[i64], threads: u32) -> Option<Shu
     if threads as usize * s_regs.max(d_regs) > MAX_ELEMENTS || s_numel <= 0 {
         return None;
     }
-    // Who holds each source element: (thread, register), in thread order.
-    let mut holders: Vec<Vec<(u32, usize)>> = vec![vec![]; s_numel as usize];
+    // Who holds each source element: (thread, register), in thread order, element by element
+    // in one flat array (a counting sort).
+    let mut elems = Vec::with_capacity(threads as usize * s_regs);
+    let mut start = vec![0usize; s_numel as usize + 1];
     for t in 0..threads {
         for r in 0..s_regs {
-            let e = element_of(sl, ss, threads, t, r);
-            holders.get_mut(usize::try_from(e).ok()?)?.push((t, r));
+            let e = usize::try_from(element_of(sl, ss, threads, t, r)).ok().filter(|&e| e < s_numel as usize)?;
+            start[e + 1] += 1;
+            elems.push((e, t, r));
         }
     }
+    for e in 0..s_numel as usize {
+        start[e + 1] += start[e];
+    }
+    let mut flat = vec![(0u32, 0usize); elems.len()];
+    let mut next = start.clone();
+    for &(e, t, r) in &elems {
+        flat[next[e]] = (t, r);
+        next[e] += 1;
+    }
+    let holders = Holders { start, flat };
     let rm = row_major(ds);
     let mut sources = Vec::with_capacity(d_regs);
     for r in 0..d_regs {
@@ -145,7 +158,7 @@ pub fn plan(src: &Type, dst: &Type, strides: &[i64], threads: u32) -> Option<Shu
         for t in 0..threads {
             let l = element_of(dl, ds, threads, t, r);
             let e: i64 = ds.iter().zip(&rm).zip(strides).map(|((&d, &m), &s)| (l / m) % d * s).sum();
-            wanted.push(usize::try_from(e).ok().filter(|&e| e < holders.len())?);
+            wanted.push(usize::try_from(e).ok().filter(|&e| e < s_numel as usize)?);
         }
         let source =
             [Policy::OwnFirst, Policy::LowestLane, Policy::Nearest].into_iter().find_map(|p| source_for(&holders, &wanted, threads, p))?;
@@ -154,13 +167,25 @@ pub fn plan(src: &Type, dst: &Type, strides: &[i64], threads: u32) -> Option<Shu
     Some(ShufflePlan { sources })
 }
 
-fn source_for(holders: &[Vec<(u32, usize)>], wanted: &[usize], threads: u32, policy: Policy) -> Option<Source> {
+/// The holders of each source element, `flat[start[e]..start[e + 1]]`.
+struct Holders {
+    start: Vec<usize>,
+    flat: Vec<(u32, usize)>,
+}
+
+impl Holders {
+    fn of(&self, e: usize) -> &[(u32, usize)] {
+        &self.flat[self.start[e]..self.start[e + 1]]
+    }
+}
+
+fn source_for(holders: &Holders, wanted: &[usize], threads: u32, policy: Policy) -> Option<Source> {
     let mut picks = Vec::with_capacity(wanted.len());
     for (t, &e) in wanted.iter().enumerate() {
         let t = t as u32;
-        let same_warp = holders[e].iter().filter(|(h, _)| h / 32 == t / 32);
+        let same_warp = holders.of(e).iter().filter(|(h, _)| h / 32 == t / 32);
         let pick = match policy {
-            Policy::OwnFirst => holders[e].iter().find(|(h, _)| *h == t).or_else(|| same_warp.clone().next()),
+            Policy::OwnFirst => holders.of(e).iter().find(|(h, _)| *h == t).or_else(|| same_warp.clone().next()),
             Policy::LowestLane => same_warp.clone().next(),
             Policy::Nearest => same_warp.clone().min_by_key(|(h, _)| ((h ^ t) & 31, *h)),
         };
