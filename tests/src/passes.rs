@@ -288,7 +288,7 @@ fn layout_epilogue_on(target: Target) {
     let bcast = lir_find(k, "shuffle_convert");
     assert_eq!(bcast.len(), 1, "{}: the bias broadcast", s.name);
     let d = k.body.op(bcast[0]);
-    let lir::OpKind::ShuffleConvert { strides } = &d.kind else { unreachable!() };
+    let lir::OpKind::ShuffleConvert { strides, .. } = &d.kind else { unreachable!() };
     let plan = lir::shuffle::plan(k.body.ty(d.operands[0]), k.body.ty(d.results[0]), strides, k.threads).expect("a plan");
     assert_eq!(plan.shuffles(), 0, "{}: the bias broadcast reads other lanes", s.name);
     // Both operands are window loads: copied asynchronously, never loaded into registers.
@@ -342,7 +342,7 @@ fn convert_by_shuffles_where_cheaper() {
     for &op in &shuffles {
         let d = k.body.op(op);
         let (x, r) = (d.operands[0], d.results[0]);
-        let lir::OpKind::ShuffleConvert { strides } = &d.kind else { unreachable!() };
+        let lir::OpKind::ShuffleConvert { strides, .. } = &d.kind else { unreachable!() };
         assert_eq!(strides, &[1, 0], "{}: a row broadcast reads element (i, j) from row i", s.name);
         let plan = lir::shuffle::plan(k.body.ty(x), k.body.ty(r), strides, k.threads).expect("a plan");
         // Each thread's 8 registers span two rows: two shuffles, not one per register.

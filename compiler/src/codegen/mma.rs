@@ -167,6 +167,15 @@ impl<'c> Gen<'c, '_> {
             .collect()
     }
 
+    /// The byte offset of a pipelined operand's stage (`local_mma`'s optional base operand), 0
+    /// without one.
+    pub(crate) fn stage_base(&self, base: Option<Value>) -> Res<IntValue<'c>> {
+        match base {
+            Some(v) => Ok(self.regs(v)?[0].into_int_value()),
+            None => Ok(self.i32c(0)),
+        }
+    }
+
     /// `acc + a · b` on the tensor cores; `a`/`b` are swizzled row-major tiles in shared memory.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn local_mma(
@@ -179,13 +188,7 @@ impl<'c> Gen<'c, '_> {
         dtype: DType,
     ) -> Res<Vec<Cv<'c>>> {
         let (a_off, b_off, b_trans) = offs;
-        let base = |g: &Self, v: Option<Value>| -> Res<IntValue<'c>> {
-            match v {
-                Some(v) => Ok(g.regs(v)?[0].into_int_value()),
-                None => Ok(g.i32c(0)),
-            }
-        };
-        let (a_base, b_base) = (base(self, bases[0])?, base(self, bases[1])?);
+        let (a_base, b_base) = (self.stage_base(bases[0])?, self.stage_base(bases[1])?);
         let Some(Layout::Mma { warps_m, warps_n }) = t.layout() else { return Err("local_mma result is not in the MMA layout".into()) };
         let (m, n) = (t.shape()[0], t.shape()[1]);
         let (bm, bn) = (m / warps_m as i64, n / warps_n as i64);

@@ -22,7 +22,7 @@ use crate::diag::Diagnostic;
 use crate::dtype::DType;
 use crate::ir::{Block, Value};
 use crate::lir::{self, Layout, OpKind};
-use crate::tir::{self, BinaryOp, CmpOp, ParamKind, ReduceOp};
+use crate::tir::{self, BinaryOp, CmpOp, ParamKind, ReduceOp, row_major};
 use inkwell::builder::Builder;
 use inkwell::context::Context;
 use inkwell::module::{Linkage, Module};
@@ -171,14 +171,6 @@ pub(crate) struct Gen<'c, 'm> {
     /// The device functions of the element-by-element window copies, by dtype, shape and
     /// swizzle (`async_copy`'s slow path).
     slow_copies: HashMap<(DType, Vec<i64>, bool), FunctionValue<'c>>,
-}
-
-fn row_major(shape: &[i64]) -> Vec<i64> {
-    let mut s = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
 }
 
 impl<'c, 'm> Gen<'c, 'm> {
@@ -588,10 +580,7 @@ impl<'c, 'm> Gen<'c, 'm> {
                 let t = rt.ok_or("shuffle_reduce without result")?;
                 self.shuffle_reduce(d.operands[0], &t, *rop, *offset).map(|r| vec![Cv::Regs(r)])
             }
-            OpKind::ShuffleConvert { strides } => {
-                let t = rt.ok_or("shuffle_convert without result")?;
-                self.shuffle_convert(d.operands[0], &t, strides).map(|r| vec![Cv::Regs(r)])
-            }
+            OpKind::ShuffleConvert { plan, .. } => self.shuffle_convert(d.operands[0], plan).map(|r| vec![Cv::Regs(r)]),
             OpKind::RowBroadcast => {
                 let t = rt.ok_or("row_broadcast without result")?;
                 let src = self.regs(d.operands[0])?;

@@ -1,17 +1,15 @@
 //! Layout conversions in registers (`shuffle_convert`): each destination register is one of the
 //! thread's own registers or a register of another lane read with `shfl.sync.idx`, as
-//! `lir::shuffle::plan` says; and the 32-bit warp shuffles of any element type.
+//! the op's plan (`lir::shuffle::plan`) says; and the 32-bit warp shuffles of any element type.
 
 use super::{Gen, Ice, Res};
 use crate::ir::Value;
-use crate::lir::{self, shuffle};
+use crate::lir::shuffle;
 use inkwell::values::{BasicValueEnum, IntValue};
 use std::collections::HashMap;
 
 impl<'c> Gen<'c, '_> {
-    pub(crate) fn shuffle_convert(&self, x: Value, t: &lir::Type, strides: &[i64]) -> Res<Vec<BasicValueEnum<'c>>> {
-        let xt = self.k.body.ty(x);
-        let plan = shuffle::plan(xt, t, strides, self.k.threads).ok_or("shuffle_convert without a shuffle plan")?;
+    pub(crate) fn shuffle_convert(&self, x: Value, plan: &shuffle::ShufflePlan) -> Res<Vec<BasicValueEnum<'c>>> {
         let regs = self.regs(x)?;
         let reg = |r: usize| regs.get(r).copied().ok_or_else(|| format!("shuffle_convert reads register {r} of {}", regs.len()));
         // Equal sources (a broadcast reads one value into many registers) are shuffled once.

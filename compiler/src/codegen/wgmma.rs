@@ -122,11 +122,7 @@ impl<'c> Gen<'c, '_> {
     }
 
     fn tile_base(&self, base: Option<Value>, off: u32) -> Res<IntValue<'c>> {
-        let o = self.i32c(off as i64);
-        match base {
-            Some(v) => self.b.build_int_add(self.regs(v)?[0].into_int_value(), o, "wb").ice(),
-            None => Ok(o),
-        }
+        self.b.build_int_add(self.stage_base(base)?, self.i32c(off as i64), "wb").ice()
     }
 
     /// Issues one `wgmma` per 16 of `k` and 64-row strip, committed as one group and not

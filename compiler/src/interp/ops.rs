@@ -14,7 +14,7 @@
 //!   the accumulator's dtype; integer dots wrap;
 //! - loads read `pad` outside the tensor (or from an empty view), stores drop those elements.
 
-use super::value::{self, Data, Elem, TensorRef, Tile, Val, cast_elem, is_unsigned, numel, round_to, row_major_strides, wrap};
+use super::value::{self, Data, Elem, TensorRef, Tile, Val, cast_elem, is_unsigned, numel, round_to, wrap};
 use super::{Arg, Interp, InterpError, Result, internal, math};
 use crate::dtype::DType;
 use crate::ir::OpData;
@@ -313,7 +313,7 @@ fn for_each_in_range(t: &TensorRef, offsets: &[i64], shape: &[i64], mut f: impl 
             return Ok(());
         }
     }
-    let tile_strides = row_major_strides(shape);
+    let tile_strides = crate::tir::row_major(shape);
     let mut c = lo.clone();
     loop {
         let mut flat = t.offset;
@@ -410,7 +410,7 @@ fn broadcast(x: &Tile, dtype: DType, shape: &[i64]) -> Result<Tile> {
         return Err(internal(format!("broadcast of {:?} to {shape:?}", x.shape)));
     }
     let lead = shape.len() - x.shape.len();
-    let src_strides = row_major_strides(&x.shape);
+    let src_strides = crate::tir::row_major(&x.shape);
     let mut strides = vec![0i64; shape.len()];
     for (j, (&d, &s)) in x.shape.iter().zip(&src_strides).enumerate() {
         let want = shape[lead + j];
@@ -441,7 +441,7 @@ fn permute(x: &Tile, perm: &[u32], dtype: DType, shape: &[i64]) -> Result<Tile> 
     if want != shape {
         return Err(internal(format!("permute {perm:?} of {:?} has shape {shape:?}", x.shape)));
     }
-    let src_strides = row_major_strides(&x.shape);
+    let src_strides = crate::tir::row_major(&x.shape);
     let strides: Vec<i64> = perm.iter().map(|&p| src_strides[p as usize]).collect();
     Ok(Tile { dtype, shape: shape.to_vec(), data: gather_data(&x.data, shape, &strides)? })
 }

@@ -79,15 +79,6 @@ pub(crate) fn numel(shape: &[i64]) -> usize {
     shape.iter().fold(1usize, |n, &d| n.saturating_mul(d.max(0) as usize))
 }
 
-/// Row-major strides of a shape.
-pub(crate) fn row_major_strides(shape: &[i64]) -> Vec<i64> {
-    let mut s = vec![1i64; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1].wrapping_mul(shape[i + 1]);
-    }
-    s
-}
-
 /// Rounds an `f64` to the nearest value of the float `dtype`, ties to even.
 ///
 /// f16 and bf16 go through f32 with round-to-odd: `half`'s own `from_f64` drops the low 32

@@ -146,6 +146,14 @@ impl<K, T: Clone> Body<K, T> {
         op
     }
 
+    /// The operation that defines `v` (`None` for a block argument).
+    pub fn producer(&self, v: Value) -> Option<Op> {
+        match self.values[v.index()].def {
+            ValueDef::Result(op, _) => Some(op),
+            ValueDef::Arg(..) => None,
+        }
+    }
+
     /// The single result of `op` (the first, if several).
     pub fn result(&self, op: Op) -> Value {
         self.ops[op.index()].results[0]

@@ -224,10 +224,10 @@ pub enum OpKind {
     RowBroadcast,
     /// `(x) -> T`: a layout conversion (and broadcast or permutation) in registers: element `c`
     /// of the result is `x`'s element at linear index `Σ c_i · strides_i`, taken from this
-    /// thread's registers or read from another lane of the warp with `shfl.sync.idx`, as
-    /// `shuffle::plan` finds (the lowering emits it only where that plan exists and is cheaper
-    /// than shared memory).
-    ShuffleConvert { strides: Vec<i64> },
+    /// thread's registers or read from other lanes of the warp with `shfl.sync.idx`, as `plan`
+    /// (what `shuffle::plan` found for these types and strides; the lowering emits the op only
+    /// where a plan exists and is cheaper than shared memory) says.
+    ShuffleConvert { strides: Vec<i64>, plan: shuffle::ShufflePlan },
     /// `() -> i32[shape]`: each element's coordinate along `axis` (rebuilds `arange`-derived
     /// masks directly in a consumer's layout).
     Coord { axis: u32 },
@@ -368,12 +368,12 @@ fn verify_block(k: &Kernel, blk: crate::ir::Block, defined: &mut Vec<bool>) -> R
                 ));
             }
         }
-        if let OpKind::ShuffleConvert { strides } = &d.kind {
+        if let OpKind::ShuffleConvert { strides, plan } = &d.kind {
             let (Some(&x), Some(&r)) = (d.operands.first(), d.results.first()) else {
                 return Err("shuffle_convert takes one operand and has one result".into());
             };
-            if shuffle::plan(b.ty(x), b.ty(r), strides, k.threads).is_none() {
-                return Err(format!("shuffle_convert from {} to {} has no shuffle plan", b.ty(x), b.ty(r)));
+            if shuffle::plan(b.ty(x), b.ty(r), strides, k.threads).as_ref() != Some(plan) {
+                return Err(format!("shuffle_convert from {} to {} does not carry the shuffle plan of its types", b.ty(x), b.ty(r)));
             }
         }
         let end = match &d.kind {

@@ -47,7 +47,7 @@ fn print_op(k: &Kernel, op: Op, depth: usize, num: &mut Numbering, out: &mut Str
         OpKind::LocalLoad { offset, strides } => {
             Some(format!("@{offset} strides [{}]", strides.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")))
         }
-        OpKind::ShuffleConvert { strides } => {
+        OpKind::ShuffleConvert { strides, .. } => {
             Some(format!("strides [{}]", strides.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")))
         }
         OpKind::LocalReduce { offset, axis, src_shape, dtype, .. }

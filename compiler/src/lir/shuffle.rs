@@ -1,16 +1,18 @@
 //! Layout conversions by warp shuffles: where each destination register of a `shuffle_convert`
-//! comes from (a register of the same thread, or one register of another lane of the same warp
-//! read with `shfl.sync.idx`), and whether that is cheaper than the round trip through shared
-//! memory (`local_store`, barrier, `local_load`, barrier) that converts any layout.
+//! comes from (a register of the same thread, one register of another lane of the same warp read
+//! with `shfl.sync.idx`, or a gather of a few such shuffles when a lane must send different
+//! registers to different readers), and whether that is cheaper than the round trip through
+//! shared memory (`local_store`, barrier, `local_load`, barrier) that converts any layout.
 //!
 //! The plan is found by enumeration over the block's threads, then checked to have the closed
-//! form the code generator can build: for destination register `r`, every thread reads the same
-//! source register, from the lane `xor ⊕ (⊕ over the set bits i of tid: bits[i])` (an affine map
-//! over GF(2) of the thread index; the blocked and MMA layouts of power-of-two tiles all give
-//! one). The same computation runs in the lowering (to choose) and in codegen (to emit), so the
-//! thread IR only records the conversion's index map.
+//! form the code generator can build: for destination register `r`, the lane read is `xor ⊕ (⊕
+//! over the set bits i of tid: bits[i])` (an affine map over GF(2) of the thread index; the
+//! blocked and MMA layouts of power-of-two tiles all give one), and so is the index of the
+//! register a gather keeps. The lowering computes the plan (to choose) and the `shuffle_convert`
+//! op carries it to codegen; the thread-IR verifier checks that it is the plan of the op's types.
 
 use super::{Layout, Type};
+use crate::tir::row_major;
 
 /// The row-major linear index of register `r` of thread `t` in a tile of `shape` held in
 /// `layout` by `threads` threads (the layouts' definitions in [`Layout`]).
@@ -233,14 +235,6 @@ impl LaneMap {
     pub fn eval(&self, tid: u32) -> u32 {
         self.bits.iter().filter(|(b, _)| tid >> b & 1 == 1).fold(self.xor, |acc, (_, m)| acc ^ m)
     }
-}
-
-fn row_major(shape: &[i64]) -> Vec<i64> {
-    let mut s = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
 }
 
 /// A block-wide barrier costs about as much as this many independent instructions (it waits for

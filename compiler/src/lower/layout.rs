@@ -89,6 +89,12 @@ pub fn assign(k: &Kernel, warps: u32, target: crate::Target, tf32: bool) -> Hash
     let mut out: HashMap<Value, Layout> = HashMap::new();
     let mut ops = vec![];
     body.walk(body.entry, &mut |op| ops.push(op));
+    let mut uses = vec![0u32; body.values.len()];
+    for &op in &ops {
+        for &o in &body.op(op).operands {
+            uses[o.index()] += 1;
+        }
+    }
     // Chained dots (attention's `dot(p, v)` with `p` computed from `dot(q, kᵀ)`): every warp owns
     // whole rows (a `w × 1` grid), so `p`'s accumulator registers are the next MMA's A operand
     // and row reductions stay inside a warp.
@@ -123,8 +129,8 @@ pub fn assign(k: &Kernel, warps: u32, target: crate::Target, tf32: bool) -> Hash
                     let r = d.results[0];
                     let shape = body.ty(r).shape();
                     if let Some(&l @ Layout::Mma { warps_m, warps_n }) = out.get(&r) {
-                        changed |= columns_from_registers(body, &d.operands, shape, warps_m, warps_n, &mut out);
-                        changed |= loads_in_registers(body, &d.operands, shape, l, &mut out);
+                        changed |= columns_from_registers(body, &uses, &d.operands, shape, warps_m, warps_n, &mut out);
+                        changed |= loads_in_registers(body, &uses, &d.operands, shape, l, &mut out);
                     }
                     if out.contains_key(&r) {
                         continue;
@@ -213,22 +219,21 @@ pub fn assign(k: &Kernel, warps: u32, target: crate::Target, tf32: bool) -> Hash
 /// it needs (loaded directly if the vector is a load) and the broadcast moves no data.
 fn columns_from_registers(
     body: &TirBody,
+    uses: &[u32],
     operands: &[Value],
     shape: &[i64],
     warps_m: u32,
     warps_n: u32,
     out: &mut HashMap<Value, Layout>,
 ) -> bool {
-    let def = |v: Value| match body.values[v.index()].def {
-        crate::ir::ValueDef::Result(op, _) => Some(body.op(op)),
-        crate::ir::ValueDef::Arg(..) => None,
-    };
+    let def = |v: Value| body.producer(v).map(|op| body.op(op));
     let cols = Layout::MmaCols { warps_m, warps_n };
     let mut changed = false;
+    let [_, n] = shape else { return false };
     for &o in operands {
         let Some(b) = def(o).filter(|d| d.kind == OpKind::Broadcast) else { continue };
         let row = b.operands[0];
-        if out.contains_key(&o) || body.ty(o).shape() != shape || body.ty(row).shape() != [1, shape[1]] || out.contains_key(&row) {
+        if out.contains_key(&o) || body.ty(o).shape() != shape || body.ty(row).shape() != [1, *n] || out.contains_key(&row) {
             continue;
         }
         if !cols.valid_for(body.ty(row).shape(), 32 * warps_m * warps_n) {
@@ -240,7 +245,7 @@ fn columns_from_registers(
         // The vector the row expands, if this is its only use.
         if let Some(e) = def(row).filter(|d| matches!(d.kind, OpKind::ExpandDims(0) | OpKind::Reshape)) {
             let v = e.operands[0];
-            if body.ty(v).shape() == [shape[1]] && !out.contains_key(&v) && single_use(body, v) {
+            if body.ty(v).shape() == [*n] && !out.contains_key(&v) && uses[v.index()] == 1 {
                 out.insert(v, cols);
             }
         }
@@ -251,26 +256,23 @@ fn columns_from_registers(
 /// A window load of the accumulator's shape used only by an elementwise op computing in the
 /// MMA layout (`acc + c.load(…)`, a GEMM's `C` input or a residual) is loaded in that layout:
 /// each thread reads the elements of its own accumulator registers, nothing is converted.
-fn loads_in_registers(body: &TirBody, operands: &[Value], shape: &[i64], l: Layout, out: &mut HashMap<Value, Layout>) -> bool {
+fn loads_in_registers(
+    body: &TirBody,
+    uses: &[u32],
+    operands: &[Value],
+    shape: &[i64],
+    l: Layout,
+    out: &mut HashMap<Value, Layout>,
+) -> bool {
     let mut changed = false;
     for &o in operands {
-        let is_load = match body.values[o.index()].def {
-            crate::ir::ValueDef::Result(op, _) => body.op(op).kind == OpKind::Load,
-            crate::ir::ValueDef::Arg(..) => false,
-        };
-        if is_load && !out.contains_key(&o) && body.ty(o).shape() == shape && single_use(body, o) {
+        let is_load = body.producer(o).is_some_and(|op| body.op(op).kind == OpKind::Load);
+        if is_load && !out.contains_key(&o) && body.ty(o).shape() == shape && uses[o.index()] == 1 {
             out.insert(o, l);
             changed = true;
         }
     }
     changed
-}
-
-/// Whether `v` has exactly one use in the kernel.
-fn single_use(body: &TirBody, v: Value) -> bool {
-    let mut n = 0;
-    body.walk(body.entry, &mut |op| n += body.op(op).operands.iter().filter(|&&o| o == v).count());
-    n == 1
 }
 
 fn yield_operands(body: &TirBody, b: Block) -> Vec<Value> {

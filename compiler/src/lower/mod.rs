@@ -18,7 +18,7 @@ use crate::Options;
 use crate::diag::Diagnostic;
 use crate::ir::{Block, Value};
 use crate::lir::{self, Layout, LirBody};
-use crate::tir::{self, OpKind};
+use crate::tir::{self, OpKind, row_major};
 use std::collections::{HashMap, HashSet};
 
 pub mod layout;
@@ -134,14 +134,6 @@ struct Cx<'a> {
     mma_pipe_b: Vec<crate::ir::Op>,
 }
 
-fn row_major(shape: &[i64]) -> Vec<i64> {
-    let mut s = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
-}
-
 fn align16(x: u32) -> u32 {
     x.div_ceil(16) * 16
 }
@@ -242,7 +234,7 @@ impl Cx<'_> {
         if let Some(plan) = lir::shuffle::plan(&xt, &target, &strides, self.threads)
             && lir::shuffle::shuffle_is_cheaper(&plan, &xt, &target, self.threads)
         {
-            return self.emit(blk, lir::OpKind::ShuffleConvert { strides }, vec![x], vec![target], span)[0];
+            return self.emit(blk, lir::OpKind::ShuffleConvert { strides, plan }, vec![x], vec![target], span)[0];
         }
         self.smem = self.smem.max(bytes);
         self.emit(blk, lir::OpKind::LocalStore { offset: 0, swizzled: false }, vec![x], vec![], span);
@@ -271,13 +263,12 @@ impl Cx<'_> {
     fn block(&mut self, src: Block, dst: Block, yield_types: &[lir::Type]) -> Result<(), Diagnostic> {
         let saved_src = self.current_src_block;
         self.current_src_block = src;
-        for (operand, load, trans, chain) in self.fusable_loads(src) {
-            // A load of this block whose dot is in a nested loop is loop-invariant there.
-            if !self.src.block(src).ops.iter().any(|&op| self.src.op(op).operands.contains(&operand)) {
-                self.invariant.insert(load);
+        for f in self.fusable_loads(src) {
+            if f.invariant {
+                self.invariant.insert(f.load);
             }
-            self.fused.insert(operand, (load, trans));
-            self.skipped.extend(chain);
+            self.fused.insert(f.operand, (f.load, f.trans));
+            self.skipped.extend(f.chain);
         }
         for &op in &self.src.block(src).ops {
             let d = self.src.op(op);

@@ -39,13 +39,24 @@ pub(super) struct LoopCtx {
     pub parent: Block,
 }
 
+/// A `dot` operand copied asynchronously from the window load it comes from (`fusable_loads`).
+pub(super) struct Fusion {
+    pub operand: Value,
+    pub load: Value,
+    /// Read transposed (`trans` of the load).
+    pub trans: bool,
+    /// The values between the load and the operand, not lowered.
+    pub chain: Vec<Value>,
+    /// The load is in the block enclosing the `dot`'s loop: copied once, before it.
+    pub invariant: bool,
+}
+
 impl Cx<'_> {
-    /// Loads of `blk` that can be copied asynchronously into a tensor-core `dot`'s operands.
-    /// `(dot operand, load, transposed, values not to lower)`: an operand may be a load, or a
-    /// reshape of an N-D load that merges its leading dimensions (a `[WX, WY, D]` window used as
-    /// `[WX·WY, D]`), and operand `b` may also be `trans` of either: copied as loaded, read
-    /// transposed by `ldmatrix`.
-    pub(super) fn fusable_loads(&self, blk: Block) -> Vec<(Value, Value, bool, Vec<Value>)> {
+    /// Loads of `blk` that can be copied asynchronously into a tensor-core `dot`'s operands: an
+    /// operand may be a load, or a reshape of an N-D load that merges its leading dimensions (a
+    /// `[WX, WY, D]` window used as `[WX·WY, D]`), and operand `b` may also be `trans` of
+    /// either: copied as loaded, read transposed by `ldmatrix`.
+    pub(super) fn fusable_loads(&self, blk: Block) -> Vec<Fusion> {
         let mut out = vec![];
         for &op in &self.src.block(blk).ops {
             let d = self.src.op(op);
@@ -54,7 +65,7 @@ impl Cx<'_> {
             }
             for (i, &x) in d.operands[..2].iter().enumerate() {
                 if let Some((load, chain)) = self.fused_source(x, blk) {
-                    out.push((x, load, false, chain));
+                    out.push(Fusion { operand: x, load, trans: false, chain, invariant: false });
                 } else if i == 1
                     && let Some(p) = self.def_in(x, blk)
                     && self.src.op(p).kind == OpKind::Permute(vec![1, 0])
@@ -62,7 +73,7 @@ impl Cx<'_> {
                     && let Some((load, mut chain)) = self.fused_source(self.src.op(p).operands[0], blk)
                 {
                     chain.push(x);
-                    out.push((x, load, true, chain));
+                    out.push(Fusion { operand: x, load, trans: true, chain, invariant: false });
                 }
             }
         }
@@ -79,7 +90,7 @@ impl Cx<'_> {
                         continue;
                     }
                     if let Some((load, chain)) = self.fused_source(dd.operands[0], blk) {
-                        out.push((dd.operands[0], load, false, chain));
+                        out.push(Fusion { operand: dd.operands[0], load, trans: false, chain, invariant: true });
                     }
                 }
             }

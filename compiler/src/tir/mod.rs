@@ -577,6 +577,16 @@ pub enum FormatPiece {
 
 /// Splits a `print` format into text and `{}` placeholders; `{{` and `}}` are literal braces.
 /// A lone `{` or `}` is an error (the message says what to write instead).
+/// The row-major strides, in elements, of a tile or tensor of `shape` (wrapping: a huge shape
+/// never panics).
+pub fn row_major(shape: &[i64]) -> Vec<i64> {
+    let mut s = vec![1i64; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1].wrapping_mul(shape[i + 1]);
+    }
+    s
+}
+
 pub fn parse_format(fmt: &str) -> Result<Vec<FormatPiece>, String> {
     let mut out = vec![];
     let mut text = String::new();
