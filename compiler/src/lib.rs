@@ -2,7 +2,7 @@
 //!
 //! Pipeline (one folder per stage): `syntax` (text → AST) → `sema` (AST → tile IR, specialised on
 //! `const` values) → `passes` (tile IR → tile IR) → `lower` (tile IR → thread IR) → `codegen`
-//! (thread IR → LLVM IR → PTX). `interp` executes the tile IR on the host. See
+//! (thread IR → PTX). `interp` executes the tile IR on the host. See
 //! `docs/architecture.md`.
 
 pub mod codegen;
@@ -104,10 +104,6 @@ pub struct Options {
     /// f32 `dot`s may run on the tensor cores as tf32 (10-bit mantissa operands, f32
     /// accumulation: about 1e-3 relative error); without it they are exact f32 FMAs.
     pub tf32: bool,
-    /// Keep each kernel's optimised LLVM IR as text ([`CompiledKernel::llvm_ir`]; printing it
-    /// costs a few milliseconds, so it is made only when wanted). A [`DumpSink`] that wants
-    /// `codegen` gets it too.
-    pub keep_llvm_ir: bool,
 }
 
 /// What a loader needs to launch a kernel: enough for an AOT build to be launched without the
@@ -208,8 +204,6 @@ pub struct CompiledKernel {
     pub meta: KernelMeta,
     pub tir: tir::Kernel,
     pub lir: lir::Kernel,
-    /// The optimised LLVM IR, with [`Options::keep_llvm_ir`] (or a sink that wants `codegen`).
-    pub llvm_ir: Option<String>,
     pub ptx: String,
 }
 
@@ -220,8 +214,7 @@ pub struct Module {
     /// Warnings and notes (errors make `compile` fail instead).
     pub warnings: Diagnostics,
     /// Wall time of each stage over the whole file, in milliseconds: `frontend` (parse, sema,
-    /// tile-IR passes), `lower`, then codegen's three parts: `llvm-ir` (building and verifying
-    /// the LLVM IR), `opt` (its optimisation) and `llc` (PTX emission).
+    /// tile-IR passes), `lower` (to the thread IR) and `codegen` (PTX emission).
     pub stage_ms: Vec<(&'static str, f64)>,
 }
 
@@ -252,7 +245,7 @@ impl DumpSink for NoDumps {
 
 /// The stages after which the IR can be dumped, in pipeline order: `sema` (tile IR as sema made
 /// it), each tile-IR pass of [`passes::PIPELINE`], `lower` (the thread IR), `codegen` (the
-/// optimised LLVM IR).
+/// PTX).
 pub fn dump_stages() -> Vec<&'static str> {
     let mut v = vec!["sema"];
     v.extend(passes::PIPELINE.iter().map(|p| p.name));
@@ -328,7 +321,7 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
     let clock = std::time::Instant::now();
     let kernels = frontend_with(src, opts, sink)?;
     let frontend_ms = clock.elapsed().as_secs_f64() * 1e3;
-    let (mut lower_ms, mut codegen_ms) = (0.0, [0.0; 3]);
+    let (mut lower_ms, mut codegen_ms) = (0.0, 0.0);
     let mut out = vec![];
     let ice = |d: Diagnostic| {
         let mut sources = SourceMap::new();
@@ -345,13 +338,10 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
         if opts.verify {
             lir::verify_kernel(&lk).map_err(|e| ice(Diagnostic::ice("lower", e)))?;
         }
-        let dump_ir = sink.wants("codegen");
-        let codegen::Emitted { llvm_ir, ptx, ms } = codegen::emit(&lk, opts.target, opts.keep_llvm_ir || dump_ir).map_err(ice)?;
-        for (total, ms) in codegen_ms.iter_mut().zip(ms) {
-            *total += ms;
-        }
-        if let (true, Some(ir)) = (dump_ir, &llvm_ir) {
-            sink.dump(&k.name, "codegen", ir);
+        let codegen::Emitted { ptx, ms } = codegen::emit(&lk, opts.target).map_err(ice)?;
+        codegen_ms += ms;
+        if sink.wants("codegen") {
+            sink.dump(&k.name, "codegen", &ptx);
         }
         let meta = KernelMeta {
             name: k.name.clone(),
@@ -367,9 +357,8 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
             tune: k.tune.clone(),
             compiler: format!("{VERSION}+{BUILD_ID}"),
         };
-        out.push(CompiledKernel { meta, tir: k, lir: lk, llvm_ir, ptx });
+        out.push(CompiledKernel { meta, tir: k, lir: lk, ptx });
     }
-    let stage_ms =
-        vec![("frontend", frontend_ms), ("lower", lower_ms), ("llvm-ir", codegen_ms[0]), ("opt", codegen_ms[1]), ("llc", codegen_ms[2])];
+    let stage_ms = vec![("frontend", frontend_ms), ("lower", lower_ms), ("codegen", codegen_ms)];
     Ok(Module { kernels: out, warnings: Diagnostics::default(), stage_ms })
 }

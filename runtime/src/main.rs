@@ -21,7 +21,6 @@ struct Cli {
 enum Emit {
     Tir,
     Lir,
-    Llvm,
     Ptx,
     Meta,
 }
@@ -66,10 +65,10 @@ enum Cmd {
         #[command(flatten)]
         opts: BuildOpts,
     },
-    /// Compile a file and print (or write) the IR, LLVM IR, PTX or metadata of each kernel.
+    /// Compile a file and print (or write) the tile IR, thread IR, PTX or metadata of each kernel.
     Build {
         file: PathBuf,
-        /// What to emit: tir, lir, llvm, ptx, meta (comma-separated).
+        /// What to emit: tir, lir, ptx, meta (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "ptx")]
         emit: Vec<Emit>,
         /// Write `KERNEL.EXT` files into this directory instead of printing.
@@ -176,7 +175,6 @@ fn options(o: &BuildOpts) -> Result<Options, Fail> {
         verify: cfg!(debug_assertions),
         checked: o.checked,
         tf32: o.tf32,
-        keep_llvm_ir: false,
     })
 }
 
@@ -243,9 +241,9 @@ fn build(
         return Err(Fail(format!("error: `--dump-after {bad}`: no such stage (stages: {})", stages.join(", "))));
     }
     let src = read_source(file)?;
-    let o = Options { keep_llvm_ir: emit.contains(&Emit::Llvm), ..options(opts)? };
+    let o = options(opts)?;
     let cache = if no_cache { Cache::in_memory() } else { Cache::from_env() };
-    let needs_ir = dump_all || !dump_after.is_empty() || emit.iter().any(|e| matches!(e, Emit::Tir | Emit::Lir | Emit::Llvm));
+    let needs_ir = dump_all || !dump_after.is_empty() || emit.iter().any(|e| matches!(e, Emit::Tir | Emit::Lir));
     let mut module = None;
     let mut sink = Dumper { after: dump_after, all: dump_all };
     let cached = cache
@@ -282,9 +280,6 @@ fn build(
             let (ext, text) = match (e, compiled) {
                 (Emit::Tir, Some(c)) => ("tir", tessera_compiler::tir::print_kernel(&c.tir)),
                 (Emit::Lir, Some(c)) => ("lir", tessera_compiler::lir::print_kernel(&c.lir)),
-                (Emit::Llvm, Some(c)) => {
-                    ("ll", c.llvm_ir.clone().ok_or_else(|| Fail(format!("error: internal: no LLVM IR for kernel `{}`", k.meta.name)))?)
-                }
                 (Emit::Ptx, _) => ("ptx", k.ptx.clone()),
                 (Emit::Meta, _) => ("json", serde_json::to_string_pretty(&k.meta)? + "\n"),
                 (_, None) => return Err(Fail(format!("error: internal: no IR for kernel `{}`", k.meta.name))),

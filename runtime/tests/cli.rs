@@ -186,7 +186,7 @@ fn dumps_show_the_ir_after_each_stage() {
     for stage in tessera_compiler::dump_stages() {
         assert!(err.contains(&format!("IR after `{stage}`")), "{stage}: {err}");
     }
-    assert!(err.contains("define ") && err.contains("@vector_add("), "{err}");
+    assert!(err.contains(".visible .entry vector_add("), "{err}");
     let (code, _, err) = tessera(&["build", "examples/vector_add.tile", "--dump-after", "nope"]);
     assert_eq!(code, 1);
     assert!(err.contains("`--dump-after nope`: no such stage (stages: sema, dce"), "{err}");

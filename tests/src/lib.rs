@@ -1,4 +1,4 @@
-//! Cross-crate tests of Tessera, all in this one test binary (each binary links LLVM):
+//! Cross-crate tests of Tessera, all in this one test binary (each binary links the compiler):
 //! golden snapshots of every example's IR and PTX, tile-IR round trips, ptxas on every PTX,
 //! the matrix instructions and spill counts of the tensor-core examples, diagnostics of the
 //! `tests/ui` files, the IR before and after each stage of the `tests/passes` programs,

@@ -11,8 +11,8 @@ use tessera_compiler::ir::{Block, Op, Value};
 use tessera_compiler::lir::{self, Layout};
 use tessera_compiler::{DType, DumpSink, Options, Source, Target, tir};
 
-/// Records the IR after every stage up to `lower` (the LLVM IR of `codegen` is left to the
-/// golden PTX snapshots).
+/// Records the IR after every stage up to `lower` (the PTX of `codegen` is left to the golden
+/// PTX snapshots).
 #[derive(Default)]
 struct Recorder {
     dumps: Vec<(String, &'static str, String)>,

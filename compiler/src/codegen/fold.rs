@@ -4,14 +4,12 @@
 //! thread index that loops use once per kernel, in the entry block.
 //!
 //! Addresses, masks and coordinates are generated per register, so most of that code repeats;
-//! building each value once keeps the LLVM IR small, and LLVM's compile time (most of Tessera's)
-//! grows with the size of the IR. LLVM would remove the same redundancy, slowly.
+//! building each value once keeps the PTX small (ptxas's time grows with it) and the registers
+//! few. A value numbered here is placed where the builder puts it (the preheader of the loops it
+//! does not vary in), so the numbering is by that block.
 
-use super::{Gen, Ice, Res};
-use inkwell::IntPredicate;
-use inkwell::basic_block::BasicBlock;
-use inkwell::types::IntType;
-use inkwell::values::{AsValueRef, IntValue};
+use super::ptx::{Blk, Cmp, IntOp, Ty, V};
+use super::{Gen, Res};
 
 /// The operations that are value-numbered within a block.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,65 +27,191 @@ pub(crate) enum Tag {
     Shl,
     LShr,
     AShr,
-    Cmp(IntPredicate),
+    Cmp(Cmp),
     SExt,
     Select,
+    MulWide,
 }
 
 /// `(block, operation, operands)` of an instruction built by these helpers.
-pub(crate) type CseKey<'c> = (BasicBlock<'c>, Tag, [usize; 3]);
+pub(crate) type CseKey = (Blk, Tag, [usize; 3]);
+
+/// What is known of a non-negative i32 index value: `lo <= v <= hi` and `v` a multiple of
+/// `align` (0 for the constant 0). Built from the thread index, block indices and constants;
+/// it lets divisions and remainders of `x + k` split into `x / d + …` (registers then share
+/// `x / d`) and signed divisions of non-negative values become shifts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Facts {
+    pub(crate) lo: i64,
+    pub(crate) hi: i64,
+    pub(crate) align: i64,
+}
+
+const LIMIT: i64 = i32::MAX as i64;
+
+/// The constant an index value must be, if its facts leave one value.
+fn known(f: Option<Facts>) -> Option<V> {
+    f.filter(|f| f.lo == f.hi).map(|f| V::int(Ty::I32, f.lo))
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a.abs() } else { gcd(b, a % b) }
+}
 
 /// What a thread-index value is, for building it once: a name and the constants it depends on.
 pub(crate) type HoistKey = (&'static str, Vec<i64>);
 
-fn id(v: IntValue<'_>) -> usize {
-    v.as_value_ref() as usize
+fn id(v: V) -> usize {
+    v.id()
 }
 
-impl<'c> Gen<'c, '_> {
+impl Gen<'_> {
+    /// What is known of `v` (see `Facts`).
+    pub(crate) fn facts(&self, v: V) -> Option<Facts> {
+        if v.ty != Ty::I32 {
+            return None;
+        }
+        match v.imm() {
+            Some(c) if (0..=LIMIT).contains(&c) => Some(Facts { lo: c, hi: c, align: c }),
+            Some(_) => None,
+            None => self.facts.borrow().get(&id(v)).copied(),
+        }
+    }
+
+    /// Records what is known of a register `v`.
+    pub(crate) fn note(&self, v: V, f: Option<Facts>) {
+        if let (Some(f), None, Ty::I32) = (f, v.imm(), v.ty)
+            && 0 <= f.lo
+            && f.lo <= f.hi
+            && f.hi <= LIMIT
+        {
+            self.facts.borrow_mut().insert(id(v), f);
+        }
+    }
+
+    /// The facts of `tag(a, b)` from those of `a` and `b`.
+    fn facts_of(&self, tag: Tag, a: V, b: V) -> Option<Facts> {
+        let (fa, fb) = (self.facts(a)?, self.facts(b)?);
+        let r = match tag {
+            Tag::Add => Facts { lo: fa.lo + fb.lo, hi: fa.hi + fb.hi, align: gcd(fa.align, fb.align) },
+            Tag::Mul => Facts { lo: fa.lo * fb.lo, hi: fa.hi.checked_mul(fb.hi)?, align: fa.align.checked_mul(fb.align)? },
+            Tag::Sub if fa.lo >= fb.hi => Facts { lo: fa.lo - fb.hi, hi: fa.hi - fb.lo, align: gcd(fa.align, fb.align) },
+            Tag::LShr if fb.lo == fb.hi && fb.lo < 31 => {
+                let k = 1i64 << fb.lo;
+                Facts { lo: fa.lo >> fb.lo, hi: fa.hi >> fb.lo, align: if fa.align % k == 0 { fa.align / k } else { 1 } }
+            }
+            Tag::And if fb.lo == fb.hi && (fb.lo + 1) & fb.lo == 0 => {
+                // `x & (2^n - 1)` is `x mod 2^n`.
+                let m = fb.lo + 1;
+                let hi = if fa.hi < m { fa.hi } else { fb.lo };
+                Facts { lo: if fa.hi < m { fa.lo } else { 0 }, hi, align: gcd(fa.align, m) }
+            }
+            Tag::And => Facts { lo: 0, hi: fa.hi.min(fb.hi), align: 1 },
+            Tag::UDiv if fb.lo == fb.hi && fb.lo > 0 => {
+                let d = fb.lo;
+                Facts { lo: fa.lo / d, hi: fa.hi / d, align: if fa.align % d == 0 { fa.align / d } else { 1 } }
+            }
+            Tag::URem if fb.lo == fb.hi && fb.lo > 0 => {
+                let d = fb.lo;
+                if fa.hi < d { fa } else { Facts { lo: 0, hi: d - 1, align: gcd(fa.align, d) } }
+            }
+            _ => return None,
+        };
+        Some(r)
+    }
+
+    /// `x / d` or `x % d` of `a` (`d > 1`) split over a sum when that is exact: `(x + k) / d`
+    /// is `x / d + k / d` when no remainder of `x` plus `k % d` reaches `d`, and `(p + q) / d` is
+    /// `p / d + q / d` when `p` is a multiple of `d` (all non-negative, no overflow).
+    fn split_division(&self, a: V, d: i64, rem: bool) -> Res<Option<V>> {
+        if let Some((x, c)) = self.split_const(a)
+            && c >= 0
+            && let Some(fx) = self.facts(x)
+            && fx.hi + c <= LIMIT
+        {
+            let max_rem = if fx.hi < d { fx.hi } else { d - gcd(fx.align, d) };
+            if max_rem + c % d < d {
+                return Ok(Some(if rem { self.addc(self.uremc(x, d)?, c % d)? } else { self.addc(self.udivc(x, d)?, c / d)? }));
+            }
+        }
+        if let Some((p, q)) = self.sum_of(a) {
+            for (p, q) in [(p, q), (q, p)] {
+                if let (Some(fp), Some(fq)) = (self.facts(p), self.facts(q))
+                    && fp.align % d == 0
+                    && fp.hi + fq.hi <= LIMIT
+                {
+                    return Ok(Some(if rem { self.uremc(q, d)? } else { self.add(self.udivc(p, d)?, self.udivc(q, d)?)? }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The constant value of `v`, if it is one.
-    pub(crate) fn const_of(v: IntValue<'c>) -> Option<i64> {
-        v.get_sign_extended_constant()
+    pub(crate) fn const_of(v: V) -> Option<i64> {
+        v.imm()
     }
 
-    fn cst(t: IntType<'c>, v: i64) -> IntValue<'c> {
-        t.const_int(v as u64, true)
+    fn cst(t: Ty, v: i64) -> V {
+        V::int(t, v)
     }
 
-    /// The instruction `tag(ops)` of the current block if one was built, else `build()`.
-    fn cse(&self, tag: Tag, ops: [usize; 3], build: impl FnOnce() -> Res<IntValue<'c>>) -> Res<IntValue<'c>> {
-        let blk = self.b.get_insert_block().ok_or("no block")?;
+    /// The instruction `tag(srcs)` of the block it goes to if one was built, else `build()`.
+    fn cse(&self, tag: Tag, srcs: &[V], build: impl FnOnce() -> V) -> Res<V> {
+        let (blk, _) = self.b.placement(srcs);
+        let mut ops = [0; 3];
+        for (o, s) in ops.iter_mut().zip(srcs) {
+            *o = id(*s);
+        }
         let key = (blk, tag, ops);
         // An instruction of the entry block dominates every block.
-        for k in [key, (self.entry, tag, ops)] {
+        for k in [key, (self.b.entry(), tag, ops)] {
             let found = self.cse.borrow().get(&k).copied();
             if let Some(v) = found {
                 return Ok(v);
             }
         }
-        let v = build()?;
-        // A constant (folded by LLVM's builder) needs no instruction and no entry.
-        if !v.is_const() {
+        let v = build();
+        // A constant (folded by the builder) needs no instruction and no entry.
+        if v.imm().is_none() {
             self.cse.borrow_mut().insert(key, v);
         }
         Ok(v)
     }
 
     /// The `(x, k)` of `v = x + k` (constant `k`) if `v` was built that way here.
-    pub(crate) fn split_const(&self, v: IntValue<'c>) -> Option<(IntValue<'c>, i64)> {
+    pub(crate) fn split_const(&self, v: V) -> Option<(V, i64)> {
         self.plus_const.borrow().get(&id(v)).copied()
+    }
+
+    /// `sext(x) · k` (i32 `x`, constant `k`) in one `mul.wide.s32` where `v` was built as
+    /// `sext(x)`.
+    pub(crate) fn mul_wide(&self, v: V, k: i64) -> Res<V> {
+        let x = self.sexts.borrow().get(&id(v)).copied();
+        match x {
+            Some(x) if k != 1 && (i32::MIN as i64..=i32::MAX as i64).contains(&k) => {
+                let kv = V::int(Ty::I32, k);
+                self.cse(Tag::MulWide, &[x, kv], || self.b.pure("mul.wide.s32", Ty::I64, &[x, kv]))
+            }
+            _ => self.mulc(v, k),
+        }
+    }
+
+    /// The `(x, y)` of `v = x + y` (two variables) if `v` was built that way here.
+    pub(crate) fn sum_of(&self, v: V) -> Option<(V, V)> {
+        self.sums.borrow().get(&id(v)).copied()
     }
 
     /// `a + b`. Constant terms move outwards (`(x + 1) + (y + 2)` is `(x + y) + 3`), so that the
     /// addresses of a thread's registers are one shared value plus a constant each.
-    pub(crate) fn add(&self, a: IntValue<'c>, b: IntValue<'c>) -> Res<IntValue<'c>> {
+    pub(crate) fn add(&self, a: V, b: V) -> Res<V> {
         match (Self::const_of(a), Self::const_of(b)) {
             (Some(0), _) => return Ok(b),
             (_, Some(0)) => return Ok(a),
             (Some(_), None) => return self.add(b, a),
             (None, Some(k)) => {
                 if let Some((x, k0)) = self.split_const(a) {
-                    return self.add(x, Self::cst(a.get_type(), k0.wrapping_add(k)));
+                    return self.add(x, Self::cst(a.ty, k0.wrapping_add(k)));
                 }
             }
             (None, None) => {
@@ -101,24 +225,35 @@ impl<'c> Gen<'c, '_> {
             (Some(_), Some(_)) => {}
         }
         let (x, y) = if id(a) <= id(b) { (a, b) } else { (b, a) };
-        let v = self.cse(Tag::Add, [id(x), id(y), 0], || self.b.build_int_add(a, b, "i").ice())?;
-        if let (None, Some(k)) = (Self::const_of(a), Self::const_of(b)) {
-            self.plus_const.borrow_mut().insert(id(v), (a, k));
+        let f = self.facts_of(Tag::Add, a, b);
+        if let Some(c) = known(f) {
+            return Ok(c);
+        }
+        let v = self.cse(Tag::Add, &[x, y], || self.b.int_bin(IntOp::Add, a, b))?;
+        self.note(v, f);
+        match (Self::const_of(a), Self::const_of(b)) {
+            (None, Some(k)) => {
+                self.plus_const.borrow_mut().insert(id(v), (a, k));
+            }
+            (None, None) => {
+                self.sums.borrow_mut().insert(id(v), (a, b));
+            }
+            _ => {}
         }
         Ok(v)
     }
 
     /// `a + k` in `a`'s type.
-    pub(crate) fn addc(&self, a: IntValue<'c>, k: i64) -> Res<IntValue<'c>> {
-        self.add(a, Self::cst(a.get_type(), k))
+    pub(crate) fn addc(&self, a: V, k: i64) -> Res<V> {
+        self.add(a, Self::cst(a.ty, k))
     }
 
-    pub(crate) fn sub(&self, a: IntValue<'c>, b: IntValue<'c>) -> Res<IntValue<'c>> {
+    pub(crate) fn sub(&self, a: V, b: V) -> Res<V> {
         if let Some(k) = Self::const_of(b) {
             return self.addc(a, k.wrapping_neg());
         }
         if a == b {
-            return Ok(a.get_type().const_zero());
+            return Ok(V::int(a.ty, 0));
         }
         if let Some((x, k)) = self.split_const(a) {
             return self.addc(self.sub(x, b)?, k);
@@ -126,74 +261,124 @@ impl<'c> Gen<'c, '_> {
         if let Some((y, k)) = self.split_const(b) {
             return self.addc(self.sub(a, y)?, k.wrapping_neg());
         }
-        self.cse(Tag::Sub, [id(a), id(b), 0], || self.b.build_int_sub(a, b, "i").ice())
+        let f = self.facts_of(Tag::Sub, a, b);
+        if let Some(c) = known(f) {
+            return Ok(c);
+        }
+        let v = self.cse(Tag::Sub, &[a, b], || self.b.int_bin(IntOp::Sub, a, b))?;
+        self.note(v, f);
+        Ok(v)
     }
 
     /// `a * b`; `(x + k) * c` is `x * c + k * c`.
-    pub(crate) fn mul(&self, a: IntValue<'c>, b: IntValue<'c>) -> Res<IntValue<'c>> {
+    pub(crate) fn mul(&self, a: V, b: V) -> Res<V> {
         match (Self::const_of(a), Self::const_of(b)) {
             (Some(1), _) => return Ok(b),
             (_, Some(1)) => return Ok(a),
-            (Some(0), _) | (_, Some(0)) => return Ok(a.get_type().const_zero()),
+            (Some(0), _) | (_, Some(0)) => return Ok(V::int(a.ty, 0)),
             (Some(_), None) => return self.mul(b, a),
             (None, Some(c)) => {
                 if let Some((x, k)) = self.split_const(a) {
                     return self.addc(self.mul(x, b)?, k.wrapping_mul(c));
                 }
             }
+            (None, None) => {
+                // `(x + k) · y` is `x · y + k · y`: registers that differ by a constant share
+                // `x · y`, and `k · y` of a uniform `y` is uniform.
+                for (p, q) in [(a, b), (b, a)] {
+                    if let Some((x, k)) = self.split_const(p) {
+                        return self.add(self.mul(x, q)?, self.mulc(q, k)?);
+                    }
+                }
+            }
             _ => {}
         }
         let (x, y) = if id(a) <= id(b) { (a, b) } else { (b, a) };
-        self.cse(Tag::Mul, [id(x), id(y), 0], || self.b.build_int_mul(a, b, "i").ice())
+        let f = self.facts_of(Tag::Mul, a, b);
+        if let Some(c) = known(f) {
+            return Ok(c);
+        }
+        let v = self.cse(Tag::Mul, &[x, y], || self.b.int_bin(IntOp::Mul, a, b))?;
+        self.note(v, f);
+        Ok(v)
     }
 
     /// `a * k` in `a`'s type.
-    pub(crate) fn mulc(&self, a: IntValue<'c>, k: i64) -> Res<IntValue<'c>> {
-        self.mul(a, Self::cst(a.get_type(), k))
+    pub(crate) fn mulc(&self, a: V, k: i64) -> Res<V> {
+        self.mul(a, Self::cst(a.ty, k))
     }
 
     /// `a / k` (unsigned, `k > 0`).
-    pub(crate) fn udivc(&self, a: IntValue<'c>, k: i64) -> Res<IntValue<'c>> {
+    pub(crate) fn udivc(&self, a: V, k: i64) -> Res<V> {
         if k <= 0 {
             return Err(format!("division by the constant {k}"));
         }
         if k == 1 {
             return Ok(a);
         }
+        if let Some(v) = self.split_division(a, k, false)? {
+            return Ok(v);
+        }
         if k & (k - 1) == 0 {
             return self.lshr(a, k.trailing_zeros() as i64);
         }
-        let kv = Self::cst(a.get_type(), k);
-        self.cse(Tag::UDiv, [id(a), id(kv), 0], || self.b.build_int_unsigned_div(a, kv, "i").ice())
+        let kv = Self::cst(a.ty, k);
+        let f = self.facts_of(Tag::UDiv, a, kv);
+        if let Some(c) = known(f) {
+            return Ok(c);
+        }
+        let v = self.cse(Tag::UDiv, &[a, kv], || self.b.int_bin(IntOp::UDiv, a, kv))?;
+        self.note(v, f);
+        Ok(v)
     }
 
     /// `a % k` (unsigned, `k > 0`).
-    pub(crate) fn uremc(&self, a: IntValue<'c>, k: i64) -> Res<IntValue<'c>> {
+    pub(crate) fn uremc(&self, a: V, k: i64) -> Res<V> {
         if k <= 0 {
             return Err(format!("remainder by the constant {k}"));
         }
         if k == 1 {
-            return Ok(a.get_type().const_zero());
+            return Ok(V::int(a.ty, 0));
+        }
+        if let Some(f) = self.facts(a)
+            && f.hi < k
+        {
+            return Ok(a);
+        }
+        if let Some(v) = self.split_division(a, k, true)? {
+            return Ok(v);
         }
         if k & (k - 1) == 0 {
-            return self.and(a, Self::cst(a.get_type(), k - 1));
+            return self.and(a, Self::cst(a.ty, k - 1));
         }
-        let kv = Self::cst(a.get_type(), k);
-        self.cse(Tag::URem, [id(a), id(kv), 0], || self.b.build_int_unsigned_rem(a, kv, "i").ice())
+        let kv = Self::cst(a.ty, k);
+        let f = self.facts_of(Tag::URem, a, kv);
+        if let Some(c) = known(f) {
+            return Ok(c);
+        }
+        let v = self.cse(Tag::URem, &[a, kv], || self.b.int_bin(IntOp::URem, a, kv))?;
+        self.note(v, f);
+        Ok(v)
     }
 
     /// `a >> k` (logical).
-    pub(crate) fn lshr(&self, a: IntValue<'c>, k: i64) -> Res<IntValue<'c>> {
+    pub(crate) fn lshr(&self, a: V, k: i64) -> Res<V> {
         if k == 0 {
             return Ok(a);
         }
-        let kv = Self::cst(a.get_type(), k);
-        self.cse(Tag::LShr, [id(a), id(kv), 0], || self.b.build_right_shift(a, kv, false, "i").ice())
+        let kv = Self::cst(a.ty, k);
+        let f = self.facts_of(Tag::LShr, a, kv);
+        if let Some(c) = known(f) {
+            return Ok(c);
+        }
+        let v = self.cse(Tag::LShr, &[a, kv], || self.b.int_bin(IntOp::LShr, a, kv))?;
+        self.note(v, f);
+        Ok(v)
     }
 
     /// Bitwise and (logical and of `i1`).
-    pub(crate) fn and(&self, a: IntValue<'c>, b: IntValue<'c>) -> Res<IntValue<'c>> {
-        let ones = |v: IntValue<'c>| v.get_zero_extended_constant() == Some(u64::MAX >> (64 - v.get_type().get_bit_width().min(64)));
+    pub(crate) fn and(&self, a: V, b: V) -> Res<V> {
+        let ones = |v: V| v.imm() == Some(if v.ty == Ty::Pred { 1 } else { -1 });
         match (Self::const_of(a), Self::const_of(b)) {
             (Some(0), _) => return Ok(a),
             (_, Some(0)) => return Ok(b),
@@ -202,12 +387,23 @@ impl<'c> Gen<'c, '_> {
             _ if a == b => return Ok(a),
             _ => {}
         }
+        if a.ty == Ty::Pred
+            && let Some(v) = self.range_check(a, b)?
+        {
+            return Ok(v);
+        }
         let (x, y) = if id(a) <= id(b) { (a, b) } else { (b, a) };
-        self.cse(Tag::And, [id(x), id(y), 0], || self.b.build_and(a, b, "i").ice())
+        let f = self.facts_of(Tag::And, x, y).or_else(|| self.facts_of(Tag::And, y, x));
+        if let Some(c) = known(f) {
+            return Ok(c);
+        }
+        let v = self.cse(Tag::And, &[x, y], || self.b.int_bin(IntOp::And, a, b))?;
+        self.note(v, f);
+        Ok(v)
     }
 
     /// Bitwise or (logical or of `i1`).
-    pub(crate) fn or(&self, a: IntValue<'c>, b: IntValue<'c>) -> Res<IntValue<'c>> {
+    pub(crate) fn or(&self, a: V, b: V) -> Res<V> {
         match (Self::const_of(a), Self::const_of(b)) {
             (Some(0), _) => return Ok(b),
             (_, Some(0)) => return Ok(a),
@@ -215,103 +411,115 @@ impl<'c> Gen<'c, '_> {
             _ => {}
         }
         let (x, y) = if id(a) <= id(b) { (a, b) } else { (b, a) };
-        self.cse(Tag::Or, [id(x), id(y), 0], || self.b.build_or(a, b, "i").ice())
+        self.cse(Tag::Or, &[x, y], || self.b.int_bin(IntOp::Or, a, b))
     }
 
-    pub(crate) fn xor(&self, a: IntValue<'c>, b: IntValue<'c>) -> Res<IntValue<'c>> {
+    pub(crate) fn xor(&self, a: V, b: V) -> Res<V> {
         match (Self::const_of(a), Self::const_of(b)) {
             (Some(0), _) => return Ok(b),
             (_, Some(0)) => return Ok(a),
             _ => {}
         }
         let (x, y) = if id(a) <= id(b) { (a, b) } else { (b, a) };
-        self.cse(Tag::Xor, [id(x), id(y), 0], || self.b.build_xor(a, b, "i").ice())
-    }
-
-    /// `a + b`, `a - b` or `a * b` with only the identities folded (`x + 0`, `x * 1`, `x * 0`).
-    pub(crate) fn plain(&self, tag: Tag, a: IntValue<'c>, b: IntValue<'c>) -> Res<IntValue<'c>> {
-        match (tag, Self::const_of(a), Self::const_of(b)) {
-            (Tag::Add, Some(0), _) => Ok(b),
-            (Tag::Add | Tag::Sub, _, Some(0)) => Ok(a),
-            (Tag::Mul, Some(1), _) => Ok(b),
-            (Tag::Mul, _, Some(1)) => Ok(a),
-            (Tag::Mul, Some(0), _) | (Tag::Mul, _, Some(0)) => Ok(a.get_type().const_zero()),
-            _ => self.bin(tag, a, b),
-        }
+        self.cse(Tag::Xor, &[x, y], || self.b.int_bin(IntOp::Xor, a, b))
     }
 
     /// `tag(a, b)` with no folding (divisions by a variable, shifts by a variable).
-    pub(crate) fn bin(&self, tag: Tag, a: IntValue<'c>, b: IntValue<'c>) -> Res<IntValue<'c>> {
-        let b_ = &self.b;
-        self.cse(tag, [id(a), id(b), 0], || match tag {
-            Tag::Add => b_.build_int_add(a, b, "i").ice(),
-            Tag::Sub => b_.build_int_sub(a, b, "i").ice(),
-            Tag::Mul => b_.build_int_mul(a, b, "i").ice(),
-            Tag::UDiv => b_.build_int_unsigned_div(a, b, "i").ice(),
-            Tag::URem => b_.build_int_unsigned_rem(a, b, "i").ice(),
-            Tag::SDiv => b_.build_int_signed_div(a, b, "i").ice(),
-            Tag::SRem => b_.build_int_signed_rem(a, b, "i").ice(),
-            Tag::And => b_.build_and(a, b, "i").ice(),
-            Tag::Or => b_.build_or(a, b, "i").ice(),
-            Tag::Xor => b_.build_xor(a, b, "i").ice(),
-            Tag::Shl => b_.build_left_shift(a, b, "i").ice(),
-            Tag::LShr => b_.build_right_shift(a, b, false, "i").ice(),
-            Tag::AShr => b_.build_right_shift(a, b, true, "i").ice(),
-            Tag::Cmp(p) => b_.build_int_compare(p, a, b, "i").ice(),
-            Tag::SExt | Tag::Select => Err("not a binary operation".into()),
-        })
+    pub(crate) fn bin(&self, tag: Tag, a: V, b: V) -> Res<V> {
+        let op = match tag {
+            Tag::Add => IntOp::Add,
+            Tag::Sub => IntOp::Sub,
+            Tag::Mul => IntOp::Mul,
+            Tag::UDiv => IntOp::UDiv,
+            Tag::URem => IntOp::URem,
+            Tag::SDiv => IntOp::SDiv,
+            Tag::SRem => IntOp::SRem,
+            Tag::And => IntOp::And,
+            Tag::Or => IntOp::Or,
+            Tag::Xor => IntOp::Xor,
+            Tag::Shl => IntOp::Shl,
+            Tag::LShr => IntOp::LShr,
+            Tag::AShr => IntOp::AShr,
+            Tag::Cmp(p) => return self.icmp(p, a, b),
+            Tag::SExt | Tag::Select | Tag::MulWide => return Err("not a binary operation".into()),
+        };
+        self.cse(tag, &[a, b], || self.b.int_bin(op, a, b))
     }
 
-    pub(crate) fn icmp(&self, p: IntPredicate, a: IntValue<'c>, b: IntValue<'c>) -> Res<IntValue<'c>> {
-        self.cse(Tag::Cmp(p), [id(a), id(b), 0], || self.b.build_int_compare(p, a, b, "i").ice())
+    pub(crate) fn icmp(&self, p: Cmp, a: V, b: V) -> Res<V> {
+        let v = self.cse(Tag::Cmp(p), &[a, b], || self.b.icmp(p, a, b))?;
+        if v.imm().is_none() {
+            self.cmps.borrow_mut().insert(id(v), (p, a, b));
+        }
+        Ok(v)
+    }
+
+    /// `x >= 0 && x <= c` (or `< c`, either order) of a constant `c >= 0` as one unsigned
+    /// compare, `x <=u c`.
+    fn range_check(&self, a: V, b: V) -> Res<Option<V>> {
+        let (Some(ca), Some(cb)) = (self.cmps.borrow().get(&id(a)).copied(), self.cmps.borrow().get(&id(b)).copied()) else {
+            return Ok(None);
+        };
+        for ((p0, x0, z), (p1, x1, c)) in [(ca, cb), (cb, ca)] {
+            let lower = matches!((p0, z.imm()), (Cmp::Sge, Some(0)) | (Cmp::Sgt, Some(-1)));
+            let upper = match (p1, c.imm()) {
+                (Cmp::Sle, Some(k)) if k >= 0 => Some(Cmp::Ule),
+                (Cmp::Slt, Some(k)) if k >= 0 => Some(Cmp::Ult),
+                _ => None,
+            };
+            if let (true, Some(u), true) = (lower, upper, x0 == x1) {
+                return Ok(Some(self.icmp(u, x0, c)?));
+            }
+        }
+        Ok(None)
     }
 
     /// Sign extension to `t` (the value itself if it has that type).
-    pub(crate) fn sext(&self, a: IntValue<'c>, t: IntType<'c>) -> Res<IntValue<'c>> {
-        if a.get_type() == t {
+    pub(crate) fn sext(&self, a: V, t: Ty) -> Res<V> {
+        if a.ty == t {
             return Ok(a);
         }
         if let Some(k) = Self::const_of(a) {
             return Ok(Self::cst(t, k));
         }
-        let tv = t.const_zero();
-        self.cse(Tag::SExt, [id(a), id(tv), 0], || self.b.build_int_s_extend(a, t, "i").ice())
+        let tv = V::int(t, 0);
+        let v = self.cse(Tag::SExt, &[a, tv], || self.b.int_cast(a, t, true))?;
+        if a.ty == Ty::I32 && t == Ty::I64 {
+            self.sexts.borrow_mut().insert(id(v), a);
+        }
+        Ok(v)
     }
 
     /// `c ? a : b` of integers.
-    pub(crate) fn select(&self, c: IntValue<'c>, a: IntValue<'c>, b: IntValue<'c>) -> Res<IntValue<'c>> {
+    pub(crate) fn select(&self, c: V, a: V, b: V) -> Res<V> {
         match Self::const_of(c) {
             Some(0) => return Ok(b),
             Some(_) => return Ok(a),
             None if a == b => return Ok(a),
             None => {}
         }
-        self.cse(Tag::Select, [id(c), id(a), id(b)], || Ok(self.b.build_select(c, a, b, "i").ice()?.into_int_value()))
+        self.cse(Tag::Select, &[c, a, b], || self.b.select(c, a, b))
     }
 
     /// A value that depends only on the thread index (and constants). Inside a loop it is built
     /// once per kernel in the entry block (so that it dominates every use, and is not recomputed
     /// per iteration); `key` names it.
-    pub(crate) fn hoisted(&self, key: HoistKey, build: impl FnOnce(&Self) -> Res<IntValue<'c>>) -> Res<IntValue<'c>> {
+    pub(crate) fn hoisted(&self, key: HoistKey, build: impl FnOnce(&Self) -> Res<V>) -> Res<V> {
         let found = self.hoist.borrow().get(&key).copied();
         if let Some(v) = found {
             return Ok(v);
         }
-        let here = self.b.get_insert_block().ok_or("no block")?;
-        if self.loop_depth.get() == 0 && here != self.entry {
+        let here = self.b.current();
+        if self.loop_depth.get() == 0 && here != self.b.entry() {
             // Outside loops a value is used where it is built: building it in the entry block
             // would only keep it live (in a register) across everything in between.
             return build(self);
         }
-        let v = if here == self.entry {
+        let v = if here == self.b.entry() {
             // Already building in the entry block (a hoisted value built from another one).
             build(self)?
         } else {
-            let term = self.entry.get_terminator().ok_or("the entry block has no terminator")?;
-            self.b.position_before(&term);
-            let v = build(self);
-            self.b.position_at_end(here);
-            v?
+            self.b.at_entry(|| build(self))?
         };
         self.hoist.borrow_mut().insert(key, v);
         Ok(v)

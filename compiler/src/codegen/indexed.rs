@@ -8,63 +8,59 @@
 //! is replicated, so writes, atomics and prints of it are done by its owner thread only (as
 //! `store` does); reads and asserts need no owner.
 
-use super::{Cv, Gen, Ice, Res, declare, mem_type};
+use super::ptx::{Cmp, Ty, V};
+use super::{Cv, Gen, Res};
 use crate::dtype::DType;
 use crate::ir::{Op, Value};
 use crate::lir::{self, Layout};
 use crate::tir::{self, AtomicOp, FormatPiece};
-use inkwell::AddressSpace;
-use inkwell::IntPredicate;
-use inkwell::module::Linkage;
-use inkwell::types::{BasicMetadataTypeEnum, BasicType, BasicTypeEnum};
-use inkwell::values::{AsValueRef, BasicMetadataValueEnum, BasicValueEnum, IntValue, PointerValue};
 
-impl<'c> Gen<'c, '_> {
+impl Gen<'_> {
     /// `tid < numel` for a replicated tile (one thread per element), `None` when every element
     /// has exactly one holder.
-    pub(crate) fn owner(&self, t: &lir::Type) -> Res<Option<IntValue<'c>>> {
+    pub(crate) fn owner(&self, t: &lir::Type) -> Res<Option<V>> {
         match t.layout() {
             Some(Layout::Blocked { .. }) if t.numel() < self.k.threads as i64 => {
-                Ok(Some(self.icmp(IntPredicate::ULT, self.tid, self.i32c(t.numel()))?))
+                Ok(Some(self.icmp(Cmp::Ult, self.tid, self.i32c(t.numel()))?))
             }
             // Each row value is held by the 4 lanes of a quad: the first one owns it.
-            Some(Layout::MmaRows { .. }) => Ok(Some(self.icmp(IntPredicate::EQ, self.and(self.tid, self.i32c(3))?, self.i32c(0))?)),
+            Some(Layout::MmaRows { .. }) => Ok(Some(self.icmp(Cmp::Eq, self.and(self.tid, self.i32c(3))?, self.i32c(0))?)),
             // Each column is held by the lanes of every row: lane `l < 4` of the first warp row.
             Some(Layout::MmaCols { warps_n, .. }) => {
-                let first_rows = self.icmp(IntPredicate::ULT, self.tid, self.i32c(32 * warps_n as i64))?;
+                let first_rows = self.icmp(Cmp::Ult, self.tid, self.i32c(32 * warps_n as i64))?;
                 let lane = self.and(self.tid, self.i32c(31))?;
-                Ok(Some(self.and(first_rows, self.icmp(IntPredicate::ULT, lane, self.i32c(4))?)?))
+                Ok(Some(self.and(first_rows, self.icmp(Cmp::Ult, lane, self.i32c(4))?)?))
             }
             Some(Layout::Blocked { .. } | Layout::Mma { .. }) | None => Ok(None),
         }
     }
 
     /// Address and "selected and in range" flag of each register of an indexed access.
-    fn indexed_addrs(&self, tensor: &Cv<'c>, idx: &[Value], mask: Value, t: &lir::Type) -> Res<Vec<(PointerValue<'c>, IntValue<'c>)>> {
+    fn indexed_addrs(&self, tensor: &Cv, idx: &[Value], mask: Value, t: &lir::Type) -> Res<Vec<(V, V)>> {
         let Cv::Tensor { ptr, sizes, strides } = tensor else { return Err("indexed access to a non-tensor".into()) };
         if idx.len() != sizes.len() {
             return Err(format!("{} indices for a rank-{} tensor", idx.len(), sizes.len()));
         }
-        let idx: Vec<Vec<BasicValueEnum>> = idx.iter().map(|&v| self.regs(v)).collect::<Res<_>>()?;
+        let idx: Vec<Vec<V>> = idx.iter().map(|&v| self.regs(v)).collect::<Res<_>>()?;
         let mask = self.regs(mask)?;
         let mut out = vec![];
         for (r, m) in mask.iter().enumerate() {
-            let mut ok = m.into_int_value();
+            let mut ok = *m;
             let mut lin = self.i64c(0);
             for (j, regs) in idx.iter().enumerate() {
-                let i = regs.get(r).ok_or("index registers do not match the mask")?.into_int_value();
-                ok = self.and(ok, self.icmp(IntPredicate::ULT, i, sizes[j])?)?;
-                lin = self.add(lin, self.mul(self.sext(i, self.ctx.i64_type())?, strides[j])?)?;
+                let i = *regs.get(r).ok_or("index registers do not match the mask")?;
+                ok = self.and(ok, self.icmp(Cmp::Ult, i, sizes[j])?)?;
+                lin = self.add(lin, self.mul(self.sext(i, Ty::I64)?, strides[j])?)?;
             }
-            // SAFETY (of the LLVM IR): only dereferenced under `ok`.
-            let p = unsafe { self.b.build_gep(mem_type(self.ctx, t.dtype()), *ptr, &[lin], "p").ice()? };
+            // Only dereferenced under `ok`.
+            let p = self.gep(*ptr, lin, t.dtype())?;
             out.push((p, ok));
         }
         Ok(out)
     }
 
     /// `gather t, i0, …, mask, pad`.
-    pub(crate) fn gather(&mut self, op: Op) -> Res<Vec<Cv<'c>>> {
+    pub(crate) fn gather(&mut self, op: Op) -> Res<Vec<Cv>> {
         let d = self.k.body.op(op);
         let (operands, res) = (d.operands.clone(), *d.results.first().ok_or("gather without a result")?);
         let t = self.ty(res).clone();
@@ -81,7 +77,7 @@ impl<'c> Gen<'c, '_> {
     }
 
     /// `scatter` (`atomic: None`) and `atomic.*`: `t, i0, …, x, mask`.
-    pub(crate) fn indexed_write(&mut self, op: Op, atomic: Option<AtomicOp>) -> Res<Vec<Cv<'c>>> {
+    pub(crate) fn indexed_write(&mut self, op: Op, atomic: Option<AtomicOp>) -> Res<Vec<Cv>> {
         let operands = self.k.body.op(op).operands.clone();
         let n = operands.len();
         if n < 4 {
@@ -118,52 +114,72 @@ impl<'c> Gen<'c, '_> {
         Ok(vec![])
     }
 
-    /// One relaxed (monotonic), device-wide read-modify-write of `v` at `p`.
-    fn atomic_rmw(&self, a: AtomicOp, p: PointerValue<'c>, v: BasicValueEnum<'c>, d: DType) -> Res<()> {
-        use inkwell::llvm_sys::LLVMAtomicOrdering::LLVMAtomicOrderingMonotonic;
-        use inkwell::llvm_sys::LLVMAtomicRMWBinOp as Rmw;
-        let op = match (a, d.is_float(), d.is_signed()) {
-            (AtomicOp::Add, true, _) => Rmw::LLVMAtomicRMWBinOpFAdd,
-            (AtomicOp::Max, true, _) => Rmw::LLVMAtomicRMWBinOpFMax,
-            (AtomicOp::Min, true, _) => Rmw::LLVMAtomicRMWBinOpFMin,
-            (AtomicOp::Add, false, _) => Rmw::LLVMAtomicRMWBinOpAdd,
-            (AtomicOp::Max, false, true) => Rmw::LLVMAtomicRMWBinOpMax,
-            (AtomicOp::Min, false, true) => Rmw::LLVMAtomicRMWBinOpMin,
-            (AtomicOp::Max, false, false) => Rmw::LLVMAtomicRMWBinOpUMax,
-            (AtomicOp::Min, false, false) => Rmw::LLVMAtomicRMWBinOpUMin,
-        };
+    /// One relaxed, device-wide read-modify-write of `v` at `p` (`red.global`; float max and
+    /// min, which PTX has no reduction for, as a compare-and-swap loop with `max`/`min`'s NaN
+    /// rule).
+    fn atomic_rmw(&mut self, a: AtomicOp, p: V, v: V, d: DType) -> Res<()> {
         if !tir::verify::atomic_dtype_ok(a, d) {
             return Err(format!("atomic {} on {d}", a.name()));
         }
-        // inkwell's `build_atomicrmw` takes integers only; the C API takes any of the types the
-        // verifier allows (i32, i64, f32, f64). SAFETY: the builder is positioned inside the
-        // function, `p` points to global memory of `d`, and `v` has type `d`.
-        let r = unsafe {
-            inkwell::llvm_sys::core::LLVMBuildAtomicRMW(
-                self.b.as_mut_ptr(),
-                op,
-                p.as_value_ref(),
-                v.as_value_ref(),
-                LLVMAtomicOrderingMonotonic,
-                0,
-            )
+        let addr = self.address(p);
+        let v = self.b.materialize(v);
+        let bits = v.ty.class_bits();
+        let ty = match (a, d.is_float(), d.is_signed()) {
+            (AtomicOp::Add, true, _) => format!("f{bits}"),
+            (AtomicOp::Add, false, _) => format!("u{bits}"),
+            (_, false, true) => format!("s{bits}"),
+            (_, false, false) => format!("u{bits}"),
+            (_, true, _) => {
+                return self.float_minmax_cas(a, p, v);
+            }
         };
-        if r.is_null() { Err("LLVM could not build an atomic".into()) } else { Ok(()) }
+        let op = match a {
+            AtomicOp::Add => "add",
+            AtomicOp::Max => "max",
+            AtomicOp::Min => "min",
+        };
+        let text = format!("red.relaxed.gpu.global.{op}.{ty} {addr}, {};", self.b.o(v));
+        self.b.emit(&text);
+        Ok(())
     }
 
-    /// A private constant string in global memory, as a generic pointer (what `vprintf` and
+    /// `*p = max(*p, v)` (or min) of floats, atomically: a CAS loop on the bits.
+    fn float_minmax_cas(&mut self, a: AtomicOp, p: V, v: V) -> Res<()> {
+        let ft = v.ty;
+        let it = Ty::int_of_bits(ft.class_bits());
+        let b = ft.b();
+        let addr = self.address(p);
+        let old = self.b.effect(&format!("ld.relaxed.gpu.global.{b} {{d}}, {addr};"), it);
+        let pre = self.b.current();
+        let lp = self.block("cas");
+        let done = self.block("cas_done");
+        self.b.br(lp);
+        self.b.position(lp);
+        let cur = self.b.phi(it);
+        self.b.incoming(cur, old, pre);
+        let op = if a == AtomicOp::Max { super::ptx::FOp::Max } else { super::ptx::FOp::Min };
+        let new = self.b.fbin(op, cur.retype(ft), v).retype(it);
+        let got = self.b.effect(&format!("atom.relaxed.gpu.global.cas.{b} {{d}}, {addr}, {}, {};", self.b.o(cur), self.b.o(new)), it);
+        let again = self.b.icmp(Cmp::Ne, got, cur);
+        let end = self.b.current();
+        self.b.incoming(cur, got, end);
+        self.b.cond_br(again, lp, done);
+        self.b.position(done);
+        Ok(())
+    }
+
+    /// A private constant string in global memory, as a generic address (what `vprintf` and
     /// `__assertfail` take).
-    fn global_string(&self, s: &str) -> Res<PointerValue<'c>> {
-        let bytes = self.ctx.const_string(s.as_bytes(), true);
-        let g = self.module.add_global(bytes.get_type(), Some(AddressSpace::from(1u16)), "str");
-        g.set_initializer(&bytes);
-        g.set_constant(true);
-        g.set_linkage(Linkage::Private);
-        self.b.build_address_space_cast(g.as_pointer_value(), self.ctx.ptr_type(AddressSpace::default()), "s").ice()
+    fn global_string(&self, s: &str) -> V {
+        let sym = self.b.global_string(s);
+        self.b.at_entry(|| {
+            let g = self.b.effect(&format!("mov.u64 {{d}}, {sym};"), Ty::I64);
+            self.b.effect(&format!("cvta.global.u64 {{d}}, {};", self.b.o(g)), Ty::I64)
+        })
     }
 
     /// `print "fmt", x…`: one `vprintf` per element this thread owns.
-    pub(crate) fn print(&mut self, op: Op, fmt: &str) -> Res<Vec<Cv<'c>>> {
+    pub(crate) fn print(&mut self, op: Op, fmt: &str) -> Res<Vec<Cv>> {
         let operands = self.k.body.op(op).operands.clone();
         let pieces = tir::parse_format(fmt)?;
         let t = match operands.first() {
@@ -171,7 +187,7 @@ impl<'c> Gen<'c, '_> {
             None => lir::Type::Tile { dtype: DType::I32, shape: vec![], layout: Layout::blocked_for(1, self.k.threads) },
         };
         let dtypes: Vec<DType> = operands.iter().map(|&v| self.ty(v).dtype()).collect();
-        let regs: Vec<Vec<BasicValueEnum>> = operands.iter().map(|&v| self.regs(v)).collect::<Res<_>>()?;
+        let regs: Vec<Vec<V>> = operands.iter().map(|&v| self.regs(v)).collect::<Res<_>>()?;
         let rank = t.shape().len();
         // The printf format: the program id, the element index for tiles, then the text.
         let mut c_fmt = String::from("program (%d, %d, %d)");
@@ -187,27 +203,24 @@ impl<'c> Gen<'c, '_> {
             }
         }
         c_fmt.push('\n');
-        let fmt_ptr = self.global_string(&c_fmt)?;
-        let pids = ["x", "y", "z"]
-            .iter()
-            .map(|a| self.call(&format!("llvm.nvvm.read.ptx.sreg.ctaid.{a}"), &[], self.ctx.i32_type().into()))
-            .collect::<Res<Vec<_>>>()?;
+        let fmt_ptr = self.global_string(&c_fmt);
+        let pids: Vec<V> = ["ctaid.x", "ctaid.y", "ctaid.z"].iter().map(|a| self.sreg(a)).collect();
         let owner = self.owner(&t)?;
         let (t_str, f_str) = if dtypes.contains(&DType::Bool) {
-            (Some(self.global_string("true")?), Some(self.global_string("false")?))
+            (Some(self.global_string("true")), Some(self.global_string("false")))
         } else {
             (None, None)
         };
         for r in 0..self.nregs(&t).max(1) {
-            let mut args: Vec<BasicValueEnum> = pids.clone();
+            let mut args: Vec<V> = pids.clone();
             if rank > 0 {
-                args.extend(self.coords(&t, r)?.into_iter().map(BasicValueEnum::from));
+                args.extend(self.coords(&t, r)?);
             }
             for (i, &d) in dtypes.iter().enumerate() {
                 let v = *regs[i].get(r).ok_or("print operands have different register counts")?;
                 args.push(match (d, t_str, f_str) {
-                    (DType::Bool, Some(ts), Some(fs)) => self.b.build_select(v.into_int_value(), ts, fs, "b").ice()?,
-                    _ => self.vararg(v, d)?,
+                    (DType::Bool, Some(ts), Some(fs)) => self.b.select(v, ts, fs),
+                    _ => self.vararg(v, d),
                 });
             }
             match owner {
@@ -222,69 +235,77 @@ impl<'c> Gen<'c, '_> {
 
     /// A value promoted as C promotes variadic arguments: floats to double, small integers to
     /// 32 bits.
-    fn vararg(&self, v: BasicValueEnum<'c>, d: DType) -> Res<BasicValueEnum<'c>> {
-        let b = &self.b;
-        Ok(match d {
-            d if d.is_float() && d != DType::F64 => b.build_float_ext(v.into_float_value(), self.ctx.f64_type(), "pf").ice()?.into(),
-            DType::I8 | DType::I16 => b.build_int_s_extend(v.into_int_value(), self.ctx.i32_type(), "pi").ice()?.into(),
-            DType::U8 => b.build_int_z_extend(v.into_int_value(), self.ctx.i32_type(), "pi").ice()?.into(),
+    fn vararg(&self, v: V, d: DType) -> V {
+        match d {
+            d if d.is_float() && d != DType::F64 => self.b.fcast(v, Ty::F64),
+            DType::I8 | DType::I16 => self.b.int_cast(v, Ty::I32, true),
+            DType::U8 => self.b.int_cast(v, Ty::I32, false),
             _ => v,
-        })
+        }
     }
 
-    /// `vprintf(fmt, &args)`: the arguments are packed into a naturally aligned struct on the
-    /// stack (allocated once, in the entry block).
-    fn vprintf(&self, fmt: PointerValue<'c>, args: &[BasicValueEnum<'c>]) -> Res<()> {
-        let tys: Vec<BasicTypeEnum> = args.iter().map(|a| a.get_type()).collect();
-        let st = self.ctx.struct_type(&tys, false);
-        let buf = self.entry_alloca(st.as_basic_type_enum())?;
-        for (i, a) in args.iter().enumerate() {
-            let p = self.b.build_struct_gep(st, buf, i as u32, "arg").ice()?;
-            self.b.build_store(p, *a).ice()?;
+    /// `vprintf(fmt, &args)`: the arguments are packed, naturally aligned, into this thread's
+    /// local buffer.
+    fn vprintf(&self, fmt: V, args: &[V]) -> Res<()> {
+        self.b
+            .declare_extern(".extern .func (.param .b32 func_retval0) vprintf(.param .b64 vprintf_param_0, .param .b64 vprintf_param_1);");
+        let mut off = 0u32;
+        let mut fields = vec![];
+        for a in args {
+            let size = a.ty.class_bits() / 8;
+            off = off.div_ceil(size) * size;
+            fields.push((off, *a));
+            off += size;
         }
-        let ptr = self.ctx.ptr_type(AddressSpace::default());
-        let f = declare(self.module, "vprintf", self.ctx.i32_type().fn_type(&[ptr.into(), ptr.into()], false));
-        self.b.build_call(f, &[fmt.into(), buf.into()], "").ice()?;
+        let base = self.b.local(off.max(8), 8);
+        let buf = self.b.effect("mov.u64 {d}, __local_depot;", Ty::I64);
+        let buf = self.b.effect(&format!("add.u64 {{d}}, {}, {base};", self.b.o(buf)), Ty::I64);
+        for (o, a) in &fields {
+            let a = self.b.materialize(*a);
+            self.b.emit(&format!("st.local.{} [{}+{o}], {};", a.ty.b(), self.b.o(buf), self.b.o(a)));
+        }
+        let gbuf = self.b.effect(&format!("cvta.local.u64 {{d}}, {};", self.b.o(buf)), Ty::I64);
+        let text = format!(
+            "{{\n.param .b64 param0;\nst.param.b64 [param0], {};\n.param .b64 param1;\nst.param.b64 [param1], {};\n.param .b32 retval0;\ncall.uni (retval0), vprintf, (param0, param1);\n}}",
+            self.b.o(fmt),
+            self.b.o(gbuf)
+        );
+        for line in text.lines() {
+            self.b.emit(line);
+        }
         Ok(())
-    }
-
-    /// An `alloca` at the start of the function, so that a loop does not grow the stack.
-    fn entry_alloca(&self, ty: BasicTypeEnum<'c>) -> Res<PointerValue<'c>> {
-        let entry = self.func.get_first_basic_block().ok_or("no entry block")?;
-        let b = self.ctx.create_builder();
-        match entry.get_first_instruction() {
-            Some(i) => b.position_before(&i),
-            None => b.position_at_end(entry),
-        }
-        b.build_alloca(ty, "buf").ice()
     }
 
     /// `assert "msg", c`: a thread holding a false element calls `__assertfail` (the CUDA
     /// runtime prints the message with the block and thread and stops the kernel) and traps.
-    pub(crate) fn assert(&mut self, op: Op, message: &str) -> Res<Vec<Cv<'c>>> {
+    pub(crate) fn assert(&mut self, op: Op, message: &str) -> Res<Vec<Cv>> {
         let c = *self.k.body.op(op).operands.first().ok_or("assert without a condition")?;
         let regs = self.regs(c)?;
-        let mut all = self.ctx.bool_type().const_int(1, false);
+        let mut all = V::int(Ty::Pred, 1);
         for v in regs {
-            all = self.b.build_and(all, v.into_int_value(), "all").ice()?;
+            all = self.b.int_bin(super::ptx::IntOp::And, all, v);
         }
-        let fail = self.block("assert.fail");
-        let ok = self.block("assert.ok");
-        self.b.build_conditional_branch(all, ok, fail).ice()?;
-        self.b.position_at_end(fail);
-        let msg = self.global_string(message)?;
-        let file = self.global_string(&format!("{}.tile", self.k.name))?;
-        let func = self.global_string(&self.k.name)?;
-        let ptr = self.ctx.ptr_type(AddressSpace::default());
-        let params: Vec<BasicMetadataTypeEnum> =
-            vec![ptr.into(), ptr.into(), self.ctx.i32_type().into(), ptr.into(), self.ctx.i64_type().into()];
-        let f = declare(self.module, "__assertfail", self.ctx.void_type().fn_type(&params, false));
-        let args: Vec<BasicMetadataValueEnum> =
-            vec![msg.into(), file.into(), self.i32c(0).into(), func.into(), self.ctx.i64_type().const_int(1, false).into()];
-        self.b.build_call(f, &args, "").ice()?;
-        self.call_void("llvm.trap")?;
-        self.b.build_unreachable().ice()?;
-        self.b.position_at_end(ok);
+        let fail = self.block("assert_fail");
+        let ok = self.block("assert_ok");
+        self.b.cond_br(all, ok, fail);
+        self.b.position(fail);
+        self.b.declare_extern(
+            ".extern .func __assertfail(.param .b64 __assertfail_param_0, .param .b64 __assertfail_param_1, .param .b32 __assertfail_param_2, .param .b64 __assertfail_param_3, .param .b64 __assertfail_param_4);",
+        );
+        let msg = self.global_string(message);
+        let file = self.global_string(&format!("{}.tile", self.k.name));
+        let func = self.global_string(&self.k.name);
+        let text = format!(
+            "{{\n.param .b64 param0;\nst.param.b64 [param0], {};\n.param .b64 param1;\nst.param.b64 [param1], {};\n.param .b32 param2;\nst.param.b32 [param2], 0;\n.param .b64 param3;\nst.param.b64 [param3], {};\n.param .b64 param4;\nst.param.b64 [param4], 1;\ncall.uni __assertfail, (param0, param1, param2, param3, param4);\n}}",
+            self.b.o(msg),
+            self.b.o(file),
+            self.b.o(func)
+        );
+        for line in text.lines() {
+            self.b.emit(line);
+        }
+        self.b.trap();
+        self.b.position(ok);
         Ok(vec![])
     }
 }

@@ -4,139 +4,116 @@
 //! saturate). 16-bit floats compute in f32 and round once.
 
 use super::fold::Tag;
-use super::{Gen, Ice, Res, reg_type};
+use super::ptx::{Cmp, FCmp, FOp, IntOp, Ty, V};
+use super::{Gen, Res, reg_type};
 use crate::dtype::DType;
 use crate::tir::{BinaryOp, Lit, ReduceOp, UnaryOp};
-use inkwell::values::{BasicValueEnum, FloatValue, IntValue};
-use inkwell::{FloatPredicate, IntPredicate};
 
 fn is_half(d: DType) -> bool {
     matches!(d, DType::F16 | DType::BF16)
 }
 
-fn fsuffix(d: DType) -> &'static str {
-    if d == DType::F64 { "f64" } else { "f32" }
-}
-
-pub(crate) fn constant<'c>(g: &Gen<'c, '_>, l: Lit, d: DType) -> Res<BasicValueEnum<'c>> {
-    let t = reg_type(g.ctx, d);
+pub(crate) fn constant(_g: &Gen<'_>, l: Lit, d: DType) -> Res<V> {
+    let t = reg_type(d);
     Ok(match (l, d) {
-        (Lit::Bool(b), _) => g.ctx.bool_type().const_int(b as u64, false).into(),
-        (Lit::Int(i), d) if d.is_float() => t.into_float_type().const_float(i as f64).into(),
-        (Lit::Float(f), d) if d.is_float() => t.into_float_type().const_float(f).into(),
-        (Lit::Int(i), DType::Bool) => g.ctx.bool_type().const_int((i != 0) as u64, false).into(),
-        (Lit::Int(i), _) => t.into_int_type().const_int(i as u64, true).into(),
-        (Lit::Float(f), _) => t.into_int_type().const_int(f as i64 as u64, true).into(),
+        (Lit::Bool(b), _) => V::int(Ty::Pred, b as i64),
+        (Lit::Int(i), d) if d.is_float() => V::float(t, i as f64),
+        (Lit::Float(f), d) if d.is_float() => V::float(t, f),
+        (Lit::Int(i), DType::Bool) => V::int(Ty::Pred, (i != 0) as i64),
+        (Lit::Int(i), _) => V::int(t, i),
+        (Lit::Float(f), _) => V::int(t, f as i64),
     })
 }
 
 /// Converts a register between dtypes with the language's cast rules.
-pub(crate) fn convert<'c>(g: &Gen<'c, '_>, v: BasicValueEnum<'c>, from: DType, to: DType) -> Res<BasicValueEnum<'c>> {
+pub(crate) fn convert(g: &Gen<'_>, v: V, from: DType, to: DType) -> Res<V> {
     if from == to {
         return Ok(v);
     }
     let b = &g.b;
-    let tt = reg_type(g.ctx, to);
+    let tt = reg_type(to);
     Ok(match (from.is_float(), to.is_float()) {
         (true, true) => {
-            let x = v.into_float_value();
             if from.size() < to.size() || (from == DType::F16 && to == DType::BF16) || (from == DType::BF16 && to == DType::F16) {
                 // f16 ↔ bf16 goes through f32 (exact for both), then rounds once.
-                let wide = b.build_float_ext(x, g.ctx.f32_type(), "ext").ice()?;
+                let wide = b.fcast(v, Ty::F32);
                 if to == DType::F32 {
-                    return Ok(wide.into());
+                    return Ok(wide);
                 }
                 if to == DType::F64 {
-                    return Ok(b.build_float_ext(x, g.ctx.f64_type(), "ext").ice()?.into());
+                    return Ok(b.fcast(v, Ty::F64));
                 }
-                b.build_float_trunc(wide, tt.into_float_type(), "tr").ice()?.into()
+                b.fcast(wide, tt)
             } else {
-                b.build_float_trunc(x, tt.into_float_type(), "tr").ice()?.into()
+                b.fcast(v, tt)
             }
         }
-        (false, true) => {
-            let x = v.into_int_value();
-            if from.is_signed() {
-                b.build_signed_int_to_float(x, tt.into_float_type(), "cvt").ice()?.into()
-            } else {
-                b.build_unsigned_int_to_float(x, tt.into_float_type(), "cvt").ice()?.into()
-            }
-        }
-        (true, false) if to == DType::Bool => {
-            let x = v.into_float_value();
-            b.build_float_compare(FloatPredicate::UNE, x, x.get_type().const_zero(), "nz").ice()?.into()
-        }
+        (false, true) => b.int_to_float(v, tt, from.is_signed()),
+        (true, false) if to == DType::Bool => b.fcmp(FCmp::Une, v, V::float(v.ty, 0.0)),
         (true, false) => {
-            let x = v.into_float_value();
-            let x = if is_half(from) { b.build_float_ext(x, g.ctx.f32_type(), "ext").ice()? } else { x };
-            let sat = if to.is_signed() { "fptosi" } else { "fptoui" };
-            let name = format!("llvm.{sat}.sat.i{}.{}", to.bits(), fsuffix(from));
-            g.call(&name, &[x.into()], tt)?
+            let x = if is_half(from) { b.fcast(v, Ty::F32) } else { v };
+            b.float_to_int(x, tt, to.is_signed())
         }
-        (false, false) if to == DType::Bool => {
-            let x = v.into_int_value();
-            b.build_int_compare(IntPredicate::NE, x, x.get_type().const_zero(), "nz").ice()?.into()
-        }
-        (false, false) => {
-            let x = v.into_int_value();
-            let ti = tt.into_int_type();
-            if from.bits() > to.bits() {
-                b.build_int_truncate(x, ti, "tr").ice()?.into()
-            } else if from.is_signed() {
-                b.build_int_s_extend(x, ti, "sx").ice()?.into()
-            } else {
-                b.build_int_z_extend(x, ti, "zx").ice()?.into()
-            }
-        }
+        (false, false) if to == DType::Bool => b.icmp(Cmp::Ne, v, V::int(v.ty, 0)),
+        (false, false) => b.int_cast(v, tt, from.is_signed()),
     })
 }
 
-fn widen<'c>(g: &Gen<'c, '_>, v: BasicValueEnum<'c>, d: DType) -> Res<FloatValue<'c>> {
-    Ok(if is_half(d) { g.b.build_float_ext(v.into_float_value(), g.ctx.f32_type(), "w").ice()? } else { v.into_float_value() })
+/// A 16-bit float widened to f32 (other values unchanged): 16-bit floats compute in f32.
+pub(crate) fn widen(g: &Gen<'_>, v: V, d: DType) -> V {
+    if is_half(d) { g.b.fcast(v, Ty::F32) } else { v }
 }
 
-fn narrow<'c>(g: &Gen<'c, '_>, v: FloatValue<'c>, d: DType) -> Res<BasicValueEnum<'c>> {
-    Ok(if is_half(d) { g.b.build_float_trunc(v, reg_type(g.ctx, d).into_float_type(), "n").ice()?.into() } else { v.into() })
+fn narrow(g: &Gen<'_>, v: V, d: DType) -> V {
+    if is_half(d) { g.b.fcast(v, reg_type(d)) } else { v }
 }
 
-pub(crate) fn binary<'c>(g: &Gen<'c, '_>, op: BinaryOp, a: BasicValueEnum<'c>, c: BasicValueEnum<'c>, d: DType) -> Res<BasicValueEnum<'c>> {
-    let b = &g.b;
+pub(crate) fn binary(g: &Gen<'_>, op: BinaryOp, a: V, c: V, d: DType) -> Res<V> {
     if d.is_float() {
-        let (x, y) = (widen(g, a, d)?, widen(g, c, d)?);
-        let sfx = fsuffix(if is_half(d) { DType::F32 } else { d });
+        let (x, y) = (widen(g, a, d), widen(g, c, d));
+        let b = &g.b;
         let r = match op {
-            BinaryOp::Add => b.build_float_add(x, y, "add").ice()?,
-            BinaryOp::Sub => b.build_float_sub(x, y, "sub").ice()?,
-            BinaryOp::Mul => b.build_float_mul(x, y, "mul").ice()?,
-            BinaryOp::Div => b.build_float_div(x, y, "div").ice()?,
-            BinaryOp::Rem if d == DType::F64 => b.build_float_rem(x, y, "rem").ice()?,
+            BinaryOp::Add => b.fbin(FOp::Add, x, y),
+            BinaryOp::Sub => b.fbin(FOp::Sub, x, y),
+            BinaryOp::Mul => b.fbin(FOp::Mul, x, y),
+            BinaryOp::Div => b.fbin(FOp::Div, x, y),
+            BinaryOp::Rem if d == DType::F64 => {
+                // `x - trunc(x / y) · y` (exact only when the quotient is).
+                let q = b.funary("trunc", b.fbin(FOp::Div, x, y));
+                b.fbin(FOp::Sub, x, b.fbin(FOp::Mul, q, y))
+            }
             BinaryOp::Rem => fmod_f32(g, x, y)?,
-            BinaryOp::Min => g.call(&format!("llvm.minnum.{sfx}"), &[x.into(), y.into()], x.get_type().into())?.into_float_value(),
-            BinaryOp::Max => g.call(&format!("llvm.maxnum.{sfx}"), &[x.into(), y.into()], x.get_type().into())?.into_float_value(),
+            BinaryOp::Min => b.fbin(FOp::Min, x, y),
+            BinaryOp::Max => b.fbin(FOp::Max, x, y),
             other => return Err(format!("`{}` on floats", other.name())),
         };
-        return narrow(g, r, d);
+        return Ok(narrow(g, r, d));
     }
-    let (x, y) = (a.into_int_value(), c.into_int_value());
+    let (x, y) = (a, c);
     let s = d.is_signed();
-    let zero = x.get_type().const_zero();
+    let zero = V::int(x.ty, 0);
     // Integer ops go through `fold`: indices are computed per register, mostly from the same
     // few values and constants.
     Ok(match op {
-        // The program's own arithmetic keeps its shape (no constants moved outwards): LLVM
-        // knows more about `(x + 128) + i` than about `(x + i) + 128` (that it is disjoint,
-        // non-negative).
-        BinaryOp::Add => g.plain(Tag::Add, x, y)?.into(),
-        BinaryOp::Sub => g.plain(Tag::Sub, x, y)?.into(),
-        BinaryOp::Mul => g.plain(Tag::Mul, x, y)?.into(),
+        // Index arithmetic of the program folds like the generated one (constants move
+        // outwards, so that registers share the rest).
+        BinaryOp::Add => g.add(x, y)?,
+        BinaryOp::Sub => g.sub(x, y)?,
+        BinaryOp::Mul => g.mul(x, y)?,
+        // A non-negative value by a positive constant: unsigned (shifts and masks, and the sums
+        // `fold` splits).
+        BinaryOp::Div | BinaryOp::Rem if matches!(y.imm(), Some(k) if k > 0) && g.facts(x).is_some() => {
+            let k = y.imm().unwrap_or(1);
+            if op == BinaryOp::Div { g.udivc(x, k)? } else { g.uremc(x, k)? }
+        }
         BinaryOp::Div | BinaryOp::Rem => {
             // Division by zero gives 0 and `MIN / -1` wraps to MIN with remainder 0 (the
-            // interpreter's rules); both are poison for LLVM's `sdiv`/`srem`, so neither divisor
+            // interpreter's rules); PTX's `div`/`rem` leave both unspecified, so neither divisor
             // reaches them: `x / -1` is `-x` and `x % -1` is 0.
-            let is0 = g.icmp(IntPredicate::EQ, y, zero)?;
-            let m1 = g.icmp(IntPredicate::EQ, y, x.get_type().const_all_ones())?;
+            let is0 = g.icmp(Cmp::Eq, y, zero)?;
+            let m1 = g.icmp(Cmp::Eq, y, V::int(x.ty, -1))?;
             let unsafe_d = if s { g.or(is0, m1)? } else { is0 };
-            let safe = g.select(unsafe_d, x.get_type().const_int(1, false), y)?;
+            let safe = g.select(unsafe_d, V::int(x.ty, 1), y)?;
             let q = match (op, s, Gen::const_of(safe)) {
                 (BinaryOp::Div, _, Some(1)) => x,
                 (BinaryOp::Rem, _, Some(1)) => zero,
@@ -148,106 +125,99 @@ pub(crate) fn binary<'c>(g: &Gen<'c, '_>, op: BinaryOp, a: BasicValueEnum<'c>, c
                 (_, false, _) => g.bin(Tag::URem, x, safe)?,
             };
             let q = match (op, s) {
+                (BinaryOp::Div, true) if m1.imm() == Some(0) => q,
                 (BinaryOp::Div, true) => g.select(m1, g.sub(zero, x)?, q)?,
                 (_, true) => g.select(m1, zero, q)?,
                 _ => q,
             };
-            g.select(is0, zero, q)?.into()
+            g.select(is0, zero, q)?
         }
         BinaryOp::Min | BinaryOp::Max => {
             let p = match (op, s) {
-                (BinaryOp::Min, true) => IntPredicate::SLT,
-                (BinaryOp::Min, false) => IntPredicate::ULT,
-                (_, true) => IntPredicate::SGT,
-                (_, false) => IntPredicate::UGT,
+                (BinaryOp::Min, true) => Cmp::Slt,
+                (BinaryOp::Min, false) => Cmp::Ult,
+                (_, true) => Cmp::Sgt,
+                (_, false) => Cmp::Ugt,
             };
-            g.select(g.icmp(p, x, y)?, x, y)?.into()
+            g.select(g.icmp(p, x, y)?, x, y)?
         }
-        BinaryOp::And => g.and(x, y)?.into(),
-        BinaryOp::Or => g.or(x, y)?.into(),
-        BinaryOp::Xor => g.xor(x, y)?.into(),
+        BinaryOp::And => g.and(x, y)?,
+        BinaryOp::Or => g.or(x, y)?,
+        BinaryOp::Xor => g.xor(x, y)?,
         BinaryOp::Shl | BinaryOp::Shr => {
-            let amt = g.and(y, x.get_type().const_int(d.bits() as u64 - 1, false))?;
+            let amt = g.and(y, V::int(x.ty, d.bits() as i64 - 1))?;
             match (op, s) {
-                (BinaryOp::Shl, _) => g.bin(Tag::Shl, x, amt)?.into(),
-                (_, true) => g.bin(Tag::AShr, x, amt)?.into(),
-                (_, false) => g.bin(Tag::LShr, x, amt)?.into(),
+                (BinaryOp::Shl, _) => g.bin(Tag::Shl, x, amt)?,
+                (_, true) => g.bin(Tag::AShr, x, amt)?,
+                (_, false) => g.bin(Tag::LShr, x, amt)?,
             }
         }
     })
 }
 
-/// `x % y` on f32 as C's `fmod`, exactly (LLVM lowers `frem` on NVPTX to `x - trunc(x / y) · y`,
-/// which is wrong whenever the quotient rounds). With `|x| = mx·2^ex` and `|y| = my·2^ey`
+/// `x % y` on f32 as C's `fmod`, exactly (`x - trunc(x / y) · y` is wrong whenever the quotient
+/// rounds). With `|x| = mx·2^ex` and `|y| = my·2^ey`
 /// (integer significands below 2^24, `ex >= ey`), `|x| mod |y| = (mx · (2^(ex-ey) mod my) mod my)
 /// · 2^ey`: the power comes from square-and-multiply over the 8 bits of `ex - ey`, in u64 (every
 /// product is below 2^48), and the result, below `|y|`, is exact in f32. It takes `x`'s sign;
 /// NaN when `x` is NaN or infinite or `y` is NaN or zero; `x` itself when `|x| < |y|`.
-fn fmod_f32<'c>(g: &Gen<'c, '_>, x: FloatValue<'c>, y: FloatValue<'c>) -> Res<FloatValue<'c>> {
+fn fmod_f32(g: &Gen<'_>, x: V, y: V) -> Res<V> {
     let b = &g.b;
-    let (i32t, i64t, f64t) = (g.ctx.i32_type(), g.ctx.i64_type(), g.ctx.f64_type());
-    let c32 = |v: u64| i32t.const_int(v, false);
-    let c64 = |v: u64| i64t.const_int(v, false);
+    let c32 = |v: i64| V::int(Ty::I32, v);
+    let c64 = |v: i64| V::int(Ty::I64, v);
+    let ib = |op, a, c| b.int_bin(op, a, c);
     // (magnitude bits, significand with the hidden bit, biased exponent at least 1).
-    let parts = |v: FloatValue<'c>| -> Res<(IntValue<'c>, IntValue<'c>, IntValue<'c>)> {
-        let bits = b.build_bit_cast(v, i32t, "bits").ice()?.into_int_value();
-        let mag = b.build_and(bits, c32(0x7fff_ffff), "mag").ice()?;
-        let e = b.build_right_shift(mag, c32(23), false, "e").ice()?;
-        let normal = b.build_int_compare(IntPredicate::NE, e, c32(0), "normal").ice()?;
-        let hidden = b.build_select(normal, c32(0x80_0000), c32(0), "hidden").ice()?.into_int_value();
-        let m = b.build_or(b.build_and(mag, c32(0x7f_ffff), "frac").ice()?, hidden, "m").ice()?;
-        let e = b.build_select(normal, e, c32(1), "e").ice()?.into_int_value();
-        Ok((mag, m, e))
+    let parts = |v: V| -> (V, V, V) {
+        let bits = b.bitcast(v, Ty::I32);
+        let mag = ib(IntOp::And, bits, c32(0x7fff_ffff));
+        let e = ib(IntOp::LShr, mag, c32(23));
+        let normal = b.icmp(Cmp::Ne, e, c32(0));
+        let hidden = b.select(normal, c32(0x80_0000), c32(0));
+        let m = ib(IntOp::Or, ib(IntOp::And, mag, c32(0x7f_ffff)), hidden);
+        let e = b.select(normal, e, c32(1));
+        (mag, m, e)
     };
-    let (ax, mx, ex) = parts(x)?;
-    let (ay, my, ey) = parts(y)?;
-    let d = b.build_int_sub(ex, ey, "d").ice()?;
+    let (ax, mx, ex) = parts(x);
+    let (ay, my, ey) = parts(y);
+    let d = ib(IntOp::Sub, ex, ey);
     // `my` is 0 only for y = ±0, which gives NaN below; 1 keeps the remainders defined.
-    let my = b.build_int_z_extend(my, i64t, "my").ice()?;
-    let my_zero = b.build_int_compare(IntPredicate::EQ, my, c64(0), "myz").ice()?;
-    let m = b.build_select(my_zero, c64(1), my, "mod").ice()?.into_int_value();
-    let mut p = b.build_int_unsigned_rem(c64(1), m, "p").ice()?;
+    let my = b.int_cast(my, Ty::I64, false);
+    let my_zero = b.icmp(Cmp::Eq, my, c64(0));
+    let m = b.select(my_zero, c64(1), my);
+    let mut p = ib(IntOp::URem, c64(1), m);
     for bit in (0..8).rev() {
-        p = b.build_int_unsigned_rem(b.build_int_mul(p, p, "sq").ice()?, m, "p").ice()?;
-        let twice = b.build_int_unsigned_rem(b.build_left_shift(p, c64(1), "p2").ice()?, m, "p2").ice()?;
-        let set = b.build_and(b.build_right_shift(d, c32(bit), false, "bit").ice()?, c32(1), "bit").ice()?;
-        let set = b.build_int_compare(IntPredicate::NE, set, c32(0), "set").ice()?;
-        p = b.build_select(set, twice, p, "p").ice()?.into_int_value();
+        p = ib(IntOp::URem, ib(IntOp::Mul, p, p), m);
+        let twice = ib(IntOp::URem, ib(IntOp::Shl, p, c64(1)), m);
+        let set = ib(IntOp::And, ib(IntOp::LShr, d, c32(bit)), c32(1));
+        let set = b.icmp(Cmp::Ne, set, c32(0));
+        p = b.select(set, twice, p);
     }
-    let mx = b.build_int_z_extend(mx, i64t, "mx").ice()?;
-    let r = b.build_int_unsigned_rem(b.build_int_mul(mx, p, "mp").ice()?, m, "r").ice()?;
+    let mx = b.int_cast(mx, Ty::I64, false);
+    let r = ib(IntOp::URem, ib(IntOp::Mul, mx, p), m);
     // r · 2^(ey - 150): the power as f64 bits (exponent field ey - 150 + 1023).
-    let e = b.build_int_z_extend(b.build_int_add(ey, c32(1023 - 150), "eb").ice()?, i64t, "eb").ice()?;
-    let scale = b.build_bit_cast(b.build_left_shift(e, c64(52), "sb").ice()?, f64t, "scale").ice()?.into_float_value();
-    let rf = b.build_unsigned_int_to_float(r, f64t, "rf").ice()?;
-    let v = b.build_float_trunc(b.build_float_mul(rf, scale, "rs").ice()?, g.ctx.f32_type(), "v").ice()?;
-    let v = g.call("llvm.copysign.f32", &[v.into(), x.into()], g.ctx.f32_type().into())?.into_float_value();
-    let f32c = |v: f64| g.ctx.f32_type().const_float(v);
-    let nan_in = b.build_float_compare(FloatPredicate::UNO, x, y, "nanin").ice()?;
-    let x_inf = b.build_int_compare(IntPredicate::EQ, ax, c32(0x7f80_0000), "xinf").ice()?;
-    let y_zero = b.build_float_compare(FloatPredicate::OEQ, y, f32c(0.0), "yz").ice()?;
-    let is_nan = b.build_or(b.build_or(nan_in, x_inf, "n").ice()?, y_zero, "n").ice()?;
-    let small = b.build_int_compare(IntPredicate::ULT, ax, ay, "small").ice()?;
-    let v = b.build_select(small, x, v, "fmod").ice()?.into_float_value();
-    Ok(b.build_select(is_nan, f32c(f64::NAN), v, "fmod").ice()?.into_float_value())
+    let e = b.int_cast(ib(IntOp::Add, ey, c32(1023 - 150)), Ty::I64, false);
+    let scale = b.bitcast(ib(IntOp::Shl, e, c64(52)), Ty::F64);
+    let rf = b.int_to_float(r, Ty::F64, false);
+    let v = b.fcast(b.fbin(FOp::Mul, rf, scale), Ty::F32);
+    let v = b.copysign(v, x);
+    let nan_in = b.fcmp(FCmp::Uno, x, y);
+    let x_inf = b.icmp(Cmp::Eq, ax, c32(0x7f80_0000));
+    let y_zero = b.fcmp(FCmp::Oeq, y, V::float(Ty::F32, 0.0));
+    let is_nan = ib(IntOp::Or, ib(IntOp::Or, nan_in, x_inf), y_zero);
+    let small = b.icmp(Cmp::Ult, ax, ay);
+    let v = b.select(small, x, v);
+    Ok(b.select(is_nan, V::float(Ty::F32, f64::NAN), v))
 }
 
-pub(crate) fn fma<'c>(
-    g: &Gen<'c, '_>,
-    a: BasicValueEnum<'c>,
-    b: BasicValueEnum<'c>,
-    c: BasicValueEnum<'c>,
-    d: DType,
-) -> Res<BasicValueEnum<'c>> {
+pub(crate) fn fma(g: &Gen<'_>, a: V, b: V, c: V, d: DType) -> Res<V> {
     if d.is_float() {
-        let ty = reg_type(g.ctx, d);
-        return g.call(&format!("llvm.fma.{}", fsuffix(d)), &[a, b, c], ty);
+        return Ok(g.b.fma(a, b, c));
     }
     let p = binary(g, BinaryOp::Mul, a, b, d)?;
     binary(g, BinaryOp::Add, p, c, d)
 }
 
-pub(crate) fn reduce_identity<'c>(g: &Gen<'c, '_>, op: ReduceOp, d: DType) -> Res<BasicValueEnum<'c>> {
+pub(crate) fn reduce_identity(g: &Gen<'_>, op: ReduceOp, d: DType) -> Res<V> {
     let l = match (op, d.is_float()) {
         (ReduceOp::Sum, _) => Lit::Int(0),
         (ReduceOp::Max, true) => Lit::Float(f64::NEG_INFINITY),
@@ -264,28 +234,20 @@ pub(crate) fn reduce_identity<'c>(g: &Gen<'c, '_>, op: ReduceOp, d: DType) -> Re
     constant(g, l, d)
 }
 
-fn f32c<'c>(g: &Gen<'c, '_>, v: f64) -> FloatValue<'c> {
-    g.ctx.f32_type().const_float(v)
+fn f32c(v: f64) -> V {
+    V::float(Ty::F32, v)
 }
 
-fn nvvm<'c>(g: &Gen<'c, '_>, name: &str, x: FloatValue<'c>) -> Res<FloatValue<'c>> {
-    Ok(g.call(name, &[x.into()], g.ctx.f32_type().into())?.into_float_value())
-}
-
-fn exp2f<'c>(g: &Gen<'c, '_>, x: FloatValue<'c>) -> Res<FloatValue<'c>> {
-    nvvm(g, "llvm.nvvm.ex2.approx.f", x)
-}
-
-pub(crate) fn unary<'c>(g: &Gen<'c, '_>, op: UnaryOp, a: BasicValueEnum<'c>, d: DType) -> Res<BasicValueEnum<'c>> {
+pub(crate) fn unary(g: &Gen<'_>, op: UnaryOp, a: V, d: DType) -> Res<V> {
     let b = &g.b;
     if !d.is_float() {
-        let x = a.into_int_value();
+        let x = a;
         return Ok(match op {
-            UnaryOp::Neg => b.build_int_neg(x, "neg").ice()?.into(),
-            UnaryOp::Not => b.build_not(x, "not").ice()?.into(),
+            UnaryOp::Neg => b.neg(x),
+            UnaryOp::Not => b.not(x),
             UnaryOp::Abs => {
-                let neg = b.build_int_compare(IntPredicate::SLT, x, x.get_type().const_zero(), "n").ice()?;
-                b.build_select(neg, b.build_int_neg(x, "neg").ice()?, x, "abs").ice()?
+                let neg = b.icmp(Cmp::Slt, x, V::int(x.ty, 0));
+                b.select(neg, b.neg(x), x)
             }
             other => return Err(format!("`{}` on integers", other.name())),
         });
@@ -293,62 +255,50 @@ pub(crate) fn unary<'c>(g: &Gen<'c, '_>, op: UnaryOp, a: BasicValueEnum<'c>, d: 
     if d == DType::F64 && !matches!(op, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sqrt | UnaryOp::Floor | UnaryOp::Ceil) {
         return Err(format!("`{}` on f64 has no GPU implementation yet", op.name()));
     }
-    let x = widen(g, a, d)?;
-    let sfx = fsuffix(if is_half(d) { DType::F32 } else { d });
-    let ty = x.get_type();
+    let x = widen(g, a, d);
     let log2e = std::f64::consts::LOG2_E;
+    let mul = |p: V, q: V| b.fbin(FOp::Mul, p, q);
+    let exp2f = |v: V| b.funary("ex2.approx", v);
     let r = match op {
-        UnaryOp::Neg => b.build_float_neg(x, "neg").ice()?,
-        UnaryOp::Abs => g.call(&format!("llvm.fabs.{sfx}"), &[x.into()], ty.into())?.into_float_value(),
-        UnaryOp::Sqrt => g.call(&format!("llvm.sqrt.{sfx}"), &[x.into()], ty.into())?.into_float_value(),
-        UnaryOp::Floor => g.call(&format!("llvm.floor.{sfx}"), &[x.into()], ty.into())?.into_float_value(),
-        UnaryOp::Ceil => g.call(&format!("llvm.ceil.{sfx}"), &[x.into()], ty.into())?.into_float_value(),
-        UnaryOp::Exp2 => exp2f(g, x)?,
-        UnaryOp::Exp => exp2f(g, b.build_float_mul(x, f32c(g, log2e), "e").ice()?)?,
-        UnaryOp::Log2 => nvvm(g, "llvm.nvvm.lg2.approx.f", x)?,
-        UnaryOp::Log => b.build_float_mul(nvvm(g, "llvm.nvvm.lg2.approx.f", x)?, f32c(g, std::f64::consts::LN_2), "ln").ice()?,
-        UnaryOp::Rsqrt => nvvm(g, "llvm.nvvm.rsqrt.approx.f", x)?,
-        UnaryOp::Sin => nvvm(g, "llvm.nvvm.sin.approx.f", x)?,
-        UnaryOp::Cos => nvvm(g, "llvm.nvvm.cos.approx.f", x)?,
+        UnaryOp::Neg => b.neg(x),
+        UnaryOp::Abs => b.funary("abs", x),
+        UnaryOp::Sqrt => b.funary("sqrt.rn", x),
+        UnaryOp::Floor => b.funary("floor", x),
+        UnaryOp::Ceil => b.funary("ceil", x),
+        UnaryOp::Exp2 => exp2f(x),
+        UnaryOp::Exp => exp2f(mul(x, f32c(log2e))),
+        UnaryOp::Log2 => b.funary("lg2.approx", x),
+        UnaryOp::Log => mul(b.funary("lg2.approx", x), f32c(std::f64::consts::LN_2)),
+        UnaryOp::Rsqrt => b.funary("rsqrt.approx", x),
+        UnaryOp::Sin => b.funary("sin.approx", x),
+        UnaryOp::Cos => b.funary("cos.approx", x),
         UnaryOp::Sigmoid => {
-            let e = exp2f(g, b.build_float_mul(x, f32c(g, -log2e), "e").ice()?)?;
-            b.build_float_div(f32c(g, 1.0), b.build_float_add(f32c(g, 1.0), e, "d").ice()?, "sig").ice()?
+            let e = exp2f(mul(x, f32c(-log2e)));
+            b.fbin(FOp::Div, f32c(1.0), b.fbin(FOp::Add, f32c(1.0), e))
         }
         UnaryOp::Tanh => {
             // tanh(x) = sign(x) · (1 - 2 / (exp(2|x|) + 1)), stable for large |x|.
-            let ax = g.call("llvm.fabs.f32", &[x.into()], ty.into())?.into_float_value();
-            let e = exp2f(g, b.build_float_mul(ax, f32c(g, 2.0 * log2e), "e").ice()?)?;
-            let t = b
-                .build_float_sub(
-                    f32c(g, 1.0),
-                    b.build_float_div(f32c(g, 2.0), b.build_float_add(e, f32c(g, 1.0), "d").ice()?, "q").ice()?,
-                    "t",
-                )
-                .ice()?;
-            g.call("llvm.copysign.f32", &[t.into(), x.into()], ty.into())?.into_float_value()
+            let ax = b.funary("abs", x);
+            let e = exp2f(mul(ax, f32c(2.0 * log2e)));
+            let t = b.fbin(FOp::Sub, f32c(1.0), b.fbin(FOp::Div, f32c(2.0), b.fbin(FOp::Add, e, f32c(1.0))));
+            b.copysign(t, x)
         }
         UnaryOp::Erf => {
             // Abramowitz & Stegun 7.1.26: |error| < 1.5e-7, below f32's resolution near 1.
-            let ax = g.call("llvm.fabs.f32", &[x.into()], ty.into())?.into_float_value();
-            let t = b
-                .build_float_div(
-                    f32c(g, 1.0),
-                    b.build_float_add(f32c(g, 1.0), b.build_float_mul(ax, f32c(g, 0.3275911), "p").ice()?, "d").ice()?,
-                    "t",
-                )
-                .ice()?;
+            let ax = b.funary("abs", x);
+            let t = b.fbin(FOp::Div, f32c(1.0), b.fbin(FOp::Add, f32c(1.0), mul(ax, f32c(0.3275911))));
             let coeffs = [1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592];
-            let mut poly = f32c(g, coeffs[0]);
+            let mut poly = f32c(coeffs[0]);
             for c in &coeffs[1..] {
-                poly = g.call("llvm.fma.f32", &[poly.into(), t.into(), f32c(g, *c).into()], ty.into())?.into_float_value();
+                poly = b.fma(poly, t, f32c(*c));
             }
-            poly = b.build_float_mul(poly, t, "p").ice()?;
-            let x2 = b.build_float_mul(ax, ax, "x2").ice()?;
-            let e = exp2f(g, b.build_float_mul(x2, f32c(g, -log2e), "e").ice()?)?;
-            let r = b.build_float_sub(f32c(g, 1.0), b.build_float_mul(poly, e, "pe").ice()?, "r").ice()?;
-            g.call("llvm.copysign.f32", &[r.into(), x.into()], ty.into())?.into_float_value()
+            poly = mul(poly, t);
+            let x2 = mul(ax, ax);
+            let e = exp2f(mul(x2, f32c(-log2e)));
+            let r = b.fbin(FOp::Sub, f32c(1.0), mul(poly, e));
+            b.copysign(r, x)
         }
         UnaryOp::Not => return Err("`not` on floats".into()),
     };
-    narrow(g, r, d)
+    Ok(narrow(g, r, d))
 }

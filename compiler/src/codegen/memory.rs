@@ -8,66 +8,61 @@
 //!   vector access per chunk, no mask, straight-line code (the common case);
 //! - otherwise (the edge path), per chunk: one vector access where the chunk is inside,
 //!   contiguous and aligned, else element by element, each predicated on its own mask. These
-//!   are predicated PTX accesses (inline asm, one statement per chunk, which also computes the
-//!   chunk's masks from its indices: no per-element mask in LLVM IR), so the edge path has no
-//!   branch either; a masked-off load gives the pad.
+//!   are predicated PTX accesses (one statement per chunk, which also computes the chunk's masks
+//!   from its indices), so the edge path has no branch either; a masked-off load gives the pad.
 //!
 //! Single elements (and replicated tiles, which their owner threads store) take the edge path
 //! only: predicated stores, and loads from a clamped, always-valid address with the pad
 //! selected outside the tensor. Such a load from an empty tensor (a size of 0), which has no
 //! valid address, is skipped by one uniform branch.
 
-use super::{Cv, Gen, Ice, Res, mem_type};
+use super::ptx::{Blk, Cmp, IntOp, Ty, V};
+use super::{Cv, Gen, Res, mem_reg_type};
 use crate::dtype::DType;
 use crate::ir::Value;
 use crate::lir::{self, Layout};
-use inkwell::IntPredicate;
-use inkwell::basic_block::BasicBlock;
-use inkwell::types::{BasicTypeEnum, IntType};
-use inkwell::values::{BasicValue, BasicValueEnum, IntValue, PointerValue};
 
-/// Where one chunk of a window access goes (the edge path). Its masks are built only where
-/// LLVM IR needs them (`Gen::chunk_masks`); the inline-asm accesses compute them in PTX from
-/// `lead`, `idx` and `size`.
-struct Chunk<'c> {
+/// Where one chunk of a window access goes (the edge path). Its masks are built only where the
+/// generated code needs them (`Gen::chunk_masks`); the chunk statements compute them in PTX
+/// from `lead`, `idx` and `size`.
+struct Chunk {
     /// The registers, consecutive along the last dimension.
     regs: Vec<usize>,
     /// The first element's address (valid only where its element is inside).
-    ptr: PointerValue<'c>,
+    ptr: V,
     /// Linear element offset of the first element.
-    lin: IntValue<'c>,
+    lin: V,
     /// The leading indices are inside the tensor.
-    lead: IntValue<'c>,
+    lead: V,
     /// The first element's last-dimension index, and the tensor's size along it.
-    idx: IntValue<'c>,
-    size: IntValue<'c>,
+    idx: V,
+    size: V,
     /// `chunks_aligned`, for chunks of several elements.
-    aligned: Option<IntValue<'c>>,
+    aligned: Option<V>,
 }
 
-/// A chunk's masks in LLVM IR.
-struct Masks<'c> {
+/// A chunk's masks.
+struct Masks {
     /// Per element: inside the tensor.
-    inb: Vec<IntValue<'c>>,
+    inb: Vec<V>,
     /// Every element inside, contiguous and aligned: one vector access.
-    fast: IntValue<'c>,
+    fast: V,
 }
 
-/// A predicated global access of `bytes` bytes: the integer type of one of its parts, the number
-/// of parts (two 8-byte halves of a 16-byte access), the PTX type and the inline-asm register
-/// constraint of a part.
-fn access(ctx: &inkwell::context::Context, bytes: usize) -> Option<(IntType<'_>, usize, &'static str, &'static str)> {
+/// A predicated global access of `bytes` bytes: the type of one of its parts, the number of
+/// parts (two 8-byte halves of a 16-byte access) and the PTX type of a part.
+fn access(bytes: usize) -> Option<(Ty, usize, &'static str)> {
     match bytes {
-        1 => Some((ctx.i16_type(), 1, "u8", "h")),
-        2 => Some((ctx.i16_type(), 1, "b16", "h")),
-        4 => Some((ctx.i32_type(), 1, "b32", "r")),
-        8 => Some((ctx.i64_type(), 1, "b64", "l")),
-        16 => Some((ctx.i64_type(), 2, "b64", "l")),
+        1 => Some((Ty::I16, 1, "u8")),
+        2 => Some((Ty::I16, 1, "b16")),
+        4 => Some((Ty::I32, 1, "b32")),
+        8 => Some((Ty::I64, 1, "b64")),
+        16 => Some((Ty::I64, 2, "b64")),
         _ => None,
     }
 }
 
-impl<'c> Gen<'c, '_> {
+impl Gen<'_> {
     /// Registers grouped by contiguity along the last dimension.
     fn chunks_of(&self, t: &lir::Type) -> Vec<Vec<usize>> {
         let n = self.nregs(t);
@@ -80,19 +75,18 @@ impl<'c> Gen<'c, '_> {
         (0..n).step_by(group.max(1)).map(|r| (r..(r + group).min(n)).collect()).collect()
     }
 
-    fn window_offsets(&self, offs: &[Value]) -> Res<Vec<IntValue<'c>>> {
-        offs.iter().map(|&o| self.regs(o).map(|r| r[0].into_int_value())).collect()
+    fn window_offsets(&self, offs: &[Value]) -> Res<Vec<V>> {
+        offs.iter().map(|&o| self.regs(o).map(|r| r[0])).collect()
     }
 
     /// Whether the window at `offs` is inside the tensor (uniform).
-    fn window_in_range(&self, tensor: &Cv<'c>, offs: &[IntValue<'c>], shape: &[i64]) -> Res<IntValue<'c>> {
-        use IntPredicate::{SGE, SLE};
+    fn window_in_range(&self, tensor: &Cv, offs: &[V], shape: &[i64]) -> Res<V> {
         let Cv::Tensor { sizes, .. } = tensor else { return Err("window access on a non-tensor".into()) };
-        let mut ok = self.ctx.bool_type().const_int(1, false);
+        let mut ok = V::int(Ty::Pred, 1);
         for i in 0..sizes.len() {
             // `offs + shape <= size` as `offs <= size - shape`, which cannot overflow.
-            let ge0 = self.icmp(SGE, offs[i], self.i32c(0))?;
-            let fits = self.icmp(SLE, offs[i], self.sub(sizes[i], self.i32c(shape[i]))?)?;
+            let ge0 = self.icmp(Cmp::Sge, offs[i], self.i32c(0))?;
+            let fits = self.icmp(Cmp::Sle, offs[i], self.sub(sizes[i], self.i32c(shape[i]))?)?;
             ok = self.and(ok, self.and(ge0, fits)?)?;
         }
         Ok(ok)
@@ -101,67 +95,51 @@ impl<'c> Gen<'c, '_> {
     /// Whether chunks of `k` elements of `d` are contiguous and aligned to their size wherever
     /// they are (uniform): a unit last stride, an aligned base, aligned row strides and a last
     /// offset that is a multiple of `k` (a chunk starts at a multiple of `k` in the tile).
-    fn chunks_aligned(&self, tensor: &Cv<'c>, offs: &[IntValue<'c>], k: usize, d: DType) -> Res<IntValue<'c>> {
-        use IntPredicate::EQ;
+    fn chunks_aligned(&self, tensor: &Cv, offs: &[V], k: usize, d: DType) -> Res<V> {
         let Cv::Tensor { ptr, strides, .. } = tensor else { return Err("window access on a non-tensor".into()) };
-        let i64t = self.ctx.i64_type();
         let last = strides.len() - 1;
-        let bytes = (k * d.size()) as u64;
-        let eq0 = |x: IntValue<'c>, mask: u64| -> Res<IntValue<'c>> {
-            let t = x.get_type();
-            self.icmp(EQ, self.and(x, t.const_int(mask, false))?, t.const_zero())
-        };
-        let mut ok = self.icmp(EQ, strides[last], i64t.const_int(1, false))?;
-        let addr = self.b.build_ptr_to_int(*ptr, i64t, "pa").ice()?;
-        ok = self.and(ok, eq0(addr, bytes - 1)?)?;
+        let bytes = (k * d.size()) as i64;
+        let eq0 = |x: V, mask: i64| -> Res<V> { self.icmp(Cmp::Eq, self.and(x, V::int(x.ty, mask))?, V::int(x.ty, 0)) };
+        let mut ok = self.icmp(Cmp::Eq, strides[last], V::int(Ty::I64, 1))?;
+        ok = self.and(ok, eq0(*ptr, bytes - 1)?)?;
         for s in &strides[..last] {
             ok = self.and(ok, eq0(self.mulc(*s, d.size() as i64)?, bytes - 1)?)?;
         }
-        self.and(ok, eq0(offs[last], k as u64 - 1)?)
+        self.and(ok, eq0(offs[last], k as i64 - 1)?)
     }
 
     /// The address of the element at coordinates `c` of the window at `offs`, on the fast path
     /// (the window inside the tensor; `unit`: with a unit last stride). Each index `offs + c` is
     /// in range there, so it is sign-extended as `sext(x) + k` where it was built as `x + k`:
     /// every register shares `x`, and the constants end up in the address's immediate offset.
-    fn fast_address(&self, tensor: &Cv<'c>, offs: &[IntValue<'c>], c: &[IntValue<'c>], d: DType, unit: bool) -> Res<PointerValue<'c>> {
+    fn fast_address(&self, tensor: &Cv, offs: &[V], c: &[V], d: DType, unit: bool) -> Res<V> {
         let Cv::Tensor { ptr, strides, .. } = tensor else { return Err("window access on a non-tensor".into()) };
-        let i64t = self.ctx.i64_type();
-        let mut lin = i64t.const_zero();
+        let mut lin = V::int(Ty::I64, 0);
         for i in 0..c.len() {
-            let stride = if unit && i + 1 == c.len() { i64t.const_int(1, false) } else { strides[i] };
+            let stride = if unit && i + 1 == c.len() { V::int(Ty::I64, 1) } else { strides[i] };
             let idx = self.add(offs[i], c[i])?;
             let (x, k) = match self.split_const(idx) {
                 Some((x, k)) if (0..1 << 30).contains(&k) => (x, k),
                 _ => (idx, 0),
             };
-            let term = self.mul(self.sext(x, i64t)?, stride)?;
-            let kterm = self.mul(i64t.const_int(k as u64, false), stride)?;
+            let term = self.mul(self.sext(x, Ty::I64)?, stride)?;
+            let kterm = self.mul(V::int(Ty::I64, k), stride)?;
             lin = self.add(lin, self.add(term, kterm)?)?;
         }
-        // SAFETY (of the LLVM IR): the window is inside the tensor on this path.
-        unsafe { self.b.build_gep(mem_type(self.ctx, d), *ptr, &[lin], "p").ice() }
+        self.gep(*ptr, lin, d)
     }
 
     /// The chunks of the edge path, with their masks.
     /// `aligned`: `chunks_aligned` for the chunks of more than one element.
-    fn window_chunks(
-        &self,
-        tensor: &Cv<'c>,
-        offs: &[IntValue<'c>],
-        t: &lir::Type,
-        d: DType,
-        aligned: Option<IntValue<'c>>,
-    ) -> Res<Vec<Chunk<'c>>> {
+    fn window_chunks(&self, tensor: &Cv, offs: &[V], t: &lir::Type, d: DType, aligned: Option<V>) -> Res<Vec<Chunk>> {
         let Cv::Tensor { ptr, sizes, strides } = tensor else { return Err("window access on a non-tensor".into()) };
-        let i64t = self.ctx.i64_type();
         let rank = sizes.len();
         let last = rank - 1;
         let mut out = vec![];
         for regs in self.chunks_of(t) {
             let n = regs.len() as i64;
             let c = self.coords(t, regs[0])?;
-            let mut lead = self.ctx.bool_type().const_int(1, false);
+            let mut lead = V::int(Ty::Pred, 1);
             let mut lin = self.i64c(0);
             let mut idx_last = self.i32c(0);
             for i in 0..rank {
@@ -169,41 +147,35 @@ impl<'c> Gen<'c, '_> {
                 if i == last {
                     idx_last = idx;
                 } else {
-                    lead = self.and(lead, self.icmp(IntPredicate::ULT, idx, sizes[i])?)?;
+                    lead = self.and(lead, self.icmp(Cmp::Ult, idx, sizes[i])?)?;
                 }
-                lin = self.add(lin, self.mul(self.sext(idx, i64t)?, strides[i])?)?;
+                lin = self.add(lin, self.mul(self.sext(idx, Ty::I64)?, strides[i])?)?;
             }
-            // SAFETY (of the LLVM IR): dereferenced only where in bounds (or clamped).
-            let p = unsafe { self.b.build_gep(mem_type(self.ctx, d), *ptr, &[lin], "p").ice()? };
+            // Dereferenced only where in bounds (or clamped).
+            let p = self.gep(*ptr, lin, d)?;
             let aligned = aligned.filter(|_| n > 1);
             out.push(Chunk { regs, ptr: p, lin, lead, idx: idx_last, size: sizes[last], aligned });
         }
         Ok(out)
     }
 
-    /// A chunk's masks, built in LLVM IR.
-    fn chunk_masks(&self, ch: &Chunk<'c>) -> Res<Masks<'c>> {
+    /// A chunk's masks.
+    fn chunk_masks(&self, ch: &Chunk) -> Res<Masks> {
         let n = ch.regs.len();
         let mut inb = vec![];
         for e in 0..n {
-            let ok = self.icmp(IntPredicate::ULT, self.addc(ch.idx, e as i64)?, ch.size)?;
+            let ok = self.icmp(Cmp::Ult, self.addc(ch.idx, e as i64)?, ch.size)?;
             inb.push(self.and(ch.lead, ok)?);
         }
         let fast = match ch.aligned {
             Some(a) => self.and(self.and(inb[0], inb[n - 1])?, a)?,
-            None => self.ctx.bool_type().const_zero(),
+            None => V::int(Ty::Pred, 0),
         };
         Ok(Masks { inb, fast })
     }
 
     /// A window load with padding (see the module comment).
-    pub(crate) fn load_window(
-        &mut self,
-        tensor: &Cv<'c>,
-        offs: &[Value],
-        t: &lir::Type,
-        pad: BasicValueEnum<'c>,
-    ) -> Res<Vec<BasicValueEnum<'c>>> {
+    pub(crate) fn load_window(&mut self, tensor: &Cv, offs: &[Value], t: &lir::Type, pad: V) -> Res<Vec<V>> {
         let Cv::Tensor { ptr, sizes, strides } = tensor else { return Err("window load from a non-tensor".into()) };
         let d = t.dtype();
         let n = self.nregs(t);
@@ -213,57 +185,52 @@ impl<'c> Gen<'c, '_> {
         if k == 1 {
             // Single elements: masked loads from clamped addresses, no branch. Uniform: a tensor
             // with no element has no valid address to clamp to.
-            let mut nonempty = self.ctx.bool_type().const_int(1, false);
+            let mut nonempty = V::int(Ty::Pred, 1);
             for s in sizes {
-                nonempty = self.and(nonempty, self.icmp(IntPredicate::SGT, *s, self.i32c(0))?)?;
+                nonempty = self.and(nonempty, self.icmp(Cmp::Sgt, *s, self.i32c(0))?)?;
             }
-            let pre = self.b.get_insert_block().ok_or("no block")?;
-            let body = self.block("ld.body");
-            let join = self.block("ld.join");
-            self.b.build_conditional_branch(nonempty, body, join).ice()?;
-            self.b.position_at_end(body);
+            let pre = self.b.current();
+            let body = self.block("ld_body");
+            let join = self.block("ld_join");
+            self.b.cond_br(nonempty, body, join);
+            self.b.position(body);
             let mut vals = vec![];
             for ch in self.window_chunks(tensor, &offs, t, d, None)? {
                 vals.push(self.masked_scalar(*ptr, &ch, d, pad)?);
             }
-            let bend = self.b.get_insert_block().ok_or("no block")?;
-            self.b.build_unconditional_branch(join).ice()?;
-            self.b.position_at_end(join);
-            return self.phis(&[(vals, bend), (vec![pad; n], pre)]);
+            let bend = self.b.current();
+            self.b.br(join);
+            self.b.position(join);
+            return Ok(self.phis(&[(vals, bend), (vec![pad; n], pre)]));
         }
         let aligned = self.chunks_aligned(tensor, &offs, k, d)?;
         let inside = self.and(self.window_in_range(tensor, &offs, t.shape())?, aligned)?;
-        let fast = self.block("ld.fast");
-        let edge = self.block("ld.edge");
-        let merge = self.block("ld.merge");
-        self.b.build_conditional_branch(inside, fast, edge).ice()?;
+        let fast = self.block("ld_fast");
+        let edge = self.block("ld_edge");
+        let merge = self.block("ld_merge");
+        self.b.cond_br(inside, fast, edge);
 
-        self.b.position_at_end(fast);
-        let mut fvals: Vec<Option<BasicValueEnum>> = vec![None; n];
+        self.b.position(fast);
+        let mut fvals: Vec<Option<V>> = vec![None; n];
         for regs in &chunks {
             let p = self.fast_address(tensor, &offs, &self.coords(t, regs[0])?, d, true)?;
             if regs.len() > 1 {
-                let vt = mem_type(self.ctx, d).into_int_type_or_float(regs.len() as u32)?;
-                let v = self.b.build_load(vt, p, "vld").ice()?;
-                if let Some(inst) = v.as_instruction_value() {
-                    inst.set_alignment((regs.len() * d.size()) as u32).ice()?;
-                }
-                for (e, &r) in regs.iter().enumerate() {
-                    let x = self.b.build_extract_element(v.into_vector_value(), self.i32c(e as i64), "e").ice()?;
-                    fvals[r] = Some(self.mem_to_reg(x, d)?);
+                let vs = self.vector_load(p, regs.len(), d)?;
+                for (&r, v) in regs.iter().zip(vs) {
+                    fvals[r] = Some(self.mem_to_reg(v, d));
                 }
             } else {
                 fvals[regs[0]] = Some(self.load_mem(p, d)?);
             }
         }
         let fvals = fvals.into_iter().map(|v| v.ok_or_else(|| "register without a value".to_string())).collect::<Res<Vec<_>>>()?;
-        let fend = self.b.get_insert_block().ok_or("no block")?;
-        self.b.build_unconditional_branch(merge).ice()?;
+        let fend = self.b.current();
+        self.b.br(merge);
 
         // No clamped addresses here (every access is predicated), so no emptiness check either.
-        self.b.position_at_end(edge);
+        self.b.position(edge);
         let strideb = self.mulc(strides[strides.len() - 1], d.size() as i64)?;
-        let mut evals: Vec<Option<BasicValueEnum>> = vec![None; n];
+        let mut evals: Vec<Option<V>> = vec![None; n];
         for ch in self.window_chunks(tensor, &offs, t, d, Some(aligned))? {
             let vals = self.masked_chunk_load(&ch, strideb, d, pad)?;
             for (&r, v) in ch.regs.iter().zip(vals) {
@@ -271,81 +238,155 @@ impl<'c> Gen<'c, '_> {
             }
         }
         let evals = evals.into_iter().map(|v| v.ok_or_else(|| "register without a value".to_string())).collect::<Res<Vec<_>>>()?;
-        let eend = self.b.get_insert_block().ok_or("no block")?;
-        self.b.build_unconditional_branch(merge).ice()?;
-        self.b.position_at_end(merge);
-        self.phis(&[(fvals, fend), (evals, eend)])
+        let eend = self.b.current();
+        self.b.br(merge);
+        self.b.position(merge);
+        Ok(self.phis(&[(fvals, fend), (evals, eend)]))
     }
 
-    /// One phi per register over the incoming `(values, block)`.
-    fn phis(&self, incoming: &[(Vec<BasicValueEnum<'c>>, BasicBlock<'c>)]) -> Res<Vec<BasicValueEnum<'c>>> {
-        let mut out = vec![];
-        for i in 0..incoming[0].0.len() {
-            let v = incoming[0].0[i];
-            let phi = self.b.build_phi(v.get_type(), "v").ice()?;
-            for (vals, blk) in incoming {
-                phi.add_incoming(&[(&vals[i] as &dyn BasicValue, *blk)]);
+    /// One vector access's PTX type and element count for `k` elements of `d` (16-bit and
+    /// smaller elements travel packed in 32-bit words).
+    fn vector_shape(k: usize, d: DType) -> Res<(Ty, usize)> {
+        let bytes = k * d.size();
+        match (d.size(), bytes) {
+            (4 | 8, _) if k <= 4 && bytes <= 16 => Ok((Ty::int_of_bits(8 * d.size() as u32), k)),
+            (1 | 2, 2) => Ok((Ty::I16, 1)),
+            (1 | 2, 4 | 8 | 16) => Ok((Ty::I32, bytes / 4)),
+            _ => Err(format!("no vector access of {k} × {d}")),
+        }
+    }
+
+    /// `k` consecutive elements of `d` at an address aligned to their size (memory types).
+    fn vector_load(&self, p: V, k: usize, d: DType) -> Res<Vec<V>> {
+        if k * d.size() > 16 {
+            // Wider than one access: 16-byte pieces (each aligned, the whole chunk is).
+            let per = 16 / d.size();
+            let mut out = vec![];
+            for i in (0..k).step_by(per) {
+                out.extend(self.vector_load(self.addc(p, (i * d.size()) as i64)?, per.min(k - i), d)?);
             }
-            out.push(phi.as_basic_value());
+            return Ok(out);
+        }
+        let (wt, n) = Self::vector_shape(k, d)?;
+        let words: Vec<V> = (0..n).map(|_| self.b.fresh(wt)).collect();
+        let names: Vec<String> = words.iter().map(|&w| self.b.o(w)).collect();
+        let space = if p.ty == Ty::I32 { "shared" } else { "global" };
+        let v = if n == 1 { String::new() } else { format!(".v{n}") };
+        let dst = if n == 1 { names[0].clone() } else { format!("{{{}}}", names.join(", ")) };
+        self.b.emit(&format!("ld.{space}{v}.{} {dst}, {};", wt.b(), self.address(p)));
+        self.words_to_elems(&words, k, d)
+    }
+
+    /// Elements (memory types) from the words of a vector access.
+    fn words_to_elems(&self, words: &[V], k: usize, d: DType) -> Res<Vec<V>> {
+        let et = mem_reg_type(d);
+        if words.len() == k && words[0].ty.class_bits() == et.class_bits() {
+            return Ok(words.iter().map(|w| w.retype(et)).collect());
+        }
+        let per = k / words.len();
+        let mut out = vec![];
+        for &w in words {
+            out.extend(self.b.unpack(w, per, if d.size() == 1 { Ty::I8 } else { Ty::I16 }).into_iter().map(|e| e.retype(et)));
         }
         Ok(out)
     }
 
+    /// The words of a vector access holding elements `vals` (memory types).
+    fn to_words(&self, vals: &[V], d: DType) -> Res<Vec<V>> {
+        let (wt, n) = Self::vector_shape(vals.len(), d)?;
+        if n == vals.len() {
+            return Ok(vals.iter().map(|&v| self.b.materialize(v).retype(wt)).collect());
+        }
+        let per = vals.len() / n;
+        let mut out = vec![];
+        for c in vals.chunks(per) {
+            if d.size() == 1 {
+                // Bytes: or-ed together at their shifts.
+                let mut w = V::int(wt, 0);
+                for (i, &b) in c.iter().enumerate() {
+                    let b = self.b.int_bin(IntOp::And, self.b.int_cast(b.retype(Ty::I16), wt, false), V::int(wt, 255));
+                    w = self.b.int_bin(IntOp::Or, w, self.b.int_bin(IntOp::Shl, b, V::int(wt, 8 * i as i64)));
+                }
+                out.push(w);
+            } else {
+                out.push(self.b.pack(c, wt));
+            }
+        }
+        Ok(out)
+    }
+
+    fn vector_store(&self, p: V, vals: &[V], d: DType) -> Res<()> {
+        if vals.len() * d.size() > 16 {
+            let per = 16 / d.size();
+            for (i, c) in vals.chunks(per).enumerate() {
+                self.vector_store(self.addc(p, (i * per * d.size()) as i64)?, c, d)?;
+            }
+            return Ok(());
+        }
+        let words = self.to_words(vals, d)?;
+        let names: Vec<String> = words.iter().map(|&w| self.b.o(self.b.materialize(w))).collect();
+        let space = if p.ty == Ty::I32 { "shared" } else { "global" };
+        let n = words.len();
+        let v = if n == 1 { String::new() } else { format!(".v{n}") };
+        let src = if n == 1 { names[0].clone() } else { format!("{{{}}}", names.join(", ")) };
+        self.b.emit(&format!("st.{space}{v}.{} {}, {src};", words[0].ty.b(), self.address(p)));
+        Ok(())
+    }
+
+    /// One phi per register over the incoming `(values, block)`.
+    fn phis(&self, incoming: &[(Vec<V>, Blk)]) -> Vec<V> {
+        let mut out = vec![];
+        for i in 0..incoming[0].0.len() {
+            let phi = self.b.phi(incoming[0].0[i].ty);
+            for (vals, blk) in incoming {
+                self.b.incoming(phi, vals[i], *blk);
+            }
+            out.push(phi);
+        }
+        out
+    }
+
     /// The load of a single-element chunk from a clamped address, selecting the pad outside the
     /// tensor.
-    fn masked_scalar(&self, base: PointerValue<'c>, ch: &Chunk<'c>, d: DType, pad: BasicValueEnum<'c>) -> Res<BasicValueEnum<'c>> {
+    fn masked_scalar(&self, base: V, ch: &Chunk, d: DType, pad: V) -> Res<V> {
         let inb = self.chunk_masks(ch)?.inb[0];
         let lin = self.select(inb, ch.lin, self.i64c(0))?;
-        // SAFETY (of the LLVM IR): the offset is in range, or 0 (the tensor is not empty).
-        let p = unsafe { self.b.build_gep(mem_type(self.ctx, d), base, &[lin], "pe").ice()? };
+        // The offset is in range, or 0 (the tensor is not empty).
+        let p = self.gep(base, lin, d)?;
         let v = self.load_mem(p, d)?;
-        self.b.build_select(inb, v, pad, "pv").ice()
+        Ok(self.b.select(inb, v, pad))
     }
 
     /// The elements of an edge-path chunk: one predicated vector load where the chunk is
     /// `fast`, else predicated element loads (`strideb` bytes apart); the pad outside the
     /// tensor.
-    fn masked_chunk_load(&self, ch: &Chunk<'c>, strideb: IntValue<'c>, d: DType, pad: BasicValueEnum<'c>) -> Res<Vec<BasicValueEnum<'c>>> {
+    fn masked_chunk_load(&self, ch: &Chunk, strideb: V, d: DType, pad: V) -> Res<Vec<V>> {
         let k = ch.regs.len();
         if let (Some(shape), Some(aligned)) = (ChunkAsm::new(d.size(), k), ch.aligned) {
-            // One inline-asm statement for the whole chunk, masks included (a few IR
-            // instructions, not dozens).
-            let et = self.ctx.custom_width_int_type(std::num::NonZero::new(shape.es as u32 * 8).ok_or("a zero-sized type")?).ice()?;
-            let pad_bits = self.to_bits(self.reg_to_mem(pad, d)?, d)?;
-            let addr = self.b.build_ptr_to_int(ch.ptr, self.ctx.i64_type(), "a").ice()?;
-            let args: Vec<BasicValueEnum> =
-                vec![ch.lead.into(), aligned.into(), ch.idx.into(), ch.size.into(), addr.into(), strideb.into(), pad_bits.into()];
-            let ret = self.ctx.struct_type(&vec![et.into(); k], false);
-            let s = self.asm(&shape.load_text(), &shape.load_constraints(), ret.into(), &args, true)?.into_struct_value();
-            let mut out = vec![];
-            for e in 0..k {
-                let bits = self.b.build_extract_value(s, e as u32, "e").ice()?.into_int_value();
-                out.push(self.mem_to_reg(self.join_parts(&[bits], mem_type(self.ctx, d), d.size())?, d)?);
-            }
-            return Ok(out);
+            // One statement for the whole chunk, masks included.
+            let pad_bits = self.to_bits(self.reg_to_mem(pad, d), d)?;
+            let args = vec![ch.lead, aligned, ch.idx, ch.size, ch.ptr, strideb, pad_bits];
+            let outs = self.inline_asm(&shape.load_text(), &shape.load_constraints(), &args)?;
+            let et = mem_reg_type(d);
+            return Ok(outs.into_iter().map(|bits| self.mem_to_reg(self.bits_to_value(bits, et), d)).collect());
         }
         let Masks { inb, fast } = self.chunk_masks(ch)?;
-        let not_fast = self.b.build_not(fast, "nf").ice()?;
+        let not_fast = self.b.not(fast);
         let conds = inb.iter().map(|inb| self.and(*inb, not_fast)).collect::<Res<Vec<_>>>()?;
-        let i64t = self.ctx.i64_type();
-        let vt = mem_type(self.ctx, d).into_int_type_or_float(k as u32)?;
-        let vector = match access(self.ctx, k * d.size()) {
+        let vector = match access(k * d.size()) {
             Some(_) if k > 1 => {
                 let parts = self.pred_load(fast, ch.ptr, None, k * d.size())?;
-                Some(self.join_parts(&parts, vt.into(), k * d.size())?.into_vector_value())
+                Some(self.words_to_elems(&self.parts_to_words(&parts, k, d)?, k, d)?)
             }
             _ => None,
         };
         let mut out = vec![];
         for (e, inb) in inb.iter().enumerate() {
-            let p = self.element_ptr(ch.ptr, e, strideb, i64t)?;
+            let p = self.element_ptr(ch.ptr, e, strideb)?;
             let cond = if vector.is_some() { conds[e] } else { *inb };
             let x = self.load_if(cond, p, d, pad)?;
-            let x = match vector {
-                Some(v) => {
-                    let ve = self.mem_to_reg(self.b.build_extract_element(v, self.i32c(e as i64), "ve").ice()?, d)?;
-                    self.b.build_select(fast, ve, x, "v").ice()?
-                }
+            let x = match &vector {
+                Some(v) => self.b.select(fast, self.mem_to_reg(v[e], d), x),
                 None => x,
             };
             out.push(x);
@@ -353,32 +394,43 @@ impl<'c> Gen<'c, '_> {
         Ok(out)
     }
 
+    /// The words of a vector access from the parts of a predicated one (the same bits).
+    fn parts_to_words(&self, parts: &[V], k: usize, d: DType) -> Res<Vec<V>> {
+        let (wt, n) = Self::vector_shape(k, d)?;
+        if parts.len() == n && parts[0].ty.class_bits() == wt.class_bits() {
+            return Ok(parts.iter().map(|p| p.retype(wt)).collect());
+        }
+        let mut out = vec![];
+        for &p in parts {
+            let per = n / parts.len();
+            if per == 1 {
+                // A part wider than its word (a byte pair in a 16-bit part): the low bits.
+                out.push(self.b.int_cast(p, wt, false));
+            } else {
+                out.extend(self.b.unpack(p, per, wt));
+            }
+        }
+        Ok(out)
+    }
+
     /// Element `e` of a chunk starting at `p`, `strideb` bytes apart.
-    fn element_ptr(&self, p: PointerValue<'c>, e: usize, strideb: IntValue<'c>, i64t: IntType<'c>) -> Res<PointerValue<'c>> {
+    fn element_ptr(&self, p: V, e: usize, strideb: V) -> Res<V> {
         if e == 0 {
             return Ok(p);
         }
-        let off = self.mul(strideb, i64t.const_int(e as u64, false))?;
-        // SAFETY (of the LLVM IR): only dereferenced under the element's mask.
-        unsafe { self.b.build_gep(self.ctx.i8_type(), p, &[off], "pe").ice() }
+        let off = self.mul(strideb, V::int(Ty::I64, e as i64))?;
+        // Only dereferenced under the element's mask.
+        self.add(p, off)
     }
 
     /// A window store that drops out-of-range elements; `owner` limits a replicated tile to one
     /// writer per element.
-    pub(crate) fn store_window(
-        &mut self,
-        tensor: &Cv<'c>,
-        offs: &[Value],
-        t: &lir::Type,
-        vals: &[BasicValueEnum<'c>],
-        owner: Option<IntValue<'c>>,
-    ) -> Res<()> {
+    pub(crate) fn store_window(&mut self, tensor: &Cv, offs: &[Value], t: &lir::Type, vals: &[V], owner: Option<V>) -> Res<()> {
         let Cv::Tensor { strides, .. } = tensor else { return Err("window store to a non-tensor".into()) };
         let d = t.dtype();
         let offs = self.window_offsets(offs)?;
         let chunks = self.chunks_of(t);
         let k = chunks.iter().map(|c| c.len()).max().unwrap_or(1);
-        let i64t = self.ctx.i64_type();
         let strideb = self.mulc(strides[strides.len() - 1], d.size() as i64)?;
         if owner.is_some() || k == 1 {
             for ch in self.window_chunks(tensor, &offs, t, d, None)? {
@@ -387,199 +439,165 @@ impl<'c> Gen<'c, '_> {
                         Some(o) => self.and(*inb, o)?,
                         None => *inb,
                     };
-                    self.store_if(cond, self.element_ptr(ch.ptr, e, strideb, i64t)?, vals[ch.regs[e]], d)?;
+                    self.store_if(cond, self.element_ptr(ch.ptr, e, strideb)?, vals[ch.regs[e]], d)?;
                 }
             }
             return Ok(());
         }
-        // The chunks as vectors, for both paths.
-        let vecs = chunks.iter().map(|regs| self.mem_vector(regs.iter().map(|&r| vals[r]), regs.len(), d)).collect::<Res<Vec<_>>>()?;
+        // The chunks in their memory types, for both paths.
+        let mems: Vec<Vec<V>> = chunks.iter().map(|regs| regs.iter().map(|&r| self.reg_to_mem(vals[r], d)).collect()).collect();
         let aligned = self.chunks_aligned(tensor, &offs, k, d)?;
         let inside = self.and(self.window_in_range(tensor, &offs, t.shape())?, aligned)?;
-        let fast = self.block("st.fast");
-        let edge = self.block("st.edge");
-        let done = self.block("st.done");
-        self.b.build_conditional_branch(inside, fast, edge).ice()?;
-        self.b.position_at_end(fast);
-        for (regs, v) in chunks.iter().zip(&vecs) {
+        let fast = self.block("st_fast");
+        let edge = self.block("st_edge");
+        let done = self.block("st_done");
+        self.b.cond_br(inside, fast, edge);
+        self.b.position(fast);
+        for (regs, m) in chunks.iter().zip(&mems) {
             let p = self.fast_address(tensor, &offs, &self.coords(t, regs[0])?, d, true)?;
             if regs.len() > 1 {
-                let st = self.b.build_store(p, *v).ice()?;
-                st.set_alignment((regs.len() * d.size()) as u32).ice()?;
+                self.vector_store(p, m, d)?;
             } else {
                 self.store_mem(p, vals[regs[0]], d)?;
             }
         }
-        self.b.build_unconditional_branch(done).ice()?;
+        self.b.br(done);
 
-        self.b.position_at_end(edge);
-        for (ch, v) in self.window_chunks(tensor, &offs, t, d, Some(aligned))?.iter().zip(&vecs) {
+        self.b.position(edge);
+        for (ch, m) in self.window_chunks(tensor, &offs, t, d, Some(aligned))?.iter().zip(&mems) {
             let n = ch.regs.len();
-            let addr = self.b.build_ptr_to_int(ch.ptr, i64t, "a").ice()?;
             match (ChunkAsm::new(d.size(), n), ch.aligned) {
                 (Some(shape), Some(aligned)) => {
-                    // One inline-asm statement for the whole chunk, masks included (a few IR
-                    // instructions, not dozens).
-                    let mut args: Vec<BasicValueEnum> =
-                        vec![ch.lead.into(), aligned.into(), ch.idx.into(), ch.size.into(), addr.into(), strideb.into()];
-                    args.extend(self.split_parts(*v, n * d.size())?.into_iter().map(BasicValueEnum::from));
-                    self.asm_void_args(&shape.store_text(), &shape.store_constraints(), &args)?;
+                    // One statement for the whole chunk, masks included.
+                    let mut args = vec![ch.lead, aligned, ch.idx, ch.size, ch.ptr, strideb];
+                    args.extend(self.words_to_parts(&self.to_words(m, d)?, n * d.size())?);
+                    self.inline_asm(&shape.store_text(), &shape.store_constraints(), &args)?;
                 }
                 _ => {
                     let Masks { inb, fast } = self.chunk_masks(ch)?;
-                    let not_fast = self.b.build_not(fast, "nf").ice()?;
+                    let not_fast = self.b.not(fast);
                     let conds = inb.iter().map(|inb| self.and(*inb, not_fast)).collect::<Res<Vec<_>>>()?;
-                    let vector = n > 1 && access(self.ctx, n * d.size()).is_some();
+                    let vector = n > 1 && access(n * d.size()).is_some();
                     if vector {
-                        let parts = self.split_parts(*v, n * d.size())?;
+                        let parts = self.words_to_parts(&self.to_words(m, d)?, n * d.size())?;
                         self.pred_store(fast, ch.ptr, &parts, n * d.size())?;
                     }
                     for (e, inb) in inb.iter().enumerate() {
                         let c = if vector { conds[e] } else { *inb };
-                        self.store_if(c, self.element_ptr(ch.ptr, e, strideb, i64t)?, vals[ch.regs[e]], d)?;
+                        self.store_if(c, self.element_ptr(ch.ptr, e, strideb)?, vals[ch.regs[e]], d)?;
                     }
                 }
             }
         }
-        self.b.build_unconditional_branch(done).ice()?;
-        self.b.position_at_end(done);
+        self.b.br(done);
+        self.b.position(done);
         Ok(())
     }
 
-    /// A side-effecting inline-asm statement with no result.
-    fn asm_void_args(&self, text: &str, constraints: &str, args: &[BasicValueEnum<'c>]) -> Res<()> {
-        self.inline_asm(text, constraints, None, args, true).map(|_| ())
-    }
-
-    /// The registers of a chunk as a vector of their memory type.
-    fn mem_vector(&self, regs: impl Iterator<Item = BasicValueEnum<'c>>, k: usize, d: DType) -> Res<BasicValueEnum<'c>> {
-        let vt = mem_type(self.ctx, d).into_int_type_or_float(k as u32)?;
-        let mut v = vt.get_undef();
-        for (e, x) in regs.enumerate() {
-            v = self.b.build_insert_element(v, self.reg_to_mem(x, d)?, self.i32c(e as i64), "ins").ice()?;
+    /// The parts of a predicated access of `bytes` bytes from the words of a vector access.
+    fn words_to_parts(&self, words: &[V], bytes: usize) -> Res<Vec<V>> {
+        let (pt, n, _) = access(bytes).ok_or("no predicated access of this size")?;
+        if words.len() == n && words[0].ty.class_bits() == pt.class_bits() {
+            return Ok(words.iter().map(|w| w.retype(pt)).collect());
         }
-        Ok(v.into())
+        let per = words.len() / n;
+        if per == 0 {
+            return Ok(words.iter().map(|w| self.b.int_cast(*w, pt, false)).collect());
+        }
+        Ok(words.chunks(per).map(|c| self.b.pack(c, pt)).collect())
     }
 
     /// The bits of a value of `d` in memory, as the integer a predicated access carries.
-    fn to_bits(&self, v: BasicValueEnum<'c>, d: DType) -> Res<IntValue<'c>> {
-        let (it, _, _, _) = access(self.ctx, d.size()).ok_or_else(|| format!("no predicated access of {d}"))?;
-        let v = if d.is_float() {
-            self.b
-                .build_bit_cast(
-                    v,
-                    self.ctx.custom_width_int_type(std::num::NonZero::new((d.size() * 8) as u32).ok_or("a zero-sized type")?).ice()?,
-                    "b",
-                )
-                .ice()?
-                .into_int_value()
+    fn to_bits(&self, v: V, d: DType) -> Res<V> {
+        let (it, _, _) = access(d.size()).ok_or_else(|| format!("no predicated access of {d}"))?;
+        let v = self.b.materialize(v);
+        Ok(if v.ty.class_bits() == it.class_bits() {
+            v.retype(it)
         } else {
-            v.into_int_value()
-        };
-        Ok(if v.get_type().get_bit_width() < it.get_bit_width() { self.b.build_int_z_extend(v, it, "z").ice()? } else { v })
+            self.b.int_cast(v.retype(Ty::int_of_bits(v.ty.class_bits())), it, false)
+        })
     }
 
-    /// The parts of a predicated access of `bytes` bytes holding the vector `v`.
-    fn split_parts(&self, v: BasicValueEnum<'c>, bytes: usize) -> Res<Vec<IntValue<'c>>> {
-        let (it, n, _, _) = access(self.ctx, bytes).ok_or("no predicated access of this size")?;
-        if n == 1 {
-            return Ok(vec![self.b.build_bit_cast(v, it, "b").ice()?.into_int_value()]);
+    /// A value of memory type `et` from the bits of a predicated access.
+    fn bits_to_value(&self, bits: V, et: Ty) -> V {
+        if bits.ty.class_bits() == et.class_bits() {
+            bits.retype(et)
+        } else {
+            self.b.int_cast(bits, Ty::int_of_bits(et.class_bits()), false).retype(et)
         }
-        let pv = self.b.build_bit_cast(v, it.vec_type(n as u32), "b").ice()?.into_vector_value();
-        (0..n).map(|i| Ok(self.b.build_extract_element(pv, self.i32c(i as i64), "p").ice()?.into_int_value())).collect()
-    }
-
-    /// The value of type `ty` (an element or a vector of the memory type) that the parts of a
-    /// predicated access hold.
-    fn join_parts(&self, parts: &[IntValue<'c>], ty: BasicTypeEnum<'c>, bytes: usize) -> Res<BasicValueEnum<'c>> {
-        let bits = bytes as u32 * 8;
-        if parts.len() == 1 {
-            let p = parts[0];
-            let p = if p.get_type().get_bit_width() > bits {
-                self.b
-                    .build_int_truncate(
-                        p,
-                        self.ctx.custom_width_int_type(std::num::NonZero::new(bits).ok_or("a zero-sized type")?).ice()?,
-                        "t",
-                    )
-                    .ice()?
-            } else {
-                p
-            };
-            return self.b.build_bit_cast(p, ty, "f").ice();
-        }
-        let vt = parts[0].get_type().vec_type(parts.len() as u32);
-        let mut v = vt.get_undef();
-        for (i, p) in parts.iter().enumerate() {
-            v = self.b.build_insert_element(v, *p, self.i32c(i as i64), "p").ice()?;
-        }
-        self.b.build_bit_cast(v, ty, "f").ice()
     }
 
     /// `if cond { *p = parts }` in global memory, without a branch: a predicated `st.global`.
-    fn pred_store(&self, cond: IntValue<'c>, p: PointerValue<'c>, parts: &[IntValue<'c>], bytes: usize) -> Res<()> {
-        let (_, n, sfx, reg) = access(self.ctx, bytes).ok_or("no predicated store of this size")?;
-        let addr = self.b.build_ptr_to_int(p, self.ctx.i64_type(), "a").ice()?;
+    fn pred_store(&self, cond: V, p: V, parts: &[V], bytes: usize) -> Res<()> {
+        let (_, n, sfx) = access(bytes).ok_or("no predicated store of this size")?;
         let sfx = if sfx == "u8" { "b8" } else { sfx };
-        let (text, cons) = if n == 1 {
-            (format!("@$0 st.global.{sfx} [$1], $2;"), format!("b,l,{reg},~{{memory}}"))
+        let c = self.b.o(self.b.materialize(cond));
+        let a = self.address(p);
+        let names: Vec<String> = parts.iter().map(|&x| self.b.o(self.b.materialize(x))).collect();
+        if cond.imm() == Some(0) {
+            return Ok(());
+        }
+        if n == 1 {
+            self.b.emit(&format!("@{c} st.global.{sfx} {a}, {};", names[0]));
         } else {
-            (format!("@$0 st.global.v2.{sfx} [$1], {{$2, $3}};"), format!("b,l,{reg},{reg},~{{memory}}"))
-        };
-        let mut args: Vec<BasicValueEnum<'c>> = vec![cond.into(), addr.into()];
-        args.extend(parts.iter().map(|&x| BasicValueEnum::from(x)));
-        self.asm_void_args(&text, &cons, &args)
+            self.b.emit(&format!("@{c} st.global.v2.{sfx} {a}, {{{}}};", names.join(", ")));
+        }
+        Ok(())
     }
 
     /// `cond ? *p : init` of `bytes` bytes in global memory, without a branch: a predicated
     /// `ld.global` (its destination starts as `init`, or 0).
-    fn pred_load(&self, cond: IntValue<'c>, p: PointerValue<'c>, init: Option<IntValue<'c>>, bytes: usize) -> Res<Vec<IntValue<'c>>> {
-        let (it, n, sfx, reg) = access(self.ctx, bytes).ok_or("no predicated load of this size")?;
-        let addr = self.b.build_ptr_to_int(p, self.ctx.i64_type(), "a").ice()?;
+    fn pred_load(&self, cond: V, p: V, init: Option<V>, bytes: usize) -> Res<Vec<V>> {
+        let (it, n, sfx) = access(bytes).ok_or("no predicated load of this size")?;
         let init = match init {
-            Some(v) if v.get_type() != it => self.b.build_int_z_extend(v, it, "z").ice()?,
-            Some(v) => v,
-            None => it.const_zero(),
+            Some(v) => self.b.int_cast(v.retype(Ty::int_of_bits(v.ty.class_bits())), it, false),
+            None => V::int(it, 0),
         };
-        // Side effects and a memory clobber: it stays in order with the stores around it.
-        if n == 1 {
-            let text = format!("@$1 ld.global.{sfx} $0, [$2];");
-            let v = self.asm(&text, &format!("={reg},b,l,0,~{{memory}}"), it.into(), &[cond.into(), addr.into(), init.into()], true)?;
-            return Ok(vec![v.into_int_value()]);
+        let outs: Vec<V> = (0..n).map(|_| self.b.fresh(it)).collect();
+        let init = self.b.materialize(init);
+        for o in &outs {
+            self.b.emit(&format!("mov.{} {}, {};", it.b(), self.b.o(*o), self.b.o(init)));
         }
-        let text = format!("@$2 ld.global.v2.{sfx} {{$0, $1}}, [$3];");
-        let ret = self.ctx.struct_type(&[it.into(), it.into()], false);
-        let cons = format!("={reg},={reg},b,l,0,1,~{{memory}}");
-        let s = self.asm(&text, &cons, ret.into(), &[cond.into(), addr.into(), init.into(), init.into()], true)?.into_struct_value();
-        (0..2).map(|i| Ok(self.b.build_extract_value(s, i, "p").ice()?.into_int_value())).collect()
+        if cond.imm() == Some(0) {
+            return Ok(outs);
+        }
+        let c = self.b.o(self.b.materialize(cond));
+        let a = self.address(p);
+        let names: Vec<String> = outs.iter().map(|&x| self.b.o(x)).collect();
+        if n == 1 {
+            self.b.emit(&format!("@{c} ld.global.{sfx} {}, {a};", names[0]));
+        } else {
+            self.b.emit(&format!("@{c} ld.global.v2.{sfx} {{{}}}, {a};", names.join(", ")));
+        }
+        Ok(outs)
     }
 
     /// `cond ? *p : pad` for one element of `d` in global memory, without a branch.
-    pub(crate) fn load_if(&self, cond: IntValue<'c>, p: PointerValue<'c>, d: DType, pad: BasicValueEnum<'c>) -> Res<BasicValueEnum<'c>> {
-        let pad_bits = self.to_bits(self.reg_to_mem(pad, d)?, d)?;
+    pub(crate) fn load_if(&self, cond: V, p: V, d: DType, pad: V) -> Res<V> {
+        let pad_bits = self.to_bits(self.reg_to_mem(pad, d), d)?;
         let bits = self.pred_load(cond, p, Some(pad_bits), d.size())?;
-        self.mem_to_reg(self.join_parts(&bits, mem_type(self.ctx, d), d.size())?, d)
+        Ok(self.mem_to_reg(self.bits_to_value(bits[0], mem_reg_type(d)), d))
     }
 
     /// `if cond { *p = v }` for one element of `d` in global memory, without a branch.
-    pub(crate) fn store_if(&self, cond: IntValue<'c>, p: PointerValue<'c>, v: BasicValueEnum<'c>, d: DType) -> Res<()> {
-        let bits = self.to_bits(self.reg_to_mem(v, d)?, d)?;
+    pub(crate) fn store_if(&self, cond: V, p: V, v: V, d: DType) -> Res<()> {
+        let bits = self.to_bits(self.reg_to_mem(v, d), d)?;
         self.pred_store(cond, p, &[bits], d.size())
     }
 
     /// A register value as stored in memory (bool as a byte).
-    fn reg_to_mem(&self, v: BasicValueEnum<'c>, d: DType) -> Res<BasicValueEnum<'c>> {
+    fn reg_to_mem(&self, v: V, d: DType) -> V {
         if d == DType::Bool {
-            return Ok(self.b.build_int_z_extend(v.into_int_value(), self.ctx.i8_type(), "b").ice()?.into());
+            return self.b.int_cast(v, Ty::I8, false);
         }
-        Ok(v)
+        v
     }
 
-    fn mem_to_reg(&self, v: BasicValueEnum<'c>, d: DType) -> Res<BasicValueEnum<'c>> {
+    fn mem_to_reg(&self, v: V, d: DType) -> V {
         if d == DType::Bool {
-            return Ok(self.b.build_int_compare(IntPredicate::NE, v.into_int_value(), self.ctx.i8_type().const_zero(), "b").ice()?.into());
+            return self.b.icmp(Cmp::Ne, v.retype(Ty::I8), V::int(Ty::I8, 0));
         }
-        Ok(v)
+        v
     }
 }
 
@@ -724,20 +742,5 @@ impl ChunkAsm {
         c.extend(["b", "b", "r", "r", "l", "l", r]);
         c.push("~{memory}");
         c.join(",")
-    }
-}
-
-/// Vector types of memory element types.
-trait VecOf<'c> {
-    fn into_int_type_or_float(self, n: u32) -> Res<inkwell::types::VectorType<'c>>;
-}
-
-impl<'c> VecOf<'c> for BasicTypeEnum<'c> {
-    fn into_int_type_or_float(self, n: u32) -> Res<inkwell::types::VectorType<'c>> {
-        match self {
-            BasicTypeEnum::IntType(t) => Ok(t.vec_type(n)),
-            BasicTypeEnum::FloatType(t) => Ok(t.vec_type(n)),
-            other => Err(format!("no vector of {other:?}")),
-        }
     }
 }

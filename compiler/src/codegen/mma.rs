@@ -1,6 +1,5 @@
 //! Tensor-core code generation: coordinates of the MMA accumulator layout, swizzled
-//! shared-memory offsets, and `ldmatrix` + `mma.sync.m16n8k16` (inline PTX: LLVM's intrinsics
-//! for them take types that differ between versions; the PTX text does not).
+//! shared-memory offsets, and `ldmatrix` + `mma.sync.m16n8k16` (inline PTX).
 //!
 //! Fragment layouts (PTX ISA, `mma.m16n8k16` with `.row.col`): lane `l`, `g = l / 4`,
 //! `t = l % 4`. A (16×16): registers hold (g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..).
@@ -17,17 +16,15 @@
 //! `ldmatrix`; a row-major `[k, n]` one is read element by element (no transposing `ldmatrix`
 //! exists for 32-bit or 8-bit elements). C/D have the same layout, f32 or s32.
 
-use super::{Cv, Gen, Ice, Res};
+use super::ptx::{Cmp, IntOp, Ty, V};
+use super::{Cv, Gen, Res};
 use crate::dtype::DType;
 use crate::ir::Value;
 use crate::lir::{self, Layout};
-use inkwell::module::Linkage;
-use inkwell::types::{BasicMetadataTypeEnum, BasicTypeEnum};
-use inkwell::values::{BasicMetadataValueEnum, BasicValueEnum, FunctionValue, IntValue};
 
-impl<'c> Gen<'c, '_> {
+impl Gen<'_> {
     /// `(warp_m, warp_n, g, t, lane)` of this thread for an MMA layout (built once per kernel).
-    pub(crate) fn mma_ids(&self, warps_n: u32) -> Res<(IntValue<'c>, IntValue<'c>, IntValue<'c>, IntValue<'c>, IntValue<'c>)> {
+    pub(crate) fn mma_ids(&self, warps_n: u32) -> Res<(V, V, V, V, V)> {
         let wn_c = warps_n as i64;
         let lane = self.lane()?;
         let warp = self.hoisted(("warp", vec![]), |g| g.lshr(g.tid, 5))?;
@@ -39,13 +36,13 @@ impl<'c> Gen<'c, '_> {
     }
 
     /// `tid % 32`, built once per kernel.
-    pub(crate) fn lane(&self) -> Res<IntValue<'c>> {
+    pub(crate) fn lane(&self) -> Res<V> {
         self.hoisted(("lane", vec![]), |g| g.and(g.tid, g.i32c(31)))
     }
 
     /// The coordinates of register `r` of this thread in an MMA-layout tile of `shape`: `(row,
     /// col)`, the row split over the leading dimensions of an N-D tile (`Layout::Mma`).
-    pub(crate) fn mma_coords(&self, shape: &[i64], warps_m: u32, warps_n: u32, r: usize) -> Res<Vec<IntValue<'c>>> {
+    pub(crate) fn mma_coords(&self, shape: &[i64], warps_m: u32, warps_n: u32, r: usize) -> Res<Vec<V>> {
         let [row, col] = self.mma_row_col(shape, warps_m, warps_n, r)?;
         let lead = &shape[..shape.len().saturating_sub(1)];
         let mut out = vec![];
@@ -61,7 +58,7 @@ impl<'c> Gen<'c, '_> {
 
     /// `(row, col)` of register `r` of this thread in an MMA-layout tile of `shape`, its leading
     /// dimensions flattened into rows.
-    pub(crate) fn mma_row_col(&self, shape: &[i64], warps_m: u32, warps_n: u32, r: usize) -> Res<[IntValue<'c>; 2]> {
+    pub(crate) fn mma_row_col(&self, shape: &[i64], warps_m: u32, warps_n: u32, r: usize) -> Res<[V; 2]> {
         let bn = shape.last().copied().unwrap_or(1) / warps_n as i64;
         let nt = (bn / 8) as usize;
         let (c, ni, mi) = (r % 4, (r / 4) % nt, r / 4 / nt);
@@ -77,7 +74,7 @@ impl<'c> Gen<'c, '_> {
 
     /// Byte offset of element `(row, col)` of a row-major `[rows, cols]` tile of `esize`-byte
     /// elements in shared memory, with the 16-byte chunks of each row swizzled if asked.
-    pub(crate) fn smem_offset_2d(&self, row: IntValue<'c>, col: IntValue<'c>, cols: i64, esize: i64, swizzled: bool) -> Res<IntValue<'c>> {
+    pub(crate) fn smem_offset_2d(&self, row: V, col: V, cols: i64, esize: i64, swizzled: bool) -> Res<V> {
         let row_bytes = self.mulc(row, cols * esize)?;
         let chunks = cols * esize / 16;
         let (per_phase, max_phase) = lir::swizzle_params(chunks);
@@ -103,75 +100,51 @@ impl<'c> Gen<'c, '_> {
         self.add(off, within)
     }
 
-    pub(crate) fn asm(
-        &self,
-        text: &str,
-        constraints: &str,
-        ret: BasicTypeEnum<'c>,
-        args: &[BasicValueEnum<'c>],
-        side_effects: bool,
-    ) -> Res<BasicValueEnum<'c>> {
-        self.inline_asm(text, constraints, Some(ret), args, side_effects)?.ok_or_else(|| "inline asm returned nothing".to_string())
-    }
-
     /// `ldmatrix.x4` (or `.x2`) at a shared-memory byte offset; returns the 32-bit registers.
-    pub(crate) fn ldmatrix(&self, byte_off: IntValue<'c>, count: usize, trans: bool) -> Res<Vec<IntValue<'c>>> {
-        let p = self.smem_ptr(byte_off)?;
-        let addr = self.b.build_ptr_to_int(p, self.ctx.i64_type(), "a").ice()?;
-        let i32t = self.ctx.i32_type();
-        let ret = self.ctx.struct_type(&vec![i32t.into(); count], false);
+    pub(crate) fn ldmatrix(&self, byte_off: V, count: usize, trans: bool) -> Res<Vec<V>> {
+        let addr = self.smem_addr32(byte_off)?;
         let regs: Vec<String> = (0..count).map(|i| format!("${i}")).collect();
         let text = format!(
             "ldmatrix.sync.aligned.m8n8.x{count}{}.shared.b16 {{{}}}, [${count}];",
             if trans { ".trans" } else { "" },
             regs.join(", ")
         );
-        let cons = format!("{},l,~{{memory}}", vec!["=r"; count].join(","));
-        // Side effects: it must not move across the barriers that guard the shared buffer.
-        let s = self.asm(&text, &cons, ret.into(), &[addr.into()], true)?.into_struct_value();
-        (0..count as u32).map(|i| self.b.build_extract_value(s, i, "m").ice().map(|v| v.into_int_value())).collect()
+        let cons = format!("{},r", vec!["=r"; count].join(","));
+        self.inline_asm(&text, &cons, &[addr])
     }
 
     /// One `mma.sync` over a 32-byte k-step: `m16n8k16` (f16/bf16), `m16n8k8` (f32 as tf32) or
     /// `m16n8k32` (i8, s32 accumulators).
-    fn mma(&self, dtype: DType, a: &[IntValue<'c>], b: &[IntValue<'c>], c: &[BasicValueEnum<'c>]) -> Res<Vec<BasicValueEnum<'c>>> {
+    fn mma(&self, dtype: DType, a: &[V], b: &[V], c: &[V], in_place: bool) -> Res<Vec<V>> {
         let f32_acc = "=f,=f,=f,=f,r,r,r,r,r,r,0,1,2,3";
-        let (shape, acc_ty, cons): (&str, BasicTypeEnum<'c>, _) = match dtype {
-            DType::BF16 => ("m16n8k16.row.col.f32.bf16.bf16.f32", self.ctx.f32_type().into(), f32_acc),
-            DType::F16 => ("m16n8k16.row.col.f32.f16.f16.f32", self.ctx.f32_type().into(), f32_acc),
-            DType::F32 => ("m16n8k8.row.col.f32.tf32.tf32.f32", self.ctx.f32_type().into(), f32_acc),
-            DType::I8 => ("m16n8k32.row.col.s32.s8.s8.s32", self.ctx.i32_type().into(), "=r,=r,=r,=r,r,r,r,r,r,r,0,1,2,3"),
+        let (shape, cons) = match dtype {
+            DType::BF16 => ("m16n8k16.row.col.f32.bf16.bf16.f32", f32_acc),
+            DType::F16 => ("m16n8k16.row.col.f32.f16.f16.f32", f32_acc),
+            DType::F32 => ("m16n8k8.row.col.f32.tf32.tf32.f32", f32_acc),
+            DType::I8 => ("m16n8k32.row.col.s32.s8.s8.s32", "=r,=r,=r,=r,r,r,r,r,r,r,0,1,2,3"),
             other => return Err(format!("mma on {other}")),
         };
         let text = format!("mma.sync.aligned.{shape} {{$0, $1, $2, $3}}, {{$4, $5, $6, $7}}, {{$8, $9}}, {{$10, $11, $12, $13}};");
-        let ret = self.ctx.struct_type(&[acc_ty; 4], false);
-        let mut args: Vec<BasicValueEnum> = a.iter().map(|&x| x.into()).collect();
-        args.extend(b.iter().map(|&x| BasicValueEnum::from(x)));
-        args.extend(c.iter().copied());
-        let s = self.asm(&text, cons, ret.into(), &args, false)?.into_struct_value();
-        (0..4).map(|i| self.b.build_extract_value(s, i, "d").ice()).collect()
+        let mut args: Vec<V> = a.to_vec();
+        args.extend(b);
+        args.extend(c);
+        self.inline_asm_tied(&text, cons, &args, in_place)
     }
 
     /// tf32 operands are f32 bit patterns rounded to tf32 (`cvt.rna`); the others are used as
     /// loaded.
-    fn to_operand(&self, regs: Vec<IntValue<'c>>, dtype: DType) -> Res<Vec<IntValue<'c>>> {
+    fn to_operand(&self, regs: Vec<V>, dtype: DType) -> Res<Vec<V>> {
         if dtype != DType::F32 {
             return Ok(regs);
         }
-        let (f32t, i32t) = (self.ctx.f32_type(), self.ctx.i32_type());
-        regs.into_iter()
-            .map(|r| {
-                let f = self.b.build_bit_cast(r, f32t, "f").ice()?;
-                Ok(self.asm("cvt.rna.tf32.f32 $0, $1;", "=r,f", i32t.into(), &[f], false)?.into_int_value())
-            })
-            .collect()
+        regs.into_iter().map(|r| Ok(self.inline_asm("cvt.rna.tf32.f32 $0, $1;", "=r,f", &[r.retype(Ty::F32)])?[0])).collect()
     }
 
     /// The byte offset of a pipelined operand's stage (`local_mma`'s optional base operand), 0
     /// without one.
-    pub(crate) fn stage_base(&self, base: Option<Value>) -> Res<IntValue<'c>> {
+    pub(crate) fn stage_base(&self, base: Option<Value>) -> Res<V> {
         match base {
-            Some(v) => Ok(self.regs(v)?[0].into_int_value()),
+            Some(v) => Ok(self.regs(v)?[0]),
             None => Ok(self.i32c(0)),
         }
     }
@@ -186,7 +159,7 @@ impl<'c> Gen<'c, '_> {
         offs: (u32, u32, bool),
         k: i64,
         dtype: DType,
-    ) -> Res<Vec<Cv<'c>>> {
+    ) -> Res<Vec<Cv>> {
         let (a_off, b_off, b_trans) = offs;
         let (a_base, b_base) = (self.stage_base(bases[0])?, self.stage_base(bases[1])?);
         let Some(Layout::Mma { warps_m, warps_n }) = t.layout() else { return Err("local_mma result is not in the MMA layout".into()) };
@@ -197,6 +170,8 @@ impl<'c> Gen<'c, '_> {
         // One MMA takes 32 bytes of k; lane `l` addresses 16-byte chunk `l / 16` of them.
         let kstep = 32 / esize;
         let mut accs = self.regs(acc)?;
+        // After the first k-step the accumulators are this op's own registers.
+        let mut in_place = self.in_place_ok(acc, &accs);
         let (wm, _, _, _, _) = self.mma_ids(warps_n)?;
         let lanes = self.lane_parts()?;
         let a_row0 = self.hoisted(("mma.arow0", vec![warps_n as i64]), |g| g.add(g.mulc(wm, 16)?, lanes.half))?;
@@ -220,28 +195,29 @@ impl<'c> Gen<'c, '_> {
             for (mi, a) in afr.iter().enumerate() {
                 for (ni, bb) in bfr.iter().enumerate() {
                     let base = (mi * nt + ni) * 4;
-                    let d = self.mma(dtype, a, bb, &accs[base..base + 4])?;
+                    let d = self.mma(dtype, a, bb, &accs[base..base + 4], in_place)?;
                     accs[base..base + 4].copy_from_slice(&d);
                 }
             }
+            in_place = true;
         }
         Ok(vec![Cv::Regs(accs)])
     }
 }
 
-impl<'c> Gen<'c, '_> {
+impl Gen<'_> {
     /// `cp.async` of a window into (swizzled) shared memory; see `lir::OpKind::AsyncCopy`. An
     /// N-D window is copied as the 2-D tile `[product of the leading dims, last dim]`.
     pub(crate) fn async_copy(&mut self, op: crate::ir::Op, offset: u32, swizzled: bool, shape: &[i64]) -> Res<()> {
-        use inkwell::IntPredicate::{EQ, SGE, SGT, SLE, SLT, ULT};
+        use Cmp::{Eq as EQ, Sge as SGE, Sgt as SGT, Sle as SLE, Slt as SLT, Ult as ULT};
         let d = self.k.body.op(op).clone();
-        let base = self.regs(d.operands[0])?[0].into_int_value();
+        let base = self.regs(d.operands[0])?[0];
         let Some(Cv::Tensor { ptr, sizes, strides }) = self.vals.get(&d.operands[1]).cloned() else {
             return Err("async_copy from a non-tensor".into());
         };
         let dtype = self.k.body.ty(d.operands[1]).dtype();
         let es = dtype.size() as i64;
-        let offs: Vec<IntValue> = d.operands[2..].iter().map(|&o| self.regs(o).map(|r| r[0].into_int_value())).collect::<Res<_>>()?;
+        let offs: Vec<V> = d.operands[2..].iter().map(|&o| self.regs(o).map(|r| r[0])).collect::<Res<_>>()?;
         let rank = shape.len();
         if rank < 2 || offs.len() != rank || sizes.len() != rank {
             return Err("async_copy window rank does not match its tensor".into());
@@ -250,38 +226,34 @@ impl<'c> Gen<'c, '_> {
         let lead = &shape[..last];
         let (rows, cols) = (lead.iter().product::<i64>(), shape[last]);
         let vec = 16 / es;
-        let i64t = self.ctx.i64_type();
-        let eq0 = |g: &Self, x: IntValue<'c>, mask: u64| -> Res<IntValue<'c>> {
-            let t = x.get_type();
-            g.icmp(EQ, g.and(x, t.const_int(mask, false))?, t.const_zero())
-        };
+        let i64t = Ty::I64;
+        let eq0 = |g: &Self, x: V, mask: i64| -> Res<V> { g.icmp(EQ, g.and(x, V::int(x.ty, mask))?, V::int(x.ty, 0)) };
         // Uniform check: the window's 16-byte chunks are aligned and contiguous in memory.
-        let addr = self.b.build_ptr_to_int(ptr, i64t, "pa").ice()?;
-        let mut ok = eq0(self, addr, 15)?;
-        ok = self.and(ok, self.icmp(EQ, strides[last], i64t.const_int(1, false))?)?;
+        let mut ok = eq0(self, ptr, 15)?;
+        ok = self.and(ok, self.icmp(EQ, strides[last], V::int(i64t, 1))?)?;
         for s in &strides[..last] {
             ok = self.and(ok, eq0(self, self.mulc(*s, es)?, 15)?)?;
         }
-        ok = self.and(ok, eq0(self, offs[last], (vec - 1) as u64)?)?;
-        let fast = self.block("cp.fast");
-        let slow = self.block("cp.slow");
-        let done = self.block("cp.done");
-        self.b.build_conditional_branch(ok, fast, slow).ice()?;
+        ok = self.and(ok, eq0(self, offs[last], vec - 1)?)?;
+        let fast = self.block("cp_fast");
+        let slow = self.block("cp_slow");
+        let done = self.block("cp_done");
+        self.b.cond_br(ok, fast, slow);
         let chunks_per_row = cols / vec;
         let total = rows * chunks_per_row;
         let threads = self.k.threads as i64;
-        let cp_async = |g: &Self, dst: IntValue<'c>, src: IntValue<'c>, bytes: Option<IntValue<'c>>| -> Res<()> {
-            let (text, cons, args): (_, _, Vec<BasicValueEnum<'c>>) = match bytes {
-                Some(b) => ("cp.async.cg.shared.global [$0], [$1], 16, $2;", "r,l,r,~{memory}", vec![dst.into(), src.into(), b.into()]),
-                None => ("cp.async.cg.shared.global [$0], [$1], 16;", "r,l,~{memory}", vec![dst.into(), src.into()]),
+        let cp_async = |g: &Self, dst: V, src: V, bytes: Option<V>| -> Res<()> {
+            let (text, cons, args): (_, _, Vec<V>) = match bytes {
+                Some(b) => ("cp.async.cg.shared.global [$0], [$1], 16, $2;", "r,l,r", vec![dst, src, b]),
+                None => ("cp.async.cg.shared.global [$0], [$1], 16;", "r,l", vec![dst, src]),
             };
-            g.inline_asm(text, cons, None, &args, true).map(|_| ())
+            g.inline_asm(text, cons, &args).map(|_| ())
         };
 
         // Interior windows (the common case): every chunk is whole and in range, so there is no
         // mask at all.
-        self.b.position_at_end(fast);
-        let mut inside = self.ctx.bool_type().const_int(1, false);
+        self.b.position(fast);
+        let mut inside = V::int(Ty::Pred, 1);
         for i in 0..rank {
             let ge0 = self.icmp(SGE, offs[i], self.i32c(0))?;
             let fits = self.icmp(SLE, self.addc(offs[i], shape[i])?, sizes[i])?;
@@ -300,11 +272,11 @@ impl<'c> Gen<'c, '_> {
             k.extend(extra);
             (what, k)
         };
-        struct Chunk<'c> {
-            col: IntValue<'c>,
-            lead_idx: Vec<IntValue<'c>>,
-            smem: IntValue<'c>,
-            in_tile: Option<IntValue<'c>>,
+        struct Chunk {
+            col: V,
+            lead_idx: Vec<V>,
+            smem: V,
+            in_tile: Option<V>,
         }
         let row0 = self.hoisted(key("cp.row", 0, &[]), |g| g.udivc(g.tid, chunks_per_row))?;
         let col0 = self.hoisted(key("cp.col", 0, &[]), |g| g.mulc(g.uremc(g.tid, chunks_per_row)?, vec))?;
@@ -337,22 +309,24 @@ impl<'c> Gen<'c, '_> {
             let in_tile = if whole { None } else { Some(self.hoisted(key("cp.in", dq, &[]), |g| g.icmp(ULT, q(g)?, g.i32c(total)))?) };
             chunks.push(Chunk { col, lead_idx, smem, in_tile });
         }
-        let interior = self.block("cp.interior");
-        let edge = self.block("cp.edge");
-        self.b.build_conditional_branch(inside, interior, edge).ice()?;
+        let interior = self.block("cp_interior");
+        let edge = self.block("cp_edge");
+        self.b.cond_br(inside, interior, edge);
         for (blk, masked) in [(interior, false), (edge, true)] {
-            self.b.position_at_end(blk);
+            self.b.position(blk);
             for ch in &chunks {
                 // The element offset of the chunk (the fast path has a unit last stride).
                 let gcol = self.add(offs[last], ch.col)?;
-                let mut lin = self.sext(gcol, i64t)?;
-                let mut row_ok = self.ctx.bool_type().const_int(1, false);
+                // Inside the tensor (the interior path) an index `x + k` extends as `sext(x) + k`.
+                let ext = |g: &Self, x: V| if masked { g.sext(x, i64t) } else { g.sext_in_range(x) };
+                let mut lin = ext(self, gcol)?;
+                let mut row_ok = V::int(Ty::Pred, 1);
                 for i in (0..last).rev() {
                     let gi = self.add(offs[i], ch.lead_idx[i])?;
                     if masked {
                         row_ok = self.and(row_ok, self.icmp(ULT, gi, sizes[i])?)?;
                     }
-                    lin = self.add(self.mul(self.sext(gi, i64t)?, strides[i])?, lin)?;
+                    lin = self.add(self.mul(ext(self, gi)?, strides[i])?, lin)?;
                 }
                 let bytes = if masked {
                     // A chunk past the end of a row reads a prefix (or nothing); cp.async zero-fills.
@@ -368,131 +342,142 @@ impl<'c> Gen<'c, '_> {
                 };
                 // An invalid chunk still needs a readable address: the tensor's first element.
                 let lin = match bytes {
-                    Some((valid, _)) => self.select(valid, lin, i64t.const_zero())?,
+                    Some((valid, _)) => self.select(valid, lin, V::int(i64t, 0))?,
                     None => lin,
                 };
-                // SAFETY (of the LLVM IR): only bytes inside the tensor are read.
-                let src = unsafe { self.b.build_gep(super::mem_type(self.ctx, dtype), ptr, &[lin], "src").ice()? };
-                let src = self.b.build_ptr_to_int(src, i64t, "s").ice()?;
+                // Only bytes inside the tensor are read.
+                let src = self.gep(ptr, lin, dtype)?;
                 let off = self.add(self.addc(ch.smem, offset as i64)?, base)?;
                 let dst = self.smem_addr32(off)?;
                 match ch.in_tile {
                     Some(in_range) => {
-                        let go = self.block("cp.go");
-                        let next = self.block("cp.next");
-                        self.b.build_conditional_branch(in_range, go, next).ice()?;
-                        self.b.position_at_end(go);
+                        let go = self.block("cp_go");
+                        let next = self.block("cp_next");
+                        self.b.cond_br(in_range, go, next);
+                        self.b.position(go);
                         cp_async(self, dst, src, bytes.map(|b| b.1))?;
-                        self.b.build_unconditional_branch(next).ice()?;
-                        self.b.position_at_end(next);
+                        self.b.br(next);
+                        self.b.position(next);
                     }
                     None => cp_async(self, dst, src, bytes.map(|b| b.1))?,
                 }
             }
-            self.b.build_unconditional_branch(done).ice()?;
+            self.b.br(done);
         }
 
-        // Slow path: element by element (any strides and alignment), in a device function shared
-        // by every copy of this tile shape (a loop costs LLVM more than straight-line code, and
-        // this one only runs for tensors whose rows are not 16-byte aligned).
-        self.b.position_at_end(slow);
-        let f = self.slow_copy_fn(dtype, shape, swizzled)?;
+        // Slow path: element by element (any strides and alignment), for tensors whose rows are
+        // not 16-byte aligned: in a device function shared by every copy of this tile shape (it
+        // rarely runs, and inlined it would be as much code as the fast path).
+        self.b.position(slow);
         let dst = self.addc(base, offset as i64)?;
-        let mut args: Vec<BasicMetadataValueEnum<'c>> = vec![ptr.into()];
-        args.extend(sizes.iter().map(|&v| BasicMetadataValueEnum::from(v)));
-        args.extend(strides.iter().map(|&v| BasicMetadataValueEnum::from(v)));
-        args.extend(offs.iter().map(|&v| BasicMetadataValueEnum::from(v)));
-        args.push(dst.into());
-        self.b.build_call(f, &args, "").ice()?;
-        self.b.build_unconditional_branch(done).ice()?;
-        self.b.position_at_end(done);
+        let f = self.slow_copy_fn(dtype, shape, swizzled)?;
+        let mut args = vec![ptr];
+        args.extend(&sizes);
+        args.extend(&strides);
+        args.extend(&offs);
+        args.push(dst);
+        self.b.call(&f, &args);
+        self.b.br(done);
+        self.b.position(done);
         Ok(())
     }
 
-    /// `void(ptr, sizes: i32…, strides: i64…, offs: i32…, dst: i32)`: copies the window of
-    /// `shape` at `offs` element by element into shared memory at byte `dst` (row-major,
-    /// swizzled if asked), zeros outside the tensor. One per shape, dtype and swizzle.
-    fn slow_copy_fn(&mut self, dtype: DType, shape: &[i64], swizzled: bool) -> Res<FunctionValue<'c>> {
+    /// The device function `(ptr, sizes: i32…, strides: i64…, offs: i32…, dst: i32)` that does
+    /// `slow_copy` for this dtype, shape and swizzle; built once.
+    fn slow_copy_fn(&mut self, dtype: DType, shape: &[i64], swizzled: bool) -> Res<String> {
         let key = (dtype, shape.to_vec(), swizzled);
-        if let Some(&f) = self.slow_copies.get(&key) {
-            return Ok(f);
+        if let Some(f) = self.slow_copies.get(&key) {
+            return Ok(f.clone());
         }
         let rank = shape.len();
-        let (i32t, i64t) = (self.ctx.i32_type(), self.ctx.i64_type());
-        let mut ptys: Vec<BasicMetadataTypeEnum<'c>> = vec![self.ctx.ptr_type(inkwell::AddressSpace::from(1u16)).into()];
-        ptys.extend((0..rank).map(|_| BasicMetadataTypeEnum::from(i32t)));
-        ptys.extend((0..rank).map(|_| BasicMetadataTypeEnum::from(i64t)));
-        ptys.extend((0..=rank).map(|_| BasicMetadataTypeEnum::from(i32t)));
         let name = format!("tessera_copy_slow_{}", self.slow_copies.len());
-        let f = self.module.add_function(&name, self.ctx.void_type().fn_type(&ptys, false), Some(Linkage::Internal));
-        let noinline = inkwell::attributes::Attribute::get_named_enum_kind_id("noinline");
-        f.add_attribute(inkwell::attributes::AttributeLoc::Function, self.ctx.create_enum_attribute(noinline, 0));
-        self.slow_copies.insert(key, f);
-        // Build it with this generator pointed at the function, then point it back.
-        let resume = self.b.get_insert_block().ok_or("no block")?;
-        let entry = self.ctx.append_basic_block(f, "entry");
-        self.b.position_at_end(entry);
-        let tid_f = self.module.get_function("llvm.nvvm.read.ptx.sreg.tid.x").ok_or("no tid intrinsic")?;
-        let tid = self.b.build_call(tid_f, &[], "tid").ice()?.try_as_basic_value().basic().ok_or("tid")?.into_int_value();
-        let body = self.ctx.append_basic_block(f, "body");
-        self.b.build_unconditional_branch(body).ice()?;
-        self.b.position_at_end(body);
-        let saved = (self.func, self.entry, self.tid, self.hoist.take(), self.loop_depth.replace(0));
-        (self.func, self.entry, self.tid) = (f, entry, tid);
-        let built = self.slow_copy_body(f, dtype, shape, swizzled);
-        (self.func, self.entry, self.tid) = (saved.0, saved.1, saved.2);
-        self.hoist.replace(saved.3);
-        self.loop_depth.set(saved.4);
-        self.b.position_at_end(resume);
-        built.map(|_| f)
+        let mut params = vec![Ty::I64];
+        params.extend(vec![Ty::I32; rank]);
+        params.extend(vec![Ty::I64; rank]);
+        params.extend(vec![Ty::I32; rank + 1]);
+        // Build it with this generator pointed at the function (its own registers and
+        // value tables), then point it back.
+        let outer = self.b.begin_func();
+        let vals: Vec<V> =
+            params.iter().enumerate().map(|(i, &t)| self.b.effect(&format!("ld.param.{} {{d}}, [{name}_param_{i}];", t.b()), t)).collect();
+        let saved = (
+            self.tid,
+            self.smem,
+            self.cse.take(),
+            self.plus_const.take(),
+            self.hoist.take(),
+            self.sregs.take(),
+            self.loop_depth.replace(0),
+            self.sums.take(),
+            self.cmps.take(),
+            self.facts.take(),
+            self.sexts.take(),
+        );
+        self.tid = self.b.effect("mov.u32 {d}, %tid.x;", Ty::I32);
+        self.smem = self.b.effect("mov.u32 {d}, tessera_smem;", Ty::I32);
+        self.note(self.tid, Some(super::fold::Facts { lo: 0, hi: self.k.threads as i64 - 1, align: 1 }));
+        let body = self.b.block("body");
+        self.b.br(body);
+        self.b.position(body);
+        let (ptr, sizes, strides, offs, dst) =
+            (vals[0], &vals[1..1 + rank], &vals[1 + rank..1 + 2 * rank], &vals[1 + 2 * rank..1 + 3 * rank], vals[1 + 3 * rank]);
+        let built = self.slow_copy(dtype, shape, swizzled, (ptr, sizes, strides, offs), dst);
+        self.b.ret();
+        (self.tid, self.smem) = (saved.0, saved.1);
+        self.cse.replace(saved.2);
+        self.plus_const.replace(saved.3);
+        self.hoist.replace(saved.4);
+        self.sregs.replace(saved.5);
+        self.loop_depth.set(saved.6);
+        self.sums.replace(saved.7);
+        self.cmps.replace(saved.8);
+        self.facts.replace(saved.9);
+        self.sexts.replace(saved.10);
+        self.b.end_func(outer, &name, &params);
+        built?;
+        self.slow_copies.insert(key, name.clone());
+        Ok(name)
     }
 
-    fn slow_copy_body(&mut self, f: FunctionValue<'c>, dtype: DType, shape: &[i64], swizzled: bool) -> Res<()> {
-        use inkwell::IntPredicate::ULT;
+    /// Copies the window of `shape` at `offs` element by element into shared memory at byte
+    /// `dst` (row-major, swizzled if asked), zeros outside the tensor.
+    fn slow_copy(&mut self, dtype: DType, shape: &[i64], swizzled: bool, src: (V, &[V], &[V], &[V]), dst: V) -> Res<()> {
+        let (ptr, sizes, strides, offs) = src;
         let rank = shape.len();
         let last = rank - 1;
-        let param = |i: usize| f.get_nth_param(i as u32).ok_or_else(|| format!("slow copy parameter {i}"));
-        let ptr = param(0)?.into_pointer_value();
-        let sizes = (0..rank).map(|i| param(1 + i).map(|p| p.into_int_value())).collect::<Res<Vec<_>>>()?;
-        let strides = (0..rank).map(|i| param(1 + rank + i).map(|p| p.into_int_value())).collect::<Res<Vec<_>>>()?;
-        let offs = (0..rank).map(|i| param(1 + 2 * rank + i).map(|p| p.into_int_value())).collect::<Res<Vec<_>>>()?;
-        let dst = param(1 + 3 * rank)?.into_int_value();
         let lead = &shape[..last];
         let (rows, cols) = (lead.iter().product::<i64>(), shape[last]);
         let es = dtype.size() as i64;
-        let i64t = self.ctx.i64_type();
         let threads = self.k.threads as i64;
         let total_el = rows * cols;
         let per = ((total_el + threads - 1) / threads).max(1);
         let zero = super::math::constant(self, crate::tir::Lit::Int(0), dtype)?;
-        let mem_ty = super::mem_type(self.ctx, dtype);
         self.counted_loop(per, vec![], &mut |g, j, _| {
             let l = g.add(g.mulc(j, threads)?, g.tid)?;
             let row = g.udivc(l, cols)?;
             let col = g.uremc(l, cols)?;
-            let mut row_ok = g.ctx.bool_type().const_int(1, false);
-            let mut lin = i64t.const_zero();
+            let mut row_ok = V::int(Ty::Pred, 1);
+            let mut lin = V::int(Ty::I64, 0);
             let mut rest = row;
             for i in (0..last).rev() {
                 let idx = g.uremc(rest, lead[i])?;
                 rest = g.udivc(rest, lead[i])?;
                 let gi = g.add(offs[i], idx)?;
-                row_ok = g.and(row_ok, g.icmp(ULT, gi, sizes[i])?)?;
-                lin = g.add(lin, g.mul(g.sext(gi, i64t)?, strides[i])?)?;
+                row_ok = g.and(row_ok, g.icmp(Cmp::Ult, gi, sizes[i])?)?;
+                lin = g.add(lin, g.mul(g.sext(gi, Ty::I64)?, strides[i])?)?;
             }
             let gcol = g.add(offs[last], col)?;
-            let c_ok = g.icmp(ULT, gcol, sizes[last])?;
-            let in_tile = g.icmp(ULT, l, g.i32c(total_el))?;
+            let c_ok = g.icmp(Cmp::Ult, gcol, sizes[last])?;
+            let in_tile = g.icmp(Cmp::Ult, l, g.i32c(total_el))?;
             let inb = g.and(g.and(row_ok, c_ok)?, in_tile)?;
-            let lin = g.add(lin, g.mul(g.sext(gcol, i64t)?, strides[last])?)?;
-            // SAFETY (of the LLVM IR): only dereferenced under `inb`.
-            let p = unsafe { g.b.build_gep(mem_ty, ptr, &[lin], "p").ice()? };
-            let v = g.guarded(inb, &mut |g| Ok(Some(g.load_mem(p, dtype)?)), Some(zero))?.ok_or("load")?;
+            let lin = g.add(lin, g.mul(g.sext(gcol, Ty::I64)?, strides[last])?)?;
+            // Only read under `inb`.
+            let p = g.gep(ptr, lin, dtype)?;
+            let v = g.load_if(inb, p, dtype, zero)?;
             let off = g.add(g.smem_offset_2d(row, col, cols, es, swizzled)?, dst)?;
             g.guarded(in_tile, &mut |g| g.store_mem(g.smem_ptr(off)?, v, dtype).map(|_| None), None)?;
             Ok(vec![])
         })?;
-        self.b.build_return(None).ice()?;
         Ok(())
     }
 
@@ -505,13 +490,13 @@ impl<'c> Gen<'c, '_> {
     }
 
     fn asm_void(&self, text: &str) -> Res<()> {
-        self.inline_asm(text, "~{memory}", None, &[], true).map(|_| ())
+        self.inline_asm(text, "", &[]).map(|_| ())
     }
 }
 
-impl<'c> Gen<'c, '_> {
+impl Gen<'_> {
     /// `[row]` (or `[row, 0]`) of register `r` in an `#mma_rows` tile.
-    pub(crate) fn mma_row_coords(&self, shape: &[i64], warps_m: u32, r: usize) -> Res<Vec<IntValue<'c>>> {
+    pub(crate) fn mma_row_coords(&self, shape: &[i64], warps_m: u32, r: usize) -> Res<Vec<V>> {
         let (wm, _, g, _, _) = self.mma_ids(1)?;
         let (mi, h) = ((r / 2) as i64, (r % 2) as i64);
         let row0 = self.hoisted(("mma.row0", vec![1]), |s| s.add(s.mulc(wm, 16)?, g))?;
@@ -524,7 +509,7 @@ impl<'c> Gen<'c, '_> {
     }
 
     /// `([0,] col)` of register `r` of this thread in an `#mma_cols` tile of `shape`.
-    pub(crate) fn mma_col_coords(&self, shape: &[i64], warps_n: u32, r: usize) -> Res<Vec<IntValue<'c>>> {
+    pub(crate) fn mma_col_coords(&self, shape: &[i64], warps_n: u32, r: usize) -> Res<Vec<V>> {
         let bn = shape.last().copied().unwrap_or(1) / warps_n as i64;
         let (_, wn, _, t, _) = self.mma_ids(warps_n)?;
         let col0 = self.hoisted(("mma.col0", vec![bn, warps_n as i64]), |s| s.add(s.mulc(wn, bn)?, s.mulc(t, 2)?))?;
@@ -534,7 +519,7 @@ impl<'c> Gen<'c, '_> {
 
     /// Reduces each row of an `#mma<w×1>` tile: over this lane's registers, then across the
     /// quad with butterfly shuffles.
-    pub(crate) fn row_reduce(&mut self, x: Value, op: crate::tir::ReduceOp) -> Res<Vec<BasicValueEnum<'c>>> {
+    pub(crate) fn row_reduce(&mut self, x: Value, op: crate::tir::ReduceOp) -> Res<Vec<V>> {
         let t = self.k.body.ty(x).clone();
         let regs = self.regs(x)?;
         let d = t.dtype();
@@ -550,7 +535,7 @@ impl<'c> Gen<'c, '_> {
         let mut out = vec![];
         for mi in 0..mt {
             for h in 0..2 {
-                let mut acc: Option<BasicValueEnum> = None;
+                let mut acc: Option<V> = None;
                 for ni in 0..nt {
                     for c in [2 * h, 2 * h + 1] {
                         let v = super::math::convert(self, regs[(mi * nt + ni) * 4 + c], d, acc_d)?;
@@ -572,8 +557,8 @@ impl<'c> Gen<'c, '_> {
     }
 
     /// `shfl.sync.bfly` of a register across the full warp.
-    pub(crate) fn shfl_xor(&self, v: BasicValueEnum<'c>, lane_mask: i64) -> Res<BasicValueEnum<'c>> {
-        self.shfl("llvm.nvvm.shfl.sync.bfly.i32", v, self.i32c(lane_mask))
+    pub(crate) fn shfl_xor(&self, v: V, lane_mask: i64) -> Res<V> {
+        self.shfl("bfly", v, self.i32c(lane_mask))
     }
 
     /// `acc + a · b` with `a` in registers (`#mma<w×1>`, 16-bit floats) and `b` swizzled in
@@ -588,7 +573,7 @@ impl<'c> Gen<'c, '_> {
         b_off: (u32, bool),
         k: i64,
         dtype: DType,
-    ) -> Res<Vec<Cv<'c>>> {
+    ) -> Res<Vec<Cv>> {
         let (b_off, b_trans) = b_off;
         let Some(Layout::Mma { warps_m, warps_n: 1 }) = t.layout() else {
             return Err("reg_mma result is not in the MMA layout with one warp column".into());
@@ -599,7 +584,9 @@ impl<'c> Gen<'c, '_> {
         let a_regs = self.regs(a)?;
         let knt = (k / 8) as usize;
         let mut accs = self.regs(acc)?;
-        let b_base = self.regs(b_base)?[0].into_int_value();
+        // After the first k-step the accumulators are this op's own registers.
+        let mut in_place = self.in_place_ok(acc, &accs);
+        let b_base = self.regs(b_base)?[0];
         let lanes = self.lane_parts()?;
         for ks in 0..(k / 16) as usize {
             let bfr = self.b_fragments(ks as i64, nt, n, k, None, &lanes, b_off, b_base, b_trans, dtype)?;
@@ -607,34 +594,23 @@ impl<'c> Gen<'c, '_> {
                 let afr = self.a_fragment(&a_regs, mi, knt, ks, dtype)?;
                 for (nj, bb) in bfr.iter().enumerate() {
                     let base = (mi * nt + nj) * 4;
-                    let dd = self.mma(dtype, &afr, bb, &accs[base..base + 4])?;
+                    let dd = self.mma(dtype, &afr, bb, &accs[base..base + 4], in_place)?;
                     accs[base..base + 4].copy_from_slice(&dd);
                 }
             }
+            in_place = true;
         }
         Ok(vec![Cv::Regs(accs)])
     }
 }
 
-impl<'c> Gen<'c, '_> {
+impl Gen<'_> {
     /// The A fragment (4 × 2 packed 16-bit values) of k-step `ks` of strip `mi` from registers
     /// of an `#mma<w×1>` tile with `knt` 8-column tiles: C fragments of n-tiles `2·ks` and
     /// `2·ks + 1` are the A fragment of k-step `ks` (the same for `mma.sync` and `wgmma`).
-    pub(crate) fn a_fragment(
-        &self,
-        a_regs: &[BasicValueEnum<'c>],
-        mi: usize,
-        knt: usize,
-        ks: usize,
-        dtype: DType,
-    ) -> Res<[IntValue<'c>; 4]> {
-        let vec2 = super::reg_type(self.ctx, dtype).into_float_type().vec_type(2);
-        let pack = |lo: BasicValueEnum<'c>, hi: BasicValueEnum<'c>| -> Res<IntValue<'c>> {
-            let v = vec2.get_undef();
-            let v = self.b.build_insert_element(v, lo.into_float_value(), self.i32c(0), "p").ice()?;
-            let v = self.b.build_insert_element(v, hi.into_float_value(), self.i32c(1), "p").ice()?;
-            Ok(self.b.build_bit_cast(v, self.ctx.i32_type(), "pk").ice()?.into_int_value())
-        };
+    pub(crate) fn a_fragment(&self, a_regs: &[V], mi: usize, knt: usize, ks: usize, dtype: DType) -> Res<[V; 4]> {
+        let _ = dtype;
+        let pack = |lo: V, hi: V| -> Res<V> { Ok(self.b.pack(&[lo, hi], Ty::I32)) };
         let c = |j: usize, e: usize| a_regs[(mi * knt + j) * 4 + e];
         let (j0, j1) = (2 * ks, 2 * ks + 1);
         Ok([pack(c(j0, 0), c(j0, 1))?, pack(c(j0, 2), c(j0, 3))?, pack(c(j1, 0), c(j1, 1))?, pack(c(j1, 2), c(j1, 3))?])
@@ -644,17 +620,17 @@ impl<'c> Gen<'c, '_> {
 /// Per-lane parts of `ldmatrix` row addresses: lane `l` gives row `l % 8` (`r8`) of matrix
 /// `q = l / 8`; `q_lo = q % 2`, `half = r8 + 8·q_lo`, `hi8 = 8·(q / 2)`.
 #[derive(Clone, Copy)]
-pub(crate) struct LaneParts<'c> {
-    pub(crate) half: IntValue<'c>,
-    pub(crate) hi8: IntValue<'c>,
-    pub(crate) r8: IntValue<'c>,
-    pub(crate) q_lo: IntValue<'c>,
+pub(crate) struct LaneParts {
+    pub(crate) half: V,
+    pub(crate) hi8: V,
+    pub(crate) r8: V,
+    pub(crate) q_lo: V,
 }
 
-impl<'c> LaneParts<'c> {
+impl LaneParts {
     /// The first element of this lane's 16-byte chunk of a 32-byte A k-step (`hi8` for 16-bit
     /// elements: the chunk index times the elements per chunk).
-    fn chunk_col(&self, g: &Gen<'c, '_>, esize: i64) -> Res<IntValue<'c>> {
+    fn chunk_col(&self, g: &Gen<'_>, esize: i64) -> Res<V> {
         // Built once like the other lane parts: the hoisted offsets below use it.
         match esize {
             2 => Ok(self.hi8),
@@ -664,9 +640,9 @@ impl<'c> LaneParts<'c> {
     }
 }
 
-impl<'c> Gen<'c, '_> {
+impl Gen<'_> {
     /// The per-lane parts of `ldmatrix` row addresses (see `LaneParts`), built once per kernel.
-    pub(crate) fn lane_parts(&self) -> Res<LaneParts<'c>> {
+    pub(crate) fn lane_parts(&self) -> Res<LaneParts> {
         let lane = self.lane()?;
         let q = self.hoisted(("lane.q", vec![]), |g| g.lshr(lane, 3))?;
         let r8 = self.hoisted(("lane.r8", vec![]), |g| g.and(lane, g.i32c(7)))?;
@@ -678,14 +654,7 @@ impl<'c> Gen<'c, '_> {
 
     /// The byte offset of `(row + dr, col)` given `at_row`, that of `(row, col)`: a constant away
     /// when `dr` is a multiple of the swizzle period, else `full()`.
-    pub(crate) fn shifted_rows(
-        &self,
-        at_row: IntValue<'c>,
-        dr: i64,
-        cols: i64,
-        esize: i64,
-        full: impl FnOnce(&Self) -> Res<IntValue<'c>>,
-    ) -> Res<IntValue<'c>> {
+    pub(crate) fn shifted_rows(&self, at_row: V, dr: i64, cols: i64, esize: i64, full: impl FnOnce(&Self) -> Res<V>) -> Res<V> {
         let (per_phase, max_phase) = lir::swizzle_params(cols * esize / 16);
         if dr % (per_phase * max_phase) == 0 { self.addc(at_row, dr * cols * esize) } else { full(self) }
     }
@@ -702,12 +671,12 @@ impl<'c> Gen<'c, '_> {
         n: i64,
         k: i64,
         col0: Option<(u32, i64)>,
-        l: &LaneParts<'c>,
+        l: &LaneParts,
         b_off: u32,
-        b_base: IntValue<'c>,
+        b_base: V,
         trans: bool,
         dtype: DType,
-    ) -> Res<Vec<Vec<IntValue<'c>>>> {
+    ) -> Res<Vec<Vec<V>>> {
         let esize = dtype.size() as i64;
         let (kstep, chunk) = (32 / esize, 16 / esize);
         let (warps_n, bn) = col0.unwrap_or((1, 0));
@@ -760,17 +729,16 @@ impl<'c> Gen<'c, '_> {
 
     /// One 32-bit B register of a row-major `[k, n]` tile at byte `b0`: tf32 element
     /// `(k0 + t, col)`, or the four s8 elements `(k0 + 4t + j, col)`, `j = 0..3`, low byte first.
-    fn b_elements(&self, k0: i64, t: IntValue<'c>, col: IntValue<'c>, n: i64, b0: IntValue<'c>, esize: i64) -> Res<IntValue<'c>> {
-        let i32t = self.ctx.i32_type();
+    fn b_elements(&self, k0: i64, t: V, col: V, n: i64, b0: V, esize: i64) -> Res<V> {
         let per = 4 / esize;
-        let mut word = i32t.const_zero();
+        let mut word = V::int(Ty::I32, 0);
         for j in 0..per {
             let krow = self.addc(self.mulc(t, per)?, k0 + j)?;
             let p = self.smem_ptr(self.add(self.smem_offset_2d(krow, col, n, esize, true)?, b0)?)?;
-            let v = self.b.build_load(if esize == 4 { i32t } else { self.ctx.i8_type() }, p, "be").ice()?.into_int_value();
-            let v = if esize == 4 { v } else { self.b.build_int_z_extend(v, i32t, "bz").ice()? };
-            let v = self.b.build_left_shift(v, i32t.const_int((8 * esize * j) as u64, false), "bs").ice()?;
-            word = self.b.build_or(word, v, "bw").ice()?;
+            let v = self.load_mem(p, if esize == 4 { DType::I32 } else { DType::U8 })?;
+            let v = if esize == 4 { v } else { self.b.int_cast(v, Ty::I32, false) };
+            let v = self.b.int_bin(IntOp::Shl, v, V::int(Ty::I32, 8 * esize * j));
+            word = self.b.int_bin(IntOp::Or, word, v);
         }
         Ok(word)
     }

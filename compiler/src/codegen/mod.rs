@@ -1,10 +1,11 @@
-//! Thread IR → LLVM IR (through inkwell, LLVM 19's NVPTX back end) → PTX.
+//! Thread IR → PTX text, directly (no LLVM: see `docs/architecture.md` for why).
 //!
-//! Each thread-IR tile becomes, per thread, the list of LLVM values of the elements that thread
-//! holds (its "registers", in the layout's order); tensors become a pointer with i32 sizes and
-//! i64 strides. Structured control flow becomes loops and diamonds with phis. Element addresses,
-//! bounds masks and shared-memory offsets are computed from the layout, per register, through
-//! `fold` (which builds each distinct value once).
+//! Each thread-IR tile becomes, per thread, the list of values of the elements that thread
+//! holds (its "registers", in the layout's order); tensors become a 64-bit address with i32 sizes
+//! and i64 strides. Structured control flow becomes loops and diamonds whose phis are register
+//! copies. Element addresses, bounds masks and shared-memory offsets are computed from the
+//! layout, per register, through `fold` (which builds each distinct value once); the builder
+//! (`ptx`) folds constants and moves loop-invariant arithmetic out of loops.
 
 mod control;
 mod fold;
@@ -12,6 +13,7 @@ mod indexed;
 mod math;
 mod memory;
 mod mma;
+pub(crate) mod ptx;
 mod reduce;
 mod scan;
 mod shuffle;
@@ -23,294 +25,289 @@ use crate::dtype::DType;
 use crate::ir::{Block, Value};
 use crate::lir::{self, Layout, OpKind};
 use crate::tir::{self, BinaryOp, CmpOp, ParamKind, ReduceOp, row_major};
-use inkwell::builder::Builder;
-use inkwell::context::Context;
-use inkwell::module::{Linkage, Module};
-use inkwell::passes::PassBuilderOptions;
-use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target as LlvmTarget, TargetMachine, TargetTriple};
-use inkwell::types::{BasicMetadataTypeEnum, BasicType, BasicTypeEnum};
-use inkwell::values::{BasicMetadataValueEnum, BasicValue, BasicValueEnum, FunctionValue, IntValue, PointerValue};
-use inkwell::{AddressSpace, FloatPredicate, IntPredicate, OptimizationLevel};
+use ptx::{Blk, Builder, Cmp, FCmp, Ty, V};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Once;
 
 type Res<T> = Result<T, String>;
 
 /// The body of a counted loop: (generator, induction variable, carried values) → next values.
-type LoopBody<'a, 'c, 'm> = &'a mut dyn FnMut(&mut Gen<'c, 'm>, IntValue<'c>, &[BasicValueEnum<'c>]) -> Res<Vec<BasicValueEnum<'c>>>;
-
-/// Turns inkwell's builder errors into this module's error strings.
-trait Ice<T> {
-    fn ice(self) -> Res<T>;
-}
-
-impl<T, E: std::fmt::Display> Ice<T> for Result<T, E> {
-    fn ice(self) -> Res<T> {
-        self.map_err(|e| e.to_string())
-    }
-}
-
-static INIT: Once = Once::new();
-
-fn target_machine(target: Target) -> Res<TargetMachine> {
-    INIT.call_once(|| LlvmTarget::initialize_nvptx(&InitializationConfig::default()));
-    let triple = TargetTriple::create("nvptx64-nvidia-cuda");
-    let t = LlvmTarget::from_triple(&triple).ice()?;
-    let (cpu, features) = match target {
-        Target::Sm80 => ("sm_80", "+ptx70"),
-        Target::Sm90a => ("sm_90a", "+ptx80"),
-    };
-    // `Default` (-O2) code generation: `Aggressive` only swaps an EarlyCSE of the NVPTX IR
-    // passes for a GVN, slower and no better once ptxas has optimised the PTX.
-    t.create_target_machine(&triple, cpu, features, OptimizationLevel::Default, RelocMode::Default, CodeModel::Default)
-        .ok_or_else(|| format!("LLVM has no NVPTX target machine for {cpu}"))
-}
-
-/// The optimisation pipeline. The generated IR is already free of most redundancy (`fold`:
-/// identities folded, values built once), and ptxas optimises the PTX heavily, so a short
-/// function pipeline does what `default<O3>` did for the SASS at a fraction of its time (O3's
-/// InstCombine alone took longer): `nvvm-intr-range` (the range of `tid.x`, which lets
-/// InstCombine prove index arithmetic non-negative and disjoint), one round of CSE and
-/// InstCombine, reassociation (register pressure of the attention loop), loop-invariant code
-/// motion around the rotated loops, induction variables, and a final InstCombine and CFG
-/// cleanup. InstCombine runs one iteration each time (no fixpoint).
-const PIPELINE: &str = "function(nvvm-intr-range,early-cse,\
-    instcombine<max-iterations=1;no-verify-fixpoint>,simplifycfg<keep-loops>,reassociate,\
-    loop-mssa(licm<no-allowspeculation>,loop-rotate,licm<allowspeculation>),simplifycfg<keep-loops>,\
-    loop(indvars,loop-deletion),instcombine<max-iterations=1;no-verify-fixpoint>,simplifycfg<keep-loops>)";
+type LoopBody<'a, 'm> = &'a mut dyn FnMut(&mut Gen<'m>, V, &[V]) -> Res<Vec<V>>;
 
 /// What [`emit`] made of one kernel.
 pub struct Emitted {
-    /// The LLVM IR after optimisation, if asked for.
-    pub llvm_ir: Option<String>,
     pub ptx: String,
-    /// Milliseconds spent building the LLVM IR, optimising it, and generating PTX from it.
-    pub ms: [f64; 3],
+    /// Milliseconds spent generating it.
+    pub ms: f64,
 }
 
-/// Generates the PTX of one kernel, and its LLVM IR after optimisation if `keep_ir`.
-pub fn emit(k: &lir::Kernel, target: Target, keep_ir: bool) -> Result<Emitted, Diagnostic> {
-    emit_inner(k, target, keep_ir).map_err(|e| Diagnostic::ice("codegen", e))
-}
-
-fn emit_inner(k: &lir::Kernel, target: Target, keep_ir: bool) -> Res<Emitted> {
+/// Generates the PTX of one kernel.
+pub fn emit(k: &lir::Kernel, target: Target) -> Result<Emitted, Diagnostic> {
     let clock = std::time::Instant::now();
-    let lap = || clock.elapsed().as_secs_f64() * 1e3;
-    let tm = target_machine(target)?;
-    let ctx = Context::create();
-    let module = ctx.create_module(&k.name);
-    module.set_triple(&tm.get_triple());
-    module.set_data_layout(&tm.get_target_data().get_data_layout());
-    let mut g = Gen::new(&ctx, &module, k)?;
-    g.kernel()?;
-    module.verify().map_err(|e| format!("LLVM rejected the generated module: {e}"))?;
-    let built = lap();
-    module.run_passes(PIPELINE, &tm, PassBuilderOptions::create()).ice()?;
-    let optimised = lap();
-    // Printing the IR costs a few milliseconds: only when asked for.
-    let llvm_ir = keep_ir.then(|| module.print_to_string().to_string());
-    let printed = lap();
-    let buf = tm.write_to_memory_buffer(&module, FileType::Assembly).ice()?;
-    let ptx = deterministic(String::from_utf8_lossy(buf.as_slice()).trim_end_matches('\0'));
-    let done = lap();
-    Ok(Emitted { llvm_ir, ptx, ms: [built, optimised - built, done - printed] })
+    let ptx = emit_inner(k, target).map_err(|e| Diagnostic::ice("codegen", e))?;
+    Ok(Emitted { ptx, ms: clock.elapsed().as_secs_f64() * 1e3 })
 }
 
-/// The PTX without the sequence numbers LLVM writes in comments of device-function calls
-/// (`// callseq 13`): a counter shared by every compilation in the process, so the same kernel
-/// would otherwise print differently depending on what was compiled before it.
-fn deterministic(ptx: &str) -> String {
-    let mut out = String::with_capacity(ptx.len());
-    for line in ptx.split_inclusive('\n') {
-        match line.find("// callseq ") {
-            Some(at) => {
-                out.push_str(line[..at].trim_end());
-                out.push('\n');
-            }
-            None => out.push_str(line),
-        }
-    }
-    out
+fn emit_inner(k: &lir::Kernel, target: Target) -> Res<String> {
+    let mut g = Gen::new(k, target);
+    g.kernel()?;
+    Ok(g.b.finish(&k.name, &g.params, k.threads))
 }
 
 #[derive(Clone)]
-pub(crate) enum Cv<'c> {
+pub(crate) enum Cv {
     /// The elements this thread holds, in register order.
-    Regs(Vec<BasicValueEnum<'c>>),
+    Regs(Vec<V>),
     Tensor {
-        ptr: PointerValue<'c>,
-        sizes: Vec<IntValue<'c>>,
-        strides: Vec<IntValue<'c>>,
+        /// The global address of element 0.
+        ptr: V,
+        sizes: Vec<V>,
+        strides: Vec<V>,
     },
 }
 
-pub(crate) struct Gen<'c, 'm> {
-    pub(crate) ctx: &'c Context,
-    module: &'m Module<'c>,
-    pub(crate) b: Builder<'c>,
+pub(crate) struct Gen<'m> {
+    pub(crate) b: Builder,
     pub(crate) k: &'m lir::Kernel,
-    func: FunctionValue<'c>,
-    pub(crate) vals: HashMap<Value, Cv<'c>>,
-    pub(crate) tid: IntValue<'c>,
-    smem: PointerValue<'c>,
+    pub(crate) vals: HashMap<Value, Cv>,
+    pub(crate) tid: V,
+    /// The shared-memory window address of `tessera_smem` (32 bits).
+    smem: V,
+    /// The kernel's PTX parameter types.
+    params: Vec<Ty>,
     /// Whether some `local_mma` runs as `wgmma` (its shared-memory reads go through the async
     /// proxy, so barriers that publish shared-memory writes also fence the proxies).
     uses_wgmma: bool,
-    /// The entry block: it computes the thread-index values (`fold::hoisted`) and branches to
-    /// the body.
-    entry: inkwell::basic_block::BasicBlock<'c>,
     /// Integer instructions built by the `fold` helpers, by block, operation and operands.
-    cse: RefCell<HashMap<fold::CseKey<'c>, IntValue<'c>>>,
+    cse: RefCell<HashMap<fold::CseKey, V>>,
     /// `v → (x, k)` for each `v = x + k` (constant `k`) built by `fold::add`.
-    plus_const: RefCell<HashMap<usize, (IntValue<'c>, i64)>>,
+    plus_const: RefCell<HashMap<usize, (V, i64)>>,
+    /// What is known of index values (`fold::Facts`).
+    facts: RefCell<HashMap<usize, fold::Facts>>,
+    /// `v → x` for each `v = sext(x)` (i32 to i64) built by `fold::sext`.
+    sexts: RefCell<HashMap<usize, V>>,
+    /// The compares built by `fold::icmp`: `v → (predicate, a, b)`.
+    cmps: RefCell<HashMap<usize, (Cmp, V, V)>>,
+    /// `v → (x, y)` for each `v = x + y` of two variables built by `fold::add`.
+    sums: RefCell<HashMap<usize, (V, V)>>,
     /// The values built once in the entry block (`fold::hoisted`).
-    hoist: RefCell<HashMap<fold::HoistKey, IntValue<'c>>>,
+    hoist: RefCell<HashMap<fold::HoistKey, V>>,
+    /// How many ops use each value (accumulators used once are updated in place).
+    uses: HashMap<Value, u32>,
+    /// Special registers read (once, in the entry block).
+    sregs: RefCell<HashMap<&'static str, V>>,
     /// How many loops enclose the code being built.
     loop_depth: std::cell::Cell<u32>,
     /// The device functions of the element-by-element window copies, by dtype, shape and
     /// swizzle (`async_copy`'s slow path).
-    slow_copies: HashMap<(DType, Vec<i64>, bool), FunctionValue<'c>>,
+    slow_copies: HashMap<(DType, Vec<i64>, bool), String>,
 }
 
-impl<'c, 'm> Gen<'c, 'm> {
-    fn new(ctx: &'c Context, module: &'m Module<'c>, k: &'m lir::Kernel) -> Res<Gen<'c, 'm>> {
-        let mut ptys: Vec<BasicMetadataTypeEnum> = vec![];
-        for p in &k.params {
-            match &p.kind {
-                ParamKind::Tensor { dims, .. } => {
-                    ptys.push(ctx.ptr_type(AddressSpace::from(1u16)).into());
-                    ptys.extend(dims.iter().map(|_| BasicMetadataTypeEnum::from(ctx.i32_type())));
-                    ptys.extend(dims.iter().map(|_| BasicMetadataTypeEnum::from(ctx.i64_type())));
-                }
-                ParamKind::Scalar { dtype } => ptys.push(mem_type(ctx, *dtype).into()),
-            }
-        }
-        let fty = ctx.void_type().fn_type(&ptys, false);
-        let func = module.add_function(&k.name, fty, None);
-        // PTX_Kernel calling convention: an `.entry`, not a `.func`.
-        func.set_call_conventions(71);
-        let md = ctx.metadata_node(&[
-            func.as_global_value().as_pointer_value().into(),
-            ctx.metadata_string("maxntidx").into(),
-            ctx.i32_type().const_int(k.threads as u64, false).into(),
-        ]);
-        module.add_global_metadata("nvvm.annotations", &md).ice()?;
-        let smem_g = module.add_global(ctx.i8_type().array_type(0), Some(AddressSpace::from(3u16)), "tessera_smem");
-        smem_g.set_linkage(Linkage::External);
-        // wgmma's 128-byte swizzle atoms are 1024-byte aligned (relative offsets are planned so).
-        smem_g.set_alignment(1024);
-        let b = ctx.create_builder();
-        let entry = ctx.append_basic_block(func, "entry");
-        b.position_at_end(entry);
-        let tid_f = declare(module, "llvm.nvvm.read.ptx.sreg.tid.x", ctx.i32_type().fn_type(&[], false));
-        let tid = b.build_call(tid_f, &[], "tid").ice()?.try_as_basic_value().basic().ok_or("tid")?.into_int_value();
+impl<'m> Gen<'m> {
+    fn new(k: &'m lir::Kernel, target: Target) -> Gen<'m> {
+        let b = Builder::new(target);
         let mut uses_wgmma = false;
         k.body.walk(k.body.entry, &mut |op| {
             uses_wgmma |= matches!(k.body.op(op).kind, OpKind::LocalMma { wgmma: true, .. } | OpKind::RegMma { wgmma: true, .. })
         });
-        let body = ctx.append_basic_block(func, "body");
-        b.build_unconditional_branch(body).ice()?;
-        b.position_at_end(body);
-        Ok(Gen {
-            ctx,
-            module,
+        let mut uses: HashMap<Value, u32> = HashMap::new();
+        k.body.walk(k.body.entry, &mut |op| {
+            for &o in &k.body.op(op).operands {
+                *uses.entry(o).or_default() += 1;
+            }
+        });
+        let tid = b.effect("mov.u32 {d}, %tid.x;", Ty::I32);
+        let smem = b.effect("mov.u32 {d}, tessera_smem;", Ty::I32);
+        b.set_uniform(smem);
+        let body = b.block("body");
+        b.br(body);
+        b.position(body);
+        Gen {
             b,
             k,
-            func,
             vals: HashMap::new(),
             tid,
-            smem: smem_g.as_pointer_value(),
+            smem,
+            params: vec![],
             uses_wgmma,
-            entry,
             cse: RefCell::default(),
             plus_const: RefCell::default(),
+            sums: RefCell::default(),
+            cmps: RefCell::default(),
+            facts: RefCell::default(),
+            sexts: RefCell::default(),
             hoist: RefCell::default(),
+            uses,
+            sregs: RefCell::default(),
             loop_depth: Default::default(),
             slow_copies: HashMap::new(),
-        })
+        }
+    }
+
+    /// Reads the next kernel parameter (in the entry block).
+    fn param(&mut self, ty: Ty) -> V {
+        let i = self.params.len();
+        self.params.push(ty);
+        let name = &self.k.name;
+        let t = match ty {
+            Ty::Pred | Ty::I8 => "u8",
+            Ty::I16 | Ty::F16 | Ty::BF16 => "b16",
+            Ty::I32 => "u32",
+            Ty::F32 => "f32",
+            Ty::I64 => "u64",
+            Ty::F64 => "f64",
+        };
+        let ty = if ty == Ty::Pred { Ty::I8 } else { ty };
+        let v = self.b.at_entry(|| self.b.effect(&format!("ld.param.{t} {{d}}, [{name}_param_{i}];"), ty));
+        self.b.set_uniform(v);
+        v
     }
 
     fn kernel(&mut self) -> Res<()> {
         let entry = self.k.body.entry;
-        let mut pi = 0;
         for (i, p) in self.k.params.iter().enumerate() {
             let v = self.k.body.block(entry).args[i];
-            let param = |j: u32| self.func.get_nth_param(j).ok_or_else(|| format!("missing parameter {j}"));
             match &p.kind {
                 ParamKind::Tensor { dims, .. } => {
-                    let ptr = param(pi)?.into_pointer_value();
-                    let r = dims.len() as u32;
-                    let sizes = (0..r).map(|j| param(pi + 1 + j).map(|x| x.into_int_value())).collect::<Res<Vec<_>>>()?;
-                    let strides = (0..r).map(|j| param(pi + 1 + r + j).map(|x| x.into_int_value())).collect::<Res<Vec<_>>>()?;
-                    pi += 1 + 2 * r;
+                    let ptr = self.param(Ty::I64);
+                    let sizes = dims.iter().map(|_| self.param(Ty::I32)).collect();
+                    let strides = dims.iter().map(|_| self.param(Ty::I64)).collect();
                     self.vals.insert(v, Cv::Tensor { ptr, sizes, strides });
                 }
                 ParamKind::Scalar { dtype } => {
-                    let x = param(pi)?;
-                    pi += 1;
-                    let x = if *dtype == DType::Bool {
-                        self.b.build_int_compare(IntPredicate::NE, x.into_int_value(), self.ctx.i8_type().const_zero(), "b").ice()?.into()
-                    } else {
-                        x
-                    };
+                    let x = self.param(reg_type(*dtype));
+                    let x = if *dtype == DType::Bool { self.b.at_entry(|| self.b.icmp(Cmp::Ne, x, V::int(Ty::I8, 0))) } else { x };
                     self.vals.insert(v, Cv::Regs(vec![x]));
                 }
             }
         }
+        self.note(self.tid, Some(fold::Facts { lo: 0, hi: self.k.threads as i64 - 1, align: 1 }));
         self.region(entry)?;
-        self.b.build_return(None).ice()?;
+        self.b.ret();
         Ok(())
     }
 
     // ---- helpers -----------------------------------------------------------------------------
 
-    pub(crate) fn i32c(&self, v: i64) -> IntValue<'c> {
-        self.ctx.i32_type().const_int(v as u64, true)
+    pub(crate) fn i32c(&self, v: i64) -> V {
+        V::int(Ty::I32, v)
     }
 
-    fn i64c(&self, v: i64) -> IntValue<'c> {
-        self.ctx.i64_type().const_int(v as u64, true)
+    fn i64c(&self, v: i64) -> V {
+        V::int(Ty::I64, v)
     }
 
-    pub(crate) fn call(&self, name: &str, args: &[BasicValueEnum<'c>], ret: BasicTypeEnum<'c>) -> Res<BasicValueEnum<'c>> {
-        let tys: Vec<BasicMetadataTypeEnum> = args.iter().map(|a| a.get_type().into()).collect();
-        let f = declare(self.module, name, ret.fn_type(&tys, false));
-        let margs: Vec<BasicMetadataValueEnum> = args.iter().map(|&a| a.into()).collect();
-        self.b.build_call(f, &margs, "").ice()?.try_as_basic_value().basic().ok_or_else(|| format!("{name} returned nothing"))
-    }
-
-    /// Inline PTX: `ret` (a struct for several results) or nothing, from `args` under
-    /// `constraints`. Everything the codegen writes in PTX itself goes through here.
-    pub(crate) fn inline_asm(
-        &self,
-        text: &str,
-        constraints: &str,
-        ret: Option<inkwell::types::BasicTypeEnum<'c>>,
-        args: &[BasicValueEnum<'c>],
-        side_effects: bool,
-    ) -> Res<Option<BasicValueEnum<'c>>> {
-        let tys: Vec<BasicMetadataTypeEnum> = args.iter().map(|a| a.get_type().into()).collect();
-        let fty = match ret {
-            Some(r) => r.fn_type(&tys, false),
-            None => self.ctx.void_type().fn_type(&tys, false),
-        };
-        let f = self.ctx.create_inline_asm(fty, text.to_string(), constraints.to_string(), side_effects, false, None, false);
-        let margs: Vec<BasicMetadataValueEnum> = args.iter().map(|&a| a.into()).collect();
-        let call = self.b.build_indirect_call(fty, f, &margs, "").ice()?;
-        match ret {
-            Some(_) => Ok(Some(call.try_as_basic_value().basic().ok_or("inline asm returned nothing")?)),
-            None => Ok(None),
+    /// A special register (`%ctaid.x`, …), read once in the entry block.
+    pub(crate) fn sreg(&self, name: &'static str) -> V {
+        if let Some(&v) = self.sregs.borrow().get(name) {
+            return v;
         }
+        let v = self.b.at_entry(|| self.b.effect(&format!("mov.u32 {{d}}, %{name};"), Ty::I32));
+        // Block indices and counts are the same in every thread of the block.
+        self.b.set_uniform(v);
+        self.note(v, Some(fold::Facts { lo: 0, hi: i32::MAX as i64, align: 1 }));
+        self.sregs.borrow_mut().insert(name, v);
+        v
     }
 
-    pub(crate) fn call_void(&self, name: &str) -> Res<()> {
-        let f = declare(self.module, name, self.ctx.void_type().fn_type(&[], false));
-        self.b.build_call(f, &[], "").ice()?;
-        Ok(())
+    /// Inline PTX with LLVM-style operands: `$i` in `text` names operand `i` of `constraints`
+    /// (outputs `=r`/`=&r`/`=l`/`=f`/`=h`/`=d` first, then the inputs `args`: `r`, `l`, `h`,
+    /// `f`, `d`, `b` (a predicate) or the number of the output it is tied to). Returns the
+    /// outputs. Everything the codegen writes in PTX itself goes through here; it stays where it
+    /// is written (never hoisted).
+    pub(crate) fn inline_asm(&self, text: &str, constraints: &str, args: &[V]) -> Res<Vec<V>> {
+        self.inline_asm_tied(text, constraints, args, false)
     }
 
-    pub(crate) fn regs(&self, v: Value) -> Res<Vec<BasicValueEnum<'c>>> {
+    /// `inline_asm`; with `in_place`, an input tied to an output that is a register of this loop
+    /// iteration becomes that output (no copy: the caller knows the input is not used after).
+    /// Accumulators of `mma.sync` and `wgmma` pass so: a copy of a `wgmma` accumulator before its
+    /// wait would make ptxas serialise the pipeline.
+    pub(crate) fn inline_asm_tied(&self, text: &str, constraints: &str, args: &[V], in_place: bool) -> Res<Vec<V>> {
+        let mut outs: Vec<V> = vec![];
+        let mut names: Vec<String> = vec![];
+        let mut ai = 0;
+        for c in constraints.split(',') {
+            let c = c.trim();
+            if c.starts_with('~') || c.is_empty() {
+                continue;
+            }
+            if let Some(o) = c.strip_prefix('=') {
+                let ty = match o.trim_start_matches('&') {
+                    "r" => Ty::I32,
+                    "l" => Ty::I64,
+                    "h" => Ty::I16,
+                    "f" => Ty::F32,
+                    "d" => Ty::F64,
+                    other => return Err(format!("inline asm output constraint `{other}`")),
+                };
+                let v = self.b.fresh(ty);
+                names.push(self.b.o(v));
+                outs.push(v);
+                continue;
+            }
+            let a = *args.get(ai).ok_or_else(|| format!("inline asm `{text}`: too few operands"))?;
+            ai += 1;
+            if let Ok(tied) = c.parse::<usize>() {
+                let mut out = *outs.get(tied).ok_or("inline asm tied to a missing output")?;
+                if in_place
+                    && a.imm().is_none()
+                    && self.b.depth_of(a) == Some(self.b.loop_level())
+                    && a.ty.class_bits() == out.ty.class_bits()
+                {
+                    out = a.retype(out.ty);
+                    outs[tied] = out;
+                    names[tied] = self.b.o(out);
+                } else if a != out {
+                    let a = self.b.materialize(a);
+                    self.b.emit(&format!("mov.{} {}, {};", out.ty.b(), self.b.o(out), self.b.o(a.retype(out.ty))));
+                }
+                names.push(self.b.o(out));
+                continue;
+            }
+            let a = self.b.materialize(a);
+            names.push(self.b.o(a));
+        }
+        if ai != args.len() {
+            return Err(format!("inline asm `{text}`: {} operands for {ai} constraints", args.len()));
+        }
+        let mut out = String::with_capacity(text.len() + 16);
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'$' && i + 1 < bytes.len() && bytes[i + 1].is_ascii_digit() {
+                let mut j = i + 1;
+                while j < bytes.len() && bytes[j].is_ascii_digit() {
+                    j += 1;
+                }
+                let n: usize = text[i + 1..j].parse().map_err(|_| "inline asm operand number")?;
+                out.push_str(names.get(n).ok_or_else(|| format!("inline asm `{text}` names operand {n}"))?);
+                i = j;
+            } else {
+                let ch = text[i..].chars().next().ok_or("inline asm text")?;
+                out.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+        for line in out.lines() {
+            self.b.emit(line);
+        }
+        Ok(outs)
+    }
+
+    /// Whether the registers `regs` of `v` may be overwritten by the op that uses `v`: it is
+    /// used by that op only, and no register holds two of its elements.
+    pub(crate) fn in_place_ok(&self, v: Value, regs: &[V]) -> bool {
+        let mut seen = std::collections::HashSet::new();
+        self.uses.get(&v).copied().unwrap_or(0) <= 1 && regs.iter().all(|r| r.imm().is_some() || seen.insert(*r))
+    }
+
+    /// `bar.sync 0`.
+    pub(crate) fn barrier(&self) {
+        self.b.emit("bar.sync 0;");
+    }
+
+    pub(crate) fn regs(&self, v: Value) -> Res<Vec<V>> {
         match self.vals.get(&v) {
             Some(Cv::Regs(r)) => Ok(r.clone()),
             Some(Cv::Tensor { .. }) => Err(format!("{v} is a tensor, expected a tile")),
@@ -330,7 +327,7 @@ impl<'c, 'm> Gen<'c, 'm> {
     }
 
     /// The row-major linear index of register `r` of this thread in a tile of type `t`.
-    pub(crate) fn linear(&self, t: &lir::Type, r: usize) -> Res<IntValue<'c>> {
+    pub(crate) fn linear(&self, t: &lir::Type, r: usize) -> Res<V> {
         let n = t.numel();
         match t.layout() {
             Some(layout @ Layout::Blocked { .. }) => {
@@ -354,7 +351,7 @@ impl<'c, 'm> Gen<'c, 'm> {
     }
 
     /// The coordinates of register `r` of this thread.
-    pub(crate) fn coords(&self, t: &lir::Type, r: usize) -> Res<Vec<IntValue<'c>>> {
+    pub(crate) fn coords(&self, t: &lir::Type, r: usize) -> Res<Vec<V>> {
         match t.layout() {
             Some(Layout::Mma { warps_m, warps_n }) => return self.mma_coords(t.shape(), warps_m, warps_n, r),
             Some(Layout::MmaRows { warps_m }) => return self.mma_row_coords(t.shape(), warps_m, r),
@@ -393,7 +390,7 @@ impl<'c, 'm> Gen<'c, 'm> {
 
     /// `((tid · vec + k + e) / s) % d` (no `% d` for `None`) when it is a thread value plus a
     /// constant (see `coords`), else `None`.
-    fn blocked_coord(&self, vec: i64, k: i64, e: i64, s: i64, d: Option<i64>) -> Res<Option<IntValue<'c>>> {
+    fn blocked_coord(&self, vec: i64, k: i64, e: i64, s: i64, d: Option<i64>) -> Res<Option<V>> {
         let t0 = self.hoisted(("blocked.t", vec![vec]), |g| g.mulc(g.tid, vec))?;
         if s == 1 {
             return match d {
@@ -419,71 +416,132 @@ impl<'c, 'm> Gen<'c, 'm> {
     }
 
     /// The 32-bit shared-memory address of a byte offset, for inline asm (`ldmatrix`,
-    /// `cp.async`): shared addresses fit in 32 bits, and one add is all it takes.
-    pub(crate) fn smem_addr32(&self, byte_offset: IntValue<'c>) -> Res<IntValue<'c>> {
-        self.add(self.smem.const_to_int(self.ctx.i32_type()), byte_offset)
+    /// `cp.async`) and `ld.shared`/`st.shared`: shared addresses fit in 32 bits.
+    pub(crate) fn smem_addr32(&self, byte_offset: V) -> Res<V> {
+        self.add(self.smem, byte_offset)
     }
 
-    pub(crate) fn smem_ptr(&self, byte_offset: IntValue<'c>) -> Res<PointerValue<'c>> {
-        // SAFETY (of the LLVM IR, not Rust): offsets stay inside the planned shared memory.
-        unsafe { self.b.build_gep(self.ctx.i8_type(), self.smem, &[byte_offset], "sp").ice() }
+    /// A shared-memory address (32 bits: `load_mem`/`store_mem` read a 32-bit address as
+    /// shared, a 64-bit one as global).
+    pub(crate) fn smem_ptr(&self, byte_offset: V) -> Res<V> {
+        self.smem_addr32(byte_offset)
     }
 
-    pub(crate) fn load_mem(&self, ptr: PointerValue<'c>, d: DType) -> Res<BasicValueEnum<'c>> {
-        let v = self.b.build_load(mem_type(self.ctx, d), ptr, "ld").ice()?;
+    /// The address of element `idx` (i64) of `d` from `ptr`. The scaling distributes over the
+    /// sums `fold::add` built, in an order that shares work: first the terms that vary per
+    /// thread but not in the current loop (their part of the address is built once, outside
+    /// it), then those that vary in it, then the ones the same in every thread (per-register
+    /// offsets such as `k · stride`, which ptxas keeps in uniform registers), constants last.
+    pub(crate) fn gep(&self, ptr: V, idx: V, d: DType) -> Res<V> {
+        let size = d.size() as i64;
+        let mut terms = vec![];
+        let mut k = 0i64;
+        self.terms(idx, &mut terms, &mut k, 0);
+        let here = self.b.loop_level();
+        let rank = |v: &V| match (self.b.is_uniform(*v), self.b.depth_of(*v).unwrap_or(0) < here) {
+            (false, true) => 0,
+            (false, false) => 1,
+            (true, _) => 2,
+        };
+        terms.sort_by_key(rank);
+        let mut p = ptr;
+        for t in terms {
+            p = self.add(p, self.mul_wide(t, size)?)?;
+        }
+        self.addc(p, k.wrapping_mul(size))
+    }
+
+    /// The summands of `v` (as `fold::add` built it) and its constant part.
+    fn terms(&self, v: V, out: &mut Vec<V>, k: &mut i64, depth: u32) {
+        if let Some(c) = v.imm() {
+            *k = k.wrapping_add(c);
+        } else if let Some((x, c)) = self.split_const(v) {
+            *k = k.wrapping_add(c);
+            self.terms(x, out, k, depth + 1);
+        } else if let (Some((a, b)), true) = (self.sum_of(v), depth < 16) {
+            self.terms(a, out, k, depth + 1);
+            self.terms(b, out, k, depth + 1);
+        } else {
+            out.push(v);
+        }
+    }
+
+    /// `sext(idx)` to i64 where `idx` is known to be in `[0, 2^31)` (a window inside its
+    /// tensor): `sext(x) + k` where it was built as `x + k`, so that registers share `x`.
+    pub(crate) fn sext_in_range(&self, idx: V) -> Res<V> {
+        match self.split_const(idx) {
+            Some((x, k)) if (0..1 << 30).contains(&k) => self.addc(self.sext(x, Ty::I64)?, k),
+            _ => self.sext(idx, Ty::I64),
+        }
+    }
+
+    /// `[x+k]` of an address built as `x + k` (the constant in the instruction).
+    pub(crate) fn address(&self, p: V) -> String {
+        match self.split_const(p) {
+            Some((x, k)) if (-(1 << 31)..1 << 31).contains(&k) => self.b.addr(x, k),
+            _ => self.b.addr(p, 0),
+        }
+    }
+
+    fn space(p: V) -> &'static str {
+        if p.ty == Ty::I32 { "shared" } else { "global" }
+    }
+
+    pub(crate) fn load_mem(&self, ptr: V, d: DType) -> Res<V> {
+        let ty = mem_reg_type(d);
+        let v = self.b.effect(&format!("ld.{}.{} {{d}}, {};", Self::space(ptr), ty.mem(), self.address(ptr)), ty);
         if d == DType::Bool {
-            return Ok(self.b.build_int_compare(IntPredicate::NE, v.into_int_value(), self.ctx.i8_type().const_zero(), "b").ice()?.into());
+            return Ok(self.b.icmp(Cmp::Ne, v, V::int(Ty::I8, 0)));
         }
         Ok(v)
     }
 
-    pub(crate) fn store_mem(&self, ptr: PointerValue<'c>, v: BasicValueEnum<'c>, d: DType) -> Res<()> {
-        let v: BasicValueEnum =
-            if d == DType::Bool { self.b.build_int_z_extend(v.into_int_value(), self.ctx.i8_type(), "b").ice()?.into() } else { v };
-        self.b.build_store(ptr, v).ice()?;
+    pub(crate) fn store_mem(&self, ptr: V, v: V, d: DType) -> Res<()> {
+        let v = if d == DType::Bool { self.b.int_cast(v, Ty::I8, false) } else { v };
+        let text = format!("st.{}.{} {}, {};", Self::space(ptr), v.ty.mem(), self.address(ptr), self.b.o(v));
+        self.b.emit(&text);
         Ok(())
     }
 
-    pub(crate) fn block(&self, name: &str) -> inkwell::basic_block::BasicBlock<'c> {
-        self.ctx.append_basic_block(self.func, name)
+    pub(crate) fn block(&self, name: &str) -> Blk {
+        self.b.block(name)
     }
 
     /// A do-while loop `for j in 0..n` (n ≥ 1) carrying `inits`; `body` gives the next values.
-    pub(crate) fn counted_loop(
-        &mut self,
-        n: i64,
-        inits: Vec<BasicValueEnum<'c>>,
-        body: LoopBody<'_, 'c, 'm>,
-    ) -> Res<Vec<BasicValueEnum<'c>>> {
-        let pre = self.b.get_insert_block().ok_or("no block")?;
+    pub(crate) fn counted_loop(&mut self, n: i64, inits: Vec<V>, body: LoopBody<'_, 'm>) -> Res<Vec<V>> {
+        let pre = self.b.current();
         let lp = self.block("loop");
-        let exit = self.block("loop.end");
-        self.b.build_unconditional_branch(lp).ice()?;
-        self.b.position_at_end(lp);
-        let j = self.b.build_phi(self.ctx.i32_type(), "j").ice()?;
-        let phis = inits.iter().map(|v| self.b.build_phi(v.get_type(), "acc")).collect::<Result<Vec<_>, _>>().ice()?;
-        let accs: Vec<BasicValueEnum> = phis.iter().map(|p| p.as_basic_value()).collect();
-        let jv = j.as_basic_value().into_int_value();
+        let exit = self.block("loop_end");
+        self.b.br(lp);
+        self.b.enter_loop();
+        self.b.position(lp);
+        let j = self.b.phi(Ty::I32);
+        let phis: Vec<V> = inits.iter().map(|v| self.b.phi(v.ty)).collect();
+        self.b.incoming(j, self.i32c(0), pre);
+        for (p, init) in phis.iter().zip(&inits) {
+            self.b.incoming(*p, *init, pre);
+        }
         self.loop_depth.set(self.loop_depth.get() + 1);
-        let next = body(self, jv, &accs);
+        let next = body(self, j, &phis);
         self.loop_depth.set(self.loop_depth.get() - 1);
         let next = next?;
-        let j1 = self.b.build_int_add(jv, self.i32c(1), "j1").ice()?;
-        let cont = self.b.build_int_compare(IntPredicate::SLT, j1, self.i32c(n), "cont").ice()?;
-        let end = self.b.get_insert_block().ok_or("no block")?;
-        self.b.build_conditional_branch(cont, lp, exit).ice()?;
-        j.add_incoming(&[(&self.i32c(0), pre), (&j1, end)]);
-        for ((p, init), nx) in phis.iter().zip(&inits).zip(&next) {
-            p.add_incoming(&[(init as &dyn BasicValue, pre), (nx as &dyn BasicValue, end)]);
+        let j1 = self.b.int_bin(ptx::IntOp::Add, j, self.i32c(1));
+        let cont = self.b.icmp(Cmp::Slt, j1, self.i32c(n));
+        let end = self.b.current();
+        self.b.incoming(j, j1, end);
+        for (p, nx) in phis.iter().zip(&next) {
+            self.b.incoming(*p, *nx, end);
         }
-        self.b.position_at_end(exit);
+        self.b.cond_br(cont, lp, exit);
+        self.b.exit_loop();
+        self.b.position(exit);
         Ok(next)
     }
 
     // ---- ops ---------------------------------------------------------------------------------
 
     /// Lowers a block's ops; returns the operands of its `yield`, if any.
-    fn region(&mut self, blk: Block) -> Res<Vec<Cv<'c>>> {
+    fn region(&mut self, blk: Block) -> Res<Vec<Cv>> {
         let body = &self.k.body;
         for &op in &body.block(blk).ops {
             let d = body.op(op);
@@ -498,21 +556,22 @@ impl<'c, 'm> Gen<'c, 'm> {
         Ok(vec![])
     }
 
-    fn op(&mut self, op: crate::ir::Op) -> Res<Vec<Cv<'c>>> {
+    fn op(&mut self, op: crate::ir::Op) -> Res<Vec<Cv>> {
         let body = &self.k.body;
         let d = body.op(op);
         let rt = d.results.first().map(|&r| body.ty(r).clone());
-        let one = |regs: Vec<BasicValueEnum<'c>>| Ok(vec![Cv::Regs(regs)]);
+        let one = |regs: Vec<V>| Ok(vec![Cv::Regs(regs)]);
         match &d.kind {
             OpKind::WgmmaWait => {
                 let accs = self.regs(d.operands[0])?;
-                Ok(vec![Cv::Regs(self.wgmma_wait(&accs)?)])
+                let in_place = self.in_place_ok(d.operands[0], &accs);
+                Ok(vec![Cv::Regs(self.wgmma_wait(&accs, in_place)?)])
             }
             OpKind::Barrier => {
                 if self.uses_wgmma {
                     self.proxy_fence()?;
                 }
-                self.call_void("llvm.nvvm.barrier0")?;
+                self.barrier();
                 Ok(vec![])
             }
             OpKind::Reshape => {
@@ -592,7 +651,7 @@ impl<'c, 'm> Gen<'c, 'm> {
             }
             OpKind::Coord { axis } => {
                 let t = rt.ok_or("coord without result")?;
-                let regs = (0..self.nregs(&t)).map(|r| self.coords(&t, r).map(|c| c[*axis as usize].into())).collect::<Res<Vec<_>>>()?;
+                let regs = (0..self.nregs(&t)).map(|r| self.coords(&t, r).map(|c| c[*axis as usize])).collect::<Res<Vec<_>>>()?;
                 Ok(vec![Cv::Regs(regs)])
             }
             OpKind::RegMma { b_offset, k, dtype, b_trans, wgmma: true } => {
@@ -621,7 +680,7 @@ impl<'c, 'm> Gen<'c, 'm> {
         }
     }
 
-    fn local_reduce(&mut self, t: lir::Type, offset: u32, rop: ReduceOp, axis: usize, src_shape: &[i64], dtype: DType) -> Res<Vec<Cv<'c>>> {
+    fn local_reduce(&mut self, t: lir::Type, offset: u32, rop: ReduceOp, axis: usize, src_shape: &[i64], dtype: DType) -> Res<Vec<Cv>> {
         let src_strides = row_major(src_shape);
         let size = dtype.size() as i64;
         let n = src_shape[axis];
@@ -664,7 +723,7 @@ impl<'c, 'm> Gen<'c, 'm> {
         Ok(vec![Cv::Regs(out)])
     }
 
-    fn local_dot(&mut self, t: lir::Type, acc: Value, a_off: u32, b_off: u32, k: i64, dtype: DType) -> Res<Vec<Cv<'c>>> {
+    fn local_dot(&mut self, t: lir::Type, acc: Value, a_off: u32, b_off: u32, k: i64, dtype: DType) -> Res<Vec<Cv>> {
         let n = t.shape()[1];
         let acc_d = t.dtype();
         let size = dtype.size() as i64;
@@ -696,36 +755,32 @@ impl<'c, 'm> Gen<'c, 'm> {
     }
 
     /// `if cond { then() }` returning the value of `then` or `otherwise`.
-    pub(crate) fn guarded(
-        &mut self,
-        cond: IntValue<'c>,
-        then: &mut dyn FnMut(&mut Self) -> Res<Option<BasicValueEnum<'c>>>,
-        otherwise: Option<BasicValueEnum<'c>>,
-    ) -> Res<Option<BasicValueEnum<'c>>> {
-        let pre = self.b.get_insert_block().ok_or("no block")?;
+    pub(crate) fn guarded(&mut self, cond: V, then: &mut dyn FnMut(&mut Self) -> Res<Option<V>>, otherwise: Option<V>) -> Res<Option<V>> {
+        let pre = self.b.current();
         let tb = self.block("in");
         let mb = self.block("join");
-        self.b.build_conditional_branch(cond, tb, mb).ice()?;
-        self.b.position_at_end(tb);
+        self.b.cond_br(cond, tb, mb);
+        self.b.position(tb);
         let v = then(self)?;
-        let tend = self.b.get_insert_block().ok_or("no block")?;
-        self.b.build_unconditional_branch(mb).ice()?;
-        self.b.position_at_end(mb);
+        let tend = self.b.current();
+        self.b.br(mb);
+        self.b.position(mb);
         match (v, otherwise) {
             (Some(v), Some(o)) => {
-                let phi = self.b.build_phi(v.get_type(), "v").ice()?;
-                phi.add_incoming(&[(&v as &dyn BasicValue, tend), (&o as &dyn BasicValue, pre)]);
-                Ok(Some(phi.as_basic_value()))
+                let phi = self.b.phi(v.ty);
+                self.b.incoming(phi, v, tend);
+                self.b.incoming(phi, o, pre);
+                Ok(Some(phi))
             }
             _ => Ok(None),
         }
     }
 
-    fn tir_op(&mut self, op: crate::ir::Op, kind: &tir::OpKind, rt: Option<lir::Type>) -> Res<Vec<Cv<'c>>> {
+    fn tir_op(&mut self, op: crate::ir::Op, kind: &tir::OpKind, rt: Option<lir::Type>) -> Res<Vec<Cv>> {
         let d = self.k.body.op(op);
         let operands = d.operands.clone();
         let rt_ok = || rt.clone().ok_or_else(|| format!("{} without a result", kind.mnemonic()));
-        let one = |regs: Vec<BasicValueEnum<'c>>| Ok(vec![Cv::Regs(regs)]);
+        let one = |regs: Vec<V>| Ok(vec![Cv::Regs(regs)]);
         match kind {
             tir::OpKind::Const(l) => {
                 let t = rt_ok()?;
@@ -733,14 +788,20 @@ impl<'c, 'm> Gen<'c, 'm> {
                 one(vec![c; self.nregs(&t)])
             }
             tir::OpKind::ProgramId(a) | tir::OpKind::NumPrograms(a) => {
-                let axis = ["x", "y", "z"].get(*a as usize).ok_or("axis > 2")?;
-                let reg = if matches!(kind, tir::OpKind::ProgramId(_)) { "ctaid" } else { "nctaid" };
-                let v = self.call(&format!("llvm.nvvm.read.ptx.sreg.{reg}.{axis}"), &[], self.ctx.i32_type().into())?;
-                one(vec![v])
+                let name = match (matches!(kind, tir::OpKind::ProgramId(_)), *a) {
+                    (true, 0) => "ctaid.x",
+                    (true, 1) => "ctaid.y",
+                    (true, 2) => "ctaid.z",
+                    (false, 0) => "nctaid.x",
+                    (false, 1) => "nctaid.y",
+                    (false, 2) => "nctaid.z",
+                    _ => return Err("axis > 2".into()),
+                };
+                one(vec![self.sreg(name)])
             }
             tir::OpKind::Arange(_) => {
                 let t = rt_ok()?;
-                let regs = (0..self.nregs(&t)).map(|r| self.linear(&t, r).map(|v| v.into())).collect::<Res<Vec<_>>>()?;
+                let regs = (0..self.nregs(&t)).map(|r| self.linear(&t, r)).collect::<Res<Vec<_>>>()?;
                 one(regs)
             }
             tir::OpKind::Splat => {
@@ -770,11 +831,7 @@ impl<'c, 'm> Gen<'c, 'm> {
                 let (c, x, y) = (self.regs(operands[0])?, self.regs(operands[1])?, self.regs(operands[2])?);
                 let mut regs = vec![];
                 for i in 0..x.len() {
-                    let c = c[i].into_int_value();
-                    regs.push(match (x[i], y[i]) {
-                        (BasicValueEnum::IntValue(a), BasicValueEnum::IntValue(b)) => self.select(c, a, b)?.into(),
-                        (a, b) => self.b.build_select(c, a, b, "sel").ice()?,
-                    });
+                    regs.push(if x[i].ty.is_float() { self.b.select(c[i], x[i], y[i]) } else { self.select(c[i], x[i], y[i])? });
                 }
                 one(regs)
             }
@@ -785,9 +842,7 @@ impl<'c, 'm> Gen<'c, 'm> {
                 one(regs)
             }
             tir::OpKind::Dim(axis) => match self.vals.get(&operands[0]) {
-                Some(Cv::Tensor { sizes, .. }) => {
-                    one(vec![sizes.get(*axis as usize).ok_or("dim axis out of range")?.as_basic_value_enum()])
-                }
+                Some(Cv::Tensor { sizes, .. }) => one(vec![*sizes.get(*axis as usize).ok_or("dim axis out of range")?]),
                 _ => Err("dim of a non-tensor".into()),
             },
             tir::OpKind::View => {
@@ -795,16 +850,16 @@ impl<'c, 'm> Gen<'c, 'm> {
                     return Err("view of a non-tensor".into());
                 };
                 let k = operands.len() - 1;
-                let mut valid = self.ctx.bool_type().const_int(1, false);
+                let mut valid = V::int(Ty::Pred, 1);
                 let mut lin = self.i64c(0);
                 for i in 0..k {
-                    let idx = self.regs(operands[i + 1])?[0].into_int_value();
-                    valid = self.and(valid, self.icmp(IntPredicate::ULT, idx, sizes[i])?)?;
-                    lin = self.add(lin, self.mul(self.sext(idx, self.ctx.i64_type())?, strides[i])?)?;
+                    let idx = self.regs(operands[i + 1])?[0];
+                    valid = self.and(valid, self.icmp(Cmp::Ult, idx, sizes[i])?)?;
+                    lin = self.add(lin, self.mul(self.sext(idx, Ty::I64)?, strides[i])?)?;
                 }
                 let dt = self.ty(operands[0]).dtype();
-                // SAFETY (of the LLVM IR): an out-of-range view gets sizes 0, so it is never read.
-                let p = unsafe { self.b.build_gep(mem_type(self.ctx, dt), ptr, &[lin], "view").ice()? };
+                // An out-of-range view gets sizes 0, so it is never read.
+                let p = self.gep(ptr, lin, dt)?;
                 let mut nsizes = vec![];
                 for s in &sizes[k..] {
                     nsizes.push(self.select(valid, *s, self.i32c(0))?);
@@ -843,35 +898,36 @@ impl<'c, 'm> Gen<'c, 'm> {
         }
     }
 
-    fn compare(&self, c: CmpOp, a: BasicValueEnum<'c>, b: BasicValueEnum<'c>, d: DType) -> Res<BasicValueEnum<'c>> {
+    fn compare(&self, c: CmpOp, a: V, b: V, d: DType) -> Res<V> {
         if d.is_float() {
+            let (a, b) = (math::widen(self, a, d), math::widen(self, b, d));
             let p = match c {
-                CmpOp::Eq => FloatPredicate::OEQ,
-                CmpOp::Ne => FloatPredicate::UNE,
-                CmpOp::Lt => FloatPredicate::OLT,
-                CmpOp::Le => FloatPredicate::OLE,
-                CmpOp::Gt => FloatPredicate::OGT,
-                CmpOp::Ge => FloatPredicate::OGE,
+                CmpOp::Eq => FCmp::Oeq,
+                CmpOp::Ne => FCmp::Une,
+                CmpOp::Lt => FCmp::Olt,
+                CmpOp::Le => FCmp::Ole,
+                CmpOp::Gt => FCmp::Ogt,
+                CmpOp::Ge => FCmp::Oge,
             };
-            return Ok(self.b.build_float_compare(p, a.into_float_value(), b.into_float_value(), "cmp").ice()?.into());
+            return Ok(self.b.fcmp(p, a, b));
         }
         let s = d.is_signed();
         let p = match c {
-            CmpOp::Eq => IntPredicate::EQ,
-            CmpOp::Ne => IntPredicate::NE,
-            CmpOp::Lt if s => IntPredicate::SLT,
-            CmpOp::Le if s => IntPredicate::SLE,
-            CmpOp::Gt if s => IntPredicate::SGT,
-            CmpOp::Ge if s => IntPredicate::SGE,
-            CmpOp::Lt => IntPredicate::ULT,
-            CmpOp::Le => IntPredicate::ULE,
-            CmpOp::Gt => IntPredicate::UGT,
-            CmpOp::Ge => IntPredicate::UGE,
+            CmpOp::Eq => Cmp::Eq,
+            CmpOp::Ne => Cmp::Ne,
+            CmpOp::Lt if s => Cmp::Slt,
+            CmpOp::Le if s => Cmp::Sle,
+            CmpOp::Gt if s => Cmp::Sgt,
+            CmpOp::Ge if s => Cmp::Sge,
+            CmpOp::Lt => Cmp::Ult,
+            CmpOp::Le => Cmp::Ule,
+            CmpOp::Gt => Cmp::Ugt,
+            CmpOp::Ge => Cmp::Uge,
         };
-        Ok(self.icmp(p, a.into_int_value(), b.into_int_value())?.into())
+        self.icmp(p, a, b)
     }
 
-    fn flatten(vals: &[Cv<'c>]) -> Res<Vec<BasicValueEnum<'c>>> {
+    fn flatten(vals: &[Cv]) -> Res<Vec<V>> {
         let mut out = vec![];
         for v in vals {
             match v {
@@ -883,7 +939,7 @@ impl<'c, 'm> Gen<'c, 'm> {
     }
 
     /// Splits flat registers back into per-value groups following `types`.
-    fn unflatten(&self, flat: &[BasicValueEnum<'c>], types: &[lir::Type]) -> Vec<Cv<'c>> {
+    fn unflatten(&self, flat: &[V], types: &[lir::Type]) -> Vec<Cv> {
         let mut out = vec![];
         let mut i = 0;
         for t in types {
@@ -894,100 +950,107 @@ impl<'c, 'm> Gen<'c, 'm> {
         out
     }
 
-    fn for_loop(&mut self, op: crate::ir::Op) -> Res<Vec<Cv<'c>>> {
+    fn for_loop(&mut self, op: crate::ir::Op) -> Res<Vec<Cv>> {
         let d = self.k.body.op(op).clone();
-        let lo = self.regs(d.operands[0])?[0].into_int_value();
-        let hi = self.regs(d.operands[1])?[0].into_int_value();
-        let step = self.regs(d.operands[2])?[0].into_int_value();
+        let lo = self.regs(d.operands[0])?[0];
+        let hi = self.regs(d.operands[1])?[0];
+        let step = self.regs(d.operands[2])?[0];
         let inits: Vec<Cv> =
             d.operands[3..].iter().map(|o| self.vals.get(o).cloned().ok_or("undefined loop init")).collect::<Result<_, _>>()?;
         let flat_init = Self::flatten(&inits)?;
         let types: Vec<lir::Type> = d.results.iter().map(|&r| self.ty(r).clone()).collect();
-        let pre = self.b.get_insert_block().ok_or("no block")?;
-        let header = self.block("for.head");
-        let body_bb = self.block("for.body");
-        let exit = self.block("for.end");
-        self.b.build_unconditional_branch(header).ice()?;
-        self.b.position_at_end(header);
-        let iv = self.b.build_phi(self.ctx.i32_type(), "iv").ice()?;
-        let phis = flat_init.iter().map(|v| self.b.build_phi(v.get_type(), "it")).collect::<Result<Vec<_>, _>>().ice()?;
-        let ivv = iv.as_basic_value().into_int_value();
-        let cond = self.b.build_int_compare(IntPredicate::SLT, ivv, hi, "cond").ice()?;
-        self.b.build_conditional_branch(cond, body_bb, exit).ice()?;
-        self.b.position_at_end(body_bb);
+        let pre = self.b.current();
+        let header = self.block("for_head");
+        let body_bb = self.block("for_body");
+        let exit = self.block("for_end");
+        self.b.br(header);
+        self.b.enter_loop();
+        self.b.position(header);
+        let iv = self.b.phi(Ty::I32);
+        let phis: Vec<V> = flat_init.iter().map(|v| self.b.phi(v.ty)).collect();
+        self.b.incoming(iv, lo, pre);
+        for (p, init) in phis.iter().zip(&flat_init) {
+            self.b.incoming(*p, *init, pre);
+        }
+        let cond = self.b.icmp(Cmp::Slt, iv, hi);
+        self.b.cond_br(cond, body_bb, exit);
+        self.b.position(body_bb);
+        // With a non-negative start and a positive constant step, the body sees `lo <= iv < hi`.
+        if let (Some(f), Some(st)) = (self.facts(lo), step.imm())
+            && st > 0
+        {
+            self.note(iv, Some(fold::Facts { lo: f.lo, hi: i32::MAX as i64, align: if f.align == 0 { st } else { gcd(f.align, st) } }));
+        }
         let region = d.regions[0];
         let args = self.k.body.block(region).args.clone();
-        self.vals.insert(args[0], Cv::Regs(vec![ivv.into()]));
-        let cur: Vec<BasicValueEnum> = phis.iter().map(|p| p.as_basic_value()).collect();
-        for (a, v) in args[1..].iter().zip(self.unflatten(&cur, &types)) {
+        self.vals.insert(args[0], Cv::Regs(vec![iv]));
+        for (a, v) in args[1..].iter().zip(self.unflatten(&phis, &types)) {
             self.vals.insert(*a, v);
         }
         self.loop_depth.set(self.loop_depth.get() + 1);
         let yields = self.region(region);
         self.loop_depth.set(self.loop_depth.get() - 1);
         let flat_next = Self::flatten(&yields?)?;
-        let next_iv = self.b.build_int_add(ivv, step, "iv.next").ice()?;
-        let latch = self.b.get_insert_block().ok_or("no block")?;
-        self.b.build_unconditional_branch(header).ice()?;
-        iv.add_incoming(&[(&lo, pre), (&next_iv, latch)]);
-        for ((p, init), nx) in phis.iter().zip(&flat_init).zip(&flat_next) {
-            p.add_incoming(&[(init as &dyn BasicValue, pre), (nx as &dyn BasicValue, latch)]);
+        let next_iv = self.b.int_bin(ptx::IntOp::Add, iv, step);
+        let latch = self.b.current();
+        self.b.incoming(iv, next_iv, latch);
+        for (p, nx) in phis.iter().zip(&flat_next) {
+            self.b.incoming(*p, *nx, latch);
         }
-        self.b.position_at_end(exit);
-        Ok(self.unflatten(&cur, &types))
+        self.b.br(header);
+        self.b.exit_loop();
+        self.b.position(exit);
+        Ok(self.unflatten(&phis, &types))
     }
 
-    fn if_op(&mut self, op: crate::ir::Op) -> Res<Vec<Cv<'c>>> {
+    fn if_op(&mut self, op: crate::ir::Op) -> Res<Vec<Cv>> {
         let d = self.k.body.op(op).clone();
-        let cond = self.regs(d.operands[0])?[0].into_int_value();
+        let cond = self.regs(d.operands[0])?[0];
         let types: Vec<lir::Type> = d.results.iter().map(|&r| self.ty(r).clone()).collect();
-        let tb = self.block("if.then");
-        let eb = self.block("if.else");
-        let mb = self.block("if.end");
-        self.b.build_conditional_branch(cond, tb, eb).ice()?;
+        let tb = self.block("if_then");
+        let eb = self.block("if_else");
+        let mb = self.block("if_end");
+        self.b.cond_br(cond, tb, eb);
         let mut incoming = vec![];
         for (bb, region) in [(tb, d.regions[0]), (eb, d.regions[1])] {
-            self.b.position_at_end(bb);
+            self.b.position(bb);
             let ys = self.region(region)?;
             let flat = Self::flatten(&ys)?;
-            let end = self.b.get_insert_block().ok_or("no block")?;
-            self.b.build_unconditional_branch(mb).ice()?;
-            incoming.push((flat, end));
+            incoming.push((flat, self.b.current()));
+            self.b.br(mb);
         }
-        self.b.position_at_end(mb);
+        self.b.position(mb);
         let mut flat = vec![];
         for i in 0..incoming[0].0.len() {
-            let phi = self.b.build_phi(incoming[0].0[i].get_type(), "ifv").ice()?;
-            phi.add_incoming(&[
-                (&incoming[0].0[i] as &dyn BasicValue, incoming[0].1),
-                (&incoming[1].0[i] as &dyn BasicValue, incoming[1].1),
-            ]);
-            flat.push(phi.as_basic_value());
+            let phi = self.b.phi(incoming[0].0[i].ty);
+            self.b.incoming(phi, incoming[0].0[i], incoming[0].1);
+            self.b.incoming(phi, incoming[1].0[i], incoming[1].1);
+            flat.push(phi);
         }
         Ok(self.unflatten(&flat, &types))
     }
 }
 
-fn declare<'c>(module: &Module<'c>, name: &str, ty: inkwell::types::FunctionType<'c>) -> FunctionValue<'c> {
-    module.get_function(name).unwrap_or_else(|| module.add_function(name, ty, None))
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a.abs() } else { gcd(b, a % b) }
 }
 
-/// The LLVM type of a register holding `d`.
-pub(crate) fn reg_type(ctx: &Context, d: DType) -> BasicTypeEnum<'_> {
+/// The PTX type of a register holding `d`.
+pub(crate) fn reg_type(d: DType) -> Ty {
     match d {
-        DType::Bool => ctx.bool_type().into(),
-        DType::I8 | DType::U8 => ctx.i8_type().into(),
-        DType::I16 => ctx.i16_type().into(),
-        DType::I32 | DType::U32 => ctx.i32_type().into(),
-        DType::I64 | DType::U64 => ctx.i64_type().into(),
-        DType::F16 => ctx.f16_type().into(),
-        DType::BF16 => ctx.bf16_type().into(),
-        DType::F32 => ctx.f32_type().into(),
-        DType::F64 => ctx.f64_type().into(),
+        DType::Bool => Ty::Pred,
+        DType::I8 | DType::U8 => Ty::I8,
+        DType::I16 => Ty::I16,
+        DType::I32 | DType::U32 => Ty::I32,
+        DType::I64 | DType::U64 => Ty::I64,
+        DType::F16 => Ty::F16,
+        DType::BF16 => Ty::BF16,
+        DType::F32 => Ty::F32,
+        DType::F64 => Ty::F64,
     }
 }
 
-/// The LLVM type of `d` in memory (bool is a byte).
-pub(crate) fn mem_type(ctx: &Context, d: DType) -> BasicTypeEnum<'_> {
-    if d == DType::Bool { ctx.i8_type().into() } else { reg_type(ctx, d) }
+/// The type of `d` in memory, as loaded into a register (bool is a byte).
+pub(crate) fn mem_reg_type(d: DType) -> Ty {
+    if d == DType::Bool { Ty::I8 } else { reg_type(d) }
 }

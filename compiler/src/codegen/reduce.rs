@@ -2,16 +2,15 @@
 //! registers first, then butterfly shuffles among the lanes that share a row, then one value per
 //! warp through shared memory. See `lir::OpKind::ShuffleReduce`.
 
+use super::ptx::{Cmp, V};
 use super::{Gen, Res};
 use crate::dtype::DType;
 use crate::ir::Value;
 use crate::lir::{self, Layout};
 use crate::tir::{BinaryOp, ReduceOp};
-use inkwell::IntPredicate;
-use inkwell::values::BasicValueEnum;
 
-impl<'c> Gen<'c, '_> {
-    pub(crate) fn shuffle_reduce(&mut self, x: Value, rt: &lir::Type, op: ReduceOp, offset: u32) -> Res<Vec<BasicValueEnum<'c>>> {
+impl Gen<'_> {
+    pub(crate) fn shuffle_reduce(&mut self, x: Value, rt: &lir::Type, op: ReduceOp, offset: u32) -> Res<Vec<V>> {
         let t = self.k.body.ty(x).clone();
         let Some(Layout::Blocked { vec }) = t.layout() else { return Err("shuffle_reduce of a tile not in a blocked layout".into()) };
         let regs = self.regs(x)?;
@@ -35,7 +34,7 @@ impl<'c> Gen<'c, '_> {
         let per_row = if cpr >= threads { cpr / threads } else { 1 };
         let mut partials = vec![];
         for g in 0..(chunks / per_row).max(1) {
-            let mut acc: Option<BasicValueEnum> = None;
+            let mut acc: Option<V> = None;
             for j in g * per_row..(g + 1) * per_row {
                 for e in 0..vec {
                     let v = super::math::convert(self, regs[(j * vec + e) as usize], d, acc_d)?;
@@ -55,7 +54,7 @@ impl<'c> Gen<'c, '_> {
             partials.push((g * per_row, v));
         }
         // One writer per (row, warp): the first lane of each group of `lanes`.
-        let writer = self.icmp(IntPredicate::EQ, self.and(self.tid, self.i32c(lanes - 1))?, self.i32c(0))?;
+        let writer = self.icmp(Cmp::Eq, self.and(self.tid, self.i32c(lanes - 1))?, self.i32c(0))?;
         let widx = if nw > 1 { self.uremc(self.lshr(self.tid, 5)?, nw)? } else { self.i32c(0) };
         for (j0, v) in partials {
             let row = self.udivc(self.addc(self.tid, j0 * threads)?, cpr)?;
@@ -64,11 +63,11 @@ impl<'c> Gen<'c, '_> {
             let p = self.smem_ptr(off)?;
             self.guarded(writer, &mut |g| g.store_mem(p, v, acc_d).map(|_| None), None)?;
         }
-        self.call_void("llvm.nvvm.barrier0")?;
+        self.barrier();
         let mut out = vec![];
         for i in 0..self.nregs(rt) {
             let row = self.linear(rt, i)?;
-            let mut acc: Option<BasicValueEnum> = None;
+            let mut acc: Option<V> = None;
             for k in 0..nw {
                 let slot = self.addc(self.mulc(row, nw)?, k)?;
                 let off = self.addc(self.mulc(slot, 4)?, offset as i64)?;
@@ -80,7 +79,7 @@ impl<'c> Gen<'c, '_> {
             }
             out.push(super::math::convert(self, acc.ok_or("no partial")?, acc_d, d)?);
         }
-        self.call_void("llvm.nvvm.barrier0")?;
+        self.barrier();
         Ok(out)
     }
 }

@@ -8,17 +8,16 @@
 //! non-NaN element, so ties keep the first index and NaNs are skipped (the interpreter's rule).
 //! Sums of f16/bf16 accumulate in f32, as reductions do.
 
-use super::{Cv, Gen, Ice, Res, math, row_major};
+use super::ptx::{Cmp, FCmp, IntOp, V};
+use super::{Cv, Gen, Res, math, row_major};
 use crate::dtype::DType;
 use crate::lir;
 use crate::tir::{ArgOp, BinaryOp, Lit, ReduceOp, ScanOp};
-use inkwell::values::{BasicValueEnum, IntValue};
-use inkwell::{FloatPredicate, IntPredicate};
 
-impl<'c> Gen<'c, '_> {
+impl Gen<'_> {
     /// For each register of `t`: the element index of the start of its line along `axis` in the
     /// row-major `src_shape` tile, and (for scans, where `t` has `src_shape`) its position on it.
-    fn line_starts(&self, t: &lir::Type, src_shape: &[i64], axis: usize, scan: bool) -> Res<Vec<(IntValue<'c>, Option<IntValue<'c>>)>> {
+    fn line_starts(&self, t: &lir::Type, src_shape: &[i64], axis: usize, scan: bool) -> Res<Vec<(V, Option<V>)>> {
         let strides = row_major(src_shape);
         let mut out = vec![];
         for r in 0..self.nregs(t) {
@@ -45,7 +44,7 @@ impl<'c> Gen<'c, '_> {
     }
 
     /// Element `idx` of the staged tile (element type `dtype`) at `offset`.
-    fn staged(&self, offset: u32, idx: IntValue<'c>, dtype: DType) -> Res<BasicValueEnum<'c>> {
+    fn staged(&self, offset: u32, idx: V, dtype: DType) -> Res<V> {
         let off = self.addc(self.mulc(idx, dtype.size() as i64)?, offset as i64)?;
         let p = self.smem_ptr(off)?;
         self.load_mem(p, dtype)
@@ -59,7 +58,7 @@ impl<'c> Gen<'c, '_> {
         axis: usize,
         src_shape: &[i64],
         dtype: DType,
-    ) -> Res<Vec<Cv<'c>>> {
+    ) -> Res<Vec<Cv>> {
         let lines = self.line_starts(&t, src_shape, axis, true)?;
         let stride = row_major(src_shape)[axis];
         let n = src_shape[axis];
@@ -74,13 +73,13 @@ impl<'c> Gen<'c, '_> {
         let res = self.counted_loop(n, vec![init; lines.len()], &mut |g, j, accs| {
             let mut next = vec![];
             for (i, &(base, pos)) in lines.iter().enumerate() {
-                let idx = g.b.build_int_add(base, g.b.build_int_mul(j, g.i32c(stride), "j").ice()?, "i").ice()?;
+                let idx = g.b.int_bin(IntOp::Add, base, g.b.int_bin(IntOp::Mul, j, g.i32c(stride)));
                 let v = g.staged(offset, idx, dtype)?;
                 let v = math::convert(g, v, dtype, acc_d)?;
                 let upd = math::binary(g, bop, accs[i], v, acc_d)?;
                 let pos = pos.ok_or("a scan element without a position")?;
-                let take = g.b.build_int_compare(IntPredicate::SLE, j, pos, "take").ice()?;
-                next.push(g.b.build_select(take, upd, accs[i], "acc").ice()?);
+                let take = g.b.icmp(Cmp::Sle, j, pos);
+                next.push(g.b.select(take, upd, accs[i]));
             }
             Ok(next)
         })?;
@@ -96,7 +95,7 @@ impl<'c> Gen<'c, '_> {
         axis: usize,
         src_shape: &[i64],
         dtype: DType,
-    ) -> Res<Vec<Cv<'c>>> {
+    ) -> Res<Vec<Cv>> {
         let lines = self.line_starts(&t, src_shape, axis, false)?;
         let stride = row_major(src_shape)[axis];
         let n = src_shape[axis];
@@ -111,34 +110,34 @@ impl<'c> Gen<'c, '_> {
         let mut inits = vec![];
         for _ in &lines {
             inits.push(start);
-            inits.push(self.i32c(0).into());
+            inits.push(self.i32c(0));
         }
         let res = self.counted_loop(n, inits, &mut |g, j, accs| {
             let mut next = vec![];
             for (i, &(base, _)) in lines.iter().enumerate() {
                 let (best, best_i) = (accs[2 * i], accs[2 * i + 1]);
-                let idx = g.b.build_int_add(base, g.b.build_int_mul(j, g.i32c(stride), "j").ice()?, "i").ice()?;
+                let idx = g.b.int_bin(IntOp::Add, base, g.b.int_bin(IntOp::Mul, j, g.i32c(stride)));
                 let v = g.staged(offset, idx, dtype)?;
                 let v = math::convert(g, v, dtype, cmp_d)?;
                 let better = if cmp_d.is_float() {
-                    let (x, y) = (v.into_float_value(), best.into_float_value());
-                    let pred = if op == ArgOp::Max { FloatPredicate::OGT } else { FloatPredicate::OLT };
-                    let gt = g.b.build_float_compare(pred, x, y, "gt").ice()?;
-                    let best_nan = g.b.build_float_compare(FloatPredicate::UNO, y, y, "bn").ice()?;
-                    let v_num = g.b.build_float_compare(FloatPredicate::ORD, x, x, "vn").ice()?;
-                    let either = g.b.build_or(gt, best_nan, "e").ice()?;
-                    g.b.build_and(v_num, either, "better").ice()?
+                    let (x, y) = (v, best);
+                    let pred = if op == ArgOp::Max { FCmp::Ogt } else { FCmp::Olt };
+                    let gt = g.b.fcmp(pred, x, y);
+                    let best_nan = g.b.fcmp(FCmp::Uno, y, y);
+                    let v_num = g.b.fcmp(FCmp::Ord, x, x);
+                    let either = g.b.int_bin(IntOp::Or, gt, best_nan);
+                    g.b.int_bin(IntOp::And, v_num, either)
                 } else {
                     let pred = match (op, cmp_d.is_signed()) {
-                        (ArgOp::Max, true) => IntPredicate::SGT,
-                        (ArgOp::Max, false) => IntPredicate::UGT,
-                        (ArgOp::Min, true) => IntPredicate::SLT,
-                        (ArgOp::Min, false) => IntPredicate::ULT,
+                        (ArgOp::Max, true) => Cmp::Sgt,
+                        (ArgOp::Max, false) => Cmp::Ugt,
+                        (ArgOp::Min, true) => Cmp::Slt,
+                        (ArgOp::Min, false) => Cmp::Ult,
                     };
-                    g.b.build_int_compare(pred, v.into_int_value(), best.into_int_value(), "better").ice()?
+                    g.b.icmp(pred, v, best)
                 };
-                next.push(g.b.build_select(better, v, best, "best").ice()?);
-                next.push(g.b.build_select(better, j.into(), best_i, "bi").ice()?);
+                next.push(g.b.select(better, v, best));
+                next.push(g.b.select(better, j, best_i));
             }
             Ok(next)
         })?;

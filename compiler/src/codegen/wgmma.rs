@@ -12,11 +12,11 @@
 //! register order: in warpgroup `w / 4` that is the fragment of the 64-row `wgmma` tile at row
 //! `64·(w / 4) + 16·W·s`.
 
-use super::{Cv, Gen, Ice, Res};
+use super::ptx::{IntOp, Ty, V};
+use super::{Cv, Gen, Res};
 use crate::dtype::DType;
 use crate::ir::Value;
 use crate::lir;
-use inkwell::values::{BasicValueEnum, IntValue};
 use std::collections::HashMap;
 
 /// The descriptor fields that do not depend on the address: `(LBO, SBO, swizzle mode) << …`.
@@ -38,54 +38,41 @@ fn kmajor_step(row_bytes: i64, ks: i64) -> i64 {
 }
 
 /// Where the A operand of a `wgmma` comes from.
-enum WgA<'r, 'c> {
+enum WgA<'r> {
     /// A swizzled K-major `[m, k]` tile at this shared byte offset.
-    Smem(IntValue<'c>),
+    Smem(V),
     /// The registers of an `#mma<w×1>` tile.
-    Regs(&'r [BasicValueEnum<'c>]),
+    Regs(&'r [V]),
 }
 
-impl<'c> Gen<'c, '_> {
+impl Gen<'_> {
     /// `fence.proxy.async.shared::cta`: this thread's shared-memory writes (st.shared and
     /// cp.async) become visible to the async proxy that `wgmma` reads through.
     pub(crate) fn proxy_fence(&self) -> Res<()> {
-        self.wg_asm("fence.proxy.async.shared::cta;", &[], None)?;
+        self.wg_asm("fence.proxy.async.shared::cta;", &[], None, false)?;
         Ok(())
     }
 
-    /// Inline PTX with side effects; with `acc`, the accumulators pass through it (in and out, so
-    /// that LLVM neither reads them early nor moves their definitions across it).
-    fn wg_asm(&self, text: &str, args: &[BasicValueEnum<'c>], acc: Option<&[BasicValueEnum<'c>]>) -> Res<Vec<BasicValueEnum<'c>>> {
-        self.wg_asm_n(text, args, acc, acc.map_or(0, |a| a.len()))
+    /// Inline PTX; with `acc`, the accumulators pass through it (in and out, so that nothing
+    /// reads them early).
+    fn wg_asm(&self, text: &str, args: &[V], acc: Option<&[V]>, in_place: bool) -> Res<Vec<V>> {
+        self.wg_asm_n(text, args, acc, acc.map_or(0, |a| a.len()), in_place)
     }
 
     /// `wg_asm` with `n` f32 results; `acc` (tied to them) may be absent.
-    fn wg_asm_n(
-        &self,
-        text: &str,
-        args: &[BasicValueEnum<'c>],
-        acc: Option<&[BasicValueEnum<'c>]>,
-        n: usize,
-    ) -> Res<Vec<BasicValueEnum<'c>>> {
+    fn wg_asm_n(&self, text: &str, args: &[V], acc: Option<&[V]>, n: usize, in_place: bool) -> Res<Vec<V>> {
         let mut cons: Vec<String> = vec!["=f".into(); n];
-        cons.extend(args.iter().map(|a| if a.get_type().into_int_type().get_bit_width() == 64 { "l".into() } else { "r".into() }));
+        cons.extend(args.iter().map(|a| if a.ty.class_bits() == 64 { "l".into() } else { "r".into() }));
         cons.extend((0..acc.map_or(0, |a| a.len())).map(|i| i.to_string()));
-        cons.push("~{memory}".into());
-        let all: Vec<BasicValueEnum<'c>> = args.iter().chain(acc.unwrap_or(&[])).copied().collect();
-        let ret = (n > 0).then(|| self.ctx.struct_type(&vec![self.ctx.f32_type().into(); n], false).into());
-        let Some(s) = self.inline_asm(text, &cons.join(","), ret, &all, true)? else { return Ok(vec![]) };
-        (0..n as u32).map(|i| self.b.build_extract_value(s.into_struct_value(), i, "d").ice()).collect()
+        let all: Vec<V> = args.iter().chain(acc.unwrap_or(&[])).copied().collect();
+        self.inline_asm_tied(text, &cons.join(","), &all, in_place)
     }
 
     /// A descriptor for the tile at shared byte offset `off`.
-    fn descriptor(&self, off: IntValue<'c>, bits: u64) -> Res<IntValue<'c>> {
-        let i64t = self.ctx.i64_type();
-        let addr = self.b.build_ptr_to_int(self.smem_ptr(off)?, i64t, "sa").ice()?;
-        let enc = self
-            .b
-            .build_right_shift(self.b.build_and(addr, i64t.const_int(0x3ffff, false), "sa").ice()?, i64t.const_int(4, false), false, "sa")
-            .ice()?;
-        self.b.build_or(enc, i64t.const_int(bits, false), "desc").ice()
+    fn descriptor(&self, off: V, bits: u64) -> Res<V> {
+        let addr = self.b.int_cast(self.smem_addr32(off)?, Ty::I64, false);
+        let enc = self.b.int_bin(IntOp::LShr, self.b.int_bin(IntOp::And, addr, V::int(Ty::I64, 0x3ffff)), V::int(Ty::I64, 4));
+        Ok(self.b.int_bin(IntOp::Or, enc, V::int(Ty::I64, bits as i64)))
     }
 
     /// `acc + a · b` by the warpgroups, `a` a swizzled `[m, k]` tile in shared memory at
@@ -98,10 +85,11 @@ impl<'c> Gen<'c, '_> {
         offs: (u32, u32, bool),
         k: i64,
         dtype: DType,
-    ) -> Res<Vec<Cv<'c>>> {
+    ) -> Res<Vec<Cv>> {
         let (a0, b0) = (self.tile_base(bases[0], offs.0)?, self.tile_base(bases[1], offs.1)?);
         let accs = self.regs(acc)?;
-        Ok(vec![Cv::Regs(self.wgmma_issue(t, accs, WgA::Smem(a0), b0, offs.2, k, dtype)?)])
+        let in_place = self.in_place_ok(acc, &accs);
+        Ok(vec![Cv::Regs(self.wgmma_issue(t, accs, in_place, WgA::Smem(a0), b0, offs.2, k, dtype)?)])
     }
 
     /// `acc + a · b` by the warpgroups with `a`'s fragments in registers (`#mma<w×1>`).
@@ -115,14 +103,15 @@ impl<'c> Gen<'c, '_> {
         b_off: (u32, bool),
         k: i64,
         dtype: DType,
-    ) -> Res<Vec<Cv<'c>>> {
+    ) -> Res<Vec<Cv>> {
         let b0 = self.tile_base(Some(b_base), b_off.0)?;
         let (accs, a_regs) = (self.regs(acc)?, self.regs(a)?);
-        Ok(vec![Cv::Regs(self.wgmma_issue(t, accs, WgA::Regs(&a_regs), b0, b_off.1, k, dtype)?)])
+        let in_place = self.in_place_ok(acc, &accs);
+        Ok(vec![Cv::Regs(self.wgmma_issue(t, accs, in_place, WgA::Regs(&a_regs), b0, b_off.1, k, dtype)?)])
     }
 
-    fn tile_base(&self, base: Option<Value>, off: u32) -> Res<IntValue<'c>> {
-        self.b.build_int_add(self.stage_base(base)?, self.i32c(off as i64), "wb").ice()
+    fn tile_base(&self, base: Option<Value>, off: u32) -> Res<V> {
+        self.addc(self.stage_base(base)?, off as i64)
     }
 
     /// Issues one `wgmma` per 16 of `k` and 64-row strip, committed as one group and not
@@ -132,13 +121,14 @@ impl<'c> Gen<'c, '_> {
     fn wgmma_issue(
         &self,
         t: &lir::Type,
-        mut accs: Vec<BasicValueEnum<'c>>,
-        a: WgA<'_, 'c>,
-        b0: IntValue<'c>,
+        mut accs: Vec<V>,
+        in_place: bool,
+        a: WgA<'_>,
+        b0: V,
         b_trans: bool,
         k: i64,
         dtype: DType,
-    ) -> Res<Vec<BasicValueEnum<'c>>> {
+    ) -> Res<Vec<V>> {
         let ty = match dtype {
             DType::BF16 => "bf16",
             DType::F16 => "f16",
@@ -155,7 +145,7 @@ impl<'c> Gen<'c, '_> {
             return Err(format!("wgmma accumulator has {} registers per thread, not {}", accs.len(), strips * per));
         }
         let row_bytes = k * es;
-        let warpgroup = self.b.build_right_shift(self.tid, self.i32c(7), false, "wgi").ice()?;
+        let warpgroup = self.lshr(self.tid, 7)?;
         let regs: Vec<String> = (0..per).map(|i| format!("${i}")).collect();
         let mma = format!("wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {{{}}}", regs.join(", "));
         let p = per;
@@ -171,24 +161,24 @@ impl<'c> Gen<'c, '_> {
                 }
             }
         }
-        self.wg_asm("wgmma.fence.sync.aligned;", &[], None)?;
+        self.wg_asm("wgmma.fence.sync.aligned;", &[], None, false)?;
         let steps = k / 16;
         let mut dbs = vec![];
         for ks in 0..steps {
             let b_step = if b_trans { kmajor_step(row_bytes, ks) } else { ks * 16 * n * es };
-            dbs.push(self.descriptor(self.b.build_int_add(b0, self.i32c(b_step), "kb").ice()?, b_bits)?);
+            dbs.push(self.descriptor(self.addc(b0, b_step)?, b_bits)?);
         }
         // One inline-asm statement per strip issues all its k-steps: the accumulators go in and
-        // out once, not once per k-step (far less LLVM IR; the same instructions for ptxas).
+        // out once, not once per k-step.
         for s in 0..strips {
             let acc = &accs[s * per..(s + 1) * per];
             // A zero accumulator is not read (scale-d = 0 on the first k-step): no registers
             // are zeroed for it.
-            let zero = acc.iter().all(|v| v.into_float_value().get_constant().is_some_and(|(c, _)| c == 0.0));
+            let zero = acc.iter().all(|v| v.float_imm() == Some(0.0));
             let (acc, scale) = if zero { (None, 0) } else { (Some(acc), 1) };
             // Operands: the `per` results, then `scale`, then each k-step's A (a descriptor or
             // four fragment registers) and B descriptor, then the tied accumulators.
-            let mut args: Vec<BasicValueEnum<'c>> = vec![self.i32c(scale).into()];
+            let mut args: Vec<V> = vec![self.i32c(scale)];
             let mut text = format!("{{\n.reg .pred p;\nsetp.ne.b32 p, ${p}, 0;\n");
             for ks in 0..steps {
                 let scale_d = if ks == 0 { "p" } else { "1" };
@@ -196,35 +186,35 @@ impl<'c> Gen<'c, '_> {
                 match &a {
                     WgA::Smem(a0) => {
                         // Strip `s` of this warpgroup: rows `64·g + 16·warps_m·s`.
-                        let row0 = self.b.build_int_mul(warpgroup, self.i32c(64 * row_bytes), "wa").ice()?;
-                        let off = self.i32c(s as i64 * 16 * warps_m as i64 * row_bytes + kmajor_step(row_bytes, ks));
-                        let off = self.b.build_int_add(self.b.build_int_add(*a0, row0, "wa").ice()?, off, "ka").ice()?;
+                        let row0 = self.mulc(warpgroup, 64 * row_bytes)?;
+                        let off = s as i64 * 16 * warps_m as i64 * row_bytes + kmajor_step(row_bytes, ks);
+                        let off = self.addc(self.add(*a0, row0)?, off)?;
                         let da = self.descriptor(off, kmajor_bits(row_bytes))?;
                         let (ia, ib) = (p + args.len(), p + 1 + args.len());
-                        args.extend([BasicValueEnum::from(da), db.into()]);
+                        args.extend([da, db]);
                         text += &format!("{mma}, ${ia}, ${ib}, {scale_d}, 1, 1, 0, {tn};\n");
                     }
                     WgA::Regs(_) => {
                         let afr = frags.get(&(ks, s)).ok_or("wgmma A fragment missing")?;
                         let i0 = p + args.len();
-                        args.extend(afr.iter().map(|&x| BasicValueEnum::from(x)));
-                        args.push(db.into());
+                        args.extend(afr.iter().copied());
+                        args.push(db);
                         text +=
                             &format!("{mma}, {{${}, ${}, ${}, ${}}}, ${}, {scale_d}, 1, 1, {tn};\n", i0, i0 + 1, i0 + 2, i0 + 3, i0 + 4);
                     }
                 }
             }
             text += "}";
-            let d = self.wg_asm_n(&text, &args, acc, per)?;
+            let d = self.wg_asm_n(&text, &args, acc, per, in_place)?;
             accs[s * per..(s + 1) * per].copy_from_slice(&d);
         }
-        self.wg_asm("wgmma.commit_group.sync.aligned;", &[], None)?;
+        self.wg_asm("wgmma.commit_group.sync.aligned;", &[], None, false)?;
         Ok(accs)
     }
 
     /// `wgmma.wait_group 0`, the accumulators passing through it: before it they are being
     /// written by the tensor cores and nothing may read them.
-    pub(crate) fn wgmma_wait(&self, accs: &[BasicValueEnum<'c>]) -> Res<Vec<BasicValueEnum<'c>>> {
-        self.wg_asm("wgmma.wait_group.sync.aligned 0;", &[], Some(accs))
+    pub(crate) fn wgmma_wait(&self, accs: &[V], in_place: bool) -> Res<Vec<V>> {
+        self.wg_asm("wgmma.wait_group.sync.aligned 0;", &[], Some(accs), in_place)
     }
 }
