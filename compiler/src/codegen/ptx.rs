@@ -751,6 +751,9 @@ impl Builder {
             (IntOp::Mul | IntOp::UDiv | IntOp::SDiv, _, Some(1)) => return a,
             (IntOp::And, _, Some(x)) if x == ones => return a,
             (IntOp::Mul | IntOp::And, Some(0), _) | (IntOp::Mul | IntOp::And, _, Some(0)) => return V::int(ty, 0),
+            (IntOp::Or, Some(x), _) | (IntOp::Or, _, Some(x)) if x == ones => return V::int(ty, ones),
+            (IntOp::Xor, Some(x), _) if x == ones => return self.not(b),
+            (IntOp::Xor, _, Some(x)) if x == ones => return self.not(a),
             _ => {}
         }
         if ty == Ty::Pred {
@@ -1341,6 +1344,14 @@ mod tests {
         assert_eq!(b.icmp(Cmp::Ult, V::int(Ty::I32, -1), V::int(Ty::I32, 0)), V::int(Ty::Pred, 0));
         assert_eq!(b.fbin(FOp::Mul, V::float(Ty::F32, 1.5), V::float(Ty::F32, 2.0)), V::float(Ty::F32, 3.0));
         assert_eq!(b.select(V::int(Ty::Pred, 1), x, V::int(Ty::I32, 9)), x);
+        // `true || p` is true and `p ^ true` is `!p`, without a predicate register for `true`.
+        let p = b.fresh(Ty::Pred);
+        let t = V::int(Ty::Pred, 1);
+        assert_eq!(b.int_bin(IntOp::Or, t, p), t);
+        assert_eq!(b.int_bin(IntOp::Or, x, V::int(Ty::I32, -1)), V::int(Ty::I32, -1));
+        b.int_bin(IntOp::Xor, p, t);
+        let body = b.f.borrow().blocks[0].body.clone();
+        assert!(body.contains("not.pred") && !body.contains("setp.ne.u32"), "{body}");
     }
 
     /// A swap of two phis reads its sources before it writes them.
