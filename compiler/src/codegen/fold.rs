@@ -14,19 +14,7 @@ use super::{Gen, Res};
 /// The operations that are value-numbered within a block.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Tag {
-    Add,
-    Sub,
-    Mul,
-    UDiv,
-    URem,
-    SDiv,
-    SRem,
-    And,
-    Or,
-    Xor,
-    Shl,
-    LShr,
-    AShr,
+    Int(IntOp),
     Cmp(Cmp),
     SExt,
     Select,
@@ -93,25 +81,25 @@ impl Gen<'_> {
     fn facts_of(&self, tag: Tag, a: V, b: V) -> Option<Facts> {
         let (fa, fb) = (self.facts(a)?, self.facts(b)?);
         let r = match tag {
-            Tag::Add => Facts { lo: fa.lo + fb.lo, hi: fa.hi + fb.hi, align: gcd(fa.align, fb.align) },
-            Tag::Mul => Facts { lo: fa.lo * fb.lo, hi: fa.hi.checked_mul(fb.hi)?, align: fa.align.checked_mul(fb.align)? },
-            Tag::Sub if fa.lo >= fb.hi => Facts { lo: fa.lo - fb.hi, hi: fa.hi - fb.lo, align: gcd(fa.align, fb.align) },
-            Tag::LShr if fb.lo == fb.hi && fb.lo < 31 => {
+            Tag::Int(IntOp::Add) => Facts { lo: fa.lo + fb.lo, hi: fa.hi + fb.hi, align: gcd(fa.align, fb.align) },
+            Tag::Int(IntOp::Mul) => Facts { lo: fa.lo * fb.lo, hi: fa.hi.checked_mul(fb.hi)?, align: fa.align.checked_mul(fb.align)? },
+            Tag::Int(IntOp::Sub) if fa.lo >= fb.hi => Facts { lo: fa.lo - fb.hi, hi: fa.hi - fb.lo, align: gcd(fa.align, fb.align) },
+            Tag::Int(IntOp::LShr) if fb.lo == fb.hi && fb.lo < 31 => {
                 let k = 1i64 << fb.lo;
                 Facts { lo: fa.lo >> fb.lo, hi: fa.hi >> fb.lo, align: if fa.align % k == 0 { fa.align / k } else { 1 } }
             }
-            Tag::And if fb.lo == fb.hi && (fb.lo + 1) & fb.lo == 0 => {
+            Tag::Int(IntOp::And) if fb.lo == fb.hi && (fb.lo + 1) & fb.lo == 0 => {
                 // `x & (2^n - 1)` is `x mod 2^n`.
                 let m = fb.lo + 1;
                 let hi = if fa.hi < m { fa.hi } else { fb.lo };
                 Facts { lo: if fa.hi < m { fa.lo } else { 0 }, hi, align: gcd(fa.align, m) }
             }
-            Tag::And => Facts { lo: 0, hi: fa.hi.min(fb.hi), align: 1 },
-            Tag::UDiv if fb.lo == fb.hi && fb.lo > 0 => {
+            Tag::Int(IntOp::And) => Facts { lo: 0, hi: fa.hi.min(fb.hi), align: 1 },
+            Tag::Int(IntOp::UDiv) if fb.lo == fb.hi && fb.lo > 0 => {
                 let d = fb.lo;
                 Facts { lo: fa.lo / d, hi: fa.hi / d, align: if fa.align % d == 0 { fa.align / d } else { 1 } }
             }
-            Tag::URem if fb.lo == fb.hi && fb.lo > 0 => {
+            Tag::Int(IntOp::URem) if fb.lo == fb.hi && fb.lo > 0 => {
                 let d = fb.lo;
                 if fa.hi < d { fa } else { Facts { lo: 0, hi: d - 1, align: gcd(fa.align, d) } }
             }
@@ -225,11 +213,11 @@ impl Gen<'_> {
             (Some(_), Some(_)) => {}
         }
         let (x, y) = if id(a) <= id(b) { (a, b) } else { (b, a) };
-        let f = self.facts_of(Tag::Add, a, b);
+        let f = self.facts_of(Tag::Int(IntOp::Add), a, b);
         if let Some(c) = known(f) {
             return Ok(c);
         }
-        let v = self.cse(Tag::Add, &[x, y], || self.b.int_bin(IntOp::Add, a, b))?;
+        let v = self.cse(Tag::Int(IntOp::Add), &[x, y], || self.b.int_bin(IntOp::Add, a, b))?;
         self.note(v, f);
         match (Self::const_of(a), Self::const_of(b)) {
             (None, Some(k)) => {
@@ -261,11 +249,11 @@ impl Gen<'_> {
         if let Some((y, k)) = self.split_const(b) {
             return self.addc(self.sub(a, y)?, k.wrapping_neg());
         }
-        let f = self.facts_of(Tag::Sub, a, b);
+        let f = self.facts_of(Tag::Int(IntOp::Sub), a, b);
         if let Some(c) = known(f) {
             return Ok(c);
         }
-        let v = self.cse(Tag::Sub, &[a, b], || self.b.int_bin(IntOp::Sub, a, b))?;
+        let v = self.cse(Tag::Int(IntOp::Sub), &[a, b], || self.b.int_bin(IntOp::Sub, a, b))?;
         self.note(v, f);
         Ok(v)
     }
@@ -294,11 +282,11 @@ impl Gen<'_> {
             _ => {}
         }
         let (x, y) = if id(a) <= id(b) { (a, b) } else { (b, a) };
-        let f = self.facts_of(Tag::Mul, a, b);
+        let f = self.facts_of(Tag::Int(IntOp::Mul), a, b);
         if let Some(c) = known(f) {
             return Ok(c);
         }
-        let v = self.cse(Tag::Mul, &[x, y], || self.b.int_bin(IntOp::Mul, a, b))?;
+        let v = self.cse(Tag::Int(IntOp::Mul), &[x, y], || self.b.int_bin(IntOp::Mul, a, b))?;
         self.note(v, f);
         Ok(v)
     }
@@ -323,11 +311,11 @@ impl Gen<'_> {
             return self.lshr(a, k.trailing_zeros() as i64);
         }
         let kv = Self::cst(a.ty, k);
-        let f = self.facts_of(Tag::UDiv, a, kv);
+        let f = self.facts_of(Tag::Int(IntOp::UDiv), a, kv);
         if let Some(c) = known(f) {
             return Ok(c);
         }
-        let v = self.cse(Tag::UDiv, &[a, kv], || self.b.int_bin(IntOp::UDiv, a, kv))?;
+        let v = self.cse(Tag::Int(IntOp::UDiv), &[a, kv], || self.b.int_bin(IntOp::UDiv, a, kv))?;
         self.note(v, f);
         Ok(v)
     }
@@ -352,11 +340,11 @@ impl Gen<'_> {
             return self.and(a, Self::cst(a.ty, k - 1));
         }
         let kv = Self::cst(a.ty, k);
-        let f = self.facts_of(Tag::URem, a, kv);
+        let f = self.facts_of(Tag::Int(IntOp::URem), a, kv);
         if let Some(c) = known(f) {
             return Ok(c);
         }
-        let v = self.cse(Tag::URem, &[a, kv], || self.b.int_bin(IntOp::URem, a, kv))?;
+        let v = self.cse(Tag::Int(IntOp::URem), &[a, kv], || self.b.int_bin(IntOp::URem, a, kv))?;
         self.note(v, f);
         Ok(v)
     }
@@ -367,11 +355,11 @@ impl Gen<'_> {
             return Ok(a);
         }
         let kv = Self::cst(a.ty, k);
-        let f = self.facts_of(Tag::LShr, a, kv);
+        let f = self.facts_of(Tag::Int(IntOp::LShr), a, kv);
         if let Some(c) = known(f) {
             return Ok(c);
         }
-        let v = self.cse(Tag::LShr, &[a, kv], || self.b.int_bin(IntOp::LShr, a, kv))?;
+        let v = self.cse(Tag::Int(IntOp::LShr), &[a, kv], || self.b.int_bin(IntOp::LShr, a, kv))?;
         self.note(v, f);
         Ok(v)
     }
@@ -393,11 +381,11 @@ impl Gen<'_> {
             return Ok(v);
         }
         let (x, y) = if id(a) <= id(b) { (a, b) } else { (b, a) };
-        let f = self.facts_of(Tag::And, x, y).or_else(|| self.facts_of(Tag::And, y, x));
+        let f = self.facts_of(Tag::Int(IntOp::And), x, y).or_else(|| self.facts_of(Tag::Int(IntOp::And), y, x));
         if let Some(c) = known(f) {
             return Ok(c);
         }
-        let v = self.cse(Tag::And, &[x, y], || self.b.int_bin(IntOp::And, a, b))?;
+        let v = self.cse(Tag::Int(IntOp::And), &[x, y], || self.b.int_bin(IntOp::And, a, b))?;
         self.note(v, f);
         Ok(v)
     }
@@ -411,7 +399,7 @@ impl Gen<'_> {
             _ => {}
         }
         let (x, y) = if id(a) <= id(b) { (a, b) } else { (b, a) };
-        self.cse(Tag::Or, &[x, y], || self.b.int_bin(IntOp::Or, a, b))
+        self.cse(Tag::Int(IntOp::Or), &[x, y], || self.b.int_bin(IntOp::Or, a, b))
     }
 
     pub(crate) fn xor(&self, a: V, b: V) -> Res<V> {
@@ -421,25 +409,13 @@ impl Gen<'_> {
             _ => {}
         }
         let (x, y) = if id(a) <= id(b) { (a, b) } else { (b, a) };
-        self.cse(Tag::Xor, &[x, y], || self.b.int_bin(IntOp::Xor, a, b))
+        self.cse(Tag::Int(IntOp::Xor), &[x, y], || self.b.int_bin(IntOp::Xor, a, b))
     }
 
     /// `tag(a, b)` with no folding (divisions by a variable, shifts by a variable).
     pub(crate) fn bin(&self, tag: Tag, a: V, b: V) -> Res<V> {
         let op = match tag {
-            Tag::Add => IntOp::Add,
-            Tag::Sub => IntOp::Sub,
-            Tag::Mul => IntOp::Mul,
-            Tag::UDiv => IntOp::UDiv,
-            Tag::URem => IntOp::URem,
-            Tag::SDiv => IntOp::SDiv,
-            Tag::SRem => IntOp::SRem,
-            Tag::And => IntOp::And,
-            Tag::Or => IntOp::Or,
-            Tag::Xor => IntOp::Xor,
-            Tag::Shl => IntOp::Shl,
-            Tag::LShr => IntOp::LShr,
-            Tag::AShr => IntOp::AShr,
+            Tag::Int(op) => op,
             Tag::Cmp(p) => return self.icmp(p, a, b),
             Tag::SExt | Tag::Select | Tag::MulWide => return Err("not a binary operation".into()),
         };

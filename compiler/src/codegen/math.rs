@@ -119,10 +119,10 @@ pub(crate) fn binary(g: &Gen<'_>, op: BinaryOp, a: V, c: V, d: DType) -> Res<V> 
                 (BinaryOp::Rem, _, Some(1)) => zero,
                 (BinaryOp::Div, false, Some(k)) if k > 0 => g.udivc(x, k)?,
                 (BinaryOp::Rem, false, Some(k)) if k > 0 => g.uremc(x, k)?,
-                (BinaryOp::Div, true, _) => g.bin(Tag::SDiv, x, safe)?,
-                (BinaryOp::Div, false, _) => g.bin(Tag::UDiv, x, safe)?,
-                (_, true, _) => g.bin(Tag::SRem, x, safe)?,
-                (_, false, _) => g.bin(Tag::URem, x, safe)?,
+                (BinaryOp::Div, true, _) => g.bin(Tag::Int(IntOp::SDiv), x, safe)?,
+                (BinaryOp::Div, false, _) => g.bin(Tag::Int(IntOp::UDiv), x, safe)?,
+                (_, true, _) => g.bin(Tag::Int(IntOp::SRem), x, safe)?,
+                (_, false, _) => g.bin(Tag::Int(IntOp::URem), x, safe)?,
             };
             let q = match (op, s) {
                 (BinaryOp::Div, true) if m1.imm() == Some(0) => q,
@@ -147,9 +147,9 @@ pub(crate) fn binary(g: &Gen<'_>, op: BinaryOp, a: V, c: V, d: DType) -> Res<V> 
         BinaryOp::Shl | BinaryOp::Shr => {
             let amt = g.and(y, V::int(x.ty, d.bits() as i64 - 1))?;
             match (op, s) {
-                (BinaryOp::Shl, _) => g.bin(Tag::Shl, x, amt)?,
-                (_, true) => g.bin(Tag::AShr, x, amt)?,
-                (_, false) => g.bin(Tag::LShr, x, amt)?,
+                (BinaryOp::Shl, _) => g.bin(Tag::Int(IntOp::Shl), x, amt)?,
+                (_, true) => g.bin(Tag::Int(IntOp::AShr), x, amt)?,
+                (_, false) => g.bin(Tag::Int(IntOp::LShr), x, amt)?,
             }
         }
     })

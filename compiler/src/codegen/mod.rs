@@ -149,14 +149,7 @@ impl<'m> Gen<'m> {
         let i = self.params.len();
         self.params.push(ty);
         let name = &self.k.name;
-        let t = match ty {
-            Ty::Pred | Ty::I8 => "u8",
-            Ty::I16 | Ty::F16 | Ty::BF16 => "b16",
-            Ty::I32 => "u32",
-            Ty::F32 => "f32",
-            Ty::I64 => "u64",
-            Ty::F64 => "f64",
-        };
+        let t = ptx::param_type(ty);
         let ty = if ty == Ty::Pred { Ty::I8 } else { ty };
         let v = self.b.at_entry(|| self.b.effect(&format!("ld.param.{t} {{d}}, [{name}_param_{i}];"), ty));
         self.b.set_uniform(v);

@@ -650,7 +650,7 @@ impl Builder {
 }
 
 /// The PTX type of a parameter holding `t`.
-fn param_type(t: Ty) -> &'static str {
+pub(crate) fn param_type(t: Ty) -> &'static str {
     match t {
         Ty::Pred | Ty::I8 => "u8",
         Ty::I16 | Ty::F16 | Ty::BF16 => "b16",
