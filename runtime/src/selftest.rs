@@ -213,7 +213,7 @@ const MATH_TOL: &[(&str, Tol)] = &[
 ];
 
 const ARITH_OUT: &[(&str, Out)] = &[("cmp", P), ("f", P), ("hb", P), ("hf", P), ("nan", P)];
-const INTOPS_OUT: &[(&str, Out)] = &[("o32", P), ("ou32", P), ("o8", P), ("ou8", P), ("lt", P)];
+const INTOPS_OUT: &[(&str, Out)] = &[("o32", P), ("ou32", P), ("o8", P), ("ou8", P), ("lt", P), ("o64", P)];
 const CASTS_OUT: &[(&str, Out)] = &[("f", P), ("hb", P), ("hf", P), ("i", P), ("s8", P), ("u8s", P), ("z", P), ("nan", P)];
 const WINDOW_OUT: &[(&str, Out)] = &[("ld", P), ("st", P), ("st1", P), ("rv", P), ("lv", P), ("sc", P)];
 const GATHER_OUT: &[(&str, Out)] = &[("g1", P), ("g2", P), ("g3", P), ("s1", A), ("s2", P), ("s3", P)];

@@ -271,7 +271,8 @@ fn intops_match_reference() {
         zeros(DType::U32, &[6, n]),
         zeros(DType::I8, &[8, n]),
         zeros(DType::U8, &[6, n]),
-        zeros(DType::Bool, &[4, n]),
+        zeros(DType::Bool, &[10, n]),
+        zeros(DType::I64, &[2, n]),
     ];
     let (out, _) = run(&k, args);
     for i in 0..n {
@@ -333,10 +334,13 @@ fn intops_match_reference() {
         for (row, w) in wu8.iter().enumerate() {
             assert_eq!(at(5, row), *w as i64, "u8 row {row}: {xu}, {yu}");
         }
-        let lt = [x < y, ux < uy, x8 < y8, xu < yu];
+        // Bools as 0 and 1: false < true.
+        let (px, py) = ((x < 0) as u8, (y < 0) as u8);
+        let lt = [x < y, ux < uy, x8 < y8, xu < yu, px < py, px <= py, px > py, px >= py, (x as i16) < 5, (x as i8) < 5];
         for (row, w) in lt.iter().enumerate() {
             assert_eq!(at(6, row), *w as i64, "lt row {row}: {x}, {y}");
         }
+        assert_eq!((at(7, 0), at(7, 1)), (x.max(y) as i64, x.min(y) as i64), "i64 max/min: {x}, {y}");
     }
 }
 

@@ -22,7 +22,7 @@ pub(crate) enum Tag {
 }
 
 /// `(block, operation, operands)` of an instruction built by these helpers.
-pub(crate) type CseKey = (Blk, Tag, [usize; 3]);
+pub(crate) type CseKey = (Blk, Tag, [u128; 3]);
 
 /// What is known of a non-negative i32 index value: `lo <= v <= hi` and `v` a multiple of
 /// `align` (0 for the constant 0). Built from the thread index, block indices and constants;
@@ -49,7 +49,7 @@ fn gcd(a: i64, b: i64) -> i64 {
 /// What a thread-index value is, for building it once: a name and the constants it depends on.
 pub(crate) type HoistKey = (&'static str, Vec<i64>);
 
-fn id(v: V) -> usize {
+fn id(v: V) -> u128 {
     v.id()
 }
 

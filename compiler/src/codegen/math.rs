@@ -218,19 +218,15 @@ pub(crate) fn fma(g: &Gen<'_>, a: V, b: V, c: V, d: DType) -> Res<V> {
 }
 
 pub(crate) fn reduce_identity(g: &Gen<'_>, op: ReduceOp, d: DType) -> Res<V> {
+    // The extreme values of an integer type of `bits` bits (shifts, no overflow at 64 bits).
+    let bits = d.bits().clamp(1, 64);
     let l = match (op, d.is_float()) {
         (ReduceOp::Sum, _) => Lit::Int(0),
         (ReduceOp::Max, true) => Lit::Float(f64::NEG_INFINITY),
         (ReduceOp::Min, true) => Lit::Float(f64::INFINITY),
-        (ReduceOp::Max, false) => Lit::Int(if d.is_signed() { -(1i64 << (d.bits() - 1).min(63)) } else { 0 }),
-        (ReduceOp::Min, false) => Lit::Int(if d.is_signed() { (1i64 << (d.bits() - 1).min(63)) - 1 } else { -1 }),
+        (ReduceOp::Max, false) => Lit::Int(if d.is_signed() { i64::MIN >> (64 - bits) } else { 0 }),
+        (ReduceOp::Min, false) => Lit::Int(if d.is_signed() { i64::MAX >> (64 - bits) } else { -1 }),
     };
-    if d == DType::I64 && matches!(op, ReduceOp::Max) {
-        return constant(g, Lit::Int(i64::MIN), d);
-    }
-    if d == DType::I64 && matches!(op, ReduceOp::Min) {
-        return constant(g, Lit::Int(i64::MAX), d);
-    }
     constant(g, l, d)
 }
 

@@ -81,15 +81,15 @@ pub(crate) struct Gen<'m> {
     /// Integer instructions built by the `fold` helpers, by block, operation and operands.
     cse: RefCell<HashMap<fold::CseKey, V>>,
     /// `v → (x, k)` for each `v = x + k` (constant `k`) built by `fold::add`.
-    plus_const: RefCell<HashMap<usize, (V, i64)>>,
+    plus_const: RefCell<HashMap<u128, (V, i64)>>,
     /// What is known of index values (`fold::Facts`).
-    facts: RefCell<HashMap<usize, fold::Facts>>,
+    facts: RefCell<HashMap<u128, fold::Facts>>,
     /// `v → x` for each `v = sext(x)` (i32 to i64) built by `fold::sext`.
-    sexts: RefCell<HashMap<usize, V>>,
+    sexts: RefCell<HashMap<u128, V>>,
     /// The compares built by `fold::icmp`: `v → (predicate, a, b)`.
-    cmps: RefCell<HashMap<usize, (Cmp, V, V)>>,
+    cmps: RefCell<HashMap<u128, (Cmp, V, V)>>,
     /// `v → (x, y)` for each `v = x + y` of two variables built by `fold::add`.
-    sums: RefCell<HashMap<usize, (V, V)>>,
+    sums: RefCell<HashMap<u128, (V, V)>>,
     /// The values built once in the entry block (`fold::hoisted`).
     hoist: RefCell<HashMap<fold::HoistKey, V>>,
     /// How many ops use each value (accumulators used once are updated in place).

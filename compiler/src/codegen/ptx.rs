@@ -162,11 +162,13 @@ impl V {
         })
     }
 
-    /// A unique number of a register or constant, for value-numbering keys.
-    pub(crate) fn id(self) -> usize {
+    /// A unique number of a register or constant with its type, for value-numbering keys: the
+    /// same register seen as another type (an i16 and its i8 truncation) is another value.
+    pub(crate) fn id(self) -> u128 {
+        let ty = self.ty as u128;
         match self.k {
-            K::Reg(r) => r as usize * 2,
-            K::Imm(v) => (((v as u64) << 5) as usize | self.ty.class() << 1 | 1) ^ ((self.ty.is_float() as usize) << 4),
+            K::Reg(r) => (r as u128) << 8 | ty << 1,
+            K::Imm(v) => (v as u64 as u128) << 8 | ty << 1 | 1,
         }
     }
 
@@ -892,10 +894,19 @@ impl Builder {
             return V::int(Ty::Pred, r as i64);
         }
         if ty == Ty::Pred {
-            let x = self.int_bin(IntOp::Xor, a, b);
+            // Bools order false < true whatever the signedness asked for (as the constant
+            // folding above does): `a < b` is `!a & b`.
+            let (and, or) = (IntOp::And, IntOp::Or);
             return match p {
-                Cmp::Eq => self.not(x),
-                _ => x,
+                Cmp::Eq => {
+                    let x = self.int_bin(IntOp::Xor, a, b);
+                    self.not(x)
+                }
+                Cmp::Ne => self.int_bin(IntOp::Xor, a, b),
+                Cmp::Ult | Cmp::Slt => self.int_bin(and, self.not(a), b),
+                Cmp::Ule | Cmp::Sle => self.int_bin(or, self.not(a), b),
+                Cmp::Ugt | Cmp::Sgt => self.int_bin(and, a, self.not(b)),
+                Cmp::Uge | Cmp::Sge => self.int_bin(or, a, self.not(b)),
             };
         }
         let signed = matches!(p, Cmp::Slt | Cmp::Sle | Cmp::Sgt | Cmp::Sge);
@@ -1352,6 +1363,50 @@ mod tests {
         b.int_bin(IntOp::Xor, p, t);
         let body = b.f.borrow().blocks[0].body.clone();
         assert!(body.contains("not.pred") && !body.contains("setp.ne.u32"), "{body}");
+    }
+
+    /// Registers and constants are numbered with their types: an i16 register and its i8
+    /// truncation, or two i64 constants that differ only in their top bits, are different values.
+    #[test]
+    fn value_ids_tell_types_and_constants_apart() {
+        let b = Builder::new(Target::Sm90a);
+        let x = b.fresh(Ty::I16);
+        assert_ne!(x.id(), x.retype(Ty::I8).id());
+        assert_ne!(V::int(Ty::I16, 5).id(), V::int(Ty::I8, 5).id());
+        assert_ne!(V::int(Ty::I64, 1).id(), V::int(Ty::I64, 1 + (1 << 59)).id());
+        assert_ne!(V::int(Ty::I64, 1 << 59).id(), V::int(Ty::I64, 1 << 60).id());
+        assert_ne!(V::int(Ty::I32, 0).id(), V::float(Ty::F32, 0.0).id());
+    }
+
+    /// Comparisons of bool registers, evaluated on every pair of inputs by reading back the
+    /// predicate instructions they emit, agree with the constant folding (unsigned: false < true).
+    #[test]
+    fn bool_comparisons_order_false_before_true() {
+        for p in [Cmp::Eq, Cmp::Ne, Cmp::Ult, Cmp::Ule, Cmp::Ugt, Cmp::Uge, Cmp::Slt, Cmp::Sle, Cmp::Sgt, Cmp::Sge] {
+            let b = Builder::new(Target::Sm90a);
+            let (x, y) = (b.fresh(Ty::Pred), b.fresh(Ty::Pred));
+            let r = b.icmp(p, x, y);
+            let body = b.f.borrow().blocks[0].body.clone();
+            for (xv, yv) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                let mut env: HashMap<String, bool> = HashMap::new();
+                env.insert(Builder::name(x), xv == 1);
+                env.insert(Builder::name(y), yv == 1);
+                for line in body.lines() {
+                    let t: Vec<&str> = line.trim().trim_end_matches(';').split([' ', ',']).filter(|s| !s.is_empty()).collect();
+                    let get = |s: &str| env.get(s).copied().unwrap_or_else(|| panic!("{s} undefined in {body}"));
+                    let v = match t[0] {
+                        "not.pred" => !get(t[2]),
+                        "and.pred" => get(t[2]) && get(t[3]),
+                        "or.pred" => get(t[2]) || get(t[3]),
+                        "xor.pred" => get(t[2]) != get(t[3]),
+                        other => panic!("unexpected {other} in {body}"),
+                    };
+                    env.insert(t[1].to_string(), v);
+                }
+                let want = b.icmp(p, V::int(Ty::Pred, xv), V::int(Ty::Pred, yv)) == V::int(Ty::Pred, 1);
+                assert_eq!(env[&Builder::name(r)], want, "{p:?} {xv} {yv}: {body}");
+            }
+        }
     }
 
     /// A swap of two phis reads its sources before it writes them.
