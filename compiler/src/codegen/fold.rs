@@ -144,6 +144,17 @@ impl Gen<'_> {
         V::int(t, v)
     }
 
+    /// `op(a, b)`: the constant its facts `f` fix, else the instruction built once (numbered by
+    /// `key`, the operands in canonical order for commutative ops) with `f` recorded.
+    fn numbered(&self, op: IntOp, a: V, b: V, key: [V; 2], f: Option<Facts>) -> Res<V> {
+        if let Some(c) = known(f) {
+            return Ok(c);
+        }
+        let v = self.cse(Tag::Int(op), &key, || self.b.int_bin(op, a, b))?;
+        self.note(v, f);
+        Ok(v)
+    }
+
     /// The instruction `tag(srcs)` of the block it goes to if one was built, else `build()`.
     fn cse(&self, tag: Tag, srcs: &[V], build: impl FnOnce() -> V) -> Res<V> {
         let (blk, _) = self.b.placement(srcs);
@@ -214,11 +225,10 @@ impl Gen<'_> {
         }
         let (x, y) = if id(a) <= id(b) { (a, b) } else { (b, a) };
         let f = self.facts_of(Tag::Int(IntOp::Add), a, b);
-        if let Some(c) = known(f) {
-            return Ok(c);
+        let v = self.numbered(IntOp::Add, a, b, [x, y], f)?;
+        if Self::const_of(v).is_some() {
+            return Ok(v);
         }
-        let v = self.cse(Tag::Int(IntOp::Add), &[x, y], || self.b.int_bin(IntOp::Add, a, b))?;
-        self.note(v, f);
         match (Self::const_of(a), Self::const_of(b)) {
             (None, Some(k)) => {
                 self.plus_const.borrow_mut().insert(id(v), (a, k));
@@ -250,12 +260,7 @@ impl Gen<'_> {
             return self.addc(self.sub(a, y)?, k.wrapping_neg());
         }
         let f = self.facts_of(Tag::Int(IntOp::Sub), a, b);
-        if let Some(c) = known(f) {
-            return Ok(c);
-        }
-        let v = self.cse(Tag::Int(IntOp::Sub), &[a, b], || self.b.int_bin(IntOp::Sub, a, b))?;
-        self.note(v, f);
-        Ok(v)
+        self.numbered(IntOp::Sub, a, b, [a, b], f)
     }
 
     /// `a * b`; `(x + k) * c` is `x * c + k * c`.
@@ -283,12 +288,7 @@ impl Gen<'_> {
         }
         let (x, y) = if id(a) <= id(b) { (a, b) } else { (b, a) };
         let f = self.facts_of(Tag::Int(IntOp::Mul), a, b);
-        if let Some(c) = known(f) {
-            return Ok(c);
-        }
-        let v = self.cse(Tag::Int(IntOp::Mul), &[x, y], || self.b.int_bin(IntOp::Mul, a, b))?;
-        self.note(v, f);
-        Ok(v)
+        self.numbered(IntOp::Mul, a, b, [x, y], f)
     }
 
     /// `a * k` in `a`'s type.
@@ -312,12 +312,7 @@ impl Gen<'_> {
         }
         let kv = Self::cst(a.ty, k);
         let f = self.facts_of(Tag::Int(IntOp::UDiv), a, kv);
-        if let Some(c) = known(f) {
-            return Ok(c);
-        }
-        let v = self.cse(Tag::Int(IntOp::UDiv), &[a, kv], || self.b.int_bin(IntOp::UDiv, a, kv))?;
-        self.note(v, f);
-        Ok(v)
+        self.numbered(IntOp::UDiv, a, kv, [a, kv], f)
     }
 
     /// `a % k` (unsigned, `k > 0`).
@@ -341,12 +336,7 @@ impl Gen<'_> {
         }
         let kv = Self::cst(a.ty, k);
         let f = self.facts_of(Tag::Int(IntOp::URem), a, kv);
-        if let Some(c) = known(f) {
-            return Ok(c);
-        }
-        let v = self.cse(Tag::Int(IntOp::URem), &[a, kv], || self.b.int_bin(IntOp::URem, a, kv))?;
-        self.note(v, f);
-        Ok(v)
+        self.numbered(IntOp::URem, a, kv, [a, kv], f)
     }
 
     /// `a >> k` (logical).
@@ -356,12 +346,7 @@ impl Gen<'_> {
         }
         let kv = Self::cst(a.ty, k);
         let f = self.facts_of(Tag::Int(IntOp::LShr), a, kv);
-        if let Some(c) = known(f) {
-            return Ok(c);
-        }
-        let v = self.cse(Tag::Int(IntOp::LShr), &[a, kv], || self.b.int_bin(IntOp::LShr, a, kv))?;
-        self.note(v, f);
-        Ok(v)
+        self.numbered(IntOp::LShr, a, kv, [a, kv], f)
     }
 
     /// Bitwise and (logical and of `i1`).
@@ -382,12 +367,7 @@ impl Gen<'_> {
         }
         let (x, y) = if id(a) <= id(b) { (a, b) } else { (b, a) };
         let f = self.facts_of(Tag::Int(IntOp::And), x, y).or_else(|| self.facts_of(Tag::Int(IntOp::And), y, x));
-        if let Some(c) = known(f) {
-            return Ok(c);
-        }
-        let v = self.cse(Tag::Int(IntOp::And), &[x, y], || self.b.int_bin(IntOp::And, a, b))?;
-        self.note(v, f);
-        Ok(v)
+        self.numbered(IntOp::And, a, b, [x, y], f)
     }
 
     /// Bitwise or (logical or of `i1`).
