@@ -244,12 +244,14 @@ impl DumpSink for NoDumps {
 }
 
 /// The stages after which the IR can be dumped, in pipeline order: `sema` (tile IR as sema made
-/// it), each tile-IR pass of [`passes::PIPELINE`], `lower` (the thread IR), `codegen` (the
-/// PTX).
+/// it), each tile-IR pass of [`passes::PIPELINE`], `lower` (the thread IR), each thread-IR pass
+/// of [`lower::LIR_PIPELINE`], `codegen` (the PTX).
 pub fn dump_stages() -> Vec<&'static str> {
     let mut v = vec!["sema"];
     v.extend(passes::PIPELINE.iter().map(|p| p.name));
-    v.extend(["lower", "codegen"]);
+    v.push("lower");
+    v.extend(lower::LIR_PIPELINE.iter().map(|p| p.name));
+    v.push("codegen");
     v
 }
 
@@ -330,14 +332,23 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
     };
     for k in kernels {
         let clock = std::time::Instant::now();
-        let lk = lower::lower_kernel(&k, opts).map_err(ice)?;
-        lower_ms += clock.elapsed().as_secs_f64() * 1e3;
+        let mut lk = lower::lower_kernel(&k, opts).map_err(ice)?;
         if sink.wants("lower") {
             sink.dump(&k.name, "lower", &lir::print_kernel(&lk));
         }
         if opts.verify {
             lir::verify_kernel(&lk).map_err(|e| ice(Diagnostic::ice("lower", e)))?;
         }
+        for p in lower::LIR_PIPELINE {
+            (p.run)(&mut lk);
+            if sink.wants(p.name) {
+                sink.dump(&k.name, p.name, &lir::print_kernel(&lk));
+            }
+            if opts.verify {
+                lir::verify_kernel(&lk).map_err(|e| ice(Diagnostic::ice(p.name, e)))?;
+            }
+        }
+        lower_ms += clock.elapsed().as_secs_f64() * 1e3;
         let codegen::Emitted { ptx, ms } = codegen::emit(&lk, opts.target).map_err(ice)?;
         codegen_ms += ms;
         if sink.wants("codegen") {

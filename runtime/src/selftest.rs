@@ -58,6 +58,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("ops/convert.tile", include_str!("../../tests/ops/convert.tile")),
     ("ops/epilogue.tile", include_str!("../../tests/ops/epilogue.tile")),
     ("ops/convert_warp.tile", include_str!("../../tests/ops/convert_warp.tile")),
+    ("ops/order.tile", include_str!("../../tests/ops/order.tile")),
 ];
 
 /// Sizes of dimension symbols and values of integer consts, by name, as a generator sees them.
@@ -165,6 +166,9 @@ const fn op(
 
 /// The outputs of `dot_wide.tile`, all poisoned.
 const DOT_WIDE_OUT: &[(&str, Out)] = &[("ci", P), ("cti", P), ("cf", P), ("ctf", P)];
+
+/// The outputs of `order.tile`: `a` is accumulated into by atomics.
+const ORDER_OUT: &[(&str, Out)] = &[("y", P), ("w", P), ("a", A), ("s", P)];
 
 /// The outputs of `convert.tile`, all poisoned and exact (values moved, maxima, integer sums).
 const CONVERT_OUT: &[(&str, Out)] = &[("of", P), ("oi", P), ("od", P), ("oh", P), ("ob", P), ("ow", P), ("ot", P)];
@@ -554,6 +558,13 @@ pub const CASES: &[Case] = &[
         tols: &[("ci", X), ("cti", X), ("*", Tol::Ulps { ulps: 16384.0, atol: 0.02 })],
         tf32: true,
         ..c("ops dot_wide tf32 M64 N64 K256", "ops/dot_wide.tile", &[], &[("M", 64), ("N", 64), ("K", 256)], &[], DOT_WIDE_OUT)
+    },
+    // Barriers between a program's own accesses (`order_memory`): without them, warps read
+    // stale values and the wrong store wins.
+    Case { tols: &[("a", D), ("s", D), ("*", X)], ..c("ops order P64", "ops/order.tile", &[], &[("P", 64)], &[], ORDER_OUT) },
+    Case {
+        tols: &[("a", D), ("s", D), ("*", X)],
+        ..c("ops order P3 B=256", "ops/order.tile", &[("B", i(256))], &[("P", 3)], &[], ORDER_OUT)
     },
     Case { tols: &[("*", X)], ..c("ops convert R9 C100", "ops/convert.tile", &[], &[("R", 9), ("C", 100)], &[], CONVERT_OUT) },
     Case {

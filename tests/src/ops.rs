@@ -599,6 +599,54 @@ fn atomics_with_duplicates_match_reference() {
 }
 
 #[test]
+fn program_order_of_own_memory_matches_reference() {
+    for b in [1024usize, 256] {
+        let k = compile_op_file(
+            "order.tile",
+            &Options { consts: vec![("B".into(), tessera_compiler::ConstValue::Int(b as i64))], ..checked() },
+        );
+        let p = 3;
+        let mut rng = Rng::new(7);
+        let x = random_tensor(DType::F32, &[p, b], &mut rng);
+        let a0 = random_tensor(DType::F32, &[p, b], &mut rng);
+        let nan = |shape: &[usize]| Arg::Tensor(HostTensor::from_f64(DType::F32, shape, &vec![f64::NAN; shape.iter().product()]));
+        let args = vec![Arg::Tensor(x.clone()), nan(&[p, b]), nan(&[p, b]), Arg::Tensor(a0.clone()), nan(&[p, b])];
+        let (out, _) = run(&k, args);
+        let get = |i: usize| match &out[i] {
+            Arg::Tensor(t) => t.to_f64_vec(),
+            Arg::Scalar(_) => unreachable!(),
+        };
+        let (y, w, a, s) = (get(1), get(2), get(3), get(4));
+        let f = |v: f64| v as f32 as f64;
+        for q in 0..p {
+            let xv: Vec<f64> = (0..b).map(|i| x.get_f64(q * b + i)).collect();
+            let mut yv = xv.clone();
+            for it in 0..16 {
+                let g: Vec<f64> = (0..b).map(|i| yv[b - 1 - i]).collect();
+                yv = g.iter().map(|&g| f(f(g * 0.5) + it as f64)).collect();
+            }
+            let mut wv: Vec<f64> = yv.iter().map(|&v| f(v * 2.0)).collect();
+            for i in 0..b / 2 {
+                wv[i] = f(xv[i] - 1.0);
+            }
+            let mut av: Vec<f64> = (0..b).map(|i| a0.get_f64(q * b + i)).collect();
+            for i in 0..b {
+                av[i] = f(av[i] + xv[i]);
+            }
+            for i in 0..b {
+                av[b - 1 - i] = f(av[b - 1 - i] + xv[i]);
+            }
+            for i in 0..b {
+                assert_eq!(y[q * b + i], yv[i], "y[{q}, {i}] (B = {b})");
+                assert_eq!(w[q * b + i], wv[i], "w[{q}, {i}] (B = {b})");
+                assert_eq!(a[q * b + i], av[i], "a[{q}, {i}] (B = {b})");
+                assert_eq!(s[q * b + i], av[(i * 7) % b], "s[{q}, {i}] (B = {b})");
+            }
+        }
+    }
+}
+
+#[test]
 fn loops_and_returns_match_reference() {
     let k = compile_op_file("loops.tile", &checked());
     let inp = generated(tessera_runtime::selftest::inputs::loops, &[]);

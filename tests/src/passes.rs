@@ -40,6 +40,16 @@ struct Staged {
 }
 
 impl Staged {
+    /// The IR printed after `stage`.
+    fn dump_of(&self, stage: &str) -> &str {
+        let head = format!("after {stage} (");
+        let at = self.snap.find(&head).unwrap_or_else(|| panic!("{}: no dump after {stage}", self.name));
+        let text = &self.snap[at..];
+        let start = text.find('\n').map_or(text.len(), |i| i + 1);
+        let end = text[start..].find("\n==== ").map_or(text.len(), |i| start + i);
+        &text[start..end]
+    }
+
     /// Snapshots the IR after each stage. Called after the fact checks, so that a regression
     /// first fails on the property it breaks.
     fn snapshot(&self) {
@@ -75,7 +85,8 @@ fn staged_on(name: &str, target: Target) -> Staged {
         if prev == Some(ir.as_str()) {
             snap.push_str(&format!("\n==== @{k} after {stage}: unchanged ====\n"));
         } else {
-            let what = if *stage == "lower" { "thread IR" } else { "tile IR" };
+            let thread_ir = *stage == "lower" || tessera_compiler::lower::LIR_PIPELINE.iter().any(|p| p.name == *stage);
+            let what = if thread_ir { "thread IR" } else { "tile IR" };
             snap.push_str(&format!("\n==== @{k} after {stage} ({what}) ====\n{ir}"));
         }
         prev = Some(ir);
@@ -190,6 +201,7 @@ fn every_pass_program_is_checked() {
         "convert_shuffle.tile",
         "dce.tile",
         "layout_epilogue.tile",
+        "order_memory.tile",
         "pipeline_gemm.tile",
         "pipeline_invariant.tile",
         "pipeline_trans.tile",
@@ -237,6 +249,27 @@ fn dce_removes_unused_pure_ops() {
             );
         }
     }
+    s.snapshot();
+}
+
+#[test]
+fn order_memory_barriers_between_conflicting_accesses() {
+    let s = staged("order_memory.tile");
+    let k = &s.kernel.lir;
+    // The ops of the entry block and of the loop body, as mnemonics, from the first `store`.
+    let entry = block_mnemonics(k, k.body.entry);
+    let (_, body) = the_loop(k);
+    let body = block_mnemonics(k, body);
+    in_order(&body, &["barrier", "gather", "barrier", "store"]).unwrap_or_else(|e| panic!("{}: loop body: {e}", s.name));
+    assert_eq!(body.iter().filter(|m| *m == "barrier").count(), 2, "{}: loop body {body:?}", s.name);
+    let from = entry.iter().position(|m| m == "for").unwrap_or_else(|| unreachable!());
+    let after: Vec<String> = entry[from + 1..].to_vec();
+    let want = ["load", "store", "load", "barrier", "store", "atomic.add", "atomic.add", "barrier", "gather", "store", "store"];
+    let memory: Vec<&str> = after.iter().map(String::as_str).filter(|m| want.contains(m)).collect();
+    assert_eq!(memory, want, "{}: the accesses after the loop and the barriers between them", s.name);
+    // The same program without the pass has no barrier at all: every one is the pass's.
+    let before = s.dump_of("lower");
+    assert!(!before.contains("barrier"), "{}: the lowering itself put barriers:\n{before}", s.name);
     s.snapshot();
 }
 

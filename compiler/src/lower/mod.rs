@@ -23,8 +23,20 @@ use std::collections::{HashMap, HashSet};
 
 pub mod layout;
 mod ops;
+pub mod order;
 mod pipeline;
 mod remat;
+
+/// A thread-IR pass: a name (for `--dump-after` and error messages) and a function.
+pub struct LirPass {
+    pub name: &'static str,
+    pub run: fn(&mut lir::Kernel),
+}
+
+/// The thread-IR passes run after lowering, in order.
+/// - `order_memory` puts barriers between a program's own global-memory accesses that may touch
+///   one element from different threads (a store and a later load of the same tensor).
+pub const LIR_PIPELINE: &[LirPass] = &[LirPass { name: "order_memory", run: order::run }];
 
 /// Shared memory available to one block on the targets (227 KiB on sm_90, 163 KiB on sm_80).
 pub fn max_shared_bytes(target: crate::Target) -> u32 {
