@@ -1,5 +1,8 @@
-//! Element types shared by every stage: the scalar types of the language.
+//! Element types shared by every stage: the scalar types of the language, and the one rounding
+//! of an `f64` to each float type (used by the interpreter, the code generator's constants, host
+//! tensors and the launch packer alike).
 
+use half::{bf16, f16};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -89,4 +92,59 @@ impl fmt::Display for DType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// Rounds an `f64` to the nearest value of the float `dtype`, ties to even (other dtypes: `x`).
+///
+/// f16 and bf16 go through f32 with round-to-odd: `half`'s own `from_f64` drops the low 32
+/// mantissa bits before rounding, which misrounds values just above a tie, and `x as f32` first
+/// rounds twice. Rounding to odd at 24 bits and then to nearest at 11 (or 8) bits is exact,
+/// because 24 ≥ 11 + 2.
+pub fn round_float(dtype: DType, x: f64) -> f64 {
+    match dtype {
+        DType::F32 => x as f32 as f64,
+        DType::F16 => f16::from_f32(f64_to_f32_odd(x)).to_f64(),
+        DType::BF16 => bf16::from_f32(f64_to_f32_odd(x)).to_f64(),
+        _ => x,
+    }
+}
+
+/// The bits of `x` rounded to the float `dtype` (as `round_float`); for other dtypes, the bits
+/// of the f64.
+pub fn float_bits(dtype: DType, x: f64) -> u64 {
+    match dtype {
+        DType::F32 => (x as f32).to_bits() as u64,
+        DType::F16 => f16::from_f32(f64_to_f32_odd(x)).to_bits() as u64,
+        DType::BF16 => bf16::from_f32(f64_to_f32_odd(x)).to_bits() as u64,
+        _ => x.to_bits(),
+    }
+}
+
+/// The value of a float of `dtype` from its bits (the low bits of `bits`); for other dtypes the
+/// bits are an f64's.
+pub fn float_from_bits(dtype: DType, bits: u64) -> f64 {
+    match dtype {
+        DType::F32 => f32::from_bits(bits as u32) as f64,
+        DType::F16 => f16::from_bits(bits as u16).to_f64(),
+        DType::BF16 => bf16::from_bits(bits as u16).to_f64(),
+        _ => f64::from_bits(bits),
+    }
+}
+
+/// `x` rounded to f32 precision with round-to-odd (truncate, then set the last bit if inexact).
+fn f64_to_f32_odd(x: f64) -> f32 {
+    let f = x as f32;
+    if x.is_nan() || f as f64 == x {
+        return f;
+    }
+    if f.is_infinite() {
+        // A finite value beyond f32's range: the largest finite f32 (whose last bit is odd).
+        return f32::MAX.copysign(f);
+    }
+    let mut bits = f.to_bits();
+    if (f as f64).abs() > x.abs() {
+        // Nearest rounded away from zero: step one ulp back toward zero to truncate.
+        bits -= 1;
+    }
+    f32::from_bits(bits | 1)
 }

@@ -8,11 +8,13 @@
 pub mod codegen;
 pub mod diag;
 pub mod dtype;
+pub mod emit;
 pub mod host;
 pub mod interp;
 pub mod ir;
 pub mod lir;
 pub mod lower;
+pub mod mir;
 pub mod passes;
 pub mod sema;
 pub mod syntax;
@@ -204,6 +206,8 @@ pub struct CompiledKernel {
     pub meta: KernelMeta,
     pub tir: tir::Kernel,
     pub lir: lir::Kernel,
+    /// The machine IR the PTX was emitted from.
+    pub mir: mir::Module,
     pub ptx: String,
 }
 
@@ -245,13 +249,13 @@ impl DumpSink for NoDumps {
 
 /// The stages after which the IR can be dumped, in pipeline order: `sema` (tile IR as sema made
 /// it), each tile-IR pass of [`passes::PIPELINE`], `lower` (the thread IR), each thread-IR pass
-/// of [`lower::LIR_PIPELINE`], `codegen` (the PTX).
+/// of [`lower::LIR_PIPELINE`], `codegen` (the machine IR), `emit` (the PTX).
 pub fn dump_stages() -> Vec<&'static str> {
     let mut v = vec!["sema"];
     v.extend(passes::PIPELINE.iter().map(|p| p.name));
     v.push("lower");
     v.extend(lower::LIR_PIPELINE.iter().map(|p| p.name));
-    v.push("codegen");
+    v.extend(["codegen", "emit"]);
     v
 }
 
@@ -349,11 +353,19 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
             }
         }
         lower_ms += clock.elapsed().as_secs_f64() * 1e3;
-        let codegen::Emitted { ptx, ms } = codegen::emit(&lk, opts.target).map_err(ice)?;
-        codegen_ms += ms;
+        let clock = std::time::Instant::now();
+        let mir = codegen::codegen(&lk, opts.target).map_err(ice)?;
         if sink.wants("codegen") {
-            sink.dump(&k.name, "codegen", &ptx);
+            sink.dump(&k.name, "codegen", &mir::print_module(&mir));
         }
+        if opts.verify {
+            mir::verify_module(&mir).map_err(|e| ice(Diagnostic::ice("codegen", e)))?;
+        }
+        let ptx = emit::ptx::print(&mir).map_err(|e| ice(Diagnostic::ice("emit", e)))?;
+        if sink.wants("emit") {
+            sink.dump(&k.name, "emit", &ptx);
+        }
+        codegen_ms += clock.elapsed().as_secs_f64() * 1e3;
         let meta = KernelMeta {
             name: k.name.clone(),
             target: opts.target,
@@ -368,7 +380,7 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
             tune: k.tune.clone(),
             compiler: format!("{VERSION}+{BUILD_ID}"),
         };
-        out.push(CompiledKernel { meta, tir: k, lir: lk, ptx });
+        out.push(CompiledKernel { meta, tir: k, lir: lk, mir, ptx });
     }
     let stage_ms = vec![("frontend", frontend_ms), ("lower", lower_ms), ("codegen", codegen_ms)];
     Ok(Module { kernels: out, warnings: Diagnostics::default(), stage_ms })

@@ -21,6 +21,7 @@ struct Cli {
 enum Emit {
     Tir,
     Lir,
+    Mir,
     Ptx,
     Meta,
 }
@@ -68,13 +69,14 @@ enum Cmd {
     /// Compile a file and print (or write) the tile IR, thread IR, PTX or metadata of each kernel.
     Build {
         file: PathBuf,
-        /// What to emit: tir, lir, ptx, meta (comma-separated).
+        /// What to emit: tir, lir, mir (the machine IR), ptx, meta (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "ptx")]
         emit: Vec<Emit>,
         /// Write `KERNEL.EXT` files into this directory instead of printing.
         #[arg(short = 'o', long)]
         out_dir: Option<PathBuf>,
-        /// Print the IR after a stage to stderr: sema, a tile-IR pass (dce, …), lower, codegen
+        /// Print the IR after a stage to stderr: sema, a tile-IR pass (dce, …), lower, a
+        /// thread-IR pass (order_memory), codegen (the machine IR), emit (the PTX)
         /// (repeatable, or comma-separated).
         #[arg(long, value_delimiter = ',', value_name = "STAGE")]
         dump_after: Vec<String>,
@@ -243,7 +245,7 @@ fn build(
     let src = read_source(file)?;
     let o = options(opts)?;
     let cache = if no_cache { Cache::in_memory() } else { Cache::from_env() };
-    let needs_ir = dump_all || !dump_after.is_empty() || emit.iter().any(|e| matches!(e, Emit::Tir | Emit::Lir));
+    let needs_ir = dump_all || !dump_after.is_empty() || emit.iter().any(|e| matches!(e, Emit::Tir | Emit::Lir | Emit::Mir));
     let mut module = None;
     let mut sink = Dumper { after: dump_after, all: dump_all };
     let cached = cache
@@ -280,6 +282,7 @@ fn build(
             let (ext, text) = match (e, compiled) {
                 (Emit::Tir, Some(c)) => ("tir", tessera_compiler::tir::print_kernel(&c.tir)),
                 (Emit::Lir, Some(c)) => ("lir", tessera_compiler::lir::print_kernel(&c.lir)),
+                (Emit::Mir, Some(c)) => ("mir", tessera_compiler::mir::print_module(&c.mir)),
                 (Emit::Ptx, _) => ("ptx", k.ptx.clone()),
                 (Emit::Meta, _) => ("json", serde_json::to_string_pretty(&k.meta)? + "\n"),
                 (_, None) => return Err(Fail(format!("error: internal: no IR for kernel `{}`", k.meta.name))),

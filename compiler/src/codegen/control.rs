@@ -5,10 +5,10 @@
 //! conditions that lead to it are scalars, the same in every thread); the code after it in its
 //! region goes to a block that nothing branches to.
 
-use super::ptx::{Blk, V};
 use super::{Cv, Gen, Res};
 use crate::ir::Op;
 use crate::lir;
+use crate::mir::{Blk, V};
 
 impl Gen<'_> {
     pub(crate) fn while_loop(&mut self, op: Op) -> Res<Vec<Cv>> {

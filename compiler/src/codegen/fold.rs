@@ -8,8 +8,8 @@
 //! few. A value numbered here is placed where the builder puts it (the preheader of the loops it
 //! does not vary in), so the numbering is by that block.
 
-use super::ptx::{Blk, Cmp, IntOp, Ty, V};
 use super::{Gen, Res};
+use crate::mir::{Blk, Cmp, IntOp, Ty, V};
 
 /// The operations that are value-numbered within a block.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -190,7 +190,7 @@ impl Gen<'_> {
         match x {
             Some(x) if k != 1 && (i32::MIN as i64..=i32::MAX as i64).contains(&k) => {
                 let kv = V::int(Ty::I32, k);
-                self.cse(Tag::MulWide, &[x, kv], || self.b.pure("mul.wide.s32", Ty::I64, &[x, kv]))
+                self.cse(Tag::MulWide, &[x, kv], || self.b.mul_wide(true, x, kv))
             }
             _ => self.mulc(v, k),
         }
@@ -479,5 +479,143 @@ impl Gen<'_> {
         };
         self.hoist.borrow_mut().insert(key, v);
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The index arithmetic is checked by running what it builds (the machine-IR evaluator) on
+    //! every thread index and edge values of the parameters, against plain arithmetic.
+    use super::Facts;
+    use crate::codegen::Gen;
+    use crate::ir::Body;
+    use crate::lir;
+    use crate::mir::eval::{Env, run};
+    use crate::mir::{Addr, Cmp, Inst, IntOp, MemTy, Space, Ty, V, verify_module};
+
+    const THREADS: u32 = 128;
+    const OUT: u64 = 0x1000;
+
+    fn kernel() -> lir::Kernel {
+        lir::Kernel { name: "t".into(), params: vec![], threads: THREADS, shared_bytes: 0, body: Body::new() }
+    }
+
+    /// Builds, with a generator whose thread index has its facts, the values `body` computes
+    /// from one i32 parameter; runs them for every thread index and each `xs`; checks each
+    /// against `want(tid, x)`. Returns the machine IR.
+    fn check(xs: &[i64], body: impl FnOnce(&Gen<'_>, V) -> Vec<V>, want: impl Fn(i64, i64) -> Vec<i64>) -> crate::mir::Module {
+        let k = kernel();
+        let g = Gen::new(&k, crate::Target::Sm90a);
+        g.note(g.tid, Some(Facts { lo: 0, hi: THREADS as i64 - 1, align: 1 }));
+        let x = g.b.param(Ty::I32);
+        let out = g.b.param(Ty::I64);
+        let vals = body(&g, x);
+        for (i, v) in vals.iter().enumerate() {
+            let v = g.b.materialize(*v);
+            let v = if v.ty == Ty::Pred { g.b.int_cast(v, Ty::I32, false) } else { v };
+            g.b.store(Space::Global, MemTy::of(v.ty), &[v], Addr { base: out, offset: 8 * i as i64 }, None);
+        }
+        g.b.ret();
+        let m = g.b.finish("t", THREADS);
+        verify_module(&m).unwrap_or_else(|e| panic!("{e}"));
+        for tid in 0..THREADS as i64 {
+            for &x in xs {
+                let mut env = Env { tid: tid as u32, ..Env::default() };
+                run(&m, &m.kernel, &[x as u32 as u64, OUT], &mut env).unwrap_or_else(|e| panic!("{e}"));
+                let w = want(tid, x);
+                for (i, w) in w.iter().enumerate() {
+                    let got = u64::from_le_bytes(env.read(Space::Global, OUT + 8 * i as u64, 8).try_into().unwrap_or_default());
+                    assert_eq!(
+                        got & 0xffff_ffff,
+                        *w as u64 & 0xffff_ffff,
+                        "value {i} at tid {tid}, x {x}:\n{}",
+                        crate::mir::print_module(&m)
+                    );
+                }
+            }
+        }
+        m
+    }
+
+    fn count(m: &crate::mir::Module, f: impl Fn(&Inst) -> bool) -> usize {
+        m.kernel.blocks.iter().flat_map(|b| &b.insts).filter(|i| f(i)).count()
+    }
+
+    /// Sums reassociate (constants outwards), and a remainder and quotient of `tid · 8 + k` by 8
+    /// split over the sum (`tid + k / 8`, `k % 8`): exact for every thread, with no division.
+    #[test]
+    fn sums_reassociate_and_divisions_split() {
+        let m = check(
+            &[0, 5, 1000, i32::MAX as i64 - 300],
+            |g, x| {
+                let t8 = g.mulc(g.tid, 8).unwrap_or_else(|e| panic!("{e}"));
+                let a = g.addc(t8, 13).unwrap_or_else(|e| panic!("{e}"));
+                let s = g
+                    .add(g.addc(x, 5).unwrap_or_else(|e| panic!("{e}")), g.addc(g.tid, 3).unwrap_or_else(|e| panic!("{e}")))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                vec![
+                    s,
+                    g.udivc(a, 8).unwrap_or_else(|e| panic!("{e}")),
+                    g.uremc(a, 8).unwrap_or_else(|e| panic!("{e}")),
+                    g.udivc(a, 24).unwrap_or_else(|e| panic!("{e}")),
+                ]
+            },
+            |t, x| {
+                vec![(x as i32).wrapping_add(5).wrapping_add(t as i32 + 3) as i64, (8 * t + 13) / 8, (8 * t + 13) % 8, (8 * t + 13) / 24]
+            },
+        );
+        assert_eq!(count(&m, |i| matches!(i, Inst::Int { op: IntOp::UDiv | IntOp::URem, .. })), 0, "{}", crate::mir::print_module(&m));
+    }
+
+    /// `x >= 0 && x < c` is one unsigned compare, true exactly in range, at the edges.
+    #[test]
+    fn range_checks_are_one_unsigned_compare() {
+        let m = check(
+            &[-1, 0, 1, 99, 100, 101, i32::MIN as i64, i32::MAX as i64],
+            |g, x| {
+                let lo = g.icmp(Cmp::Sge, x, V::int(Ty::I32, 0)).unwrap_or_else(|e| panic!("{e}"));
+                let hi = g.icmp(Cmp::Slt, x, V::int(Ty::I32, 100)).unwrap_or_else(|e| panic!("{e}"));
+                vec![g.and(lo, hi).unwrap_or_else(|e| panic!("{e}"))]
+            },
+            |_, x| vec![(0..100).contains(&x) as i64],
+        );
+        assert_eq!(count(&m, |i| matches!(i, Inst::ICmp { cmp: Cmp::Ult, .. })), 1, "{}", crate::mir::print_module(&m));
+    }
+
+    /// Value numbering: the same sum built twice is one instruction.
+    #[test]
+    fn identical_values_are_built_once() {
+        let m = check(
+            &[3, -9],
+            |g, x| {
+                let a = g.add(x, g.tid).unwrap_or_else(|e| panic!("{e}"));
+                let b = g.add(g.tid, x).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(a, b);
+                vec![a, b]
+            },
+            |t, x| vec![x + t, x + t],
+        );
+        assert_eq!(count(&m, |i| matches!(i, Inst::Int { op: IntOp::Add, .. })), 1);
+    }
+
+    /// A sign-extended i32 times a constant (an element offset times its size) is one
+    /// `mul.wide.s32`, right for negative values too.
+    #[test]
+    fn sign_extended_products_are_one_wide_multiply() {
+        let k = kernel();
+        let g = Gen::new(&k, crate::Target::Sm90a);
+        let x = g.b.param(Ty::I32);
+        let out = g.b.param(Ty::I64);
+        let w = g.mul_wide(g.sext(x, Ty::I64).unwrap_or_else(|e| panic!("{e}")), 12).unwrap_or_else(|e| panic!("{e}"));
+        g.b.store(Space::Global, MemTy::B64, &[w], Addr { base: out, offset: 0 }, None);
+        g.b.ret();
+        let m = g.b.finish("t", THREADS);
+        assert_eq!(count(&m, |i| matches!(i, Inst::MulWide { signed: true, .. })), 1);
+        for x in [-5i64, 0, 7, i32::MIN as i64, i32::MAX as i64] {
+            let mut env = Env::default();
+            run(&m, &m.kernel, &[x as u32 as u64, OUT], &mut env).unwrap_or_else(|e| panic!("{e}"));
+            let got = i64::from_le_bytes(env.read(Space::Global, OUT, 8).try_into().unwrap_or_default());
+            assert_eq!(got, x * 12);
+        }
     }
 }

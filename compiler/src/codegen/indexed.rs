@@ -8,11 +8,11 @@
 //! is replicated, so writes, atomics and prints of it are done by its owner thread only (as
 //! `store` does); reads and asserts need no owner.
 
-use super::ptx::{Cmp, Ty, V};
-use super::{Cv, Gen, Res};
+use super::{Cv, Gen, Ptr, Res};
 use crate::dtype::DType;
 use crate::ir::{Op, Value};
 use crate::lir::{self, Layout};
+use crate::mir::{Addr, AtomTy, Callee, Cmp, Inst, IntOp, MemTy, RedOp, SReg, Space, Sym, Ty, V};
 use crate::tir::{self, AtomicOp, FormatPiece};
 
 impl Gen<'_> {
@@ -36,7 +36,7 @@ impl Gen<'_> {
     }
 
     /// Address and "selected and in range" flag of each register of an indexed access.
-    fn indexed_addrs(&self, tensor: &Cv, idx: &[Value], mask: Value, t: &lir::Type) -> Res<Vec<(V, V)>> {
+    fn indexed_addrs(&self, tensor: &Cv, idx: &[Value], mask: Value, t: &lir::Type) -> Res<Vec<(Ptr, V)>> {
         let Cv::Tensor { ptr, sizes, strides } = tensor else { return Err("indexed access to a non-tensor".into()) };
         if idx.len() != sizes.len() {
             return Err(format!("{} indices for a rank-{} tensor", idx.len(), sizes.len()));
@@ -117,39 +117,39 @@ impl Gen<'_> {
     /// One relaxed, device-wide read-modify-write of `v` at `p` (`red.global`; float max and
     /// min, which PTX has no reduction for, as a compare-and-swap loop with `max`/`min`'s NaN
     /// rule).
-    fn atomic_rmw(&mut self, a: AtomicOp, p: V, v: V, d: DType) -> Res<()> {
+    fn atomic_rmw(&mut self, a: AtomicOp, p: Ptr, v: V, d: DType) -> Res<()> {
         if !tir::verify::atomic_dtype_ok(a, d) {
             return Err(format!("atomic {} on {d}", a.name()));
         }
-        let addr = self.address(p);
+        let addr = self.address(p.at);
         let v = self.b.materialize(v);
-        let bits = v.ty.class_bits();
-        let ty = match (a, d.is_float(), d.is_signed()) {
-            (AtomicOp::Add, true, _) => format!("f{bits}"),
-            (AtomicOp::Add, false, _) => format!("u{bits}"),
-            (_, false, true) => format!("s{bits}"),
-            (_, false, false) => format!("u{bits}"),
-            (_, true, _) => {
+        let wide = v.ty.class_bits() == 64;
+        let ty = match (a, d.is_float(), d.is_signed(), wide) {
+            (AtomicOp::Add, true, _, false) => AtomTy::F32,
+            (AtomicOp::Add, true, _, true) => AtomTy::F64,
+            (_, false, true, false) => AtomTy::S32,
+            (_, false, true, true) => AtomTy::S64,
+            (_, false, false, false) => AtomTy::U32,
+            (_, false, false, true) => AtomTy::U64,
+            (_, true, _, _) => {
                 return self.float_minmax_cas(a, p, v);
             }
         };
         let op = match a {
-            AtomicOp::Add => "add",
-            AtomicOp::Max => "max",
-            AtomicOp::Min => "min",
+            AtomicOp::Add => RedOp::Add,
+            AtomicOp::Max => RedOp::Max,
+            AtomicOp::Min => RedOp::Min,
         };
-        let text = format!("red.relaxed.gpu.global.{op}.{ty} {addr}, {};", self.b.o(v));
-        self.b.emit(&text);
+        self.b.red(op, ty, addr, v);
         Ok(())
     }
 
     /// `*p = max(*p, v)` (or min) of floats, atomically: a CAS loop on the bits.
-    fn float_minmax_cas(&mut self, a: AtomicOp, p: V, v: V) -> Res<()> {
+    fn float_minmax_cas(&mut self, a: AtomicOp, p: Ptr, v: V) -> Res<()> {
         let ft = v.ty;
         let it = Ty::int_of_bits(ft.class_bits());
-        let b = ft.b();
-        let addr = self.address(p);
-        let old = self.b.effect(&format!("ld.relaxed.gpu.global.{b} {{d}}, {addr};"), it);
+        let addr = self.address(p.at);
+        let old = self.b.load_relaxed(it, addr);
         let pre = self.b.current();
         let lp = self.block("cas");
         let done = self.block("cas_done");
@@ -157,9 +157,9 @@ impl Gen<'_> {
         self.b.position(lp);
         let cur = self.b.phi(it);
         self.b.incoming(cur, old, pre);
-        let op = if a == AtomicOp::Max { super::ptx::FOp::Max } else { super::ptx::FOp::Min };
+        let op = if a == AtomicOp::Max { crate::mir::FOp::Max } else { crate::mir::FOp::Min };
         let new = self.b.fbin(op, cur.retype(ft), v).retype(it);
-        let got = self.b.effect(&format!("atom.relaxed.gpu.global.cas.{b} {{d}}, {addr}, {}, {};", self.b.o(cur), self.b.o(new)), it);
+        let got = self.b.atom_cas(it, addr, cur, new);
         let again = self.b.icmp(Cmp::Ne, got, cur);
         let end = self.b.current();
         self.b.incoming(cur, got, end);
@@ -173,8 +173,8 @@ impl Gen<'_> {
     fn global_string(&self, s: &str) -> V {
         let sym = self.b.global_string(s);
         self.b.at_entry(|| {
-            let g = self.b.effect(&format!("mov.u64 {{d}}, {sym};"), Ty::I64);
-            self.b.effect(&format!("cvta.global.u64 {{d}}, {};", self.b.o(g)), Ty::I64)
+            let g = self.b.sym_addr(sym);
+            self.b.cvta(Space::Global, g)
         })
     }
 
@@ -204,7 +204,7 @@ impl Gen<'_> {
         }
         c_fmt.push('\n');
         let fmt_ptr = self.global_string(&c_fmt);
-        let pids: Vec<V> = ["ctaid.x", "ctaid.y", "ctaid.z"].iter().map(|a| self.sreg(a)).collect();
+        let pids: Vec<V> = (0..3).map(|a| self.sreg(SReg::CtaId(a))).collect();
         let owner = self.owner(&t)?;
         let (t_str, f_str) = if dtypes.contains(&DType::Bool) {
             (Some(self.global_string("true")), Some(self.global_string("false")))
@@ -247,8 +247,6 @@ impl Gen<'_> {
     /// `vprintf(fmt, &args)`: the arguments are packed, naturally aligned, into this thread's
     /// local buffer.
     fn vprintf(&self, fmt: V, args: &[V]) -> Res<()> {
-        self.b
-            .declare_extern(".extern .func (.param .b32 func_retval0) vprintf(.param .b64 vprintf_param_0, .param .b64 vprintf_param_1);");
         let mut off = 0u32;
         let mut fields = vec![];
         for a in args {
@@ -258,21 +256,21 @@ impl Gen<'_> {
             off += size;
         }
         let base = self.b.local(off.max(8), 8);
-        let buf = self.b.effect("mov.u64 {d}, __local_depot;", Ty::I64);
-        let buf = self.b.effect(&format!("add.u64 {{d}}, {}, {base};", self.b.o(buf)), Ty::I64);
+        let depot = self.b.sym_addr(Sym::LocalDepot);
+        // Not hoisted: the local buffer is per call site.
+        let buf = self.b.fresh(Ty::I64);
+        self.b.push(Inst::Int { op: IntOp::Add, dst: buf, a: depot, b: V::int(Ty::I64, base as i64) });
         for (o, a) in &fields {
             let a = self.b.materialize(*a);
-            self.b.emit(&format!("st.local.{} [{}+{o}], {};", a.ty.b(), self.b.o(buf), self.b.o(a)));
+            let ty = match a.ty.class_bits() {
+                16 => MemTy::B16,
+                32 => MemTy::B32,
+                _ => MemTy::B64,
+            };
+            self.b.store(Space::Local, ty, &[a], Addr { base: buf, offset: *o as i64 }, None);
         }
-        let gbuf = self.b.effect(&format!("cvta.local.u64 {{d}}, {};", self.b.o(buf)), Ty::I64);
-        let text = format!(
-            "{{\n.param .b64 param0;\nst.param.b64 [param0], {};\n.param .b64 param1;\nst.param.b64 [param1], {};\n.param .b32 retval0;\ncall.uni (retval0), vprintf, (param0, param1);\n}}",
-            self.b.o(fmt),
-            self.b.o(gbuf)
-        );
-        for line in text.lines() {
-            self.b.emit(line);
-        }
+        let gbuf = self.b.cvta(Space::Local, buf);
+        self.b.call(Callee::Vprintf, &[fmt, gbuf]);
         Ok(())
     }
 
@@ -283,27 +281,16 @@ impl Gen<'_> {
         let regs = self.regs(c)?;
         let mut all = V::int(Ty::Pred, 1);
         for v in regs {
-            all = self.b.int_bin(super::ptx::IntOp::And, all, v);
+            all = self.b.int_bin(IntOp::And, all, v);
         }
         let fail = self.block("assert_fail");
         let ok = self.block("assert_ok");
         self.b.cond_br(all, ok, fail);
         self.b.position(fail);
-        self.b.declare_extern(
-            ".extern .func __assertfail(.param .b64 __assertfail_param_0, .param .b64 __assertfail_param_1, .param .b32 __assertfail_param_2, .param .b64 __assertfail_param_3, .param .b64 __assertfail_param_4);",
-        );
         let msg = self.global_string(message);
         let file = self.global_string(&format!("{}.tile", self.k.name));
         let func = self.global_string(&self.k.name);
-        let text = format!(
-            "{{\n.param .b64 param0;\nst.param.b64 [param0], {};\n.param .b64 param1;\nst.param.b64 [param1], {};\n.param .b32 param2;\nst.param.b32 [param2], 0;\n.param .b64 param3;\nst.param.b64 [param3], {};\n.param .b64 param4;\nst.param.b64 [param4], 1;\ncall.uni __assertfail, (param0, param1, param2, param3, param4);\n}}",
-            self.b.o(msg),
-            self.b.o(file),
-            self.b.o(func)
-        );
-        for line in text.lines() {
-            self.b.emit(line);
-        }
+        self.b.call(Callee::AssertFail, &[msg, file, V::int(Ty::I32, 0), func, V::int(Ty::I64, 1)]);
         self.b.trap();
         self.b.position(ok);
         Ok(vec![])

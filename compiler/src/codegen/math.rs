@@ -4,9 +4,9 @@
 //! saturate). 16-bit floats compute in f32 and round once.
 
 use super::fold::Tag;
-use super::ptx::{Cmp, FCmp, FOp, IntOp, Ty, V};
 use super::{Gen, Res, reg_type};
 use crate::dtype::DType;
+use crate::mir::{Cmp, FCmp, FOp, FUn, IntOp, Ty, V};
 use crate::tir::{BinaryOp, Lit, ReduceOp, UnaryOp};
 
 fn is_half(d: DType) -> bool {
@@ -79,7 +79,7 @@ pub(crate) fn binary(g: &Gen<'_>, op: BinaryOp, a: V, c: V, d: DType) -> Res<V> 
             BinaryOp::Div => b.fbin(FOp::Div, x, y),
             BinaryOp::Rem if d == DType::F64 => {
                 // `x - trunc(x / y) · y` (exact only when the quotient is).
-                let q = b.funary("trunc", b.fbin(FOp::Div, x, y));
+                let q = b.funary(FUn::Trunc, b.fbin(FOp::Div, x, y));
                 b.fbin(FOp::Sub, x, b.fbin(FOp::Mul, q, y))
             }
             BinaryOp::Rem => fmod_f32(g, x, y)?,
@@ -254,34 +254,34 @@ pub(crate) fn unary(g: &Gen<'_>, op: UnaryOp, a: V, d: DType) -> Res<V> {
     let x = widen(g, a, d);
     let log2e = std::f64::consts::LOG2_E;
     let mul = |p: V, q: V| b.fbin(FOp::Mul, p, q);
-    let exp2f = |v: V| b.funary("ex2.approx", v);
+    let exp2f = |v: V| b.funary(FUn::Ex2Approx, v);
     let r = match op {
         UnaryOp::Neg => b.neg(x),
-        UnaryOp::Abs => b.funary("abs", x),
-        UnaryOp::Sqrt => b.funary("sqrt.rn", x),
-        UnaryOp::Floor => b.funary("floor", x),
-        UnaryOp::Ceil => b.funary("ceil", x),
+        UnaryOp::Abs => b.funary(FUn::Abs, x),
+        UnaryOp::Sqrt => b.funary(FUn::Sqrt, x),
+        UnaryOp::Floor => b.funary(FUn::Floor, x),
+        UnaryOp::Ceil => b.funary(FUn::Ceil, x),
         UnaryOp::Exp2 => exp2f(x),
         UnaryOp::Exp => exp2f(mul(x, f32c(log2e))),
-        UnaryOp::Log2 => b.funary("lg2.approx", x),
-        UnaryOp::Log => mul(b.funary("lg2.approx", x), f32c(std::f64::consts::LN_2)),
-        UnaryOp::Rsqrt => b.funary("rsqrt.approx", x),
-        UnaryOp::Sin => b.funary("sin.approx", x),
-        UnaryOp::Cos => b.funary("cos.approx", x),
+        UnaryOp::Log2 => b.funary(FUn::Lg2Approx, x),
+        UnaryOp::Log => mul(b.funary(FUn::Lg2Approx, x), f32c(std::f64::consts::LN_2)),
+        UnaryOp::Rsqrt => b.funary(FUn::RsqrtApprox, x),
+        UnaryOp::Sin => b.funary(FUn::SinApprox, x),
+        UnaryOp::Cos => b.funary(FUn::CosApprox, x),
         UnaryOp::Sigmoid => {
             let e = exp2f(mul(x, f32c(-log2e)));
             b.fbin(FOp::Div, f32c(1.0), b.fbin(FOp::Add, f32c(1.0), e))
         }
         UnaryOp::Tanh => {
             // tanh(x) = sign(x) · (1 - 2 / (exp(2|x|) + 1)), stable for large |x|.
-            let ax = b.funary("abs", x);
+            let ax = b.funary(FUn::Abs, x);
             let e = exp2f(mul(ax, f32c(2.0 * log2e)));
             let t = b.fbin(FOp::Sub, f32c(1.0), b.fbin(FOp::Div, f32c(2.0), b.fbin(FOp::Add, e, f32c(1.0))));
             b.copysign(t, x)
         }
         UnaryOp::Erf => {
             // Abramowitz & Stegun 7.1.26: |error| < 1.5e-7, below f32's resolution near 1.
-            let ax = b.funary("abs", x);
+            let ax = b.funary(FUn::Abs, x);
             let t = b.fbin(FOp::Div, f32c(1.0), b.fbin(FOp::Add, f32c(1.0), mul(ax, f32c(0.3275911))));
             let coeffs = [1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592];
             let mut poly = f32c(coeffs[0]);

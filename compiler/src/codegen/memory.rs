@@ -16,11 +16,11 @@
 //! selected outside the tensor. Such a load from an empty tensor (a size of 0), which has no
 //! valid address, is skipped by one uniform branch.
 
-use super::ptx::{Blk, Cmp, IntOp, Ty, V};
-use super::{Cv, Gen, Res, mem_reg_type};
+use super::{Cv, Gen, Ptr, Res, mem_reg_type};
 use crate::dtype::DType;
 use crate::ir::Value;
 use crate::lir::{self, Layout};
+use crate::mir::{Blk, Cmp, IntOp, MemTy, Sem, Ty, V};
 
 /// Where one chunk of a window access goes (the edge path). Its masks are built only where the
 /// generated code needs them (`Gen::chunk_masks`); the chunk statements compute them in PTX
@@ -29,7 +29,7 @@ struct Chunk {
     /// The registers, consecutive along the last dimension.
     regs: Vec<usize>,
     /// The first element's address (valid only where its element is inside).
-    ptr: V,
+    ptr: Ptr,
     /// Linear element offset of the first element.
     lin: V,
     /// The leading indices are inside the tensor.
@@ -51,13 +51,13 @@ struct Masks {
 
 /// A predicated global access of `bytes` bytes: the type of one of its parts, the number of
 /// parts (two 8-byte halves of a 16-byte access) and the PTX type of a part.
-fn access(bytes: usize) -> Option<(Ty, usize, &'static str)> {
+fn access(bytes: usize) -> Option<(Ty, usize, MemTy)> {
     match bytes {
-        1 => Some((Ty::I16, 1, "u8")),
-        2 => Some((Ty::I16, 1, "b16")),
-        4 => Some((Ty::I32, 1, "b32")),
-        8 => Some((Ty::I64, 1, "b64")),
-        16 => Some((Ty::I64, 2, "b64")),
+        1 => Some((Ty::I16, 1, MemTy::U8)),
+        2 => Some((Ty::I16, 1, MemTy::B16)),
+        4 => Some((Ty::I32, 1, MemTy::B32)),
+        8 => Some((Ty::I64, 1, MemTy::B64)),
+        16 => Some((Ty::I64, 2, MemTy::B64)),
         _ => None,
     }
 }
@@ -112,7 +112,7 @@ impl Gen<'_> {
     /// (the window inside the tensor; `unit`: with a unit last stride). Each index `offs + c` is
     /// in range there, so it is sign-extended as `sext(x) + k` where it was built as `x + k`:
     /// every register shares `x`, and the constants end up in the address's immediate offset.
-    fn fast_address(&self, tensor: &Cv, offs: &[V], c: &[V], d: DType, unit: bool) -> Res<V> {
+    fn fast_address(&self, tensor: &Cv, offs: &[V], c: &[V], d: DType, unit: bool) -> Res<Ptr> {
         let Cv::Tensor { ptr, strides, .. } = tensor else { return Err("window access on a non-tensor".into()) };
         let mut lin = V::int(Ty::I64, 0);
         for i in 0..c.len() {
@@ -257,23 +257,18 @@ impl Gen<'_> {
     }
 
     /// `k` consecutive elements of `d` at an address aligned to their size (memory types).
-    fn vector_load(&self, p: V, k: usize, d: DType) -> Res<Vec<V>> {
+    fn vector_load(&self, p: Ptr, k: usize, d: DType) -> Res<Vec<V>> {
         if k * d.size() > 16 {
             // Wider than one access: 16-byte pieces (each aligned, the whole chunk is).
             let per = 16 / d.size();
             let mut out = vec![];
             for i in (0..k).step_by(per) {
-                out.extend(self.vector_load(self.addc(p, (i * d.size()) as i64)?, per.min(k - i), d)?);
+                out.extend(self.vector_load(self.ptr_addc(p, (i * d.size()) as i64)?, per.min(k - i), d)?);
             }
             return Ok(out);
         }
         let (wt, n) = Self::vector_shape(k, d)?;
-        let words: Vec<V> = (0..n).map(|_| self.b.fresh(wt)).collect();
-        let names: Vec<String> = words.iter().map(|&w| self.b.o(w)).collect();
-        let space = if p.ty == Ty::I32 { "shared" } else { "global" };
-        let v = if n == 1 { String::new() } else { format!(".v{n}") };
-        let dst = if n == 1 { names[0].clone() } else { format!("{{{}}}", names.join(", ")) };
-        self.b.emit(&format!("ld.{space}{v}.{} {dst}, {};", wt.b(), self.address(p)));
+        let words = self.b.load(p.space, Sem::Weak, MemTy::of(wt), wt, n, self.address(p.at));
         self.words_to_elems(&words, k, d)
     }
 
@@ -315,21 +310,17 @@ impl Gen<'_> {
         Ok(out)
     }
 
-    fn vector_store(&self, p: V, vals: &[V], d: DType) -> Res<()> {
+    fn vector_store(&self, p: Ptr, vals: &[V], d: DType) -> Res<()> {
         if vals.len() * d.size() > 16 {
             let per = 16 / d.size();
             for (i, c) in vals.chunks(per).enumerate() {
-                self.vector_store(self.addc(p, (i * per * d.size()) as i64)?, c, d)?;
+                self.vector_store(self.ptr_addc(p, (i * per * d.size()) as i64)?, c, d)?;
             }
             return Ok(());
         }
-        let words = self.to_words(vals, d)?;
-        let names: Vec<String> = words.iter().map(|&w| self.b.o(self.b.materialize(w))).collect();
-        let space = if p.ty == Ty::I32 { "shared" } else { "global" };
-        let n = words.len();
-        let v = if n == 1 { String::new() } else { format!(".v{n}") };
-        let src = if n == 1 { names[0].clone() } else { format!("{{{}}}", names.join(", ")) };
-        self.b.emit(&format!("st.{space}{v}.{} {}, {src};", words[0].ty.b(), self.address(p)));
+        let words: Vec<V> = self.to_words(vals, d)?.into_iter().map(|w| self.b.materialize(w)).collect();
+        let ty = MemTy::of(Ty::int_of_bits(words[0].ty.class_bits()));
+        self.b.store(p.space, ty, &words, self.address(p.at), None);
         Ok(())
     }
 
@@ -362,14 +353,6 @@ impl Gen<'_> {
     /// tensor.
     fn masked_chunk_load(&self, ch: &Chunk, strideb: V, d: DType, pad: V) -> Res<Vec<V>> {
         let k = ch.regs.len();
-        if let (Some(shape), Some(aligned)) = (ChunkAsm::new(d.size(), k), ch.aligned) {
-            // One statement for the whole chunk, masks included.
-            let pad_bits = self.to_bits(self.reg_to_mem(pad, d), d)?;
-            let args = vec![ch.lead, aligned, ch.idx, ch.size, ch.ptr, strideb, pad_bits];
-            let outs = self.inline_asm(&shape.load_text(), &shape.load_constraints(), &args)?;
-            let et = mem_reg_type(d);
-            return Ok(outs.into_iter().map(|bits| self.mem_to_reg(self.bits_to_value(bits, et), d)).collect());
-        }
         let Masks { inb, fast } = self.chunk_masks(ch)?;
         let not_fast = self.b.not(fast);
         let conds = inb.iter().map(|inb| self.and(*inb, not_fast)).collect::<Res<Vec<_>>>()?;
@@ -414,13 +397,13 @@ impl Gen<'_> {
     }
 
     /// Element `e` of a chunk starting at `p`, `strideb` bytes apart.
-    fn element_ptr(&self, p: V, e: usize, strideb: V) -> Res<V> {
+    fn element_ptr(&self, p: Ptr, e: usize, strideb: V) -> Res<Ptr> {
         if e == 0 {
             return Ok(p);
         }
         let off = self.mul(strideb, V::int(Ty::I64, e as i64))?;
         // Only dereferenced under the element's mask.
-        self.add(p, off)
+        self.ptr_add(p, off)
     }
 
     /// A window store that drops out-of-range elements; `owner` limits a replicated tile to one
@@ -466,27 +449,17 @@ impl Gen<'_> {
         self.b.position(edge);
         for (ch, m) in self.window_chunks(tensor, &offs, t, d, Some(aligned))?.iter().zip(&mems) {
             let n = ch.regs.len();
-            match (ChunkAsm::new(d.size(), n), ch.aligned) {
-                (Some(shape), Some(aligned)) => {
-                    // One statement for the whole chunk, masks included.
-                    let mut args = vec![ch.lead, aligned, ch.idx, ch.size, ch.ptr, strideb];
-                    args.extend(self.words_to_parts(&self.to_words(m, d)?, n * d.size())?);
-                    self.inline_asm(&shape.store_text(), &shape.store_constraints(), &args)?;
-                }
-                _ => {
-                    let Masks { inb, fast } = self.chunk_masks(ch)?;
-                    let not_fast = self.b.not(fast);
-                    let conds = inb.iter().map(|inb| self.and(*inb, not_fast)).collect::<Res<Vec<_>>>()?;
-                    let vector = n > 1 && access(n * d.size()).is_some();
-                    if vector {
-                        let parts = self.words_to_parts(&self.to_words(m, d)?, n * d.size())?;
-                        self.pred_store(fast, ch.ptr, &parts, n * d.size())?;
-                    }
-                    for (e, inb) in inb.iter().enumerate() {
-                        let c = if vector { conds[e] } else { *inb };
-                        self.store_if(c, self.element_ptr(ch.ptr, e, strideb)?, vals[ch.regs[e]], d)?;
-                    }
-                }
+            let Masks { inb, fast } = self.chunk_masks(ch)?;
+            let not_fast = self.b.not(fast);
+            let conds = inb.iter().map(|inb| self.and(*inb, not_fast)).collect::<Res<Vec<_>>>()?;
+            let vector = n > 1 && access(n * d.size()).is_some();
+            if vector {
+                let parts = self.words_to_parts(&self.to_words(m, d)?, n * d.size())?;
+                self.pred_store(fast, ch.ptr, &parts, n * d.size())?;
+            }
+            for (e, inb) in inb.iter().enumerate() {
+                let c = if vector { conds[e] } else { *inb };
+                self.store_if(c, self.element_ptr(ch.ptr, e, strideb)?, vals[ch.regs[e]], d)?;
             }
         }
         self.b.br(done);
@@ -528,27 +501,22 @@ impl Gen<'_> {
     }
 
     /// `if cond { *p = parts }` in global memory, without a branch: a predicated `st.global`.
-    fn pred_store(&self, cond: V, p: V, parts: &[V], bytes: usize) -> Res<()> {
-        let (_, n, sfx) = access(bytes).ok_or("no predicated store of this size")?;
-        let sfx = if sfx == "u8" { "b8" } else { sfx };
-        let c = self.b.o(self.b.materialize(cond));
-        let a = self.address(p);
-        let names: Vec<String> = parts.iter().map(|&x| self.b.o(self.b.materialize(x))).collect();
+    fn pred_store(&self, cond: V, p: Ptr, parts: &[V], bytes: usize) -> Res<()> {
+        let (_, _, ty) = access(bytes).ok_or("no predicated store of this size")?;
+        let ty = if ty == MemTy::U8 { MemTy::B8 } else { ty };
+        let cond = self.b.materialize(cond);
+        let parts: Vec<V> = parts.iter().map(|&x| self.b.materialize(x)).collect();
         if cond.imm() == Some(0) {
             return Ok(());
         }
-        if n == 1 {
-            self.b.emit(&format!("@{c} st.global.{sfx} {a}, {};", names[0]));
-        } else {
-            self.b.emit(&format!("@{c} st.global.v2.{sfx} {a}, {{{}}};", names.join(", ")));
-        }
+        self.b.store(p.space, ty, &parts, self.address(p.at), Some(cond));
         Ok(())
     }
 
     /// `cond ? *p : init` of `bytes` bytes in global memory, without a branch: a predicated
     /// `ld.global` (its destination starts as `init`, or 0).
-    fn pred_load(&self, cond: V, p: V, init: Option<V>, bytes: usize) -> Res<Vec<V>> {
-        let (it, n, sfx) = access(bytes).ok_or("no predicated load of this size")?;
+    fn pred_load(&self, cond: V, p: Ptr, init: Option<V>, bytes: usize) -> Res<Vec<V>> {
+        let (it, n, ty) = access(bytes).ok_or("no predicated load of this size")?;
         let init = match init {
             Some(v) => self.b.int_cast(v.retype(Ty::int_of_bits(v.ty.class_bits())), it, false),
             None => V::int(it, 0),
@@ -556,31 +524,25 @@ impl Gen<'_> {
         let outs: Vec<V> = (0..n).map(|_| self.b.fresh(it)).collect();
         let init = self.b.materialize(init);
         for o in &outs {
-            self.b.emit(&format!("mov.{} {}, {};", it.b(), self.b.o(*o), self.b.o(init)));
+            self.b.mov(*o, init);
         }
         if cond.imm() == Some(0) {
             return Ok(outs);
         }
-        let c = self.b.o(self.b.materialize(cond));
-        let a = self.address(p);
-        let names: Vec<String> = outs.iter().map(|&x| self.b.o(x)).collect();
-        if n == 1 {
-            self.b.emit(&format!("@{c} ld.global.{sfx} {}, {a};", names[0]));
-        } else {
-            self.b.emit(&format!("@{c} ld.global.v2.{sfx} {{{}}}, {a};", names.join(", ")));
-        }
+        let cond = self.b.materialize(cond);
+        self.b.load_pred(p.space, ty, &outs, self.address(p.at), cond);
         Ok(outs)
     }
 
     /// `cond ? *p : pad` for one element of `d` in global memory, without a branch.
-    pub(crate) fn load_if(&self, cond: V, p: V, d: DType, pad: V) -> Res<V> {
+    pub(crate) fn load_if(&self, cond: V, p: Ptr, d: DType, pad: V) -> Res<V> {
         let pad_bits = self.to_bits(self.reg_to_mem(pad, d), d)?;
         let bits = self.pred_load(cond, p, Some(pad_bits), d.size())?;
         Ok(self.mem_to_reg(self.bits_to_value(bits[0], mem_reg_type(d)), d))
     }
 
     /// `if cond { *p = v }` for one element of `d` in global memory, without a branch.
-    pub(crate) fn store_if(&self, cond: V, p: V, v: V, d: DType) -> Res<()> {
+    pub(crate) fn store_if(&self, cond: V, p: Ptr, v: V, d: DType) -> Res<()> {
         let bits = self.to_bits(self.reg_to_mem(v, d), d)?;
         self.pred_store(cond, p, &[bits], d.size())
     }
@@ -598,149 +560,5 @@ impl Gen<'_> {
             return self.b.icmp(Cmp::Ne, v.retype(Ty::I8), V::int(Ty::I8, 0));
         }
         v
-    }
-}
-
-/// The inline-asm form of an edge-path chunk access: `k` elements of `es` bytes (2, 4 or 8), 4,
-/// 8 or 16 bytes in all, carried as `parts` registers of `part_bytes` bytes. Operands: the
-/// chunk's predicate (`$0`), one predicate per element (`$1..=$k`), the address and the byte
-/// stride of the elements, then the data (stores) or the pad (loads).
-struct ChunkAsm {
-    es: usize,
-    k: usize,
-    parts: usize,
-    part_bytes: usize,
-}
-
-impl ChunkAsm {
-    fn new(es: usize, k: usize) -> Option<ChunkAsm> {
-        let bytes = es * k;
-        if k < 2 || ![2, 4, 8].contains(&es) || ![4, 8, 16].contains(&bytes) {
-            return None;
-        }
-        let part_bytes = bytes.min(8);
-        Some(ChunkAsm { es, k, parts: bytes / part_bytes, part_bytes })
-    }
-
-    fn reg(bytes: usize) -> &'static str {
-        match bytes {
-            2 => "h",
-            4 => "r",
-            _ => "l",
-        }
-    }
-
-    /// The element registers `%te0, …`, declared, and the element address register `%ta`.
-    fn decls(&self) -> String {
-        format!(".reg .b{} %te<{}>;\n.reg .b64 %ta;\n", self.es * 8, self.k)
-    }
-
-    /// `{%te0, …}` of part `j` (or `%tej` when a part is one element).
-    fn part_elems(&self, j: usize) -> String {
-        let per = self.part_bytes / self.es;
-        if per == 1 {
-            return format!("%te{j}");
-        }
-        let names: Vec<String> = (j * per..(j + 1) * per).map(|e| format!("%te{e}")).collect();
-        format!("{{{}}}", names.join(", "))
-    }
-
-    /// The data of the whole chunk: one register, or `{a, b}` of the two halves.
-    fn vector_data(&self, parts: &[String]) -> String {
-        if self.parts == 1 { parts[0].clone() } else { format!("{{{}}}", parts.join(", ")) }
-    }
-
-    /// The PTX type of the whole-chunk access.
-    fn vector_type(&self) -> String {
-        if self.parts == 1 { format!("b{}", self.part_bytes * 8) } else { "v2.b64".into() }
-    }
-
-    /// The chunk's masks from operands `lead` (leading indices inside), `aligned`, `idx` (the
-    /// first element's last index) and `size` (the last dimension): `%tf` the whole chunk as
-    /// one vector access, `%tl` element by element otherwise; `%tq` is set per element by
-    /// `element_mask`.
-    fn masks_text(&self, lead: usize, aligned: usize, idx: usize, size: usize) -> String {
-        let mut t = ".reg .pred %tf, %tl, %tq;\n.reg .b32 %tc;\n".to_string();
-        t += &format!("add.s32 %tc, ${idx}, {};\n", self.k - 1);
-        t += &format!("setp.lt.and.u32 %tf, %tc, ${size}, ${lead};\n");
-        t += &format!("setp.lt.and.u32 %tf, ${idx}, ${size}, %tf;\n");
-        t += &format!("and.pred %tf, %tf, ${aligned};\n");
-        t += "not.pred %tl, %tf;\n";
-        t += &format!("and.pred %tl, %tl, ${lead};\n");
-        t
-    }
-
-    /// `%tq`: element `e` is inside and the chunk is not one vector access.
-    fn element_mask(e: usize, idx: usize, size: usize) -> String {
-        if e == 0 {
-            format!("setp.lt.and.u32 %tq, ${idx}, ${size}, %tl;\n")
-        } else {
-            format!("add.s32 %tc, ${idx}, {e};\nsetp.lt.and.u32 %tq, %tc, ${size}, %tl;\n")
-        }
-    }
-
-    /// Operands: `lead`, `aligned`, `idx`, `size`, the address, the byte stride, the data parts.
-    fn store_text(&self) -> String {
-        let (a, s, data) = (4, 5, 6);
-        let parts: Vec<String> = (0..self.parts).map(|j| format!("${}", data + j)).collect();
-        let mut t = format!("{{\n{}{}", self.decls(), self.masks_text(0, 1, 2, 3));
-        t += &format!("@%tf st.global.{} [${a}], {};\n", self.vector_type(), self.vector_data(&parts));
-        for (j, p) in parts.iter().enumerate() {
-            t += &format!("mov.b{} {}, {p};\n", self.part_bytes * 8, self.part_elems(j));
-        }
-        t += &format!("mov.b64 %ta, ${a};\n");
-        for e in 0..self.k {
-            if e > 0 {
-                t += &format!("add.s64 %ta, %ta, ${s};\n");
-            }
-            t += &ChunkAsm::element_mask(e, 2, 3);
-            t += &format!("@%tq st.global.b{} [%ta], %te{e};\n", self.es * 8);
-        }
-        t + "}"
-    }
-
-    fn store_constraints(&self) -> String {
-        let mut c = vec!["b", "b", "r", "r", "l", "l"];
-        c.extend(vec![ChunkAsm::reg(self.part_bytes); self.parts]);
-        c.push("~{memory}");
-        c.join(",")
-    }
-
-    /// Outputs `$0..$k-1` (the elements); then `lead`, `aligned`, `idx`, `size`, the address,
-    /// the byte stride and the pad.
-    fn load_text(&self) -> String {
-        let k = self.k;
-        let (lead, aligned, idx, size, a, s, pad) = (k, k + 1, k + 2, k + 3, k + 4, k + 5, k + 6);
-        let tmp: Vec<String> = (0..self.parts).map(|j| format!("%tp{j}")).collect();
-        let mut t = format!("{{\n{}.reg .b{} %tp<{}>;\n", self.decls(), self.part_bytes * 8, self.parts);
-        t += &self.masks_text(lead, aligned, idx, size);
-        for e in 0..k {
-            t += &format!("mov.b{} ${e}, ${pad};\n", self.es * 8);
-        }
-        t += &format!("@%tf ld.global.{} {}, [${a}];\n", self.vector_type(), self.vector_data(&tmp));
-        for (j, p) in tmp.iter().enumerate() {
-            t += &format!("@%tf mov.b{} {}, {p};\n", self.part_bytes * 8, self.part_elems(j));
-        }
-        for e in 0..k {
-            t += &format!("@%tf mov.b{} ${e}, %te{e};\n", self.es * 8);
-        }
-        t += &format!("mov.b64 %ta, ${a};\n");
-        for e in 0..k {
-            if e > 0 {
-                t += &format!("add.s64 %ta, %ta, ${s};\n");
-            }
-            t += &ChunkAsm::element_mask(e, idx, size);
-            t += &format!("@%tq ld.global.b{} ${e}, [%ta];\n", self.es * 8);
-        }
-        t + "}"
-    }
-
-    fn load_constraints(&self) -> String {
-        let r = ChunkAsm::reg(self.es);
-        let out = format!("=&{r}");
-        let mut c = vec![out.as_str(); self.k];
-        c.extend(["b", "b", "r", "r", "l", "l", r]);
-        c.push("~{memory}");
-        c.join(",")
     }
 }

@@ -16,11 +16,11 @@
 //! `ldmatrix`; a row-major `[k, n]` one is read element by element (no transposing `ldmatrix`
 //! exists for 32-bit or 8-bit elements). C/D have the same layout, f32 or s32.
 
-use super::ptx::{Cmp, IntOp, Ty, V};
 use super::{Cv, Gen, Res};
 use crate::dtype::DType;
 use crate::ir::Value;
 use crate::lir::{self, Layout};
+use crate::mir::{Callee, Cmp, IntOp, SReg, Sym, Ty, V};
 
 impl Gen<'_> {
     /// `(warp_m, warp_n, g, t, lane)` of this thread for an MMA layout (built once per kernel).
@@ -346,7 +346,7 @@ impl Gen<'_> {
                     None => lin,
                 };
                 // Only bytes inside the tensor are read.
-                let src = self.gep(ptr, lin, dtype)?;
+                let src = self.gep(ptr, lin, dtype)?.at;
                 let off = self.add(self.addc(ch.smem, offset as i64)?, base)?;
                 let dst = self.smem_addr32(off)?;
                 match ch.in_tile {
@@ -376,7 +376,7 @@ impl Gen<'_> {
         args.extend(&strides);
         args.extend(&offs);
         args.push(dst);
-        self.b.call(&f, &args);
+        self.b.call(f, &args);
         self.b.br(done);
         self.b.position(done);
         Ok(())
@@ -384,7 +384,7 @@ impl Gen<'_> {
 
     /// The device function `(ptr, sizes: i32…, strides: i64…, offs: i32…, dst: i32)` that does
     /// `slow_copy` for this dtype, shape and swizzle; built once.
-    fn slow_copy_fn(&mut self, dtype: DType, shape: &[i64], swizzled: bool) -> Res<String> {
+    fn slow_copy_fn(&mut self, dtype: DType, shape: &[i64], swizzled: bool) -> Res<Callee> {
         let key = (dtype, shape.to_vec(), swizzled);
         if let Some(f) = self.slow_copies.get(&key) {
             return Ok(f.clone());
@@ -397,9 +397,8 @@ impl Gen<'_> {
         params.extend(vec![Ty::I32; rank + 1]);
         // Build it with this generator pointed at the function (its own registers and
         // value tables), then point it back.
-        let outer = self.b.begin_func();
-        let vals: Vec<V> =
-            params.iter().enumerate().map(|(i, &t)| self.b.effect(&format!("ld.param.{} {{d}}, [{name}_param_{i}];", t.b()), t)).collect();
+        let outer = self.b.begin_func(&name);
+        let vals: Vec<V> = params.iter().map(|&t| self.b.param(t)).collect();
         let saved = (
             self.tid,
             self.smem,
@@ -413,8 +412,8 @@ impl Gen<'_> {
             self.facts.take(),
             self.sexts.take(),
         );
-        self.tid = self.b.effect("mov.u32 {d}, %tid.x;", Ty::I32);
-        self.smem = self.b.effect("mov.u32 {d}, tessera_smem;", Ty::I32);
+        self.tid = self.b.sreg(SReg::Tid);
+        self.smem = self.b.sym_addr(Sym::Smem);
         self.note(self.tid, Some(super::fold::Facts { lo: 0, hi: self.k.threads as i64 - 1, align: 1 }));
         let body = self.b.block("body");
         self.b.br(body);
@@ -433,10 +432,10 @@ impl Gen<'_> {
         self.cmps.replace(saved.8);
         self.facts.replace(saved.9);
         self.sexts.replace(saved.10);
-        self.b.end_func(outer, &name, &params);
+        let f = self.b.end_func(outer);
         built?;
-        self.slow_copies.insert(key, name.clone());
-        Ok(name)
+        self.slow_copies.insert(key, f.clone());
+        Ok(f)
     }
 
     /// Copies the window of `shape` at `offs` element by element into shared memory at byte
@@ -558,7 +557,7 @@ impl Gen<'_> {
 
     /// `shfl.sync.bfly` of a register across the full warp.
     pub(crate) fn shfl_xor(&self, v: V, lane_mask: i64) -> Res<V> {
-        self.shfl("bfly", v, self.i32c(lane_mask))
+        self.shfl(crate::mir::ShflMode::Bfly, v, self.i32c(lane_mask))
     }
 
     /// `acc + a · b` with `a` in registers (`#mma<w×1>`, 16-bit floats) and `b` swizzled in

@@ -1,11 +1,11 @@
-//! Thread IR → PTX text, directly (no LLVM: see `docs/architecture.md` for why).
+//! Thread IR → machine IR (`mir`), which the emitters (`emit`) turn into PTX.
 //!
 //! Each thread-IR tile becomes, per thread, the list of values of the elements that thread
 //! holds (its "registers", in the layout's order); tensors become a 64-bit address with i32 sizes
 //! and i64 strides. Structured control flow becomes loops and diamonds whose phis are register
 //! copies. Element addresses, bounds masks and shared-memory offsets are computed from the
 //! layout, per register, through `fold` (which builds each distinct value once); the builder
-//! (`ptx`) folds constants and moves loop-invariant arithmetic out of loops.
+//! (`mir::builder`) folds constants and moves loop-invariant arithmetic out of loops.
 
 mod control;
 mod fold;
@@ -13,7 +13,6 @@ mod indexed;
 mod math;
 mod memory;
 mod mma;
-pub(crate) mod ptx;
 mod reduce;
 mod scan;
 mod shuffle;
@@ -24,8 +23,9 @@ use crate::diag::Diagnostic;
 use crate::dtype::DType;
 use crate::ir::{Block, Value};
 use crate::lir::{self, Layout, OpKind};
+use crate::mir::builder::Builder;
+use crate::mir::{Addr, Blk, Cmp, FCmp, MemTy, SReg, Space, Sym, Ty, V};
 use crate::tir::{self, BinaryOp, CmpOp, ParamKind, ReduceOp, row_major};
-use ptx::{Blk, Builder, Cmp, FCmp, Ty, V};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -34,24 +34,19 @@ type Res<T> = Result<T, String>;
 /// The body of a counted loop: (generator, induction variable, carried values) → next values.
 type LoopBody<'a, 'm> = &'a mut dyn FnMut(&mut Gen<'m>, V, &[V]) -> Res<Vec<V>>;
 
-/// What [`emit`] made of one kernel.
-pub struct Emitted {
-    pub ptx: String,
-    /// Milliseconds spent generating it.
-    pub ms: f64,
-}
-
-/// Generates the PTX of one kernel.
-pub fn emit(k: &lir::Kernel, target: Target) -> Result<Emitted, Diagnostic> {
-    let clock = std::time::Instant::now();
-    let ptx = emit_inner(k, target).map_err(|e| Diagnostic::ice("codegen", e))?;
-    Ok(Emitted { ptx, ms: clock.elapsed().as_secs_f64() * 1e3 })
-}
-
-fn emit_inner(k: &lir::Kernel, target: Target) -> Res<String> {
+/// Builds the machine IR of one kernel.
+pub fn codegen(k: &lir::Kernel, target: Target) -> Result<crate::mir::Module, Diagnostic> {
     let mut g = Gen::new(k, target);
-    g.kernel()?;
-    Ok(g.b.finish(&k.name, &g.params, k.threads))
+    g.kernel().map_err(|e| Diagnostic::ice("codegen", e))?;
+    Ok(g.b.finish(&k.name, k.threads))
+}
+
+/// A memory address: a register (or constant) in an address space (32 bits in shared memory,
+/// 64 in global memory).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Ptr {
+    pub(crate) at: V,
+    pub(crate) space: Space,
 }
 
 #[derive(Clone)]
@@ -73,8 +68,6 @@ pub(crate) struct Gen<'m> {
     pub(crate) tid: V,
     /// The shared-memory window address of `tessera_smem` (32 bits).
     smem: V,
-    /// The kernel's PTX parameter types.
-    params: Vec<Ty>,
     /// Whether some `local_mma` runs as `wgmma` (its shared-memory reads go through the async
     /// proxy, so barriers that publish shared-memory writes also fence the proxies).
     uses_wgmma: bool,
@@ -95,12 +88,12 @@ pub(crate) struct Gen<'m> {
     /// How many ops use each value (accumulators used once are updated in place).
     uses: HashMap<Value, u32>,
     /// Special registers read (once, in the entry block).
-    sregs: RefCell<HashMap<&'static str, V>>,
+    sregs: RefCell<HashMap<SReg, V>>,
     /// How many loops enclose the code being built.
     loop_depth: std::cell::Cell<u32>,
     /// The device functions of the element-by-element window copies, by dtype, shape and
     /// swizzle (`async_copy`'s slow path).
-    slow_copies: HashMap<(DType, Vec<i64>, bool), String>,
+    slow_copies: HashMap<(DType, Vec<i64>, bool), crate::mir::Callee>,
 }
 
 impl<'m> Gen<'m> {
@@ -116,8 +109,8 @@ impl<'m> Gen<'m> {
                 *uses.entry(o).or_default() += 1;
             }
         });
-        let tid = b.effect("mov.u32 {d}, %tid.x;", Ty::I32);
-        let smem = b.effect("mov.u32 {d}, tessera_smem;", Ty::I32);
+        let tid = b.sreg(SReg::Tid);
+        let smem = b.sym_addr(Sym::Smem);
         b.set_uniform(smem);
         let body = b.block("body");
         b.br(body);
@@ -128,7 +121,6 @@ impl<'m> Gen<'m> {
             vals: HashMap::new(),
             tid,
             smem,
-            params: vec![],
             uses_wgmma,
             cse: RefCell::default(),
             plus_const: RefCell::default(),
@@ -146,14 +138,7 @@ impl<'m> Gen<'m> {
 
     /// Reads the next kernel parameter (in the entry block).
     fn param(&mut self, ty: Ty) -> V {
-        let i = self.params.len();
-        self.params.push(ty);
-        let name = &self.k.name;
-        let t = ptx::param_type(ty);
-        let ty = if ty == Ty::Pred { Ty::I8 } else { ty };
-        let v = self.b.at_entry(|| self.b.effect(&format!("ld.param.{t} {{d}}, [{name}_param_{i}];"), ty));
-        self.b.set_uniform(v);
-        v
+        self.b.param(ty)
     }
 
     fn kernel(&mut self) -> Res<()> {
@@ -191,11 +176,11 @@ impl<'m> Gen<'m> {
     }
 
     /// A special register (`%ctaid.x`, …), read once in the entry block.
-    pub(crate) fn sreg(&self, name: &'static str) -> V {
-        if let Some(&v) = self.sregs.borrow().get(name) {
+    pub(crate) fn sreg(&self, name: SReg) -> V {
+        if let Some(&v) = self.sregs.borrow().get(&name) {
             return v;
         }
-        let v = self.b.at_entry(|| self.b.effect(&format!("mov.u32 {{d}}, %{name};"), Ty::I32));
+        let v = self.b.at_entry(|| self.b.sreg(name));
         // Block indices and counts are the same in every thread of the block.
         self.b.set_uniform(v);
         self.note(v, Some(fold::Facts { lo: 0, hi: i32::MAX as i64, align: 1 }));
@@ -218,7 +203,7 @@ impl<'m> Gen<'m> {
     /// wait would make ptxas serialise the pipeline.
     pub(crate) fn inline_asm_tied(&self, text: &str, constraints: &str, args: &[V], in_place: bool) -> Res<Vec<V>> {
         let mut outs: Vec<V> = vec![];
-        let mut names: Vec<String> = vec![];
+        let mut inputs: Vec<V> = vec![];
         let mut ai = 0;
         for c in constraints.split(',') {
             let c = c.trim();
@@ -234,57 +219,33 @@ impl<'m> Gen<'m> {
                     "d" => Ty::F64,
                     other => return Err(format!("inline asm output constraint `{other}`")),
                 };
-                let v = self.b.fresh(ty);
-                names.push(self.b.o(v));
-                outs.push(v);
+                outs.push(self.b.fresh(ty));
                 continue;
             }
             let a = *args.get(ai).ok_or_else(|| format!("inline asm `{text}`: too few operands"))?;
             ai += 1;
             if let Ok(tied) = c.parse::<usize>() {
-                let mut out = *outs.get(tied).ok_or("inline asm tied to a missing output")?;
+                let out = *outs.get(tied).ok_or("inline asm tied to a missing output")?;
                 if in_place
                     && a.imm().is_none()
                     && self.b.depth_of(a) == Some(self.b.loop_level())
                     && a.ty.class_bits() == out.ty.class_bits()
                 {
-                    out = a.retype(out.ty);
-                    outs[tied] = out;
-                    names[tied] = self.b.o(out);
+                    // The accumulator is updated in its own register.
+                    outs[tied] = a.retype(out.ty);
                 } else if a != out {
                     let a = self.b.materialize(a);
-                    self.b.emit(&format!("mov.{} {}, {};", out.ty.b(), self.b.o(out), self.b.o(a.retype(out.ty))));
+                    self.b.mov(out, a.retype(out.ty));
                 }
-                names.push(self.b.o(out));
+                inputs.push(outs[tied]);
                 continue;
             }
-            let a = self.b.materialize(a);
-            names.push(self.b.o(a));
+            inputs.push(self.b.materialize(a));
         }
         if ai != args.len() {
             return Err(format!("inline asm `{text}`: {} operands for {ai} constraints", args.len()));
         }
-        let mut out = String::with_capacity(text.len() + 16);
-        let bytes = text.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'$' && i + 1 < bytes.len() && bytes[i + 1].is_ascii_digit() {
-                let mut j = i + 1;
-                while j < bytes.len() && bytes[j].is_ascii_digit() {
-                    j += 1;
-                }
-                let n: usize = text[i + 1..j].parse().map_err(|_| "inline asm operand number")?;
-                out.push_str(names.get(n).ok_or_else(|| format!("inline asm `{text}` names operand {n}"))?);
-                i = j;
-            } else {
-                let ch = text[i..].chars().next().ok_or("inline asm text")?;
-                out.push(ch);
-                i += ch.len_utf8();
-            }
-        }
-        for line in out.lines() {
-            self.b.emit(line);
-        }
+        self.b.asm(text, constraints, outs.clone(), inputs);
         Ok(outs)
     }
 
@@ -297,7 +258,7 @@ impl<'m> Gen<'m> {
 
     /// `bar.sync 0`.
     pub(crate) fn barrier(&self) {
-        self.b.emit("bar.sync 0;");
+        self.b.barrier();
     }
 
     pub(crate) fn regs(&self, v: Value) -> Res<Vec<V>> {
@@ -409,15 +370,25 @@ impl<'m> Gen<'m> {
     }
 
     /// The 32-bit shared-memory address of a byte offset, for inline asm (`ldmatrix`,
-    /// `cp.async`) and `ld.shared`/`st.shared`: shared addresses fit in 32 bits.
+    /// `cp.async`): shared addresses fit in 32 bits.
     pub(crate) fn smem_addr32(&self, byte_offset: V) -> Res<V> {
         self.add(self.smem, byte_offset)
     }
 
-    /// A shared-memory address (32 bits: `load_mem`/`store_mem` read a 32-bit address as
-    /// shared, a 64-bit one as global).
-    pub(crate) fn smem_ptr(&self, byte_offset: V) -> Res<V> {
-        self.smem_addr32(byte_offset)
+    /// The shared-memory address of a byte offset.
+    pub(crate) fn smem_ptr(&self, byte_offset: V) -> Res<Ptr> {
+        Ok(Ptr { at: self.smem_addr32(byte_offset)?, space: Space::Shared })
+    }
+
+    /// `p` plus `bytes`.
+    pub(crate) fn ptr_add(&self, p: Ptr, bytes: V) -> Res<Ptr> {
+        let bytes = if p.space == Space::Shared { bytes } else { self.sext(bytes, Ty::I64)? };
+        Ok(Ptr { at: self.add(p.at, bytes)?, space: p.space })
+    }
+
+    /// `p` plus a constant number of bytes.
+    pub(crate) fn ptr_addc(&self, p: Ptr, bytes: i64) -> Res<Ptr> {
+        Ok(Ptr { at: self.addc(p.at, bytes)?, space: p.space })
     }
 
     /// The address of element `idx` (i64) of `d` from `ptr`. The scaling distributes over the
@@ -425,7 +396,7 @@ impl<'m> Gen<'m> {
     /// thread but not in the current loop (their part of the address is built once, outside
     /// it), then those that vary in it, then the ones the same in every thread (per-register
     /// offsets such as `k · stride`, which ptxas keeps in uniform registers), constants last.
-    pub(crate) fn gep(&self, ptr: V, idx: V, d: DType) -> Res<V> {
+    pub(crate) fn gep(&self, ptr: V, idx: V, d: DType) -> Res<Ptr> {
         let size = d.size() as i64;
         let mut terms = vec![];
         let mut k = 0i64;
@@ -441,7 +412,7 @@ impl<'m> Gen<'m> {
         for t in terms {
             p = self.add(p, self.mul_wide(t, size)?)?;
         }
-        self.addc(p, k.wrapping_mul(size))
+        Ok(Ptr { at: self.addc(p, k.wrapping_mul(size))?, space: Space::Global })
     }
 
     /// The summands of `v` (as `fold::add` built it) and its constant part.
@@ -468,31 +439,26 @@ impl<'m> Gen<'m> {
         }
     }
 
-    /// `[x+k]` of an address built as `x + k` (the constant in the instruction).
-    pub(crate) fn address(&self, p: V) -> String {
+    /// `x + k` of an address built as `x + k` (the constant in the instruction).
+    pub(crate) fn address(&self, p: V) -> Addr {
         match self.split_const(p) {
-            Some((x, k)) if (-(1 << 31)..1 << 31).contains(&k) => self.b.addr(x, k),
-            _ => self.b.addr(p, 0),
+            Some((x, k)) if (-(1 << 31)..1 << 31).contains(&k) => Addr { base: x, offset: k },
+            _ => Addr { base: p, offset: 0 },
         }
     }
 
-    fn space(p: V) -> &'static str {
-        if p.ty == Ty::I32 { "shared" } else { "global" }
-    }
-
-    pub(crate) fn load_mem(&self, ptr: V, d: DType) -> Res<V> {
+    pub(crate) fn load_mem(&self, ptr: Ptr, d: DType) -> Res<V> {
         let ty = mem_reg_type(d);
-        let v = self.b.effect(&format!("ld.{}.{} {{d}}, {};", Self::space(ptr), ty.mem(), self.address(ptr)), ty);
+        let v = self.b.load(ptr.space, crate::mir::Sem::Weak, MemTy::of(ty), ty, 1, self.address(ptr.at))[0];
         if d == DType::Bool {
             return Ok(self.b.icmp(Cmp::Ne, v, V::int(Ty::I8, 0)));
         }
         Ok(v)
     }
 
-    pub(crate) fn store_mem(&self, ptr: V, v: V, d: DType) -> Res<()> {
+    pub(crate) fn store_mem(&self, ptr: Ptr, v: V, d: DType) -> Res<()> {
         let v = if d == DType::Bool { self.b.int_cast(v, Ty::I8, false) } else { v };
-        let text = format!("st.{}.{} {}, {};", Self::space(ptr), v.ty.mem(), self.address(ptr), self.b.o(v));
-        self.b.emit(&text);
+        self.b.store(ptr.space, MemTy::of(v.ty), &[v], self.address(ptr.at), None);
         Ok(())
     }
 
@@ -518,7 +484,7 @@ impl<'m> Gen<'m> {
         let next = body(self, j, &phis);
         self.loop_depth.set(self.loop_depth.get() - 1);
         let next = next?;
-        let j1 = self.b.int_bin(ptx::IntOp::Add, j, self.i32c(1));
+        let j1 = self.b.int_bin(crate::mir::IntOp::Add, j, self.i32c(1));
         let cont = self.b.icmp(Cmp::Slt, j1, self.i32c(n));
         let end = self.b.current();
         self.b.incoming(j, j1, end);
@@ -782,12 +748,8 @@ impl<'m> Gen<'m> {
             }
             tir::OpKind::ProgramId(a) | tir::OpKind::NumPrograms(a) => {
                 let name = match (matches!(kind, tir::OpKind::ProgramId(_)), *a) {
-                    (true, 0) => "ctaid.x",
-                    (true, 1) => "ctaid.y",
-                    (true, 2) => "ctaid.z",
-                    (false, 0) => "nctaid.x",
-                    (false, 1) => "nctaid.y",
-                    (false, 2) => "nctaid.z",
+                    (true, a @ 0..=2) => SReg::CtaId(a as u8),
+                    (false, a @ 0..=2) => SReg::NCtaId(a as u8),
                     _ => return Err("axis > 2".into()),
                 };
                 one(vec![self.sreg(name)])
@@ -852,7 +814,7 @@ impl<'m> Gen<'m> {
                 }
                 let dt = self.ty(operands[0]).dtype();
                 // An out-of-range view gets sizes 0, so it is never read.
-                let p = self.gep(ptr, lin, dt)?;
+                let p = self.gep(ptr, lin, dt)?.at;
                 let mut nsizes = vec![];
                 for s in &sizes[k..] {
                     nsizes.push(self.select(valid, *s, self.i32c(0))?);
@@ -984,7 +946,7 @@ impl<'m> Gen<'m> {
         let yields = self.region(region);
         self.loop_depth.set(self.loop_depth.get() - 1);
         let flat_next = Self::flatten(&yields?)?;
-        let next_iv = self.b.int_bin(ptx::IntOp::Add, iv, step);
+        let next_iv = self.b.int_bin(crate::mir::IntOp::Add, iv, step);
         let latch = self.b.current();
         self.b.incoming(iv, next_iv, latch);
         for (p, nx) in phis.iter().zip(&flat_next) {

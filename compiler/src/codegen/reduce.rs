@@ -2,11 +2,11 @@
 //! registers first, then butterfly shuffles among the lanes that share a row, then one value per
 //! warp through shared memory. See `lir::OpKind::ShuffleReduce`.
 
-use super::ptx::{Cmp, V};
 use super::{Gen, Res};
 use crate::dtype::DType;
 use crate::ir::Value;
 use crate::lir::{self, Layout};
+use crate::mir::{Cmp, V};
 use crate::tir::{BinaryOp, ReduceOp};
 
 impl Gen<'_> {

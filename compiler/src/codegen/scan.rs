@@ -8,10 +8,10 @@
 //! non-NaN element, so ties keep the first index and NaNs are skipped (the interpreter's rule).
 //! Sums of f16/bf16 accumulate in f32, as reductions do.
 
-use super::ptx::{Cmp, FCmp, IntOp, V};
 use super::{Cv, Gen, Res, math, row_major};
 use crate::dtype::DType;
 use crate::lir;
+use crate::mir::{Cmp, FCmp, IntOp, V};
 use crate::tir::{ArgOp, BinaryOp, Lit, ReduceOp, ScanOp};
 
 impl Gen<'_> {

@@ -2,10 +2,10 @@
 //! thread's own registers or a register of another lane read with `shfl.sync.idx`, as
 //! the op's plan (`lir::shuffle::plan`) says; and the 32-bit warp shuffles of any element type.
 
-use super::ptx::{Cmp, Ty, V};
 use super::{Gen, Res};
 use crate::ir::Value;
 use crate::lir::shuffle;
+use crate::mir::{Cmp, ShflMode, Ty, V};
 use std::collections::HashMap;
 
 impl Gen<'_> {
@@ -22,7 +22,7 @@ impl Gen<'_> {
                     Some(v) => *v,
                     None => {
                         let l = self.lane_of(lane)?;
-                        let v = self.shfl("idx", reg(*r)?, l)?;
+                        let v = self.shfl(ShflMode::Idx, reg(*r)?, l)?;
                         done.insert(s, v);
                         v
                     }
@@ -35,7 +35,7 @@ impl Gen<'_> {
                         let want = self.lane_of(pick)?;
                         let mut v: Option<V> = None;
                         for (i, &r) in rs.iter().enumerate() {
-                            let x = self.shfl("idx", reg(r)?, l)?;
+                            let x = self.shfl(ShflMode::Idx, reg(r)?, l)?;
                             v = Some(match v {
                                 None => x,
                                 Some(acc) => {
@@ -73,7 +73,7 @@ impl Gen<'_> {
 
     /// A full-warp 32-bit shuffle (`mode` is `idx` or `bfly`) of a value of any type: narrower
     /// values are widened, 64-bit ones shuffled in two halves.
-    pub(crate) fn shfl(&self, mode: &str, v: V, lane: V) -> Res<V> {
+    pub(crate) fn shfl(&self, mode: ShflMode, v: V, lane: V) -> Res<V> {
         if v.ty == Ty::Pred {
             let w = self.shfl(mode, self.b.int_cast(v, Ty::I32, false), lane)?;
             return Ok(self.b.icmp(Cmp::Ne, w, V::int(Ty::I32, 0)));
@@ -90,8 +90,7 @@ impl Gen<'_> {
         let mut out = vec![];
         for p in parts {
             let p = self.b.materialize(p);
-            let text = format!("shfl.sync.{mode}.b32 {{d}}, {}, {}, 31, -1;", self.b.o(p), self.b.o(lane));
-            out.push(self.b.effect(&text, Ty::I32));
+            out.push(self.b.shfl(mode, p, lane, 31));
         }
         let joined = match width {
             64 => self.b.pack(&out, Ty::I64),

@@ -12,11 +12,11 @@
 //! register order: in warpgroup `w / 4` that is the fragment of the 64-row `wgmma` tile at row
 //! `64·(w / 4) + 16·W·s`.
 
-use super::ptx::{IntOp, Ty, V};
 use super::{Cv, Gen, Res};
 use crate::dtype::DType;
 use crate::ir::Value;
 use crate::lir;
+use crate::mir::{IntOp, Ty, V};
 use std::collections::HashMap;
 
 /// The descriptor fields that do not depend on the address: `(LBO, SBO, swizzle mode) << …`.

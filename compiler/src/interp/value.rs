@@ -7,7 +7,6 @@
 //! equal values always have equal representations.
 
 use crate::dtype::DType;
-use half::{bf16, f16};
 use std::rc::Rc;
 
 /// The elements of a tile, row-major.
@@ -79,36 +78,10 @@ pub(crate) fn numel(shape: &[i64]) -> usize {
     shape.iter().fold(1usize, |n, &d| n.saturating_mul(d.max(0) as usize))
 }
 
-/// Rounds an `f64` to the nearest value of the float `dtype`, ties to even.
-///
-/// f16 and bf16 go through f32 with round-to-odd: `half`'s own `from_f64` drops the low 32
-/// mantissa bits before rounding, which misrounds values just above a tie. Rounding to odd at
-/// 24 bits and then to nearest at 11 (or 8) bits is exact, because 24 ≥ 11 + 2.
+/// Rounds an `f64` to the nearest value of the float `dtype`, ties to even
+/// (`dtype::round_float`, the one rounding of the project).
 pub(crate) fn round_to(dtype: DType, x: f64) -> f64 {
-    match dtype {
-        DType::F32 => x as f32 as f64,
-        DType::F16 => f16::from_f32(f64_to_f32_odd(x)).to_f64(),
-        DType::BF16 => bf16::from_f32(f64_to_f32_odd(x)).to_f64(),
-        _ => x,
-    }
-}
-
-/// `x` rounded to f32 precision with round-to-odd (truncate, then set the last bit if inexact).
-fn f64_to_f32_odd(x: f64) -> f32 {
-    let f = x as f32;
-    if x.is_nan() || f as f64 == x {
-        return f;
-    }
-    if f.is_infinite() {
-        // A finite value beyond f32's range: the largest finite f32 (whose last bit is odd).
-        return f32::MAX.copysign(f);
-    }
-    let mut bits = f.to_bits();
-    if (f as f64).abs() > x.abs() {
-        // Nearest rounded away from zero: step one ulp back toward zero to truncate.
-        bits -= 1;
-    }
-    f32::from_bits(bits | 1)
+    crate::dtype::round_float(dtype, x)
 }
 
 /// Wraps an integer to `dtype`'s width (two's complement), in the normalised representation.

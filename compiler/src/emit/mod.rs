@@ -1,0 +1,5 @@
+//! Machine IR → PTX text: the last stage. Two emitters read the same machine IR: `ptx` prints
+//! it directly (fast), and `llvm` (the cargo feature of that name) translates it to LLVM IR and
+//! lets LLVM's NVPTX back end write the PTX.
+
+pub mod ptx;
