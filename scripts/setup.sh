@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian 12 machine (with Rust already installed) to build and test Tessera:
-# the build needs nothing beyond Rust (the compiler writes PTX itself); the tests assemble every
-# kernel with ptxas, so:
+#   - LLVM 19 (llvm-19-dev libpolly-19-dev libzstd-dev), linked statically into the compiler for
+#     its default `llvm` emitter, when /usr/lib/llvm-19/bin/llvm-config is missing, from
+#     Debian's apt repositories (a build with `--no-default-features` needs only Rust);
 #   - ptxas (CUDA 12.9, no GPU needed) from the pip package nvidia-cuda-nvcc-cu12 when no ptxas
 #     is found on PATH or under python's site-packages.
 # Idempotent: what is already there is left alone. Not root and no passwordless sudo: prints
@@ -9,9 +10,13 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+LLVM_CONFIG=/usr/lib/llvm-19/bin/llvm-config
+APT_PACKAGES=(llvm-19-dev libpolly-19-dev libzstd-dev)
 PIP_PACKAGE=nvidia-cuda-nvcc-cu12==12.9.86
 
+need_llvm=0
 need_ptxas=0
+[ -x "$LLVM_CONFIG" ] || need_llvm=1
 "$here/find-ptxas.sh" >/dev/null 2>&1 || need_ptxas=1
 
 # How to run a command as root: directly, through passwordless sudo, or not at all.
@@ -21,6 +26,29 @@ elif command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then
     as_root=(sudo -n)
 else
     as_root=(none)
+fi
+
+if [ "$need_llvm" -eq 1 ] && [ "${as_root[0]:-}" = none ]; then
+    echo "setup: LLVM 19 is missing ($LLVM_CONFIG) and this user cannot install packages" >&2
+    echo "setup: run these commands as root, then run scripts/setup.sh again:" >&2
+    echo "    apt-get update"
+    echo "    DEBIAN_FRONTEND=noninteractive apt-get install -y ${APT_PACKAGES[*]}"
+    if [ "$need_ptxas" -eq 1 ]; then
+        echo "    python3 -m pip install $PIP_PACKAGE    # as this user, or add --user"
+    fi
+    exit 1
+fi
+
+if [ "$need_llvm" -eq 1 ]; then
+    echo "setup: installing ${APT_PACKAGES[*]}" >&2
+    "${as_root[@]}" apt-get update
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${APT_PACKAGES[@]}"
+    if [ ! -x "$LLVM_CONFIG" ]; then
+        echo "setup: apt-get finished but $LLVM_CONFIG is still missing" >&2
+        exit 1
+    fi
+else
+    echo "setup: LLVM 19 found: $LLVM_CONFIG" >&2
 fi
 
 if [ "$need_ptxas" -eq 1 ]; then

@@ -85,6 +85,43 @@ impl Source {
     }
 }
 
+/// Which emitter turns the machine IR into PTX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Codegen {
+    /// Through LLVM 19's NVPTX back end (the default, when built with the `llvm` feature).
+    Llvm,
+    /// The machine IR printed as PTX directly (no LLVM; faster to compile).
+    Ptx,
+}
+
+impl Codegen {
+    pub fn name(self) -> &'static str {
+        match self {
+            Codegen::Llvm => "llvm",
+            Codegen::Ptx => "ptx",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Codegen> {
+        match s {
+            "llvm" => Some(Codegen::Llvm),
+            "ptx" => Some(Codegen::Ptx),
+            _ => None,
+        }
+    }
+
+    /// Whether this build of the compiler has the emitter.
+    pub fn available(self) -> bool {
+        self == Codegen::Ptx || cfg!(feature = "llvm")
+    }
+}
+
+impl Default for Codegen {
+    fn default() -> Codegen {
+        if cfg!(feature = "llvm") { Codegen::Llvm } else { Codegen::Ptx }
+    }
+}
+
 /// How to compile.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -106,6 +143,10 @@ pub struct Options {
     /// f32 `dot`s may run on the tensor cores as tf32 (10-bit mantissa operands, f32
     /// accumulation: about 1e-3 relative error); without it they are exact f32 FMAs.
     pub tf32: bool,
+    /// The emitter (machine IR → PTX).
+    pub codegen: Codegen,
+    /// Keep the LLVM IR of the `llvm` emitter (`CompiledKernel::llvm_ir`, `--emit llvm`).
+    pub keep_llvm_ir: bool,
 }
 
 /// What a loader needs to launch a kernel: enough for an AOT build to be launched without the
@@ -208,6 +249,8 @@ pub struct CompiledKernel {
     pub lir: lir::Kernel,
     /// The machine IR the PTX was emitted from.
     pub mir: mir::Module,
+    /// The LLVM IR after optimisation (the `llvm` emitter with `Options::keep_llvm_ir`).
+    pub llvm_ir: Option<String>,
     pub ptx: String,
 }
 
@@ -297,6 +340,21 @@ pub fn frontend_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> R
     Ok(out)
 }
 
+/// The PTX of `mir` from the emitter `opts` asks for, and the LLVM IR if it is kept.
+fn emit_ptx(mir: &mir::Module, opts: &Options) -> Result<(String, Option<String>), Diagnostic> {
+    match opts.codegen {
+        Codegen::Ptx => Ok((emit::ptx::print(mir).map_err(|e| Diagnostic::ice("emit", e))?, None)),
+        #[cfg(feature = "llvm")]
+        Codegen::Llvm => {
+            let o = emit::llvm::emit(mir, emit::llvm::PIPELINE, opts.keep_llvm_ir).map_err(|e| Diagnostic::ice("emit", e))?;
+            Ok((o.ptx, o.llvm_ir))
+        }
+        #[cfg(not(feature = "llvm"))]
+        Codegen::Llvm => Err(Diagnostic::error("this build of tessera has no LLVM (built without the `llvm` feature)")
+            .note("use the `ptx` emitter (`--codegen ptx`, `Options::codegen`)")),
+    }
+}
+
 /// Compiles a source file to PTX and kernel metadata.
 ///
 /// ```
@@ -361,7 +419,7 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
         if opts.verify {
             mir::verify_module(&mir).map_err(|e| ice(Diagnostic::ice("codegen", e)))?;
         }
-        let ptx = emit::ptx::print(&mir).map_err(|e| ice(Diagnostic::ice("emit", e)))?;
+        let (ptx, llvm_ir) = emit_ptx(&mir, opts).map_err(ice)?;
         if sink.wants("emit") {
             sink.dump(&k.name, "emit", &ptx);
         }
@@ -380,7 +438,7 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
             tune: k.tune.clone(),
             compiler: format!("{VERSION}+{BUILD_ID}"),
         };
-        out.push(CompiledKernel { meta, tir: k, lir: lk, mir, ptx });
+        out.push(CompiledKernel { meta, tir: k, lir: lk, mir, llvm_ir, ptx });
     }
     let stage_ms = vec![("frontend", frontend_ms), ("lower", lower_ms), ("codegen", codegen_ms)];
     Ok(Module { kernels: out, warnings: Diagnostics::default(), stage_ms })

@@ -22,6 +22,7 @@ enum Emit {
     Tir,
     Lir,
     Mir,
+    Llvm,
     Ptx,
     Meta,
 }
@@ -56,6 +57,10 @@ struct BuildOpts {
     /// Let f32 `dot`s run on the tensor cores as tf32 (about 1e-3 relative error).
     #[arg(long)]
     tf32: bool,
+    /// The emitter: llvm (LLVM's NVPTX back end, the default) or ptx (the machine IR printed
+    /// directly).
+    #[arg(long, value_name = "llvm|ptx")]
+    codegen: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -69,7 +74,8 @@ enum Cmd {
     /// Compile a file and print (or write) the tile IR, thread IR, PTX or metadata of each kernel.
     Build {
         file: PathBuf,
-        /// What to emit: tir, lir, mir (the machine IR), ptx, meta (comma-separated).
+        /// What to emit: tir, lir, mir (the machine IR), llvm (the LLVM IR of the llvm emitter),
+        /// ptx, meta (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "ptx")]
         emit: Vec<Emit>,
         /// Write `KERNEL.EXT` files into this directory instead of printing.
@@ -168,6 +174,13 @@ fn options(o: &BuildOpts) -> Result<Options, Fail> {
         };
         consts.push((n.trim().to_string(), v));
     }
+    let codegen = match o.codegen.as_deref() {
+        None => tessera_compiler::Codegen::default(),
+        Some(s) => tessera_compiler::Codegen::parse(s).ok_or_else(|| Fail(format!("error: `--codegen {s}`: use llvm or ptx")))?,
+    };
+    if !codegen.available() {
+        return Err(Fail(format!("error: `--codegen {}`: this build of tessera has no LLVM; use `--codegen ptx`", codegen.name())));
+    }
     Ok(Options {
         consts,
         target,
@@ -177,6 +190,8 @@ fn options(o: &BuildOpts) -> Result<Options, Fail> {
         verify: cfg!(debug_assertions),
         checked: o.checked,
         tf32: o.tf32,
+        codegen,
+        keep_llvm_ir: false,
     })
 }
 
@@ -243,9 +258,10 @@ fn build(
         return Err(Fail(format!("error: `--dump-after {bad}`: no such stage (stages: {})", stages.join(", "))));
     }
     let src = read_source(file)?;
-    let o = options(opts)?;
+    let mut o = options(opts)?;
+    o.keep_llvm_ir = emit.contains(&Emit::Llvm);
     let cache = if no_cache { Cache::in_memory() } else { Cache::from_env() };
-    let needs_ir = dump_all || !dump_after.is_empty() || emit.iter().any(|e| matches!(e, Emit::Tir | Emit::Lir | Emit::Mir));
+    let needs_ir = dump_all || !dump_after.is_empty() || emit.iter().any(|e| matches!(e, Emit::Tir | Emit::Lir | Emit::Mir | Emit::Llvm));
     let mut module = None;
     let mut sink = Dumper { after: dump_after, all: dump_all };
     let cached = cache
@@ -283,6 +299,10 @@ fn build(
                 (Emit::Tir, Some(c)) => ("tir", tessera_compiler::tir::print_kernel(&c.tir)),
                 (Emit::Lir, Some(c)) => ("lir", tessera_compiler::lir::print_kernel(&c.lir)),
                 (Emit::Mir, Some(c)) => ("mir", tessera_compiler::mir::print_module(&c.mir)),
+                (Emit::Llvm, Some(c)) => match &c.llvm_ir {
+                    Some(ir) => ("ll", ir.clone()),
+                    None => return Err(Fail("error: `--emit llvm` needs the llvm emitter (`--codegen llvm`)".into())),
+                },
                 (Emit::Ptx, _) => ("ptx", k.ptx.clone()),
                 (Emit::Meta, _) => ("json", serde_json::to_string_pretty(&k.meta)? + "\n"),
                 (_, None) => return Err(Fail(format!("error: internal: no IR for kernel `{}`", k.meta.name))),

@@ -20,8 +20,15 @@ pub fn tile_files(dir: &str) -> Vec<PathBuf> {
     v
 }
 
+/// Options for the tests: verifiers on, and the `ptx` emitter, whose PTX the golden snapshots
+/// hold (the `llvm` emitter's output is assembled, not snapshotted: `golden::llvm_*`).
 pub fn opts(consts: &[(&str, i64)]) -> Options {
-    Options { consts: consts.iter().map(|(n, v)| (n.to_string(), ConstValue::Int(*v))).collect(), verify: true, ..Options::default() }
+    Options {
+        consts: consts.iter().map(|(n, v)| (n.to_string(), ConstValue::Int(*v))).collect(),
+        verify: true,
+        codegen: tessera_compiler::Codegen::Ptx,
+        ..Options::default()
+    }
 }
 
 /// Like [`opts`], plus `bool` consts.

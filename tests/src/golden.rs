@@ -216,6 +216,38 @@ fn examples_do_not_spill_at_default_config() {
     assert!(failures.is_empty(), "ptxas -v spills at the default configs (sm_90a):\n{}", failures.join("\n"));
 }
 
+/// The `llvm` emitter: every example at its defaults goes through LLVM for both targets, its
+/// PTX assembles, does not spill, and has the same matrix instructions as the `ptx` emitter's
+/// (`wgmma` on sm_90a, `mma.sync` and `ldmatrix` on sm_80, `cp.async` on both).
+#[test]
+fn llvm_emitter_examples_assemble() {
+    let Some(ptxas) = ptxas() else { return };
+    for target in [Target::Sm90a, Target::Sm80] {
+        for ex in examples(target) {
+            let kernels = crate::common::compile_example(
+                &format!("{}.tile", ex.stem),
+                &tessera_compiler::Options { target, codegen: tessera_compiler::Codegen::Llvm, ..crate::common::opts(&[]) },
+            );
+            for (k, direct) in kernels.iter().zip(&ex.kernels) {
+                assert!(k.ptx.contains(&format!(".entry {}(", k.meta.name)), "{}: no entry in the LLVM PTX", ex.stem);
+                let log = run_ptxas(&ptxas, &format!("{}-llvm", k.meta.name), &k.ptx, target);
+                if target == Target::Sm90a {
+                    assert_eq!(spill_bytes(&log), Some((0, 0)), "{}: the LLVM build spills:\n{log}", ex.stem);
+                }
+                for m in ["wgmma.mma_async", "mma.sync.aligned", "ldmatrix.sync.aligned", "cp.async.cg.shared.global", "bar.sync"] {
+                    assert_eq!(
+                        k.ptx.contains(m),
+                        direct.ptx.contains(m),
+                        "{} ({}): `{m}` in one emitter's PTX but not the other's",
+                        ex.stem,
+                        target.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn spill_bytes_parses_ptxas_logs() {
     let log = "ptxas info    : Compiling entry function 'na2d' for 'sm_90a'\n\

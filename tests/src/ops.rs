@@ -41,6 +41,16 @@ fn zeros(dtype: DType, shape: &[usize]) -> Arg {
     Arg::Tensor(HostTensor::zeros(dtype, shape))
 }
 
+/// Every target with every emitter (the `llvm` one where this build has it).
+const TARGETS_AND_EMITTERS: [(Target, tessera_compiler::Codegen); 4] = [
+    (Target::Sm90a, tessera_compiler::Codegen::Ptx),
+    (Target::Sm80, tessera_compiler::Codegen::Ptx),
+    (Target::Sm90a, tessera_compiler::Codegen::Llvm),
+    (Target::Sm80, tessera_compiler::Codegen::Llvm),
+];
+
+/// Every conformance program, checked build or not, assembles for both targets from both
+/// emitters.
 #[test]
 fn ops_assemble_with_ptxas() {
     let Some(ptxas) = ptxas() else { return };
@@ -50,10 +60,10 @@ fn ops_assemble_with_ptxas() {
     assert!(files.len() >= 3, "tests/ops is missing programs");
     for f in files {
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        for target in [Target::Sm90a, Target::Sm80] {
+        for (target, codegen) in TARGETS_AND_EMITTERS {
             for checked in [true, false] {
-                let k = compile_op_file(&name, &Options { target, checked, verify: true, ..Options::default() });
-                let ptx = dir.join(format!("{}.{}.{checked}.ptx", k.meta.name, target.name()));
+                let k = compile_op_file(&name, &Options { target, checked, verify: true, codegen, ..Options::default() });
+                let ptx = dir.join(format!("{}.{}.{}.{checked}.ptx", k.meta.name, target.name(), codegen.name()));
                 std::fs::write(&ptx, &k.ptx).expect("write ptx");
                 let out = std::process::Command::new(&ptxas)
                     .args([&format!("-arch={}", target.name()), "-o"])
@@ -62,7 +72,12 @@ fn ops_assemble_with_ptxas() {
                     .output()
                     .expect("run ptxas");
                 let log = String::from_utf8_lossy(&out.stderr);
-                assert!(out.status.success(), "ptxas rejected {name} for {} (checked: {checked}):\n{log}", target.name());
+                assert!(
+                    out.status.success(),
+                    "ptxas rejected {name} for {} from the {} emitter (checked: {checked}):\n{log}",
+                    target.name(),
+                    codegen.name()
+                );
                 // Asserts exist in the GPU code of checked builds only.
                 assert_eq!(k.ptx.contains("__assertfail"), checked && name == "control.tile", "{name}");
             }

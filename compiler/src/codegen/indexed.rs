@@ -127,6 +127,9 @@ impl Gen<'_> {
         let ty = match (a, d.is_float(), d.is_signed(), wide) {
             (AtomicOp::Add, true, _, false) => AtomTy::F32,
             (AtomicOp::Add, true, _, true) => AtomTy::F64,
+            // Two's-complement addition is the same signed or not (PTX has no `red.add.s64`).
+            (AtomicOp::Add, false, _, false) => AtomTy::U32,
+            (AtomicOp::Add, false, _, true) => AtomTy::U64,
             (_, false, true, false) => AtomTy::S32,
             (_, false, true, true) => AtomTy::S64,
             (_, false, false, false) => AtomTy::U32,

@@ -129,34 +129,32 @@ impl Gen<'_> {
         self.gep(*ptr, lin, d)
     }
 
-    /// The chunks of the edge path, with their masks.
+    /// The chunk of the edge path made of registers `regs` (consecutive along the last
+    /// dimension). Built where it is used, one chunk at a time, so that each chunk's address
+    /// and masks are live only while its access is made.
     /// `aligned`: `chunks_aligned` for the chunks of more than one element.
-    fn window_chunks(&self, tensor: &Cv, offs: &[V], t: &lir::Type, d: DType, aligned: Option<V>) -> Res<Vec<Chunk>> {
+    fn window_chunk(&self, tensor: &Cv, offs: &[V], t: &lir::Type, d: DType, aligned: Option<V>, regs: Vec<usize>) -> Res<Chunk> {
         let Cv::Tensor { ptr, sizes, strides } = tensor else { return Err("window access on a non-tensor".into()) };
         let rank = sizes.len();
         let last = rank - 1;
-        let mut out = vec![];
-        for regs in self.chunks_of(t) {
-            let n = regs.len() as i64;
-            let c = self.coords(t, regs[0])?;
-            let mut lead = V::int(Ty::Pred, 1);
-            let mut lin = self.i64c(0);
-            let mut idx_last = self.i32c(0);
-            for i in 0..rank {
-                let idx = self.add(offs[i], c[i])?;
-                if i == last {
-                    idx_last = idx;
-                } else {
-                    lead = self.and(lead, self.icmp(Cmp::Ult, idx, sizes[i])?)?;
-                }
-                lin = self.add(lin, self.mul(self.sext(idx, Ty::I64)?, strides[i])?)?;
+        let n = regs.len() as i64;
+        let c = self.coords(t, regs[0])?;
+        let mut lead = V::int(Ty::Pred, 1);
+        let mut lin = self.i64c(0);
+        let mut idx_last = self.i32c(0);
+        for i in 0..rank {
+            let idx = self.add(offs[i], c[i])?;
+            if i == last {
+                idx_last = idx;
+            } else {
+                lead = self.and(lead, self.icmp(Cmp::Ult, idx, sizes[i])?)?;
             }
-            // Dereferenced only where in bounds (or clamped).
-            let p = self.gep(*ptr, lin, d)?;
-            let aligned = aligned.filter(|_| n > 1);
-            out.push(Chunk { regs, ptr: p, lin, lead, idx: idx_last, size: sizes[last], aligned });
+            lin = self.add(lin, self.mul(self.sext(idx, Ty::I64)?, strides[i])?)?;
         }
-        Ok(out)
+        // Dereferenced only where in bounds (or clamped).
+        let p = self.gep(*ptr, lin, d)?;
+        let aligned = aligned.filter(|_| n > 1);
+        Ok(Chunk { regs, ptr: p, lin, lead, idx: idx_last, size: sizes[last], aligned })
     }
 
     /// A chunk's masks.
@@ -195,7 +193,8 @@ impl Gen<'_> {
             self.b.cond_br(nonempty, body, join);
             self.b.position(body);
             let mut vals = vec![];
-            for ch in self.window_chunks(tensor, &offs, t, d, None)? {
+            for regs in self.chunks_of(t) {
+                let ch = self.window_chunk(tensor, &offs, t, d, None, regs)?;
                 vals.push(self.masked_scalar(*ptr, &ch, d, pad)?);
             }
             let bend = self.b.current();
@@ -231,7 +230,8 @@ impl Gen<'_> {
         self.b.position(edge);
         let strideb = self.mulc(strides[strides.len() - 1], d.size() as i64)?;
         let mut evals: Vec<Option<V>> = vec![None; n];
-        for ch in self.window_chunks(tensor, &offs, t, d, Some(aligned))? {
+        for regs in self.chunks_of(t) {
+            let ch = self.window_chunk(tensor, &offs, t, d, Some(aligned), regs)?;
             let vals = self.masked_chunk_load(&ch, strideb, d, pad)?;
             for (&r, v) in ch.regs.iter().zip(vals) {
                 evals[r] = Some(v);
@@ -416,7 +416,8 @@ impl Gen<'_> {
         let k = chunks.iter().map(|c| c.len()).max().unwrap_or(1);
         let strideb = self.mulc(strides[strides.len() - 1], d.size() as i64)?;
         if owner.is_some() || k == 1 {
-            for ch in self.window_chunks(tensor, &offs, t, d, None)? {
+            for regs in chunks.iter() {
+                let ch = self.window_chunk(tensor, &offs, t, d, None, regs.clone())?;
                 for (e, inb) in self.chunk_masks(&ch)?.inb.iter().enumerate() {
                     let cond = match owner {
                         Some(o) => self.and(*inb, o)?,
@@ -447,7 +448,8 @@ impl Gen<'_> {
         self.b.br(done);
 
         self.b.position(edge);
-        for (ch, m) in self.window_chunks(tensor, &offs, t, d, Some(aligned))?.iter().zip(&mems) {
+        for (regs, m) in chunks.iter().zip(&mems) {
+            let ch = &self.window_chunk(tensor, &offs, t, d, Some(aligned), regs.clone())?;
             let n = ch.regs.len();
             let Masks { inb, fast } = self.chunk_masks(ch)?;
             let not_fast = self.b.not(fast);

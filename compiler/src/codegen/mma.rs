@@ -20,7 +20,7 @@ use super::{Cv, Gen, Res};
 use crate::dtype::DType;
 use crate::ir::Value;
 use crate::lir::{self, Layout};
-use crate::mir::{Callee, Cmp, IntOp, SReg, Sym, Ty, V};
+use crate::mir::{Callee, Cmp, Inst, IntOp, MmaKind, SReg, Sym, Ty, V};
 
 impl Gen<'_> {
     /// `(warp_m, warp_n, g, t, lane)` of this thread for an MMA layout (built once per kernel).
@@ -102,33 +102,37 @@ impl Gen<'_> {
 
     /// `ldmatrix.x4` (or `.x2`) at a shared-memory byte offset; returns the 32-bit registers.
     pub(crate) fn ldmatrix(&self, byte_off: V, count: usize, trans: bool) -> Res<Vec<V>> {
-        let addr = self.smem_addr32(byte_off)?;
-        let regs: Vec<String> = (0..count).map(|i| format!("${i}")).collect();
-        let text = format!(
-            "ldmatrix.sync.aligned.m8n8.x{count}{}.shared.b16 {{{}}}, [${count}];",
-            if trans { ".trans" } else { "" },
-            regs.join(", ")
-        );
-        let cons = format!("{},r", vec!["=r"; count].join(","));
-        self.inline_asm(&text, &cons, &[addr])
+        let addr = self.b.materialize(self.smem_addr32(byte_off)?);
+        let dsts: Vec<V> = (0..count).map(|_| self.b.fresh(Ty::I32)).collect();
+        self.b.push(Inst::LdMatrix { dsts: dsts.clone(), addr, trans });
+        Ok(dsts)
     }
 
     /// One `mma.sync` over a 32-byte k-step: `m16n8k16` (f16/bf16), `m16n8k8` (f32 as tf32) or
-    /// `m16n8k32` (i8, s32 accumulators).
+    /// `m16n8k32` (i8, s32 accumulators). With `in_place`, accumulators of this loop iteration
+    /// are updated in their own registers (the caller knows they are not read after); others
+    /// are copied first.
     fn mma(&self, dtype: DType, a: &[V], b: &[V], c: &[V], in_place: bool) -> Res<Vec<V>> {
-        let f32_acc = "=f,=f,=f,=f,r,r,r,r,r,r,0,1,2,3";
-        let (shape, cons) = match dtype {
-            DType::BF16 => ("m16n8k16.row.col.f32.bf16.bf16.f32", f32_acc),
-            DType::F16 => ("m16n8k16.row.col.f32.f16.f16.f32", f32_acc),
-            DType::F32 => ("m16n8k8.row.col.f32.tf32.tf32.f32", f32_acc),
-            DType::I8 => ("m16n8k32.row.col.s32.s8.s8.s32", "=r,=r,=r,=r,r,r,r,r,r,r,0,1,2,3"),
+        let kind = match dtype {
+            DType::BF16 => MmaKind::Bf16,
+            DType::F16 => MmaKind::F16,
+            DType::F32 => MmaKind::Tf32,
+            DType::I8 => MmaKind::S8,
             other => return Err(format!("mma on {other}")),
         };
-        let text = format!("mma.sync.aligned.{shape} {{$0, $1, $2, $3}}, {{$4, $5, $6, $7}}, {{$8, $9}}, {{$10, $11, $12, $13}};");
-        let mut args: Vec<V> = a.to_vec();
-        args.extend(b);
-        args.extend(c);
-        self.inline_asm_tied(&text, cons, &args, in_place)
+        let at = kind.acc();
+        let mut acc: Vec<V> = c.iter().map(|_| self.b.fresh(at)).collect();
+        let a = a.iter().map(|&x| self.b.materialize(x)).collect();
+        let b = b.iter().map(|&x| self.b.materialize(x)).collect();
+        for (out, &x) in acc.iter_mut().zip(c) {
+            if in_place && x.imm().is_none() && self.b.depth_of(x) == Some(self.b.loop_level()) && x.ty.class_bits() == 32 {
+                *out = x.retype(at);
+            } else {
+                self.b.mov(*out, self.b.materialize(x).retype(at));
+            }
+        }
+        self.b.push(Inst::Mma { kind, acc: acc.clone(), a, b });
+        Ok(acc)
     }
 
     /// tf32 operands are f32 bit patterns rounded to tf32 (`cvt.rna`); the others are used as
@@ -137,7 +141,7 @@ impl Gen<'_> {
         if dtype != DType::F32 {
             return Ok(regs);
         }
-        regs.into_iter().map(|r| Ok(self.inline_asm("cvt.rna.tf32.f32 $0, $1;", "=r,f", &[r.retype(Ty::F32)])?[0])).collect()
+        Ok(regs.into_iter().map(|r| self.b.to_tf32(r.retype(Ty::F32))).collect())
     }
 
     /// The byte offset of a pipelined operand's stage (`local_mma`'s optional base operand), 0
@@ -243,11 +247,9 @@ impl Gen<'_> {
         let total = rows * chunks_per_row;
         let threads = self.k.threads as i64;
         let cp_async = |g: &Self, dst: V, src: V, bytes: Option<V>| -> Res<()> {
-            let (text, cons, args): (_, _, Vec<V>) = match bytes {
-                Some(b) => ("cp.async.cg.shared.global [$0], [$1], 16, $2;", "r,l,r", vec![dst, src, b]),
-                None => ("cp.async.cg.shared.global [$0], [$1], 16;", "r,l", vec![dst, src]),
-            };
-            g.inline_asm(text, cons, &args).map(|_| ())
+            let (dst, src, src_bytes) = (g.b.materialize(dst), g.b.materialize(src), bytes.map(|b| g.b.materialize(b)));
+            g.b.push(Inst::CpAsync { dst, src, src_bytes });
+            Ok(())
         };
 
         // Interior windows (the common case): every chunk is whole and in range, so there is no
@@ -481,15 +483,13 @@ impl Gen<'_> {
     }
 
     pub(crate) fn async_commit(&self) -> Res<()> {
-        self.asm_void("cp.async.commit_group;")
+        self.b.push(Inst::CpAsyncCommit);
+        Ok(())
     }
 
     pub(crate) fn async_wait(&self, pending: u32) -> Res<()> {
-        self.asm_void(&format!("cp.async.wait_group {pending};"))
-    }
-
-    fn asm_void(&self, text: &str) -> Res<()> {
-        self.inline_asm(text, "", &[]).map(|_| ())
+        self.b.push(Inst::CpAsyncWait(pending));
+        Ok(())
     }
 }
 

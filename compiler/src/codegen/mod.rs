@@ -188,20 +188,15 @@ impl<'m> Gen<'m> {
         v
     }
 
-    /// Inline PTX with LLVM-style operands: `$i` in `text` names operand `i` of `constraints`
-    /// (outputs `=r`/`=&r`/`=l`/`=f`/`=h`/`=d` first, then the inputs `args`: `r`, `l`, `h`,
-    /// `f`, `d`, `b` (a predicate) or the number of the output it is tied to). Returns the
-    /// outputs. Everything the codegen writes in PTX itself goes through here; it stays where it
-    /// is written (never hoisted).
-    pub(crate) fn inline_asm(&self, text: &str, constraints: &str, args: &[V]) -> Res<Vec<V>> {
-        self.inline_asm_tied(text, constraints, args, false)
-    }
-
-    /// `inline_asm`; with `in_place`, an input tied to an output that is a register of this loop
-    /// iteration becomes that output (no copy: the caller knows the input is not used after).
+    /// Inline PTX with LLVM-style operands (see `mir::Inst::Asm`): `$i` in `text` names operand
+    /// `i` of `constraints` (outputs `=r`/`=&r`/`=l`/`=f`/`=h`/`=d` first, then the inputs `args`:
+    /// `r`, `l`, `h`, `f`, `d` or the number of the output it is tied to). Returns the outputs;
+    /// it stays where it is written (never hoisted). With `in_place`, an input tied to an output
+    /// that is a register of this loop iteration becomes that output (no copy: the caller knows
+    /// the input is not used after).
     /// Accumulators of `mma.sync` and `wgmma` pass so: a copy of a `wgmma` accumulator before its
     /// wait would make ptxas serialise the pipeline.
-    pub(crate) fn inline_asm_tied(&self, text: &str, constraints: &str, args: &[V], in_place: bool) -> Res<Vec<V>> {
+    pub(crate) fn inline_asm(&self, text: &str, constraints: &str, args: &[V], in_place: bool) -> Res<Vec<V>> {
         let mut outs: Vec<V> = vec![];
         let mut inputs: Vec<V> = vec![];
         let mut ai = 0;

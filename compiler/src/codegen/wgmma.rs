@@ -65,7 +65,7 @@ impl Gen<'_> {
         cons.extend(args.iter().map(|a| if a.ty.class_bits() == 64 { "l".into() } else { "r".into() }));
         cons.extend((0..acc.map_or(0, |a| a.len())).map(|i| i.to_string()));
         let all: Vec<V> = args.iter().chain(acc.unwrap_or(&[])).copied().collect();
-        self.inline_asm_tied(text, &cons.join(","), &all, in_place)
+        self.inline_asm(text, &cons.join(","), &all, in_place)
     }
 
     /// A descriptor for the tile at shared byte offset `off`.

@@ -2,4 +2,6 @@
 //! it directly (fast), and `llvm` (the cargo feature of that name) translates it to LLVM IR and
 //! lets LLVM's NVPTX back end write the PTX.
 
+#[cfg(feature = "llvm")]
+pub mod llvm;
 pub mod ptx;

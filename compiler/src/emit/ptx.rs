@@ -102,6 +102,11 @@ fn addr(a: &Addr) -> Res<String> {
     })
 }
 
+/// Register names, comma-separated.
+fn names(vs: &[V]) -> String {
+    vs.iter().map(|&v| name(v)).collect::<Vec<_>>().join(", ")
+}
+
 /// One name, or `{a, b, …}` of several.
 fn group(vs: &[V]) -> Res<String> {
     let names = vs.iter().map(|&v| o(v)).collect::<Res<Vec<_>>>()?;
@@ -355,6 +360,20 @@ fn inst(m: &Module, f: &Function, kernel: bool, i: &Inst, out: &mut String) -> R
         }
         Inst::Call { callee, args } => call(m, callee, args, out)?,
         Inst::Asm { template, constraints, outputs, inputs } => asm(template, constraints, outputs, inputs, out)?,
+        Inst::LdMatrix { dsts, addr, trans } => {
+            let t = if *trans { ".trans" } else { "" };
+            w(out, format!("ldmatrix.sync.aligned.m8n8.x{}{t}.shared.b16 {{{}}}, [{}];", dsts.len(), names(dsts), o(*addr)?))
+        }
+        Inst::Mma { kind, acc, a, b } => {
+            let (d, a, b) = (names(acc), names(a), names(b));
+            w(out, format!("mma.sync.aligned.{} {{{d}}}, {{{a}}}, {{{b}}}, {{{d}}};", kind.ptx()))
+        }
+        Inst::CpAsync { dst, src, src_bytes } => match src_bytes {
+            Some(n) => w(out, format!("cp.async.cg.shared.global [{}], [{}], 16, {};", o(*dst)?, o(*src)?, o(*n)?)),
+            None => w(out, format!("cp.async.cg.shared.global [{}], [{}], 16;", o(*dst)?, o(*src)?)),
+        },
+        Inst::CpAsyncCommit => w(out, "cp.async.commit_group;".into()),
+        Inst::CpAsyncWait(n) => w(out, format!("cp.async.wait_group {n};")),
     }
     Ok(())
 }

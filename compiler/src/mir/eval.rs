@@ -287,7 +287,16 @@ fn step(m: &Module, f: &Function, i: &Inst, args: &[u64], regs: &mut [Option<u64
         Inst::Param { dst, index } => set(regs, *dst, *args.get(*index).ok_or_else(|| format!("no argument {index}"))?),
         Inst::SymAddr { dst, .. } => set(regs, *dst, 0),
         Inst::Cvta { dst, src, .. } => set(regs, *dst, g(regs, *src)?),
-        Inst::Red { .. } | Inst::AtomCas { .. } | Inst::Shfl { .. } | Inst::Call { .. } | Inst::Asm { .. } => {
+        Inst::Red { .. }
+        | Inst::AtomCas { .. }
+        | Inst::Shfl { .. }
+        | Inst::Call { .. }
+        | Inst::Asm { .. }
+        | Inst::LdMatrix { .. }
+        | Inst::Mma { .. }
+        | Inst::CpAsync { .. }
+        | Inst::CpAsyncCommit
+        | Inst::CpAsyncWait(_) => {
             let _ = (m, f);
             Err(format!("the evaluator does not run {i:?}"))
         }

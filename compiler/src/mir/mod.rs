@@ -617,6 +617,36 @@ impl ShflMode {
     }
 }
 
+/// The shapes and types of `mma.sync` the code generator uses (row-major A, column-major B).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum MmaKind {
+    /// `m16n8k16`, bf16 operands, f32 accumulators.
+    Bf16,
+    /// `m16n8k16`, f16 operands, f32 accumulators.
+    F16,
+    /// `m16n8k8`, tf32 operands, f32 accumulators.
+    Tf32,
+    /// `m16n8k32`, s8 operands, s32 accumulators.
+    S8,
+}
+
+impl MmaKind {
+    /// The PTX shape and types after `mma.sync.aligned.`.
+    pub fn ptx(self) -> &'static str {
+        match self {
+            MmaKind::Bf16 => "m16n8k16.row.col.f32.bf16.bf16.f32",
+            MmaKind::F16 => "m16n8k16.row.col.f32.f16.f16.f32",
+            MmaKind::Tf32 => "m16n8k8.row.col.f32.tf32.tf32.f32",
+            MmaKind::S8 => "m16n8k32.row.col.s32.s8.s8.s32",
+        }
+    }
+
+    /// The accumulator type.
+    pub fn acc(self) -> Ty {
+        if self == MmaKind::S8 { Ty::I32 } else { Ty::F32 }
+    }
+}
+
 /// An instruction. Destinations are registers; operands registers or constants.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Inst {
@@ -778,6 +808,33 @@ pub enum Inst {
         callee: Callee,
         args: Vec<V>,
     },
+    /// `ldmatrix.sync.aligned.m8n8.x{n}[.trans].shared.b16`: `n` (1, 2 or 4) 8×8 matrices of
+    /// 16-bit elements from shared memory at `addr` (each lane gives a row address), one `I32`
+    /// register each.
+    LdMatrix {
+        dsts: Vec<V>,
+        addr: V,
+        trans: bool,
+    },
+    /// `mma.sync.aligned`: `acc += a · b` of one warp, the four accumulator registers updated in
+    /// place (`a`: four `I32`, `b`: two `I32` fragment registers).
+    Mma {
+        kind: MmaKind,
+        acc: Vec<V>,
+        a: Vec<V>,
+        b: Vec<V>,
+    },
+    /// `cp.async.cg.shared.global` of 16 bytes from `src` (global) to `dst` (shared); with
+    /// `src_bytes`, only that many are read and the rest are zero-filled.
+    CpAsync {
+        dst: V,
+        src: V,
+        src_bytes: Option<V>,
+    },
+    /// `cp.async.commit_group`.
+    CpAsyncCommit,
+    /// `cp.async.wait_group n`: waits until at most `n` committed groups are in flight.
+    CpAsyncWait(u32),
     /// Inline PTX: `$i` in `template` names operand `i` of `constraints` (LLVM's syntax:
     /// outputs `=r`, `=&r`, `=l`, `=h`, `=f`, `=d` first, then inputs `r`, `l`, `h`, `f`, `d`,
     /// `b` (a predicate) or the number of the output it is tied to, then clobbers `~{memory}`).
@@ -898,6 +955,14 @@ impl Inst {
             Inst::Shfl { val, lane, .. } => vec![*val, *lane],
             Inst::Call { args, .. } => args.clone(),
             Inst::Asm { inputs, .. } => inputs.clone(),
+            Inst::LdMatrix { addr, .. } => vec![*addr],
+            Inst::Mma { acc, a, b, .. } => a.iter().chain(b).chain(acc).copied().collect(),
+            Inst::CpAsync { dst, src, src_bytes } => {
+                let mut v = vec![*dst, *src];
+                v.extend(src_bytes.iter().copied());
+                v
+            }
+            Inst::CpAsyncCommit | Inst::CpAsyncWait(_) => vec![],
             Inst::Barrier | Inst::SReg { .. } | Inst::SymAddr { .. } | Inst::Param { .. } => vec![],
         }
     }
@@ -925,9 +990,16 @@ impl Inst {
             | Inst::SymAddr { dst, .. }
             | Inst::Cvta { dst, .. }
             | Inst::Param { dst, .. } => vec![*dst],
-            Inst::Unpack { dsts, .. } | Inst::Load { dsts, .. } => dsts.clone(),
+            Inst::Unpack { dsts, .. } | Inst::Load { dsts, .. } | Inst::LdMatrix { dsts, .. } => dsts.clone(),
+            Inst::Mma { acc, .. } => acc.clone(),
             Inst::Asm { outputs, .. } => outputs.clone(),
-            Inst::Store { .. } | Inst::Red { .. } | Inst::Barrier | Inst::Call { .. } => vec![],
+            Inst::Store { .. }
+            | Inst::Red { .. }
+            | Inst::Barrier
+            | Inst::Call { .. }
+            | Inst::CpAsync { .. }
+            | Inst::CpAsyncCommit
+            | Inst::CpAsyncWait(_) => vec![],
         }
     }
 
@@ -947,6 +1019,11 @@ impl Inst {
                 | Inst::Param { .. }
                 | Inst::Call { .. }
                 | Inst::Asm { .. }
+                | Inst::LdMatrix { .. }
+                | Inst::Mma { .. }
+                | Inst::CpAsync { .. }
+                | Inst::CpAsyncCommit
+                | Inst::CpAsyncWait(_)
         )
     }
 }

@@ -125,6 +125,14 @@ fn rhs(m: &Module, f: &Function, i: &Inst) -> String {
             };
             format!("call {name}({})", vs(f, args))
         }
+        Inst::LdMatrix { addr, trans, dsts } => format!("ldmatrix.x{}{} [{}]", dsts.len(), if *trans { ".trans" } else { "" }, v(f, *addr)),
+        Inst::Mma { kind, acc, a, b } => format!("mma.{} acc({}), a({}), b({})", kind.ptx(), vs(f, acc), vs(f, a), vs(f, b)),
+        Inst::CpAsync { dst, src, src_bytes } => {
+            let n = src_bytes.map(|b| format!(", {}", v(f, b))).unwrap_or_default();
+            format!("cp_async [{}], [{}]{n}", v(f, *dst), v(f, *src))
+        }
+        Inst::CpAsyncCommit => "cp_async.commit".into(),
+        Inst::CpAsyncWait(n) => format!("cp_async.wait {n}"),
         Inst::Asm { template, constraints, inputs, .. } => {
             format!("asm {:?} {:?} ({})", template.replace('\n', " "), constraints, vs(f, inputs))
         }

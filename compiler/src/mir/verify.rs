@@ -146,7 +146,30 @@ fn verify_function(m: &Module, f: &Function) -> Res {
                         return Err(at(format!("a call with {} arguments for {n}", args.len())));
                     }
                 }
-                Inst::Asm { .. } | Inst::Barrier | Inst::SymAddr { .. } => {}
+                Inst::LdMatrix { dsts, addr, .. } => {
+                    is("ldmatrix address", *addr, Ty::I32).map_err(at)?;
+                    if ![1, 2, 4].contains(&dsts.len()) || dsts.iter().any(|d| d.ty != Ty::I32) {
+                        return Err(at("ldmatrix of 1, 2 or 4 i32 registers".into()));
+                    }
+                }
+                Inst::Mma { kind, acc, a, b } => {
+                    if acc.len() != 4
+                        || a.len() != 4
+                        || b.len() != 2
+                        || acc.iter().any(|x| x.ty != kind.acc())
+                        || a.iter().chain(b).any(|x| x.ty != Ty::I32)
+                    {
+                        return Err(at(format!("mma {:?}: 4 accumulators of {}, 4 + 2 i32 fragments", kind, kind.acc())));
+                    }
+                }
+                Inst::CpAsync { dst, src, src_bytes } => {
+                    is("cp.async destination", *dst, Ty::I32).map_err(at)?;
+                    is("cp.async source", *src, Ty::I64).map_err(at)?;
+                    if let Some(n) = src_bytes {
+                        is("cp.async size", *n, Ty::I32).map_err(at)?;
+                    }
+                }
+                Inst::Asm { .. } | Inst::Barrier | Inst::SymAddr { .. } | Inst::CpAsyncCommit | Inst::CpAsyncWait(_) => {}
             }
         }
         for &(d, s) in &b.copies {
