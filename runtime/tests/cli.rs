@@ -106,6 +106,32 @@ fn run_on_the_interpreter_writes_npy() {
     assert!((0..1500).any(|i| t.get_f64(i) != 0.0), "output not written");
 }
 
+/// Both backends bind through one check: a scalar that does not fit its type, and a grid
+/// expression that overflows, are refused before anything runs (`--arg s=300` for an i8 ran a
+/// grid of 300 on the interpreter, each program seeing 44).
+#[test]
+fn run_refuses_scalars_that_do_not_fit_and_grids_that_overflow() {
+    let file = tmp("fit.tile");
+    std::fs::write(
+        &file,
+        "#[grid(s)]\nkernel k(s: i8, y: &mut i32[300]) { y.store([program_id(0)], full([1], s as i32)); }\n\n\
+         #[grid(s * s + 1)]\nkernel w(s: i64, y: &mut i32[1]) { y.store([0], full([1], 1)); }\n",
+    )
+    .expect("write");
+    let f = file.to_str().expect("utf-8 temp path");
+    for backend in ["interp", "auto"] {
+        let (code, out, err) = tessera(&["run", f, "--kernel", "k", "--arg", "s=300", "--backend", backend]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(err.contains("argument `s`: 300 does not fit in i8 (its range is -128..=127)"), "{err}");
+        let (code, out, err) = tessera(&["run", f, "--kernel", "w", "--arg", "s=4294967296", "--backend", backend]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(err.contains("grid axis 0 = ((s * s) + 1): `(s * s)` overflows i64 with s = 4294967296"), "{err}");
+    }
+    let (code, out, err) = tessera(&["run", f, "--kernel", "k", "--arg", "s=127", "--backend", "interp"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("grid [127, 1, 1]"), "{out}");
+}
+
 #[test]
 fn build_emits_every_form() {
     let (code, out, err) = tessera(&["build", "examples/softmax.tile", "--emit", "tir,lir,ptx,meta"]);

@@ -13,7 +13,7 @@ mod indexed;
 mod math;
 mod ops;
 mod shape;
-mod value;
+pub(crate) mod value;
 
 #[cfg(test)]
 mod lang_tests;
@@ -21,7 +21,7 @@ mod lang_tests;
 mod tests;
 
 use crate::dtype::DType;
-use crate::host::{ArgInfo, BindError, HostTensor, Scalar, bind};
+use crate::host::{ArgInfo, BindError, HostTensor, Scalar, bind, fit_scalar};
 use crate::ir::{Block, Op, Value};
 use crate::tir::{self, OpKind, ParamKind, Type};
 use std::rc::Rc;
@@ -103,11 +103,9 @@ pub fn run_kernel_with_output(k: &tir::Kernel, args: &mut [Arg], out: &mut dyn s
                 Val::Tensor(Rc::new(TensorRef { arg: i, offset: 0, strides: t.strides(), shape, empty: false, mutable: *mutable }))
             }
             (ParamKind::Scalar { dtype }, Arg::Scalar(s)) => {
-                let e = match s {
-                    Scalar::Float(f) => value::cast_elem(DType::F64, *dtype, Elem::F(*f)),
-                    Scalar::Int(v) => value::cast_elem(DType::I64, *dtype, Elem::I(*v)),
-                    Scalar::Bool(b) => value::cast_elem(DType::Bool, *dtype, Elem::I(*b as i64)),
-                };
+                // The value the GPU packer passes (`bind` has checked that it fits).
+                let v = fit_scalar(*dtype, *s).map_err(|detail| BindError::Scalar { param: p.name.clone(), detail })?;
+                let e = if dtype.is_float() { Elem::F(v.to_f64()) } else { Elem::I(value::wrap(*dtype, v.bits as i64)) };
                 Val::Tile(Rc::new(Tile::filled(*dtype, &[], e)))
             }
             // `bind` has already checked that kinds agree.
