@@ -132,6 +132,42 @@ fn run_refuses_scalars_that_do_not_fit_and_grids_that_overflow() {
     assert!(out.contains("grid [127, 1, 1]"), "{out}");
 }
 
+/// The interpreter reports races between programs (on by default; `--no-race-check` turns it
+/// off) and refuses grids over its budget of programs (`--interp-max-programs` lifts it).
+#[test]
+fn run_on_the_interpreter_checks_races_and_its_budget() {
+    let gn = [
+        "run",
+        "tests/races/groupnorm.tile",
+        "--kernel",
+        "groupnorm_overlap",
+        "--dims",
+        "N=5,C=72",
+        "--arg",
+        "x=random",
+        "--arg",
+        "eps=1e-5",
+    ];
+    let (code, out, err) = tessera(&[&gn[..], &["--backend", "interp"]].concat());
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("data race on `y` at element [0, 24]: program (0, 0, 0) wrote it and program (0, 1, 0) writes it in the same launch"),
+        "{err}"
+    );
+    let (code, out, err) = tessera(&[&gn[..], &["--backend", "interp", "--no-race-check"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ran `groupnorm_overlap` on the interpreter"), "{out}");
+
+    let va = ["run", "examples/vector_add.tile", "--dims", "N=6000", "--arg", "x=random", "--arg", "y=random", "--backend", "interp"];
+    let (code, out, err) = tessera(&[&va[..], &["--interp-max-programs", "5"]].concat());
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("the grid [6, 1, 1] has 6 programs, more than the interpreter's budget of 5"), "{err}");
+    assert!(err.contains("`tessera run --interp-max-programs 6`"), "{err}");
+    let (code, out, err) = tessera(&[&va[..], &["--interp-max-programs", "6"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("grid [6, 1, 1]"), "{out}");
+}
+
 #[test]
 fn build_emits_every_form() {
     let (code, out, err) = tessera(&["build", "examples/softmax.tile", "--emit", "tir,lir,ptx,meta"]);

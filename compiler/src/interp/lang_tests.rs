@@ -8,7 +8,7 @@ use crate::host::{HostTensor, Scalar};
 use crate::{Options, Source};
 
 /// Compiles `src` all the way to PTX (verifiers on) and returns the tile IR of kernel `name`.
-fn compile(src: &str, name: &str) -> crate::tir::Kernel {
+pub(super) fn compile(src: &str, name: &str) -> crate::tir::Kernel {
     let o = Options { verify: true, checked: true, ..Options::default() };
     let m = crate::compile(&Source::new("test.tile", src), &o).unwrap_or_else(|d| panic!("{}", d.render()));
     let k = m.kernels.into_iter().find(|k| k.meta.name == name).unwrap_or_else(|| panic!("no kernel {name}"));
@@ -23,27 +23,27 @@ fn compile(src: &str, name: &str) -> crate::tir::Kernel {
     k.tir
 }
 
-fn run(k: &crate::tir::Kernel, mut args: Vec<Arg>) -> Vec<Arg> {
+pub(super) fn run(k: &crate::tir::Kernel, mut args: Vec<Arg>) -> Vec<Arg> {
     run_kernel(k, &mut args).unwrap_or_else(|e| panic!("{e}"));
     args
 }
 
-fn t(a: &Arg) -> &HostTensor {
+pub(super) fn t(a: &Arg) -> &HostTensor {
     match a {
         Arg::Tensor(t) => t,
         Arg::Scalar(_) => panic!("a scalar"),
     }
 }
 
-fn ints(v: &[i64]) -> Arg {
+pub(super) fn ints(v: &[i64]) -> Arg {
     Arg::Tensor(HostTensor::from_i64(DType::I32, &[v.len()], v))
 }
 
-fn floats(shape: &[usize], v: &[f64]) -> Arg {
+pub(super) fn floats(shape: &[usize], v: &[f64]) -> Arg {
     Arg::Tensor(HostTensor::from_f64(DType::F32, shape, v))
 }
 
-fn as_i64(a: &Arg) -> Vec<i64> {
+pub(super) fn as_i64(a: &Arg) -> Vec<i64> {
     (0..t(a).numel()).map(|i| t(a).get_i64(i)).collect()
 }
 
@@ -126,7 +126,8 @@ fn scatter_duplicates_keep_the_last_and_atomics_accumulate() {
 #[grid(2)]
 kernel s(y: &mut i32[4], z: &mut f32[4], m: &mut i32[4], u: &mut u32[2]) {
     let idx = arange(8) % 4;
-    y.scatter([idx], arange(8), arange(8) != 7);
+    // Program 0 alone scatters (two programs writing `y` would race).
+    y.scatter([idx], arange(8), arange(8) + 8 * program_id(0) < 7);
     z.atomic_add([idx / 2], 0.5);
     z.atomic_max([idx / 2 + 2], arange(8) as f32);
     z.atomic_min([idx / 2 + 2], 100.0);
