@@ -2,7 +2,7 @@
 //! the CLI's `run --check`, the self-test and the examples share.
 
 use crate::device::{DeviceArg, Runtime, RuntimeError};
-use tessera_compiler::interp::{self, Arg, InterpError};
+use tessera_compiler::interp::{self, Arg, InterpError, RunOptions};
 use tessera_compiler::tir::ParamKind;
 use tessera_compiler::{CompiledKernel, DType, HostTensor};
 
@@ -62,9 +62,15 @@ pub fn random_tensor(dtype: DType, shape: &[usize], rng: &mut Rng) -> HostTensor
     t
 }
 
-/// Runs `k` on the interpreter; tensors in `args` are updated in place.
+/// Runs `k` on the interpreter with the default options (races checked, the default budget of
+/// programs); tensors in `args` are updated in place.
 pub fn run_interp(k: &CompiledKernel, args: &mut [Arg]) -> Result<(), ExecError> {
-    interp::run_kernel(&k.tir, args)?;
+    run_interp_with(k, args, &RunOptions::default())
+}
+
+/// [`run_interp`] with options.
+pub fn run_interp_with(k: &CompiledKernel, args: &mut [Arg], opts: &RunOptions) -> Result<(), ExecError> {
+    interp::run_kernel_with(&k.tir, args, opts, &mut std::io::stdout().lock())?;
     Ok(())
 }
 

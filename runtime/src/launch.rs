@@ -18,9 +18,9 @@
 //! that used it.
 
 use crate::device::{DeviceArg, DeviceTensor, RuntimeError};
-use crate::pack::{KernelParam, scalar_param};
+use crate::pack::{KernelParam, param_of};
 use std::ffi::c_void;
-use tessera_compiler::host::BindError;
+use tessera_compiler::host::{self, BindError, describe};
 use tessera_compiler::tir::{Dim, ParamKind};
 use tessera_compiler::{DType, KernelMeta, Scalar};
 
@@ -167,13 +167,16 @@ impl Plan {
                     }
                     for (axis, (d, &n)) in dims.iter().zip(shape).enumerate() {
                         match d {
-                            PlanDim::Const(c) if *c != n as i64 => {
+                            PlanDim::Const(_) if n > i32::MAX as usize => {
+                                return Err(fail(BindError::DimTooLarge { param: name.clone(), axis, val: n as u64 }));
+                            }
+                            PlanDim::Const(c) if i64::try_from(n) != Ok(*c) => {
                                 return Err(fail(BindError::ConstDim { param: name.clone(), axis, expected: *c, got: n }));
                             }
                             PlanDim::Const(_) => {}
                             PlanDim::Slot(k) => {
                                 if n > i32::MAX as usize {
-                                    return Err(fail(BindError::TooLarge { sym: self.slots[*k].clone(), val: n as i64 }));
+                                    return Err(fail(BindError::TooLarge { sym: self.slots[*k].clone(), val: n as u64 }));
                                 }
                                 if first[*k] == UNSET {
                                     first[*k] = i;
@@ -193,7 +196,7 @@ impl Plan {
                     let rank = shape.len();
                     put(bytes, self.offsets[j], &ptr.to_le_bytes());
                     for (k, &n) in shape.iter().enumerate() {
-                        // Fits: checked against i32::MAX above, or a constant dimension.
+                        // Fits: checked against i32::MAX above.
                         put(bytes, self.offsets[j + 1 + k], &(n as i32).to_le_bytes());
                     }
                     let mut stride = 1i64;
@@ -211,15 +214,15 @@ impl Plan {
                     j += 1 + 2 * rank;
                 }
                 (PlanParam::Scalar { dtype, slot }, ArgRef::Scalar(v)) => {
-                    let p =
-                        scalar_param(*dtype, v).map_err(|e| RuntimeError::Bind(format!("kernel `{kernel}`: argument `{name}`: {e}")))?;
-                    write_param(bytes, self.offsets[j], p);
+                    let fitted = host::fit_scalar(*dtype, v).map_err(|detail| fail(BindError::Scalar { param: name.clone(), detail }))?;
+                    write_param(bytes, self.offsets[j], param_of(fitted));
                     j += 1;
                     if let Some(k) = slot
                         && first[*k] == UNSET
+                        && let Some(x) = host::scalar_sym(name, fitted, &meta.grid, &meta.requires).map_err(fail)?
                     {
                         first[*k] = i;
-                        values[*k] = v.as_i64();
+                        values[*k] = x;
                     }
                 }
                 (PlanParam::Tensor { .. }, ArgRef::Scalar(_)) => {
@@ -234,26 +237,8 @@ impl Plan {
             let k = self.slots.iter().position(|s| s == name)?;
             (first[k] != UNSET).then_some(values[k])
         };
-        for r in &meta.requires {
-            match r.cond.eval(&lookup) {
-                Ok(0) => {
-                    let mut names = vec![];
-                    r.cond.symbols(&mut names);
-                    let vals: Vec<String> = names.iter().map(|n| format!("{n} = {}", lookup(n).unwrap_or(0))).collect();
-                    return Err(fail(BindError::Require { text: r.text.clone(), detail: vals.join(", ") }));
-                }
-                Ok(_) => {}
-                Err(e) => return Err(fail(BindError::Require { text: r.text.clone(), detail: e })),
-            }
-        }
-        let mut grid = [1u32; 3];
-        for (axis, e) in meta.grid.iter().enumerate().take(3) {
-            let v = e.eval(&lookup).map_err(|d| fail(BindError::Grid { axis, expr: e.to_string(), detail: d }))?;
-            if !(0..=i32::MAX as i64).contains(&v) || (axis > 0 && v > 65535) {
-                return Err(fail(BindError::Grid { axis, expr: e.to_string(), detail: format!("{v} is out of range") }));
-            }
-            grid[axis] = v as u32;
-        }
+        host::check_requires(&meta.requires, &lookup).map_err(fail)?;
+        let grid = host::eval_grid(&meta.grid, &lookup).map_err(fail)?;
         Ok(grid)
     }
 }
@@ -316,16 +301,6 @@ fn write_param(bytes: &mut [u8], at: usize, p: KernelParam) {
         KernelParam::U64(v) => put(bytes, at, &v.to_le_bytes()),
         KernelParam::F32(v) => put(bytes, at, &v.to_le_bytes()),
         KernelParam::F64(v) => put(bytes, at, &v.to_le_bytes()),
-    }
-}
-
-fn describe(p: &ParamKind) -> String {
-    match p {
-        ParamKind::Tensor { dtype, dims, mutable } => {
-            let d: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
-            format!("&{}{dtype}[{}]", if *mutable { "mut " } else { "" }, d.join(", "))
-        }
-        ParamKind::Scalar { dtype } => dtype.to_string(),
     }
 }
 
@@ -528,7 +503,7 @@ mod tests {
         assert_eq!(err(&a, &mut s), "kernel `k`: argument `n`: expected an integer (i32), got 1.5");
         let mut a = good();
         a[1] = tensor(DType::BF16, &[6, 70000], 0x2000);
-        assert_eq!(err(&a, &mut s), "kernel `k`: grid axis 1 = N: 70000 is out of range");
+        assert_eq!(err(&a, &mut s), "kernel `k`: grid axis 1 = N: 70000 programs is more than CUDA launches along y (65535)");
         let mut a = good();
         a[0] = tensor(DType::BF16, &[1 << 31, 6], 0x2000);
         assert_eq!(err(&a, &mut s), "kernel `k`: dimension `M` = 2147483648 does not fit in i32");
@@ -543,5 +518,100 @@ mod tests {
         assert!(matches!(r, Err(RuntimeError::BadTensor(m)) if m.contains("needs 1600 bytes")));
         // And a good launch after all those failures still binds.
         assert_eq!(bind(&plan, &m, &mut s, &good()).expect("binds"), [2, 3, 1]);
+    }
+
+    /// The GPU's binder and the interpreter's (`host::bind`) accept the same arguments, with the
+    /// same grid, and refuse the same ones with the same message: random signatures (dimension
+    /// symbols shared between tensors, constant dimensions, integer, bool and float scalars read
+    /// by the grid and a requirement) against random arguments (ranks and dimensions off by one,
+    /// 0 and past i32, scalars at and past their dtype's edges, tensors for scalars).
+    #[test]
+    fn agrees_with_the_interpreters_binder() {
+        use crate::exec::Rng;
+        let mut rng = Rng::new(7);
+        let pick = |rng: &mut Rng, n: usize| (rng.next_u64() % n as u64) as usize;
+        let scalar_types =
+            [DType::Bool, DType::I8, DType::I16, DType::I32, DType::I64, DType::U8, DType::U32, DType::U64, DType::F16, DType::F32];
+        let edges: [i64; 12] = [0, 1, -1, 127, 128, -129, 255, 256, 65535, 1 << 31, -(1 << 31) - 1, i64::MAX];
+        let sy = |s: &str| HostExpr::Sym(s.into());
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..3000 {
+            let mut params = vec![];
+            for i in 0..1 + pick(&mut rng, 3) {
+                let dims: Vec<Dim> =
+                    (0..1 + pick(&mut rng, 3))
+                        .map(|_| {
+                            if pick(&mut rng, 4) == 0 {
+                                Dim::Const(pick(&mut rng, 3) as i64 + 1)
+                            } else {
+                                sym(["M", "N"][pick(&mut rng, 2)])
+                            }
+                        })
+                        .collect();
+                params.push(Param { name: format!("t{i}"), kind: ParamKind::Tensor { dtype: DType::F32, dims, mutable: i == 0 } });
+            }
+            let dtype = scalar_types[pick(&mut rng, scalar_types.len())];
+            params.push(Param { name: "s".into(), kind: ParamKind::Scalar { dtype } });
+            let reads_s = !dtype.is_float() && pick(&mut rng, 2) == 0;
+            let grid = vec![
+                if reads_s { bin(HostOp::Mul, sy("s"), sy("s")) } else { HostExpr::Int(3) },
+                if pick(&mut rng, 2) == 0 { sy("M") } else { HostExpr::Int(1) },
+            ];
+            let requires = vec![Require {
+                cond: bin(HostOp::Ge, bin(HostOp::Add, sy("M"), HostExpr::Int(1)), HostExpr::Int(1)),
+                text: "M + 1 >= 1".into(),
+            }];
+            let m = KernelMeta { name: "k".into(), grid, requires, ..KernelMeta { params: params.clone(), ..KernelMeta::default() } };
+            let sizes = [0usize, 1, 2, 3, 70000, 1 << 31];
+            let (big_m, big_n) = (sizes[pick(&mut rng, sizes.len())], sizes[pick(&mut rng, 4)]);
+            let shapes: Vec<Vec<usize>> = params
+                .iter()
+                .filter_map(|p| match &p.kind {
+                    ParamKind::Tensor { dims, .. } => {
+                        let mut sh: Vec<usize> = dims
+                            .iter()
+                            .map(|d| match d {
+                                Dim::Const(c) => *c as usize,
+                                Dim::Sym(s) if s == "M" => big_m,
+                                Dim::Sym(_) => big_n,
+                            })
+                            .collect();
+                        match pick(&mut rng, 8) {
+                            0 => sh.push(1),
+                            1 => sh[0] += 1,
+                            _ => {}
+                        }
+                        Some(sh)
+                    }
+                    ParamKind::Scalar { .. } => None,
+                })
+                .collect();
+            let v = match pick(&mut rng, 4) {
+                0 => Scalar::Float([0.5, 3.0, 1e6, 65520.0, f64::INFINITY, 1e19][pick(&mut rng, 6)]),
+                1 => Scalar::Bool(pick(&mut rng, 2) == 0),
+                _ => Scalar::Int(edges[pick(&mut rng, edges.len())]),
+            };
+            let scalar_as_tensor = pick(&mut rng, 20) == 0;
+            let mut refs: Vec<ArgRef<'_>> = shapes.iter().map(|sh| tensor(DType::F32, sh, 0x1000)).collect();
+            let mut infos: Vec<ArgInfo> = shapes.iter().map(|sh| ArgInfo::Tensor { dtype: DType::F32, shape: sh.clone() }).collect();
+            if scalar_as_tensor {
+                refs.push(tensor(DType::F32, &shapes[0], 0x2000));
+                infos.push(ArgInfo::Tensor { dtype: DType::F32, shape: shapes[0].clone() });
+            } else {
+                refs.push(ArgRef::Scalar(v));
+                infos.push(ArgInfo::Scalar(v));
+            }
+            let plan = Plan::new(&m);
+            let mut scratch = plan.scratch();
+            let gpu = match bind(&plan, &m, &mut scratch, &refs) {
+                Ok(g) => Ok(g),
+                Err(RuntimeError::Bind(msg)) => Err(msg),
+                Err(e) => panic!("{e}"),
+            };
+            let interp = host::bind("k", &m.params, &m.grid, &m.requires, &infos).map(|b| b.grid).map_err(|e| format!("kernel `k`: {e}"));
+            assert_eq!(gpu, interp, "{params:?} grid {:?} args {infos:?}", m.grid);
+            if gpu.is_ok() { accepted += 1 } else { refused += 1 }
+        }
+        assert!(accepted > 300 && refused > 300, "{accepted} accepted, {refused} refused: the cases are too one-sided");
     }
 }

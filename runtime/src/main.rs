@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tessera_compiler::interp::Arg;
+use tessera_compiler::interp::{Arg, RunOptions};
 use tessera_compiler::tir::{Dim, ParamKind};
 use tessera_compiler::{CompiledKernel, ConstValue, DType, HostTensor, Options, Scalar, Source, Target};
 use tessera_runtime::cache::{Artifacts, Cache};
@@ -126,6 +126,12 @@ enum Cmd {
         /// Seed of the random inputs.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// The most programs the interpreter runs in one launch (a larger grid is refused).
+        #[arg(long, value_name = "N", default_value_t = tessera_compiler::interp::DEFAULT_MAX_PROGRAMS)]
+        interp_max_programs: u64,
+        /// Do not check the interpreter's run for races between programs (faster).
+        #[arg(long)]
+        no_race_check: bool,
         #[command(flatten)]
         opts: BuildOpts,
     },
@@ -214,7 +220,10 @@ fn real_main(cli: Cli) -> Result<(), Fail> {
             build(&file, &emit, out_dir.as_deref(), &dump_after, dump_all, no_cache, time, &opts)
         }
         Cmd::Bench { bench, opts } => tessera_runtime::bench::run(&bench, options(&opts)?).map_err(Fail),
-        Cmd::Run { file, args, dims, outs, backend, check, seed, opts } => run(&file, &args, &dims, &outs, backend, check, seed, &opts),
+        Cmd::Run { file, args, dims, outs, backend, check, seed, interp_max_programs, no_race_check, opts } => {
+            let interp = RunOptions { race_check: !no_race_check, max_programs: interp_max_programs };
+            run(&file, &args, &dims, &outs, backend, check, seed, &interp, &opts)
+        }
         // The report (ending `N passed, N failed`) is printed; a failed case exits 1 silently.
         Cmd::Selftest { filter, interp_only } => match tessera_runtime::selftest::run(filter.as_deref(), interp_only) {
             Ok(true) => Ok(()),
@@ -454,6 +463,7 @@ fn run(
     backend: BackendArg,
     check: bool,
     seed: u64,
+    interp: &RunOptions,
     opts: &BuildOpts,
 ) -> Result<(), Fail> {
     let src = read_source(file)?;
@@ -501,7 +511,7 @@ fn run(
         let rt = rt.as_ref().ok_or_else(|| Fail("error: --check needs a GPU".into()))?;
         let mut gpu_args = host_args.clone();
         exec::run_gpu(rt, k, &mut gpu_args, &fresh)?;
-        exec::run_interp(k, &mut host_args)?;
+        exec::run_interp_with(k, &mut host_args, interp)?;
         let mut failed = false;
         for (i, p) in k.meta.params.iter().enumerate() {
             if let (ParamKind::Tensor { mutable: true, .. }, Arg::Tensor(g), Arg::Tensor(w)) = (&p.kind, &gpu_args[i], &host_args[i]) {
@@ -525,7 +535,7 @@ fn run(
         exec::run_gpu(rt, k, &mut host_args, &fresh)?;
         "gpu"
     } else {
-        exec::run_interp(k, &mut host_args)?;
+        exec::run_interp_with(k, &mut host_args, interp)?;
         "interpreter"
     };
     println!(

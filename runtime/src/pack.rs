@@ -6,7 +6,7 @@
 //! in elements, row-major); for each scalar parameter, its value in the parameter's dtype (bool
 //! as a u8 of 0 or 1, f16 and bf16 as their u16 bits).
 
-use half::{bf16, f16};
+use tessera_compiler::host::{ScalarValue, fit_scalar};
 use tessera_compiler::tir::{Param, ParamKind};
 use tessera_compiler::{DType, Scalar};
 
@@ -133,49 +133,28 @@ pub fn pack_params(params: &[Param], args: &[PackArg<'_>]) -> Result<Vec<KernelP
     Ok(out)
 }
 
-/// Converts a scalar argument to a parameter of type `dtype`.
-///
-/// Integers must fit the integer type exactly (a float is accepted when it is a whole number
-/// in range; a bool is 0 or 1). Floats are rounded to nearest even (an integer argument too).
-/// A bool parameter takes a bool or the integers 0 and 1.
+/// Converts a scalar argument to a parameter of type `dtype`, by the binder's one rule
+/// ([`tessera_compiler::host::fit_scalar`]): integers must fit exactly, floats are rounded once
+/// to nearest even and must not overflow to infinity, a bool parameter takes a bool, 0 or 1.
 pub fn scalar_param(dtype: DType, v: Scalar) -> Result<KernelParam, String> {
-    if dtype.is_float() {
-        let f = match v {
-            Scalar::Float(f) => f,
-            Scalar::Int(i) if dtype == DType::F32 => return Ok(KernelParam::F32(i as f32)),
-            Scalar::Int(i) => i as f64,
-            Scalar::Bool(_) => return Err(format!("expected {dtype}, got a bool")),
-        };
-        return Ok(match dtype {
-            DType::F16 => KernelParam::U16(f16::from_f64(f).to_bits()),
-            DType::BF16 => KernelParam::U16(bf16::from_f64(f).to_bits()),
-            DType::F32 => KernelParam::F32(f as f32),
-            _ => KernelParam::F64(f),
-        });
+    Ok(param_of(fit_scalar(dtype, v)?))
+}
+
+/// The PTX parameter holding a converted scalar.
+pub fn param_of(v: ScalarValue) -> KernelParam {
+    let b = v.bits;
+    match v.dtype {
+        DType::Bool | DType::U8 => KernelParam::U8(b as u8),
+        DType::I8 => KernelParam::I8(b as u8 as i8),
+        DType::I16 => KernelParam::I16(b as u16 as i16),
+        DType::F16 | DType::BF16 => KernelParam::U16(b as u16),
+        DType::I32 => KernelParam::I32(b as u32 as i32),
+        DType::U32 => KernelParam::U32(b as u32),
+        DType::I64 => KernelParam::I64(b as i64),
+        DType::U64 => KernelParam::U64(b),
+        DType::F32 => KernelParam::F32(f32::from_bits(b as u32)),
+        DType::F64 => KernelParam::F64(f64::from_bits(b)),
     }
-    if dtype == DType::Bool {
-        return match v {
-            Scalar::Bool(b) => Ok(KernelParam::U8(b as u8)),
-            Scalar::Int(i @ (0 | 1)) => Ok(KernelParam::U8(i as u8)),
-            other => Err(format!("expected a bool, got {other:?}")),
-        };
-    }
-    let i: i128 = match v {
-        Scalar::Int(i) => i as i128,
-        Scalar::Bool(b) => b as i128,
-        Scalar::Float(f) if f.is_finite() && f.fract() == 0.0 => f as i128,
-        Scalar::Float(f) => return Err(format!("expected an integer ({dtype}), got {f}")),
-    };
-    let range = || format!("{i} does not fit in {dtype}");
-    Ok(match dtype {
-        DType::I8 => KernelParam::I8(i8::try_from(i).map_err(|_| range())?),
-        DType::I16 => KernelParam::I16(i16::try_from(i).map_err(|_| range())?),
-        DType::I32 => KernelParam::I32(i32::try_from(i).map_err(|_| range())?),
-        DType::I64 => KernelParam::I64(i64::try_from(i).map_err(|_| range())?),
-        DType::U8 => KernelParam::U8(u8::try_from(i).map_err(|_| range())?),
-        DType::U32 => KernelParam::U32(u32::try_from(i).map_err(|_| range())?),
-        _ => KernelParam::U64(u64::try_from(i).map_err(|_| range())?),
-    })
 }
 
 #[cfg(test)]
@@ -275,8 +254,34 @@ mod tests {
         // i64 → f32 rounds once, to nearest even.
         assert_eq!(scalar_param(DType::F32, Scalar::Int((1 << 24) + 1)), Ok(K::F32(16777216.0)));
         assert_eq!(scalar_param(DType::F64, Scalar::Int(3)), Ok(K::F64(3.0)));
-        assert_eq!(scalar_param(DType::F16, Scalar::Float(65520.0)), Ok(K::U16(0x7c00)));
         assert_eq!(scalar_param(DType::BF16, Scalar::Float(1.0 + 1.0 / 256.0)), Ok(K::U16(0x3f80)));
+        // The binder's rule (`host::fit_scalar`): a finite value that rounds to infinity does not
+        // fit; infinity itself does; the largest value below the rounding boundary is the max.
+        assert_eq!(
+            scalar_param(DType::F16, Scalar::Float(65520.0)),
+            Err("65520 does not fit in f16 (it rounds to infinity; the largest finite f16 is 65504)".into())
+        );
+        assert!(scalar_param(DType::F16, Scalar::Int(70000)).unwrap_err().contains("does not fit in f16"));
+        assert!(scalar_param(DType::F32, Scalar::Float(1e39)).unwrap_err().contains("the largest finite f32 is 3.4028235e38"));
+        assert!(scalar_param(DType::BF16, Scalar::Float(-1e300)).unwrap_err().contains("does not fit in bf16"));
+        assert_eq!(scalar_param(DType::F16, Scalar::Float(65519.99)), Ok(K::U16(0x7bff)));
+        assert_eq!(scalar_param(DType::F16, Scalar::Float(f64::NEG_INFINITY)), Ok(K::U16(0xfc00)));
+        assert!(matches!(scalar_param(DType::F32, Scalar::Float(f64::NAN)), Ok(K::F32(x)) if x.is_nan()));
+        // Rounded once, correctly, like the interpreter: just above the tie between 1 and the next
+        // bf16 (and f16) rounds up (`half`'s own f64 conversion rounded these down).
+        assert_eq!(scalar_param(DType::BF16, Scalar::Float(1.0 + 2f64.powi(-8) + 2f64.powi(-40))), Ok(K::U16(0x3f81)));
+        assert_eq!(scalar_param(DType::F16, Scalar::Float(1.0 + 2f64.powi(-11) + 2f64.powi(-40))), Ok(K::U16(0x3c01)));
+        // Integers to f16 and bf16 round once too (2^60 + 2^52 + 1 is just above a bf16 tie).
+        assert_eq!(scalar_param(DType::BF16, Scalar::Int((1 << 60) + (1 << 52) + 1)), Ok(K::U16(0x5d81)));
+        // Integer edges: exact fits only.
+        assert_eq!(scalar_param(DType::I8, Scalar::Int(300)), Err("300 does not fit in i8 (its range is -128..=127)".into()));
+        assert_eq!(scalar_param(DType::U8, Scalar::Int(-1)), Err("-1 does not fit in u8 (its range is 0..=255)".into()));
+        assert_eq!(scalar_param(DType::I64, Scalar::Int(i64::MIN)), Ok(K::I64(i64::MIN)));
+        assert_eq!(scalar_param(DType::U64, Scalar::Float(18446744073709549568.0)), Ok(K::U64(18446744073709549568)));
+        assert!(scalar_param(DType::U64, Scalar::Float(18446744073709551616.0)).is_err());
+        assert!(scalar_param(DType::I64, Scalar::Float(9223372036854775808.0)).is_err());
+        assert_eq!(scalar_param(DType::I16, Scalar::Float(-32768.0)), Ok(K::I16(-32768)));
+        assert!(scalar_param(DType::Bool, Scalar::Int(-1)).unwrap_err().contains("expected a bool (true, false, 0 or 1), got -1"));
     }
 
     #[test]

@@ -106,6 +106,68 @@ fn run_on_the_interpreter_writes_npy() {
     assert!((0..1500).any(|i| t.get_f64(i) != 0.0), "output not written");
 }
 
+/// Both backends bind through one check: a scalar that does not fit its type, and a grid
+/// expression that overflows, are refused before anything runs (`--arg s=300` for an i8 ran a
+/// grid of 300 on the interpreter, each program seeing 44).
+#[test]
+fn run_refuses_scalars_that_do_not_fit_and_grids_that_overflow() {
+    let file = tmp("fit.tile");
+    std::fs::write(
+        &file,
+        "#[grid(s)]\nkernel k(s: i8, y: &mut i32[300]) { y.store([program_id(0)], full([1], s as i32)); }\n\n\
+         #[grid(s * s + 1)]\nkernel w(s: i64, y: &mut i32[1]) { y.store([0], full([1], 1)); }\n",
+    )
+    .expect("write");
+    let f = file.to_str().expect("utf-8 temp path");
+    for backend in ["interp", "auto"] {
+        let (code, out, err) = tessera(&["run", f, "--kernel", "k", "--arg", "s=300", "--backend", backend]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(err.contains("argument `s`: 300 does not fit in i8 (its range is -128..=127)"), "{err}");
+        let (code, out, err) = tessera(&["run", f, "--kernel", "w", "--arg", "s=4294967296", "--backend", backend]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(err.contains("grid axis 0 = ((s * s) + 1): `(s * s)` overflows i64 with s = 4294967296"), "{err}");
+    }
+    let (code, out, err) = tessera(&["run", f, "--kernel", "k", "--arg", "s=127", "--backend", "interp"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("grid [127, 1, 1]"), "{out}");
+}
+
+/// The interpreter reports races between programs (on by default; `--no-race-check` turns it
+/// off) and refuses grids over its budget of programs (`--interp-max-programs` lifts it).
+#[test]
+fn run_on_the_interpreter_checks_races_and_its_budget() {
+    let gn = [
+        "run",
+        "tests/races/groupnorm.tile",
+        "--kernel",
+        "groupnorm_overlap",
+        "--dims",
+        "N=5,C=72",
+        "--arg",
+        "x=random",
+        "--arg",
+        "eps=1e-5",
+    ];
+    let (code, out, err) = tessera(&[&gn[..], &["--backend", "interp"]].concat());
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("data race on `y` at element [0, 24]: program (0, 0, 0) wrote it and program (0, 1, 0) writes it in the same launch"),
+        "{err}"
+    );
+    let (code, out, err) = tessera(&[&gn[..], &["--backend", "interp", "--no-race-check"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ran `groupnorm_overlap` on the interpreter"), "{out}");
+
+    let va = ["run", "examples/vector_add.tile", "--dims", "N=6000", "--arg", "x=random", "--arg", "y=random", "--backend", "interp"];
+    let (code, out, err) = tessera(&[&va[..], &["--interp-max-programs", "5"]].concat());
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("the grid [6, 1, 1] has 6 programs, more than the interpreter's budget of 5"), "{err}");
+    assert!(err.contains("`tessera run --interp-max-programs 6`"), "{err}");
+    let (code, out, err) = tessera(&[&va[..], &["--interp-max-programs", "6"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("grid [6, 1, 1]"), "{out}");
+}
+
 #[test]
 fn build_emits_every_form() {
     let (code, out, err) = tessera(&["build", "examples/softmax.tile", "--emit", "tir,lir,ptx,meta"]);

@@ -2,8 +2,9 @@
 //! golden snapshots of every example's IR and PTX, tile-IR round trips, ptxas on every PTX,
 //! the matrix instructions and spill counts of the tensor-core examples, diagnostics of the
 //! `tests/ui` files, the IR before and after each stage of the `tests/passes` programs,
-//! interpreter results against plain Rust references, and property tests (the front end never
-//! panics; tile-IR text round-trips).
+//! interpreter results against plain Rust references, races between programs that the
+//! interpreter must report (`tests/races`), and property tests (the front end never panics;
+//! tile-IR text round-trips; the launch binder).
 
 #[cfg(test)]
 mod common;
@@ -17,5 +18,7 @@ mod ops;
 mod passes;
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+mod races;
 #[cfg(test)]
 mod ui;

@@ -2,7 +2,8 @@
 //! the examples (token insertions, deletions and swaps), whatever it reports stays inside the
 //! sources; and randomly generated small tile-IR programs (every op kind, nested regions) print
 //! to text that parses back to the same text; and layout conversions by warp shuffles give every
-//! thread the elements the conversion asks for.
+//! thread the elements the conversion asks for; and the launch binder accepts exactly the valid
+//! argument lists (against an oracle in exact arithmetic), never panicking.
 
 use crate::common::{root, tile_files};
 use proptest::prelude::*;
@@ -584,4 +585,452 @@ proptest! {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The launch binder (`host::bind`) against an independent oracle.
+
+/// Draws from a list of seeds (cycling, mixed with the position), so that proptest shrinks the
+/// whole case by shrinking the seeds.
+struct Draw<'a> {
+    seeds: &'a [u64],
+    pos: usize,
+}
+
+impl Draw<'_> {
+    fn next(&mut self) -> u64 {
+        let s = self.seeds.get(self.pos % self.seeds.len().max(1)).copied().unwrap_or(0);
+        self.pos += 1;
+        s.wrapping_add(self.pos as u64 / self.seeds.len().max(1) as u64 * 0x9e37_79b9)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<T: Clone>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len())].clone()
+    }
+}
+
+const SYMS: &[&str] = &["M", "N", "K"];
+const BIND_DTYPES: &[DType] = &[
+    DType::Bool,
+    DType::I8,
+    DType::I16,
+    DType::I32,
+    DType::I64,
+    DType::U8,
+    DType::U32,
+    DType::U64,
+    DType::F16,
+    DType::BF16,
+    DType::F32,
+    DType::F64,
+];
+const INT_EDGES: &[i64] = &[
+    0,
+    1,
+    -1,
+    2,
+    127,
+    128,
+    -128,
+    -129,
+    255,
+    256,
+    32767,
+    32768,
+    65535,
+    65536,
+    i32::MAX as i64,
+    1 << 31,
+    i32::MIN as i64,
+    (i32::MIN as i64) - 1,
+    1 << 32,
+    u32::MAX as i64,
+    i64::MAX,
+    i64::MIN,
+];
+const FLOAT_EDGES: &[f64] = &[
+    0.0,
+    -0.0,
+    0.5,
+    1.0,
+    -3.0,
+    65504.0,
+    65519.99,
+    65520.0,
+    -65520.0,
+    1e6,
+    3.3895e38,
+    3.4e38,
+    3.4028235e38,
+    3.41e38,
+    1e300,
+    f64::INFINITY,
+    f64::NAN,
+    9223372036854775807.0,
+    18446744073709549568.0,
+    18446744073709551616.0,
+    2147483647.0,
+    2147483648.0,
+];
+const SIZES: &[usize] = &[0, 1, 2, 3, 7, 65535, 65536, i32::MAX as usize, 1 << 31, usize::MAX];
+/// Small values, common so that many cases are accepted.
+const SMALL: &[i64] = &[0, 1, 2, 3, 5, 8];
+
+/// Scalars on both sides of the edges of `dtype`'s range.
+fn scalar_edges(dtype: DType) -> Vec<tessera_compiler::Scalar> {
+    use tessera_compiler::Scalar::{Bool, Float, Int};
+    let float = |max: f64, ulp: f64| {
+        let boundary = max + ulp / 2.0;
+        vec![
+            Float(max),
+            Float(boundary),
+            Float(-boundary),
+            Float(boundary - ulp / 4.0),
+            Float(f64::NEG_INFINITY),
+            Float(f64::NAN),
+            Bool(true),
+        ]
+    };
+    match dtype {
+        DType::F16 => float(65504.0, 32.0),
+        DType::BF16 => float((2.0 - 2f64.powi(-7)) * 2f64.powi(127), 2f64.powi(120)),
+        DType::F32 => float(f32::MAX as f64, 2f64.powi(104)),
+        DType::F64 => vec![Float(f64::MAX), Float(f64::MIN_POSITIVE), Int(i64::MIN), Bool(false)],
+        DType::Bool => vec![Int(0), Int(1), Int(2), Int(-1), Bool(true), Float(1.0)],
+        _ => {
+            let (lo, hi): (i128, i128) = match dtype {
+                DType::I8 => (-128, 127),
+                DType::I16 => (-32768, 32767),
+                DType::I32 => (i32::MIN as i128, i32::MAX as i128),
+                DType::U8 => (0, 255),
+                DType::U32 => (0, u32::MAX as i128),
+                DType::U64 => (0, u64::MAX as i128),
+                _ => (i64::MIN as i128, i64::MAX as i128),
+            };
+            let int = |v: i128| Int(v.clamp(i64::MIN as i128, i64::MAX as i128) as i64);
+            vec![int(lo), int(lo - 1), int(hi), int(hi + 1), Float(hi as f64), Float((hi + 1) as f64), Float(lo as f64 - 1.0), Float(0.5)]
+        }
+    }
+}
+
+/// A size: mostly small, now and then an edge.
+fn size(d: &mut Draw) -> usize {
+    if d.below(4) == 0 { d.pick(SIZES) } else { d.pick(&[0, 1, 2, 3, 7]) }
+}
+
+fn random_host_expr(d: &mut Draw, names: &[String], depth: usize) -> tir::HostExpr {
+    use tir::{HostExpr, HostOp};
+    if depth == 0 || d.below(3) == 0 {
+        return match d.below(6) {
+            _ if names.is_empty() => HostExpr::Int(d.pick(SMALL)),
+            0 => HostExpr::Int(d.pick(INT_EDGES)),
+            1 | 2 => HostExpr::Int(d.pick(SMALL)),
+            _ => HostExpr::Sym(d.pick(names)),
+        };
+    }
+    if d.below(8) == 0 {
+        return HostExpr::Neg(Box::new(random_host_expr(d, names, depth - 1)));
+    }
+    let op = d.pick(&[HostOp::Add, HostOp::Add, HostOp::Sub, HostOp::Mul, HostOp::Mul, HostOp::Div, HostOp::Rem, HostOp::Min, HostOp::Max]);
+    HostExpr::Bin(op, Box::new(random_host_expr(d, names, depth - 1)), Box::new(random_host_expr(d, names, depth - 1)))
+}
+
+fn random_condition(d: &mut Draw, names: &[String]) -> tir::HostExpr {
+    use tir::{HostExpr, HostOp};
+    let cmp = |d: &mut Draw| {
+        let op = d.pick(&[HostOp::Ge, HostOp::Ge, HostOp::Lt, HostOp::Ne, HostOp::Eq]);
+        HostExpr::Bin(op, Box::new(random_host_expr(d, names, 2)), Box::new(HostExpr::Int(d.pick(&[0, 1, 8]))))
+    };
+    match d.below(4) {
+        0 => HostExpr::Bin(HostOp::And, Box::new(cmp(d)), Box::new(cmp(d))),
+        1 => HostExpr::Bin(HostOp::Or, Box::new(cmp(d)), Box::new(cmp(d))),
+        2 => HostExpr::Not(Box::new(cmp(d))),
+        _ => cmp(d),
+    }
+}
+
+/// The oracle's value of `e` in exact (i128) arithmetic: `None` where `host::bind` must refuse
+/// (a result outside i64, a division by zero, an unbound symbol). `&&`, `||` short-circuit.
+fn oracle_eval(e: &tir::HostExpr, syms: &[(String, i128)]) -> Option<i128> {
+    use tir::{HostExpr, HostOp};
+    let fit = |v: i128| (i64::MIN as i128..=i64::MAX as i128).contains(&v).then_some(v);
+    match e {
+        HostExpr::Int(v) => Some(*v as i128),
+        HostExpr::Bool(b) => Some(*b as i128),
+        HostExpr::Sym(s) => syms.iter().find(|(n, _)| n == s).map(|(_, v)| *v),
+        HostExpr::Neg(x) => fit(-oracle_eval(x, syms)?),
+        HostExpr::Not(x) => Some((oracle_eval(x, syms)? == 0) as i128),
+        HostExpr::Bin(HostOp::And, a, b) => Some((oracle_eval(a, syms)? != 0 && oracle_eval(b, syms)? != 0) as i128),
+        HostExpr::Bin(HostOp::Or, a, b) => Some((oracle_eval(a, syms)? != 0 || oracle_eval(b, syms)? != 0) as i128),
+        HostExpr::Bin(op, a, b) => {
+            let (a, b) = (oracle_eval(a, syms)?, oracle_eval(b, syms)?);
+            match op {
+                HostOp::Add => fit(a + b),
+                HostOp::Sub => fit(a - b),
+                HostOp::Mul => fit(a * b),
+                HostOp::Div if b == 0 => None,
+                HostOp::Rem if b == 0 => None,
+                HostOp::Div => fit(a / b),
+                HostOp::Rem => fit(a % b),
+                HostOp::Min => Some(a.min(b)),
+                HostOp::Max => Some(a.max(b)),
+                HostOp::Eq => Some((a == b) as i128),
+                HostOp::Ne => Some((a != b) as i128),
+                HostOp::Lt => Some((a < b) as i128),
+                HostOp::Le => Some((a <= b) as i128),
+                HostOp::Gt => Some((a > b) as i128),
+                HostOp::Ge => Some((a >= b) as i128),
+                HostOp::And | HostOp::Or => None,
+            }
+        }
+    }
+}
+
+/// Whether scalar `v` fits `dtype`, by the documented rule, computed independently of
+/// `host::fit_scalar`; for integer and bool dtypes, the value.
+fn oracle_fit(dtype: DType, v: tessera_compiler::Scalar) -> Option<Option<i128>> {
+    use tessera_compiler::Scalar;
+    if dtype.is_float() {
+        // A finite value at or past the rounding boundary above the largest finite value (half an
+        // ulp past it) rounds to infinity.
+        let limit = match dtype {
+            DType::F16 => 65520.0,
+            DType::BF16 => (2.0 - 2f64.powi(-8)) * 2f64.powi(127),
+            DType::F32 => (2.0 - 2f64.powi(-24)) * 2f64.powi(127),
+            _ => f64::INFINITY,
+        };
+        let x = match v {
+            Scalar::Bool(_) => return None,
+            Scalar::Int(i) => i as f64,
+            Scalar::Float(f) => f,
+        };
+        return (!x.is_finite() || x.abs() < limit).then_some(None);
+    }
+    let (lo, hi): (i128, i128) = match dtype {
+        DType::Bool => (0, 1),
+        DType::I8 => (-128, 127),
+        DType::I16 => (-32768, 32767),
+        DType::I32 => (-(1 << 31), (1 << 31) - 1),
+        DType::I64 => (-(1 << 63), (1 << 63) - 1),
+        DType::U8 => (0, 255),
+        DType::U32 => (0, (1 << 32) - 1),
+        _ => (0, (1 << 64) - 1),
+    };
+    let i = match (v, dtype) {
+        (Scalar::Float(_), DType::Bool) => return None,
+        (Scalar::Int(i), _) => i as i128,
+        (Scalar::Bool(b), _) => b as i128,
+        (Scalar::Float(f), _) if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e30 => f as i128,
+        (Scalar::Float(_), _) => return None,
+    };
+    (lo..=hi).contains(&i).then_some(Some(i))
+}
+
+/// The grid `host::bind` must give, or `None` where it must refuse: arguments match the
+/// signature in count, kind, dtype and rank; constant dimensions match; every size fits in i32;
+/// the tensors agree on each dimension symbol; scalars fit their dtypes; requirements hold and
+/// the grid evaluates without overflow, each axis within CUDA's limits.
+fn oracle_bind(
+    params: &[tir::Param],
+    grid: &[tir::HostExpr],
+    requires: &[tir::Require],
+    args: &[tessera_compiler::ArgInfo],
+) -> Option<[u32; 3]> {
+    use tessera_compiler::ArgInfo;
+    use tir::{Dim, ParamKind};
+    if params.len() != args.len() {
+        return None;
+    }
+    let mut syms: Vec<(String, i128)> = vec![];
+    for (p, a) in params.iter().zip(args) {
+        match (&p.kind, a) {
+            (ParamKind::Tensor { dtype, dims, .. }, ArgInfo::Tensor { dtype: got, shape }) => {
+                if dtype != got || dims.len() != shape.len() {
+                    return None;
+                }
+                for (d, &n) in dims.iter().zip(shape) {
+                    if n > i32::MAX as usize {
+                        return None;
+                    }
+                    match d {
+                        Dim::Const(c) if *c as i128 != n as i128 => return None,
+                        Dim::Const(_) => {}
+                        Dim::Sym(s) => match syms.iter().find(|(x, _)| x == s) {
+                            Some((_, v)) if *v != n as i128 => return None,
+                            Some(_) => {}
+                            None => syms.push((s.clone(), n as i128)),
+                        },
+                    }
+                }
+            }
+            (ParamKind::Scalar { dtype }, ArgInfo::Scalar(v)) => {
+                if let Some(i) = oracle_fit(*dtype, *v)? {
+                    let read = grid.iter().chain(requires.iter().map(|r| &r.cond)).any(|e| e.reads(&p.name));
+                    if i > i64::MAX as i128 {
+                        if read {
+                            return None;
+                        }
+                    } else if !syms.iter().any(|(x, _)| x == &p.name) {
+                        syms.push((p.name.clone(), i));
+                    }
+                }
+            }
+            _ => return None,
+        }
+    }
+    for r in requires {
+        if oracle_eval(&r.cond, &syms)? == 0 {
+            return None;
+        }
+    }
+    let mut g = [1u32; 3];
+    for (axis, e) in grid.iter().enumerate().take(3) {
+        let v = oracle_eval(e, &syms)?;
+        if v < 0 || v > [i32::MAX as i128, 65535, 65535][axis] {
+            return None;
+        }
+        g[axis] = v as u32;
+    }
+    Some(g)
+}
+
+/// A random signature with `#[grid]` and `#[require]` over its symbols, and a random argument
+/// list for it: mostly matching (so that acceptance is common), with mismatched kinds, dtypes,
+/// ranks and counts, sizes from 0 to past i32 and scalars at and past their dtype's edges.
+#[allow(clippy::type_complexity)]
+fn random_binding(seeds: &[u64]) -> (Vec<tir::Param>, Vec<tir::HostExpr>, Vec<tir::Require>, Vec<tessera_compiler::ArgInfo>) {
+    use tessera_compiler::{ArgInfo, Scalar};
+    use tir::{Dim, Param, ParamKind, Require};
+    let mut d = Draw { seeds, pos: 0 };
+    let mut params = vec![];
+    for i in 0..d.below(5) {
+        let kind = if d.below(3) > 0 {
+            let dims = (0..1 + d.below(3))
+                .map(|_| if d.below(4) == 0 { Dim::Const(d.pick(&[1, 2, 3, 3, 1 << 31])) } else { Dim::Sym(d.pick(SYMS).into()) })
+                .collect();
+            ParamKind::Tensor { dtype: d.pick(&[DType::F32, DType::BF16, DType::I32]), dims, mutable: d.below(2) == 0 }
+        } else {
+            ParamKind::Scalar { dtype: d.pick(BIND_DTYPES) }
+        };
+        // Now and then a scalar takes a dimension symbol's name: the first binder wins.
+        let name = if matches!(kind, ParamKind::Scalar { .. }) && d.below(6) == 0 { d.pick(SYMS).to_string() } else { format!("p{i}") };
+        params.push(Param { name, kind });
+    }
+    // The names the expressions read: the symbols of the signature (integer and bool scalars,
+    // dimension symbols of its tensors), and now and then one it does not bind.
+    let mut names: Vec<String> = vec![];
+    for p in &params {
+        match &p.kind {
+            ParamKind::Tensor { dims, .. } => names.extend(dims.iter().filter_map(|x| match x {
+                Dim::Sym(s) => Some(s.clone()),
+                Dim::Const(_) => None,
+            })),
+            ParamKind::Scalar { dtype } if !dtype.is_float() || d.below(4) == 0 => names.push(p.name.clone()),
+            ParamKind::Scalar { .. } => {}
+        }
+    }
+    if d.below(8) == 0 {
+        names.push("unbound".into());
+    }
+    let grid = (0..1 + d.below(3))
+        .map(|_| if d.below(3) == 0 { tir::HostExpr::Int(d.pick(&[0, 1, 4, 65536])) } else { random_host_expr(&mut d, &names, 2) })
+        .collect();
+    let requires = (0..d.below(3)).map(|_| Require { cond: random_condition(&mut d, &names), text: "r".into() }).collect();
+    let base: Vec<usize> = SYMS.iter().map(|_| size(&mut d)).collect();
+    let mut args = vec![];
+    for p in &params {
+        let mismatch = d.below(24) == 0;
+        args.push(match (&p.kind, mismatch) {
+            (ParamKind::Tensor { dtype, dims, .. }, false) => {
+                let mut shape: Vec<usize> = dims
+                    .iter()
+                    .map(|dim| match dim {
+                        _ if d.below(16) == 0 => size(&mut d),
+                        Dim::Const(c) => *c as usize,
+                        Dim::Sym(s) => base[SYMS.iter().position(|x| x == s).unwrap_or(0)],
+                    })
+                    .collect();
+                let dtype = if d.below(15) == 0 { DType::F16 } else { *dtype };
+                if d.below(15) == 0 {
+                    shape.push(1);
+                }
+                ArgInfo::Tensor { dtype, shape }
+            }
+            (ParamKind::Scalar { dtype }, false) => ArgInfo::Scalar(match d.below(8) {
+                0 => Scalar::Float(d.pick(FLOAT_EDGES)),
+                1 => Scalar::Bool(d.below(2) == 0),
+                2 => Scalar::Int(d.pick(INT_EDGES)),
+                3..=5 => d.pick(&scalar_edges(*dtype)),
+                _ => Scalar::Int(d.pick(&[0, 1])),
+            }),
+            (ParamKind::Tensor { .. }, true) => ArgInfo::Scalar(Scalar::Int(1)),
+            (ParamKind::Scalar { .. }, true) => ArgInfo::Tensor { dtype: DType::F32, shape: vec![1] },
+        });
+    }
+    match d.below(32) {
+        0 => {
+            args.pop();
+        }
+        1 => args.push(ArgInfo::Scalar(Scalar::Int(0))),
+        _ => {}
+    }
+    (params, grid, requires, args)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8192, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// `host::bind` never panics, and accepts exactly the argument lists the oracle accepts, with
+    /// the same grid; a refusal is a message naming what is wrong.
+    #[test]
+    fn the_binder_accepts_exactly_the_valid_arguments(seeds in proptest::collection::vec(any::<u64>(), 1..40)) {
+        let (params, grid, requires, args) = random_binding(&seeds);
+        let got = tessera_compiler::host::bind("k", &params, &grid, &requires, &args);
+        let want = oracle_bind(&params, &grid, &requires, &args);
+        match (&got, want) {
+            (Ok(b), Some(g)) => prop_assert_eq!(b.grid, g),
+            (Err(e), None) => prop_assert!(!e.to_string().is_empty()),
+            _ => prop_assert!(false, "bind {:?}, oracle {:?}\nparams {:?}\ngrid {:?}\nrequires {:?}\nargs {:?}", got, want, params, grid, requires, args),
+        }
+    }
+}
+
+/// The generator reaches both answers often, and every kind of refusal.
+#[test]
+fn generated_bindings_cover_acceptance_and_refusals() {
+    use tessera_compiler::BindError as E;
+    let mut rng = tessera_runtime::exec::Rng::new(11);
+    let (mut ok, mut kinds) = (0, std::collections::BTreeMap::new());
+    for _ in 0..4000 {
+        let seeds: Vec<u64> = (0..24).map(|_| rng.next_u64()).collect();
+        let (params, grid, requires, args) = random_binding(&seeds);
+        match tessera_compiler::host::bind("k", &params, &grid, &requires, &args) {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                *kinds
+                    .entry(match e {
+                        E::ArgCount { .. } => "count",
+                        E::NotTensor { .. } | E::NotScalar { .. } => "kind",
+                        E::DType { .. } => "dtype",
+                        E::Rank { .. } => "rank",
+                        E::ConstDim { .. } => "const",
+                        E::SymMismatch { .. } => "sym",
+                        E::TooLarge { .. } | E::DimTooLarge { .. } => "i32",
+                        E::Scalar { .. } => "scalar",
+                        E::Require { .. } => "require",
+                        E::RequireEval { .. } => "require-eval",
+                        E::Grid { .. } => "grid",
+                    })
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    // Shown with `--nocapture`: how the cases are spread.
+    eprintln!("{ok} accepted; refused: {kinds:?}");
+    assert!(ok > 400, "only {ok} of 4000 accepted");
+    assert_eq!(kinds.len(), 11, "refusal kinds reached: {kinds:?}");
 }

@@ -7,7 +7,8 @@
 //! Atomic float adds round to the tensor's dtype after each element; `max`/`min` ignore NaN as
 //! the elementwise `max`/`min` do.
 
-use super::ops::{host_index, same_dtype};
+use super::ops::{host_index, host_of, same_dtype};
+use super::race::Access;
 use super::value::{Data, TensorRef, Tile, int_value, is_unsigned, numel, round_to, wrap};
 use super::{Arg, Interp, InterpError, Result, internal};
 use crate::dtype::DType;
@@ -35,7 +36,7 @@ impl Interp<'_> {
     }
 
     /// `gather t, i0, …, mask, pad`.
-    pub(super) fn gather(&self, ops: &[Value], dtype: DType, shape: &[i64]) -> Result<Tile> {
+    pub(super) fn gather(&mut self, ops: &[Value], dtype: DType, shape: &[i64]) -> Result<Tile> {
         let t = self.tensor(*ops.first().ok_or_else(|| internal("gather without a tensor"))?)?;
         let r = t.shape.len();
         if ops.len() != r + 3 {
@@ -47,10 +48,14 @@ impl Interp<'_> {
         same_dtype(&pad, dtype)?;
         let pad = pad.elem().ok_or_else(|| internal("the pad is not a scalar"))?;
         let mut out = Tile::filled(dtype, shape, pad);
-        let host = self.host(&t, dtype)?;
+        let host = host_of(self.args, &t, dtype)?;
+        let (mut races, pid) = (self.races.as_mut().filter(|_| t.mutable), self.pid);
         for (e, &m) in mask.iter().enumerate() {
             let Some(flat) = flat_index(&t, &idx, e).filter(|_| m != 0) else { continue };
             let i = host_index(host, flat)?;
+            if let Some(r) = races.as_mut() {
+                r.access(t.arg, &host.shape, i, pid, Access::Read)?;
+            }
             match &mut out.data {
                 Data::F(v) => v[e] = host.get_f64(i),
                 Data::I(v) => v[e] = host.get_i64(i),
@@ -79,9 +84,14 @@ impl Interp<'_> {
         let Some(Arg::Tensor(host)) = self.args.get_mut(t.arg) else {
             return Err(internal("the scattered tensor is not an argument"));
         };
+        let (mut races, pid) = (self.races.as_mut(), self.pid);
+        let access = if matches!(kind, OpKind::Scatter) { Access::Write } else { Access::Atomic };
         for (e, &m) in mask.iter().enumerate() {
             let Some(flat) = flat_index(&t, &idx, e).filter(|_| m != 0) else { continue };
             let i = host_index(host, flat)?;
+            if let Some(r) = races.as_mut() {
+                r.access(t.arg, &host.shape, i, pid, access)?;
+            }
             match (&x.data, kind) {
                 (Data::F(v), OpKind::Scatter) => host.set_f64(i, v[e]),
                 (Data::I(v), OpKind::Scatter) => host.set_i64(i, v[e]),

@@ -8,7 +8,7 @@ use crate::host::{HostTensor, Scalar};
 use crate::{Options, Source};
 
 /// Compiles `src` all the way to PTX (verifiers on) and returns the tile IR of kernel `name`.
-fn compile(src: &str, name: &str) -> crate::tir::Kernel {
+pub(super) fn compile(src: &str, name: &str) -> crate::tir::Kernel {
     let o = Options { verify: true, checked: true, ..Options::default() };
     let m = crate::compile(&Source::new("test.tile", src), &o).unwrap_or_else(|d| panic!("{}", d.render()));
     let k = m.kernels.into_iter().find(|k| k.meta.name == name).unwrap_or_else(|| panic!("no kernel {name}"));
@@ -23,27 +23,27 @@ fn compile(src: &str, name: &str) -> crate::tir::Kernel {
     k.tir
 }
 
-fn run(k: &crate::tir::Kernel, mut args: Vec<Arg>) -> Vec<Arg> {
+pub(super) fn run(k: &crate::tir::Kernel, mut args: Vec<Arg>) -> Vec<Arg> {
     run_kernel(k, &mut args).unwrap_or_else(|e| panic!("{e}"));
     args
 }
 
-fn t(a: &Arg) -> &HostTensor {
+pub(super) fn t(a: &Arg) -> &HostTensor {
     match a {
         Arg::Tensor(t) => t,
         Arg::Scalar(_) => panic!("a scalar"),
     }
 }
 
-fn ints(v: &[i64]) -> Arg {
+pub(super) fn ints(v: &[i64]) -> Arg {
     Arg::Tensor(HostTensor::from_i64(DType::I32, &[v.len()], v))
 }
 
-fn floats(shape: &[usize], v: &[f64]) -> Arg {
+pub(super) fn floats(shape: &[usize], v: &[f64]) -> Arg {
     Arg::Tensor(HostTensor::from_f64(DType::F32, shape, v))
 }
 
-fn as_i64(a: &Arg) -> Vec<i64> {
+pub(super) fn as_i64(a: &Arg) -> Vec<i64> {
     (0..t(a).numel()).map(|i| t(a).get_i64(i)).collect()
 }
 
@@ -126,7 +126,8 @@ fn scatter_duplicates_keep_the_last_and_atomics_accumulate() {
 #[grid(2)]
 kernel s(y: &mut i32[4], z: &mut f32[4], m: &mut i32[4], u: &mut u32[2]) {
     let idx = arange(8) % 4;
-    y.scatter([idx], arange(8), arange(8) != 7);
+    // Program 0 alone scatters (two programs writing `y` would race).
+    y.scatter([idx], arange(8), arange(8) + 8 * program_id(0) < 7);
     z.atomic_add([idx / 2], 0.5);
     z.atomic_max([idx / 2 + 2], arange(8) as f32);
     z.atomic_min([idx / 2 + 2], 100.0);
@@ -388,4 +389,62 @@ kernel params<const CAUSAL: bool = true, const OFF: bool = false>(
     let out = run(&kern, args);
     let s = -3.0 - 300.0 + 70000.0 - 2f64.powi(40) + 250.0 + 4e9 + 2f64.powi(41) + 0.5 - 2.0 + 0.25 + 1e-3;
     assert_eq!(t(&out[12]).get_f64(5), 1.0 + 2.0 + 4.0 + s);
+}
+
+/// The launch error of running `k` on `args`, as its message.
+fn launch_error(k: &crate::tir::Kernel, mut args: Vec<Arg>) -> String {
+    match run_kernel(k, &mut args) {
+        Err(e) => e.to_string(),
+        Ok(()) => panic!("kernel `{}` ran", k.name),
+    }
+}
+
+#[test]
+fn scalar_arguments_must_fit_their_type() {
+    // Before the binder checked it, `s = 300` ran a grid of 300 programs that each saw s = 44;
+    // the GPU packer refused it.
+    let k = compile("#[grid(s)]\nkernel k(s: i8, y: &mut i32[300]) { y.store([program_id(0)], full([1], s as i32)); }", "k");
+    let y = || Arg::Tensor(HostTensor::zeros(DType::I32, &[300]));
+    assert_eq!(
+        launch_error(&k, vec![Arg::Scalar(Scalar::Int(300)), y()]),
+        "argument `s`: 300 does not fit in i8 (its range is -128..=127)"
+    );
+    assert_eq!(launch_error(&k, vec![Arg::Scalar(Scalar::Float(2.5)), y()]), "argument `s`: expected an integer (i8), got 2.5");
+    let out = run(&k, vec![Arg::Scalar(Scalar::Int(127)), y()]);
+    assert_eq!(as_i64(&out[1])[..128], [[127; 127].as_slice(), &[0]].concat());
+    // Floats: a finite value that rounds to infinity does not fit; one that rounds does.
+    let k = compile("kernel h(s: f16, y: &mut f32[1]) { y.store([0], full([1], s as f32)); }", "h");
+    let y = || Arg::Tensor(HostTensor::zeros(DType::F32, &[1]));
+    assert!(launch_error(&k, vec![Arg::Scalar(Scalar::Float(1e6)), y()]).starts_with("argument `s`: 1000000 does not fit in f16"));
+    let out = run(&k, vec![Arg::Scalar(Scalar::Float(65519.0)), y()]);
+    assert_eq!(t(&out[1]).to_f64_vec(), [65504.0]);
+    // Rounded once and correctly (as the GPU packer does): just above a tie rounds up.
+    let out = run(&k, vec![Arg::Scalar(Scalar::Float(1.0 + 2f64.powi(-11) + 2f64.powi(-40))), y()]);
+    assert_eq!(t(&out[1]).to_f64_vec(), [1.0 + 2f64.powi(-10)]);
+}
+
+#[test]
+fn launch_expressions_do_not_wrap() {
+    // `s * s + 1` with s = 2^32 wrapped to a grid of 1.
+    let k = compile("#[grid(s * s + 1)]\nkernel k(s: i64, y: &mut i32[1]) { y.store([0], full([1], 1)); }", "k");
+    let y = || Arg::Tensor(HostTensor::zeros(DType::I32, &[1]));
+    assert_eq!(
+        launch_error(&k, vec![Arg::Scalar(Scalar::Int(1 << 32)), y()]),
+        "grid axis 0 = ((s * s) + 1): `(s * s)` overflows i64 with s = 4294967296"
+    );
+    // A requirement that overflows cannot be evaluated (it wrapped to `0 >= 0`, true).
+    let k = compile("#[require(s * s >= 0)]\nkernel r(s: i64, y: &mut i32[1]) { y.store([0], full([1], 1)); }", "r");
+    assert_eq!(
+        launch_error(&k, vec![Arg::Scalar(Scalar::Int(1 << 32)), y()]),
+        "requirement `s * s >= 0` cannot be evaluated: `(s * s)` overflows i64 with s = 4294967296"
+    );
+    // Division by zero, and the grid limits of CUDA.
+    let k = compile("#[grid(64 / s, t)]\nkernel d(s: i32, t: i32, y: &mut i32[1]) { y.store([0], full([1], 1)); }", "d");
+    let args = |s: i64, t: i64| vec![Arg::Scalar(Scalar::Int(s)), Arg::Scalar(Scalar::Int(t)), y()];
+    assert_eq!(launch_error(&k, args(0, 1)), "grid axis 0 = (64 / s): `(64 / s)` divides by zero with s = 0");
+    assert_eq!(launch_error(&k, args(1, 65536)), "grid axis 1 = t: 65536 programs is more than CUDA launches along y (65535)");
+    assert_eq!(launch_error(&k, args(-1, 1)), "grid axis 0 = (64 / s): -64 programs is negative");
+    // An axis of zero programs runs nothing (as on the GPU).
+    let out = run(&k, args(1, 0));
+    assert_eq!(as_i64(&out[2]), [0]);
 }

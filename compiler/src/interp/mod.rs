@@ -8,20 +8,30 @@
 //!
 //! The interpreter never panics: IR that breaks the op conventions gives
 //! `InterpError::Internal`.
+//!
+//! Two launch-wide checks ([`RunOptions`]): a budget of programs per launch (a larger grid is
+//! refused before anything runs), and races between programs (`race`): running programs in
+//! grid order would hide a kernel whose programs overlap in what they write, which the GPU runs
+//! in any order.
 
 mod indexed;
 mod math;
 mod ops;
+mod race;
 mod shape;
-mod value;
+pub(crate) mod value;
+
+pub use race::Access;
 
 #[cfg(test)]
 mod lang_tests;
 #[cfg(test)]
+mod race_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::dtype::DType;
-use crate::host::{ArgInfo, BindError, HostTensor, Scalar, bind};
+use crate::host::{ArgInfo, BindError, HostTensor, Scalar, bind, fit_scalar};
 use crate::ir::{Block, Op, Value};
 use crate::tir::{self, OpKind, ParamKind, Type};
 use std::rc::Rc;
@@ -53,9 +63,53 @@ pub enum InterpError {
     /// `print` could not write its output.
     #[error("program {program:?}: cannot write the output of `print`: {error}")]
     Output { program: [u32; 3], error: String },
+    /// The grid has more programs than [`RunOptions::max_programs`]; nothing ran.
+    #[error(
+        "the grid {grid:?} has {programs} programs, more than the interpreter's budget of {max}; the interpreter runs programs one at a time, so this would take very long. Run a smaller problem, or lift the budget with `tessera run --interp-max-programs {programs}` (`RunOptions::max_programs`)"
+    )]
+    TooManyPrograms { grid: [u32; 3], programs: u64, max: u64 },
+    /// Race checking was asked for a grid too large to track.
+    #[error(
+        "the grid {grid:?} has {programs} programs, more than race checking can track ({max}); turn it off with `tessera run --no-race-check` (`RunOptions::race_check`)"
+    )]
+    TooManyToCheck { grid: [u32; 3], programs: u64, max: u64 },
+    /// Two programs of the launch access one element, and one of the accesses is a plain write
+    /// (or one is a read and the other an atomic update): the GPU's result depends on the order
+    /// in which it happens to run the programs.
+    #[error(
+        "data race on `{param}` at element {element:?}: program {} {} it and program {} {} it in the same launch; the GPU runs programs in no fixed order, so an element one program writes must not be read or written by another (only atomic updates may come from several programs)",
+        pid(*other), other_access.past(), pid(*program), access.present()
+    )]
+    Race { param: String, element: Vec<usize>, program: [u32; 3], access: Access, other: [u32; 3], other_access: Access },
     /// The IR breaks an op convention (an interpreter or compiler bug, not a user error).
     #[error("internal error in the interpreter: {0}")]
     Internal(String),
+}
+
+fn pid([x, y, z]: [u32; 3]) -> String {
+    format!("({x}, {y}, {z})")
+}
+
+/// How the interpreter runs a launch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Report programs of the launch that race on an element of a tensor ([`InterpError::Race`]):
+    /// see `race.rs` for the rules. On by default; it costs a shadow of 16 bytes per element of
+    /// each `&mut` tensor the kernel touches, and a check per access of one.
+    pub race_check: bool,
+    /// The most programs a launch may have: a larger grid is refused before anything runs
+    /// ([`InterpError::TooManyPrograms`]). Default [`DEFAULT_MAX_PROGRAMS`].
+    pub max_programs: u64,
+}
+
+/// The default budget of programs per launch: 2^20. The interpreter runs a program in
+/// microseconds to seconds, so a grid of millions of programs is a mistake or a job for the GPU.
+pub const DEFAULT_MAX_PROGRAMS: u64 = 1 << 20;
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions { race_check: true, max_programs: DEFAULT_MAX_PROGRAMS }
+    }
 }
 
 type Result<T> = std::result::Result<T, InterpError>;
@@ -64,14 +118,25 @@ type Result<T> = std::result::Result<T, InterpError>;
 /// IR whose regions form a cycle would otherwise recurse until the stack overflows.
 const MAX_NESTING: usize = 256;
 
-/// Runs `k` over its whole grid; tensors in `args` are read and written in place. `print`
+/// Runs `k` over its whole grid with the default [`RunOptions`] (races checked, at most
+/// [`DEFAULT_MAX_PROGRAMS`] programs); tensors in `args` are read and written in place. `print`
 /// writes to standard output.
 pub fn run_kernel(k: &tir::Kernel, args: &mut [Arg]) -> std::result::Result<(), InterpError> {
-    run_kernel_with_output(k, args, &mut std::io::stdout().lock())
+    run_kernel_with(k, args, &RunOptions::default(), &mut std::io::stdout().lock())
 }
 
 /// `run_kernel`, with the output of `print` going to `out`.
 pub fn run_kernel_with_output(k: &tir::Kernel, args: &mut [Arg], out: &mut dyn std::io::Write) -> std::result::Result<(), InterpError> {
+    run_kernel_with(k, args, &RunOptions::default(), out)
+}
+
+/// `run_kernel` with options, the output of `print` going to `out`.
+pub fn run_kernel_with(
+    k: &tir::Kernel,
+    args: &mut [Arg],
+    opts: &RunOptions,
+    out: &mut dyn std::io::Write,
+) -> std::result::Result<(), InterpError> {
     let infos: Vec<ArgInfo> = args
         .iter()
         .map(|a| match a {
@@ -80,6 +145,15 @@ pub fn run_kernel_with_output(k: &tir::Kernel, args: &mut [Arg], out: &mut dyn s
         })
         .collect();
     let bound = bind(&k.name, &k.params, &k.grid, &k.requires, &infos)?;
+    let grid = bound.grid;
+    // At most 2^31 · 2^16 · 2^16 (`eval_grid`'s limits): no overflow.
+    let programs = grid.iter().map(|&g| u64::from(g)).product::<u64>();
+    if programs > opts.max_programs {
+        return Err(InterpError::TooManyPrograms { grid, programs, max: opts.max_programs });
+    }
+    if opts.race_check && programs > race::MAX_CHECKED_PROGRAMS {
+        return Err(InterpError::TooManyToCheck { grid, programs, max: race::MAX_CHECKED_PROGRAMS });
+    }
     let entry = k.body.blocks.get(k.body.entry.index()).ok_or_else(|| internal("the entry block does not exist"))?;
     if entry.args.len() != k.params.len() {
         return Err(internal(format!("the entry block has {} arguments for {} parameters", entry.args.len(), k.params.len())));
@@ -103,24 +177,24 @@ pub fn run_kernel_with_output(k: &tir::Kernel, args: &mut [Arg], out: &mut dyn s
                 Val::Tensor(Rc::new(TensorRef { arg: i, offset: 0, strides: t.strides(), shape, empty: false, mutable: *mutable }))
             }
             (ParamKind::Scalar { dtype }, Arg::Scalar(s)) => {
-                let e = match s {
-                    Scalar::Float(f) => value::cast_elem(DType::F64, *dtype, Elem::F(*f)),
-                    Scalar::Int(v) => value::cast_elem(DType::I64, *dtype, Elem::I(*v)),
-                    Scalar::Bool(b) => value::cast_elem(DType::Bool, *dtype, Elem::I(*b as i64)),
-                };
+                // The value the GPU packer passes (`bind` has checked that it fits).
+                let v = fit_scalar(*dtype, *s).map_err(|detail| BindError::Scalar { param: p.name.clone(), detail })?;
+                let e = if dtype.is_float() { Elem::F(v.to_f64()) } else { Elem::I(value::wrap(*dtype, v.bits as i64)) };
                 Val::Tile(Rc::new(Tile::filled(*dtype, &[], e)))
             }
             // `bind` has already checked that kinds agree.
             _ => return Err(internal(format!("argument `{}` does not match its parameter", p.name))),
         });
     }
+    let races = opts.race_check.then(|| race::Races::new(k.params.iter().map(|p| p.name.clone()).collect(), grid));
     let mut it =
-        Interp { k, args, vals: vec![None; k.body.values.len()], program: [0; 3], grid: bound.grid, depth: 0, out, returned: false };
+        Interp { k, args, vals: vec![None; k.body.values.len()], program: [0; 3], grid, depth: 0, out, returned: false, races, pid: 0 };
     let entry_args = entry.args.clone();
     for z in 0..bound.grid[2] {
         for y in 0..bound.grid[1] {
             for x in 0..bound.grid[0] {
                 it.program = [x, y, z];
+                it.pid = it.races.as_ref().map_or(0, |r| r.id([x, y, z]));
                 it.returned = false;
                 // Forget the previous program's values, so a use before definition is an error
                 // rather than a read of stale data.
@@ -151,6 +225,10 @@ struct Interp<'a> {
     out: &'a mut dyn std::io::Write,
     /// Set by `return`: the rest of this program is skipped.
     returned: bool,
+    /// The shadows of the race check, when it is on.
+    races: Option<race::Races>,
+    /// The current program's id in `races`.
+    pid: u32,
 }
 
 impl Interp<'_> {

@@ -14,6 +14,7 @@
 //!   the accumulator's dtype; integer dots wrap;
 //! - loads read `pad` outside the tensor (or from an empty view), stores drop those elements.
 
+use super::race::Access;
 use super::value::{self, Data, Elem, TensorRef, Tile, Val, cast_elem, is_unsigned, numel, round_to, wrap};
 use super::{Arg, Interp, InterpError, Result, internal, math};
 use crate::dtype::DType;
@@ -227,7 +228,7 @@ impl Interp<'_> {
     }
 
     /// `load t, o0, …, pad`: element `c` of the result is `t[o + c]`, or `pad` out of range.
-    fn load(&self, ops: &[crate::ir::Value], dtype: DType, shape: &[i64]) -> Result<Tile> {
+    fn load(&mut self, ops: &[crate::ir::Value], dtype: DType, shape: &[i64]) -> Result<Tile> {
         let t = self.tensor(*ops.first().ok_or_else(|| internal("load without a tensor"))?)?;
         let r = t.shape.len();
         if ops.len() != r + 2 || shape.len() != r {
@@ -238,9 +239,13 @@ impl Interp<'_> {
         same_dtype(&pad, dtype)?;
         let pad = pad.elem().ok_or_else(|| internal("the pad is not a scalar"))?;
         let mut out = Tile::filled(dtype, shape, pad);
-        let host = self.host(&t, dtype)?;
+        let host = host_of(self.args, &t, dtype)?;
+        let (mut races, pid) = (self.races.as_mut().filter(|_| t.mutable), self.pid);
         for_each_in_range(&t, &offsets, shape, |flat, dst| {
             let i = host_index(host, flat)?;
+            if let Some(r) = races.as_mut() {
+                r.access(t.arg, &host.shape, i, pid, Access::Read)?;
+            }
             match &mut out.data {
                 Data::F(v) => v[dst] = host.get_f64(i),
                 Data::I(v) => v[dst] = host.get_i64(i),
@@ -272,8 +277,12 @@ impl Interp<'_> {
         let Some(Arg::Tensor(host)) = self.args.get_mut(t.arg) else {
             return Err(internal("the stored tensor is not an argument"));
         };
+        let (mut races, pid) = (self.races.as_mut(), self.pid);
         for_each_in_range(&t, &offsets, &x.shape, |flat, src| {
             let i = host_index(host, flat)?;
+            if let Some(r) = races.as_mut() {
+                r.access(t.arg, &host.shape, i, pid, Access::Write)?;
+            }
             match &x.data {
                 Data::F(v) => host.set_f64(i, v[src]),
                 Data::I(v) => host.set_i64(i, v[src]),
@@ -284,11 +293,17 @@ impl Interp<'_> {
 
     /// The host tensor behind `t`, checked to hold `dtype`.
     pub(super) fn host(&self, t: &TensorRef, dtype: DType) -> Result<&crate::host::HostTensor> {
-        match self.args.get(t.arg) {
-            Some(Arg::Tensor(h)) if h.dtype == dtype => Ok(h),
-            Some(Arg::Tensor(h)) => Err(internal(format!("a {} tile with a {} tensor", dtype, h.dtype))),
-            _ => Err(internal("the tensor is not an argument")),
-        }
+        host_of(self.args, t, dtype)
+    }
+}
+
+/// The host tensor behind `t` among `args`, checked to hold `dtype` (a function of the field, so
+/// that the race shadows can be borrowed beside it).
+pub(super) fn host_of<'h>(args: &'h [Arg], t: &TensorRef, dtype: DType) -> Result<&'h crate::host::HostTensor> {
+    match args.get(t.arg) {
+        Some(Arg::Tensor(h)) if h.dtype == dtype => Ok(h),
+        Some(Arg::Tensor(h)) => Err(internal(format!("a {} tile with a {} tensor", dtype, h.dtype))),
+        _ => Err(internal("the tensor is not an argument")),
     }
 }
 

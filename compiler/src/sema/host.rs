@@ -29,11 +29,13 @@ fn bin(op: HostOp, a: HostExpr, b: HostExpr) -> HostExpr {
         }
         let _ = (x, y);
     }
-    // `(M + 128) - 1` → `M + 127`.
+    // `(M + 128) - 1` → `M + 127` (unless `128 - 1` itself overflows; a folded constant that
+    // overflows stays unfolded, so the launch reports it).
     if let (HostOp::Sub, HostExpr::Bin(HostOp::Add, l, r), HostExpr::Int(c)) = (op, &a, &b)
         && let HostExpr::Int(k) = **r
+        && let Some(kc) = k.checked_sub(*c)
     {
-        return HostExpr::Bin(HostOp::Add, l.clone(), Box::new(HostExpr::Int(k - c)));
+        return HostExpr::Bin(HostOp::Add, l.clone(), Box::new(HostExpr::Int(kc)));
     }
     HostExpr::Bin(op, Box::new(a), Box::new(b))
 }
@@ -69,7 +71,7 @@ impl HostCtx<'_> {
                 }
             }
             ExprKind::Unary(UnOp::Neg, x) => match self.lower_in(x, env, depth)? {
-                HostExpr::Int(v) => HostExpr::Int(v.wrapping_neg()),
+                HostExpr::Int(v) if v != i64::MIN => HostExpr::Int(-v),
                 h => HostExpr::Neg(Box::new(h)),
             },
             ExprKind::Unary(UnOp::Not, x) => match self.lower_in(x, env, depth)? {

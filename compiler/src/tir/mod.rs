@@ -392,7 +392,8 @@ pub enum HostOp {
     Add,
     Sub,
     Mul,
-    /// Integer division rounding toward zero (division by zero is an evaluation error).
+    /// Integer division rounding toward zero (division by zero and `i64::MIN / -1` are
+    /// evaluation errors, as every overflow is).
     Div,
     Rem,
     Min,
@@ -430,22 +431,43 @@ impl HostOp {
 }
 
 impl HostExpr {
-    /// Evaluates with `lookup` giving symbol values; booleans are 0 or 1.
+    /// Evaluates with `lookup` giving symbol values; booleans are 0 or 1. Arithmetic is checked:
+    /// an overflow of i64, a division by zero or an unknown symbol is an error naming the
+    /// sub-expression and the values of its symbols (never a wrapped value).
     pub fn eval(&self, lookup: &dyn Fn(&str) -> Option<i64>) -> Result<i64, String> {
+        let fail = |what: &str| {
+            let mut names = vec![];
+            self.symbols(&mut names);
+            let vals: Vec<String> = names.iter().map(|n| format!("{n} = {}", lookup(n).map_or("?".into(), |v| v.to_string()))).collect();
+            let with = if vals.is_empty() { String::new() } else { format!(" with {}", vals.join(", ")) };
+            format!("`{self}` {what}{with}")
+        };
         Ok(match self {
             HostExpr::Int(v) => *v,
             HostExpr::Bool(b) => *b as i64,
             HostExpr::Sym(s) => lookup(s).ok_or_else(|| format!("no value for `{s}`"))?,
-            HostExpr::Neg(e) => e.eval(lookup)?.wrapping_neg(),
+            HostExpr::Neg(e) => e.eval(lookup)?.checked_neg().ok_or_else(|| fail("overflows i64"))?,
             HostExpr::Not(e) => (e.eval(lookup)? == 0) as i64,
             HostExpr::Bin(op, a, b) => {
-                let (a, b) = (a.eval(lookup)?, b.eval(lookup)?);
+                let a = a.eval(lookup)?;
+                // `&&` and `||` short-circuit, so `n == 0 || K / n > 2` is not a division by zero.
+                match (op, a != 0) {
+                    (HostOp::And, false) => return Ok(0),
+                    (HostOp::Or, true) => return Ok(1),
+                    _ => {}
+                }
+                let b = b.eval(lookup)?;
+                let checked = |r: Option<i64>| r.ok_or_else(|| fail("overflows i64"));
                 match op {
-                    HostOp::Add => a.wrapping_add(b),
-                    HostOp::Sub => a.wrapping_sub(b),
-                    HostOp::Mul => a.wrapping_mul(b),
-                    HostOp::Div => a.checked_div(b).ok_or("division by zero")?,
-                    HostOp::Rem => a.checked_rem(b).ok_or("remainder by zero")?,
+                    HostOp::Add => checked(a.checked_add(b))?,
+                    HostOp::Sub => checked(a.checked_sub(b))?,
+                    HostOp::Mul => checked(a.checked_mul(b))?,
+                    HostOp::Div | HostOp::Rem if b == 0 => {
+                        return Err(fail(if *op == HostOp::Div { "divides by zero" } else { "takes a remainder by zero" }));
+                    }
+                    HostOp::Div => checked(a.checked_div(b))?,
+                    // Only `i64::MIN % -1` fails `checked_rem` here, and its remainder is 0.
+                    HostOp::Rem => a.checked_rem(b).unwrap_or(0),
                     HostOp::Min => a.min(b),
                     HostOp::Max => a.max(b),
                     HostOp::Eq => (a == b) as i64,
@@ -454,11 +476,20 @@ impl HostExpr {
                     HostOp::Le => (a <= b) as i64,
                     HostOp::Gt => (a > b) as i64,
                     HostOp::Ge => (a >= b) as i64,
-                    HostOp::And => (a != 0 && b != 0) as i64,
-                    HostOp::Or => (a != 0 || b != 0) as i64,
+                    HostOp::And | HostOp::Or => (b != 0) as i64,
                 }
             }
         })
+    }
+
+    /// Whether this expression reads the symbol `name` (allocates nothing).
+    pub fn reads(&self, name: &str) -> bool {
+        match self {
+            HostExpr::Sym(s) => s == name,
+            HostExpr::Neg(e) | HostExpr::Not(e) => e.reads(name),
+            HostExpr::Bin(_, a, b) => a.reads(name) || b.reads(name),
+            HostExpr::Int(_) | HostExpr::Bool(_) => false,
+        }
     }
 
     /// The symbols this expression reads.
