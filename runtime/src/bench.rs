@@ -316,8 +316,7 @@ fn host_args(meta: &KernelMeta, a: &BenchArgs) -> Result<(Vec<Arg>, Vec<bool>), 
 
 /// `tessera bench`: compiles (through the cache), optionally tunes, checks one launch, times.
 pub fn run(a: &BenchArgs, opts: Options) -> Result<(), String> {
-    let text = std::fs::read_to_string(&a.file).map_err(|e| format!("error: cannot read `{}`: {e}", a.file.display()))?;
-    let src = Source::new(a.file.display().to_string(), text);
+    let src = Source::from_file(&a.file).map_err(|e| format!("error: cannot read `{}`: {e}", a.file.display()))?;
     let cache = if a.no_cache { Cache::in_memory() } else { Cache::from_env() };
     let built = cache.get_or_compile(&src, &opts).map_err(|d| d.render())?;
     for n in &built.notes {

@@ -178,9 +178,10 @@ fn options(o: &BuildOpts) -> Result<Options, Fail> {
     })
 }
 
+/// The file given on the command line: a regular file (not a FIFO or a device) of at most
+/// `MAX_SOURCE_BYTES` of UTF-8 text.
 fn read_source(path: &Path) -> Result<Source, Fail> {
-    let text = std::fs::read_to_string(path).map_err(|e| Fail(format!("error: cannot read `{}`: {e}", path.display())))?;
-    Ok(Source::new(path.display().to_string(), text))
+    Source::from_file(path).map_err(|e| Fail(format!("error: cannot read `{}`: {e}", path.display())))
 }
 
 fn real_main(cli: Cli) -> Result<(), Fail> {

@@ -206,3 +206,107 @@ fn bench_checks_its_arguments_and_needs_a_gpu() {
         assert!(err.contains("`tessera bench` needs a GPU"), "{err}");
     }
 }
+
+/// Runs `tessera` in `dir` with a deadline: a command that blocks (on a FIFO) fails the test
+/// instead of hanging it.
+fn tessera_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tessera");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`tessera {}` did not finish in 60 s (blocked?)", args.join(" "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    child.stdout.take().expect("stdout").read_to_string(&mut out).expect("stdout");
+    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
+    (status.code().unwrap_or(-1), out, err)
+}
+
+/// A fresh folder for one test.
+fn fresh(name: &str) -> PathBuf {
+    let d = tmp(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("dir");
+    d
+}
+
+fn mkfifo(p: &std::path::Path) {
+    let _ = std::fs::remove_file(p);
+    assert!(Command::new("mkfifo").arg(p).status().expect("mkfifo").success(), "mkfifo {}", p.display());
+}
+
+const KERNEL: &str = "#[grid(1)]\nkernel k(c: &mut f32[N]) {\n    c.store([0], full([64], 1.0));\n}\n";
+
+/// Imports: only regular `.tile` files of at most 4 MiB, relative to the importer; a file that is
+/// not tile source is never quoted. Each of these used to read the file (and print its first
+/// line), hang (FIFO) or run out of memory (`/dev/zero`).
+#[cfg(unix)]
+#[test]
+fn imports_are_checked_before_they_are_read() {
+    let dir = fresh("imports");
+    let off = [("TESSERA_CACHE_DIR", "off")];
+    mkfifo(&dir.join("fifo.tile"));
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.tile")).expect("symlink");
+    std::fs::write(dir.join("secret.tile"), "SECRET-TOKEN-42 is not tile source\n").expect("write");
+    std::fs::write(dir.join("big.tile"), format!("fn f(x) {{ x }}\n{}", "// padding\n".repeat(500_000))).expect("write");
+    std::fs::write(dir.join("secret.txt"), "fn f(x) { x }\n").expect("write");
+    for (import, want) in [
+        ("fifo.tile", "cannot import \"fifo.tile\": it is a FIFO, not a regular file"),
+        ("zero.tile", "cannot import \"zero.tile\": it is a device, not a regular file"),
+        ("big.tile", "cannot import \"big.tile\": it is 5500014 bytes, more than the limit of 4194304 bytes"),
+        ("secret.tile", "cannot import \"secret.tile\": it does not parse (a syntax error at line 1, column 1)"),
+        ("secret.txt", "cannot import \"secret.txt\": only `.tile` files can be imported"),
+        ("../../../../../../../../../etc/passwd", "only `.tile` files can be imported"),
+        ("/etc/passwd", "an import path must be relative"),
+        ("/dev/zero", "an import path must be relative"),
+        ("/proc/self/environ", "an import path must be relative"),
+    ] {
+        std::fs::write(dir.join("main.tile"), format!("use \"{import}\"::{{f}};\n{KERNEL}")).expect("write");
+        let (code, _, err) = tessera_in(&dir, &["check", "main.tile"], &off);
+        assert_eq!(code, 1, "{import}: {err}");
+        assert!(err.contains(want), "{import}: {err}");
+        assert!(err.contains("main.tile:1:5"), "{import}: not located at the `use`: {err}");
+        for secret in ["SECRET-TOKEN", "root:", "padding", "PATH="] {
+            assert!(!err.contains(secret), "{import}: the error shows the file: {err}");
+        }
+    }
+}
+
+/// The file given on the command line gets the same checks (it used to hang on a FIFO and run
+/// out of memory on `/dev/zero`).
+#[cfg(unix)]
+#[test]
+fn the_source_file_is_checked_before_it_is_read() {
+    let dir = fresh("main-file");
+    mkfifo(&dir.join("fifo.tile"));
+    std::fs::write(dir.join("big.tile"), "// padding\n".repeat(500_000)).expect("write");
+    std::fs::write(dir.join("latin1.tile"), b"// caf\xe9\n").expect("write");
+    for (file, want) in [
+        ("fifo.tile", "error: cannot read `fifo.tile`: it is a FIFO, not a regular file"),
+        ("/dev/zero", "error: cannot read `/dev/zero`: it is a device, not a regular file"),
+        ("big.tile", "error: cannot read `big.tile`: it is 5500000 bytes, more than the limit of 4194304 bytes"),
+        ("latin1.tile", "error: cannot read `latin1.tile`: it is not UTF-8 text"),
+        (".", "error: cannot read `.`: it is a folder, not a file"),
+    ] {
+        for cmd in ["check", "build", "run"] {
+            let (code, _, err) = tessera_in(&dir, &[cmd, file], &[("TESSERA_CACHE_DIR", "off")]);
+            assert_eq!(code, 1, "{cmd} {file}: {err}");
+            assert!(err.starts_with(want), "{cmd} {file}: {err}");
+        }
+    }
+}
