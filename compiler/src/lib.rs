@@ -21,7 +21,7 @@ pub mod tir;
 
 pub use diag::{Diagnostic, Diagnostics, SourceMap, Span};
 pub use dtype::DType;
-pub use host::{ArgInfo, BindError, Bound, HostTensor, Scalar};
+pub use host::{AllocError, ArgInfo, BindError, Bound, HostTensor, Scalar};
 pub use sema::modules::ImportedFile;
 pub use tir::{ConstValue, TuneSpace};
 

@@ -519,14 +519,15 @@ impl Runtime {
     /// Copies a device tensor back to the host (waiting for the work queued before it).
     pub fn download(&self, t: &DeviceTensor) -> Result<HostTensor, RuntimeError> {
         let n = t.check()?;
-        let mut bytes = vec![0u8; n];
+        // The host side may have less memory than the device: an error, not an abort.
+        let mut host = HostTensor::try_zeros(t.dtype, &t.shape).map_err(|e| RuntimeError::BadTensor(e.to_string()))?;
         if n > 0 {
             let view =
                 t.buf.try_slice(0..n).ok_or_else(|| RuntimeError::BadTensor(format!("device tensor buffer shorter than {n} bytes")))?;
-            guarded(|| format!("copying {n} bytes from the device"), || self.stream.memcpy_dtoh(&view, &mut bytes))?;
+            guarded(|| format!("copying {n} bytes from the device"), || self.stream.memcpy_dtoh(&view, &mut host.bytes))?;
         }
         self.synchronize()?;
-        Ok(HostTensor { dtype: t.dtype, shape: t.shape.clone(), bytes })
+        Ok(host)
     }
 
     /// Waits for all work queued on the stream.

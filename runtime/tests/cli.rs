@@ -310,3 +310,130 @@ fn the_source_file_is_checked_before_it_is_read() {
         }
     }
 }
+
+/// `.npy` inputs: a FIFO, a device, a file longer than its header says (a sparse 1 TiB file:
+/// it used to be read whole) and one of the wrong rank are errors naming the argument.
+#[cfg(unix)]
+#[test]
+fn npy_inputs_are_checked_before_they_are_read() {
+    let dir = fresh("npy");
+    mkfifo(&dir.join("fifo.npy"));
+    let good = dir.join("x.npy");
+    tessera_runtime::write_npy(&good, &HostTensor::zeros(DType::F32, &[4])).expect("write");
+    let long = dir.join("long.npy");
+    std::fs::copy(&good, &long).expect("copy");
+    std::fs::OpenOptions::new().write(true).open(&long).expect("open").set_len(1 << 40).expect("sparse");
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.npy")).expect("symlink");
+    let matrix = dir.join("m.npy");
+    tessera_runtime::write_npy(&matrix, &HostTensor::zeros(DType::F32, &[4, 2])).expect("write");
+    let vector_add = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/vector_add.tile");
+    for (x, want) in [
+        ("fifo.npy", "error: argument `x`: fifo.npy: it is a FIFO, not a regular file"),
+        ("long.npy", "error: argument `x`: long.npy: shape [4] of f32 needs 16 bytes of data, the file has 1099511627648"),
+        ("zero.npy", "error: argument `x`: zero.npy: it is a device, not a regular file"),
+        ("m.npy", "error: argument `x`: expected a tensor of rank 1 (&f32[N]), `m.npy` has rank 2 (shape [4, 2])"),
+    ] {
+        let arg = format!("x={x}");
+        let (code, _, err) = tessera_in(
+            &dir,
+            &["run", vector_add, "--arg", &arg, "--arg", "y=x.npy", "--backend", "interp"],
+            &[("TESSERA_CACHE_DIR", "off")],
+        );
+        assert_eq!(code, 1, "{x}: {err}");
+        assert!(err.starts_with(want), "{x}: {err}");
+    }
+}
+
+/// Sizes a user gives are checked before anything is allocated: they used to panic (capacity
+/// overflow) or abort (a 4 TiB allocation).
+#[test]
+fn sizes_are_checked_before_allocating() {
+    for (dims, want) in [
+        ("N=18446744073709551615", "error: `--dims N=18446744073709551615`: N = 18446744073709551615 is larger than 2147483647"),
+        (
+            "N=1099511627776",
+            "error: `--dims N=1099511627776`: N = 1099511627776 is larger than 2147483647, the largest size a kernel takes",
+        ),
+        ("N=-4", "error: `--dims N=-4`: `-4` is not a size"),
+        ("N=99999999999999999999999", "error: `--dims N=99999999999999999999999`: `99999999999999999999999` is not a size"),
+    ] {
+        let (code, _, err) =
+            tessera(&["run", "examples/vector_add.tile", "--dims", dims, "--arg", "x=random", "--arg", "y=random", "--backend", "interp"]);
+        assert_eq!(code, 1, "{dims}: {err}");
+        assert!(err.starts_with(want), "{dims}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // Every size fits i32, but the tensor does not fit the host limit.
+    let (code, _, err) = tessera(&[
+        "run",
+        "examples/matmul.tile",
+        "--dims",
+        "M=2000000000,K=2000000000,N=1",
+        "--arg",
+        "a=random",
+        "--arg",
+        "b=random",
+        "--backend",
+        "interp",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with("error: argument `a`: a tensor bf16[2000000000, 2000000000] needs 8000000000000000000 bytes, more than the limit"),
+        "{err}"
+    );
+}
+
+/// Repeated and unknown names in `--arg`, `--dims` and `--out` are refused, naming the flag
+/// (they used to be accepted: the last or first won, a typo ran with a default).
+#[test]
+fn repeated_and_unknown_flag_names_are_refused() {
+    let z = tmp("dup-z.npy");
+    let z = z.to_str().expect("utf-8");
+    let base = ["run", "examples/vector_add.tile", "--backend", "interp", "--arg", "x=random"];
+    for (extra, want) in [
+        (vec!["--arg", "y=random", "--arg", "y=zeros", "--dims", "N=8"], "error: `--arg y=zeros`: `y` is already given (`--arg y=random`)"),
+        (vec!["--arg", "y=random", "--dims", "N=8", "--dims", "N=9"], "error: `--dims N=9`: `N` is already given (`--dims N=8`)"),
+        (vec!["--arg", "y=random", "--dims", "N=8,N=8"], "error: `--dims N=8`: `N` is already given (`--dims N=8`)"),
+        (vec!["--arg", "y=random", "--dims", "N=8,M=4"], "error: `--dims M=4`: kernel `vector_add` has no dimension `M` (dimensions: N)"),
+        (vec!["--arg", "y=random", "--dims", "n=8"], "error: `--dims n=8`: kernel `vector_add` has no dimension `n` (dimensions: N)"),
+        (
+            vec!["--arg", "w=random", "--dims", "N=8"],
+            "error: `--arg w=random`: kernel `vector_add` has no parameter `w` (parameters: x, y, z)",
+        ),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
+        let (code, _, err) = tessera(&args);
+        assert_eq!(code, 1, "{extra:?}: {err}");
+        assert!(err.starts_with(want), "{extra:?}: {err}");
+    }
+    // `--out` names are checked before the run.
+    let out1 = format!("z={z}");
+    let out2 = format!("z={z}.2");
+    for (outs, want) in [
+        (vec!["--out", &out1, "--out", &out2], format!("error: `--out {out2}`: `z` is already written (`--out z={z}`)")),
+        (vec!["--out", "q=a.npy"], "error: `--out q=a.npy`: kernel `vector_add` has no parameter `q`".to_string()),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain(["--arg", "y=random", "--dims", "N=8"]).chain(outs.iter().copied()).collect();
+        let (code, out, err) = tessera(&args);
+        assert_eq!(code, 1, "{outs:?}: {err}");
+        assert!(err.starts_with(&want), "{outs:?}: {err}");
+        assert!(!out.contains("ran `vector_add`"), "ran before checking `--out`: {out}");
+    }
+}
+
+/// `-o DIR` where a file is in the way says which path and why (it used to print only
+/// `File exists (os error 17)`).
+#[test]
+fn the_output_folder_error_names_the_path() {
+    let dir = fresh("out-file");
+    let file = dir.join("f");
+    std::fs::write(&file, "x").expect("write");
+    let f = file.to_str().expect("utf-8");
+    let (code, _, err) = tessera(&["build", "examples/vector_add.tile", "-o", f]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.trim_end(), format!("error: `-o {f}`: cannot create the output folder: it exists and is not a folder"));
+    let sub = format!("{f}/sub");
+    let (code, _, err) = tessera(&["build", "examples/vector_add.tile", "-o", &sub]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.trim_end(), format!("error: `-o {sub}`: cannot create the output folder: `{f}` is a file, not a folder"));
+}
