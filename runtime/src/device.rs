@@ -58,6 +58,9 @@ pub enum RuntimeError {
     /// A tensor whose bytes do not match its dtype and shape.
     #[error("{0}")]
     BadTensor(String),
+    /// PTX and metadata that do not describe the same kernel ([`crate::aot::check_pair`]).
+    #[error("{0}")]
+    Mismatch(String),
 }
 
 /// The message of [`RuntimeError::NoDriver`] when the library cannot be loaded.
@@ -362,6 +365,8 @@ impl Runtime {
     /// (`CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`) when the device allows it.
     pub fn load(&self, ptx: &str, meta: &KernelMeta) -> Result<LoadedKernel, RuntimeError> {
         let kernel = &meta.name;
+        // What a launch packs must be what the kernel reads, whoever made the pair.
+        crate::aot::check_pair(meta, ptx).map_err(|e| RuntimeError::Mismatch(format!("kernel `{}`: {e}", kernel.escape_debug())))?;
         if !self.supports(meta.target) {
             let fix = if self.supports(Target::Sm90a) {
                 "rebuild it with --target sm_90a"

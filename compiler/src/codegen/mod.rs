@@ -74,7 +74,9 @@ pub(crate) struct Gen<'m> {
     /// The shared-memory window address of `tessera_smem` (32 bits).
     smem: V,
     /// The kernel's PTX parameter types.
-    params: Vec<Ty>,
+    /// The kernel's PTX parameters: type, and for a tensor's pointer the alignment (its element
+    /// size) of what it points to.
+    params: Vec<(Ty, Option<u32>)>,
     /// Whether some `local_mma` runs as `wgmma` (its shared-memory reads go through the async
     /// proxy, so barriers that publish shared-memory writes also fence the proxies).
     uses_wgmma: bool,
@@ -144,10 +146,11 @@ impl<'m> Gen<'m> {
         }
     }
 
-    /// Reads the next kernel parameter (in the entry block).
-    fn param(&mut self, ty: Ty) -> V {
+    /// Reads the next kernel parameter (in the entry block). `pointee`: for a tensor's pointer,
+    /// its element size.
+    fn param(&mut self, ty: Ty, pointee: Option<u32>) -> V {
         let i = self.params.len();
-        self.params.push(ty);
+        self.params.push((ty, pointee));
         let name = &self.k.name;
         let t = ptx::param_type(ty);
         let ty = if ty == Ty::Pred { Ty::I8 } else { ty };
@@ -161,14 +164,14 @@ impl<'m> Gen<'m> {
         for (i, p) in self.k.params.iter().enumerate() {
             let v = self.k.body.block(entry).args[i];
             match &p.kind {
-                ParamKind::Tensor { dims, .. } => {
-                    let ptr = self.param(Ty::I64);
-                    let sizes = dims.iter().map(|_| self.param(Ty::I32)).collect();
-                    let strides = dims.iter().map(|_| self.param(Ty::I64)).collect();
+                ParamKind::Tensor { dims, dtype, .. } => {
+                    let ptr = self.param(Ty::I64, Some(dtype.size() as u32));
+                    let sizes = dims.iter().map(|_| self.param(Ty::I32, None)).collect();
+                    let strides = dims.iter().map(|_| self.param(Ty::I64, None)).collect();
                     self.vals.insert(v, Cv::Tensor { ptr, sizes, strides });
                 }
                 ParamKind::Scalar { dtype } => {
-                    let x = self.param(reg_type(*dtype));
+                    let x = self.param(reg_type(*dtype), None);
                     let x = if *dtype == DType::Bool { self.b.at_entry(|| self.b.icmp(Cmp::Ne, x, V::int(Ty::I8, 0))) } else { x };
                     self.vals.insert(v, Cv::Regs(vec![x]));
                 }

@@ -620,8 +620,10 @@ impl Builder {
 
     // ---- printing -----------------------------------------------------------------------------
 
-    /// The PTX module: header, declarations and the kernel `.entry`.
-    pub(crate) fn finish(&self, name: &str, params: &[Ty], threads: u32) -> String {
+    /// The PTX module: header, declarations and the kernel `.entry`. A parameter with a pointee
+    /// alignment is a global pointer declared `.ptr.global.align N`: the element size of the
+    /// tensor, which a loader checks against the metadata's dtype.
+    pub(crate) fn finish(&self, name: &str, params: &[(Ty, Option<u32>)], threads: u32) -> String {
         let f = self.f.borrow();
         let (version, sm) = match self.target {
             Target::Sm80 => ("7.0", "sm_80"),
@@ -641,9 +643,10 @@ impl Builder {
             out.push('\n');
         }
         writeln!(out, ".visible .entry {name}(").ok();
-        for (i, t) in params.iter().enumerate() {
+        for (i, (t, pointee)) in params.iter().enumerate() {
             let sep = if i + 1 < params.len() { "," } else { "" };
-            writeln!(out, "\t.param .{} {name}_param_{i}{sep}", param_type(*t)).ok();
+            let ptr = pointee.map(|a| format!(" .ptr.global.align {a}")).unwrap_or_default();
+            writeln!(out, "\t.param .{}{ptr} {name}_param_{i}{sep}", param_type(*t)).ok();
         }
         writeln!(out, ")\n.maxntid {threads}, 1, 1\n{{").ok();
         print_body(&f, &mut out);
