@@ -290,6 +290,15 @@ fn build(
             };
             match out_dir {
                 Some(dir) => {
+                    // Checked for every entry, wherever it came from: a name that is not an
+                    // identifier (`../x`, `/abs`) would write outside `dir`.
+                    if !tessera_runtime::aot::is_kernel_name(&k.meta.name) {
+                        return Err(Fail(format!(
+                            "error: refusing to write kernel `{}` into `{}`: its name is not an identifier",
+                            k.meta.name.escape_debug(),
+                            dir.display()
+                        )));
+                    }
                     let path = dir.join(format!("{}.{ext}", k.meta.name));
                     std::fs::write(&path, text).map_err(|e| Fail(format!("error: cannot write `{}`: {e}", path.display())))?;
                     eprintln!("wrote {}", path.display());
