@@ -9,6 +9,7 @@ pub mod codegen;
 pub mod diag;
 pub mod dtype;
 pub mod emit;
+pub mod files;
 pub mod host;
 pub mod interp;
 pub mod ir;
@@ -22,7 +23,8 @@ pub mod tir;
 
 pub use diag::{Diagnostic, Diagnostics, SourceMap, Span};
 pub use dtype::DType;
-pub use host::{ArgInfo, BindError, Bound, HostTensor, Scalar};
+pub use host::{AllocError, ArgInfo, BindError, Bound, HostTensor, Scalar};
+pub use sema::modules::ImportedFile;
 pub use tir::{ConstValue, TuneSpace};
 
 /// The compiler's version (`Cargo.toml`).
@@ -82,6 +84,22 @@ impl Source {
     pub fn with_path(mut self, path: impl Into<std::path::PathBuf>) -> Source {
         self.path = Some(path.into());
         self
+    }
+
+    /// Reads the source file at `path`: a regular file (not a FIFO or a device) of at most
+    /// [`files::MAX_SOURCE_BYTES`] of UTF-8 text. Its name in diagnostics is the path.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Source, files::FileError> {
+        let path = path.as_ref();
+        Ok(Source::new(path.display().to_string(), files::read_source_text(path)?).with_path(path))
+    }
+
+    /// Every file that compiling this source imports (`use "file.tile"`), directly or not, once
+    /// each in the order the compiler loads them, with the text read now: with the source text,
+    /// everything from disk that the compiler's output depends on. `None` when an import cannot
+    /// be resolved, read or parsed (compiling then fails with the reason).
+    pub fn imports(&self) -> Option<Vec<ImportedFile>> {
+        let path = self.path.clone().unwrap_or_else(|| std::path::PathBuf::from(&self.name));
+        sema::modules::import_closure(&self.text, &path)
     }
 }
 

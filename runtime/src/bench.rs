@@ -14,7 +14,7 @@
 
 use crate::cache::{Cache, Cached};
 use crate::device::{DeviceArg, DeviceTensor, LoadedKernel, Runtime, RuntimeError};
-use crate::exec::{self, Rng};
+use crate::exec;
 use crate::npy;
 use crate::tune::{self, Progress, TuneRequest};
 use cudarc::driver::sys::CUevent_flags;
@@ -23,8 +23,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 use tessera_compiler::interp::Arg;
-use tessera_compiler::tir::{Dim, ParamKind};
-use tessera_compiler::{DType, HostTensor, KernelMeta, Options, Scalar, Source};
+use tessera_compiler::tir::ParamKind;
+use tessera_compiler::{DType, HostTensor, Options, Scalar, Source};
 
 /// How to time a kernel (the defaults are `do_bench`'s).
 #[derive(Clone, Debug)]
@@ -218,106 +218,9 @@ struct Report {
     check: Option<Vec<(String, bool, f64)>>,
 }
 
-fn split_kv<'a>(s: &'a str, flag: &str) -> Result<(&'a str, &'a str), String> {
-    s.split_once('=').map(|(a, b)| (a.trim(), b.trim())).ok_or_else(|| format!("error: `{flag} {s}`: expected NAME=VALUE"))
-}
-
-/// The host-side arguments: each tensor (with whether it was made here as an output, to poison)
-/// or scalar.
-fn host_args(meta: &KernelMeta, a: &BenchArgs) -> Result<(Vec<Arg>, Vec<bool>), String> {
-    let mut given: Vec<(&str, &str)> = vec![];
-    for s in &a.args {
-        let (n, v) = split_kv(s, "--arg")?;
-        if !meta.params.iter().any(|p| p.name == n) {
-            let names: Vec<&str> = meta.params.iter().map(|p| p.name.as_str()).collect();
-            return Err(format!("error: kernel `{}` has no parameter `{n}` (parameters: {})", meta.name, names.join(", ")));
-        }
-        given.push((n, v));
-    }
-    let mut syms: Vec<(String, usize)> = vec![];
-    for d in &a.dims {
-        let (n, v) = split_kv(d, "--dims")?;
-        syms.push((n.to_string(), v.parse().map_err(|_| format!("error: `--dims {d}`: `{v}` is not a size"))?));
-    }
-    let value = |name: &str| given.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
-    let mut loaded: Vec<Option<HostTensor>> = vec![];
-    for p in &meta.params {
-        loaded.push(match (&p.kind, value(&p.name)) {
-            (ParamKind::Tensor { dtype, dims, .. }, Some(path)) if path.ends_with(".npy") => {
-                let t = npy::read_npy_as(path, *dtype).map_err(|e| format!("error: argument `{}`: {e}", p.name))?;
-                if t.shape.len() == dims.len() {
-                    for (d, &n) in dims.iter().zip(&t.shape) {
-                        if let Dim::Sym(s) = d
-                            && !syms.iter().any(|(x, _)| x == s)
-                        {
-                            syms.push((s.clone(), n));
-                        }
-                    }
-                }
-                Some(t)
-            }
-            _ => None,
-        });
-    }
-    let mut rng = Rng::new(a.seed);
-    let (mut out, mut fresh) = (vec![], vec![]);
-    for (p, l) in meta.params.iter().zip(loaded) {
-        if let Some(t) = l {
-            out.push(Arg::Tensor(t));
-            fresh.push(false);
-            continue;
-        }
-        match (&p.kind, value(&p.name)) {
-            (ParamKind::Tensor { dtype, dims, mutable }, v) => {
-                let mut shape = vec![];
-                for d in dims {
-                    shape.push(match d {
-                        Dim::Const(c) => usize::try_from(*c).map_err(|_| format!("error: argument `{}`: dimension {c}", p.name))?,
-                        Dim::Sym(s) => syms.iter().find(|(x, _)| x == s).map(|(_, n)| *n).ok_or_else(|| {
-                            format!("error: argument `{}`: the size of `{s}` is unknown; give `--dims {s}=…` or a .npy file", p.name)
-                        })?,
-                    });
-                }
-                match v {
-                    None if *mutable => {
-                        out.push(Arg::Tensor(HostTensor::zeros(*dtype, &shape)));
-                        fresh.push(true);
-                    }
-                    None | Some("random") => {
-                        out.push(Arg::Tensor(exec::random_tensor(*dtype, &shape, &mut rng)));
-                        fresh.push(false);
-                    }
-                    Some("zeros") => {
-                        return Err(format!(
-                            "error: argument `{}`: `tessera bench` does not time on zeros (they hide unwritten outputs and can run \
-                             faster than real data); use `random` or a .npy file",
-                            p.name
-                        ));
-                    }
-                    Some(other) => return Err(format!("error: argument `{}`: `{other}` is not a .npy file or `random`", p.name)),
-                }
-            }
-            (ParamKind::Scalar { dtype }, Some(v)) => {
-                let s = match dtype {
-                    DType::Bool => v.parse().ok().map(Scalar::Bool),
-                    d if d.is_float() => v.parse().ok().map(Scalar::Float),
-                    _ => v.parse().ok().map(Scalar::Int),
-                };
-                out.push(Arg::Scalar(s.ok_or_else(|| format!("error: argument `{}`: `{v}` is not a {dtype}", p.name))?));
-                fresh.push(false);
-            }
-            (ParamKind::Scalar { dtype }, None) => {
-                return Err(format!("error: missing argument `{}` ({dtype}); give `--arg {}=VALUE`", p.name, p.name));
-            }
-        }
-    }
-    Ok((out, fresh))
-}
-
 /// `tessera bench`: compiles (through the cache), optionally tunes, checks one launch, times.
 pub fn run(a: &BenchArgs, opts: Options) -> Result<(), String> {
-    let text = std::fs::read_to_string(&a.file).map_err(|e| format!("error: cannot read `{}`: {e}", a.file.display()))?;
-    let src = Source::new(a.file.display().to_string(), text);
+    let src = Source::from_file(&a.file).map_err(|e| format!("error: cannot read `{}`: {e}", a.file.display()))?;
     let cache = if a.no_cache { Cache::in_memory() } else { Cache::from_env() };
     let built = cache.get_or_compile(&src, &opts).map_err(|d| d.render())?;
     for n in &built.notes {
@@ -336,7 +239,9 @@ pub fn run(a: &BenchArgs, opts: Options) -> Result<(), String> {
             ));
         }
     };
-    let (host, fresh) = host_args(&art.meta, a)?;
+    let outs = exec::out_files(&art.meta, &a.outs)?;
+    let flags = exec::ArgFlags { args: &a.args, dims: &a.dims, seed: a.seed };
+    let (host, fresh) = exec::host_args(&art.meta, &flags, exec::Inputs::Bench)?;
     let rt = Runtime::new().map_err(|e| format!("error: `tessera bench` needs a GPU: {e}"))?;
     let mut dev: Vec<Option<DeviceTensor>> = vec![];
     for (arg, &f) in host.iter().zip(&fresh) {
@@ -419,7 +324,7 @@ pub fn run(a: &BenchArgs, opts: Options) -> Result<(), String> {
     let mut unwritten = vec![];
     let mut outputs: Vec<Option<HostTensor>> = vec![None; host.len()];
     for (i, p) in art.meta.params.iter().enumerate() {
-        let wanted = a.outs.iter().any(|o| o.split_once('=').is_some_and(|(n, _)| n.trim() == p.name));
+        let wanted = outs.iter().any(|(j, _)| *j == i);
         if let (ParamKind::Tensor { mutable: true, dtype, .. }, Some(d)) = (&p.kind, &dev[i])
             && (fresh[i] || wanted || a.check)
         {
@@ -435,11 +340,10 @@ pub fn run(a: &BenchArgs, opts: Options) -> Result<(), String> {
             outputs[i] = Some(rt.download(d).map_err(|e| format!("error: {e}"))?);
         }
     }
-    for o in &a.outs {
-        let (n, path) = split_kv(o, "--out")?;
-        let i = art.meta.params.iter().position(|p| p.name == n).ok_or_else(|| format!("error: `--out {o}`: no parameter `{n}`"))?;
-        let t = outputs[i].as_ref().ok_or_else(|| format!("error: `--out {o}`: `{n}` is a scalar"))?;
-        npy::write_npy(path, t).map_err(|e| format!("error: {e}"))?;
+    for (i, path) in outs {
+        if let Some(t) = &outputs[i] {
+            npy::write_npy(path, t).map_err(|e| format!("error: {e}"))?;
+        }
     }
     for (n, c) in &unwritten {
         eprintln!("warning: {c} elements of `{n}` are still NaN after the first launch (not written, or NaN results)");

@@ -1,17 +1,30 @@
 //! The compile cache: PTX and launch metadata keyed by everything that determines them, in memory
 //! and on disk.
 //!
-//! The key ([`CacheKey::of`]) is a SHA3-256 over the source text, the embedded standard library,
-//! the `const` values, the target, the kernel filter, the warps and stages overrides, and the
-//! compiler's version and build fingerprint ([`tessera_compiler::BUILD_ID`], a hash of the
-//! compiler's own sources), so a rebuilt compiler never reads an older compiler's code.
+//! The key ([`CacheKey::of`]) is a SHA3-256 over the source text, the text of every file it
+//! imports (directly or not; [`Source::imports`]), the embedded standard library, every field of
+//! [`Options`] that changes the output, and the compiler's version and build fingerprint
+//! ([`tessera_compiler::BUILD_ID`], a hash of the compiler's own sources), so a rebuilt compiler
+//! never reads an older compiler's code and an edited import is a miss. The imported files are
+//! read again at every lookup (the key is made from what they hold now), and again after a
+//! compilation: if one changed meanwhile, what was compiled is not stored.
 //!
 //! On disk an entry is one file `DIR/KEY.tsc` (see [`Cache::from_env`] for `DIR`): a header line
 //! with the format version and kind, the key, the payload's length and SHA3-256, then the JSON
 //! payload. Writes go to a temporary file in the same folder, are flushed, and renamed over the
 //! entry, so a reader sees a whole entry or none. A reader checks the header, the key, the length
-//! and the checksum, then parses the payload; an entry that fails any check (truncated,
-//! corrupted, from another format) is deleted and reported in a note, and the caller rebuilds.
+//! and the checksum, then parses the payload and checks every kernel's metadata against its PTX
+//! ([`crate::aot::check_pair`]) and that this build of the compiler made it; an entry that fails
+//! any check (truncated, corrupted, from another format) is deleted and reported in a note, and
+//! the caller rebuilds.
+//!
+//! A checksum only detects damage: anyone who can write an entry can also write its checksum.
+//! What makes an entry trusted is who could have written it. On Unix the folder must belong to
+//! the user and give no access to group or others (it is created `0700`; a folder of the user's
+//! that others may read but not write is made private; any other folder is not used, with a
+//! one-line warning, and builds compile without the disk cache), and each entry file must be a
+//! regular file of the user's, writable by no one else (written `0600`), of at most
+//! [`MAX_ENTRY_BYTES`].
 //!
 //! ```
 //! use tessera_compiler::{Options, Source};
@@ -40,12 +53,16 @@ use sha3::{Digest, Sha3_256};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
-use tessera_compiler::{Diagnostics, KernelMeta, Module, Options, Source};
+use tessera_compiler::{Diagnostics, ImportedFile, KernelMeta, Module, Options, Source};
 
 /// The on-disk format version (the first line of every entry).
-const FORMAT: &str = "tessera-cache 1";
+const FORMAT: &str = "tessera-cache 2";
+
+/// The largest entry file read.
+pub const MAX_ENTRY_BYTES: u64 = 64 << 20;
 
 /// One compiled kernel as the cache keeps it: what a loader needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,11 +88,14 @@ impl Artifacts {
         self.kernels.iter().find(|k| k.meta.name == name)
     }
 
-    /// Checks what JSON cannot: every kernel's PTX defines its entry point.
+    /// Checks what JSON cannot: every kernel's metadata describes its PTX (names are
+    /// identifiers, the parameter lists agree, …), and this build of the compiler made it.
     fn validate(&self) -> Result<(), String> {
+        let this = format!("{}+{}", tessera_compiler::VERSION, tessera_compiler::BUILD_ID);
         for k in &self.kernels {
-            if !k.ptx.contains(&format!(".entry {}(", k.meta.name)) {
-                return Err(format!("the PTX of `{}` does not define its entry point", k.meta.name));
+            crate::aot::check_pair(&k.meta, &k.ptx).map_err(|e| format!("kernel `{}`: {e}", k.meta.name.escape_debug()))?;
+            if k.meta.compiler != this {
+                return Err(format!("kernel `{}` was made by another build of the compiler", k.meta.name));
             }
         }
         Ok(())
@@ -87,31 +107,44 @@ impl Artifacts {
 pub struct CacheKey(pub [u8; 32]);
 
 impl CacheKey {
-    /// The key of compiling `src` with `opts` with this build of the compiler. The source's
-    /// name and `Options::verify` do not change the output, so they are not part of it.
-    pub fn of(src: &Source, opts: &Options) -> CacheKey {
+    /// The key of compiling `src` with `opts` with this build of the compiler, reading the
+    /// files it imports now. `None` when an import cannot be resolved, read or parsed (the
+    /// compilation then fails, and nothing is cached).
+    pub fn of(src: &Source, opts: &Options) -> Option<CacheKey> {
+        Some(CacheKey::with_imports(src, &src.imports()?, opts))
+    }
+
+    /// The key of compiling `src`, which imports `imports` ([`Source::imports`]), with `opts`.
+    /// The source's name and `Options::verify` do not change the output, so they are not part
+    /// of it; every other field of [`Options`] is.
+    pub fn with_imports(src: &Source, imports: &[ImportedFile], opts: &Options) -> CacheKey {
         let mut h = KeyHasher::new("compile");
         h.field(tessera_compiler::VERSION);
         h.field(tessera_compiler::BUILD_ID);
         h.field(&src.text);
+        h.field(&imports.len().to_string());
+        for f in imports {
+            h.field(&f.written);
+            h.field(&f.text);
+        }
         for (name, text) in tessera_compiler::sema::STDLIB {
             h.field(name);
             h.field(text);
         }
-        for (name, v) in &opts.consts {
-            h.field(&format!("{name}={v}"));
+        // Every field, by name: a field added to `Options` fails to compile here until it is
+        // keyed (or, like `verify`, shown not to change the output).
+        // `keep_llvm_ir` only keeps a by-product: the PTX is the same.
+        let Options { consts, target, kernel, warps, stages, verify: _, checked, tf32, codegen, keep_llvm_ir: _ } = opts;
+        h.field(&consts.len().to_string());
+        for (name, v) in consts {
+            h.field(name);
+            h.field(&v.to_string());
         }
-        h.field(opts.target.name());
-        h.field(opts.kernel.as_deref().unwrap_or("*"));
-        h.field(&format!("{:?}/{:?}", opts.warps, opts.stages));
-        // A checked build keeps `assert`s in the PTX.
-        if opts.checked {
-            h.field("checked");
-        }
-        // f32 dots on the tensor cores.
-        if opts.tf32 {
-            h.field("tf32");
-        }
+        h.field(target.name());
+        h.field(&format!("{kernel:?}"));
+        h.field(&format!("{warps:?}/{stages:?}"));
+        h.field(&format!("checked={checked} tf32={tf32}"));
+        h.field(&format!("codegen={}", codegen.name()));
         h.finish()
     }
 
@@ -179,9 +212,11 @@ impl Hit {
 pub struct Cached {
     pub artifacts: Arc<Artifacts>,
     pub hit: Hit,
-    pub key: CacheKey,
-    /// Warnings about the cache itself (a corrupt entry discarded, a write that failed); the
-    /// build went on regardless.
+    /// The key it was looked up under (`None`: an import could not be read, so it was compiled
+    /// without the cache).
+    pub key: Option<CacheKey>,
+    /// Warnings about the cache itself (a corrupt entry discarded, a write that failed, a
+    /// folder not used); the build went on regardless.
     pub notes: Vec<String>,
     /// Time spent: compiling on a miss, reading and checking the entry on a hit.
     pub millis: f64,
@@ -192,13 +227,16 @@ pub struct Cached {
 pub struct Cache {
     dir: Option<PathBuf>,
     mem: Mutex<HashMap<CacheKey, Arc<Artifacts>>>,
+    /// Whether the warning about an untrusted folder was given (once per cache).
+    warned: AtomicBool,
 }
 
 impl Cache {
-    /// A cache over the folder `dir` (memory only when `None`). The folder is created when
-    /// the first entry is written.
+    /// A cache over the folder `dir` (memory only when `None`). The folder is created (private
+    /// to the user) when the first entry is written; it is checked at every use (see the module
+    /// documentation).
     pub fn new(dir: Option<PathBuf>) -> Cache {
-        Cache { dir, mem: Mutex::new(HashMap::new()) }
+        Cache { dir, mem: Mutex::new(HashMap::new()), warned: AtomicBool::new(false) }
     }
 
     /// A cache in memory only.
@@ -234,7 +272,7 @@ impl Cache {
         var("XDG_CACHE_HOME").map(|d| d.join("tessera")).or_else(|| var("HOME").map(|h| h.join(".cache/tessera")))
     }
 
-    /// The cache folder, if entries go to disk.
+    /// The cache folder, if entries go to disk (whether it can be trusted is checked at use).
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
     }
@@ -249,21 +287,58 @@ impl Cache {
         self.mem.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
+    /// The folder, if it may be used: absent (and `create` not asked) is `None` silently; one
+    /// that is not private to the user is `None` with a warning (once).
+    fn disk(&self, create: bool, notes: &mut Vec<String>) -> Option<&Path> {
+        let dir = self.dir.as_deref()?;
+        match private_dir(dir, create) {
+            Ok(true) => Some(dir),
+            Ok(false) => None,
+            Err(why) => {
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    notes.push(format!(
+                        "warning: not using the compile cache folder `{}`: {why}; compiling without the disk cache",
+                        dir.display()
+                    ));
+                }
+                None
+            }
+        }
+    }
+
+    /// Reads and checks the entry file `name` of `kind` for `key` from the folder. `None` when
+    /// absent, untrusted or bad (a bad file is deleted, with a note).
+    pub(crate) fn read_file(&self, name: &str, kind: &str, key: &CacheKey, notes: &mut Vec<String>) -> Option<Vec<u8>> {
+        let path = self.disk(false, notes)?.join(name);
+        read_entry(&path, kind, &key.hex(), notes)
+    }
+
+    /// Writes the entry file `name` (atomically, private to the user). A failure is a note.
+    pub(crate) fn write_file(&self, name: &str, kind: &str, key: &CacheKey, payload: &[u8], notes: &mut Vec<String>) {
+        let Some(dir) = self.disk(true, notes) else { return };
+        let path = dir.join(name);
+        if let Err(e) = write_atomic(&path, &encode_entry(kind, &key.hex(), payload)) {
+            notes.push(format!("warning: could not write the cache entry `{}`: {e}", path.display()));
+        }
+    }
+
     /// Looks `key` up in memory, then on disk. A bad disk entry is deleted and explained in a
     /// note; the lookup is then a miss.
     pub fn lookup(&self, key: &CacheKey, notes: &mut Vec<String>) -> Option<(Arc<Artifacts>, Hit)> {
         if let Some(a) = self.mem.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
             return Some((a.clone(), Hit::Memory));
         }
-        let path = self.entry_path(key)?;
-        let payload = read_entry(&path, "compile", &key.hex(), notes)?;
+        let name = format!("{}.tsc", key.hex());
+        let payload = self.read_file(&name, "compile", key, notes)?;
         let artifacts = match serde_json::from_slice::<Artifacts>(&payload).map_err(|e| e.to_string()).and_then(|a| {
             a.validate()?;
             Ok(a)
         }) {
             Ok(a) => Arc::new(a),
             Err(e) => {
-                discard(&path, &format!("its contents do not parse: {e}"), notes);
+                if let Some(path) = self.entry_path(key) {
+                    discard(&path, &format!("its contents are not what this compiler writes: {e}"), notes);
+                }
                 return None;
             }
         };
@@ -275,13 +350,9 @@ impl Cache {
     pub fn insert(&self, key: &CacheKey, artifacts: Artifacts, notes: &mut Vec<String>) -> Arc<Artifacts> {
         let artifacts = Arc::new(artifacts);
         self.mem.lock().unwrap_or_else(|e| e.into_inner()).insert(*key, artifacts.clone());
-        if let Some(path) = self.entry_path(key) {
+        if self.dir.is_some() {
             match serde_json::to_vec(&*artifacts) {
-                Ok(payload) => {
-                    if let Err(e) = write_atomic(&path, &encode_entry("compile", &key.hex(), &payload)) {
-                        notes.push(format!("warning: could not write the compile cache entry `{}`: {e}", path.display()));
-                    }
-                }
+                Ok(payload) => self.write_file(&format!("{}.tsc", key.hex()), "compile", key, &payload, notes),
                 Err(e) => notes.push(format!("warning: could not encode a compile cache entry: {e}")),
             }
         }
@@ -303,16 +374,80 @@ impl Cache {
         compile: impl FnOnce() -> Result<Artifacts, Diagnostics>,
     ) -> Result<Cached, Diagnostics> {
         let start = Instant::now();
-        let key = CacheKey::of(src, opts);
         let mut notes = vec![];
-        if let Some((artifacts, hit)) = self.lookup(&key, &mut notes) {
-            return Ok(Cached { artifacts, hit, key, notes, millis: start.elapsed().as_secs_f64() * 1e3 });
+        let imports = src.imports();
+        let key = imports.as_ref().map(|i| CacheKey::with_imports(src, i, opts));
+        if let Some(key) = &key
+            && let Some((artifacts, hit)) = self.lookup(key, &mut notes)
+        {
+            return Ok(Cached { artifacts, hit, key: Some(*key), notes, millis: start.elapsed().as_secs_f64() * 1e3 });
         }
         let artifacts = compile()?;
         let millis = start.elapsed().as_secs_f64() * 1e3;
-        let artifacts = self.insert(&key, artifacts, &mut notes);
+        // Stored only if the imports still hold what the key was made from: the compiler read
+        // them in between.
+        let artifacts = match (&key, &imports) {
+            (Some(key), Some(before)) if src.imports().as_ref() == Some(before) => self.insert(key, artifacts, &mut notes),
+            (Some(_), _) => {
+                notes.push("note: a file imported by this source changed during the build; the result is not cached".into());
+                Arc::new(artifacts)
+            }
+            (None, _) => Arc::new(artifacts),
+        };
         Ok(Cached { artifacts, hit: Hit::Miss, key, notes, millis })
     }
+}
+
+/// The current user (Unix).
+#[cfg(unix)]
+fn current_uid() -> u32 {
+    // SAFETY: `geteuid` takes no arguments, cannot fail and touches no memory of ours.
+    unsafe { libc::geteuid() }
+}
+
+/// Whether `dir` is a folder private to the user (creating it `0700` if `create`): `Ok(false)`
+/// if it does not exist (and was not to be created), `Err(why)` if it may not be trusted.
+fn private_dir(dir: &Path, create: bool) -> Result<bool, String> {
+    let md = match std::fs::metadata(dir) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut b = std::fs::DirBuilder::new();
+            b.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+            // A failure to create it is reported when the entry cannot be written.
+            if b.create(dir).is_err() {
+                return Ok(true);
+            }
+            std::fs::metadata(dir).map_err(|e| e.to_string())?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    if !md.is_dir() {
+        return Err("it is not a folder".into());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let me = current_uid();
+        if md.uid() != me {
+            return Err(format!("it belongs to another user (uid {}, you are {me}), who could plant compiled code in it", md.uid()));
+        }
+        let mode = md.mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(format!(
+                "group or others may write to it (mode {mode:03o}), so its entries could be planted; delete it, or \
+                 `chmod 700` it if only you wrote to it"
+            ));
+        }
+        if mode & 0o077 != 0 {
+            // Readable by others but writable only by the user: nothing in it can be planted;
+            // made private, as a new folder is.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| format!("cannot make it private: {e}"))?;
+        }
+    }
+    Ok(true)
 }
 
 /// The bytes of an entry: header, key, length and checksum lines, then the payload.
@@ -333,7 +468,7 @@ pub(crate) fn decode_entry(kind: &str, key: &str, bytes: &[u8]) -> Result<Vec<u8
     };
     let header = line("header")?;
     if header != format!("{FORMAT} {kind}") {
-        return Err(format!("its header is `{}`, expected `{FORMAT} {kind}`", header.chars().take(40).collect::<String>()));
+        return Err(format!("its header is `{}`, expected `{FORMAT} {kind}`", header.chars().take(40).collect::<String>().escape_debug()));
     }
     if line("key")? != key {
         return Err("it holds another key".into());
@@ -350,13 +485,25 @@ pub(crate) fn decode_entry(kind: &str, key: &str, bytes: &[u8]) -> Result<Vec<u8
     Ok(rest.to_vec())
 }
 
-/// Reads and checks an entry file. `None` when absent or bad (a bad file is deleted, with a note).
-pub(crate) fn read_entry(path: &Path, kind: &str, key: &str, notes: &mut Vec<String>) -> Option<Vec<u8>> {
-    let bytes = match std::fs::read(path) {
+/// Reads and checks an entry file. `None` when absent, untrusted or bad (a bad file is deleted,
+/// with a note).
+fn read_entry(path: &Path, kind: &str, key: &str, notes: &mut Vec<String>) -> Option<Vec<u8>> {
+    use tessera_compiler::files::{FileError, open_regular, read_handle};
+    let bytes = match open_regular(path) {
+        Ok((f, md)) => {
+            if let Err(why) = trusted_file(&md) {
+                notes.push(format!("warning: ignoring the cache entry `{}`: {why}", path.display()));
+                return None;
+            }
+            read_handle(f, md.len(), MAX_ENTRY_BYTES)
+        }
+        Err(e) => Err(e),
+    };
+    let bytes = match bytes {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(FileError::NotFound) => return None,
         Err(e) => {
-            notes.push(format!("warning: could not read the cache entry `{}`: {e}; rebuilding", path.display()));
+            discard(path, &e.to_string(), notes);
             return None;
         }
     };
@@ -369,6 +516,25 @@ pub(crate) fn read_entry(path: &Path, kind: &str, key: &str, notes: &mut Vec<Str
     }
 }
 
+/// Whether an entry file (its metadata, from the open handle) may be trusted: the user's, and
+/// writable by no one else.
+fn trusted_file(md: &std::fs::Metadata) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let me = current_uid();
+        if md.uid() != me {
+            return Err(format!("it belongs to another user (uid {}, you are {me})", md.uid()));
+        }
+        if md.mode() & 0o022 != 0 {
+            return Err(format!("group or others may write to it (mode {:03o})", md.mode() & 0o777));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = md;
+    Ok(())
+}
+
 fn discard(path: &Path, why: &str, notes: &mut Vec<String>) {
     let removed = match std::fs::remove_file(path) {
         Ok(()) => "discarded it".to_string(),
@@ -377,16 +543,19 @@ fn discard(path: &Path, why: &str, notes: &mut Vec<String>) {
     notes.push(format!("note: the cache entry `{}` is damaged ({why}); {removed} and rebuilt", path.display()));
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed to disk,
-/// then renamed over `path`.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to `path` atomically: a new temporary file in the same folder (readable and
+/// writable by the user alone), flushed to disk, then renamed over `path`.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().ok_or_else(|| std::io::Error::other("the cache path has no folder"))?;
-    std::fs::create_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let tmp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        let mut f = o.open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
@@ -415,6 +584,29 @@ mod tests {
         d
     }
 
+    fn key(src: &Source, o: &Options) -> CacheKey {
+        CacheKey::of(src, o).expect("no imports to read")
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(dir).expect("dir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[cfg(unix)]
+    fn chmod(p: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    #[cfg(unix)]
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).expect("stat").mode() & 0o777
+    }
+
     #[test]
     fn entries_round_trip_and_reject_damage() {
         let payload = br#"{"kernels":[]}"#;
@@ -437,20 +629,59 @@ mod tests {
     #[test]
     fn keys_depend_on_what_changes_the_output() {
         let src = Source::new("a.tile", SRC);
-        let base = CacheKey::of(&src, &Options::default());
-        assert_eq!(base, CacheKey::of(&Source::new("elsewhere/b.tile", SRC), &Options { verify: true, ..Options::default() }));
+        let base = key(&src, &Options::default());
+        assert_eq!(base, key(&Source::new("elsewhere/b.tile", SRC), &Options { verify: true, ..Options::default() }));
         let changed = [
-            CacheKey::of(&Source::new("a.tile", format!("{SRC}\n")), &Options::default()),
-            CacheKey::of(&src, &Options { consts: vec![("B".into(), tessera_compiler::ConstValue::Int(1))], ..Options::default() }),
-            CacheKey::of(&src, &Options { target: tessera_compiler::Target::Sm80, ..Options::default() }),
-            CacheKey::of(&src, &Options { kernel: Some("inc".into()), ..Options::default() }),
-            CacheKey::of(&src, &Options { warps: Some(8), ..Options::default() }),
-            CacheKey::of(&src, &Options { stages: Some(2), ..Options::default() }),
+            key(&Source::new("a.tile", format!("{SRC}\n")), &Options::default()),
+            key(&src, &Options { consts: vec![("B".into(), tessera_compiler::ConstValue::Int(1))], ..Options::default() }),
+            key(&src, &Options { target: tessera_compiler::Target::Sm80, ..Options::default() }),
+            key(&src, &Options { kernel: Some("inc".into()), ..Options::default() }),
+            key(&src, &Options { warps: Some(8), ..Options::default() }),
+            key(&src, &Options { stages: Some(2), ..Options::default() }),
+            key(&src, &Options { checked: true, ..Options::default() }),
+            key(&src, &Options { tf32: true, ..Options::default() }),
         ];
         for (i, k) in changed.iter().enumerate() {
             assert_ne!(*k, base, "change {i} kept the key");
         }
         assert_eq!(base.hex().len(), 64);
+    }
+
+    /// Editing an imported file is a miss that compiles the new code (it used to be a hit that
+    /// returned the PTX of the old helper).
+    #[test]
+    fn imported_files_are_part_of_the_key() {
+        let dir = tmpdir("imports");
+        std::fs::create_dir_all(dir.join("lib")).expect("dir");
+        let helper = |k: &str| std::fs::write(dir.join("lib/h.tile"), format!("fn bump(x) {{ x + {k} }}\n")).expect("write");
+        helper("1.0");
+        let main = "use \"lib/h.tile\"::{bump};
+            #[grid(1)]
+            kernel k(x: &f32[N], y: &mut f32[N]) {
+                y.store([0], bump(x.load([0], [128])));
+            }";
+        std::fs::write(dir.join("main.tile"), main).expect("write");
+        let src = Source::from_file(dir.join("main.tile")).expect("reads");
+        let cache = Cache::new(Some(dir.join("cache")));
+        let first = cache.get_or_compile(&src, &Options::default()).map_err(|d| d.render()).expect("compiles");
+        assert_eq!(first.hit, Hit::Miss);
+        assert_eq!(cache.get_or_compile(&src, &Options::default()).expect("cached").hit, Hit::Memory);
+        helper("2.0");
+        let second = cache.get_or_compile(&src, &Options::default()).expect("compiles");
+        assert_eq!(second.hit, Hit::Miss, "an edited import must not hit");
+        assert_ne!(second.artifacts.kernels[0].ptx, first.artifacts.kernels[0].ptx);
+        // The key covers the import's text; the file's name or place does not matter.
+        let imports = src.imports().expect("readable");
+        assert_eq!(imports.len(), 1);
+        assert_eq!((imports[0].written.as_str(), imports[0].text.as_str()), ("lib/h.tile", "fn bump(x) { x + 2.0 }\n"));
+        assert_ne!(CacheKey::with_imports(&src, &[], &Options::default()), second.key.expect("keyed"));
+        // An import that cannot be read: compiled without the cache, and the error is the
+        // compiler's.
+        std::fs::remove_file(dir.join("lib/h.tile")).expect("rm");
+        assert!(CacheKey::of(&src, &Options::default()).is_none());
+        let e = cache.get_or_compile(&src, &Options::default()).unwrap_err().render();
+        assert!(e.contains("cannot import \"lib/h.tile\": no such file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -467,14 +698,15 @@ mod tests {
         assert_eq!(second.artifacts, first.artifacts);
         assert_eq!(cache.get_or_compile(&src, &opts).expect("cached").hit, Hit::Memory);
 
-        let path = cache.entry_path(&first.key).expect("disk cache");
+        let key = first.key.expect("keyed");
+        let path = cache.entry_path(&key).expect("disk cache");
         let whole = std::fs::read(&path).expect("entry written");
         // Truncated, a flipped byte in the payload, garbage, and a well-formed entry whose JSON
         // is not what the cache stores: each is discarded with a note, and the build succeeds.
         let mut flipped = whole.clone();
         let i = whole.len() - 10;
         flipped[i] = flipped[i].wrapping_add(1);
-        let bad_json = encode_entry("compile", &first.key.hex(), b"{\"kernels\": 3}");
+        let bad_json = encode_entry("compile", &key.hex(), b"{\"kernels\": 3}");
         for (what, bytes) in
             [("truncated", whole[..whole.len() / 2].to_vec()), ("flipped", flipped), ("garbage", vec![0xff; 64]), ("json", bad_json)]
         {
@@ -488,9 +720,151 @@ mod tests {
             assert_eq!(std::fs::read(&path).expect("rewritten"), whole, "{what}");
         }
         // No temporary files are left behind.
-        let names: Vec<String> =
-            std::fs::read_dir(&dir).expect("dir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-        assert_eq!(names, [format!("{}.tsc", first.key.hex())]);
+        assert_eq!(files(&dir), [format!("{}.tsc", key.hex())]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Entries with a valid checksum but contents no compile of this build writes (anyone can
+    /// recompute a checksum) are discarded: a kernel name that would escape `-o DIR`, metadata
+    /// that disagrees with its PTX, another build's output.
+    #[test]
+    fn planted_entries_are_refused() {
+        let dir = tmpdir("planted");
+        let src = Source::new("inc.tile", SRC);
+        let opts = Options::default();
+        let good = Cache::new(Some(dir.clone())).get_or_compile(&src, &opts).expect("compiles");
+        let key = good.key.expect("keyed");
+        let path = dir.join(format!("{}.tsc", key.hex()));
+        let real = good.artifacts.kernels[0].clone();
+        let plant = |edit: &dyn Fn(&mut Artifact)| {
+            let mut a = real.clone();
+            edit(&mut a);
+            let payload = serde_json::to_vec(&Artifacts { kernels: vec![a] }).expect("json");
+            std::fs::write(&path, encode_entry("compile", &key.hex(), &payload)).expect("plant");
+        };
+        type Edit<'a> = &'a dyn Fn(&mut Artifact);
+        let cases: [(&str, Edit, &str); 4] = [
+            (
+                "escaping name",
+                &|a| {
+                    a.meta.name = "../../../x".into();
+                    a.ptx = a.ptx.replace(".entry inc(", ".entry ../../../x(");
+                },
+                "not an identifier",
+            ),
+            ("threads", &|a| a.meta.threads = 1024, "threads per block"),
+            (
+                "dtype",
+                &|a| {
+                    a.meta.params[1].kind = tessera_compiler::tir::ParamKind::Tensor {
+                        dtype: tessera_compiler::DType::U8,
+                        dims: vec![tessera_compiler::tir::Dim::Sym("N".into())],
+                        mutable: true,
+                    }
+                },
+                "1-byte elements",
+            ),
+            ("other build", &|a| a.meta.compiler = format!("{}+0000", tessera_compiler::VERSION), "another build"),
+        ];
+        for (what, edit, want) in cases {
+            plant(edit);
+            let r = Cache::new(Some(dir.clone())).get_or_compile(&src, &opts).expect("rebuilds");
+            assert_eq!(r.hit, Hit::Miss, "{what}");
+            assert_eq!(r.artifacts, good.artifacts, "{what}");
+            assert!(r.notes.iter().any(|n| n.contains("damaged") && n.contains(want)), "{what}: {:?}", r.notes);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A folder others may write to is not used (its entries could be planted); one they may
+    /// only read is made private; a new one is created private.
+    #[cfg(unix)]
+    #[test]
+    fn the_folder_must_be_private() {
+        let dir = tmpdir("shared");
+        let src = Source::new("inc.tile", SRC);
+        let r = Cache::new(Some(dir.join("new"))).get_or_compile(&src, &Options::default()).expect("compiles");
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
+        assert_eq!(mode(&dir.join("new")), 0o700);
+        std::fs::create_dir_all(dir.join("open")).expect("dir");
+        chmod(&dir.join("open"), 0o777);
+        let cache = Cache::new(Some(dir.join("open")));
+        let r = cache.get_or_compile(&src, &Options::default()).expect("compiles");
+        assert_eq!(r.hit, Hit::Miss);
+        assert!(
+            r.notes.iter().any(|n| n.contains("not using the compile cache folder") && n.contains("may write to it (mode 777)")),
+            "{:?}",
+            r.notes
+        );
+        assert!(files(&dir.join("open")).is_empty(), "wrote into a shared folder");
+        // One warning per cache, not one per lookup.
+        cache.clear_memory();
+        assert!(cache.get_or_compile(&src, &Options::default()).expect("compiles").notes.is_empty());
+        // Readable by others: tightened to 0700 and used.
+        std::fs::create_dir_all(dir.join("readable")).expect("dir");
+        chmod(&dir.join("readable"), 0o755);
+        let r = Cache::new(Some(dir.join("readable"))).get_or_compile(&src, &Options::default()).expect("compiles");
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
+        assert_eq!(mode(&dir.join("readable")), 0o700);
+        assert_eq!(files(&dir.join("readable")).len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An entry file that someone else could have written is ignored (and replaced); entry files
+    /// are written readable by the user alone.
+    #[cfg(unix)]
+    #[test]
+    fn entry_files_must_be_the_users() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tmpdir("owner");
+        let src = Source::new("inc.tile", SRC);
+        let first = Cache::new(Some(dir.clone())).get_or_compile(&src, &Options::default()).expect("compiles");
+        let path = dir.join(format!("{}.tsc", first.key.expect("keyed").hex()));
+        assert_eq!(mode(&path), 0o600);
+        chmod(&path, 0o666);
+        let r = Cache::new(Some(dir.clone())).get_or_compile(&src, &Options::default()).expect("compiles");
+        assert_eq!(r.hit, Hit::Miss);
+        assert!(r.notes.iter().any(|n| n.contains("ignoring the cache entry") && n.contains("mode 666")), "{:?}", r.notes);
+        assert_eq!(mode(&path), 0o600, "replaced by a private entry");
+        // Another user's entry (and folder): only root can make one here.
+        if current_uid() == 0 {
+            let chown = |p: &Path| std::os::unix::fs::chown(p, Some(65534), None).expect("chown");
+            chown(&path);
+            let r = Cache::new(Some(dir.clone())).get_or_compile(&src, &Options::default()).expect("compiles");
+            assert_eq!(r.hit, Hit::Miss);
+            assert!(r.notes.iter().any(|n| n.contains("belongs to another user (uid 65534")), "{:?}", r.notes);
+            assert_eq!(std::fs::metadata(&path).expect("stat").uid(), 0, "replaced by the user's own");
+            chown(&dir);
+            let r = Cache::new(Some(dir.clone())).get_or_compile(&src, &Options::default()).expect("compiles");
+            assert!(
+                r.notes.iter().any(|n| n.contains("not using the compile cache folder") && n.contains("another user")),
+                "{:?}",
+                r.notes
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A FIFO or an oversized file in place of an entry is discarded without blocking or
+    /// reading it.
+    #[cfg(unix)]
+    #[test]
+    fn special_and_huge_entries_are_not_read() {
+        let dir = tmpdir("special");
+        let src = Source::new("inc.tile", SRC);
+        let first = Cache::new(Some(dir.clone())).get_or_compile(&src, &Options::default()).expect("compiles");
+        let path = dir.join(format!("{}.tsc", first.key.expect("keyed").hex()));
+        std::fs::remove_file(&path).expect("rm");
+        assert!(std::process::Command::new("mkfifo").arg(&path).status().expect("mkfifo").success());
+        let r = Cache::new(Some(dir.clone())).get_or_compile(&src, &Options::default()).expect("compiles");
+        assert_eq!(r.hit, Hit::Miss);
+        assert!(r.notes.iter().any(|n| n.contains("it is a FIFO")), "{:?}", r.notes);
+        let f = std::fs::File::create(&path).expect("create");
+        f.set_len(MAX_ENTRY_BYTES + 1).expect("sparse file");
+        drop(f);
+        chmod(&path, 0o600);
+        let r = Cache::new(Some(dir.clone())).get_or_compile(&src, &Options::default()).expect("compiles");
+        assert!(r.notes.iter().any(|n| n.contains("more than the limit of 67108864 bytes")), "{:?}", r.notes);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -503,13 +877,13 @@ mod tests {
     }
 
     #[test]
-    fn an_unwritable_folder_is_a_note() {
+    fn an_unusable_folder_is_a_note() {
         let file = tmpdir("notadir");
         std::fs::write(&file, b"x").expect("file");
         let cache = Cache::new(Some(file.join("sub")));
         let r = cache.get_or_compile(&Source::new("inc.tile", SRC), &Options::default()).expect("compiles anyway");
         assert_eq!(r.hit, Hit::Miss);
-        assert!(r.notes.iter().any(|n| n.contains("could not write")), "{:?}", r.notes);
+        assert!(r.notes.iter().any(|n| n.contains("not using the compile cache folder")), "{:?}", r.notes);
         let _ = std::fs::remove_file(&file);
     }
 }

@@ -58,6 +58,9 @@ pub enum RuntimeError {
     /// A tensor whose bytes do not match its dtype and shape.
     #[error("{0}")]
     BadTensor(String),
+    /// PTX and metadata that do not describe the same kernel ([`crate::aot::check_pair`]).
+    #[error("{0}")]
+    Mismatch(String),
 }
 
 /// The message of [`RuntimeError::NoDriver`] when the library cannot be loaded.
@@ -362,6 +365,8 @@ impl Runtime {
     /// (`CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`) when the device allows it.
     pub fn load(&self, ptx: &str, meta: &KernelMeta) -> Result<LoadedKernel, RuntimeError> {
         let kernel = &meta.name;
+        // What a launch packs must be what the kernel reads, whoever made the pair.
+        crate::aot::check_pair(meta, ptx).map_err(|e| RuntimeError::Mismatch(format!("kernel `{}`: {e}", kernel.escape_debug())))?;
         if !self.supports(meta.target) {
             let fix = if self.supports(Target::Sm90a) {
                 "rebuild it with --target sm_90a"
@@ -519,14 +524,15 @@ impl Runtime {
     /// Copies a device tensor back to the host (waiting for the work queued before it).
     pub fn download(&self, t: &DeviceTensor) -> Result<HostTensor, RuntimeError> {
         let n = t.check()?;
-        let mut bytes = vec![0u8; n];
+        // The host side may have less memory than the device: an error, not an abort.
+        let mut host = HostTensor::try_zeros(t.dtype, &t.shape).map_err(|e| RuntimeError::BadTensor(e.to_string()))?;
         if n > 0 {
             let view =
                 t.buf.try_slice(0..n).ok_or_else(|| RuntimeError::BadTensor(format!("device tensor buffer shorter than {n} bytes")))?;
-            guarded(|| format!("copying {n} bytes from the device"), || self.stream.memcpy_dtoh(&view, &mut bytes))?;
+            guarded(|| format!("copying {n} bytes from the device"), || self.stream.memcpy_dtoh(&view, &mut host.bytes))?;
         }
         self.synchronize()?;
-        Ok(HostTensor { dtype: t.dtype, shape: t.shape.clone(), bytes })
+        Ok(host)
     }
 
     /// Waits for all work queued on the stream.

@@ -14,10 +14,11 @@ const ABI_PTX: &str = r#"
 .address_size 64
 
 .visible .entry abi_probe(
-    .param .u64 out_ptr, .param .u32 out_n, .param .u64 out_s,
-    .param .u64 x_ptr, .param .u32 x_n0, .param .u32 x_n1, .param .u64 x_s0, .param .u64 x_s1,
+    .param .u64 .ptr.global.align 8 out_ptr, .param .u32 out_n, .param .u64 out_s,
+    .param .u64 .ptr.global.align 4 x_ptr, .param .u32 x_n0, .param .u32 x_n1, .param .u64 x_s0, .param .u64 x_s1,
     .param .f32 p_f32, .param .u32 p_i32, .param .u8 p_bool, .param .b16 p_f16,
     .param .u64 p_i64, .param .f64 p_f64)
+.maxntid 64, 1, 1
 {
     .reg .b32 %r<12>;
     .reg .b64 %rd<12>;
@@ -90,7 +91,8 @@ DONE:
 
 .extern .shared .align 16 .b8 smem[];
 
-.visible .entry big_smem(.param .u64 out_ptr, .param .u32 out_n, .param .u64 out_s, .param .u32 nbytes)
+.visible .entry big_smem(.param .u64 .ptr.global.align 4 out_ptr, .param .u32 out_n, .param .u64 out_s, .param .u32 nbytes)
+.maxntid 32, 1, 1
 {
     .reg .b32 %r<8>;
     .reg .b64 %rd<2>;
@@ -121,8 +123,13 @@ fn scalar(name: &str, dtype: DType) -> Param {
     Param { name: name.into(), kind: ParamKind::Scalar { dtype } }
 }
 
+/// Metadata for hand-written PTX: the ABI parts derived from `params`, as the compiler does.
+fn with_abi(meta: KernelMeta) -> KernelMeta {
+    KernelMeta { dims: KernelMeta::dims_of(&meta.params), ptx_params: KernelMeta::abi_of(&meta.params), ..meta }
+}
+
 fn abi_meta() -> KernelMeta {
-    KernelMeta {
+    with_abi(KernelMeta {
         name: "abi_probe".into(),
         target: Target::Sm90a,
         params: vec![
@@ -141,7 +148,7 @@ fn abi_meta() -> KernelMeta {
         shared_bytes: 0,
         requires: vec![],
         ..KernelMeta::default()
-    }
+    })
 }
 
 fn runtime() -> Runtime {
@@ -206,7 +213,7 @@ fn abi_probe_sees_every_parameter() {
 fn large_dynamic_shared_memory_is_opted_into() {
     let rt = runtime();
     let bytes = 200 * 1024;
-    let meta = KernelMeta {
+    let meta = with_abi(KernelMeta {
         name: "big_smem".into(),
         target: Target::Sm90a,
         params: vec![tensor("out", DType::U32, vec![Dim::Const(1)], true), scalar("nbytes", DType::I32)],
@@ -216,7 +223,7 @@ fn large_dynamic_shared_memory_is_opted_into() {
         shared_bytes: bytes,
         requires: vec![],
         ..KernelMeta::default()
-    };
+    });
     let k = rt.load(ABI_PTX, &meta).unwrap();
     let out = rt.alloc_filled(DType::U32, &[1], 0).unwrap();
     rt.launch(&k, &[DeviceArg::Tensor(&out), DeviceArg::Scalar(Scalar::Int(bytes as i64))]).unwrap();
@@ -226,27 +233,32 @@ fn large_dynamic_shared_memory_is_opted_into() {
     let too_big = KernelMeta { shared_bytes: 1 << 20, ..meta.clone() };
     let e = rt.load(ABI_PTX, &too_big).unwrap_err();
     assert!(matches!(e, RuntimeError::Resources(_)), "{e}");
-    let too_many = KernelMeta { threads: 2048, ..meta };
+    // Metadata that disagrees with the PTX never reaches the driver.
+    let too_many = KernelMeta { threads: 2048, ..meta.clone() };
     let e = rt.load(ABI_PTX, &too_many).unwrap_err();
-    assert!(matches!(e, RuntimeError::Resources(_)), "{e}");
+    assert!(matches!(e, RuntimeError::Mismatch(_)), "{e}");
+    let other_threads = KernelMeta { threads: 64, ..meta.clone() };
+    let e = rt.load(ABI_PTX, &other_threads).unwrap_err();
+    assert!(matches!(&e, RuntimeError::Mismatch(m) if m.contains("[32, 1, 1] threads per block, the metadata says 64")), "{e}");
+    let mut bytes_not_words = meta;
+    bytes_not_words.params[0] = tensor("out", DType::U8, vec![Dim::Const(1)], true);
+    let e = rt.load(ABI_PTX, &bytes_not_words).unwrap_err();
+    assert!(matches!(&e, RuntimeError::Mismatch(m) if m.contains("`out` is u8 (1-byte elements)")), "{e}");
 }
 
 #[test]
 fn load_errors_are_explained() {
     let rt = runtime();
-    let e = rt
-        .load(
-            ".version 8.0\n.target sm_90a\n.address_size 64\n.visible .entry k() { bogus; }",
-            &KernelMeta { name: "k".into(), ..abi_meta() },
-        )
-        .unwrap_err();
+    // The signature agrees with the metadata; the body does not assemble.
+    let bogus = ABI_PTX.replace("DONE:\n    ret;", "DONE:\n    bogus;\n    ret;");
+    let e = rt.load(&bogus, &abi_meta()).unwrap_err();
     eprintln!("{e}");
-    assert!(matches!(&e, RuntimeError::Cuda(m) if m.contains("loading the PTX of kernel `k`")), "{e}");
+    assert!(matches!(&e, RuntimeError::Cuda(m) if m.contains("loading the PTX of kernel `abi_probe`")), "{e}");
     let e = rt.load(ABI_PTX, &KernelMeta { name: "nope".into(), ..abi_meta() }).unwrap_err();
     eprintln!("{e}");
-    assert!(matches!(&e, RuntimeError::Cuda(m) if m.contains("no kernel `nope`")), "{e}");
+    assert!(matches!(&e, RuntimeError::Mismatch(m) if m.contains("does not define the entry point `nope`")), "{e}");
     let e = rt.load(ABI_PTX, &KernelMeta { name: "abi\0probe".into(), ..abi_meta() }).unwrap_err();
-    assert!(matches!(e, RuntimeError::Cuda(_)));
+    assert!(matches!(&e, RuntimeError::Mismatch(m) if m.contains("not an identifier")), "{e}");
     if rt.compute_capability() == (9, 0) {
         assert!(rt.supports(Target::Sm80));
     }

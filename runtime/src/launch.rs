@@ -90,7 +90,6 @@ impl Plan {
             }
         };
         let mut params = vec![];
-        let mut sizes = vec![];
         for p in &meta.params {
             match &p.kind {
                 ParamKind::Tensor { dtype, dims, .. } => {
@@ -101,21 +100,18 @@ impl Plan {
                             Dim::Sym(s) => PlanDim::Slot(slot(s, &mut slots)),
                         })
                         .collect::<Vec<_>>();
-                    sizes.push(8);
-                    sizes.extend(dims.iter().map(|_| 4));
-                    sizes.extend(dims.iter().map(|_| 8));
                     params.push(PlanParam::Tensor { dtype: *dtype, dims });
                 }
                 ParamKind::Scalar { dtype } => {
                     let s = (dtype.is_int() || *dtype == DType::Bool).then(|| slot(&p.name, &mut slots));
-                    sizes.push(dtype.size());
                     params.push(PlanParam::Scalar { dtype: *dtype, slot: s });
                 }
             }
         }
+        // Each PTX parameter at its natural alignment, in the order of the one ABI description.
         let mut offsets = vec![];
         let mut end = 0usize;
-        for s in sizes {
+        for s in KernelMeta::abi_of(&meta.params).iter().map(|p| p.bytes as usize) {
             let at = end.div_ceil(s) * s;
             offsets.push(at);
             end = at + s;

@@ -4,10 +4,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tessera_compiler::interp::{Arg, RunOptions};
-use tessera_compiler::tir::{Dim, ParamKind};
-use tessera_compiler::{CompiledKernel, ConstValue, DType, HostTensor, Options, Scalar, Source, Target};
+use tessera_compiler::tir::ParamKind;
+use tessera_compiler::{ConstValue, Options, Source, Target};
 use tessera_runtime::cache::{Artifacts, Cache};
-use tessera_runtime::exec::{self, Rng};
+use tessera_runtime::exec;
 use tessera_runtime::{Runtime, npy};
 
 #[derive(Parser)]
@@ -201,9 +201,10 @@ fn options(o: &BuildOpts) -> Result<Options, Fail> {
     })
 }
 
+/// The file given on the command line: a regular file (not a FIFO or a device) of at most
+/// `MAX_SOURCE_BYTES` of UTF-8 text.
 fn read_source(path: &Path) -> Result<Source, Fail> {
-    let text = std::fs::read_to_string(path).map_err(|e| Fail(format!("error: cannot read `{}`: {e}", path.display())))?;
-    Ok(Source::new(path.display().to_string(), text))
+    Source::from_file(path).map_err(|e| Fail(format!("error: cannot read `{}`: {e}", path.display())))
 }
 
 fn real_main(cli: Cli) -> Result<(), Fail> {
@@ -301,6 +302,9 @@ fn build(
             if stages.is_empty() { String::new() } else { format!(": {}", stages.join(", ")) }
         );
     }
+    if let Some(dir) = out_dir {
+        make_out_dir(dir)?;
+    }
     for k in &cached.artifacts.kernels {
         let compiled = module.as_ref().and_then(|m| m.kernel(&k.meta.name));
         for e in emit {
@@ -318,7 +322,15 @@ fn build(
             };
             match out_dir {
                 Some(dir) => {
-                    std::fs::create_dir_all(dir)?;
+                    // Checked for every entry, wherever it came from: a name that is not an
+                    // identifier (`../x`, `/abs`) would write outside `dir`.
+                    if !tessera_runtime::aot::is_kernel_name(&k.meta.name) {
+                        return Err(Fail(format!(
+                            "error: refusing to write kernel `{}` into `{}`: its name is not an identifier",
+                            k.meta.name.escape_debug(),
+                            dir.display()
+                        )));
+                    }
                     let path = dir.join(format!("{}.{ext}", k.meta.name));
                     std::fs::write(&path, text).map_err(|e| Fail(format!("error: cannot write `{}`: {e}", path.display())))?;
                     eprintln!("wrote {}", path.display());
@@ -330,128 +342,21 @@ fn build(
     Ok(())
 }
 
-fn split_kv<'a>(s: &'a str, flag: &str) -> Result<(&'a str, &'a str), Fail> {
-    s.split_once('=').map(|(a, b)| (a.trim(), b.trim())).ok_or_else(|| Fail(format!("error: `{flag} {s}`: expected NAME=VALUE")))
-}
-
-/// Builds the kernel's arguments from `--arg` and `--dims`; returns them with, per argument,
-/// whether it was created here as an output (to be poisoned on the GPU).
-fn build_args(k: &CompiledKernel, args: &[String], dims: &[String], seed: u64) -> Result<(Vec<Arg>, Vec<bool>), Fail> {
-    let mut given: Vec<(&str, &str)> = vec![];
-    for a in args {
-        let (n, v) = split_kv(a, "--arg")?;
-        if !k.meta.params.iter().any(|p| p.name == n) {
-            let names: Vec<&str> = k.meta.params.iter().map(|p| p.name.as_str()).collect();
-            return Err(Fail(format!("error: kernel `{}` has no parameter `{n}` (parameters: {})", k.meta.name, names.join(", "))));
-        }
-        given.push((n, v));
-    }
-    let mut syms: Vec<(String, usize)> = vec![];
-    for d in dims {
-        let (n, v) = split_kv(d, "--dims")?;
-        let v: usize = v.parse().map_err(|_| Fail(format!("error: `--dims {d}`: `{v}` is not a size")))?;
-        syms.push((n.to_string(), v));
-    }
-    let mut rng = Rng::new(seed);
-    let mut out = vec![];
-    let mut fresh = vec![];
-    // First pass: tensors loaded from files bind dimension symbols too.
-    let mut loaded: Vec<Option<HostTensor>> = vec![];
-    for p in &k.meta.params {
-        let v = given.iter().find(|(n, _)| *n == p.name).map(|(_, v)| *v);
-        loaded.push(match (&p.kind, v) {
-            (ParamKind::Tensor { dtype, dims: pd, .. }, Some(path)) if path.ends_with(".npy") => {
-                let t = npy::read_npy_as(path, *dtype).map_err(|e| Fail(format!("error: argument `{}`: {e}", p.name)))?;
-                if t.dtype != *dtype {
-                    return Err(Fail(format!("error: argument `{}`: `{path}` holds {}, the kernel takes {dtype}", p.name, t.dtype)));
-                }
-                if t.shape.len() == pd.len() {
-                    for (d, &n) in pd.iter().zip(&t.shape) {
-                        if let Dim::Sym(s) = d
-                            && !syms.iter().any(|(x, _)| x == s)
-                        {
-                            syms.push((s.clone(), n));
-                        }
-                    }
-                }
-                Some(t)
-            }
-            _ => None,
-        });
-    }
-    for (i, p) in k.meta.params.iter().enumerate() {
-        let v = given.iter().find(|(n, _)| *n == p.name).map(|(_, v)| *v);
-        match &p.kind {
-            ParamKind::Tensor { dtype, dims: pd, mutable } => {
-                if let Some(t) = loaded[i].take() {
-                    out.push(Arg::Tensor(t));
-                    fresh.push(false);
-                    continue;
-                }
-                let mut shape = vec![];
-                for d in pd {
-                    shape.push(match d {
-                        Dim::Const(c) => *c as usize,
-                        Dim::Sym(s) => syms.iter().find(|(x, _)| x == s).map(|(_, n)| *n).ok_or_else(|| {
-                            Fail(format!("error: argument `{}`: the size of `{s}` is unknown; give `--dims {s}=…` or a .npy file", p.name))
-                        })?,
-                    });
-                }
-                match v {
-                    Some("random") => {
-                        out.push(Arg::Tensor(exec::random_tensor(*dtype, &shape, &mut rng)));
-                        fresh.push(false);
-                    }
-                    Some("zeros") => {
-                        out.push(Arg::Tensor(HostTensor::zeros(*dtype, &shape)));
-                        fresh.push(false);
-                    }
-                    None if *mutable => {
-                        out.push(Arg::Tensor(HostTensor::zeros(*dtype, &shape)));
-                        fresh.push(true);
-                    }
-                    None => {
-                        return Err(Fail(format!(
-                            "error: missing argument `{}` ({}); give `--arg {}=FILE.npy|random|zeros`",
-                            p.name,
-                            describe(&p.kind),
-                            p.name
-                        )));
-                    }
-                    Some(other) => {
-                        return Err(Fail(format!("error: argument `{}`: `{other}` is not a .npy file, `random` or `zeros`", p.name)));
-                    }
-                }
-            }
-            ParamKind::Scalar { dtype } => {
-                let Some(v) = v else {
-                    return Err(Fail(format!("error: missing argument `{}` ({dtype}); give `--arg {}=VALUE`", p.name, p.name)));
-                };
-                let s = parse_scalar(v, *dtype).ok_or_else(|| Fail(format!("error: argument `{}`: `{v}` is not a {dtype}", p.name)))?;
-                out.push(Arg::Scalar(s));
-                fresh.push(false);
-            }
-        }
-    }
-    Ok((out, fresh))
-}
-
-fn describe(p: &ParamKind) -> String {
-    match p {
-        ParamKind::Tensor { dtype, dims, mutable } => {
-            let d: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
-            format!("&{}{dtype}[{}]", if *mutable { "mut " } else { "" }, d.join(", "))
-        }
-        ParamKind::Scalar { dtype } => dtype.to_string(),
-    }
-}
-
-fn parse_scalar(v: &str, d: DType) -> Option<Scalar> {
-    match d {
-        DType::Bool => v.parse().ok().map(Scalar::Bool),
-        d if d.is_float() => v.parse().ok().map(Scalar::Float),
-        _ => v.parse().ok().map(Scalar::Int),
-    }
+/// Creates the `-o DIR` folder (and its parents), or says which path is in the way and why.
+fn make_out_dir(dir: &Path) -> Result<(), Fail> {
+    let why = match std::fs::metadata(dir) {
+        Ok(md) if md.is_dir() => return Ok(()),
+        Ok(_) => "it exists and is not a folder".to_string(),
+        Err(_) => match std::fs::create_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            // Name the component that is in the way (a file where a folder is needed).
+            Err(e) => match dir.ancestors().skip(1).find(|a| std::fs::metadata(a).is_ok_and(|m| !m.is_dir())) {
+                Some(file) => format!("`{}` is a file, not a folder", file.display()),
+                None => e.to_string(),
+            },
+        },
+    };
+    Err(Fail(format!("error: `-o {}`: cannot create the output folder: {why}", dir.display())))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -483,7 +388,8 @@ fn run(
         (Some(name), ks) => ks.iter().find(|k| &k.meta.name == name).ok_or_else(|| Fail(format!("error: no kernel `{name}`")))?,
     };
     o.kernel = Some(k.meta.name.clone());
-    let (mut host_args, fresh) = build_args(k, args, dims, seed)?;
+    let outs = exec::out_files(&k.meta, outs)?;
+    let (mut host_args, fresh) = exec::host_args(&k.meta, &exec::ArgFlags { args, dims, seed }, exec::Inputs::Run)?;
     let infos: Vec<tessera_compiler::ArgInfo> = host_args
         .iter()
         .map(|a| match a {
@@ -545,15 +451,10 @@ fn run(
         k.meta.threads,
         start.elapsed().as_secs_f64() * 1e3
     );
-    for o in outs {
-        let (n, path) = split_kv(o, "--out")?;
-        let i = k.meta.params.iter().position(|p| p.name == n).ok_or_else(|| Fail(format!("error: `--out {o}`: no parameter `{n}`")))?;
-        match &host_args[i] {
-            Arg::Tensor(t) => {
-                npy::write_npy(path, t).map_err(|e| Fail(format!("error: {e}")))?;
-                println!("wrote {n} to {path}");
-            }
-            Arg::Scalar(_) => return Err(Fail(format!("error: `--out {o}`: `{n}` is a scalar"))),
+    for (i, path) in outs {
+        if let Arg::Tensor(t) = &host_args[i] {
+            npy::write_npy(path, t).map_err(|e| Fail(format!("error: {e}")))?;
+            println!("wrote {} to {path}", k.meta.params[i].name);
         }
     }
     Ok(())

@@ -6,11 +6,18 @@
 //! `<f4` (exactly), and [`read_npy_as`] reads a `<f4` file into bf16 (rounding to nearest even)
 //! when bf16 is asked for. Fortran order and big-endian data are refused with an error; so is
 //! anything malformed: reading never panics.
+//!
+//! A file is read header first: it must be a regular file (never a FIFO or a device), its header
+//! at most [`MAX_HEADER_LEN`] bytes, and its length exactly the header plus the bytes its shape
+//! and dtype need, all checked before the data is allocated (through
+//! [`HostTensor::try_zeros`], so its size limits apply) and read.
 
 use half::bf16;
 use std::fmt::Write as _;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use tessera_compiler::{DType, HostTensor};
+use tessera_compiler::files::FileError;
+use tessera_compiler::{AllocError, DType, HostTensor};
 
 /// The magic string that starts every `.npy` file.
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -20,11 +27,29 @@ const HEADER_ALIGN: usize = 64;
 
 /// Longest header dictionary accepted when reading (NumPy itself refuses more than 10 000
 /// bytes by default; this is generous but bounded).
-const MAX_HEADER_LEN: usize = 1 << 20;
+pub const MAX_HEADER_LEN: usize = 1 << 20;
 
 /// Why a `.npy` file could not be read or written. Every variant names the file (`path`).
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
+    /// The file may not be read: missing, a folder, a FIFO or a device.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: FileError,
+    },
+    /// The tensor the file holds cannot be made (too large for the host).
+    #[error("{}: {source}", path.display())]
+    Alloc {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: AllocError,
+    },
     /// The file could not be opened, read or written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -143,11 +168,12 @@ pub enum NpyError {
     },
 }
 
-/// Reads a `.npy` file into a tensor of the file's dtype.
+/// Reads a `.npy` file into a tensor of the file's dtype (see the module documentation for the
+/// checks made before the data is read).
 pub fn read_npy(path: impl AsRef<Path>) -> Result<HostTensor, NpyError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Io { path: path.to_path_buf(), source })?;
-    decode_npy(&bytes, path)
+    let (f, md) = tessera_compiler::files::open_regular(path).map_err(|source| NpyError::File { path: path.to_path_buf(), source })?;
+    read_from(f, md.len(), path)
 }
 
 /// Reads a `.npy` file that must hold an array of dtype `want`. A `<f4` file is converted to
@@ -212,37 +238,56 @@ fn convert_to(t: HostTensor, want: DType, path: &Path) -> Result<HostTensor, Npy
 
 /// Decodes the bytes of a `.npy` file; `path` only names the file in errors.
 pub fn decode_npy(bytes: &[u8], path: &Path) -> Result<HostTensor, NpyError> {
+    read_from(bytes, bytes.len() as u64, path)
+}
+
+/// Reads a `.npy` file from `r`, which holds `len` bytes: the header first, then, once the
+/// length is known to be exactly what the header calls for, the data.
+fn read_from(mut r: impl Read, len: u64, path: &Path) -> Result<HostTensor, NpyError> {
     let p = || path.to_path_buf();
     let truncated = |what: &str| NpyError::Truncated { path: p(), what: what.to_string() };
-    if bytes.len() < MAGIC.len() {
-        return if MAGIC.starts_with(bytes) { Err(truncated("no magic string")) } else { Err(NpyError::BadMagic { path: p() }) };
+    let io = |source: std::io::Error| NpyError::Io { path: p(), source };
+    // Reads `n` bytes that `len` says are there.
+    let mut take = |n: usize| -> Result<Vec<u8>, NpyError> {
+        let mut buf = vec![0; n];
+        r.read_exact(&mut buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => NpyError::Truncated { path: p(), what: "the file shrank while it was read".into() },
+            _ => io(e),
+        })?;
+        Ok(buf)
+    };
+    if len < MAGIC.len() as u64 {
+        let start = take(len as usize)?;
+        return if MAGIC.starts_with(&start) { Err(truncated("no magic string")) } else { Err(NpyError::BadMagic { path: p() }) };
     }
-    if &bytes[..6] != MAGIC {
+    if take(MAGIC.len())? != MAGIC {
         return Err(NpyError::BadMagic { path: p() });
     }
-    let (major, minor) = match bytes.get(6..8) {
-        Some(v) => (v[0], v[1]),
-        None => return Err(truncated("no format version")),
-    };
+    if len < 8 {
+        return Err(truncated("no format version"));
+    }
+    let v = take(2)?;
+    let (major, minor) = (v[0], v[1]);
     let (len_size, utf8) = match (major, minor) {
         (1, 0) => (2, false),
         (2, 0) => (4, false),
         (3, 0) => (4, true),
         _ => return Err(NpyError::UnsupportedVersion { path: p(), major, minor }),
     };
-    let Some(len_bytes) = bytes.get(8..8 + len_size) else {
+    let start = 8 + len_size as u64;
+    if len < start {
         return Err(truncated("no header length"));
-    };
-    let header_len = len_bytes.iter().rev().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+    }
+    let header_len = take(len_size)?.iter().rev().fold(0usize, |acc, &b| (acc << 8) | b as usize);
     if header_len > MAX_HEADER_LEN {
         return Err(NpyError::BadHeader { path: p(), detail: format!("header length {header_len} is implausibly large") });
     }
-    let start = 8 + len_size;
-    let Some(header) = bytes.get(start..start + header_len) else {
-        return Err(truncated(&format!("header of {header_len} bytes, {} present", bytes.len() - start)));
-    };
+    if len - start < header_len as u64 {
+        return Err(truncated(&format!("header of {header_len} bytes, {} present", len - start)));
+    }
+    let header = take(header_len)?;
     let header: String = if utf8 {
-        std::str::from_utf8(header).map_err(|e| NpyError::BadHeader { path: p(), detail: format!("header is not UTF-8: {e}") })?.to_string()
+        String::from_utf8(header).map_err(|e| NpyError::BadHeader { path: p(), detail: format!("header is not UTF-8: {e}") })?
     } else {
         // Latin-1: every byte is the code point of the same value.
         header.iter().map(|&b| b as char).collect()
@@ -252,30 +297,32 @@ pub fn decode_npy(bytes: &[u8], path: &Path) -> Result<HostTensor, NpyError> {
         return Err(NpyError::FortranOrder { path: p() });
     }
     let dtype = parse_descr(&h.descr, path)?;
-    let numel = h
-        .shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .and_then(|n| n.checked_mul(dtype.size()))
-        .ok_or_else(|| NpyError::ShapeTooLarge { path: p(), shape: h.shape.clone() })?;
-    let data = &bytes[start + header_len..];
-    if data.len() < numel {
+    let numel = HostTensor::byte_len(dtype, &h.shape).ok_or_else(|| NpyError::ShapeTooLarge { path: p(), shape: h.shape.clone() })?;
+    let data = len - start - header_len as u64;
+    if data < numel as u64 {
         return Err(NpyError::Truncated {
             path: p(),
-            what: format!("shape {:?} of {dtype} needs {numel} bytes of data, the file has {}", h.shape, data.len()),
+            what: format!("shape {:?} of {dtype} needs {numel} bytes of data, the file has {data}", h.shape),
         });
     }
-    if data.len() != numel {
-        return Err(NpyError::SizeMismatch { path: p(), shape: h.shape, dtype, expected: numel as u64, got: data.len() as u64 });
+    if data != numel as u64 {
+        return Err(NpyError::SizeMismatch { path: p(), shape: h.shape, dtype, expected: numel as u64, got: data });
     }
-    let mut out = data.to_vec();
+    let mut t = HostTensor::try_zeros(dtype, &h.shape).map_err(|source| NpyError::Alloc { path: p(), source })?;
+    r.read_exact(&mut t.bytes).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => truncated("the file shrank while it was read"),
+        _ => io(e),
+    })?;
+    if r.read(&mut [0u8]).map_err(io)? != 0 {
+        return Err(NpyError::SizeMismatch { path: p(), shape: t.shape, dtype, expected: numel as u64, got: numel as u64 + 1 });
+    }
     if dtype == DType::Bool {
         // NumPy bools are 0 or 1; normalise anything else to 1 so every reader agrees.
-        for b in &mut out {
+        for b in &mut t.bytes {
             *b = (*b != 0) as u8;
         }
     }
-    Ok(HostTensor { dtype, shape: h.shape, bytes: out })
+    Ok(t)
 }
 
 /// Encodes a tensor as the bytes of a `.npy` file; `path` only names the file in errors.
@@ -742,10 +789,53 @@ mod tests {
     #[test]
     fn io_errors_name_the_file() {
         let e = read_npy("/nonexistent/dir/x.npy").unwrap_err();
-        assert!(matches!(e, NpyError::Io { .. }));
+        assert!(matches!(e, NpyError::File { source: FileError::NotFound, .. }));
         assert!(e.to_string().starts_with("/nonexistent/dir/x.npy: "), "{e}");
         let e = write_npy("/nonexistent/dir/x.npy", &HostTensor::zeros(DType::F32, &[1])).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/dir/x.npy"), "{e}");
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tessera-npy-checks-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("temp dir");
+        d.join(name)
+    }
+
+    /// A file far longer than its header says is refused from its length alone: nothing is
+    /// read past the header (this one is a sparse 1 TiB file; reading it whole would abort).
+    #[test]
+    fn the_length_is_checked_before_the_data_is_read() {
+        let path = tmp("long.npy");
+        let head = raw(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }\n", &[]);
+        std::fs::write(&path, &head).expect("write");
+        let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+        f.set_len(1 << 40).expect("sparse file");
+        drop(f);
+        let e = read_npy(&path).unwrap_err();
+        assert!(matches!(e, NpyError::SizeMismatch { expected: 16, .. }), "{e}");
+        // A header whose shape matches such a length: refused by the host tensor limit, before
+        // any allocation.
+        let head = raw(1, "{'descr': '|u1', 'fortran_order': False, 'shape': (1099511627776,), }\n", &[]);
+        std::fs::write(&path, &head).expect("write");
+        let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+        f.set_len(head.len() as u64 + (1 << 40)).expect("sparse file");
+        drop(f);
+        let e = read_npy(&path).unwrap_err();
+        assert!(matches!(e, NpyError::Alloc { source: AllocError::TooLarge { .. }, .. }), "{e}");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn fifos_and_devices_are_refused() {
+        let fifo = tmp("fifo.npy");
+        let _ = std::fs::remove_file(&fifo);
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success());
+        let e = read_npy(&fifo).unwrap_err();
+        assert_eq!(e.to_string(), format!("{}: it is a FIFO, not a regular file", fifo.display()));
+        let e = read_npy("/dev/zero").unwrap_err();
+        assert_eq!(e.to_string(), "/dev/zero: it is a device, not a regular file");
+        let _ = std::fs::remove_file(&fifo);
     }
 
     #[test]

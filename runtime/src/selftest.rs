@@ -21,7 +21,7 @@
 //! their values).
 
 use crate::device::Runtime;
-use crate::exec::{self, Rng, random_tensor};
+use crate::exec::{self, Rng, try_random_tensor};
 use std::time::Instant;
 use tessera_compiler::interp::Arg;
 use tessera_compiler::tir::{Dim, ParamKind};
@@ -723,7 +723,7 @@ pub fn build_args(case: &Case, k: &CompiledKernel, rng: &mut Rng) -> Result<(Vec
                         poison.push(true);
                     }
                     (true, Some(Out::Accumulated)) | (false, None) => {
-                        args.push(Arg::Tensor(random_tensor(*dtype, &shape, rng)));
+                        args.push(Arg::Tensor(try_random_tensor(*dtype, &shape, rng).map_err(|e| format!("`{}`: {e}", p.name))?));
                         poison.push(false);
                     }
                     (true, None) => return Err(format!("output `{}` is not in the case's outputs", p.name)),

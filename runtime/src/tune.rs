@@ -14,7 +14,7 @@
 //! the device's name and compute capability.
 
 use crate::bench::{TimingOptions, time_kernel};
-use crate::cache::{Cache, CacheKey, KeyHasher, encode_entry, read_entry, write_atomic};
+use crate::cache::{Cache, CacheKey, KeyHasher};
 use crate::device::{DeviceArg, Runtime, RuntimeError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -243,14 +243,15 @@ pub fn bucket(meta: &KernelMeta, args: &[DeviceArg<'_>]) -> Result<String, Runti
     Ok(if parts.is_empty() { "any shape".into() } else { parts.join(",") })
 }
 
-fn tune_key(req: &TuneRequest<'_>, bucket: &str, rt: &Runtime) -> CacheKey {
+/// The key of a tuning result (`None` when the source's imports cannot be read: not cached).
+fn tune_key(req: &TuneRequest<'_>, bucket: &str, rt: &Runtime) -> Option<CacheKey> {
     let mut h = KeyHasher::new("tune");
-    h.field(&CacheKey::of(req.src, req.opts).hex());
+    h.field(&CacheKey::of(req.src, req.opts)?.hex());
     h.field(req.kernel);
     h.field(bucket);
     h.field(rt.device_name());
     h.field(&format!("{:?}", rt.compute_capability()));
-    h.finish()
+    Some(h.finish())
 }
 
 fn memory() -> &'static Mutex<HashMap<CacheKey, Tuned>> {
@@ -275,17 +276,17 @@ pub fn tune(
     }
     let bucket = bucket(req.meta, args)?;
     let key = tune_key(req, &bucket, rt);
-    let path = cache.dir().map(|d| d.join(format!("tune-{}.tsc", key.hex())));
-    if !req.retune {
-        if let Some(t) = memory().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+    let name = key.map(|k| format!("tune-{}.tsc", k.hex()));
+    if !req.retune
+        && let (Some(key), Some(name)) = (&key, &name)
+    {
+        if let Some(t) = memory().lock().unwrap_or_else(|e| e.into_inner()).get(key) {
             return Ok(Tuned { from_cache: true, ..t.clone() });
         }
-        if let Some(p) = &path
-            && let Some(payload) = read_entry(p, "tune", &key.hex(), notes)
-        {
+        if let Some(payload) = cache.read_file(name, "tune", key, notes) {
             match serde_json::from_slice::<Tuned>(&payload) {
                 Ok(t) if t.best < t.trials.len() => return Ok(Tuned { from_cache: true, ..t }),
-                _ => notes.push(format!("note: the tuning cache entry `{}` does not parse; tuning again", p.display())),
+                _ => notes.push(format!("note: the tuning cache entry `{name}` does not parse; tuning again")),
             }
         }
     }
@@ -398,14 +399,10 @@ pub fn tune(
     if best.is_none() {
         return Err(TuneError::NoneRan { kernel: req.kernel.into(), table: tuned.table() });
     }
-    memory().lock().unwrap_or_else(|e| e.into_inner()).insert(key, tuned.clone());
-    if let Some(p) = &path {
+    if let (Some(key), Some(name)) = (&key, &name) {
+        memory().lock().unwrap_or_else(|e| e.into_inner()).insert(*key, tuned.clone());
         match serde_json::to_vec(&tuned) {
-            Ok(payload) => {
-                if let Err(e) = write_atomic(p, &encode_entry("tune", &key.hex(), &payload)) {
-                    notes.push(format!("warning: could not write the tuning cache entry `{}`: {e}", p.display()));
-                }
-            }
+            Ok(payload) => cache.write_file(name, "tune", key, &payload, notes),
             Err(e) => notes.push(format!("warning: could not encode the tuning result: {e}")),
         }
     }

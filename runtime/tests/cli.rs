@@ -268,3 +268,337 @@ fn bench_checks_its_arguments_and_needs_a_gpu() {
         assert!(err.contains("`tessera bench` needs a GPU"), "{err}");
     }
 }
+
+/// Runs `tessera` in `dir` with a deadline: a command that blocks (on a FIFO) fails the test
+/// instead of hanging it.
+fn tessera_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tessera");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`tessera {}` did not finish in 60 s (blocked?)", args.join(" "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    child.stdout.take().expect("stdout").read_to_string(&mut out).expect("stdout");
+    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
+    (status.code().unwrap_or(-1), out, err)
+}
+
+/// A fresh folder for one test.
+fn fresh(name: &str) -> PathBuf {
+    let d = tmp(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("dir");
+    d
+}
+
+fn mkfifo(p: &std::path::Path) {
+    let _ = std::fs::remove_file(p);
+    assert!(Command::new("mkfifo").arg(p).status().expect("mkfifo").success(), "mkfifo {}", p.display());
+}
+
+const KERNEL: &str = "#[grid(1)]\nkernel k(c: &mut f32[N]) {\n    c.store([0], full([64], 1.0));\n}\n";
+
+/// Imports: only regular `.tile` files of at most 4 MiB, relative to the importer; a file that is
+/// not tile source is never quoted. Each of these used to read the file (and print its first
+/// line), hang (FIFO) or run out of memory (`/dev/zero`).
+#[cfg(unix)]
+#[test]
+fn imports_are_checked_before_they_are_read() {
+    let dir = fresh("imports");
+    let off = [("TESSERA_CACHE_DIR", "off")];
+    mkfifo(&dir.join("fifo.tile"));
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.tile")).expect("symlink");
+    std::fs::write(dir.join("secret.tile"), "SECRET-TOKEN-42 is not tile source\n").expect("write");
+    std::fs::write(dir.join("big.tile"), format!("fn f(x) {{ x }}\n{}", "// padding\n".repeat(500_000))).expect("write");
+    std::fs::write(dir.join("secret.txt"), "fn f(x) { x }\n").expect("write");
+    for (import, want) in [
+        ("fifo.tile", "cannot import \"fifo.tile\": it is a FIFO, not a regular file"),
+        ("zero.tile", "cannot import \"zero.tile\": it is a device, not a regular file"),
+        ("big.tile", "cannot import \"big.tile\": it is 5500014 bytes, more than the limit of 4194304 bytes"),
+        ("secret.tile", "cannot import \"secret.tile\": it does not parse (a syntax error at line 1, column 1)"),
+        ("secret.txt", "cannot import \"secret.txt\": only `.tile` files can be imported"),
+        ("../../../../../../../../../etc/passwd", "only `.tile` files can be imported"),
+        ("/etc/passwd", "an import path must be relative"),
+        ("/dev/zero", "an import path must be relative"),
+        ("/proc/self/environ", "an import path must be relative"),
+    ] {
+        std::fs::write(dir.join("main.tile"), format!("use \"{import}\"::{{f}};\n{KERNEL}")).expect("write");
+        let (code, _, err) = tessera_in(&dir, &["check", "main.tile"], &off);
+        assert_eq!(code, 1, "{import}: {err}");
+        assert!(err.contains(want), "{import}: {err}");
+        assert!(err.contains("main.tile:1:5"), "{import}: not located at the `use`: {err}");
+        for secret in ["SECRET-TOKEN", "root:", "padding", "PATH="] {
+            assert!(!err.contains(secret), "{import}: the error shows the file: {err}");
+        }
+    }
+}
+
+/// The file given on the command line gets the same checks (it used to hang on a FIFO and run
+/// out of memory on `/dev/zero`).
+#[cfg(unix)]
+#[test]
+fn the_source_file_is_checked_before_it_is_read() {
+    let dir = fresh("main-file");
+    mkfifo(&dir.join("fifo.tile"));
+    std::fs::write(dir.join("big.tile"), "// padding\n".repeat(500_000)).expect("write");
+    std::fs::write(dir.join("latin1.tile"), b"// caf\xe9\n").expect("write");
+    for (file, want) in [
+        ("fifo.tile", "error: cannot read `fifo.tile`: it is a FIFO, not a regular file"),
+        ("/dev/zero", "error: cannot read `/dev/zero`: it is a device, not a regular file"),
+        ("big.tile", "error: cannot read `big.tile`: it is 5500000 bytes, more than the limit of 4194304 bytes"),
+        ("latin1.tile", "error: cannot read `latin1.tile`: it is not UTF-8 text"),
+        (".", "error: cannot read `.`: it is a folder, not a file"),
+    ] {
+        for cmd in ["check", "build", "run"] {
+            let (code, _, err) = tessera_in(&dir, &[cmd, file], &[("TESSERA_CACHE_DIR", "off")]);
+            assert_eq!(code, 1, "{cmd} {file}: {err}");
+            assert!(err.starts_with(want), "{cmd} {file}: {err}");
+        }
+    }
+}
+
+/// `.npy` inputs: a FIFO, a device, a file longer than its header says (a sparse 1 TiB file:
+/// it used to be read whole) and one of the wrong rank are errors naming the argument.
+#[cfg(unix)]
+#[test]
+fn npy_inputs_are_checked_before_they_are_read() {
+    let dir = fresh("npy");
+    mkfifo(&dir.join("fifo.npy"));
+    let good = dir.join("x.npy");
+    tessera_runtime::write_npy(&good, &HostTensor::zeros(DType::F32, &[4])).expect("write");
+    let long = dir.join("long.npy");
+    std::fs::copy(&good, &long).expect("copy");
+    std::fs::OpenOptions::new().write(true).open(&long).expect("open").set_len(1 << 40).expect("sparse");
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.npy")).expect("symlink");
+    let matrix = dir.join("m.npy");
+    tessera_runtime::write_npy(&matrix, &HostTensor::zeros(DType::F32, &[4, 2])).expect("write");
+    let vector_add = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/vector_add.tile");
+    for (x, want) in [
+        ("fifo.npy", "error: argument `x`: fifo.npy: it is a FIFO, not a regular file"),
+        ("long.npy", "error: argument `x`: long.npy: shape [4] of f32 needs 16 bytes of data, the file has 1099511627648"),
+        ("zero.npy", "error: argument `x`: zero.npy: it is a device, not a regular file"),
+        ("m.npy", "error: argument `x`: expected a tensor of rank 1 (&f32[N]), `m.npy` has rank 2 (shape [4, 2])"),
+    ] {
+        let arg = format!("x={x}");
+        let (code, _, err) = tessera_in(
+            &dir,
+            &["run", vector_add, "--arg", &arg, "--arg", "y=x.npy", "--backend", "interp"],
+            &[("TESSERA_CACHE_DIR", "off")],
+        );
+        assert_eq!(code, 1, "{x}: {err}");
+        assert!(err.starts_with(want), "{x}: {err}");
+    }
+}
+
+/// Sizes a user gives are checked before anything is allocated: they used to panic (capacity
+/// overflow) or abort (a 4 TiB allocation).
+#[test]
+fn sizes_are_checked_before_allocating() {
+    for (dims, want) in [
+        ("N=18446744073709551615", "error: `--dims N=18446744073709551615`: N = 18446744073709551615 is larger than 2147483647"),
+        (
+            "N=1099511627776",
+            "error: `--dims N=1099511627776`: N = 1099511627776 is larger than 2147483647, the largest size a kernel takes",
+        ),
+        ("N=-4", "error: `--dims N=-4`: `-4` is not a size"),
+        ("N=99999999999999999999999", "error: `--dims N=99999999999999999999999`: `99999999999999999999999` is not a size"),
+    ] {
+        let (code, _, err) =
+            tessera(&["run", "examples/vector_add.tile", "--dims", dims, "--arg", "x=random", "--arg", "y=random", "--backend", "interp"]);
+        assert_eq!(code, 1, "{dims}: {err}");
+        assert!(err.starts_with(want), "{dims}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // Every size fits i32, but the tensor does not fit the host limit.
+    let (code, _, err) = tessera(&[
+        "run",
+        "examples/matmul.tile",
+        "--dims",
+        "M=2000000000,K=2000000000,N=1",
+        "--arg",
+        "a=random",
+        "--arg",
+        "b=random",
+        "--backend",
+        "interp",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with("error: argument `a`: a tensor bf16[2000000000, 2000000000] needs 8000000000000000000 bytes, more than the limit"),
+        "{err}"
+    );
+}
+
+/// Repeated and unknown names in `--arg`, `--dims` and `--out` are refused, naming the flag
+/// (they used to be accepted: the last or first won, a typo ran with a default).
+#[test]
+fn repeated_and_unknown_flag_names_are_refused() {
+    let z = tmp("dup-z.npy");
+    let z = z.to_str().expect("utf-8");
+    let base = ["run", "examples/vector_add.tile", "--backend", "interp", "--arg", "x=random"];
+    for (extra, want) in [
+        (vec!["--arg", "y=random", "--arg", "y=zeros", "--dims", "N=8"], "error: `--arg y=zeros`: `y` is already given (`--arg y=random`)"),
+        (vec!["--arg", "y=random", "--dims", "N=8", "--dims", "N=9"], "error: `--dims N=9`: `N` is already given (`--dims N=8`)"),
+        (vec!["--arg", "y=random", "--dims", "N=8,N=8"], "error: `--dims N=8`: `N` is already given (`--dims N=8`)"),
+        (vec!["--arg", "y=random", "--dims", "N=8,M=4"], "error: `--dims M=4`: kernel `vector_add` has no dimension `M` (dimensions: N)"),
+        (vec!["--arg", "y=random", "--dims", "n=8"], "error: `--dims n=8`: kernel `vector_add` has no dimension `n` (dimensions: N)"),
+        (
+            vec!["--arg", "w=random", "--dims", "N=8"],
+            "error: `--arg w=random`: kernel `vector_add` has no parameter `w` (parameters: x, y, z)",
+        ),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
+        let (code, _, err) = tessera(&args);
+        assert_eq!(code, 1, "{extra:?}: {err}");
+        assert!(err.starts_with(want), "{extra:?}: {err}");
+    }
+    // `--out` names are checked before the run.
+    let out1 = format!("z={z}");
+    let out2 = format!("z={z}.2");
+    for (outs, want) in [
+        (vec!["--out", &out1, "--out", &out2], format!("error: `--out {out2}`: `z` is already written (`--out z={z}`)")),
+        (vec!["--out", "q=a.npy"], "error: `--out q=a.npy`: kernel `vector_add` has no parameter `q`".to_string()),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain(["--arg", "y=random", "--dims", "N=8"]).chain(outs.iter().copied()).collect();
+        let (code, out, err) = tessera(&args);
+        assert_eq!(code, 1, "{outs:?}: {err}");
+        assert!(err.starts_with(&want), "{outs:?}: {err}");
+        assert!(!out.contains("ran `vector_add`"), "ran before checking `--out`: {out}");
+    }
+}
+
+/// `-o DIR` where a file is in the way says which path and why (it used to print only
+/// `File exists (os error 17)`).
+#[test]
+fn the_output_folder_error_names_the_path() {
+    let dir = fresh("out-file");
+    let file = dir.join("f");
+    std::fs::write(&file, "x").expect("write");
+    let f = file.to_str().expect("utf-8");
+    let (code, _, err) = tessera(&["build", "examples/vector_add.tile", "-o", f]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.trim_end(), format!("error: `-o {f}`: cannot create the output folder: it exists and is not a folder"));
+    let sub = format!("{f}/sub");
+    let (code, _, err) = tessera(&["build", "examples/vector_add.tile", "-o", &sub]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.trim_end(), format!("error: `-o {sub}`: cannot create the output folder: `{f}` is a file, not a folder"));
+}
+
+/// After editing a file that the source imports, `build` compiles the new code (it used to
+/// return the old PTX from the cache while `run` used the new code).
+#[test]
+fn editing_an_import_is_a_cache_miss() {
+    let dir = fresh("import-cache");
+    let cache = dir.join("cache");
+    let env = [("TESSERA_CACHE_DIR", cache.to_str().expect("utf-8"))];
+    std::fs::write(dir.join("h.tile"), "fn bump(x) { x + 1.0 }\n").expect("write");
+    std::fs::write(
+        dir.join("main.tile"),
+        "use \"h.tile\"::{bump};\n#[grid(1)]\nkernel k(x: &f32[N], y: &mut f32[N]) {\n    y.store([0], bump(x.load([0], [128])));\n}\n",
+    )
+    .expect("write");
+    let (code, first, err) = tessera_in(&dir, &["build", "main.tile", "--time"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("(cache miss)"), "{err}");
+    let (_, again, err) = tessera_in(&dir, &["build", "main.tile", "--time"], &env);
+    assert!(err.contains("(cache disk)"), "{err}");
+    assert_eq!(again, first);
+    std::fs::write(dir.join("h.tile"), "fn bump(x) { x + 2.0 }\n").expect("write");
+    let (code, edited, err) = tessera_in(&dir, &["build", "main.tile", "--time"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("(cache miss)"), "{err}");
+    assert_ne!(edited, first, "the old PTX after the import changed");
+}
+
+/// The bytes of a cache entry, as the cache writes them.
+fn entry(kind: &str, key: &str, payload: &[u8]) -> Vec<u8> {
+    use sha3::Digest;
+    let sum: String = sha3::Sha3_256::digest(payload).iter().map(|b| format!("{b:02x}")).collect();
+    let mut out = format!("tessera-cache 2 {kind}\n{key}\n{} {sum}\n", payload.len()).into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Rewrites the one compile entry in `cache` with `edit` applied to its JSON, keeping the
+/// checksum valid (as anyone can).
+fn plant(cache: &std::path::Path, edit: impl Fn(&mut serde_json::Value)) -> PathBuf {
+    let path = std::fs::read_dir(cache)
+        .expect("cache")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "tsc"))
+        .expect("an entry");
+    let bytes = std::fs::read(&path).expect("entry");
+    let mut lines = bytes.splitn(4, |&b| b == b'\n');
+    let (_, key, _, payload) = (lines.next(), lines.next().expect("key"), lines.next(), lines.next().expect("payload"));
+    let mut json: serde_json::Value = serde_json::from_slice(payload).expect("json");
+    edit(&mut json);
+    let key = std::str::from_utf8(key).expect("key");
+    std::fs::write(&path, entry("compile", key, &serde_json::to_vec(&json).expect("json"))).expect("plant");
+    path
+}
+
+/// A cache folder others can write to is not used: an entry planted there (with a valid
+/// checksum) used to be printed by `build` as if compiled.
+#[cfg(unix)]
+#[test]
+fn a_shared_cache_folder_is_not_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = fresh("shared-cache");
+    let cache = dir.join("cache");
+    let env = [("TESSERA_CACHE_DIR", cache.to_str().expect("utf-8"))];
+    let build = || tessera_env(&["build", "examples/vector_add.tile", "--time"], &env);
+    let (code, real, err) = build();
+    assert_eq!(code, 0, "{err}");
+    plant(&cache, |j| {
+        let ptx = format!("// PLANTED\n{}", j["kernels"][0]["ptx"].as_str().expect("ptx"));
+        j["kernels"][0]["ptx"] = ptx.into();
+    });
+    // In the user's own private folder the entry is trusted (only the user could write it).
+    let (_, out, _) = build();
+    assert!(out.contains("PLANTED"));
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let (code, out, err) = build();
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("PLANTED"), "a planted entry was used");
+    assert_eq!(out, real);
+    assert!(err.contains("warning: not using the compile cache folder") && err.contains("(cache miss)"), "{err}");
+}
+
+/// A kernel name from a cache entry that would leave `-o DIR` is refused (it used to write
+/// `DIR/../../x.ptx`).
+#[test]
+fn kernel_names_from_the_cache_stay_inside_the_output_folder() {
+    let dir = fresh("escape");
+    let cache = dir.join("cache");
+    let out = dir.join("a/b/out");
+    let env = [("TESSERA_CACHE_DIR", cache.to_str().expect("utf-8"))];
+    let build = || tessera_env(&["build", "examples/vector_add.tile", "--emit", "ptx", "-o", out.to_str().expect("utf-8")], &env);
+    assert_eq!(build().0, 0);
+    plant(&cache, |j| {
+        j["kernels"][0]["meta"]["name"] = "../../escaped".into();
+        let ptx = j["kernels"][0]["ptx"].as_str().expect("ptx").replace(".entry vector_add(", ".entry ../../escaped(");
+        j["kernels"][0]["ptx"] = ptx.into();
+    });
+    let (code, _, err) = build();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("is damaged") && err.contains("not an identifier"), "{err}");
+    assert!(!dir.join("a/escaped.ptx").exists(), "wrote outside `-o DIR`");
+    assert!(out.join("vector_add.ptx").exists());
+}

@@ -1034,3 +1034,44 @@ fn generated_bindings_cover_acceptance_and_refusals() {
     assert!(ok > 400, "only {ok} of 4000 accepted");
     assert_eq!(kinds.len(), 11, "refusal kinds reached: {kinds:?}");
 }
+
+/// A `.npy` file with header dictionary `dict` (version 1.0) followed by `data`.
+fn npy_file(dict: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = b"\x93NUMPY\x01\x00".to_vec();
+    v.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    v.extend_from_slice(dict.as_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The `.npy` reader never panics or over-allocates: on arbitrary bytes, on a valid prefix
+    /// followed by arbitrary bytes, and on headers with arbitrary shapes (up to 2^64 - 1 per
+    /// axis), dtypes and data lengths. A tensor it returns has exactly the bytes its shape needs.
+    #[test]
+    fn npy_reader_never_panics(
+        bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        descr in prop::sample::select(vec!["<f4", "|u1", "<f8", "|b1", "<i2", ">f4", "<c8", "", "<f2"]),
+        shape in proptest::collection::vec(prop_oneof![0u64..5, any::<u64>(), Just(u64::MAX), Just(1u64 << 40)], 0..4),
+        fortran in any::<bool>(),
+        data_len in 0usize..80,
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let p = std::path::Path::new("fuzz.npy");
+        let _ = tessera_runtime::npy::decode_npy(&bytes, p);
+        let mut prefixed = b"\x93NUMPY\x01\x00".to_vec();
+        prefixed.extend_from_slice(&bytes);
+        let _ = tessera_runtime::npy::decode_npy(&prefixed, p);
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+        let dict = format!("{{'descr': '{descr}', 'fortran_order': {}, 'shape': {tuple}, }}\n", if fortran { "True" } else { "False" });
+        let file = npy_file(&dict, &bytes[..data_len.min(bytes.len())]);
+        for f in [&file[..], &file[..cut.index(file.len() + 1)]] {
+            if let Ok(t) = tessera_runtime::npy::decode_npy(f, p) {
+                prop_assert_eq!(Some(t.bytes.len()), tessera_compiler::HostTensor::byte_len(t.dtype, &t.shape));
+            }
+        }
+    }
+}

@@ -136,9 +136,10 @@ impl<'m> Gen<'m> {
         }
     }
 
-    /// Reads the next kernel parameter (in the entry block).
-    fn param(&mut self, ty: Ty) -> V {
-        self.b.param(ty)
+    /// Reads the next kernel parameter (in the entry block). `pointee`: for a tensor's pointer,
+    /// its element size (declared with the parameter, so a loader can check the dtype).
+    fn param(&mut self, ty: Ty, pointee: Option<u32>) -> V {
+        self.b.param_with(ty, pointee)
     }
 
     fn kernel(&mut self) -> Res<()> {
@@ -146,14 +147,14 @@ impl<'m> Gen<'m> {
         for (i, p) in self.k.params.iter().enumerate() {
             let v = self.k.body.block(entry).args[i];
             match &p.kind {
-                ParamKind::Tensor { dims, .. } => {
-                    let ptr = self.param(Ty::I64);
-                    let sizes = dims.iter().map(|_| self.param(Ty::I32)).collect();
-                    let strides = dims.iter().map(|_| self.param(Ty::I64)).collect();
+                ParamKind::Tensor { dims, dtype, .. } => {
+                    let ptr = self.param(Ty::I64, Some(dtype.size() as u32));
+                    let sizes = dims.iter().map(|_| self.param(Ty::I32, None)).collect();
+                    let strides = dims.iter().map(|_| self.param(Ty::I64, None)).collect();
                     self.vals.insert(v, Cv::Tensor { ptr, sizes, strides });
                 }
                 ParamKind::Scalar { dtype } => {
-                    let x = self.param(reg_type(*dtype));
+                    let x = self.param(reg_type(*dtype), None);
                     let x = if *dtype == DType::Bool { self.b.at_entry(|| self.b.icmp(Cmp::Ne, x, V::int(Ty::I8, 0))) } else { x };
                     self.vals.insert(v, Cv::Regs(vec![x]));
                 }

@@ -102,6 +102,13 @@ pub fn emit(m: &Module, pipeline: &str, keep_ir: bool) -> Res<Output> {
     for (f, v) in m.funcs.iter().zip(&funcs) {
         e.function(f, *v)?;
     }
+    // The alignment of each global pointer's pointee (`.ptr .global .align N`).
+    for (i, p) in m.kernel.params.iter().enumerate() {
+        if let Some(a) = p.global_align {
+            let attr = ctx.create_enum_attribute(inkwell::attributes::Attribute::get_named_enum_kind_id("align"), a as u64);
+            kernel.add_attribute(inkwell::attributes::AttributeLoc::Param(i as u32), attr);
+        }
+    }
     e.function(&m.kernel, kernel)?;
     module.verify().map_err(|err| {
         // The verifier repeats itself per offending instruction: the first lines say it.
@@ -113,6 +120,7 @@ pub fn emit(m: &Module, pipeline: &str, keep_ir: bool) -> Res<Output> {
     let llvm_ir = keep_ir.then(|| module.print_to_string().to_string());
     let buf = tm.write_to_memory_buffer(&module, FileType::Assembly).ice()?;
     let ptx = deterministic(String::from_utf8_lossy(buf.as_slice()).trim_end_matches('\0'));
+    let ptx = annotate_pointers(&ptx, &m.kernel)?;
     Ok(Output { ptx, llvm_ir })
 }
 
@@ -130,6 +138,24 @@ fn deterministic(ptx: &str) -> String {
         }
     }
     out
+}
+
+/// The kernel's global-pointer parameters declared `.ptr.global.align N`, as the `ptx` emitter
+/// declares them (what a loader checks a tensor's dtype against): LLVM's NVPTX back end writes
+/// that attribute for OpenCL only.
+fn annotate_pointers(ptx: &str, k: &Function) -> Res<String> {
+    let mut out = ptx.to_string();
+    for (i, p) in k.params.iter().enumerate() {
+        if let Some(a) = p.global_align {
+            let plain = format!(".param .u64 {}_param_{i}", k.name);
+            let at = out
+                .find(&format!("{plain},"))
+                .or_else(|| out.find(&format!("{plain}\n")))
+                .ok_or_else(|| format!("LLVM's PTX does not declare `{plain}`"))?;
+            out.replace_range(at..at + plain.len(), &format!(".param .u64 .ptr.global.align {a} {}_param_{i}", k.name));
+        }
+    }
+    Ok(out)
 }
 
 /// Where a machine-IR register lives.
@@ -213,7 +239,15 @@ impl<'c, 'm> Emitter<'c, 'm> {
     }
 
     fn fn_type(&self, f: &Function) -> FunctionType<'c> {
-        let ps: Vec<BasicMetadataTypeEnum> = f.params.iter().map(|&t| self.param_ty(t).into()).collect();
+        let ps: Vec<BasicMetadataTypeEnum> = f
+            .params
+            .iter()
+            .map(|p| match p.global_align {
+                // A global pointer: NVPTX declares it `.ptr .global .align N`.
+                Some(_) => self.ctx.ptr_type(AddressSpace::from(1u16)).into(),
+                None => self.param_ty(p.ty).into(),
+            })
+            .collect();
         self.ctx.void_type().fn_type(&ps, false)
     }
 
@@ -646,7 +680,12 @@ impl<'c, 'm> Emitter<'c, 'm> {
             Inst::Param { dst, index } => {
                 let p = func.get_nth_param(*index as u32).ok_or("a missing parameter")?;
                 let v: BasicValueEnum = match f.params.get(*index) {
-                    Some(Ty::Pred | Ty::I8) => b.build_int_z_extend(p.into_int_value(), self.ctx.i16_type(), "").ice()?.into(),
+                    Some(crate::mir::Param { global_align: Some(_), .. }) => {
+                        b.build_ptr_to_int(p.into_pointer_value(), self.ctx.i64_type(), "").ice()?.into()
+                    }
+                    Some(crate::mir::Param { ty: Ty::Pred | Ty::I8, .. }) => {
+                        b.build_int_z_extend(p.into_int_value(), self.ctx.i16_type(), "").ice()?.into()
+                    }
                     _ => p,
                 };
                 self.set(*dst, v)?;
@@ -658,8 +697,8 @@ impl<'c, 'm> Emitter<'c, 'm> {
                         let g = *self.funcs.get(*i).ok_or("a call of a missing function")?;
                         let params = &self.m.funcs.get(*i).ok_or("a call of a missing function")?.params;
                         let mut margs: Vec<BasicMetadataValueEnum> = vec![];
-                        for (v, &t) in vals.iter().zip(params) {
-                            let pt = self.param_ty(t);
+                        for (v, p) in vals.iter().zip(params) {
+                            let pt = self.param_ty(p.ty);
                             let v = if v.get_type() != pt {
                                 b.build_int_truncate(v.into_int_value(), pt.into_int_type(), "").ice()?.into()
                             } else {

@@ -46,7 +46,7 @@ pub fn print(m: &Module) -> Res<String> {
     for f in &m.funcs {
         write!(out, ".func {}(", f.name).ok();
         let decls: Vec<String> =
-            f.params.iter().enumerate().map(|(i, t)| format!("\n\t.param .{} {}_param_{i}", param_type(*t), f.name)).collect();
+            f.params.iter().enumerate().map(|(i, p)| format!("\n\t.param .{} {}_param_{i}", param_type(p.ty), f.name)).collect();
         out.push_str(&decls.join(","));
         out.push_str("\n)\n{\n");
         body(m, f, false, &mut out)?;
@@ -54,9 +54,12 @@ pub fn print(m: &Module) -> Res<String> {
     }
     let k = &m.kernel;
     writeln!(out, ".visible .entry {}(", k.name).ok();
-    for (i, t) in k.params.iter().enumerate() {
+    for (i, p) in k.params.iter().enumerate() {
         let sep = if i + 1 < k.params.len() { "," } else { "" };
-        writeln!(out, "\t.param .{} {}_param_{i}{sep}", param_type(*t), k.name).ok();
+        // A tensor's pointer declares its pointee's alignment, the element size, which a loader
+        // checks against the metadata's dtype.
+        let ptr = p.global_align.map(|a| format!(" .ptr.global.align {a}")).unwrap_or_default();
+        writeln!(out, "\t.param .{}{ptr} {}_param_{i}{sep}", param_type(p.ty), k.name).ok();
     }
     writeln!(out, ")\n.maxntid {}, 1, 1\n{{", m.threads).ok();
     body(m, k, true, &mut out)?;
@@ -354,7 +357,7 @@ fn inst(m: &Module, f: &Function, kernel: bool, i: &Inst, out: &mut String) -> R
         },
         Inst::Cvta { dst, src, space } => w(out, format!("cvta.{}.u64 {}, {};", space.name(), name(*dst), o(*src)?)),
         Inst::Param { dst, index } => {
-            let t = f.params.get(*index).copied().ok_or("a parameter out of range")?;
+            let t = f.params.get(*index).map(|p| p.ty).ok_or("a parameter out of range")?;
             let pt = if kernel { param_type(t) } else { t.b() };
             w(out, format!("ld.param.{pt} {}, [{}_param_{index}];", name(*dst), f.name))
         }

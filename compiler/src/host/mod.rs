@@ -20,10 +20,61 @@ impl fmt::Debug for HostTensor {
     }
 }
 
+/// The largest host tensor [`HostTensor::try_zeros`] makes: 16 GiB.
+pub const MAX_HOST_TENSOR_BYTES: usize = 16 << 30;
+
+/// Why a host tensor could not be made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AllocError {
+    #[error("a tensor {dtype}{shape:?} has more bytes than memory can address")]
+    Overflow { dtype: DType, shape: Vec<usize> },
+    #[error("a tensor {dtype}{shape:?} needs {bytes} bytes, more than the limit of {limit} bytes on one host tensor")]
+    TooLarge { dtype: DType, shape: Vec<usize>, bytes: usize, limit: usize },
+    #[error("a tensor {dtype}{shape:?} needs {bytes} bytes of host memory{available}")]
+    OutOfMemory { dtype: DType, shape: Vec<usize>, bytes: usize, available: String },
+}
+
+/// Tensors above this size are checked against the memory the system has available.
+const CHECK_AVAILABLE_ABOVE: usize = 64 << 20;
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes (Linux; `None` elsewhere or if unreadable).
+fn available_memory() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: usize = info.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    kb.checked_mul(1024)
+}
+
 impl HostTensor {
+    /// A tensor of zeros. For sizes a user chooses, use [`HostTensor::try_zeros`]: this one
+    /// panics where that one returns an error.
     pub fn zeros(dtype: DType, shape: &[usize]) -> HostTensor {
-        let n: usize = shape.iter().product();
-        HostTensor { dtype, shape: shape.to_vec(), bytes: vec![0; n * dtype.size()] }
+        HostTensor::try_zeros(dtype, shape).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The number of bytes of a tensor of `dtype` and `shape`, if it fits in `usize`.
+    pub fn byte_len(dtype: DType, shape: &[usize]) -> Option<usize> {
+        shape.iter().try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
+    }
+
+    /// A tensor of zeros, or an error (never a panic or an abort) when its size overflows, is
+    /// over [`MAX_HOST_TENSOR_BYTES`], is over the memory the system has available (Linux), or
+    /// cannot be allocated.
+    pub fn try_zeros(dtype: DType, shape: &[usize]) -> Result<HostTensor, AllocError> {
+        let bytes = HostTensor::byte_len(dtype, shape).ok_or_else(|| AllocError::Overflow { dtype, shape: shape.to_vec() })?;
+        if bytes > MAX_HOST_TENSOR_BYTES {
+            return Err(AllocError::TooLarge { dtype, shape: shape.to_vec(), bytes, limit: MAX_HOST_TENSOR_BYTES });
+        }
+        let oom = |available: String| AllocError::OutOfMemory { dtype, shape: shape.to_vec(), bytes, available };
+        if bytes > CHECK_AVAILABLE_ABOVE
+            && let Some(avail) = available_memory()
+            && bytes > avail
+        {
+            return Err(oom(format!(", more than the {avail} bytes available")));
+        }
+        let mut v = Vec::new();
+        v.try_reserve_exact(bytes).map_err(|_| oom(": the allocation failed".into()))?;
+        v.resize(bytes, 0);
+        Ok(HostTensor { dtype, shape: shape.to_vec(), bytes: v })
     }
 
     /// A tensor of the given dtype whose elements are `values` rounded to the dtype.
@@ -544,5 +595,19 @@ mod tests {
             Err("`(-9223372036854775808 / -1)` overflows i64".into())
         );
         assert_eq!(HostExpr::Neg(Box::new(HostExpr::Int(i64::MIN))).eval(&lookup), Err("`(--9223372036854775808)` overflows i64".into()));
+    }
+
+    #[test]
+    fn sizes_a_user_chooses_are_errors_not_aborts() {
+        let t = HostTensor::try_zeros(DType::F32, &[3, 5]).expect("small");
+        assert_eq!((t.bytes.len(), t.numel()), (60, 15));
+        assert!(matches!(HostTensor::try_zeros(DType::F32, &[usize::MAX]), Err(AllocError::Overflow { .. })));
+        assert!(matches!(HostTensor::try_zeros(DType::U8, &[1 << 40, 1 << 40]), Err(AllocError::Overflow { .. })));
+        // 4 TiB: refused before any allocation.
+        let e = HostTensor::try_zeros(DType::F32, &[1 << 40]).unwrap_err();
+        assert!(matches!(e, AllocError::TooLarge { bytes, .. } if bytes == 4 << 40), "{e}");
+        assert!(e.to_string().contains("more than the limit of 17179869184 bytes on one host tensor"), "{e}");
+        assert_eq!(HostTensor::byte_len(DType::F64, &[2, 3]), Some(48));
+        assert_eq!(HostTensor::byte_len(DType::F64, &[]), Some(8));
     }
 }

@@ -83,9 +83,14 @@ impl Builder {
     /// Reads the function's next parameter, of type `ty` (a `Pred` is passed as a byte and
     /// read as an `I8`), in the entry block.
     pub fn param(&self, ty: Ty) -> V {
+        self.param_with(ty, None)
+    }
+
+    /// `param`, declaring a global pointer's pointee alignment (see `mir::Param`).
+    pub fn param_with(&self, ty: Ty, global_align: Option<u32>) -> V {
         let index = {
             let mut f = self.f.borrow_mut();
-            f.func.params.push(ty);
+            f.func.params.push(super::Param { ty, global_align });
             f.func.params.len() - 1
         };
         let rty = if ty == Ty::Pred { Ty::I8 } else { ty };

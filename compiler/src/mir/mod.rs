@@ -870,12 +870,22 @@ pub struct BlockData {
     pub term: Option<Term>,
 }
 
+/// A function parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Param {
+    /// Its type (a `Pred` is passed as a byte).
+    pub ty: Ty,
+    /// For a global pointer (a tensor's address, an `I64`): the alignment of what it points to,
+    /// its element size. Declared with the parameter (`.ptr.global.align N`), so a loader can
+    /// check the pointee type against the metadata.
+    pub global_align: Option<u32>,
+}
+
 /// A function: the kernel entry or a device function.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Function {
     pub name: String,
-    /// Parameter types (`Pred` parameters are passed as bytes).
-    pub params: Vec<Ty>,
+    pub params: Vec<Param>,
     /// The type each register was created with.
     pub regs: Vec<Ty>,
     /// Block 0 is the entry.

@@ -40,7 +40,14 @@ fn addr(f: &Function, a: &Addr) -> String {
 }
 
 fn print_function(m: &Module, f: &Function, what: &str, out: &mut String) {
-    let params: Vec<String> = f.params.iter().map(|t| t.to_string()).collect();
+    let params: Vec<String> = f
+        .params
+        .iter()
+        .map(|p| match p.global_align {
+            Some(a) => format!("{} global.align {a}", p.ty),
+            None => p.ty.to_string(),
+        })
+        .collect();
     writeln!(out, "{what} @{}({}) {{", f.name, params.join(", ")).ok();
     if f.local_bytes > 0 {
         writeln!(out, "  local {} bytes, align {}", f.local_bytes, f.local_align).ok();

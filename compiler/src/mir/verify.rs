@@ -130,7 +130,7 @@ fn verify_function(m: &Module, f: &Function) -> Res {
                 Inst::SReg { dst, .. } => is("special register", *dst, Ty::I32).map_err(at)?,
                 Inst::Cvta { dst, src, .. } => same("cvta", &[*dst, *src, V::int(Ty::I64, 0)]).map_err(at)?,
                 Inst::Param { dst, index } => {
-                    let t = f.params.get(*index).ok_or_else(|| at(format!("parameter {index} of {}", f.params.len())))?;
+                    let t = &f.params.get(*index).ok_or_else(|| at(format!("parameter {index} of {}", f.params.len())))?.ty;
                     let want = if *t == Ty::Pred { Ty::I8 } else { *t };
                     is("parameter", *dst, want).map_err(at)?;
                 }

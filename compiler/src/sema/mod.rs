@@ -14,7 +14,7 @@ mod debug;
 mod expr;
 mod host;
 mod indexed;
-mod modules;
+pub(crate) mod modules;
 mod scope;
 mod shape;
 

@@ -10,6 +10,11 @@
 //! what it imports itself, nor its kernels). A file that imports, directly or not, a file that
 //! is still being loaded is an import cycle; a file that cannot be read is an error at its
 //! name in the `use`.
+//!
+//! What may be imported (the rule, in `resolve` and `read_import`): a relative path, from the
+//! importing file's directory, to a `.tile` file that is a regular file of at most
+//! [`crate::files::MAX_SOURCE_BYTES`] of UTF-8 text. A file's text is quoted in diagnostics only once it
+//! parsed as tile source.
 
 use crate::diag::{Diagnostic, FileId, SourceMap, Span};
 use crate::syntax::ast::{self, Block, ExprKind, FuncDecl, IndexArg, Item, StmtKind, UseDecl, UseSource};
@@ -123,12 +128,21 @@ impl<'a> Modules<'a> {
 
     fn load_file(&mut self, rel: &str, span: Span) -> Option<Vec<(String, String)>> {
         let importer = span.file;
-        let base = self.paths.get(&importer).and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
-        let disk = base.join(rel);
-        let key = canonical(&disk);
         // Shown in messages: the importer's name with its last component replaced.
         let shown = Path::new(self.sources.name(importer)).parent().map(|p| p.join(rel)).unwrap_or_else(|| PathBuf::from(rel));
         let shown = shown.display().to_string();
+        let disk = match self.paths.get(&importer).map(|p| resolve(p, rel)) {
+            Some(Ok(d)) => d,
+            Some(Err(why)) => {
+                self.diags.push(Diagnostic::error(format!("cannot import \"{rel}\": {why}")).with_label(span, "here"));
+                return None;
+            }
+            None => {
+                self.diags.push(Diagnostic::ice("sema", format!("the file that imports \"{rel}\" has no path")));
+                return None;
+            }
+        };
+        let key = canonical(&disk);
         if let Some(pos) = self.stack.iter().position(|(k, ..)| *k == key) {
             let mut chain: Vec<&str> = self.stack[pos..].iter().map(|(_, s, _)| s.as_str()).collect();
             chain.push(&shown);
@@ -149,14 +163,9 @@ impl<'a> Modules<'a> {
             self.diags.push(Diagnostic::error(format!("imports nest more than {MAX_IMPORT_DEPTH} files deep")).with_label(span, "here"));
             return None;
         }
-        let text = match std::fs::read_to_string(&disk) {
+        let text = match read_import(&disk) {
             Ok(t) => t,
-            Err(e) => {
-                let why = match e.kind() {
-                    std::io::ErrorKind::NotFound => "no such file".to_string(),
-                    std::io::ErrorKind::InvalidData => "it is not UTF-8 text".to_string(),
-                    _ => e.to_string(),
-                };
+            Err(why) => {
                 self.diags.push(
                     Diagnostic::error(format!("cannot import \"{rel}\": {why}"))
                         .with_label(span, format!("looked for {shown}"))
@@ -166,14 +175,22 @@ impl<'a> Modules<'a> {
                 return None;
             }
         };
-        let id = self.sources.add(shown.clone(), text.clone());
-        self.paths.insert(id, disk);
-        let (file, errs) = crate::syntax::parse_file(id, &text);
-        if !errs.is_empty() {
-            self.diags.extend(errs);
+        // The file's text is quoted in diagnostics only once it parsed as tile source: a file
+        // that does not parse may be anything (a link to a secret), so its syntax errors are
+        // reported at the `use`, by position alone.
+        if let Some(d) = crate::syntax::parse_file(FileId(u32::MAX), &text).1.first() {
+            let (line, col) = d.span().map(|s| line_col(&text, s.start as usize)).unwrap_or((1, 1));
+            self.diags.push(
+                Diagnostic::error(format!("cannot import \"{rel}\": it does not parse (a syntax error at line {line}, column {col})"))
+                    .with_label(span, format!("imports {shown}"))
+                    .note(format!("run `tessera check {shown}` to see the error")),
+            );
             self.loaded.insert(key, None);
             return None;
         }
+        let id = self.sources.add(shown.clone(), text);
+        self.paths.insert(id, disk);
+        let (file, _) = crate::syntax::parse_file(id, self.sources.text(id));
         self.stack.push((key.clone(), shown.clone(), Some(span)));
         let r = self.module(key, &format!("#{}", id.0), &file);
         self.stack.pop();
@@ -223,6 +240,75 @@ impl<'a> Modules<'a> {
 /// A path's identity for cycle detection: canonical when it exists, as written otherwise.
 fn canonical(p: &Path) -> String {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
+}
+
+/// Where `use "rel"` in the file at `importer` points, or why it may not: an import is a
+/// relative path (from the importing file's directory; `..` may leave it) to a `.tile` file.
+fn resolve(importer: &Path, rel: &str) -> Result<PathBuf, String> {
+    let r = Path::new(rel);
+    if r.has_root() {
+        return Err("an import path must be relative (to the importing file's directory)".into());
+    }
+    if r.extension().is_none_or(|e| e != "tile") {
+        return Err("only `.tile` files can be imported".into());
+    }
+    Ok(importer.parent().unwrap_or(Path::new("")).join(r))
+}
+
+/// The text of an imported file: a regular file of at most [`crate::files::MAX_SOURCE_BYTES`] of UTF-8 (see
+/// `crate::files`). The error completes "cannot import …: ".
+fn read_import(disk: &Path) -> Result<String, String> {
+    crate::files::read_source_text(disk).map_err(|e| e.to_string())
+}
+
+/// 1-based line and column of byte `at` of `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    (before.matches('\n').count() + 1, before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1)
+}
+
+/// One file a compilation imports (see [`import_closure`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportedFile {
+    /// The path as the `use` wrote it.
+    pub written: String,
+    /// Where it was read (the importing file's directory joined with `written`).
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// Every file that compiling `text` (the file at `path`) imports, directly or not, each once, in
+/// the order a compilation loads them, with its text: what a compile cache must key on besides
+/// the source itself. `None` if an import cannot be resolved, read or parsed (the compilation
+/// then fails and says why).
+pub fn import_closure(text: &str, path: &Path) -> Option<Vec<ImportedFile>> {
+    fn walk(text: &str, path: &Path, depth: usize, seen: &mut Vec<String>, out: &mut Vec<ImportedFile>) -> Option<()> {
+        let (file, errs) = crate::syntax::parse_file(FileId(u32::MAX), text);
+        if !errs.is_empty() || depth > MAX_IMPORT_DEPTH {
+            return None;
+        }
+        for item in &file.items {
+            if let Item::Use(UseDecl { source: UseSource::File(rel, _), .. }) = item {
+                let disk = resolve(path, rel).ok()?;
+                let key = canonical(&disk);
+                if seen.contains(&key) {
+                    continue;
+                }
+                seen.push(key);
+                let text = read_import(&disk).ok()?;
+                out.push(ImportedFile { written: rel.clone(), path: disk.clone(), text: text.clone() });
+                walk(&text, &disk, depth + 1, seen, out)?;
+            }
+        }
+        Some(())
+    }
+    let mut out = vec![];
+    walk(text, path, 0, &mut vec![canonical(path)], &mut out)?;
+    Some(out)
 }
 
 /// Renames the callee of every call in `b` to the key of what it names in its module (`names`).
