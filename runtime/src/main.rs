@@ -143,6 +143,9 @@ enum Cmd {
         /// Run the cases on the interpreter alone (no GPU): checks that every output is written.
         #[arg(long)]
         interp_only: bool,
+        /// The emitter: llvm (the default), ptx, or both (every case through each).
+        #[arg(long, value_name = "llvm|ptx|both")]
+        codegen: Option<String>,
     },
 }
 
@@ -225,12 +228,29 @@ fn real_main(cli: Cli) -> Result<(), Fail> {
             let interp = RunOptions { race_check: !no_race_check, max_programs: interp_max_programs };
             run(&file, &args, &dims, &outs, backend, check, seed, &interp, &opts)
         }
-        // The report (ending `N passed, N failed`) is printed; a failed case exits 1 silently.
-        Cmd::Selftest { filter, interp_only } => match tessera_runtime::selftest::run(filter.as_deref(), interp_only) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Fail(String::new())),
-            Err(msg) => Err(Fail(msg)),
-        },
+        Cmd::Selftest { filter, interp_only, codegen } => {
+            let codegens = match codegen.as_deref() {
+                None => vec![tessera_compiler::Codegen::default()],
+                Some("both") => vec![tessera_compiler::Codegen::Llvm, tessera_compiler::Codegen::Ptx],
+                Some(s) => vec![
+                    tessera_compiler::Codegen::parse(s).ok_or_else(|| Fail(format!("error: `--codegen {s}`: use llvm, ptx or both")))?,
+                ],
+            };
+            if let Some(c) = codegens.iter().find(|c| !c.available()) {
+                return Err(Fail(format!("error: `--codegen {}`: this build of tessera has no LLVM", c.name())));
+            }
+            selftest_result(tessera_runtime::selftest::run(filter.as_deref(), interp_only, &codegens))
+        }
+    }
+}
+
+/// The self-test's exit: its report (ending `N passed, N failed`) is printed; a failed case
+/// exits 1 silently.
+fn selftest_result(r: Result<bool, String>) -> Result<(), Fail> {
+    match r {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Fail(String::new())),
+        Err(msg) => Err(Fail(msg)),
     }
 }
 

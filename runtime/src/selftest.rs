@@ -25,7 +25,7 @@ use crate::exec::{self, Rng, try_random_tensor};
 use std::time::Instant;
 use tessera_compiler::interp::Arg;
 use tessera_compiler::tir::{Dim, ParamKind};
-use tessera_compiler::{CompiledKernel, ConstValue, DType, HostTensor, Options, Scalar, Source, Target};
+use tessera_compiler::{Codegen, CompiledKernel, ConstValue, DType, HostTensor, Options, Scalar, Source, Target};
 
 pub mod inputs;
 
@@ -587,7 +587,7 @@ pub struct CaseResult {
 /// Runs the table (cases whose name contains `filter`, all when `None`) and prints one line per
 /// case and a final `N passed, N failed`. Returns whether every case passed; `Err` when there is
 /// no GPU (and `interp_only` is off) or no case matches.
-pub fn run(filter: Option<&str>, interp_only: bool) -> Result<bool, String> {
+pub fn run(filter: Option<&str>, interp_only: bool, codegens: &[Codegen]) -> Result<bool, String> {
     let selected: Vec<&Case> = CASES.iter().filter(|c| filter.is_none_or(|f| c.name.contains(f))).collect();
     if selected.is_empty() {
         return Err(format!("error: no self-test case matches `{}`", filter.unwrap_or_default()));
@@ -619,15 +619,18 @@ pub fn run(filter: Option<&str>, interp_only: bool) -> Result<bool, String> {
     }
     let (mut passed, mut failed) = (0, 0);
     for (n, case) in selected.iter().enumerate() {
-        let start = Instant::now();
-        let r = run_case(case, rt.as_ref(), target, 0x5e1f + n as u64);
-        let ms = start.elapsed().as_secs_f64() * 1e3;
-        let status = if r.passed { "ok  " } else { "FAIL" };
-        println!("{status} {}: {} ({ms:.0} ms)", case.name, r.detail);
-        if r.passed {
-            passed += 1;
-        } else {
-            failed += 1;
+        for &codegen in codegens {
+            let start = Instant::now();
+            let r = run_case(case, rt.as_ref(), target, codegen, 0x5e1f + n as u64);
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            let status = if r.passed { "ok  " } else { "FAIL" };
+            let emitter = if codegens.len() > 1 { format!(" [{}]", codegen.name()) } else { String::new() };
+            println!("{status} {}{emitter}: {} ({ms:.0} ms)", case.name, r.detail);
+            if r.passed {
+                passed += 1;
+            } else {
+                failed += 1;
+            }
         }
     }
     println!("{passed} passed, {failed} failed");
@@ -635,15 +638,15 @@ pub fn run(filter: Option<&str>, interp_only: bool) -> Result<bool, String> {
 }
 
 /// Runs one case; never panics on a failing kernel (a failure is a result).
-pub fn run_case(case: &Case, rt: Option<&Runtime>, target: Target, seed: u64) -> CaseResult {
-    match try_case(case, rt, target, seed) {
+pub fn run_case(case: &Case, rt: Option<&Runtime>, target: Target, codegen: Codegen, seed: u64) -> CaseResult {
+    match try_case(case, rt, target, codegen, seed) {
         Ok(r) => r,
         Err(detail) => CaseResult { passed: false, detail },
     }
 }
 
 /// Compiles a case's kernel (all its consts applied).
-pub fn compile_case(case: &Case, target: Target) -> Result<CompiledKernel, String> {
+pub fn compile_case(case: &Case, target: Target, codegen: Codegen) -> Result<CompiledKernel, String> {
     let text =
         EXAMPLES.iter().find(|(f, _)| *f == case.file).map(|(_, t)| *t).ok_or_else(|| format!("no embedded example `{}`", case.file))?;
     let opts = Options {
@@ -651,6 +654,7 @@ pub fn compile_case(case: &Case, target: Target) -> Result<CompiledKernel, Strin
         target,
         verify: cfg!(debug_assertions),
         tf32: case.tf32,
+        codegen,
         ..Options::default()
     };
     let path = if case.file.starts_with("ops/") { format!("tests/{}", case.file) } else { format!("examples/{}", case.file) };
@@ -763,8 +767,8 @@ fn poisoned(dtype: DType, shape: &[usize]) -> HostTensor {
     t
 }
 
-fn try_case(case: &Case, rt: Option<&Runtime>, target: Target, seed: u64) -> Result<CaseResult, String> {
-    let k = compile_case(case, target)?;
+fn try_case(case: &Case, rt: Option<&Runtime>, target: Target, codegen: Codegen, seed: u64) -> Result<CaseResult, String> {
+    let k = compile_case(case, target, codegen)?;
     let mut rng = Rng::new(seed);
     let (args, poison) = build_args(case, &k, &mut rng)?;
     let mut want = args.clone();
@@ -1048,7 +1052,7 @@ mod tests {
     #[test]
     fn selftest_ops_cases_run_on_the_interpreter() {
         for (n, case) in CASES.iter().enumerate().filter(|(_, c)| c.file.starts_with("ops/")) {
-            let r = run_case(case, None, Target::Sm90a, n as u64);
+            let r = run_case(case, None, Target::Sm90a, Codegen::Ptx, n as u64);
             assert!(r.passed, "{}: {}", case.name, r.detail);
         }
     }

@@ -43,8 +43,10 @@ ap.add_argument("--quick", action="store_true", help="the first shape of each ar
 ap.add_argument("--tune", action="store_true", help="run `tessera bench --tune` (slow: compiles and times the #[tune] space)")
 ap.add_argument("--timeout", type=float, default=240.0, help="seconds for one tessera command")
 ap.add_argument("--out", default=None, help="write every result as JSON here")
+ap.add_argument("--codegen", default="llvm,ptx", help="the emitters to measure, comma-separated (llvm, ptx): a row each")
 args = ap.parse_args()
 only = set(args.only.split(","))
+CODEGENS = [c for c in args.codegen.split(",") if c]
 
 # Triton's cache must be empty for its cold compile: set before triton is imported.
 TMP = tempfile.mkdtemp(prefix="tessera-compare-")
@@ -131,21 +133,21 @@ def host_part():
     # Tessera: every canonical example, cold cache, then the same build again (a cache hit).
     examples = sorted(f for f in os.listdir(os.path.join(ROOT, "examples")) if f.endswith(".tile"))
     rows = []
-    for f in examples:
+    for f, codegen in [(f, c) for f in examples for c in CODEGENS]:
         # Three cold builds, each with an empty cache folder: the median one is reported (the
         # host's speed drifts from one build to the next).
         cold = []
         for i in range(3):
-            cache = os.path.join(TMP, f"tessera-cache-{i}-" + f)
+            cache = os.path.join(TMP, f"tessera-cache-{i}-{codegen}-" + f)
             env = {"TESSERA_CACHE_DIR": cache}
             out = os.path.join(TMP, "aot-" + f)
-            cmd = ["build", "examples/" + f, "--emit", "ptx,meta", "-o", out, "--time"]
+            cmd = ["build", "examples/" + f, "--emit", "ptx,meta", "-o", out, "--time", "--codegen", codegen]
             code, _, err, cold_wall = tessera(cmd, env)
             m = re.search(r"(\d+) kernels? in ([\d.]+) ms \(cache (\w+)\)", err) if code == 0 else None
             cold.append((float(m.group(2)) if m else float("inf"), code, err, cold_wall, env))
         cold.sort(key=lambda c: c[0])
         _, code, err, cold_wall, env = cold[1]
-        row = {"file": f}
+        row = {"file": f, "codegen": codegen}
         if code != 0:
             row["error"] = first_line(err)
             rows.append(row)
@@ -269,9 +271,11 @@ def run_tessera(area, case, file, kernel, inputs, scalars, out_name, out_shape, 
     cmd += ["--out", f"{out_name}={out_path}"]
     # The program at its defaults, then (with --tune) the autotuner's pick: one row each.
     tunable = "#[tune(" in open(path).read()
-    for tune in [False] + ([True] if args.tune and tunable else []):
-        run_one(area, case, impl + (" (autotuned)" if tune else ""), cmd + (["--tune"] if tune else []), out_path, out_shape, ref,
-                flops, nbytes, tol, extra)
+    for codegen in CODEGENS:
+        name = impl + (f" [{codegen}]" if len(CODEGENS) > 1 else "")
+        for tune in [False] + ([True] if args.tune and tunable else []):
+            run_one(area, case, name + (" (autotuned)" if tune else ""), cmd + ["--codegen", codegen] + (["--tune"] if tune else []),
+                    out_path, out_shape, ref, flops, nbytes, tol, extra)
     for f in inputs:
         try:
             os.remove(os.path.join(TMP, case_id(case) + "-" + f + ".npy"))
@@ -554,10 +558,10 @@ if h:
                f"{'Triton mm cold / this':>22}  stages (cold)")
     for r in h.get("tessera_build", []):
         if "error" in r:
-            out.append(f"  {r['file']:32} {'-':>7}  error: {r['error']}")
+            out.append(f"  {r['file'] + ' [' + r.get('codegen', '?') + ']':32} {'-':>7}  error: {r['error']}")
             continue
         ratio = tri_first / r["cold_ms"] if tri_first else float("nan")
-        out.append(f"  {r['file']:32} {r['kernels']:>7} {r['cold_ms']:>9.1f} {r['cold_wall_ms']:>10.1f} {fmt(r.get('warm_ms'), '>8.2f')} "
+        out.append(f"  {r['file'] + ' [' + r.get('codegen', '?') + ']':32} {r['kernels']:>7} {r['cold_ms']:>9.1f} {r['cold_wall_ms']:>10.1f} {fmt(r.get('warm_ms'), '>8.2f')} "
                    f"{fmt(r.get('warm_wall_ms'), '>9.1f')} {ratio:>21.1f}x  {r.get('stages', '')}")
     for k, v in tri.items():
         out.append(f"  triton tutorial mm {k:18} cold compile + first launch {v:9.1f} ms")

@@ -410,7 +410,7 @@ fn linear_matches_reference() {
 fn selftest_cases_run_on_the_interpreter() {
     use tessera_runtime::selftest::{CASES, run_case};
     for (n, case) in CASES.iter().enumerate() {
-        let r = run_case(case, None, tessera_compiler::Target::Sm90a, n as u64);
+        let r = run_case(case, None, tessera_compiler::Target::Sm90a, tessera_compiler::Codegen::Ptx, n as u64);
         assert!(r.passed, "self-test case `{}`: {}", case.name, r.detail);
     }
 }
