@@ -136,8 +136,8 @@ impl V {
         let bits = match ty {
             Ty::F64 => v.to_bits() as i64,
             Ty::F32 => (v as f32).to_bits() as i64,
-            Ty::F16 => f32_to_f16_bits(v as f32) as i64,
-            _ => f32_to_bf16_bits(v as f32) as i64,
+            Ty::F16 => f32_to_f16_bits(f64_to_f32_odd(v)) as i64,
+            _ => f32_to_bf16_bits(f64_to_f32_odd(v)) as i64,
         };
         V { ty, k: K::Imm(bits) }
     }
@@ -176,6 +176,25 @@ impl V {
     pub(crate) fn retype(self, ty: Ty) -> V {
         V { ty, k: self.k }
     }
+}
+
+/// `x` at f32 precision rounded to odd (truncated, the last bit set if inexact): rounding that to
+/// a 16-bit float is the correct rounding of `x` (24 ≥ 11 + 2 bits), where `x as f32` first would
+/// round twice. The interpreter rounds constants the same way.
+fn f64_to_f32_odd(x: f64) -> f32 {
+    let f = x as f32;
+    if x.is_nan() || f as f64 == x {
+        return f;
+    }
+    if f.is_infinite() {
+        // Beyond f32's range: the largest finite f32 (odd), which still rounds to infinity.
+        return f32::MAX.copysign(f);
+    }
+    let mut bits = f.to_bits();
+    if (f as f64).abs() > x.abs() {
+        bits -= 1;
+    }
+    f32::from_bits(bits | 1)
 }
 
 fn f32_to_bf16_bits(x: f32) -> u16 {
@@ -1363,6 +1382,19 @@ mod tests {
         b.int_bin(IntOp::Xor, p, t);
         let body = b.f.borrow().blocks[0].body.clone();
         assert!(body.contains("not.pred") && !body.contains("setp.ne.u32"), "{body}");
+    }
+
+    /// A 16-bit float constant is rounded once from its f64 value: just above a tie it rounds
+    /// up (through `as f32` the excess is lost and the tie rounds to even, down).
+    #[test]
+    fn half_constants_round_once() {
+        let above = 1.0 + 2f64.powi(-11) + 2f64.powi(-40);
+        assert_eq!(V::float(Ty::F16, above).float_imm(), Some(1.0 + 2f64.powi(-10)));
+        assert_eq!(V::float(Ty::F16, 1.0 + 2f64.powi(-11)).float_imm(), Some(1.0));
+        let above = 1.0 + 2f64.powi(-8) + 2f64.powi(-45);
+        assert_eq!(V::float(Ty::BF16, above).float_imm(), Some(1.0 + 2f64.powi(-7)));
+        assert_eq!(V::float(Ty::F16, 65519.99).float_imm(), Some(65504.0));
+        assert_eq!(V::float(Ty::F16, 1e300).float_imm(), Some(f64::INFINITY));
     }
 
     /// Registers and constants are numbered with their types: an i16 register and its i8
