@@ -216,11 +216,19 @@ pub struct Module {
     /// Wall time of each stage over the whole file, in milliseconds: `frontend` (parse, sema,
     /// tile-IR passes), `lower` (to the thread IR) and `codegen` (PTX emission).
     pub stage_ms: Vec<(&'static str, f64)>,
+    /// Kernel name → index in `kernels`, so that looking every kernel up stays linear in their
+    /// number (a file may hold many).
+    index: std::collections::HashMap<String, usize>,
 }
 
 impl Module {
+    /// The kernel named `name`.
     pub fn kernel(&self, name: &str) -> Option<&CompiledKernel> {
-        self.kernels.iter().find(|k| k.meta.name == name)
+        match self.index.get(name).and_then(|&i| self.kernels.get(i)) {
+            Some(k) if k.meta.name == name => Some(k),
+            // `kernels` was changed after compiling: search it.
+            _ => self.kernels.iter().find(|k| k.meta.name == name),
+        }
     }
 }
 
@@ -360,5 +368,6 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
         out.push(CompiledKernel { meta, tir: k, lir: lk, ptx });
     }
     let stage_ms = vec![("frontend", frontend_ms), ("lower", lower_ms), ("codegen", codegen_ms)];
-    Ok(Module { kernels: out, warnings: Diagnostics::default(), stage_ms })
+    let index = out.iter().enumerate().map(|(i, k)| (k.meta.name.clone(), i)).collect();
+    Ok(Module { kernels: out, warnings: Diagnostics::default(), stage_ms, index })
 }
