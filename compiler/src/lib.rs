@@ -86,14 +86,18 @@ impl Source {
 /// How to compile.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
-    /// `const` parameter values overriding the defaults (`--const BM=64`).
+    /// `const` parameter values overriding the defaults (`--const BM=64`). Each name once, a
+    /// const parameter of at least one kernel compiled, with a value of its type; anything else
+    /// is an error (`compile` returns it; the message names `--const`).
     pub consts: Vec<(String, ConstValue)>,
     pub target: Target,
     /// Compile only this kernel (all kernels when `None`).
     pub kernel: Option<String>,
-    /// Override `#[warps]`.
+    /// Override `#[warps]`: a power of two from 1 to 32 (`tir::check_warps`, the attribute's
+    /// rule); another value is an error that names `--warps`.
     pub warps: Option<u32>,
-    /// Override `#[stages]` (the software-pipelining depth; the autotuner sets it).
+    /// Override `#[stages]` (the software-pipelining depth; the autotuner sets it): 1 to 16
+    /// (`tir::check_stages`); another value is an error that names `--stages`.
     pub stages: Option<u32>,
     /// Run the IR verifiers after every pass (on in tests and debug builds).
     pub verify: bool,
