@@ -143,14 +143,18 @@ impl Default for Codegen {
 /// How to compile.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
-    /// `const` parameter values overriding the defaults (`--const BM=64`).
+    /// `const` parameter values overriding the defaults (`--const BM=64`). Each name once, a
+    /// const parameter of at least one kernel compiled, with a value of its type; anything else
+    /// is an error (`compile` returns it; the message names `--const`).
     pub consts: Vec<(String, ConstValue)>,
     pub target: Target,
     /// Compile only this kernel (all kernels when `None`).
     pub kernel: Option<String>,
-    /// Override `#[warps]`.
+    /// Override `#[warps]`: a power of two from 1 to 32 (`tir::check_warps`, the attribute's
+    /// rule); another value is an error that names `--warps`.
     pub warps: Option<u32>,
-    /// Override `#[stages]` (the software-pipelining depth; the autotuner sets it).
+    /// Override `#[stages]` (the software-pipelining depth; the autotuner sets it): 1 to 16
+    /// (`tir::check_stages`); another value is an error that names `--stages`.
     pub stages: Option<u32>,
     /// Run the IR verifiers after every pass (on in tests and debug builds).
     pub verify: bool,
@@ -281,11 +285,19 @@ pub struct Module {
     /// Wall time of each stage over the whole file, in milliseconds: `frontend` (parse, sema,
     /// tile-IR passes), `lower` (to the thread IR) and `codegen` (PTX emission).
     pub stage_ms: Vec<(&'static str, f64)>,
+    /// Kernel name → index in `kernels`, so that looking every kernel up stays linear in their
+    /// number (a file may hold many).
+    index: std::collections::HashMap<String, usize>,
 }
 
 impl Module {
+    /// The kernel named `name`.
     pub fn kernel(&self, name: &str) -> Option<&CompiledKernel> {
-        self.kernels.iter().find(|k| k.meta.name == name)
+        match self.index.get(name).and_then(|&i| self.kernels.get(i)) {
+            Some(k) if k.meta.name == name => Some(k),
+            // `kernels` was changed after compiling: search it.
+            _ => self.kernels.iter().find(|k| k.meta.name == name),
+        }
     }
 }
 
@@ -459,5 +471,6 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
         out.push(CompiledKernel { meta, tir: k, lir: lk, mir, llvm_ir, ptx });
     }
     let stage_ms = vec![("frontend", frontend_ms), ("lower", lower_ms), ("codegen", codegen_ms)];
-    Ok(Module { kernels: out, warnings: Diagnostics::default(), stage_ms })
+    let index = out.iter().enumerate().map(|(i, k)| (k.meta.name.clone(), i)).collect();
+    Ok(Module { kernels: out, warnings: Diagnostics::default(), stage_ms, index })
 }

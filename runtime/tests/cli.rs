@@ -602,3 +602,50 @@ fn kernel_names_from_the_cache_stay_inside_the_output_folder() {
     assert!(!dir.join("a/escaped.ptx").exists(), "wrote outside `-o DIR`");
     assert!(out.join("vector_add.ptx").exists());
 }
+/// `--warps`, `--stages` and `--const` are checked by the rules of the attributes and the
+/// kernel's const parameters; the error names the flag (and never panics or aborts).
+#[test]
+fn build_options_are_checked() {
+    let matmul = "examples/matmul.tile";
+    for (flag, value, want) in [
+        ("--warps", "0", "`--warps 0`: warps must be a power of two from 1 to 32"),
+        ("--warps", "3", "`--warps 3`: warps must be a power of two from 1 to 32"),
+        ("--warps", "64", "`--warps 64`: warps must be"),
+        ("--warps", "4294967295", "`--warps 4294967295`: warps must be"),
+        ("--stages", "0", "`--stages 0`: stages must be from 1 to 16"),
+        ("--stages", "4294967295", "`--stages 4294967295`: stages must be from 1 to 16"),
+        ("--const", "BMX=64", "`--const BMX=64`: no kernel here has a const parameter `BMX`"),
+        ("--const", "BM=4294967296", "`--const BM=4294967296`: 4294967296 does not fit in i32"),
+    ] {
+        for cmd in ["check", "build"] {
+            let mut args = vec![cmd, matmul];
+            if cmd == "build" {
+                args.push("--no-cache");
+            }
+            args.extend([flag, value]);
+            let (code, out, err) = tessera(&args);
+            assert_eq!(code, 1, "{cmd} {flag} {value}: {err}");
+            assert!(err.contains(want) && !err.contains("panicked"), "{cmd} {flag} {value}: {err}");
+            assert!(out.is_empty(), "{cmd} {flag} {value}: {out}");
+        }
+    }
+    let (code, _, err) = tessera(&["check", matmul, "--const", "BM=64", "--const", "BM=128"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("`--const BM` is given twice (64 and 128)"), "{err}");
+    let (code, out, err) = tessera(&["check", matmul, "--warps", "8", "--stages", "4", "--const", "BM=128"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok: kernel `matmul`"), "{out}");
+}
+
+/// A file with no kernel is an error for every command that compiles it.
+#[test]
+fn a_file_without_kernels_is_an_error() {
+    let empty = tmp("empty.tile");
+    std::fs::write(&empty, "// only a comment\nfn helper(x) { x + 1 }\n").expect("write");
+    let path = empty.to_str().expect("utf-8 temp path");
+    for args in [vec!["check", path], vec!["build", "--no-cache", path], vec!["run", path, "--backend", "interp"]] {
+        let (code, _, err) = tessera(&args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains(&format!("no kernels in `{path}`")), "{args:?}: {err}");
+    }
+}

@@ -1075,3 +1075,252 @@ proptest! {
         }
     }
 }
+
+// ---- the build's overrides ------------------------------------------------------------------
+
+/// Two kernels with const parameters of both integer types and a bool.
+const OVERRIDES: &str = "kernel k<const BM: i32 = 64, const BIG: i64 = 8>(x: &mut f32[N]) {
+    x.store([0], x.load([0], [16]) + (BIG as f32));
+}
+kernel j<const FLAG: bool = false>(y: &mut f32[N]) {
+    if FLAG {
+        y.store([0], y.load([0], [16]) * 2.0);
+    }
+}
+";
+
+/// A warp or stage count: mostly near the valid ones, sometimes anything.
+fn count() -> impl Strategy<Value = Option<u32>> {
+    prop_oneof![Just(None), (0u32..40).prop_map(Some), any::<u32>().prop_map(Some)]
+}
+
+/// A `--const` value for one of the names (a known one or a typo).
+fn const_override() -> impl Strategy<Value = (String, tessera_compiler::ConstValue)> {
+    use tessera_compiler::ConstValue;
+    let name = prop_oneof![Just("BM"), Just("BIG"), Just("FLAG"), Just("BN")].prop_map(String::from);
+    let int =
+        prop_oneof![(-4i64..300), Just(i32::MAX as i64), Just(i32::MIN as i64), Just(1i64 << 31), Just(-(1i64 << 31) - 1), any::<i64>()];
+    let value = prop_oneof![int.prop_map(ConstValue::Int), any::<bool>().prop_map(ConstValue::Bool)];
+    (name, value)
+}
+
+/// Whether the build's overrides are valid for `OVERRIDES`: the rules the compiler must apply.
+fn overrides_valid(o: &Options) -> bool {
+    use tessera_compiler::ConstValue;
+    let warps_ok = o.warps.is_none_or(|w| w.is_power_of_two() && w <= 32);
+    let stages_ok = o.stages.is_none_or(|s| (1..=16).contains(&s));
+    let mut names: Vec<&str> = o.consts.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort();
+    let distinct = names.windows(2).all(|w| w[0] != w[1]);
+    let consts_ok = o.consts.iter().all(|(n, v)| match (n.as_str(), v) {
+        ("BM", ConstValue::Int(i)) => i32::try_from(*i).is_ok(),
+        ("BIG", ConstValue::Int(_)) => true,
+        ("FLAG", ConstValue::Bool(_)) => true,
+        _ => false,
+    });
+    warps_ok && stages_ok && distinct && consts_ok
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Random `--warps`, `--stages` and `--const` values through `Options`: the compiler never
+    /// panics, and builds exactly when they are valid. (BM and BIG values that compile still
+    /// may be too large for a tile: those are located errors in the source, not about options.)
+    #[test]
+    fn overrides_never_panic_and_are_accepted_iff_valid(
+        warps in count(),
+        stages in count(),
+        consts in proptest::collection::vec(const_override(), 0..3),
+    ) {
+        let o = Options { warps, stages, consts, verify: true, ..Options::default() };
+        let valid = overrides_valid(&o);
+        let src = Source::new("overrides.tile", OVERRIDES);
+        match tessera_compiler::frontend(&src, &o) {
+            Ok(_) => prop_assert!(valid, "accepted invalid overrides {o:?}"),
+            Err(d) => {
+                check_spans(&d, OVERRIDES);
+                let r = d.render();
+                prop_assert!(!r.contains("internal compiler error"), "{r}");
+                // A valid BM or BIG can still make a tile too large for the target.
+                let sizing = r.contains("elements") || r.contains("registers") || r.contains("tile dimension") || r.contains("overflows");
+                prop_assert!(!valid || sizing, "refused valid overrides {o:?}:\n{r}");
+            }
+        }
+        if valid && let Ok(m) = tessera_compiler::compile(&src, &o) {
+            let threads = o.warps.unwrap_or(4) * 32;
+            prop_assert!(m.kernels.iter().all(|k| k.meta.threads == threads));
+        }
+    }
+}
+
+// ---- constant folding against the run time --------------------------------------------------
+
+/// The integer types whose arithmetic is folded.
+const INT_TYPES: [DType; 7] = [DType::I8, DType::I16, DType::I32, DType::I64, DType::U8, DType::U32, DType::U64];
+
+/// An operand of `d`: edge values (0, ±1, the extremes and their neighbours, powers of two) and
+/// values in between, as the mathematical value.
+fn operand(d: DType, pick: u64, edge: bool) -> i128 {
+    let (lo, hi): (i128, i128) = match d {
+        DType::I8 => (i8::MIN.into(), i8::MAX.into()),
+        DType::I16 => (i16::MIN.into(), i16::MAX.into()),
+        DType::I32 => (i32::MIN.into(), i32::MAX.into()),
+        DType::I64 => (i64::MIN.into(), i64::MAX.into()),
+        DType::U8 => (0, u8::MAX.into()),
+        DType::U32 => (0, u32::MAX.into()),
+        _ => (0, u64::MAX.into()),
+    };
+    if edge {
+        let bits = d.bits() as u64;
+        let edges =
+            [0, 1, -1, 2, lo, lo + 1, hi, hi - 1, 1i128 << (pick % bits), -(1i128 << (pick % bits)), (bits - 1) as i128, bits as i128];
+        let v = edges[(pick / 64 % edges.len() as u64) as usize];
+        return v.clamp(lo, hi);
+    }
+    lo + (pick as i128).rem_euclid(hi - lo + 1)
+}
+
+/// `v` as a typed literal of `d`: `-5i8`, and a u64 above i64::MAX as a typed sum.
+fn typed_literal(v: i128, d: DType) -> String {
+    if v > i64::MAX as i128 {
+        let rest = v - i64::MAX as i128;
+        let a = rest.min(i64::MAX as i128);
+        format!("(9223372036854775807u64 + {a}u64 + {}u64)", rest - a)
+    } else if v == i64::MIN as i128 {
+        // -9223372036854775808 is not a literal: its magnitude is no i64.
+        "(-9223372036854775807i64 - 1i64)".into()
+    } else {
+        format!("{v}{d}")
+    }
+}
+
+/// The exact (Rust-checked) result of `x op y` in `d`, or `None` where constant evaluation must
+/// refuse it: an overflow, a shift amount outside the width, a division by zero.
+fn checked(op: &str, d: DType, x: i128, y: i128) -> Option<i128> {
+    let bits = d.bits();
+    let shift = |y: i128| u32::try_from(y).ok().filter(|&s| s < bits);
+    let r = match op {
+        "+" => x + y,
+        "-" => x - y,
+        "*" => x.checked_mul(y)?,
+        "/" if y != 0 => x / y,
+        "%" if y != 0 => x % y,
+        "&" => x & y,
+        "|" => x | y,
+        "^" => x ^ y,
+        "<<" => x.checked_mul(1i128 << shift(y)?)?,
+        ">>" => x >> shift(y)?,
+        "neg" => -x,
+        _ => return None,
+    };
+    let (lo, hi): (i128, i128) = match d {
+        DType::U64 => (0, u64::MAX.into()),
+        DType::U8 | DType::U32 => (0, (1i128 << bits) - 1),
+        _ => (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1),
+    };
+    (lo..=hi).contains(&r).then_some(r)
+}
+
+const INT_OPS: [&str; 11] = ["+", "-", "*", "/", "%", "&", "|", "^", "<<", ">>", "neg"];
+
+/// Runs the single kernel of `text` on the interpreter; returns its output element (a float's
+/// bits).
+fn interpret(text: &str, d: DType, scalars: &[i128]) -> Result<i64, String> {
+    interpret_args(text, d, scalars).map_err(|e| e.to_string())
+}
+
+/// `interpret` of a case with scalar arguments: a u64 above `i64::MAX` has no `Scalar` form (a
+/// launch refuses the wrapped negative value), so such a case is rejected rather than run.
+fn interpret_run(text: &str, d: DType, scalars: &[i128]) -> Result<i64, TestCaseError> {
+    if scalars.iter().any(|&v| i64::try_from(v).is_err()) {
+        return Err(TestCaseError::reject("a u64 argument above i64::MAX"));
+    }
+    interpret(text, d, scalars).map_err(TestCaseError::fail)
+}
+
+fn interpret_args(text: &str, d: DType, scalars: &[i128]) -> Result<i64, String> {
+    use tessera_compiler::interp::{Arg, run_kernel};
+    let ks = tessera_compiler::frontend(&Source::new("fold.tile", text), &Options { verify: true, ..Options::default() })
+        .map_err(|e| e.render())?;
+    let mut args = vec![Arg::Tensor(tessera_compiler::HostTensor::zeros(d, &[1]))];
+    args.extend(scalars.iter().map(|&v| Arg::Scalar(tessera_compiler::Scalar::Int(v as i64))));
+    run_kernel(&ks[0], &mut args).map_err(|e| e.to_string())?;
+    match &args[0] {
+        Arg::Tensor(t) if d.is_float() => Ok(t.get_f64(0).to_bits() as i64),
+        Arg::Tensor(t) => Ok(t.get_i64(0)),
+        Arg::Scalar(_) => Err("no output".into()),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// `x op y` folded from constants (typed literals, or untyped ones that take the type where
+    /// the result is stored) gives the interpreter's run-time result of the same op on scalar
+    /// parameters, or is a compile-time error exactly where the checked result does not exist.
+    #[test]
+    fn folded_integer_arithmetic_is_the_run_time_arithmetic(
+        ti in 0..INT_TYPES.len(),
+        oi in 0..INT_OPS.len(),
+        (px, py) in (any::<u64>(), any::<u64>()),
+        (ex, ey) in (any::<bool>(), any::<bool>()),
+        untyped in any::<bool>(),
+    ) {
+        let (d, op) = (INT_TYPES[ti], INT_OPS[oi]);
+        let (x, mut y) = (operand(d, px, ex), operand(d, py, ey));
+        if matches!(op, "<<" | ">>") && !ey {
+            y = (py % (d.bits() as u64 + 8)) as i128;
+        }
+        let expr = |a: &str, b: &str| if op == "neg" { format!("-({a})") } else { format!("{a} {op} {b}") };
+        // Untyped literals are i64 values; an u64 above that is written typed.
+        let untyped = untyped && x <= i64::MAX as i128 && y <= i64::MAX as i128 && x > i64::MIN as i128 && y > i64::MIN as i128;
+        let folded = if untyped { expr(&x.to_string(), &y.to_string()) } else { expr(&typed_literal(x, d), &typed_literal(y, d)) };
+        let fold_src = format!("kernel k(o: &mut {d}[1]) {{\n    let r: {d} = {folded};\n    o.store([0], full([1], r));\n}}\n");
+        let run_src = format!("kernel k(o: &mut {d}[1], a: {d}, b: {d}) {{\n    o.store([0], full([1], {}));\n}}\n", expr("a", "b"));
+        let at_run_time = interpret_run(&run_src, d, &[x, y])?;
+        // Untyped constants compute in i64: an intermediate beyond it is refused too.
+        let want = checked(op, d, x, y).filter(|&r| !untyped || i64::try_from(r).is_ok());
+        match (interpret(&fold_src, d, &[]), want) {
+            (Ok(bits), Some(r)) => {
+                prop_assert_eq!(bits, r as i64, "{} folded", folded);
+                prop_assert_eq!(bits, at_run_time, "{} folded vs at run time", folded);
+            }
+            (Ok(bits), None) => prop_assert!(false, "{folded} in {d} folded to {bits}, but it overflows (run time: {at_run_time})"),
+            (Err(e), Some(r)) => prop_assert!(false, "{folded} in {d} = {r} was refused:\n{e}"),
+            (Err(e), None) => prop_assert!(
+                ["constant expression", "does not fit", "by zero", "shift amount"].iter().any(|w| e.contains(w)),
+                "{folded} in {d}: unexpected error:\n{e}"
+            ),
+        }
+    }
+
+    /// The same for comparisons (their operands' type is fixed by a typed literal) and for
+    /// conversions between every pair of integer types and to `f32`.
+    #[test]
+    fn folded_comparisons_and_casts_are_the_run_time_ones(
+        ti in 0..INT_TYPES.len(),
+        ui in 0..INT_TYPES.len() + 1,
+        ci in 0..6usize,
+        (px, py) in (any::<u64>(), any::<u64>()),
+        (ex, ey) in (any::<bool>(), any::<bool>()),
+    ) {
+        let d = INT_TYPES[ti];
+        let (x, y) = (operand(d, px, ex), operand(d, py, ey));
+        let cmp = ["==", "!=", "<", "<=", ">", ">="][ci];
+        let fold_src = format!(
+            "kernel k(o: &mut bool[1]) {{\n    o.store([0], full([1], {} {cmp} {}));\n}}\n",
+            typed_literal(x, d),
+            typed_literal(y, d)
+        );
+        let run_src = format!("kernel k(o: &mut bool[1], a: {d}, b: {d}) {{\n    o.store([0], full([1], a {cmp} b));\n}}\n");
+        let folded = interpret(&fold_src, DType::Bool, &[]).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(folded, interpret_run(&run_src, DType::Bool, &[x, y])?, "{} {} {}", x, cmp, y);
+        // `x as u`: folded when exact, else converted at run time; the same value either way.
+        let u = INT_TYPES.get(ui).copied().unwrap_or(DType::F32);
+        let fold_src = format!("kernel k(o: &mut {u}[1]) {{\n    o.store([0], full([1], ({}) as {u}));\n}}\n", typed_literal(x, d));
+        let run_src = format!("kernel k(o: &mut {u}[1], a: {d}) {{\n    o.store([0], full([1], a as {u}));\n}}\n");
+        let folded = interpret(&fold_src, u, &[]).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(folded, interpret_run(&run_src, u, &[x])?, "{} as {}", x, u);
+    }
+}

@@ -48,7 +48,11 @@ pub fn max_shared_bytes(target: crate::Target) -> u32 {
 
 /// Lowers one kernel to the thread IR.
 pub fn lower_kernel(k: &tir::Kernel, opts: &Options) -> Result<lir::Kernel, Diagnostic> {
-    let threads = opts.warps.unwrap_or(k.warps) * 32;
+    // Sema applied (and checked) the `Options` overrides; a kernel from elsewhere (the tile-IR
+    // parser) is checked here, so that no warp count reaches the layouts unchecked.
+    tir::check_warps(k.warps.into()).map_err(|e| Diagnostic::error(format!("kernel `{}`: warps({}): {e}", k.name, k.warps)))?;
+    tir::check_stages(k.stages.into()).map_err(|e| Diagnostic::error(format!("kernel `{}`: stages({}): {e}", k.name, k.stages)))?;
+    let threads = k.warps * 32;
     let layouts = layout::assign(k, threads / 32, opts.target, opts.tf32);
     let mut uses = HashMap::new();
     k.body.walk(k.body.entry, &mut |op| {
@@ -65,7 +69,7 @@ pub fn lower_kernel(k: &tir::Kernel, opts: &Options) -> Result<lir::Kernel, Diag
         layouts,
         converted: HashMap::new(),
         uses,
-        stages: opts.stages.unwrap_or(k.stages),
+        stages: k.stages,
         checked: opts.checked,
         target: opts.target,
         fused: HashMap::new(),

@@ -266,6 +266,19 @@ fn float_casts_round_once() {
     }
 }
 
+/// A 16-bit float constant is rounded once from its f64 value: just above a tie it rounds up
+/// (through `as f32` the excess would be lost and the tie rounded to even, down).
+#[test]
+fn half_constants_round_once() {
+    let above = 1.0 + 2f64.powi(-11) + 2f64.powi(-40);
+    assert_eq!(V::float(Ty::F16, above).float_imm(), Some(1.0 + 2f64.powi(-10)));
+    assert_eq!(V::float(Ty::F16, 1.0 + 2f64.powi(-11)).float_imm(), Some(1.0));
+    let above = 1.0 + 2f64.powi(-8) + 2f64.powi(-45);
+    assert_eq!(V::float(Ty::BF16, above).float_imm(), Some(1.0 + 2f64.powi(-7)));
+    assert_eq!(V::float(Ty::F16, 65519.99).float_imm(), Some(65504.0));
+    assert_eq!(V::float(Ty::F16, 1e300).float_imm(), Some(f64::INFINITY));
+}
+
 #[test]
 fn float_compares_with_nan() {
     let m =

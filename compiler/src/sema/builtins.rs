@@ -2,6 +2,7 @@
 
 use super::expr::{Lowerer, R, check_dim, not_value, poison, shape_str};
 use super::indexed::Write;
+use super::konst::{self, KTy};
 use super::scope::{Konst, Val};
 use crate::DType;
 use crate::diag::{Diagnostic, Span};
@@ -121,7 +122,9 @@ impl Lowerer<'_> {
             arity(name, args, &[1], span)?;
             let v = self.lower_expr(&args[0])?;
             let v = match v {
-                Val::K(k @ (Konst::Int(_) | Konst::Float(_)), None) => Val::K(k, Some(DType::F32)),
+                Val::K(k @ (Konst::Int(_) | Konst::Float(_)), t @ KTy::Weak(_)) => {
+                    Val::K(super::expr::settle(k, t, DType::F32, args[0].span)?, KTy::Of(DType::F32))
+                }
                 v => v,
             };
             let x = self.materialize(v, args[0].span)?;
@@ -182,19 +185,8 @@ impl Lowerer<'_> {
                 arity(name, args, &[2], span)?;
                 let a = self.lower_expr(&args[0])?;
                 let b = self.lower_expr(&args[1])?;
-                if let (Val::K(x, dx), Val::K(y, dy)) = (&a, &b) {
-                    let pick_a = match (x, y) {
-                        (Konst::Int(p), Konst::Int(q)) => (p >= q) == (name == "max"),
-                        (Konst::Float(p), Konst::Float(q)) => (p >= q) == (name == "max"),
-                        _ => true,
-                    };
-                    let (k, d) = if pick_a { (*x, *dx) } else { (*y, *dy) };
-                    return Ok(Val::K(k, d.or(*dx).or(*dy)));
-                }
-                let (x, y) = self.unify(a, b, args[0].span, args[1].span)?;
-                let t = self.ty(x);
                 let op = if name == "max" { BinaryOp::Max } else { BinaryOp::Min };
-                Ok(Val::V(self.emit(OpKind::Binary(op), vec![x, y], t, span)))
+                self.minmax(op, a, b, args[0].span, args[1].span, span)
             }
             "clamp" => {
                 arity(name, args, &[3], span)?;
@@ -248,7 +240,7 @@ impl Lowerer<'_> {
                     Some(e) => {
                         let v = self.lower_expr(e)?;
                         if let Some(t) = self.type_of(&v)
-                            && !matches!(v, Val::K(_, None))
+                            && !matches!(v, Val::K(_, KTy::Weak(_)))
                             && t != acc_t
                         {
                             return Err(Diagnostic::error(format!("the accumulator of `dot` must be {acc_t}, found {t}"))
@@ -297,7 +289,7 @@ impl Lowerer<'_> {
                 let x = self.tile_arg(&args[0])?;
                 let t = self.ty(x);
                 let shape = self.shape_list(&args[1])?;
-                let n: i64 = shape.iter().product();
+                let n = crate::tir::numel(&shape);
                 if n != t.numel() {
                     return Err(Diagnostic::error(format!(
                         "cannot reshape {t} ({} elements) to {} ({n} elements)",
@@ -323,15 +315,10 @@ impl Lowerer<'_> {
     }
 
     fn minmax(&mut self, op: BinaryOp, a: Val, b: Val, sa: Span, sb: Span, span: Span) -> R<Val> {
-        if let (Val::K(x, dx), Val::K(y, dy)) = (&a, &b) {
-            let ge = match (x, y) {
-                (Konst::Int(p), Konst::Int(q)) => p >= q,
-                (Konst::Float(p), Konst::Float(q)) => p >= q,
-                _ => true,
-            };
-            let pick_a = ge == (op == BinaryOp::Max);
-            let (k, d) = if pick_a { (*x, *dx) } else { (*y, *dy) };
-            return Ok(Val::K(k, d.or(*dx).or(*dy)));
+        if let (Val::K(x, tx), Val::K(y, ty)) = (&a, &b)
+            && let Some(k) = fold_minmax(op == BinaryOp::Max, (*x, *tx), (*y, *ty), span)?
+        {
+            return Ok(k);
         }
         let (x, y) = self.unify(a, b, sa, sb)?;
         let t = self.ty(x);
@@ -484,4 +471,26 @@ impl Lowerer<'_> {
         self.emit0(OpKind::Store, ops, span);
         Ok(Val::Unit)
     }
+}
+
+/// `max(a, b)` (or `min`) of two constants: the larger (smaller) one, in the type of the typed
+/// operand if there is one; two untyped integers stay untyped (exact, with both needs). `None`
+/// when the operands' types differ (`unify` reports it).
+fn fold_minmax(max: bool, a: (Konst, KTy), b: (Konst, KTy), span: Span) -> R<Option<Val>> {
+    if let ((Konst::Int(x), KTy::Weak(nx)), (Konst::Int(y), KTy::Weak(ny))) = (a, b) {
+        let (k, n) = if (x >= y) == max { (x, nx) } else { (y, ny) };
+        let other = if (x >= y) == max { ny } else { nx };
+        let need = konst::Need { lo: n.lo.min(other.lo), hi: n.hi.max(other.hi), shift: n.shift.max(other.shift) };
+        return Ok(Some(Val::K(Konst::Int(k), KTy::Weak(need))));
+    }
+    let ge = match konst::binary(BinOp::Ge, a, b) {
+        Ok(Some((Konst::Bool(c), _))) => c,
+        Ok(_) => return Ok(None),
+        Err(m) => return Err(Diagnostic::error(m).with_label(span, "in this constant expression")),
+    };
+    let (k, t) = if ge == max { a } else { b };
+    Ok(Some(match a.1.dtype().or(b.1.dtype()) {
+        Some(d) => Val::K(super::expr::settle(k, t, d, span)?, KTy::Of(d)),
+        None => Val::K(k, t),
+    }))
 }

@@ -1,5 +1,6 @@
 //! Lowering of statements and expressions to the tile IR, with type and shape checking.
 
+use super::konst::{self, KTy, Need};
 use super::scope::{Konst, Scopes, Slot, Val, VarId};
 use crate::DType;
 use crate::diag::{Diagnostic, Span};
@@ -10,9 +11,13 @@ use std::collections::HashMap;
 
 pub(crate) type R<T> = Result<T, Diagnostic>;
 
-/// Largest number of elements in one tile (a guard against typos like `[1 << 30]`).
-pub(crate) const MAX_TILE_ELEMS: i64 = 1 << 20;
+use crate::tir::MAX_TILE_ELEMS;
 const MAX_INLINE_DEPTH: usize = 32;
+/// Most tile-IR operations one kernel may have, its `fn` calls inlined. Every call is inlined, so
+/// a `fn` that calls another twice doubles at each level; this bounds the time and memory that
+/// costs (a kernel at the bound takes about 1 s and 150 MB to build). The largest example
+/// (`na2d`) has about 200, a thousandth of it.
+pub const MAX_KERNEL_OPS: usize = 1 << 18;
 
 pub(crate) fn unknown_type(name: &str, span: Span) -> Diagnostic {
     let names: Vec<&str> = DType::ALL.iter().map(|d| d.name()).collect();
@@ -79,8 +84,10 @@ pub(crate) struct Lowerer<'a> {
     scopes: Vec<Scopes>,
     /// Where new operations go.
     pub(super) block: Block,
-    /// Spans of the `fn` calls being inlined, innermost last.
-    call_stack: Vec<Span>,
+    /// The `fn` calls being inlined (callee and call site), innermost last.
+    call_stack: Vec<(String, Span)>,
+    /// Whether the kernel went over [`MAX_KERNEL_OPS`] (reported once; later calls are skipped).
+    too_large: bool,
     errors: usize,
     /// What the target allows one kernel (checked as ops are emitted); `None` skips the checks.
     pub(super) limits: Option<Limits>,
@@ -112,6 +119,7 @@ impl<'a> Lowerer<'a> {
             scopes: vec![Scopes::default()],
             block: entry,
             call_stack: vec![],
+            too_large: false,
             errors: 0,
             limits: None,
             size_reported: false,
@@ -124,7 +132,7 @@ impl<'a> Lowerer<'a> {
 
     /// Reports an error, noting the inlined calls it happened in.
     pub(super) fn report(&mut self, mut d: Diagnostic) {
-        for &call in self.call_stack.iter().rev() {
+        for &(_, call) in self.call_stack.iter().rev() {
             d = d.with_secondary(call, "in this call");
         }
         self.errors += 1;
@@ -162,12 +170,13 @@ impl<'a> Lowerer<'a> {
     }
 
     /// Binds const parameters, kernel parameters and dimension symbols.
-    pub fn bind_kernel(&mut self, params: &[Param], args: &[Value], consts: &[(String, ConstValue)]) {
+    /// `consts[i]` has type `const_types[i]`.
+    pub fn bind_kernel(&mut self, params: &[Param], args: &[Value], consts: &[(String, ConstValue)], const_types: &[DType]) {
         self.push_frame();
-        for (name, v) in consts {
+        for ((name, v), &dtype) in consts.iter().zip(const_types) {
             let k = match v {
-                ConstValue::Int(i) => Val::K(Konst::Int(*i), Some(DType::I32)),
-                ConstValue::Bool(b) => Val::K(Konst::Bool(*b), Some(DType::Bool)),
+                ConstValue::Int(i) => Val::K(Konst::Int(*i), KTy::Of(dtype)),
+                ConstValue::Bool(b) => Val::K(Konst::Bool(*b), KTy::Of(DType::Bool)),
             };
             self.declare(name, false, None, k, Span::default());
         }
@@ -200,6 +209,14 @@ impl<'a> Lowerer<'a> {
     fn check_size(&mut self, kind: &OpKind, operands: &[Value], ty: &Type, span: Span) {
         let Some(lim) = self.limits else { return };
         if self.size_reported {
+            return;
+        }
+        // Every tile an op makes (broadcast, join, reshape, dot results: not only written shapes).
+        if !ty.is_tensor()
+            && let Some(d) = too_many_elements(ty.shape())
+        {
+            self.size_reported = true;
+            self.report(d.with_label(span, "made here"));
             return;
         }
         let bytes = |t: &Type| t.numel().saturating_mul(t.dtype().size() as i64);
@@ -259,14 +276,15 @@ impl<'a> Lowerer<'a> {
     pub(super) fn type_of(&self, v: &Val) -> Option<Type> {
         match v {
             Val::V(x) => Some(self.ty(*x)),
-            Val::K(k, d) => Some(Type::scalar(d.unwrap_or(default_dtype(*k)))),
+            Val::K(k, t) => Some(Type::scalar(t.dtype().unwrap_or(default_dtype(*k)))),
             _ => None,
         }
     }
 
     // ---- conversions -------------------------------------------------------------------------
 
-    /// A constant of type `ty` (a tile constant is splatted).
+    /// A constant of type `ty` (a tile constant is splatted). `k` is the compiler's own, or one
+    /// already given `ty`'s dtype (`settle`).
     pub(super) fn konst(&mut self, k: Konst, ty: &Type, span: Span) -> R<Value> {
         let dtype = ty.dtype();
         let lit = match (k, dtype) {
@@ -275,12 +293,7 @@ impl<'a> Lowerer<'a> {
                 return Err(Diagnostic::error(format!("dtype mismatch: expected {dtype}, found a bool")).with_label(span, "a bool"));
             }
             (Konst::Int(i), d) if d.is_float() => Lit::Float(i as f64),
-            (Konst::Int(i), d) if d.is_int() => {
-                if !int_fits(i, d) {
-                    return Err(Diagnostic::error(format!("literal {i} does not fit in {d}")).with_label(span, "out of range"));
-                }
-                Lit::Int(i)
-            }
+            (Konst::Int(i), d) if d.is_int() => Lit::Int(i),
             (Konst::Float(f), d) if d.is_float() => Lit::Float(f),
             (Konst::Float(_), d) => {
                 return Err(Diagnostic::error(format!("dtype mismatch: expected {d}, found a float literal"))
@@ -298,7 +311,11 @@ impl<'a> Lowerer<'a> {
     pub(super) fn materialize(&mut self, v: Val, span: Span) -> R<Value> {
         match v {
             Val::V(x) => Ok(x),
-            Val::K(k, d) => self.konst(k, &Type::scalar(d.unwrap_or(default_dtype(k))), span),
+            Val::K(k, t) => {
+                let d = t.dtype().unwrap_or(default_dtype(k));
+                let k = settle(k, t, d, span)?;
+                self.konst(k, &Type::scalar(d), span)
+            }
             Val::Poison => Err(poison()),
             other => {
                 Err(Diagnostic::error(format!("expected a scalar or a tile, found {}", describe(&other))).with_label(span, "not a value"))
@@ -309,12 +326,13 @@ impl<'a> Lowerer<'a> {
     /// Converts to exactly `ty`: literals take its dtype, tiles broadcast to its shape.
     pub(super) fn coerce(&mut self, v: Val, ty: &Type, span: Span) -> R<Value> {
         match v {
-            Val::K(k, d) => {
-                if let Some(d) = d
+            Val::K(k, t) => {
+                if let Some(d) = t.dtype()
                     && d != ty.dtype()
                 {
                     return Err(dtype_mismatch(ty.dtype(), d, span));
                 }
+                let k = settle(k, t, ty.dtype(), span)?;
                 self.konst(k, ty, span)
             }
             Val::V(x) => {
@@ -372,13 +390,13 @@ impl<'a> Lowerer<'a> {
             }
         }
         let dtype = match (&a, &b) {
-            (Val::K(_, None), Val::K(_, None)) => {
+            (Val::K(_, KTy::Weak(_)), Val::K(_, KTy::Weak(_))) => {
                 let (x, y) = (self.type_of(&a), self.type_of(&b));
                 let (x, y) = (x.map(|t| t.dtype()), y.map(|t| t.dtype()));
                 if x == Some(DType::F32) || y == Some(DType::F32) { DType::F32 } else { x.unwrap_or(DType::I32) }
             }
-            (Val::K(_, None), other) => self.type_of(other).map(|t| t.dtype()).ok_or_else(|| not_value(other, sb))?,
-            (other, Val::K(_, None)) => self.type_of(other).map(|t| t.dtype()).ok_or_else(|| not_value(other, sa))?,
+            (Val::K(_, KTy::Weak(_)), other) => self.type_of(other).map(|t| t.dtype()).ok_or_else(|| not_value(other, sb))?,
+            (other, Val::K(_, KTy::Weak(_))) => self.type_of(other).map(|t| t.dtype()).ok_or_else(|| not_value(other, sa))?,
             _ => {
                 let ta = self.type_of(&a).ok_or_else(|| not_value(&a, sa))?;
                 let tb = self.type_of(&b).ok_or_else(|| not_value(&b, sb))?;
@@ -659,7 +677,7 @@ impl<'a> Lowerer<'a> {
         }
         let lo = self.scalar_i32(*lo, iter.span)?;
         let hi = self.scalar_i32(*hi, iter.span)?;
-        let step = self.scalar_i32(step.map(|s| *s).unwrap_or(Val::K(Konst::Int(1), None)), iter.span)?;
+        let step = self.scalar_i32(step.map(|s| *s).unwrap_or(Val::K(Konst::Int(1), KTy::Weak(Need::of(1)))), iter.span)?;
         let carried = self.assigned_slots(&[body]);
         let mut types = vec![Type::scalar(DType::I32)];
         let mut inits = vec![];
@@ -900,10 +918,8 @@ impl<'a> Lowerer<'a> {
             return Err(Diagnostic::error(format!("tiles have rank 1 to 4, this one has rank {}", out.len()))
                 .with_label(dims[0].span.to(dims[dims.len() - 1].span), "too many dimensions"));
         }
-        let n: i64 = out.iter().product();
-        if n > MAX_TILE_ELEMS {
-            return Err(Diagnostic::error(format!("tile {} has {n} elements; at most {MAX_TILE_ELEMS} are allowed", shape_str(&out)))
-                .with_label(dims[0].span.to(dims[dims.len() - 1].span), "too large"));
+        if let Some(d) = too_many_elements(&out) {
+            return Err(d.with_label(dims[0].span.to(dims[dims.len() - 1].span), "too large"));
         }
         Ok(out)
     }
@@ -939,18 +955,21 @@ impl<'a> Lowerer<'a> {
 
     pub(super) fn lower_expr(&mut self, e: &ast::Expr) -> R<Val> {
         match &e.kind {
-            ExprKind::Int(v, suffix) => Ok(Val::K(Konst::Int(*v), self.suffix(suffix, e.span)?)),
+            ExprKind::Int(v, suffix) => self.int_literal(*v, suffix, e.span),
             ExprKind::Float(v, suffix) => {
                 let d = self.suffix(suffix, e.span)?;
-                if let Some(d) = d
-                    && !d.is_float()
-                {
-                    return Err(Diagnostic::error(format!("a float literal cannot have type {d}")).with_label(e.span, "here"));
+                match d {
+                    Some(d) if !d.is_float() => {
+                        Err(Diagnostic::error(format!("a float literal cannot have type {d}")).with_label(e.span, "here"))
+                    }
+                    // An `f32` constant holds an f32 value (the wider ones are rounded by the run time).
+                    Some(DType::F32) => Ok(Val::K(Konst::Float(*v as f32 as f64), KTy::Of(DType::F32))),
+                    Some(d) => Ok(Val::K(Konst::Float(*v), KTy::Of(d))),
+                    None => Ok(Val::K(Konst::Float(*v), KTy::FLOAT)),
                 }
-                Ok(Val::K(Konst::Float(*v), d))
             }
-            ExprKind::Bool(b) => Ok(Val::K(Konst::Bool(*b), Some(DType::Bool))),
-            ExprKind::Inf => Ok(Val::K(Konst::Float(f64::INFINITY), None)),
+            ExprKind::Bool(b) => Ok(Val::K(Konst::Bool(*b), KTy::Of(DType::Bool))),
+            ExprKind::Inf => Ok(Val::K(Konst::Float(f64::INFINITY), KTy::FLOAT)),
             ExprKind::Str(_) => Err(Diagnostic::error("a string is not a value")
                 .with_label(e.span, "a string")
                 .note("strings are the format of `print(\"…\", x)` and the message of `assert(cond, \"…\")`")),
@@ -968,6 +987,11 @@ impl<'a> Lowerer<'a> {
             ExprKind::Tuple(xs) => Ok(Val::Tuple(xs.iter().map(|x| self.lower_expr(x)).collect::<R<_>>()?)),
             ExprKind::List(xs) => Ok(Val::List(xs.iter().map(|x| self.lower_expr(x)).collect::<R<_>>()?)),
             ExprKind::Range(a, b) => Ok(Val::Range(Box::new(self.lower_expr(a)?), Box::new(self.lower_expr(b)?), None)),
+            // A negative literal is one value (`-2147483648` is an i32).
+            ExprKind::Unary(UnOp::Neg, x) if matches!(x.kind, ExprKind::Int(..)) => match &x.kind {
+                ExprKind::Int(v, suffix) => self.int_literal(-*v, suffix, e.span),
+                _ => Err(Diagnostic::ice("sema", "a negative literal that is not one")),
+            },
             ExprKind::Unary(op, x) => {
                 let v = self.lower_expr(x)?;
                 self.unary(*op, v, x.span, e.span)
@@ -992,6 +1016,17 @@ impl<'a> Lowerer<'a> {
         }
     }
 
+    /// An integer literal: untyped, or of its suffix's type, which must hold it.
+    fn int_literal(&self, v: i64, suffix: &Option<String>, span: Span) -> R<Val> {
+        match self.suffix(suffix, span)? {
+            Some(d) if !konst::fits(v.into(), d) => Err(Diagnostic::error(format!("literal {v} does not fit in {d}"))
+                .with_label(span, "out of range")
+                .note(format!("{d} holds {}", konst::int_range(d)))),
+            Some(d) => Ok(Val::K(Konst::Int(v), KTy::Of(d))),
+            None => Ok(Val::K(Konst::Int(v), KTy::Weak(Need::of(v)))),
+        }
+    }
+
     fn suffix(&self, s: &Option<String>, span: Span) -> R<Option<DType>> {
         match s {
             None => Ok(None),
@@ -1001,18 +1036,20 @@ impl<'a> Lowerer<'a> {
 
     pub(super) fn cast(&mut self, v: Val, d: DType, span: Span) -> R<Val> {
         match v {
-            Val::K(k, _) => Ok(Val::K(
-                match (k, d) {
-                    (Konst::Int(i), d) if d.is_float() => Konst::Float(i as f64),
-                    (Konst::Float(f), DType::Bool) => Konst::Bool(f != 0.0),
-                    (Konst::Float(f), d) if d.is_int() => Konst::Int(f as i64),
-                    (Konst::Bool(b), d) if d.is_float() => Konst::Float(b as i64 as f64),
-                    (Konst::Bool(b), d) if d.is_int() => Konst::Int(b as i64),
-                    (Konst::Int(i), DType::Bool) => Konst::Bool(i != 0),
-                    (k, _) => k,
-                },
-                Some(d),
-            )),
+            Val::K(k, t) => match konst::cast(k, t, d) {
+                Ok(Some((k, t))) => Ok(Val::K(k, t)),
+                Err(m) => Err(Diagnostic::error(m).with_label(span, "converted here").note(UNTYPED_NOTE)),
+                // Not exact: the run time converts (an untyped float as the exact f64 it is).
+                Ok(None) => {
+                    let from = match t {
+                        KTy::Of(f) => f,
+                        KTy::Weak(_) if matches!(k, Konst::Float(_)) => DType::F64,
+                        KTy::Weak(_) => DType::I32,
+                    };
+                    let x = self.coerce(Val::K(k, t), &Type::scalar(from), span)?;
+                    Ok(Val::V(self.emit(OpKind::Cast, vec![x], Type::scalar(d), span)))
+                }
+            },
             Val::V(x) => {
                 let t = self.ty(x);
                 if t.is_tensor() {
@@ -1030,9 +1067,12 @@ impl<'a> Lowerer<'a> {
 
     fn unary(&mut self, op: UnOp, v: Val, sx: Span, span: Span) -> R<Val> {
         match (op, &v) {
-            (UnOp::Neg, Val::K(Konst::Int(i), d)) => return Ok(Val::K(Konst::Int(i.wrapping_neg()), *d)),
-            (UnOp::Neg, Val::K(Konst::Float(f), d)) => return Ok(Val::K(Konst::Float(-f), *d)),
-            (UnOp::Not, Val::K(Konst::Bool(b), d)) => return Ok(Val::K(Konst::Bool(!b), *d)),
+            (UnOp::Neg, Val::K(k, t)) => match konst::neg(*k, *t) {
+                Ok(Some((k, t))) => return Ok(Val::K(k, t)),
+                Ok(None) => {}
+                Err(m) => return Err(Diagnostic::error(m).with_label(span, "overflows")),
+            },
+            (UnOp::Not, Val::K(Konst::Bool(b), t)) => return Ok(Val::K(Konst::Bool(!b), *t)),
             _ => {}
         }
         let x = self.materialize(v, sx)?;
@@ -1049,19 +1089,13 @@ impl<'a> Lowerer<'a> {
     }
 
     pub(super) fn binary(&mut self, op: BinOp, a: Val, b: Val, sa: Span, sb: Span, span: Span) -> R<Val> {
-        if let (Val::K(x, dx), Val::K(y, dy)) = (&a, &b)
-            && let Some(k) = fold(op, *x, *y)
-        {
-            if let (Some(dx), Some(dy)) = (dx, dy)
-                && dx != dy
-            {
-                return Err(dtype_mismatch(*dx, *dy, sb));
+        if let (Val::K(x, tx), Val::K(y, ty)) = (&a, &b) {
+            match konst::binary(op, (*x, *tx), (*y, *ty)) {
+                Ok(Some((k, t))) => return Ok(Val::K(k, t)),
+                // Not a constant operation: the operands become values and the op's rules apply.
+                Ok(None) => {}
+                Err(m) => return Err(Diagnostic::error(m).with_label(span, "in this constant expression")),
             }
-            let d = match k {
-                Konst::Bool(_) => Some(DType::Bool),
-                _ => dx.or(*dy),
-            };
-            return Ok(Val::K(k, d));
         }
         if a == Val::Poison || b == Val::Poison {
             return Err(poison());
@@ -1198,6 +1232,23 @@ impl<'a> Lowerer<'a> {
                 .with_label(span, "wrong argument count")
                 .with_secondary(decl.name.span, "defined here"));
         }
+        if self.too_large {
+            return Err(poison());
+        }
+        if self.body.ops.len() >= MAX_KERNEL_OPS {
+            self.too_large = true;
+            let outer = self.call_stack.first().map_or(span, |c| c.1);
+            let chain: Vec<&str> = self.call_stack.iter().map(|c| c.0.as_str()).chain([decl.name.name.as_str()]).collect();
+            // Not `report`: one label at the kernel's call says it all; the chain names the rest.
+            self.errors += 1;
+            self.diags.push(
+                Diagnostic::error(format!("the kernel has more than {MAX_KERNEL_OPS} operations with its `fn` calls inlined"))
+                    .with_label(outer, "inlining this call")
+                    .note(format!("call chain: {}", chain.join(" → ")))
+                    .note("every call is inlined: a `fn` that calls another twice doubles at each level; compute a value once and reuse it with `let`"),
+            );
+            return Err(poison());
+        }
         if self.call_stack.len() >= MAX_INLINE_DEPTH {
             return Err(Diagnostic::error(format!("calls to `{}` nest too deeply (recursion is not supported)", decl.name.name))
                 .with_label(span, "here"));
@@ -1212,7 +1263,7 @@ impl<'a> Lowerer<'a> {
             vals.push(v);
         }
         self.scopes.push(Scopes::default());
-        self.call_stack.push(span);
+        self.call_stack.push((decl.name.name.clone(), span));
         self.push_frame();
         for (p, v) in decl.params.iter().zip(vals) {
             self.declare(&p.name.name, false, None, v, p.name.span);
@@ -1236,7 +1287,7 @@ impl<'a> Lowerer<'a> {
             TypeKind::Scalar(d) => {
                 let d = super::dtype_of(d)?;
                 match v {
-                    Val::K(k, None) => Ok(Val::K(k, Some(d))),
+                    Val::K(k, t @ KTy::Weak(_)) => Ok(Val::K(settle(k, t, d, span)?, KTy::Of(d))),
                     v => {
                         let x = self.coerce(v, &Type::scalar(d), span).map_err(|e| e.note(format!("{what} is declared `{d}`")))?;
                         Ok(Val::V(x))
@@ -1284,15 +1335,33 @@ pub(crate) fn default_dtype(k: Konst) -> DType {
     }
 }
 
-fn int_fits(i: i64, d: DType) -> bool {
-    match d {
-        DType::I8 => i8::try_from(i).is_ok(),
-        DType::I16 => i16::try_from(i).is_ok(),
-        DType::I32 => i32::try_from(i).is_ok() || u32::try_from(i).is_ok(),
-        DType::U8 => u8::try_from(i).is_ok(),
-        DType::U32 => u32::try_from(i).is_ok(),
-        DType::U64 => i >= 0,
-        _ => true,
+/// The note of an untyped constant that does not fit the type it takes (see `konst`).
+const UNTYPED_NOTE: &str = "an untyped integer constant is computed exactly and takes the type of what it meets (i32 alone, and in a cast): all it computes must fit that type; give a literal a suffix (`1i64`) for another type";
+
+/// A compile-time scalar as a constant of `d`: an untyped one takes `d` (an integer must hold it,
+/// and everything computed to make it); a typed one of another dtype is left to `konst`'s errors.
+pub(super) fn settle(k: Konst, t: KTy, d: DType, span: Span) -> R<Konst> {
+    match (k, t) {
+        (Konst::Int(i), KTy::Weak(n)) if d.is_int() => konst::settle(i, n, d)
+            .map(Konst::Int)
+            .map_err(|m| Diagnostic::error(m).with_label(span, format!("used as {d} here")).note(UNTYPED_NOTE)),
+        // Rounded once to the float type (f16 and bf16 by the run time, from this exact value).
+        (Konst::Int(i), KTy::Weak(_)) if d == DType::F32 => Ok(Konst::Float(i as f32 as f64)),
+        (Konst::Int(i), KTy::Weak(_)) if d.is_float() => Ok(Konst::Float(i as f64)),
+        (k, _) => Ok(k),
+    }
+}
+
+/// The error for a tile shape over [`MAX_TILE_ELEMS`] elements (counted without overflow).
+pub(crate) fn too_many_elements(shape: &[i64]) -> Option<Diagnostic> {
+    let n = shape.iter().try_fold(1i64, |n, &d| n.checked_mul(d));
+    match n {
+        Some(n) if n <= MAX_TILE_ELEMS => None,
+        Some(n) => Some(Diagnostic::error(format!("tile {} has {n} elements; at most {MAX_TILE_ELEMS} are allowed", shape_str(shape)))),
+        None => Some(Diagnostic::error(format!(
+            "tile {} has more elements than can be counted in 64 bits; at most {MAX_TILE_ELEMS} are allowed",
+            shape_str(shape)
+        ))),
     }
 }
 
@@ -1328,63 +1397,6 @@ pub(crate) fn not_value(v: &Val, span: Span) -> Diagnostic {
         return poison();
     }
     Diagnostic::error(format!("expected a scalar or a tile, found {}", describe(v))).with_label(span, "not a value")
-}
-
-fn fold(op: BinOp, a: Konst, b: Konst) -> Option<Konst> {
-    use Konst::*;
-    Some(match (a, b) {
-        (Int(x), Int(y)) => match op {
-            BinOp::Add => Int(x.checked_add(y)?),
-            BinOp::Sub => Int(x.checked_sub(y)?),
-            BinOp::Mul => Int(x.checked_mul(y)?),
-            BinOp::Div => Int(x.checked_div(y)?),
-            BinOp::Rem => Int(x.checked_rem(y)?),
-            BinOp::Eq => Bool(x == y),
-            BinOp::Ne => Bool(x != y),
-            BinOp::Lt => Bool(x < y),
-            BinOp::Le => Bool(x <= y),
-            BinOp::Gt => Bool(x > y),
-            BinOp::Ge => Bool(x >= y),
-            BinOp::BitAnd => Int(x & y),
-            BinOp::BitOr => Int(x | y),
-            BinOp::BitXor => Int(x ^ y),
-            BinOp::Shl => Int(x.checked_shl(u32::try_from(y).ok()?)?),
-            BinOp::Shr => Int(x.checked_shr(u32::try_from(y).ok()?)?),
-            _ => return None,
-        },
-        (Float(_), Int(_)) | (Int(_), Float(_)) | (Float(_), Float(_)) => {
-            let (x, y) = (as_f(a), as_f(b));
-            match op {
-                BinOp::Add => Float(x + y),
-                BinOp::Sub => Float(x - y),
-                BinOp::Mul => Float(x * y),
-                BinOp::Div => Float(x / y),
-                BinOp::Eq => Bool(x == y),
-                BinOp::Ne => Bool(x != y),
-                BinOp::Lt => Bool(x < y),
-                BinOp::Le => Bool(x <= y),
-                BinOp::Gt => Bool(x > y),
-                BinOp::Ge => Bool(x >= y),
-                _ => return None,
-            }
-        }
-        (Bool(x), Bool(y)) => match op {
-            BinOp::And | BinOp::BitAnd => Bool(x && y),
-            BinOp::Or | BinOp::BitOr => Bool(x || y),
-            BinOp::BitXor | BinOp::Ne => Bool(x != y),
-            BinOp::Eq => Bool(x == y),
-            _ => return None,
-        },
-        _ => return None,
-    })
-}
-
-fn as_f(k: Konst) -> f64 {
-    match k {
-        Konst::Int(i) => i as f64,
-        Konst::Float(f) => f,
-        Konst::Bool(b) => b as i64 as f64,
-    }
 }
 
 /// How the user writes the op that `kind` comes from (for messages).

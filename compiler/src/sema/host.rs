@@ -5,15 +5,32 @@
 use crate::diag::{Diagnostic, Span};
 use crate::syntax::ast::{self, BinOp, ExprKind, FuncDecl, StmtKind, UnOp};
 use crate::tir::{ConstValue, HostExpr, HostOp, Param, ParamKind};
+use std::cell::Cell;
 use std::collections::HashMap;
 
 pub(super) struct HostCtx<'a> {
     pub consts: &'a [(String, ConstValue)],
     pub params: &'a [Param],
     pub fns: &'a HashMap<String, FuncDecl>,
+    /// Expression nodes lowered for the current attribute argument (see [`MAX_NODES`]).
+    pub nodes: Cell<usize>,
 }
 
 const MAX_DEPTH: usize = 32;
+/// Most expression nodes one launch-time expression may visit, its `fn` calls inlined (a `fn`
+/// that uses its argument twice doubles at each level of calls).
+pub(super) const MAX_NODES: usize = 4096;
+/// Deepest launch-time expression tree: it is evaluated at every launch and written in the AOT
+/// metadata (JSON, whose readers bound nesting).
+pub(super) const MAX_TREE_DEPTH: usize = 48;
+
+fn depth(h: &HostExpr) -> usize {
+    match h {
+        HostExpr::Neg(x) | HostExpr::Not(x) => 1 + depth(x),
+        HostExpr::Bin(_, a, b) => 1 + depth(a).max(depth(b)),
+        _ => 1,
+    }
+}
 
 fn bin(op: HostOp, a: HostExpr, b: HostExpr) -> HostExpr {
     // Fold constants so that `cdiv(M, 128)` prints as `((M + 127) / 128)`.
@@ -42,10 +59,32 @@ fn bin(op: HostOp, a: HostExpr, b: HostExpr) -> HostExpr {
 
 impl HostCtx<'_> {
     pub fn lower(&self, e: &ast::Expr, depth: usize) -> Result<HostExpr, Diagnostic> {
-        self.lower_in(e, &HashMap::new(), depth)
+        self.nodes.set(0);
+        let h = self.lower_in(e, &HashMap::new(), depth);
+        if self.nodes.get() > MAX_NODES {
+            return Err(Diagnostic::error(format!(
+                "this launch-time expression has more than {MAX_NODES} operations with its `fn` calls inlined"
+            ))
+            .with_label(e.span, "too large")
+            .note("every call is inlined: a `fn` that uses its argument twice doubles at each level of calls"));
+        }
+        let h = h?;
+        if self::depth(&h) > MAX_TREE_DEPTH {
+            return Err(Diagnostic::error(format!(
+                "this launch-time expression nests more than {MAX_TREE_DEPTH} operations deep, its `fn` calls inlined"
+            ))
+            .with_label(e.span, "too deep")
+            .note("split it, e.g. into several `#[require(..)]` conditions"));
+        }
+        Ok(h)
     }
 
     fn lower_in(&self, e: &ast::Expr, env: &HashMap<String, HostExpr>, depth: usize) -> Result<HostExpr, Diagnostic> {
+        self.nodes.set(self.nodes.get() + 1);
+        if self.nodes.get() > MAX_NODES {
+            // `lower` reports it, at the whole expression.
+            return Err(super::expr::poison());
+        }
         let not_host = |span: Span| {
             Diagnostic::error("this is not allowed in a launch-time expression")
                 .with_label(span, "not a host expression")

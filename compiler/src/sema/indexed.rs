@@ -2,7 +2,7 @@
 //! reads `t[i, j]`. Index tiles, values and masks broadcast to one shape, numpy style.
 
 use super::expr::{Lowerer, R, broadcast_shapes, not_value, shape_str};
-use super::scope::{Konst, Val};
+use super::scope::{KTy, Konst, Val};
 use crate::DType;
 use crate::diag::{Diagnostic, Span};
 use crate::ir::Value;
@@ -58,7 +58,7 @@ impl Lowerer<'_> {
         for it in items {
             let v = self.lower_expr(it)?;
             let x = match v {
-                v @ Val::K(Konst::Int(_), None) => self.coerce(v, &Type::scalar(DType::I32), it.span)?,
+                v @ Val::K(Konst::Int(_), KTy::Weak(_)) => self.coerce(v, &Type::scalar(DType::I32), it.span)?,
                 v => self.materialize(v, it.span)?,
             };
             let t = self.ty(x);
@@ -172,14 +172,14 @@ impl Lowerer<'_> {
                 .with_label(args[1].span, "a tensor")
                 .note("load a tile first: `t.load([offsets], [shape])`"));
         }
-        if !matches!(v, Val::K(_, None)) && vt.dtype() != dtype {
+        if !matches!(v, Val::K(_, KTy::Weak(_))) && vt.dtype() != dtype {
             return Err(Diagnostic::error(format!("dtype mismatch: `{tname}` holds {dtype}, the values are {}", vt.dtype()))
                 .with_label(args[1].span, format!("this is {}", vt.dtype()))
                 .note(format!("convert them: `(…) as {dtype}`")));
         }
         // A literal takes the tensor's dtype; a tile keeps its shape (it broadcasts below).
         let x = match v {
-            Val::K(k, _) => self.konst(k, &Type::scalar(dtype), args[1].span)?,
+            v @ Val::K(..) => self.coerce(v, &Type::scalar(dtype), args[1].span)?,
             v => self.materialize(v, args[1].span)?,
         };
         let mask = self.mask_arg(args.get(2))?;

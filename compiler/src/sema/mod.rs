@@ -12,8 +12,10 @@
 mod builtins;
 mod debug;
 mod expr;
+pub use expr::MAX_KERNEL_OPS;
 mod host;
 mod indexed;
+mod konst;
 pub(crate) mod modules;
 mod scope;
 mod shape;
@@ -22,6 +24,7 @@ use crate::diag::{Diagnostic, SourceMap, Span};
 use crate::syntax::ast::{self, AttrArg, ExprKind, FuncDecl, Item, TypeKind};
 use crate::tir::{self, ConstValue, Dim, Param, ParamKind};
 use crate::{DType, Options};
+use konst::{KTy, Konst};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -42,6 +45,10 @@ pub fn check_file(
     origin: Option<&Path>,
 ) -> Result<Vec<tir::Kernel>, Vec<Diagnostic>> {
     let mut diags = vec![];
+    check_overrides(opts, &mut diags);
+    if !diags.is_empty() {
+        return Err(diags);
+    }
     let mut fns: HashMap<String, FuncDecl> = HashMap::new();
     let mut kernels = vec![];
     let mut imported: Vec<(String, String, Span)> = vec![];
@@ -54,7 +61,8 @@ pub fn check_file(
             Item::Func(f) => f.span.file,
         })
         .unwrap_or_default();
-    let path = origin.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(sources.name(main)));
+    let file_name = sources.name(main).to_string();
+    let path = origin.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(&file_name));
     let mut modules = modules::Modules::new(sources, &mut import_diags, main, path);
     for item in &file.items {
         match item {
@@ -99,13 +107,19 @@ pub fn check_file(
     }
     fns.extend(library);
     diags.splice(0..0, import_diags);
-    let mut seen: Vec<&str> = vec![];
+    if kernels.is_empty() {
+        // Nothing to build or run: say so rather than succeed with no output.
+        diags.push(Diagnostic::error(format!("no kernels in `{file_name}`")).note(
+            "a file to build, run or check defines at least one `kernel`; a file of `fn`s is imported with `use \"file.tile\"::{…}`",
+        ));
+    }
+    // A set, not a list: a file may hold many kernels (the check stays linear).
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::with_capacity(kernels.len());
     for k in &kernels {
-        if seen.contains(&k.name.name.as_str()) {
+        if !seen.insert(&k.name.name) {
             diags
                 .push(Diagnostic::error(format!("kernel `{}` is defined twice", k.name.name)).with_label(k.name.span, "second definition"));
         }
-        seen.push(&k.name.name);
     }
     if let Some(want) = &opts.kernel
         && !kernels.iter().any(|k| &k.name.name == want)
@@ -113,6 +127,8 @@ pub fn check_file(
         let names: Vec<&str> = kernels.iter().map(|k| k.name.name.as_str()).collect();
         diags.push(Diagnostic::error(format!("no kernel named `{want}` in this file")).note(format!("kernels here: {}", names.join(", "))));
     }
+    let selected: Vec<&FuncDecl> = kernels.iter().copied().filter(|k| opts.kernel.as_ref().is_none_or(|w| w == &k.name.name)).collect();
+    check_const_overrides(opts, &selected, &mut diags);
     let mut out = vec![];
     for k in kernels {
         if opts.kernel.as_ref().is_some_and(|w| w != &k.name.name) {
@@ -125,49 +141,171 @@ pub fn check_file(
     if diags.iter().any(|d| d.severity == crate::diag::Severity::Error) { Err(diags) } else { Ok(out) }
 }
 
-/// Evaluates a const parameter's value expression: literals and arithmetic on earlier consts.
-fn const_value(e: &ast::Expr, consts: &[(String, ConstValue)]) -> Option<ConstValue> {
-    Some(match &e.kind {
-        ExprKind::Int(v, _) => ConstValue::Int(*v),
-        ExprKind::Bool(b) => ConstValue::Bool(*b),
-        ExprKind::Paren(e) => const_value(e, consts)?,
-        ExprKind::Name(n) => consts.iter().find(|(c, _)| c == &n.name)?.1,
-        ExprKind::Unary(ast::UnOp::Neg, e) => match const_value(e, consts)? {
-            ConstValue::Int(v) => ConstValue::Int(v.checked_neg()?),
-            ConstValue::Bool(_) => return None,
+/// The const parameters bound so far: their values (the kernel's `consts`) and declared types.
+#[derive(Default)]
+struct ConstEnv {
+    values: Vec<(String, ConstValue)>,
+    types: Vec<DType>,
+}
+
+/// Evaluates a constant expression of a kernel's signature (a const default, a tensor dimension,
+/// an attribute argument): literals, earlier consts, negation and arithmetic, folded by the
+/// rules of `konst` (so an overflow is the error it is in the body). `Ok(None)`: not such an
+/// expression; an error: the message for an overflow or a literal out of range.
+fn const_value(e: &ast::Expr, env: &ConstEnv) -> Result<Option<(Konst, KTy)>, String> {
+    let literal = |v: i64, suffix: &Option<String>| match suffix.as_deref().map(DType::parse) {
+        None => Ok(Some((Konst::Int(v), KTy::Weak(konst::Need::of(v))))),
+        Some(Some(d)) if konst::fits(v.into(), d) => Ok(Some((Konst::Int(v), KTy::Of(d)))),
+        Some(Some(d)) => Err(format!("literal {v} does not fit in {d} ({})", konst::int_range(d))),
+        Some(None) => Ok(None),
+    };
+    Ok(match &e.kind {
+        ExprKind::Int(v, suffix) => literal(*v, suffix)?,
+        ExprKind::Bool(b) => Some((Konst::Bool(*b), KTy::Of(DType::Bool))),
+        ExprKind::Paren(e) => const_value(e, env)?,
+        ExprKind::Name(n) => env.values.iter().position(|(c, _)| c == &n.name).map(|i| match env.values[i].1 {
+            ConstValue::Int(v) => (Konst::Int(v), KTy::Of(env.types[i])),
+            ConstValue::Bool(b) => (Konst::Bool(b), KTy::Of(DType::Bool)),
+        }),
+        ExprKind::Unary(ast::UnOp::Neg, x) => match &x.kind {
+            ExprKind::Int(v, suffix) => literal(-*v, suffix)?,
+            _ => match const_value(x, env)? {
+                Some((k, t)) => konst::neg(k, t)?,
+                None => None,
+            },
         },
-        ExprKind::Binary(op, a, b) => match (const_value(a, consts)?, const_value(b, consts)?) {
-            (ConstValue::Int(a), ConstValue::Int(b)) => ConstValue::Int(match op {
-                ast::BinOp::Add => a.checked_add(b)?,
-                ast::BinOp::Sub => a.checked_sub(b)?,
-                ast::BinOp::Mul => a.checked_mul(b)?,
-                ast::BinOp::Div => a.checked_div(b)?,
-                ast::BinOp::Rem => a.checked_rem(b)?,
-                _ => return None,
-            }),
-            _ => return None,
+        ExprKind::Binary(op, a, b) => match (const_value(a, env)?, const_value(b, env)?) {
+            (Some(a), Some(b)) => konst::binary(*op, a, b)?,
+            _ => None,
         },
-        _ => return None,
+        _ => None,
     })
 }
 
-fn attr_int(a: &ast::Attr, diags: &mut Vec<Diagnostic>, consts: &[(String, ConstValue)]) -> Option<u32> {
-    match a.args.as_slice() {
-        [AttrArg::Expr(e)] => match const_value(e, consts) {
-            Some(ConstValue::Int(v)) if v > 0 && v <= 1024 => Some(v as u32),
-            _ => {
-                diags.push(
-                    Diagnostic::error(format!("`#[{}]` takes one positive integer", a.name.name)).with_label(e.span, "expected an integer"),
-                );
-                None
-            }
-        },
-        _ => {
-            diags.push(
-                Diagnostic::error(format!("`#[{}]` takes one positive integer", a.name.name)).with_label(a.span, "expected one argument"),
-            );
+/// A constant integer of the signature, exact (an untyped one is checked where it is used).
+fn const_int(e: &ast::Expr, env: &ConstEnv) -> Result<Option<i64>, Diagnostic> {
+    match const_value(e, env) {
+        Ok(Some((Konst::Int(v), KTy::Weak(_)))) => Ok(Some(v)),
+        Ok(Some((Konst::Int(v), KTy::Of(d)))) if d != DType::U64 || v >= 0 => Ok(Some(v)),
+        Ok(_) => Ok(None),
+        Err(m) => Err(Diagnostic::error(m).with_label(e.span, "in this constant expression")),
+    }
+}
+
+/// The value of `#[warps(n)]` or `#[stages(n)]`, checked by `rule` (the one the overrides use).
+fn attr_int(a: &ast::Attr, diags: &mut Vec<Diagnostic>, env: &ConstEnv, rule: fn(i64) -> Result<u32, String>) -> Option<u32> {
+    let name = &a.name.name;
+    let [AttrArg::Expr(e)] = a.args.as_slice() else {
+        diags.push(Diagnostic::error(format!("`#[{name}]` takes one positive integer")).with_label(a.span, "expected one argument"));
+        return None;
+    };
+    let v = match const_int(e, env) {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            diags.push(Diagnostic::error(format!("`#[{name}]` takes one positive integer")).with_label(e.span, "expected an integer"));
+            return None;
+        }
+        Err(d) => {
+            diags.push(d);
+            return None;
+        }
+    };
+    match rule(v) {
+        Ok(n) => Some(n),
+        Err(why) => {
+            diags.push(Diagnostic::error(format!("`#[{name}({v})]`: {why}")).with_label(e.span, "out of range"));
             None
         }
+    }
+}
+
+/// Checks the build's const values (`--const NAME=VALUE`, `Options::consts`): each name given
+/// once, and a const parameter of at least one of the kernels compiled (a typo would otherwise
+/// build with the default). Their types are checked per kernel (`const_given`).
+fn check_const_overrides(opts: &Options, kernels: &[&FuncDecl], diags: &mut Vec<Diagnostic>) {
+    let mut seen: HashMap<&str, ConstValue> = HashMap::new();
+    for (name, v) in &opts.consts {
+        if let Some(first) = seen.insert(name, *v) {
+            diags.push(Diagnostic::error(format!("`--const {name}` is given twice ({first} and {v})")).note("give each const once"));
+            continue;
+        }
+        if kernels.is_empty() || kernels.iter().any(|k| k.consts.iter().any(|c| &c.name.name == name)) {
+            continue;
+        }
+        let mut d = Diagnostic::error(format!("`--const {name}={v}`: no kernel here has a const parameter `{name}`"));
+        let all: Vec<&str> = kernels.iter().flat_map(|k| k.consts.iter().map(|c| c.name.name.as_str())).collect();
+        if let Some(s) = expr::did_you_mean(name, all.iter().copied()) {
+            d = d.note(format!("did you mean `{s}`?"));
+        }
+        // A file may hold many kernels: name a few.
+        const SHOWN: usize = 8;
+        for k in kernels.iter().take(SHOWN) {
+            let cs: Vec<&str> = k.consts.iter().map(|c| c.name.name.as_str()).collect();
+            d = d.note(if cs.is_empty() {
+                format!("kernel `{}` has no const parameters", k.name.name)
+            } else {
+                format!("const parameters of kernel `{}`: {}", k.name.name, cs.join(", "))
+            });
+        }
+        if kernels.len() > SHOWN {
+            d = d.note(format!("and {} more kernels", kernels.len() - SHOWN));
+        }
+        diags.push(d);
+    }
+}
+
+/// Checks the build's overrides of `#[warps]` and `#[stages]` by the attributes' rules; the
+/// error names the flag that sets them (`Options::warps`, `Options::stages`).
+fn check_overrides(opts: &Options, diags: &mut Vec<Diagnostic>) {
+    let overrides =
+        [("--warps", opts.warps, tir::check_warps as fn(i64) -> Result<u32, String>), ("--stages", opts.stages, tir::check_stages)];
+    for (flag, value, rule) in overrides {
+        if let Some(v) = value
+            && let Err(why) = rule(v.into())
+        {
+            diags.push(Diagnostic::error(format!("`{flag} {v}`: {why}")));
+        }
+    }
+}
+
+/// A const parameter's value given by the build (`--const NAME=VALUE`), checked against its type.
+fn const_given(c: &ast::ConstParam, v: ConstValue, want: DType) -> Result<ConstValue, Diagnostic> {
+    let name = &c.name.name;
+    match v {
+        ConstValue::Int(i) if want.is_int() && !konst::fits(i.into(), want) => {
+            Err(Diagnostic::error(format!("`--const {name}={i}`: {i} does not fit in {want}"))
+                .with_label(c.span, format!("declared `{want}`"))
+                .note(format!("{want} holds {}", konst::int_range(want))))
+        }
+        ConstValue::Int(_) if want.is_int() => Ok(v),
+        ConstValue::Bool(_) if want == DType::Bool => Ok(v),
+        v => Err(Diagnostic::error(format!(
+            "`--const {name}={v}`: const `{name}` is `{want}`, not {}",
+            if want == DType::Bool { "an integer" } else { "a bool" }
+        ))
+        .with_label(c.span, "declared here")),
+    }
+}
+
+/// A const parameter's default, evaluated over the consts before it and checked against its type.
+fn const_default(c: &ast::ConstParam, d: &ast::Expr, want: DType, env: &ConstEnv) -> Result<ConstValue, Diagnostic> {
+    let (k, t) = match const_value(d, env) {
+        Ok(Some(v)) => v,
+        Ok(None) => return Err(Diagnostic::error("a `const` default must be a constant expression").with_label(d.span, "not a constant")),
+        Err(m) => return Err(Diagnostic::error(m).with_label(d.span, "in this constant expression")),
+    };
+    let mismatch = || {
+        Diagnostic::error(format!("const `{}` is `{want}`, but its default is not", c.name.name))
+            .with_label(d.span, format!("not {want}"))
+            .with_secondary(c.ty.span, "declared here")
+    };
+    match (k, t) {
+        (Konst::Bool(b), _) if want == DType::Bool => Ok(ConstValue::Bool(b)),
+        (Konst::Int(v), KTy::Of(dt)) if dt == want => Ok(ConstValue::Int(v)),
+        (Konst::Int(v), KTy::Weak(n)) if want.is_int() => konst::settle(v, n, want).map(ConstValue::Int).map_err(|m| {
+            Diagnostic::error(format!("the default of const `{}`: {m}", c.name.name)).with_label(d.span, format!("declared `{want}`"))
+        }),
+        _ => Err(mismatch()),
     }
 }
 
@@ -175,43 +313,36 @@ fn attr_int(a: &ast::Attr, diags: &mut Vec<Diagnostic>, consts: &[(String, Const
 fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, diags: &mut Vec<Diagnostic>) -> Option<tir::Kernel> {
     let n_errors = diags.len();
     // Const parameters: the build's value, else the default.
-    let mut consts: Vec<(String, ConstValue)> = vec![];
+    let mut env = ConstEnv::default();
     for c in &k.consts {
         let want = match &c.ty.kind {
-            TypeKind::Scalar(t) if t.name == "i32" || t.name == "i64" => DType::I32,
+            TypeKind::Scalar(t) if t.name == "i32" => DType::I32,
+            TypeKind::Scalar(t) if t.name == "i64" => DType::I64,
             TypeKind::Scalar(t) if t.name == "bool" => DType::Bool,
             _ => {
-                diags
-                    .push(Diagnostic::error("a `const` parameter must be `i32` or `bool`").with_label(c.ty.span, "unsupported const type"));
+                diags.push(
+                    Diagnostic::error("a `const` parameter must be `i32`, `i64` or `bool`").with_label(c.ty.span, "unsupported const type"),
+                );
                 continue;
             }
         };
         let given = opts.consts.iter().find(|(n, _)| n == &c.name.name).map(|(_, v)| *v);
         let value = match (given, &c.default) {
-            (Some(v), _) => Some(v),
-            (None, Some(d)) => match const_value(d, &consts) {
-                Some(v) => Some(v),
-                None => {
-                    diags.push(Diagnostic::error("a `const` default must be a constant expression").with_label(d.span, "not a constant"));
-                    continue;
-                }
-            },
-            (None, None) => None,
+            (Some(v), _) => const_given(c, v, want),
+            (None, Some(d)) => const_default(c, d, want, &env),
+            (None, None) => Err(Diagnostic::error(format!("const parameter `{}` has no value", c.name.name))
+                .with_label(c.name.span, "no default")
+                .note(format!(
+                    "give it a default (`const {}: i32 = 64`) or a value at build time (`--const {}=64`)",
+                    c.name.name, c.name.name
+                ))),
         };
         match value {
-            Some(v @ ConstValue::Int(_)) if want == DType::I32 => consts.push((c.name.name.clone(), v)),
-            Some(v @ ConstValue::Bool(_)) if want == DType::Bool => consts.push((c.name.name.clone(), v)),
-            Some(v) => diags.push(
-                Diagnostic::error(format!("const `{}` is `{}` but was given `{v}`", c.name.name, want)).with_label(c.span, "declared here"),
-            ),
-            None => diags.push(
-                Diagnostic::error(format!("const parameter `{}` has no value", c.name.name)).with_label(c.name.span, "no default").note(
-                    format!(
-                        "give it a default (`const {}: i32 = 64`) or a value at build time (`--const {}=64`)",
-                        c.name.name, c.name.name
-                    ),
-                ),
-            ),
+            Ok(v) => {
+                env.values.push((c.name.name.clone(), v));
+                env.types.push(want);
+            }
+            Err(d) => diags.push(d),
         }
     }
     // Parameters: tensors with dimension symbols, and scalars.
@@ -235,23 +366,31 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
                     continue;
                 };
                 let mut ds = vec![];
+                let n_errors = diags.len();
                 for d in dims {
                     match &d.kind {
-                        ExprKind::Name(n) if consts.iter().any(|(c, _)| c == &n.name) => match const_value(d, &consts) {
-                            Some(ConstValue::Int(v)) => ds.push(Dim::Const(v)),
-                            _ => {
+                        ExprKind::Name(n) if !env.values.iter().any(|(c, _)| c == &n.name) => ds.push(Dim::Sym(n.name.clone())),
+                        _ => match const_int(d, &env) {
+                            // Sizes are passed to the kernel as i32 (the parameter ABI).
+                            Ok(Some(v)) if (0..=i64::from(i32::MAX)).contains(&v) => ds.push(Dim::Const(v)),
+                            Ok(Some(v)) => diags.push(
+                                Diagnostic::error(format!("tensor dimension {v} is out of range"))
+                                    .with_label(d.span, format!("{v} is not in 0 to {}", i32::MAX))
+                                    .note("tensor sizes are passed to the kernel as i32"),
+                            ),
+                            Ok(None) if matches!(d.kind, ExprKind::Name(_)) => {
                                 diags.push(Diagnostic::error("a tensor dimension must be an integer").with_label(d.span, "not an integer"))
                             }
-                        },
-                        ExprKind::Name(n) => ds.push(Dim::Sym(n.name.clone())),
-                        _ => match const_value(d, &consts) {
-                            Some(ConstValue::Int(v)) if v >= 0 => ds.push(Dim::Const(v)),
-                            _ => diags.push(
+                            Ok(None) => diags.push(
                                 Diagnostic::error("a tensor dimension is a literal, a const, or a dimension symbol")
                                     .with_label(d.span, "not allowed here"),
                             ),
+                            Err(e) => diags.push(e),
                         },
                     }
+                }
+                if diags.len() > n_errors {
+                    continue;
                 }
                 if ds.is_empty() || ds.len() > 8 {
                     diags.push(Diagnostic::error("a tensor has rank 1 to 8").with_label(ty.span, "bad rank"));
@@ -281,7 +420,7 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
     let mut stages = 3;
     let mut tune = tir::TuneSpace::default();
     let mut requires = vec![];
-    let hctx = host::HostCtx { consts: &consts, params: &params, fns };
+    let hctx = host::HostCtx { consts: &env.values, params: &params, fns, nodes: std::cell::Cell::new(0) };
     for a in &k.attrs {
         match a.name.name.as_str() {
             "grid" => {
@@ -302,15 +441,12 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
                 }
             }
             "warps" => {
-                if let Some(w) = attr_int(a, diags, &consts) {
-                    if !w.is_power_of_two() || w > 32 {
-                        diags.push(Diagnostic::error("`#[warps]` must be a power of two from 1 to 32").with_label(a.span, "here"));
-                    }
+                if let Some(w) = attr_int(a, diags, &env, tir::check_warps) {
                     warps = w;
                 }
             }
             "stages" => {
-                if let Some(s) = attr_int(a, diags, &consts) {
+                if let Some(s) = attr_int(a, diags, &env, tir::check_stages) {
                     stages = s;
                 }
             }
@@ -353,13 +489,24 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
     let mut lw = expr::Lowerer::new(body, fns, diags);
     lw.limits =
         Some(expr::Limits { threads: warps * 32, shared_bytes: crate::lower::max_shared_bytes(opts.target), target: opts.target.name() });
-    lw.bind_kernel(&params, &args, &consts);
+    lw.bind_kernel(&params, &args, &env.values, &env.types);
     lw.lower_block_stmts(&k.body, entry);
     let (body, ok) = lw.finish();
     if !ok {
         return None;
     }
-    Some(tir::Kernel { name: k.name.name.clone(), doc: k.doc.clone(), params, consts, grid, warps, stages, requires, tune, body })
+    Some(tir::Kernel {
+        name: k.name.name.clone(),
+        doc: k.doc.clone(),
+        params,
+        consts: env.values,
+        grid,
+        warps,
+        stages,
+        requires,
+        tune,
+        body,
+    })
 }
 
 /// The element type named by `t`, or a diagnostic.
@@ -409,9 +556,9 @@ fn tune_space(a: &ast::Attr, k: &FuncDecl, diags: &mut Vec<Diagnostic>) -> tir::
         };
         let mut values = vec![];
         for e in items {
-            match const_value(e, &[]) {
-                Some(ConstValue::Int(v)) if v > 0 && !values.contains(&v) => values.push(v),
-                Some(ConstValue::Int(v)) if v > 0 => {
+            match const_int(e, &ConstEnv::default()).ok().flatten() {
+                Some(v) if v > 0 && !values.contains(&v) => values.push(v),
+                Some(v) if v > 0 => {
                     diags.push(Diagnostic::error(format!("`{n}` lists {v} twice in `#[tune]`")).with_label(e.span, "again here"))
                 }
                 _ => diags.push(
@@ -424,22 +571,27 @@ fn tune_space(a: &ast::Attr, k: &FuncDecl, diags: &mut Vec<Diagnostic>) -> tir::
             diags.push(Diagnostic::error(format!("`{n}` has no values in `#[tune]`")).with_label(value.span, "empty"));
             continue;
         }
-        let small = |what: &str, ok: fn(i64) -> bool, diags: &mut Vec<Diagnostic>| -> Vec<u32> {
-            let bad = values.iter().find(|&&v| !ok(v));
-            if let Some(v) = bad {
-                diags.push(Diagnostic::error(format!("`#[tune]` {what}: {v} is out of range")).with_label(value.span, "here"));
-                return vec![];
+        // Warps and stages follow the attributes' rules (the tuner passes them as overrides).
+        let small = |rule: fn(i64) -> Result<u32, String>, diags: &mut Vec<Diagnostic>| -> Vec<u32> {
+            match values.iter().map(|&v| rule(v).map_err(|why| (v, why))).collect() {
+                Ok(vs) => vs,
+                Err((v, why)) => {
+                    diags.push(Diagnostic::error(format!("`#[tune]` lists {n} = {v}: {why}")).with_label(value.span, "out of range"));
+                    vec![]
+                }
             }
-            values.iter().map(|&v| v as u32).collect()
         };
         match n {
-            "warps" => space.warps = small("warps must be powers of two from 1 to 32", |v| v <= 32 && (v as u64).is_power_of_two(), diags),
-            "stages" => space.stages = small("stages must be from 1 to 16", |v| v <= 16, diags),
+            "warps" => space.warps = small(tir::check_warps, diags),
+            "stages" => space.stages = small(tir::check_stages, diags),
             _ => space.consts.push((n.to_string(), values)),
         }
     }
     space
 }
+
+#[cfg(test)]
+mod tests;
 
 #[cfg(test)]
 mod tune_tests {
@@ -471,7 +623,8 @@ mod tune_tests {
             ("#[tune(BM = [64, 0])]", "must be positive integers"),
             ("#[tune(BM = [64, 64])]", "lists 64 twice"),
             ("#[tune(BM = [64], BM = [32])]", "appears twice"),
-            ("#[tune(warps = [3])]", "powers of two from 1 to 32"),
+            ("#[tune(warps = [3])]", "lists warps = 3: warps must be a power of two from 1 to 32"),
+            ("#[tune(stages = [17])]", "lists stages = 17: stages must be from 1 to 16"),
             ("#[tune(BM = [])]", "has no values"),
             ("#[tune(64)]", "takes named value lists"),
         ] {

@@ -4,26 +4,21 @@
 //! value, so loops and branches carry exactly the slots assigned in them, by identity even when an
 //! inner `let` shadows the name.
 
+use crate::Span;
 use crate::ir::Value;
 use crate::tir::Type;
-use crate::{DType, Span};
 use std::collections::HashMap;
 
-/// A compile-time scalar.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Konst {
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-}
+pub use super::konst::{KTy, Konst};
 
 /// What an expression lowers to.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Val {
     /// A tile-IR value (tile, scalar or tensor).
     V(Value),
-    /// A compile-time scalar; `dtype: None` is a literal that takes the type of what it meets.
-    K(Konst, Option<DType>),
+    /// A compile-time scalar and its type (untyped: a literal that takes the type of what it
+    /// meets).
+    K(Konst, KTy),
     Tuple(Vec<Val>),
     List(Vec<Val>),
     /// `lo..hi` with an optional `.step_by(s)`.

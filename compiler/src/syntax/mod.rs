@@ -27,6 +27,10 @@ use lexer::{LexError, Spanned, Tok};
 pub const MAX_NESTING: usize = 128;
 /// Most operators in one statement (and its enclosing expressions), a bound on the tree's depth.
 pub const MAX_OPERATORS: usize = 1024;
+/// Most kernels in one file: each is compiled and kept whole (its IR forms and PTX), so this
+/// bounds a build's time and memory (about 10 s and 1 GB at the bound). Checked on the tokens,
+/// before anything is built.
+pub const MAX_KERNELS: usize = 1 << 16;
 
 /// Parses a file. Never fails outright: returns the tree it could build and every syntax error.
 /// Items and statements that had syntax errors are left out of the tree.
@@ -72,7 +76,16 @@ fn prepare<'s>(file: FileId, raw: &[Spanned<'s>]) -> Result<Vec<Spanned<'s>>, Di
     // For each open bracket: the operator count when it opened, and the count inside it.
     let mut levels: Vec<(usize, usize)> = vec![(0, 0)];
     let mut out = Vec::with_capacity(raw.len());
+    let mut kernels = 0;
     for (i, &(l, tok, r)) in raw.iter().enumerate() {
+        if tok == Tok::Kernel {
+            kernels += 1;
+            if kernels > MAX_KERNELS {
+                return Err(Diagnostic::error(format!("a file may define at most {MAX_KERNELS} kernels"))
+                    .with_label(Span::new(file, l, r), format!("kernel number {kernels}"))
+                    .note("split the kernels over several files"));
+            }
+        }
         let depth = levels.len() - 1;
         let (base, count) = levels.last().copied().unwrap_or((0, 0));
         match tok {
@@ -931,6 +944,17 @@ kernel vector_add<const BLOCK: i32 = 1024>(a: &f32[N], b: &f32[N], c: &mut f32[N
         parse_ok(&ok);
         let ok = format!("fn f() {{ {}1{} }}", "(".repeat(MAX_NESTING - 1), ")".repeat(MAX_NESTING - 1));
         parse_ok(&ok);
+    }
+
+    #[test]
+    fn the_number_of_kernels_is_bounded_before_parsing() {
+        let kernel = "kernel k(x: &mut f32[4]) {}\n";
+        let (file, d) = parse(&kernel.repeat(MAX_KERNELS));
+        assert!(d.is_empty(), "{d:#?}");
+        assert_eq!(file.items.len(), MAX_KERNELS);
+        let (file, d) = parse(&kernel.repeat(MAX_KERNELS + 1));
+        assert!(d[0].message.contains(&format!("at most {MAX_KERNELS} kernels")), "{d:#?}");
+        assert!(file.items.is_empty());
     }
 
     #[test]

@@ -65,8 +65,10 @@ impl Type {
         }
     }
 
+    /// The number of elements (saturating: a shape too large to count is caught by the limits,
+    /// never wrapped to a small one).
     pub fn numel(&self) -> i64 {
-        self.shape().iter().product()
+        numel(self.shape())
     }
 }
 
@@ -567,6 +569,38 @@ impl TuneSpace {
     pub fn len(&self) -> usize {
         let lens = self.consts.iter().map(|(_, v)| v.len()).chain([self.warps.len(), self.stages.len()]);
         lens.map(|n| n.max(1)).fold(1usize, |a, n| a.saturating_mul(n))
+    }
+}
+
+/// Most elements of one tile (a guard against sizing mistakes like `[1 << 30]`).
+pub const MAX_TILE_ELEMS: i64 = 1 << 20;
+
+/// The number of elements of `shape`, saturating at `i64::MAX` (negative dimensions count as 0).
+pub fn numel(shape: &[i64]) -> i64 {
+    shape.iter().fold(1i64, |n, &d| n.saturating_mul(d.max(0)))
+}
+
+/// Most warps per block: 32 warps are the 1024 threads a block may have.
+pub const MAX_WARPS: u32 = 32;
+/// Most software-pipelining stages (each one is a set of shared-memory buffers).
+pub const MAX_STAGES: u32 = 16;
+
+/// The rule for a kernel's warp count, shared by `#[warps]`, `#[tune(warps = ..)]`, the
+/// `Options::warps` override (`--warps`) and the verifier: a power of two from 1 to
+/// [`MAX_WARPS`]. The error is the rule, for the caller to prefix with what gave the value.
+pub fn check_warps(v: i64) -> Result<u32, String> {
+    match u32::try_from(v) {
+        Ok(w) if w.is_power_of_two() && w <= MAX_WARPS => Ok(w),
+        _ => Err(format!("warps must be a power of two from 1 to {MAX_WARPS}")),
+    }
+}
+
+/// The rule for a kernel's pipelining depth, shared by `#[stages]`, `#[tune(stages = ..)]`, the
+/// `Options::stages` override (`--stages`) and the verifier: from 1 to [`MAX_STAGES`].
+pub fn check_stages(v: i64) -> Result<u32, String> {
+    match u32::try_from(v) {
+        Ok(s) if (1..=MAX_STAGES).contains(&s) => Ok(s),
+        _ => Err(format!("stages must be from 1 to {MAX_STAGES}")),
     }
 }
 

@@ -17,6 +17,15 @@ pub fn verify_kernel(k: &Kernel) -> Result<(), String> {
             return Err(format!("parameter `{}` has type {}, its entry argument {}", p.name, p.ty(), b.ty(k.param_value(i))));
         }
     }
+    super::check_warps(k.warps.into()).map_err(|e| format!("warps({}): {e}", k.warps))?;
+    super::check_stages(k.stages.into()).map_err(|e| format!("stages({}): {e}", k.stages))?;
+    for p in &k.params {
+        if let super::ParamKind::Tensor { dims, .. } = &p.kind
+            && let Some(d) = dims.iter().find(|d| matches!(d, super::Dim::Const(v) if i32::try_from(*v).is_err() || *v < 0))
+        {
+            return Err(format!("parameter `{}` has dimension {d:?}, outside the i32 sizes of the parameter ABI", p.name));
+        }
+    }
     if k.grid.is_empty() || k.grid.len() > 3 {
         return Err(format!("grid has {} axes", k.grid.len()));
     }
@@ -101,6 +110,9 @@ fn check_op(k: &Kernel, op: Op) -> Result<(), String> {
             && (shape.len() > 4 || shape.iter().any(|&s| s <= 0 || (s as u64).count_ones() != 1))
         {
             return Err(format!("result type {t} is not a tile of rank ≤ 4 with power-of-two dimensions"));
+        }
+        if !t.is_tensor() && t.numel() > super::MAX_TILE_ELEMS {
+            return Err(format!("result type {t} has more than {} elements", super::MAX_TILE_ELEMS));
         }
     }
     match &d.kind {
