@@ -169,6 +169,9 @@ pub struct Options {
     pub codegen: Codegen,
     /// Keep the LLVM IR of the `llvm` emitter (`CompiledKernel::llvm_ir`, `--emit llvm`).
     pub keep_llvm_ir: bool,
+    /// The LLVM pass pipeline of the `llvm` emitter, in `opt -passes=` syntax (`--llvm-passes`);
+    /// `None`: the default one (`emit::llvm::PIPELINE`).
+    pub llvm_passes: Option<String>,
 }
 
 /// What a loader needs to launch a kernel: enough for an AOT build to be launched without the
@@ -376,7 +379,13 @@ fn emit_ptx(mir: &mir::Module, opts: &Options) -> Result<(String, Option<String>
         Codegen::Ptx => Ok((emit::ptx::print(mir).map_err(|e| Diagnostic::ice("emit", e))?, None)),
         #[cfg(feature = "llvm")]
         Codegen::Llvm => {
-            let o = emit::llvm::emit(mir, emit::llvm::PIPELINE, opts.keep_llvm_ir).map_err(|e| Diagnostic::ice("emit", e))?;
+            let passes = opts.llvm_passes.as_deref().unwrap_or(emit::llvm::PIPELINE);
+            let o = emit::llvm::emit(mir, passes, opts.keep_llvm_ir).map_err(|e| match e {
+                emit::llvm::EmitError::Pipeline { .. } => {
+                    Diagnostic::error(e.to_string()).note("the `--llvm-passes` (`Options::llvm_passes`) given")
+                }
+                emit::llvm::EmitError::Internal(s) => Diagnostic::ice("emit", s),
+            })?;
             Ok((o.ptx, o.llvm_ir))
         }
         #[cfg(not(feature = "llvm"))]

@@ -61,6 +61,10 @@ struct BuildOpts {
     /// directly).
     #[arg(long, value_name = "llvm|ptx")]
     codegen: Option<String>,
+    /// The LLVM pass pipeline of the llvm emitter (`opt -passes=` syntax; default: the one
+    /// measured best, see docs/architecture.md).
+    #[arg(long, value_name = "PIPELINE")]
+    llvm_passes: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -201,6 +205,7 @@ fn options(o: &BuildOpts) -> Result<Options, Fail> {
         tf32: o.tf32,
         codegen,
         keep_llvm_ir: false,
+        llvm_passes: o.llvm_passes.clone(),
     })
 }
 

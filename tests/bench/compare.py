@@ -44,6 +44,7 @@ ap.add_argument("--tune", action="store_true", help="run `tessera bench --tune` 
 ap.add_argument("--timeout", type=float, default=240.0, help="seconds for one tessera command")
 ap.add_argument("--out", default=None, help="write every result as JSON here")
 ap.add_argument("--codegen", default="llvm,ptx", help="the emitters to measure, comma-separated (llvm, ptx): a row each")
+ap.add_argument("--llvm-passes", default=None, help="the llvm emitter's pass pipeline (`tessera --llvm-passes`), to compare pipelines")
 args = ap.parse_args()
 only = set(args.only.split(","))
 CODEGENS = [c for c in args.codegen.split(",") if c]
@@ -274,7 +275,8 @@ def run_tessera(area, case, file, kernel, inputs, scalars, out_name, out_shape, 
     for codegen in CODEGENS:
         name = impl + (f" [{codegen}]" if len(CODEGENS) > 1 else "")
         for tune in [False] + ([True] if args.tune and tunable else []):
-            run_one(area, case, name + (" (autotuned)" if tune else ""), cmd + ["--codegen", codegen] + (["--tune"] if tune else []),
+            passes = ["--llvm-passes", args.llvm_passes] if args.llvm_passes and codegen == "llvm" else []
+            run_one(area, case, name + (" (autotuned)" if tune else ""), cmd + ["--codegen", codegen] + passes + (["--tune"] if tune else []),
                     out_path, out_shape, ref, flops, nbytes, tol, extra)
     for f in inputs:
         try:

@@ -2,10 +2,12 @@
 //! the NVPTX back end → PTX.
 //!
 //! Ordinary instructions become LLVM instructions; addresses become pointers in their address
-//! spaces (global 1, shared 3); special registers, the barrier, shuffles, `ldmatrix`, `mma.sync`,
-//! `cp.async` and the approximate math become NVVM intrinsics; `wgmma`, fences and the few
-//! conversions LLVM 19 would not round as PTX does stay inline PTX (`asm sideeffect`), which
-//! passes through unchanged.
+//! spaces (global 1, shared 3, whose pointers are 32-bit as the machine IR's shared addresses
+//! are); special registers, the barrier, shuffles, `ldmatrix`, `mma.sync`, the `cp.async` groups
+//! and the approximate math become NVVM intrinsics; `wgmma`, fences, `cp.async` itself (whose
+//! intrinsics LLVM 19 cannot select with 32-bit shared pointers) and the few conversions LLVM 19
+//! would not round as PTX does stay inline PTX (`asm sideeffect`), which passes through
+//! unchanged.
 //!
 //! Registers: one written once (its definition dominates its uses, which the machine IR's
 //! definite-assignment rule guarantees) is an SSA value; one written more than once (a phi,
@@ -62,6 +64,13 @@ static INIT: Once = Once::new();
 fn target_machine(target: Target) -> Res<TargetMachine> {
     INIT.call_once(|| {
         LlvmTarget::initialize_nvptx(&InitializationConfig::default());
+        // 32-bit shared-memory pointers, as the machine IR's shared addresses are: without this
+        // every shared access converts its address to 64 bits and cannot fold an offset.
+        let args: Vec<std::ffi::CString> = ["tessera", "-nvptx-short-ptr"].iter().filter_map(|a| std::ffi::CString::new(*a).ok()).collect();
+        let ptrs: Vec<*const std::ffi::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        // SAFETY: the arguments are NUL-terminated strings that outlive the call, and the call
+        // happens once, before any target machine is made.
+        unsafe { inkwell::llvm_sys::support::LLVMParseCommandLineOptions(ptrs.len() as i32, ptrs.as_ptr(), std::ptr::null()) };
     });
     let triple = TargetTriple::create("nvptx64-nvidia-cuda");
     let t = LlvmTarget::from_triple(&triple).ice()?;
@@ -73,9 +82,38 @@ fn target_machine(target: Target) -> Res<TargetMachine> {
         .ok_or_else(|| format!("LLVM has no NVPTX target machine for {cpu}"))
 }
 
-/// Emits the PTX of `m` through LLVM (`pipeline`: the function passes to run; `keep_ir`: also
-/// return the optimised LLVM IR).
-pub fn emit(m: &Module, pipeline: &str, keep_ir: bool) -> Res<Output> {
+/// Why the emitter failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    /// LLVM refused the pass pipeline it was given (a user's `--llvm-passes`).
+    #[error("LLVM cannot run the pass pipeline `{pipeline}`: {message}")]
+    Pipeline { pipeline: String, message: String },
+    /// A bug: the machine IR translated to something LLVM rejects.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Emits the PTX of `m` through LLVM (`pipeline`: the passes to run; `keep_ir`: also return the
+/// optimised LLVM IR).
+pub fn emit(m: &Module, pipeline: &str, keep_ir: bool) -> Result<Output, EmitError> {
+    emit_inner(m, pipeline, keep_ir).map_err(|e| match e {
+        Err2::Pipeline(message) => EmitError::Pipeline { pipeline: pipeline.to_string(), message },
+        Err2::Internal(s) => EmitError::Internal(s),
+    })
+}
+
+enum Err2 {
+    Pipeline(String),
+    Internal(String),
+}
+
+impl From<String> for Err2 {
+    fn from(s: String) -> Err2 {
+        Err2::Internal(s)
+    }
+}
+
+fn emit_inner(m: &Module, pipeline: &str, keep_ir: bool) -> Result<Output, Err2> {
     let tm = target_machine(m.target)?;
     let ctx = Context::create();
     let module = ctx.create_module(&m.kernel.name);
@@ -116,9 +154,9 @@ pub fn emit(m: &Module, pipeline: &str, keep_ir: bool) -> Res<Output> {
         let head: Vec<&str> = text.lines().take(4).collect();
         format!("LLVM rejected the module emitted from the machine IR: {}", head.join(" | "))
     })?;
-    module.run_passes(pipeline, &tm, PassBuilderOptions::create()).ice()?;
+    module.run_passes(pipeline, &tm, PassBuilderOptions::create()).map_err(|e| Err2::Pipeline(e.to_string()))?;
     let llvm_ir = keep_ir.then(|| module.print_to_string().to_string());
-    let buf = tm.write_to_memory_buffer(&module, FileType::Assembly).ice()?;
+    let buf = tm.write_to_memory_buffer(&module, FileType::Assembly).map_err(|e| Err2::Internal(format!("LLVM: {e}")))?;
     let ptx = deterministic(String::from_utf8_lossy(buf.as_slice()).trim_end_matches('\0'));
     let ptx = annotate_pointers(&ptx, &m.kernel)?;
     Ok(Output { ptx, llvm_ir })
@@ -596,8 +634,8 @@ impl<'c, 'm> Emitter<'c, 'm> {
                     at += bits;
                 }
             }
-            Inst::Load { space, sem, ty, dsts, addr, pred } => self.load(func, *space, *sem, *ty, dsts, addr, *pred)?,
-            Inst::Store { space, ty, vals, addr, pred, .. } => self.store(func, *space, *ty, vals, addr, *pred)?,
+            Inst::Load { space, sem, ty, dsts, addr, pred } => self.load(*space, *sem, *ty, dsts, addr, *pred)?,
+            Inst::Store { space, ty, vals, addr, pred, .. } => self.store(*space, *ty, vals, addr, *pred)?,
             Inst::Red { op, ty, addr, val } => {
                 let p = self.ptr(Space::Global, addr)?;
                 let vt = match ty {
@@ -756,15 +794,16 @@ impl<'c, 'm> Emitter<'c, 'm> {
                 self.set_results(acc, r)?;
             }
             Inst::CpAsync { dst, src, src_bytes } => {
-                let d = self.b.build_int_to_ptr(self.int(*dst)?, self.ctx.ptr_type(AddressSpace::from(3u16)), "").ice()?;
-                let s = self.b.build_int_to_ptr(self.int(*src)?, self.ctx.ptr_type(AddressSpace::from(1u16)), "").ice()?;
+                // Inline PTX: LLVM 19 has the intrinsics, but cannot select them with the 32-bit
+                // shared pointers this emitter uses (`-nvptx-short-ptr`).
+                let (d, s) = (self.get(*dst)?, self.get(*src)?);
                 match src_bytes {
                     Some(n) => {
                         let n = self.get(*n)?;
-                        self.call("llvm.nvvm.cp.async.cg.shared.global.16.s", None, &[d.into(), s.into(), n])?;
+                        self.asm("cp.async.cg.shared.global [$0], [$1], 16, $2;", "r,l,r,~{memory}", &[], &[d, s, n])?;
                     }
                     None => {
-                        self.call("llvm.nvvm.cp.async.cg.shared.global.16", None, &[d.into(), s.into()])?;
+                        self.asm("cp.async.cg.shared.global [$0], [$1], 16;", "r,l,~{memory}", &[], &[d, s])?;
                     }
                 }
             }
@@ -1042,12 +1081,10 @@ impl<'c, 'm> Emitter<'c, 'm> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn load(&self, func: FunctionValue<'c>, space: Space, sem: Sem, ty: MemTy, dsts: &[V], addr: &Addr, pred: Option<V>) -> Res<()> {
-        let cont = match pred {
-            Some(p) => Some(self.guard(func, p)?),
-            None => None,
-        };
+    fn load(&self, space: Space, sem: Sem, ty: MemTy, dsts: &[V], addr: &Addr, pred: Option<V>) -> Res<()> {
+        if let Some(p) = pred {
+            return self.predicated(p, space, ty, dsts, addr, true);
+        }
         if sem == Sem::RelaxedGpu {
             // A relaxed atomic load at device scope, as PTX spells it.
             let d = *dsts.first().ok_or("a load without destinations")?;
@@ -1076,18 +1113,13 @@ impl<'c, 'm> Emitter<'c, 'm> {
                 self.set(*d, e.into())?;
             }
         }
-        if let Some(c) = cont {
-            self.b.build_unconditional_branch(c).ice()?;
-            self.b.position_at_end(c);
-        }
         Ok(())
     }
 
-    fn store(&self, func: FunctionValue<'c>, space: Space, ty: MemTy, vals: &[V], addr: &Addr, pred: Option<V>) -> Res<()> {
-        let cont = match pred {
-            Some(p) => Some(self.guard(func, p)?),
-            None => None,
-        };
+    fn store(&self, space: Space, ty: MemTy, vals: &[V], addr: &Addr, pred: Option<V>) -> Res<()> {
+        if let Some(p) = pred {
+            return self.predicated(p, space, ty, vals, addr, false);
+        }
         let p = self.ptr(space, addr)?;
         let et = self.int_t(8 * ty.bytes());
         let n = vals.len() as u32;
@@ -1108,21 +1140,77 @@ impl<'c, 'm> Emitter<'c, 'm> {
         };
         let st = self.b.build_store(p, value).ice()?;
         st.set_alignment(n * ty.bytes()).ice()?;
-        if let Some(c) = cont {
-            self.b.build_unconditional_branch(c).ice()?;
-            self.b.position_at_end(c);
+        Ok(())
+    }
+
+    /// A predicated access as the PTX instruction itself (`@p ld`/`@p st`): LLVM has no
+    /// predicated load or store, and a branch around each one (a block per element on an edge
+    /// path) costs the straight-line scheduling ptxas gives predicated code. A load's
+    /// destinations are tied to their old values, which they keep where `p` is false.
+    fn predicated(&self, p: V, space: Space, ty: MemTy, regs: &[V], addr: &Addr, load: bool) -> Res<()> {
+        let n = regs.len();
+        let a = if space == Space::Shared { "r" } else { "l" };
+        let c = match ty.bytes() {
+            1 | 2 => "h",
+            4 => "r",
+            _ => "l",
+        };
+        let vt = self.ty(match c {
+            "h" => Ty::I16,
+            "r" => Ty::I32,
+            _ => Ty::I64,
+        });
+        let v = if n > 1 { format!(".v{n}") } else { String::new() };
+        let names = |first: usize| -> String {
+            let l: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
+            if n == 1 { l[0].clone() } else { format!("{{{}}}", l.join(", ")) }
+        };
+        let off = if addr.offset == 0 { String::new() } else { format!("+{}", addr.offset) };
+        let base = self.get(addr.base)?;
+        let pred = self.get(p)?;
+        if load {
+            let text = format!("@${} ld.{}{v}.{} {}, [${}{off}];", n, space.name(), ty.name(), names(0), n + 1);
+            let mut cons: Vec<String> = vec![format!("={c}"); n];
+            cons.push("b".into());
+            cons.push(a.into());
+            cons.extend((0..n).map(|i| i.to_string()));
+            cons.push("~{memory}".into());
+            let mut args = vec![pred, base];
+            for r in regs {
+                args.push(self.cast_to(self.get(*r)?, self.ty(Ty::int_of_bits(r.ty.class_bits())))?);
+            }
+            let args =
+                args.into_iter().enumerate().map(|(i, x)| if i >= 2 { self.int_to(x, vt) } else { Ok(x) }).collect::<Res<Vec<_>>>()?;
+            let outs = self.asm(&text, &cons.join(","), &vec![vt; n], &args)?;
+            for (r, o) in regs.iter().zip(outs) {
+                let rt = self.ty(Ty::int_of_bits(r.ty.class_bits()));
+                self.set(*r, self.int_to(o, rt)?)?;
+            }
+        } else {
+            let ty = if ty == MemTy::U8 { MemTy::B8 } else { ty };
+            let text = format!("@$0 st.{}{v}.{} [$1{off}], {};", space.name(), ty.name(), names(2));
+            let mut cons = vec!["b".to_string(), a.to_string()];
+            cons.extend(std::iter::repeat_n(c.to_string(), n));
+            cons.push("~{memory}".into());
+            let mut args = vec![pred, base];
+            for r in regs {
+                let x = self.cast_to(self.get(*r)?, self.ty(Ty::int_of_bits(r.ty.class_bits())))?;
+                args.push(self.int_to(x, vt)?);
+            }
+            self.asm(&text, &cons.join(","), &[], &args)?;
         }
         Ok(())
     }
 
-    /// Branches on `p` to a new block (where the builder is left) and returns the block to
-    /// continue in.
-    fn guard(&self, func: FunctionValue<'c>, p: V) -> Res<BasicBlock<'c>> {
-        let then = self.ctx.append_basic_block(func, "pred");
-        let cont = self.ctx.append_basic_block(func, "cont");
-        self.b.build_conditional_branch(self.int(p)?, then, cont).ice()?;
-        self.b.position_at_end(then);
-        Ok(cont)
+    /// An integer value truncated or zero-extended to integer type `t`.
+    fn int_to(&self, x: BasicValueEnum<'c>, t: BasicTypeEnum<'c>) -> Res<BasicValueEnum<'c>> {
+        let (x, t) = (x.into_int_value(), t.into_int_type());
+        let (w, tw) = (x.get_type().get_bit_width(), t.get_bit_width());
+        Ok(match w.cmp(&tw) {
+            std::cmp::Ordering::Equal => x.into(),
+            std::cmp::Ordering::Greater => self.b.build_int_truncate(x, t, "").ice()?.into(),
+            std::cmp::Ordering::Less => self.b.build_int_z_extend(x, t, "").ice()?.into(),
+        })
     }
 
     /// A machine-IR `Asm`: the inputs in the types their constraints name, the outputs written
