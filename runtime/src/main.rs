@@ -163,6 +163,14 @@ impl<E: std::fmt::Display> From<E> for Fail {
 }
 
 fn main() -> ExitCode {
+    // Output piped into a reader that stops early (`tessera build … | head`) ends the process
+    // quietly, as other command-line tools do, instead of a panic in `print!`.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE at the start of `main`, before any
+    // thread exists, is what the C runtime does for every other program.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,

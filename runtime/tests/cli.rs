@@ -649,3 +649,21 @@ fn a_file_without_kernels_is_an_error() {
         assert!(err.contains(&format!("no kernels in `{path}`")), "{args:?}: {err}");
     }
 }
+
+/// Output cut short by its reader (`tessera build … | head -c 100`) ends the process quietly: it
+/// used to panic in `print!` ("failed printing to stdout: Broken pipe").
+#[cfg(unix)]
+#[test]
+fn a_closed_output_pipe_is_not_a_panic() {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{}' build examples/matmul.tile --emit ptx,tir,lir --no-cache --codegen ptx | head -c 100 >/dev/null",
+            env!("CARGO_BIN_EXE_tessera")
+        ))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("bash");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+}

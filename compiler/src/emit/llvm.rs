@@ -895,6 +895,15 @@ impl<'c, 'm> Emitter<'c, 'm> {
                     q
                 }
             }
+            IntOp::Shl | IntOp::LShr | IntOp::AShr if y.imm().is_some_and(|k| (0..w as i64).contains(&k)) => {
+                // A constant amount inside the width: the plain shift.
+                let k = t.const_int(y.imm().unwrap_or(0) as u64, false);
+                match op {
+                    IntOp::Shl => b.build_left_shift(x, k, "").ice()?,
+                    IntOp::LShr => b.build_right_shift(x, k, false, "").ice()?,
+                    _ => b.build_right_shift(x, k, true, "").ice()?,
+                }
+            }
             IntOp::Shl | IntOp::LShr | IntOp::AShr => {
                 // The amount is an i32; PTX clamps amounts of the width or more.
                 let amt = if t.get_bit_width() == 32 {
