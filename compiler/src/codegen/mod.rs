@@ -27,7 +27,7 @@ use crate::mir::builder::Builder;
 use crate::mir::{Addr, Blk, Cmp, FCmp, MemTy, SReg, Space, Sym, Ty, V};
 use crate::tir::{self, BinaryOp, CmpOp, ParamKind, ReduceOp, row_major};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use crate::ir::FastMap as HashMap;
 
 type Res<T> = Result<T, String>;
 
@@ -103,7 +103,7 @@ impl<'m> Gen<'m> {
         k.body.walk(k.body.entry, &mut |op| {
             uses_wgmma |= matches!(k.body.op(op).kind, OpKind::LocalMma { wgmma: true, .. } | OpKind::RegMma { wgmma: true, .. })
         });
-        let mut uses: HashMap<Value, u32> = HashMap::new();
+        let mut uses: HashMap<Value, u32> = HashMap::default();
         k.body.walk(k.body.entry, &mut |op| {
             for &o in &k.body.op(op).operands {
                 *uses.entry(o).or_default() += 1;
@@ -118,7 +118,7 @@ impl<'m> Gen<'m> {
         Gen {
             b,
             k,
-            vals: HashMap::new(),
+            vals: HashMap::default(),
             tid,
             smem,
             uses_wgmma,
@@ -132,7 +132,7 @@ impl<'m> Gen<'m> {
             uses,
             sregs: RefCell::default(),
             loop_depth: Default::default(),
-            slow_copies: HashMap::new(),
+            slow_copies: HashMap::default(),
         }
     }
 

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::Target;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use crate::ir::FastMap as HashMap;
 
 /// The function being built, with what the builder knows of its registers.
 pub struct FuncState {
@@ -40,7 +40,7 @@ pub struct FuncState {
 
 impl FuncState {
     fn new(name: &str) -> FuncState {
-        FuncState { func: Function::new(name), cur: 0, loops: vec![], depth: vec![], uniform: vec![], consts: HashMap::new() }
+        FuncState { func: Function::new(name), cur: 0, loops: vec![], depth: vec![], uniform: vec![], consts: HashMap::default() }
     }
 }
 
