@@ -99,16 +99,7 @@ fn split_kv<'a>(s: &'a str, flag: &str) -> Result<(&'a str, &'a str), String> {
     s.split_once('=').map(|(a, b)| (a.trim(), b.trim())).ok_or_else(|| format!("error: `{flag} {s}`: expected NAME=VALUE"))
 }
 
-/// The parameter's type as declared (`&mut f32[M, N]`).
-pub fn describe(p: &ParamKind) -> String {
-    match p {
-        ParamKind::Tensor { dtype, dims, mutable } => {
-            let d: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
-            format!("&{}{dtype}[{}]", if *mutable { "mut " } else { "" }, d.join(", "))
-        }
-        ParamKind::Scalar { dtype } => dtype.to_string(),
-    }
-}
+use tessera_compiler::host::describe;
 
 /// Parses a scalar argument of type `d`.
 pub fn parse_scalar(v: &str, d: DType) -> Option<Scalar> {
@@ -379,14 +370,4 @@ pub fn compare(got: &HostTensor, want: &HostTensor) -> Comparison {
     c
 }
 
-/// The index of element `i` of a row-major shape, for messages (`[3, 17]`).
-pub fn unravel(shape: &[usize], mut i: usize) -> Vec<usize> {
-    let mut out = vec![0; shape.len()];
-    for d in (0..shape.len()).rev() {
-        if shape[d] > 0 {
-            out[d] = i % shape[d];
-            i /= shape[d];
-        }
-    }
-    out
-}
+pub use tessera_compiler::host::unravel;

@@ -21,13 +21,13 @@ mod wgmma;
 use crate::Target;
 use crate::diag::Diagnostic;
 use crate::dtype::DType;
+use crate::ir::FastMap as HashMap;
 use crate::ir::{Block, Value};
 use crate::lir::{self, Layout, OpKind};
 use crate::mir::builder::Builder;
 use crate::mir::{Addr, Blk, Cmp, FCmp, MemTy, SReg, Space, Sym, Ty, V};
 use crate::tir::{self, BinaryOp, CmpOp, ParamKind, ReduceOp, row_major};
 use std::cell::RefCell;
-use crate::ir::FastMap as HashMap;
 
 type Res<T> = Result<T, String>;
 

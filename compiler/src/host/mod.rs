@@ -384,6 +384,18 @@ impl Bound {
     }
 }
 
+/// The multi-index of row-major element `i` of `shape` (for messages: `[3, 17]`).
+pub fn unravel(shape: &[usize], mut i: usize) -> Vec<usize> {
+    let mut out = vec![0; shape.len()];
+    for d in (0..shape.len()).rev() {
+        if shape[d] > 0 {
+            out[d] = i % shape[d];
+            i /= shape[d];
+        }
+    }
+    out
+}
+
 /// A parameter's declared type as a message shows it (`&mut f32[M, 4]`).
 pub fn describe(p: &ParamKind) -> String {
     match p {

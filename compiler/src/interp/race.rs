@@ -124,25 +124,13 @@ impl Races {
         };
         check(cell, p, a).map_err(|c| InterpError::Race {
             param: self.names.get(arg).cloned().unwrap_or_default(),
-            element: unravel(i, shape),
+            element: crate::host::unravel(shape, i),
             program: self.program(p),
             access: a,
             other: self.program(c.other),
             other_access: c.other_access,
         })
     }
-}
-
-/// The multi-index of row-major element `i` of `shape`.
-fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
-    let mut out = vec![0; shape.len()];
-    for d in (0..shape.len()).rev() {
-        if shape[d] > 0 {
-            out[d] = i % shape[d];
-            i /= shape[d];
-        }
-    }
-    out
 }
 
 /// The access rules on one cell (see the module documentation).

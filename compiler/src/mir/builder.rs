@@ -21,8 +21,8 @@ use super::{
     ShflMode, Space, Sym, Term, Ty, V,
 };
 use crate::Target;
-use std::cell::RefCell;
 use crate::ir::FastMap as HashMap;
+use std::cell::RefCell;
 
 /// The function being built, with what the builder knows of its registers.
 pub struct FuncState {
