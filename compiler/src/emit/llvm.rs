@@ -97,23 +97,24 @@ pub enum EmitError {
 /// optimised LLVM IR).
 pub fn emit(m: &Module, pipeline: &str, keep_ir: bool) -> Result<Output, EmitError> {
     emit_inner(m, pipeline, keep_ir).map_err(|e| match e {
-        Err2::Pipeline(message) => EmitError::Pipeline { pipeline: pipeline.to_string(), message },
-        Err2::Internal(s) => EmitError::Internal(s),
+        Failure::Pipeline(message) => EmitError::Pipeline { pipeline: pipeline.to_string(), message },
+        Failure::Internal(s) => EmitError::Internal(s),
     })
 }
 
-enum Err2 {
+/// What `emit_inner` failed on: the pipeline (a user's) or anything else (a bug).
+enum Failure {
     Pipeline(String),
     Internal(String),
 }
 
-impl From<String> for Err2 {
-    fn from(s: String) -> Err2 {
-        Err2::Internal(s)
+impl From<String> for Failure {
+    fn from(s: String) -> Failure {
+        Failure::Internal(s)
     }
 }
 
-fn emit_inner(m: &Module, pipeline: &str, keep_ir: bool) -> Result<Output, Err2> {
+fn emit_inner(m: &Module, pipeline: &str, keep_ir: bool) -> Result<Output, Failure> {
     let tm = target_machine(m.target)?;
     let ctx = Context::create();
     let module = ctx.create_module(&m.kernel.name);
@@ -154,9 +155,9 @@ fn emit_inner(m: &Module, pipeline: &str, keep_ir: bool) -> Result<Output, Err2>
         let head: Vec<&str> = text.lines().take(4).collect();
         format!("LLVM rejected the module emitted from the machine IR: {}", head.join(" | "))
     })?;
-    module.run_passes(pipeline, &tm, PassBuilderOptions::create()).map_err(|e| Err2::Pipeline(e.to_string()))?;
+    module.run_passes(pipeline, &tm, PassBuilderOptions::create()).map_err(|e| Failure::Pipeline(e.to_string()))?;
     let llvm_ir = keep_ir.then(|| module.print_to_string().to_string());
-    let buf = tm.write_to_memory_buffer(&module, FileType::Assembly).map_err(|e| Err2::Internal(format!("LLVM: {e}")))?;
+    let buf = tm.write_to_memory_buffer(&module, FileType::Assembly).map_err(|e| Failure::Internal(format!("LLVM: {e}")))?;
     let ptx = deterministic(String::from_utf8_lossy(buf.as_slice()).trim_end_matches('\0'));
     let ptx = annotate_pointers(&ptx, &m.kernel)?;
     Ok(Output { ptx, llvm_ir })
