@@ -103,8 +103,9 @@ fn verify_function(m: &Module, f: &Function) -> Res {
                 Inst::Mov { dst, src } => same("mov", &[*dst, *src]).map_err(at)?,
                 Inst::Pack { dst, parts } | Inst::Unpack { src: dst, dsts: parts } => {
                     let bits: u32 = parts.iter().map(|p| p.ty.class_bits()).sum();
-                    if bits != dst.ty.class_bits() || parts.is_empty() {
-                        return Err(at(format!("pack/unpack of {} bits into a {}", bits, dst.ty)));
+                    let even = parts.windows(2).all(|w| w[0].ty.class_bits() == w[1].ty.class_bits());
+                    if bits != dst.ty.class_bits() || parts.is_empty() || !even {
+                        return Err(at(format!("pack/unpack of {} bits in parts of unequal widths into a {}", bits, dst.ty)));
                     }
                 }
                 Inst::Load { space, ty, dsts, addr, pred, .. } | Inst::Store { space, ty, vals: dsts, addr, pred, .. } => {
