@@ -5,6 +5,7 @@
 //! (thread IR → PTX). `interp` executes the tile IR on the host. See
 //! `docs/architecture.md`.
 
+pub mod abi;
 pub mod codegen;
 pub mod diag;
 pub mod dtype;
@@ -222,23 +223,7 @@ pub struct PtxParam {
 impl KernelMeta {
     /// The PTX parameter list of `params` under the kernel parameter ABI.
     pub fn abi_of(params: &[tir::Param]) -> Vec<PtxParam> {
-        let mut out = vec![];
-        let mut push = |name: String, ty: &str, bytes: u32| out.push(PtxParam { name, ty: ty.into(), bytes });
-        for p in params {
-            match &p.kind {
-                tir::ParamKind::Tensor { dims, .. } => {
-                    push(format!("{}.ptr", p.name), "ptr", 8);
-                    for i in 0..dims.len() {
-                        push(format!("{}.size{i}", p.name), "i32", 4);
-                    }
-                    for i in 0..dims.len() {
-                        push(format!("{}.stride{i}", p.name), "i64", 8);
-                    }
-                }
-                tir::ParamKind::Scalar { dtype } => push(p.name.clone(), &dtype.to_string(), dtype.size() as u32),
-            }
-        }
-        out
+        abi::slots(params).into_iter().map(|s| PtxParam { name: s.name(params), ty: s.type_name(), bytes: s.bytes() }).collect()
     }
 
     /// The dimension symbols of `params` in binding order.

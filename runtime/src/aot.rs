@@ -180,20 +180,21 @@ pub fn check_pair(meta: &KernelMeta, ptx: &str) -> Result<(), String> {
     }
     // The one fact about a tensor the parameter list would not show: its element size (a buffer
     // checked for N bytes must not reach a kernel that writes 4N).
-    let mut j = 0;
-    for p in &meta.params {
-        if let tessera_compiler::tir::ParamKind::Tensor { dtype, dims, .. } = &p.kind {
-            let want = dtype.size() as u32;
-            if entry.params[j].pointee_align != Some(want) {
-                let got = entry.params[j].pointee_align.map_or("does not say".into(), |a| format!("says {a}"));
+    for (j, slot) in tessera_compiler::abi::slots(&meta.params).into_iter().enumerate() {
+        if let tessera_compiler::abi::Slot::Ptr { param, elem_bytes } = slot {
+            let got = entry.params.get(j).and_then(|p| p.pointee_align);
+            if got != Some(elem_bytes) {
+                let got = got.map_or("does not say".into(), |a| format!("says {a}"));
+                let (pname, dtype) = match meta.params.get(param) {
+                    Some(p @ tessera_compiler::tir::Param { kind: tessera_compiler::tir::ParamKind::Tensor { dtype, .. }, .. }) => {
+                        (p.name.as_str(), dtype.to_string())
+                    }
+                    _ => ("?", "?".into()),
+                };
                 return Err(format!(
-                    "`{}` is {dtype} ({want}-byte elements), but the PTX entry `{name}` {got} (`.ptr.global.align` of parameter {j})",
-                    p.name
+                    "`{pname}` is {dtype} ({elem_bytes}-byte elements), but the PTX entry `{name}` {got} (`.ptr.global.align` of parameter {j})"
                 ));
             }
-            j += 1 + 2 * dims.len();
-        } else {
-            j += 1;
         }
     }
     let threads = entry.maxntid.as_ref().ok_or_else(|| format!("the PTX entry `{name}` declares no `.maxntid`"))?;

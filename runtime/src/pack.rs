@@ -1,11 +1,12 @@
 //! Kernel parameter packing: launch arguments to the typed values of the PTX parameter list,
 //! as a pure function that needs no GPU.
 //!
-//! The ABI (see `tessera_compiler::KernelMeta::params`): for each tensor parameter, its device
-//! pointer (u64), then one i32 per dimension (the size), then one i64 per dimension (the stride
-//! in elements, row-major); for each scalar parameter, its value in the parameter's dtype (bool
-//! as a u8 of 0 or 1, f16 and bf16 as their u16 bits).
+//! The ABI is `tessera_compiler::abi`: for each tensor parameter, its device pointer (u64), then
+//! one i32 per dimension (the size), then one i64 per dimension (the stride in elements,
+//! row-major); for each scalar parameter, its value in the parameter's dtype (bool as a u8 of 0
+//! or 1, f16 and bf16 as their u16 bits). Packing fills its slots in order.
 
+use tessera_compiler::abi;
 use tessera_compiler::host::{ScalarValue, fit_scalar};
 use tessera_compiler::tir::{Param, ParamKind};
 use tessera_compiler::{DType, Scalar};
@@ -105,22 +106,22 @@ pub fn pack_params(params: &[Param], args: &[PackArg<'_>]) -> Result<Vec<KernelP
     if params.len() != args.len() {
         return Err(format!("the kernel takes {} arguments, got {}", params.len(), args.len()));
     }
-    let mut out = vec![];
-    for (p, a) in params.iter().zip(args) {
+    // Check each argument against its parameter, then fill the ABI's slots in order.
+    let mut scalars = vec![None; params.len()];
+    let mut strides = vec![vec![]; params.len()];
+    for (i, (p, a)) in params.iter().zip(args).enumerate() {
         match (&p.kind, a) {
-            (ParamKind::Tensor { dims, .. }, PackArg::Tensor { ptr, shape }) => {
+            (ParamKind::Tensor { dims, .. }, PackArg::Tensor { shape, .. }) => {
                 if dims.len() != shape.len() {
                     return Err(format!("argument `{}`: expected a tensor of rank {}, got shape {shape:?}", p.name, dims.len()));
                 }
-                out.push(KernelParam::U64(*ptr));
-                for (axis, &d) in shape.iter().enumerate() {
-                    let d = i32::try_from(d).map_err(|_| format!("argument `{}`: dimension {axis} = {d} does not fit in i32", p.name))?;
-                    out.push(KernelParam::I32(d));
+                if let Some((axis, d)) = shape.iter().enumerate().find(|(_, d)| i32::try_from(**d).is_err()) {
+                    return Err(format!("argument `{}`: dimension {axis} = {d} does not fit in i32", p.name));
                 }
-                out.extend(row_major_strides(shape).into_iter().map(KernelParam::I64));
+                strides[i] = row_major_strides(shape);
             }
             (ParamKind::Scalar { dtype }, PackArg::Scalar(v)) => {
-                out.push(scalar_param(*dtype, *v).map_err(|e| format!("argument `{}`: {e}", p.name))?);
+                scalars[i] = Some(scalar_param(*dtype, *v).map_err(|e| format!("argument `{}`: {e}", p.name))?);
             }
             (ParamKind::Tensor { .. }, PackArg::Scalar(_)) => {
                 return Err(format!("argument `{}`: expected a tensor, got a scalar", p.name));
@@ -130,7 +131,24 @@ pub fn pack_params(params: &[Param], args: &[PackArg<'_>]) -> Result<Vec<KernelP
             }
         }
     }
-    Ok(out)
+    abi::slots(params)
+        .into_iter()
+        .map(|slot| {
+            let tensor = match args[slot.param()] {
+                PackArg::Tensor { ptr, shape } => Some((ptr, shape)),
+                PackArg::Scalar(_) => None,
+            };
+            match slot {
+                abi::Slot::Ptr { .. } => tensor.map(|(ptr, _)| KernelParam::U64(ptr)),
+                abi::Slot::Size { axis, .. } => {
+                    tensor.and_then(|(_, shape)| shape.get(axis)).and_then(|&d| i32::try_from(d).ok()).map(KernelParam::I32)
+                }
+                abi::Slot::Stride { param, axis } => strides[param].get(axis).copied().map(KernelParam::I64),
+                abi::Slot::Scalar { param, .. } => scalars[param],
+            }
+            .ok_or_else(|| format!("argument `{}`: internal error packing {}", params[slot.param()].name, slot.name(params)))
+        })
+        .collect()
 }
 
 /// Converts a scalar argument to a parameter of type `dtype`, by the binder's one rule

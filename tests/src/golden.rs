@@ -1,5 +1,5 @@
 //! Golden tests: every example compiles (verifiers on after every pass), its tile IR, thread IR
-//! and PTX are snapshotted, its tile IR prints and parses back to the same text, and its PTX
+//! and PTX are snapshotted (sm_90a; sm_80 too for the tensor-core examples), its tile IR prints and parses back to the same text, and its PTX
 //! assembles with ptxas for sm_90a and sm_80 (sm_90a register and spill counts snapshotted).
 //! The tensor-core examples' PTX is checked for the matrix instructions (`mma.sync`,
 //! `ldmatrix`, `cp.async`), and ptxas must report no spills at the default configs.
@@ -24,6 +24,23 @@ fn examples_snapshots_and_roundtrip() {
             insta::assert_snapshot!(format!("{stem}.{}.ptx", k.meta.name), k.ptx);
         }
     }
+}
+
+/// The sm_80 PTX of the examples whose sm_90a code uses `wgmma`: their `ldmatrix` fragment
+/// addressing, swizzled `cp.async` stores and `mma.sync` register map appear nowhere else in a
+/// snapshot.
+#[test]
+fn sm80_tensor_core_snapshots() {
+    let mut seen = 0;
+    for ex in examples(Target::Sm80) {
+        for k in &ex.kernels {
+            if k.ptx.contains("ldmatrix") && ["matmul", "attention", "na2d"].contains(&ex.stem.as_str()) {
+                insta::assert_snapshot!(format!("{}.{}.sm_80.ptx", ex.stem, k.meta.name), k.ptx);
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(seen, 3, "the tensor-core examples no longer use ldmatrix on sm_80");
 }
 
 /// `ptxas -v` logs of every example kernel at its defaults for `target`, `(example, kernel,

@@ -482,6 +482,30 @@ impl Gen<'_> {
     }
 }
 
+/// The shared index maps (`lir::index`) build machine IR through the folding operations.
+impl crate::lir::index::IndexMath for Gen<'_> {
+    type V = V;
+    type Error = String;
+    fn add(&self, a: V, b: V) -> Res<V> {
+        Gen::add(self, a, b)
+    }
+    fn addc(&self, a: V, k: i64) -> Res<V> {
+        Gen::addc(self, a, k)
+    }
+    fn mulc(&self, a: V, k: i64) -> Res<V> {
+        Gen::mulc(self, a, k)
+    }
+    fn udivc(&self, a: V, k: i64) -> Res<V> {
+        Gen::udivc(self, a, k)
+    }
+    fn uremc(&self, a: V, k: i64) -> Res<V> {
+        Gen::uremc(self, a, k)
+    }
+    fn xor(&self, a: V, b: V) -> Res<V> {
+        Gen::xor(self, a, b)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The index arithmetic is checked by running what it builds (the machine-IR evaluator) on
@@ -616,6 +640,68 @@ mod tests {
             run(&m, &m.kernel, &[x as u32 as u64, OUT], &mut env).unwrap_or_else(|e| panic!("{e}"));
             let got = i64::from_le_bytes(env.read(Space::Global, OUT, 8).try_into().unwrap_or_default());
             assert_eq!(got, x * 12);
+        }
+    }
+
+    /// The code generator's coordinates of every register, in every layout of a 4-warp block
+    /// (2-D and reshaped 3-D MMA tiles), are the element the layout definitions give
+    /// (`lir::shuffle::element_of`, the planner's map) on every thread.
+    #[test]
+    fn register_coordinates_are_the_layout_map() {
+        use lir::{Layout, Type};
+        let cases: [(Layout, &[i64]); 10] = [
+            (Layout::Blocked { vec: 1 }, &[8, 32]),
+            (Layout::Blocked { vec: 4 }, &[16, 64]),
+            (Layout::Blocked { vec: 2 }, &[3, 8, 64]),
+            (Layout::Mma { warps_m: 4, warps_n: 1 }, &[64, 32]),
+            (Layout::Mma { warps_m: 4, warps_n: 1 }, &[2, 64, 16]),
+            (Layout::Mma { warps_m: 2, warps_n: 2 }, &[64, 32]),
+            (Layout::Mma { warps_m: 1, warps_n: 4 }, &[32, 64]),
+            (Layout::MmaRows { warps_m: 4 }, &[128]),
+            (Layout::MmaRows { warps_m: 4 }, &[64, 1]),
+            (Layout::MmaCols { warps_m: 2, warps_n: 2 }, &[1, 32]),
+        ];
+        for (layout, shape) in cases {
+            let t = Type::Tile { dtype: crate::dtype::DType::F32, shape: shape.to_vec(), layout };
+            let regs = layout.regs(shape, THREADS);
+            let strides = crate::tir::row_major(shape);
+            check(
+                &[0],
+                |g, _| {
+                    (0..regs)
+                        .map(|r| {
+                            let cs = g.coords(&t, r).unwrap_or_else(|e| panic!("{e}"));
+                            cs.iter().zip(&strides).fold(g.i32c(0), |acc, (&c, &s)| {
+                                g.add(acc, g.mulc(c, s).unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"))
+                            })
+                        })
+                        .collect()
+                },
+                |tid, _| (0..regs).map(|r| lir::shuffle::element_of(layout, shape, THREADS, tid as u32, r)).collect(),
+            );
+        }
+    }
+
+    /// The swizzled shared-memory offsets built as machine IR are the shared map's on plain
+    /// integers, for every thread's `(row, col)`.
+    #[test]
+    fn swizzled_offsets_build_the_shared_map() {
+        use lir::index::{Exact, exact, swizzled_offset};
+        for (cols, esize) in [(64i64, 2i64), (32, 2), (16, 2), (128, 2), (256, 1), (8, 4)] {
+            let rc = |tid: i64, x: i64| ((tid + x) / cols % 64, (tid * 7 + x) % cols);
+            check(
+                &[0, 5, 300],
+                |g, x| {
+                    let s = g.add(g.tid, x).unwrap_or_else(|e| panic!("{e}"));
+                    let row = g.uremc(g.udivc(s, cols).unwrap_or_else(|e| panic!("{e}")), 64).unwrap_or_else(|e| panic!("{e}"));
+                    let col = g.uremc(g.add(g.mulc(g.tid, 7).unwrap_or_else(|e| panic!("{e}")), x).unwrap_or_else(|e| panic!("{e}")), cols);
+                    vec![g.smem_offset_2d(row, col.unwrap_or_else(|e| panic!("{e}")), cols, esize, true).unwrap_or_else(|e| panic!("{e}"))]
+                },
+                |tid, x| {
+                    let (row, col) = rc(tid, x);
+                    vec![exact(swizzled_offset(&Exact, row, col, cols, esize, true))]
+                },
+            );
         }
     }
 }

@@ -19,6 +19,7 @@
 use super::{Cv, Gen, Res};
 use crate::dtype::DType;
 use crate::ir::Value;
+use crate::lir::index;
 use crate::lir::{self, Layout};
 use crate::mir::{Callee, Cmp, Inst, IntOp, MmaKind, SReg, Sym, Ty, V};
 
@@ -57,47 +58,21 @@ impl Gen<'_> {
     }
 
     /// `(row, col)` of register `r` of this thread in an MMA-layout tile of `shape`, its leading
-    /// dimensions flattened into rows.
+    /// dimensions flattened into rows (the map of `lir::index`).
     pub(crate) fn mma_row_col(&self, shape: &[i64], warps_m: u32, warps_n: u32, r: usize) -> Res<[V; 2]> {
         let bn = shape.last().copied().unwrap_or(1) / warps_n as i64;
-        let nt = (bn / 8) as usize;
-        let (c, ni, mi) = (r % 4, (r / 4) % nt, r / 4 / nt);
-        // This thread's first row and column; a register adds a constant to them (warp row `wm`
-        // holds the 16-row strips `wm + s·warps_m`).
+        let (dr, dc) = Layout::Mma { warps_m, warps_n }.mma_reg_offset(shape, r).unwrap_or_default();
+        // This thread's first row and column; a register adds a constant to them.
         let (wm, wn, g, t, _) = self.mma_ids(warps_n)?;
-        let row0 = self.hoisted(("mma.row0", vec![warps_n as i64]), |s| s.add(s.mulc(wm, 16)?, g))?;
-        let col0 = self.hoisted(("mma.col0", vec![bn, warps_n as i64]), |s| s.add(s.mulc(wn, bn)?, s.mulc(t, 2)?))?;
-        let row = self.addc(row0, mi as i64 * 16 * warps_m as i64 + 8 * (c as i64 / 2))?;
-        let col = self.addc(col0, ni as i64 * 8 + (c as i64 % 2))?;
-        Ok([row, col])
+        let row0 = self.hoisted(("mma.row0", vec![warps_n as i64]), |s| index::mma_row0(s, wm, g))?;
+        let col0 = self.hoisted(("mma.col0", vec![bn, warps_n as i64]), |s| index::mma_col0(s, wn, t, bn))?;
+        Ok([self.addc(row0, dr)?, self.addc(col0, dc)?])
     }
 
     /// Byte offset of element `(row, col)` of a row-major `[rows, cols]` tile of `esize`-byte
     /// elements in shared memory, with the 16-byte chunks of each row swizzled if asked.
     pub(crate) fn smem_offset_2d(&self, row: V, col: V, cols: i64, esize: i64, swizzled: bool) -> Res<V> {
-        let row_bytes = self.mulc(row, cols * esize)?;
-        let chunks = cols * esize / 16;
-        let (per_phase, max_phase) = lir::swizzle_params(chunks);
-        if !swizzled || max_phase == 1 {
-            return self.add(row_bytes, self.mulc(col, esize)?);
-        }
-        let per_chunk = 16 / esize;
-        let chunk = self.udivc(col, per_chunk)?;
-        let within = self.mulc(self.uremc(col, per_chunk)?, esize)?;
-        let phase = self.uremc(self.udivc(row, per_phase)?, max_phase)?;
-        if chunks > 8 && chunks % 8 == 0 {
-            // Rows wider than 128 bytes: 128-byte column blocks of 8 rows (1024-byte atoms, the
-            // layout of wgmma's 128B swizzle), each 8-row group holding all its blocks in turn.
-            // Rows 8 apart are still `8 · cols · esize` bytes apart (`shifted_rows`).
-            let group = self.mulc(self.udivc(row, 8)?, 8 * cols * esize)?;
-            let block = self.mulc(self.udivc(chunk, 8)?, 1024)?;
-            let sw = self.xor(self.uremc(chunk, 8)?, phase)?;
-            let off = self.add(self.add(group, block)?, self.mulc(phase, 128)?)?;
-            return self.add(self.add(off, self.mulc(sw, 16)?)?, within);
-        }
-        let chunk = self.xor(chunk, phase)?;
-        let off = self.add(row_bytes, self.mulc(chunk, 16)?)?;
-        self.add(off, within)
+        index::swizzled_offset(self, row, col, cols, esize, swizzled)
     }
 
     /// `ldmatrix.x4` (or `.x2`) at a shared-memory byte offset; returns the 32-bit registers.
@@ -497,9 +472,9 @@ impl Gen<'_> {
     /// `[row]` (or `[row, 0]`) of register `r` in an `#mma_rows` tile.
     pub(crate) fn mma_row_coords(&self, shape: &[i64], warps_m: u32, r: usize) -> Res<Vec<V>> {
         let (wm, _, g, _, _) = self.mma_ids(1)?;
-        let (mi, h) = ((r / 2) as i64, (r % 2) as i64);
-        let row0 = self.hoisted(("mma.row0", vec![1]), |s| s.add(s.mulc(wm, 16)?, g))?;
-        let row = self.addc(row0, mi * 16 * warps_m as i64 + 8 * h)?;
+        let (dr, _) = Layout::MmaRows { warps_m }.mma_reg_offset(shape, r).unwrap_or_default();
+        let row0 = self.hoisted(("mma.row0", vec![1]), |s| index::mma_row0(s, wm, g))?;
+        let row = self.addc(row0, dr)?;
         let mut out = vec![row];
         if shape.len() == 2 {
             out.push(self.i32c(0));
@@ -508,11 +483,12 @@ impl Gen<'_> {
     }
 
     /// `([0,] col)` of register `r` of this thread in an `#mma_cols` tile of `shape`.
-    pub(crate) fn mma_col_coords(&self, shape: &[i64], warps_n: u32, r: usize) -> Res<Vec<V>> {
+    pub(crate) fn mma_col_coords(&self, shape: &[i64], warps_m: u32, warps_n: u32, r: usize) -> Res<Vec<V>> {
         let bn = shape.last().copied().unwrap_or(1) / warps_n as i64;
         let (_, wn, _, t, _) = self.mma_ids(warps_n)?;
-        let col0 = self.hoisted(("mma.col0", vec![bn, warps_n as i64]), |s| s.add(s.mulc(wn, bn)?, s.mulc(t, 2)?))?;
-        let col = self.addc(col0, (r / 2) as i64 * 8 + (r % 2) as i64)?;
+        let (_, dc) = Layout::MmaCols { warps_m, warps_n }.mma_reg_offset(shape, r).unwrap_or_default();
+        let col0 = self.hoisted(("mma.col0", vec![bn, warps_n as i64]), |s| index::mma_col0(s, wn, t, bn))?;
+        let col = self.addc(col0, dc)?;
         Ok(if shape.len() == 2 { vec![self.i32c(0), col] } else { vec![col] })
     }
 
@@ -654,7 +630,7 @@ impl Gen<'_> {
     /// The byte offset of `(row + dr, col)` given `at_row`, that of `(row, col)`: a constant away
     /// when `dr` is a multiple of the swizzle period, else `full()`.
     pub(crate) fn shifted_rows(&self, at_row: V, dr: i64, cols: i64, esize: i64, full: impl FnOnce(&Self) -> Res<V>) -> Res<V> {
-        let (per_phase, max_phase) = lir::swizzle_params(cols * esize / 16);
+        let (per_phase, max_phase) = index::swizzle_params(cols * esize / 16);
         if dr % (per_phase * max_phase) == 0 { self.addc(at_row, dr * cols * esize) } else { full(self) }
     }
 

@@ -19,6 +19,7 @@ mod shuffle;
 mod wgmma;
 
 use crate::Target;
+use crate::abi::Slot;
 use crate::diag::Diagnostic;
 use crate::dtype::DType;
 use crate::ir::FastMap as HashMap;
@@ -26,7 +27,7 @@ use crate::ir::{Block, Value};
 use crate::lir::{self, Layout, OpKind};
 use crate::mir::builder::Builder;
 use crate::mir::{Addr, Blk, Cmp, FCmp, MemTy, SReg, Space, Sym, Ty, V};
-use crate::tir::{self, BinaryOp, CmpOp, ParamKind, ReduceOp, row_major};
+use crate::tir::{self, BinaryOp, CmpOp, ReduceOp, row_major};
 use std::cell::RefCell;
 
 type Res<T> = Result<T, String>;
@@ -144,21 +145,36 @@ impl<'m> Gen<'m> {
 
     fn kernel(&mut self) -> Res<()> {
         let entry = self.k.body.entry;
-        for (i, p) in self.k.params.iter().enumerate() {
-            let v = self.k.body.block(entry).args[i];
-            match &p.kind {
-                ParamKind::Tensor { dims, dtype, .. } => {
-                    let ptr = self.param(Ty::I64, Some(dtype.size() as u32));
-                    let sizes = dims.iter().map(|_| self.param(Ty::I32, None)).collect();
-                    let strides = dims.iter().map(|_| self.param(Ty::I64, None)).collect();
-                    self.vals.insert(v, Cv::Tensor { ptr, sizes, strides });
+        // The machine parameters, in the ABI's order, grouped back into the tile parameters.
+        // (pointer, sizes, strides) of each tensor parameter.
+        type Parts = (V, Vec<V>, Vec<V>);
+        let mut tensors: Vec<Option<Parts>> = vec![None; self.k.params.len()];
+        for slot in crate::abi::slots(&self.k.params) {
+            let v = self.k.body.block(entry).args[slot.param()];
+            match slot {
+                Slot::Ptr { param, elem_bytes } => {
+                    let ptr = self.param(Ty::I64, Some(elem_bytes));
+                    *tensors.get_mut(param).ok_or("a slot of no parameter")? = Some((ptr, vec![], vec![]));
                 }
-                ParamKind::Scalar { dtype } => {
-                    let x = self.param(reg_type(*dtype), None);
-                    let x = if *dtype == DType::Bool { self.b.at_entry(|| self.b.icmp(Cmp::Ne, x, V::int(Ty::I8, 0))) } else { x };
+                Slot::Size { param, .. } => {
+                    let x = self.param(Ty::I32, None);
+                    tensors.get_mut(param).and_then(|t| t.as_mut()).ok_or("a size before its pointer")?.1.push(x);
+                }
+                Slot::Stride { param, .. } => {
+                    let x = self.param(Ty::I64, None);
+                    tensors.get_mut(param).and_then(|t| t.as_mut()).ok_or("a stride before its pointer")?.2.push(x);
+                }
+                Slot::Scalar { dtype, .. } => {
+                    let x = self.param(reg_type(dtype), None);
+                    let x = if dtype == DType::Bool { self.b.at_entry(|| self.b.icmp(Cmp::Ne, x, V::int(Ty::I8, 0))) } else { x };
                     self.vals.insert(v, Cv::Regs(vec![x]));
                 }
             }
+        }
+        for (param, t) in tensors.into_iter().enumerate() {
+            let Some((ptr, sizes, strides)) = t else { continue };
+            let v = self.k.body.block(entry).args[param];
+            self.vals.insert(v, Cv::Tensor { ptr, sizes, strides });
         }
         self.note(self.tid, Some(fold::Facts { lo: 0, hi: self.k.threads as i64 - 1, align: 1 }));
         self.region(entry)?;
@@ -305,7 +321,7 @@ impl<'m> Gen<'m> {
         match t.layout() {
             Some(Layout::Mma { warps_m, warps_n }) => return self.mma_coords(t.shape(), warps_m, warps_n, r),
             Some(Layout::MmaRows { warps_m }) => return self.mma_row_coords(t.shape(), warps_m, r),
-            Some(Layout::MmaCols { warps_n, .. }) => return self.mma_col_coords(t.shape(), warps_n, r),
+            Some(Layout::MmaCols { warps_m, warps_n }) => return self.mma_col_coords(t.shape(), warps_m, warps_n, r),
             _ => {}
         }
         let shape = t.shape();

@@ -123,10 +123,7 @@ impl HostTensor {
     pub fn get_f64(&self, i: usize) -> f64 {
         let r = self.raw(i);
         match self.dtype {
-            DType::F16 => f16::from_bits(r as u16).to_f64(),
-            DType::BF16 => bf16::from_bits(r as u16).to_f64(),
-            DType::F32 => f32::from_bits(r as u32) as f64,
-            DType::F64 => f64::from_bits(r),
+            DType::F16 | DType::BF16 | DType::F32 | DType::F64 => crate::dtype::float_from_bits(self.dtype, r),
             DType::U64 => r as f64,
             _ => self.get_i64(i) as f64,
         }
@@ -151,11 +148,8 @@ impl HostTensor {
     /// Stores `v` rounded to the dtype (round to nearest even for floats; integers saturate).
     pub fn set_f64(&mut self, i: usize, v: f64) {
         let r = match self.dtype {
-            // Through f32: `half`'s f64 conversion drops low bits before rounding.
-            DType::F16 => f16::from_f32(v as f32).to_bits() as u64,
-            DType::BF16 => bf16::from_f32(v as f32).to_bits() as u64,
-            DType::F32 => (v as f32).to_bits() as u64,
-            DType::F64 => v.to_bits(),
+            // The one rounding rule, shared with the interpreter and constant folding.
+            DType::F16 | DType::BF16 | DType::F32 | DType::F64 => crate::dtype::float_bits(self.dtype, v),
             DType::Bool => (v != 0.0) as u64,
             DType::I8 => v as i8 as u8 as u64,
             DType::I16 => v as i16 as u16 as u64,
@@ -232,10 +226,7 @@ impl ScalarValue {
     /// The value of a float dtype (exact); integers convert to the nearest f64.
     pub fn to_f64(self) -> f64 {
         match self.dtype {
-            DType::F16 => f16::from_bits(self.bits as u16).to_f64(),
-            DType::BF16 => bf16::from_bits(self.bits as u16).to_f64(),
-            DType::F32 => f32::from_bits(self.bits as u32) as f64,
-            DType::F64 => f64::from_bits(self.bits),
+            DType::F16 | DType::BF16 | DType::F32 | DType::F64 => crate::dtype::float_from_bits(self.dtype, self.bits),
             _ => self.to_i128() as f64,
         }
     }
@@ -295,13 +286,8 @@ pub fn fit_scalar(dtype: DType, v: Scalar) -> Result<ScalarValue, String> {
             };
             return Err(format!("{v} does not fit in {dtype} (it rounds to infinity; the largest finite {dtype} is {max})"));
         }
-        let bits = match dtype {
-            // `x` is exactly representable, so these conversions are exact.
-            DType::F16 => f16::from_f64(x).to_bits() as u64,
-            DType::BF16 => bf16::from_f64(x).to_bits() as u64,
-            DType::F32 => (x as f32).to_bits() as u64,
-            _ => x.to_bits(),
-        };
+        // `x` is exactly representable, so this encoding is exact.
+        let bits = crate::dtype::float_bits(dtype, x);
         return Ok(ScalarValue { dtype, bits });
     }
     if dtype == DType::Bool {

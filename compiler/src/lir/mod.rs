@@ -9,6 +9,7 @@
 //! element `t % N`. Since the layout depends only on the flattened index, `reshape` never moves
 //! data. The MMA layouts are described on [`Layout`].
 
+pub mod index;
 mod print;
 pub mod shuffle;
 
@@ -178,7 +179,7 @@ pub enum OpKind {
     Reshape,
     /// `(x) -> ()`: each thread writes its elements at `offset + linear_index * size`; with
     /// `swizzled`, a 2-D tile's 16-byte chunks are permuted within each row (see
-    /// `swizzle_chunk`) so that `ldmatrix` reads of 8 rows hit distinct banks.
+    /// `index::swizzled_offset`) so that `ldmatrix` reads of 8 rows hit distinct banks.
     LocalStore { offset: u32, swizzled: bool },
     /// `() -> T`: each thread reads element `c` from `offset + (Σ c_i · strides_i) * size`.
     LocalLoad { offset: u32, strides: Vec<i64> },
@@ -272,15 +273,6 @@ impl OpKind {
 
 pub type LirBody = Body<OpKind, Type>;
 
-/// The swizzled position of 16-byte chunk `chunk` of row `row` in a row of `chunks` chunks:
-/// XOR with the row's phase, so that 8 consecutive rows put their chunk `c` in 8 different
-/// 16-byte bank groups (conflict-free `ldmatrix`). Rows wider than 128 bytes are further split
-/// into 128-byte column blocks (`smem_offset_2d`); the XOR stays within each block.
-pub fn swizzle_chunk(row: i64, chunk: i64, chunks: i64) -> i64 {
-    let (per_phase, max_phase) = swizzle_params(chunks);
-    chunk ^ ((row / per_phase) % max_phase)
-}
-
 /// Whether a `local_mma` (or, with `a_in_regs`, a `reg_mma`) can run as Hopper's
 /// `wgmma.mma_async.m64nNk16`, the tensor cores reading the shared-memory operands through
 /// matrix descriptors:
@@ -306,16 +298,6 @@ pub fn wgmma_fits(m: i64, n: i64, layout: Option<Layout>, k: i64, dtype: DType, 
         && b_ok
         && (a_in_regs || k_major_ok(m))
         && offsets.iter().all(|o| o % 1024 == 0)
-}
-
-/// `(rows per phase, phases)` of the swizzle for rows of `chunks` 16-byte chunks.
-pub fn swizzle_params(chunks: i64) -> (i64, i64) {
-    match chunks {
-        c if c >= 8 => (1, 8),
-        4 => (2, 4),
-        2 => (4, 2),
-        _ => (1, 1),
-    }
 }
 
 /// A kernel in the thread IR.

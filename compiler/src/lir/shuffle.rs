@@ -11,6 +11,7 @@
 //! register a gather keeps. The lowering computes the plan (to choose) and the `shuffle_convert`
 //! op carries it to codegen; the thread-IR verifier checks that it is the plan of the op's types.
 
+use super::index::{Exact, MmaThread, exact, mma_col0, mma_row0};
 use super::{Layout, Type};
 use crate::tir::row_major;
 
@@ -18,7 +19,6 @@ use crate::tir::row_major;
 /// `layout` by `threads` threads (the layouts' definitions in [`Layout`]).
 pub fn element_of(layout: Layout, shape: &[i64], threads: u32, t: u32, r: usize) -> i64 {
     let numel: i64 = shape.iter().product();
-    let (warp, lane) = ((t / 32) as i64, (t % 32) as i64);
     match layout {
         Layout::Blocked { .. } => {
             if numel < threads as i64 {
@@ -27,24 +27,21 @@ pub fn element_of(layout: Layout, shape: &[i64], threads: u32, t: u32, r: usize)
             let (base, mul) = layout.linear(numel, threads, r);
             base + t as i64 * mul
         }
-        Layout::Mma { warps_m, warps_n } => {
+        Layout::Mma { .. } | Layout::MmaRows { .. } | Layout::MmaCols { .. } => {
+            let warps_n = match layout {
+                Layout::Mma { warps_n, .. } | Layout::MmaCols { warps_n, .. } => warps_n,
+                _ => 1,
+            };
             let n = shape.last().copied().unwrap_or(1);
-            let bn = n / warps_n as i64;
-            let nt = (bn / 8).max(1) as usize;
-            let (c, ni, mi) = ((r % 4) as i64, ((r / 4) % nt) as i64, (r / 4 / nt) as i64);
-            let (wm, wn) = (warp / warps_n as i64, warp % warps_n as i64);
-            let row = wm * 16 + lane / 4 + mi * 16 * warps_m as i64 + 8 * (c / 2);
-            let col = wn * bn + 2 * (lane % 4) + ni * 8 + c % 2;
-            row * n + col
-        }
-        Layout::MmaRows { warps_m } => {
-            let (mi, h) = ((r / 2) as i64, (r % 2) as i64);
-            warp * 16 + lane / 4 + mi * 16 * warps_m as i64 + 8 * h
-        }
-        Layout::MmaCols { warps_n, .. } => {
-            let bn = shape.last().copied().unwrap_or(1) / warps_n as i64;
-            let (ni, c) = ((r / 2) as i64, (r % 2) as i64);
-            (warp % warps_n as i64) * bn + 8 * ni + 2 * (lane % 4) + c
+            let (dr, dc) = layout.mma_reg_offset(shape, r).unwrap_or_default();
+            let th = MmaThread::of(t, warps_n);
+            let row = exact(mma_row0(&Exact, th.wm, th.g)) + dr;
+            let col = exact(mma_col0(&Exact, th.wn, th.t, n / warps_n.max(1) as i64)) + dc;
+            match layout {
+                Layout::MmaRows { .. } => row,
+                Layout::MmaCols { .. } => col,
+                _ => row * n + col,
+            }
         }
     }
 }
