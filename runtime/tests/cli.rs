@@ -667,3 +667,26 @@ fn a_closed_output_pipe_is_not_a_panic() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
 }
+
+/// LLVM ends the process on some pass pipelines (InstCombine's fixpoint check, LICM outside
+/// `loop-mssa`), and some passes write files (`dot-cfg`): `--llvm-passes` is checked before LLVM
+/// sees it, and InstCombine runs without its fixpoint check.
+#[test]
+fn llvm_pass_pipelines_are_checked_before_llvm_runs() {
+    let na2d = ["build", "examples/na2d.tile", "--codegen", "llvm", "--no-cache", "--const", "KS=7", "--const", "D=64", "--llvm-passes"];
+    // This pipeline's InstCombine does not reach a fixpoint on this kernel in one iteration.
+    let (code, out, err) = tessera(&[&na2d[..], &["function(mem2reg,instcombine)"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(".entry na2d"), "{out}");
+    for (pipeline, want) in [
+        ("function(licm)", "`licm` runs only inside `loop-mssa(...)`"),
+        ("dot-cfg", "`dot-cfg` is not a pass a pipeline may name here"),
+        ("default<O7>", "`default` takes one of O0"),
+        ("function(mem2reg", "expected `)`"),
+    ] {
+        let (code, _, err) = tessera(&[&na2d[..], &[pipeline]].concat());
+        assert_eq!(code, 1, "{pipeline}: {err}");
+        assert!(err.starts_with("error: ") && err.contains(want), "{pipeline}: {err}");
+        assert!(!err.contains("LLVM ERROR") && !err.contains("panicked"), "{pipeline}: {err}");
+    }
+}

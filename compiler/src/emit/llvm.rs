@@ -46,12 +46,8 @@ impl<T, E: std::fmt::Display> Ice<T> for Result<T, E> {
     }
 }
 
-/// The optimisation pipeline. The machine IR is already folded, numbered and hoisted, and
-/// ptxas optimises the PTX heavily, so a short function pipeline suffices: `mem2reg` (the
-/// registers written more than once), one round of CSE and InstCombine (the guards this
-/// emitter adds, the bit casts), and a final CFG cleanup. Measured against `default<O2>` on the
-/// examples (`docs/benchmarks.md`).
-pub const PIPELINE: &str = "function(mem2reg,early-cse,instcombine<max-iterations=1;no-verify-fixpoint>,simplifycfg<keep-loops>)";
+/// The optimisation pipeline (see [`super::pipeline::DEFAULT`]).
+pub const PIPELINE: &str = super::pipeline::DEFAULT;
 
 /// What the emitter made: the PTX, and the LLVM IR after optimisation when asked for.
 pub struct Output {
@@ -96,7 +92,8 @@ pub enum EmitError {
 /// Emits the PTX of `m` through LLVM (`pipeline`: the passes to run; `keep_ir`: also return the
 /// optimised LLVM IR).
 pub fn emit(m: &Module, pipeline: &str, keep_ir: bool) -> Result<Output, EmitError> {
-    emit_inner(m, pipeline, keep_ir).map_err(|e| match e {
+    let checked = super::pipeline::check(pipeline).map_err(|message| EmitError::Pipeline { pipeline: pipeline.to_string(), message })?;
+    emit_inner(m, &checked, keep_ir).map_err(|e| match e {
         Failure::Pipeline(message) => EmitError::Pipeline { pipeline: pipeline.to_string(), message },
         Failure::Internal(s) => EmitError::Internal(s),
     })

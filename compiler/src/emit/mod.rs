@@ -4,4 +4,5 @@
 
 #[cfg(feature = "llvm")]
 pub mod llvm;
+pub mod pipeline;
 pub mod ptx;
