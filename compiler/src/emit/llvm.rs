@@ -607,29 +607,29 @@ impl<'c, 'm> Emitter<'c, 'm> {
                 let v = self.get(*src)?;
                 self.set(*dst, self.cast_to(v, self.ty(dst.ty))?)?;
             }
+            // Parts of one width (the verifier's rule) as a vector bit-cast to the wide integer:
+            // NVPTX prints it as one `mov.b32 %r, {%a, %b}` (and the reverse for `Unpack`), not
+            // as extensions, shifts and ors.
             Inst::Pack { dst, parts } => {
                 let wide = self.ty(Ty::int_of_bits(dst.ty.class_bits())).into_int_type();
-                let mut acc = wide.const_zero();
-                let mut at = 0;
-                for p in parts {
-                    let bits = p.ty.class_bits();
-                    let x = self.cast_to(self.get(*p)?, self.ty(Ty::int_of_bits(bits)))?.into_int_value();
-                    let x = b.build_int_z_extend(x, wide, "").ice()?;
-                    let x = if at == 0 { x } else { b.build_left_shift(x, wide.const_int(at as u64, false), "").ice()? };
-                    acc = b.build_or(acc, x, "").ice()?;
-                    at += bits;
+                let bits = parts.first().map_or(0, |p| p.ty.class_bits());
+                let elem = self.ty(Ty::int_of_bits(bits)).into_int_type();
+                let mut v = elem.vec_type(parts.len() as u32).get_undef();
+                for (i, p) in parts.iter().enumerate() {
+                    let x = self.cast_to(self.get(*p)?, elem.into())?.into_int_value();
+                    v = b.build_insert_element(v, x, self.ctx.i32_type().const_int(i as u64, false), "").ice()?;
                 }
-                self.set(*dst, acc.into())?;
+                let acc = b.build_bit_cast(v, wide, "").ice()?;
+                self.set(*dst, acc)?;
             }
             Inst::Unpack { dsts, src } => {
-                let x = self.cast_to(self.get(*src)?, self.ty(Ty::int_of_bits(src.ty.class_bits())))?.into_int_value();
-                let mut at = 0;
-                for d in dsts {
-                    let bits = d.ty.class_bits();
-                    let s = if at == 0 { x } else { b.build_right_shift(x, x.get_type().const_int(at as u64, false), false, "").ice()? };
-                    let part = b.build_int_truncate(s, self.ty(Ty::int_of_bits(bits)).into_int_type(), "").ice()?;
-                    self.set(*d, part.into())?;
-                    at += bits;
+                let bits = dsts.first().map_or(0, |d| d.ty.class_bits());
+                let elem = self.ty(Ty::int_of_bits(bits)).into_int_type();
+                let x = self.cast_to(self.get(*src)?, self.ty(Ty::int_of_bits(src.ty.class_bits())))?;
+                let v = b.build_bit_cast(x, elem.vec_type(dsts.len() as u32), "").ice()?.into_vector_value();
+                for (i, d) in dsts.iter().enumerate() {
+                    let part = b.build_extract_element(v, self.ctx.i32_type().const_int(i as u64, false), "").ice()?;
+                    self.set(*d, part)?;
                 }
             }
             Inst::Load { space, sem, ty, dsts, addr, pred } => self.load(*space, *sem, *ty, dsts, addr, *pred)?,

@@ -316,3 +316,24 @@ fn verifier_catches_undefined_reads_and_width_mismatches() {
     let e = verify_module(&b.finish("t", 32)).expect_err("an i32 add into an i64");
     assert!(e.contains("different widths"), "{e}");
 }
+
+/// Pack and unpack round-trip 16-bit parts through one 32-bit register (lowest part first), and
+/// the LLVM emitter makes each one vector move (`mov.b32 %r, {%a, %b}`), not shifts and ors.
+#[test]
+fn pack_and_unpack_are_one_move() {
+    let m = build(&[Ty::I32], |b, p| {
+        let halves = b.unpack(p[0], 2, Ty::I16);
+        let swapped = b.pack(&[halves[1], halves[0]], Ty::I32);
+        vec![swapped, b.int_cast(halves[0], Ty::I32, false)]
+    });
+    let got = eval(&m, &[0x1234_abcd], 2);
+    assert_eq!(got[0] as u32, 0xabcd_1234);
+    assert_eq!(got[1] as u32, 0xabcd);
+    #[cfg(feature = "llvm")]
+    {
+        let ptx = crate::emit::llvm::emit(&m, crate::emit::llvm::PIPELINE, false).expect("emits").ptx;
+        let body = &ptx[ptx.find(".entry").expect("an entry")..];
+        assert!(body.contains("mov.b32 \t{") || body.contains("mov.b32 \t%r"), "{body}");
+        assert!(!body.contains("shl.b32") && !body.contains("shr.u32") && !body.contains("or.b32"), "{body}");
+    }
+}
