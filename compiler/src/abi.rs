@@ -6,9 +6,30 @@
 //! then one `i64` stride (in elements) per dimension; for each scalar parameter, its value in
 //! the parameter's dtype (`bool` as one byte of 0 or 1; `f16` and `bf16` as their 16-bit
 //! patterns). The CUDA driver puts each at the next multiple of its own size.
+//!
+//! A kernel whose pipelined loads are bulk tensor copies (sm_90a, `lower::pipeline`) also takes,
+//! after all of those, a `u32` that is 1 when the runtime could encode every tensor map (else
+//! the kernel copies with `cp.async`), then one 128-byte tensor map (`CUtensorMap`, aligned to
+//! 64) per [`TensorMap`].
 
 use crate::dtype::DType;
 use crate::tir::{Param, ParamKind};
+use serde::{Deserialize, Serialize};
+
+/// Bytes of a tensor-map parameter (`CUtensorMap`), and its alignment.
+pub const TENSOR_MAP_BYTES: u32 = 128;
+pub const TENSOR_MAP_ALIGN: u32 = 64;
+
+/// A tensor map the kernel copies through: tensor parameter `param` read in boxes of `boxes`
+/// elements per axis (the tensor's axes in order, outermost first), landing in shared memory
+/// with the 16-byte chunks of each 128/64/32-byte row swizzled (`swizzle` bytes, 0 for none;
+/// `lir::index::swizzled_offset` is the layout). Out-of-range elements of a box read as zero.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TensorMap {
+    pub param: usize,
+    pub boxes: Vec<u32>,
+    pub swizzle: u32,
+}
 
 /// One machine parameter: what it holds, for tile parameter number `param`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,22 +43,41 @@ pub enum Slot {
     Stride { param: usize, axis: usize },
     /// A scalar parameter's value.
     Scalar { param: usize, dtype: DType },
+    /// `u32`: 1 when every tensor map that follows is valid, 0 when the kernel must copy without
+    /// them (a stride or address the copy engine cannot take).
+    MapsReady,
+    /// Tensor map `map` of the kernel, over tensor parameter `param`.
+    TensorMap { map: usize, param: usize },
 }
 
 impl Slot {
-    /// The tile parameter this slot belongs to.
-    pub fn param(self) -> usize {
+    /// The tile parameter this slot belongs to (`None` for `MapsReady`).
+    pub fn param(self) -> Option<usize> {
         match self {
-            Slot::Ptr { param, .. } | Slot::Size { param, .. } | Slot::Stride { param, .. } | Slot::Scalar { param, .. } => param,
+            Slot::Ptr { param, .. }
+            | Slot::Size { param, .. }
+            | Slot::Stride { param, .. }
+            | Slot::Scalar { param, .. }
+            | Slot::TensorMap { param, .. } => Some(param),
+            Slot::MapsReady => None,
         }
     }
 
-    /// Size (and alignment) in bytes.
+    /// Size in bytes.
     pub fn bytes(self) -> u32 {
         match self {
             Slot::Ptr { .. } | Slot::Stride { .. } => 8,
-            Slot::Size { .. } => 4,
+            Slot::Size { .. } | Slot::MapsReady => 4,
             Slot::Scalar { dtype, .. } => dtype.size() as u32,
+            Slot::TensorMap { .. } => TENSOR_MAP_BYTES,
+        }
+    }
+
+    /// Alignment in bytes (the size, but 64 for a tensor map).
+    pub fn align(self) -> u32 {
+        match self {
+            Slot::TensorMap { .. } => TENSOR_MAP_ALIGN,
+            s => s.bytes(),
         }
     }
 
@@ -48,24 +88,29 @@ impl Slot {
             Slot::Size { .. } => "i32".into(),
             Slot::Stride { .. } => "i64".into(),
             Slot::Scalar { dtype, .. } => dtype.to_string(),
+            Slot::MapsReady => "u32".into(),
+            Slot::TensorMap { .. } => "tensormap".into(),
         }
     }
 
     /// The name of the value: `x` for a scalar; `x.ptr`, `x.size0`, `x.stride0` for the parts of
     /// tensor `x`.
     pub fn name(self, params: &[Param]) -> String {
-        let p = params.get(self.param()).map_or("?", |p| p.name.as_str());
+        let p = self.param().and_then(|i| params.get(i)).map_or("?", |p| p.name.as_str());
         match self {
             Slot::Ptr { .. } => format!("{p}.ptr"),
             Slot::Size { axis, .. } => format!("{p}.size{axis}"),
             Slot::Stride { axis, .. } => format!("{p}.stride{axis}"),
             Slot::Scalar { .. } => p.to_string(),
+            Slot::MapsReady => "maps_ready".into(),
+            Slot::TensorMap { map, .. } => format!("{p}.map{map}"),
         }
     }
 }
 
-/// The machine parameters of `params`, in order.
-pub fn slots(params: &[Param]) -> Vec<Slot> {
+/// The machine parameters of a kernel with tile parameters `params` that copies through the
+/// tensor maps `maps`, in order.
+pub fn slots(params: &[Param], maps: &[TensorMap]) -> Vec<Slot> {
     let mut out = vec![];
     for (param, p) in params.iter().enumerate() {
         match &p.kind {
@@ -76,6 +121,10 @@ pub fn slots(params: &[Param]) -> Vec<Slot> {
             }
             ParamKind::Scalar { dtype } => out.push(Slot::Scalar { param, dtype: *dtype }),
         }
+    }
+    if !maps.is_empty() {
+        out.push(Slot::MapsReady);
+        out.extend(maps.iter().enumerate().map(|(map, m)| Slot::TensorMap { map, param: m.param }));
     }
     out
 }
@@ -94,9 +143,15 @@ mod tests {
             },
             Param { name: "s".into(), kind: ParamKind::Scalar { dtype: DType::Bool } },
         ];
-        let s = slots(&params);
+        let s = slots(&params, &[]);
         let names: Vec<String> = s.iter().map(|s| format!("{}:{}:{}", s.name(&params), s.type_name(), s.bytes())).collect();
         assert_eq!(names, ["x.ptr:ptr:8", "x.size0:i32:4", "x.size1:i32:4", "x.stride0:i64:8", "x.stride1:i64:8", "s:bool:1"]);
         assert_eq!(s[0], Slot::Ptr { param: 0, elem_bytes: 2 });
+        // Tensor maps come last, after a flag saying whether they are valid.
+        let maps = [TensorMap { param: 0, boxes: vec![64, 4], swizzle: 0 }];
+        let s = slots(&params, &maps);
+        let tail: Vec<String> =
+            s[6..].iter().map(|s| format!("{}:{}:{}:{}", s.name(&params), s.type_name(), s.bytes(), s.align())).collect();
+        assert_eq!(tail, ["maps_ready:u32:4:4", "x.map0:tensormap:128:64"]);
     }
 }

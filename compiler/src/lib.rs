@@ -200,6 +200,10 @@ pub struct KernelMeta {
     /// The PTX parameter list the ABI above produces, flattened: what a loader packs.
     #[serde(default)]
     pub ptx_params: Vec<PtxParam>,
+    /// The tensor maps the runtime encodes for a launch, passed after the parameters above
+    /// (`abi::slots`): one per tensor and box the kernel's bulk tensor copies read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tensor_maps: Vec<abi::TensorMap>,
     /// The `#[tune]` space of the kernel (empty without one).
     #[serde(default, skip_serializing_if = "TuneSpace::is_empty")]
     pub tune: TuneSpace,
@@ -221,9 +225,15 @@ pub struct PtxParam {
 }
 
 impl KernelMeta {
-    /// The PTX parameter list of `params` under the kernel parameter ABI.
-    pub fn abi_of(params: &[tir::Param]) -> Vec<PtxParam> {
-        abi::slots(params).into_iter().map(|s| PtxParam { name: s.name(params), ty: s.type_name(), bytes: s.bytes() }).collect()
+    /// The PTX parameter list of a kernel with parameters `params` and tensor maps `maps` under
+    /// the kernel parameter ABI.
+    pub fn abi_of(params: &[tir::Param], maps: &[abi::TensorMap]) -> Vec<PtxParam> {
+        abi::slots(params, maps).into_iter().map(|s| PtxParam { name: s.name(params), ty: s.type_name(), bytes: s.bytes() }).collect()
+    }
+
+    /// The machine parameters of this kernel, in order (`abi::slots`).
+    pub fn slots(&self) -> Vec<abi::Slot> {
+        abi::slots(&self.params, &self.tensor_maps)
     }
 
     /// The dimension symbols of `params` in binding order.
@@ -458,7 +468,8 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
             shared_bytes: lk.shared_bytes,
             requires: k.requires.clone(),
             dims: KernelMeta::dims_of(&k.params),
-            ptx_params: KernelMeta::abi_of(&k.params),
+            ptx_params: KernelMeta::abi_of(&k.params, &lk.tensor_maps),
+            tensor_maps: lk.tensor_maps.clone(),
             tune: k.tune.clone(),
             compiler: format!("{VERSION}+{BUILD_ID}"),
         };

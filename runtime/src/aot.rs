@@ -141,7 +141,7 @@ pub fn check_pair(meta: &KernelMeta, ptx: &str) -> Result<(), String> {
     if !is_kernel_name(name) {
         return Err(format!("the kernel name `{}` is not an identifier", name.escape_debug()));
     }
-    let abi = KernelMeta::abi_of(&meta.params);
+    let abi = KernelMeta::abi_of(&meta.params, &meta.tensor_maps);
     if meta.ptx_params != abi {
         return Err("`ptx_params` does not match `params` under the kernel parameter ABI".into());
     }
@@ -180,7 +180,7 @@ pub fn check_pair(meta: &KernelMeta, ptx: &str) -> Result<(), String> {
     }
     // The one fact about a tensor the parameter list would not show: its element size (a buffer
     // checked for N bytes must not reach a kernel that writes 4N).
-    for (j, slot) in tessera_compiler::abi::slots(&meta.params).into_iter().enumerate() {
+    for (j, slot) in meta.slots().into_iter().enumerate() {
         if let tessera_compiler::abi::Slot::Ptr { param, elem_bytes } = slot {
             let got = entry.params.get(j).and_then(|p| p.pointee_align);
             if got != Some(elem_bytes) {
@@ -460,12 +460,12 @@ mod tests {
         // A parameter list shorter or longer than the PTX entry's (`ptx_params` kept in step).
         let mut k = aot.clone();
         k.meta.params.pop();
-        k.meta.ptx_params = KernelMeta::abi_of(&k.meta.params);
+        k.meta.ptx_params = KernelMeta::abi_of(&k.meta.params, &k.meta.tensor_maps);
         refused("shorter", k, "takes 7 parameters, the metadata describes 6");
         let mut k = aot.clone();
         let extra = k.meta.params[2].clone();
         k.meta.params.push(tessera_compiler::tir::Param { name: "t".into(), ..extra });
-        k.meta.ptx_params = KernelMeta::abi_of(&k.meta.params);
+        k.meta.ptx_params = KernelMeta::abi_of(&k.meta.params, &k.meta.tensor_maps);
         refused("longer", k, "takes 7 parameters, the metadata describes 8");
         // Without `ptx_params` (an empty list): the ABI is checked all the same.
         let mut k = aot.clone();
@@ -480,7 +480,7 @@ mod tests {
         // A scalar's type changed to one of another size.
         let mut k = aot.clone();
         k.meta.params[2].kind = tessera_compiler::tir::ParamKind::Scalar { dtype: DType::I64 };
-        k.meta.ptx_params = KernelMeta::abi_of(&k.meta.params);
+        k.meta.ptx_params = KernelMeta::abi_of(&k.meta.params, &k.meta.tensor_maps);
         refused("scalar", k, "parameter 6 of the PTX entry `twice` is `.u32 twice_param_6` (4 bytes)");
         let mut k = aot.clone();
         k.meta.threads = 256;

@@ -125,7 +125,7 @@ fn scalar(name: &str, dtype: DType) -> Param {
 
 /// Metadata for hand-written PTX: the ABI parts derived from `params`, as the compiler does.
 fn with_abi(meta: KernelMeta) -> KernelMeta {
-    KernelMeta { dims: KernelMeta::dims_of(&meta.params), ptx_params: KernelMeta::abi_of(&meta.params), ..meta }
+    KernelMeta { dims: KernelMeta::dims_of(&meta.params), ptx_params: KernelMeta::abi_of(&meta.params, &meta.tensor_maps), ..meta }
 }
 
 fn abi_meta() -> KernelMeta {

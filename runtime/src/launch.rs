@@ -58,6 +58,10 @@ pub(crate) struct Plan {
     params: Vec<PlanParam>,
     /// Byte offset of each PTX parameter in the buffer, in PTX order.
     offsets: Vec<usize>,
+    /// Per tensor map: the offset of its bytes in the buffer (the `maps_ready` flag is before
+    /// the first), and the dtype of its tensor.
+    maps: Vec<(usize, DType)>,
+    ready_at: usize,
     /// Buffer size in 8-byte words.
     words: usize,
 }
@@ -71,6 +75,10 @@ pub(crate) struct Scratch {
     buf: Vec<u64>,
     /// The address of each PTX parameter inside `buf` (what `cuLaunchKernel` takes).
     ptrs: Vec<*mut c_void>,
+    /// Each parameter's tensor as this launch saw it, and the encoding each tensor map was last
+    /// built from (not encoded again while it is the same).
+    seen: Vec<crate::tma::Seen>,
+    encoded: Vec<Option<crate::tma::Encoding>>,
 }
 
 // SAFETY: `ptrs` only ever point into `buf`, which the same `Scratch` owns and never resizes, so
@@ -108,15 +116,29 @@ impl Plan {
                 }
             }
         }
-        // Each PTX parameter at its natural alignment, in the order of the one ABI description.
+        // Each PTX parameter at its alignment, in the order of the one ABI description.
         let mut offsets = vec![];
+        let mut maps = vec![];
+        let mut ready_at = 0;
         let mut end = 0usize;
-        for s in KernelMeta::abi_of(&meta.params).iter().map(|p| p.bytes as usize) {
-            let at = end.div_ceil(s) * s;
+        for slot in meta.slots() {
+            let (s, a) = (slot.bytes() as usize, slot.align() as usize);
+            let at = end.div_ceil(a) * a;
+            match slot {
+                tessera_compiler::abi::Slot::MapsReady => ready_at = at,
+                tessera_compiler::abi::Slot::TensorMap { param, .. } => {
+                    let dtype = match meta.params.get(param).map(|p| &p.kind) {
+                        Some(ParamKind::Tensor { dtype, .. }) => *dtype,
+                        _ => DType::U8,
+                    };
+                    maps.push((at, dtype));
+                }
+                _ => {}
+            }
             offsets.push(at);
             end = at + s;
         }
-        Plan { slots, params, offsets, words: end.div_ceil(8).max(1) }
+        Plan { slots, params, offsets, maps, ready_at, words: end.div_ceil(8).max(1) }
     }
 
     pub(crate) fn scratch(&self) -> Scratch {
@@ -124,7 +146,14 @@ impl Plan {
         let base = buf.as_mut_ptr().cast::<u8>();
         // `wrapping_add` keeps this safe code; every offset is inside `buf` by construction.
         let ptrs = self.offsets.iter().map(|&o| base.wrapping_add(o).cast::<c_void>()).collect();
-        Scratch { values: vec![0; self.slots.len()], first: vec![UNSET; self.slots.len()], buf, ptrs }
+        Scratch {
+            values: vec![0; self.slots.len()],
+            first: vec![UNSET; self.slots.len()],
+            buf,
+            ptrs,
+            seen: vec![crate::tma::Seen::default(); self.params.len()],
+            encoded: vec![None; self.maps.len()],
+        }
     }
 
     /// Checks the arguments, packs them into `s.buf`, checks `#[require]` and evaluates the grid.
@@ -143,7 +172,7 @@ impl Plan {
             return Err(fail(BindError::ArgCount { kernel: kernel.clone(), expected: self.params.len(), got: n_args }));
         }
         s.first.fill(UNSET);
-        let Scratch { values, first, buf, .. } = s;
+        let Scratch { values, first, buf, seen, encoded, .. } = s;
         let bytes = as_bytes_mut(buf);
         let mut j = 0;
         for (i, (pp, decl)) in self.params.iter().zip(&meta.params).enumerate() {
@@ -190,6 +219,7 @@ impl Plan {
                         }
                     }
                     let rank = shape.len();
+                    seen[i] = crate::tma::Seen { ptr, rank, ..Default::default() };
                     put(bytes, self.offsets[j], &ptr.to_le_bytes());
                     for (k, &n) in shape.iter().enumerate() {
                         // Fits: checked against i32::MAX above.
@@ -206,6 +236,10 @@ impl Plan {
                             }
                         };
                         put(bytes, self.offsets[j + 1 + rank + k], &v.to_le_bytes());
+                        if k < crate::tma::MAX_RANK {
+                            seen[i].sizes[k] = shape[k] as u64;
+                            seen[i].strides[k] = v;
+                        }
                     }
                     j += 1 + 2 * rank;
                 }
@@ -228,6 +262,28 @@ impl Plan {
                     return Err(fail(BindError::NotScalar { param: name.clone(), expected: describe(&decl.kind) }));
                 }
             }
+        }
+        if !self.maps.is_empty() {
+            // The copy engine's maps when every tensor allows one (else the kernel's `cp.async`).
+            let mut ready = 1u32;
+            for (m, ((at, dtype), enc)) in meta.tensor_maps.iter().zip(self.maps.iter().zip(encoded.iter_mut())) {
+                let e = seen.get(m.param).and_then(|t| crate::tma::encoding(m, *dtype, t));
+                if e.is_none() {
+                    ready = 0;
+                } else if *enc != e {
+                    match e.as_ref().and_then(|e| crate::tma::encode(e, *dtype)) {
+                        Some(map) => {
+                            put(bytes, *at, &map);
+                            *enc = e;
+                        }
+                        None => {
+                            ready = 0;
+                            *enc = None;
+                        }
+                    }
+                }
+            }
+            put(bytes, self.ready_at, &ready.to_le_bytes());
         }
         let lookup = |name: &str| {
             let k = self.slots.iter().position(|s| s == name)?;

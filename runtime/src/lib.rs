@@ -40,6 +40,7 @@ pub mod pack;
 mod program;
 pub mod selftest;
 pub mod tensor;
+mod tma;
 pub mod tune;
 
 #[cfg(all(test, feature = "gpu-tests"))]

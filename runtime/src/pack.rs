@@ -131,10 +131,13 @@ pub fn pack_params(params: &[Param], args: &[PackArg<'_>]) -> Result<Vec<KernelP
             }
         }
     }
-    abi::slots(params)
+    // The reference packer never passes tensor maps (a kernel with some gets `maps_ready` 0
+    // from it: the copies without the copy engine).
+    abi::slots(params, &[])
         .into_iter()
         .map(|slot| {
-            let tensor = match args[slot.param()] {
+            let Some(param) = slot.param() else { return Ok(KernelParam::U32(0)) };
+            let tensor = match args[param] {
                 PackArg::Tensor { ptr, shape } => Some((ptr, shape)),
                 PackArg::Scalar(_) => None,
             };
@@ -145,8 +148,9 @@ pub fn pack_params(params: &[Param], args: &[PackArg<'_>]) -> Result<Vec<KernelP
                 }
                 abi::Slot::Stride { param, axis } => strides[param].get(axis).copied().map(KernelParam::I64),
                 abi::Slot::Scalar { param, .. } => scalars[param],
+                abi::Slot::MapsReady | abi::Slot::TensorMap { .. } => None,
             }
-            .ok_or_else(|| format!("argument `{}`: internal error packing {}", params[slot.param()].name, slot.name(params)))
+            .ok_or_else(|| format!("argument `{}`: internal error packing {}", params[param].name, slot.name(params)))
         })
         .collect()
 }

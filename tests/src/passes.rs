@@ -440,11 +440,21 @@ fn check_pipeline(s: &Staged, copies: usize, early: usize) -> (Block, Op) {
     let (for_op, body) = the_loop(k);
     let entry = block_mnemonics(k, k.body.entry);
     let for_at = k.body.block(k.body.entry).ops.iter().position(|&o| o == for_op).unwrap_or_else(|| unreachable!());
+    // Through the copy engine (sm_90a, operands with tensor maps): bulk tensor copies, each
+    // stage's arrival on its mbarrier (initialised before the prologue) and the wait for it
+    // beside the `cp.async` group's.
+    let tma = !k.tensor_maps.is_empty();
+    let copy = if tma { "tma_copy" } else { "async_copy" };
     // Prologue: stages - 1 = 2 groups, each of `copies` copies and a commit, before the loop.
-    let mut group: Vec<&str> = vec!["async_copy"; copies];
+    let mut group: Vec<&str> = vec![copy; copies];
+    if tma {
+        group.push("tma_arrive");
+    }
     group.push("async_commit");
-    let prologue: Vec<&str> = [["async_copy", "async_commit"].repeat(early), group.clone(), group].concat();
-    let pre: Vec<String> = entry[..for_at].iter().filter(|m| m.starts_with("async_")).cloned().collect();
+    let init: &[&str] = if tma { &["mbar_init"] } else { &[] };
+    let prologue: Vec<&str> = [["async_copy", "async_commit"].repeat(early), init.to_vec(), group.clone(), group].concat();
+    let pre: Vec<String> =
+        entry[..for_at].iter().filter(|m| m.starts_with("async_") || m.starts_with("tma_") || m.starts_with("mbar_")).cloned().collect();
     assert_eq!(pre, prologue, "{}: the prologue issues iterations 0 and 1, one group each", s.name);
     // After the loop, nothing is left in flight.
     let post = &entry[for_at + 1..];
@@ -456,20 +466,28 @@ fn check_pipeline(s: &Staged, copies: usize, early: usize) -> (Block, Op) {
     // for at the end of the iteration.
     let inner = block_mnemonics(k, body);
     let hopper = inner.iter().any(|m| m == "wgmma_wait");
-    let mut wanted = vec!["async_wait", "barrier"];
+    let mut wanted = vec!["async_wait"];
+    if tma {
+        wanted.push("tma_wait");
+    }
+    wanted.push("barrier");
     if hopper {
         wanted.push("local_mma");
     }
-    wanted.extend(vec!["async_copy"; copies]);
+    wanted.extend(vec![copy; copies]);
+    if tma {
+        wanted.push("tma_arrive");
+    }
     wanted.push("async_commit");
     wanted.push(if hopper { "wgmma_wait" } else { "local_mma" });
     let at = in_order(&inner, &wanted).unwrap_or_else(|e| panic!("{}: loop body out of order: {e}", s.name));
     let wait = k.body.block(body).ops[at[0]];
     assert!(matches!(k.body.op(wait).kind, lir::OpKind::AsyncWait { pending: 1 }), "{}: stages - 2 = 1 group may stay in flight", s.name);
     assert_eq!(inner.iter().filter(|m| *m == "barrier").count(), 1, "{}: one barrier per pipelined iteration", s.name);
-    assert_eq!(inner.iter().filter(|m| *m == "async_copy").count(), copies, "{}: copies per iteration", s.name);
+    assert_eq!(inner.iter().filter(|m| *m == copy).count(), copies, "{}: copies per iteration", s.name);
+    assert_eq!(tma, s.kernel.lir.tensor_maps.len() == copies && hopper, "{}: a tensor map per pipelined operand on sm_90a", s.name);
     assert!(!inner.iter().any(|m| m == "load"), "{}: a fused window load was also lowered as a load", s.name);
-    let mma_at = if hopper { at[2] } else { *at.last().unwrap_or_else(|| unreachable!()) };
+    let mma_at = at[wanted.iter().position(|m| *m == "local_mma").unwrap_or_else(|| unreachable!())];
     let mma = k.body.block(body).ops[mma_at];
     assert_eq!(matches!(k.body.op(mma).kind, lir::OpKind::LocalMma { wgmma: true, .. }), hopper, "{}: wgmma_wait without wgmma", s.name);
     // The accumulator is loop-carried in MMA registers.
@@ -517,7 +535,7 @@ fn pipeline_trans_on(target: Target) {
         .ops
         .iter()
         .filter_map(|&op| match &k.body.op(op).kind {
-            lir::OpKind::AsyncCopy { shape, .. } => Some(format!("{shape:?}")),
+            lir::OpKind::AsyncCopy { shape, .. } | lir::OpKind::TmaCopy { shape, .. } => Some(format!("{shape:?}")),
             _ => None,
         })
         .collect();

@@ -521,7 +521,7 @@ mod tests {
     const OUT: u64 = 0x1000;
 
     fn kernel() -> lir::Kernel {
-        lir::Kernel { name: "t".into(), params: vec![], threads: THREADS, shared_bytes: 0, body: Body::new() }
+        lir::Kernel { name: "t".into(), params: vec![], threads: THREADS, shared_bytes: 0, tensor_maps: vec![], body: Body::new() }
     }
 
     /// Builds, with a generator whose thread index has its facts, the values `body` computes

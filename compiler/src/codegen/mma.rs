@@ -187,16 +187,19 @@ impl Gen<'_> {
 impl Gen<'_> {
     /// `cp.async` of a window into (swizzled) shared memory; see `lir::OpKind::AsyncCopy`. An
     /// N-D window is copied as the 2-D tile `[product of the leading dims, last dim]`.
-    pub(crate) fn async_copy(&mut self, op: crate::ir::Op, offset: u32, swizzled: bool, shape: &[i64]) -> Res<()> {
+    /// `operands` are the op's `(base, t, o0, …)`.
+    pub(crate) fn async_copy(&mut self, operands: &[crate::ir::Value], offset: u32, swizzled: bool, shape: &[i64]) -> Res<()> {
         use Cmp::{Eq as EQ, Sge as SGE, Sgt as SGT, Sle as SLE, Slt as SLT, Ult as ULT};
-        let d = self.k.body.op(op).clone();
-        let base = self.regs(d.operands[0])?[0];
-        let Some(Cv::Tensor { ptr, sizes, strides }) = self.vals.get(&d.operands[1]).cloned() else {
+        let (&[base, tensor], offs) = (operands.get(..2).ok_or("async_copy without operands")?, &operands[2..]) else {
+            return Err("async_copy without operands".into());
+        };
+        let base = self.regs(base)?[0];
+        let Some(Cv::Tensor { ptr, sizes, strides }) = self.vals.get(&tensor).cloned() else {
             return Err("async_copy from a non-tensor".into());
         };
-        let dtype = self.k.body.ty(d.operands[1]).dtype();
+        let dtype = self.k.body.ty(tensor).dtype();
         let es = dtype.size() as i64;
-        let offs: Vec<V> = d.operands[2..].iter().map(|&o| self.regs(o).map(|r| r[0])).collect::<Res<_>>()?;
+        let offs: Vec<V> = offs.iter().map(|&o| self.regs(o).map(|r| r[0])).collect::<Res<_>>()?;
         let rank = shape.len();
         if rank < 2 || offs.len() != rank || sizes.len() != rank {
             return Err("async_copy window rank does not match its tensor".into());

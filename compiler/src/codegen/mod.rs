@@ -16,6 +16,7 @@ mod mma;
 mod reduce;
 mod scan;
 mod shuffle;
+mod tma;
 mod wgmma;
 
 use crate::Target;
@@ -95,6 +96,12 @@ pub(crate) struct Gen<'m> {
     /// The device functions of the element-by-element window copies, by dtype, shape and
     /// swizzle (`async_copy`'s slow path).
     slow_copies: HashMap<(DType, Vec<i64>, bool), crate::mir::Callee>,
+    /// With tensor maps (`lir::Kernel::tensor_maps`): whether the runtime encoded them (a
+    /// predicate), and each one's generic address.
+    pub(crate) maps_ready: Option<V>,
+    pub(crate) tensor_map_addrs: Vec<V>,
+    /// Tensors that are views of a parameter: the parameter and the indices the views fix.
+    pub(crate) roots: HashMap<Value, (usize, Vec<V>)>,
 }
 
 impl<'m> Gen<'m> {
@@ -134,6 +141,9 @@ impl<'m> Gen<'m> {
             sregs: RefCell::default(),
             loop_depth: Default::default(),
             slow_copies: HashMap::default(),
+            maps_ready: None,
+            tensor_map_addrs: vec![],
+            roots: HashMap::default(),
         }
     }
 
@@ -149,8 +159,21 @@ impl<'m> Gen<'m> {
         // (pointer, sizes, strides) of each tensor parameter.
         type Parts = (V, Vec<V>, Vec<V>);
         let mut tensors: Vec<Option<Parts>> = vec![None; self.k.params.len()];
-        for slot in crate::abi::slots(&self.k.params) {
-            let v = self.k.body.block(entry).args[slot.param()];
+        for slot in crate::abi::slots(&self.k.params, &self.k.tensor_maps) {
+            match slot {
+                Slot::MapsReady => {
+                    let x = self.param(Ty::I32, None);
+                    self.maps_ready = Some(self.b.at_entry(|| self.b.icmp(Cmp::Ne, x, V::int(Ty::I32, 0))));
+                    continue;
+                }
+                Slot::TensorMap { .. } => {
+                    let a = self.b.param_by_value(crate::abi::TENSOR_MAP_BYTES, crate::abi::TENSOR_MAP_ALIGN);
+                    self.tensor_map_addrs.push(a);
+                    continue;
+                }
+                _ => {}
+            }
+            let v = self.k.body.block(entry).args[slot.param().ok_or("a parameter slot without its parameter")?];
             match slot {
                 Slot::Ptr { param, elem_bytes } => {
                     let ptr = self.param(Ty::I64, Some(elem_bytes));
@@ -169,12 +192,14 @@ impl<'m> Gen<'m> {
                     let x = if dtype == DType::Bool { self.b.at_entry(|| self.b.icmp(Cmp::Ne, x, V::int(Ty::I8, 0))) } else { x };
                     self.vals.insert(v, Cv::Regs(vec![x]));
                 }
+                Slot::MapsReady | Slot::TensorMap { .. } => {}
             }
         }
         for (param, t) in tensors.into_iter().enumerate() {
             let Some((ptr, sizes, strides)) = t else { continue };
             let v = self.k.body.block(entry).args[param];
             self.vals.insert(v, Cv::Tensor { ptr, sizes, strides });
+            self.roots.insert(v, (param, vec![]));
         }
         self.note(self.tid, Some(fold::Facts { lo: 0, hi: self.k.threads as i64 - 1, align: 1 }));
         self.region(entry)?;
@@ -599,7 +624,23 @@ impl<'m> Gen<'m> {
                 self.local_mma(&rt.ok_or("mma without result")?, acc, [a_base, b_base], (*a_offset, *b_offset, *b_trans), *k, *dtype)
             }
             OpKind::AsyncCopy { offset, swizzled, shape } => {
-                self.async_copy(op, *offset, *swizzled, shape)?;
+                self.async_copy(&d.operands, *offset, *swizzled, shape)?;
+                Ok(vec![])
+            }
+            OpKind::TmaCopy { offset, shape, map, mbar } => {
+                self.tma_copy(&d.operands, *offset, shape, *map, *mbar)?;
+                Ok(vec![])
+            }
+            OpKind::MbarInit { mbar, count } => {
+                self.mbar_init(*mbar, *count)?;
+                Ok(vec![])
+            }
+            OpKind::TmaArrive { mbar, bytes } => {
+                self.tma_arrive(&d.operands, *mbar, *bytes)?;
+                Ok(vec![])
+            }
+            OpKind::TmaWait { mbar } => {
+                self.tma_wait(&d.operands, *mbar)?;
                 Ok(vec![])
             }
             OpKind::RowReduce { op: rop } => {
@@ -830,6 +871,14 @@ impl<'m> Gen<'m> {
                 let mut nsizes = vec![];
                 for s in &sizes[k..] {
                     nsizes.push(self.select(valid, *s, self.i32c(0))?);
+                }
+                if let (Some((param, mut fixed)), Some(&result)) =
+                    (self.roots.get(&operands[0]).cloned(), self.k.body.op(op).results.first())
+                {
+                    for &i in &operands[1..] {
+                        fixed.push(self.regs(i)?[0]);
+                    }
+                    self.roots.insert(result, (param, fixed));
                 }
                 Ok(vec![Cv::Tensor { ptr: p, sizes: nsizes, strides: strides[k..].to_vec() }])
             }

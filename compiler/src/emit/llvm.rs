@@ -138,6 +138,17 @@ fn emit_inner(m: &Module, pipeline: &str, keep_ir: bool) -> Result<Output, Failu
     for (f, v) in m.funcs.iter().zip(&funcs) {
         e.function(f, *v)?;
     }
+    // By-value parameters: `byval([N x i8]) align A`, which NVPTX declares `.param .align A .b8
+    // x[N]`.
+    for (i, p) in m.kernel.params.iter().enumerate() {
+        if let Some((bytes, align)) = p.by_value {
+            let ty = ctx.i8_type().array_type(bytes);
+            let byval = ctx.create_type_attribute(inkwell::attributes::Attribute::get_named_enum_kind_id("byval"), ty.into());
+            kernel.add_attribute(inkwell::attributes::AttributeLoc::Param(i as u32), byval);
+            let attr = ctx.create_enum_attribute(inkwell::attributes::Attribute::get_named_enum_kind_id("align"), align as u64);
+            kernel.add_attribute(inkwell::attributes::AttributeLoc::Param(i as u32), attr);
+        }
+    }
     // The alignment of each global pointer's pointee (`.ptr .global .align N`).
     for (i, p) in m.kernel.params.iter().enumerate() {
         if let Some(a) = p.global_align {
@@ -278,10 +289,12 @@ impl<'c, 'm> Emitter<'c, 'm> {
         let ps: Vec<BasicMetadataTypeEnum> = f
             .params
             .iter()
-            .map(|p| match p.global_align {
+            .map(|p| match (p.global_align, p.by_value) {
+                // By value: a `byval` pointer (`kernel_params` gives it the type and alignment).
+                (_, Some(_)) => self.ctx.ptr_type(AddressSpace::default()).into(),
                 // A global pointer: NVPTX declares it `.ptr .global .align N`.
-                Some(_) => self.ctx.ptr_type(AddressSpace::from(1u16)).into(),
-                None => self.param_ty(p.ty).into(),
+                (Some(_), None) => self.ctx.ptr_type(AddressSpace::from(1u16)).into(),
+                (None, None) => self.param_ty(p.ty).into(),
             })
             .collect();
         self.ctx.void_type().fn_type(&ps, false)
@@ -712,6 +725,13 @@ impl<'c, 'm> Emitter<'c, 'm> {
                     Space::Local => self.get(*src)?,
                 };
                 self.set(*dst, v)?;
+            }
+            Inst::Param { dst, index } if f.params.get(*index).is_some_and(|p| p.by_value.is_some()) => {
+                // NVPTX names kernel parameters `<kernel>_param_<i>`; the generic address of one
+                // passed by value, as the copy engine wants it.
+                let text = format!("mov.b64 $0, {}_param_{index};\n\tcvta.param.u64 $0, $0;", f.name);
+                let vals = self.asm(&text, "=l", &[self.ctx.i64_type().into()], &[])?;
+                self.set(*dst, *vals.first().ok_or("inline asm without its result")?)?;
             }
             Inst::Param { dst, index } => {
                 let p = func.get_nth_param(*index as u32).ok_or("a missing parameter")?;

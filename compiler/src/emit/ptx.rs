@@ -58,6 +58,10 @@ pub fn print(m: &Module) -> Res<String> {
         let sep = if i + 1 < k.params.len() { "," } else { "" };
         // A tensor's pointer declares its pointee's alignment, the element size, which a loader
         // checks against the metadata's dtype.
+        if let Some((bytes, align)) = p.by_value {
+            writeln!(out, "\t.param .align {align} .b8 {}_param_{i}[{bytes}]{sep}", k.name).ok();
+            continue;
+        }
         let ptr = p.global_align.map(|a| format!(" .ptr.global.align {a}")).unwrap_or_default();
         writeln!(out, "\t.param .{}{ptr} {}_param_{i}{sep}", param_type(p.ty), k.name).ok();
     }
@@ -356,6 +360,10 @@ fn inst(m: &Module, f: &Function, kernel: bool, i: &Inst, out: &mut String) -> R
             Sym::LocalDepot => w(out, format!("mov.u64 {}, __local_depot;", name(*dst))),
         },
         Inst::Cvta { dst, src, space } => w(out, format!("cvta.{}.u64 {}, {};", space.name(), name(*dst), o(*src)?)),
+        Inst::Param { dst, index } if f.params.get(*index).is_some_and(|p| p.by_value.is_some()) => {
+            // The generic address of a by-value parameter (what the copy engine reads).
+            w(out, format!("mov.b64 {0}, {1}_param_{index};\n\tcvta.param.u64 {0}, {0};", name(*dst), f.name));
+        }
         Inst::Param { dst, index } => {
             let t = f.params.get(*index).map(|p| p.ty).ok_or("a parameter out of range")?;
             let pt = if kernel { param_type(t) } else { t.b() };

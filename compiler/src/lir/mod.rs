@@ -202,6 +202,22 @@ pub enum OpKind {
     /// and 16-byte aligned (checked at run time, uniformly), it issues 16-byte `cp.async`s;
     /// otherwise it copies element by element, synchronously.
     AsyncCopy { offset: u32, swizzled: bool, shape: Vec<i64> },
+    /// `(base: i32, t: tensor, o0: i32, …, stage: i32, valid: bool) -> ()`: `async_copy`'s
+    /// window through the copy engine (sm_90a): when the kernel's tensor maps are ready, thread
+    /// 0 starts, if `valid`, bulk tensor copies of the window through tensor map `map` (of the
+    /// parameter `t` is a view of; boxes in `swizzled_offset`'s layout) into shared memory at
+    /// `offset + base`, completing on the mbarrier at `mbar + 8 · stage`; otherwise every
+    /// thread runs `async_copy`.
+    TmaCopy { offset: u32, shape: Vec<i64>, map: u32, mbar: u32 },
+    /// `() -> ()`: when the tensor maps are ready, thread 0 initialises `count` mbarriers at
+    /// `mbar`, 8 bytes apart, each for one arrival; then the block synchronises.
+    MbarInit { mbar: u32, count: u32 },
+    /// `(stage: i32, valid: bool) -> ()`: when the tensor maps are ready and `valid`, thread 0
+    /// arrives on the mbarrier at `mbar + 8 · stage`, expecting `bytes` from the copy engine.
+    TmaArrive { mbar: u32, bytes: u32 },
+    /// `(stage: i32, parity: i32) -> ()`: when the tensor maps are ready, waits until the phase
+    /// of the mbarrier at `mbar + 8 · stage` with this parity has completed (its copies landed).
+    TmaWait { mbar: u32 },
     /// Closes the group of asynchronous copies issued since the last commit.
     AsyncCommit,
     /// Waits until at most `pending` committed groups are still in flight (this thread's).
@@ -256,6 +272,10 @@ impl OpKind {
             OpKind::LocalMma { .. } => "local_mma".into(),
             OpKind::AsyncCopy { .. } => "async_copy".into(),
             OpKind::AsyncCommit => "async_commit".into(),
+            OpKind::TmaCopy { .. } => "tma_copy".into(),
+            OpKind::MbarInit { .. } => "mbar_init".into(),
+            OpKind::TmaArrive { .. } => "tma_arrive".into(),
+            OpKind::TmaWait { .. } => "tma_wait".into(),
             OpKind::RowReduce { op } => format!("row_reduce.{}", op.name()),
             OpKind::RowBroadcast => "row_broadcast".into(),
             OpKind::ShuffleConvert { .. } => "shuffle_convert".into(),
@@ -309,6 +329,8 @@ pub struct Kernel {
     pub threads: u32,
     /// Dynamic shared memory in bytes.
     pub shared_bytes: u32,
+    /// The tensor maps `tma_copy`s read through (parameters after the tile parameters').
+    pub tensor_maps: Vec<crate::abi::TensorMap>,
     pub body: LirBody,
 }
 
@@ -364,6 +386,13 @@ fn verify_block(k: &Kernel, blk: crate::ir::Block, defined: &mut Vec<bool>) -> R
             }
             OpKind::LocalDot { b_offset, k: kk, dtype, .. } | OpKind::LocalMma { b_offset, k: kk, dtype, .. } => {
                 d.results.first().map(|&r| *b_offset as i64 + kk * b.ty(r).shape().get(1).copied().unwrap_or(1) * dtype.size() as i64)
+            }
+            OpKind::MbarInit { mbar, count } => Some(*mbar as i64 + 8 * *count as i64),
+            OpKind::TmaCopy { map, .. } if k.tensor_maps.get(*map as usize).is_none() => {
+                return Err(format!("tma_copy through tensor map {map} of {}", k.tensor_maps.len()));
+            }
+            OpKind::TmaCopy { offset, mbar, .. } if offset % 1024 != 0 || mbar % 8 != 0 => {
+                return Err(format!("tma_copy to byte {offset} (a multiple of 1024) on the mbarrier at {mbar} (of 8)"));
             }
             _ => None,
         };

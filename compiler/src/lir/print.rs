@@ -19,7 +19,13 @@ pub fn print_kernel(k: &Kernel) -> String {
             format!("{} = {}: {}", num.name(v), p.name, k.body.ty(v))
         })
         .collect();
-    let _ = writeln!(out, "kernel @{}({})\n    threads({}) shared({})\n{{", k.name, params.join(", "), k.threads, k.shared_bytes);
+    let _ = writeln!(out, "kernel @{}({})\n    threads({}) shared({})", k.name, params.join(", "), k.threads, k.shared_bytes);
+    for (i, m) in k.tensor_maps.iter().enumerate() {
+        let name = k.params.get(m.param).map_or("?", |p| p.name.as_str());
+        let boxes: Vec<String> = m.boxes.iter().map(|b| b.to_string()).collect();
+        let _ = writeln!(out, "    tensor_map({i}: {name} box [{}] swizzle {})", boxes.join(", "), m.swizzle);
+    }
+    out.push_str("{\n");
     block(k, k.body.entry, 1, &mut num, &mut out);
     out.push_str("}\n");
     out
@@ -67,6 +73,12 @@ fn print_op(k: &Kernel, op: Op, depth: usize, num: &mut Numbering, out: &mut Str
             shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
         )),
         OpKind::AsyncWait { pending } => Some(pending.to_string()),
+        OpKind::TmaCopy { offset, shape, map, mbar } => {
+            Some(format!("@{offset} [{}] map {map} mbar @{mbar}", shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")))
+        }
+        OpKind::MbarInit { mbar, count } => Some(format!("@{mbar} x{count}")),
+        OpKind::TmaArrive { mbar, bytes } => Some(format!("@{mbar} {bytes} bytes")),
+        OpKind::TmaWait { mbar } => Some(format!("@{mbar}")),
         OpKind::Coord { axis } => Some(axis.to_string()),
         OpKind::ShuffleReduce { offset, .. } => Some(format!("@{offset}")),
         OpKind::RegMma { b_offset, k, dtype, b_trans, wgmma } => {

@@ -62,6 +62,9 @@ pub fn lower_kernel(k: &tir::Kernel, opts: &Options) -> Result<lir::Kernel, Diag
     });
     let mut cx = Cx {
         src: &k.body,
+        params: &k.params,
+        tensor_maps: vec![],
+        loops_open: 0,
         dst: LirBody::new(),
         map: HashMap::new(),
         threads,
@@ -104,11 +107,17 @@ pub fn lower_kernel(k: &tir::Kernel, opts: &Options) -> Result<lir::Kernel, Diag
         ))
         .note("use smaller tiles (a smaller const parameter, e.g. `--const BK=32`)"));
     }
-    Ok(lir::Kernel { name: k.name.clone(), params: k.params.clone(), threads, shared_bytes, body: cx.dst })
+    Ok(lir::Kernel { name: k.name.clone(), params: k.params.clone(), threads, shared_bytes, tensor_maps: cx.tensor_maps, body: cx.dst })
 }
 
 struct Cx<'a> {
     src: &'a tir::TirBody,
+    /// The kernel's parameters (a bulk tensor copy reads a parameter tensor through a map).
+    params: &'a [tir::Param],
+    /// Tensor maps of the bulk tensor copies (`lir::Kernel::tensor_maps`).
+    tensor_maps: Vec<crate::abi::TensorMap>,
+    /// `for`/`while` loops being lowered around the current op.
+    loops_open: u32,
     dst: LirBody,
     map: HashMap<Value, Value>,
     threads: u32,
@@ -400,12 +409,24 @@ impl Cx<'_> {
                         let saved = self.loop_ctx.take();
                         if is_for {
                             let iv = self.src.block(r).args[0];
-                            self.loop_ctx = Some(pipeline::LoopCtx { body: r, iv, lo: operands[0], step: operands[2], parent: dst });
+                            let nested = self.loops_open > 0;
+                            self.loop_ctx = Some(pipeline::LoopCtx {
+                                body: r,
+                                iv,
+                                lo: operands[0],
+                                hi: operands[1],
+                                step: operands[2],
+                                parent: dst,
+                                nested,
+                            });
                         } else {
                             self.loop_ctx = saved.clone();
                         }
                         let saved_seq = self.group_seq.replace(0);
-                        self.block(r, nb, &rtys)?;
+                        self.loops_open += is_for as u32;
+                        let lowered = self.block(r, nb, &rtys);
+                        self.loops_open -= is_for as u32;
+                        lowered?;
                         self.group_seq = saved_seq;
                         self.loop_ctx = saved;
                         regions.push(nb);

@@ -137,7 +137,10 @@ impl Cx<'_> {
                 self.map.insert(a, na);
             }
             let saved_seq = self.group_seq.replace(0);
-            self.block(r, nb, &yields)?;
+            self.loops_open += 1;
+            let lowered = self.block(r, nb, &yields);
+            self.loops_open -= 1;
+            lowered?;
             self.group_seq = saved_seq;
             regions.push(nb);
         }

@@ -218,13 +218,18 @@ impl Walker<'_> {
                 (Access::Write, 0, Some((offs, t.shape().to_vec(), t.layout())))
             }
             OpKind::AsyncCopy { shape, .. } => (Access::Read, 1, Some((d.operands.get(2..)?.to_vec(), shape.clone(), None))),
+            // (base, t, offsets…, stage, valid)
+            OpKind::TmaCopy { shape, .. } => {
+                (Access::Read, 1, Some((d.operands.get(2..d.operands.len().checked_sub(2)?)?.to_vec(), shape.clone(), None)))
+            }
             OpKind::Tir(tir::OpKind::Gather) => (Access::Read, 0, None),
             OpKind::Tir(tir::OpKind::Scatter) => (Access::Write, 0, None),
             OpKind::Tir(tir::OpKind::Atomic(_)) => (Access::Atomic, 0, None),
             _ => return None,
         };
         let (root, fixed) = self.root(*d.operands.get(tensor)?);
-        let mut rec = Rec { access, region: None, holders: None, in_flight: matches!(d.kind, OpKind::AsyncCopy { .. }) };
+        let mut rec =
+            Rec { access, region: None, holders: None, in_flight: matches!(d.kind, OpKind::AsyncCopy { .. } | OpKind::TmaCopy { .. }) };
         if let Some((offs, shape, layout)) = window {
             // A tile of lower rank than the window goes along its trailing dimensions.
             let pad = offs.len().saturating_sub(shape.len());

@@ -16,6 +16,16 @@
 //!    `i % stages` while those copies fly. One barrier per iteration; a second one only when the
 //!    `dot` also reads the shared scratch region (an operand that is not a fused load).
 //!
+//! On sm_90a, when every fused load of a pipelined `wgmma` dot reads a kernel parameter (through
+//! views) that the kernel never writes, and its window maps onto tensor-map boxes
+//! (`Cx::tensor_map_for`), the copies are bulk tensor copies (`tma_copy`) instead: thread 0
+//! issues them for a stage, arriving on that stage's mbarrier with the bytes to expect
+//! (`tma_arrive`), and iteration `i` waits for phase `i / stages` of mbarrier `i % stages`
+//! (`tma_wait`) where it waited for its `cp.async` group; copies for iterations past the end are
+//! not issued (`valid`), so none is in flight when the loop ends. The `cp.async` path stays
+//! beside it: the runtime passes a flag saying whether it could encode the tensor maps (a
+//! tensor whose strides the copy engine cannot take is copied as before).
+//!
 //! The pipeline buffers live after the shared scratch region; their offsets are patched once
 //! the scratch size is known (`Cx::patch_pipeline`).
 
@@ -27,6 +37,9 @@ use crate::lir::{self, Layout};
 use crate::tir::{Lit, OpKind};
 use std::collections::HashMap;
 
+/// Most bulk tensor copies one operand's stage may take (boxes of 8 rows of a wide tile).
+const MAX_BOXES: i64 = 32;
+
 /// The loop being lowered, when its body may pipeline its loads.
 #[derive(Clone, Debug)]
 pub(super) struct LoopCtx {
@@ -35,8 +48,20 @@ pub(super) struct LoopCtx {
     pub iv: Value,
     /// Thread-IR values of the bounds, and the block before the loop (for the prologue).
     pub lo: Value,
+    pub hi: Value,
     pub step: Value,
     pub parent: Block,
+    /// Inside another loop (its prologue runs more than once).
+    pub nested: bool,
+}
+
+/// Bulk tensor copies of a pipelined dot's operands (sm_90a): per operand, its tensor map.
+struct Tma {
+    maps: [Option<u32>; 2],
+    /// The stages' mbarriers (relative to the pipeline buffers, like the buffers).
+    mbar: u32,
+    /// Bytes one stage's copies deliver.
+    bytes: u32,
 }
 
 /// A `dot` operand copied asynchronously from the window load it comes from (`fusable_loads`).
@@ -232,6 +257,103 @@ impl Cx<'_> {
         Some(())
     }
 
+    /// The tensor map (registered in `tensor_maps`) through which fused load `load` can be a bulk
+    /// tensor copy into its buffer, or `None`. The load must read a parameter the kernel never
+    /// writes (so no copy in flight can race the program's own stores), through views that fix
+    /// leading dimensions; its window lands in shared memory in `swizzled_offset`'s layout as
+    /// one box (rows of at most 128 bytes: the 128/64/32-byte swizzles are the copy engine's)
+    /// or as boxes of 8 rows by 128 bytes (wider rows of a 2-D window: 1024-byte atoms).
+    fn tensor_map_for(&mut self, load: Value) -> Option<u32> {
+        let crate::ir::ValueDef::Result(op, _) = self.src.values[load.index()].def else { return None };
+        let mut t = *self.src.op(op).operands.first()?;
+        let mut fixed = 0usize;
+        let param = loop {
+            match self.src.values[t.index()].def {
+                crate::ir::ValueDef::Result(v, _) if self.src.op(v).kind == OpKind::View => {
+                    fixed += self.src.op(v).operands.len() - 1;
+                    t = self.src.op(v).operands[0];
+                }
+                crate::ir::ValueDef::Arg(b, i) if b == self.src.entry => break i as usize,
+                _ => return None,
+            }
+        };
+        let crate::tir::ParamKind::Tensor { dtype, dims, mutable: false } = &self.params.get(param)?.kind else { return None };
+        let shape = self.src.ty(load).shape().to_vec();
+        if dims.len() != fixed + shape.len() || !matches!(dtype, DType::BF16 | DType::F16) {
+            return None;
+        }
+        let es = dtype.size() as i64;
+        let (rows, cols) = (shape[..shape.len() - 1].iter().product::<i64>(), shape[shape.len() - 1]);
+        let chunks = cols * es / 16;
+        let mut boxes = vec![1u32; fixed];
+        let swizzle = if chunks <= 8 {
+            boxes.extend(shape.iter().map(|&s| s as u32));
+            match chunks {
+                8 => 128,
+                4 => 64,
+                2 => 32,
+                _ => 0,
+            }
+        } else if chunks % 8 == 0 && shape.len() == 2 && rows % 8 == 0 && rows / 8 * (chunks / 8) <= MAX_BOXES {
+            boxes.extend([8, (128 / es) as u32]);
+            128
+        } else {
+            return None;
+        };
+        if boxes.iter().any(|&b| b == 0 || b > 256) || boxes.len() > 5 {
+            return None;
+        }
+        let map = crate::abi::TensorMap { param, boxes, swizzle };
+        let i = match self.tensor_maps.iter().position(|m| *m == map) {
+            Some(i) => i,
+            None => {
+                self.tensor_maps.push(map);
+                self.tensor_maps.len() - 1
+            }
+        };
+        Some(i as u32)
+    }
+
+    /// Issues the bulk tensor copy of fused load `load` at iteration `at` into the buffer at
+    /// `offset + base`, on stage `stage`'s mbarrier, if `valid` (`lir::OpKind::TmaCopy`).
+    #[allow(clippy::too_many_arguments)]
+    fn issue_tma(
+        &mut self,
+        load: Value,
+        lc: &LoopCtx,
+        at: Value,
+        base: Value,
+        (offset, map, mbar): (u32, u32, u32),
+        (stage, valid): (Value, Value),
+        into: Block,
+        span: Span,
+    ) -> Option<()> {
+        let crate::ir::ValueDef::Result(op, _) = self.src.values[load.index()].def else { return None };
+        let d = self.src.op(op).clone();
+        let mut memo = HashMap::new();
+        let mut ops = vec![base];
+        for &o in &d.operands[..d.operands.len() - 1] {
+            ops.push(self.clone_at(o, lc, at, into, &mut memo)?);
+        }
+        ops.extend([stage, valid]);
+        let shape = self.src.ty(load).shape().to_vec();
+        let op = self.dst.append(into, lir::OpKind::TmaCopy { offset, shape, map, mbar }, ops, vec![], vec![], span);
+        self.pipe_patch.push(op);
+        Some(())
+    }
+
+    /// `iv < hi` as a thread-IR `bool`.
+    fn in_range(&mut self, blk: Block, iv: Value, hi: Value, span: Span) -> Value {
+        let ty = self.ty(&crate::tir::Type::scalar(DType::Bool));
+        self.emit(blk, lir::OpKind::Tir(OpKind::Cmp(crate::tir::CmpOp::Lt)), vec![iv, hi], vec![ty], span)[0]
+    }
+
+    /// Appends an mbarrier op (its offset patched with the buffers').
+    fn mbar_op(&mut self, blk: Block, kind: lir::OpKind, operands: Vec<Value>, span: Span) {
+        let op = self.dst.append(blk, kind, operands, vec![], vec![], span);
+        self.pipe_patch.push(op);
+    }
+
     /// Issues the copy of a fused load at the load itself (outside pipelined loops), so that it
     /// flies while the program computes until the `dot` that needs it.
     pub(super) fn issue_early(&mut self, load: Value, dst: Block, span: Span) -> Result<(), Diagnostic> {
@@ -288,6 +410,13 @@ impl Cx<'_> {
         for &op in &self.pipe_patch.clone() {
             match &mut self.dst.op_mut(op).kind {
                 lir::OpKind::AsyncCopy { offset, .. } | lir::OpKind::LocalStore { offset, .. } => *offset += scratch,
+                lir::OpKind::TmaCopy { offset, mbar, .. } => {
+                    *offset += scratch;
+                    *mbar += scratch;
+                }
+                lir::OpKind::MbarInit { mbar, .. } | lir::OpKind::TmaArrive { mbar, .. } | lir::OpKind::TmaWait { mbar } => {
+                    *mbar += scratch
+                }
                 lir::OpKind::RegMma { b_offset, .. } => *b_offset += scratch,
                 lir::OpKind::LocalMma { a_offset, b_offset, .. } => {
                     if self.mma_pipe_a.contains(&op) {
@@ -405,13 +534,41 @@ impl Cx<'_> {
                 continue;
             }
             if fused[i] {
-                let size = super::align16(self.bytes(loaded(self, i)));
+                copies.push(i);
+            }
+        }
+        // Bulk tensor copies when every pipelined operand has a tensor map (see the module doc).
+        let mut tma = None;
+        if pipelined && hopper && !copies.is_empty() && lc.as_ref().is_some_and(|lc| !lc.nested) {
+            let mut maps = [None, None];
+            for &i in &copies {
+                maps[i] = self.tensor_map_for(loaded(self, i));
+            }
+            if copies.iter().all(|&i| maps[i].is_some()) {
+                tma = Some(Tma { maps, mbar: 0, bytes: 0 });
+            }
+        }
+        let copies: Vec<(usize, u32)> = copies
+            .into_iter()
+            .map(|i| {
+                let bytes = self.bytes(loaded(self, i));
+                // The copy engine writes swizzled boxes at 1024-byte boundaries.
+                let size = if tma.is_some() { bytes.div_ceil(1024) * 1024 } else { super::align16(bytes) };
+                if tma.is_some() {
+                    self.pipe_bytes = self.pipe_bytes.div_ceil(1024) * 1024;
+                }
                 let n = if pipelined { stages as u32 } else { 1 };
                 offsets[i] = self.pipe_bytes;
                 self.pipe_bytes += n * size;
                 in_pipe[i] = true;
-                copies.push((i, size));
-            }
+                (i, size)
+            })
+            .collect();
+        if let Some(t) = &mut tma {
+            self.pipe_bytes = self.pipe_bytes.div_ceil(8) * 8;
+            t.mbar = self.pipe_bytes;
+            self.pipe_bytes += 8 * stages as u32;
+            t.bytes = copies.iter().map(|&(i, _)| self.bytes(loaded(self, i))).sum();
         }
         // Where a pipelined `wgmma` is issued: before the copies that refill the other stages,
         // so that the tensor cores work while they are issued.
@@ -419,14 +576,28 @@ impl Cx<'_> {
         if pipelined {
             let lc = lc.clone().ok_or_else(|| Diagnostic::ice("lower", "pipeline without a loop"))?;
             // Prologue: iterations 0 .. stages-1 into buffers 0 .. stages-1.
+            if let Some(t) = &tma {
+                self.mbar_op(lc.parent, lir::OpKind::MbarInit { mbar: t.mbar, count: stages as u32 }, vec![], span);
+            }
             for j in 0..stages - 1 {
                 let jj = self.i32_const(lc.parent, j, span);
                 let off = self.i32_op(lc.parent, crate::tir::BinaryOp::Mul, jj, lc.step, span);
                 let iv_j = self.i32_op(lc.parent, crate::tir::BinaryOp::Add, lc.lo, off, span);
+                let valid = tma.as_ref().map(|_| self.in_range(lc.parent, iv_j, lc.hi, span));
                 for &(i, size) in &copies {
                     let base = self.i32_const(lc.parent, j * size as i64, span);
-                    self.issue_copy(loaded(self, i), Some(&lc), Some(iv_j), base, offsets[i], lc.parent, span)
-                        .ok_or_else(|| Diagnostic::ice("lower", "prologue copy"))?;
+                    let issued = match (&tma, valid) {
+                        (Some(t), Some(valid)) => {
+                            let (map, mbar) = (t.maps[i].unwrap_or(0), t.mbar);
+                            self.issue_tma(loaded(self, i), &lc, iv_j, base, (offsets[i], map, mbar), (jj, valid), lc.parent, span)
+                        }
+                        _ => self.issue_copy(loaded(self, i), Some(&lc), Some(iv_j), base, offsets[i], lc.parent, span),
+                    };
+                    issued.ok_or_else(|| Diagnostic::ice("lower", "prologue copy"))?;
+                }
+                if let (Some(t), Some(valid)) = (&tma, valid) {
+                    let kind = lir::OpKind::TmaArrive { mbar: t.mbar, bytes: t.bytes };
+                    self.mbar_op(lc.parent, kind, vec![jj, valid], span);
                 }
                 self.emit(lc.parent, lir::OpKind::AsyncCommit, vec![], vec![], span);
             }
@@ -445,17 +616,33 @@ impl Cx<'_> {
             // copies and finished the previous iteration's MMAs, so the buffer those read can
             // be refilled while this iteration computes.
             self.emit(dst, lir::OpKind::AsyncWait { pending: stages as u32 - 2 }, vec![], vec![], span);
+            if let Some(t) = &tma {
+                let round = self.i32_op(dst, crate::tir::BinaryOp::Div, idx, s_const, span);
+                let two = self.i32_const(dst, 2, span);
+                let parity = self.i32_op(dst, crate::tir::BinaryOp::Rem, round, two, span);
+                self.mbar_op(dst, lir::OpKind::TmaWait { mbar: t.mbar }, vec![cur, parity], span);
+            }
             self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
             for &(i, size) in &copies {
                 let sz = self.i32_const(dst, size as i64, span);
                 bases[i] = self.i32_op(dst, crate::tir::BinaryOp::Mul, cur, sz, span);
             }
             mma_at = Some(self.dst.blocks[dst.index()].ops.len());
+            let valid = tma.as_ref().map(|_| self.in_range(dst, iv_n, lc.hi, span));
             for &(i, size) in &copies {
                 let sz = self.i32_const(dst, size as i64, span);
                 let base_n = self.i32_op(dst, crate::tir::BinaryOp::Mul, nxt, sz, span);
-                self.issue_copy(loaded(self, i), Some(&lc), Some(iv_n), base_n, offsets[i], dst, span)
-                    .ok_or_else(|| Diagnostic::ice("lower", "pipelined copy"))?;
+                let issued = match (&tma, valid) {
+                    (Some(t), Some(valid)) => {
+                        let (map, mbar) = (t.maps[i].unwrap_or(0), t.mbar);
+                        self.issue_tma(loaded(self, i), &lc, iv_n, base_n, (offsets[i], map, mbar), (nxt, valid), dst, span)
+                    }
+                    _ => self.issue_copy(loaded(self, i), Some(&lc), Some(iv_n), base_n, offsets[i], dst, span),
+                };
+                issued.ok_or_else(|| Diagnostic::ice("lower", "pipelined copy"))?;
+            }
+            if let (Some(t), Some(valid)) = (&tma, valid) {
+                self.mbar_op(dst, lir::OpKind::TmaArrive { mbar: t.mbar, bytes: t.bytes }, vec![nxt, valid], span);
             }
             self.emit(dst, lir::OpKind::AsyncCommit, vec![], vec![], span);
             self.pipelined_loops.insert(lc.body);

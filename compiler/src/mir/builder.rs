@@ -86,11 +86,26 @@ impl Builder {
         self.param_with(ty, None)
     }
 
+    /// The generic address of the next kernel parameter, an opaque blob of `bytes` bytes aligned
+    /// to `align` passed by value (a tensor map; see `mir::Param::by_value`).
+    pub fn param_by_value(&self, bytes: u32, align: u32) -> V {
+        let index = {
+            let mut f = self.f.borrow_mut();
+            f.func.params.push(super::Param { ty: Ty::I64, global_align: None, by_value: Some((bytes, align)) });
+            f.func.params.len() - 1
+        };
+        self.at_entry(|| {
+            let d = self.fresh(Ty::I64);
+            self.push(Inst::Param { dst: d, index });
+            d
+        })
+    }
+
     /// `param`, declaring a global pointer's pointee alignment (see `mir::Param`).
     pub fn param_with(&self, ty: Ty, global_align: Option<u32>) -> V {
         let index = {
             let mut f = self.f.borrow_mut();
-            f.func.params.push(super::Param { ty, global_align });
+            f.func.params.push(super::Param { ty, global_align, by_value: None });
             f.func.params.len() - 1
         };
         let rty = if ty == Ty::Pred { Ty::I8 } else { ty };

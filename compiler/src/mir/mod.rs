@@ -879,6 +879,9 @@ pub struct Param {
     /// its element size. Declared with the parameter (`.ptr.global.align N`), so a loader can
     /// check the pointee type against the metadata.
     pub global_align: Option<u32>,
+    /// An opaque kernel parameter passed by value, `(bytes, alignment)` (a tensor map): no
+    /// register holds it; `Inst::Param` of it gives its generic address (an `I64`).
+    pub by_value: Option<(u32, u32)>,
 }
 
 /// A function: the kernel entry or a device function.

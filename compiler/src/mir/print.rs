@@ -43,9 +43,10 @@ fn print_function(m: &Module, f: &Function, what: &str, out: &mut String) {
     let params: Vec<String> = f
         .params
         .iter()
-        .map(|p| match p.global_align {
-            Some(a) => format!("{} global.align {a}", p.ty),
-            None => p.ty.to_string(),
+        .map(|p| match (p.global_align, p.by_value) {
+            (_, Some((bytes, align))) => format!("byval {bytes} align {align}"),
+            (Some(a), None) => format!("{} global.align {a}", p.ty),
+            (None, None) => p.ty.to_string(),
         })
         .collect();
     writeln!(out, "{what} @{}({}) {{", f.name, params.join(", ")).ok();

@@ -1,0 +1,163 @@
+//! Hopper's copy engine: `tma_copy` as bulk tensor copies (`cp.async.bulk.tensor`) completing
+//! on mbarriers, and the mbarrier ops of a pipelined loop (`mbar_init`, `tma_arrive`,
+//! `tma_wait`). Every op checks the kernel's `maps_ready` flag: when the runtime could not
+//! encode the tensor maps, `tma_copy` is `async_copy` and the mbarrier ops do nothing.
+//!
+//! A tensor map's box lands in shared memory row-major, its 16-byte chunks swizzled by the
+//! address bits of the row within a 1024-byte atom: `lir::index::swizzled_offset`'s layout for
+//! rows of at most 128 bytes. Wider rows are copied as boxes of 8 rows by 128 bytes, box
+//! `(g, b)` at `g · 8 · row_bytes + b · 1024`, the layout's 1024-byte atoms.
+
+use super::{Gen, Res};
+use crate::ir::Value;
+use crate::mir::{Cmp, V};
+
+impl Gen<'_> {
+    /// The `maps_ready` flag (a predicate), or an error in a kernel without tensor maps.
+    fn ready(&self) -> Res<V> {
+        self.maps_ready.ok_or_else(|| "an mbarrier op in a kernel without tensor maps".into())
+    }
+
+    /// Runs `then` in a block entered when `c` holds; continues after it.
+    fn when(&mut self, c: V, name: &str, then: impl FnOnce(&mut Self) -> Res<()>) -> Res<()> {
+        let yes = self.block(name);
+        let done = self.block("tma_join");
+        self.b.cond_br(c, yes, done);
+        self.b.position(yes);
+        then(self)?;
+        self.b.br(done);
+        self.b.position(done);
+        Ok(())
+    }
+
+    /// Thread 0 (the one that issues copies and arrivals), when the maps are ready.
+    fn leader(&self) -> Res<V> {
+        let first = self.icmp(Cmp::Eq, self.tid, self.i32c(0))?;
+        self.and(self.ready()?, first)
+    }
+
+    /// The shared address of the mbarrier of `stage` (an `i32` value) at byte `mbar`.
+    fn mbar_addr(&self, mbar: u32, stage: Value) -> Res<V> {
+        let stage = self.regs(stage)?[0];
+        self.smem_addr32(self.add(self.mulc(stage, 8)?, self.i32c(mbar as i64))?)
+    }
+
+    pub(crate) fn mbar_init(&mut self, mbar: u32, count: u32) -> Res<()> {
+        let leader = self.leader()?;
+        self.when(leader, "mbar_init", |g| {
+            for s in 0..count {
+                let at = g.smem_addr32(g.i32c(mbar as i64 + 8 * s as i64))?;
+                g.inline_asm("mbarrier.init.shared::cta.b64 [$0], 1;", "r,~{memory}", &[at], false)?;
+            }
+            // The initialisation is visible to the copy engine's arrivals.
+            g.inline_asm("fence.mbarrier_init.release.cluster;", "~{memory}", &[], false)?;
+            Ok(())
+        })?;
+        self.barrier();
+        Ok(())
+    }
+
+    /// `operands`: `(stage, valid)`.
+    pub(crate) fn tma_arrive(&mut self, operands: &[Value], mbar: u32, bytes: u32) -> Res<()> {
+        let [stage, valid] = operands[..] else { return Err("tma_arrive takes (stage, valid)".into()) };
+        let go = self.and(self.leader()?, self.regs(valid)?[0])?;
+        let at = self.mbar_addr(mbar, stage)?;
+        self.when(go, "tma_arrive", |g| {
+            let text = format!("mbarrier.arrive.expect_tx.shared::cta.b64 _, [$0], {bytes};");
+            g.inline_asm(&text, "r,~{memory}", &[at], false)?;
+            Ok(())
+        })
+    }
+
+    /// `operands`: `(stage, parity)`.
+    pub(crate) fn tma_wait(&mut self, operands: &[Value], mbar: u32) -> Res<()> {
+        let [stage, parity] = operands[..] else { return Err("tma_wait takes (stage, parity)".into()) };
+        let ready = self.ready()?;
+        let at = self.mbar_addr(mbar, stage)?;
+        let parity = self.regs(parity)?[0];
+        self.when(ready, "tma_wait", |g| {
+            // The loop's label is local to its braces: the statement may appear many times.
+            let text =
+                "{\n.reg .pred P1;\nTESSERA_WAIT:\nmbarrier.try_wait.parity.shared::cta.b64 P1, [$0], $1;\n@!P1 bra TESSERA_WAIT;\n}";
+            g.inline_asm(text, "r,r,~{memory}", &[at, parity], false)?;
+            Ok(())
+        })
+    }
+
+    /// `operands`: `(base, t, o0, …, stage, valid)` (`lir::OpKind::TmaCopy`).
+    pub(crate) fn tma_copy(&mut self, operands: &[Value], offset: u32, shape: &[i64], map: u32, mbar: u32) -> Res<()> {
+        let n = operands.len();
+        if n < 4 + shape.len() {
+            return Err("tma_copy takes (base, t, offsets…, stage, valid)".into());
+        }
+        let (window, stage, valid) = (&operands[..n - 2], operands[n - 2], operands[n - 1]);
+        let ready = self.ready()?;
+        let yes = self.block("tma");
+        let no = self.block("tma_fallback");
+        let done = self.block("tma_done");
+        self.b.cond_br(ready, yes, no);
+        self.b.position(no);
+        self.async_copy(window, offset, true, shape)?;
+        self.b.br(done);
+        self.b.position(yes);
+        let go = self.and(self.leader()?, self.regs(valid)?[0])?;
+        let at = self.mbar_addr(mbar, stage)?;
+        let issue = self.block("tma_issue");
+        self.b.cond_br(go, issue, done);
+        self.b.position(issue);
+        self.tma_boxes(window, offset, shape, map, at)?;
+        self.b.br(done);
+        self.b.position(done);
+        Ok(())
+    }
+
+    /// The bulk tensor copies of one window, on the mbarrier at shared address `bar`.
+    fn tma_boxes(&mut self, window: &[Value], offset: u32, shape: &[i64], map: u32, bar: V) -> Res<()> {
+        let tm = self.k.tensor_maps.get(map as usize).ok_or("a tensor map out of range")?.clone();
+        let addr = *self.tensor_map_addrs.get(map as usize).ok_or("a tensor map without its parameter")?;
+        let (param, fixed) = self.roots.get(&window[1]).cloned().ok_or("a bulk tensor copy of a tensor that is not a parameter's view")?;
+        if param != tm.param {
+            return Err("a bulk tensor copy through the map of another tensor".into());
+        }
+        let base = self.regs(window[0])?[0];
+        let offs: Vec<V> = window[2..].iter().map(|&o| self.regs(o).map(|r| r[0])).collect::<Res<_>>()?;
+        let rank = tm.boxes.len();
+        if fixed.len() + offs.len() != rank || offs.len() != shape.len() || rank > 5 {
+            return Err("a bulk tensor copy whose window does not match its tensor map".into());
+        }
+        let es = self.k.body.ty(window[1]).dtype().size() as i64;
+        let (rows, cols) = (shape[..shape.len() - 1].iter().product::<i64>(), shape[shape.len() - 1]);
+        let row_bytes = cols * es;
+        let last = offs.len() - 1;
+        // Boxes: one for the window, or 8 rows by 128 bytes of a wider 2-D window.
+        let wide = row_bytes > 128;
+        let (gs, bs) = if wide { (rows / 8, row_bytes / 128) } else { (1, 1) };
+        for g in 0..gs {
+            for b in 0..bs {
+                let mut coords: Vec<V> = offs.clone();
+                if wide {
+                    coords[last] = self.addc(offs[last], b * 128 / es)?;
+                    coords[last - 1] = self.addc(offs[last - 1], g * 8)?;
+                }
+                // Innermost first, then the indices the views fixed.
+                let mut c: Vec<V> = coords.into_iter().rev().collect();
+                c.extend(fixed.iter().rev());
+                let dst = self.smem_addr32(self.addc(self.add(base, self.i32c(offset as i64))?, g * 8 * row_bytes + b * 1024)?)?;
+                let list: Vec<String> = (0..rank).map(|i| format!("${}", i + 2)).collect();
+                let text = format!(
+                    "cp.async.bulk.tensor.{rank}d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [$0], [$1, {{{}}}], [${}];",
+                    list.join(", "),
+                    rank + 2
+                );
+                let mut args = vec![dst, addr];
+                args.extend(c);
+                args.push(bar);
+                let mut cons = vec!["r", "l"];
+                cons.extend(std::iter::repeat_n("r", rank + 1));
+                cons.push("~{memory}");
+                self.inline_asm(&text, &cons.join(","), &args, false)?;
+            }
+        }
+        Ok(())
+    }
+}

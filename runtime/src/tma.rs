@@ -1,0 +1,140 @@
+//! Tensor maps for the copy engine (sm_90a): what `cuTensorMapEncodeTiled` is given for a kernel's
+//! `abi::TensorMap` and one launch's tensor, checked here first (the driver's rules: a 16-byte
+//! aligned address, unit innermost stride, the other strides multiples of 16 bytes below 2^40,
+//! sizes from 1 to 2^32). A tensor that breaks them gets no map: the launch passes
+//! `maps_ready = 0` and the kernel copies with `cp.async` instead.
+
+use tessera_compiler::DType;
+use tessera_compiler::abi::{TENSOR_MAP_BYTES, TensorMap};
+
+/// Most axes of a tensor map.
+pub(crate) const MAX_RANK: usize = 5;
+
+/// A tensor argument as a launch saw it (sizes and strides in elements, outermost first).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Seen {
+    pub ptr: u64,
+    pub rank: usize,
+    pub sizes: [u64; MAX_RANK],
+    pub strides: [i64; MAX_RANK],
+}
+
+/// The arguments of `cuTensorMapEncodeTiled`, innermost axis first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Encoding {
+    pub rank: usize,
+    pub ptr: u64,
+    pub dims: [u64; MAX_RANK],
+    /// Byte strides of axes 1.. (innermost first).
+    pub strides: [u64; MAX_RANK],
+    pub boxes: [u32; MAX_RANK],
+    pub swizzle: u32,
+}
+
+/// The encoding of map `m` over tensor `t` of `dtype`, or `None` if the copy engine cannot
+/// read it.
+pub(crate) fn encoding(m: &TensorMap, dtype: DType, t: &Seen) -> Option<Encoding> {
+    let rank = t.rank;
+    if rank == 0 || rank > MAX_RANK || m.boxes.len() != rank || !t.ptr.is_multiple_of(16) {
+        return None;
+    }
+    let es = dtype.size() as u64;
+    let mut e = Encoding { rank, ptr: t.ptr, dims: [1; MAX_RANK], strides: [0; MAX_RANK], boxes: [1; MAX_RANK], swizzle: m.swizzle };
+    for k in 0..rank {
+        let axis = rank - 1 - k;
+        let n = t.sizes[axis];
+        if n == 0 || n > 1 << 32 {
+            return None;
+        }
+        e.dims[k] = n;
+        e.boxes[k] = m.boxes[axis];
+        let s = t.strides[axis];
+        if k == 0 {
+            if s != 1 {
+                return None;
+            }
+        } else {
+            let bytes = u64::try_from(s).ok()?.checked_mul(es)?;
+            if bytes == 0 || !bytes.is_multiple_of(16) || bytes >= 1 << 40 {
+                return None;
+            }
+            e.strides[k - 1] = bytes;
+        }
+    }
+    Some(e)
+}
+
+/// Encodes a tensor map through the driver; `None` if it refuses.
+pub(crate) fn encode(e: &Encoding, dtype: DType) -> Option<[u8; TENSOR_MAP_BYTES as usize]> {
+    use cudarc::driver::sys;
+    let data = match dtype {
+        DType::BF16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+        DType::F16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+        _ => return None,
+    };
+    let swizzle = match e.swizzle {
+        0 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE,
+        32 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_32B,
+        64 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_64B,
+        128 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+        _ => return None,
+    };
+    let mut map = sys::CUtensorMap { opaque: [0; 16] };
+    let ones = [1u32; MAX_RANK];
+    // SAFETY: every pointer is to a live local of the length the rank says (`strides` has rank -
+    // 1 entries in use), `map` is a properly aligned `CUtensorMap`, and the global address is
+    // only recorded in the map (the copy engine reads it when a kernel runs, while the launch
+    // borrows the tensor).
+    let r = unsafe {
+        sys::cuTensorMapEncodeTiled(
+            &mut map,
+            data,
+            e.rank as u32,
+            e.ptr as *mut std::ffi::c_void,
+            e.dims.as_ptr(),
+            e.strides.as_ptr(),
+            e.boxes.as_ptr(),
+            ones.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            swizzle,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    };
+    if r != sys::CUresult::CUDA_SUCCESS {
+        return None;
+    }
+    let mut out = [0u8; TENSOR_MAP_BYTES as usize];
+    for (chunk, w) in out.chunks_exact_mut(8).zip(map.opaque) {
+        chunk.copy_from_slice(&w.to_le_bytes());
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(ptr: u64, sizes: &[u64], strides: &[i64]) -> Seen {
+        let mut t = Seen { ptr, rank: sizes.len(), ..Seen::default() };
+        t.sizes[..sizes.len()].copy_from_slice(sizes);
+        t.strides[..strides.len()].copy_from_slice(strides);
+        t
+    }
+
+    /// Axes reversed (innermost first), byte strides of the outer axes; what the copy engine
+    /// cannot take has no encoding.
+    #[test]
+    fn encodings_follow_the_copy_engine_rules() {
+        let m = TensorMap { param: 0, boxes: vec![1, 64, 64], swizzle: 128 };
+        let e = encoding(&m, DType::BF16, &seen(4096, &[3, 100, 256], &[25600, 256, 1])).expect("encodable");
+        assert_eq!((e.rank, &e.dims[..3], &e.strides[..2], &e.boxes[..3]), (3, &[256, 100, 3][..], &[512, 51200][..], &[64, 64, 1][..]));
+        // Misaligned address, a row stride of 77 elements (154 bytes), a transposed view, an
+        // empty tensor, a rank that is not the map's.
+        assert_eq!(encoding(&m, DType::BF16, &seen(4104, &[3, 100, 256], &[25600, 256, 1])), None);
+        assert_eq!(encoding(&m, DType::BF16, &seen(4096, &[3, 100, 77], &[7700, 77, 1])), None);
+        assert_eq!(encoding(&m, DType::BF16, &seen(4096, &[3, 100, 256], &[25600, 1, 100])), None);
+        assert_eq!(encoding(&m, DType::BF16, &seen(4096, &[3, 0, 256], &[0, 256, 1])), None);
+        assert_eq!(encoding(&m, DType::BF16, &seen(4096, &[100, 256], &[256, 1])), None);
+    }
+}
