@@ -165,8 +165,21 @@ fn tensor_core_examples_use_matrix_instructions() {
                 };
                 assert!(target == Target::Sm90a || !k.ptx.contains("wgmma"), "{name}: wgmma in code for sm_80");
                 let copied = windows.contains(&Window::Plain) || windows.contains(&Window::Reshaped);
-                if copied {
+                // Pipelined copies on sm_90a go through the copy engine on mbarriers.
+                let tma = !k.meta.tensor_maps.is_empty();
+                assert!(target == Target::Sm90a || !tma, "{name}: tensor maps in code for sm_80");
+                if tma {
+                    wanted.extend([
+                        "cp.async.bulk.tensor.",
+                        "mbarrier.init.shared::cta.b64",
+                        "mbarrier.arrive.expect_tx",
+                        "mbarrier.try_wait.parity",
+                    ]);
+                } else if copied {
                     wanted.extend(["cp.async.cg.shared.global", "cp.async.commit_group", "cp.async.wait_group"]);
+                }
+                if target == Target::Sm90a && ["matmul", "linear", "attention"].contains(&ex.stem.as_str()) {
+                    assert!(tma, "{name}: its pipelined k-loop does not copy through tensor maps");
                 }
                 for w in wanted {
                     assert!(k.ptx.contains(w), "{name}: its PTX has no `{w}` (a {dt} dot; window-load operands: {windows:?})");

@@ -350,15 +350,22 @@ impl Gen<'_> {
         // rarely runs, and inlined it would be as much code as the fast path).
         self.b.position(slow);
         let dst = self.addc(base, offset as i64)?;
-        let f = self.slow_copy_fn(dtype, shape, swizzled)?;
-        let mut args = vec![ptr];
-        args.extend(&sizes);
-        args.extend(&strides);
-        args.extend(&offs);
-        args.push(dst);
-        self.b.call(f, &args);
+        self.call_slow_copy(dtype, shape, swizzled, (ptr, &sizes, &strides, &offs), dst)?;
         self.b.br(done);
         self.b.position(done);
+        Ok(())
+    }
+
+    /// Calls the element-by-element copy of this dtype, shape and swizzle (`slow_copy_fn`).
+    pub(crate) fn call_slow_copy(&mut self, dtype: DType, shape: &[i64], swizzled: bool, src: (V, &[V], &[V], &[V]), dst: V) -> Res<()> {
+        let f = self.slow_copy_fn(dtype, shape, swizzled)?;
+        let (ptr, sizes, strides, offs) = src;
+        let mut args = vec![ptr];
+        args.extend(sizes);
+        args.extend(strides);
+        args.extend(offs);
+        args.push(dst);
+        self.b.call(f, &args);
         Ok(())
     }
 

@@ -1,7 +1,9 @@
 //! Hopper's copy engine: `tma_copy` as bulk tensor copies (`cp.async.bulk.tensor`) completing
 //! on mbarriers, and the mbarrier ops of a pipelined loop (`mbar_init`, `tma_arrive`,
 //! `tma_wait`). Every op checks the kernel's `maps_ready` flag: when the runtime could not
-//! encode the tensor maps, `tma_copy` is `async_copy` and the mbarrier ops do nothing.
+//! encode the tensor maps, `tma_copy` copies element by element (`async_copy`'s slow path, a
+//! shared device function: a tensor the copy engine cannot take has rows that are not 16-byte
+//! aligned, which `cp.async` cannot take either) and the mbarrier ops do nothing.
 //!
 //! A tensor map's box lands in shared memory row-major, its 16-byte chunks swizzled by the
 //! address bits of the row within a 1024-byte atom: `lir::index::swizzled_offset`'s layout for
@@ -97,7 +99,7 @@ impl Gen<'_> {
         let done = self.block("tma_done");
         self.b.cond_br(ready, yes, no);
         self.b.position(no);
-        self.async_copy(window, offset, true, shape)?;
+        self.fallback_copy(window, offset, shape)?;
         self.b.br(done);
         self.b.position(yes);
         let go = self.and(self.leader()?, self.regs(valid)?[0])?;
@@ -109,6 +111,18 @@ impl Gen<'_> {
         self.b.br(done);
         self.b.position(done);
         Ok(())
+    }
+
+    /// The window copied element by element into the buffer (`maps_ready` is 0).
+    fn fallback_copy(&mut self, window: &[Value], offset: u32, shape: &[i64]) -> Res<()> {
+        let base = self.regs(window[0])?[0];
+        let Some(super::Cv::Tensor { ptr, sizes, strides }) = self.vals.get(&window[1]).cloned() else {
+            return Err("tma_copy from a non-tensor".into());
+        };
+        let dtype = self.k.body.ty(window[1]).dtype();
+        let offs: Vec<V> = window[2..].iter().map(|&o| self.regs(o).map(|r| r[0])).collect::<Res<_>>()?;
+        let dst = self.addc(base, offset as i64)?;
+        self.call_slow_copy(dtype, shape, true, (ptr, &sizes, &strides, &offs), dst)
     }
 
     /// The bulk tensor copies of one window, on the mbarrier at shared address `bar`.
