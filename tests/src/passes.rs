@@ -595,3 +595,28 @@ fn pipeline_invariant_on(target: Target) {
     assert_eq!(offset, a_offset, "{}: local_mma reads A where it was stored", s.name);
     s.snapshot();
 }
+
+/// The copy engine takes only loads of tensors the kernel never writes (no copy in flight can
+/// race its stores) in a loop that is not inside another loop (the mbarriers are initialised
+/// once, before the prologue); elsewhere the pipeline keeps `cp.async`.
+#[test]
+fn copy_engine_only_for_read_only_operands_of_top_level_loops() {
+    let gemm = |a_ty: &str, outer: bool| {
+        let inner = "for k0 in (0..K).step_by(32) { acc = dot(a.load([m0, k0], [64, 32]), b.load([k0, n0], [32, 64]), acc); }";
+        let body = if outer { format!("for r in 0..2 {{ {inner} }}") } else { inner.to_string() };
+        format!(
+            "use std::math::cdiv;\n#[grid(cdiv(M, 64), cdiv(N, 64))]\n#[warps(4)]\nkernel gemm(a: {a_ty}[M, K], b: &bf16[K, N], c: &mut f32[M, N]) {{\n\
+             let (m0, n0) = (program_id(0) * 64, program_id(1) * 64);\nlet mut acc: f32[64, 64] = 0.0;\n{body}\nc.store([m0, n0], acc);\n}}\n"
+        )
+    };
+    let maps = |text: String, target: Target| {
+        let m = tessera_compiler::compile(&Source::new("gemm.tile", text), &Options { target, ..opts(&[]) })
+            .unwrap_or_else(|d| panic!("{}", d.render()));
+        let k = &m.kernels[0];
+        (k.meta.tensor_maps.len(), lir_find(&k.lir, "tma_copy").len(), lir_find(&k.lir, "async_copy").len())
+    };
+    assert_eq!(maps(gemm("&bf16", false), Target::Sm90a), (2, 6, 0), "both operands through the copy engine");
+    assert_eq!(maps(gemm("&bf16", false), Target::Sm80), (0, 0, 6), "no copy engine on sm_80");
+    assert_eq!(maps(gemm("&mut bf16", false), Target::Sm90a), (0, 0, 6), "`a` is writable");
+    assert_eq!(maps(gemm("&bf16", true), Target::Sm90a), (0, 0, 6), "the k-loop is inside another loop");
+}

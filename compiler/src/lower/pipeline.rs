@@ -263,7 +263,7 @@ impl Cx<'_> {
     /// leading dimensions; its window lands in shared memory in `swizzled_offset`'s layout as
     /// one box (rows of at most 128 bytes: the 128/64/32-byte swizzles are the copy engine's)
     /// or as boxes of 8 rows by 128 bytes (wider rows of a 2-D window: 1024-byte atoms).
-    fn tensor_map_for(&mut self, load: Value) -> Option<u32> {
+    fn tensor_map_for(&self, load: Value) -> Option<crate::abi::TensorMap> {
         let crate::ir::ValueDef::Result(op, _) = self.src.values[load.index()].def else { return None };
         let mut t = *self.src.op(op).operands.first()?;
         let mut fixed = 0usize;
@@ -303,7 +303,11 @@ impl Cx<'_> {
         if boxes.iter().any(|&b| b == 0 || b > 256) || boxes.len() > 5 {
             return None;
         }
-        let map = crate::abi::TensorMap { param, boxes, swizzle };
+        Some(crate::abi::TensorMap { param, boxes, swizzle })
+    }
+
+    /// The index of tensor map `map` in the kernel's list (added if new).
+    fn register_map(&mut self, map: crate::abi::TensorMap) -> u32 {
         let i = match self.tensor_maps.iter().position(|m| *m == map) {
             Some(i) => i,
             None => {
@@ -311,7 +315,7 @@ impl Cx<'_> {
                 self.tensor_maps.len() - 1
             }
         };
-        Some(i as u32)
+        i as u32
     }
 
     /// Issues the bulk tensor copy of fused load `load` at iteration `at` into the buffer at
@@ -540,11 +544,12 @@ impl Cx<'_> {
         // Bulk tensor copies when every pipelined operand has a tensor map (see the module doc).
         let mut tma = None;
         if pipelined && hopper && !copies.is_empty() && lc.as_ref().is_some_and(|lc| !lc.nested) {
-            let mut maps = [None, None];
-            for &i in &copies {
-                maps[i] = self.tensor_map_for(loaded(self, i));
-            }
-            if copies.iter().all(|&i| maps[i].is_some()) {
+            let found: Vec<Option<crate::abi::TensorMap>> = copies.iter().map(|&i| self.tensor_map_for(loaded(self, i))).collect();
+            if found.iter().all(Option::is_some) {
+                let mut maps = [None, None];
+                for (&i, m) in copies.iter().zip(found.into_iter().flatten()) {
+                    maps[i] = Some(self.register_map(m));
+                }
                 tma = Some(Tma { maps, mbar: 0, bytes: 0 });
             }
         }
