@@ -85,6 +85,7 @@ pub fn lower_kernel(k: &tir::Kernel, opts: &Options) -> Result<lir::Kernel, Diag
         current_src_block: k.body.entry,
         pipelined_loops: HashSet::new(),
         pipe_bytes: 0,
+        mbar_bytes: 0,
         pipe_patch: vec![],
         mma_pipe_a: vec![],
         mma_pipe_b: vec![],
@@ -138,8 +139,9 @@ struct Cx<'a> {
     /// (the load it comes from, read transposed). The loads (and `trans`) are not lowered.
     fused: HashMap<Value, (Value, bool)>,
     skipped: HashSet<Value>,
-    /// Fused loads whose copies were issued where they were loaded: load → (buffer, group).
-    early: HashMap<Value, (u32, u32)>,
+    /// Fused loads whose copies were issued where they were loaded: load → (buffer, group, the
+    /// mbarrier of its bulk tensor copy).
+    early: HashMap<Value, (u32, u32, Option<u32>)>,
     /// Fused loads of a loop-invariant operand: copied once, before the loop of their `dot`.
     invariant: HashSet<Value>,
     /// Commit groups issued so far in the block being lowered (`None` once unknown, e.g.
@@ -154,6 +156,8 @@ struct Cx<'a> {
     pipelined_loops: HashSet<Block>,
     /// Pipeline buffers: their total size, and the ops whose offsets are relative to them.
     pipe_bytes: u32,
+    /// The mbarriers of bulk tensor copies: their total size (they live after the buffers).
+    mbar_bytes: u32,
     pipe_patch: Vec<crate::ir::Op>,
     mma_pipe_a: Vec<crate::ir::Op>,
     mma_pipe_b: Vec<crate::ir::Op>,

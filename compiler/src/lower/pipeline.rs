@@ -318,14 +318,14 @@ impl Cx<'_> {
         i as u32
     }
 
-    /// Issues the bulk tensor copy of fused load `load` at iteration `at` into the buffer at
-    /// `offset + base`, on stage `stage`'s mbarrier, if `valid` (`lir::OpKind::TmaCopy`).
+    /// Issues the bulk tensor copy of fused load `load` (its operands evaluated at iteration `at`
+    /// of loop `lc`, or as they are) into the buffer at `offset + base`, on stage `stage`'s
+    /// mbarrier, if `valid` (`lir::OpKind::TmaCopy`).
     #[allow(clippy::too_many_arguments)]
     fn issue_tma(
         &mut self,
         load: Value,
-        lc: &LoopCtx,
-        at: Value,
+        lc_at: Option<(&LoopCtx, Value)>,
         base: Value,
         (offset, map, mbar): (u32, u32, u32),
         (stage, valid): (Value, Value),
@@ -337,7 +337,10 @@ impl Cx<'_> {
         let mut memo = HashMap::new();
         let mut ops = vec![base];
         for &o in &d.operands[..d.operands.len() - 1] {
-            ops.push(self.clone_at(o, lc, at, into, &mut memo)?);
+            ops.push(match lc_at {
+                Some((lc, at)) => self.clone_at(o, lc, at, into, &mut memo)?,
+                None => self.map.get(&o).copied()?,
+            });
         }
         ops.extend([stage, valid]);
         let shape = self.src.ty(load).shape().to_vec();
@@ -352,6 +355,13 @@ impl Cx<'_> {
         self.emit(blk, lir::OpKind::Tir(OpKind::Cmp(crate::tir::CmpOp::Lt)), vec![iv, hi], vec![ty], span)[0]
     }
 
+    /// Waits for the early bulk tensor copies on `mbars` (their one phase, parity 0).
+    fn wait_early(&mut self, blk: Block, mbars: &[u32], zero: Value, span: Span) {
+        for &mbar in mbars {
+            self.mbar_op(blk, lir::OpKind::TmaWait { mbar }, vec![zero, zero], span);
+        }
+    }
+
     /// Appends an mbarrier op (its offset patched with the buffers').
     fn mbar_op(&mut self, blk: Block, kind: lir::OpKind, operands: Vec<Value>, span: Span) {
         let op = self.dst.append(blk, kind, operands, vec![], vec![], span);
@@ -360,15 +370,34 @@ impl Cx<'_> {
 
     /// Issues the copy of a fused load at the load itself (outside pipelined loops), so that it
     /// flies while the program computes until the `dot` that needs it.
+    /// On sm_90a, outside loops, through the copy engine on an mbarrier of its own (waited for
+    /// with parity 0 by the `dot`s that read it).
     pub(super) fn issue_early(&mut self, load: Value, dst: Block, span: Span) -> Result<(), Diagnostic> {
-        let size = super::align16(self.bytes(load));
-        let off = self.pipe_bytes;
-        self.pipe_bytes += size;
+        let map = if self.target == crate::Target::Sm90a && self.loops_open == 0 { self.tensor_map_for(load) } else { None };
+        let bytes = self.bytes(load);
         let zero = self.i32_const(dst, 0, span);
-        self.issue_copy(load, None, None, zero, off, dst, span).ok_or_else(|| Diagnostic::ice("lower", "early copy"))?;
+        let (off, mbar) = if let Some(map) = map {
+            let off = self.pipe_bytes.div_ceil(1024) * 1024;
+            self.pipe_bytes = off + bytes.div_ceil(1024) * 1024;
+            let mbar = self.mbar_bytes;
+            self.mbar_bytes += 8;
+            let map = self.register_map(map);
+            self.mbar_op(dst, lir::OpKind::MbarInit { mbar, count: 1 }, vec![], span);
+            let ty = self.ty(&crate::tir::Type::scalar(DType::Bool));
+            let yes = self.emit(dst, lir::OpKind::Tir(OpKind::Const(Lit::Bool(true))), vec![], vec![ty], span)[0];
+            self.issue_tma(load, None, zero, (off, map, mbar), (zero, yes), dst, span)
+                .ok_or_else(|| Diagnostic::ice("lower", "early copy"))?;
+            self.mbar_op(dst, lir::OpKind::TmaArrive { mbar, bytes }, vec![zero, yes], span);
+            (off, Some(mbar))
+        } else {
+            let off = self.pipe_bytes;
+            self.pipe_bytes += super::align16(bytes);
+            self.issue_copy(load, None, None, zero, off, dst, span).ok_or_else(|| Diagnostic::ice("lower", "early copy"))?;
+            (off, None)
+        };
         self.emit(dst, lir::OpKind::AsyncCommit, vec![], vec![], span);
         let group = self.group_seq.unwrap_or(0);
-        self.early.insert(load, (off, group));
+        self.early.insert(load, (off, group, mbar));
         self.group_seq = self.group_seq.map(|g| g + 1);
         Ok(())
     }
@@ -411,16 +440,16 @@ impl Cx<'_> {
             .iter()
             .any(|&op| matches!(self.dst.op(op).kind, lir::OpKind::LocalMma { wgmma: true, .. } | lir::OpKind::RegMma { wgmma: true, .. }));
         let scratch = if wgmma { self.smem.div_ceil(1024) * 1024 } else { super::align16(self.smem) };
+        // The mbarriers after the buffers (8-byte aligned).
+        let bars = (scratch + self.pipe_bytes).div_ceil(8) * 8;
         for &op in &self.pipe_patch.clone() {
             match &mut self.dst.op_mut(op).kind {
                 lir::OpKind::AsyncCopy { offset, .. } | lir::OpKind::LocalStore { offset, .. } => *offset += scratch,
                 lir::OpKind::TmaCopy { offset, mbar, .. } => {
                     *offset += scratch;
-                    *mbar += scratch;
+                    *mbar += bars;
                 }
-                lir::OpKind::MbarInit { mbar, .. } | lir::OpKind::TmaArrive { mbar, .. } | lir::OpKind::TmaWait { mbar } => {
-                    *mbar += scratch
-                }
+                lir::OpKind::MbarInit { mbar, .. } | lir::OpKind::TmaArrive { mbar, .. } | lir::OpKind::TmaWait { mbar } => *mbar += bars,
                 lir::OpKind::RegMma { b_offset, .. } => *b_offset += scratch,
                 lir::OpKind::LocalMma { a_offset, b_offset, .. } => {
                     if self.mma_pipe_a.contains(&op) {
@@ -433,7 +462,7 @@ impl Cx<'_> {
                 other => return Err(Diagnostic::ice("lower", format!("pipeline patch of `{}`", other.mnemonic()))),
             }
         }
-        self.smem = scratch + self.pipe_bytes;
+        self.smem = if self.mbar_bytes > 0 { bars + self.mbar_bytes } else { scratch + self.pipe_bytes };
         Ok(())
     }
 
@@ -526,15 +555,17 @@ impl Cx<'_> {
         self.smem = self.smem.max(scratch_off);
         let mut copies = vec![];
         let mut early_groups = vec![];
+        let mut early_mbars = vec![];
         for i in 0..2 {
             if fused[i]
                 && (!pipelined || invariant[i])
-                && let Some(&(off, group)) = self.early.get(&loaded(self, i))
+                && let Some(&(off, group, mbar)) = self.early.get(&loaded(self, i))
             {
                 // Already issued where it was loaded (`issue_early`).
                 offsets[i] = off;
                 in_pipe[i] = true;
                 early_groups.push(group);
+                early_mbars.extend(mbar);
                 continue;
             }
             if fused[i] {
@@ -570,9 +601,8 @@ impl Cx<'_> {
             })
             .collect();
         if let Some(t) = &mut tma {
-            self.pipe_bytes = self.pipe_bytes.div_ceil(8) * 8;
-            t.mbar = self.pipe_bytes;
-            self.pipe_bytes += 8 * stages as u32;
+            t.mbar = self.mbar_bytes;
+            self.mbar_bytes += 8 * stages as u32;
             t.bytes = copies.iter().map(|&(i, _)| self.bytes(loaded(self, i))).sum();
         }
         // Where a pipelined `wgmma` is issued: before the copies that refill the other stages,
@@ -594,7 +624,7 @@ impl Cx<'_> {
                     let issued = match (&tma, valid) {
                         (Some(t), Some(valid)) => {
                             let (map, mbar) = (t.maps[i].unwrap_or(0), t.mbar);
-                            self.issue_tma(loaded(self, i), &lc, iv_j, base, (offsets[i], map, mbar), (jj, valid), lc.parent, span)
+                            self.issue_tma(loaded(self, i), Some((&lc, iv_j)), base, (offsets[i], map, mbar), (jj, valid), lc.parent, span)
                         }
                         _ => self.issue_copy(loaded(self, i), Some(&lc), Some(iv_j), base, offsets[i], lc.parent, span),
                     };
@@ -627,6 +657,7 @@ impl Cx<'_> {
                 let parity = self.i32_op(dst, crate::tir::BinaryOp::Rem, round, two, span);
                 self.mbar_op(dst, lir::OpKind::TmaWait { mbar: t.mbar }, vec![cur, parity], span);
             }
+            self.wait_early(dst, &early_mbars, zero, span);
             self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
             for &(i, size) in &copies {
                 let sz = self.i32_const(dst, size as i64, span);
@@ -640,7 +671,7 @@ impl Cx<'_> {
                 let issued = match (&tma, valid) {
                     (Some(t), Some(valid)) => {
                         let (map, mbar) = (t.maps[i].unwrap_or(0), t.mbar);
-                        self.issue_tma(loaded(self, i), &lc, iv_n, base_n, (offsets[i], map, mbar), (nxt, valid), dst, span)
+                        self.issue_tma(loaded(self, i), Some((&lc, iv_n)), base_n, (offsets[i], map, mbar), (nxt, valid), dst, span)
                     }
                     _ => self.issue_copy(loaded(self, i), Some(&lc), Some(iv_n), base_n, offsets[i], dst, span),
                 };
@@ -669,6 +700,7 @@ impl Cx<'_> {
                 };
                 self.emit(dst, lir::OpKind::AsyncWait { pending }, vec![], vec![], span);
             }
+            self.wait_early(dst, &early_mbars, zero, span);
             self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
         }
         let mut wait = None;
