@@ -62,7 +62,11 @@ fn target_machine(target: Target) -> Res<TargetMachine> {
         LlvmTarget::initialize_nvptx(&InitializationConfig::default());
         // 32-bit shared-memory pointers, as the machine IR's shared addresses are: without this
         // every shared access converts its address to 64 bits and cannot fold an offset.
-        let args: Vec<std::ffi::CString> = ["tessera", "-nvptx-short-ptr"].iter().filter_map(|a| std::ffi::CString::new(*a).ok()).collect();
+        // No CodeGenPrepare: the machine IR's addresses are already shaped (the builder folds and
+        // hoists them), and on attention it took 47 of 90 ms (superlinear in the blocks of the
+        // copy paths) for the same registers.
+        let args: Vec<std::ffi::CString> =
+            ["tessera", "-nvptx-short-ptr", "-disable-cgp"].iter().filter_map(|a| std::ffi::CString::new(*a).ok()).collect();
         let ptrs: Vec<*const std::ffi::c_char> = args.iter().map(|a| a.as_ptr()).collect();
         // SAFETY: the arguments are NUL-terminated strings that outlive the call, and the call
         // happens once, before any target machine is made.
