@@ -5,10 +5,9 @@
 //! shared device function: a tensor the copy engine cannot take has rows that are not 16-byte
 //! aligned, which `cp.async` cannot take either) and the mbarrier ops do nothing.
 //!
-//! A tensor map's box lands in shared memory row-major, its 16-byte chunks swizzled by the
-//! address bits of the row within a 1024-byte atom: `lir::index::swizzled_offset`'s layout for
-//! rows of at most 128 bytes. Wider rows are copied as boxes of 8 rows by 128 bytes, box
-//! `(g, b)` at `g · 8 · row_bytes + b · 1024`, the layout's 1024-byte atoms.
+//! A tensor map's box (the whole window) lands in shared memory row-major, its 16-byte chunks
+//! swizzled by the address bits of the row within a 1024-byte atom: `lir::index::swizzled_offset`'s
+//! layout for rows of at most 128 bytes (the only ones `lower::pipeline` gives a map).
 
 use super::{Gen, Res};
 use crate::ir::Value;
@@ -125,7 +124,7 @@ impl Gen<'_> {
         self.call_slow_copy(dtype, shape, true, (ptr, &sizes, &strides, &offs), dst)
     }
 
-    /// The bulk tensor copies of one window, on the mbarrier at shared address `bar`.
+    /// The bulk tensor copy of one window (one box), on the mbarrier at shared address `bar`.
     fn tma_boxes(&mut self, window: &[Value], offset: u32, shape: &[i64], map: u32, bar: V) -> Res<()> {
         let tm = self.k.tensor_maps.get(map as usize).ok_or("a tensor map out of range")?.clone();
         let addr = *self.tensor_map_addrs.get(map as usize).ok_or("a tensor map without its parameter")?;
@@ -139,39 +138,27 @@ impl Gen<'_> {
         if fixed.len() + offs.len() != rank || offs.len() != shape.len() || rank > 5 {
             return Err("a bulk tensor copy whose window does not match its tensor map".into());
         }
-        let es = self.k.body.ty(window[1]).dtype().size() as i64;
-        let (rows, cols) = (shape[..shape.len() - 1].iter().product::<i64>(), shape[shape.len() - 1]);
-        let row_bytes = cols * es;
-        let last = offs.len() - 1;
-        // Boxes: one for the window, or 8 rows by 128 bytes of a wider 2-D window.
-        let wide = row_bytes > 128;
-        let (gs, bs) = if wide { (rows / 8, row_bytes / 128) } else { (1, 1) };
-        for g in 0..gs {
-            for b in 0..bs {
-                let mut coords: Vec<V> = offs.clone();
-                if wide {
-                    coords[last] = self.addc(offs[last], b * 128 / es)?;
-                    coords[last - 1] = self.addc(offs[last - 1], g * 8)?;
-                }
-                // Innermost first, then the indices the views fixed.
-                let mut c: Vec<V> = coords.into_iter().rev().collect();
-                c.extend(fixed.iter().rev());
-                let dst = self.smem_addr32(self.addc(self.add(base, self.i32c(offset as i64))?, g * 8 * row_bytes + b * 1024)?)?;
-                let list: Vec<String> = (0..rank).map(|i| format!("${}", i + 2)).collect();
-                let text = format!(
-                    "cp.async.bulk.tensor.{rank}d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [$0], [$1, {{{}}}], [${}];",
-                    list.join(", "),
-                    rank + 2
-                );
-                let mut args = vec![dst, addr];
-                args.extend(c);
-                args.push(bar);
-                let mut cons = vec!["r", "l"];
-                cons.extend(std::iter::repeat_n("r", rank + 1));
-                cons.push("~{memory}");
-                self.inline_asm(&text, &cons.join(","), &args, false)?;
-            }
+        let boxes: Vec<i64> = tm.boxes[fixed.len()..].iter().map(|&b| b as i64).collect();
+        if boxes != shape {
+            return Err("a bulk tensor copy of a window that is not its tensor map's box".into());
         }
+        // Innermost first, then the indices the views fixed.
+        let mut c: Vec<V> = offs.into_iter().rev().collect();
+        c.extend(fixed.iter().rev());
+        let dst = self.smem_addr32(self.add(base, self.i32c(offset as i64))?)?;
+        let list: Vec<String> = (0..rank).map(|i| format!("${}", i + 2)).collect();
+        let text = format!(
+            "cp.async.bulk.tensor.{rank}d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [$0], [$1, {{{}}}], [${}];",
+            list.join(", "),
+            rank + 2
+        );
+        let mut args = vec![dst, addr];
+        args.extend(c);
+        args.push(bar);
+        let mut cons = vec!["r", "l"];
+        cons.extend(std::iter::repeat_n("r", rank + 1));
+        cons.push("~{memory}");
+        self.inline_asm(&text, &cons.join(","), &args, false)?;
         Ok(())
     }
 }

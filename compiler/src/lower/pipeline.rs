@@ -17,8 +17,8 @@
 //!    `dot` also reads the shared scratch region (an operand that is not a fused load).
 //!
 //! On sm_90a, when every fused load of a pipelined `wgmma` dot reads a kernel parameter (through
-//! views) that the kernel never writes, and its window maps onto tensor-map boxes
-//! (`Cx::tensor_map_for`), the copies are bulk tensor copies (`tma_copy`) instead: thread 0
+//! views) that the kernel never writes, and its window is one tensor-map box (rows of at most
+//! 128 bytes, `Cx::tensor_map_for`), the copies are bulk tensor copies (`tma_copy`) instead: thread 0
 //! issues them for a stage, arriving on that stage's mbarrier with the bytes to expect
 //! (`tma_arrive`), and iteration `i` waits for phase `i / stages` of mbarrier `i % stages`
 //! (`tma_wait`) where it waited for its `cp.async` group; copies for iterations past the end are
@@ -36,9 +36,6 @@ use crate::ir::{Block, Op, Value};
 use crate::lir::{self, Layout};
 use crate::tir::{Lit, OpKind};
 use std::collections::HashMap;
-
-/// Most bulk tensor copies one operand's stage may take (boxes of 8 rows of a wide tile).
-const MAX_BOXES: i64 = 32;
 
 /// The loop being lowered, when its body may pipeline its loads.
 #[derive(Clone, Debug)]
@@ -261,8 +258,7 @@ impl Cx<'_> {
     /// tensor copy into its buffer, or `None`. The load must read a parameter the kernel never
     /// writes (so no copy in flight can race the program's own stores), through views that fix
     /// leading dimensions; its window lands in shared memory in `swizzled_offset`'s layout as
-    /// one box (rows of at most 128 bytes: the 128/64/32-byte swizzles are the copy engine's)
-    /// or as boxes of 8 rows by 128 bytes (wider rows of a 2-D window: 1024-byte atoms).
+    /// one box: rows of at most 128 bytes, whose 128/64/32-byte swizzles are the copy engine's.
     fn tensor_map_for(&self, load: Value) -> Option<crate::abi::TensorMap> {
         let crate::ir::ValueDef::Result(op, _) = self.src.values[load.index()].def else { return None };
         let mut t = *self.src.op(op).operands.first()?;
@@ -282,24 +278,19 @@ impl Cx<'_> {
         if dims.len() != fixed + shape.len() || !matches!(dtype, DType::BF16 | DType::F16) {
             return None;
         }
-        let es = dtype.size() as i64;
-        let (rows, cols) = (shape[..shape.len() - 1].iter().product::<i64>(), shape[shape.len() - 1]);
-        let chunks = cols * es / 16;
-        let mut boxes = vec![1u32; fixed];
-        let swizzle = if chunks <= 8 {
-            boxes.extend(shape.iter().map(|&s| s as u32));
-            match chunks {
-                8 => 128,
-                4 => 64,
-                2 => 32,
-                _ => 0,
-            }
-        } else if chunks % 8 == 0 && shape.len() == 2 && rows % 8 == 0 && rows / 8 * (chunks / 8) <= MAX_BOXES {
-            boxes.extend([8, (128 / es) as u32]);
-            128
-        } else {
-            return None;
+        let chunks = shape[shape.len() - 1] * dtype.size() as i64 / 16;
+        let swizzle = match chunks {
+            8 => 128,
+            4 => 64,
+            2 => 32,
+            1 | 3 | 5..=7 => 0,
+            // Wider rows: `swizzled_offset` puts 8-row groups of 128-byte blocks one after the
+            // other, boxes of 8 rows each; measured on an H100 (attention D128, 16 such boxes per
+            // operand and stage, one thread issuing them), 29% slower than `cp.async`.
+            _ => return None,
         };
+        let mut boxes = vec![1u32; fixed];
+        boxes.extend(shape.iter().map(|&s| s as u32));
         if boxes.iter().any(|&b| b == 0 || b > 256) || boxes.len() > 5 {
             return None;
         }
