@@ -155,6 +155,10 @@ pub struct BenchArgs {
     /// Save a tensor after the first launch: `NAME=FILE.npy` (repeatable).
     #[arg(long = "out", value_name = "NAME=FILE")]
     pub outs: Vec<String>,
+    /// How `--out` writes a bf16 tensor: `f32` (`<f4`, exact) or `ml-dtypes` (`<V2`, the bits, as
+    /// NumPy saves ml_dtypes' bfloat16).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub bf16_npy: npy::Bf16Npy,
     /// Autotune over the kernel's `#[tune]` space first (the winner is cached) and print the
     /// table of configurations tried.
     #[arg(long)]
@@ -342,7 +346,7 @@ pub fn run(a: &BenchArgs, opts: Options) -> Result<(), String> {
     }
     for (i, path) in outs {
         if let Some(t) = &outputs[i] {
-            npy::write_npy(path, t).map_err(|e| format!("error: {e}"))?;
+            npy::write_npy_with(path, t, a.bf16_npy).map_err(|e| format!("error: {e}"))?;
         }
     }
     for (n, c) in &unwritten {

@@ -47,6 +47,6 @@ pub mod tune;
 mod gpu_tests;
 
 pub use device::{DeviceArg, DeviceLimits, DeviceTensor, LoadedKernel, Runtime, RuntimeError, Stream};
-pub use npy::{NpyError, read_npy, read_npy_as, write_npy};
+pub use npy::{Bf16Npy, NpyError, read_npy, read_npy_as, write_npy, write_npy_with};
 pub use program::{Error, Program};
 pub use tensor::{Element, Tensor, TensorView};

@@ -122,6 +122,10 @@ enum Cmd {
         /// Write a tensor after the run: `NAME=FILE.npy` (repeatable).
         #[arg(long = "out", value_name = "NAME=FILE")]
         outs: Vec<String>,
+        /// How `--out` writes a bf16 tensor: `f32` (`<f4`, exact) or `ml-dtypes` (`<V2`, the
+        /// bits, as NumPy saves ml_dtypes' bfloat16).
+        #[arg(long, value_enum, default_value = "f32")]
+        bf16_npy: tessera_runtime::Bf16Npy,
         #[arg(long, value_enum, default_value = "auto")]
         backend: BackendArg,
         /// Run on both the GPU and the interpreter and compare every written tensor.
@@ -237,9 +241,9 @@ fn real_main(cli: Cli) -> Result<(), Fail> {
             build(&file, &emit, out_dir.as_deref(), &dump_after, dump_all, no_cache, time, &opts)
         }
         Cmd::Bench { bench, opts } => tessera_runtime::bench::run(&bench, options(&opts)?).map_err(Fail),
-        Cmd::Run { file, args, dims, outs, backend, check, seed, interp_max_programs, no_race_check, opts } => {
+        Cmd::Run { file, args, dims, outs, bf16_npy, backend, check, seed, interp_max_programs, no_race_check, opts } => {
             let interp = RunOptions { race_check: !no_race_check, max_programs: interp_max_programs };
-            run(&file, &args, &dims, &outs, backend, check, seed, &interp, &opts)
+            run(&file, &args, &dims, (&outs, bf16_npy), backend, check, seed, &interp, &opts)
         }
         Cmd::Selftest { filter, interp_only, codegen } => {
             let codegens = match codegen.as_deref() {
@@ -397,7 +401,7 @@ fn run(
     file: &Path,
     args: &[String],
     dims: &[String],
-    outs: &[String],
+    (outs, bf16_npy): (&[String], tessera_runtime::Bf16Npy),
     backend: BackendArg,
     check: bool,
     seed: u64,
@@ -486,7 +490,7 @@ fn run(
     );
     for (i, path) in outs {
         if let Arg::Tensor(t) = &host_args[i] {
-            npy::write_npy(path, t).map_err(|e| Fail(format!("error: {e}")))?;
+            npy::write_npy_with(path, t, bf16_npy).map_err(|e| Fail(format!("error: {e}")))?;
             println!("wrote {} to {path}", k.meta.params[i].name);
         }
     }

@@ -2,9 +2,11 @@
 //! little-endian, C order.
 //!
 //! Supported dtypes: `<f2` (f16), `<f4` (f32), `<f8` (f64), `|i1`, `<i2`, `<i4`, `<i8`, `|u1`,
-//! `<u4`, `<u8` and `|b1` (bool). bf16 has no NumPy dtype: [`write_npy`] writes a bf16 tensor as
-//! `<f4` (exactly), and [`read_npy_as`] reads a `<f4` file into bf16 (rounding to nearest even)
-//! when bf16 is asked for. Fortran order and big-endian data are refused with an error; so is
+//! `<u4`, `<u8`, `|b1` (bool) and `<V2` (bf16). NumPy has no bf16 of its own: an array of
+//! ml_dtypes' `bfloat16` is saved as the 2-byte void `<V2` (its bits, `np.load(f).view(bfloat16)`
+//! reads it back), which is read as bf16. [`write_npy`] writes a bf16 tensor as `<f4` (exactly;
+//! any NumPy reads it), or as `<V2` with [`Bf16Npy::MlDtypes`]; [`read_npy_as`] also reads a
+//! `<f4` file into bf16 (rounding to nearest even) when bf16 is asked for. Fortran order and big-endian data are refused with an error; so is
 //! anything malformed: reading never panics.
 //!
 //! A file is read header first: it must be a regular file (never a FIFO or a device), its header
@@ -184,11 +186,24 @@ pub fn read_npy_as(path: impl AsRef<Path>, want: DType) -> Result<HostTensor, Np
     convert_to(t, want, path)
 }
 
+/// How a bf16 tensor is written: as `<f4` (exact, read by any NumPy) or as ml_dtypes' `<V2`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Bf16Npy {
+    #[default]
+    F32,
+    MlDtypes,
+}
+
 /// Writes a tensor as a `.npy` file (format 1.0, or 2.0 for huge headers). A bf16 tensor is
 /// written as `<f4`.
 pub fn write_npy(path: impl AsRef<Path>, t: &HostTensor) -> Result<(), NpyError> {
+    write_npy_with(path, t, Bf16Npy::F32)
+}
+
+/// [`write_npy`], writing a bf16 tensor as `bf16` says.
+pub fn write_npy_with(path: impl AsRef<Path>, t: &HostTensor, bf16: Bf16Npy) -> Result<(), NpyError> {
     let path = path.as_ref();
-    let bytes = encode_npy(t, path)?;
+    let bytes = encode_npy_with(t, path, bf16)?;
     std::fs::write(path, bytes).map_err(|source| NpyError::Io { path: path.to_path_buf(), source })
 }
 
@@ -226,12 +241,13 @@ fn convert_to(t: HostTensor, want: DType, path: &Path) -> Result<HostTensor, Npy
             .collect();
         return Ok(HostTensor { dtype: DType::BF16, shape: t.shape, bytes });
     }
-    let hint = if want == DType::BF16 { " (bf16 is read from a `<f4` file)".to_string() } else { String::new() };
+    let hint =
+        if want == DType::BF16 { " (bf16 is read from a `<V2` (ml_dtypes' bfloat16) or `<f4` file)".to_string() } else { String::new() };
     Err(NpyError::DTypeMismatch {
         path: path.to_path_buf(),
         expected: want,
         found: t.dtype,
-        descr: npy_descr(t.dtype).unwrap_or("?").to_string(),
+        descr: npy_descr(t.dtype).unwrap_or("<V2").to_string(),
         hint,
     })
 }
@@ -325,8 +341,14 @@ fn read_from(mut r: impl Read, len: u64, path: &Path) -> Result<HostTensor, NpyE
     Ok(t)
 }
 
-/// Encodes a tensor as the bytes of a `.npy` file; `path` only names the file in errors.
+/// Encodes a tensor as the bytes of a `.npy` file (bf16 as `<f4`); `path` only names the file
+/// in errors.
 pub fn encode_npy(t: &HostTensor, path: &Path) -> Result<Vec<u8>, NpyError> {
+    encode_npy_with(t, path, Bf16Npy::F32)
+}
+
+/// [`encode_npy`], writing a bf16 tensor as `bf16` says.
+pub fn encode_npy_with(t: &HostTensor, path: &Path, bf16: Bf16Npy) -> Result<Vec<u8>, NpyError> {
     let expected = t.shape.iter().try_fold(t.dtype.size(), |acc, &d| acc.checked_mul(d));
     if expected != Some(t.bytes.len()) {
         return Err(NpyError::BadTensor {
@@ -339,6 +361,7 @@ pub fn encode_npy(t: &HostTensor, path: &Path) -> Result<Vec<u8>, NpyError> {
     }
     let (descr, data): (&str, std::borrow::Cow<'_, [u8]>) = match npy_descr(t.dtype) {
         Some(d) => (d, t.bytes.as_slice().into()),
+        None if bf16 == Bf16Npy::MlDtypes => ("<V2", t.bytes.as_slice().into()),
         None => {
             // bf16 → f32 is exact.
             let data: Vec<u8> =
@@ -395,10 +418,20 @@ fn parse_descr(descr: &str, path: &Path) -> Result<DType, NpyError> {
         "f2" => DType::F16,
         "f4" => DType::F32,
         "f8" => DType::F64,
+        // ml_dtypes' bfloat16, which NumPy saves as a 2-byte void.
+        "V2" => DType::BF16,
         _ => {
-            return Err(unsupported(" (supported: <f2, <f4, <f8, |i1, <i2, <i4, <i8, |u1, <u4, <u8, |b1; bf16 is stored as <f4)"));
+            return Err(unsupported(" (supported: <f2, <f4, <f8, |i1, <i2, <i4, <i8, |u1, <u4, <u8, |b1, and <V2 or <f4 for bf16)"));
         }
     };
+    if code == "V2" {
+        // A void has no byte order of its own (`|V2`); ml_dtypes writes `<V2`, its bits little-endian.
+        return match order {
+            '<' | '|' => Ok(dtype),
+            '=' if cfg!(target_endian = "little") => Ok(dtype),
+            _ => Err(NpyError::BigEndian { path: path.to_path_buf(), descr: descr.to_string() }),
+        };
+    }
     let one_byte = dtype.size() == 1;
     match order {
         '<' => Ok(dtype),
@@ -731,7 +764,29 @@ mod tests {
         let e = convert_to(t.clone(), DType::F32, p()).unwrap_err();
         assert!(matches!(e, NpyError::DTypeMismatch { expected: DType::F32, found: DType::F64, .. }), "{e}");
         let e = convert_to(t, DType::BF16, p()).unwrap_err();
-        assert!(e.to_string().contains("bf16 is read from a `<f4` file"), "{e}");
+        assert!(e.to_string().contains("bf16 is read from a `<V2` (ml_dtypes' bfloat16) or `<f4` file"), "{e}");
+    }
+
+    /// ml_dtypes' bfloat16 as NumPy saves it (`np.save(f, np.arange(4, dtype=np.float32)
+    /// .astype(ml_dtypes.bfloat16))`, NumPy 2, ml_dtypes 0.7: these bytes) is read as bf16, and
+    /// written back the same way with `Bf16Npy::MlDtypes`; a big-endian `>V2` is refused.
+    #[test]
+    fn ml_dtypes_bfloat16_files() {
+        let dict = "{'descr': '<V2', 'fortran_order': False, 'shape': (4,), }";
+        let header = format!("{dict}{}\n", " ".repeat(118 - dict.len() - 1));
+        let data = [0x00, 0x00, 0x80, 0x3f, 0x00, 0x40, 0x40, 0x40];
+        let file = raw(1, &header, &data);
+        assert_eq!(file.len(), 136);
+        let t = decode_npy(&file, p()).unwrap();
+        assert_eq!((t.dtype, t.shape.clone(), t.to_f64_vec()), (DType::BF16, vec![4], vec![0.0, 1.0, 2.0, 3.0]));
+        assert_eq!(encode_npy_with(&t, p(), Bf16Npy::MlDtypes).unwrap(), file, "written as NumPy writes it");
+        // The default writes `<f4`, which reads back as the same bf16 values.
+        let f32_file = encode_npy(&t, p()).unwrap();
+        assert_eq!(convert_to(decode_npy(&f32_file, p()).unwrap(), DType::BF16, p()).unwrap(), t);
+        for (descr, ok) in [("|V2", true), ("=V2", cfg!(target_endian = "little")), (">V2", false), ("<V4", false)] {
+            let h = header.replace("<V2", descr);
+            assert_eq!(decode_npy(&raw(1, &h, &data), p()).is_ok(), ok, "{descr}");
+        }
     }
 
     #[test]

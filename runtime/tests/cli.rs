@@ -106,6 +106,47 @@ fn run_on_the_interpreter_writes_npy() {
     assert!((0..1500).any(|i| t.get_f64(i) != 0.0), "output not written");
 }
 
+/// bf16 `.npy` files as ml_dtypes' users have them (`<V2`, NumPy's 2-byte void) are read as
+/// bf16, and `--bf16-npy ml-dtypes` writes a bf16 output that way (the default stays `<f4`).
+#[test]
+fn run_reads_and_writes_ml_dtypes_bfloat16() {
+    use tessera_runtime::npy::{Bf16Npy, encode_npy_with};
+    let (a, b) = (tmp("a_v2.npy"), tmp("b_v2.npy"));
+    let vals: Vec<f64> = (0..64).map(|i| (i % 7) as f64 - 3.0).collect();
+    let t = tessera_compiler::HostTensor::from_f64(tessera_compiler::DType::BF16, &[8, 8], &vals);
+    for f in [&a, &b] {
+        std::fs::write(f, encode_npy_with(&t, f, Bf16Npy::MlDtypes).expect("encodes")).expect("writes");
+    }
+    assert!(std::fs::read(&a).expect("reads").windows(4).any(|w| w == b"<V2'"), "not an ml_dtypes file");
+    for (flag, descr, name) in [(None, "'<f4'", "c_f4.npy"), (Some("ml-dtypes"), "'<V2'", "c_v2.npy")] {
+        let c = tmp(name);
+        let mut args = vec![
+            "run".to_string(),
+            "examples/matmul.tile".into(),
+            "--arg".into(),
+            format!("a={}", a.display()),
+            "--arg".into(),
+            format!("b={}", b.display()),
+            "--backend".into(),
+            "interp".into(),
+            "--out".into(),
+            format!("c={}", c.display()),
+        ];
+        if let Some(f) = flag {
+            args.extend(["--bf16-npy".to_string(), f.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = tessera(&args);
+        assert_eq!(code, 0, "{out}{err}");
+        let bytes = std::fs::read(&c).expect("c written");
+        assert!(String::from_utf8_lossy(&bytes[..128]).contains(descr), "{flag:?}: {}", String::from_utf8_lossy(&bytes[..128]));
+        let got = tessera_runtime::read_npy_as(&c, tessera_compiler::DType::BF16).expect("reads c");
+        // c = a · b: row 0 of a times column 0 of b.
+        let want: f64 = (0..8).map(|k| vals[k] * vals[k * 8]).sum();
+        assert_eq!(got.get_f64(0), want, "{flag:?}");
+    }
+}
+
 /// Both backends bind through one check: a scalar that does not fit its type, and a grid
 /// expression that overflows, are refused before anything runs (`--arg s=300` for an i8 ran a
 /// grid of 300 on the interpreter, each program seeing 44).
