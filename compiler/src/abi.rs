@@ -16,6 +16,37 @@ use crate::dtype::DType;
 use crate::tir::{Param, ParamKind};
 use serde::{Deserialize, Serialize};
 
+/// The comment that records a kernel's tensor maps in its PTX, one line each: a loader checks the
+/// metadata's maps against these (a box of another size would make the kernel expect other byte
+/// counts on its mbarriers).
+const MAP_LINE: &str = "// tessera.tensor_map ";
+
+/// The PTX comment lines recording `maps` (`tensor_maps_in_ptx` reads them back).
+pub fn tensor_map_lines(maps: &[TensorMap]) -> String {
+    let mut out = String::new();
+    for (i, m) in maps.iter().enumerate() {
+        let boxes: Vec<String> = m.boxes.iter().map(|b| b.to_string()).collect();
+        out.push_str(&format!("{MAP_LINE}{i} param {} box {} swizzle {}\n", m.param, boxes.join(","), m.swizzle));
+    }
+    out
+}
+
+/// The tensor maps a PTX text records (`tensor_map_lines`), in order.
+pub fn tensor_maps_in_ptx(ptx: &str) -> Result<Vec<TensorMap>, String> {
+    let mut out = vec![];
+    for line in ptx.lines().filter_map(|l| l.strip_prefix(MAP_LINE)) {
+        let bad = || format!("a malformed tensor-map line `{MAP_LINE}{line}`");
+        let w: Vec<&str> = line.split(' ').collect();
+        let ([_, "param", p, "box", b, "swizzle", s], Ok(i)) = (&w[..], w[0].parse::<usize>()) else { return Err(bad()) };
+        if i != out.len() {
+            return Err(bad());
+        }
+        let boxes = b.split(',').map(|x| x.parse::<u32>()).collect::<Result<Vec<_>, _>>().map_err(|_| bad())?;
+        out.push(TensorMap { param: p.parse().map_err(|_| bad())?, boxes, swizzle: s.parse().map_err(|_| bad())? });
+    }
+    Ok(out)
+}
+
 /// Bytes of a tensor-map parameter (`CUtensorMap`), and its alignment.
 pub const TENSOR_MAP_BYTES: u32 = 128;
 pub const TENSOR_MAP_ALIGN: u32 = 64;
@@ -153,5 +184,10 @@ mod tests {
         let tail: Vec<String> =
             s[6..].iter().map(|s| format!("{}:{}:{}:{}", s.name(&params), s.type_name(), s.bytes(), s.align())).collect();
         assert_eq!(tail, ["maps_ready:u32:4:4", "x.map0:tensormap:128:64"]);
+        // The PTX record of the maps reads back as written.
+        let two = [maps[0].clone(), TensorMap { param: 3, boxes: vec![1, 8, 64], swizzle: 128 }];
+        let text = format!(".version 8.0\n{}.target sm_90a\n", tensor_map_lines(&two));
+        assert_eq!(tensor_maps_in_ptx(&text), Ok(two.to_vec()));
+        assert!(tensor_maps_in_ptx("// tessera.tensor_map 1 param 0 box 4 swizzle 0\n").is_err(), "numbered out of order");
     }
 }

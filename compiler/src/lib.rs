@@ -454,6 +454,8 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
             mir::verify_module(&mir).map_err(|e| ice(Diagnostic::ice("codegen", e)))?;
         }
         let (ptx, llvm_ir) = emit_ptx(&mir, opts).map_err(ice)?;
+        // The tensor maps, recorded where a loader of the PTX alone can check them.
+        let ptx = if lk.tensor_maps.is_empty() { ptx } else { format!("{}{ptx}", abi::tensor_map_lines(&lk.tensor_maps)) };
         if sink.wants("emit") {
             sink.dump(&k.name, "emit", &ptx);
         }

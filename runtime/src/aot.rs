@@ -197,6 +197,11 @@ pub fn check_pair(meta: &KernelMeta, ptx: &str) -> Result<(), String> {
             }
         }
     }
+    // The boxes and swizzles the kernel's copies were compiled for.
+    let maps = tessera_compiler::abi::tensor_maps_in_ptx(ptx)?;
+    if maps != meta.tensor_maps {
+        return Err(format!("the PTX copies through the tensor maps {maps:?}, the metadata says {:?}", meta.tensor_maps));
+    }
     let threads = entry.maxntid.as_ref().ok_or_else(|| format!("the PTX entry `{name}` declares no `.maxntid`"))?;
     let product = threads.iter().try_fold(1u64, |acc, &t| acc.checked_mul(t as u64));
     if product != Some(meta.threads as u64) {
@@ -559,6 +564,26 @@ mod tests {
         ] {
             assert!(parse_ptx(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The tensor maps of a kernel's bulk tensor copies are recorded in its PTX: metadata that
+    /// names other boxes (the kernel would wait for other byte counts) is refused.
+    #[test]
+    fn tensor_maps_must_be_the_ptx_ones() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/linear.tile");
+        let src = Source::from_file(&path).expect("reads");
+        let m = tessera_compiler::compile(&src, &Options { target: Target::Sm90a, ..Options::default() })
+            .unwrap_or_else(|d| panic!("{}", d.render()));
+        let aot = AotKernel { meta: m.kernels[0].meta.clone(), ptx: m.kernels[0].ptx.clone() };
+        assert!(!aot.meta.tensor_maps.is_empty(), "linear copies through tensor maps on sm_90a");
+        aot.validate().expect("the compiler's pair is valid");
+        let mut k = aot.clone();
+        k.meta.tensor_maps[0].boxes[1] *= 2;
+        let e = k.validate().expect_err("a bigger box");
+        assert!(e.contains("the PTX copies through the tensor maps"), "{e}");
+        let mut k = aot;
+        k.meta.tensor_maps[0].swizzle = 0;
+        assert!(k.validate().is_err(), "another swizzle");
     }
 
     /// The parser and the pair check accept every kernel the compiler writes.
