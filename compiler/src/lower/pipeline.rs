@@ -225,6 +225,22 @@ impl Cx<'_> {
         self.emit(blk, lir::OpKind::Tir(OpKind::Binary(op)), vec![a, b], vec![ty], span)[0]
     }
 
+    /// The thread-IR values of load `load`'s tensor and window offsets: evaluated at iteration
+    /// `at` of loop `lc` (copies of the pure ops between emitted into `into`), or as they are.
+    fn window_operands(&mut self, load: Value, lc_at: Option<(&LoopCtx, Value)>, into: Block) -> Option<Vec<Value>> {
+        let crate::ir::ValueDef::Result(op, _) = self.src.values[load.index()].def else { return None };
+        let d = self.src.op(op).clone();
+        let mut memo = HashMap::new();
+        let mut ops = vec![];
+        for &o in &d.operands[..d.operands.len() - 1] {
+            ops.push(match lc_at {
+                Some((lc, at)) => self.clone_at(o, lc, at, into, &mut memo)?,
+                None => self.map.get(&o).copied()?,
+            });
+        }
+        Some(ops)
+    }
+
     #[allow(clippy::too_many_arguments)]
     /// Issues the asynchronous copy of tile-IR load `load` (its operands evaluated at `at`, or as
     /// they are when `lc` is `None`) into the pipeline buffer at `offset + base`.
@@ -238,16 +254,9 @@ impl Cx<'_> {
         into: Block,
         span: Span,
     ) -> Option<()> {
-        let crate::ir::ValueDef::Result(op, _) = self.src.values[load.index()].def else { return None };
-        let d = self.src.op(op).clone();
-        let mut memo = HashMap::new();
+        let lc_at = lc.zip(at);
         let mut ops = vec![base];
-        for &o in &d.operands[..d.operands.len() - 1] {
-            ops.push(match (lc, at) {
-                (Some(lc), Some(at)) => self.clone_at(o, lc, at, into, &mut memo)?,
-                _ => self.map.get(&o).copied()?,
-            });
-        }
+        ops.extend(self.window_operands(load, lc_at, into)?);
         let shape = self.src.ty(load).shape().to_vec();
         let op = self.dst.append(into, lir::OpKind::AsyncCopy { offset, swizzled: true, shape }, ops, vec![], vec![], span);
         self.pipe_patch.push(op);
@@ -323,16 +332,8 @@ impl Cx<'_> {
         into: Block,
         span: Span,
     ) -> Option<()> {
-        let crate::ir::ValueDef::Result(op, _) = self.src.values[load.index()].def else { return None };
-        let d = self.src.op(op).clone();
-        let mut memo = HashMap::new();
         let mut ops = vec![base];
-        for &o in &d.operands[..d.operands.len() - 1] {
-            ops.push(match lc_at {
-                Some((lc, at)) => self.clone_at(o, lc, at, into, &mut memo)?,
-                None => self.map.get(&o).copied()?,
-            });
-        }
+        ops.extend(self.window_operands(load, lc_at, into)?);
         ops.extend([stage, valid]);
         let shape = self.src.ty(load).shape().to_vec();
         let op = self.dst.append(into, lir::OpKind::TmaCopy { offset, shape, map, mbar }, ops, vec![], vec![], span);
