@@ -54,7 +54,7 @@ pub const TENSOR_MAP_ALIGN: u32 = 64;
 /// A tensor map the kernel copies through: tensor parameter `param` read in boxes of `boxes`
 /// elements per axis (the tensor's axes in order, outermost first), landing in shared memory
 /// with the 16-byte chunks of each 128/64/32-byte row swizzled (`swizzle` bytes, 0 for none;
-/// `lir::index::swizzled_offset` is the layout). Out-of-range elements of a box read as zero.
+/// `lir::index::SmemTile` is the layout). Out-of-range elements of a box read as zero.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TensorMap {
     pub param: usize,

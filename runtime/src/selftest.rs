@@ -260,6 +260,26 @@ pub const CASES: &[Case] = &[
         &[],
         &[("c", P)],
     ),
+    // Rows of a multiple of 16 bytes: the copy engine's path on sm_90a (the sizes above take
+    // its element-by-element fallback), with partial tiles on every edge and K not a multiple of
+    // the tile; BK=128 makes A's rows two 128-byte column blocks, BN=256 B's four.
+    c("matmul tma 136x200x72", "matmul.tile", &[], &[("M", 136), ("N", 200), ("K", 72)], &[], &[("c", P)]),
+    c(
+        "matmul tma 72x264x200 BM=64 BN=128 BK=128",
+        "matmul.tile",
+        &[("BM", i(64)), ("BN", i(128)), ("BK", i(128))],
+        &[("M", 72), ("N", 264), ("K", 200)],
+        &[],
+        &[("c", P)],
+    ),
+    c(
+        "matmul tma 72x264x200 BM=64 BN=256 BK=64",
+        "matmul.tile",
+        &[("BM", i(64)), ("BN", i(256)), ("BK", i(64))],
+        &[("M", 72), ("N", 264), ("K", 200)],
+        &[],
+        &[("c", P)],
+    ),
     c("softmax 37x1000", "softmax.tile", &[], &[("R", 37), ("C", 1000)], &[], &[("y", P)]),
     c("softmax 1x1", "softmax.tile", &[], &[("R", 1), ("C", 1)], &[], &[("y", P)]),
     c("linear gelu 130x77x45", "linear.tile", &[("ACT", i(1)), ("GROUP", i(3))], &[("M", 130), ("N", 77), ("K", 45)], &[], &[("y", P)]),
@@ -271,6 +291,7 @@ pub const CASES: &[Case] = &[
         &[],
         &[("y", P)],
     ),
+    c("linear gelu tma 136x200x72", "linear.tile", &[("ACT", i(1))], &[("M", 136), ("N", 200), ("K", 72)], &[], &[("y", P)]),
     c("linear none 1x1x1", "linear.tile", &[("ACT", i(0))], &[("M", 1), ("N", 1), ("K", 1)], &[], &[("y", P)]),
     c("layernorm 37x1000", "layernorm.tile", &[], &[("R", 37), ("C", 1000)], &[("eps", 1e-5)], &[("y", P)]),
     c("layernorm 1x1", "layernorm.tile", &[], &[("R", 1), ("C", 1)], &[("eps", 1e-5)], &[("y", P)]),
@@ -300,6 +321,7 @@ pub const CASES: &[Case] = &[
         &[("scale", 0.088)],
         &[("o", P)],
     ),
+    c("attention S1 D128", "attention.tile", &[], &[("B", 1), ("H", 1), ("S", 1)], &[("scale", 0.088)], &[("o", P)]),
     c(
         "attention causal S1 D64",
         "attention.tile",

@@ -686,8 +686,9 @@ mod tests {
     /// integers, for every thread's `(row, col)`.
     #[test]
     fn swizzled_offsets_build_the_shared_map() {
-        use lir::index::{Exact, exact, swizzled_offset};
-        for (cols, esize) in [(64i64, 2i64), (32, 2), (16, 2), (128, 2), (256, 1), (8, 4)] {
+        use lir::index::{Exact, SmemTile, exact};
+        for (cols, esize) in [(64i64, 2i64), (32, 2), (16, 2), (128, 2), (256, 1), (8, 4), (80, 2), (96, 2)] {
+            let tile = SmemTile::new(64, cols, esize, true);
             let rc = |tid: i64, x: i64| ((tid + x) / cols % 64, (tid * 7 + x) % cols);
             check(
                 &[0, 5, 300],
@@ -695,11 +696,11 @@ mod tests {
                     let s = g.add(g.tid, x).unwrap_or_else(|e| panic!("{e}"));
                     let row = g.uremc(g.udivc(s, cols).unwrap_or_else(|e| panic!("{e}")), 64).unwrap_or_else(|e| panic!("{e}"));
                     let col = g.uremc(g.add(g.mulc(g.tid, 7).unwrap_or_else(|e| panic!("{e}")), x).unwrap_or_else(|e| panic!("{e}")), cols);
-                    vec![g.smem_offset_2d(row, col.unwrap_or_else(|e| panic!("{e}")), cols, esize, true).unwrap_or_else(|e| panic!("{e}"))]
+                    vec![g.smem_offset_2d(row, col.unwrap_or_else(|e| panic!("{e}")), tile).unwrap_or_else(|e| panic!("{e}"))]
                 },
                 |tid, x| {
                     let (row, col) = rc(tid, x);
-                    vec![exact(swizzled_offset(&Exact, row, col, cols, esize, true))]
+                    vec![exact(tile.offset(&Exact, row, col))]
                 },
             );
         }

@@ -19,7 +19,7 @@
 use super::{Cv, Gen, Res};
 use crate::dtype::DType;
 use crate::ir::Value;
-use crate::lir::index;
+use crate::lir::index::{self, SmemTile};
 use crate::lir::{self, Layout};
 use crate::mir::{Callee, Cmp, Inst, IntOp, MmaKind, SReg, Sym, Ty, V};
 
@@ -69,10 +69,9 @@ impl Gen<'_> {
         Ok([self.addc(row0, dr)?, self.addc(col0, dc)?])
     }
 
-    /// Byte offset of element `(row, col)` of a row-major `[rows, cols]` tile of `esize`-byte
-    /// elements in shared memory, with the 16-byte chunks of each row swizzled if asked.
-    pub(crate) fn smem_offset_2d(&self, row: V, col: V, cols: i64, esize: i64, swizzled: bool) -> Res<V> {
-        index::swizzled_offset(self, row, col, cols, esize, swizzled)
+    /// Byte offset of element `(row, col)` of a tile in shared memory (`index::SmemTile`).
+    pub(crate) fn smem_offset_2d(&self, row: V, col: V, tile: SmemTile) -> Res<V> {
+        tile.offset(self, row, col)
     }
 
     /// `ldmatrix.x4` (or `.x2`) at a shared-memory byte offset; returns the 32-bit registers.
@@ -148,6 +147,7 @@ impl Gen<'_> {
         let esize = dtype.size() as i64;
         // One MMA takes 32 bytes of k; lane `l` addresses 16-byte chunk `l / 16` of them.
         let kstep = 32 / esize;
+        let a_tile = SmemTile::new(m, k, esize, true);
         let mut accs = self.regs(acc)?;
         // After the first k-step the accumulators are this op's own registers.
         let mut in_place = self.in_place_ok(acc, &accs);
@@ -159,14 +159,13 @@ impl Gen<'_> {
             let mut afr = vec![];
             // The offsets depend only on the thread: built once (they are loop-invariant); the
             // m-tiles of one k-step are 16 rows apart, a whole swizzle period.
-            let a0 = self.hoisted(("mma.a", vec![bm, warps_n as i64, k, esize, ks]), |g| {
-                g.smem_offset_2d(a_row0, g.addc(hi, ks * kstep)?, k, esize, true)
+            let a0 = self.hoisted(("mma.a", vec![m, bm, warps_n as i64, k, esize, ks]), |g| {
+                g.smem_offset_2d(a_row0, g.addc(hi, ks * kstep)?, a_tile)
             })?;
             for mi in 0..mt {
                 // Strips are `16 · warps_m` rows apart, whole swizzle periods.
                 let dr = mi as i64 * 16 * warps_m as i64;
-                let off = self
-                    .shifted_rows(a0, dr, k, esize, |g| g.smem_offset_2d(g.addc(a_row0, dr)?, g.addc(hi, ks * kstep)?, k, esize, true))?;
+                let off = self.shifted_rows(a0, dr, a_tile, |g| g.smem_offset_2d(g.addc(a_row0, dr)?, g.addc(hi, ks * kstep)?, a_tile))?;
                 let off = self.add(self.addc(off, a_off as i64)?, a_base)?;
                 afr.push(self.to_operand(self.ldmatrix(off, 4, false)?, dtype)?);
             }
@@ -207,6 +206,7 @@ impl Gen<'_> {
         let last = rank - 1;
         let lead = &shape[..last];
         let (rows, cols) = (lead.iter().product::<i64>(), shape[last]);
+        let tile = SmemTile::new(rows, cols, es, swizzled);
         let vec = 16 / es;
         let i64t = Ty::I64;
         let eq0 = |g: &Self, x: V, mask: i64| -> Res<V> { g.icmp(EQ, g.and(x, V::int(x.ty, mask))?, V::int(x.ty, 0)) };
@@ -260,7 +260,7 @@ impl Gen<'_> {
         }
         let row0 = self.hoisted(key("cp.row", 0, &[]), |g| g.udivc(g.tid, chunks_per_row))?;
         let col0 = self.hoisted(key("cp.col", 0, &[]), |g| g.mulc(g.uremc(g.tid, chunks_per_row)?, vec))?;
-        let smem0 = self.hoisted(key("cp.smem", 0, &[]), |g| g.smem_offset_2d(row0, col0, cols, es, swizzled))?;
+        let smem0 = self.hoisted(key("cp.smem", 0, &[]), |g| g.smem_offset_2d(row0, col0, tile))?;
         let mut chunks = vec![];
         for j in 0..(total + threads - 1) / threads {
             let dq = j * threads;
@@ -284,8 +284,8 @@ impl Gen<'_> {
                 }
                 idx
             };
-            let smem_full = |g: &Self| g.hoisted(key("cp.smem", dq, &[]), |g| g.smem_offset_2d(row(g)?, col, cols, es, swizzled));
-            let smem = if aligned { self.shifted_rows(smem0, dr, cols, es, smem_full)? } else { smem_full(self)? };
+            let smem_full = |g: &Self| g.hoisted(key("cp.smem", dq, &[]), |g| g.smem_offset_2d(row(g)?, col, tile));
+            let smem = if aligned { self.shifted_rows(smem0, dr, tile, smem_full)? } else { smem_full(self)? };
             let in_tile = if whole { None } else { Some(self.hoisted(key("cp.in", dq, &[]), |g| g.icmp(ULT, q(g)?, g.i32c(total)))?) };
             chunks.push(Chunk { col, lead_idx, smem, in_tile });
         }
@@ -434,6 +434,7 @@ impl Gen<'_> {
         let lead = &shape[..last];
         let (rows, cols) = (lead.iter().product::<i64>(), shape[last]);
         let es = dtype.size() as i64;
+        let tile = SmemTile::new(rows, cols, es, swizzled);
         let threads = self.k.threads as i64;
         let total_el = rows * cols;
         let per = ((total_el + threads - 1) / threads).max(1);
@@ -460,7 +461,7 @@ impl Gen<'_> {
             // Only read under `inb`.
             let p = g.gep(ptr, lin, dtype)?;
             let v = g.load_if(inb, p, dtype, zero)?;
-            let off = g.add(g.smem_offset_2d(row, col, cols, es, swizzled)?, dst)?;
+            let off = g.add(g.smem_offset_2d(row, col, tile)?, dst)?;
             g.guarded(in_tile, &mut |g| g.store_mem(g.smem_ptr(off)?, v, dtype).map(|_| None), None)?;
             Ok(vec![])
         })?;
@@ -639,9 +640,8 @@ impl Gen<'_> {
 
     /// The byte offset of `(row + dr, col)` given `at_row`, that of `(row, col)`: a constant away
     /// when `dr` is a multiple of the swizzle period, else `full()`.
-    pub(crate) fn shifted_rows(&self, at_row: V, dr: i64, cols: i64, esize: i64, full: impl FnOnce(&Self) -> Res<V>) -> Res<V> {
-        let (per_phase, max_phase) = index::swizzle_params(cols * esize / 16);
-        if dr % (per_phase * max_phase) == 0 { self.addc(at_row, dr * cols * esize) } else { full(self) }
+    pub(crate) fn shifted_rows(&self, at_row: V, dr: i64, tile: SmemTile, full: impl FnOnce(&Self) -> Res<V>) -> Res<V> {
+        if dr % tile.period() == 0 { self.addc(at_row, dr * tile.row_pitch()) } else { full(self) }
     }
 
     /// The B fragments of k-step `ks` for `nt` 8-column tiles starting at column `wn · bn` for
@@ -683,7 +683,8 @@ impl Gen<'_> {
                 let (_, _, g, t, _) = self.mma_ids(1)?;
                 let col = self.addc(self.add(col0, g)?, nc)?;
                 let base = self.addc(b_base, b_off as i64)?;
-                let regs = (0..2).map(|h| self.b_elements(ks * kstep + h * kstep / 2, t, col, n, base, esize)).collect::<Res<Vec<_>>>()?;
+                let tile = SmemTile::new(k, n, esize, true);
+                let regs = (0..2).map(|h| self.b_elements(ks * kstep + h * kstep / 2, t, col, tile, base)).collect::<Res<Vec<_>>>()?;
                 out.push(self.to_operand(regs, dtype)?);
                 ni += 1;
                 continue;
@@ -694,12 +695,14 @@ impl Gen<'_> {
             let off = if trans {
                 let row0 = self.hoisted(("mma.brow", key(-1)), |g| g.add(g.add(col0, l.hi8)?, l.r8))?;
                 let col = |g: &Self| g.addc(g.mulc(l.q_lo, chunk)?, ks * kstep);
-                let at0 = self.hoisted(("mma.bt", key(ks)), |g| g.smem_offset_2d(row0, col(g)?, k, esize, true))?;
-                self.shifted_rows(at0, nc, k, esize, |g| g.smem_offset_2d(g.addc(row0, nc)?, col(g)?, k, esize, true))?
+                let tile = SmemTile::new(n, k, esize, true);
+                let at0 = self.hoisted(("mma.bt", key(ks)), |g| g.smem_offset_2d(row0, col(g)?, tile))?;
+                self.shifted_rows(at0, nc, tile, |g| g.smem_offset_2d(g.addc(row0, nc)?, col(g)?, tile))?
             } else {
                 let col = self.hoisted(("mma.bcol", key(nc)), |g| g.addc(g.add(col0, l.hi8)?, nc))?;
-                let at0 = self.hoisted(("mma.bn", key(nc)), |g| g.smem_offset_2d(l.half, col, n, esize, true))?;
-                self.shifted_rows(at0, ks * 16, n, esize, |g| g.smem_offset_2d(g.addc(l.half, ks * 16)?, col, n, esize, true))?
+                let tile = SmemTile::new(k, n, esize, true);
+                let at0 = self.hoisted(("mma.bn", key(nc)), |g| g.smem_offset_2d(l.half, col, tile))?;
+                self.shifted_rows(at0, ks * 16, tile, |g| g.smem_offset_2d(g.addc(l.half, ks * 16)?, col, tile))?
             };
             let off = self.add(self.addc(off, b_off as i64)?, b_base)?;
             let regs = self.to_operand(self.ldmatrix(off, if two { 4 } else { 2 }, !trans)?, dtype)?;
@@ -714,12 +717,13 @@ impl Gen<'_> {
 
     /// One 32-bit B register of a row-major `[k, n]` tile at byte `b0`: tf32 element
     /// `(k0 + t, col)`, or the four s8 elements `(k0 + 4t + j, col)`, `j = 0..3`, low byte first.
-    fn b_elements(&self, k0: i64, t: V, col: V, n: i64, b0: V, esize: i64) -> Res<V> {
+    fn b_elements(&self, k0: i64, t: V, col: V, tile: SmemTile, b0: V) -> Res<V> {
+        let esize = tile.esize;
         let per = 4 / esize;
         let mut word = V::int(Ty::I32, 0);
         for j in 0..per {
             let krow = self.addc(self.mulc(t, per)?, k0 + j)?;
-            let p = self.smem_ptr(self.add(self.smem_offset_2d(krow, col, n, esize, true)?, b0)?)?;
+            let p = self.smem_ptr(self.add(self.smem_offset_2d(krow, col, tile)?, b0)?)?;
             let v = self.load_mem(p, if esize == 4 { DType::I32 } else { DType::U8 })?;
             let v = if esize == 4 { v } else { self.b.int_cast(v, Ty::I32, false) };
             let v = self.b.int_bin(IntOp::Shl, v, V::int(Ty::I32, 8 * esize * j));

@@ -582,7 +582,7 @@ impl<'m> Gen<'m> {
                 for (r, v) in regs.into_iter().enumerate() {
                     let off = if *swizzled && t.shape().len() == 2 {
                         let c = self.coords(&t, r)?;
-                        self.smem_offset_2d(c[0], c[1], t.shape()[1], size, true)?
+                        self.smem_offset_2d(c[0], c[1], crate::lir::index::SmemTile::new(t.shape()[0], t.shape()[1], size, true))?
                     } else {
                         self.mulc(self.linear(&t, r)?, size)?
                     };

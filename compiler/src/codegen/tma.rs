@@ -5,12 +5,13 @@
 //! shared device function: a tensor the copy engine cannot take has rows that are not 16-byte
 //! aligned, which `cp.async` cannot take either) and the mbarrier ops do nothing.
 //!
-//! A tensor map's box (the whole window) lands in shared memory row-major, its 16-byte chunks
-//! swizzled by the address bits of the row within a 1024-byte atom: `lir::index::swizzled_offset`'s
-//! layout for rows of at most 128 bytes (the only ones `lower::pipeline` gives a map).
+//! A tensor map's box lands in shared memory row-major, its 16-byte chunks swizzled by the
+//! address bits of the row within a 1024-byte atom: `lir::index::SmemTile`'s layout. A window of
+//! rows wider than 128 bytes is one box per 128-byte column block, each landing on its block.
 
 use super::{Gen, Res};
 use crate::ir::Value;
+use crate::lir::index::SmemTile;
 use crate::mir::{Cmp, V};
 
 impl Gen<'_> {
@@ -124,7 +125,8 @@ impl Gen<'_> {
         self.call_slow_copy(dtype, shape, true, (ptr, &sizes, &strides, &offs), dst)
     }
 
-    /// The bulk tensor copy of one window (one box), on the mbarrier at shared address `bar`.
+    /// The bulk tensor copies of one window (one box, or one per 128-byte column block of a
+    /// blocked tile), on the mbarrier at shared address `bar`.
     fn tma_boxes(&mut self, window: &[Value], offset: u32, shape: &[i64], map: u32, bar: V) -> Res<()> {
         let tm = self.k.tensor_maps.get(map as usize).ok_or("a tensor map out of range")?.clone();
         let addr = *self.tensor_map_addrs.get(map as usize).ok_or("a tensor map without its parameter")?;
@@ -135,30 +137,40 @@ impl Gen<'_> {
         let base = self.regs(window[0])?[0];
         let offs: Vec<V> = window[2..].iter().map(|&o| self.regs(o).map(|r| r[0])).collect::<Res<_>>()?;
         let rank = tm.boxes.len();
-        if fixed.len() + offs.len() != rank || offs.len() != shape.len() || rank > 5 {
+        if fixed.len() + offs.len() != rank || offs.len() != shape.len() || shape.is_empty() || rank > 5 {
             return Err("a bulk tensor copy whose window does not match its tensor map".into());
         }
         let boxes: Vec<i64> = tm.boxes[fixed.len()..].iter().map(|&b| b as i64).collect();
-        if boxes != shape {
+        let last = shape.len() - 1;
+        let es = self.k.body.ty(window[1]).dtype().size() as i64;
+        let tile = SmemTile::new(shape[..last].iter().product(), shape[last], es, true);
+        let blocks = if boxes == shape {
+            1
+        } else if boxes[..last] == shape[..last] && tile.blocked() && boxes[last] * es == 128 {
+            shape[last] / boxes[last]
+        } else {
             return Err("a bulk tensor copy of a window that is not its tensor map's box".into());
-        }
-        // Innermost first, then the indices the views fixed.
-        let mut c: Vec<V> = offs.into_iter().rev().collect();
-        c.extend(fixed.iter().rev());
-        let dst = self.smem_addr32(self.add(base, self.i32c(offset as i64))?)?;
+        };
         let list: Vec<String> = (0..rank).map(|i| format!("${}", i + 2)).collect();
         let text = format!(
             "cp.async.bulk.tensor.{rank}d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [$0], [$1, {{{}}}], [${}];",
             list.join(", "),
             rank + 2
         );
-        let mut args = vec![dst, addr];
-        args.extend(c);
-        args.push(bar);
         let mut cons = vec!["r", "l"];
         cons.extend(std::iter::repeat_n("r", rank + 1));
         cons.push("~{memory}");
-        self.inline_asm(&text, &cons.join(","), &args, false)?;
+        for b in 0..blocks {
+            // Innermost first, then the indices the views fixed.
+            let mut c: Vec<V> = offs.iter().rev().copied().collect();
+            c[0] = self.addc(c[0], b * boxes[last])?;
+            c.extend(fixed.iter().rev());
+            let dst = self.smem_addr32(self.add(base, self.i32c(offset as i64 + b * tile.block_bytes()))?)?;
+            let mut args = vec![dst, addr];
+            args.extend(c);
+            args.push(bar);
+            self.inline_asm(&text, &cons.join(","), &args, false)?;
+        }
         Ok(())
     }
 }

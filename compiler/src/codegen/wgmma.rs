@@ -3,10 +3,11 @@
 //!
 //! Descriptor (PTX ISA, "matrix descriptor"): bits 0–13 the start address >> 4, 16–29 the
 //! leading-dimension byte offset >> 4, 32–45 the stride-dimension byte offset >> 4, 62–63 the
-//! swizzle (1 = 128B, 2 = 64B). `a: [m, k]` is K-major: 8-row atoms of 64/128-byte rows, the
-//! stride between atoms (SBO) 8 rows; LBO unused. `b: [k, n]` is N-major in the 128B-swizzled
-//! blocks of `smem_offset_2d`: LBO is the distance between 64-column blocks (1024 bytes), SBO
-//! the distance between 8-row groups (8 rows of the whole tile).
+//! swizzle (1 = 128B, 2 = 64B). The tiles are in `lir::index::SmemTile`'s layout. `a: [m, k]` is
+//! K-major: 8-row atoms of 64/128-byte rows, the stride between atoms (SBO) 8 rows of one column
+//! block; LBO unused; a k-step past a block's 128 bytes moves to the next block. `b: [k, n]` is
+//! N-major in 128-byte column blocks: LBO is the distance between 64-column blocks (`k · 128`
+//! bytes), SBO between 8-row atoms (1024 bytes).
 //!
 //! Strip `s` of warp `w`'s accumulator (`#mma<W×1>`) is rows `16·(w + s·W)..` in the `m16n8`
 //! register order: in warpgroup `w / 4` that is the fragment of the 64-row `wgmma` tile at row
@@ -16,6 +17,7 @@ use super::{Cv, Gen, Res};
 use crate::dtype::DType;
 use crate::ir::Value;
 use crate::lir;
+use crate::lir::index::SmemTile;
 use crate::mir::{IntOp, Ty, V};
 use std::collections::HashMap;
 
@@ -24,17 +26,24 @@ fn desc_bits(lbo: i64, sbo: i64, swizzle: u64) -> u64 {
     (((lbo as u64) >> 4) << 16) | (((sbo as u64) >> 4) << 32) | (swizzle << 62)
 }
 
-/// Descriptor fields of a K-major tile with rows of `row_bytes`: 64-byte rows are 64B-swizzled
-/// 8-row atoms of 512 bytes; wider rows are 128-byte column blocks of 8 rows (1024 bytes), the
-/// 8-row groups `8 · row_bytes` apart (`smem_offset_2d`).
-fn kmajor_bits(row_bytes: i64) -> u64 {
-    if row_bytes == 64 { desc_bits(16, 512, 2) } else { desc_bits(16, 8 * row_bytes, 1) }
+/// Descriptor fields of a K-major tile (rows of 64 bytes or of a multiple of 128): 64-byte rows
+/// are 64B-swizzled 8-row atoms of 512 bytes; wider rows are 128-byte column blocks, each a stack
+/// of 8-row 128B-swizzled atoms 1024 bytes apart (`SmemTile`). LBO is unused.
+fn kmajor_bits(tile: SmemTile) -> u64 {
+    let swizzle = if tile.row_pitch() == 64 { 2 } else { 1 };
+    desc_bits(16, 8 * tile.row_pitch(), swizzle)
 }
 
 /// Byte offset of k-step `ks` (16 elements, 32 bytes) in a K-major tile's first row.
-fn kmajor_step(row_bytes: i64, ks: i64) -> i64 {
-    let byte = ks * 32;
-    if row_bytes == 64 { byte } else { byte / 128 * 1024 + byte % 128 }
+fn kmajor_step(tile: SmemTile, ks: i64) -> i64 {
+    let byte = ks * 16 * tile.esize;
+    if tile.blocked() { byte / 128 * tile.block_bytes() + byte % 128 } else { byte }
+}
+
+/// Descriptor fields of an N-major `[k, n]` tile (`n` a multiple of 64): LBO the distance
+/// between 64-column blocks, SBO between 8-row atoms (`SmemTile`).
+fn nmajor_bits(tile: SmemTile) -> u64 {
+    desc_bits(tile.block_bytes(), 8 * tile.row_pitch(), 1)
 }
 
 /// Where the A operand of a `wgmma` comes from.
@@ -144,12 +153,13 @@ impl Gen<'_> {
         if accs.len() != strips * per {
             return Err(format!("wgmma accumulator has {} registers per thread, not {}", accs.len(), strips * per));
         }
-        let row_bytes = k * es;
+        let a_tile = SmemTile::new(m, k, es, true);
+        let b_tile = if b_trans { SmemTile::new(n, k, es, true) } else { SmemTile::new(k, n, es, true) };
         let warpgroup = self.lshr(self.tid, 7)?;
         let regs: Vec<String> = (0..per).map(|i| format!("${i}")).collect();
         let mma = format!("wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {{{}}}", regs.join(", "));
         let p = per;
-        let b_bits = if b_trans { kmajor_bits(row_bytes) } else { desc_bits(1024, 8 * n * es, 1) };
+        let b_bits = if b_trans { kmajor_bits(b_tile) } else { nmajor_bits(b_tile) };
         let tn = if b_trans { 0 } else { 1 };
         // Register A fragments are all packed before the fence: a register written between two
         // wgmmas of a group makes ptxas serialise them (an arrive before each).
@@ -165,7 +175,7 @@ impl Gen<'_> {
         let steps = k / 16;
         let mut dbs = vec![];
         for ks in 0..steps {
-            let b_step = if b_trans { kmajor_step(row_bytes, ks) } else { ks * 16 * n * es };
+            let b_step = if b_trans { kmajor_step(b_tile, ks) } else { ks * 16 * b_tile.row_pitch() };
             dbs.push(self.descriptor(self.addc(b0, b_step)?, b_bits)?);
         }
         // One inline-asm statement per strip issues all its k-steps: the accumulators go in and
@@ -186,10 +196,10 @@ impl Gen<'_> {
                 match &a {
                     WgA::Smem(a0) => {
                         // Strip `s` of this warpgroup: rows `64·g + 16·warps_m·s`.
-                        let row0 = self.mulc(warpgroup, 64 * row_bytes)?;
-                        let off = s as i64 * 16 * warps_m as i64 * row_bytes + kmajor_step(row_bytes, ks);
+                        let row0 = self.mulc(warpgroup, 64 * a_tile.row_pitch())?;
+                        let off = s as i64 * 16 * warps_m as i64 * a_tile.row_pitch() + kmajor_step(a_tile, ks);
                         let off = self.addc(self.add(*a0, row0)?, off)?;
-                        let da = self.descriptor(off, kmajor_bits(row_bytes))?;
+                        let da = self.descriptor(off, kmajor_bits(a_tile))?;
                         let (ia, ib) = (p + args.len(), p + 1 + args.len());
                         args.extend([da, db]);
                         text += &format!("{mma}, ${ia}, ${ib}, {scale_d}, 1, 1, 0, {tn};\n");

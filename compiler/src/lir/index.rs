@@ -54,44 +54,97 @@ pub fn exact<T>(r: Result<T, Infallible>) -> T {
 }
 
 /// `(rows per phase, phases)` of the swizzle for rows of `chunks` 16-byte chunks: 8 consecutive
-/// rows put their chunk `c` in 8 different 16-byte bank groups (conflict-free `ldmatrix`).
+/// rows put their chunk `c` in 8 different 16-byte bank groups (conflict-free `ldmatrix`). Rows
+/// of a multiple of 8 chunks are 128-byte column blocks ([`SmemTile`]); other rows wider than
+/// 8 chunks XOR within aligned groups of a power of two chunks, so that the permutation stays
+/// inside the row.
 pub fn swizzle_params(chunks: i64) -> (i64, i64) {
     match chunks {
-        c if c >= 8 => (1, 8),
+        c if c >= 8 && c % 8 == 0 => (1, 8),
+        c if c > 8 => (1, 1 << c.trailing_zeros().min(3)),
         4 => (2, 4),
         2 => (4, 2),
         _ => (1, 1),
     }
 }
 
-/// Byte offset of element `(row, col)` of a row-major `[rows, cols]` tile of `esize`-byte
-/// elements in shared memory, with the 16-byte chunks of each row swizzled if asked: chunk `c`
-/// of row `r` goes to `c ⊕ ((r / per_phase) % phases)` (`swizzle_params`). These are the 32B,
-/// 64B and 128B swizzles of `wgmma`'s matrix descriptors (address bits 4.. XOR bits 7..). Rows
-/// wider than 128 bytes are split into 128-byte column blocks of 8 rows (1024-byte atoms), each
-/// 8-row group holding all its blocks in turn; the XOR stays within each block.
-pub fn swizzled_offset<M: IndexMath>(m: &M, row: M::V, col: M::V, cols: i64, esize: i64, swizzled: bool) -> Result<M::V, M::Error> {
-    let row_bytes = m.mulc(row, cols * esize)?;
-    let chunks = cols * esize / 16;
-    let (per_phase, max_phase) = swizzle_params(chunks);
-    if !swizzled || max_phase == 1 {
-        return m.add(row_bytes, m.mulc(col, esize)?);
+/// A row-major `[rows, cols]` tile of `esize`-byte elements in shared memory (a tile's leading
+/// dimensions flattened into rows), its 16-byte chunks swizzled or not: the one definition of
+/// where each element lives, used by every copy into shared memory (`cp.async`, the copy
+/// engine's boxes, stores), every read (`ldmatrix`, element loads) and `wgmma`'s descriptors.
+///
+/// Swizzled, chunk `c` of row `r` goes to `c ⊕ ((r / per_phase) % phases)` (`swizzle_params`):
+/// for rows of 32, 64 and 128 bytes these are the 32B, 64B and 128B swizzles of the copy engine
+/// and of `wgmma`'s matrix descriptors (address bits 4.. XOR bits 7..). Rows of a multiple of
+/// 128 bytes are split into 128-byte column blocks, block `b` holding all rows of its 64 columns
+/// (`rows · 128` bytes) after blocks `0..b`, each block a stack of 8-row 128B-swizzled atoms:
+/// one copy-engine box per block, and a `wgmma` descriptor walks one block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SmemTile {
+    pub rows: i64,
+    pub cols: i64,
+    pub esize: i64,
+    pub swizzled: bool,
+}
+
+impl SmemTile {
+    pub fn new(rows: i64, cols: i64, esize: i64, swizzled: bool) -> SmemTile {
+        SmemTile { rows, cols, esize, swizzled }
     }
-    let per_chunk = 16 / esize;
-    let chunk = m.udivc(col, per_chunk)?;
-    let within = m.mulc(m.uremc(col, per_chunk)?, esize)?;
-    let phase = m.uremc(m.udivc(row, per_phase)?, max_phase)?;
-    if chunks > 8 && chunks % 8 == 0 {
-        // Rows 8 apart are still `8 · cols · esize` bytes apart (what `shifted_rows` relies on).
-        let group = m.mulc(m.udivc(row, 8)?, 8 * cols * esize)?;
-        let block = m.mulc(m.udivc(chunk, 8)?, 1024)?;
-        let sw = m.xor(m.uremc(chunk, 8)?, phase)?;
-        let off = m.add(m.add(group, block)?, m.mulc(phase, 128)?)?;
-        return m.add(m.add(off, m.mulc(sw, 16)?)?, within);
+
+    fn chunks(&self) -> i64 {
+        self.cols * self.esize / 16
     }
-    let chunk = m.xor(chunk, phase)?;
-    let off = m.add(row_bytes, m.mulc(chunk, 16)?)?;
-    m.add(off, within)
+
+    /// Whether rows are split into 128-byte column blocks.
+    pub fn blocked(&self) -> bool {
+        self.swizzled && self.chunks() > 8 && self.chunks() % 8 == 0
+    }
+
+    /// Bytes from row `r` to row `r + 1` within a column (the row size, or 128 in a blocked
+    /// tile).
+    pub fn row_pitch(&self) -> i64 {
+        if self.blocked() { 128 } else { self.cols * self.esize }
+    }
+
+    /// Bytes from one 128-byte column block to the next in a blocked tile (`rows · 128`).
+    pub fn block_bytes(&self) -> i64 {
+        self.rows * 128
+    }
+
+    /// Rows after which the swizzle repeats: rows that many apart are `row_pitch` bytes per row
+    /// apart.
+    pub fn period(&self) -> i64 {
+        if !self.swizzled {
+            return 1;
+        }
+        let (per_phase, phases) = swizzle_params(self.chunks());
+        per_phase * phases
+    }
+
+    /// Byte offset of element `(row, col)`.
+    pub fn offset<M: IndexMath>(&self, m: &M, row: M::V, col: M::V) -> Result<M::V, M::Error> {
+        let esize = self.esize;
+        let (per_phase, max_phase) = swizzle_params(self.chunks());
+        let row_bytes = m.mulc(row, self.row_pitch())?;
+        if !self.swizzled || max_phase == 1 {
+            return m.add(row_bytes, m.mulc(col, esize)?);
+        }
+        let per_chunk = 16 / esize;
+        let chunk = m.udivc(col, per_chunk)?;
+        let within = m.mulc(m.uremc(col, per_chunk)?, esize)?;
+        let phase = m.uremc(m.udivc(row, per_phase)?, max_phase)?;
+        if self.blocked() {
+            let block = m.mulc(m.udivc(chunk, 8)?, self.block_bytes())?;
+            let sw = m.xor(m.uremc(chunk, 8)?, phase)?;
+            let off = m.add(block, row_bytes)?;
+            return m.add(m.add(off, m.mulc(sw, 16)?)?, within);
+        }
+        // Only the low bits of the chunk index change: the chunk stays in its row.
+        let chunk = m.xor(chunk, phase)?;
+        let off = m.add(row_bytes, m.mulc(chunk, 16)?)?;
+        m.add(off, within)
+    }
 }
 
 /// Where a thread sits in the MMA layouts' warp grid: its warp's row `wm` and column `wn` (warp
@@ -151,38 +204,55 @@ mod tests {
 
     /// The swizzle is the hardware's: within each 1024-byte atom of 8 rows, address bits 4..
     /// XOR bits 7.. (CUTLASS's `Swizzle<3,4,3>` for 128-byte rows, `<2,4,3>` for 64, `<1,4,3>`
-    /// for 32), and it is a permutation of each row's bytes (rows narrower than 128 bytes) or of
-    /// each 8-row group (wider rows).
+    /// for 32); rows of a multiple of 128 bytes are column blocks of `rows · 128` bytes, each a
+    /// stack of such atoms; and every tile's layout is a permutation of its bytes, for any row
+    /// size (16-byte chunks stay within their row).
     #[test]
     fn swizzle_is_the_wgmma_swizzle_and_a_permutation() {
         for esize in [1i64, 2, 4, 8] {
-            for row_bytes in [16i64, 32, 64, 128, 256, 512] {
+            for row_bytes in (16i64..=512).step_by(16) {
                 let cols = row_bytes / esize;
-                let bits = match row_bytes {
-                    16 => 0,
-                    32 => 1,
-                    64 => 2,
-                    _ => 3,
-                };
-                let mut seen = std::collections::HashSet::new();
-                for row in 0..32i64 {
-                    for col in 0..cols {
-                        let got = exact(swizzled_offset(&Exact, row, col, cols, esize, true));
-                        let (group, in_group) = if row_bytes > 128 {
-                            let a = (row % 8) * 128 + (col * esize) % 128;
-                            ((row / 8) * 8 * row_bytes + (col * esize / 128) * 1024, a)
-                        } else {
-                            (0, row * row_bytes + col * esize)
-                        };
-                        let mask = (1 << bits) - 1;
-                        let want = group + (in_group ^ (((in_group >> 7) & mask) << 4));
-                        assert_eq!(got, want, "esize {esize} row bytes {row_bytes} ({row}, {col})");
-                        assert!(seen.insert(got), "offset {got} twice");
-                        assert_eq!(exact(swizzled_offset(&Exact, row, col, cols, esize, false)), row * row_bytes + col * esize);
+                for rows in [8i64, 24, 32] {
+                    let tile = SmemTile::new(rows, cols, esize, true);
+                    let mut seen = std::collections::HashSet::new();
+                    for row in 0..rows {
+                        for col in 0..cols {
+                            let got = exact(tile.offset(&Exact, row, col));
+                            let bits = match row_bytes {
+                                32 => Some(1),
+                                64 => Some(2),
+                                128 => Some(3),
+                                b if b % 128 == 0 => Some(3),
+                                _ => None,
+                            };
+                            if let Some(bits) = bits {
+                                let (block, in_block) = if row_bytes > 128 {
+                                    ((col * esize / 128) * rows * 128, row * 128 + (col * esize) % 128)
+                                } else {
+                                    (0, row * row_bytes + col * esize)
+                                };
+                                let mask = (1 << bits) - 1;
+                                let want = block + (in_block ^ (((in_block >> 7) & mask) << 4));
+                                assert_eq!(got, want, "esize {esize} row bytes {row_bytes} ({row}, {col})");
+                            } else {
+                                // Within the row, the element's 16-byte chunk kept in place or moved whole.
+                                assert_eq!(got / row_bytes, row, "esize {esize} row bytes {row_bytes} ({row}, {col})");
+                                assert_eq!(got % 16, (col * esize) % 16);
+                            }
+                            assert!(seen.insert(got), "row bytes {row_bytes} rows {rows}: offset {got} twice");
+                            let plain = SmemTile::new(rows, cols, esize, false);
+                            assert_eq!(exact(plain.offset(&Exact, row, col)), row * row_bytes + col * esize);
+                        }
+                    }
+                    assert!(seen.iter().all(|&o| (0..rows * row_bytes).contains(&o)), "row bytes {row_bytes}");
+                    // Rows a period apart are `row_pitch` bytes per row apart.
+                    for row in 0..rows - tile.period() {
+                        for col in 0..cols {
+                            let (a, b) = (exact(tile.offset(&Exact, row, col)), exact(tile.offset(&Exact, row + tile.period(), col)));
+                            assert_eq!(b - a, tile.period() * tile.row_pitch(), "row bytes {row_bytes}");
+                        }
                     }
                 }
-                assert_eq!(seen.len() as i64, 32 * cols);
-                assert!(seen.iter().all(|&o| (0..32 * row_bytes).contains(&o)));
             }
         }
     }

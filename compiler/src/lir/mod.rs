@@ -179,7 +179,7 @@ pub enum OpKind {
     Reshape,
     /// `(x) -> ()`: each thread writes its elements at `offset + linear_index * size`; with
     /// `swizzled`, a 2-D tile's 16-byte chunks are permuted within each row (see
-    /// `index::swizzled_offset`) so that `ldmatrix` reads of 8 rows hit distinct banks.
+    /// `index::SmemTile`) so that `ldmatrix` reads of 8 rows hit distinct banks.
     LocalStore { offset: u32, swizzled: bool },
     /// `() -> T`: each thread reads element `c` from `offset + (Σ c_i · strides_i) * size`.
     LocalLoad { offset: u32, strides: Vec<i64> },
@@ -205,7 +205,7 @@ pub enum OpKind {
     /// `(base: i32, t: tensor, o0: i32, …, stage: i32, valid: bool) -> ()`: `async_copy`'s
     /// window through the copy engine (sm_90a): when the kernel's tensor maps are ready, thread
     /// 0 starts, if `valid`, bulk tensor copies of the window through tensor map `map` (of the
-    /// parameter `t` is a view of; boxes in `swizzled_offset`'s layout) into shared memory at
+    /// parameter `t` is a view of; boxes in `index::SmemTile`'s layout) into shared memory at
     /// `offset + base`, completing on the mbarrier at `mbar + 8 · stage`; otherwise every
     /// thread runs `async_copy`.
     TmaCopy { offset: u32, shape: Vec<i64>, map: u32, mbar: u32 },
@@ -300,16 +300,17 @@ pub type LirBody = Body<OpKind, Type>;
 ///   is rows `16·(w + s·warps_m)..`, so each strip of warpgroup `w / 4` is one 64-row `wgmma`
 ///   tile whose `m16n8` register order is wgmma's (and so are the A fragments in registers);
 /// - K-major tiles (`a: [m, k]`, and `b` stored as `[n, k]` when `b_trans`) have rows of 64
-///   bytes (wgmma's 64B swizzle atoms are the swizzle of `smem_offset_2d`) or of a multiple of
-///   128 bytes (its 128-byte column blocks of 8 rows are the 128B swizzle atoms);
+///   bytes (wgmma's 64B swizzle atoms are `index::SmemTile`'s swizzle) or of a multiple of 128
+///   bytes in a multiple of 8 rows (its 128-byte column blocks are stacks of 128B swizzle atoms,
+///   each block starting on a 1024-byte boundary);
 /// - an N-major `b: [k, n]` has `n` a multiple of 64 (whole 128-byte column blocks);
 /// - `n` is at most 256 and every tile starts on a 1024-byte boundary (descriptor base offset 0).
 #[allow(clippy::too_many_arguments)]
 pub fn wgmma_fits(m: i64, n: i64, layout: Option<Layout>, k: i64, dtype: DType, b_trans: bool, a_in_regs: bool, offsets: &[u32]) -> bool {
     let Some(Layout::Mma { warps_m, warps_n: 1 }) = layout else { return false };
     let es = dtype.size() as i64;
-    let k_major_ok = |rows: i64| matches!(k * es, 64) || (k * es) % 128 == 0 && (rows * k * es) % 1024 == 0;
-    let b_ok = if b_trans { n % 8 == 0 && k_major_ok(n) } else { n % 64 == 0 && (k * n * es) % 1024 == 0 };
+    let k_major_ok = |rows: i64| matches!(k * es, 64) || (k * es) % 128 == 0 && rows % 8 == 0;
+    let b_ok = if b_trans { n % 8 == 0 && k_major_ok(n) } else { n % 64 == 0 && k % 8 == 0 };
     matches!(dtype, DType::BF16 | DType::F16)
         && warps_m.is_multiple_of(4)
         && m % (16 * warps_m as i64) == 0

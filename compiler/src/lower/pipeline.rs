@@ -266,8 +266,8 @@ impl Cx<'_> {
     /// The tensor map (registered in `tensor_maps`) through which fused load `load` can be a bulk
     /// tensor copy into its buffer, or `None`. The load must read a parameter the kernel never
     /// writes (so no copy in flight can race the program's own stores), through views that fix
-    /// leading dimensions; its window lands in shared memory in `swizzled_offset`'s layout as
-    /// one box: rows of at most 128 bytes, whose 128/64/32-byte swizzles are the copy engine's.
+    /// leading dimensions; its window lands in shared memory in `index::SmemTile`'s layout as one
+    /// box (rows of 128 bytes or less), or one box per 128-byte column block (wider rows).
     fn tensor_map_for(&self, load: Value) -> Option<crate::abi::TensorMap> {
         let crate::ir::ValueDef::Result(op, _) = self.src.values[load.index()].def else { return None };
         let mut t = *self.src.op(op).operands.first()?;
@@ -284,22 +284,26 @@ impl Cx<'_> {
         };
         let crate::tir::ParamKind::Tensor { dtype, dims, mutable: false } = &self.params.get(param)?.kind else { return None };
         let shape = self.src.ty(load).shape().to_vec();
-        if dims.len() != fixed + shape.len() || !matches!(dtype, DType::BF16 | DType::F16) {
+        if shape.is_empty() || dims.len() != fixed + shape.len() || !matches!(dtype, DType::BF16 | DType::F16) {
             return None;
         }
-        let chunks = shape[shape.len() - 1] * dtype.size() as i64 / 16;
-        let swizzle = match chunks {
-            8 => 128,
-            4 => 64,
-            2 => 32,
-            1 | 3 | 5..=7 => 0,
-            // Wider rows: `swizzled_offset` puts 8-row groups of 128-byte blocks one after the
-            // other, boxes of 8 rows each; measured on an H100 (attention D128, 16 such boxes per
-            // operand and stage, one thread issuing them), 29% slower than `cp.async`.
+        let es = dtype.size() as i64;
+        let (last, rows) = (shape[shape.len() - 1], shape[..shape.len() - 1].iter().product::<i64>());
+        let tile = crate::lir::index::SmemTile::new(rows, last, es, true);
+        // The box is a whole row of 32/64/128 bytes (the copy engine's swizzles are the tile's),
+        // or one 128-byte column block of a blocked tile (a box per block, each starting on a
+        // 1024-byte boundary); other rows are not swizzled.
+        let (swizzle, inner) = match last * es {
+            _ if tile.blocked() && rows % 8 == 0 => (128, 128 / es),
+            128 => (128, last),
+            64 => (64, last),
+            32 => (32, last),
+            b if b % 16 == 0 && b < 128 && tile.period() == 1 => (0, last),
             _ => return None,
         };
         let mut boxes = vec![1u32; fixed];
-        boxes.extend(shape.iter().map(|&s| s as u32));
+        boxes.extend(shape[..shape.len() - 1].iter().map(|&s| s as u32));
+        boxes.push(inner as u32);
         if boxes.iter().any(|&b| b == 0 || b > 256) || boxes.len() > 5 {
             return None;
         }
