@@ -246,6 +246,17 @@ fn examples_do_not_spill_at_default_config() {
     assert!(failures.is_empty(), "ptxas -v spills at the default configs (sm_90a):\n{}", failures.join("\n"));
 }
 
+/// ptxas runs every example's `wgmma`s asynchronously: it serialises them (warning C7514) when
+/// another instruction reads the accumulators while they are in flight, which a pipelined loop
+/// that waits for the previous iteration's group only (`defer_wgmma_wait`) makes easy to do.
+#[test]
+fn wgmma_is_not_serialised() {
+    let Some(logs) = ptxas_logs(Target::Sm90a) else { return };
+    for (stem, kernel, log) in logs {
+        assert!(!log.contains("C7514"), "{stem}.{kernel}: ptxas serialises the wgmma pipeline:\n{log}");
+    }
+}
+
 /// The `llvm` emitter: every example at its defaults goes through LLVM for both targets, its
 /// PTX assembles, does not spill, and has the same matrix instructions as the `ptx` emitter's
 /// (`wgmma` on sm_90a, `mma.sync` and `ldmatrix` on sm_80, `cp.async` on both).
@@ -263,6 +274,7 @@ fn llvm_emitter_examples_assemble() {
                 let log = run_ptxas(&ptxas, &format!("{}-llvm", k.meta.name), &k.ptx, target);
                 if target == Target::Sm90a {
                     assert_eq!(spill_bytes(&log), Some((0, 0)), "{}: the LLVM build spills:\n{log}", ex.stem);
+                    assert!(!log.contains("C7514"), "{}: ptxas serialises the LLVM build's wgmma pipeline:\n{log}", ex.stem);
                 }
                 for m in ["wgmma.mma_async", "mma.sync.aligned", "ldmatrix.sync.aligned", "cp.async.cg.shared.global", "bar.sync"] {
                     assert_eq!(

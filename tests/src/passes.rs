@@ -459,30 +459,42 @@ fn check_pipeline(s: &Staged, copies: usize, early: usize) -> (Block, Op) {
     let pre: Vec<String> =
         entry[..for_at].iter().filter(|m| m.starts_with("async_") || m.starts_with("tma_") || m.starts_with("mbar_")).cloned().collect();
     assert_eq!(pre, prologue, "{}: the prologue issues iterations 0 and 1, one group each", s.name);
-    // After the loop, nothing is left in flight.
-    let post = &entry[for_at + 1..];
-    assert_eq!(post.first().map(String::as_str), Some("async_wait"), "{}: `async_wait 0` right after the loop", s.name);
-    let wait_after = k.body.block(k.body.entry).ops[for_at + 1];
-    assert!(matches!(k.body.op(wait_after).kind, lir::OpKind::AsyncWait { pending: 0 }), "{}: `async_wait 0` after the loop", s.name);
     // In the loop: wait for this stage, one barrier, copy the stage 2 ahead, commit, compute.
     // With wgmma, the MMAs are issued first (they run while the copies are issued) and waited
-    // for at the end of the iteration.
+    // for at the end of the iteration; through the copy engine (`defer_wgmma_wait`), the wait
+    // is for the previous iteration's group, right after the issue, and the barrier follows it.
     let inner = block_mnemonics(k, body);
     let hopper = inner.iter().any(|m| m == "wgmma_wait");
+    let deferred = k.body.block(body).ops.iter().any(|&o| matches!(k.body.op(o).kind, lir::OpKind::WgmmaWait { pending: 1 }));
+    assert_eq!(deferred, tma, "{}: the wgmma wait is deferred exactly when the copy engine feeds the loop", s.name);
+    // After the loop, nothing is left in flight: the last MMAs waited for first (deferred), then
+    // the copies.
+    let post: Vec<&lir::OpKind> = k.body.block(k.body.entry).ops[for_at + 1..].iter().map(|&o| &k.body.op(o).kind).collect();
+    let drained = if deferred { &post[1..] } else { &post[..] };
+    assert!(!deferred || matches!(post[0], lir::OpKind::WgmmaWait { pending: 0 }), "{}: `wgmma_wait` right after the loop", s.name);
+    assert!(!deferred || entry[for_at - 1] == "barrier", "{}: a barrier before the deferred loop", s.name);
+    assert!(matches!(drained.first(), Some(lir::OpKind::AsyncWait { pending: 0 })), "{}: `async_wait 0` after the loop", s.name);
     let mut wanted = vec!["async_wait"];
     if tma {
         wanted.push("tma_wait");
     }
-    wanted.push("barrier");
+    if !deferred {
+        wanted.push("barrier");
+    }
     if hopper {
         wanted.push("local_mma");
+    }
+    if deferred {
+        wanted.extend(["wgmma_wait", "barrier"]);
     }
     wanted.extend(vec![copy; copies]);
     if tma {
         wanted.push("tma_arrive");
     }
     wanted.push("async_commit");
-    wanted.push(if hopper { "wgmma_wait" } else { "local_mma" });
+    if !deferred {
+        wanted.push(if hopper { "wgmma_wait" } else { "local_mma" });
+    }
     let at = in_order(&inner, &wanted).unwrap_or_else(|e| panic!("{}: loop body out of order: {e}", s.name));
     let wait = k.body.block(body).ops[at[0]];
     assert!(matches!(k.body.op(wait).kind, lir::OpKind::AsyncWait { pending: 1 }), "{}: stages - 2 = 1 group may stay in flight", s.name);

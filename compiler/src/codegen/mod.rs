@@ -234,8 +234,8 @@ impl<'m> Gen<'m> {
     /// `i` of `constraints` (outputs `=r`/`=&r`/`=l`/`=f`/`=h`/`=d` first, then the inputs `args`:
     /// `r`, `l`, `h`, `f`, `d` or the number of the output it is tied to). Returns the outputs;
     /// it stays where it is written (never hoisted). With `in_place`, an input tied to an output
-    /// that is a register of this loop iteration becomes that output (no copy: the caller knows
-    /// the input is not used after).
+    /// that is a register of this loop iteration (or of a loop that has ended: a loop's results)
+    /// becomes that output (no copy: the caller knows the input is not used after).
     /// Accumulators of `mma.sync` and `wgmma` pass so: a copy of a `wgmma` accumulator before its
     /// wait would make ptxas serialise the pipeline.
     pub(crate) fn inline_asm(&self, text: &str, constraints: &str, args: &[V], in_place: bool) -> Res<Vec<V>> {
@@ -265,7 +265,7 @@ impl<'m> Gen<'m> {
                 let out = *outs.get(tied).ok_or("inline asm tied to a missing output")?;
                 if in_place
                     && a.imm().is_none()
-                    && self.b.depth_of(a) == Some(self.b.loop_level())
+                    && self.b.depth_of(a).is_some_and(|d| d >= self.b.loop_level())
                     && a.ty.class_bits() == out.ty.class_bits()
                 {
                     // The accumulator is updated in its own register.
@@ -558,10 +558,10 @@ impl<'m> Gen<'m> {
         let rt = d.results.first().map(|&r| body.ty(r).clone());
         let one = |regs: Vec<V>| Ok(vec![Cv::Regs(regs)]);
         match &d.kind {
-            OpKind::WgmmaWait => {
+            OpKind::WgmmaWait { pending } => {
                 let accs = self.regs(d.operands[0])?;
                 let in_place = self.in_place_ok(d.operands[0], &accs);
-                Ok(vec![Cv::Regs(self.wgmma_wait(&accs, in_place)?)])
+                Ok(vec![Cv::Regs(self.wgmma_wait(&accs, in_place, *pending)?)])
             }
             OpKind::Barrier => {
                 if self.uses_wgmma {

@@ -222,9 +222,10 @@ impl Gen<'_> {
         Ok(accs)
     }
 
-    /// `wgmma.wait_group 0`, the accumulators passing through it: before it they are being
-    /// written by the tensor cores and nothing may read them.
-    pub(crate) fn wgmma_wait(&self, accs: &[V], in_place: bool) -> Res<Vec<V>> {
-        self.wg_asm("wgmma.wait_group.sync.aligned 0;", &[], Some(accs), in_place)
+    /// `wgmma.wait_group pending`, the accumulators passing through it: before it they are being
+    /// written by the tensor cores and nothing may read them (after it too, with `pending` > 0,
+    /// but for the next `wgmma`, which chains on them).
+    pub(crate) fn wgmma_wait(&self, accs: &[V], in_place: bool, pending: u32) -> Res<Vec<V>> {
+        self.wg_asm(&format!("wgmma.wait_group.sync.aligned {pending};"), &[], Some(accs), in_place)
     }
 }

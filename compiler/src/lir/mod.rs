@@ -253,9 +253,11 @@ pub enum OpKind {
     /// `b: [k, n]` swizzled in shared memory at `b_offset + b_base`.
     /// With `wgmma`, each warpgroup runs `wgmma.mma_async` with its A fragments from registers.
     RegMma { b_offset: u32, k: i64, dtype: DType, b_trans: bool, wgmma: bool },
-    /// `(acc) -> acc'`: waits until this warpgroup's `wgmma`s in flight (a `local_mma` with
-    /// `wgmma`, which returns before the tensor cores finish) have written `acc`.
-    WgmmaWait,
+    /// `(acc) -> acc'`: waits until at most `pending` of this warpgroup's groups of `wgmma`s (a
+    /// `local_mma` with `wgmma` returns before the tensor cores finish) are still in flight.
+    /// With 0, `acc` is written; with more, the newest groups may still be writing it, and only
+    /// a later `wgmma` (which chains on it) or `wgmma_wait 0` may read it.
+    WgmmaWait { pending: u32 },
     /// Every thread of the block waits here (`bar.sync 0`).
     Barrier,
 }
@@ -285,7 +287,7 @@ impl OpKind {
             OpKind::AsyncWait { .. } => "async_wait".into(),
             OpKind::LocalScan { op, .. } => format!("local_scan.{}", op.name()),
             OpKind::LocalArgReduce { op, .. } => format!("local_{}", op.name()),
-            OpKind::WgmmaWait => "wgmma_wait".into(),
+            OpKind::WgmmaWait { .. } => "wgmma_wait".into(),
             OpKind::Barrier => "barrier".into(),
         }
     }

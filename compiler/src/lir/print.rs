@@ -84,9 +84,8 @@ fn print_op(k: &Kernel, op: Op, depth: usize, num: &mut Numbering, out: &mut Str
         OpKind::RegMma { b_offset, k, dtype, b_trans, wgmma } => {
             Some(format!("@{b_offset}{} k {k} {dtype}{}", if *b_trans { " trans" } else { "" }, if *wgmma { " wgmma" } else { "" }))
         }
-        OpKind::Reshape | OpKind::Barrier | OpKind::WgmmaWait | OpKind::AsyncCommit | OpKind::RowReduce { .. } | OpKind::RowBroadcast => {
-            None
-        }
+        OpKind::WgmmaWait { pending } => (*pending > 0).then(|| pending.to_string()),
+        OpKind::Reshape | OpKind::Barrier | OpKind::AsyncCommit | OpKind::RowReduce { .. } | OpKind::RowBroadcast => None,
     };
     let mut parts: Vec<String> = attr.into_iter().collect();
     parts.extend(d.operands.iter().map(|&v| num.name(v)));

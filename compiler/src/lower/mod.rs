@@ -21,6 +21,7 @@ use crate::lir::{self, Layout, LirBody};
 use crate::tir::{self, OpKind, row_major};
 use std::collections::{HashMap, HashSet};
 
+pub mod defer_wait;
 pub mod layout;
 mod ops;
 pub mod order;
@@ -36,7 +37,8 @@ pub struct LirPass {
 /// The thread-IR passes run after lowering, in order.
 /// - `order_memory` puts barriers between a program's own global-memory accesses that may touch
 ///   one element from different threads (a store and a later load of the same tensor).
-pub const LIR_PIPELINE: &[LirPass] = &[LirPass { name: "order_memory", run: order::run }];
+pub const LIR_PIPELINE: &[LirPass] =
+    &[LirPass { name: "order_memory", run: order::run }, LirPass { name: "defer_wgmma_wait", run: defer_wait::run }];
 
 /// Shared memory available to one block on the targets (227 KiB on sm_90, 163 KiB on sm_80).
 pub fn max_shared_bytes(target: crate::Target) -> u32 {

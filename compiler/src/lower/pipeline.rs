@@ -709,7 +709,8 @@ impl Cx<'_> {
             let kind = lir::OpKind::RegMma { b_offset: offsets[1], k, dtype, b_trans, wgmma };
             let mop = self.dst.append(dst, kind, vec![acc, a, bases[1]], vec![rty.clone()], vec![], span);
             if wgmma {
-                wait = Some(self.dst.append(dst, lir::OpKind::WgmmaWait, vec![self.dst.result(mop)], vec![rty], vec![], span));
+                wait =
+                    Some(self.dst.append(dst, lir::OpKind::WgmmaWait { pending: 0 }, vec![self.dst.result(mop)], vec![rty], vec![], span));
             }
             mop
         } else {
@@ -722,7 +723,8 @@ impl Cx<'_> {
                     ops.pop();
                     ops.insert(at, mop);
                 }
-                wait = Some(self.dst.append(dst, lir::OpKind::WgmmaWait, vec![self.dst.result(mop)], vec![rty], vec![], span));
+                wait =
+                    Some(self.dst.append(dst, lir::OpKind::WgmmaWait { pending: 0 }, vec![self.dst.result(mop)], vec![rty], vec![], span));
             }
             mop
         };
