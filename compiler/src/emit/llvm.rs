@@ -344,6 +344,25 @@ impl<'c, 'm> Emitter<'c, 'm> {
         self.call(name, Some(ret), args)?.ok_or_else(|| format!("{name} returned nothing"))
     }
 
+    /// The condition of a `select`. NVPTX's instruction selection turns `select (and a, b), x,
+    /// y` into two `selp`s (select a, (select b, x, y), y); a mask of two conditions on every
+    /// element of a tile (attention's causal mask) then costs a second select per element where
+    /// ptxas would have folded the `and` into the comparison: a combined condition is passed
+    /// through an opaque `mov.pred`, so the `and` stays one instruction.
+    fn select_cond(&self, c: V) -> Res<inkwell::values::IntValue<'c>> {
+        let v = self.int(c)?;
+        let is_and = v.get_type().get_bit_width() == 1
+            && v.as_instruction().is_some_and(|i| i.get_opcode() == inkwell::values::InstructionOpcode::And);
+        if !is_and {
+            return Ok(v);
+        }
+        let bool_ty = self.ctx.bool_type();
+        let fty = bool_ty.fn_type(&[bool_ty.into()], false);
+        let f = self.ctx.create_inline_asm(fty, "mov.pred $0, $1;".to_string(), "=b,b".to_string(), false, false, None, false);
+        let call = self.b.build_indirect_call(fty, f, &[v.into()], "").ice()?;
+        Ok(call.try_as_basic_value().basic().ok_or("inline asm returned nothing")?.into_int_value())
+    }
+
     /// Inline PTX with LLVM constraints; returns the outputs.
     fn asm(&self, text: &str, constraints: &str, outs: &[BasicTypeEnum<'c>], args: &[BasicValueEnum<'c>]) -> Res<Vec<BasicValueEnum<'c>>> {
         let tys: Vec<BasicMetadataTypeEnum> = args.iter().map(|a| a.get_type().into()).collect();
@@ -588,7 +607,7 @@ impl<'c, 'm> Emitter<'c, 'm> {
                 self.set(*dst, v.into())?;
             }
             Inst::Select { dst, c, a, b: y } => {
-                let v = b.build_select(self.int(*c)?, self.get(*a)?, self.get(*y)?, "").ice()?;
+                let v = b.build_select(self.select_cond(*c)?, self.get(*a)?, self.get(*y)?, "").ice()?;
                 self.set(*dst, v)?;
             }
             Inst::Float { op, dst, a, b: y } => {

@@ -337,3 +337,27 @@ fn pack_and_unpack_are_one_move() {
         assert!(!body.contains("shl.b32") && !body.contains("shr.u32") && !body.contains("or.b32"), "{body}");
     }
 }
+
+/// A select on two conditions `and`ed (a tile's mask: in range and causal) is one select: the
+/// LLVM emitter keeps NVPTX from splitting it into a select of a select (`emit::llvm`'s
+/// `select_cond`), which cost one more instruction per element of attention's causal mask.
+#[test]
+fn select_of_anded_conditions_is_one_select() {
+    let m = build(&[Ty::I32, Ty::I32, Ty::F32], |b, p| {
+        let lo = b.icmp(Cmp::Slt, p[0], p[1]);
+        let hi = b.icmp(Cmp::Sle, p[1], V::int(Ty::I32, 100));
+        let both = b.int_bin(IntOp::And, lo, hi);
+        let x = b.fbin(FOp::Mul, p[2], V::float(Ty::F32, 2.0));
+        vec![b.select(both, x, V::float(Ty::F32, f64::NEG_INFINITY))]
+    });
+    let bits = |x: f32| x.to_bits() as u64;
+    assert_eq!(eval(&m, &[1, 5, bits(1.5)], 1)[0] as u32, 3.0f32.to_bits());
+    assert_eq!(eval(&m, &[5, 5, bits(1.5)], 1)[0] as u32, f32::NEG_INFINITY.to_bits());
+    assert_eq!(eval(&m, &[1, 101, bits(1.5)], 1)[0] as u32, f32::NEG_INFINITY.to_bits());
+    #[cfg(feature = "llvm")]
+    {
+        let ptx = crate::emit::llvm::emit(&m, crate::emit::llvm::PIPELINE, false).expect("emits").ptx;
+        let body = &ptx[ptx.find(".entry").expect("an entry")..];
+        assert_eq!(body.matches("selp.").count(), 1, "{body}");
+    }
+}
