@@ -78,7 +78,13 @@ fn target_machine(target: Target) -> Res<TargetMachine> {
         Target::Sm80 => ("sm_80", "+ptx70"),
         Target::Sm90a => ("sm_90a", "+ptx80"),
     };
-    t.create_target_machine(&triple, cpu, features, OptimizationLevel::Default, RelocMode::Default, CodeModel::Default)
+    let lvl = match std::env::var("XOPT").ok().as_deref() {
+        Some("0") => OptimizationLevel::None,
+        Some("1") => OptimizationLevel::Less,
+        Some("3") => OptimizationLevel::Aggressive,
+        _ => OptimizationLevel::Default,
+    };
+    t.create_target_machine(&triple, cpu, features, lvl, RelocMode::Default, CodeModel::Default)
         .ok_or_else(|| format!("LLVM has no NVPTX target machine for {cpu}"))
 }
 
@@ -344,23 +350,27 @@ impl<'c, 'm> Emitter<'c, 'm> {
         self.call(name, Some(ret), args)?.ok_or_else(|| format!("{name} returned nothing"))
     }
 
-    /// The condition of a `select`. NVPTX's instruction selection turns `select (and a, b), x,
-    /// y` into two `selp`s (select a, (select b, x, y), y); a mask of two conditions on every
-    /// element of a tile (attention's causal mask) then costs a second select per element where
-    /// ptxas would have folded the `and` into the comparison: a combined condition is passed
-    /// through an opaque `mov.pred`, so the `and` stays one instruction.
-    fn select_cond(&self, c: V) -> Res<inkwell::values::IntValue<'c>> {
-        let v = self.int(c)?;
-        let is_and = v.get_type().get_bit_width() == 1
-            && v.as_instruction().is_some_and(|i| i.get_opcode() == inkwell::values::InstructionOpcode::And);
-        if !is_and {
-            return Ok(v);
-        }
+    /// `select c, x, y`. NVPTX's instruction selection turns `select (and a, b), x, y` into two
+    /// `selp`s (select a, (select b, x, y), y): a mask of two conditions on every element of a
+    /// tile (attention's causal mask) then costs a second select per element, where ptxas would
+    /// have folded the `and` into a comparison. An f32 select on an `and` of two conditions is
+    /// therefore one inline `and.pred` + `selp.f32` (the conditions stay where they are computed,
+    /// so no combined predicate lives longer than its select).
+    fn select(&self, c: V, x: BasicValueEnum<'c>, y: BasicValueEnum<'c>) -> Res<BasicValueEnum<'c>> {
+        let cond = self.int(c)?;
+        let anded = (cond.get_type().get_bit_width() == 1 && x.get_type() == self.ctx.f32_type().into())
+            .then(|| cond.as_instruction())
+            .flatten()
+            .filter(|i| i.get_opcode() == inkwell::values::InstructionOpcode::And)
+            .and_then(|i| Some((i.get_operand(0)?.value()?, i.get_operand(1)?.value()?)));
+        let Some((p, q)) = anded else { return self.b.build_select(cond, x, y, "").ice() };
+        let text = "{\n.reg .pred p;\nand.pred p, $1, $2;\nselp.f32 $0, $3, $4, p;\n}";
+        let f32t = self.ctx.f32_type();
         let bool_ty = self.ctx.bool_type();
-        let fty = bool_ty.fn_type(&[bool_ty.into()], false);
-        let f = self.ctx.create_inline_asm(fty, "mov.pred $0, $1;".to_string(), "=b,b".to_string(), false, false, None, false);
-        let call = self.b.build_indirect_call(fty, f, &[v.into()], "").ice()?;
-        Ok(call.try_as_basic_value().basic().ok_or("inline asm returned nothing")?.into_int_value())
+        let fty = f32t.fn_type(&[bool_ty.into(), bool_ty.into(), f32t.into(), f32t.into()], false);
+        let f = self.ctx.create_inline_asm(fty, text.to_string(), "=f,b,b,f,f".to_string(), false, false, None, false);
+        let call = self.b.build_indirect_call(fty, f, &[p.into(), q.into(), x.into(), y.into()], "").ice()?;
+        call.try_as_basic_value().basic().ok_or_else(|| "inline asm returned nothing".to_string())
     }
 
     /// Inline PTX with LLVM constraints; returns the outputs.
@@ -607,7 +617,7 @@ impl<'c, 'm> Emitter<'c, 'm> {
                 self.set(*dst, v.into())?;
             }
             Inst::Select { dst, c, a, b: y } => {
-                let v = b.build_select(self.select_cond(*c)?, self.get(*a)?, self.get(*y)?, "").ice()?;
+                let v = self.select(*c, self.get(*a)?, self.get(*y)?)?;
                 self.set(*dst, v)?;
             }
             Inst::Float { op, dst, a, b: y } => {

@@ -340,7 +340,7 @@ fn pack_and_unpack_are_one_move() {
 
 /// A select on two conditions `and`ed (a tile's mask: in range and causal) is one select: the
 /// LLVM emitter keeps NVPTX from splitting it into a select of a select (`emit::llvm`'s
-/// `select_cond`), which cost one more instruction per element of attention's causal mask.
+/// `select`), which cost one more instruction per element of attention's causal mask.
 #[test]
 fn select_of_anded_conditions_is_one_select() {
     let m = build(&[Ty::I32, Ty::I32, Ty::F32], |b, p| {
