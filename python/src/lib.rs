@@ -1,0 +1,177 @@
+//! `tessera._tessera`: the native half of the Python package. It compiles `.tile` sources with
+//! the compiler crate and runs kernels on the reference interpreter over host tensors passed as
+//! `(dtype, shape, bytes)`; the Python half (`py/tessera/__init__.py`) turns NumPy arrays into
+//! those and back. Errors are the package's exceptions, carrying the rendered diagnostic.
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use std::sync::Arc;
+use tessera_compiler::interp::{self, Arg, RunOptions};
+use tessera_compiler::tir::{ConstValue, ParamKind};
+use tessera_compiler::{CompiledKernel, DType, HostTensor, Options, Scalar, Source, Target};
+
+create_exception!(_tessera, TesseraError, PyException, "Any error of the Tessera package.");
+create_exception!(_tessera, CompileError, TesseraError, "A `.tile` source failed to compile; the message is the rendered diagnostic.");
+create_exception!(
+    _tessera,
+    LaunchError,
+    TesseraError,
+    "A kernel's arguments do not fit its signature, a `#[require]` failed, or the run failed."
+);
+
+/// The compiled kernels of one source.
+#[pyclass(frozen, module = "tessera._tessera")]
+struct Module {
+    kernels: Vec<Arc<CompiledKernel>>,
+}
+
+/// One compiled kernel.
+#[pyclass(frozen, module = "tessera._tessera")]
+struct Kernel {
+    k: Arc<CompiledKernel>,
+}
+
+fn target_of(name: Option<&str>) -> PyResult<Target> {
+    match name {
+        None | Some("sm_90a") => Ok(Target::Sm90a),
+        Some("sm_80") => Ok(Target::Sm80),
+        Some(other) => Err(CompileError::new_err(format!("unknown target `{other}` (sm_90a or sm_80)"))),
+    }
+}
+
+/// Compiles `text` (named `name` in diagnostics; `path`, when given, is where its imports are
+/// read from) with the const overrides `consts`.
+#[pyfunction]
+#[pyo3(signature = (name, text, path=None, consts=Vec::new(), target=None))]
+fn compile(name: &str, text: &str, path: Option<&str>, consts: Vec<(String, Bound<'_, PyAny>)>, target: Option<&str>) -> PyResult<Module> {
+    let mut src = Source::new(name, text);
+    if let Some(p) = path {
+        src = src.with_path(p);
+    }
+    let mut values = vec![];
+    for (k, v) in consts {
+        // `bool` first: Python's `True` is also an `int`.
+        let value = if let Ok(b) = v.extract::<bool>() {
+            ConstValue::Bool(b)
+        } else if let Ok(i) = v.extract::<i64>() {
+            ConstValue::Int(i)
+        } else {
+            return Err(CompileError::new_err(format!("const `{k}` must be an int or a bool")));
+        };
+        values.push((k, value));
+    }
+    let opts = Options { consts: values, target: target_of(target)?, ..Options::default() };
+    // Compiling is pure CPU work that may take a while: other Python threads run meanwhile.
+    let module = Python::with_gil(|py| py.allow_threads(|| tessera_compiler::compile(&src, &opts)));
+    let module = module.map_err(|d| CompileError::new_err(d.render()))?;
+    Ok(Module { kernels: module.kernels.into_iter().map(Arc::new).collect() })
+}
+
+/// Reads and compiles the `.tile` file at `path` (checked before it is read whole).
+#[pyfunction]
+#[pyo3(signature = (path, consts=Vec::new(), target=None))]
+fn compile_file(path: &str, consts: Vec<(String, Bound<'_, PyAny>)>, target: Option<&str>) -> PyResult<Module> {
+    let src = Source::from_file(path).map_err(|e| CompileError::new_err(e.to_string()))?;
+    let path_str = src.path.as_ref().map(|p| p.display().to_string());
+    compile(&src.name, &src.text, path_str.as_deref(), consts, target)
+}
+
+#[pymethods]
+impl Module {
+    /// The kernels' names, in source order.
+    fn names(&self) -> Vec<String> {
+        self.kernels.iter().map(|k| k.meta.name.clone()).collect()
+    }
+
+    /// The kernel called `name`.
+    fn kernel(&self, name: &str) -> PyResult<Kernel> {
+        match self.kernels.iter().find(|k| k.meta.name == name) {
+            Some(k) => Ok(Kernel { k: k.clone() }),
+            None => Err(LaunchError::new_err(format!("no kernel `{name}` (kernels: {})", self.names().join(", ")))),
+        }
+    }
+}
+
+fn dtype_of(name: &str) -> PyResult<DType> {
+    DType::parse(name).ok_or_else(|| LaunchError::new_err(format!("Tessera has no dtype `{name}`")))
+}
+
+#[pymethods]
+impl Kernel {
+    #[getter]
+    fn name(&self) -> String {
+        self.k.meta.name.clone()
+    }
+
+    /// The parameters: `(name, kind, dtype, rank, writable)` with kind `"tensor"` or
+    /// `"scalar"` (rank 0 for scalars).
+    fn params(&self) -> Vec<(String, &'static str, String, usize, bool)> {
+        self.k
+            .tir
+            .params
+            .iter()
+            .map(|p| match &p.kind {
+                ParamKind::Tensor { dtype, dims, mutable } => (p.name.clone(), "tensor", dtype.to_string(), dims.len(), *mutable),
+                ParamKind::Scalar { dtype } => (p.name.clone(), "scalar", dtype.to_string(), 0, false),
+            })
+            .collect()
+    }
+
+    /// The PTX of the kernel.
+    #[getter]
+    fn ptx(&self) -> String {
+        self.k.ptx.clone()
+    }
+
+    /// Runs the kernel on the interpreter. `args`: per parameter, `(dtype, shape, bytes)` for a
+    /// tensor (row-major, little-endian) or a Python `int`/`float`/`bool` for a scalar. Returns
+    /// the bytes of every writable tensor after the run (`None` for the other parameters) and
+    /// what the kernel printed.
+    fn run_interp<'py>(&self, py: Python<'py>, args: Vec<Bound<'py, PyAny>>) -> PyResult<(Vec<Option<Bound<'py, PyBytes>>>, String)> {
+        let mut host = Vec::with_capacity(args.len());
+        for a in &args {
+            if let Ok((dtype, shape, bytes)) = a.extract::<(String, Vec<usize>, Vec<u8>)>() {
+                host.push(Arg::Tensor(HostTensor { dtype: dtype_of(&dtype)?, shape, bytes }));
+            } else if let Ok(b) = a.extract::<bool>() {
+                host.push(Arg::Scalar(Scalar::Bool(b)));
+            } else if let Ok(i) = a.extract::<i64>() {
+                host.push(Arg::Scalar(Scalar::Int(i)));
+            } else if let Ok(f) = a.extract::<f64>() {
+                host.push(Arg::Scalar(Scalar::Float(f)));
+            } else {
+                return Err(LaunchError::new_err(format!("argument {} is neither a tensor nor an int, float or bool", host.len())));
+            }
+        }
+        let k = self.k.clone();
+        let (result, printed) = py.allow_threads(move || {
+            let mut out = Vec::new();
+            let r = interp::run_kernel_with(&k.tir, &mut host, &RunOptions::default(), &mut out);
+            (r.map(|()| host), out)
+        });
+        let host = result.map_err(|e| LaunchError::new_err(e.to_string()))?;
+        let writable: Vec<bool> = self.k.tir.params.iter().map(|p| matches!(p.kind, ParamKind::Tensor { mutable: true, .. })).collect();
+        let outs = host
+            .iter()
+            .zip(writable.iter().chain(std::iter::repeat(&false)))
+            .map(|(a, &w)| match a {
+                Arg::Tensor(t) if w => Some(PyBytes::new(py, &t.bytes)),
+                _ => None,
+            })
+            .collect();
+        Ok((outs, String::from_utf8_lossy(&printed).into_owned()))
+    }
+}
+
+#[pymodule]
+fn _tessera(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(compile, m)?)?;
+    m.add_function(wrap_pyfunction!(compile_file, m)?)?;
+    m.add_class::<Module>()?;
+    m.add_class::<Kernel>()?;
+    m.add("TesseraError", m.py().get_type::<TesseraError>())?;
+    m.add("CompileError", m.py().get_type::<CompileError>())?;
+    m.add("LaunchError", m.py().get_type::<LaunchError>())?;
+    Ok(())
+}

@@ -1,0 +1,98 @@
+"""The Python package on the CPU: NumPy arrays through the reference interpreter."""
+
+import os
+
+import numpy as np
+import pytest
+
+import tessera
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+EXAMPLES = os.path.join(ROOT, "examples")
+
+
+def example(name, **consts):
+    return tessera.compile(os.path.join(EXAMPLES, name), consts=consts)
+
+
+def test_vector_add_writes_its_output():
+    mod = example("vector_add.tile")
+    x = np.random.default_rng(1).standard_normal(1000).astype(np.float32)
+    y = np.random.default_rng(2).standard_normal(1000).astype(np.float32)
+    z = np.full_like(x, np.nan)
+    mod.vector_add(x, y, z)
+    np.testing.assert_array_equal(z, x + y)
+
+
+def test_keywords_and_kernel_lookup():
+    mod = example("vector_add.tile")
+    x = np.ones(37, np.float32)
+    z = np.zeros(37, np.float32)
+    mod["vector_add"](x=x, y=x, z=z)
+    np.testing.assert_array_equal(z, 2 * x)
+    assert "vector_add" in repr(mod) and "&mut f32" in repr(mod.vector_add)
+    with pytest.raises(AttributeError, match="no kernel `nope`"):
+        mod.nope
+
+
+def test_a_source_string_matmul_matches_numpy():
+    src = """
+use std::math::cdiv;
+#[grid(cdiv(M, 16), cdiv(N, 16))]
+kernel mm(a: &f32[M, K], b: &f32[K, N], c: &mut f32[M, N]) {
+    let (m0, n0) = (program_id(0) * 16, program_id(1) * 16);
+    let mut acc: f32[16, 16] = 0.0;
+    for k0 in (0..K).step_by(16) {
+        acc = dot(a.load([m0, k0], [16, 16]), b.load([k0, n0], [16, 16]), acc);
+    }
+    c.store([m0, n0], acc);
+}
+"""
+    mod = tessera.compile(src)
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((33, 20)).astype(np.float32)
+    b = rng.standard_normal((20, 17)).astype(np.float32)
+    c = np.zeros((33, 17), np.float32)
+    mod.mm(a, b, c)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_non_contiguous_views_in_and_out():
+    mod = example("vector_add.tile")
+    base = np.arange(200, dtype=np.float32)
+    x = base[::2]  # strided input
+    out = np.zeros((100, 2), np.float32)
+    z = out[:, 1]  # strided output: written back in place
+    mod.vector_add(x, x, z)
+    np.testing.assert_array_equal(out[:, 1], 2 * x)
+    np.testing.assert_array_equal(out[:, 0], 0)
+
+
+def test_compile_error_carries_the_rendered_diagnostic():
+    with pytest.raises(tessera.CompileError) as e:
+        tessera.compile("kernel k(x: &f32[N]) {\n    let y = x.load([0], [4]) + undefined_name;\n}\n")
+    msg = str(e.value)
+    assert "undefined_name" in msg and "<string>:2:" in msg and "^" in msg
+
+
+def test_wrong_arguments_are_launch_errors():
+    mod = example("vector_add.tile")
+    x = np.ones(8, np.float32)
+    with pytest.raises(tessera.LaunchError, match="missing"):
+        mod.vector_add(x, x)
+    with pytest.raises(tessera.LaunchError):
+        mod.vector_add(x, x.astype(np.float64), np.zeros(8, np.float32))
+    with pytest.raises(tessera.LaunchError):
+        mod.vector_add(x, np.ones(9, np.float32), np.zeros(8, np.float32))
+    with pytest.raises(tessera.LaunchError, match="NumPy array"):
+        mod.vector_add([1.0] * 8, x, np.zeros(8, np.float32))
+    assert issubclass(tessera.LaunchError, tessera.TesseraError)
+
+
+def test_consts_and_missing_files():
+    mod = example("matmul.tile", BM=64, BN=128, BK=32)
+    assert mod.matmul.params[0][:2] == ("a", "tensor")
+    with pytest.raises(tessera.CompileError):
+        tessera.compile(os.path.join(EXAMPLES, "does_not_exist.tile"))
+    with pytest.raises(tessera.CompileError):
+        example("matmul.tile", BM=[1])
