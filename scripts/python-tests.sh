@@ -14,6 +14,6 @@ fi
 if [ "$(id -u)" -ne 0 ] && [ -z "${VIRTUAL_ENV:-}" ]; then
     pip_args+=(--user)
 fi
-python3 -m pip install --quiet "${pip_args[@]}" "numpy>=1.21" pytest
+python3 -m pip install --quiet "${pip_args[@]}" "numpy>=1.21" pytest ml_dtypes
 python3 -m pip install --quiet "${pip_args[@]}" ./python
 python3 -m pytest -q python/tests

@@ -133,7 +133,16 @@ impl Kernel {
         let mut host = Vec::with_capacity(args.len());
         for a in &args {
             if let Ok((dtype, shape, bytes)) = a.extract::<(String, Vec<usize>, Vec<u8>)>() {
-                host.push(Arg::Tensor(HostTensor { dtype: dtype_of(&dtype)?, shape, bytes }));
+                let dtype = dtype_of(&dtype)?;
+                // The bytes must be exactly the tensor's (the interpreter indexes them by shape).
+                if HostTensor::byte_len(dtype, &shape) != Some(bytes.len()) {
+                    return Err(LaunchError::new_err(format!(
+                        "argument {}: {} bytes are not a {dtype}{shape:?} tensor",
+                        host.len(),
+                        bytes.len()
+                    )));
+                }
+                host.push(Arg::Tensor(HostTensor { dtype, shape, bytes }));
             } else if let Ok(b) = a.extract::<bool>() {
                 host.push(Arg::Scalar(Scalar::Bool(b)));
             } else if let Ok(i) = a.extract::<i64>() {

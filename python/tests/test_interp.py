@@ -96,3 +96,63 @@ def test_consts_and_missing_files():
         tessera.compile(os.path.join(EXAMPLES, "does_not_exist.tile"))
     with pytest.raises(tessera.CompileError):
         example("matmul.tile", BM=[1])
+
+
+def test_bf16_arrays_from_ml_dtypes():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf16 = ml_dtypes.bfloat16
+    mod = example("matmul.tile", BM=64, BN=128, BK=32)
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((70, 45)).astype(bf16)
+    b = rng.standard_normal((45, 130)).astype(bf16)
+    c = np.zeros((70, 130), bf16)
+    mod.matmul(a, b, c)
+    want = a.astype(np.float32) @ b.astype(np.float32)
+    np.testing.assert_allclose(c.astype(np.float32), want, rtol=2e-2, atol=2e-2)
+    with pytest.raises(tessera.LaunchError):
+        mod.matmul(a.astype(np.float32), b, c)
+
+
+def test_print_goes_to_stdout(capsys):
+    mod = tessera.compile("kernel p(x: &i32[N]) {\n    print(\"first {}\", x.load([0], [1]));\n}\n")
+    mod.p(np.array([42], np.int32))
+    assert "42" in capsys.readouterr().out
+
+
+def test_scalars_and_require():
+    src = """
+#[grid(1)]
+#[require(N >= 4)]
+kernel s(x: &f32[N], y: &mut f32[N], a: f32) {
+    y.store([0], x.load([0], [4]) * a);
+}
+"""
+    mod = tessera.compile(src)
+    x = np.arange(4, dtype=np.float32)
+    y = np.zeros(4, np.float32)
+    mod.s(x, y, np.float32(2.5))
+    np.testing.assert_array_equal(y, 2.5 * x)
+    with pytest.raises(tessera.LaunchError, match="N >= 4|require"):
+        mod.s(np.zeros(2, np.float32), np.zeros(2, np.float32), 1.0)
+    with pytest.raises(tessera.LaunchError, match="number"):
+        mod.s(x, y, "2.5")
+
+
+def test_the_native_module_checks_what_it_is_given():
+    from tessera import _tessera
+
+    mod = _tessera.compile_file(os.path.join(EXAMPLES, "vector_add.tile"), [], None)
+    k = mod.kernel("vector_add")
+    good = ("f32", [4], bytes(16))
+    with pytest.raises(tessera.LaunchError, match="not a f32"):
+        k.run_interp([("f32", [4], b"abc"), good, good])
+    with pytest.raises(tessera.LaunchError, match="not a f32"):
+        k.run_interp([("f32", [2**62, 2**62], bytes(16)), good, good])
+    with pytest.raises(tessera.LaunchError, match="no dtype"):
+        k.run_interp([("f128", [4], bytes(16)), good, good])
+    with pytest.raises(tessera.LaunchError, match="neither"):
+        k.run_interp([object(), good, good])
+    with pytest.raises(tessera.LaunchError, match="no kernel"):
+        mod.kernel("nope")
+    with pytest.raises(tessera.CompileError, match="unknown target"):
+        _tessera.compile("<s>", "kernel k() {}\n", None, [], "sm_70")
