@@ -639,3 +639,34 @@ fn copy_engine_only_for_read_only_operands_of_top_level_loops() {
     assert_eq!(maps(gemm("&mut bf16", false), Target::Sm90a), (0, 0, 6), "`a` is writable");
     assert_eq!(maps(gemm("&bf16", true), Target::Sm90a), (0, 0, 6), "the k-loop is inside another loop");
 }
+
+/// `defer_wgmma_wait` changes only loops whose accumulator nothing but the `wgmma` reads: when
+/// the body also reads it (here a running sum of the accumulator), every iteration still waits
+/// for its own group (`wgmma_wait` with 0 pending) and keeps its barrier.
+#[test]
+fn wgmma_wait_is_deferred_only_when_nothing_else_reads_the_accumulator() {
+    let gemm = |extra: &str| {
+        format!(
+            "use std::math::cdiv;\n#[grid(cdiv(M, 64), cdiv(N, 64))]\n#[warps(4)]\n\
+             kernel gemm(a: &bf16[M, K], b: &bf16[K, N], c: &mut f32[M, N], t: &mut f32[M]) {{\n\
+             let (m0, n0) = (program_id(0) * 64, program_id(1) * 64);\nlet mut acc: f32[64, 64] = 0.0;\n\
+             let mut tot: f32[64] = 0.0;\n\
+             for k0 in (0..K).step_by(32) {{ acc = dot(a.load([m0, k0], [64, 32]), b.load([k0, n0], [32, 64]), acc); {extra} }}\n\
+             c.store([m0, n0], acc);\nt.store([m0], tot);\n}}\n"
+        )
+    };
+    let waits = |text: String| {
+        let m = tessera_compiler::compile(&Source::new("gemm.tile", text), &Options { target: Target::Sm90a, ..opts(&[]) })
+            .unwrap_or_else(|d| panic!("{}", d.render()));
+        let k = &m.kernels[0].lir;
+        let mut pending = vec![];
+        k.body.walk(k.body.entry, &mut |op| {
+            if let lir::OpKind::WgmmaWait { pending: p } = k.body.op(op).kind {
+                pending.push(p);
+            }
+        });
+        pending
+    };
+    assert_eq!(waits(gemm("")), [1, 0], "deferred: group 1 in the loop, group 0 after it");
+    assert_eq!(waits(gemm("tot = tot + acc.sum(1);")), [0], "the body reads the accumulator: not deferred");
+}
