@@ -84,7 +84,7 @@ def test_wrong_arguments_are_launch_errors():
         mod.vector_add(x, x.astype(np.float64), np.zeros(8, np.float32))
     with pytest.raises(tessera.LaunchError):
         mod.vector_add(x, np.ones(9, np.float32), np.zeros(8, np.float32))
-    with pytest.raises(tessera.LaunchError, match="NumPy array"):
+    with pytest.raises(tessera.LaunchError, match="NumPy or DLPack array"):
         mod.vector_add([1.0] * 8, x, np.zeros(8, np.float32))
     assert issubclass(tessera.LaunchError, tessera.TesseraError)
 
@@ -156,3 +156,35 @@ def test_the_native_module_checks_what_it_is_given():
         mod.kernel("nope")
     with pytest.raises(tessera.CompileError, match="unknown target"):
         _tessera.compile("<s>", "kernel k() {}\n", None, [], "sm_70")
+
+
+class _DLPackOnly:
+    """An array seen only through the DLPack protocol (as a CuPy or JAX array is)."""
+
+    def __init__(self, a, device=(1, 0)):
+        self._a, self._device = a, device
+
+    def __dlpack__(self, **kwargs):
+        return self._a.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._device
+
+
+def test_cpu_dlpack_arrays_in_and_out():
+    mod = example("vector_add.tile")
+    x = np.arange(10, dtype=np.float32)
+    z = np.zeros(10, np.float32)
+    mod.vector_add(_DLPackOnly(x), x, _DLPackOnly(z))
+    np.testing.assert_array_equal(z, 2 * x)  # written through the DLPack view
+    with pytest.raises(tessera.LaunchError, match="device"):
+        mod.vector_add(_DLPackOnly(x, device=(2, 0)), x, z)
+
+
+def test_a_read_only_output_is_an_error():
+    mod = example("vector_add.tile")
+    x = np.ones(8, np.float32)
+    z = np.zeros(8, np.float32)
+    z.flags.writeable = False
+    with pytest.raises(tessera.LaunchError, match="read-only"):
+        mod.vector_add(x, x, z)

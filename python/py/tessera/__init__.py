@@ -52,6 +52,28 @@ def _tessera_dtype(a: np.ndarray) -> str:
     raise LaunchError(f"arrays of dtype {a.dtype} have no Tessera dtype")
 
 
+# DLPack device types (dlpack.h): arrays on these share host memory with NumPy.
+_DLPACK_CPU = (1, 3)  # kDLCPU, kDLCUDAHost
+
+
+def _as_array(name: str, v: Any, dtype: str, rank: int) -> np.ndarray:
+    """The NumPy array for a tensor argument: the array itself, or a view of a CPU DLPack array's
+    memory (so that results are written into it)."""
+    if isinstance(v, np.ndarray):
+        return v
+    device = getattr(v, "__dlpack_device__", None)
+    if device is not None and hasattr(v, "__dlpack__"):
+        kind = device()[0]
+        if kind not in _DLPACK_CPU:
+            raise LaunchError(f"`{name}` is on a device (DLPack device type {kind}); this version runs host arrays "
+                              "on the interpreter only (docs/python.md)")
+        try:
+            return np.from_dlpack(v)
+        except (TypeError, BufferError, RuntimeError) as e:
+            raise LaunchError(f"`{name}`: its DLPack array cannot be seen from NumPy: {e}") from None
+    raise LaunchError(f"`{name}` must be a NumPy or DLPack array ({dtype}, rank {rank}), not {type(v).__name__}")
+
+
 class Kernel:
     """A compiled kernel; call it like a function (see the module documentation)."""
 
@@ -92,8 +114,7 @@ class Kernel:
         native_args = []
         for (name, kind, dtype, rank, _w), v in zip(self.params, values):
             if kind == "tensor":
-                if not isinstance(v, np.ndarray):
-                    raise LaunchError(f"`{name}` must be a NumPy array ({dtype}, rank {rank}), not {type(v).__name__}")
+                v = _as_array(name, v, dtype, rank)
                 c = np.ascontiguousarray(v)
                 native_args.append((_tessera_dtype(c), list(c.shape), c.tobytes()))
             else:
@@ -105,10 +126,15 @@ class Kernel:
         outs, printed = self._k.run_interp(native_args)
         if printed:
             print(printed, end="")
-        for (name, _k, _d, _r, writable), v, out in zip(self.params, values, outs):
+        for (name, kind, _d, _r, writable), v, out in zip(self.params, values, outs):
             if writable and out is not None:
-                # Written back into the caller's array, whatever its strides.
-                v[...] = np.frombuffer(out, dtype=v.dtype).reshape(v.shape)
+                # Written back into the caller's array (or the NumPy view of a DLPack array's
+                # memory), whatever its strides.
+                a = _as_array(name, v, _d, _r)
+                try:
+                    a[...] = np.frombuffer(out, dtype=a.dtype).reshape(a.shape)
+                except ValueError as e:  # a read-only array (or DLPack view)
+                    raise LaunchError(f"`{name}` is written by the kernel but its array is read-only: {e}") from None
 
 
 class Module:
