@@ -210,6 +210,20 @@ impl<K, T: Clone> Body<K, T> {
         self.ops[op.index()].results[0]
     }
 
+    /// Replaces `from` by `to` in the operands of `op` and of every op nested in its regions.
+    pub fn replace_uses_in(&mut self, op: Op, from: Value, to: Value) {
+        for o in self.ops[op.index()].operands.iter_mut() {
+            if *o == from {
+                *o = to;
+            }
+        }
+        for r in self.ops[op.index()].regions.clone() {
+            for inner in self.blocks[r.index()].ops.clone() {
+                self.replace_uses_in(inner, from, to);
+            }
+        }
+    }
+
     /// Visits every operation reachable from `block`, in program order, nested regions first
     /// after their parent op.
     pub fn walk(&self, block: Block, f: &mut impl FnMut(Op)) {

@@ -163,21 +163,7 @@ fn apply(b: &mut LirBody, blk: Block, at: usize, p: Plan) -> usize {
     let rest: Vec<Op> = b.block(blk).ops[after..].to_vec();
     b.blocks[blk.index()].ops.insert(after, drain);
     for op in rest {
-        replace_uses(b, op, acc, waited);
+        b.replace_uses_in(op, acc, waited);
     }
     after
-}
-
-/// Replaces `from` by `to` in the operands of `op` and of every op nested in it.
-fn replace_uses(b: &mut LirBody, op: Op, from: Value, to: Value) {
-    for o in b.op_mut(op).operands.iter_mut() {
-        if *o == from {
-            *o = to;
-        }
-    }
-    for r in b.op(op).regions.clone() {
-        for inner in b.block(r).ops.clone() {
-            replace_uses(b, inner, from, to);
-        }
-    }
 }
