@@ -45,7 +45,14 @@ fn target_of(name: Option<&str>) -> PyResult<Target> {
 /// read from) with the const overrides `consts`.
 #[pyfunction]
 #[pyo3(signature = (name, text, path=None, consts=Vec::new(), target=None))]
-fn compile(name: &str, text: &str, path: Option<&str>, consts: Vec<(String, Bound<'_, PyAny>)>, target: Option<&str>) -> PyResult<Module> {
+fn compile(
+    py: Python<'_>,
+    name: &str,
+    text: &str,
+    path: Option<&str>,
+    consts: Vec<(String, Bound<'_, PyAny>)>,
+    target: Option<&str>,
+) -> PyResult<Module> {
     let mut src = Source::new(name, text);
     if let Some(p) = path {
         src = src.with_path(p);
@@ -64,7 +71,7 @@ fn compile(name: &str, text: &str, path: Option<&str>, consts: Vec<(String, Boun
     }
     let opts = Options { consts: values, target: target_of(target)?, ..Options::default() };
     // Compiling is pure CPU work that may take a while: other Python threads run meanwhile.
-    let module = Python::with_gil(|py| py.allow_threads(|| tessera_compiler::compile(&src, &opts)));
+    let module = py.allow_threads(|| tessera_compiler::compile(&src, &opts));
     let module = module.map_err(|d| CompileError::new_err(d.render()))?;
     Ok(Module { kernels: module.kernels.into_iter().map(Arc::new).collect() })
 }
@@ -72,10 +79,10 @@ fn compile(name: &str, text: &str, path: Option<&str>, consts: Vec<(String, Boun
 /// Reads and compiles the `.tile` file at `path` (checked before it is read whole).
 #[pyfunction]
 #[pyo3(signature = (path, consts=Vec::new(), target=None))]
-fn compile_file(path: &str, consts: Vec<(String, Bound<'_, PyAny>)>, target: Option<&str>) -> PyResult<Module> {
+fn compile_file(py: Python<'_>, path: &str, consts: Vec<(String, Bound<'_, PyAny>)>, target: Option<&str>) -> PyResult<Module> {
     let src = Source::from_file(path).map_err(|e| CompileError::new_err(e.to_string()))?;
     let path_str = src.path.as_ref().map(|p| p.display().to_string());
-    compile(&src.name, &src.text, path_str.as_deref(), consts, target)
+    compile(py, &src.name, &src.text, path_str.as_deref(), consts, target)
 }
 
 #[pymethods]

@@ -112,10 +112,11 @@ class Kernel:
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         values = self._bind(args, kwargs)
         native_args = []
+        arrays: Dict[str, np.ndarray] = {}
         for (name, kind, dtype, rank, _w), v in zip(self.params, values):
             if kind == "tensor":
-                v = _as_array(name, v, dtype, rank)
-                c = np.ascontiguousarray(v)
+                arrays[name] = a = _as_array(name, v, dtype, rank)
+                c = np.ascontiguousarray(a)
                 native_args.append((_tessera_dtype(c), list(c.shape), c.tobytes()))
             else:
                 if isinstance(v, np.generic):
@@ -126,11 +127,11 @@ class Kernel:
         outs, printed = self._k.run_interp(native_args)
         if printed:
             print(printed, end="")
-        for (name, kind, _d, _r, writable), v, out in zip(self.params, values, outs):
+        for (name, _kind, _d, _r, writable), out in zip(self.params, outs):
             if writable and out is not None:
                 # Written back into the caller's array (or the NumPy view of a DLPack array's
                 # memory), whatever its strides.
-                a = _as_array(name, v, _d, _r)
+                a = arrays[name]
                 try:
                     a[...] = np.frombuffer(out, dtype=a.dtype).reshape(a.shape)
                 except ValueError as e:  # a read-only array (or DLPack view)
