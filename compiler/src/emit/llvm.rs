@@ -78,13 +78,9 @@ fn target_machine(target: Target) -> Res<TargetMachine> {
         Target::Sm80 => ("sm_80", "+ptx70"),
         Target::Sm90a => ("sm_90a", "+ptx80"),
     };
-    let lvl = match std::env::var("XOPT").ok().as_deref() {
-        Some("0") => OptimizationLevel::None,
-        Some("1") => OptimizationLevel::Less,
-        Some("3") => OptimizationLevel::Aggressive,
-        _ => OptimizationLevel::Default,
-    };
-    t.create_target_machine(&triple, cpu, features, lvl, RelocMode::Default, CodeModel::Default)
+    // Code generation at -O2 (-O1 and -O3 gave the same PTX). -O0 compiles 25% faster but its
+    // PTX made the 4096³ GEMM 1.36× slower on an H100 (docs/benchmarks.md, 2026-12-06).
+    t.create_target_machine(&triple, cpu, features, OptimizationLevel::Default, RelocMode::Default, CodeModel::Default)
         .ok_or_else(|| format!("LLVM has no NVPTX target machine for {cpu}"))
 }
 
