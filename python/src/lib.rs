@@ -1,16 +1,20 @@
 //! `tessera._tessera`: the native half of the Python package. It compiles `.tile` sources with
 //! the compiler crate and runs kernels on the reference interpreter over host tensors passed as
-//! `(dtype, shape, bytes)`; the Python half (`py/tessera/__init__.py`) turns NumPy arrays into
-//! those and back. Errors are the package's exceptions, carrying the rendered diagnostic.
+//! `(dtype, shape, bytes)`, or on the GPU (the runtime crate, device 0's primary context, which
+//! PyTorch and CuPy share) over device tensors passed as `(address, dtype, shape, strides)` on a
+//! stream given by its handle; the Python half (`py/tessera/__init__.py`) turns NumPy arrays and
+//! torch/CuPy tensors into those. Errors are the package's exceptions, carrying the rendered
+//! diagnostic.
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
-use std::sync::Arc;
+use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyTuple};
+use std::sync::{Arc, OnceLock};
 use tessera_compiler::interp::{self, Arg, RunOptions};
 use tessera_compiler::tir::{ConstValue, ParamKind};
 use tessera_compiler::{CompiledKernel, DType, HostTensor, Options, Scalar, Source, Target};
+use tessera_runtime::{DeviceArg, ExternalTensor, LoadedKernel, Runtime};
 
 create_exception!(_tessera, TesseraError, PyException, "Any error of the Tessera package.");
 create_exception!(_tessera, CompileError, TesseraError, "A `.tile` source failed to compile; the message is the rendered diagnostic.");
@@ -24,13 +28,68 @@ create_exception!(
 /// The compiled kernels of one source.
 #[pyclass(frozen, module = "tessera._tessera")]
 struct Module {
-    kernels: Vec<Arc<CompiledKernel>>,
+    kernels: Vec<Arc<Entry>>,
+}
+
+/// A compiled kernel and, once it has run on the GPU, its loaded module.
+struct Entry {
+    k: CompiledKernel,
+    loaded: OnceLock<Result<LoadedKernel, String>>,
 }
 
 /// One compiled kernel.
 #[pyclass(frozen, module = "tessera._tessera")]
 struct Kernel {
-    k: Arc<CompiledKernel>,
+    e: Arc<Entry>,
+}
+
+/// The GPU runtime of the process, made on first use (or why there is none).
+fn runtime() -> Result<&'static Runtime, String> {
+    static RT: OnceLock<Result<Runtime, String>> = OnceLock::new();
+    RT.get_or_init(|| Runtime::new().map_err(|e| e.to_string())).as_ref().map_err(Clone::clone)
+}
+
+/// `(address, dtype code, shape, strides)` as an external tensor (see `Kernel::launch_gpu`).
+fn device_tensor(t: &Bound<'_, PyTuple>) -> Result<ExternalTensor, String> {
+    const MAX: usize = 8;
+    let bad = || "not a device tensor (address, dtype, shape, strides)".to_string();
+    if t.len() != 4 {
+        return Err(bad());
+    }
+    let item = |i: usize| t.get_borrowed_item(i).map_err(|_| bad());
+    let ptr = item(0)?.extract::<u64>().map_err(|_| bad())?;
+    let code = item(1)?.extract::<usize>().map_err(|_| bad())?;
+    let dtype = *DType::ALL.get(code).ok_or_else(bad)?;
+    let (shape, strides) = (item(2)?, item(3)?);
+    let (shape, strides) = (shape.downcast::<PyTuple>().map_err(|_| bad())?, strides.downcast::<PyTuple>().map_err(|_| bad())?);
+    let rank = shape.len();
+    if rank > MAX || strides.len() != rank {
+        return Err(format!("shape {shape} and strides {strides} of a tensor of rank at most {MAX}"));
+    }
+    let (mut sh, mut st) = ([0usize; MAX], [0i64; MAX]);
+    for d in 0..rank {
+        sh[d] = shape.get_borrowed_item(d).and_then(|x| x.extract()).map_err(|_| bad())?;
+        st[d] = strides.get_borrowed_item(d).and_then(|x| x.extract()).map_err(|_| bad())?;
+    }
+    // SAFETY: the caller's promise on `Kernel::launch_gpu` (the Python half passes only tensors
+    // it found on device 0, kept alive by the caller's references during the call, and
+    // stream-ordered after it as PyTorch's and CuPy's allocators are).
+    unsafe { ExternalTensor::new(ptr, dtype, &sh[..rank], &st[..rank]) }.map_err(|e| e.to_string())
+}
+
+/// The dtype codes of `Kernel::launch_gpu`: each dtype's name and index.
+#[pyfunction]
+fn dtype_codes() -> Vec<(String, usize)> {
+    DType::ALL.iter().enumerate().map(|(i, d)| (d.to_string(), i)).collect()
+}
+
+/// Whether a GPU can run kernels here; else why not.
+#[pyfunction]
+fn gpu_status() -> (bool, String) {
+    match runtime() {
+        Ok(rt) => (true, rt.device_name().to_string()),
+        Err(e) => (false, e),
+    }
 }
 
 fn target_of(name: Option<&str>) -> PyResult<Target> {
@@ -73,7 +132,7 @@ fn compile(
     // Compiling is pure CPU work that may take a while: other Python threads run meanwhile.
     let module = py.allow_threads(|| tessera_compiler::compile(&src, &opts));
     let module = module.map_err(|d| CompileError::new_err(d.render()))?;
-    Ok(Module { kernels: module.kernels.into_iter().map(Arc::new).collect() })
+    Ok(Module { kernels: module.kernels.into_iter().map(|k| Arc::new(Entry { k, loaded: OnceLock::new() })).collect() })
 }
 
 /// Reads and compiles the `.tile` file at `path` (checked before it is read whole).
@@ -89,13 +148,13 @@ fn compile_file(py: Python<'_>, path: &str, consts: Vec<(String, Bound<'_, PyAny
 impl Module {
     /// The kernels' names, in source order.
     fn names(&self) -> Vec<String> {
-        self.kernels.iter().map(|k| k.meta.name.clone()).collect()
+        self.kernels.iter().map(|e| e.k.meta.name.clone()).collect()
     }
 
     /// The kernel called `name`.
     fn kernel(&self, name: &str) -> PyResult<Kernel> {
-        match self.kernels.iter().find(|k| k.meta.name == name) {
-            Some(k) => Ok(Kernel { k: k.clone() }),
+        match self.kernels.iter().find(|e| e.k.meta.name == name) {
+            Some(e) => Ok(Kernel { e: e.clone() }),
             None => Err(LaunchError::new_err(format!("no kernel `{name}` (kernels: {})", self.names().join(", ")))),
         }
     }
@@ -109,13 +168,14 @@ fn dtype_of(name: &str) -> PyResult<DType> {
 impl Kernel {
     #[getter]
     fn name(&self) -> String {
-        self.k.meta.name.clone()
+        self.e.k.meta.name.clone()
     }
 
     /// The parameters: `(name, kind, dtype, rank, writable)` with kind `"tensor"` or
     /// `"scalar"` (rank 0 for scalars).
     fn params(&self) -> Vec<(String, &'static str, String, usize, bool)> {
-        self.k
+        self.e
+            .k
             .tir
             .params
             .iter()
@@ -129,7 +189,7 @@ impl Kernel {
     /// The PTX of the kernel.
     #[getter]
     fn ptx(&self) -> String {
-        self.k.ptx.clone()
+        self.e.k.ptx.clone()
     }
 
     /// Runs the kernel on the interpreter. `args`: per parameter, `(dtype, shape, bytes)` for a
@@ -160,14 +220,14 @@ impl Kernel {
                 return Err(LaunchError::new_err(format!("argument {} is neither a tensor nor an int, float or bool", host.len())));
             }
         }
-        let k = self.k.clone();
+        let e = self.e.clone();
         let (result, printed) = py.allow_threads(move || {
             let mut out = Vec::new();
-            let r = interp::run_kernel_with(&k.tir, &mut host, &RunOptions::default(), &mut out);
+            let r = interp::run_kernel_with(&e.k.tir, &mut host, &RunOptions::default(), &mut out);
             (r.map(|()| host), out)
         });
         let host = result.map_err(|e| LaunchError::new_err(e.to_string()))?;
-        let writable: Vec<bool> = self.k.tir.params.iter().map(|p| matches!(p.kind, ParamKind::Tensor { mutable: true, .. })).collect();
+        let writable: Vec<bool> = self.e.k.tir.params.iter().map(|p| matches!(p.kind, ParamKind::Tensor { mutable: true, .. })).collect();
         let outs = host
             .iter()
             .zip(writable.iter().chain(std::iter::repeat(&false)))
@@ -178,12 +238,50 @@ impl Kernel {
             .collect();
         Ok((outs, String::from_utf8_lossy(&printed).into_owned()))
     }
+
+    /// Launches the kernel on the GPU on the stream with handle `stream` (0: the legacy default
+    /// stream), without waiting. `args`: per parameter, `(address, dtype, shape, strides)` for a
+    /// tensor in device memory (`dtype` its index in `dtype_codes()`, `shape` and element
+    /// `strides` tuples) or a Python `int`/`float`/`bool` for a scalar. Every check (dtypes,
+    /// ranks, shapes, `#[require]`) happens before the launch.
+    ///
+    /// The caller (the Python half) vouches that each address is device memory of device 0
+    /// covering the shape and strides, alive until the kernel has run, and that `stream` is a
+    /// stream of device 0's primary context.
+    fn launch_gpu(&self, args: &Bound<'_, PyList>, stream: u64) -> PyResult<()> {
+        let rt = runtime().map_err(LaunchError::new_err)?;
+        let loaded = self.e.loaded.get_or_init(|| rt.load(&self.e.k.ptx, &self.e.k.meta).map_err(|e| e.to_string()));
+        let loaded = loaded.as_ref().map_err(|e| LaunchError::new_err(e.clone()))?;
+        let mut dev = Vec::with_capacity(args.len());
+        for (i, a) in args.iter().enumerate() {
+            // Type checks before extractions (a failed extraction builds an exception, which
+            // costs more than the launch), and no allocation per tensor: this is the launch
+            // overhead Python users see.
+            if let Ok(t) = a.downcast::<PyTuple>() {
+                let t = device_tensor(t).map_err(|e| LaunchError::new_err(format!("argument {i}: {e}")))?;
+                dev.push(DeviceArg::External(t));
+            } else if let Ok(b) = a.downcast::<PyBool>() {
+                dev.push(DeviceArg::Scalar(Scalar::Bool(b.is_true())));
+            } else if let Ok(v) = a.downcast::<PyInt>() {
+                let v = v.extract::<i64>().map_err(|_| LaunchError::new_err(format!("argument {i}: {v} does not fit 64 bits")))?;
+                dev.push(DeviceArg::Scalar(Scalar::Int(v)));
+            } else if let Ok(f) = a.downcast::<PyFloat>() {
+                dev.push(DeviceArg::Scalar(Scalar::Float(f.value())));
+            } else {
+                return Err(LaunchError::new_err(format!("argument {i} is neither a device tensor nor an int, float or bool")));
+            }
+        }
+        // SAFETY: as above, for the stream.
+        unsafe { rt.launch_on_handle(stream, loaded, &dev) }.map_err(|e| LaunchError::new_err(e.to_string()))
+    }
 }
 
 #[pymodule]
 fn _tessera(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(compile, m)?)?;
     m.add_function(wrap_pyfunction!(compile_file, m)?)?;
+    m.add_function(wrap_pyfunction!(gpu_status, m)?)?;
+    m.add_function(wrap_pyfunction!(dtype_codes, m)?)?;
     m.add_class::<Module>()?;
     m.add_class::<Kernel>()?;
     m.add("TesseraError", m.py().get_type::<TesseraError>())?;

@@ -211,6 +211,77 @@ impl DeviceTensor {
     }
 }
 
+/// A tensor in device memory this runtime does not own (a PyTorch or CuPy tensor): its address,
+/// dtype, shape and element strides. Made only through the `unsafe` [`ExternalTensor::new`],
+/// whose caller vouches for the memory.
+#[derive(Debug, Clone, Copy)]
+pub struct ExternalTensor {
+    ptr: u64,
+    dtype: DType,
+    rank: usize,
+    shape: [usize; crate::tensor::MAX_RANK],
+    strides: [i64; crate::tensor::MAX_RANK],
+}
+
+impl ExternalTensor {
+    /// Describes the tensor at device address `ptr` (element 0) with this shape and these
+    /// element strides. Checks what can be checked: the rank, strides not negative, `ptr`
+    /// aligned to the element, and the extent (the byte after the last element) within the
+    /// address space.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be an address in the runtime's context (device 0's primary context, which
+    /// PyTorch and CuPy share) of memory valid for every element the shape and strides reach,
+    /// for as long as a launch that uses the tensor may run.
+    pub unsafe fn new(ptr: u64, dtype: DType, shape: &[usize], strides: &[i64]) -> Result<ExternalTensor, RuntimeError> {
+        let max = crate::tensor::MAX_RANK;
+        if shape.len() != strides.len() || shape.len() > max {
+            return Err(RuntimeError::BadTensor(format!(
+                "a tensor needs one stride per dimension and rank at most {max}: shape {shape:?}, strides {strides:?}"
+            )));
+        }
+        if let Some(s) = strides.iter().find(|&&s| s < 0) {
+            return Err(RuntimeError::BadTensor(format!("tensor strides must not be negative, got {s}")));
+        }
+        let es = dtype.size() as u64;
+        if !ptr.is_multiple_of(es) {
+            return Err(RuntimeError::BadTensor(format!("a {dtype} tensor at address {ptr:#x}, not a multiple of {es}")));
+        }
+        // The last element's offset, in elements (none when a dimension is 0).
+        let last = shape.iter().zip(strides).try_fold(0u64, |acc, (&n, &st)| {
+            let n = u64::try_from(n).ok()?;
+            acc.checked_add(n.saturating_sub(1).checked_mul(st as u64)?)
+        });
+        let end = last.and_then(|l| l.checked_add(1)?.checked_mul(es)?.checked_add(ptr));
+        if end.is_none() {
+            return Err(RuntimeError::BadTensor(format!("tensor {dtype}{shape:?} with strides {strides:?} is too large")));
+        }
+        let mut t =
+            ExternalTensor { ptr, dtype, rank: shape.len(), shape: [0; crate::tensor::MAX_RANK], strides: [0; crate::tensor::MAX_RANK] };
+        t.shape[..shape.len()].copy_from_slice(shape);
+        t.strides[..strides.len()].copy_from_slice(strides);
+        Ok(t)
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape[..self.rank]
+    }
+
+    pub fn strides(&self) -> &[i64] {
+        &self.strides[..self.rank]
+    }
+
+    /// The device address of element 0.
+    pub fn ptr(&self) -> u64 {
+        self.ptr
+    }
+}
+
 /// One launch argument (`From` conversions exist for tensors, views and Rust scalars).
 #[derive(Debug, Clone, Copy)]
 pub enum DeviceArg<'a> {
@@ -218,6 +289,8 @@ pub enum DeviceArg<'a> {
     Tensor(&'a DeviceTensor),
     /// A strided view of one (kernels take explicit strides, so any view launches).
     View(TensorView<'a>),
+    /// A tensor in memory the runtime does not own.
+    External(ExternalTensor),
     /// A scalar, converted to the parameter's dtype.
     Scalar(Scalar),
 }
@@ -560,6 +633,17 @@ impl Runtime {
         self.enqueue(&stream.cuda, k, args)
     }
 
+    /// [`Runtime::launch_async`] on a stream made by other code in the same context (PyTorch's
+    /// current stream, a CuPy stream), given by its `CUstream` handle (0: the legacy default
+    /// stream). Captured into a CUDA graph when that stream is capturing.
+    ///
+    /// # Safety
+    ///
+    /// `stream` must be 0 or a live stream of the runtime's context (device 0's primary context).
+    pub unsafe fn launch_on_handle(&self, stream: u64, k: &LoadedKernel, args: &[DeviceArg<'_>]) -> Result<(), RuntimeError> {
+        self.enqueue_raw(stream as cudarc::driver::sys::CUstream, k, args)
+    }
+
     /// The floor of any launch path on this driver: `n` calls of `cuLaunchKernel` with the
     /// arguments checked and packed once, then one wait. Returns the time of the `n` calls alone
     /// and the time including the wait (what [`crate::bench::launch_overhead`] compares with).
@@ -600,8 +684,15 @@ impl Runtime {
     }
 
     fn enqueue(&self, stream: &CudaStream, k: &LoadedKernel, args: &[DeviceArg<'_>]) -> Result<(), RuntimeError> {
+        self.enqueue_raw(stream.cu_stream(), k, args)
+    }
+
+    fn enqueue_raw(&self, stream: cudarc::driver::sys::CUstream, k: &LoadedKernel, args: &[DeviceArg<'_>]) -> Result<(), RuntimeError> {
         let mut scratch = k.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        let grid = k.plan.bind(&k.meta, &mut scratch, args.len(), &mut |i| crate::launch::arg_ref(&args[i], stream))?;
+        // Buffers of this runtime are addressed through its default stream (event tracking is
+        // off: nothing is recorded on it).
+        let own = &self.stream;
+        let grid = k.plan.bind(&k.meta, &mut scratch, args.len(), &mut |i| crate::launch::arg_ref(&args[i], own))?;
         let [gx, gy, gz] = grid;
         if gx == 0 || gy == 0 || gz == 0 {
             return Ok(());
@@ -623,7 +714,7 @@ impl Runtime {
                         (gx, gy, gz),
                         (k.meta.threads, 1, 1),
                         k.meta.shared_bytes,
-                        stream.cu_stream(),
+                        stream,
                         scratch.params(),
                     )
                 }
@@ -666,6 +757,25 @@ mod tests {
             Err(RuntimeError::Cuda(m)) => assert!(m.starts_with("doing a thing: ") && m.contains("Missing symbol cuFoo"), "{m}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn external_tensors_are_checked() {
+        // SAFETY (all): the tensors are never launched; only the checks run.
+        let ok = unsafe { ExternalTensor::new(0x1000, DType::BF16, &[3, 5], &[1, 3]) }.expect("a transposed view");
+        assert_eq!((ok.shape(), ok.strides(), ok.ptr()), (&[3, 5][..], &[1, 3][..], 0x1000));
+        let err = |r: Result<ExternalTensor, RuntimeError>| match r {
+            Err(RuntimeError::BadTensor(m)) => m,
+            other => panic!("expected BadTensor, got {other:?}"),
+        };
+        assert!(err(unsafe { ExternalTensor::new(0x1001, DType::F32, &[4], &[1]) }).contains("not a multiple of 4"));
+        assert!(err(unsafe { ExternalTensor::new(0x1000, DType::F32, &[4], &[-1]) }).contains("negative"));
+        assert!(err(unsafe { ExternalTensor::new(0x1000, DType::F32, &[4, 4], &[1]) }).contains("one stride per dimension"));
+        assert!(err(unsafe { ExternalTensor::new(0x1000, DType::F32, &[9; 9], &[1; 9]) }).contains("rank at most 8"));
+        assert!(err(unsafe { ExternalTensor::new(u64::MAX - 7, DType::F32, &[4], &[1]) }).contains("too large"));
+        assert!(err(unsafe { ExternalTensor::new(0, DType::F32, &[usize::MAX, 2], &[1 << 40, 1]) }).contains("too large"));
+        // An empty dimension reaches no element: any strides.
+        assert!(unsafe { ExternalTensor::new(0x1000, DType::F32, &[0, 7], &[1 << 60, 1]) }.is_ok());
     }
 
     #[test]

@@ -327,6 +327,7 @@ pub(crate) fn arg_ref<'b>(a: &'b DeviceArg<'_>, stream: &cudarc::driver::CudaStr
             let byte_offset = v.offset() as u64 * v.dtype().size() as u64;
             ArgRef::Tensor { dtype: v.dtype(), shape: v.shape(), strides: Some(v.strides()), ptr: ptr(v.tensor()) + byte_offset }
         }
+        DeviceArg::External(t) => ArgRef::Tensor { dtype: t.dtype(), shape: t.shape(), strides: Some(t.strides()), ptr: t.ptr() },
         DeviceArg::Scalar(s) => ArgRef::Scalar(*s),
     })
 }

@@ -46,7 +46,7 @@ pub mod tune;
 #[cfg(all(test, feature = "gpu-tests"))]
 mod gpu_tests;
 
-pub use device::{DeviceArg, DeviceLimits, DeviceTensor, LoadedKernel, Runtime, RuntimeError, Stream};
+pub use device::{DeviceArg, DeviceLimits, DeviceTensor, ExternalTensor, LoadedKernel, Runtime, RuntimeError, Stream};
 pub use npy::{Bf16Npy, NpyError, read_npy, read_npy_as, write_npy, write_npy_with};
 pub use program::{Error, Program};
 pub use tensor::{Element, Tensor, TensorView};

@@ -233,6 +233,7 @@ pub fn bucket(meta: &KernelMeta, args: &[DeviceArg<'_>]) -> Result<String, Runti
         .map(|a| match a {
             DeviceArg::Tensor(t) => ArgInfo::Tensor { dtype: t.dtype, shape: t.shape.clone() },
             DeviceArg::View(v) => ArgInfo::Tensor { dtype: v.dtype(), shape: v.shape().to_vec() },
+            DeviceArg::External(t) => ArgInfo::Tensor { dtype: t.dtype(), shape: t.shape().to_vec() },
             DeviceArg::Scalar(s) => ArgInfo::Scalar(*s),
         })
         .collect();

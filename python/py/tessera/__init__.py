@@ -5,19 +5,25 @@
     x = np.arange(1000, dtype=np.float32); z = np.empty_like(x)
     mod.vector_add(x, x, z)          # NumPy arrays run on the reference interpreter (CPU)
 
-A kernel is called with one argument per parameter, positionally or by name: arrays for tensor
-parameters (any strides and views; writable parameters are written back into the array you
-passed), Python numbers for scalars. Every shape, dtype, rank and `#[require]` check happens
-before the kernel runs and fails with `LaunchError`; a source that does not compile raises
-`CompileError` carrying the rendered diagnostic (file, line, caret).
+    q = torch.randn(4, 32, 4096, 128, device="cuda", dtype=torch.bfloat16)  # ... k, v, o alike
+    mod = tessera.compile("examples/attention.tile")
+    mod.attention(q, k, v, o, scale=0.088)   # torch CUDA tensors run on the GPU
 
-This first version runs NumPy arrays on the interpreter; GPU tensors (torch, DLPack) are next
-(docs/python.md).
+A kernel is called with one argument per parameter, positionally or by name: arrays for tensor
+parameters (any strides and views; writable parameters are written in place), Python numbers for
+scalars. NumPy arrays (and DLPack arrays in host memory) run on the reference interpreter; torch
+CUDA tensors and arrays with `__cuda_array_interface__` (CuPy) run on GPU 0, launched without
+waiting on the current stream of their library (`torch.cuda.current_stream()`, CuPy's current
+stream; other such arrays: the legacy default stream), so they are ordered with the library's own work and captured into CUDA graphs. Every
+shape, dtype, rank and `#[require]` check happens before the kernel runs and fails with
+`LaunchError`; a source that does not compile raises `CompileError` carrying the rendered
+diagnostic (file, line, caret).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -25,7 +31,7 @@ import numpy as np
 from ._tessera import CompileError, LaunchError, TesseraError
 from . import _tessera
 
-__all__ = ["compile", "Module", "Kernel", "TesseraError", "CompileError", "LaunchError"]
+__all__ = ["compile", "gpu_available", "Module", "Kernel", "TesseraError", "CompileError", "LaunchError"]
 
 # NumPy dtype → Tessera dtype. bf16 is ml_dtypes' `bfloat16` (what NumPy users save bf16 as).
 _DTYPES = {
@@ -74,6 +80,104 @@ def _as_array(name: str, v: Any, dtype: str, rank: int) -> np.ndarray:
     raise LaunchError(f"`{name}` must be a NumPy or DLPack array ({dtype}, rank {rank}), not {type(v).__name__}")
 
 
+# torch dtype name (`str(torch.bfloat16)` without the prefix) → Tessera dtype.
+_TORCH_DTYPES = {
+    "bool": "bool", "int8": "i8", "int16": "i16", "int32": "i32", "int64": "i64", "uint8": "u8",
+    "uint32": "u32", "uint64": "u64", "float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f64",
+}
+
+# `__cuda_array_interface__` type strings → Tessera dtype.
+_CAI_DTYPES = {
+    "|b1": "bool", "|i1": "i8", "<i2": "i16", "<i4": "i32", "<i8": "i64", "|u1": "u8", "<u4": "u32",
+    "<u8": "u64", "<f2": "f16", "<f4": "f32", "<f8": "f64",
+}
+
+
+def gpu_available() -> bool:
+    """Whether GPU 0 can run kernels in this process (a CUDA driver and a device)."""
+    return _tessera.gpu_status()[0]
+
+
+# Tessera dtype name → its code in the native launch (`_tessera.dtype_codes`).
+_CODES: Dict[str, int] = dict(_tessera.dtype_codes())
+# torch.dtype → Tessera dtype code, filled on first use (torch is imported only by its users).
+_TORCH_BY_DTYPE: Dict[Any, int] = {}
+
+
+def _torch_code(name: str, v: Any) -> int:
+    """The dtype code of a torch tensor (cached per torch dtype)."""
+    dtype = _TORCH_DTYPES.get(str(v.dtype).rsplit(".", 1)[-1])
+    if dtype is None:
+        raise LaunchError(f"`{name}`: torch tensors of dtype {v.dtype} have no Tessera dtype")
+    _TORCH_BY_DTYPE[v.dtype] = _CODES[dtype]
+    return _CODES[dtype]
+
+
+def _torch_tensor(name: str, v: Any) -> Tuple[int, int, Any, Any]:
+    """`(address, dtype code, shape, element strides)` of a torch CUDA tensor."""
+    if v.get_device() != 0:
+        raise LaunchError(f"`{name}` is on {v.device}; Tessera runs on cuda:0")
+    code = _TORCH_BY_DTYPE.get(v.dtype)
+    return v.data_ptr(), _torch_code(name, v) if code is None else code, v.shape, v.stride()
+
+
+def _device_tensor(name: str, v: Any, writable: bool) -> Optional[Tuple[Tuple[int, int, Any, Any], str]]:
+    """For a tensor in GPU memory, `((address, dtype code, shape, element strides), library)`, where
+    library is `"torch"`, `"cupy"` (whose current stream the launch goes on) or `"cai"` (another
+    `__cuda_array_interface__` array: the legacy default stream); `None` for anything else."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(v, torch.Tensor):
+        return (_torch_tensor(name, v), "torch") if v.is_cuda else None
+    cai = getattr(v, "__cuda_array_interface__", None)
+    if cai is None:
+        return None
+    dev = getattr(getattr(v, "device", None), "id", 0)
+    if dev != 0:
+        raise LaunchError(f"`{name}` is on GPU {dev}; Tessera runs on GPU 0")
+    dtype = _CAI_DTYPES.get(cai["typestr"])
+    if dtype is None:
+        raise LaunchError(f"`{name}`: arrays of type {cai['typestr']} have no Tessera dtype")
+    ptr, readonly = cai["data"]
+    if readonly and writable:
+        raise LaunchError(f"`{name}` is written by the kernel but its array is read-only")
+    shape = list(cai["shape"])
+    size = int(cai["typestr"][2:])
+    if cai.get("strides") is None:
+        strides, acc = [], 1
+        for n in reversed(shape):
+            strides.append(acc)
+            acc *= n
+        strides.reverse()
+    else:
+        if any(b % size for b in cai["strides"]):
+            raise LaunchError(f"`{name}`: strides {cai['strides']} are not whole elements")
+        strides = [b // size for b in cai["strides"]]
+    library = "cupy" if type(v).__module__.startswith("cupy") else "cai"
+    return (ptr, _CODES[dtype], tuple(shape), tuple(strides)), library
+
+
+# Set by the first launch on torch tensors: torch's current-stream getter and tensor class.
+_torch_stream = None
+_torch_tensor_type: Any = None
+
+
+def _current_stream(library: str) -> int:
+    """The handle of the library's current stream on GPU 0."""
+    global _torch_stream, _torch_tensor_type
+    if library == "torch":
+        if _torch_stream is None:
+            torch = sys.modules["torch"]
+            raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+            _torch_stream = raw if raw is not None else lambda d: torch.cuda.current_stream(d).cuda_stream
+            _torch_tensor_type = torch.Tensor
+        return _torch_stream(0)
+    if library == "cupy":
+        return sys.modules["cupy"].cuda.get_current_stream().ptr
+    # Another library's array: the legacy default stream, ordered after the work of every
+    # blocking stream (where `__cuda_array_interface__` producers leave their data).
+    return 0
+
+
 class Kernel:
     """A compiled kernel; call it like a function (see the module documentation)."""
 
@@ -82,6 +186,10 @@ class Kernel:
         self.name: str = native.name
         # (name, "tensor" | "scalar", dtype, rank, writable) per parameter.
         self.params: Sequence[Tuple[str, str, str, int, bool]] = native.params()
+        self._tensors = [(i, p[0], p[4]) for i, p in enumerate(self.params) if p[1] == "tensor"]
+        self._scalars = [i for i, p in enumerate(self.params) if p[1] != "tensor"]
+        self._tidx = [i for i, _n, _w in self._tensors]
+        self._n = len(self.params)
 
     @property
     def ptx(self) -> str:
@@ -110,7 +218,29 @@ class Kernel:
         return [bound[n] for n in names]
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
-        values = self._bind(args, kwargs)
+        values = args if not kwargs and len(args) == self._n else self._bind(args, kwargs)
+        # The hot path, inline: every tensor a plain torch CUDA tensor on device 0 of a known
+        # dtype (anything else takes the general path below, which explains what is wrong).
+        if _torch_stream is not None:
+            native = list(values)
+            tensor = _torch_tensor_type
+            for i in self._tidx:
+                v = values[i]
+                # `get_device()` is -1 on the CPU.
+                if type(v) is not tensor or v.get_device() != 0:
+                    break
+                code = _TORCH_BY_DTYPE.get(v.dtype)
+                if code is None:
+                    break
+                native[i] = (v.data_ptr(), code, v.shape, v.stride())
+            else:
+                for i in self._scalars:
+                    if isinstance(values[i], np.generic):
+                        native[i] = values[i].item()
+                self._k.launch_gpu(native, _torch_stream(0))
+                return
+        if self._launch_gpu(values):
+            return
         native_args = []
         arrays: Dict[str, np.ndarray] = {}
         for (name, kind, dtype, rank, _w), v in zip(self.params, values):
@@ -136,6 +266,35 @@ class Kernel:
                     a[...] = np.frombuffer(out, dtype=a.dtype).reshape(a.shape)
                 except ValueError as e:  # a read-only array (or DLPack view)
                     raise LaunchError(f"`{name}` is written by the kernel but its array is read-only: {e}") from None
+
+
+    def _launch_gpu(self, values: Sequence[Any]) -> bool:
+        """Launches on the GPU when the tensor arguments are in GPU memory; False when they are
+        host arrays (for the interpreter)."""
+        native = [v.item() if isinstance(v, np.generic) else v for v in values]
+        library = None
+        host = []
+        torch = sys.modules.get("torch")
+        for i, name, writable in self._tensors:
+            v = values[i]
+            if torch is not None and type(v) is torch.Tensor and v.is_cuda:
+                # The common case first: a plain torch CUDA tensor.
+                native[i] = _torch_tensor(name, v)
+                library = library or "torch"
+                continue
+            d = _device_tensor(name, v, writable)
+            if d is None:
+                host.append(name)
+                continue
+            native[i] = d[0]
+            library = library or d[1]
+        if library is None:
+            return False
+        if host:
+            raise LaunchError(f"kernel `{self.name}`: {', '.join(f'`{n}`' for n in host)} in host memory, other "
+                              "tensors on the GPU; pass all tensors on one side")
+        self._k.launch_gpu(native, _current_stream(library))
+        return True
 
 
 class Module:

@@ -1,0 +1,142 @@
+"""The Python package on the GPU: torch CUDA tensors (and CuPy arrays) launched on GPU 0.
+
+Marked `gpu`; skipped where torch has no CUDA device or Tessera finds no driver (CI's CPU
+machines). Run on a GPU machine: `python3 -m pytest -q -m gpu python/tests`.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+import tessera
+
+torch = pytest.importorskip("torch")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not (torch.cuda.is_available() and tessera.gpu_available()), reason="no CUDA GPU"),
+]
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
+
+
+def example(name, **consts):
+    return tessera.compile(os.path.join(EXAMPLES, name), consts=consts)
+
+
+def rel_err(got, want):
+    return float((got.float() - want.float()).norm() / want.float().norm())
+
+
+def test_vector_add_on_torch_tensors():
+    mod = example("vector_add.tile")
+    x = torch.randn(100_003, device="cuda")
+    y = torch.randn(100_003, device="cuda")
+    z = torch.full_like(x, float("nan"))
+    mod.vector_add(x, y, z)
+    torch.cuda.synchronize()
+    assert torch.equal(z, x + y)
+
+
+def test_matmul_on_strided_views():
+    mod = example("matmul.tile")
+    g = torch.Generator(device="cuda").manual_seed(1)
+    a = torch.randn(300, 200, device="cuda", generator=g).bfloat16()
+    # `b` is a transposed view and `c` a column slice of a wider buffer: any strides launch.
+    bt = torch.randn(136, 200, device="cuda", generator=g).bfloat16()
+    wide = torch.full((300, 200), float("nan"), device="cuda", dtype=torch.bfloat16)
+    c = wide[:, 10:146]
+    mod.matmul(a, bt.t(), c)
+    torch.cuda.synchronize()
+    want = a.float() @ bt.t().float()
+    assert rel_err(c, want) < 1e-2
+    assert torch.isnan(wide[:, :10].float()).all() and torch.isnan(wide[:, 146:].float()).all(), "wrote outside the view"
+
+
+def test_attention_against_sdpa():
+    mod = example("attention.tile")
+    g = torch.Generator(device="cuda").manual_seed(2)
+    q, k, v = (torch.randn(2, 4, 77, 128, device="cuda", generator=g).bfloat16() for _ in range(3))
+    o = torch.empty_like(q)
+    mod.attention(q, k, v, o, scale=128 ** -0.5)
+    torch.cuda.synchronize()
+    want = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    assert rel_err(o, want) < 1e-2
+
+
+def test_launches_on_the_current_stream():
+    mod = example("vector_add.tile")
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        # Made and read on `s`: only a launch on `s` is ordered between them.
+        x = torch.randn(1 << 22, device="cuda")
+        z = torch.empty_like(x)
+        for _ in range(3):
+            mod.vector_add(x, x, z)
+        total = (z - 2 * x).abs().max()
+    s.synchronize()
+    assert total.item() == 0
+
+
+def test_cuda_graph_replay():
+    mod = example("vector_add.tile")
+    x = torch.randn(4096, device="cuda")
+    y = torch.randn(4096, device="cuda")
+    z = torch.zeros_like(x)
+    mod.vector_add(x, y, z)  # loaded before the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        mod.vector_add(x, y, z)
+    x.copy_(torch.arange(4096, device="cuda", dtype=torch.float32))
+    y.fill_(1)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(z, torch.arange(4096, device="cuda", dtype=torch.float32) + 1)
+
+
+def test_checks_come_before_the_launch():
+    mod = example("vector_add.tile")
+    x = torch.randn(10, device="cuda")
+    with pytest.raises(tessera.LaunchError, match="N"):
+        mod.vector_add(x, torch.randn(11, device="cuda"), torch.empty_like(x))
+    with pytest.raises(tessera.LaunchError, match="f32"):
+        mod.vector_add(x, x.double(), torch.empty_like(x))
+    with pytest.raises(tessera.LaunchError, match="host memory"):
+        mod.vector_add(x, np.zeros(10, np.float32), torch.empty_like(x))
+
+
+def test_cupy_arrays():
+    cupy = pytest.importorskip("cupy")
+    mod = example("vector_add.tile")
+    x = cupy.arange(1000, dtype=cupy.float32)
+    z = cupy.zeros_like(x)
+    mod.vector_add(x, x[::-1].copy(), z)
+    cupy.cuda.get_current_stream().synchronize()
+    assert bool((z == 999).all())
+
+
+def test_custom_op_in_torch_compile_without_graph_breaks():
+    import tessera.torch as tt
+
+    add = tt.custom_op(example("vector_add.tile").vector_add, name="vector_add_test")
+    assert tt.custom_op(tt._registered["vector_add_test"][0], name="vector_add_test") is add
+    assert tt.schema(tt._registered["vector_add_test"][0]) == "(Tensor x, Tensor y, Tensor(a!) z) -> ()"
+
+    @torch.compile(fullgraph=True)
+    def f(x, y):
+        z = torch.empty_like(x)
+        add(x, y, z)
+        return z * 2
+
+    x, y = torch.randn(5000, device="cuda"), torch.randn(5000, device="cuda")
+    assert torch.equal(f(x, y), (x + y) * 2)
+    with pytest.raises(tessera.LaunchError, match="registered already"):
+        tt.custom_op(example("vector_add.tile", BLOCK=256).vector_add, name="vector_add_test")
+
+
+def test_torch_attention_block_matches_eager():
+    import runpy
+
+    ns = runpy.run_path(os.path.join(EXAMPLES, "python", "attention_block_torch.py"))
+    assert ns["main"](batch=2, seq=77, heads=2, timing=False) < 2e-2  # 77 tokens: partial tiles

@@ -1,0 +1,60 @@
+"""Launch overhead from Python on torch tensors: a one-block kernel called 10^4 times, then one
+synchronise, per call; Tessera (`vector_add.tile`, 1024 elements: one block) against a Triton
+kernel of the same work and `torch.add(out=)`, in one process on one GPU. Each is warmed up, then
+timed five times; the median is printed.
+
+Run on a GPU machine with torch and Triton and the package installed (`pip install ./python`):
+`python3 tests/bench/python_launch.py`.
+"""
+
+import os
+import time
+
+import torch
+import triton
+import triton.language as tl
+
+import tessera
+
+N = 1024
+CALLS = 10_000
+
+
+@triton.jit
+def add_kernel(x, y, z, n, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = i < n
+    tl.store(z + i, tl.load(x + i, mask=m) + tl.load(y + i, mask=m), mask=m)
+
+
+def per_call_us(fn) -> float:
+    fn()
+    torch.cuda.synchronize()
+    runs = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(CALLS):
+            fn()
+        torch.cuda.synchronize()
+        runs.append((time.perf_counter() - start) / CALLS * 1e6)
+    return sorted(runs)[2]
+
+
+def main() -> None:
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    add = tessera.compile(os.path.join(root, "examples", "vector_add.tile")).vector_add
+    x, y = torch.randn(N, device="cuda"), torch.randn(N, device="cuda")
+    z = torch.empty_like(x)
+    add(x, y, z)
+    torch.cuda.synchronize()
+    assert torch.equal(z, x + y)
+    t = per_call_us(lambda: add(x, y, z))
+    tr = per_call_us(lambda: add_kernel[(1,)](x, y, z, N, BLOCK=N))
+    ta = per_call_us(lambda: torch.add(x, y, out=z))
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
+    print(f"per call, {CALLS} calls then one synchronise (median of 5): tessera {t:.2f} us, triton {tr:.2f} us, "
+          f"torch.add {ta:.2f} us; tessera / triton = {t / tr:.2f}")
+
+
+if __name__ == "__main__":
+    main()
