@@ -13,7 +13,10 @@ use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyTuple};
 use std::sync::{Arc, OnceLock};
 use tessera_compiler::interp::{self, Arg, RunOptions};
 use tessera_compiler::tir::{ConstValue, ParamKind};
-use tessera_compiler::{CompiledKernel, DType, HostTensor, Options, Scalar, Source, Target};
+use tessera_compiler::{DType, HostTensor, KernelMeta, Options, Scalar, Source, Target, tir};
+use tessera_runtime::bench::TimingOptions;
+use tessera_runtime::cache::{Artifacts, Cache};
+use tessera_runtime::tune::{self, TuneRequest};
 use tessera_runtime::{DeviceArg, ExternalTensor, LoadedKernel, Runtime};
 
 create_exception!(_tessera, TesseraError, PyException, "Any error of the Tessera package.");
@@ -29,12 +32,72 @@ create_exception!(
 #[pyclass(frozen, module = "tessera._tessera")]
 struct Module {
     kernels: Vec<Arc<Entry>>,
+    /// Where the build came from: the compile cache's `Hit::name` ("miss", "memory", "disk").
+    hit: &'static str,
 }
 
-/// A compiled kernel and, once it has run on the GPU, its loaded module.
+/// What a module was compiled from (for the interpreter's tile IR, made on demand, and for
+/// tuning).
+struct Build {
+    src: Source,
+    opts: Options,
+}
+
+/// A compiled kernel, as the compile cache keeps it, and what is made of it on demand.
 struct Entry {
-    k: CompiledKernel,
+    build: Arc<Build>,
+    meta: KernelMeta,
+    ptx: String,
+    /// The tile IR the interpreter runs: kept from a compile, or made by the frontend when the
+    /// build came from the cache.
+    tir: OnceLock<Result<tir::Kernel, String>>,
+    /// The kernel loaded on the GPU, once it has run there.
     loaded: OnceLock<Result<LoadedKernel, String>>,
+}
+
+impl Entry {
+    fn tir(&self) -> PyResult<&tir::Kernel> {
+        let made = self.tir.get_or_init(|| {
+            let kernels = tessera_compiler::frontend(&self.build.src, &self.build.opts).map_err(|d| d.render())?;
+            kernels.into_iter().find(|k| k.name == self.meta.name).ok_or_else(|| format!("the source lost kernel `{}`", self.meta.name))
+        });
+        made.as_ref().map_err(|e| LaunchError::new_err(e.clone()))
+    }
+
+    fn loaded(&self, rt: &Runtime) -> PyResult<&LoadedKernel> {
+        let loaded = self.loaded.get_or_init(|| rt.load(&self.ptx, &self.meta).map_err(|e| e.to_string()));
+        loaded.as_ref().map_err(|e| LaunchError::new_err(e.clone()))
+    }
+}
+
+/// Compiles `build` through the compile cache the CLI uses (`TESSERA_CACHE_DIR`).
+fn compile_build(py: Python<'_>, build: Build) -> PyResult<Module> {
+    let build = Arc::new(build);
+    let (b, mut kept) = (build.clone(), None);
+    // Compiling is pure CPU work that may take a while: other Python threads run meanwhile.
+    let cached = py.allow_threads(|| {
+        Cache::global().get_or_compile_with(&b.src, &b.opts, || {
+            let m = tessera_compiler::compile(&b.src, &b.opts)?;
+            let artifacts = Artifacts::from_module(&m);
+            kept = Some(m.kernels);
+            Ok(artifacts)
+        })
+    });
+    let cached = cached.map_err(|d| CompileError::new_err(d.render()))?;
+    let mut kept = kept.unwrap_or_default();
+    let kernels = cached
+        .artifacts
+        .kernels
+        .iter()
+        .map(|a| {
+            let tir = OnceLock::new();
+            if let Some(at) = kept.iter().position(|k| k.meta.name == a.meta.name) {
+                let _ = tir.set(Ok(kept.swap_remove(at).tir));
+            }
+            Arc::new(Entry { build: build.clone(), meta: a.meta.clone(), ptx: a.ptx.clone(), tir, loaded: OnceLock::new() })
+        })
+        .collect();
+    Ok(Module { kernels, hit: cached.hit.name() })
 }
 
 /// One compiled kernel.
@@ -129,10 +192,7 @@ fn compile(
         values.push((k, value));
     }
     let opts = Options { consts: values, target: target_of(target)?, ..Options::default() };
-    // Compiling is pure CPU work that may take a while: other Python threads run meanwhile.
-    let module = py.allow_threads(|| tessera_compiler::compile(&src, &opts));
-    let module = module.map_err(|d| CompileError::new_err(d.render()))?;
-    Ok(Module { kernels: module.kernels.into_iter().map(|k| Arc::new(Entry { k, loaded: OnceLock::new() })).collect() })
+    compile_build(py, Build { src, opts })
 }
 
 /// Reads and compiles the `.tile` file at `path` (checked before it is read whole).
@@ -148,12 +208,18 @@ fn compile_file(py: Python<'_>, path: &str, consts: Vec<(String, Bound<'_, PyAny
 impl Module {
     /// The kernels' names, in source order.
     fn names(&self) -> Vec<String> {
-        self.kernels.iter().map(|e| e.k.meta.name.clone()).collect()
+        self.kernels.iter().map(|e| e.meta.name.clone()).collect()
+    }
+
+    /// Where the build came from: the compile cache's "miss", "memory" or "disk".
+    #[getter]
+    fn cache(&self) -> &'static str {
+        self.hit
     }
 
     /// The kernel called `name`.
     fn kernel(&self, name: &str) -> PyResult<Kernel> {
-        match self.kernels.iter().find(|e| e.k.meta.name == name) {
+        match self.kernels.iter().find(|e| e.meta.name == name) {
             Some(e) => Ok(Kernel { e: e.clone() }),
             None => Err(LaunchError::new_err(format!("no kernel `{name}` (kernels: {})", self.names().join(", ")))),
         }
@@ -168,15 +234,14 @@ fn dtype_of(name: &str) -> PyResult<DType> {
 impl Kernel {
     #[getter]
     fn name(&self) -> String {
-        self.e.k.meta.name.clone()
+        self.e.meta.name.clone()
     }
 
     /// The parameters: `(name, kind, dtype, rank, writable)` with kind `"tensor"` or
     /// `"scalar"` (rank 0 for scalars).
     fn params(&self) -> Vec<(String, &'static str, String, usize, bool)> {
         self.e
-            .k
-            .tir
+            .meta
             .params
             .iter()
             .map(|p| match &p.kind {
@@ -189,7 +254,7 @@ impl Kernel {
     /// The PTX of the kernel.
     #[getter]
     fn ptx(&self) -> String {
-        self.e.k.ptx.clone()
+        self.e.ptx.clone()
     }
 
     /// Runs the kernel on the interpreter. `args`: per parameter, `(dtype, shape, bytes)` for a
@@ -220,14 +285,14 @@ impl Kernel {
                 return Err(LaunchError::new_err(format!("argument {} is neither a tensor nor an int, float or bool", host.len())));
             }
         }
-        let e = self.e.clone();
-        let (result, printed) = py.allow_threads(move || {
+        let tir = self.e.tir()?;
+        let (result, printed) = py.allow_threads(|| {
             let mut out = Vec::new();
-            let r = interp::run_kernel_with(&e.k.tir, &mut host, &RunOptions::default(), &mut out);
+            let r = interp::run_kernel_with(tir, &mut host, &RunOptions::default(), &mut out);
             (r.map(|()| host), out)
         });
         let host = result.map_err(|e| LaunchError::new_err(e.to_string()))?;
-        let writable: Vec<bool> = self.e.k.tir.params.iter().map(|p| matches!(p.kind, ParamKind::Tensor { mutable: true, .. })).collect();
+        let writable: Vec<bool> = self.e.meta.params.iter().map(|p| matches!(p.kind, ParamKind::Tensor { mutable: true, .. })).collect();
         let outs = host
             .iter()
             .zip(writable.iter().chain(std::iter::repeat(&false)))
@@ -250,30 +315,91 @@ impl Kernel {
     /// stream of device 0's primary context.
     fn launch_gpu(&self, args: &Bound<'_, PyList>, stream: u64) -> PyResult<()> {
         let rt = runtime().map_err(LaunchError::new_err)?;
-        let loaded = self.e.loaded.get_or_init(|| rt.load(&self.e.k.ptx, &self.e.k.meta).map_err(|e| e.to_string()));
-        let loaded = loaded.as_ref().map_err(|e| LaunchError::new_err(e.clone()))?;
-        let mut dev = Vec::with_capacity(args.len());
-        for (i, a) in args.iter().enumerate() {
-            // Type checks before extractions (a failed extraction builds an exception, which
-            // costs more than the launch), and no allocation per tensor: this is the launch
-            // overhead Python users see.
-            if let Ok(t) = a.downcast::<PyTuple>() {
-                let t = device_tensor(t).map_err(|e| LaunchError::new_err(format!("argument {i}: {e}")))?;
-                dev.push(DeviceArg::External(t));
-            } else if let Ok(b) = a.downcast::<PyBool>() {
-                dev.push(DeviceArg::Scalar(Scalar::Bool(b.is_true())));
-            } else if let Ok(v) = a.downcast::<PyInt>() {
-                let v = v.extract::<i64>().map_err(|_| LaunchError::new_err(format!("argument {i}: {v} does not fit 64 bits")))?;
-                dev.push(DeviceArg::Scalar(Scalar::Int(v)));
-            } else if let Ok(f) = a.downcast::<PyFloat>() {
-                dev.push(DeviceArg::Scalar(Scalar::Float(f.value())));
-            } else {
-                return Err(LaunchError::new_err(format!("argument {i} is neither a device tensor nor an int, float or bool")));
-            }
-        }
+        let loaded = self.e.loaded(rt)?;
+        let dev = device_args(args)?;
         // SAFETY: as above, for the stream.
         unsafe { rt.launch_on_handle(stream, loaded, &dev) }.map_err(|e| LaunchError::new_err(e.to_string()))
     }
+
+    /// Autotunes the kernel over its `#[tune]` space on `args` (as for `launch_gpu`; the
+    /// kernel's outputs are overwritten by every configuration tried) or takes the winner the
+    /// tuning cache has for this shape bucket and device (unless `retune`). `progress`, when
+    /// given, is called as `progress(compiled, timed, total, best)` with `best` the fastest
+    /// `(ms, configuration)` so far or `None`. Returns the winner's kernel (compiled through the
+    /// cache), the table of configurations tried (with the tuner's notes) and whether the
+    /// winner came from the tuning cache.
+    #[pyo3(signature = (args, retune=false, progress=None))]
+    fn tune(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyList>,
+        retune: bool,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<(Kernel, String, bool)> {
+        let rt = runtime().map_err(LaunchError::new_err)?;
+        let dev = device_args(args)?;
+        let name = self.e.meta.name.clone();
+        let base = Options { kernel: Some(name.clone()), ..self.e.build.opts.clone() };
+        let req = TuneRequest {
+            src: &self.e.build.src,
+            opts: &base,
+            kernel: &name,
+            meta: &self.e.meta,
+            timing: TimingOptions { warmup_ms: 10.0, rep_ms: 40.0, min_reps: 3, ..TimingOptions::default() },
+            retune,
+        };
+        let mut notes = vec![];
+        let mut failed: Option<PyErr> = None;
+        let tuned = tune::tune(rt, Cache::global(), &req, &dev, &mut notes, &mut |p| {
+            if let (Some(cb), None) = (&progress, &failed) {
+                let best = p.best.as_ref().map(|(ms, c)| (*ms, c.clone()));
+                if let Err(e) = cb.call1((p.compiled, p.timed, p.total, best)) {
+                    failed = Some(e);
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let tuned = tuned.map_err(|e| LaunchError::new_err(e.to_string()))?;
+        let opts = tuned.best().config.apply(&base);
+        let module = compile_build(py, Build { src: self.e.build.src.clone(), opts })?;
+        let e = module
+            .kernels
+            .into_iter()
+            .find(|e| e.meta.name == name)
+            .ok_or_else(|| LaunchError::new_err(format!("the tuned build lost kernel `{name}`")))?;
+        let mut table = tuned.table();
+        for n in notes {
+            table.push_str(&n);
+            table.push('\n');
+        }
+        Ok((Kernel { e }, table, tuned.from_cache))
+    }
+}
+
+/// The device arguments of `Kernel::launch_gpu` and `Kernel::tune`.
+fn device_args(args: &Bound<'_, PyList>) -> PyResult<Vec<DeviceArg<'static>>> {
+    let mut dev = Vec::with_capacity(args.len());
+    for (i, a) in args.iter().enumerate() {
+        // Type checks before extractions (a failed extraction builds an exception, which costs
+        // more than the launch), and no allocation per tensor: this is the launch overhead
+        // Python users see.
+        if let Ok(t) = a.downcast::<PyTuple>() {
+            let t = device_tensor(t).map_err(|e| LaunchError::new_err(format!("argument {i}: {e}")))?;
+            dev.push(DeviceArg::External(t));
+        } else if let Ok(b) = a.downcast::<PyBool>() {
+            dev.push(DeviceArg::Scalar(Scalar::Bool(b.is_true())));
+        } else if let Ok(v) = a.downcast::<PyInt>() {
+            let v = v.extract::<i64>().map_err(|_| LaunchError::new_err(format!("argument {i}: {v} does not fit 64 bits")))?;
+            dev.push(DeviceArg::Scalar(Scalar::Int(v)));
+        } else if let Ok(f) = a.downcast::<PyFloat>() {
+            dev.push(DeviceArg::Scalar(Scalar::Float(f.value())));
+        } else {
+            return Err(LaunchError::new_err(format!("argument {i} is neither a device tensor nor an int, float or bool")));
+        }
+    }
+    Ok(dev)
 }
 
 #[pymodule]

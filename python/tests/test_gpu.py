@@ -140,3 +140,20 @@ def test_torch_attention_block_matches_eager():
 
     ns = runpy.run_path(os.path.join(EXAMPLES, "python", "attention_block_torch.py"))
     assert ns["main"](batch=2, seq=77, heads=2, timing=False) < 2e-2  # 77 tokens: partial tiles
+
+
+def test_tune_picks_and_caches_a_winner():
+    src = ("use std::math::cdiv;\n#[grid(cdiv(N, BLOCK))]\n#[tune(BLOCK = [128, 1024])]\n"
+           "kernel scale_add<const BLOCK: i32 = 256>(x: &f32[N], z: &mut f32[N], a: f32) {\n"
+           "    let i0 = program_id(0) * BLOCK;\n    z.store([i0], x.load([i0], [BLOCK]) * a + 1.0);\n}\n")
+    k = tessera.compile(src).scale_add
+    x = torch.randn(1 << 20, device="cuda")
+    z = torch.empty_like(x)
+    tuned = k.tune(x, z, 2.0, retune=True, progress=False)
+    assert "BLOCK=128" in tuned.tune_table and "BLOCK=1024" in tuned.tune_table
+    assert tuned.tuned_from_cache is False
+    tuned(x, z, 3.0)
+    torch.cuda.synchronize()
+    assert torch.allclose(z, x * 3 + 1)
+    again = k.tune(x, z, 2.0, progress=False)
+    assert again.tuned_from_cache is True

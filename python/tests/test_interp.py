@@ -188,3 +188,14 @@ def test_a_read_only_output_is_an_error():
     z.flags.writeable = False
     with pytest.raises(tessera.LaunchError, match="read-only"):
         mod.vector_add(x, x, z)
+
+
+def test_builds_go_through_the_compile_cache():
+    src = "#[grid(1)]\nkernel fill_one(z: &mut f32[N]) { z.store([0], 1.0 + 0.0 * arange(8) as f32); }\n"
+    first = tessera.compile(src)
+    again = tessera.compile(src)
+    assert first.cache in ("miss", "disk") and again.cache == "memory"
+    # A build from the cache has no tile IR yet: the interpreter makes it from the source.
+    z = np.zeros(8, np.float32)
+    again.fill_one(z)
+    np.testing.assert_array_equal(z, np.ones(8, np.float32))

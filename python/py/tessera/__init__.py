@@ -184,6 +184,9 @@ class Kernel:
     def __init__(self, native: Any) -> None:
         self._k = native
         self.name: str = native.name
+        # Set on a kernel returned by `tune`.
+        self.tune_table: Optional[str] = None
+        self.tuned_from_cache: Optional[bool] = None
         # (name, "tensor" | "scalar", dtype, rank, writable) per parameter.
         self.params: Sequence[Tuple[str, str, str, int, bool]] = native.params()
         self._tensors = [(i, p[0], p[4]) for i, p in enumerate(self.params) if p[1] == "tensor"]
@@ -271,6 +274,46 @@ class Kernel:
     def _launch_gpu(self, values: Sequence[Any]) -> bool:
         """Launches on the GPU when the tensor arguments are in GPU memory; False when they are
         host arrays (for the interpreter)."""
+        native, library = self._device_args(values)
+        if library is None:
+            return False
+        self._k.launch_gpu(native, _current_stream(library))
+        return True
+
+    def tune(self, *args: Any, retune: bool = False, progress: bool = True, **kwargs: Any) -> "Kernel":
+        """Autotunes the kernel over its `#[tune]` space on these GPU arguments (torch CUDA tensors
+        or CUDA arrays, as for a call; every configuration tried writes the outputs) and returns
+        the winner as a kernel to call. The winner is cached per shape bucket (each dimension
+        rounded up to a power of two) and device, in the compile cache the CLI uses: a later
+        `tune` on similar shapes returns at once (`retune=True` tunes again). With `progress`, a
+        progress line goes to `sys.stderr`. The returned kernel's `tune_table` is the table of
+        configurations tried."""
+        values = self._bind(args, kwargs)
+        native, library = self._device_args(values)
+        if library is None:
+            raise LaunchError(f"kernel `{self.name}`: tuning runs on the GPU; pass torch CUDA tensors or CUDA arrays")
+        # The tuner launches on its own stream: the inputs must be ready.
+        if library == "torch":
+            sys.modules["torch"].cuda.synchronize()
+        elif library == "cupy":
+            sys.modules["cupy"].cuda.get_current_stream().synchronize()
+
+        def line(compiled: int, timed: int, total: int, best: Optional[Tuple[float, str]]) -> None:
+            tail = f", best {best[0]:.4f} ms ({best[1]})" if best else ""
+            sys.stderr.write(f"\rtuning {self.name}: compiled {compiled}/{total}, timed {timed}/{total}{tail}\x1b[K")
+            sys.stderr.flush()
+
+        native_k, table, cached = self._k.tune(native, retune, line if progress else None)
+        if progress and not cached:
+            sys.stderr.write("\n")
+        tuned = Kernel(native_k)
+        tuned.tune_table = table
+        tuned.tuned_from_cache = cached
+        return tuned
+
+    def _device_args(self, values: Sequence[Any]) -> Tuple[list, Optional[str]]:
+        """The native arguments of a GPU launch and the library whose stream it goes on; `None`
+        as the library when the tensors are host arrays."""
         native = [v.item() if isinstance(v, np.generic) else v for v in values]
         library = None
         host = []
@@ -288,13 +331,10 @@ class Kernel:
                 continue
             native[i] = d[0]
             library = library or d[1]
-        if library is None:
-            return False
-        if host:
+        if library is not None and host:
             raise LaunchError(f"kernel `{self.name}`: {', '.join(f'`{n}`' for n in host)} in host memory, other "
                               "tensors on the GPU; pass all tensors on one side")
-        self._k.launch_gpu(native, _current_stream(library))
-        return True
+        return native, library
 
 
 class Module:
@@ -302,6 +342,8 @@ class Module:
 
     def __init__(self, native: Any) -> None:
         self._m = native
+        # Where the build came from: the compile cache's "miss", "memory" or "disk".
+        self.cache: str = native.cache
         self.kernels: Dict[str, Kernel] = {n: Kernel(native.kernel(n)) for n in native.names()}
 
     def __getattr__(self, name: str) -> Kernel:
