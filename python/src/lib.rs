@@ -45,7 +45,8 @@ struct Build {
 
 /// A compiled kernel, as the compile cache keeps it, and what is made of it on demand.
 struct Entry {
-    build: Arc<Build>,
+    /// `None` for a kernel loaded ahead of time (no source: it runs on the GPU only).
+    build: Option<Arc<Build>>,
     meta: KernelMeta,
     ptx: String,
     /// The tile IR the interpreter runs: kept from a compile, or made by the frontend when the
@@ -56,9 +57,20 @@ struct Entry {
 }
 
 impl Entry {
+    /// What it was compiled from, or an error for a kernel loaded ahead of time.
+    fn build(&self) -> PyResult<&Arc<Build>> {
+        self.build.as_ref().ok_or_else(|| {
+            LaunchError::new_err(format!(
+                "kernel `{}` was loaded ahead of time, without its source: it runs on the GPU only, and cannot be tuned",
+                self.meta.name
+            ))
+        })
+    }
+
     fn tir(&self) -> PyResult<&tir::Kernel> {
+        let build = self.build()?;
         let made = self.tir.get_or_init(|| {
-            let kernels = tessera_compiler::frontend(&self.build.src, &self.build.opts).map_err(|d| d.render())?;
+            let kernels = tessera_compiler::frontend(&build.src, &build.opts).map_err(|d| d.render())?;
             kernels.into_iter().find(|k| k.name == self.meta.name).ok_or_else(|| format!("the source lost kernel `{}`", self.meta.name))
         });
         made.as_ref().map_err(|e| LaunchError::new_err(e.clone()))
@@ -94,7 +106,7 @@ fn compile_build(py: Python<'_>, build: Build) -> PyResult<Module> {
             if let Some(at) = kept.iter().position(|k| k.meta.name == a.meta.name) {
                 let _ = tir.set(Ok(kept.swap_remove(at).tir));
             }
-            Arc::new(Entry { build: build.clone(), meta: a.meta.clone(), ptx: a.ptx.clone(), tir, loaded: OnceLock::new() })
+            Arc::new(Entry { build: Some(build.clone()), meta: a.meta.clone(), ptx: a.ptx.clone(), tir, loaded: OnceLock::new() })
         })
         .collect();
     Ok(Module { kernels, hit: cached.hit.name() })
@@ -195,6 +207,43 @@ fn compile(
     compile_build(py, Build { src, opts })
 }
 
+/// The most kernels `load_aot` reads from one folder.
+const MAX_AOT_KERNELS: usize = 4096;
+
+/// Loads the ahead-of-time kernels in `dir`: every `KERNEL.json` with its `KERNEL.ptx`, as
+/// `tessera build FILE --emit ptx,meta -o DIR` writes them (each pair checked: the metadata
+/// describes the PTX and this version of Tessera wrote it). They run on the GPU only.
+#[pyfunction]
+fn load_aot(py: Python<'_>, dir: &str) -> PyResult<Module> {
+    let path = std::path::Path::new(dir);
+    let entries = std::fs::read_dir(path).map_err(|e| LaunchError::new_err(format!("`{dir}`: {e}")))?;
+    let mut names = vec![];
+    for entry in entries {
+        let entry = entry.map_err(|e| LaunchError::new_err(format!("`{dir}`: {e}")))?;
+        let file = entry.file_name();
+        let Some(name) = file.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
+        if tessera_runtime::aot::is_kernel_name(name) && path.join(format!("{name}.ptx")).is_file() {
+            names.push(name.to_string());
+        }
+        if names.len() > MAX_AOT_KERNELS {
+            return Err(LaunchError::new_err(format!("`{dir}` holds more than {MAX_AOT_KERNELS} kernels")));
+        }
+    }
+    if names.is_empty() {
+        return Err(LaunchError::new_err(format!("`{dir}` holds no kernel (KERNEL.json with KERNEL.ptx)")));
+    }
+    names.sort();
+    let read = py.allow_threads(|| {
+        names.iter().map(|n| tessera_runtime::aot::AotKernel::read(path, n).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()
+    });
+    let kernels = read.map_err(LaunchError::new_err)?;
+    let kernels = kernels
+        .into_iter()
+        .map(|k| Arc::new(Entry { build: None, meta: k.meta, ptx: k.ptx, tir: OnceLock::new(), loaded: OnceLock::new() }))
+        .collect();
+    Ok(Module { kernels, hit: "aot" })
+}
+
 /// Reads and compiles the `.tile` file at `path` (checked before it is read whole).
 #[pyfunction]
 #[pyo3(signature = (path, consts=Vec::new(), target=None))]
@@ -249,6 +298,13 @@ impl Kernel {
                 ParamKind::Scalar { dtype } => (p.name.clone(), "scalar", dtype.to_string(), 0, false),
             })
             .collect()
+    }
+
+    /// Writes the kernel's ahead-of-time pair, `DIR/NAME.ptx` and `DIR/NAME.json` (what
+    /// `tessera build --emit ptx,meta -o DIR` writes; `load_aot` reads it back).
+    fn save_aot(&self, dir: &str) -> PyResult<()> {
+        let k = tessera_runtime::aot::AotKernel { meta: self.e.meta.clone(), ptx: self.e.ptx.clone() };
+        k.write(std::path::Path::new(dir)).map(|_| ()).map_err(|e| LaunchError::new_err(format!("writing the kernel to `{dir}`: {e}")))
     }
 
     /// The PTX of the kernel.
@@ -338,10 +394,11 @@ impl Kernel {
     ) -> PyResult<(Kernel, String, bool)> {
         let rt = runtime().map_err(LaunchError::new_err)?;
         let dev = device_args(args)?;
+        let build = self.e.build()?;
         let name = self.e.meta.name.clone();
-        let base = Options { kernel: Some(name.clone()), ..self.e.build.opts.clone() };
+        let base = Options { kernel: Some(name.clone()), ..build.opts.clone() };
         let req = TuneRequest {
-            src: &self.e.build.src,
+            src: &build.src,
             opts: &base,
             kernel: &name,
             meta: &self.e.meta,
@@ -363,7 +420,7 @@ impl Kernel {
         }
         let tuned = tuned.map_err(|e| LaunchError::new_err(e.to_string()))?;
         let opts = tuned.best().config.apply(&base);
-        let module = compile_build(py, Build { src: self.e.build.src.clone(), opts })?;
+        let module = compile_build(py, Build { src: build.src.clone(), opts })?;
         let e = module
             .kernels
             .into_iter()
@@ -408,6 +465,7 @@ fn _tessera(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(compile_file, m)?)?;
     m.add_function(wrap_pyfunction!(gpu_status, m)?)?;
     m.add_function(wrap_pyfunction!(dtype_codes, m)?)?;
+    m.add_function(wrap_pyfunction!(load_aot, m)?)?;
     m.add_class::<Module>()?;
     m.add_class::<Kernel>()?;
     m.add("TesseraError", m.py().get_type::<TesseraError>())?;

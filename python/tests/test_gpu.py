@@ -157,3 +157,13 @@ def test_tune_picks_and_caches_a_winner():
     assert torch.allclose(z, x * 3 + 1)
     again = k.tune(x, z, 2.0, progress=False)
     assert again.tuned_from_cache is True
+
+
+def test_ahead_of_time_kernels_run_on_torch_tensors(tmp_path):
+    example("vector_add.tile").vector_add.save_aot(tmp_path)
+    add = tessera.load_aot(tmp_path).vector_add
+    x = torch.randn(3000, device="cuda")
+    z = torch.empty_like(x)
+    add(x, x, z)
+    torch.cuda.synchronize()
+    assert torch.equal(z, 2 * x)

@@ -199,3 +199,22 @@ def test_builds_go_through_the_compile_cache():
     z = np.zeros(8, np.float32)
     again.fill_one(z)
     np.testing.assert_array_equal(z, np.ones(8, np.float32))
+
+
+def test_ahead_of_time_pairs_round_trip(tmp_path):
+    add = example("vector_add.tile").vector_add
+    add.save_aot(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vector_add.json", "vector_add.ptx"]
+    loaded = tessera.load_aot(tmp_path)
+    assert loaded.cache == "aot"
+    assert loaded.vector_add.params == add.params and loaded.vector_add.ptx == add.ptx
+    # No source: the interpreter cannot run it, and says why.
+    x = np.ones(4, np.float32)
+    with pytest.raises(tessera.LaunchError, match="loaded ahead of time"):
+        loaded.vector_add(x, x, x)
+    # A tampered pair is refused when loaded.
+    (tmp_path / "vector_add.ptx").write_text(add.ptx.replace(".entry vector_add", ".entry other"))
+    with pytest.raises(tessera.LaunchError):
+        tessera.load_aot(tmp_path)
+    with pytest.raises(tessera.LaunchError, match="holds no kernel"):
+        tessera.load_aot(tmp_path / "..")

@@ -31,7 +31,7 @@ import numpy as np
 from ._tessera import CompileError, LaunchError, TesseraError
 from . import _tessera
 
-__all__ = ["compile", "gpu_available", "Module", "Kernel", "TesseraError", "CompileError", "LaunchError"]
+__all__ = ["compile", "load_aot", "gpu_available", "Module", "Kernel", "TesseraError", "CompileError", "LaunchError"]
 
 # NumPy dtype → Tessera dtype. bf16 is ml_dtypes' `bfloat16` (what NumPy users save bf16 as).
 _DTYPES = {
@@ -199,6 +199,11 @@ class Kernel:
         """The kernel's PTX."""
         return self._k.ptx
 
+    def save_aot(self, directory: Union[str, "os.PathLike[str]"]) -> None:
+        """Writes the kernel's ahead-of-time pair `NAME.ptx` and `NAME.json` into `directory`
+        (which must exist), for `load_aot` or any loader of the format (docs/cli.md)."""
+        self._k.save_aot(os.fspath(directory))
+
     def __repr__(self) -> str:
         ps = ", ".join(f"{n}: {'&mut ' if w else '&' if k == 'tensor' else ''}{d}{'[' + ', '.join('_' * r) + ']' if k == 'tensor' else ''}"
                        for n, k, d, r, w in self.params)
@@ -360,6 +365,14 @@ class Module:
 
     def __repr__(self) -> str:
         return f"<tessera module: {', '.join(self.kernels)}>"
+
+
+def load_aot(directory: Union[str, "os.PathLike[str]"]) -> Module:
+    """Loads the ahead-of-time kernels of a folder: each `KERNEL.json` with its `KERNEL.ptx`, as
+    `tessera build FILE --emit ptx,meta -o DIR` writes them (checked: the metadata describes the
+    PTX, and this version of Tessera wrote it). They are called like compiled kernels, on GPU
+    tensors only (there is no source for the interpreter or the tuner)."""
+    return Module(_tessera.load_aot(os.fspath(directory)))
 
 
 def compile(source: Union[str, "os.PathLike[str]"], consts: Optional[Mapping[str, Union[int, bool]]] = None,
