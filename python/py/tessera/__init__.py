@@ -71,8 +71,8 @@ def _as_array(name: str, v: Any, dtype: str, rank: int) -> np.ndarray:
     if device is not None and hasattr(v, "__dlpack__"):
         kind = device()[0]
         if kind not in _DLPACK_CPU:
-            raise LaunchError(f"`{name}` is on a device (DLPack device type {kind}); this version runs host arrays "
-                              "on the interpreter only (docs/python.md)")
+            raise LaunchError(f"`{name}` is a DLPack array on a device (type {kind}); GPU arrays are taken as torch "
+                              "CUDA tensors or through `__cuda_array_interface__` (docs/python.md)")
         try:
             return np.from_dlpack(v)
         except (TypeError, BufferError, RuntimeError) as e:
@@ -274,7 +274,6 @@ class Kernel:
                     a[...] = np.frombuffer(out, dtype=a.dtype).reshape(a.shape)
                 except ValueError as e:  # a read-only array (or DLPack view)
                     raise LaunchError(f"`{name}` is written by the kernel but its array is read-only: {e}") from None
-
 
     def _launch_gpu(self, values: Sequence[Any]) -> bool:
         """Launches on the GPU when the tensor arguments are in GPU memory; False when they are
