@@ -235,33 +235,16 @@ impl ExternalTensor {
     /// PyTorch and CuPy share) of memory valid for every element the shape and strides reach,
     /// for as long as a launch that uses the tensor may run.
     pub unsafe fn new(ptr: u64, dtype: DType, shape: &[usize], strides: &[i64]) -> Result<ExternalTensor, RuntimeError> {
-        let max = crate::tensor::MAX_RANK;
-        if shape.len() != strides.len() || shape.len() > max {
-            return Err(RuntimeError::BadTensor(format!(
-                "a tensor needs one stride per dimension and rank at most {max}: shape {shape:?}, strides {strides:?}"
-            )));
-        }
-        if let Some(s) = strides.iter().find(|&&s| s < 0) {
-            return Err(RuntimeError::BadTensor(format!("tensor strides must not be negative, got {s}")));
-        }
+        let (sh, st) = crate::tensor::checked_layout("a tensor", shape, strides)?;
         let es = dtype.size() as u64;
         if !ptr.is_multiple_of(es) {
             return Err(RuntimeError::BadTensor(format!("a {dtype} tensor at address {ptr:#x}, not a multiple of {es}")));
         }
-        // The last element's offset, in elements (none when a dimension is 0).
-        let last = shape.iter().zip(strides).try_fold(0u64, |acc, (&n, &st)| {
-            let n = u64::try_from(n).ok()?;
-            acc.checked_add(n.saturating_sub(1).checked_mul(st as u64)?)
-        });
-        let end = last.and_then(|l| l.checked_add(1)?.checked_mul(es)?.checked_add(ptr));
-        if end.is_none() {
+        let end = crate::tensor::extent_bytes(0, shape, strides, dtype.size()).and_then(|n| n.checked_add(ptr as u128));
+        if end.is_none_or(|e| e > u64::MAX as u128) {
             return Err(RuntimeError::BadTensor(format!("tensor {dtype}{shape:?} with strides {strides:?} is too large")));
         }
-        let mut t =
-            ExternalTensor { ptr, dtype, rank: shape.len(), shape: [0; crate::tensor::MAX_RANK], strides: [0; crate::tensor::MAX_RANK] };
-        t.shape[..shape.len()].copy_from_slice(shape);
-        t.strides[..strides.len()].copy_from_slice(strides);
-        Ok(t)
+        Ok(ExternalTensor { ptr, dtype, rank: shape.len(), shape: sh, strides: st })
     }
 
     pub fn dtype(&self) -> DType {

@@ -195,20 +195,38 @@ pub struct TensorView<'a> {
     strides: [i64; MAX_RANK],
 }
 
+/// A strided layout (element strides), checked: one stride per dimension, none negative, rank at
+/// most [`MAX_RANK`]; `what` names the tensor in the error. Returns it in fixed arrays.
+pub(crate) fn checked_layout(what: &str, shape: &[usize], strides: &[i64]) -> Result<([usize; MAX_RANK], [i64; MAX_RANK]), RuntimeError> {
+    if shape.len() != strides.len() || shape.len() > MAX_RANK {
+        return Err(RuntimeError::BadTensor(format!(
+            "{what} needs one stride per dimension and rank at most {MAX_RANK}: shape {shape:?}, strides {strides:?}"
+        )));
+    }
+    if let Some(s) = strides.iter().find(|&&s| s < 0) {
+        return Err(RuntimeError::BadTensor(format!("{what}'s strides must not be negative, got {s}")));
+    }
+    let (mut sh, mut st) = ([0; MAX_RANK], [0; MAX_RANK]);
+    sh[..shape.len()].copy_from_slice(shape);
+    st[..strides.len()].copy_from_slice(strides);
+    Ok((sh, st))
+}
+
+/// The bytes a layout reaches from element `offset`: one past its last element's last byte (0
+/// when a dimension is 0); `None` past `u128`. Strides are not negative (`checked_layout`).
+pub(crate) fn extent_bytes(offset: u128, shape: &[usize], strides: &[i64], elem_bytes: usize) -> Option<u128> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    let last = shape.iter().zip(strides).try_fold(offset, |acc, (&n, &s)| acc.checked_add((n as u128 - 1).checked_mul(s as u128)?))?;
+    (last + 1).checked_mul(elem_bytes as u128)
+}
+
 impl<'a> TensorView<'a> {
     /// A view of `t` with the given offset (in elements), shape and strides.
     pub fn new(t: &'a DeviceTensor, offset: usize, shape: &[usize], strides: &[i64]) -> Result<TensorView<'a>, RuntimeError> {
-        if shape.len() != strides.len() || shape.len() > MAX_RANK {
-            return Err(RuntimeError::BadTensor(format!(
-                "a view needs one stride per dimension and rank at most {MAX_RANK}: shape {shape:?}, strides {strides:?}"
-            )));
-        }
-        if let Some(s) = strides.iter().find(|&&s| s < 0) {
-            return Err(RuntimeError::BadTensor(format!("view strides must not be negative, got {s}")));
-        }
-        let mut v = TensorView { tensor: t, offset, rank: shape.len(), shape: [0; MAX_RANK], strides: [0; MAX_RANK] };
-        v.shape[..shape.len()].copy_from_slice(shape);
-        v.strides[..strides.len()].copy_from_slice(strides);
+        let (sh, st) = checked_layout("a view", shape, strides)?;
+        let v = TensorView { tensor: t, offset, rank: shape.len(), shape: sh, strides: st };
         v.check()?;
         Ok(v)
     }
@@ -298,16 +316,7 @@ impl<'a> TensorView<'a> {
 
     /// Checks that every element the view addresses lies inside the tensor's buffer.
     pub(crate) fn check(&self) -> Result<(), RuntimeError> {
-        if self.shape().contains(&0) {
-            return Ok(());
-        }
-        let size = self.tensor.dtype.size() as u128;
-        let last = self
-            .shape()
-            .iter()
-            .zip(self.strides())
-            .try_fold(self.offset as u128, |acc, (&n, &s)| acc.checked_add((n as u128 - 1).checked_mul(s as u128)?));
-        let need = last.and_then(|l| (l + 1).checked_mul(size)).unwrap_or(u128::MAX);
+        let need = extent_bytes(self.offset as u128, self.shape(), self.strides(), self.tensor.dtype.size()).unwrap_or(u128::MAX);
         if need > self.tensor.buf.len() as u128 {
             return Err(RuntimeError::BadTensor(format!(
                 "a view (offset {}, shape {:?}, strides {:?}) of a {} tensor reaches byte {need}, past its {}-byte buffer",
