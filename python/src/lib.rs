@@ -126,7 +126,7 @@ fn runtime() -> Result<&'static Runtime, String> {
 
 /// `(address, dtype code, shape, strides)` as an external tensor (see `Kernel::launch_gpu`).
 fn device_tensor(t: &Bound<'_, PyTuple>) -> Result<ExternalTensor, String> {
-    const MAX: usize = 8;
+    const MAX: usize = tessera_runtime::tensor::MAX_RANK;
     let bad = || "not a device tensor (address, dtype, shape, strides)".to_string();
     if t.len() != 4 {
         return Err(bad());
