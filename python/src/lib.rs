@@ -9,7 +9,7 @@
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyCapsule, PyFloat, PyInt, PyList, PyTuple};
 use std::sync::{Arc, OnceLock};
 use tessera_compiler::interp::{self, Arg, RunOptions};
 use tessera_compiler::tir::{ConstValue, ParamKind};
@@ -150,6 +150,97 @@ fn device_tensor(t: &Bound<'_, PyTuple>) -> Result<ExternalTensor, String> {
     // it found on device 0, kept alive by the caller's references during the call, and
     // stream-ordered after it as PyTorch's and CuPy's allocators are).
     unsafe { ExternalTensor::new(ptr, dtype, &sh[..rank], &st[..rank]) }.map_err(|e| e.to_string())
+}
+
+/// The C structs of a DLPack capsule (`dlpack.h`, version 0.x: what `__dlpack__()` returns
+/// unless asked for a versioned one).
+mod dl {
+    #[repr(C)]
+    pub struct Device {
+        pub device_type: i32,
+        pub device_id: i32,
+    }
+
+    #[repr(C)]
+    pub struct DataType {
+        pub code: u8,
+        pub bits: u8,
+        pub lanes: u16,
+    }
+
+    #[repr(C)]
+    pub struct Tensor {
+        pub data: *mut std::ffi::c_void,
+        pub device: Device,
+        pub ndim: i32,
+        pub dtype: DataType,
+        pub shape: *const i64,
+        pub strides: *const i64,
+        pub byte_offset: u64,
+    }
+}
+
+/// `dlpack_tensor`'s answer.
+type DlInfo = (u64, (i32, i32), usize, Vec<usize>, Vec<i64>);
+
+/// What a DLPack capsule (`__dlpack__()`, not yet consumed) describes: `(address of element 0,
+/// (device type, device id), dtype code, shape, element strides)`. The capsule is only read: it
+/// stays the producer's (its destructor frees it), so the array must outlive the launch, as the
+/// caller's reference makes it.
+#[pyfunction]
+fn dlpack_tensor(capsule: &Bound<'_, PyCapsule>) -> PyResult<DlInfo> {
+    let bad = |why: &str| LaunchError::new_err(format!("not a DLPack tensor capsule: {why}"));
+    if capsule.name()?.map(|n| n.to_bytes()) != Some(b"dltensor".as_slice()) {
+        return Err(bad("its name is not `dltensor` (used already, or a versioned capsule)"));
+    }
+    let t = capsule.pointer().cast::<dl::Tensor>();
+    if t.is_null() {
+        return Err(bad("a null pointer"));
+    }
+    // SAFETY: a capsule named "dltensor" holds a `DLManagedTensor` (the protocol), whose first
+    // field is the `DLTensor`; the capsule (and so the tensor) lives while `capsule` is borrowed.
+    let t = unsafe { &*t };
+    let rank = usize::try_from(t.ndim).ok().filter(|&r| r <= tessera_runtime::tensor::MAX_RANK).ok_or_else(|| bad("a rank above 8"))?;
+    let (code, bits, lanes) = (t.dtype.code, t.dtype.bits, t.dtype.lanes);
+    let dtype = match (code, bits, lanes) {
+        (0, 8, 1) => DType::I8,
+        (0, 16, 1) => DType::I16,
+        (0, 32, 1) => DType::I32,
+        (0, 64, 1) => DType::I64,
+        (1, 8, 1) => DType::U8,
+        (1, 32, 1) => DType::U32,
+        (1, 64, 1) => DType::U64,
+        (2, 16, 1) => DType::F16,
+        (2, 32, 1) => DType::F32,
+        (2, 64, 1) => DType::F64,
+        (4, 16, 1) => DType::BF16,
+        (6, 8, 1) => DType::Bool,
+        _ => return Err(LaunchError::new_err(format!("DLPack dtype (code {code}, {bits} bits, {lanes} lanes) has no Tessera dtype"))),
+    };
+    let read = |p: *const i64| -> Vec<i64> {
+        // SAFETY: the protocol's `shape` (and, when not null, `strides`) hold `ndim` values.
+        if rank == 0 || p.is_null() { vec![] } else { unsafe { std::slice::from_raw_parts(p, rank) }.to_vec() }
+    };
+    let shape = read(t.shape);
+    if rank > 0 && t.shape.is_null() || shape.iter().any(|&n| n < 0) {
+        return Err(bad("no shape, or a negative size"));
+    }
+    let shape: Vec<usize> = shape.iter().map(|&n| n as usize).collect();
+    let strides = if t.strides.is_null() {
+        // Compact row-major.
+        let mut st = vec![0i64; rank];
+        let mut acc = 1i64;
+        for k in (0..rank).rev() {
+            st[k] = acc;
+            acc = acc.saturating_mul(shape[k] as i64);
+        }
+        st
+    } else {
+        read(t.strides)
+    };
+    let ptr = (t.data as u64).checked_add(t.byte_offset).ok_or_else(|| bad("its address overflows"))?;
+    let code = DType::ALL.iter().position(|&d| d == dtype).unwrap_or_default();
+    Ok((ptr, (t.device.device_type, t.device.device_id), code, shape, strides))
 }
 
 /// The dtype codes of `Kernel::launch_gpu`: each dtype's name and index.
@@ -466,6 +557,7 @@ fn _tessera(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gpu_status, m)?)?;
     m.add_function(wrap_pyfunction!(dtype_codes, m)?)?;
     m.add_function(wrap_pyfunction!(load_aot, m)?)?;
+    m.add_function(wrap_pyfunction!(dlpack_tensor, m)?)?;
     m.add_class::<Module>()?;
     m.add_class::<Kernel>()?;
     m.add("TesseraError", m.py().get_type::<TesseraError>())?;

@@ -56,3 +56,37 @@ def test_dtype_codes_cover_every_dtype():
     codes = dict(tessera._tessera.dtype_codes())
     assert sorted(codes.values()) == list(range(len(codes)))
     assert {"bf16", "f16", "f32", "i32", "bool"} <= set(codes)
+
+
+def test_dlpack_capsules_are_read_as_they_are():
+    a = np.arange(24, dtype=np.float32).reshape(4, 6)[1:, ::2]  # offset, strided
+    ptr, device, code, shape, strides = tessera._tessera.dlpack_tensor(a.__dlpack__())
+    assert ptr == a.ctypes.data and device == (1, 0)
+    assert code == dict(tessera._tessera.dtype_codes())["f32"]
+    assert (shape, strides) == ([3, 3], [6, 2])
+    with pytest.raises(tessera.LaunchError, match="no Tessera dtype"):
+        tessera._tessera.dlpack_tensor(np.zeros(3, np.complex64).__dlpack__())
+
+
+class FakeCudaDLPack:
+    """A NumPy array's capsule behind a CUDA device type (never launched: no GPU here, or the
+    device is refused first)."""
+
+    def __init__(self, a, device=(2, 0)):
+        self._a, self._device = a, device
+
+    def __dlpack__(self, stream=None):
+        return self._a.__dlpack__()
+
+    def __dlpack_device__(self):
+        return self._device
+
+
+def test_dlpack_arrays_on_a_gpu_take_the_gpu_path():
+    add = vector_add()
+    x = FakeCudaDLPack(np.zeros(8, np.float32))
+    with pytest.raises(tessera.LaunchError, match="GPU 0"):
+        add(x, x, FakeCudaDLPack(np.zeros(8, np.float32), device=(2, 1)))
+    if not tessera.gpu_available():
+        with pytest.raises(tessera.LaunchError, match="no CUDA driver|GPU"):
+            add(x, x, x)

@@ -167,3 +167,25 @@ def test_ahead_of_time_kernels_run_on_torch_tensors(tmp_path):
     add(x, x, z)
     torch.cuda.synchronize()
     assert torch.equal(z, 2 * x)
+
+
+class DLPackOnly:
+    """A CUDA array seen only through DLPack (as a JAX array is)."""
+
+    def __init__(self, t):
+        self._t = t
+
+    def __dlpack__(self, stream=None):
+        return self._t.__dlpack__(stream=stream)
+
+    def __dlpack_device__(self):
+        return self._t.__dlpack_device__()
+
+
+def test_dlpack_arrays_on_the_gpu():
+    mod = example("vector_add.tile")
+    x = torch.randn(5000, device="cuda")
+    z = torch.zeros_like(x)
+    mod.vector_add(DLPackOnly(x), DLPackOnly(x[::-1]), DLPackOnly(z))
+    torch.cuda.synchronize()
+    assert torch.equal(z, x + x.flip(0))

@@ -123,14 +123,15 @@ def _torch_tensor(name: str, v: Any) -> Tuple[int, int, Any, Any]:
 
 def _device_tensor(name: str, v: Any, writable: bool) -> Optional[Tuple[Tuple[int, int, Any, Any], str]]:
     """For a tensor in GPU memory, `((address, dtype code, shape, element strides), library)`, where
-    library is `"torch"`, `"cupy"` (whose current stream the launch goes on) or `"cai"` (another
-    `__cuda_array_interface__` array: the legacy default stream); `None` for anything else."""
+    library is `"torch"`, `"cupy"` (whose current stream the launch goes on), `"cai"` (another
+    `__cuda_array_interface__` array) or `"dlpack"` (a DLPack array on CUDA, e.g. JAX's), these two
+    on the legacy default stream; `None` for anything else."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(v, torch.Tensor):
         return (_torch_tensor(name, v), "torch") if v.is_cuda else None
     cai = getattr(v, "__cuda_array_interface__", None)
     if cai is None:
-        return None
+        return _dlpack_tensor(name, v)
     dev = getattr(getattr(v, "device", None), "id", 0)
     if dev != 0:
         raise LaunchError(f"`{name}` is on GPU {dev}; Tessera runs on GPU 0")
@@ -157,6 +158,33 @@ def _device_tensor(name: str, v: Any, writable: bool) -> Optional[Tuple[Tuple[in
 
 
 # Set by the first launch on torch tensors: torch's current-stream getter and tensor class.
+# DLPack's device type of CUDA memory (dlpack.h: kDLCUDA).
+_DLPACK_CUDA = 2
+
+
+def _dlpack_tensor(name: str, v: Any) -> Optional[Tuple[Tuple[int, int, Any, Any], str]]:
+    """`_device_tensor` for an array seen through DLPack only (JAX): its capsule is read, not
+    consumed. The producer is asked to order its work before the legacy default stream, which
+    the launch goes on."""
+    device = getattr(v, "__dlpack_device__", None)
+    if device is None or not hasattr(v, "__dlpack__"):
+        return None
+    kind, dev = device()[:2]
+    if kind != _DLPACK_CUDA:
+        return None
+    if dev != 0:
+        raise LaunchError(f"`{name}` is on GPU {dev}; Tessera runs on GPU 0")
+    try:
+        capsule = v.__dlpack__(stream=1)  # 1: CUDA's legacy default stream, in the protocol
+    except TypeError:  # a producer from before the `stream` argument
+        capsule = v.__dlpack__()
+    except (BufferError, ValueError, RuntimeError) as e:
+        raise LaunchError(f"`{name}`: its DLPack producer cannot order its work before the legacy default "
+                          f"stream: {e}") from None
+    ptr, _device, code, shape, strides = _tessera.dlpack_tensor(capsule)
+    return (ptr, code, tuple(shape), tuple(strides)), "dlpack"
+
+
 _torch_stream = None
 _torch_tensor_type: Any = None
 
