@@ -190,3 +190,45 @@ def test_dlpack_arrays_on_the_gpu():
     mod.vector_add(DLPackOnly(x), DLPackOnly(y), DLPackOnly(z))
     torch.cuda.synchronize()
     assert torch.equal(z, x + y)
+
+
+MUL = """
+use std::math::cdiv;
+
+/// z = x * y, elementwise.
+#[grid(cdiv(N, 256))]
+kernel mul(x: &f32[N], y: &f32[N], z: &mut f32[N]) {
+    let i = program_id(0) * 256;
+    z.store([i], x.load([i], [256]) * y.load([i], [256]));
+}
+
+/// The gradients of `mul`: dx = dz * y, dy = dz * x.
+#[grid(cdiv(N, 256))]
+kernel mul_bwd(x: &f32[N], y: &f32[N], dz: &f32[N], dx: &mut f32[N], dy: &mut f32[N]) {
+    let i = program_id(0) * 256;
+    let g = dz.load([i], [256]);
+    dx.store([i], g * y.load([i], [256]));
+    dy.store([i], g * x.load([i], [256]));
+}
+"""
+
+
+def test_autograd_pairs_a_forward_and_a_backward_kernel():
+    import tessera.torch as tt
+
+    mod = tessera.compile(MUL)
+    mul = tt.autograd(mod.mul, mod.mul_bwd)
+    x = torch.randn(1000, device="cuda", requires_grad=True)
+    y = torch.randn(1000, device="cuda", requires_grad=True)
+    w = torch.randn(1000, device="cuda")
+    z = mul(x, y)
+    (z * w).sum().backward()
+    assert torch.allclose(z, x * y)
+    assert torch.allclose(x.grad, w * y) and torch.allclose(y.grad, w * x)
+    # `sum()`'s gradient is an expanded tensor (stride 0), passed as it is.
+    x.grad = y.grad = None
+    mul(x, y).sum().backward()
+    assert torch.allclose(x.grad, y.detach()) and torch.allclose(y.grad, x.detach())
+    # Gradients reach only inputs the backward kernel writes; unknown parameters are refused.
+    with pytest.raises(tessera.LaunchError, match="`dw` of `mul_bwd`"):
+        tt.autograd(mod.mul, tessera.compile(MUL.replace("dy: &mut", "dw: &mut").replace("dy.store", "dw.store")).mul_bwd)
