@@ -7,7 +7,9 @@ same block in eager PyTorch and timed against it.
 bf16 out, no activation) for the QKV and output projections, and `attention.tile` (D = 64 per
 head) on torch CUDA tensors, launched on the current stream; torch only reshapes between them.
 `EagerBlock` is the same computation in PyTorch (`layer_norm`, `addmm`,
-`scaled_dot_product_attention`) with the same weights. Needs torch with CUDA; run:
+`scaled_dot_product_attention`) with the same weights. Then both blocks again under
+`torch.compile(fullgraph=True)` (the Tessera kernels as `torch.library` operators through
+`tessera.torch.custom_op`, so the graph has no break). Needs torch with CUDA; run:
 `python3 examples/python/attention_block_torch.py`.
 """
 
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import tessera
+import tessera.torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(HERE, "..")
@@ -58,11 +61,15 @@ class EagerBlock(torch.nn.Module):
 class TesseraBlock(EagerBlock):
     """`EagerBlock` with its forward on Tessera kernels."""
 
-    def __init__(self, features: int, heads: int, seed: int = 0):
+    def __init__(self, features: int, heads: int, seed: int = 0, ops: bool = False):
+        """`ops`: call the kernels as `torch.library` operators (for `torch.compile`)."""
         super().__init__(features, heads, seed)
         self.layernorm = tessera.compile(os.path.join(EXAMPLES, "layernorm.tile"), consts={"BC": features}).layernorm
         self.linear = tessera.compile(os.path.join(EXAMPLES, "linear.tile"), consts={"ACT": 0}).linear
         self.attention = tessera.compile(os.path.join(EXAMPLES, "attention.tile"), consts={"D": 64}).attention
+        if ops:
+            for name in ("layernorm", "linear", "attention"):
+                setattr(self, name, tessera.torch.custom_op(getattr(self, name), f"block_{name}_{features}"))
 
     def _linear(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         y = torch.empty(x.shape[0], w.shape[1], device=x.device, dtype=torch.bfloat16)
@@ -97,7 +104,7 @@ def median_ms(fn, reps: int = 50) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def main(batch: int = 4, seq: int = 2048, heads: int = 16, timing: bool = True) -> float:
+def main(batch: int = 4, seq: int = 2048, heads: int = 16, timing: bool = True, compiled: bool = True) -> float:
     features = 64 * heads
     ours = TesseraBlock(features, heads).cuda()
     eager = EagerBlock(features, heads).cuda()
@@ -112,6 +119,21 @@ def main(batch: int = 4, seq: int = 2048, heads: int = 16, timing: bool = True) 
             t_ours, t_eager = median_ms(lambda: ours(x)), median_ms(lambda: eager(x))
             print(f"forward: Tessera kernels {t_ours:.3f} ms, eager PyTorch (cuDNN/flash SDPA, cuBLAS) {t_eager:.3f} ms "
                   f"({t_eager / t_ours:.2f}x) on {torch.cuda.get_device_name()}")
+        if compiled:
+            # `fullgraph=True`: a graph break would be an error.
+            ops = TesseraBlock(features, heads, ops=True).cuda()
+            ops.load_state_dict(ours.state_dict())
+            ours_c = torch.compile(ops, fullgraph=True)
+            eager_c = torch.compile(eager, fullgraph=True)
+            got_c = ours_c(x)
+            torch.cuda.synchronize()
+            err_c = float((got_c - want).norm() / want.norm())
+            print(f"under torch.compile(fullgraph=True): relative L2 error against eager PyTorch {err_c:.2e}")
+            err = max(err, err_c)
+            if timing:
+                t_ours, t_eager = median_ms(lambda: ours_c(x)), median_ms(lambda: eager_c(x))
+                print(f"compiled forward: Tessera operators {t_ours:.3f} ms, compiled PyTorch {t_eager:.3f} ms "
+                      f"({t_eager / t_ours:.2f}x)")
     return err
 
 

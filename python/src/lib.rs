@@ -1,15 +1,16 @@
 //! `tessera._tessera`: the native half of the Python package. It compiles `.tile` sources with
 //! the compiler crate and runs kernels on the reference interpreter over host tensors passed as
-//! `(dtype, shape, bytes)`, or on the GPU (the runtime crate, device 0's primary context, which
-//! PyTorch and CuPy share) over device tensors passed as `(address, dtype, shape, strides)` on a
+//! `(dtype, shape, bytes)`, or on a GPU (the runtime crate, in each device's primary context,
+//! which PyTorch and CuPy share) over device tensors passed as `(address, dtype, shape, strides)` on a
 //! stream given by its handle; the Python half (`py/tessera/__init__.py`) turns NumPy arrays and
 //! torch/CuPy tensors into those. Errors are the package's exceptions, carrying the rendered
 //! diagnostic.
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyCapsule, PyFloat, PyInt, PyList, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyCapsule, PyDict, PyFloat, PyInt, PyList, PyTuple, PyType};
 use std::sync::{Arc, OnceLock};
 use tessera_compiler::interp::{self, Arg, RunOptions};
 use tessera_compiler::tir::{ConstValue, ParamKind};
@@ -52,8 +53,8 @@ struct Entry {
     /// The tile IR the interpreter runs: kept from a compile, or made by the frontend when the
     /// build came from the cache.
     tir: OnceLock<Result<tir::Kernel, String>>,
-    /// The kernel loaded on the GPU, once it has run there.
-    loaded: OnceLock<Result<LoadedKernel, String>>,
+    /// The kernel loaded on each GPU (by ordinal), once it has run there.
+    loaded: [OnceLock<Result<LoadedKernel, String>>; MAX_DEVICES],
 }
 
 impl Entry {
@@ -77,7 +78,11 @@ impl Entry {
     }
 
     fn loaded(&self, rt: &Runtime) -> PyResult<&LoadedKernel> {
-        let loaded = self.loaded.get_or_init(|| rt.load(&self.ptx, &self.meta).map_err(|e| e.to_string()));
+        let slot = self
+            .loaded
+            .get(rt.ordinal())
+            .ok_or_else(|| LaunchError::new_err(format!("GPU {} is past the {MAX_DEVICES} Tessera runs on", rt.ordinal())))?;
+        let loaded = slot.get_or_init(|| rt.load(&self.ptx, &self.meta).map_err(|e| e.to_string()));
         loaded.as_ref().map_err(|e| LaunchError::new_err(e.clone()))
     }
 }
@@ -106,7 +111,7 @@ fn compile_build(py: Python<'_>, build: Build) -> PyResult<Module> {
             if let Some(at) = kept.iter().position(|k| k.meta.name == a.meta.name) {
                 let _ = tir.set(Ok(kept.swap_remove(at).tir));
             }
-            Arc::new(Entry { build: Some(build.clone()), meta: a.meta.clone(), ptx: a.ptx.clone(), tir, loaded: OnceLock::new() })
+            Arc::new(Entry { build: Some(build.clone()), meta: a.meta.clone(), ptx: a.ptx.clone(), tir, loaded: not_loaded() })
         })
         .collect();
     Ok(Module { kernels, hit: cached.hit.name() })
@@ -118,15 +123,23 @@ struct Kernel {
     e: Arc<Entry>,
 }
 
-/// The GPU runtime of the process, made on first use (or why there is none).
-fn runtime() -> Result<&'static Runtime, String> {
-    static RT: OnceLock<Result<Runtime, String>> = OnceLock::new();
-    RT.get_or_init(|| Runtime::new().map_err(|e| e.to_string())).as_ref().map_err(Clone::clone)
+/// GPUs a process may launch on (ordinals 0 to this, less one).
+const MAX_DEVICES: usize = 64;
+
+fn not_loaded() -> [OnceLock<Result<LoadedKernel, String>>; MAX_DEVICES] {
+    std::array::from_fn(|_| OnceLock::new())
+}
+
+/// The GPU runtime of the process on device `device` (its primary context), made on first use
+/// (or why there is none).
+fn runtime(device: usize) -> Result<&'static Runtime, String> {
+    static RT: [OnceLock<Result<Runtime, String>>; MAX_DEVICES] = [const { OnceLock::new() }; MAX_DEVICES];
+    let slot = RT.get(device).ok_or_else(|| format!("GPU {device} is past the {MAX_DEVICES} Tessera runs on"))?;
+    slot.get_or_init(|| Runtime::on_device(device).map_err(|e| e.to_string())).as_ref().map_err(Clone::clone)
 }
 
 /// `(address, dtype code, shape, strides)` as an external tensor (see `Kernel::launch_gpu`).
 fn device_tensor(t: &Bound<'_, PyTuple>) -> Result<ExternalTensor, String> {
-    const MAX: usize = tessera_runtime::tensor::MAX_RANK;
     let bad = || "not a device tensor (address, dtype, shape, strides)".to_string();
     if t.len() != 4 {
         return Err(bad());
@@ -137,18 +150,25 @@ fn device_tensor(t: &Bound<'_, PyTuple>) -> Result<ExternalTensor, String> {
     let dtype = *DType::ALL.get(code).ok_or_else(bad)?;
     let (shape, strides) = (item(2)?, item(3)?);
     let (shape, strides) = (shape.downcast::<PyTuple>().map_err(|_| bad())?, strides.downcast::<PyTuple>().map_err(|_| bad())?);
+    external_tensor(ptr, dtype, shape, strides)
+}
+
+/// A device tensor from its address, dtype and the tuples of its shape and element strides.
+fn external_tensor(ptr: u64, dtype: DType, shape: &Bound<'_, PyTuple>, strides: &Bound<'_, PyTuple>) -> Result<ExternalTensor, String> {
+    const MAX: usize = tessera_runtime::tensor::MAX_RANK;
     let rank = shape.len();
     if rank > MAX || strides.len() != rank {
         return Err(format!("shape {shape} and strides {strides} of a tensor of rank at most {MAX}"));
     }
+    let bad = || format!("shape {shape} and strides {strides} are not tuples of integers");
     let (mut sh, mut st) = ([0usize; MAX], [0i64; MAX]);
     for d in 0..rank {
         sh[d] = shape.get_borrowed_item(d).and_then(|x| x.extract()).map_err(|_| bad())?;
         st[d] = strides.get_borrowed_item(d).and_then(|x| x.extract()).map_err(|_| bad())?;
     }
-    // SAFETY: the caller's promise on `Kernel::launch_gpu` (the Python half passes only tensors
-    // it found on device 0, kept alive by the caller's references during the call, and
-    // stream-ordered after it as PyTorch's and CuPy's allocators are).
+    // SAFETY: the caller's promise on `Kernel::launch_gpu` and `Launcher::__call__` (the Python
+    // half passes only tensors it found on the launch's GPU, kept alive by the caller's references
+    // during the call, and stream-ordered after it as PyTorch's and CuPy's allocators are).
     unsafe { ExternalTensor::new(ptr, dtype, &sh[..rank], &st[..rank]) }.map_err(|e| e.to_string())
 }
 
@@ -249,10 +269,18 @@ fn dtype_codes() -> Vec<(String, usize)> {
     DType::ALL.iter().enumerate().map(|(i, d)| (d.to_string(), i)).collect()
 }
 
+/// The ordinal of the GPU whose memory `address` is in (for `__cuda_array_interface__` arrays,
+/// which do not say).
+#[pyfunction]
+fn device_of(address: u64) -> PyResult<usize> {
+    let rt = runtime(0).map_err(LaunchError::new_err)?;
+    rt.device_of(address).map_err(|e| LaunchError::new_err(e.to_string()))
+}
+
 /// Whether a GPU can run kernels here; else why not.
 #[pyfunction]
 fn gpu_status() -> (bool, String) {
-    match runtime() {
+    match runtime(0) {
         Ok(rt) => (true, rt.device_name().to_string()),
         Err(e) => (false, e),
     }
@@ -330,7 +358,7 @@ fn load_aot(py: Python<'_>, dir: &str) -> PyResult<Module> {
     let kernels = read.map_err(LaunchError::new_err)?;
     let kernels = kernels
         .into_iter()
-        .map(|k| Arc::new(Entry { build: None, meta: k.meta, ptx: k.ptx, tir: OnceLock::new(), loaded: OnceLock::new() }))
+        .map(|k| Arc::new(Entry { build: None, meta: k.meta, ptx: k.ptx, tir: OnceLock::new(), loaded: not_loaded() }))
         .collect();
     Ok(Module { kernels, hit: "aot" })
 }
@@ -457,11 +485,12 @@ impl Kernel {
     /// `strides` tuples) or a Python `int`/`float`/`bool` for a scalar. Every check (dtypes,
     /// ranks, shapes, `#[require]`) happens before the launch.
     ///
-    /// The caller (the Python half) vouches that each address is device memory of device 0
+    /// The caller (the Python half) vouches that each address is memory of GPU `device`
     /// covering the shape and strides, alive until the kernel has run, and that `stream` is a
-    /// stream of device 0's primary context.
-    fn launch_gpu(&self, args: &Bound<'_, PyList>, stream: u64) -> PyResult<()> {
-        let rt = runtime().map_err(LaunchError::new_err)?;
+    /// stream of that device's primary context.
+    #[pyo3(signature = (args, stream, device=0))]
+    fn launch_gpu(&self, args: &Bound<'_, PyList>, stream: u64, device: usize) -> PyResult<()> {
+        let rt = runtime(device).map_err(LaunchError::new_err)?;
         let loaded = self.e.loaded(rt)?;
         let dev = device_args(args)?;
         // SAFETY: as above, for the stream.
@@ -475,15 +504,16 @@ impl Kernel {
     /// `(ms, configuration)` so far or `None`. Returns the winner's kernel (compiled through the
     /// cache), the table of configurations tried (with the tuner's notes) and whether the
     /// winner came from the tuning cache.
-    #[pyo3(signature = (args, retune=false, progress=None))]
+    #[pyo3(signature = (args, retune=false, progress=None, device=0))]
     fn tune(
         &self,
         py: Python<'_>,
         args: &Bound<'_, PyList>,
         retune: bool,
         progress: Option<Bound<'_, PyAny>>,
+        device: usize,
     ) -> PyResult<(Kernel, String, bool)> {
-        let rt = runtime().map_err(LaunchError::new_err)?;
+        let rt = runtime(device).map_err(LaunchError::new_err)?;
         let dev = device_args(args)?;
         let build = self.e.build()?;
         let name = self.e.meta.name.clone();
@@ -536,18 +566,125 @@ fn device_args(args: &Bound<'_, PyList>) -> PyResult<Vec<DeviceArg<'static>>> {
         if let Ok(t) = a.downcast::<PyTuple>() {
             let t = device_tensor(t).map_err(|e| LaunchError::new_err(format!("argument {i}: {e}")))?;
             dev.push(DeviceArg::External(t));
-        } else if let Ok(b) = a.downcast::<PyBool>() {
-            dev.push(DeviceArg::Scalar(Scalar::Bool(b.is_true())));
-        } else if let Ok(v) = a.downcast::<PyInt>() {
-            let v = v.extract::<i64>().map_err(|_| LaunchError::new_err(format!("argument {i}: {v} does not fit 64 bits")))?;
-            dev.push(DeviceArg::Scalar(Scalar::Int(v)));
-        } else if let Ok(f) = a.downcast::<PyFloat>() {
-            dev.push(DeviceArg::Scalar(Scalar::Float(f.value())));
+        } else if let Some(s) = scalar_arg(i, &a) {
+            dev.push(s?);
         } else {
             return Err(LaunchError::new_err(format!("argument {i} is neither a device tensor nor an int, float or bool")));
         }
     }
     Ok(dev)
+}
+
+/// A Python `bool`, `int` or `float` as a scalar argument; `None` for anything else.
+fn scalar_arg(i: usize, a: &Bound<'_, PyAny>) -> Option<PyResult<DeviceArg<'static>>> {
+    if let Ok(b) = a.downcast::<PyBool>() {
+        Some(Ok(DeviceArg::Scalar(Scalar::Bool(b.is_true()))))
+    } else if let Ok(v) = a.downcast::<PyInt>() {
+        let v = v.extract::<i64>().map_err(|_| LaunchError::new_err(format!("argument {i}: {v} does not fit 64 bits")));
+        Some(v.map(|v| DeviceArg::Scalar(Scalar::Int(v))))
+    } else {
+        a.downcast::<PyFloat>().ok().map(|f| Ok(DeviceArg::Scalar(Scalar::Float(f.value()))))
+    }
+}
+
+/// What the launch fast path knows of PyTorch: its tensor class, its current-stream getter
+/// (`torch._C._cuda_getCurrentRawStream`) and its dtypes with their Tessera dtypes. Set by the
+/// Python half (`set_torch`) when it first meets a torch CUDA tensor, so that the package never
+/// imports torch itself.
+struct Torch {
+    tensor: Py<PyType>,
+    stream: Py<PyAny>,
+    dtypes: Vec<(Py<PyAny>, DType)>,
+}
+
+static TORCH: OnceLock<Torch> = OnceLock::new();
+
+/// Tells the launch fast path about PyTorch (see `Torch`); `dtypes` pairs torch dtypes with
+/// Tessera dtype codes (`dtype_codes()`). Later calls change nothing.
+#[pyfunction]
+fn set_torch(tensor: Bound<'_, PyType>, stream: Bound<'_, PyAny>, dtypes: Vec<(Bound<'_, PyAny>, usize)>) -> PyResult<()> {
+    let dtypes = dtypes
+        .into_iter()
+        .map(|(t, code)| {
+            DType::ALL.get(code).map(|&d| (t.unbind(), d)).ok_or_else(|| LaunchError::new_err(format!("no dtype code {code}")))
+        })
+        .collect::<PyResult<_>>()?;
+    let _ = TORCH.set(Torch { tensor: tensor.unbind(), stream: stream.unbind(), dtypes });
+    Ok(())
+}
+
+/// The device arguments of a call whose tensors are all plain torch tensors on one GPU of a
+/// Tessera dtype and whose scalars are Python numbers, read without running Python code, with
+/// the GPU's ordinal; `None` for any other call (the Python half takes it, and explains what is
+/// wrong).
+fn torch_args(py: Python<'_>, torch: &Torch, args: &Bound<'_, PyTuple>) -> PyResult<Option<(Vec<DeviceArg<'static>>, usize)>> {
+    let tensor = torch.tensor.bind(py);
+    let mut dev = Vec::with_capacity(args.len());
+    let mut device: Option<i64> = None;
+    for (i, a) in args.iter().enumerate() {
+        if !a.get_type().is(tensor) {
+            match scalar_arg(i, &a) {
+                Some(s) => dev.push(s?),
+                None => return Ok(None),
+            }
+            continue;
+        }
+        // `get_device()` is -1 on the CPU.
+        let d = a.call_method0(intern!(py, "get_device"))?.extract::<i64>()?;
+        if d < 0 || device.is_some_and(|e| e != d) {
+            return Ok(None);
+        }
+        device = Some(d);
+        let dtype = a.getattr(intern!(py, "dtype"))?;
+        let Some(&(_, dtype)) = torch.dtypes.iter().find(|(t, _)| t.bind(py).is(&dtype)) else {
+            return Ok(None);
+        };
+        let ptr = a.call_method0(intern!(py, "data_ptr"))?.extract::<u64>()?;
+        let shape = a.getattr(intern!(py, "shape"))?;
+        let strides = a.call_method0(intern!(py, "stride"))?;
+        let (Ok(shape), Ok(strides)) = (shape.downcast::<PyTuple>(), strides.downcast::<PyTuple>()) else {
+            return Ok(None);
+        };
+        let t = external_tensor(ptr, dtype, shape, strides).map_err(|e| LaunchError::new_err(format!("argument {i}: {e}")))?;
+        dev.push(DeviceArg::External(t));
+    }
+    // A call without tensors runs on GPU 0.
+    Ok(usize::try_from(device.unwrap_or(0)).ok().map(|d| (dev, d)))
+}
+
+/// The base class of the package's `Kernel`: calling it launches a call on plain torch CUDA
+/// tensors (see `torch_args`) on torch's current stream without running Python code (the launch
+/// overhead Python users see); any other call goes to the subclass's `_call`.
+#[pyclass(subclass, frozen, module = "tessera._tessera")]
+struct Launcher {
+    e: Arc<Entry>,
+}
+
+#[pymethods]
+impl Launcher {
+    #[new]
+    fn new(native: &Bound<'_, Kernel>) -> Self {
+        Launcher { e: native.get().e.clone() }
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn __call__(slf: &Bound<'_, Self>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<PyObject> {
+        let py = slf.py();
+        let me = slf.get();
+        if let (Some(torch), true) = (TORCH.get(), kwargs.is_none_or(|k| k.is_empty()) && args.len() == me.e.meta.params.len()) {
+            if let Some((dev, device)) = torch_args(py, torch, args)? {
+                let rt = runtime(device).map_err(LaunchError::new_err)?;
+                let loaded = me.e.loaded(rt)?;
+                let stream = torch.stream.bind(py).call1((device,))?.extract::<u64>()?;
+                // SAFETY: `torch_args` took only tensors on GPU `device`, alive through `args`
+                // during the call and stream-ordered by PyTorch's allocator; the stream is torch's
+                // current stream of that device, in the primary context the runtime uses.
+                unsafe { rt.launch_on_handle(stream, loaded, &dev) }.map_err(|e| LaunchError::new_err(e.to_string()))?;
+                return Ok(py.None());
+            }
+        }
+        slf.call_method(intern!(py, "_call"), args.clone(), kwargs).map(Bound::unbind)
+    }
 }
 
 #[pymodule]
@@ -558,8 +695,11 @@ fn _tessera(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dtype_codes, m)?)?;
     m.add_function(wrap_pyfunction!(load_aot, m)?)?;
     m.add_function(wrap_pyfunction!(dlpack_tensor, m)?)?;
+    m.add_function(wrap_pyfunction!(set_torch, m)?)?;
+    m.add_function(wrap_pyfunction!(device_of, m)?)?;
     m.add_class::<Module>()?;
     m.add_class::<Kernel>()?;
+    m.add_class::<Launcher>()?;
     m.add("TesseraError", m.py().get_type::<TesseraError>())?;
     m.add("CompileError", m.py().get_type::<CompileError>())?;
     m.add("LaunchError", m.py().get_type::<LaunchError>())?;

@@ -2,7 +2,9 @@
 (`__cuda_array_interface__`) are checked in Python before the native launch, and without a
 GPU the launch is a `LaunchError` naming the missing driver, never a crash."""
 
+import importlib.util
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -90,3 +92,43 @@ def test_dlpack_arrays_on_a_gpu_take_the_gpu_path():
     if not tessera.gpu_available():
         with pytest.raises(tessera.LaunchError, match="no CUDA driver|GPU"):
             add(x, x, x)
+
+
+class FakeTorchTensor:
+    """Reads like a torch CUDA tensor to the native launch fast path (`_tessera.set_torch`)."""
+
+    def __init__(self, shape, device=0, dtype="float32", stride=None):
+        self.shape, self.dtype, self._device = tuple(shape), dtype, device
+        self._stride = tuple(stride) if stride is not None else tuple(int(np.prod(shape[i + 1:])) for i in range(len(shape)))
+
+    def get_device(self):
+        return self._device
+
+    def data_ptr(self):
+        return 1 << 20
+
+    def stride(self):
+        return self._stride
+
+
+@pytest.mark.skipif(tessera.gpu_available(), reason="checks the machine without a GPU")
+def test_the_native_fast_path_reaches_the_launch_and_falls_back_for_anything_else():
+    # The fast path's view of torch is set once per process: this test needs one without torch.
+    if "torch" in sys.modules or importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is installed: the fast path belongs to it")
+    tessera._tessera.set_torch(FakeTorchTensor, lambda device: 0, [("float32", dict(tessera._tessera.dtype_codes())["f32"])])
+    add = vector_add()
+    x = FakeTorchTensor((8,))
+    # Taken natively: it reaches the launch, which needs a GPU.
+    with pytest.raises(tessera.LaunchError, match="no CUDA driver|GPU"):
+        add(x, x, x)
+    # A bad layout is refused natively, before the launch.
+    with pytest.raises(tessera.LaunchError, match="argument 2: .*rank at most"):
+        add(x, x, FakeTorchTensor((8,), stride=(1, 1)))
+    # Another device, an unknown dtype, a keyword argument: the Python path, which does not take
+    # these objects (no torch) and says so.
+    for z in (FakeTorchTensor((8,), device=1), FakeTorchTensor((8,), dtype="complex64")):
+        with pytest.raises(tessera.LaunchError, match="must be a NumPy or DLPack array"):
+            add(x, x, z)
+    with pytest.raises(tessera.LaunchError, match="must be a NumPy or DLPack array"):
+        add(x, x, z=x)

@@ -1,4 +1,4 @@
-"""The Python package on the GPU: torch CUDA tensors (and CuPy arrays) launched on GPU 0.
+"""The Python package on the GPU: torch CUDA tensors (and CuPy and DLPack arrays) launched on the GPU that holds them.
 
 Marked `gpu`; skipped where torch has no CUDA device or Tessera finds no driver (CI's CPU
 machines). Run on a GPU machine: `python3 -m pytest -q -m gpu python/tests`.
@@ -232,3 +232,44 @@ def test_autograd_pairs_a_forward_and_a_backward_kernel():
     # Gradients reach only inputs the backward kernel writes; unknown parameters are refused.
     with pytest.raises(tessera.LaunchError, match="`dw` of `mul_bwd`"):
         tt.autograd(mod.mul, tessera.compile(MUL.replace("dy: &mut", "dw: &mut").replace("dy.store", "dw.store")).mul_bwd)
+
+
+class CaiOnly:
+    """A CUDA array seen only through `__cuda_array_interface__` (as Numba's is): no device field."""
+
+    def __init__(self, t):
+        self.__cuda_array_interface__ = t.__cuda_array_interface__
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_tensors_on_another_gpu_run_there():
+    mod = example("vector_add.tile")
+    x = torch.randn(5000, device="cuda:1")
+    z = torch.full_like(x, float("nan"))
+    mod.vector_add(x, x, z)  # the native path
+    torch.cuda.synchronize(1)
+    assert torch.equal(z, 2 * x)
+    # The Python path (by name), on a non-default stream of GPU 1.
+    s = torch.cuda.Stream(device=1)
+    y = x.flip(0)
+    with torch.cuda.stream(s):
+        mod.vector_add(x=x, y=y, z=z)
+    s.synchronize()
+    assert torch.equal(z, x + y)
+    # Arrays that do not name their device: the driver knows it from the address.
+    z.zero_()
+    torch.cuda.synchronize(1)
+    mod.vector_add(CaiOnly(x), CaiOnly(x), CaiOnly(z))
+    torch.cuda.synchronize(1)
+    assert torch.equal(z, 2 * x)
+    with pytest.raises(tessera.LaunchError, match="on GPU 1, `y` on GPU 0; pass all tensors on one GPU"):
+        mod.vector_add(x, x.to("cuda:0"), z)
+    # Tuning on GPU 1.
+    src = ("use std::math::cdiv;\n#[grid(cdiv(N, BLOCK))]\n#[tune(BLOCK = [128, 1024])]\n"
+           "kernel twice<const BLOCK: i32 = 256>(x: &f32[N], z: &mut f32[N]) {\n"
+           "    let i0 = program_id(0) * BLOCK;\n    z.store([i0], x.load([i0], [BLOCK]) * 2.0);\n}\n")
+    k = tessera.compile(src).twice.tune(x, z, progress=False)
+    z.zero_()
+    k(x, z)
+    torch.cuda.synchronize(1)
+    assert torch.equal(z, 2 * x)

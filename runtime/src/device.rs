@@ -1,4 +1,5 @@
-//! The GPU runtime over cudarc's driver API: a [`Runtime`] on device 0, PTX loading, device
+//! The GPU runtime over cudarc's driver API: a [`Runtime`] on one device (device 0 unless
+//! [`Runtime::on_device`] names another), PTX loading, device
 //! tensors, streams, and checked kernel launches (the launch path itself is in `launch.rs`).
 //!
 //! The CUDA driver library (`libcuda.so`) is loaded when [`Runtime::new`] runs; on a machine
@@ -103,9 +104,11 @@ pub fn driver_library_present() -> bool {
     catch_unwind(|| unsafe { cudarc::driver::sys::is_culib_present() }).unwrap_or(false)
 }
 
-/// A CUDA context on device 0 and its default stream.
+/// A CUDA context (the device's primary context, which PyTorch and CuPy use too) and its default
+/// stream.
 pub struct Runtime {
     ctx: Arc<CudaContext>,
+    ordinal: usize,
     stream: Arc<CudaStream>,
     name: String,
     cc: (u32, u32),
@@ -331,6 +334,13 @@ impl Runtime {
     /// Returns [`RuntimeError::NoDriver`] when the driver library is missing, `cuInit` fails or
     /// there is no device; never panics.
     pub fn new() -> Result<Runtime, RuntimeError> {
+        Runtime::on_device(0)
+    }
+
+    /// [`Runtime::new`] on device `ordinal` (as CUDA numbers them, after
+    /// `CUDA_VISIBLE_DEVICES`); a [`RuntimeError::NoDriver`] names the device count when the
+    /// machine has no such device.
+    pub fn on_device(ordinal: usize) -> Result<Runtime, RuntimeError> {
         if !driver_library_present() {
             return Err(RuntimeError::NoDriver(NO_DRIVER.into()));
         }
@@ -345,7 +355,10 @@ impl Runtime {
         if count < 1 {
             return Err(RuntimeError::NoDriver("the CUDA driver found no GPU on this machine; use --backend interp".into()));
         }
-        let ctx = guarded(|| "creating a CUDA context on device 0".into(), || CudaContext::new(0))?;
+        if ordinal >= count as usize {
+            return Err(RuntimeError::NoDriver(format!("there is no GPU {ordinal}: the CUDA driver sees {count}")));
+        }
+        let ctx = guarded(|| format!("creating a CUDA context on device {ordinal}"), || CudaContext::new(ordinal))?;
         let name = guarded(|| "querying the device name".into(), || ctx.name())?;
         let (major, minor) = guarded(|| "querying the compute capability".into(), || ctx.compute_capability())?;
         // SAFETY: no slice exists yet. Without event tracking cudarc adds no events to tensors;
@@ -363,7 +376,7 @@ impl Runtime {
             threads_per_block: attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK, "thread limit")?,
             multiprocessors: attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, "multiprocessor count")?,
         };
-        Ok(Runtime { ctx, stream, name, cc: (major.max(0) as u32, minor.max(0) as u32), limits })
+        Ok(Runtime { ctx, ordinal, stream, name, cc: (major.max(0) as u32, minor.max(0) as u32), limits })
     }
 
     /// What a block may use on this device.
@@ -384,6 +397,36 @@ impl Runtime {
         // as long as the wrapper (which it never hands out by value) exists.
         let cuda = unsafe { self.ctx.wrap_borrowed_stream(raw) };
         Ok(Stream { cuda, raw })
+    }
+
+    /// The ordinal of the device whose memory `address` is in (a pointer another library
+    /// allocated, through its `__cuda_array_interface__`, say); an error when the driver does not
+    /// know the address as device memory.
+    pub fn device_of(&self, address: u64) -> Result<usize, RuntimeError> {
+        let mut ordinal: i32 = -1;
+        let r = guarded(
+            || format!("asking the driver which device holds address {address:#x}"),
+            || {
+                self.ctx.bind_to_thread()?;
+                // SAFETY: the attribute is an `int` written into `ordinal`; any address may be
+                // asked about (an unknown one is an error, not a fault).
+                let r = unsafe {
+                    cudarc::driver::sys::cuPointerGetAttribute(
+                        (&mut ordinal as *mut i32).cast(),
+                        cudarc::driver::sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+                        address,
+                    )
+                };
+                r.result()
+            },
+        );
+        r?;
+        usize::try_from(ordinal).map_err(|_| RuntimeError::Cuda(format!("address {address:#x} is not device memory")))
+    }
+
+    /// The device's ordinal (0 for [`Runtime::new`]).
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
     }
 
     /// The device's name, e.g. `NVIDIA H100 80GB HBM3`.
@@ -622,7 +665,8 @@ impl Runtime {
     ///
     /// # Safety
     ///
-    /// `stream` must be 0 or a live stream of the runtime's context (device 0's primary context).
+    /// `stream` must be 0 or a live stream of the runtime's context (its device's primary
+    /// context).
     pub unsafe fn launch_on_handle(&self, stream: u64, k: &LoadedKernel, args: &[DeviceArg<'_>]) -> Result<(), RuntimeError> {
         self.enqueue_raw(stream as cudarc::driver::sys::CUstream, k, args)
     }

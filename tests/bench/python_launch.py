@@ -1,7 +1,7 @@
 """Launch overhead from Python on torch tensors: a one-block kernel called 10^4 times, then one
 synchronise, per call; Tessera (`vector_add.tile`, 1024 elements: one block) against a Triton
 kernel of the same work and `torch.add(out=)`, in one process on one GPU. Each is warmed up, then
-timed five times; the median is printed.
+timed in nine rounds that take the three in turn; the median round of each is printed.
 
 Run on a GPU machine with torch and Triton and the package installed (`pip install ./python`):
 `python3 tests/bench/python_launch.py`.
@@ -27,17 +27,21 @@ def add_kernel(x, y, z, n, BLOCK: tl.constexpr):
     tl.store(z + i, tl.load(x + i, mask=m) + tl.load(y + i, mask=m), mask=m)
 
 
-def per_call_us(fn) -> float:
-    fn()
+def per_call_us(fns, rounds: int = 9) -> list:
+    """Per call (µs) of each of `fns`: `rounds` rounds, each timing every function in turn (so
+    that a slow spell of the host falls on all of them alike); the median round of each."""
+    for fn in fns:
+        fn()
     torch.cuda.synchronize()
-    runs = []
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(CALLS):
-            fn()
-        torch.cuda.synchronize()
-        runs.append((time.perf_counter() - start) / CALLS * 1e6)
-    return sorted(runs)[2]
+    runs = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, r in zip(fns, runs):
+            start = time.perf_counter()
+            for _ in range(CALLS):
+                fn()
+            torch.cuda.synchronize()
+            r.append((time.perf_counter() - start) / CALLS * 1e6)
+    return [sorted(r)[rounds // 2] for r in runs]
 
 
 def main() -> None:
@@ -48,12 +52,11 @@ def main() -> None:
     add(x, y, z)
     torch.cuda.synchronize()
     assert torch.equal(z, x + y)
-    t = per_call_us(lambda: add(x, y, z))
-    tr = per_call_us(lambda: add_kernel[(1,)](x, y, z, N, BLOCK=N))
-    ta = per_call_us(lambda: torch.add(x, y, out=z))
+    t, tr, ta = per_call_us([lambda: add(x, y, z), lambda: add_kernel[(1,)](x, y, z, N, BLOCK=N),
+                             lambda: torch.add(x, y, out=z)])
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
-    print(f"per call, {CALLS} calls then one synchronise (median of 5): tessera {t:.2f} us, triton {tr:.2f} us, "
-          f"torch.add {ta:.2f} us; tessera / triton = {t / tr:.2f}")
+    print(f"per call, {CALLS} calls then one synchronise (median of 9 interleaved rounds): tessera {t:.2f} us, "
+          f"triton {tr:.2f} us, torch.add {ta:.2f} us; tessera / triton = {t / tr:.2f}")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@
 A kernel is called with one argument per parameter, positionally or by name: arrays for tensor
 parameters (any strides and views; writable parameters are written in place), Python numbers for
 scalars. NumPy arrays (and DLPack arrays in host memory) run on the reference interpreter; torch
-CUDA tensors and arrays with `__cuda_array_interface__` (CuPy) run on GPU 0, launched without
-waiting on the current stream of their library (`torch.cuda.current_stream()`, CuPy's current
-stream; other such arrays: the legacy default stream), so they are ordered with the library's own work and captured into CUDA graphs. Every
+CUDA tensors and arrays with `__cuda_array_interface__` (CuPy) run on the GPU that holds them,
+launched without waiting on the current stream of their library (`torch.cuda.current_stream()`,
+CuPy's current stream; other such arrays: the legacy default stream), so they are ordered with
+the library's own work and captured into CUDA graphs. Every
 shape, dtype, rank and `#[require]` check happens before the kernel runs and fails with
 `LaunchError`; a source that does not compile raises `CompileError` carrying the rendered
 diagnostic (file, line, caret).
@@ -94,7 +95,7 @@ _CAI_DTYPES = {
 
 
 def gpu_available() -> bool:
-    """Whether GPU 0 can run kernels in this process (a CUDA driver and a device)."""
+    """Whether a GPU can run kernels in this process (a CUDA driver and a device)."""
     return _tessera.gpu_status()[0]
 
 
@@ -115,26 +116,26 @@ def _torch_code(name: str, v: Any) -> int:
 
 def _torch_tensor(name: str, v: Any) -> Tuple[int, int, Any, Any]:
     """`(address, dtype code, shape, element strides)` of a torch CUDA tensor."""
-    if v.get_device() != 0:
-        raise LaunchError(f"`{name}` is on {v.device}; Tessera runs on cuda:0")
     code = _TORCH_BY_DTYPE.get(v.dtype)
     return v.data_ptr(), _torch_code(name, v) if code is None else code, v.shape, v.stride()
 
 
-def _device_tensor(name: str, v: Any, writable: bool) -> Optional[Tuple[Tuple[int, int, Any, Any], str]]:
-    """For a tensor in GPU memory, `((address, dtype code, shape, element strides), library)`, where
-    library is `"torch"`, `"cupy"` (whose current stream the launch goes on), `"cai"` (another
-    `__cuda_array_interface__` array) or `"dlpack"` (a DLPack array on CUDA, e.g. JAX's), these two
-    on the legacy default stream; `None` for anything else."""
+# A tensor in GPU memory: `(address, dtype code, shape, element strides)`, its library and its
+# GPU's ordinal (`None`: not known yet).
+_DeviceTensor = Tuple[Tuple[int, int, Any, Any], str, Optional[int]]
+
+
+def _device_tensor(name: str, v: Any, writable: bool) -> Optional[_DeviceTensor]:
+    """For a tensor in GPU memory, `((address, dtype code, shape, element strides), library,
+    device)`, where library is `"torch"`, `"cupy"` (whose current stream the launch goes on),
+    `"cai"` (another `__cuda_array_interface__` array) or `"dlpack"` (a DLPack array on CUDA, e.g.
+    JAX's), these two on the legacy default stream; `None` for anything else."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(v, torch.Tensor):
-        return (_torch_tensor(name, v), "torch") if v.is_cuda else None
+        return (_torch_tensor(name, v), "torch", v.get_device()) if v.is_cuda else None
     cai = getattr(v, "__cuda_array_interface__", None)
     if cai is None:
         return _dlpack_tensor(name, v)
-    dev = getattr(getattr(v, "device", None), "id", 0)
-    if dev != 0:
-        raise LaunchError(f"`{name}` is on GPU {dev}; Tessera runs on GPU 0")
     dtype = _CAI_DTYPES.get(cai["typestr"])
     if dtype is None:
         raise LaunchError(f"`{name}`: arrays of type {cai['typestr']} have no Tessera dtype")
@@ -153,16 +154,20 @@ def _device_tensor(name: str, v: Any, writable: bool) -> Optional[Tuple[Tuple[in
         if any(b % size for b in cai["strides"]):
             raise LaunchError(f"`{name}`: strides {cai['strides']} are not whole elements")
         strides = [b // size for b in cai["strides"]]
-    library = "cupy" if type(v).__module__.startswith("cupy") else "cai"
-    return (ptr, _CODES[dtype], tuple(shape), tuple(strides)), library
+    if type(v).__module__.startswith("cupy"):
+        library, dev = "cupy", v.device.id
+    else:
+        # The interface does not name the device: the driver knows it from the address
+        # (asked in `_device_args`, after the checks that need no driver).
+        library, dev = "cai", None
+    return (ptr, _CODES[dtype], tuple(shape), tuple(strides)), library, dev
 
 
-# Set by the first launch on torch tensors: torch's current-stream getter and tensor class.
 # DLPack's device type of CUDA memory (dlpack.h: kDLCUDA).
 _DLPACK_CUDA = 2
 
 
-def _dlpack_tensor(name: str, v: Any) -> Optional[Tuple[Tuple[int, int, Any, Any], str]]:
+def _dlpack_tensor(name: str, v: Any) -> Optional[_DeviceTensor]:
     """`_device_tensor` for an array seen through DLPack only (JAX): its capsule is read, not
     consumed. The producer is asked to order its work before the legacy default stream, which
     the launch goes on."""
@@ -172,8 +177,6 @@ def _dlpack_tensor(name: str, v: Any) -> Optional[Tuple[Tuple[int, int, Any, Any
     kind, dev = device()[:2]
     if kind != _DLPACK_CUDA:
         return None
-    if dev != 0:
-        raise LaunchError(f"`{name}` is on GPU {dev}; Tessera runs on GPU 0")
     try:
         capsule = v.__dlpack__(stream=1)  # 1: CUDA's legacy default stream, in the protocol
     except TypeError:  # a producer from before the `stream` argument
@@ -182,32 +185,41 @@ def _dlpack_tensor(name: str, v: Any) -> Optional[Tuple[Tuple[int, int, Any, Any
         raise LaunchError(f"`{name}`: its DLPack producer cannot order its work before the legacy default "
                           f"stream: {e}") from None
     ptr, _device, code, shape, strides = _tessera.dlpack_tensor(capsule)
-    return (ptr, code, tuple(shape), tuple(strides)), "dlpack"
+    return (ptr, code, tuple(shape), tuple(strides)), "dlpack", dev
 
 
+# torch's current-stream getter, set (with the native fast path's view of torch: `set_torch`)
+# by the first launch on torch tensors.
 _torch_stream = None
-_torch_tensor_type: Any = None
 
 
-def _current_stream(library: str) -> int:
-    """The handle of the library's current stream on GPU 0."""
-    global _torch_stream, _torch_tensor_type
+def _current_stream(library: str, device: int) -> int:
+    """The handle of the library's current stream on GPU `device`."""
+    global _torch_stream
     if library == "torch":
         if _torch_stream is None:
             torch = sys.modules["torch"]
             raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
             _torch_stream = raw if raw is not None else lambda d: torch.cuda.current_stream(d).cuda_stream
-            _torch_tensor_type = torch.Tensor
-        return _torch_stream(0)
+            dtypes = [(getattr(torch, n), _CODES[t]) for n, t in _TORCH_DTYPES.items() if hasattr(torch, n)]
+            _tessera.set_torch(torch.Tensor, _torch_stream, dtypes)
+        return _torch_stream(device)
     if library == "cupy":
-        return sys.modules["cupy"].cuda.get_current_stream().ptr
+        cupy = sys.modules["cupy"]
+        with cupy.cuda.Device(device):
+            return cupy.cuda.get_current_stream().ptr
     # Another library's array: the legacy default stream, ordered after the work of every
     # blocking stream (where `__cuda_array_interface__` producers leave their data).
     return 0
 
 
-class Kernel:
-    """A compiled kernel; call it like a function (see the module documentation)."""
+class Kernel(_tessera.Launcher):
+    """A compiled kernel; call it like a function (see the module documentation).
+
+    Calling it is native code (`_tessera.Launcher.__call__`) when every tensor argument is a
+    plain torch CUDA tensor (all on one GPU) and every scalar a Python number, so the launch
+    overhead is
+    PyTorch's attribute reads and the driver's; any other call runs `_call` below."""
 
     def __init__(self, native: Any) -> None:
         self._k = native
@@ -218,8 +230,6 @@ class Kernel:
         # (name, "tensor" | "scalar", dtype, rank, writable) per parameter.
         self.params: Sequence[Tuple[str, str, str, int, bool]] = native.params()
         self._tensors = [(i, p[0], p[4]) for i, p in enumerate(self.params) if p[1] == "tensor"]
-        self._scalars = [i for i, p in enumerate(self.params) if p[1] != "tensor"]
-        self._tidx = [i for i, _n, _w in self._tensors]
         self._n = len(self.params)
 
     @property
@@ -253,28 +263,10 @@ class Kernel:
             raise LaunchError(f"kernel `{self.name}`: missing argument(s) {', '.join(missing)}")
         return [bound[n] for n in names]
 
-    def __call__(self, *args: Any, **kwargs: Any) -> None:
+    def _call(self, *args: Any, **kwargs: Any) -> None:
+        """A call the native `__call__` did not take: arguments by name, host arrays for the
+        interpreter, CuPy and DLPack arrays, anything needing an explanation."""
         values = args if not kwargs and len(args) == self._n else self._bind(args, kwargs)
-        # The hot path, inline: every tensor a plain torch CUDA tensor on device 0 of a known
-        # dtype (anything else takes the general path below, which explains what is wrong).
-        if _torch_stream is not None:
-            native = list(values)
-            tensor = _torch_tensor_type
-            for i in self._tidx:
-                v = values[i]
-                # `get_device()` is -1 on the CPU.
-                if type(v) is not tensor or v.get_device() != 0:
-                    break
-                code = _TORCH_BY_DTYPE.get(v.dtype)
-                if code is None:
-                    break
-                native[i] = (v.data_ptr(), code, v.shape, v.stride())
-            else:
-                for i in self._scalars:
-                    if isinstance(values[i], np.generic):
-                        native[i] = values[i].item()
-                self._k.launch_gpu(native, _torch_stream(0))
-                return
         if self._launch_gpu(values):
             return
         native_args = []
@@ -306,10 +298,10 @@ class Kernel:
     def _launch_gpu(self, values: Sequence[Any]) -> bool:
         """Launches on the GPU when the tensor arguments are in GPU memory; False when they are
         host arrays (for the interpreter)."""
-        native, library = self._device_args(values)
+        native, library, device = self._device_args(values)
         if library is None:
             return False
-        self._k.launch_gpu(native, _current_stream(library))
+        self._k.launch_gpu(native, _current_stream(library, device), device)
         return True
 
     def tune(self, *args: Any, retune: bool = False, progress: bool = True, **kwargs: Any) -> "Kernel":
@@ -321,21 +313,23 @@ class Kernel:
         progress line goes to `sys.stderr`. The returned kernel's `tune_table` is the table of
         configurations tried."""
         values = self._bind(args, kwargs)
-        native, library = self._device_args(values)
+        native, library, device = self._device_args(values)
         if library is None:
             raise LaunchError(f"kernel `{self.name}`: tuning runs on the GPU; pass torch CUDA tensors or CUDA arrays")
         # The tuner launches on its own stream: the inputs must be ready.
         if library == "torch":
-            sys.modules["torch"].cuda.synchronize()
+            sys.modules["torch"].cuda.synchronize(device)
         elif library == "cupy":
-            sys.modules["cupy"].cuda.get_current_stream().synchronize()
+            cupy = sys.modules["cupy"]
+            with cupy.cuda.Device(device):
+                cupy.cuda.get_current_stream().synchronize()
 
         def line(compiled: int, timed: int, total: int, best: Optional[Tuple[float, str]]) -> None:
             tail = f", best {best[0]:.4f} ms ({best[1]})" if best else ""
             sys.stderr.write(f"\rtuning {self.name}: compiled {compiled}/{total}, timed {timed}/{total}{tail}\x1b[K")
             sys.stderr.flush()
 
-        native_k, table, cached = self._k.tune(native, retune, line if progress else None)
+        native_k, table, cached = self._k.tune(native, retune, line if progress else None, device)
         if progress and not cached:
             sys.stderr.write("\n")
         tuned = Kernel(native_k)
@@ -343,30 +337,36 @@ class Kernel:
         tuned.tuned_from_cache = cached
         return tuned
 
-    def _device_args(self, values: Sequence[Any]) -> Tuple[list, Optional[str]]:
-        """The native arguments of a GPU launch and the library whose stream it goes on; `None`
-        as the library when the tensors are host arrays."""
+    def _device_args(self, values: Sequence[Any]) -> Tuple[list, Optional[str], int]:
+        """The native arguments of a GPU launch, the library whose stream it goes on and the GPU
+        it runs on; `None` as the library when the tensors are host arrays."""
         native = [v.item() if isinstance(v, np.generic) else v for v in values]
-        library = None
+        found = []
         host = []
-        torch = sys.modules.get("torch")
         for i, name, writable in self._tensors:
-            v = values[i]
-            if torch is not None and type(v) is torch.Tensor and v.is_cuda:
-                # The common case first: a plain torch CUDA tensor.
-                native[i] = _torch_tensor(name, v)
-                library = library or "torch"
-                continue
-            d = _device_tensor(name, v, writable)
+            d = _device_tensor(name, values[i], writable)
             if d is None:
                 host.append(name)
                 continue
             native[i] = d[0]
-            library = library or d[1]
-        if library is not None and host:
+            found.append((name, d))
+        if not found:
+            return native, None, 0
+        if host:
             raise LaunchError(f"kernel `{self.name}`: {', '.join(f'`{n}`' for n in host)} in host memory, other "
                               "tensors on the GPU; pass all tensors on one side")
-        return native, library
+        first, device = "", None
+        for name, (t, _library, dev) in found:
+            if dev is None and t[0]:
+                dev = _tessera.device_of(t[0])
+            if dev is None:  # an empty array without an address
+                continue
+            if device is None:
+                first, device = name, dev
+            elif dev != device:
+                raise LaunchError(f"kernel `{self.name}`: `{first}` is on GPU {device}, `{name}` on GPU {dev}; "
+                                  "pass all tensors on one GPU")
+        return native, found[0][1][1], device or 0
 
 
 class Module:
