@@ -670,3 +670,55 @@ fn wgmma_wait_is_deferred_only_when_nothing_else_reads_the_accumulator() {
     assert_eq!(waits(gemm("")), [1, 0], "deferred: group 1 in the loop, group 0 after it");
     assert_eq!(waits(gemm("tot = tot + acc.sum(1);")), [0], "the body reads the accumulator: not deferred");
 }
+
+/// A persistent loop over (tile, k-step) pairs whose tile epilogue is an `if` at the end of the
+/// body (store the tile, restart from zero): `defer_wgmma_wait` still leaves each iteration's
+/// group in flight. The epilogue branch waits for it itself, the accumulator leaves the `if`
+/// (the loop yields the in-flight value), and the restart is a loop-carried `accumulate` flag on
+/// the `wgmma` instead of zeroed registers.
+#[test]
+fn wgmma_wait_is_deferred_past_a_tile_epilogue() {
+    let text = "use std::math::cdiv;\n#[grid(4)]\n#[warps(4)]\n\
+         kernel gemm(a: &bf16[M, K], b: &bf16[K, N], c: &mut bf16[M, N]) {\n\
+         let tn = cdiv(N, 64);\nlet kt = cdiv(K, 32);\n\
+         let mine = cdiv(cdiv(M, 64) * tn - program_id(0), num_programs(0));\n\
+         let mut acc: f32[64, 64] = 0.0;\n\
+         for s in 0..mine * kt {\n\
+           let t = program_id(0) + (s / kt) * num_programs(0);\nlet ki = s % kt;\n\
+           let (m0, n0) = ((t / tn) * 64, (t % tn) * 64);\n\
+           acc = dot(a.load([m0, ki * 32], [64, 32]), b.load([ki * 32, n0], [32, 64]), acc);\n\
+           if ki == kt - 1 { c.store([m0, n0], acc as bf16); acc = 0.0; }\n\
+         }\n}\n";
+    let m = tessera_compiler::compile(&Source::new("persistent.tile", text), &Options { target: Target::Sm90a, ..opts(&[]) })
+        .unwrap_or_else(|d| panic!("{}", d.render()));
+    let k = &m.kernels[0].lir;
+    lir::verify_kernel(k).unwrap_or_else(|e| panic!("{e}"));
+    let for_op = k.body.block(k.body.entry).ops.iter().copied().find(|&o| matches!(k.body.op(o).kind, lir::OpKind::Tir(tir::OpKind::For)));
+    let for_op = for_op.unwrap_or_else(|| panic!("no loop"));
+    let body = k.body.op(for_op).regions[0];
+    let ops: Vec<_> = k.body.block(body).ops.iter().map(|&o| k.body.op(o)).collect();
+    let mma = ops.iter().position(|d| matches!(d.kind, lir::OpKind::LocalMma { wgmma: true, .. })).unwrap_or_else(|| panic!("no wgmma"));
+    assert!(matches!(ops[mma + 1].kind, lir::OpKind::WgmmaWait { pending: 1 }), "group 1 right after the issue");
+    assert!(matches!(ops[mma + 2].kind, lir::OpKind::Barrier), "then the barrier");
+    // The `accumulate` operand: the loop's last body argument, true before the loop.
+    let flag = *ops[mma].operands.last().unwrap_or_else(|| unreachable!());
+    assert_eq!(ops[mma].operands.len(), 4);
+    assert_eq!(k.body.block(body).args.last(), Some(&flag), "the flag is carried by the loop");
+    // The epilogue: no tile result; its storing branch waits for the group first, and yields
+    // `false` (restart), the other `true`.
+    let epi = ops.iter().find(|d| matches!(d.kind, lir::OpKind::Tir(tir::OpKind::If))).unwrap_or_else(|| panic!("no epilogue"));
+    assert!(epi.results.iter().all(|&r| k.body.ty(r).shape().is_empty()), "the accumulator left the `if`");
+    let first = |blk| k.body.op(k.body.block(blk).ops[0]).kind.clone();
+    assert!(matches!(first(epi.regions[0]), lir::OpKind::WgmmaWait { pending: 0 }), "the storing branch waits first");
+    assert!(!matches!(first(epi.regions[1]), lir::OpKind::WgmmaWait { .. }), "the other passes the group on");
+    let yielded_flag = |blk| {
+        let y = k.body.op(*k.body.block(blk).ops.last().unwrap_or_else(|| unreachable!()));
+        let v = *y.operands.last().unwrap_or_else(|| unreachable!());
+        k.body.producer(v).map(|p| k.body.op(p).kind.clone())
+    };
+    assert_eq!(yielded_flag(epi.regions[0]), Some(lir::OpKind::Tir(tir::OpKind::Const(tir::Lit::Bool(false)))));
+    assert_eq!(yielded_flag(epi.regions[1]), Some(lir::OpKind::Tir(tir::OpKind::Const(tir::Lit::Bool(true)))));
+    // The loop yields the in-flight accumulator itself.
+    let loop_yield = ops.last().unwrap_or_else(|| unreachable!());
+    assert_eq!(loop_yield.operands[0], k.body.op(k.body.block(body).ops[mma + 1]).results[0]);
+}

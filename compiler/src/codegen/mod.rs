@@ -560,7 +560,11 @@ impl<'m> Gen<'m> {
         match &d.kind {
             OpKind::WgmmaWait { pending } => {
                 let accs = self.regs(d.operands[0])?;
-                let in_place = self.in_place_ok(d.operands[0], &accs);
+                // The wait changes no value: its registers may be reused even when the operand
+                // is read again (a copy would read registers a `wgmma` group may still own, which
+                // makes ptxas serialise the kernel's `wgmma`s).
+                let mut seen = std::collections::HashSet::new();
+                let in_place = accs.iter().all(|r| r.imm().is_none() && seen.insert(*r));
                 Ok(vec![Cv::Regs(self.wgmma_wait(&accs, in_place, *pending)?)])
             }
             OpKind::Barrier => {
@@ -617,9 +621,14 @@ impl<'m> Gen<'m> {
             }
             OpKind::LocalMma { a_offset, b_offset, k, dtype, b_trans, wgmma: true } => {
                 let (acc, a_base, b_base) = (d.operands[0], d.operands.get(1).copied(), d.operands.get(2).copied());
-                self.local_wgmma(&rt.ok_or("mma without result")?, acc, [a_base, b_base], (*a_offset, *b_offset, *b_trans), *k, *dtype)
+                let accumulate = d.operands.get(3).copied();
+                let t = rt.ok_or("mma without result")?;
+                self.local_wgmma(&t, acc, [a_base, b_base], accumulate, (*a_offset, *b_offset, *b_trans), *k, *dtype)
             }
             OpKind::LocalMma { a_offset, b_offset, k, dtype, b_trans, wgmma: false } => {
+                if d.operands.len() > 3 {
+                    return Err("local_mma: `accumulate` is for wgmma only".into());
+                }
                 let (acc, a_base, b_base) = (d.operands[0], d.operands.get(1).copied(), d.operands.get(2).copied());
                 self.local_mma(&rt.ok_or("mma without result")?, acc, [a_base, b_base], (*a_offset, *b_offset, *b_trans), *k, *dtype)
             }

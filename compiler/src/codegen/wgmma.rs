@@ -85,12 +85,15 @@ impl Gen<'_> {
     }
 
     /// `acc + a · b` by the warpgroups, `a` a swizzled `[m, k]` tile in shared memory at
-    /// `offs.0 + base`, `b` at `offs.1 + base`, stored transposed if `offs.2` (`wgmma_issue`).
+    /// `offs.0 + base`, `b` at `offs.1 + base`, stored transposed if `offs.2` (`wgmma_issue`);
+    /// `a · b` alone when `accumulate` is given and false.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn local_wgmma(
         &mut self,
         t: &lir::Type,
         acc: Value,
         bases: [Option<Value>; 2],
+        accumulate: Option<Value>,
         offs: (u32, u32, bool),
         k: i64,
         dtype: DType,
@@ -98,7 +101,11 @@ impl Gen<'_> {
         let (a0, b0) = (self.tile_base(bases[0], offs.0)?, self.tile_base(bases[1], offs.1)?);
         let accs = self.regs(acc)?;
         let in_place = self.in_place_ok(acc, &accs);
-        Ok(vec![Cv::Regs(self.wgmma_issue(t, accs, in_place, WgA::Smem(a0), b0, offs.2, k, dtype)?)])
+        let scale = match accumulate {
+            Some(f) => Some(self.b.int_cast(self.regs(f)?[0], Ty::I32, false)),
+            None => None,
+        };
+        Ok(vec![Cv::Regs(self.wgmma_issue(t, accs, in_place, scale, WgA::Smem(a0), b0, offs.2, k, dtype)?)])
     }
 
     /// `acc + a · b` by the warpgroups with `a`'s fragments in registers (`#mma<w×1>`).
@@ -116,7 +123,7 @@ impl Gen<'_> {
         let b0 = self.tile_base(Some(b_base), b_off.0)?;
         let (accs, a_regs) = (self.regs(acc)?, self.regs(a)?);
         let in_place = self.in_place_ok(acc, &accs);
-        Ok(vec![Cv::Regs(self.wgmma_issue(t, accs, in_place, WgA::Regs(&a_regs), b0, b_off.1, k, dtype)?)])
+        Ok(vec![Cv::Regs(self.wgmma_issue(t, accs, in_place, None, WgA::Regs(&a_regs), b0, b_off.1, k, dtype)?)])
     }
 
     fn tile_base(&self, base: Option<Value>, off: u32) -> Res<V> {
@@ -126,12 +133,15 @@ impl Gen<'_> {
     /// Issues one `wgmma` per 16 of `k` and 64-row strip, committed as one group and not
     /// waited for (a `wgmma_wait` follows before the accumulators are read or the buffers
     /// refilled). `b` is `[k, n]` N-major at byte `b0`, or `[n, k]` K-major with `b_trans`.
+    /// `scale`, an i32, says at run time whether the first k-step reads the accumulators (not
+    /// when 0: the product alone); without it, they are read unless they are all constant zeros.
     #[allow(clippy::too_many_arguments)]
     fn wgmma_issue(
         &self,
         t: &lir::Type,
         mut accs: Vec<V>,
         in_place: bool,
+        scale: Option<V>,
         a: WgA<'_>,
         b0: V,
         b_trans: bool,
@@ -185,10 +195,15 @@ impl Gen<'_> {
             // A zero accumulator is not read (scale-d = 0 on the first k-step): no registers
             // are zeroed for it.
             let zero = acc.iter().all(|v| v.float_imm() == Some(0.0));
-            let (acc, scale) = if zero { (None, 0) } else { (Some(acc), 1) };
+            let (acc, scale) = match scale {
+                // The registers pass through even when not read: they may be in flight.
+                Some(s) => (Some(acc), s),
+                None if zero => (None, self.i32c(0)),
+                None => (Some(acc), self.i32c(1)),
+            };
             // Operands: the `per` results, then `scale`, then each k-step's A (a descriptor or
             // four fragment registers) and B descriptor, then the tied accumulators.
-            let mut args: Vec<V> = vec![self.i32c(scale)];
+            let mut args: Vec<V> = vec![scale];
             let mut text = format!("{{\n.reg .pred p;\nsetp.ne.b32 p, ${p}, 0;\n");
             for ks in 0..steps {
                 let scale_d = if ks == 0 { "p" } else { "1" };

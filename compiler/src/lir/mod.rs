@@ -195,6 +195,8 @@ pub enum OpKind {
     /// With `b_trans`, `b` is stored as its transpose `[n, k]` (a loaded `k` tile under `trans`).
     /// With `wgmma` (Hopper, see `wgmma_fits`), each warpgroup multiplies its 64 rows with
     /// `wgmma.mma_async` straight from shared memory instead: no `ldmatrix`, no operand registers.
+    /// A wgmma may take a fourth operand after both bases, `accumulate: bool`: when false, the
+    /// result is `a · b` alone (`scale-d` 0; `defer_wgmma_wait`'s restart of a tile).
     LocalMma { a_offset: u32, b_offset: u32, k: i64, dtype: DType, b_trans: bool, wgmma: bool },
     /// `(base: i32, t: tensor, o0: i32, o1: i32) -> ()`: starts an asynchronous copy of the 2-D
     /// window `t[o0.., o1..]` of `shape` into shared memory at `offset + base` (row-major,
@@ -348,6 +350,30 @@ pub fn verify_kernel(k: &Kernel) -> Result<(), String> {
     verify_block(k, b.entry, &mut defined)
 }
 
+/// A loop's or branch's regions end in a `yield` of one value per result, each of its type; a
+/// loop's body has the induction variable and one argument per result.
+fn verify_regions(b: &LirBody, op: crate::ir::Op) -> Result<(), String> {
+    let d = b.op(op);
+    let (is_for, is_if) = (matches!(d.kind, OpKind::Tir(tir::OpKind::For)), matches!(d.kind, OpKind::Tir(tir::OpKind::If)));
+    if !is_for && !is_if {
+        return Ok(());
+    }
+    let what = d.kind.mnemonic();
+    for &r in &d.regions {
+        let y = b.block(r).ops.last().map(|&y| b.op(y));
+        let Some(y) = y.filter(|y| matches!(y.kind, OpKind::Tir(tir::OpKind::Yield))) else {
+            return Err(format!("a region of `{what}` does not end in `yield`"));
+        };
+        if y.operands.len() != d.results.len() || y.operands.iter().zip(&d.results).any(|(&v, &res)| b.ty(v) != b.ty(res)) {
+            return Err(format!("`{what}` has {} results, its region yields {} values or other types", d.results.len(), y.operands.len()));
+        }
+        if is_for && b.block(r).args.len() != d.results.len() + 1 {
+            return Err(format!("`for` has {} results and {} body arguments", d.results.len(), b.block(r).args.len()));
+        }
+    }
+    Ok(())
+}
+
 fn verify_block(k: &Kernel, blk: crate::ir::Block, defined: &mut Vec<bool>) -> Result<(), String> {
     let b = &k.body;
     for &a in &b.block(blk).args {
@@ -363,6 +389,7 @@ fn verify_block(k: &Kernel, blk: crate::ir::Block, defined: &mut Vec<bool>) -> R
         for &r in &d.regions {
             verify_block(k, r, defined)?;
         }
+        verify_regions(b, op)?;
         for &r in &d.results {
             defined[r.index()] = true;
             if let Type::Tile { shape, layout, .. } = b.ty(r)

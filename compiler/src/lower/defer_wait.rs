@@ -23,6 +23,17 @@
 //! The loop qualifies only when its body is the pipeline's and nothing else: one `wgmma` op whose
 //! accumulator is a loop-carried value read by nothing else, its `wgmma_wait` yielded and read
 //! by nothing else, the copy engine's ops, one barrier before the MMA, and scalar arithmetic.
+//!
+//! Or the same with an epilogue: the waited accumulator read only by a last `if` whose result
+//! is yielded in its place (a persistent loop over tiles and their k-steps that stores a tile and
+//! restarts from zero after its last step: `if last { store(acc); yield 0 } else { yield acc }`).
+//! Each branch that reads the accumulator other than by yielding it starts with a
+//! `wgmma_wait 0` of its own; the others pass the group on in flight, as the plain loop does.
+//! The accumulator then leaves the `if`: the loop yields the in-flight value itself, and a
+//! restart from a zero tile becomes a loop-carried `accumulate` flag, false after it, that makes
+//! the next `wgmma` ignore the registers (`scale-d` 0). Copying accumulators a `wgmma` group may
+//! still own (into an `if`'s result) or writing zeros into them makes ptxas serialise every
+//! `wgmma` of the kernel.
 
 use crate::ir::{Block, Op, Value};
 use crate::lir::{self, LirBody, OpKind};
@@ -60,6 +71,16 @@ struct Plan {
     wait: usize,
     /// The index of the accumulator among the loop's results.
     result: usize,
+    /// The epilogue `if` that reads the waited accumulator, if any.
+    epilogue: Option<Epilogue>,
+}
+
+struct Epilogue {
+    op: Op,
+    /// Which of its results is the accumulator.
+    result: usize,
+    /// Per branch, whether it restarts from a zero tile (else it yields the accumulator).
+    zero: Vec<bool>,
 }
 
 fn pure(kind: &OpKind) -> bool {
@@ -72,6 +93,8 @@ fn pure(kind: &OpKind) -> bool {
                 | tir::OpKind::Const(_)
                 | tir::OpKind::Select
                 | tir::OpKind::Cast
+                | tir::OpKind::ProgramId(_)
+                | tir::OpKind::NumPrograms(_)
         )
     )
 }
@@ -93,6 +116,12 @@ fn plan(b: &LirBody, op: Op) -> Option<Plan> {
     let mut waits = (0..ops.len()).filter(|&i| matches!(kind(i), OpKind::WgmmaWait { .. }));
     let (wait, None) = (waits.next()?, waits.next()) else { return None };
     let last = ops.len().checked_sub(1)?;
+    // An epilogue: one op with regions, an `if` right before the yield.
+    let epilogue = match (0..ops.len()).filter(|&i| !b.op(ops[i]).regions.is_empty()).collect::<Vec<_>>()[..] {
+        [] => None,
+        [i] if i + 1 == last && i > wait && matches!(kind(i), OpKind::Tir(tir::OpKind::If)) => Some(i),
+        _ => return None,
+    };
     let (m, w, y) = (b.op(ops[mma]), b.op(ops[wait]), b.op(ops[last]));
     let shaped = matches!(kind(last), OpKind::Tir(tir::OpKind::Yield))
         && matches!(kind(wait), OpKind::WgmmaWait { pending: 0 })
@@ -113,9 +142,9 @@ fn plan(b: &LirBody, op: Op) -> Option<Plan> {
                 i > mma
             }
             OpKind::TmaWait { .. } | OpKind::TmaArrive { .. } | OpKind::AsyncWait { .. } | OpKind::AsyncCommit => true,
-            _ => i == mma || i == wait || i == barrier || i == last || pure(k),
+            _ => i == mma || i == wait || i == barrier || i == last || Some(i) == epilogue || pure(k),
         };
-        if !ok || !b.op(o).regions.is_empty() {
+        if !ok {
             return None;
         }
     }
@@ -127,10 +156,137 @@ fn plan(b: &LirBody, op: Op) -> Option<Plan> {
     let carried = args.iter().position(|&a| a == acc)?;
     let result = carried.checked_sub(1)?;
     let uses = |v: Value| ops.iter().map(|&o| b.op(o).operands.iter().filter(|&&x| x == v).count()).sum::<usize>();
-    if copies == 0 || uses(acc) != 1 || uses(waited) != 1 || y.operands.get(result) != Some(&waited) {
+    let nested = |v: Value| ops.iter().map(|&o| nested_uses(b, o, v)).sum::<usize>();
+    if copies == 0 || uses(acc) != 1 || nested(acc) != uses(acc) {
         return None;
     }
-    Some(Plan { body, barrier, mma, wait, result })
+    let epilogue = match epilogue {
+        // The waited value is yielded directly, and read nowhere else.
+        None if uses(waited) == 1 && nested(waited) == 1 && y.operands.get(result) == Some(&waited) => None,
+        None => return None,
+        // The `if` reads the waited value inside its branches only, and its result is yielded.
+        Some(i) => {
+            let e = ops[i];
+            let ok = uses(waited) == 0
+                && nested(waited) == nested_uses(b, e, waited)
+                && uses(*y.operands.get(result)?) == 1
+                && b.op(e).regions.len() == 2;
+            if !ok {
+                return None;
+            }
+            let ri = b.op(e).results.iter().position(|r| y.operands.get(result) == Some(r))?;
+            let mut zero = vec![];
+            for &blk in &b.op(e).regions {
+                let yielded = *b.op(*b.block(blk).ops.last()?).operands.get(ri)?;
+                let is_zero = b
+                    .producer(yielded)
+                    .is_some_and(|o| matches!(b.op(o).kind, OpKind::Tir(tir::OpKind::Const(tir::Lit::Float(z))) if z == 0.0));
+                if yielded != waited && !is_zero {
+                    return None;
+                }
+                zero.push(is_zero);
+            }
+            // The restart needs `scale-d`: a shared-memory `wgmma` of a pipelined loop (both
+            // bases given).
+            if zero.contains(&true) && !(matches!(m.kind, OpKind::LocalMma { .. }) && m.operands.len() == 3) {
+                return None;
+            }
+            Some(Epilogue { op: e, result: ri, zero })
+        }
+    };
+    Some(Plan { body, barrier, mma, wait, result, epilogue })
+}
+
+/// How many times `v` is an operand of `op` or of an op nested in its regions.
+fn nested_uses(b: &LirBody, op: Op, v: Value) -> usize {
+    let own = b.op(op).operands.iter().filter(|&&x| x == v).count();
+    own + b.op(op).regions.iter().flat_map(|&r| b.block(r).ops.iter()).map(|&o| nested_uses(b, o, v)).sum::<usize>()
+}
+
+/// In each branch of the epilogue `if` that reads `acc` other than by yielding it, a
+/// `wgmma_wait 0` first, whose result the branch reads instead.
+fn wait_in_branches(b: &mut LirBody, e: Op, acc: Value, span: crate::diag::Span) {
+    for blk in b.op(e).regions.clone() {
+        let ops = b.block(blk).ops.clone();
+        let Some((_, body)) = ops.split_last() else { continue };
+        if body.iter().all(|&o| nested_uses(b, o, acc) == 0) {
+            continue;
+        }
+        let ty = b.ty(acc).clone();
+        let done = b.create_op(OpKind::WgmmaWait { pending: 0 }, vec![acc], vec![ty], vec![], span);
+        let waited = b.result(done);
+        // The yield keeps the in-flight value: the loop yields that one (`acc_out_of_epilogue`).
+        for &o in body {
+            b.replace_uses_in(o, acc, waited);
+        }
+        b.blocks[blk.index()].ops.insert(0, done);
+    }
+}
+
+/// Takes the accumulator out of the epilogue `if`: the loop yields the MMA's in-flight result
+/// `acc` itself (a branch either yields it or a zero tile, so no register is copied while a
+/// group may own it), and the `if` loses that result. When a branch restarts from zero, a new
+/// loop-carried flag, true before the loop and false after such a branch, is the `wgmma`'s
+/// `accumulate` operand. Returns the loop's new position in `blk` (a constant may be added
+/// before it).
+fn acc_out_of_epilogue(b: &mut LirBody, blk: Block, at: usize, p: &Plan, e: &Epilogue, acc: Value) -> usize {
+    let for_op = b.block(blk).ops[at];
+    let span = b.span(for_op);
+    let loop_yield = *b.block(p.body).ops.last().unwrap_or(&e.op);
+    b.op_mut(loop_yield).operands[p.result] = acc;
+    remove_result(b, e.op, e.result);
+    for blk in b.op(e.op).regions.clone() {
+        let Some(&yield_op) = b.block(blk).ops.last() else { continue };
+        let gone = b.op_mut(yield_op).operands.remove(e.result);
+        // A zero tile now unread is not materialised.
+        if let Some(z) = b.producer(gone).filter(|_| b.block(blk).ops.iter().all(|&o| nested_uses(b, o, gone) == 0)) {
+            b.blocks[blk.index()].ops.retain(|&o| o != z);
+        }
+    }
+    if !e.zero.contains(&true) {
+        return at;
+    }
+    let flag_ty = b.ty(b.op(e.op).operands[0]).clone();
+    let konst = |b: &mut LirBody, v: bool| {
+        let op = b.create_op(OpKind::Tir(tir::OpKind::Const(tir::Lit::Bool(v))), vec![], vec![flag_ty.clone()], vec![], span);
+        (op, b.result(op))
+    };
+    let (init_op, init) = konst(b, true);
+    b.blocks[blk.index()].ops.insert(at, init_op);
+    b.op_mut(for_op).operands.push(init);
+    let on = b.add_block_arg(p.body, flag_ty.clone());
+    add_result(b, for_op, flag_ty.clone());
+    let mma = b.block(p.body).ops.iter().copied().find(|&o| matches!(b.op(o).kind, OpKind::LocalMma { wgmma: true, .. }));
+    if let Some(mma) = mma {
+        b.op_mut(mma).operands.push(on);
+    }
+    for (i, blk) in b.op(e.op).regions.clone().into_iter().enumerate() {
+        let Some(&yield_op) = b.block(blk).ops.last() else { continue };
+        let (flag_op, flag) = konst(b, !e.zero[i]);
+        let n = b.block(blk).ops.len();
+        b.blocks[blk.index()].ops.insert(n - 1, flag_op);
+        b.op_mut(yield_op).operands.push(flag);
+    }
+    let next = add_result(b, e.op, flag_ty);
+    b.op_mut(loop_yield).operands.push(next);
+    at + 1
+}
+
+/// Removes result `index` of `op` (which nothing may read).
+fn remove_result(b: &mut LirBody, op: Op, index: usize) {
+    b.op_mut(op).results.remove(index);
+    for (i, v) in b.op(op).results.clone().into_iter().enumerate() {
+        b.values[v.index()].def = crate::ir::ValueDef::Result(op, i as u32);
+    }
+}
+
+/// Adds a result of type `ty` to `op`.
+fn add_result(b: &mut LirBody, op: Op, ty: lir::Type) -> Value {
+    let v = Value(b.values.len() as u32);
+    let index = b.op(op).results.len() as u32;
+    b.values.push(crate::ir::ValueData { ty, def: crate::ir::ValueDef::Result(op, index) });
+    b.op_mut(op).results.push(v);
+    v
 }
 
 /// Rewrites the loop at position `at` of `blk`; returns the position of the op it added after
@@ -147,6 +303,11 @@ fn apply(b: &mut LirBody, blk: Block, at: usize, p: Plan) -> usize {
     ops.insert(mma_at + 1, wait);
     ops.insert(mma_at + 2, barrier);
     b.op_mut(wait).kind = OpKind::WgmmaWait { pending: 1 };
+    let mut at = at;
+    if let Some(e) = &p.epilogue {
+        wait_in_branches(b, e.op, b.result(wait), span);
+        at = acc_out_of_epilogue(b, blk, at, &p, e, b.result(wait));
+    }
     // Before the loop: the barrier that publishes the prologue's copies when they are plain
     // stores.
     let pre = b.create_op(OpKind::Barrier, vec![], vec![], vec![], span);
