@@ -574,6 +574,12 @@ impl<'c, 'm> Emitter<'c, 'm> {
                 let v = b.build_not(self.int(*a)?, "").ice()?;
                 self.set(*dst, v.into())?;
             }
+            Inst::Clz { dst, a } => {
+                // Defined at 0 (`false`: zero is not poison), as PTX's `clz` is.
+                let i32t = self.ctx.i32_type();
+                let v = self.call1("llvm.ctlz.i32", i32t.into(), &[self.int(*a)?.into(), self.ctx.bool_type().const_zero().into()])?;
+                self.set(*dst, v)?;
+            }
             Inst::Neg { dst, a } => {
                 let v: BasicValueEnum = if dst.ty.is_float() {
                     b.build_float_neg(self.get(*a)?.into_float_value(), "").ice()?.into()

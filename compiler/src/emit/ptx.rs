@@ -263,6 +263,7 @@ fn inst(m: &Module, f: &Function, kernel: bool, i: &Inst, out: &mut String) -> R
             w(out, format!("mul.wide.{} {}, {}, {};", if *signed { "s32" } else { "u32" }, name(*dst), o(*a)?, o(*b)?))
         }
         Inst::Not { dst, a } => w(out, format!("not.{} {}, {};", dst.ty.b(), name(*dst), o(*a)?)),
+        Inst::Clz { dst, a } => w(out, format!("clz.b32 {}, {};", name(*dst), o(*a)?)),
         Inst::Neg { dst, a } => {
             let t = if dst.ty.is_float() { dst.ty.f() } else { dst.ty.s() };
             w(out, format!("neg.{t} {}, {};", name(*dst), o(*a)?))

@@ -4,7 +4,9 @@
 //! - Integer and float constants are folded, and the identities (`x + 0`, `x * 1`, `x & ones`,
 //!   …) give their operand back.
 //! - Division and remainder by a constant become multiply-high and shifts (Granlund and
-//!   Montgomery); ptxas runs `div` by a constant as a full division.
+//!   Montgomery); ptxas runs `div` by a constant as a full division. So do 32-bit divisions in
+//!   a loop by a divisor defined outside it (a persistent loop's `s / k_steps`): the multiplier
+//!   and shifts are computed once, before the loop, from the divisor at run time.
 //! - A pure instruction whose operands are all defined outside the innermost loops goes to the
 //!   preheader of the outermost loop it varies in (loop-invariant code motion at construction:
 //!   ptxas does not hoist address arithmetic out of loops, and a later pass would have to
@@ -479,6 +481,9 @@ impl Builder {
             {
                 self.div_by_constant(op, a, b.imm().unwrap_or(2))
             }
+            IntOp::UDiv | IntOp::URem | IntOp::SDiv | IntOp::SRem if ty == Ty::I32 && self.varies_inside(a, b) => {
+                self.div_by_invariant(op, a, b)
+            }
             IntOp::UDiv | IntOp::URem => raw(op, norm(a, false), norm(b, false)),
             IntOp::SDiv | IntOp::SRem => raw(op, norm(a, true), norm(b, true)),
             IntOp::Shl | IntOp::LShr | IntOp::AShr => {
@@ -544,6 +549,50 @@ impl Builder {
         match op {
             IntOp::UDiv | IntOp::SDiv => q,
             _ => self.int_bin(IntOp::Sub, a, self.int_bin(IntOp::Mul, q, c(d))),
+        }
+    }
+
+    /// Whether `a` varies in a loop that `b` (a register) is defined outside of.
+    fn varies_inside(&self, a: V, b: V) -> bool {
+        match (self.depth_of(a), self.depth_of(b)) {
+            (Some(da), Some(db)) => da > db,
+            _ => false,
+        }
+    }
+
+    /// Division (or remainder) of the 32-bit `a` by `d`, a register defined outside the loop
+    /// `a` varies in: Granlund and Montgomery's figure 4.1 with the multiplier and shifts
+    /// computed at run time, where `d` is defined (`pure` places them there), so that the loop
+    /// does a multiply-high, two shifts and two adds instead of a full division. Signed
+    /// division divides the magnitudes and sets the sign (truncating, as `div.s32`).
+    fn div_by_invariant(&self, op: IntOp, a: V, d: V) -> V {
+        let i32c = |v: i64| V::int(Ty::I32, v);
+        let signed = matches!(op, IntOp::SDiv | IntOp::SRem);
+        let abs = |v: V| self.select(self.icmp(Cmp::Slt, v, i32c(0)), self.neg(v), v);
+        let (n, dd) = if signed { (abs(a), abs(d)) } else { (a, d) };
+        // Per divisor: l = ceil(log2 dd), m = floor(2^32 (2^l - dd) / dd) + 1 (32 bits),
+        // shifts min(l, 1) and max(l - 1, 0).
+        let clz = self.pure(Ty::I32, &[self.int_bin(IntOp::Sub, dd, i32c(1))], |dst, s| Inst::Clz { dst, a: s[0] });
+        let l = self.int_bin(IntOp::Sub, i32c(32), clz);
+        let d64 = self.int_cast(dd, Ty::I64, false);
+        let pow = self.int_bin(IntOp::Shl, V::int(Ty::I64, 1), l);
+        let num = self.int_bin(IntOp::Shl, self.int_bin(IntOp::Sub, pow, d64), V::int(Ty::I64, 32));
+        let m = self.int_cast(self.int_bin(IntOp::Add, self.int_bin(IntOp::UDiv, num, d64), V::int(Ty::I64, 1)), Ty::I32, false);
+        let sh1 = self.select(self.icmp(Cmp::Ne, l, i32c(0)), i32c(1), i32c(0));
+        let sh2 = self.int_bin(IntOp::Sub, l, sh1);
+        // In the loop.
+        let t1 = self.int_bin(IntOp::MulHiU, n, m);
+        let half = self.int_bin(IntOp::LShr, self.int_bin(IntOp::Sub, n, t1), sh1);
+        let q = self.int_bin(IntOp::LShr, self.int_bin(IntOp::Add, t1, half), sh2);
+        let q = if signed {
+            let negative = self.icmp(Cmp::Slt, self.int_bin(IntOp::Xor, a, d), i32c(0));
+            self.select(negative, self.neg(q), q)
+        } else {
+            q
+        };
+        match op {
+            IntOp::UDiv | IntOp::SDiv => q,
+            _ => self.int_bin(IntOp::Sub, a, self.int_bin(IntOp::Mul, q, d)),
         }
     }
 

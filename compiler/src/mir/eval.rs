@@ -166,6 +166,7 @@ fn step(m: &Module, f: &Function, i: &Inst, args: &[u64], regs: &mut [Option<u64
             set(regs, *dst, r)
         }
         Inst::Not { dst, a } => set(regs, *dst, !g(regs, *a)?),
+        Inst::Clz { dst, a } => set(regs, *dst, (g(regs, *a)? as u32).leading_zeros() as u64),
         Inst::Neg { dst, a } => {
             let x = g(regs, *a)?;
             let r = if dst.ty.is_float() { fbits(-fval(x, dst.ty), dst.ty) } else { (x as i64).wrapping_neg() as u64 };

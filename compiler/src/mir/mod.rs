@@ -674,6 +674,11 @@ pub enum Inst {
         dst: V,
         a: V,
     },
+    /// The leading zero bits of an `I32` (32 for 0).
+    Clz {
+        dst: V,
+        a: V,
+    },
     ICmp {
         cmp: Cmp,
         dst: V,
@@ -943,7 +948,7 @@ impl Inst {
             | Inst::ICmp { a, b, .. }
             | Inst::FCmp { a, b, .. }
             | Inst::Float { a, b, .. } => vec![*a, *b],
-            Inst::Not { a, .. } | Inst::Neg { a, .. } | Inst::FUnary { a, .. } => vec![*a],
+            Inst::Not { a, .. } | Inst::Neg { a, .. } | Inst::Clz { a, .. } | Inst::FUnary { a, .. } => vec![*a],
             Inst::Select { c, a, b, .. } => vec![*c, *a, *b],
             Inst::Fma { a, b, c, .. } => vec![*a, *b, *c],
             Inst::Copysign { sign, mag, .. } => vec![*sign, *mag],
@@ -987,6 +992,7 @@ impl Inst {
             | Inst::MulWide { dst, .. }
             | Inst::Not { dst, .. }
             | Inst::Neg { dst, .. }
+            | Inst::Clz { dst, .. }
             | Inst::ICmp { dst, .. }
             | Inst::FCmp { dst, .. }
             | Inst::Select { dst, .. }

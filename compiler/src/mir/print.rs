@@ -89,6 +89,7 @@ fn rhs(m: &Module, f: &Function, i: &Inst) -> String {
         Inst::MulWide { signed, a, b, .. } => format!("mul_wide.{} {}, {}", if *signed { "s" } else { "u" }, v(f, *a), v(f, *b)),
         Inst::Not { a, .. } => format!("not {}", v(f, *a)),
         Inst::Neg { a, .. } => format!("neg {}", v(f, *a)),
+        Inst::Clz { a, .. } => format!("clz {}", v(f, *a)),
         Inst::ICmp { cmp, a, b, .. } => format!("icmp.{} {}, {}", format!("{cmp:?}").to_lowercase(), v(f, *a), v(f, *b)),
         Inst::FCmp { cmp, a, b, .. } => format!("fcmp.{} {}, {}", format!("{cmp:?}").to_lowercase(), v(f, *a), v(f, *b)),
         Inst::Select { c, a, b, .. } => format!("select {}, {}, {}", v(f, *c), v(f, *a), v(f, *b)),

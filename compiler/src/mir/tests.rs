@@ -361,3 +361,48 @@ fn select_of_anded_conditions_is_one_select() {
         assert_eq!(body.matches("selp.").count(), 1, "{body}");
     }
 }
+
+/// Division and remainder in a loop by a divisor defined outside it, built as a multiplier and
+/// shifts computed before the loop, agree with Rust's (truncating, wrapping) division on edge
+/// values of both operands, signed and unsigned; the loop has no division instruction.
+#[test]
+fn division_by_loop_invariants_is_exact() {
+    let b = Builder::new(Target::Sm90a);
+    let (x, d, out) = (b.param(Ty::I32), b.param(Ty::I32), b.param(Ty::I64));
+    let pre = b.current();
+    let (lp, exit) = (b.block("loop"), b.block("exit"));
+    b.br(lp);
+    b.enter_loop();
+    b.position(lp);
+    let n = b.phi(Ty::I32);
+    b.incoming(n, x, pre);
+    for (k, op) in [IntOp::UDiv, IntOp::URem, IntOp::SDiv, IntOp::SRem].into_iter().enumerate() {
+        let r = b.int_bin(op, n, d);
+        b.store(Space::Global, MemTy::B32, &[r], Addr { base: out, offset: 8 * k as i64 }, None);
+    }
+    b.br(exit);
+    b.exit_loop();
+    b.position(exit);
+    b.ret();
+    let m = b.finish("t", 32);
+    verify_module(&m).unwrap_or_else(|e| panic!("{e}\n{}", super::print_module(&m)));
+    let divides =
+        |i: &Inst| matches!(i, Inst::Int { op: IntOp::UDiv | IntOp::SDiv | IntOp::URem | IntOp::SRem, dst, .. } if dst.ty == Ty::I32);
+    assert!(!m.kernel.blocks[lp.0].insts.iter().any(divides), "a division is left in the loop:\n{}", super::print_module(&m));
+    let divisors =
+        [1i64, 2, 3, 5, 7, 10, 64, 100, 641, 65535, 65537, (1 << 31) - 1, -1, -2, -3, -7, -641, i32::MIN as i64, i32::MIN as i64 + 1];
+    let mut xs = EDGES32.to_vec();
+    xs.extend([123456789, -987654321, 1 << 30, (1 << 31) - 2]);
+    for &dv in &divisors {
+        for &xv in &xs {
+            let mut env = Env::default();
+            run(&m, &m.kernel, &[xv as u32 as u64, dv as u32 as u64, OUT], &mut env).unwrap_or_else(|e| panic!("{e}"));
+            let word = |k: u64| u32::from_le_bytes(env.read(Space::Global, OUT + 8 * k, 4).try_into().unwrap_or_default());
+            let (ux, ud, sx, sd) = (xv as u32, dv as u32, xv as i32, dv as i32);
+            let want = [ux / ud, ux % ud, sx.wrapping_div(sd) as u32, sx.wrapping_rem(sd) as u32];
+            for (k, w) in want.iter().enumerate() {
+                assert_eq!(word(k as u64), *w, "x = {xv}, d = {dv}, op {k}");
+            }
+        }
+    }
+}

@@ -79,6 +79,10 @@ fn verify_function(m: &Module, f: &Function) -> Res {
                     same("mul_wide", &[*a, *b, V::int(Ty::I32, 0)]).map_err(at)?;
                 }
                 Inst::Not { dst, a } | Inst::Neg { dst, a } => same("not/neg", &[*dst, *a]).map_err(at)?,
+                Inst::Clz { dst, a } => {
+                    is("clz", *dst, Ty::I32).map_err(at)?;
+                    same("clz", &[*a, V::int(Ty::I32, 0)]).map_err(at)?;
+                }
                 Inst::ICmp { dst, a, b, .. } => {
                     is("icmp", *dst, Ty::Pred).map_err(at)?;
                     same("icmp", &[*a, *b]).map_err(at)?;
