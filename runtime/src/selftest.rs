@@ -33,6 +33,7 @@ pub mod inputs;
 const EXAMPLES: &[(&str, &str)] = &[
     ("vector_add.tile", include_str!("../../examples/vector_add.tile")),
     ("matmul.tile", include_str!("../../examples/matmul.tile")),
+    ("matmul_persistent.tile", include_str!("../../examples/matmul_persistent.tile")),
     ("softmax.tile", include_str!("../../examples/softmax.tile")),
     ("linear.tile", include_str!("../../examples/linear.tile")),
     ("layernorm.tile", include_str!("../../examples/layernorm.tile")),
@@ -280,6 +281,34 @@ pub const CASES: &[Case] = &[
         &[],
         &[("c", P)],
     ),
+    // The persistent loop: few programs, several tiles each (partial on every edge), K not a
+    // multiple of the tile, K of 1 and 0 (the tile is still stored), the copy engine's path.
+    c(
+        "matmul_persistent 130x67x45 NSM=3",
+        "matmul_persistent.tile",
+        &[("NSM", i(3))],
+        &[("M", 130), ("N", 67), ("K", 45)],
+        &[],
+        &[("c", P)],
+    ),
+    c(
+        "matmul_persistent tma 136x520x200 NSM=2",
+        "matmul_persistent.tile",
+        &[("NSM", i(2))],
+        &[("M", 136), ("N", 520), ("K", 200)],
+        &[],
+        &[("c", P)],
+    ),
+    c(
+        "matmul_persistent tma 200x264x72 BM=64 BN=128 BK=32 NSM=5",
+        "matmul_persistent.tile",
+        &[("BM", i(64)), ("BN", i(128)), ("BK", i(32)), ("NSM", i(5))],
+        &[("M", 200), ("N", 264), ("K", 72)],
+        &[],
+        &[("c", P)],
+    ),
+    c("matmul_persistent 77x300x1 NSM=2", "matmul_persistent.tile", &[("NSM", i(2))], &[("M", 77), ("N", 300), ("K", 1)], &[], &[("c", P)]),
+    c("matmul_persistent 70x90x0 NSM=2", "matmul_persistent.tile", &[("NSM", i(2))], &[("M", 70), ("N", 90), ("K", 0)], &[], &[("c", P)]),
     c("softmax 37x1000", "softmax.tile", &[], &[("R", 37), ("C", 1000)], &[], &[("y", P)]),
     c("softmax 1x1", "softmax.tile", &[], &[("R", 1), ("C", 1)], &[], &[("y", P)]),
     c("linear gelu 130x77x45", "linear.tile", &[("ACT", i(1)), ("GROUP", i(3))], &[("M", 130), ("N", 77), ("K", 45)], &[], &[("y", P)]),

@@ -711,6 +711,11 @@ fn wgmma_wait_is_deferred_past_a_tile_epilogue() {
     let first = |blk| k.body.op(k.body.block(blk).ops[0]).kind.clone();
     assert!(matches!(first(epi.regions[0]), lir::OpKind::WgmmaWait { pending: 0 }), "the storing branch waits first");
     assert!(!matches!(first(epi.regions[1]), lir::OpKind::WgmmaWait { .. }), "the other passes the group on");
+    // The store's coordinates, read only there, are computed in that branch after the wait (ptxas
+    // serialises the `wgmma`s when anything precedes the wait in its branch).
+    let arith =
+        |blk| k.body.block(blk).ops.iter().filter(|&&o| matches!(k.body.op(o).kind, lir::OpKind::Tir(tir::OpKind::Binary(_)))).count();
+    assert!(arith(epi.regions[0]) >= 2, "the tile's coordinates moved into the epilogue");
     let yielded_flag = |blk| {
         let y = k.body.op(*k.body.block(blk).ops.last().unwrap_or_else(|| unreachable!()));
         let v = *y.operands.last().unwrap_or_else(|| unreachable!());

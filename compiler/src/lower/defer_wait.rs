@@ -204,8 +204,11 @@ fn nested_uses(b: &LirBody, op: Op, v: Value) -> usize {
 }
 
 /// In each branch of the epilogue `if` that reads `acc` other than by yielding it, a
-/// `wgmma_wait 0` first, whose result the branch reads instead.
-fn wait_in_branches(b: &mut LirBody, e: Op, acc: Value, span: crate::diag::Span) {
+/// `wgmma_wait 0` first, whose result the branch reads instead; then the body's scalar
+/// arithmetic that only that branch reads (the tile's coordinates for its store), moved in
+/// after the wait. ptxas serialises every `wgmma` when the wait is not the first instruction of
+/// its branch, and LLVM's machine sinking would put such arithmetic there.
+fn wait_in_branches(b: &mut LirBody, body_blk: Block, e: Op, acc: Value, span: crate::diag::Span) {
     for blk in b.op(e).regions.clone() {
         let ops = b.block(blk).ops.clone();
         let Some((_, body)) = ops.split_last() else { continue };
@@ -220,7 +223,37 @@ fn wait_in_branches(b: &mut LirBody, e: Op, acc: Value, span: crate::diag::Span)
             b.replace_uses_in(o, acc, waited);
         }
         b.blocks[blk.index()].ops.insert(0, done);
+        sink_into(b, body_blk, blk);
     }
+}
+
+/// Moves the pure ops of `from` whose results only `into` (a branch of an op of `from`) reads
+/// into it, after its first op, in their order.
+fn sink_into(b: &mut LirBody, from: Block, into: Block) {
+    let mut moved: Vec<Op> = vec![];
+    for &o in b.block(from).ops.clone().iter().rev() {
+        let d = b.op(o);
+        if !pure(&d.kind) || d.results.is_empty() || !d.regions.is_empty() {
+            continue;
+        }
+        // Every use is in `into` or in an op already moved (both counted in `from`'s, which
+        // hold them until the move).
+        let only_there = d.results.iter().all(|&r| {
+            let inside: usize = b.block(into).ops.iter().chain(&moved).map(|&x| nested_uses(b, x, r)).sum();
+            let all: usize = b.block(from).ops.iter().map(|&x| nested_uses(b, x, r)).sum();
+            inside > 0 && inside == all
+        });
+        if only_there {
+            moved.push(o);
+        }
+    }
+    if moved.is_empty() {
+        return;
+    }
+    b.blocks[from.index()].ops.retain(|o| !moved.contains(o));
+    moved.reverse();
+    let at = 1.min(b.block(into).ops.len());
+    b.blocks[into.index()].ops.splice(at..at, moved);
 }
 
 /// Takes the accumulator out of the epilogue `if`: the loop yields the MMA's in-flight result
@@ -305,7 +338,7 @@ fn apply(b: &mut LirBody, blk: Block, at: usize, p: Plan) -> usize {
     b.op_mut(wait).kind = OpKind::WgmmaWait { pending: 1 };
     let mut at = at;
     if let Some(e) = &p.epilogue {
-        wait_in_branches(b, e.op, b.result(wait), span);
+        wait_in_branches(b, p.body, e.op, b.result(wait), span);
         at = acc_out_of_epilogue(b, blk, at, &p, e, b.result(wait));
     }
     // Before the loop: the barrier that publishes the prologue's copies when they are plain
