@@ -40,6 +40,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("attention.tile", include_str!("../../examples/attention.tile")),
     ("na1d.tile", include_str!("../../examples/na1d.tile")),
     ("na2d.tile", include_str!("../../examples/na2d.tile")),
+    ("na2d_stream.tile", include_str!("../../examples/na2d_stream.tile")),
     ("spmm_csr.tile", include_str!("../../examples/spmm_csr.tile")),
     ("rgcn.tile", include_str!("../../examples/rgcn.tile")),
     ("embedding_bag_bwd.tile", include_str!("../../examples/embedding_bag_bwd.tile")),
@@ -401,6 +402,25 @@ pub const CASES: &[Case] = &[
         &[("KS", i(5)), ("DIL", i(2))],
         &[("B", 1), ("H", 1), ("X", 13), ("Y", 10)],
         &[("scale", 0.125)],
+        &[("o", P)],
+    ),
+    // The streaming kernel: the window in bands (the last band past the patch), partial query
+    // patches on both edges, bands with no key of some queries' windows.
+    c("na2d_stream 20x23 KS13", "na2d_stream.tile", &[], &[("B", 1), ("H", 2), ("X", 20), ("Y", 23)], &[("scale", 0.125)], &[("o", P)]),
+    c(
+        "na2d_stream 17x30 KS7 DIL2 RX4",
+        "na2d_stream.tile",
+        &[("KS", i(7)), ("DIL", i(2)), ("WX", i(16)), ("RX", i(4))],
+        &[("B", 1), ("H", 1), ("X", 17), ("Y", 30)],
+        &[("scale", 0.125)],
+        &[("o", P)],
+    ),
+    c(
+        "na2d_stream 13x13 KS13 D32 WX19",
+        "na2d_stream.tile",
+        &[("D", i(32)), ("WX", i(19)), ("RX", i(8))],
+        &[("B", 2), ("H", 1), ("X", 13), ("Y", 13)],
+        &[("scale", 0.3)],
         &[("o", P)],
     ),
     c(

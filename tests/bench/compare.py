@@ -442,6 +442,11 @@ def natten_part():
         run_tessera("natten", case, "na2d.tile", "na2d", {"q": q.reshape(shape5), "k": k.reshape(shape5), "v": v.reshape(shape5)},
                     {"scale": 1.0 / math.sqrt(D)}, "o", (B, Hh, N, D), ref, flops=fl,
                     consts={"KS": ks, "D": D, "TX": t, "TY": t, "WX": w, "WY": w})
+        # The streaming kernel: 4x16 queries, the key patch (4 + KS - 1 rows, 16 + KS - 1 columns
+        # rounded up to a power of two) in bands of 4 rows with the online softmax.
+        run_tessera("natten", case, "na2d_stream.tile", "na2d_stream", {"q": q.reshape(shape5), "k": k.reshape(shape5), "v": v.reshape(shape5)},
+                    {"scale": 1.0 / math.sqrt(D)}, "o", (B, Hh, N, D), ref, flops=fl,
+                    consts={"KS": ks, "D": D, "WX": 4 + ks - 1, "WY": 1 << (16 + ks - 2).bit_length()})
         del q, k, v, ref, dense
 
 
