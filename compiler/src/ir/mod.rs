@@ -176,6 +176,30 @@ impl<K, T: Clone> Body<K, T> {
         v
     }
 
+    /// Adds a result of type `ty` to an existing operation.
+    pub fn add_result(&mut self, op: Op, ty: T) -> Value {
+        let v = Value(self.values.len() as u32);
+        let index = self.ops[op.index()].results.len() as u32;
+        self.values.push(ValueData { ty, def: ValueDef::Result(op, index) });
+        self.ops[op.index()].results.push(v);
+        v
+    }
+
+    /// Removes result `index` of `op`, which nothing may read; the later results move up.
+    pub fn remove_result(&mut self, op: Op, index: usize) {
+        self.ops[op.index()].results.remove(index);
+        for (i, v) in self.ops[op.index()].results.clone().into_iter().enumerate() {
+            self.values[v.index()].def = ValueDef::Result(op, i as u32);
+        }
+    }
+
+    /// How many times `v` is an operand of `op` or of an operation nested in its regions.
+    pub fn uses_in(&self, op: Op, v: Value) -> usize {
+        let own = self.ops[op.index()].operands.iter().filter(|&&x| x == v).count();
+        let nested = self.ops[op.index()].regions.iter().flat_map(|&r| self.blocks[r.index()].ops.iter());
+        own + nested.map(|&o| self.uses_in(o, v)).sum::<usize>()
+    }
+
     /// Creates an operation (not yet placed in any block).
     pub fn create_op(&mut self, kind: K, operands: Vec<Value>, result_types: Vec<T>, regions: Vec<Block>, span: Span) -> Op {
         let op = Op(self.ops.len() as u32);

@@ -156,7 +156,7 @@ fn plan(b: &LirBody, op: Op) -> Option<Plan> {
     let carried = args.iter().position(|&a| a == acc)?;
     let result = carried.checked_sub(1)?;
     let uses = |v: Value| ops.iter().map(|&o| b.op(o).operands.iter().filter(|&&x| x == v).count()).sum::<usize>();
-    let nested = |v: Value| ops.iter().map(|&o| nested_uses(b, o, v)).sum::<usize>();
+    let nested = |v: Value| ops.iter().map(|&o| b.uses_in(o, v)).sum::<usize>();
     if copies == 0 || uses(acc) != 1 || nested(acc) != uses(acc) {
         return None;
     }
@@ -168,7 +168,7 @@ fn plan(b: &LirBody, op: Op) -> Option<Plan> {
         Some(i) => {
             let e = ops[i];
             let ok = uses(waited) == 0
-                && nested(waited) == nested_uses(b, e, waited)
+                && nested(waited) == b.uses_in(e, waited)
                 && uses(*y.operands.get(result)?) == 1
                 && b.op(e).regions.len() == 2;
             if !ok {
@@ -197,12 +197,6 @@ fn plan(b: &LirBody, op: Op) -> Option<Plan> {
     Some(Plan { body, barrier, mma, wait, result, epilogue })
 }
 
-/// How many times `v` is an operand of `op` or of an op nested in its regions.
-fn nested_uses(b: &LirBody, op: Op, v: Value) -> usize {
-    let own = b.op(op).operands.iter().filter(|&&x| x == v).count();
-    own + b.op(op).regions.iter().flat_map(|&r| b.block(r).ops.iter()).map(|&o| nested_uses(b, o, v)).sum::<usize>()
-}
-
 /// In each branch of the epilogue `if` that reads `acc` other than by yielding it, a
 /// `wgmma_wait 0` first, whose result the branch reads instead; then the body's scalar
 /// arithmetic that only that branch reads (the tile's coordinates for its store), moved in
@@ -212,7 +206,7 @@ fn wait_in_branches(b: &mut LirBody, body_blk: Block, e: Op, acc: Value, span: c
     for blk in b.op(e).regions.clone() {
         let ops = b.block(blk).ops.clone();
         let Some((_, body)) = ops.split_last() else { continue };
-        if body.iter().all(|&o| nested_uses(b, o, acc) == 0) {
+        if body.iter().all(|&o| b.uses_in(o, acc) == 0) {
             continue;
         }
         let ty = b.ty(acc).clone();
@@ -239,8 +233,8 @@ fn sink_into(b: &mut LirBody, from: Block, into: Block) {
         // Every use is in `into` or in an op already moved (both counted in `from`'s, which
         // hold them until the move).
         let only_there = d.results.iter().all(|&r| {
-            let inside: usize = b.block(into).ops.iter().chain(&moved).map(|&x| nested_uses(b, x, r)).sum();
-            let all: usize = b.block(from).ops.iter().map(|&x| nested_uses(b, x, r)).sum();
+            let inside: usize = b.block(into).ops.iter().chain(&moved).map(|&x| b.uses_in(x, r)).sum();
+            let all: usize = b.block(from).ops.iter().map(|&x| b.uses_in(x, r)).sum();
             inside > 0 && inside == all
         });
         if only_there {
@@ -267,12 +261,12 @@ fn acc_out_of_epilogue(b: &mut LirBody, blk: Block, at: usize, p: &Plan, e: &Epi
     let span = b.span(for_op);
     let loop_yield = *b.block(p.body).ops.last().unwrap_or(&e.op);
     b.op_mut(loop_yield).operands[p.result] = acc;
-    remove_result(b, e.op, e.result);
+    b.remove_result(e.op, e.result);
     for blk in b.op(e.op).regions.clone() {
         let Some(&yield_op) = b.block(blk).ops.last() else { continue };
         let gone = b.op_mut(yield_op).operands.remove(e.result);
         // A zero tile now unread is not materialised.
-        if let Some(z) = b.producer(gone).filter(|_| b.block(blk).ops.iter().all(|&o| nested_uses(b, o, gone) == 0)) {
+        if let Some(z) = b.producer(gone).filter(|_| b.block(blk).ops.iter().all(|&o| b.uses_in(o, gone) == 0)) {
             b.blocks[blk.index()].ops.retain(|&o| o != z);
         }
     }
@@ -288,7 +282,7 @@ fn acc_out_of_epilogue(b: &mut LirBody, blk: Block, at: usize, p: &Plan, e: &Epi
     b.blocks[blk.index()].ops.insert(at, init_op);
     b.op_mut(for_op).operands.push(init);
     let on = b.add_block_arg(p.body, flag_ty.clone());
-    add_result(b, for_op, flag_ty.clone());
+    b.add_result(for_op, flag_ty.clone());
     let mma = b.block(p.body).ops.iter().copied().find(|&o| matches!(b.op(o).kind, OpKind::LocalMma { wgmma: true, .. }));
     if let Some(mma) = mma {
         b.op_mut(mma).operands.push(on);
@@ -300,26 +294,9 @@ fn acc_out_of_epilogue(b: &mut LirBody, blk: Block, at: usize, p: &Plan, e: &Epi
         b.blocks[blk.index()].ops.insert(n - 1, flag_op);
         b.op_mut(yield_op).operands.push(flag);
     }
-    let next = add_result(b, e.op, flag_ty);
+    let next = b.add_result(e.op, flag_ty);
     b.op_mut(loop_yield).operands.push(next);
     at + 1
-}
-
-/// Removes result `index` of `op` (which nothing may read).
-fn remove_result(b: &mut LirBody, op: Op, index: usize) {
-    b.op_mut(op).results.remove(index);
-    for (i, v) in b.op(op).results.clone().into_iter().enumerate() {
-        b.values[v.index()].def = crate::ir::ValueDef::Result(op, i as u32);
-    }
-}
-
-/// Adds a result of type `ty` to `op`.
-fn add_result(b: &mut LirBody, op: Op, ty: lir::Type) -> Value {
-    let v = Value(b.values.len() as u32);
-    let index = b.op(op).results.len() as u32;
-    b.values.push(crate::ir::ValueData { ty, def: crate::ir::ValueDef::Result(op, index) });
-    b.op_mut(op).results.push(v);
-    v
 }
 
 /// Rewrites the loop at position `at` of `blk`; returns the position of the op it added after
