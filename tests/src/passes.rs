@@ -169,9 +169,19 @@ fn in_order(have: &[String], wanted: &[&str]) -> Result<Vec<usize>, String> {
 
 /// The types of the tiles that `local_store`s write while in an MMA layout (an accumulator going
 /// through shared memory).
+/// MMA-layout tiles written to shared memory, except an epilogue staged for the copy engine
+/// (a swizzled `local_store` that a `tma_store` reads at the same offset).
 fn mma_tiles_stored(k: &lir::Kernel) -> Vec<String> {
+    let staged: Vec<u32> = lir_find(k, "tma_store")
+        .into_iter()
+        .filter_map(|op| match &k.body.op(op).kind {
+            lir::OpKind::TmaStore { offset, .. } => Some(*offset),
+            _ => None,
+        })
+        .collect();
     lir_find(k, "local_store")
         .into_iter()
+        .filter(|&op| !matches!(k.body.op(op).kind, lir::OpKind::LocalStore { offset, swizzled: true } if staged.contains(&offset)))
         .filter_map(|op| {
             let v = k.body.op(op).operands[0];
             is_mma(layout(k, v)).then(|| format!("{}", k.body.ty(v)))
@@ -206,6 +216,7 @@ fn every_pass_program_is_checked() {
         "pipeline_invariant.tile",
         "pipeline_trans.tile",
         "remat_mask.tile",
+        "tma_store.tile",
     ];
     let files: Vec<String> =
         tile_files("tests/passes").iter().filter_map(|f| f.file_name().and_then(|n| n.to_str()).map(String::from)).collect();
@@ -304,17 +315,25 @@ fn layout_epilogue_on(target: Target) {
             assert_eq!(layout(k, r), layout(k, acc), "{}: epilogue `{m}` is not in the accumulator layout", s.name);
         }
     }
-    let stored = lir_find(k, "store");
-    assert_eq!(stored.len(), 1);
-    assert_eq!(layout(k, k.body.op(stored[0]).operands.last().copied().unwrap_or_else(|| unreachable!())), layout(k, acc));
+    // The result leaves in the accumulator's layout: stored from registers (sm_80), or staged
+    // in shared memory for the copy engine's bulk stores (sm_90a).
+    let (stored, staged) = (lir_find(k, "store"), lir_find(k, "local_store"));
+    match target {
+        Target::Sm80 => {
+            assert_eq!(stored.len(), 1);
+            assert_eq!(layout(k, k.body.op(stored[0]).operands.last().copied().unwrap_or_else(|| unreachable!())), layout(k, acc));
+            assert!(staged.is_empty() && lir_find(k, "tma_store").is_empty(), "{}: shared memory in the epilogue", s.name);
+        }
+        Target::Sm90a => {
+            assert!(stored.is_empty(), "{}: the result is stored from registers, not by the copy engine", s.name);
+            assert_eq!((staged.len(), lir_find(k, "tma_store").len()), (1, 1), "{}: one staged tile, one bulk store", s.name);
+            assert_eq!(layout(k, k.body.op(staged[0]).operands[0]), layout(k, acc), "{}: staged from the accumulator's layout", s.name);
+        }
+    }
     assert_eq!(mma_tiles_stored(k), Vec::<String>::new(), "{}: the accumulator went through shared memory", s.name);
     // The bias: loaded in the accumulator's columns, broadcast in registers; the residual:
     // loaded in the accumulator's layout.
-    assert!(
-        lir_find(k, "local_store").is_empty() && lir_find(k, "local_load").is_empty(),
-        "{}: the bias went through shared memory",
-        s.name
-    );
+    assert!(lir_find(k, "local_load").is_empty(), "{}: the bias went through shared memory", s.name);
     let cols = Layout::MmaCols { warps_m: grid_m(grid), warps_n: grid_n(grid) };
     let loads = lir_find(k, "load");
     assert_eq!(loads.iter().map(|&op| layout(k, k.body.op(op).results[0])).collect::<Vec<_>>(), [Some(cols), Some(grid)], "{}", s.name);
@@ -726,4 +745,69 @@ fn wgmma_wait_is_deferred_past_a_tile_epilogue() {
     // The loop yields the in-flight accumulator itself.
     let loop_yield = ops.last().unwrap_or_else(|| unreachable!());
     assert_eq!(loop_yield.operands[0], k.body.op(k.body.block(body).ops[mma + 1]).results[0]);
+}
+
+#[test]
+fn epilogue_stores_through_the_copy_engine() {
+    let s = staged("tma_store.tile");
+    let k = &s.kernel.lir;
+    assert!(lir_find(k, "store").is_empty(), "{}: a plain store is left", s.name);
+    let tma = lir_find(k, "tma_store");
+    assert_eq!(tma.len(), 1, "{}: one bulk store", s.name);
+    let lir::OpKind::TmaStore { offset, shape, map } = k.body.op(tma[0]).kind.clone() else { unreachable!() };
+    assert_eq!(shape, [64, 128]);
+    let m = &k.tensor_maps[map as usize];
+    assert_eq!((m.param, m.boxes.as_slice(), m.swizzle), (2, &[64u32, 64][..], 128), "{}: c's map, a box per column block", s.name);
+    // In order at the top level, right before the end.
+    let top: Vec<Op> = k.body.block(k.body.entry).ops.clone();
+    let at = top.iter().position(|&o| o == tma[0]).unwrap_or_else(|| unreachable!());
+    let seq: Vec<String> = top[at - 4..].iter().map(|&o| mnemonic(k, o)).collect();
+    assert_eq!(seq, ["async_wait", "barrier", "local_store", "barrier", "tma_store", "barrier"], "{}", s.name);
+    let staged = k.body.op(top[at - 2]);
+    assert_eq!(staged.kind, lir::OpKind::LocalStore { offset, swizzled: true }, "{}: staged where the bulk store reads", s.name);
+    assert_eq!(layout(k, staged.operands[0]), Some(Layout::Mma { warps_m: 4, warps_n: 1 }), "{}: from the accumulator's registers", s.name);
+    // The staging tile lives in the dead pipeline buffers: 3 stages of a 64×64 and a 64×128
+    // bf16 tile, their mbarriers, and nothing more.
+    let pipeline = 3 * (64 * 64 + 64 * 128) * 2;
+    let copies: Vec<u32> = lir_find(k, "tma_copy")
+        .into_iter()
+        .filter_map(|o| match k.body.op(o).kind {
+            lir::OpKind::TmaCopy { offset, .. } => Some(offset),
+            _ => None,
+        })
+        .collect();
+    assert!(copies.contains(&offset), "{}: the staging tile is not in the pipeline's buffers ({copies:?}, {offset})", s.name);
+    assert!(k.shared_bytes < pipeline + 64 * 128 * 2, "{}: {} bytes of shared memory", s.name, k.shared_bytes);
+    s.snapshot();
+}
+
+/// Stores that keep the registers' path: on sm_80, to a tensor the kernel also reads, inside a
+/// loop, and of a tile in the blocked layout.
+#[test]
+fn tma_store_only_where_nothing_else_touches_the_tensor() {
+    let gemm = |epilogue: &str| {
+        format!(
+            "#[grid(1)]\n#[warps(4)]\nkernel g(a: &bf16[M, K], b: &bf16[K, N], c: &mut bf16[M, N]) {{\n\
+             let mut acc: f32[64, 128] = 0.0;\n\
+             for k0 in (0..K).step_by(64) {{ acc = dot(a.load([0, k0], [64, 64]), b.load([k0, 0], [64, 128]), acc); }}\n\
+             {epilogue}\n}}\n"
+        )
+    };
+    let cases = [
+        (gemm("c.store([0, 0], acc as bf16);"), Target::Sm90a, 1),
+        (gemm("c.store([0, 0], acc as bf16);"), Target::Sm80, 0),
+        (gemm("c.store([0, 0], (acc + c.load([0, 0], [64, 128]) as f32) as bf16);"), Target::Sm90a, 0),
+        (gemm("c.store([0, 0], acc as bf16);\nc.store([64, 0], acc as bf16);"), Target::Sm90a, 0),
+        (gemm("for i in 0..2 { c.store([i * 64, 0], acc as bf16); }"), Target::Sm90a, 0),
+        (gemm("c.store([0, 0], a.load([0, 0], [64, 128]));"), Target::Sm90a, 0),
+    ];
+    for (text, target, want) in cases {
+        let m = tessera_compiler::compile(&Source::new("g.tile", text.as_str()), &Options { target, ..opts(&[]) })
+            .unwrap_or_else(|d| panic!("{}", d.render()));
+        let k = &m.kernels[0].lir;
+        assert_eq!(lir_find(k, "tma_store").len(), want, "{target:?}:\n{text}");
+        if want == 0 {
+            assert!(!lir_find(k, "store").is_empty(), "{target:?}: the store is gone:\n{text}");
+        }
+    }
 }

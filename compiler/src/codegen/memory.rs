@@ -310,7 +310,7 @@ impl Gen<'_> {
         Ok(out)
     }
 
-    fn vector_store(&self, p: Ptr, vals: &[V], d: DType) -> Res<()> {
+    pub(crate) fn vector_store(&self, p: Ptr, vals: &[V], d: DType) -> Res<()> {
         if vals.len() * d.size() > 16 {
             let per = 16 / d.size();
             for (i, c) in vals.chunks(per).enumerate() {

@@ -350,16 +350,27 @@ impl Gen<'_> {
         // rarely runs, and inlined it would be as much code as the fast path).
         self.b.position(slow);
         let dst = self.addc(base, offset as i64)?;
-        self.call_slow_copy(dtype, shape, swizzled, (ptr, &sizes, &strides, &offs), dst)?;
+        self.call_slow_copy(dtype, shape, swizzled, false, (ptr, &sizes, &strides, &offs), dst)?;
         self.b.br(done);
         self.b.position(done);
         Ok(())
     }
 
-    /// Calls the element-by-element copy of this dtype, shape and swizzle (`slow_copy_fn`).
-    pub(crate) fn call_slow_copy(&mut self, dtype: DType, shape: &[i64], swizzled: bool, src: (V, &[V], &[V], &[V]), dst: V) -> Res<()> {
-        let f = self.slow_copy_fn(dtype, shape, swizzled)?;
-        let (ptr, sizes, strides, offs) = src;
+    /// Calls the element-by-element copy of this dtype, shape and swizzle (`slow_copy_fn`)
+    /// between the window `(ptr, sizes, strides, offs)` of a tensor and the tile at shared byte
+    /// `smem`: into shared memory, or with `to_global` out of it.
+    pub(crate) fn call_slow_copy(
+        &mut self,
+        dtype: DType,
+        shape: &[i64],
+        swizzled: bool,
+        to_global: bool,
+        window: (V, &[V], &[V], &[V]),
+        smem: V,
+    ) -> Res<()> {
+        let f = self.slow_copy_fn(dtype, shape, swizzled, to_global)?;
+        let (ptr, sizes, strides, offs) = window;
+        let dst = smem;
         let mut args = vec![ptr];
         args.extend(sizes);
         args.extend(strides);
@@ -369,15 +380,15 @@ impl Gen<'_> {
         Ok(())
     }
 
-    /// The device function `(ptr, sizes: i32…, strides: i64…, offs: i32…, dst: i32)` that does
-    /// `slow_copy` for this dtype, shape and swizzle; built once.
-    fn slow_copy_fn(&mut self, dtype: DType, shape: &[i64], swizzled: bool) -> Res<Callee> {
-        let key = (dtype, shape.to_vec(), swizzled);
+    /// The device function `(ptr, sizes: i32…, strides: i64…, offs: i32…, smem: i32)` that does
+    /// `slow_copy` for this dtype, shape, swizzle and direction; built once.
+    fn slow_copy_fn(&mut self, dtype: DType, shape: &[i64], swizzled: bool, to_global: bool) -> Res<Callee> {
+        let key = (dtype, shape.to_vec(), swizzled, to_global);
         if let Some(f) = self.slow_copies.get(&key) {
             return Ok(f.clone());
         }
         let rank = shape.len();
-        let name = format!("tessera_copy_slow_{}", self.slow_copies.len());
+        let name = format!("tessera_{}_slow_{}", if to_global { "store" } else { "copy" }, self.slow_copies.len());
         let mut params = vec![Ty::I64];
         params.extend(vec![Ty::I32; rank]);
         params.extend(vec![Ty::I64; rank]);
@@ -407,7 +418,7 @@ impl Gen<'_> {
         self.b.position(body);
         let (ptr, sizes, strides, offs, dst) =
             (vals[0], &vals[1..1 + rank], &vals[1 + rank..1 + 2 * rank], &vals[1 + 2 * rank..1 + 3 * rank], vals[1 + 3 * rank]);
-        let built = self.slow_copy(dtype, shape, swizzled, (ptr, sizes, strides, offs), dst);
+        let built = self.slow_copy(dtype, shape, swizzled, to_global, (ptr, sizes, strides, offs), dst);
         self.b.ret();
         (self.tid, self.smem) = (saved.0, saved.1);
         self.cse.replace(saved.2);
@@ -426,8 +437,9 @@ impl Gen<'_> {
     }
 
     /// Copies the window of `shape` at `offs` element by element into shared memory at byte
-    /// `dst` (row-major, swizzled if asked), zeros outside the tensor.
-    fn slow_copy(&mut self, dtype: DType, shape: &[i64], swizzled: bool, src: (V, &[V], &[V], &[V]), dst: V) -> Res<()> {
+    /// `dst` (row-major, swizzled if asked), zeros outside the tensor; with `to_global`, the tile
+    /// at `dst` into the window instead, dropping the elements outside the tensor.
+    fn slow_copy(&mut self, dtype: DType, shape: &[i64], swizzled: bool, to_global: bool, src: (V, &[V], &[V], &[V]), dst: V) -> Res<()> {
         let (ptr, sizes, strides, offs) = src;
         let rank = shape.len();
         let last = rank - 1;
@@ -458,11 +470,17 @@ impl Gen<'_> {
             let in_tile = g.icmp(Cmp::Ult, l, g.i32c(total_el))?;
             let inb = g.and(g.and(row_ok, c_ok)?, in_tile)?;
             let lin = g.add(lin, g.mul(g.sext(gcol, Ty::I64)?, strides[last])?)?;
-            // Only read under `inb`.
+            // Only accessed under `inb`.
             let p = g.gep(ptr, lin, dtype)?;
-            let v = g.load_if(inb, p, dtype, zero)?;
-            let off = g.add(g.smem_offset_2d(row, col, tile)?, dst)?;
-            g.guarded(in_tile, &mut |g| g.store_mem(g.smem_ptr(off)?, v, dtype).map(|_| None), None)?;
+            if to_global {
+                let off = g.add(g.smem_offset_2d(row, col, tile)?, dst)?;
+                let v = g.load_if(in_tile, g.smem_ptr(off)?, dtype, zero)?;
+                g.store_if(inb, p, v, dtype)?;
+            } else {
+                let v = g.load_if(inb, p, dtype, zero)?;
+                let off = g.add(g.smem_offset_2d(row, col, tile)?, dst)?;
+                g.guarded(in_tile, &mut |g| g.store_mem(g.smem_ptr(off)?, v, dtype).map(|_| None), None)?;
+            }
             Ok(vec![])
         })?;
         Ok(())

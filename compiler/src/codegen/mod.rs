@@ -70,9 +70,9 @@ pub(crate) struct Gen<'m> {
     pub(crate) tid: V,
     /// The shared-memory window address of `tessera_smem` (32 bits).
     smem: V,
-    /// Whether some `local_mma` runs as `wgmma` (its shared-memory reads go through the async
-    /// proxy, so barriers that publish shared-memory writes also fence the proxies).
-    uses_wgmma: bool,
+    /// Whether the async proxy reads shared memory that threads wrote (a `local_mma` running as
+    /// `wgmma`, a `tma_store`): barriers that publish shared-memory writes also fence the proxies.
+    async_proxy_reads: bool,
     /// Integer instructions built by the `fold` helpers, by block, operation and operands.
     cse: RefCell<HashMap<fold::CseKey, V>>,
     /// `v → (x, k)` for each `v = x + k` (constant `k`) built by `fold::add`.
@@ -93,9 +93,9 @@ pub(crate) struct Gen<'m> {
     sregs: RefCell<HashMap<SReg, V>>,
     /// How many loops enclose the code being built.
     loop_depth: std::cell::Cell<u32>,
-    /// The device functions of the element-by-element window copies, by dtype, shape and
-    /// swizzle (`async_copy`'s slow path).
-    slow_copies: HashMap<(DType, Vec<i64>, bool), crate::mir::Callee>,
+    /// The device functions of the element-by-element window copies, by dtype, shape, swizzle
+    /// and direction (`async_copy`'s slow path, `tma_store`'s fallback).
+    slow_copies: HashMap<(DType, Vec<i64>, bool, bool), crate::mir::Callee>,
     /// With tensor maps (`lir::Kernel::tensor_maps`): whether the runtime encoded them (a
     /// predicate), and each one's generic address.
     pub(crate) maps_ready: Option<V>,
@@ -107,9 +107,12 @@ pub(crate) struct Gen<'m> {
 impl<'m> Gen<'m> {
     fn new(k: &'m lir::Kernel, target: Target) -> Gen<'m> {
         let b = Builder::new(target);
-        let mut uses_wgmma = false;
+        let mut async_proxy_reads = false;
         k.body.walk(k.body.entry, &mut |op| {
-            uses_wgmma |= matches!(k.body.op(op).kind, OpKind::LocalMma { wgmma: true, .. } | OpKind::RegMma { wgmma: true, .. })
+            async_proxy_reads |= matches!(
+                k.body.op(op).kind,
+                OpKind::LocalMma { wgmma: true, .. } | OpKind::RegMma { wgmma: true, .. } | OpKind::TmaStore { .. }
+            )
         });
         let mut uses: HashMap<Value, u32> = HashMap::default();
         k.body.walk(k.body.entry, &mut |op| {
@@ -129,7 +132,7 @@ impl<'m> Gen<'m> {
             vals: HashMap::default(),
             tid,
             smem,
-            uses_wgmma,
+            async_proxy_reads,
             cse: RefCell::default(),
             plus_const: RefCell::default(),
             sums: RefCell::default(),
@@ -568,7 +571,7 @@ impl<'m> Gen<'m> {
                 Ok(vec![Cv::Regs(self.wgmma_wait(&accs, in_place, *pending)?)])
             }
             OpKind::Barrier => {
-                if self.uses_wgmma {
+                if self.async_proxy_reads {
                     self.proxy_fence()?;
                 }
                 self.barrier();
@@ -583,7 +586,18 @@ impl<'m> Gen<'m> {
                 let t = self.ty(x).clone();
                 let regs = self.regs(x)?;
                 let size = t.dtype().size() as i64;
-                for (r, v) in regs.into_iter().enumerate() {
+                // An MMA layout's register pairs are adjacent columns: one 32-bit store each.
+                let pairs = size == 2
+                    && t.shape().len() == 2
+                    && regs.len() % 2 == 0
+                    && t.layout().is_some_and(|l| {
+                        (0..regs.len()).step_by(2).all(|r| {
+                            matches!((l.mma_reg_offset(t.shape(), r), l.mma_reg_offset(t.shape(), r + 1)),
+                                (Some((r0, c0)), Some((r1, c1))) if r1 == r0 && c1 == c0 + 1 && c0 % 2 == 0)
+                        })
+                    });
+                let step = if pairs { 2 } else { 1 };
+                for (r, v) in regs.chunks(step).enumerate().map(|(i, c)| (i * step, c)) {
                     let off = if *swizzled && t.shape().len() == 2 {
                         let c = self.coords(&t, r)?;
                         self.smem_offset_2d(c[0], c[1], crate::lir::index::SmemTile::new(t.shape()[0], t.shape()[1], size, true))?
@@ -592,7 +606,10 @@ impl<'m> Gen<'m> {
                     };
                     let off = self.addc(off, *offset as i64)?;
                     let p = self.smem_ptr(off)?;
-                    self.store_mem(p, v, t.dtype())?;
+                    match v {
+                        [v] => self.store_mem(p, *v, t.dtype())?,
+                        _ => self.vector_store(p, v, t.dtype())?,
+                    }
                 }
                 Ok(vec![])
             }
@@ -638,6 +655,10 @@ impl<'m> Gen<'m> {
             }
             OpKind::TmaCopy { offset, shape, map, mbar } => {
                 self.tma_copy(&d.operands, *offset, shape, *map, *mbar)?;
+                Ok(vec![])
+            }
+            OpKind::TmaStore { offset, shape, map } => {
+                self.tma_store(&d.operands, *offset, shape, *map)?;
                 Ok(vec![])
             }
             OpKind::MbarInit { mbar, count } => {

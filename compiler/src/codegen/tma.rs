@@ -1,6 +1,6 @@
 //! Hopper's copy engine: `tma_copy` as bulk tensor copies (`cp.async.bulk.tensor`) completing
-//! on mbarriers, and the mbarrier ops of a pipelined loop (`mbar_init`, `tma_arrive`,
-//! `tma_wait`). Every op checks the kernel's `maps_ready` flag: when the runtime could not
+//! on mbarriers, the mbarrier ops of a pipelined loop (`mbar_init`, `tma_arrive`, `tma_wait`),
+//! and `tma_store`, bulk tensor stores out of shared memory in a bulk group. Every op checks the kernel's `maps_ready` flag: when the runtime could not
 //! encode the tensor maps, `tma_copy` copies element by element (`async_copy`'s slow path, a
 //! shared device function: a tensor the copy engine cannot take has rows that are not 16-byte
 //! aligned, which `cp.async` cannot take either) and the mbarrier ops do nothing.
@@ -107,7 +107,8 @@ impl Gen<'_> {
         let issue = self.block("tma_issue");
         self.b.cond_br(go, issue, done);
         self.b.position(issue);
-        self.tma_boxes(window, offset, shape, map, at)?;
+        let dst = self.add(self.regs(window[0])?[0], self.i32c(offset as i64))?;
+        self.tma_boxes(window[1], &window[2..], dst, shape, map, Some(at))?;
         self.b.br(done);
         self.b.position(done);
         Ok(())
@@ -116,33 +117,65 @@ impl Gen<'_> {
     /// The window copied element by element into the buffer (`maps_ready` is 0).
     fn fallback_copy(&mut self, window: &[Value], offset: u32, shape: &[i64]) -> Res<()> {
         let base = self.regs(window[0])?[0];
-        let Some(super::Cv::Tensor { ptr, sizes, strides }) = self.vals.get(&window[1]).cloned() else {
-            return Err("tma_copy from a non-tensor".into());
-        };
-        let dtype = self.k.body.ty(window[1]).dtype();
-        let offs: Vec<V> = window[2..].iter().map(|&o| self.regs(o).map(|r| r[0])).collect::<Res<_>>()?;
         let dst = self.addc(base, offset as i64)?;
-        self.call_slow_copy(dtype, shape, true, (ptr, &sizes, &strides, &offs), dst)
+        self.slow_window_copy(window[1], &window[2..], shape, false, dst)
     }
 
-    /// The bulk tensor copies of one window (one box, or one per 128-byte column block of a
-    /// blocked tile), on the mbarrier at shared address `bar`.
-    fn tma_boxes(&mut self, window: &[Value], offset: u32, shape: &[i64], map: u32, bar: V) -> Res<()> {
+    /// `async_copy`'s (or, `to_global`, `tma_store`'s) element-by-element copy between the
+    /// window of tensor `t` at `offs` and the tile at shared byte `smem`.
+    fn slow_window_copy(&mut self, t: Value, offs: &[Value], shape: &[i64], to_global: bool, smem: V) -> Res<()> {
+        let Some(super::Cv::Tensor { ptr, sizes, strides }) = self.vals.get(&t).cloned() else {
+            return Err("a window copy of a non-tensor".into());
+        };
+        let dtype = self.k.body.ty(t).dtype();
+        let offs: Vec<V> = offs.iter().map(|&o| self.regs(o).map(|r| r[0])).collect::<Res<_>>()?;
+        self.call_slow_copy(dtype, shape, true, to_global, (ptr, &sizes, &strides, &offs), smem)
+    }
+
+    /// `operands`: `(t, o0, …)` (`lir::OpKind::TmaStore`).
+    pub(crate) fn tma_store(&mut self, operands: &[Value], offset: u32, shape: &[i64], map: u32) -> Res<()> {
+        let (&t, offs) = operands.split_first().ok_or("tma_store takes (t, offsets…)")?;
+        let ready = self.ready()?;
+        let yes = self.block("tma_store");
+        let no = self.block("tma_store_fallback");
+        let done = self.block("tma_store_done");
+        self.b.cond_br(ready, yes, no);
+        self.b.position(no);
+        let at = self.i32c(offset as i64);
+        self.slow_window_copy(t, offs, shape, true, at)?;
+        self.b.br(done);
+        self.b.position(yes);
+        let first = self.icmp(Cmp::Eq, self.tid, self.i32c(0))?;
+        let issue = self.block("tma_store_issue");
+        self.b.cond_br(first, issue, done);
+        self.b.position(issue);
+        self.tma_boxes(t, offs, self.i32c(offset as i64), shape, map, None)?;
+        // Before the buffer is reused (or the block ends), the copy engine has read it.
+        self.inline_asm("cp.async.bulk.commit_group;", "~{memory}", &[], false)?;
+        self.inline_asm("cp.async.bulk.wait_group.read 0;", "~{memory}", &[], false)?;
+        self.b.br(done);
+        self.b.position(done);
+        Ok(())
+    }
+
+    /// The bulk tensor copies of one window of tensor `t` at `offs` (one box, or one per
+    /// 128-byte column block of a blocked tile) and the tile at shared byte `at`: into shared
+    /// memory on the mbarrier at shared address `bar`, or without one out of shared memory.
+    fn tma_boxes(&mut self, t: Value, offs: &[Value], at: V, shape: &[i64], map: u32, bar: Option<V>) -> Res<()> {
         let tm = self.k.tensor_maps.get(map as usize).ok_or("a tensor map out of range")?.clone();
         let addr = *self.tensor_map_addrs.get(map as usize).ok_or("a tensor map without its parameter")?;
-        let (param, fixed) = self.roots.get(&window[1]).cloned().ok_or("a bulk tensor copy of a tensor that is not a parameter's view")?;
+        let (param, fixed) = self.roots.get(&t).cloned().ok_or("a bulk tensor copy of a tensor that is not a parameter's view")?;
         if param != tm.param {
             return Err("a bulk tensor copy through the map of another tensor".into());
         }
-        let base = self.regs(window[0])?[0];
-        let offs: Vec<V> = window[2..].iter().map(|&o| self.regs(o).map(|r| r[0])).collect::<Res<_>>()?;
+        let offs: Vec<V> = offs.iter().map(|&o| self.regs(o).map(|r| r[0])).collect::<Res<_>>()?;
         let rank = tm.boxes.len();
         if fixed.len() + offs.len() != rank || offs.len() != shape.len() || shape.is_empty() || rank > 5 {
             return Err("a bulk tensor copy whose window does not match its tensor map".into());
         }
         let boxes: Vec<i64> = tm.boxes[fixed.len()..].iter().map(|&b| b as i64).collect();
         let last = shape.len() - 1;
-        let es = self.k.body.ty(window[1]).dtype().size() as i64;
+        let es = self.k.body.ty(t).dtype().size() as i64;
         let tile = SmemTile::new(shape[..last].iter().product(), shape[last], es, true);
         let blocks = if boxes == shape {
             1
@@ -151,24 +184,28 @@ impl Gen<'_> {
         } else {
             return Err("a bulk tensor copy of a window that is not its tensor map's box".into());
         };
+        // Operands: the shared address, the map, then the coordinates (and the mbarrier).
         let list: Vec<String> = (0..rank).map(|i| format!("${}", i + 2)).collect();
-        let text = format!(
-            "cp.async.bulk.tensor.{rank}d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [$0], [$1, {{{}}}], [${}];",
-            list.join(", "),
-            rank + 2
-        );
+        let text = match bar {
+            Some(_) => format!(
+                "cp.async.bulk.tensor.{rank}d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [$0], [$1, {{{}}}], [${}];",
+                list.join(", "),
+                rank + 2
+            ),
+            None => format!("cp.async.bulk.tensor.{rank}d.global.shared::cta.tile.bulk_group [$1, {{{}}}], [$0];", list.join(", ")),
+        };
         let mut cons = vec!["r", "l"];
-        cons.extend(std::iter::repeat_n("r", rank + 1));
+        cons.extend(std::iter::repeat_n("r", rank + usize::from(bar.is_some())));
         cons.push("~{memory}");
         for b in 0..blocks {
             // Innermost first, then the indices the views fixed.
             let mut c: Vec<V> = offs.iter().rev().copied().collect();
             c[0] = self.addc(c[0], b * boxes[last])?;
             c.extend(fixed.iter().rev());
-            let dst = self.smem_addr32(self.add(base, self.i32c(offset as i64 + b * tile.block_bytes()))?)?;
-            let mut args = vec![dst, addr];
+            let smem = self.smem_addr32(self.addc(at, b * tile.block_bytes())?)?;
+            let mut args = vec![smem, addr];
             args.extend(c);
-            args.push(bar);
+            args.extend(bar);
             self.inline_asm(&text, &cons.join(","), &args, false)?;
         }
         Ok(())

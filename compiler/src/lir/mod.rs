@@ -211,6 +211,14 @@ pub enum OpKind {
     /// `offset + base`, completing on the mbarrier at `mbar + 8 · stage`; otherwise every
     /// thread runs `async_copy`.
     TmaCopy { offset: u32, shape: Vec<i64>, map: u32, mbar: u32 },
+    /// `(t: tensor, o0: i32, …) -> ()`: stores the tile of `shape` at `offset` (in
+    /// `index::SmemTile`'s swizzled layout, written by a `local_store`) into the window
+    /// `t[o0.., …]` (sm_90a). When the kernel's tensor maps are ready, thread 0 starts bulk
+    /// tensor stores through tensor map `map` (one per box; the copy engine drops the elements
+    /// outside the tensor) and waits until they have read shared memory; otherwise every thread
+    /// copies elements from shared memory, dropping those outside the tensor. The lowering puts
+    /// barriers before (after the `local_store`, with the async-proxy fence) and after it.
+    TmaStore { offset: u32, shape: Vec<i64>, map: u32 },
     /// `() -> ()`: when the tensor maps are ready, thread 0 initialises `count` mbarriers at
     /// `mbar`, 8 bytes apart, each for one arrival; then the block synchronises.
     MbarInit { mbar: u32, count: u32 },
@@ -277,6 +285,7 @@ impl OpKind {
             OpKind::AsyncCopy { .. } => "async_copy".into(),
             OpKind::AsyncCommit => "async_commit".into(),
             OpKind::TmaCopy { .. } => "tma_copy".into(),
+            OpKind::TmaStore { .. } => "tma_store".into(),
             OpKind::MbarInit { .. } => "mbar_init".into(),
             OpKind::TmaArrive { .. } => "tma_arrive".into(),
             OpKind::TmaWait { .. } => "tma_wait".into(),
@@ -423,6 +432,16 @@ fn verify_block(k: &Kernel, blk: crate::ir::Block, defined: &mut Vec<bool>) -> R
             }
             OpKind::TmaCopy { offset, mbar, .. } if offset % 1024 != 0 || mbar % 8 != 0 => {
                 return Err(format!("tma_copy to byte {offset} (a multiple of 1024) on the mbarrier at {mbar} (of 8)"));
+            }
+            OpKind::TmaStore { map, .. } if k.tensor_maps.get(*map as usize).is_none() => {
+                return Err(format!("tma_store through tensor map {map} of {}", k.tensor_maps.len()));
+            }
+            OpKind::TmaStore { offset, .. } if offset % 1024 != 0 => {
+                return Err(format!("tma_store from byte {offset} (a multiple of 1024)"));
+            }
+            OpKind::TmaStore { offset, shape, map } => {
+                let es = k.params.get(k.tensor_maps[*map as usize].param).map_or(1, |p| p.ty().dtype().size() as i64);
+                Some(*offset as i64 + shape.iter().product::<i64>() * es)
             }
             _ => None,
         };

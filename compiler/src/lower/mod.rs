@@ -27,6 +27,7 @@ mod ops;
 pub mod order;
 mod pipeline;
 mod remat;
+mod tma_store;
 
 /// A thread-IR pass: a name (for `--dump-after` and error messages) and a function.
 pub struct LirPass {
@@ -317,6 +318,12 @@ impl Cx<'_> {
                 continue;
             }
             let span = self.src.span(op);
+            if d.kind == OpKind::Store
+                && let Some(plan) = self.tma_store_plan(op)
+            {
+                self.lower_tma_store(op, dst, plan, span)?;
+                continue;
+            }
             let rtys: Vec<lir::Type> = d.results.iter().map(|&r| self.vty(r)).collect();
             let res_layout = rtys.first().and_then(|t| t.layout());
             let results: Vec<Value> = match &d.kind {

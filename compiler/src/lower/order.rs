@@ -222,6 +222,9 @@ impl Walker<'_> {
             OpKind::TmaCopy { shape, .. } => {
                 (Access::Read, 1, Some((d.operands.get(2..d.operands.len().checked_sub(2)?)?.to_vec(), shape.clone(), None)))
             }
+            // (t, offsets…): a write of the window, finished (as far as shared memory goes) when
+            // the op returns; `tma_store`'s lowering only picks a tensor nothing else touches.
+            OpKind::TmaStore { shape, .. } => (Access::Write, 0, Some((d.operands.get(1..)?.to_vec(), shape.clone(), None))),
             OpKind::Tir(tir::OpKind::Gather) => (Access::Read, 0, None),
             OpKind::Tir(tir::OpKind::Scatter) => (Access::Write, 0, None),
             OpKind::Tir(tir::OpKind::Atomic(_)) => (Access::Atomic, 0, None),

@@ -270,20 +270,34 @@ impl Cx<'_> {
     /// box (rows of 128 bytes or less), or one box per 128-byte column block (wider rows).
     fn tensor_map_for(&self, load: Value) -> Option<crate::abi::TensorMap> {
         let crate::ir::ValueDef::Result(op, _) = self.src.values[load.index()].def else { return None };
-        let mut t = *self.src.op(op).operands.first()?;
+        let t = *self.src.op(op).operands.first()?;
+        self.tensor_map_of(t, self.src.ty(load).shape(), false)
+    }
+
+    /// The parameter tensor `t` is a view of, and the number of leading indices its views fix.
+    pub(super) fn param_root(&self, mut t: Value) -> Option<(usize, usize)> {
         let mut fixed = 0usize;
-        let param = loop {
+        loop {
             match self.src.values[t.index()].def {
                 crate::ir::ValueDef::Result(v, _) if self.src.op(v).kind == OpKind::View => {
                     fixed += self.src.op(v).operands.len() - 1;
                     t = self.src.op(v).operands[0];
                 }
-                crate::ir::ValueDef::Arg(b, i) if b == self.src.entry => break i as usize,
+                crate::ir::ValueDef::Arg(b, i) if b == self.src.entry => return Some((i as usize, fixed)),
                 _ => return None,
             }
-        };
-        let crate::tir::ParamKind::Tensor { dtype, dims, mutable: false } = &self.params.get(param)?.kind else { return None };
-        let shape = self.src.ty(load).shape().to_vec();
+        }
+    }
+
+    /// The tensor map whose box is a window of `shape` of tensor `t` (a view of a parameter),
+    /// when the copy engine can move it; a `writable` parameter only for stores.
+    pub(super) fn tensor_map_of(&self, t: Value, shape: &[i64], writable: bool) -> Option<crate::abi::TensorMap> {
+        let (param, fixed) = self.param_root(t)?;
+        let crate::tir::ParamKind::Tensor { dtype, dims, mutable } = &self.params.get(param)?.kind else { return None };
+        if *mutable && !writable {
+            return None;
+        }
+        let shape = shape.to_vec();
         if shape.is_empty() || dims.len() != fixed + shape.len() || !matches!(dtype, DType::BF16 | DType::F16) {
             return None;
         }
@@ -311,7 +325,7 @@ impl Cx<'_> {
     }
 
     /// The index of tensor map `map` in the kernel's list (added if new).
-    fn register_map(&mut self, map: crate::abi::TensorMap) -> u32 {
+    pub(super) fn register_map(&mut self, map: crate::abi::TensorMap) -> u32 {
         let i = match self.tensor_maps.iter().position(|m| *m == map) {
             Some(i) => i,
             None => {
@@ -431,16 +445,20 @@ impl Cx<'_> {
     pub(super) fn patch_pipeline(&mut self) -> Result<(), Diagnostic> {
         // wgmma's swizzle atoms must start on 1024-byte boundaries (its offsets were checked
         // relative to the pipeline buffers).
-        let wgmma = self
-            .pipe_patch
-            .iter()
-            .any(|&op| matches!(self.dst.op(op).kind, lir::OpKind::LocalMma { wgmma: true, .. } | lir::OpKind::RegMma { wgmma: true, .. }));
+        let wgmma = self.pipe_patch.iter().any(|&op| {
+            matches!(
+                self.dst.op(op).kind,
+                lir::OpKind::LocalMma { wgmma: true, .. } | lir::OpKind::RegMma { wgmma: true, .. } | lir::OpKind::TmaStore { .. }
+            )
+        });
         let scratch = if wgmma { self.smem.div_ceil(1024) * 1024 } else { super::align16(self.smem) };
         // The mbarriers after the buffers (8-byte aligned).
         let bars = (scratch + self.pipe_bytes).div_ceil(8) * 8;
         for &op in &self.pipe_patch.clone() {
             match &mut self.dst.op_mut(op).kind {
-                lir::OpKind::AsyncCopy { offset, .. } | lir::OpKind::LocalStore { offset, .. } => *offset += scratch,
+                lir::OpKind::AsyncCopy { offset, .. } | lir::OpKind::LocalStore { offset, .. } | lir::OpKind::TmaStore { offset, .. } => {
+                    *offset += scratch
+                }
                 lir::OpKind::TmaCopy { offset, mbar, .. } => {
                     *offset += scratch;
                     *mbar += bars;
