@@ -448,3 +448,41 @@ fn launch_expressions_do_not_wrap() {
     let out = run(&k, args(1, 0));
     assert_eq!(as_i64(&out[2]), [0]);
 }
+
+/// `x.sum()`, `.max()`, `.min()` without an axis reduce every element to a scalar; negative axes
+/// count from the end (`-1` is the last), for reductions, index reductions and scans alike.
+#[test]
+fn full_reductions_and_negative_axes() {
+    let src = "
+#[grid(1)]
+kernel k(x: &f32[M, N], s: &mut f32[4], rows: &mut f32[M], am: &mut i32[M], cs: &mut f32[M, N]) {
+    let t = x.load([0, 0], [4, 8]);
+    s.store([0], t.sum()[None]);
+    s.store([1], t.max()[None]);
+    s.store([2], t.min()[None]);
+    s.store([3], t.sum(-1).sum(-1)[None]);
+    rows.store([0], t.max(-1));
+    am.store([0], t.argmax(-1));
+    cs.store([0, 0], t.cumsum(-1));
+}";
+    let k = compile(src, "k");
+    let v: Vec<f64> = (0..32).map(|i| ((i * 7 % 11) as f64) - 5.0 + 0.25 * i as f64).collect();
+    let out =
+        run(&k, vec![floats(&[4, 8], &v), floats(&[4], &[0.0; 4]), floats(&[4], &[0.0; 4]), ints(&[0; 4]), floats(&[4, 8], &[0.0; 32])]);
+    let total: f64 = v.iter().sum();
+    let (mx, mn) = (v.iter().cloned().fold(f64::MIN, f64::max), v.iter().cloned().fold(f64::MAX, f64::min));
+    let s: Vec<f64> = (0..4).map(|i| t(&out[1]).get_f64(i)).collect();
+    assert!((s[0] - total).abs() < 1e-4 && (s[3] - total).abs() < 1e-4, "{s:?} against {total}");
+    assert_eq!((s[1], s[2]), (mx, mn));
+    for r in 0..4 {
+        let row = &v[r * 8..r * 8 + 8];
+        let m = row.iter().cloned().fold(f64::MIN, f64::max);
+        assert_eq!(t(&out[2]).get_f64(r), m, "row {r} max");
+        assert_eq!(t(&out[3]).get_i64(r), row.iter().position(|&x| x == m).unwrap_or(9) as i64, "row {r} argmax");
+        let mut acc = 0.0;
+        for (j, &x) in row.iter().enumerate() {
+            acc += x;
+            assert!((t(&out[4]).get_f64(r * 8 + j) - acc).abs() < 1e-4, "cumsum [{r}, {j}]");
+        }
+    }
+}

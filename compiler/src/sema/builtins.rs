@@ -82,12 +82,17 @@ fn arity(name: &str, args: &[ast::Expr], want: &[usize], span: Span) -> R<()> {
 }
 
 impl Lowerer<'_> {
+    /// An axis of a tile of `rank`: `0 .. rank`, or counted from the end, `-rank .. 0` (`-1` is
+    /// the last).
     pub(super) fn axis_arg(&mut self, e: &ast::Expr, rank: usize) -> R<u32> {
         let a = self.const_int(e, "an axis")?;
-        if a < 0 || a as usize >= rank.max(1) {
-            return Err(Diagnostic::error(format!("axis {a} is out of range for rank {rank}")).with_label(e.span, "bad axis"));
+        let n = rank.max(1) as i64;
+        if a < -n || a >= n {
+            return Err(Diagnostic::error(format!("axis {a} is out of range for rank {rank}"))
+                .with_label(e.span, "bad axis")
+                .note(format!("axes are 0 to {} (or -{n} to -1 from the end)", n - 1)));
         }
-        Ok(a as u32)
+        Ok(if a < 0 { (a + n) as u32 } else { a as u32 })
     }
 
     fn tile_arg(&mut self, e: &ast::Expr) -> R<Value> {
@@ -353,14 +358,24 @@ impl Lowerer<'_> {
                 }
             }
             (Val::V(_) | Val::K(..), m @ ("sum" | "max" | "min")) => {
-                arity(m, args, &[1], span)?;
-                let x = self.materialize(r.clone(), recv.span)?;
-                let t = self.ty(x);
+                arity(m, args, &[0, 1], span)?;
+                let mut x = self.materialize(r.clone(), recv.span)?;
+                let mut t = self.ty(x);
                 if t.shape().is_empty() {
-                    return Err(Diagnostic::error(format!("`.{m}` reduces a tile along an axis; this is a scalar"))
-                        .with_label(recv.span, "a scalar"));
+                    return Err(Diagnostic::error(format!("`.{m}` reduces a tile; this is a scalar")).with_label(recv.span, "a scalar"));
                 }
-                let axis = self.axis_arg(&args[0], t.shape().len())?;
+                // Without an axis, over every element: the tile flattened, then its one axis.
+                let axis = match args.first() {
+                    Some(a) => self.axis_arg(a, t.shape().len())?,
+                    None => {
+                        if t.shape().len() > 1 {
+                            let flat = Type::tile(t.dtype(), vec![t.numel()]);
+                            x = self.emit(OpKind::Reshape, vec![x], flat.clone(), recv.span);
+                            t = flat;
+                        }
+                        0
+                    }
+                };
                 if t.dtype() == DType::Bool {
                     return Err(Diagnostic::error(format!("`.{m}` is not defined on bool tiles"))
                         .with_label(recv.span, "bool")

@@ -425,17 +425,25 @@ impl<'a> Lowerer<'a> {
                 let db = if i + sb_shape.len() >= n { sb_shape[i + sb_shape.len() - n] } else { 1 };
                 da != db && da != 1 && db != 1
             });
-            return Err(Diagnostic::error(format!(
-                "shape mismatch: {} and {} do not broadcast",
-                shape_str(&sa_shape),
-                shape_str(&sb_shape)
-            ))
-            .with_label(sa, format!("shape {}", shape_str(&sa_shape)))
-            .with_secondary(sb, format!("shape {}", shape_str(&sb_shape)))
-            .note(match dim {
-                Some(d) => format!("dimension {d} differs and neither side is 1"),
-                None => "shapes must be equal or 1 in each dimension".into(),
-            }));
+            let err = Diagnostic::error(format!("shape mismatch: {} and {} do not broadcast", shape_str(&sa_shape), shape_str(&sb_shape)))
+                .with_label(sa, format!("shape {}", shape_str(&sa_shape)))
+                .with_secondary(sb, format!("shape {}", shape_str(&sb_shape)))
+                .note(match dim {
+                    Some(d) => format!("dimension {d} differs and neither side is 1"),
+                    None => "shapes must be equal or 1 in each dimension".into(),
+                });
+            // A reduction's result (`x.max(1)`) against the tile it came from: the axis it removed
+            // goes back as an axis of 1.
+            let hint = [(&sa_shape, &sb_shape, "right"), (&sb_shape, &sa_shape, "left")].into_iter().find_map(|(full, part, side)| {
+                removed_axis(full, part).map(|i| {
+                    let idx: Vec<&str> = (0..full.len()).map(|j| if j == i { "None" } else { ":" }).collect();
+                    format!("to broadcast the {side} side along axis {i}, give it an axis of 1 there: `…[{}]`", idx.join(", "))
+                })
+            });
+            return Err(match hint {
+                Some(h) => err.note(h),
+                None => err,
+            });
         };
         let ty = Type::tile(dtype, shape);
         let x = self.coerce(a, &ty, sa)?;
@@ -944,6 +952,9 @@ impl<'a> Lowerer<'a> {
         cands.extend(super::builtins::BUILTINS.iter().map(|s| s.to_string()));
         // Inside an imported `fn`, an unknown callee carries its module's key prefix.
         let name = name.rsplit("::").next().unwrap_or(name);
+        if let Some(hint) = unsupported_keyword(name) {
+            return Diagnostic::error(format!("`{name}` is not supported in tile programs")).with_label(span, "not supported").note(hint);
+        }
         let mut d = Diagnostic::error(format!("unknown name `{name}`")).with_label(span, "not found in this scope");
         if let Some(s) = did_you_mean(name, cands.iter().map(|s| s.as_str())) {
             d = d.note(format!("did you mean `{s}`?"));
@@ -1443,4 +1454,28 @@ fn collect_assigned_expr(e: &ast::Expr, out: &mut Vec<String>) {
             collect_assigned(f, out);
         }
     }
+}
+
+/// What to write instead of a Rust keyword the language does not have (read as a name).
+fn unsupported_keyword(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "break" | "continue" => {
+            "loops run their whole range: use a `while` loop whose condition carries the exit, or mask the rest of the body with `if`"
+        }
+        "loop" => "use `while cond { … }` or `for i in lo..hi { … }`",
+        "match" => "use `if … else if … else`",
+        "struct" | "enum" | "impl" | "trait" | "type" => "tile programs have tiles, tensors and scalars only; group values in tuples",
+        "mod" | "pub" | "static" | "unsafe" | "async" | "await" | "dyn" | "ref" | "move" => {
+            "tile programs are kernels and `fn`s; see docs/language.md"
+        }
+        _ => return None,
+    })
+}
+
+/// The axis `i` such that `part` is `full` without it, if there is one.
+fn removed_axis(full: &[i64], part: &[i64]) -> Option<usize> {
+    if full.len() != part.len() + 1 {
+        return None;
+    }
+    (0..full.len()).rev().find(|&i| full[..i] == part[..i] && full[i + 1..] == part[i..])
 }
