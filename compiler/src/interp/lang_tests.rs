@@ -486,3 +486,40 @@ kernel k(x: &f32[M, N], s: &mut f32[4], rows: &mut f32[M], am: &mut i32[M], cs: 
         }
     }
 }
+
+/// `std::math::pow` follows C's `pow` at its edges (negative bases with integer exponents,
+/// zeros, ones, NaN) and is close to it elsewhere.
+#[test]
+fn pow_follows_c_pow() {
+    let src = "
+use std::math::pow;
+#[grid(1)]
+kernel k(x: &f32[N], y: &f32[N], o: &mut f32[N]) {
+    o.store([0], pow(x.load([0], [16]), y.load([0], [16])));
+}";
+    let k = compile(src, "k");
+    let cases: [(f64, f64); 13] = [
+        (2.0, 3.0),
+        (-2.0, 3.0),
+        (-2.0, 2.0),
+        (-2.0, 0.5),
+        (0.0, 2.0),
+        (0.0, -1.0),
+        (1.0, f64::NAN),
+        (f64::NAN, 0.0),
+        (0.5, -2.0),
+        (3.0, 0.5),
+        (-3.0, -3.0),
+        (10.0, 1.5),
+        (-0.5, 4.0),
+    ];
+    let n = cases.len();
+    let (xs, ys): (Vec<f64>, Vec<f64>) = cases.iter().copied().unzip();
+    let out = run(&k, vec![floats(&[n], &xs), floats(&[n], &ys), floats(&[n], &vec![0.0; n])]);
+    for (i, &(x, y)) in cases.iter().enumerate() {
+        let want = (x as f32).powf(y as f32) as f64;
+        let got = t(&out[2]).get_f64(i);
+        let ok = if want.is_nan() { got.is_nan() } else { got == want || (got - want).abs() <= 1e-6 * want.abs() };
+        assert!(ok, "pow({x}, {y}) = {got}, C's pow gives {want}");
+    }
+}
