@@ -523,3 +523,25 @@ kernel k(x: &f32[N], y: &f32[N], o: &mut f32[N]) {
         assert!(ok, "pow({x}, {y}) = {got}, C's pow gives {want}");
     }
 }
+
+/// A `fn` with a declared tuple return type returns several values.
+#[test]
+fn fn_returns_a_typed_tuple() {
+    let src = "
+fn sum_diff(x: f32[_], y: f32[_]) -> (f32[_], f32[_]) {
+    (x + y, x - y)
+}
+#[grid(1)]
+kernel k(a: &f32[N], b: &f32[N], s: &mut f32[N], d: &mut f32[N]) {
+    let (p, q) = sum_diff(a.load([0], [4]), b.load([0], [4]));
+    s.store([0], p);
+    d.store([0], q);
+}";
+    let k = compile(src, "k");
+    let out = run(
+        &k,
+        vec![floats(&[4], &[1.0, 2.0, 3.0, 4.0]), floats(&[4], &[0.5, 0.5, 1.0, 8.0]), floats(&[4], &[0.0; 4]), floats(&[4], &[0.0; 4])],
+    );
+    assert_eq!((0..4).map(|i| t(&out[2]).get_f64(i)).collect::<Vec<_>>(), [1.5, 2.5, 4.0, 12.0]);
+    assert_eq!((0..4).map(|i| t(&out[3]).get_f64(i)).collect::<Vec<_>>(), [0.5, 1.5, 2.0, -4.0]);
+}

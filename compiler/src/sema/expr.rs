@@ -942,6 +942,9 @@ impl<'a> Lowerer<'a> {
             TypeKind::Tensor { .. } => {
                 Err(Diagnostic::error("tensor types are only allowed on kernel parameters").with_label(t.span, "tensor type"))
             }
+            TypeKind::Tuple(_) => {
+                Err(Diagnostic::error("tuple types are only allowed as a `fn`'s return type").with_label(t.span, "tuple type"))
+            }
         }
     }
 
@@ -1327,6 +1330,21 @@ impl<'a> Lowerer<'a> {
                 Ok(v)
             }
             TypeKind::Tensor { .. } => Ok(v),
+            TypeKind::Tuple(ts) => match v {
+                Val::Tuple(vs) if vs.len() == ts.len() => {
+                    let mut out = vec![];
+                    for (i, (v, t)) in vs.into_iter().zip(ts).enumerate() {
+                        out.push(self.check_param(v, t, span, &format!("element {i} of {what}"))?);
+                    }
+                    Ok(Val::Tuple(out))
+                }
+                Val::Tuple(vs) => {
+                    Err(Diagnostic::error(format!("{what} is a tuple of {}, declared `{}`", vs.len(), super::host::render_type(t)))
+                        .with_label(span, format!("{} values", vs.len())))
+                }
+                _ => Err(Diagnostic::error(format!("{what} is not a tuple, declared `{}`", super::host::render_type(t)))
+                    .with_label(span, "one value")),
+            },
         }
     }
 }

@@ -228,5 +228,6 @@ pub(super) fn render_type(t: &ast::TypeExpr) -> String {
         TypeKind::Scalar(n) => n.name.clone(),
         TypeKind::Tile { elem, dims: ds } => format!("{}[{}]", elem.name, dims(ds)),
         TypeKind::Tensor { mutable, elem, dims: ds } => format!("&{}{}[{}]", if *mutable { "mut " } else { "" }, elem.name, dims(ds)),
+        TypeKind::Tuple(ts) => format!("({})", ts.iter().map(render_type).collect::<Vec<_>>().join(", ")),
     }
 }

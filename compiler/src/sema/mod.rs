@@ -398,6 +398,13 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
                 }
                 ParamKind::Tensor { dtype, dims: ds, mutable: *mutable }
             }
+            TypeKind::Tuple(_) => {
+                diags.push(
+                    Diagnostic::error("a kernel parameter is a tensor (`&T[..]`) or a scalar, not a tuple")
+                        .with_label(ty.span, "tuple type"),
+                );
+                continue;
+            }
             TypeKind::Tile { .. } => {
                 diags.push(
                     Diagnostic::error("a kernel parameter is a tensor (`&T[..]`) or a scalar, not a tile")

@@ -101,6 +101,8 @@ pub enum TypeKind {
     Tile { elem: Ident, dims: Vec<Expr> },
     /// `&bf16[M, K]` or `&mut bf16[M, K]`.
     Tensor { mutable: bool, elem: Ident, dims: Vec<Expr> },
+    /// `(f32[_], i32)`: only as a `fn`'s return type.
+    Tuple(Vec<TypeExpr>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
