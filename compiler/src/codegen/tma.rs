@@ -149,6 +149,9 @@ impl Gen<'_> {
         let issue = self.block("tma_store_issue");
         self.b.cond_br(first, issue, done);
         self.b.position(issue);
+        // An earlier bulk store (a previous iteration's) has written global memory, so that
+        // stores to overlapping windows land in program order.
+        self.inline_asm("cp.async.bulk.wait_group 0;", "~{memory}", &[], false)?;
         self.tma_boxes(t, offs, self.i32c(offset as i64), shape, map, None)?;
         // Before the buffer is reused (or the block ends), the copy engine has read it.
         self.inline_asm("cp.async.bulk.commit_group;", "~{memory}", &[], false)?;

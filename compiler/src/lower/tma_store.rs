@@ -11,14 +11,17 @@
 //! A store qualifies when its tile is 2-D, in an `Mma` layout, of the tensor's 16-bit dtype, in
 //! a window that is one tensor-map box (or one per 128-byte column block, `tensor_map_of`), the
 //! tensor is a parameter that no other op of the kernel reads or writes (the bulk store is
-//! ordered with nothing else), and the store is at the kernel's top level (once per program).
-//! The staging buffer is the pipeline buffers' region when the store comes after every `dot`
-//! (the buffers are dead then: the loops waited for their copies) and it fits there; else the
-//! scratch region, if the kernel still fits in shared memory. Otherwise the store stays as it is.
+//! ordered with nothing else; `tma_store` itself orders a loop's successive stores). At the
+//! kernel's top level the staging buffer is the pipeline buffers' region when the store comes
+//! after every `dot` (the buffers are dead then: the loops waited for their copies) and it fits
+//! there; else, and inside loops (a persistent kernel's epilogue: the next tile's copies may be in
+//! flight in the buffers), the scratch region, if the kernel still fits in shared memory.
+//! Otherwise the store stays as it is.
 //!
-//! Emitted: `async_wait 0` (no copy into the buffers in flight), `barrier` (every warp is done
-//! with the buffers), `local_store` swizzled, `barrier` (whose async-proxy fence makes the
-//! shared stores visible to the copy engine), `tma_store`, `barrier` (the buffer is free again).
+//! Emitted: `async_wait 0` (in the buffers' region: no copy into them in flight), `barrier`
+//! (every warp is done with the buffer), `local_store` swizzled, `barrier` (whose async-proxy
+//! fence makes the shared stores visible to the copy engine), `tma_store`, `barrier` (the buffer
+//! is free again).
 
 use super::Cx;
 use crate::diag::{Diagnostic, Span};
@@ -38,9 +41,12 @@ pub(super) struct TmaStorePlan {
 impl Cx<'_> {
     /// Whether store `op` (in the tile-IR block being lowered) goes through the copy engine.
     pub(super) fn tma_store_plan(&self, op: Op) -> Option<TmaStorePlan> {
-        if self.target != crate::Target::Sm90a || self.loops_open > 0 || self.current_src_block != self.src.entry {
+        if self.target != crate::Target::Sm90a {
             return None;
         }
+        // At the top level (once per program) the pipeline's buffers may hold the staging tile;
+        // inside a loop (a persistent kernel's epilogue) the next copies may be in flight there.
+        let top = self.loops_open == 0 && self.current_src_block == self.src.entry;
         let d = self.src.op(op);
         let (&t, rest) = d.operands.split_first()?;
         let (&x, offs) = rest.split_last()?;
@@ -61,10 +67,11 @@ impl Cx<'_> {
         let bytes = u32::try_from(shape.iter().product::<i64>() * dtype.size() as i64).ok()?;
         // The buffers are dead once no `dot` (nor a loop or branch, which may hold one) follows.
         let ops = &self.src.block(self.src.entry).ops;
-        let at = ops.iter().position(|&o| o == op)?;
-        let dots_after =
-            ops[at + 1..].iter().any(|&o| matches!(self.src.op(o).kind, OpKind::Dot | OpKind::For | OpKind::While | OpKind::If));
-        if !dots_after && self.pipe_bytes >= bytes {
+        let dead_buffers = top
+            && ops.iter().position(|&o| o == op).is_some_and(|at| {
+                !ops[at + 1..].iter().any(|&o| matches!(self.src.op(o).kind, OpKind::Dot | OpKind::For | OpKind::While | OpKind::If))
+            });
+        if dead_buffers && self.pipe_bytes >= bytes {
             return Some(TmaStorePlan { map, bytes, in_pipeline: true });
         }
         let need = u64::from(self.smem.max(bytes).div_ceil(1024) * 1024) + u64::from(self.pipe_bytes) + u64::from(self.mbar_bytes) + 8;
@@ -109,7 +116,9 @@ impl Cx<'_> {
             self.smem = self.smem.max(plan.bytes);
         }
         let shape = self.src.ty(x).shape().to_vec();
-        self.emit(dst, lir::OpKind::AsyncWait { pending: 0 }, vec![], vec![], span);
+        if plan.in_pipeline {
+            self.emit(dst, lir::OpKind::AsyncWait { pending: 0 }, vec![], vec![], span);
+        }
         self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
         let st = self.dst.append(dst, lir::OpKind::LocalStore { offset: 0, swizzled: true }, vec![xv], vec![], vec![], span);
         self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
