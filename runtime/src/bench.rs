@@ -390,6 +390,9 @@ pub fn run(a: &BenchArgs, opts: Options) -> Result<(), String> {
         tune: tuned,
         check,
     };
+    if let Some(w) = k.spill_warning() {
+        eprintln!("{w}");
+    }
     if a.json {
         println!("{}", serde_json::to_string(&report).map_err(|e| format!("error: {e}"))?);
     } else {

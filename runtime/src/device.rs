@@ -162,6 +162,13 @@ impl LoadedKernel {
         self.local_bytes
     }
 
+    /// A warning when the driver's JIT (ptxas) spilled registers to local memory: the kernel,
+    /// its `const` values, registers and spilled bytes per thread (`run`, `bench` and the
+    /// tuner's log print it).
+    pub fn spill_warning(&self) -> Option<String> {
+        spill_warning(&self.meta, self.regs, self.local_bytes)
+    }
+
     /// The underlying cudarc function, for callers that launch it themselves.
     pub fn function(&self) -> &CudaFunction {
         &self.func
@@ -750,9 +757,39 @@ impl Runtime {
     }
 }
 
+/// The text of [`LoadedKernel::spill_warning`] for `meta` with `regs` registers and
+/// `local_bytes` bytes of local memory per thread (`None` without local memory).
+pub fn spill_warning(meta: &KernelMeta, regs: i32, local_bytes: i32) -> Option<String> {
+    if local_bytes <= 0 {
+        return None;
+    }
+    let consts: Vec<String> = meta.consts.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    let config = if consts.is_empty() { String::new() } else { format!(" ({})", consts.join(", ")) };
+    Some(format!(
+        "warning: kernel `{}`{config} spills registers: {regs} registers and {local_bytes} bytes of local memory per \
+         thread ({} threads); it runs slower than it could: try smaller tiles or another configuration (`--tune`)",
+        meta.name, meta.threads
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A kernel that spilled is named with its `const` values, registers and bytes; one that
+    /// did not gets no warning.
+    #[test]
+    fn spills_are_reported_with_the_config() {
+        let src = tessera_compiler::Source::new(
+            "k.tile",
+            "#[grid(1)]\nkernel k<const B: i32 = 64>(x: &mut f32[N]) { x.store([0], full([B], 0.0)); }",
+        );
+        let m = tessera_compiler::compile(&src, &tessera_compiler::Options::default()).unwrap_or_else(|d| panic!("{}", d.render()));
+        let meta = &m.kernels[0].meta;
+        assert_eq!(spill_warning(meta, 40, 0), None);
+        let w = spill_warning(meta, 255, 56).unwrap_or_default();
+        assert!(w.starts_with("warning: kernel `k` (B=64) spills registers: 255 registers and 56 bytes"), "{w}");
+    }
 
     #[test]
     fn new_reports_a_missing_driver_without_panicking() {

@@ -283,8 +283,10 @@ pub fn run_interp_with(k: &CompiledKernel, args: &mut [Arg], opts: &RunOptions) 
 /// Runs `k` on the GPU; writable tensors in `args` are replaced by their contents after the
 /// launch. Where `poison[i]` is set, tensor `i` starts as all-ones bytes (NaN for floats, -1 for
 /// integers) instead of its host contents, so elements the kernel fails to write show up.
-pub fn run_gpu(rt: &Runtime, k: &CompiledKernel, args: &mut [Arg], poison: &[bool]) -> Result<(), ExecError> {
+/// Returns the driver's spill warning for the kernel, if it spilled registers.
+pub fn run_gpu(rt: &Runtime, k: &CompiledKernel, args: &mut [Arg], poison: &[bool]) -> Result<Option<String>, ExecError> {
     let loaded = rt.load(&k.ptx, &k.meta)?;
+    let warning = loaded.spill_warning();
     let mut dev = vec![];
     for (i, a) in args.iter().enumerate() {
         dev.push(match a {
@@ -308,7 +310,7 @@ pub fn run_gpu(rt: &Runtime, k: &CompiledKernel, args: &mut [Arg], poison: &[boo
             args[i] = Arg::Tensor(rt.download(d)?);
         }
     }
-    Ok(())
+    Ok(warning)
 }
 
 /// How far two tensors are apart.

@@ -453,7 +453,9 @@ fn run(
     let result = if check {
         let rt = rt.as_ref().ok_or_else(|| Fail("error: --check needs a GPU".into()))?;
         let mut gpu_args = host_args.clone();
-        exec::run_gpu(rt, k, &mut gpu_args, &fresh)?;
+        if let Some(w) = exec::run_gpu(rt, k, &mut gpu_args, &fresh)? {
+            eprintln!("{w}");
+        }
         exec::run_interp_with(k, &mut host_args, interp)?;
         let mut failed = false;
         for (i, p) in k.meta.params.iter().enumerate() {
@@ -475,7 +477,9 @@ fn run(
         }
         "gpu and interpreter"
     } else if let Some(rt) = &rt {
-        exec::run_gpu(rt, k, &mut host_args, &fresh)?;
+        if let Some(w) = exec::run_gpu(rt, k, &mut host_args, &fresh)? {
+            eprintln!("{w}");
+        }
         "gpu"
     } else {
         exec::run_interp_with(k, &mut host_args, interp)?;

@@ -115,6 +115,9 @@ pub struct Trial {
     pub threads: u32,
     pub shared_bytes: u32,
     pub registers: Option<i32>,
+    /// Local memory per thread (register spills), when it loaded.
+    #[serde(default)]
+    pub local_bytes: Option<i32>,
     pub outcome: Outcome,
 }
 
@@ -169,7 +172,11 @@ impl Tuned {
                 Outcome::Timed { median_ms, .. } => (
                     format!("{median_ms:.4} ms"),
                     format!("{:.2}x", median_ms / best),
-                    if i == self.best { "best".into() } else { String::new() },
+                    [(i == self.best).then(|| "best".to_string()), spills(t.local_bytes)]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 ),
                 Outcome::Dropped { reason } => ("-".into(), "-".into(), format!("dropped: {reason}")),
                 Outcome::Failed { reason } => ("-".into(), "-".into(), format!("failed: {}", reason.lines().next().unwrap_or(""))),
@@ -187,6 +194,11 @@ impl Tuned {
         }
         s
     }
+}
+
+/// The tuner's note for a configuration whose registers spilled.
+fn spills(local_bytes: Option<i32>) -> Option<String> {
+    local_bytes.filter(|&b| b > 0).map(|b| format!("spills {b} bytes/thread"))
 }
 
 /// Why tuning could not pick a configuration.
@@ -348,6 +360,7 @@ pub fn tune(
             threads: 0,
             shared_bytes: 0,
             registers: None,
+            local_bytes: None,
             outcome: Outcome::Failed { reason: String::new() },
         };
         let (cached, ms) = match built {
@@ -372,7 +385,9 @@ pub fn tune(
         };
         trial.threads = art.meta.threads;
         trial.shared_bytes = art.meta.shared_bytes;
-        trial.outcome = run_trial(rt, art, args, &req.timing, &mut trial.registers, limits);
+        let mut loaded = (None, None);
+        trial.outcome = run_trial(rt, art, args, &req.timing, &mut loaded, limits);
+        (trial.registers, trial.local_bytes) = loaded;
         if let Outcome::Dropped { reason } = &trial.outcome {
             notes.push(format!("note: `{}` {}: dropped before launch: {reason}", req.kernel, trial.config));
         }
@@ -417,7 +432,7 @@ fn run_trial(
     art: &crate::cache::Artifact,
     args: &[DeviceArg<'_>],
     timing: &TimingOptions,
-    registers: &mut Option<i32>,
+    loaded: &mut (Option<i32>, Option<i32>),
     limits: crate::device::DeviceLimits,
 ) -> Outcome {
     let m = &art.meta;
@@ -436,7 +451,7 @@ fn run_trial(
         Err(RuntimeError::Resources(msg)) => return Outcome::Dropped { reason: msg },
         Err(e) => return Outcome::Failed { reason: e.to_string() },
     };
-    *registers = Some(k.registers());
+    *loaded = (Some(k.registers()), Some(k.local_bytes()));
     let per_block = k.registers().max(0) as u64 * m.threads as u64;
     if per_block > limits.registers_per_block as u64 {
         return Outcome::Dropped {
@@ -470,6 +485,35 @@ mod tests {
         assert_eq!(configs(&TuneSpace::default()), [TuneConfig::default()]);
         let huge = TuneSpace { consts: (0..20).map(|i| (format!("C{i}"), vec![1, 2])).collect(), warps: vec![], stages: vec![] };
         assert_eq!(configs(&huge).len(), MAX_CONFIGS);
+    }
+
+    /// The log names the configurations whose registers spilled, and tuning caches written
+    /// before `local_bytes` existed still read.
+    #[test]
+    fn the_table_notes_spills() {
+        let trial = |local_bytes, ms| Trial {
+            config: TuneConfig::default(),
+            compile_ms: 1.0,
+            threads: 256,
+            shared_bytes: 0,
+            registers: Some(255),
+            local_bytes,
+            outcome: Outcome::Timed { median_ms: ms, min_ms: ms },
+        };
+        let tuned = Tuned {
+            kernel: "k".into(),
+            device: "d".into(),
+            bucket: "b".into(),
+            trials: vec![trial(Some(56), 1.0), trial(Some(0), 2.0)],
+            best: 0,
+            from_cache: false,
+        };
+        let table = tuned.table();
+        assert!(table.contains("best, spills 56 bytes/thread"), "{table}");
+        assert_eq!(table.matches("spills").count(), 1, "{table}");
+        let json = serde_json::to_string(&tuned.trials[1]).unwrap_or_default().replace(",\"local_bytes\":0", "");
+        let old: Trial = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+        assert_eq!(old.local_bytes, None);
     }
 
     #[test]
