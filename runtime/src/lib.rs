@@ -38,6 +38,7 @@ mod launch;
 pub mod npy;
 pub mod pack;
 mod program;
+pub mod ptxas;
 pub mod selftest;
 pub mod tensor;
 mod tma;

@@ -99,6 +99,10 @@ enum Cmd {
         /// Print the build time and whether the compile cache was hit, to stderr.
         #[arg(long)]
         time: bool,
+        /// Assemble each kernel with ptxas (`$TESSERA_PTXAS`, else `ptxas` on the PATH) and warn
+        /// when its registers spill.
+        #[arg(long)]
+        spills: bool,
         #[command(flatten)]
         opts: BuildOpts,
     },
@@ -237,8 +241,8 @@ fn real_main(cli: Cli) -> Result<(), Fail> {
             }
             Ok(())
         }
-        Cmd::Build { file, emit, out_dir, dump_after, dump_all, no_cache, time, opts } => {
-            build(&file, &emit, out_dir.as_deref(), &dump_after, dump_all, no_cache, time, &opts)
+        Cmd::Build { file, emit, out_dir, dump_after, dump_all, no_cache, time, spills, opts } => {
+            build(&file, &emit, out_dir.as_deref(), &dump_after, dump_all, no_cache, (time, spills), &opts)
         }
         Cmd::Bench { bench, opts } => tessera_runtime::bench::run(&bench, options(&opts)?).map_err(Fail),
         Cmd::Run { file, args, dims, outs, bf16_npy, backend, check, seed, interp_max_programs, no_race_check, opts } => {
@@ -297,10 +301,17 @@ fn build(
     dump_after: &[String],
     dump_all: bool,
     no_cache: bool,
-    time: bool,
+    (time, spills): (bool, bool),
     opts: &BuildOpts,
 ) -> Result<(), Fail> {
     let stages = tessera_compiler::dump_stages();
+    let ptxas = match spills {
+        true => Some(
+            tessera_runtime::ptxas::find()
+                .ok_or_else(|| Fail("error: `--spills` needs ptxas: set TESSERA_PTXAS or put it on the PATH".into()))?,
+        ),
+        false => None,
+    };
     if let Some(bad) = dump_after.iter().find(|s| !stages.contains(&s.as_str())) {
         return Err(Fail(format!("error: `--dump-after {bad}`: no such stage (stages: {})", stages.join(", "))));
     }
@@ -343,6 +354,13 @@ fn build(
         make_out_dir(dir)?;
     }
     for k in &cached.artifacts.kernels {
+        if let Some(p) = &ptxas {
+            let r = tessera_runtime::ptxas::resources(p, &k.ptx, &k.meta).map_err(|e| Fail(format!("error: {e}")))?;
+            match tessera_runtime::device::spill_warning(&k.meta, r.registers, r.spill_bytes) {
+                Some(w) => eprintln!("{w}"),
+                None => eprintln!("kernel `{}`: {} registers, no spills (ptxas)", k.meta.name, r.registers),
+            }
+        }
         let compiled = module.as_ref().and_then(|m| m.kernel(&k.meta.name));
         for e in emit {
             let (ext, text) = match (e, compiled) {
