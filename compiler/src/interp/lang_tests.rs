@@ -545,3 +545,33 @@ kernel k(a: &f32[N], b: &f32[N], s: &mut f32[N], d: &mut f32[N]) {
     assert_eq!((0..4).map(|i| t(&out[2]).get_f64(i)).collect::<Vec<_>>(), [1.5, 2.5, 4.0, 12.0]);
     assert_eq!((0..4).map(|i| t(&out[3]).get_f64(i)).collect::<Vec<_>>(), [0.5, 1.5, 2.0, -4.0]);
 }
+
+/// `t.store(offsets, x, mask)` writes only where the mask holds (the other elements keep their
+/// values) and, like `store`, drops what falls outside the tensor.
+#[test]
+fn masked_store_writes_only_under_its_mask() {
+    let src = "
+#[grid(1)]
+kernel k(x: &f32[M, N], y: &mut f32[M, N], z: &mut f32[N]) {
+    let t = x.load([0, 0], [4, 8]);
+    y.store([1, 2], t, t > 0.0);
+    z.store([3], t.sum(0), arange(8) % 2 == 0);
+}";
+    let k = compile(src, "k");
+    let (m, n) = (3usize, 6usize);
+    let v: Vec<f64> = (0..m * n).map(|i| if i % 3 == 0 { -1.0 } else { i as f64 }).collect();
+    let out = run(&k, vec![floats(&[m, n], &v), floats(&[m, n], &vec![100.0; m * n]), floats(&[n], &[100.0; 6])]);
+    let at = |r: usize, c: usize| if r < m && c < n { v[r * n + c] } else { 0.0 };
+    for r in 0..m {
+        for c in 0..n {
+            // y[r, c] gets t[r - 1, c - 2] where that is positive.
+            let src = (r >= 1 && c >= 2).then(|| at(r - 1, c - 2)).filter(|&x| x > 0.0);
+            assert_eq!(t(&out[1]).get_f64(r * n + c), src.unwrap_or(100.0), "y[{r}, {c}]");
+        }
+    }
+    for c in 0..n {
+        let j = c as i64 - 3;
+        let want = if j >= 0 && j % 2 == 0 { (0..4).map(|r| at(r, j as usize)).sum::<f64>() } else { 100.0 };
+        assert_eq!(t(&out[2]).get_f64(c), want, "z[{c}]");
+    }
+}

@@ -443,8 +443,32 @@ impl Lowerer<'_> {
         Ok(Val::V(self.emit(OpKind::Load, ops, Type::tile(dtype, shape), span)))
     }
 
+    /// `t.store(offsets, x, mask)`: writes the elements of `x` where `mask` (broadcast to `x`'s
+    /// shape) holds and leaves the others untouched: a `scatter` to the window's own indices
+    /// (`offsets[d] + arange` along each axis), so elements outside the tensor are dropped as by
+    /// `store`.
+    fn masked_store(&mut self, t: Value, offs: &[Value], x: Value, mask: &ast::Expr, span: Span) -> R<Val> {
+        let (m, ms) = self.mask_arg(Some(mask))?.ok_or_else(|| Diagnostic::ice("sema", "a store mask"))?;
+        let shape = self.ty(x).shape().to_vec();
+        let mut ops = vec![t];
+        for (d, &o) in offs.iter().enumerate() {
+            let n = shape[d];
+            let along = self.emit(OpKind::Arange(n), vec![], Type::tile(DType::I32, vec![n]), span);
+            let mut s = vec![1; shape.len()];
+            s[d] = n;
+            let along = self.emit(OpKind::Reshape, vec![along], Type::tile(DType::I32, s), span);
+            let idx = self.binary(BinOp::Add, Val::V(o), Val::V(along), span, span, span)?;
+            let idx = self.materialize(idx, span)?;
+            ops.push(self.broadcast_to(idx, &shape, span)?);
+        }
+        ops.push(x);
+        ops.push(self.broadcast_to(m, &shape, ms)?);
+        self.emit0(OpKind::Scatter, ops, span);
+        Ok(Val::Unit)
+    }
+
     fn store(&mut self, t: Value, recv: &ast::Expr, args: &[ast::Expr], span: Span) -> R<Val> {
-        arity("store", args, &[2], span)?;
+        arity("store", args, &[2, 3], span)?;
         let Type::Tensor { dtype, rank, mutable } = self.ty(t) else { return Err(Diagnostic::ice("sema", "store on a non-tensor")) };
         let tname = super::host::render(recv);
         if !mutable {
@@ -482,6 +506,9 @@ impl Lowerer<'_> {
         } else {
             x
         };
+        if let Some(m) = args.get(2) {
+            return self.masked_store(t, &ops[1..], x, m, span);
+        }
         ops.push(x);
         self.emit0(OpKind::Store, ops, span);
         Ok(Val::Unit)

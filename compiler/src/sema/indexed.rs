@@ -75,7 +75,7 @@ impl Lowerer<'_> {
     }
 
     /// An optional mask argument: a bool scalar or tile.
-    fn mask_arg(&mut self, e: Option<&ast::Expr>) -> R<Option<(Value, Span)>> {
+    pub(super) fn mask_arg(&mut self, e: Option<&ast::Expr>) -> R<Option<(Value, Span)>> {
         let Some(e) = e else { return Ok(None) };
         let v = self.lower_expr(e)?;
         let t = self.type_of(&v).ok_or_else(|| not_value(&v, e.span))?;
