@@ -385,9 +385,7 @@ pub fn tune(
         };
         trial.threads = art.meta.threads;
         trial.shared_bytes = art.meta.shared_bytes;
-        let mut loaded = (None, None);
-        trial.outcome = run_trial(rt, art, args, &req.timing, &mut loaded, limits);
-        (trial.registers, trial.local_bytes) = loaded;
+        trial.outcome = run_trial(rt, art, args, &req.timing, &mut trial, limits);
         if let Outcome::Dropped { reason } = &trial.outcome {
             notes.push(format!("note: `{}` {}: dropped before launch: {reason}", req.kernel, trial.config));
         }
@@ -432,7 +430,7 @@ fn run_trial(
     art: &crate::cache::Artifact,
     args: &[DeviceArg<'_>],
     timing: &TimingOptions,
-    loaded: &mut (Option<i32>, Option<i32>),
+    trial: &mut Trial,
     limits: crate::device::DeviceLimits,
 ) -> Outcome {
     let m = &art.meta;
@@ -451,7 +449,7 @@ fn run_trial(
         Err(RuntimeError::Resources(msg)) => return Outcome::Dropped { reason: msg },
         Err(e) => return Outcome::Failed { reason: e.to_string() },
     };
-    *loaded = (Some(k.registers()), Some(k.local_bytes()));
+    (trial.registers, trial.local_bytes) = (Some(k.registers()), Some(k.local_bytes()));
     let per_block = k.registers().max(0) as u64 * m.threads as u64;
     if per_block > limits.registers_per_block as u64 {
         return Outcome::Dropped {

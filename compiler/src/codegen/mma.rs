@@ -370,12 +370,11 @@ impl Gen<'_> {
     ) -> Res<()> {
         let f = self.slow_copy_fn(dtype, shape, swizzled, to_global)?;
         let (ptr, sizes, strides, offs) = window;
-        let dst = smem;
         let mut args = vec![ptr];
         args.extend(sizes);
         args.extend(strides);
         args.extend(offs);
-        args.push(dst);
+        args.push(smem);
         self.b.call(f, &args);
         Ok(())
     }

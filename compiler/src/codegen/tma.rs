@@ -93,22 +93,41 @@ impl Gen<'_> {
             return Err("tma_copy takes (base, t, offsets…, stage, valid)".into());
         }
         let (window, stage, valid) = (&operands[..n - 2], operands[n - 2], operands[n - 1]);
+        self.copy_engine_or_fallback(
+            "tma",
+            |g| g.fallback_copy(window, offset, shape),
+            |g| Ok((g.and(g.leader()?, g.regs(valid)?[0])?, g.mbar_addr(mbar, stage)?)),
+            |g, at| {
+                let dst = g.add(g.regs(window[0])?[0], g.i32c(offset as i64))?;
+                g.tma_boxes(window[1], &window[2..], dst, shape, map, Some(at))
+            },
+        )
+    }
+
+    /// Branches on `maps_ready`: without maps every thread runs `fallback`; with them `issuer`
+    /// gives the condition of the thread(s) that issue (and a value for `issue`), which run
+    /// `issue`. Blocks `NAME`, `NAME_fallback`, `NAME_done`, `NAME_issue`; continues after.
+    fn copy_engine_or_fallback<T>(
+        &mut self,
+        name: &str,
+        fallback: impl FnOnce(&mut Self) -> Res<()>,
+        issuer: impl FnOnce(&mut Self) -> Res<(V, T)>,
+        issue: impl FnOnce(&mut Self, T) -> Res<()>,
+    ) -> Res<()> {
         let ready = self.ready()?;
-        let yes = self.block("tma");
-        let no = self.block("tma_fallback");
-        let done = self.block("tma_done");
+        let yes = self.block(name);
+        let no = self.block(&format!("{name}_fallback"));
+        let done = self.block(&format!("{name}_done"));
         self.b.cond_br(ready, yes, no);
         self.b.position(no);
-        self.fallback_copy(window, offset, shape)?;
+        fallback(self)?;
         self.b.br(done);
         self.b.position(yes);
-        let go = self.and(self.leader()?, self.regs(valid)?[0])?;
-        let at = self.mbar_addr(mbar, stage)?;
-        let issue = self.block("tma_issue");
-        self.b.cond_br(go, issue, done);
-        self.b.position(issue);
-        let dst = self.add(self.regs(window[0])?[0], self.i32c(offset as i64))?;
-        self.tma_boxes(window[1], &window[2..], dst, shape, map, Some(at))?;
+        let (go, x) = issuer(self)?;
+        let at = self.block(&format!("{name}_issue"));
+        self.b.cond_br(go, at, done);
+        self.b.position(at);
+        issue(self, x)?;
         self.b.br(done);
         self.b.position(done);
         Ok(())
@@ -135,30 +154,21 @@ impl Gen<'_> {
     /// `operands`: `(t, o0, …)` (`lir::OpKind::TmaStore`).
     pub(crate) fn tma_store(&mut self, operands: &[Value], offset: u32, shape: &[i64], map: u32) -> Res<()> {
         let (&t, offs) = operands.split_first().ok_or("tma_store takes (t, offsets…)")?;
-        let ready = self.ready()?;
-        let yes = self.block("tma_store");
-        let no = self.block("tma_store_fallback");
-        let done = self.block("tma_store_done");
-        self.b.cond_br(ready, yes, no);
-        self.b.position(no);
-        let at = self.i32c(offset as i64);
-        self.slow_window_copy(t, offs, shape, true, at)?;
-        self.b.br(done);
-        self.b.position(yes);
-        let first = self.icmp(Cmp::Eq, self.tid, self.i32c(0))?;
-        let issue = self.block("tma_store_issue");
-        self.b.cond_br(first, issue, done);
-        self.b.position(issue);
-        // An earlier bulk store (a previous iteration's) has written global memory, so that
-        // stores to overlapping windows land in program order.
-        self.inline_asm("cp.async.bulk.wait_group 0;", "~{memory}", &[], false)?;
-        self.tma_boxes(t, offs, self.i32c(offset as i64), shape, map, None)?;
-        // Before the buffer is reused (or the block ends), the copy engine has read it.
-        self.inline_asm("cp.async.bulk.commit_group;", "~{memory}", &[], false)?;
-        self.inline_asm("cp.async.bulk.wait_group.read 0;", "~{memory}", &[], false)?;
-        self.b.br(done);
-        self.b.position(done);
-        Ok(())
+        self.copy_engine_or_fallback(
+            "tma_store",
+            |g| g.slow_window_copy(t, offs, shape, true, g.i32c(offset as i64)),
+            |g| Ok((g.icmp(Cmp::Eq, g.tid, g.i32c(0))?, ())),
+            |g, ()| {
+                // An earlier bulk store (a previous iteration's) has written global memory, so
+                // that stores to overlapping windows land in program order.
+                g.inline_asm("cp.async.bulk.wait_group 0;", "~{memory}", &[], false)?;
+                g.tma_boxes(t, offs, g.i32c(offset as i64), shape, map, None)?;
+                // Before the buffer is reused (or the block ends), the copy engine has read it.
+                g.inline_asm("cp.async.bulk.commit_group;", "~{memory}", &[], false)?;
+                g.inline_asm("cp.async.bulk.wait_group.read 0;", "~{memory}", &[], false)?;
+                Ok(())
+            },
+        )
     }
 
     /// The bulk tensor copies of one window of tensor `t` at `offs` (one box, or one per
