@@ -255,6 +255,7 @@ pub(crate) fn unary(g: &Gen<'_>, op: UnaryOp, a: V, d: DType) -> Res<V> {
     let log2e = std::f64::consts::LOG2_E;
     let mul = |p: V, q: V| b.fbin(FOp::Mul, p, q);
     let exp2f = |v: V| b.funary(FUn::Ex2Approx, v);
+    let rcp = |v: V| b.funary(FUn::RcpApprox, v);
     let r = match op {
         UnaryOp::Neg => b.neg(x),
         UnaryOp::Abs => b.funary(FUn::Abs, x),
@@ -268,21 +269,23 @@ pub(crate) fn unary(g: &Gen<'_>, op: UnaryOp, a: V, d: DType) -> Res<V> {
         UnaryOp::Rsqrt => b.funary(FUn::RsqrtApprox, x),
         UnaryOp::Sin => b.funary(FUn::SinApprox, x),
         UnaryOp::Cos => b.funary(FUn::CosApprox, x),
+        // The reciprocals below are of values ≥ 1 (or +inf): `rcp.approx` is 1 ulp off where a
+        // correctly rounded division is a subroutine that holds registers across an epilogue.
         UnaryOp::Sigmoid => {
             let e = exp2f(mul(x, f32c(-log2e)));
-            b.fbin(FOp::Div, f32c(1.0), b.fbin(FOp::Add, f32c(1.0), e))
+            rcp(b.fbin(FOp::Add, f32c(1.0), e))
         }
         UnaryOp::Tanh => {
             // tanh(x) = sign(x) · (1 - 2 / (exp(2|x|) + 1)), stable for large |x|.
             let ax = b.funary(FUn::Abs, x);
             let e = exp2f(mul(ax, f32c(2.0 * log2e)));
-            let t = b.fbin(FOp::Sub, f32c(1.0), b.fbin(FOp::Div, f32c(2.0), b.fbin(FOp::Add, e, f32c(1.0))));
+            let t = b.fbin(FOp::Sub, f32c(1.0), mul(f32c(2.0), rcp(b.fbin(FOp::Add, e, f32c(1.0)))));
             b.copysign(t, x)
         }
         UnaryOp::Erf => {
             // Abramowitz & Stegun 7.1.26: |error| < 1.5e-7, below f32's resolution near 1.
             let ax = b.funary(FUn::Abs, x);
-            let t = b.fbin(FOp::Div, f32c(1.0), b.fbin(FOp::Add, f32c(1.0), mul(ax, f32c(0.3275911))));
+            let t = rcp(b.fbin(FOp::Add, f32c(1.0), mul(ax, f32c(0.3275911))));
             let coeffs = [1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592];
             let mut poly = f32c(coeffs[0]);
             for c in &coeffs[1..] {

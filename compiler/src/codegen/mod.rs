@@ -97,9 +97,9 @@ pub(crate) struct Gen<'m> {
     /// and direction (`async_copy`'s slow path, `tma_store`'s fallback).
     slow_copies: HashMap<(DType, Vec<i64>, bool, bool), crate::mir::Callee>,
     /// With tensor maps (`lir::Kernel::tensor_maps`): whether the runtime encoded them (a
-    /// predicate), and each one's generic address.
+    /// predicate), and each one's machine parameter (its address is taken where it is used).
     pub(crate) maps_ready: Option<V>,
-    pub(crate) tensor_map_addrs: Vec<V>,
+    pub(crate) tensor_map_params: Vec<usize>,
     /// Tensors that are views of a parameter: the parameter and the indices the views fix.
     pub(crate) roots: HashMap<Value, (usize, Vec<V>)>,
 }
@@ -145,7 +145,7 @@ impl<'m> Gen<'m> {
             loop_depth: Default::default(),
             slow_copies: HashMap::default(),
             maps_ready: None,
-            tensor_map_addrs: vec![],
+            tensor_map_params: vec![],
             roots: HashMap::default(),
         }
     }
@@ -171,7 +171,7 @@ impl<'m> Gen<'m> {
                 }
                 Slot::TensorMap { .. } => {
                     let a = self.b.param_by_value(crate::abi::TENSOR_MAP_BYTES, crate::abi::TENSOR_MAP_ALIGN);
-                    self.tensor_map_addrs.push(a);
+                    self.tensor_map_params.push(a);
                     continue;
                 }
                 _ => {}

@@ -176,7 +176,8 @@ impl Gen<'_> {
     /// memory on the mbarrier at shared address `bar`, or without one out of shared memory.
     fn tma_boxes(&mut self, t: Value, offs: &[Value], at: V, shape: &[i64], map: u32, bar: Option<V>) -> Res<()> {
         let tm = self.k.tensor_maps.get(map as usize).ok_or("a tensor map out of range")?.clone();
-        let addr = *self.tensor_map_addrs.get(map as usize).ok_or("a tensor map without its parameter")?;
+        let param = *self.tensor_map_params.get(map as usize).ok_or("a tensor map without its parameter")?;
+        let addr = self.b.param_address(param);
         let (param, fixed) = self.roots.get(&t).cloned().ok_or("a bulk tensor copy of a tensor that is not a parameter's view")?;
         if param != tm.param {
             return Err("a bulk tensor copy through the map of another tensor".into());

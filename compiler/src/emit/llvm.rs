@@ -644,7 +644,19 @@ impl<'c, 'm> Emitter<'c, 'm> {
                 self.set(*dst, v)?;
             }
             Inst::Copysign { dst, sign, mag } => {
-                let v = self.call1(&format!("llvm.copysign.{}", fsuffix(dst.ty)), self.ty(dst.ty), &[self.get(*mag)?, self.get(*sign)?])?;
+                // NVPTX expands `llvm.copysign` into seven instructions and a predicate (an
+                // epilogue of `erf`s spills for it); PTX has the instruction.
+                let v = match dst.ty {
+                    Ty::F32 | Ty::F64 => {
+                        let c = constraint(dst.ty);
+                        let text = format!("copysign.{} $0, $1, $2;", dst.ty.f());
+                        let r = self.asm(&text, &format!("={c},{c},{c}"), &[self.ty(dst.ty)], &[self.get(*sign)?, self.get(*mag)?])?;
+                        r.into_iter().next().ok_or("inline asm returned nothing")?
+                    }
+                    _ => {
+                        self.call1(&format!("llvm.copysign.{}", fsuffix(dst.ty)), self.ty(dst.ty), &[self.get(*mag)?, self.get(*sign)?])?
+                    }
+                };
                 self.set(*dst, v)?;
             }
             Inst::Cvt { dst, src, to, from, rnd } => {
@@ -1020,6 +1032,10 @@ impl<'c, 'm> Emitter<'c, 'm> {
             FUn::Ex2Approx => approx("ex2"),
             FUn::Lg2Approx => approx("lg2"),
             FUn::RsqrtApprox => approx("rsqrt"),
+            FUn::RcpApprox => match ty {
+                Ty::F32 => self.call1("llvm.nvvm.rcp.approx.ftz.f", t, &[x]),
+                _ => self.call1("llvm.nvvm.rcp.approx.ftz.d", t, &[x]),
+            },
             FUn::SinApprox => approx("sin"),
             FUn::CosApprox => approx("cos"),
         }

@@ -296,6 +296,7 @@ fn inst(m: &Module, f: &Function, kernel: bool, i: &Inst, out: &mut String) -> R
                 FUn::Ex2Approx => format!("ex2.approx.{f}"),
                 FUn::Lg2Approx => format!("lg2.approx.{f}"),
                 FUn::RsqrtApprox => format!("rsqrt.approx.{f}"),
+                FUn::RcpApprox => format!("rcp.approx.ftz.{f}"),
                 FUn::SinApprox => format!("sin.approx.{f}"),
                 FUn::CosApprox => format!("cos.approx.{f}"),
                 FUn::Floor => format!("cvt.rmi.{f}.{f}"),

@@ -88,19 +88,20 @@ impl Builder {
         self.param_with(ty, None)
     }
 
-    /// The generic address of the next kernel parameter, an opaque blob of `bytes` bytes aligned
-    /// to `align` passed by value (a tensor map; see `mir::Param::by_value`).
-    pub fn param_by_value(&self, bytes: u32, align: u32) -> V {
-        let index = {
-            let mut f = self.f.borrow_mut();
-            f.func.params.push(super::Param { ty: Ty::I64, global_align: None, by_value: Some((bytes, align)) });
-            f.func.params.len() - 1
-        };
-        self.at_entry(|| {
-            let d = self.fresh(Ty::I64);
-            self.push(Inst::Param { dst: d, index });
-            d
-        })
+    /// Declares the next kernel parameter, an opaque blob of `bytes` bytes aligned to `align`
+    /// passed by value (a tensor map; see `mir::Param::by_value`); returns its index.
+    pub fn param_by_value(&self, bytes: u32, align: u32) -> usize {
+        let mut f = self.f.borrow_mut();
+        f.func.params.push(super::Param { ty: Ty::I64, global_align: None, by_value: Some((bytes, align)) });
+        f.func.params.len() - 1
+    }
+
+    /// The generic address of by-value parameter `index` (`param_by_value`), taken here rather
+    /// than in the entry block: a register holding it across the kernel's loops costs two.
+    pub fn param_address(&self, index: usize) -> V {
+        let d = self.fresh(Ty::I64);
+        self.push(Inst::Param { dst: d, index });
+        d
     }
 
     /// `param`, declaring a global pointer's pointee alignment (see `mir::Param`).

@@ -213,6 +213,7 @@ fn step(m: &Module, f: &Function, i: &Inst, args: &[u64], regs: &mut [Option<u64
                 FUn::Ex2Approx => x.exp2(),
                 FUn::Lg2Approx => x.log2(),
                 FUn::RsqrtApprox => 1.0 / x.sqrt(),
+                FUn::RcpApprox => 1.0 / x,
                 FUn::SinApprox => x.sin(),
                 FUn::CosApprox => x.cos(),
                 FUn::Floor => x.floor(),

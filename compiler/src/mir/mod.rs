@@ -314,10 +314,12 @@ pub enum FUn {
     Abs,
     /// Correctly rounded square root.
     Sqrt,
-    /// The GPU's approximations (`ex2.approx`, …): `2^x`, `log2 x`, `1/√x`, `sin`, `cos`.
+    /// The GPU's approximations (`ex2.approx`, …): `2^x`, `log2 x`, `1/√x`, `sin`, `cos`, and
+    /// `1/x` (`rcp.approx.ftz`: at most 1 ulp off, subnormals flushed to zero).
     Ex2Approx,
     Lg2Approx,
     RsqrtApprox,
+    RcpApprox,
     SinApprox,
     CosApprox,
     /// Rounding to an integral value in the same type.
