@@ -797,3 +797,35 @@ fn masked_softmax_rows_never_give_nan() {
         }
     }
 }
+
+/// `pick.tile` against plain indexing: columns, a run-time row and element, a bool column, with a
+/// last window that runs past the tensor (its padding, 7, is what gets picked there).
+#[test]
+fn picking_by_index_matches_reference() {
+    let k = compile_op_file("pick.tile", &checked());
+    let (r, c, p, j) = (37usize, 29usize, 5usize, 3usize);
+    let inp = generated(tessera_runtime::selftest::inputs::scan_ties, &[("R", r), ("C", c)]);
+    let x = input(&inp, "x");
+    let args = vec![
+        Arg::Tensor(x.clone()),
+        Arg::Scalar(tessera_compiler::Scalar::Int(j as i64)),
+        zeros(DType::F32, &[r]),
+        zeros(DType::F32, &[r]),
+        zeros(DType::F32, &[p, 32]),
+        zeros(DType::F32, &[p]),
+        zeros(DType::Bool, &[r]),
+    ];
+    let (out, _) = run(&k, args);
+    let at = |i: usize, jj: usize| if i < r && jj < c { x.get_f64(i * c + jj) } else { 7.0 };
+    for i in 0..r {
+        assert_eq!(tensor(&out[2]).get_f64(i), at(i, 0), "first [{i}]");
+        assert_eq!(tensor(&out[3]).get_f64(i), at(i, 31), "last [{i}]");
+        assert_eq!(tensor(&out[6]).get_i64(i), i64::from(at(i, 1) > 0.5), "big [{i}]");
+    }
+    for q in 0..p {
+        for jj in 0..32 {
+            assert_eq!(tensor(&out[4]).get_f64(q * 32 + jj), at(q * 8 + j, jj), "row [{q}, {jj}]");
+        }
+        assert_eq!(tensor(&out[5]).get_f64(q), at(q * 8 + j, j + 1), "el [{q}]");
+    }
+}

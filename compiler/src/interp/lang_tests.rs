@@ -575,3 +575,58 @@ kernel k(x: &f32[M, N], y: &mut f32[M, N], z: &mut f32[N]) {
         assert_eq!(t(&out[2]).get_f64(c), want, "z[{c}]");
     }
 }
+
+/// Indexing a tile picks elements as NumPy does: `t[:, 3]` a column, `t[j]` a row (trailing `:`
+/// implied), `t[:, -1]` the last column, `t[2, j]` one element, `t[5, None]` a row as [1, n];
+/// the picked value comes out bit for bit (-0.0, NaN, inf), bool tiles too, and a computed index
+/// outside the axis gives zero.
+#[test]
+fn tile_indexing_picks_elements() {
+    let src = "
+#[grid(1)]
+kernel k(x: &f32[8, 16], m: &i32[16], j: i32, col: &mut f32[8], row: &mut f32[16], last: &mut f32[8], el: &mut f32[2],
+         r: &mut f32[1, 16], b: &mut i32[2]) {
+    let t = x.load([0, 0], [8, 16]);
+    col.store([0], t[:, 3]);
+    row.store([0], t[j]);
+    last.store([0], t[:, -1]);
+    el.store([0], full([1], t[2, j]));
+    el.store([1], full([1], t[2, j + 100]));
+    r.store([0, 0], t[5, None]);
+    let mm = m.load([0], [16]) != 0;
+    b.store([0], full([1], mm[j] as i32));
+    b.store([1], full([1], mm[j + 1] as i32));
+}";
+    let k = compile(src, "k");
+    let mut v: Vec<f64> = (0..128).map(|i| ((i * 37 % 23) as f64) - 11.5).collect();
+    v[2 * 16 + 7] = -0.0;
+    v[3 * 16 + 3] = f64::NAN;
+    v[4 * 16 + 15] = f64::NEG_INFINITY;
+    let mask: Vec<i64> = (0..16).map(|i| i64::from(i % 3 == 1)).collect();
+    let out = run(
+        &k,
+        vec![
+            floats(&[8, 16], &v),
+            ints(&mask),
+            Arg::Scalar(Scalar::Int(7)),
+            floats(&[8], &[1.0; 8]),
+            floats(&[16], &[1.0; 16]),
+            floats(&[8], &[1.0; 8]),
+            floats(&[2], &[1.0; 2]),
+            floats(&[1, 16], &[1.0; 16]),
+            ints(&[5, 5]),
+        ],
+    );
+    let same = |a: f64, b: f64| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+    for i in 0..8 {
+        assert!(same(t(&out[3]).get_f64(i), v[i * 16 + 3]), "col {i}");
+        assert!(same(t(&out[5]).get_f64(i), v[i * 16 + 15]), "last {i}");
+    }
+    for c in 0..16 {
+        assert!(same(t(&out[4]).get_f64(c), v[7 * 16 + c]), "row {c}");
+        assert!(same(t(&out[7]).get_f64(c), v[5 * 16 + c]), "t[5, None] {c}");
+    }
+    assert!(same(t(&out[6]).get_f64(0), -0.0), "t[2, 7] is -0.0, got {}", t(&out[6]).get_f64(0));
+    assert_eq!(t(&out[6]).get_f64(1), 0.0, "an index outside the axis picks nothing");
+    assert_eq!(as_i64(&out[8]), vec![mask[7], mask[8]]);
+}

@@ -631,7 +631,9 @@ fn reduce(op: ReduceOp, axis: usize, x: &Tile, dtype: DType, shape: &[i64]) -> R
             for o in 0..outer {
                 for i in 0..inner {
                     let r = match op {
-                        ReduceOp::Sum => (0..n).fold(0.0, |s, j| s + v[at(o, j, i)]),
+                        // From -0.0, the additive identity: a sum of -0.0s is -0.0, as on the GPU
+                        // (which starts from the first element).
+                        ReduceOp::Sum => (0..n).fold(-0.0, |s, j| s + v[at(o, j, i)]),
                         // Folding from NaN with maxNum ignores NaNs and gives NaN only if all are.
                         _ if n == 0 => {
                             if op == ReduceOp::Max {

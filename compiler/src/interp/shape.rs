@@ -64,7 +64,7 @@ pub(super) fn scan(op: ScanOp, axis: usize, x: &Tile, dtype: DType, shape: &[i64
         for i in 0..inner {
             match &mut data {
                 Data::F(v) => {
-                    let mut acc = if op == ScanOp::Sum { 0.0 } else { f64::NAN };
+                    let mut acc = if op == ScanOp::Sum { -0.0 } else { f64::NAN };
                     for j in 0..n {
                         let e = &mut v[at(o, j, i)];
                         acc = if op == ScanOp::Sum { acc + *e } else { acc.max(*e) };

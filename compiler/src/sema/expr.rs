@@ -1199,30 +1199,100 @@ impl<'a> Lowerer<'a> {
                 ops.extend(offs);
                 Ok(Val::V(self.emit(OpKind::View, ops, Type::Tensor { dtype, rank: rank - k, mutable }, span)))
             }
-            Type::Tile { dtype, shape } => {
-                let kept = idx.iter().filter(|a| matches!(a, IndexArg::Full(_))).count();
-                if kept != shape.len() || idx.iter().any(|a| matches!(a, IndexArg::Expr(_))) {
-                    return Err(Diagnostic::error(format!(
-                        "a tile of rank {} is indexed with one `:` per dimension and `None` for new axes",
-                        shape.len()
-                    ))
-                    .with_label(span, "here")
-                    .note("e.g. `t[:, None]` turns a [n] tile into [n, 1]"));
+            Type::Tile { dtype, shape } => self.index_tile(x, dtype, &shape, idx, span),
+        }
+    }
+
+    /// `t[i, :, None]` on a tile, as NumPy: an expression picks one element along its axis (the
+    /// axis goes), `:` keeps an axis (trailing ones may be left out once something is picked),
+    /// `None` inserts an axis of 1. Picking is a masked sum along the axis: every element but the
+    /// chosen one becomes the sum's identity (`-0.0` for floats, since `x + -0.0 == x` for every
+    /// `x`, `-0.0` and NaN included), so the picked element comes out exactly. A constant index
+    /// may count from the end (`t[:, -1]`) and is checked; a computed one outside the axis picks
+    /// nothing and gives zero.
+    fn index_tile(&mut self, x: Value, dtype: DType, shape: &[i64], idx: &[IndexArg], span: Span) -> R<Val> {
+        let picks = idx.iter().filter(|a| matches!(a, IndexArg::Expr(_))).count();
+        let named = idx.iter().filter(|a| !matches!(a, IndexArg::NewAxis(_))).count();
+        if named > shape.len() || (picks == 0 && named != shape.len()) {
+            return Err(Diagnostic::error(format!(
+                "a tile of rank {} is indexed with an index or `:` per dimension and `None` for new axes",
+                shape.len()
+            ))
+            .with_label(span, "here")
+            .note("e.g. `t[:, None]` turns a [n] tile into [n, 1]; `t[:, 0]` is the first column of a 2-D tile"));
+        }
+        // The axis of `x` each picking index applies to.
+        let mut picked = vec![];
+        let mut axis = 0usize;
+        for a in idx {
+            match a {
+                IndexArg::Expr(e) => {
+                    picked.push((axis, e));
+                    axis += 1;
                 }
-                let mut cur = x;
-                let mut cur_shape = shape.clone();
-                for (pos, a) in idx.iter().enumerate() {
-                    if let IndexArg::NewAxis(_) = a {
-                        cur_shape.insert(pos, 1);
-                        if cur_shape.len() > 4 {
-                            return Err(Diagnostic::error("tiles have rank at most 4").with_label(span, "too many axes"));
-                        }
-                        cur = self.emit(OpKind::ExpandDims(pos as u32), vec![cur], Type::tile(dtype, cur_shape.clone()), span);
-                    }
-                }
-                Ok(Val::V(cur))
+                IndexArg::Full(_) => axis += 1,
+                IndexArg::NewAxis(_) => {}
             }
         }
+        // Bool tiles are picked as 0/1 integers.
+        let mut cur = if dtype == DType::Bool && picks > 0 {
+            self.emit(OpKind::Cast, vec![x], Type::tile(DType::I32, shape.to_vec()), span)
+        } else {
+            x
+        };
+        let work = if dtype == DType::Bool { DType::I32 } else { dtype };
+        let mut cur_shape = shape.to_vec();
+        // From the last picked axis to the first, so that the earlier axes keep their numbers.
+        for &(axis, e) in picked.iter().rev() {
+            let n = cur_shape[axis];
+            let v = self.lower_expr(e)?;
+            let i = match v {
+                Val::K(Konst::Int(k), _) => {
+                    let k = if k < 0 { k + n } else { k };
+                    if !(0..n).contains(&k) {
+                        return Err(Diagnostic::error(format!("index out of range: axis {axis} of this tile has {n} elements"))
+                            .with_label(e.span, "out of range"));
+                    }
+                    self.konst(Konst::Int(k), &Type::scalar(DType::I32), e.span)?
+                }
+                v => self.scalar_i32(v, e.span)?,
+            };
+            let along = self.emit(OpKind::Arange(n), vec![], Type::tile(DType::I32, vec![n]), e.span);
+            let mut s = vec![1; cur_shape.len()];
+            s[axis] = n;
+            let along = self.emit(OpKind::Reshape, vec![along], Type::tile(DType::I32, s), e.span);
+            let hit = self.binary(BinOp::Eq, Val::V(along), Val::V(i), e.span, e.span, e.span)?;
+            let hit = self.materialize(hit, e.span)?;
+            let hit = self.broadcast_to(hit, &cur_shape, e.span)?;
+            let identity = if work.is_float() { Konst::Float(-0.0) } else { Konst::Int(0) };
+            let zero = self.konst(identity, &Type::scalar(work), e.span)?;
+            let zero = self.broadcast_to(zero, &cur_shape, e.span)?;
+            let kept = self.emit(OpKind::Select, vec![hit, cur, zero], Type::tile(work, cur_shape.clone()), e.span);
+            cur_shape.remove(axis);
+            cur = self.emit(OpKind::Reduce(crate::tir::ReduceOp::Sum, axis as u32), vec![kept], Type::tile(work, cur_shape.clone()), span);
+        }
+        if dtype == DType::Bool && picks > 0 {
+            let zero = self.konst(Konst::Int(0), &Type::scalar(DType::I32), span)?;
+            let nz = self.binary(BinOp::Ne, Val::V(cur), Val::V(zero), span, span, span)?;
+            cur = self.materialize(nz, span)?;
+        }
+        // New axes, at their places among the axes that remain.
+        let mut pos = 0usize;
+        for a in idx {
+            match a {
+                IndexArg::Full(_) => pos += 1,
+                IndexArg::Expr(_) => {}
+                IndexArg::NewAxis(_) => {
+                    cur_shape.insert(pos, 1);
+                    if cur_shape.len() > 4 {
+                        return Err(Diagnostic::error("tiles have rank at most 4").with_label(span, "too many axes"));
+                    }
+                    cur = self.emit(OpKind::ExpandDims(pos as u32), vec![cur], Type::tile(dtype, cur_shape.clone()), span);
+                    pos += 1;
+                }
+            }
+        }
+        Ok(Val::V(cur))
     }
 
     fn call(&mut self, f: &ast::Ident, args: &[ast::Expr], span: Span) -> R<Val> {
