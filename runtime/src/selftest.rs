@@ -246,7 +246,8 @@ const ARGSCAN_OUT: &[(&str, Out)] = &[
     ("jn", P),
     ("sp", P),
 ];
-const SCAN_OUT: &[(&str, Out)] = &[("cs", P), ("cm", P), ("am", P), ("an", P), ("col_arg", P), ("pair", P)];
+const SCAN_OUT: &[(&str, Out)] =
+    &[("cs", P), ("cm", P), ("am", P), ("an", P), ("col_arg", P), ("pair", P), ("cp", P), ("cn", P), ("kd", P), ("ka", P)];
 
 /// The table of cases. Sizes are modest: the interpreter is the slow side.
 pub const CASES: &[Case] = &[
@@ -630,8 +631,8 @@ pub const CASES: &[Case] = &[
         tols: &[("*", X)],
         tf32: false,
     },
-    op("ops scan R37 C50", "ops/scan.tile", &[], &[("R", 37), ("C", 50)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("*", X)]),
-    op("ops scan R1 C1", "ops/scan.tile", &[], &[("R", 1), ("C", 1)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("*", X)]),
+    op("ops scan R37 C50", "ops/scan.tile", &[], &[("R", 37), ("C", 50)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("cp", D), ("*", X)]),
+    op("ops scan R1 C1", "ops/scan.tile", &[], &[("R", 1), ("C", 1)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("cp", D), ("*", X)]),
     op("ops loops P32", "ops/loops.tile", &[], &[], inputs::loops, &[("out", P), ("t", P)], &[("*", X)]),
     // i8 dots on the tensor cores are exact; f32 ones are FMAs, or tf32 MMAs (10-bit operands).
     Case {

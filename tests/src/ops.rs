@@ -160,9 +160,29 @@ fn scans_match_reference() {
             zeros(DType::I32, &[r]),
             zeros(DType::I32, &[64]),
             zeros(DType::F32, &[r, c]),
+            zeros(DType::F32, &[r, c]),
+            zeros(DType::F32, &[r, c]),
+            zeros(DType::F32, &[r, c]),
+            zeros(DType::I32, &[r, 1]),
         ];
         let (out, _) = run(&k, args);
         let at = |i: usize, j: usize| x.get_f64(i * c + j);
+        for i in 0..r {
+            let (mut p, mut n) = (1.0f64, f64::INFINITY);
+            let row_max = (0..c).map(|j| at(i, j)).fold(f64::NEG_INFINITY, f64::max);
+            let row_min = (0..c).map(|j| at(i, j)).fold(f64::INFINITY, f64::min);
+            for j in 0..c {
+                p *= at(i, j) + 0.5;
+                n = n.min(at(i, j));
+                let got = tensor(&out[7]).get_f64(i * c + j);
+                assert!((got - p).abs() <= 1e-6 * p.abs(), "cumprod[{i}, {j}] ({r}x{c}): {got} against {p}");
+                assert_eq!(tensor(&out[8]).get_f64(i * c + j), n, "cummin[{i}, {j}]");
+                assert_eq!(tensor(&out[9]).get_f64(i * c + j), (at(i, j) as f32 - row_max as f32) as f64, "keepdim max[{i}, {j}]");
+            }
+            // Columns past C are -inf: they win the argmin when there are any.
+            let want = if c < 64 { c } else { (0..c).position(|j| at(i, j) == row_min).unwrap_or(0) };
+            assert_eq!(tensor(&out[10]).get_i64(i), want as i64, "keepdim argmin[{i}]");
+        }
         for i in 0..r {
             let (mut s, mut m) = (0.0, f64::NEG_INFINITY);
             let (mut amax, mut amin) = (0, 0);

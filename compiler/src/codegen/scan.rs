@@ -62,14 +62,24 @@ impl Gen<'_> {
         let lines = self.line_starts(&t, src_shape, axis, true)?;
         let stride = row_major(src_shape)[axis];
         let n = src_shape[axis];
-        let acc_d = if matches!(dtype, DType::F16 | DType::BF16) && op == ScanOp::Sum { DType::F32 } else { dtype };
-        // `cummax` of floats starts from NaN, which maxNum drops: an all-NaN prefix stays NaN.
+        let acc_d = if matches!(dtype, DType::F16 | DType::BF16) && matches!(op, ScanOp::Sum | ScanOp::Prod) { DType::F32 } else { dtype };
+        // `cummax`/`cummin` of floats start from NaN, which maxNum/minNum drop: an all-NaN prefix
+        // stays NaN. Sums start from -0.0, the additive identity (a run of -0.0s stays -0.0).
         let init = match (op, dtype.is_float()) {
-            (ScanOp::Sum, _) => math::constant(self, Lit::Int(0), acc_d)?,
-            (ScanOp::Max, true) => math::constant(self, Lit::Float(f64::NAN), acc_d)?,
+            (ScanOp::Sum, true) => math::constant(self, Lit::Float(-0.0), acc_d)?,
+            (ScanOp::Sum, false) => math::constant(self, Lit::Int(0), acc_d)?,
+            (ScanOp::Prod, true) => math::constant(self, Lit::Float(1.0), acc_d)?,
+            (ScanOp::Prod, false) => math::constant(self, Lit::Int(1), acc_d)?,
+            (ScanOp::Max | ScanOp::Min, true) => math::constant(self, Lit::Float(f64::NAN), acc_d)?,
             (ScanOp::Max, false) => math::reduce_identity(self, ReduceOp::Max, acc_d)?,
+            (ScanOp::Min, false) => math::reduce_identity(self, ReduceOp::Min, acc_d)?,
         };
-        let bop = if op == ScanOp::Sum { BinaryOp::Add } else { BinaryOp::Max };
+        let bop = match op {
+            ScanOp::Sum => BinaryOp::Add,
+            ScanOp::Prod => BinaryOp::Mul,
+            ScanOp::Max => BinaryOp::Max,
+            ScanOp::Min => BinaryOp::Min,
+        };
         let res = self.counted_loop(n, vec![init; lines.len()], &mut |g, j, accs| {
             let mut next = vec![];
             for (i, &(base, pos)) in lines.iter().enumerate() {

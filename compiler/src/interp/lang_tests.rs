@@ -630,3 +630,44 @@ kernel k(x: &f32[8, 16], m: &i32[16], j: i32, col: &mut f32[8], row: &mut f32[16
     assert_eq!(t(&out[6]).get_f64(1), 0.0, "an index outside the axis picks nothing");
     assert_eq!(as_i64(&out[8]), vec![mask[7], mask[8]]);
 }
+
+/// `cumprod` and `cummin`: integer products wrap, `cummin` skips NaN unless every element so far
+/// is NaN; `keepdim` (`x.sum(1, true)`, `x.argmax(1, true)`) keeps the reduced axis as 1.
+#[test]
+fn cumprod_cummin_and_keepdim() {
+    let src = "
+#[grid(1)]
+kernel k(x: &f32[2, 4], xi: &i32[2, 4], cp: &mut i32[2, 4], cn: &mut f32[2, 4], nan: &mut bool[2, 4], s: &mut f32[2, 4],
+         am: &mut i32[2, 1]) {
+    let t = x.load([0, 0], [2, 4]);
+    cp.store([0, 0], xi.load([0, 0], [2, 4]).cumprod(1));
+    let c = t.cummin(-1);
+    cn.store([0, 0], where(c != c, 0.0, c));
+    nan.store([0, 0], c != c);
+    s.store([0, 0], t / t.sum(1, true));
+    am.store([0, 0], t.argmax(1, true));
+}";
+    let k = compile(src, "k");
+    let nan = f64::NAN;
+    let x = [nan, 3.0, 1.0, 2.0, 4.0, nan, 5.0, 0.5];
+    let xi = [65536, 65536, 3, -1, 7, -2, 0, 9];
+    let out = run(
+        &k,
+        vec![
+            floats(&[2, 4], &x),
+            Arg::Tensor(HostTensor::from_i64(DType::I32, &[2, 4], &xi)),
+            Arg::Tensor(HostTensor::zeros(DType::I32, &[2, 4])),
+            floats(&[2, 4], &[0.0; 8]),
+            Arg::Tensor(HostTensor::zeros(DType::Bool, &[2, 4])),
+            floats(&[2, 4], &[0.0; 8]),
+            Arg::Tensor(HostTensor::zeros(DType::I32, &[2, 1])),
+        ],
+    );
+    // 65536 · 65536 wraps to 0 in i32.
+    assert_eq!(as_i64(&out[2]), vec![65536, 0, 0, 0, 7, -14, 0, 0]);
+    let cn: Vec<f64> = (0..8).map(|i| t(&out[3]).get_f64(i)).collect();
+    assert_eq!(cn, vec![0.0, 3.0, 1.0, 1.0, 4.0, 4.0, 4.0, 0.5]);
+    assert_eq!(as_i64(&out[4]), vec![1, 0, 0, 0, 0, 0, 0, 0]);
+    assert!(t(&out[5]).get_f64(0).is_nan() && (t(&out[5]).get_f64(4) - 4.0 / (9.0 + nan)).is_nan());
+    assert_eq!(as_i64(&out[6]), vec![1, 2]);
+}

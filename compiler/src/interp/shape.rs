@@ -64,10 +64,21 @@ pub(super) fn scan(op: ScanOp, axis: usize, x: &Tile, dtype: DType, shape: &[i64
         for i in 0..inner {
             match &mut data {
                 Data::F(v) => {
-                    let mut acc = if op == ScanOp::Sum { -0.0 } else { f64::NAN };
+                    // From each operation's identity; NaN for max/min, which f64::max/min drop
+                    // (an all-NaN prefix stays NaN).
+                    let mut acc = match op {
+                        ScanOp::Sum => -0.0,
+                        ScanOp::Prod => 1.0,
+                        ScanOp::Max | ScanOp::Min => f64::NAN,
+                    };
                     for j in 0..n {
                         let e = &mut v[at(o, j, i)];
-                        acc = if op == ScanOp::Sum { acc + *e } else { acc.max(*e) };
+                        acc = match op {
+                            ScanOp::Sum => acc + *e,
+                            ScanOp::Prod => acc * *e,
+                            ScanOp::Max => acc.max(*e),
+                            ScanOp::Min => acc.min(*e),
+                        };
                         *e = round_to(dtype, acc);
                     }
                 }
@@ -77,8 +88,10 @@ pub(super) fn scan(op: ScanOp, axis: usize, x: &Tile, dtype: DType, shape: &[i64
                         let e = &mut v[at(o, j, i)];
                         acc = match op {
                             ScanOp::Sum => wrap(dtype, acc.wrapping_add(*e)),
+                            ScanOp::Prod => wrap(dtype, acc.wrapping_mul(*e)),
                             ScanOp::Max if int_value(dtype, *e) > int_value(dtype, acc) => *e,
-                            ScanOp::Max => acc,
+                            ScanOp::Min if int_value(dtype, *e) < int_value(dtype, acc) => *e,
+                            ScanOp::Max | ScanOp::Min => acc,
                         };
                         *e = acc;
                     }

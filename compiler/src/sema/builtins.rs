@@ -50,7 +50,7 @@ pub(crate) const BUILTINS: &[&str] = &[
 const TENSOR_METHODS: &[&str] = &["load", "store", "gather", "scatter", "atomic_add", "atomic_max", "atomic_min"];
 
 /// The methods of tiles.
-const TILE_METHODS: &[&str] = &["sum", "max", "min", "argmax", "argmin", "cumsum", "cummax"];
+const TILE_METHODS: &[&str] = &["sum", "max", "min", "argmax", "argmin", "cumsum", "cumprod", "cummax", "cummin"];
 
 fn math_op(name: &str) -> Option<UnaryOp> {
     Some(match name {
@@ -93,6 +93,25 @@ impl Lowerer<'_> {
                 .note(format!("axes are 0 to {} (or -{n} to -1 from the end)", n - 1)));
         }
         Ok(if a < 0 { (a + n) as u32 } else { a as u32 })
+    }
+
+    /// The `keepdim` argument of a reduction (`x.sum(1, true)`): a constant bool.
+    pub(super) fn keepdim_arg(&mut self, e: Option<&ast::Expr>) -> R<bool> {
+        let Some(e) = e else { return Ok(false) };
+        match self.lower_expr(e)? {
+            Val::K(Konst::Bool(b), _) => Ok(b),
+            _ => Err(Diagnostic::error("`keepdim` is a constant bool")
+                .with_label(e.span, "not `true` or `false`")
+                .note("`x.sum(1, true)` keeps the reduced axis as an axis of 1")),
+        }
+    }
+
+    /// `x` with an axis of 1 inserted at `axis` (a reduction's `keepdim`).
+    pub(super) fn keep_axis(&mut self, x: Value, axis: u32, span: Span) -> Value {
+        let t = self.ty(x);
+        let mut shape = t.shape().to_vec();
+        shape.insert(axis as usize, 1);
+        self.emit(OpKind::ExpandDims(axis), vec![x], Type::tile(t.dtype(), shape), span)
     }
 
     fn tile_arg(&mut self, e: &ast::Expr) -> R<Value> {
@@ -358,7 +377,7 @@ impl Lowerer<'_> {
                 }
             }
             (Val::V(_) | Val::K(..), m @ ("sum" | "max" | "min")) => {
-                arity(m, args, &[0, 1], span)?;
+                arity(m, args, &[0, 1, 2], span)?;
                 let mut x = self.materialize(r.clone(), recv.span)?;
                 let mut t = self.ty(x);
                 if t.shape().is_empty() {
@@ -388,9 +407,11 @@ impl Lowerer<'_> {
                     "max" => ReduceOp::Max,
                     _ => ReduceOp::Min,
                 };
-                Ok(Val::V(self.emit(OpKind::Reduce(op, axis), vec![x], Type::tile(t.dtype(), shape), span)))
+                let keep = self.keepdim_arg(args.get(1))?;
+                let r = self.emit(OpKind::Reduce(op, axis), vec![x], Type::tile(t.dtype(), shape), span);
+                Ok(Val::V(if keep { self.keep_axis(r, axis, span) } else { r }))
             }
-            (Val::V(_) | Val::K(..), m @ ("argmax" | "argmin" | "cumsum" | "cummax")) => {
+            (Val::V(_) | Val::K(..), m @ ("argmax" | "argmin" | "cumsum" | "cumprod" | "cummax" | "cummin")) => {
                 let x = self.materialize(r.clone(), recv.span)?;
                 self.scan_method(m, x, recv, args, span)
             }

@@ -1504,6 +1504,8 @@ fn user_name(kind: &OpKind) -> String {
         OpKind::Reduce(r, _) => format!(".{}", r.name()),
         OpKind::Scan(crate::tir::ScanOp::Sum, _) => ".cumsum".into(),
         OpKind::Scan(crate::tir::ScanOp::Max, _) => ".cummax".into(),
+        OpKind::Scan(crate::tir::ScanOp::Min, _) => ".cummin".into(),
+        OpKind::Scan(crate::tir::ScanOp::Prod, _) => ".cumprod".into(),
         OpKind::ArgReduce(a, _) => format!(".{}", a.name()),
         OpKind::Permute(_) => "permute".into(),
         other => other.mnemonic(),

@@ -53,11 +53,13 @@ impl Lowerer<'_> {
         Ok(Val::Tuple(rs.into_iter().map(Val::V).collect()))
     }
 
-    /// `x.argmax(axis)`, `x.argmin(axis)`, `x.cumsum(axis)`, `x.cummax(axis)`.
+    /// `x.argmax(axis)`, `x.argmin(axis)`, `x.cumsum(axis)`, `x.cumprod(axis)`, `x.cummax(axis)`,
+    /// `x.cummin(axis)`.
     pub(super) fn scan_method(&mut self, m: &str, x: crate::ir::Value, recv: &ast::Expr, args: &[ast::Expr], span: Span) -> R<Val> {
-        if args.len() != 1 {
-            return Err(Diagnostic::error(format!("`.{m}` takes 1 argument (the axis), got {}", args.len()))
-                .with_label(span, "wrong argument count"));
+        let arg_reduce = matches!(m, "argmax" | "argmin");
+        if args.len() != 1 && !(arg_reduce && args.len() == 2) {
+            let what = if arg_reduce { "1 or 2 arguments (the axis, keepdim)" } else { "1 argument (the axis)" };
+            return Err(Diagnostic::error(format!("`.{m}` takes {what}, got {}", args.len())).with_label(span, "wrong argument count"));
         }
         let t = self.ty(x);
         if t.shape().is_empty() {
@@ -79,8 +81,12 @@ impl Lowerer<'_> {
                 (OpKind::ArgReduce(op, axis), Type::tile(DType::I32, s))
             }
             "cumsum" => (OpKind::Scan(ScanOp::Sum, axis), t.clone()),
+            "cumprod" => (OpKind::Scan(ScanOp::Prod, axis), t.clone()),
+            "cummin" => (OpKind::Scan(ScanOp::Min, axis), t.clone()),
             _ => (OpKind::Scan(ScanOp::Max, axis), t.clone()),
         };
-        Ok(Val::V(self.emit(kind, vec![x], ty, span)))
+        let keep = self.keepdim_arg(args.get(1))?;
+        let r = self.emit(kind, vec![x], ty, span);
+        Ok(Val::V(if keep { self.keep_axis(r, axis, span) } else { r }))
     }
 }

@@ -197,11 +197,13 @@ pub enum ArgOp {
 pub enum ScanOp {
     Sum,
     Max,
+    Min,
+    Prod,
 }
 
 names!(AtomicOp { Add => "add", Max => "max", Min => "min" });
 names!(ArgOp { Max => "argmax", Min => "argmin" });
-names!(ScanOp { Sum => "sum", Max => "max" });
+names!(ScanOp { Sum => "sum", Max => "max", Min => "min", Prod => "prod" });
 
 /// The operations of the tile IR. Operand and result conventions are listed per variant;
 /// `verify` checks them.
