@@ -57,6 +57,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("ops/pick.tile", include_str!("../../tests/ops/pick.tile")),
     ("ops/scan.tile", include_str!("../../tests/ops/scan.tile")),
     ("ops/loops.tile", include_str!("../../tests/ops/loops.tile")),
+    ("ops/exits.tile", include_str!("../../tests/ops/exits.tile")),
     ("ops/dot_wide.tile", include_str!("../../tests/ops/dot_wide.tile")),
     ("ops/convert.tile", include_str!("../../tests/ops/convert.tile")),
     ("ops/epilogue.tile", include_str!("../../tests/ops/epilogue.tile")),
@@ -634,6 +635,7 @@ pub const CASES: &[Case] = &[
     op("ops scan R37 C50", "ops/scan.tile", &[], &[("R", 37), ("C", 50)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("cp", D), ("*", X)]),
     op("ops scan R1 C1", "ops/scan.tile", &[], &[("R", 1), ("C", 1)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("cp", D), ("*", X)]),
     op("ops loops P32", "ops/loops.tile", &[], &[], inputs::loops, &[("out", P), ("t", P)], &[("*", X)]),
+    op("ops exits P32", "ops/exits.tile", &[], &[], inputs::loops, &[("out", P)], &[("*", X)]),
     // i8 dots on the tensor cores are exact; f32 ones are FMAs, or tf32 MMAs (10-bit operands).
     Case {
         tols: &[("ci", X), ("cti", X)],

@@ -849,3 +849,43 @@ fn picking_by_index_matches_reference() {
         assert_eq!(tensor(&out[5]).get_f64(q), at(q * 8 + j, j + 1), "el [{q}]");
     }
 }
+
+/// `exits.tile` (`break`, `continue`, `loop`) against the same loops in Rust.
+#[test]
+fn loop_exits_match_reference() {
+    let k = compile_op_file("exits.tile", &checked());
+    let inp = generated(tessera_runtime::selftest::inputs::loops, &[]);
+    let n = input(&inp, "n");
+    let p = n.numel();
+    let (out, _) = run(&k, vec![Arg::Tensor(n.clone()), zeros(DType::I32, &[p, 4])]);
+    for q in 0..p {
+        let k = n.get_i64(q);
+        let first = (0..k).find(|i| i * 7 % 11 == 10).unwrap_or(-1);
+        let mut s = 0;
+        for i in (0..k.max(0)).step_by(2) {
+            if i % 3 == 0 {
+                continue;
+            }
+            if i > 50 {
+                break;
+            }
+            s += i;
+        }
+        let (mut v, mut steps) = (k, 0);
+        while v > 1 && steps != 40 {
+            v = if v % 2 == 0 { v / 2 } else { 3 * v + 1 };
+            steps += 1;
+        }
+        let mut pairs = 0;
+        for a in 0..k.min(12) {
+            for b in 0..a {
+                if (a + b) % 5 == 4 {
+                    break;
+                }
+                pairs += 1;
+            }
+        }
+        let got: Vec<i64> = (0..4).map(|j| tensor(&out[1]).get_i64(q * 4 + j)).collect();
+        assert_eq!(got, vec![first, s, steps, pairs], "program {q} (k = {k})");
+    }
+}

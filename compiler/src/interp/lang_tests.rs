@@ -671,3 +671,58 @@ kernel k(x: &f32[2, 4], xi: &i32[2, 4], cp: &mut i32[2, 4], cn: &mut f32[2, 4], 
     assert!(t(&out[5]).get_f64(0).is_nan() && (t(&out[5]).get_f64(4) - 4.0 / (9.0 + nan)).is_nan());
     assert_eq!(as_i64(&out[6]), vec![1, 2]);
 }
+
+/// `break`, `continue` and `loop`: a search that breaks, a `continue` in a stepped `for`, `loop`
+/// with a break, a nested loop whose inner `break` leaves only the inner loop, and a `while` with
+/// both in an `else if`.
+#[test]
+fn break_continue_and_loop() {
+    let src = "
+#[grid(1)]
+kernel k(n: &i32[8], o: &mut i32[8]) {
+    // first index of a value > 5 (a search that breaks)
+    let mut first = -1;
+    for i in 0..8 {
+        if n[i] > 5 { first = i; break; }
+    }
+    // sum of the odd values (continue)
+    let mut s = 0;
+    for i in (0..8).step_by(1) {
+        if n[i] % 2 == 0 { continue; }
+        s += n[i];
+    }
+    // loop with break after the condition
+    let mut j = 0;
+    loop {
+        j += 1;
+        if j * j > 50 { break; }
+    }
+    // nested: count pairs (a, b), a < b, stopping the inner loop at the first b with n[b] == 0
+    let mut pairs = 0;
+    for a in 0..8 {
+        for b in (a + 1)..8 {
+            if n[b] == 0 { break; }
+            pairs += 1;
+        }
+        if a == 5 { break; }
+    }
+    // while with both
+    let mut w = 0;
+    let mut t = 0;
+    while w < 100 {
+        w += 1;
+        if w % 3 == 0 { continue; } else if w > 20 { break; }
+        t += w;
+    }
+    o.store([0], full([1], first));
+    o.store([1], full([1], s));
+    o.store([2], full([1], j));
+    o.store([3], full([1], pairs));
+    o.store([4], full([1], t));
+    o.store([5], full([1], w));
+}
+";
+    let k = compile(src, "k");
+    let out = run(&k, vec![ints(&[3, 8, 0, 7, 2, 9, 4, 1]), ints(&[0; 8])]);
+    assert_eq!(as_i64(&out[1]), vec![1, 20, 8, 15, 147, 22, 0, 0]);
+}

@@ -93,6 +93,8 @@ pub(crate) struct Lowerer<'a> {
     pub(super) limits: Option<Limits>,
     /// Whether a tile was already reported too large (one message per kernel is enough).
     size_reported: bool,
+    /// Loops rewritten for their `break`/`continue` so far (numbers their flags).
+    loops_rewritten: u32,
 }
 
 /// The resources of the target that a single tile or op must fit in.
@@ -123,6 +125,7 @@ impl<'a> Lowerer<'a> {
             errors: 0,
             limits: None,
             size_reported: false,
+            loops_rewritten: 0,
         }
     }
 
@@ -604,8 +607,21 @@ impl<'a> Lowerer<'a> {
                 self.slots[id.0 as usize].val = Val::V(x);
                 Ok(())
             }
+            StmtKind::For { body, .. } | StmtKind::While { body, .. } if super::loop_exits::exits(body).any() => {
+                self.loops_rewritten += 1;
+                for st in super::loop_exits::rewrite(s, self.loops_rewritten)? {
+                    self.lower_stmt(&st)?;
+                }
+                Ok(())
+            }
             StmtKind::For { var, iter, body } => self.lower_for(var, iter, body),
             StmtKind::While { cond, body } => self.lower_while(cond, body, s.span),
+            StmtKind::Break | StmtKind::Continue => {
+                let what = if matches!(s.kind, StmtKind::Break) { "break" } else { "continue" };
+                Err(Diagnostic::error(format!("`{what}` outside of a loop"))
+                    .with_label(s.span, "not inside a `for` or `while`")
+                    .note("a `fn`'s body is not part of its caller's loop; to end the program, use `return`"))
+            }
             StmtKind::Return => {
                 self.emit0(OpKind::Return, vec![], s.span);
                 Ok(())
@@ -955,7 +971,7 @@ impl<'a> Lowerer<'a> {
         cands.extend(super::builtins::BUILTINS.iter().map(|s| s.to_string()));
         // Inside an imported `fn`, an unknown callee carries its module's key prefix.
         let name = name.rsplit("::").next().unwrap_or(name);
-        if let Some(hint) = unsupported_keyword(name) {
+        if let Some(hint) = crate::syntax::unsupported_keyword(name) {
             return Diagnostic::error(format!("`{name}` is not supported in tile programs")).with_label(span, "not supported").note(hint);
         }
         let mut d = Diagnostic::error(format!("unknown name `{name}`")).with_label(span, "not found in this scope");
@@ -1529,7 +1545,7 @@ fn collect_assigned(b: &ast::Block, out: &mut Vec<String>) {
             StmtKind::Assign { target, .. } => out.push(target.name.clone()),
             StmtKind::For { body, .. } | StmtKind::While { body, .. } => collect_assigned(body, out),
             StmtKind::Expr(e) | StmtKind::Let { init: e, .. } => collect_assigned_expr(e, out),
-            StmtKind::Return => {}
+            StmtKind::Return | StmtKind::Break | StmtKind::Continue => {}
         }
     }
     if let Some(t) = &b.tail {
@@ -1544,22 +1560,6 @@ fn collect_assigned_expr(e: &ast::Expr, out: &mut Vec<String>) {
             collect_assigned(f, out);
         }
     }
-}
-
-/// What to write instead of a Rust keyword the language does not have (read as a name).
-fn unsupported_keyword(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "break" | "continue" => {
-            "loops run their whole range: use a `while` loop whose condition carries the exit, or mask the rest of the body with `if`"
-        }
-        "loop" => "use `while cond { … }` or `for i in lo..hi { … }`",
-        "match" => "use `if … else if … else`",
-        "struct" | "enum" | "impl" | "trait" | "type" => "tile programs have tiles, tensors and scalars only; group values in tuples",
-        "mod" | "pub" | "static" | "unsafe" | "async" | "await" | "dyn" | "ref" | "move" => {
-            "tile programs are kernels and `fn`s; see docs/language.md"
-        }
-        _ => return None,
-    })
 }
 
 /// The axis `i` such that `part` is `full` without it, if there is one.

@@ -16,6 +16,7 @@ pub use expr::MAX_KERNEL_OPS;
 mod host;
 mod indexed;
 mod konst;
+pub mod loop_exits;
 pub(crate) mod modules;
 mod scope;
 mod shape;

@@ -326,7 +326,7 @@ fn rename_calls(b: &mut Block, names: &HashMap<String, String>, prefix: &str) {
                 rename_expr(cond, names, prefix);
                 rename_calls(body, names, prefix);
             }
-            StmtKind::Return => {}
+            StmtKind::Return | StmtKind::Break | StmtKind::Continue => {}
         }
     }
     if let Some(t) = &mut b.tail {

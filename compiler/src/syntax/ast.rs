@@ -146,6 +146,10 @@ pub enum StmtKind {
     },
     /// `return;`
     Return,
+    /// `break;`: leaves the innermost loop (`sema::loop_exits` rewrites loops that have one).
+    Break,
+    /// `continue;`: skips the rest of the innermost loop's body.
+    Continue,
     /// An expression statement: `c.store(...);`, or an `if` without `;`.
     Expr(Expr),
 }

@@ -112,6 +112,12 @@ pub enum Tok<'s> {
     While,
     #[token("return")]
     Return,
+    #[token("break")]
+    Break,
+    #[token("loop")]
+    Loop,
+    #[token("continue")]
+    Continue,
     #[token("use")]
     Use,
     #[token("as")]
@@ -248,6 +254,9 @@ impl fmt::Display for Tok<'_> {
             Tok::Else => "else",
             Tok::While => "while",
             Tok::Return => "return",
+            Tok::Break => "break",
+            Tok::Loop => "loop",
+            Tok::Continue => "continue",
             Tok::Use => "use",
             Tok::As => "as",
             Tok::True => "true",

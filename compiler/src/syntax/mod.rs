@@ -107,7 +107,18 @@ fn prepare<'s>(file: FileId, raw: &[Spanned<'s>]) -> Result<Vec<Spanned<'s>>, Di
                 levels.pop();
             }
             // A new statement or item: `if` after `;`, `{` or `}` (not `else`) starts a statement.
-            Tok::Semi | Tok::Let | Tok::For | Tok::While | Tok::Return | Tok::Kernel | Tok::Fn | Tok::Use | Tok::Hash => {
+            Tok::Semi
+            | Tok::Let
+            | Tok::For
+            | Tok::While
+            | Tok::Return
+            | Tok::Break
+            | Tok::Continue
+            | Tok::Loop
+            | Tok::Kernel
+            | Tok::Fn
+            | Tok::Use
+            | Tok::Hash => {
                 if let Some(level) = levels.last_mut() {
                     level.1 = 0;
                 }
@@ -190,6 +201,15 @@ impl<'a, 's> Reporter<'a, 's> {
                 let span = self.span(*l, *r);
                 if let Tok::Error(kind) = tok {
                     return self.lex_error(*kind, span);
+                }
+                // `match x { … }`, `struct S { … }`: a keyword of Rust's the language lacks, read
+                // as a name, and the syntax broke right after it.
+                if let Some(&(pl, Tok::Ident(name), pr)) = self.prev_token(*l)
+                    && let Some(hint) = unsupported_keyword(name)
+                {
+                    return Diagnostic::error(format!("`{name}` is not supported in tile programs"))
+                        .with_label(self.span(pl, pr), "not supported")
+                        .note(hint);
                 }
                 let found = tok.describe();
                 let mut d = match describe_expected(expected) {
@@ -305,7 +325,7 @@ impl<'a, 's> Reporter<'a, 's> {
 /// Tokens that start an expression.
 const EXPR_START: &[&str] = &["IDENT", "NUMBER", "STRING", "(", "[", "-", "!", "true", "false", "inf", "if"];
 /// Tokens that start a statement that is not an expression.
-const STMT_START: &[&str] = &["let", "for", "while", "return", ";"];
+const STMT_START: &[&str] = &["let", "for", "while", "loop", "break", "continue", "return", ";"];
 /// Tokens that continue an expression.
 const OPERATORS: &[&str] = &[
     "+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "&&", "||", "&", "|", "^", "<<", ">>", ".", "[", "(", "as", "..", "+=",
@@ -360,6 +380,19 @@ fn describe_expected(expected: &[String]) -> Option<String> {
         [one] => Some(one.clone()),
         [init @ .., last] => Some(format!("{} or {last}", init.join(", "))),
     }
+}
+
+/// What to write instead of a Rust keyword the language does not have (read as a name:
+/// sema reports it where it is used as one, the parser where it breaks the syntax).
+pub(crate) fn unsupported_keyword(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "match" => "use `if … else if … else`",
+        "struct" | "enum" | "impl" | "trait" | "type" => "tile programs have tiles, tensors and scalars only; group values in tuples",
+        "mod" | "pub" | "static" | "unsafe" | "async" | "await" | "dyn" | "ref" | "move" => {
+            "tile programs are kernels and `fn`s; see docs/language.md"
+        }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -974,6 +1007,8 @@ kernel vector_add<const BLOCK: i32 = 1024>(a: &f32[N], b: &f32[N], c: &mut f32[N
                 if path.ends_with("syntax_error.tile") {
                     assert_eq!(d.len(), 1, "{}: {d:#?}", path.display());
                     assert_eq!(d[0].message, "expected `;`, found `let`");
+                } else if path.ends_with("unsupported_keyword.tile") {
+                    assert_eq!(d.first().map(|d| d.message.as_str()), Some("`match` is not supported in tile programs"));
                 } else {
                     assert!(d.is_empty(), "{}: {d:#?}", path.display());
                     assert!(!f.items.is_empty(), "{}", path.display());
