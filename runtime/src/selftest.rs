@@ -37,6 +37,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("softmax.tile", include_str!("../../examples/softmax.tile")),
     ("linear.tile", include_str!("../../examples/linear.tile")),
     ("layernorm.tile", include_str!("../../examples/layernorm.tile")),
+    ("layernorm_bwd.tile", include_str!("../../examples/layernorm_bwd.tile")),
     ("attention.tile", include_str!("../../examples/attention.tile")),
     ("na1d.tile", include_str!("../../examples/na1d.tile")),
     ("na2d.tile", include_str!("../../examples/na2d.tile")),
@@ -329,6 +330,16 @@ pub const CASES: &[Case] = &[
     c("layernorm 37x1000", "layernorm.tile", &[], &[("R", 37), ("C", 1000)], &[("eps", 1e-5)], &[("y", P)]),
     c("layernorm 1x1", "layernorm.tile", &[], &[("R", 1), ("C", 1)], &[("eps", 1e-5)], &[("y", P)]),
     c("layernorm 6x7 BR=8 BC=8", "layernorm.tile", &[("BR", i(8)), ("BC", i(8))], &[("R", 6), ("C", 7)], &[("eps", 1e-3)], &[("y", P)]),
+    // Programs that stop early (R 37 over blocks of 4 rows, 2 per program) and one column.
+    c(
+        "layernorm_bwd 37x1000 RPP=2",
+        "layernorm_bwd.tile",
+        &[("RPP", i(2))],
+        &[("R", 37), ("C", 1000)],
+        &[("eps", 1e-5)],
+        &[("dx", P), ("dw", A), ("db", A)],
+    ),
+    c("layernorm_bwd 5x1", "layernorm_bwd.tile", &[], &[("R", 5), ("C", 1)], &[("eps", 1e-5)], &[("dx", P), ("dw", A), ("db", A)]),
     c(
         "attention B1 H2 S77 D64 BQ32 BK16",
         "attention.tile",

@@ -527,6 +527,18 @@ def memory_part():
     rec("memory", case, "F.layer_norm", bench(lambda: F.layer_norm(x, (C,), w, b, 1e-5)), nbytes=nb)
     run_tessera("memory", case, "layernorm.tile", "layernorm", {"x": x, "w": w, "b": b}, {"eps": 1e-5}, "y", (R, C),
                 F.layer_norm(x, (C,), w, b, 1e-5), nbytes=nb, tol=1e-4)
+    # The backward pass: dx (checked), dw and db; x and dy read, dx written.
+    dy = torch.randn(R, C, device=dev)
+    case = f"layernorm backward f32 {R}x{C}"
+    xr, wr, br = (t.clone().requires_grad_(True) for t in (x, w, b))
+    yr = F.layer_norm(xr, (C,), wr, br, 1e-5)
+    nbb = 3 * R * C * 4
+    rec("memory", case, "torch autograd (layer_norm backward)",
+        bench(lambda: torch.autograd.grad(yr, (xr, wr, br), dy, retain_graph=True)), nbytes=nbb)
+    dx_ref = torch.autograd.grad(yr, xr, dy, retain_graph=True)[0]
+    zeros_c = torch.zeros(C, device=dev)
+    run_tessera("memory", case, "layernorm_bwd.tile", "layernorm_bwd", {"x": x, "w": w, "dy": dy, "dw": zeros_c, "db": zeros_c},
+                {"eps": 1e-5}, "dx", (R, C), dx_ref, nbytes=nbb, tol=1e-4)
 
 
 # Cheapest and most important first: a run cut short by a time limit keeps what it measured.

@@ -359,6 +359,52 @@ fn layernorm_matches_reference() {
     }
 }
 
+/// The layer-norm backward pass against an f64 reference: `dx` per row, `dw`/`db` summed over
+/// rows by several programs' atomics (R = 37 with 4 rows per block and 2 blocks per program: the
+/// last program stops early), at widths below and at the tile's.
+#[test]
+fn layernorm_backward_matches_reference() {
+    let k = &compile_example("layernorm_bwd.tile", &opts(&[("RPP", 2)]))[0];
+    for (r, c) in [(37, 1000), (1, 1), (9, 1024)] {
+        let mut rng = Rng::new(41 + c as u64);
+        let x = random_tensor(DType::F32, &[r, c], &mut rng);
+        let w = random_tensor(DType::F32, &[c], &mut rng);
+        let dy = random_tensor(DType::F32, &[r, c], &mut rng);
+        let eps = 1e-5;
+        let out = interp(
+            k,
+            vec![
+                Arg::Tensor(x.clone()),
+                Arg::Tensor(w.clone()),
+                Arg::Tensor(dy.clone()),
+                Arg::Tensor(poisoned(DType::F32, &[r, c])),
+                Arg::Tensor(HostTensor::zeros(DType::F32, &[c])),
+                Arg::Tensor(HostTensor::zeros(DType::F32, &[c])),
+                Arg::Scalar(Scalar::Float(eps)),
+            ],
+        );
+        let (mut dx, mut dw, mut db) = (vec![], vec![0.0; c], vec![0.0; c]);
+        for i in 0..r {
+            let row: Vec<f64> = (0..c).map(|j| x.get_f64(i * c + j)).collect();
+            let mean = row.iter().sum::<f64>() / c as f64;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / c as f64;
+            let rstd = 1.0 / (var + eps as f32 as f64).sqrt();
+            let xhat: Vec<f64> = row.iter().map(|v| (v - mean) * rstd).collect();
+            let g: Vec<f64> = (0..c).map(|j| dy.get_f64(i * c + j) * w.get_f64(j)).collect();
+            let c1 = (0..c).map(|j| g[j] * xhat[j]).sum::<f64>() / c as f64;
+            let c2 = g.iter().sum::<f64>() / c as f64;
+            dx.extend((0..c).map(|j| rstd * (g[j] - c2 - xhat[j] * c1)));
+            for j in 0..c {
+                dw[j] += dy.get_f64(i * c + j) * xhat[j];
+                db[j] += dy.get_f64(i * c + j);
+            }
+        }
+        assert_close(&format!("layernorm_bwd dx {r}x{c}"), tensor(&out[3]), &dx, 1e-4, 1e-4);
+        assert_close(&format!("layernorm_bwd dw {r}x{c}"), tensor(&out[4]), &dw, 1e-4, 1e-4);
+        assert_close(&format!("layernorm_bwd db {r}x{c}"), tensor(&out[5]), &db, 1e-5, 1e-5);
+    }
+}
+
 /// erf to about 1e-7 absolute (Abramowitz & Stegun 7.1.26), plenty for bf16 GELU outputs.
 fn erf_approx(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.3275911 * x.abs());
