@@ -38,6 +38,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("linear.tile", include_str!("../../examples/linear.tile")),
     ("layernorm.tile", include_str!("../../examples/layernorm.tile")),
     ("layernorm_bwd.tile", include_str!("../../examples/layernorm_bwd.tile")),
+    ("attention_bwd.tile", include_str!("../../examples/attention_bwd.tile")),
     ("attention.tile", include_str!("../../examples/attention.tile")),
     ("na1d.tile", include_str!("../../examples/na1d.tile")),
     ("na2d.tile", include_str!("../../examples/na2d.tile")),
@@ -119,6 +120,8 @@ pub struct Case {
     pub tols: &'static [(&'static str, Tol)],
     /// Built with `Options::tf32` (f32 dots on the tensor cores).
     pub tf32: bool,
+    /// The kernel, in a file that has several; `None`: the file's first.
+    pub kernel: Option<&'static str>,
 }
 
 impl Case {
@@ -149,8 +152,12 @@ const fn c(
     scalars: &'static [(&'static str, f64)],
     outputs: &'static [(&'static str, Out)],
 ) -> Case {
-    Case { name, file, consts, dims, scalars, generate: None, outputs, tols: &[], tf32: false }
+    Case { name, file, consts, dims, scalars, generate: None, outputs, tols: &[], tf32: false, kernel: None }
 }
+
+/// The attention-training kernels' blocks for the self-test: 32 queries, 64 keys, D 64.
+const ATT_BWD: &[(&str, ConstValue)] = &[("D", i(64)), ("BQ", i(32)), ("BK", i(64))];
+const ATT_BWD_CAUSAL: &[(&str, ConstValue)] = &[("D", i(64)), ("BQ", i(32)), ("BK", i(64)), ("CAUSAL", ConstValue::Bool(true))];
 
 const X: Tol = Tol::Exact;
 const D: Tol = Tol::Dtype;
@@ -166,7 +173,7 @@ const fn op(
     outputs: &'static [(&'static str, Out)],
     tols: &'static [(&'static str, Tol)],
 ) -> Case {
-    Case { name, file, consts, dims, scalars: &[], generate: Some(generate), outputs, tols, tf32: false }
+    Case { name, file, consts, dims, scalars: &[], generate: Some(generate), outputs, tols, tf32: false, kernel: None }
 }
 
 /// The outputs of `dot_wide.tile`, all poisoned.
@@ -339,6 +346,71 @@ pub const CASES: &[Case] = &[
         &[("eps", 1e-5)],
         &[("dx", P), ("dw", A), ("db", A)],
     ),
+    // Attention training, each kernel on random inputs (random `lse` and `delta` too: the GPU and
+    // the interpreter see the same ones), S 77 over blocks of 32 and 64, D 64.
+    Case {
+        kernel: Some("attention_fwd"),
+        ..c(
+            "attention_fwd S77 D64",
+            "attention_bwd.tile",
+            ATT_BWD,
+            &[("B", 1), ("H", 2), ("S", 77)],
+            &[("scale", 0.125)],
+            &[("o", P), ("lse", P)],
+        )
+    },
+    Case {
+        kernel: Some("attention_fwd"),
+        ..c(
+            "attention_fwd S77 D64 causal",
+            "attention_bwd.tile",
+            ATT_BWD_CAUSAL,
+            &[("B", 1), ("H", 2), ("S", 77)],
+            &[("scale", 0.125)],
+            &[("o", P), ("lse", P)],
+        )
+    },
+    Case {
+        kernel: Some("attention_bwd_delta"),
+        ..c("attention_bwd_delta S77 D64", "attention_bwd.tile", &[("D", i(64))], &[("B", 1), ("H", 2), ("S", 77)], &[], &[("delta", P)])
+    },
+    Case {
+        kernel: Some("attention_bwd_dkdv"),
+        ..c(
+            "attention_bwd_dkdv S77 D64",
+            "attention_bwd.tile",
+            ATT_BWD,
+            &[("B", 1), ("H", 2), ("S", 77)],
+            &[("scale", 0.125)],
+            &[("dk", P), ("dv", P)],
+        )
+    },
+    Case {
+        kernel: Some("attention_bwd_dkdv"),
+        ..c(
+            "attention_bwd_dkdv S77 D64 causal",
+            "attention_bwd.tile",
+            ATT_BWD_CAUSAL,
+            &[("B", 1), ("H", 2), ("S", 77)],
+            &[("scale", 0.125)],
+            &[("dk", P), ("dv", P)],
+        )
+    },
+    Case {
+        kernel: Some("attention_bwd_dq"),
+        ..c("attention_bwd_dq S77 D64", "attention_bwd.tile", ATT_BWD, &[("B", 1), ("H", 2), ("S", 77)], &[("scale", 0.125)], &[("dq", P)])
+    },
+    Case {
+        kernel: Some("attention_bwd_dq"),
+        ..c(
+            "attention_bwd_dq S77 D64 causal",
+            "attention_bwd.tile",
+            ATT_BWD_CAUSAL,
+            &[("B", 1), ("H", 2), ("S", 77)],
+            &[("scale", 0.125)],
+            &[("dq", P)],
+        )
+    },
     c("layernorm_bwd 5x1", "layernorm_bwd.tile", &[], &[("R", 5), ("C", 1)], &[("eps", 1e-5)], &[("dx", P), ("dw", A), ("db", A)]),
     c(
         "attention B1 H2 S77 D64 BQ32 BK16",
@@ -642,6 +714,7 @@ pub const CASES: &[Case] = &[
         outputs: &[("first", P), ("last", P), ("row", P), ("el", P), ("big", P)],
         tols: &[("*", X)],
         tf32: false,
+        kernel: None,
     },
     op("ops scan R37 C50", "ops/scan.tile", &[], &[("R", 37), ("C", 50)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("cp", D), ("*", X)]),
     op("ops scan R1 C1", "ops/scan.tile", &[], &[("R", 1), ("C", 1)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("cp", D), ("*", X)]),
@@ -758,7 +831,12 @@ pub fn compile_case(case: &Case, target: Target, codegen: Codegen) -> Result<Com
     let path = if case.file.starts_with("ops/") { format!("tests/{}", case.file) } else { format!("examples/{}", case.file) };
     let module =
         tessera_compiler::compile(&Source::new(path, text.to_string()), &opts).map_err(|d| format!("does not compile:\n{}", d.render()))?;
-    module.kernels.into_iter().next().ok_or_else(|| format!("`{}` has no kernel", case.file))
+    match case.kernel {
+        Some(name) => {
+            module.kernels.into_iter().find(|k| k.meta.name == name).ok_or_else(|| format!("`{}` has no kernel `{name}`", case.file))
+        }
+        None => module.kernels.into_iter().next().ok_or_else(|| format!("`{}` has no kernel", case.file)),
+    }
 }
 
 /// Builds a case's arguments (the same values for both backends): returns them and, per

@@ -34,7 +34,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-AREAS = ["host", "gemm", "attention", "natten", "graph", "memory"]
+AREAS = ["host", "gemm", "attention", "natten", "graph", "memory", "training"]
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--tessera", default=os.path.join(ROOT, "target/release/tessera"))
@@ -408,6 +408,65 @@ def attention_part():
         del q, k, v, ref
 
 
+def training_part():
+    """Attention backward (`attention_bwd.tile`: delta, dK/dV and dQ kernels, from the log-sum-exp
+    its training forward saves) against cuDNN's SDPA backward; the time is the sum of the three
+    kernels' medians, each output checked against torch's gradients."""
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    shapes = [(4, 32, 4096, 128, False), (4, 32, 4096, 128, True), (8, 16, 4096, 64, False)]
+    path = os.path.join(ROOT, "examples", "attention_bwd.tile")
+    for (B, H, S, D, causal) in shapes[:1] if args.quick else shapes:
+        case = f"backward B{B} H{H} S{S} D{D} causal={causal}"
+        # dQ, dK, dV: five S×S×D products against the forward's two.
+        fl = 2.5 * 4 * B * H * S * S * D * (0.5 if causal else 1.0)
+        q, k, v = (torch.randn(B, H, S, D, device=dev, dtype=torch.bfloat16).requires_grad_(True) for _ in range(3))
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        dout = torch.randn_like(o)
+        dq_ref, dk_ref, dv_ref = torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)
+        rec("training", case, "cudnn (sdpa) backward", bench(lambda: torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)), flops=fl)
+        files = {n: save(t, case_id(case) + "-" + n) for n, t in [("q", q), ("k", k), ("v", v), ("dout", dout)]}
+        consts = ["--const", f"D={D}", "--const", f"CAUSAL={'true' if causal else 'false'}"]
+        scale = ["--arg", f"scale={1.0 / math.sqrt(D)}"]
+        out = lambda n: os.path.join(TMP, case_id(case) + "-" + n + ".npy")  # noqa: E731
+        for codegen in CODEGENS:
+            impl = "tessera attention_bwd" + (f" [{codegen}]" if len(CODEGENS) > 1 else "")
+            steps = [
+                ("attention_fwd", ["q", "k", "v"], ["o", "lse"], consts + scale),
+                ("attention_bwd_delta", ["o", "dout"], ["delta"], ["--const", f"D={D}"]),
+                ("attention_bwd_dkdv", ["q", "k", "v", "dout", "lse", "delta"], ["dk", "dv"], consts + scale),
+                ("attention_bwd_dq", ["q", "k", "v", "dout", "lse", "delta"], ["dq"], consts + scale),
+            ]
+            total, notes, failed = 0.0, [], None
+            for kernel, ins, outs, extra in steps:
+                cmd = ["bench", path, "--kernel", kernel, "--json", "--codegen", codegen] + extra
+                for n in ins:
+                    cmd += ["--arg", f"{n}={files.get(n) or out(n)}"]
+                for n in outs:
+                    cmd += ["--out", f"{n}={out(n)}"]
+                code, so, err, _ = tessera(cmd, {"TESSERA_CACHE_DIR": os.path.join(TMP, "bench-cache")})
+                if code != 0:
+                    failed = f"{kernel}: " + first_line(err)
+                    break
+                r = json.loads(so.strip().splitlines()[-1])
+                ms = r["timing"]["median_ms"]
+                notes.append(f"{kernel.replace('attention_', '')} {ms:.3f} ms {r['registers']} regs")
+                if kernel != "attention_fwd":
+                    total += ms
+            if failed:
+                rec("training", case, impl, None, note="tessera bench failed: " + failed, anchor=False)
+                continue
+            errs = []
+            for n, ref in [("dq", dq_ref), ("dk", dk_ref), ("dv", dv_ref)]:
+                got = torch.from_numpy(np.load(out(n))).to(dev).reshape(ref.shape)
+                errs.append(f"{n} {relerr(got, ref):.1e}")
+            wrong = any(not (float(e.split()[1]) < 3e-2) for e in errs)
+            note = "relerr " + ", ".join(errs) + (" WRONG (tolerance 3e-02)" if wrong else "") + "; " + "; ".join(notes)
+            rec("training", case, impl, total, fl, None, note, anchor=False)
+        del q, k, v, o, dout, dq_ref, dk_ref, dv_ref
+
+
 def natten_part():
     import torch.nn.functional as F
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -543,7 +602,7 @@ def memory_part():
 
 # Cheapest and most important first: a run cut short by a time limit keeps what it measured.
 parts = [("host", host_part), ("memory", memory_part), ("gemm", gemm_part), ("attention", attention_part), ("graph", graph_part),
-         ("natten", natten_part)]
+         ("natten", natten_part), ("training", training_part)]
 for name, fn in parts:
     if name not in only:
         continue
