@@ -39,6 +39,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("layernorm.tile", include_str!("../../examples/layernorm.tile")),
     ("layernorm_bwd.tile", include_str!("../../examples/layernorm_bwd.tile")),
     ("attention_bwd.tile", include_str!("../../examples/attention_bwd.tile")),
+    ("linear_bwd.tile", include_str!("../../examples/linear_bwd.tile")),
     ("attention.tile", include_str!("../../examples/attention.tile")),
     ("na1d.tile", include_str!("../../examples/na1d.tile")),
     ("na2d.tile", include_str!("../../examples/na2d.tile")),
@@ -410,6 +411,19 @@ pub const CASES: &[Case] = &[
             &[("scale", 0.125)],
             &[("dq", P)],
         )
+    },
+    // Linear + GELU for training at sizes with partial tiles on every edge.
+    Case {
+        kernel: Some("linear_fwd"),
+        ..c("linear_fwd 257x300x96", "linear_bwd.tile", &[], &[("M", 257), ("N", 300), ("K", 96)], &[], &[("y", P), ("z", P)])
+    },
+    Case {
+        kernel: Some("linear_bwd_dx"),
+        ..c("linear_bwd_dx 257x300x96", "linear_bwd.tile", &[], &[("M", 257), ("N", 300), ("K", 96)], &[], &[("dx", P)])
+    },
+    Case {
+        kernel: Some("linear_bwd_dw"),
+        ..c("linear_bwd_dw 257x300x96", "linear_bwd.tile", &[], &[("M", 257), ("N", 300), ("K", 96)], &[], &[("dw", P), ("dbias", P)])
     },
     c("layernorm_bwd 5x1", "layernorm_bwd.tile", &[], &[("R", 5), ("C", 1)], &[("eps", 1e-5)], &[("dx", P), ("dw", A), ("db", A)]),
     c(

@@ -416,6 +416,7 @@ def training_part():
     from torch.nn.attention import SDPBackend, sdpa_kernel
     shapes = [(4, 32, 4096, 128, False), (4, 32, 4096, 128, True), (8, 16, 4096, 64, False)]
     path = os.path.join(ROOT, "examples", "attention_bwd.tile")
+    linear_training(4096)
     for (B, H, S, D, causal) in shapes[:1] if args.quick else shapes:
         case = f"backward B{B} H{H} S{S} D{D} causal={causal}"
         # dQ, dK, dV: five S×S×D products against the forward's two.
@@ -465,6 +466,45 @@ def training_part():
             note = "relerr " + ", ".join(errs) + (" WRONG (tolerance 3e-02)" if wrong else "") + "; " + "; ".join(notes)
             rec("training", case, impl, total, fl, None, note, anchor=False)
         del q, k, v, o, dout, dq_ref, dk_ref, dv_ref
+
+
+def linear_training(n):
+    """Linear + GELU backward (`linear_bwd.tile`: dx and dw/dbias kernels from the `z` its training
+    forward saves) against torch eager's autograd of `gelu(addmm(bias, x, w))`."""
+    import torch.nn.functional as F
+    case = f"linear+gelu backward bf16 {n}^3"
+    fl = 2 * 2 * n * n * n
+    x, w = (torch.randn(n, n, device=dev, dtype=torch.bfloat16).requires_grad_(True) for _ in range(2))
+    bias = torch.randn(n, device=dev).to(torch.bfloat16).requires_grad_(True)
+    z = torch.addmm(bias, x, w)
+    y = F.gelu(z)
+    dy = torch.randn_like(y)
+    dx_ref, dw_ref, _ = torch.autograd.grad(y, (x, w, bias), dy, retain_graph=True)
+    rec("training", case, "torch eager (addmm + gelu) backward", bench(lambda: torch.autograd.grad(y, (x, w, bias), dy, retain_graph=True)), flops=fl)
+    path = os.path.join(ROOT, "examples", "linear_bwd.tile")
+    files = {nm: save(t, case_id(case) + "-" + nm) for nm, t in [("x", x), ("w", w), ("z", z), ("dy", dy)]}
+    out = lambda nm: os.path.join(TMP, case_id(case) + "-" + nm + ".npy")  # noqa: E731
+    for codegen in CODEGENS:
+        impl = "tessera linear_bwd" + (f" [{codegen}]" if len(CODEGENS) > 1 else "")
+        total, notes, failed = 0.0, [], None
+        for kernel, ins, outs in [("linear_bwd_dx", ["w", "z", "dy"], ["dx"]), ("linear_bwd_dw", ["x", "z", "dy"], ["dw"])]:
+            cmd = ["bench", path, "--kernel", kernel, "--json", "--codegen", codegen]
+            cmd += [a for nm in ins for a in ("--arg", f"{nm}={files[nm]}")]
+            cmd += [a for nm in outs for a in ("--out", f"{nm}={out(nm)}")]
+            code, so, err, _ = tessera(cmd, {"TESSERA_CACHE_DIR": os.path.join(TMP, "bench-cache")})
+            if code != 0:
+                failed = f"{kernel}: " + first_line(err)
+                break
+            r = json.loads(so.strip().splitlines()[-1])
+            total += r["timing"]["median_ms"]
+            notes.append(f"{kernel.replace('linear_', '')} {r['timing']['median_ms']:.3f} ms {r['registers']} regs")
+        if failed:
+            rec("training", case, impl, None, note="tessera bench failed: " + failed, anchor=False)
+            continue
+        errs = [f"{nm} {relerr(torch.from_numpy(np.load(out(nm))).to(dev).reshape(ref.shape), ref):.1e}" for nm, ref in [("dx", dx_ref), ("dw", dw_ref)]]
+        wrong = any(not (float(e.split()[1]) < 2e-2) for e in errs)
+        rec("training", case, impl, total, fl, None, "relerr " + ", ".join(errs) + (" WRONG" if wrong else "") + "; " + "; ".join(notes), anchor=False)
+    del x, w, bias, z, y, dy
 
 
 def natten_part():

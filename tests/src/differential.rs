@@ -441,6 +441,56 @@ fn attention_backward_matches_reference() {
     }
 }
 
+/// Linear + GELU for training against f64: the forward's `z` and `y`, then `dx`, `dw` and
+/// `dbias` from `dz = dy ∘ gelu'(z)` (from the bf16 `z` the forward stored, as the kernels use
+/// it), at sizes that leave partial tiles on every edge.
+#[test]
+fn linear_backward_matches_reference() {
+    let ks = compile_example("linear_bwd.tile", &opts(&[("BM", 64), ("BN", 64), ("BK", 64)]));
+    let kernel = |n: &str| ks.iter().find(|k| k.meta.name == n).unwrap_or_else(|| panic!("no kernel {n}"));
+    let (m, k, n) = (70usize, 48usize, 80usize);
+    let mut rng = Rng::new(77);
+    let x = random_tensor(DType::BF16, &[m, k], &mut rng);
+    let w = random_tensor(DType::BF16, &[k, n], &mut rng);
+    let bias = random_tensor(DType::F32, &[n], &mut rng);
+    let dy = random_tensor(DType::BF16, &[m, n], &mut rng);
+    let t = |a: &HostTensor| Arg::Tensor(a.clone());
+    let fwd =
+        interp(kernel("linear_fwd"), vec![t(&x), t(&w), t(&bias), t(&poisoned(DType::BF16, &[m, n])), t(&poisoned(DType::BF16, &[m, n]))]);
+    let z = tensor(&fwd[4]).clone();
+    let dx = interp(kernel("linear_bwd_dx"), vec![t(&w), t(&z), t(&dy), t(&poisoned(DType::BF16, &[m, k]))]);
+    let dw =
+        interp(kernel("linear_bwd_dw"), vec![t(&x), t(&z), t(&dy), t(&poisoned(DType::BF16, &[k, n])), t(&poisoned(DType::F32, &[n]))]);
+    let (xf, wf, zf, gf) = (x.to_f64_vec(), w.to_f64_vec(), z.to_f64_vec(), dy.to_f64_vec());
+    let erf = |v: f64| {
+        // Abramowitz & Stegun 7.1.26 is enough at these tolerances.
+        let t = 1.0 / (1.0 + 0.3275911 * v.abs());
+        let p = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+        (1.0 - p * (-v * v).exp()).copysign(v)
+    };
+    let phi = |v: f64| 0.5 * (1.0 + erf(v / 2f64.sqrt()));
+    let gelu_grad = |v: f64| phi(v) + v * (-v * v / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    let mut want_z = vec![0.0; m * n];
+    let mut want_y = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let zz = (0..k).map(|c| xf[i * k + c] * wf[c * n + j]).sum::<f64>() + bias.get_f64(j);
+            want_z[i * n + j] = zz;
+            want_y[i * n + j] = zz * phi(zz);
+        }
+    }
+    let dz: Vec<f64> = (0..m * n).map(|e| gf[e] * gelu_grad(zf[e])).collect();
+    let want_dx: Vec<f64> = (0..m * k).map(|e| (0..n).map(|j| dz[(e / k) * n + j] * wf[(e % k) * n + j]).sum()).collect();
+    let want_dw: Vec<f64> = (0..k * n).map(|e| (0..m).map(|i| xf[i * k + e / n] * dz[i * n + e % n]).sum()).collect();
+    let want_db: Vec<f64> = (0..n).map(|j| (0..m).map(|i| dz[i * n + j]).sum()).collect();
+    let big = |v: &[f64]| v.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+    assert_close("linear_fwd z", &z, &want_z, 1e-2, 1e-2 * big(&want_z));
+    assert_close("linear_fwd y", tensor(&fwd[3]), &want_y, 1e-2, 1e-2 * big(&want_y));
+    assert_close("linear_bwd dx", tensor(&dx[3]), &want_dx, 1e-2, 1e-2 * big(&want_dx));
+    assert_close("linear_bwd dw", tensor(&dw[3]), &want_dw, 1e-2, 1e-2 * big(&want_dw));
+    assert_close("linear_bwd dbias", tensor(&dw[4]), &want_db, 1e-4, 1e-4 * big(&want_db));
+}
+
 /// The layer-norm backward pass against an f64 reference: `dx` per row, `dw`/`db` summed over
 /// rows by several programs' atomics (R = 37 with 4 rows per block and 2 blocks per program: the
 /// last program stops early), at widths below and at the tile's.
