@@ -40,6 +40,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("layernorm_bwd.tile", include_str!("../../examples/layernorm_bwd.tile")),
     ("attention_bwd.tile", include_str!("../../examples/attention_bwd.tile")),
     ("linear_bwd.tile", include_str!("../../examples/linear_bwd.tile")),
+    ("na3d.tile", include_str!("../../examples/na3d.tile")),
     ("attention.tile", include_str!("../../examples/attention.tile")),
     ("na1d.tile", include_str!("../../examples/na1d.tile")),
     ("na2d.tile", include_str!("../../examples/na2d.tile")),
@@ -425,6 +426,31 @@ pub const CASES: &[Case] = &[
         kernel: Some("linear_bwd_dw"),
         ..c("linear_bwd_dw 257x300x96", "linear_bwd.tile", &[], &[("M", 257), ("N", 300), ("K", 96)], &[], &[("dw", P), ("dbias", P)])
     },
+    // NA-3D: partial patches on every edge; a dilation and causal axes.
+    c(
+        "na3d 5x9x12 k3x5x7",
+        "na3d.tile",
+        &[("KZ", i(3)), ("KX", i(5)), ("KY", i(7)), ("WX", i(8))],
+        &[("B", 1), ("H", 2), ("Z", 5), ("X", 9), ("Y", 12)],
+        &[("scale", 0.125)],
+        &[("o", P)],
+    ),
+    c(
+        "na3d 4x11x9 k3x5x3 dil x2 causal z,y",
+        "na3d.tile",
+        &[
+            ("KZ", i(3)),
+            ("KX", i(5)),
+            ("KY", i(3)),
+            ("DX", i(2)),
+            ("WX", i(12)),
+            ("CZ", ConstValue::Bool(true)),
+            ("CY", ConstValue::Bool(true)),
+        ],
+        &[("B", 1), ("H", 2), ("Z", 4), ("X", 11), ("Y", 9)],
+        &[("scale", 0.125)],
+        &[("o", P)],
+    ),
     c("layernorm_bwd 5x1", "layernorm_bwd.tile", &[], &[("R", 5), ("C", 1)], &[("eps", 1e-5)], &[("dx", P), ("dw", A), ("db", A)]),
     c(
         "attention B1 H2 S77 D64 BQ32 BK16",

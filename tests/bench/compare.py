@@ -507,10 +507,37 @@ def linear_training(n):
     del x, w, bias, z, y, dy
 
 
+def natten3d(flex, create_block_mask):
+    """NA-3D forward (`na3d.tile`) against compiled FlexAttention with the same window mask."""
+    B, Hh, Zs, X, Y, D, (kz, kx, ky) = 2, 8, 16, 32, 32, 64, (3, 7, 7)
+    N = Zs * X * Y
+    case = f"3D B{B} heads{Hh} {Zs}x{X}x{Y} D{D} k{kz}x{kx}x{ky}"
+    q, k, v = (torch.randn(B, Hh, N, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
+
+    def mask_mod(b, h, qi, ki):
+        ok = None
+        for (n, ks, stride, qc, kc) in [(Zs, kz, X * Y, qi // (X * Y), ki // (X * Y)), (X, kx, Y, qi // Y % X, ki // Y % X), (Y, ky, 1, qi % Y, ki % Y)]:
+            r = ks // 2
+            c = torch.clamp(qc, r, n - 1 - r)
+            m = (kc - c).abs() <= r
+            ok = m if ok is None else ok & m
+        return ok
+
+    bm = create_block_mask(mask_mod, B=None, H=None, Q_LEN=N, KV_LEN=N)
+    ref = flex(q, k, v, block_mask=bm)
+    fl = 4 * B * Hh * N * kz * kx * ky * D
+    rec("natten", case, "flex_attention (compiled)", bench(lambda: flex(q, k, v, block_mask=bm)), flops=fl)
+    shape6 = (B, Hh, Zs, X, Y, D)
+    run_tessera("natten", case, "na3d.tile", "na3d", {"q": q.reshape(shape6), "k": k.reshape(shape6), "v": v.reshape(shape6)},
+                {"scale": 1.0 / math.sqrt(D)}, "o", (B, Hh, N, D), ref, flops=fl, consts={"KZ": kz, "KX": kx, "KY": ky, "D": D})
+    del q, k, v, ref
+
+
 def natten_part():
     import torch.nn.functional as F
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     flex = torch.compile(flex_attention)
+    natten3d(flex, create_block_mask)
     shapes = [(4, 8, 64, 64, 64, 7), (2, 8, 128, 128, 64, 13)]
     for (B, Hh, X, Y, D, ks) in shapes[:1] if args.quick else shapes:
         N = X * Y

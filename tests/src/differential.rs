@@ -491,6 +491,82 @@ fn linear_backward_matches_reference() {
     assert_close("linear_bwd dbias", tensor(&dw[4]), &want_db, 1e-4, 1e-4 * big(&want_db));
 }
 
+/// NA-3D against an f64 reference of NATTEN's windows: clamped windows per axis, and a case
+/// with a dilation and causal axes; patches partial on every edge.
+#[test]
+fn na3d_matches_reference() {
+    // (Z, X, Y), kernel sizes, dilations, causal axes, WX.
+    type Case = ([usize; 3], [usize; 3], [usize; 3], [bool; 3], i64);
+    let cases: [Case; 2] = [([5, 9, 12], [3, 5, 7], [1, 1, 1], [false; 3], 8), ([4, 11, 9], [3, 5, 3], [1, 2, 1], [true, false, true], 12)];
+    for ([nz, nx, ny], ks, dil, causal, wx) in cases {
+        let consts = [
+            ("KZ", ks[0] as i64),
+            ("KX", ks[1] as i64),
+            ("KY", ks[2] as i64),
+            ("DZ", dil[0] as i64),
+            ("DX", dil[1] as i64),
+            ("DY", dil[2] as i64),
+            ("WX", wx),
+        ];
+        let k = &compile_example("na3d.tile", &opts_with_bools(&consts, &[("CZ", causal[0]), ("CX", causal[1]), ("CY", causal[2])]))[0];
+        let (bsz, heads, d) = (1usize, 2usize, 64usize);
+        let shape = [bsz, heads, nz, nx, ny, d];
+        let mut rng = Rng::new(3 + nx as u64);
+        let (q, kk, v) = (
+            random_tensor(DType::BF16, &shape, &mut rng),
+            random_tensor(DType::BF16, &shape, &mut rng),
+            random_tensor(DType::BF16, &shape, &mut rng),
+        );
+        let scale = 0.125;
+        let out = interp(
+            k,
+            vec![
+                Arg::Tensor(q.clone()),
+                Arg::Tensor(kk.clone()),
+                Arg::Tensor(v.clone()),
+                Arg::Tensor(poisoned(DType::BF16, &shape)),
+                Arg::Scalar(Scalar::Float(scale)),
+            ],
+        );
+        // The key positions of query position `i` along an axis (NATTEN).
+        let window = |i: usize, n: usize, ks: usize, dil: usize, causal: bool| -> Vec<usize> {
+            if causal {
+                return (0..ks).filter_map(|t| i.checked_sub(t * dil)).collect();
+            }
+            let rho = i % dil;
+            let len = (n - rho).div_ceil(dil);
+            let start = (i / dil).saturating_sub(ks / 2).min(len - ks) * dil + rho;
+            (0..ks).map(|t| start + t * dil).collect()
+        };
+        let (qf, kf, vf) = (q.to_f64_vec(), kk.to_f64_vec(), v.to_f64_vec());
+        let n = nz * nx * ny;
+        let mut want = vec![];
+        for bh in 0..bsz * heads {
+            let base = bh * n * d;
+            for p in 0..n {
+                let (iz, ix, iy) = (p / (nx * ny), p / ny % nx, p % ny);
+                let mut keys = vec![];
+                for &z in &window(iz, nz, ks[0], dil[0], causal[0]) {
+                    for &x in &window(ix, nx, ks[1], dil[1], causal[1]) {
+                        for &y in &window(iy, ny, ks[2], dil[2], causal[2]) {
+                            keys.push((z * nx + x) * ny + y);
+                        }
+                    }
+                }
+                want.extend(attend(
+                    &qf[base + p * d..base + (p + 1) * d],
+                    &keys,
+                    &kf[base..base + n * d],
+                    &vf[base..base + n * d],
+                    d,
+                    scale,
+                ));
+            }
+        }
+        assert_close(&format!("na3d {nz}x{nx}x{ny} k{ks:?} dil{dil:?} causal{causal:?}"), tensor(&out[3]), &want, 2e-2, 2e-2);
+    }
+}
+
 /// The layer-norm backward pass against an f64 reference: `dx` per row, `dw`/`db` summed over
 /// rows by several programs' atomics (R = 37 with 4 rows per block and 2 blocks per program: the
 /// last program stops early), at widths below and at the tile's.
