@@ -279,23 +279,24 @@ pub(crate) fn unary(g: &Gen<'_>, op: UnaryOp, a: V, d: DType) -> Res<V> {
             // tanh(x) = sign(x) · (1 - 2 / (exp(2|x|) + 1)), stable for large |x|.
             let ax = b.funary(FUn::Abs, x);
             let e = exp2f(mul(ax, f32c(2.0 * log2e)));
-            let t = b.fbin(FOp::Sub, f32c(1.0), mul(f32c(2.0), rcp(b.fbin(FOp::Add, e, f32c(1.0)))));
+            let t = b.fma(f32c(-2.0), rcp(b.fbin(FOp::Add, e, f32c(1.0))), f32c(1.0));
             b.copysign(t, x)
         }
         UnaryOp::Erf => {
-            // Abramowitz & Stegun 7.1.26: |error| < 1.5e-7, below f32's resolution near 1.
+            // Abramowitz & Stegun 7.1.26: |error| < 1.5e-7, below f32's resolution near 1. The
+            // polynomial's coefficients are negated so that `1 - p·t·e` is one `fma` (an
+            // epilogue of 128 `erf`s per thread is most of a linear layer's code).
             let ax = b.funary(FUn::Abs, x);
-            let t = rcp(b.fbin(FOp::Add, f32c(1.0), mul(ax, f32c(0.3275911))));
+            let t = rcp(b.fma(ax, f32c(0.3275911), f32c(1.0)));
             let coeffs = [1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592];
-            let mut poly = f32c(coeffs[0]);
+            let mut poly = f32c(-coeffs[0]);
             for c in &coeffs[1..] {
-                poly = b.fma(poly, t, f32c(*c));
+                poly = b.fma(poly, t, f32c(-*c));
             }
             poly = mul(poly, t);
             let x2 = mul(ax, ax);
             let e = exp2f(mul(x2, f32c(-log2e)));
-            let r = b.fbin(FOp::Sub, f32c(1.0), mul(poly, e));
-            b.copysign(r, x)
+            b.copysign(b.fma(poly, e, f32c(1.0)), x)
         }
         UnaryOp::Not => return Err("`not` on floats".into()),
     };

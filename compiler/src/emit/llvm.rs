@@ -369,15 +369,33 @@ impl<'c, 'm> Emitter<'c, 'm> {
         call.try_as_basic_value().basic().ok_or_else(|| "inline asm returned nothing".to_string())
     }
 
-    /// Inline PTX with LLVM constraints; returns the outputs.
+    /// Inline PTX with LLVM constraints, kept where it is and in order with other side effects;
+    /// returns the outputs.
     fn asm(&self, text: &str, constraints: &str, outs: &[BasicTypeEnum<'c>], args: &[BasicValueEnum<'c>]) -> Res<Vec<BasicValueEnum<'c>>> {
+        self.asm_with(text, constraints, outs, args, true)
+    }
+
+    /// Inline PTX that computes its outputs from its inputs alone (an arithmetic instruction
+    /// LLVM lacks): free to be scheduled, merged or removed like an ordinary instruction.
+    fn pure_asm(&self, text: &str, constraints: &str, outs: &[BasicTypeEnum<'c>], args: &[BasicValueEnum<'c>]) -> Res<Vec<BasicValueEnum<'c>>> {
+        self.asm_with(text, constraints, outs, args, false)
+    }
+
+    fn asm_with(
+        &self,
+        text: &str,
+        constraints: &str,
+        outs: &[BasicTypeEnum<'c>],
+        args: &[BasicValueEnum<'c>],
+        side_effects: bool,
+    ) -> Res<Vec<BasicValueEnum<'c>>> {
         let tys: Vec<BasicMetadataTypeEnum> = args.iter().map(|a| a.get_type().into()).collect();
         let fty = match outs {
             [] => self.ctx.void_type().fn_type(&tys, false),
             [one] => one.fn_type(&tys, false),
             many => self.ctx.struct_type(many, false).fn_type(&tys, false),
         };
-        let f = self.ctx.create_inline_asm(fty, text.to_string(), constraints.to_string(), true, false, None, false);
+        let f = self.ctx.create_inline_asm(fty, text.to_string(), constraints.to_string(), side_effects, false, None, false);
         let margs: Vec<BasicMetadataValueEnum> = args.iter().map(|&a| a.into()).collect();
         let call = self.b.build_indirect_call(fty, f, &margs, "").ice()?;
         match outs.len() {
@@ -650,7 +668,7 @@ impl<'c, 'm> Emitter<'c, 'm> {
                     Ty::F32 | Ty::F64 => {
                         let c = constraint(dst.ty);
                         let text = format!("copysign.{} $0, $1, $2;", dst.ty.f());
-                        let r = self.asm(&text, &format!("={c},{c},{c}"), &[self.ty(dst.ty)], &[self.get(*sign)?, self.get(*mag)?])?;
+                        let r = self.pure_asm(&text, &format!("={c},{c},{c}"), &[self.ty(dst.ty)], &[self.get(*sign)?, self.get(*mag)?])?;
                         r.into_iter().next().ok_or("inline asm returned nothing")?
                     }
                     _ => {
@@ -1018,7 +1036,7 @@ impl<'c, 'm> Emitter<'c, 'm> {
                 Ty::F64 if base != "sin" && base != "cos" => self.call1(&format!("llvm.nvvm.{base}.approx.d"), t, &[x]),
                 _ => {
                     let c = constraint(ty);
-                    let r = self.asm(&format!("{base}.approx.{} $0, $1;", ty.f()), &format!("={c},{c}"), &[t], &[x])?;
+                    let r = self.pure_asm(&format!("{base}.approx.{} $0, $1;", ty.f()), &format!("={c},{c}"), &[t], &[x])?;
                     r.into_iter().next().ok_or_else(|| "inline asm".to_string())
                 }
             }
@@ -1051,7 +1069,7 @@ impl<'c, 'm> Emitter<'c, 'm> {
             let r = rnd.map(|r| format!(".{}", r.name())).unwrap_or_default();
             let (cd, cs) = (constraint(dst), constraint(src.ty));
             let outs = [self.ty(asm_ty(dst))];
-            let v = self.asm(
+            let v = self.pure_asm(
                 &format!("cvt{r}.{}.{} $0, $1;", to.name(), from.name()),
                 &format!("={cd},{cs}"),
                 &outs,
