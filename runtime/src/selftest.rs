@@ -419,12 +419,16 @@ pub const CASES: &[Case] = &[
         ..c("linear_fwd 257x300x96", "linear_bwd.tile", &[], &[("M", 257), ("N", 300), ("K", 96)], &[], &[("y", P), ("z", P)])
     },
     Case {
+        kernel: Some("linear_bwd_dz"),
+        ..c("linear_bwd_dz 257x300", "linear_bwd.tile", &[], &[("M", 257), ("N", 300)], &[], &[("dz", P), ("dbias", A)])
+    },
+    Case {
         kernel: Some("linear_bwd_dx"),
         ..c("linear_bwd_dx 257x300x96", "linear_bwd.tile", &[], &[("M", 257), ("N", 300), ("K", 96)], &[], &[("dx", P)])
     },
     Case {
         kernel: Some("linear_bwd_dw"),
-        ..c("linear_bwd_dw 257x300x96", "linear_bwd.tile", &[], &[("M", 257), ("N", 300), ("K", 96)], &[], &[("dw", P), ("dbias", P)])
+        ..c("linear_bwd_dw 257x300x96", "linear_bwd.tile", &[], &[("M", 257), ("N", 300), ("K", 96)], &[], &[("dw", P)])
     },
     // NA-3D: partial patches on every edge; a dilation and causal axes.
     c(

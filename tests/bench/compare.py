@@ -482,14 +482,15 @@ def linear_training(n):
     dx_ref, dw_ref, _ = torch.autograd.grad(y, (x, w, bias), dy, retain_graph=True)
     rec("training", case, "torch eager (addmm + gelu) backward", bench(lambda: torch.autograd.grad(y, (x, w, bias), dy, retain_graph=True)), flops=fl)
     path = os.path.join(ROOT, "examples", "linear_bwd.tile")
-    files = {nm: save(t, case_id(case) + "-" + nm) for nm, t in [("x", x), ("w", w), ("z", z), ("dy", dy)]}
+    files = {nm: save(t, case_id(case) + "-" + nm) for nm, t in [("x", x), ("w", w), ("z", z), ("dy", dy), ("dbias", torch.zeros(n, device=dev))]}
     out = lambda nm: os.path.join(TMP, case_id(case) + "-" + nm + ".npy")  # noqa: E731
     for codegen in CODEGENS:
         impl = "tessera linear_bwd" + (f" [{codegen}]" if len(CODEGENS) > 1 else "")
         total, notes, failed = 0.0, [], None
-        for kernel, ins, outs in [("linear_bwd_dx", ["w", "z", "dy"], ["dx"]), ("linear_bwd_dw", ["x", "z", "dy"], ["dw"])]:
+        for kernel, ins, outs in [("linear_bwd_dz", ["z", "dy", "dbias"], ["dz"]), ("linear_bwd_dx", ["w", "dz"], ["dx"]),
+                                  ("linear_bwd_dw", ["x", "dz"], ["dw"])]:
             cmd = ["bench", path, "--kernel", kernel, "--json", "--codegen", codegen]
-            cmd += [a for nm in ins for a in ("--arg", f"{nm}={files[nm]}")]
+            cmd += [a for nm in ins for a in ("--arg", f"{nm}={files.get(nm) or out(nm)}")]
             cmd += [a for nm in outs for a in ("--out", f"{nm}={out(nm)}")]
             code, so, err, _ = tessera(cmd, {"TESSERA_CACHE_DIR": os.path.join(TMP, "bench-cache")})
             if code != 0:

@@ -441,9 +441,9 @@ fn attention_backward_matches_reference() {
     }
 }
 
-/// Linear + GELU for training against f64: the forward's `z` and `y`, then `dx`, `dw` and
-/// `dbias` from `dz = dy ∘ gelu'(z)` (from the bf16 `z` the forward stored, as the kernels use
-/// it), at sizes that leave partial tiles on every edge.
+/// Linear + GELU for training against f64: the forward's `z` and `y`, then `dz = dy ∘ gelu'(z)`
+/// (from the bf16 `z` the forward stored, as the kernels use it) with `dbias`, `dx` and `dw`, at
+/// sizes that leave partial tiles on every edge.
 #[test]
 fn linear_backward_matches_reference() {
     let ks = compile_example("linear_bwd.tile", &opts(&[("BM", 64), ("BN", 64), ("BK", 64)]));
@@ -458,9 +458,11 @@ fn linear_backward_matches_reference() {
     let fwd =
         interp(kernel("linear_fwd"), vec![t(&x), t(&w), t(&bias), t(&poisoned(DType::BF16, &[m, n])), t(&poisoned(DType::BF16, &[m, n]))]);
     let z = tensor(&fwd[4]).clone();
-    let dx = interp(kernel("linear_bwd_dx"), vec![t(&w), t(&z), t(&dy), t(&poisoned(DType::BF16, &[m, k]))]);
-    let dw =
-        interp(kernel("linear_bwd_dw"), vec![t(&x), t(&z), t(&dy), t(&poisoned(DType::BF16, &[k, n])), t(&poisoned(DType::F32, &[n]))]);
+    let dzo =
+        interp(kernel("linear_bwd_dz"), vec![t(&z), t(&dy), t(&poisoned(DType::BF16, &[m, n])), t(&HostTensor::zeros(DType::F32, &[n]))]);
+    let dz_t = tensor(&dzo[2]).clone();
+    let dx = interp(kernel("linear_bwd_dx"), vec![t(&w), t(&dz_t), t(&poisoned(DType::BF16, &[m, k]))]);
+    let dw = interp(kernel("linear_bwd_dw"), vec![t(&x), t(&dz_t), t(&poisoned(DType::BF16, &[k, n]))]);
     let (xf, wf, zf, gf) = (x.to_f64_vec(), w.to_f64_vec(), z.to_f64_vec(), dy.to_f64_vec());
     let erf = |v: f64| {
         // Abramowitz & Stegun 7.1.26 is enough at these tolerances.
@@ -486,9 +488,10 @@ fn linear_backward_matches_reference() {
     let big = |v: &[f64]| v.iter().fold(0.0f64, |a, b| a.max(b.abs()));
     assert_close("linear_fwd z", &z, &want_z, 1e-2, 1e-2 * big(&want_z));
     assert_close("linear_fwd y", tensor(&fwd[3]), &want_y, 1e-2, 1e-2 * big(&want_y));
-    assert_close("linear_bwd dx", tensor(&dx[3]), &want_dx, 1e-2, 1e-2 * big(&want_dx));
-    assert_close("linear_bwd dw", tensor(&dw[3]), &want_dw, 1e-2, 1e-2 * big(&want_dw));
-    assert_close("linear_bwd dbias", tensor(&dw[4]), &want_db, 1e-4, 1e-4 * big(&want_db));
+    assert_close("linear_bwd dz", &dz_t, &dz, 1e-2, 1e-2 * big(&dz));
+    assert_close("linear_bwd dx", tensor(&dx[2]), &want_dx, 1e-2, 1e-2 * big(&want_dx));
+    assert_close("linear_bwd dw", tensor(&dw[2]), &want_dw, 1e-2, 1e-2 * big(&want_dw));
+    assert_close("linear_bwd dbias", tensor(&dzo[3]), &want_db, 1e-4, 1e-4 * big(&want_db));
 }
 
 /// NA-3D against an f64 reference of NATTEN's windows: clamped windows per axis, and a case

@@ -377,7 +377,13 @@ impl<'c, 'm> Emitter<'c, 'm> {
 
     /// Inline PTX that computes its outputs from its inputs alone (an arithmetic instruction
     /// LLVM lacks): free to be scheduled, merged or removed like an ordinary instruction.
-    fn pure_asm(&self, text: &str, constraints: &str, outs: &[BasicTypeEnum<'c>], args: &[BasicValueEnum<'c>]) -> Res<Vec<BasicValueEnum<'c>>> {
+    fn pure_asm(
+        &self,
+        text: &str,
+        constraints: &str,
+        outs: &[BasicTypeEnum<'c>],
+        args: &[BasicValueEnum<'c>],
+    ) -> Res<Vec<BasicValueEnum<'c>>> {
         self.asm_with(text, constraints, outs, args, false)
     }
 
