@@ -812,3 +812,34 @@ fn tma_store_only_where_nothing_else_touches_the_tensor() {
         }
     }
 }
+
+/// `#[stages(N)]` is the deepest pipeline: a GEMM whose four 48 KiB stages fit an H100's shared
+/// memory but not an A100's gets three there (and still four on sm_90a), while a depth asked for
+/// in the options (`--stages 4`, the autotuner) is exact and refused where it does not fit.
+#[test]
+fn pipeline_depth_shrinks_to_fit_shared_memory() {
+    let src = "
+#[grid(cdiv(M, 128), cdiv(N, 256))]
+#[warps(8)]
+#[stages(4)]
+kernel mm(a: &bf16[M, K], b: &bf16[K, N], c: &mut bf16[M, N]) {
+    let (m0, n0) = (program_id(0) * 128, program_id(1) * 256);
+    let mut acc: f32[128, 256] = 0.0;
+    for k0 in (0..K).step_by(64) {
+        acc = dot(a.load([m0, k0], [128, 64]), b.load([k0, n0], [64, 256]), acc);
+    }
+    c.store([m0, n0], acc as bf16);
+}
+fn cdiv(a, b) { (a + b - 1) / b }";
+    let build = |target: Target, stages: Option<u32>| {
+        let o = Options { target, stages, verify: true, ..Options::default() };
+        tessera_compiler::compile(&Source::new("mm.tile", src), &o).map(|m| m.kernels[0].meta.shared_bytes)
+    };
+    let stage = 48 * 1024;
+    let h100 = build(Target::Sm90a, None).unwrap_or_else(|d| panic!("{}", d.render()));
+    let a100 = build(Target::Sm80, None).unwrap_or_else(|d| panic!("{}", d.render()));
+    assert!(h100 >= 4 * stage, "sm_90a keeps 4 stages: {h100} bytes");
+    assert!((3 * stage..4 * stage).contains(&a100), "sm_80 gets 3 stages: {a100} bytes");
+    let forced = build(Target::Sm80, Some(4)).map(|_| ()).unwrap_err();
+    assert!(forced.render().contains("bytes of shared memory, but sm_80 allows"), "{}", forced.render());
+}

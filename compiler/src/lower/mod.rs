@@ -49,12 +49,36 @@ pub fn max_shared_bytes(target: crate::Target) -> u32 {
     }
 }
 
-/// Lowers one kernel to the thread IR.
+/// Lowers one kernel to the thread IR. `#[stages(N)]` is the deepest software pipeline wanted:
+/// where `N` stages of buffers do not fit the target's shared memory, the deepest that does (at
+/// least 2) is used, so that one default serves an H100 (227 KiB) and an A100 (163 KiB); a depth
+/// set in `Options::stages` (`--stages`, the autotuner) is taken as it is.
 pub fn lower_kernel(k: &tir::Kernel, opts: &Options) -> Result<lir::Kernel, Diagnostic> {
     // Sema applied (and checked) the `Options` overrides; a kernel from elsewhere (the tile-IR
     // parser) is checked here, so that no warp count reaches the layouts unchecked.
     tir::check_warps(k.warps.into()).map_err(|e| Diagnostic::error(format!("kernel `{}`: warps({}): {e}", k.name, k.warps)))?;
     tir::check_stages(k.stages.into()).map_err(|e| Diagnostic::error(format!("kernel `{}`: stages({}): {e}", k.name, k.stages)))?;
+    let mut stages = k.stages;
+    loop {
+        match lower_at(k, opts, stages)? {
+            Ok(lk) => return Ok(lk),
+            Err(_) if opts.stages.is_none() && stages > 2 => stages -= 1,
+            Err(shared_bytes) => {
+                let limit = max_shared_bytes(opts.target);
+                return Err(Diagnostic::error(format!(
+                    "kernel `{}` needs {shared_bytes} bytes of shared memory, but {} allows {limit}",
+                    k.name,
+                    opts.target.name()
+                ))
+                .note("use smaller tiles (a smaller const parameter, e.g. `--const BK=32`)"));
+            }
+        }
+    }
+}
+
+/// [`lower_kernel`] with `stages` pipeline buffers: the thread IR, or the shared memory it would
+/// need when that is over the target's limit.
+fn lower_at(k: &tir::Kernel, opts: &Options, stages: u32) -> Result<Result<lir::Kernel, u32>, Diagnostic> {
     let threads = k.warps * 32;
     let layouts = layout::assign(k, threads / 32, opts.target, opts.tf32);
     let mut uses = HashMap::new();
@@ -75,7 +99,7 @@ pub fn lower_kernel(k: &tir::Kernel, opts: &Options) -> Result<lir::Kernel, Diag
         layouts,
         converted: HashMap::new(),
         uses,
-        stages: k.stages,
+        stages,
         checked: opts.checked,
         target: opts.target,
         fused: HashMap::new(),
@@ -102,16 +126,10 @@ pub fn lower_kernel(k: &tir::Kernel, opts: &Options) -> Result<lir::Kernel, Diag
     cx.block(k.body.entry, entry, &[])?;
     cx.patch_pipeline()?;
     let shared_bytes = cx.smem;
-    let limit = max_shared_bytes(opts.target);
-    if shared_bytes > limit {
-        return Err(Diagnostic::error(format!(
-            "kernel `{}` needs {shared_bytes} bytes of shared memory, but {} allows {limit}",
-            k.name,
-            opts.target.name()
-        ))
-        .note("use smaller tiles (a smaller const parameter, e.g. `--const BK=32`)"));
+    if shared_bytes > max_shared_bytes(opts.target) {
+        return Ok(Err(shared_bytes));
     }
-    Ok(lir::Kernel { name: k.name.clone(), params: k.params.clone(), threads, shared_bytes, tensor_maps: cx.tensor_maps, body: cx.dst })
+    Ok(Ok(lir::Kernel { name: k.name.clone(), params: k.params.clone(), threads, shared_bytes, tensor_maps: cx.tensor_maps, body: cx.dst }))
 }
 
 struct Cx<'a> {
