@@ -46,6 +46,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("na2d.tile", include_str!("../../examples/na2d.tile")),
     ("na2d_stream.tile", include_str!("../../examples/na2d_stream.tile")),
     ("spmm_csr.tile", include_str!("../../examples/spmm_csr.tile")),
+    ("gat.tile", include_str!("../../examples/gat.tile")),
     ("rgcn.tile", include_str!("../../examples/rgcn.tile")),
     ("embedding_bag_bwd.tile", include_str!("../../examples/embedding_bag_bwd.tile")),
     ("ops/math.tile", include_str!("../../tests/ops/math.tile")),
@@ -564,6 +565,15 @@ pub const CASES: &[Case] = &[
     Case {
         generate: Some(gen_spmm),
         ..c("spmm_csr R37 N50 E600 F70", "spmm_csr.tile", &[], &[("R", 37), ("N", 50), ("E", 600), ("F", 70)], &[], &[("y", P)])
+    },
+    // GAT: 3 heads of 10 features in tiles of 8 × 16; nodes without edges.
+    Case {
+        generate: Some(gen_gat),
+        ..c("gat N50 E300 H3 F10", "gat.tile", &[], &[("N", 50), ("E", 300), ("H", 3), ("F", 10)], &[("slope", 0.2)], &[("out", P)])
+    },
+    Case {
+        generate: Some(gen_gat),
+        ..c("gat N1 E1 H8 F16", "gat.tile", &[], &[("N", 1), ("E", 1), ("H", 8), ("F", 16)], &[("slope", 0.2)], &[("out", P)])
     },
     Case {
         generate: Some(gen_spmm),
@@ -1156,6 +1166,13 @@ pub fn csr(r: usize, n: usize, e: usize, rng: &mut Rng) -> (HostTensor, HostTens
 }
 
 /// Inputs of `spmm_csr`: a CSR structure of `R` rows over `N` columns with `E` entries.
+/// A random graph for `gat`: `E` edges into `N` nodes (CSR by destination), some nodes with none.
+pub fn gen_gat(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static str, HostTensor)>, String> {
+    let n = size(sizes, "N")?;
+    let (row_ptr, col_idx) = csr(n, n, size(sizes, "E")?, rng);
+    Ok(vec![("row_ptr", row_ptr), ("col_idx", col_idx)])
+}
+
 pub fn gen_spmm(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static str, HostTensor)>, String> {
     let (row_ptr, col_idx) = csr(size(sizes, "R")?, size(sizes, "N")?, size(sizes, "E")?, rng);
     Ok(vec![("row_ptr", row_ptr), ("col_idx", col_idx)])

@@ -631,6 +631,33 @@ def graph_part():
         "x": X, "w": conv.weight.detach(), "src": src[order].to(torch.int32), "dst": dst[order].to(torch.int32),
         "norm": torch.ones(E, device=dev), "tile_rel": i32(rels), "tile_start": i32(starts), "tile_end": i32(ends), "out": init,
     }, {}, "out", (N, Fd), rref, flops=2 * E * Fd * Fd, tol=1e-3, extra="self-loop term precomputed, not timed")
+    gat_layer(N, E, Fd, src, dst, X)
+
+
+def gat_layer(N, E, Fd, src, dst, X):
+    """A GAT layer (8 heads of 16) against PyG's GATConv on the same graph: Tessera's `gat.tile`
+    fuses the edge scores, the edge softmax and the aggregation; the projection `x · W` and the
+    per-node logits come from torch first (not timed, noted)."""
+    from torch_geometric.nn import GATConv
+    H, F = 8, Fd // 8
+    case = f"gat layer N{N} E{E} heads{H}x{F} fp32"
+    conv = GATConv(Fd, F, heads=H, add_self_loops=False).to(dev)
+    ei = torch.stack([src, dst])
+    with torch.no_grad():
+        rec("graph", case, "pyg GATConv", bench(lambda: conv(X, ei)), flops=2 * E * H * F)
+        ref = (conv(X, ei) - conv.bias).reshape(N, H, F)
+        lin = getattr(conv, "lin", None) or conv.lin_src
+        feat = lin(X).reshape(N, H, F)
+        el = (feat * conv.att_src.reshape(1, H, F)).sum(-1)
+        er = (feat * conv.att_dst.reshape(1, H, F)).sum(-1)
+    order = torch.argsort(dst, stable=True)
+    row_ptr = torch.zeros(N + 1, dtype=torch.int64, device=dev)
+    row_ptr[1:] = torch.cumsum(torch.bincount(dst, minlength=N), 0)
+    run_tessera("graph", case, "gat.tile", "gat", {
+        "row_ptr": row_ptr.to(torch.int32), "col_idx": src[order].to(torch.int32), "feat": feat.contiguous(), "el": el.contiguous(),
+        "er": er.contiguous(),
+    }, {"slope": conv.negative_slope}, "out", (N, H, F), ref, flops=2 * E * H * F, tol=1e-4,
+        extra="projection x·W and the logits el, er by torch first, not timed")
 
 
 def memory_part():

@@ -570,6 +570,66 @@ fn na3d_matches_reference() {
     }
 }
 
+/// The fused GAT layer against f64: a random graph with nodes of no, one and many incoming edges
+/// (more than a block of them), heads and features fewer than the tile's.
+#[test]
+fn gat_matches_reference() {
+    let k = &compile_example("gat.tile", &opts(&[]))[0];
+    let (n, h, f) = (50usize, 3usize, 10usize);
+    let mut rng = Rng::new(101);
+    let mut row_ptr = vec![0i64];
+    let mut col_idx = vec![];
+    for i in 0..n {
+        let deg = match i % 7 {
+            0 => 0,
+            1 => 1,
+            2 => 19,
+            _ => (rng.next_u64() % 6) as usize,
+        };
+        col_idx.extend((0..deg).map(|_| (rng.next_u64() % n as u64) as i64));
+        row_ptr.push(col_idx.len() as i64);
+    }
+    let e = col_idx.len();
+    let feat = random_tensor(DType::F32, &[n, h, f], &mut rng);
+    let el = random_tensor(DType::F32, &[n, h], &mut rng);
+    let er = random_tensor(DType::F32, &[n, h], &mut rng);
+    let slope = 0.2;
+    let out = interp(
+        k,
+        vec![
+            Arg::Tensor(HostTensor::from_i64(DType::I32, &[n + 1], &row_ptr)),
+            Arg::Tensor(HostTensor::from_i64(DType::I32, &[e], &col_idx)),
+            Arg::Tensor(feat.clone()),
+            Arg::Tensor(el.clone()),
+            Arg::Tensor(er.clone()),
+            Arg::Tensor(poisoned(DType::F32, &[n, h, f])),
+            Arg::Scalar(Scalar::Float(slope)),
+        ],
+    );
+    let mut want = vec![0.0; n * h * f];
+    for i in 0..n {
+        let edges = &col_idx[row_ptr[i] as usize..row_ptr[i + 1] as usize];
+        for hd in 0..h {
+            let s: Vec<f64> = edges
+                .iter()
+                .map(|&j| {
+                    let x = el.get_f64(j as usize * h + hd) + er.get_f64(i * h + hd);
+                    if x >= 0.0 { x } else { slope * x }
+                })
+                .collect();
+            let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = s.iter().map(|x| (x - mx).exp()).sum();
+            for (&j, &sv) in edges.iter().zip(&s) {
+                let a = (sv - mx).exp() / z;
+                for c in 0..f {
+                    want[(i * h + hd) * f + c] += a * feat.get_f64((j as usize * h + hd) * f + c);
+                }
+            }
+        }
+    }
+    assert_close("gat", tensor(&out[5]), &want, 1e-5, 1e-5);
+}
+
 /// The layer-norm backward pass against an f64 reference: `dx` per row, `dw`/`db` summed over
 /// rows by several programs' atomics (R = 37 with 4 rows per block and 2 blocks per program: the
 /// last program stops early), at widths below and at the tile's.

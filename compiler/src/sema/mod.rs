@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 pub const STDLIB: &[(&str, &str)] = &[
     ("std::math", include_str!("../../../stdlib/math.tile")),
     ("std::nn", include_str!("../../../stdlib/nn.tile")),
+    ("std::graph", include_str!("../../../stdlib/graph.tile")),
     ("std::sched", include_str!("../../../stdlib/sched.tile")),
 ];
 
