@@ -20,6 +20,26 @@ fn poisoned(dtype: DType, shape: &[usize]) -> HostTensor {
     t
 }
 
+/// Random bf16 `q`, `k`, `v` of `shape` (from `seed`) and the interpreter's `o` from an
+/// attention-shaped kernel `k(q, k, v, o, scale)` (`o` starts poisoned).
+fn run_qkv(k: &tessera_compiler::CompiledKernel, shape: &[usize], seed: u64, scale: f64) -> [HostTensor; 4] {
+    let mut rng = Rng::new(seed);
+    let (q, kk, v) = (
+        random_tensor(DType::BF16, shape, &mut rng),
+        random_tensor(DType::BF16, shape, &mut rng),
+        random_tensor(DType::BF16, shape, &mut rng),
+    );
+    let args = vec![
+        Arg::Tensor(q.clone()),
+        Arg::Tensor(kk.clone()),
+        Arg::Tensor(v.clone()),
+        Arg::Tensor(poisoned(DType::BF16, shape)),
+        Arg::Scalar(Scalar::Float(scale)),
+    ];
+    let out = interp(k, args);
+    [q, kk, v, tensor(&out[3]).clone()]
+}
+
 fn assert_close(name: &str, got: &HostTensor, want: &[f64], rtol: f64, atol: f64) {
     assert_eq!(got.numel(), want.len(), "{name}: element count");
     let (mut max_abs, mut max_excess) = (0.0f64, 0.0f64);
@@ -140,22 +160,9 @@ fn attention_matches_reference() {
         for causal in [false, true] {
             let k =
                 &compile_example("attention.tile", &opts_with_bools(&[("D", d as i64), ("BQ", bq), ("BK", bk)], &[("CAUSAL", causal)]))[0];
-            let mut rng = Rng::new(5 + s as u64);
             let shape = [bsz, heads, s, d];
-            let (q, kk, v) = (
-                random_tensor(DType::BF16, &shape, &mut rng),
-                random_tensor(DType::BF16, &shape, &mut rng),
-                random_tensor(DType::BF16, &shape, &mut rng),
-            );
             let scale = 1.0 / (d as f64).sqrt();
-            let args = vec![
-                Arg::Tensor(q.clone()),
-                Arg::Tensor(kk.clone()),
-                Arg::Tensor(v.clone()),
-                Arg::Tensor(poisoned(DType::BF16, &shape)),
-                Arg::Scalar(Scalar::Float(scale)),
-            ];
-            let out = interp(k, args);
+            let [q, kk, v, o] = run_qkv(k, &shape, 5 + s as u64, scale);
             let (qf, kf, vf) = (q.to_f64_vec(), kk.to_f64_vec(), v.to_f64_vec());
             let mut want = vec![];
             for bh in 0..bsz * heads {
@@ -167,7 +174,7 @@ fn attention_matches_reference() {
                 }
             }
             let name = format!("attention B{bsz} H{heads} S{s} D{d} BQ{bq} BK{bk} causal={causal}");
-            assert_close(&name, tensor(&out[3]), &want, ATTN_RTOL, ATTN_ATOL);
+            assert_close(&name, &o, &want, ATTN_RTOL, ATTN_ATOL);
         }
     }
 }
@@ -232,24 +239,9 @@ fn na1d_matches_reference() {
     for (bsz, heads, l, d, ks, dil, tq, w) in cases {
         let o = opts(&[("KS", ks as i64), ("DIL", dil as i64), ("TQ", tq), ("W", w), ("D", d as i64)]);
         let k = &compile_example("na1d.tile", &o)[0];
-        let mut rng = Rng::new(17 + l as u64);
         let shape = [bsz, heads, l, d];
-        let (q, kk, v) = (
-            random_tensor(DType::BF16, &shape, &mut rng),
-            random_tensor(DType::BF16, &shape, &mut rng),
-            random_tensor(DType::BF16, &shape, &mut rng),
-        );
         let scale = 0.5;
-        let out = interp(
-            k,
-            vec![
-                Arg::Tensor(q.clone()),
-                Arg::Tensor(kk.clone()),
-                Arg::Tensor(v.clone()),
-                Arg::Tensor(poisoned(DType::BF16, &shape)),
-                Arg::Scalar(Scalar::Float(scale)),
-            ],
-        );
+        let [q, kk, v, o] = run_qkv(k, &shape, 17 + l as u64, scale);
         let (qf, kf, vf) = (q.to_f64_vec(), kk.to_f64_vec(), v.to_f64_vec());
         let mut want = vec![];
         for bh in 0..bsz * heads {
@@ -266,7 +258,7 @@ fn na1d_matches_reference() {
                 ));
             }
         }
-        assert_close(&format!("na1d B{bsz} H{heads} L{l} D{d} KS{ks} DIL{dil}"), tensor(&out[3]), &want, ATTN_RTOL, ATTN_ATOL);
+        assert_close(&format!("na1d B{bsz} H{heads} L{l} D{d} KS{ks} DIL{dil}"), &o, &want, ATTN_RTOL, ATTN_ATOL);
     }
 }
 
@@ -285,24 +277,9 @@ fn na2d_matches_reference() {
     for (bsz, heads, x, y, d, ks, dil, tx, ty, wx, wy) in cases {
         let o = opts(&[("KS", ks as i64), ("DIL", dil as i64), ("TX", tx), ("TY", ty), ("WX", wx), ("WY", wy), ("D", d as i64)]);
         let k = &compile_example("na2d.tile", &o)[0];
-        let mut rng = Rng::new(23 + (x * y) as u64);
         let shape = [bsz, heads, x, y, d];
-        let (q, kk, v) = (
-            random_tensor(DType::BF16, &shape, &mut rng),
-            random_tensor(DType::BF16, &shape, &mut rng),
-            random_tensor(DType::BF16, &shape, &mut rng),
-        );
         let scale = 0.3;
-        let out = interp(
-            k,
-            vec![
-                Arg::Tensor(q.clone()),
-                Arg::Tensor(kk.clone()),
-                Arg::Tensor(v.clone()),
-                Arg::Tensor(poisoned(DType::BF16, &shape)),
-                Arg::Scalar(Scalar::Float(scale)),
-            ],
-        );
+        let [q, kk, v, o] = run_qkv(k, &shape, 23 + (x * y) as u64, scale);
         let (qf, kf, vf) = (q.to_f64_vec(), kk.to_f64_vec(), v.to_f64_vec());
         let n = x * y * d;
         let mut want = vec![];
@@ -321,7 +298,7 @@ fn na2d_matches_reference() {
                 }
             }
         }
-        assert_close(&format!("na2d B{bsz} H{heads} X{x} Y{y} D{d} KS{ks} DIL{dil}"), tensor(&out[3]), &want, ATTN_RTOL, ATTN_ATOL);
+        assert_close(&format!("na2d B{bsz} H{heads} X{x} Y{y} D{d} KS{ks} DIL{dil}"), &o, &want, ATTN_RTOL, ATTN_ATOL);
     }
 }
 
@@ -514,23 +491,8 @@ fn na3d_matches_reference() {
         let k = &compile_example("na3d.tile", &opts_with_bools(&consts, &[("CZ", causal[0]), ("CX", causal[1]), ("CY", causal[2])]))[0];
         let (bsz, heads, d) = (1usize, 2usize, 64usize);
         let shape = [bsz, heads, nz, nx, ny, d];
-        let mut rng = Rng::new(3 + nx as u64);
-        let (q, kk, v) = (
-            random_tensor(DType::BF16, &shape, &mut rng),
-            random_tensor(DType::BF16, &shape, &mut rng),
-            random_tensor(DType::BF16, &shape, &mut rng),
-        );
         let scale = 0.125;
-        let out = interp(
-            k,
-            vec![
-                Arg::Tensor(q.clone()),
-                Arg::Tensor(kk.clone()),
-                Arg::Tensor(v.clone()),
-                Arg::Tensor(poisoned(DType::BF16, &shape)),
-                Arg::Scalar(Scalar::Float(scale)),
-            ],
-        );
+        let [q, kk, v, o] = run_qkv(k, &shape, 3 + nx as u64, scale);
         // The key positions of query position `i` along an axis (NATTEN).
         let window = |i: usize, n: usize, ks: usize, dil: usize, causal: bool| -> Vec<usize> {
             if causal {
@@ -566,7 +528,7 @@ fn na3d_matches_reference() {
                 ));
             }
         }
-        assert_close(&format!("na3d {nz}x{nx}x{ny} k{ks:?} dil{dil:?} causal{causal:?}"), tensor(&out[3]), &want, 2e-2, 2e-2);
+        assert_close(&format!("na3d {nz}x{nx}x{ny} k{ks:?} dil{dil:?} causal{causal:?}"), &o, &want, 2e-2, 2e-2);
     }
 }
 

@@ -1299,11 +1299,10 @@ impl<'a> Lowerer<'a> {
                 IndexArg::Full(_) => pos += 1,
                 IndexArg::Expr(_) => {}
                 IndexArg::NewAxis(_) => {
-                    cur_shape.insert(pos, 1);
-                    if cur_shape.len() > 4 {
+                    if self.ty(cur).shape().len() >= 4 {
                         return Err(Diagnostic::error("tiles have rank at most 4").with_label(span, "too many axes"));
                     }
-                    cur = self.emit(OpKind::ExpandDims(pos as u32), vec![cur], Type::tile(dtype, cur_shape.clone()), span);
+                    cur = self.keep_axis(cur, pos as u32, span);
                     pos += 1;
                 }
             }
