@@ -415,69 +415,139 @@ pub fn compile(src: &Source, opts: &Options) -> Result<Module, Diagnostics> {
 }
 
 /// [`compile`], showing the IR to `sink` after the stages it wants (see [`dump_stages`]).
+///
+/// The kernels of a file go through the back end (lowering, code generation, the emitter) on
+/// worker threads, one kernel at a time each: a file of several kernels costs about its slowest
+/// kernel rather than their sum. Dumps and errors come out in the kernels' order.
 pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Result<Module, Diagnostics> {
     let clock = std::time::Instant::now();
     let kernels = frontend_with(src, opts, sink)?;
     let frontend_ms = clock.elapsed().as_secs_f64() * 1e3;
-    let (mut lower_ms, mut codegen_ms) = (0.0, 0.0);
-    let mut out = vec![];
     let ice = |d: Diagnostic| {
         let mut sources = SourceMap::new();
         sources.add(src.name.clone(), src.text.clone());
         Diagnostics { items: vec![d], sources }
     };
-    for k in kernels {
-        let clock = std::time::Instant::now();
-        let mut lk = lower::lower_kernel(&k, opts).map_err(ice)?;
-        if sink.wants("lower") {
-            sink.dump(&k.name, "lower", &lir::print_kernel(&lk));
+    let wanted: Vec<&'static str> = back_end_stages().filter(|s| sink.wants(s)).collect();
+    let results = parallel_map(kernels, |k| back_end(k, opts, &wanted));
+    let (mut lower_ms, mut codegen_ms) = (0.0, 0.0);
+    let mut out = vec![];
+    for r in results {
+        let done = r.map_err(ice)?;
+        for (stage, ir) in &done.dumps {
+            sink.dump(&done.kernel.meta.name, stage, ir);
         }
-        if opts.verify {
-            lir::verify_kernel(&lk).map_err(|e| ice(Diagnostic::ice("lower", e)))?;
-        }
-        for p in lower::LIR_PIPELINE {
-            (p.run)(&mut lk);
-            if sink.wants(p.name) {
-                sink.dump(&k.name, p.name, &lir::print_kernel(&lk));
-            }
-            if opts.verify {
-                lir::verify_kernel(&lk).map_err(|e| ice(Diagnostic::ice(p.name, e)))?;
-            }
-        }
-        lower_ms += clock.elapsed().as_secs_f64() * 1e3;
-        let clock = std::time::Instant::now();
-        let mir = codegen::codegen(&lk, opts.target).map_err(ice)?;
-        if sink.wants("codegen") {
-            sink.dump(&k.name, "codegen", &mir::print_module(&mir));
-        }
-        if opts.verify {
-            mir::verify_module(&mir).map_err(|e| ice(Diagnostic::ice("codegen", e)))?;
-        }
-        let (ptx, llvm_ir) = emit_ptx(&mir, opts).map_err(ice)?;
-        // The tensor maps, recorded where a loader of the PTX alone can check them.
-        let ptx = if lk.tensor_maps.is_empty() { ptx } else { format!("{}{ptx}", abi::tensor_map_lines(&lk.tensor_maps)) };
-        if sink.wants("emit") {
-            sink.dump(&k.name, "emit", &ptx);
-        }
-        codegen_ms += clock.elapsed().as_secs_f64() * 1e3;
-        let meta = KernelMeta {
-            name: k.name.clone(),
-            target: opts.target,
-            params: k.params.clone(),
-            consts: k.consts.clone(),
-            grid: k.grid.clone(),
-            threads: lk.threads,
-            shared_bytes: lk.shared_bytes,
-            requires: k.requires.clone(),
-            dims: KernelMeta::dims_of(&k.params),
-            ptx_params: KernelMeta::abi_of(&k.params, &lk.tensor_maps),
-            tensor_maps: lk.tensor_maps.clone(),
-            tune: k.tune.clone(),
-            compiler: format!("{VERSION}+{BUILD_ID}"),
-        };
-        out.push(CompiledKernel { meta, tir: k, lir: lk, mir, llvm_ir, ptx });
+        lower_ms += done.lower_ms;
+        codegen_ms += done.codegen_ms;
+        out.push(done.kernel);
     }
     let stage_ms = vec![("frontend", frontend_ms), ("lower", lower_ms), ("codegen", codegen_ms)];
     let index = out.iter().enumerate().map(|(i, k)| (k.meta.name.clone(), i)).collect();
     Ok(Module { kernels: out, warnings: Diagnostics::default(), stage_ms, index })
+}
+
+/// The stages after the tile IR that a [`DumpSink`] may ask for, in order.
+fn back_end_stages() -> impl Iterator<Item = &'static str> {
+    std::iter::once("lower").chain(lower::LIR_PIPELINE.iter().map(|p| p.name)).chain(["codegen", "emit"])
+}
+
+/// One kernel through the back end: what it produced, the IR dumps asked for, and the time spent.
+struct BackEnd {
+    kernel: CompiledKernel,
+    dumps: Vec<(&'static str, String)>,
+    lower_ms: f64,
+    codegen_ms: f64,
+}
+
+/// Lowers one kernel's tile IR to the thread IR, the machine IR and PTX (`wanted`: the stages
+/// whose IR to keep for the dump sink).
+fn back_end(k: tir::Kernel, opts: &Options, wanted: &[&'static str]) -> Result<BackEnd, Diagnostic> {
+    let mut dumps = vec![];
+    let mut dump = |stage: &'static str, ir: &dyn Fn() -> String| {
+        if wanted.contains(&stage) {
+            dumps.push((stage, ir()));
+        }
+    };
+    let clock = std::time::Instant::now();
+    let mut lk = lower::lower_kernel(&k, opts)?;
+    dump("lower", &|| lir::print_kernel(&lk));
+    if opts.verify {
+        lir::verify_kernel(&lk).map_err(|e| Diagnostic::ice("lower", e))?;
+    }
+    for p in lower::LIR_PIPELINE {
+        (p.run)(&mut lk);
+        dump(p.name, &|| lir::print_kernel(&lk));
+        if opts.verify {
+            lir::verify_kernel(&lk).map_err(|e| Diagnostic::ice(p.name, e))?;
+        }
+    }
+    let lower_ms = clock.elapsed().as_secs_f64() * 1e3;
+    let clock = std::time::Instant::now();
+    let mir = codegen::codegen(&lk, opts.target)?;
+    dump("codegen", &|| mir::print_module(&mir));
+    if opts.verify {
+        mir::verify_module(&mir).map_err(|e| Diagnostic::ice("codegen", e))?;
+    }
+    let (ptx, llvm_ir) = emit_ptx(&mir, opts)?;
+    // The tensor maps, recorded where a loader of the PTX alone can check them.
+    let ptx = if lk.tensor_maps.is_empty() { ptx } else { format!("{}{ptx}", abi::tensor_map_lines(&lk.tensor_maps)) };
+    dump("emit", &|| ptx.clone());
+    let codegen_ms = clock.elapsed().as_secs_f64() * 1e3;
+    let meta = KernelMeta {
+        name: k.name.clone(),
+        target: opts.target,
+        params: k.params.clone(),
+        consts: k.consts.clone(),
+        grid: k.grid.clone(),
+        threads: lk.threads,
+        shared_bytes: lk.shared_bytes,
+        requires: k.requires.clone(),
+        dims: KernelMeta::dims_of(&k.params),
+        ptx_params: KernelMeta::abi_of(&k.params, &lk.tensor_maps),
+        tensor_maps: lk.tensor_maps.clone(),
+        tune: k.tune.clone(),
+        compiler: format!("{VERSION}+{BUILD_ID}"),
+    };
+    Ok(BackEnd { kernel: CompiledKernel { meta, tir: k, lir: lk, mir, llvm_ir, ptx }, dumps, lower_ms, codegen_ms })
+}
+
+/// `f` over `items` on up to as many threads as the host has cores, the calling thread among
+/// them, the results in the items' order. A worker that cannot be started leaves its share to
+/// the others; one that panics (a bug) gives an internal compiler error for each item it took.
+fn parallel_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> Result<R, Diagnostic> + Sync) -> Vec<Result<R, Diagnostic>> {
+    let n = items.len();
+    let workers = std::thread::available_parallelism().map_or(1, |p| p.get()).min(n);
+    if workers <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
+    let work = || {
+        let mut done = vec![];
+        loop {
+            // The lock guards only taking the next item; a poisoned lock (a panic elsewhere)
+            // still hands out the rest.
+            let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+            let Some((i, item)) = next else { break };
+            done.push((i, f(item)));
+        }
+        done
+    };
+    let mut slots: Vec<Option<Result<R, Diagnostic>>> = (0..n).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        // LLVM's instruction selection recurses on large blocks: the workers get the stack a
+        // main thread has.
+        let handles: Vec<_> =
+            (1..workers).filter_map(|_| std::thread::Builder::new().stack_size(8 << 20).spawn_scoped(scope, work).ok()).collect();
+        for (i, r) in work() {
+            slots[i] = Some(r);
+        }
+        for h in handles {
+            if let Ok(done) = h.join() {
+                for (i, r) in done {
+                    slots[i] = Some(r);
+                }
+            }
+        }
+    });
+    slots.into_iter().map(|r| r.unwrap_or_else(|| Err(Diagnostic::ice("back end", "a compiler thread stopped")))).collect()
 }
