@@ -64,6 +64,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("ops/loops.tile", include_str!("../../tests/ops/loops.tile")),
     ("ops/exits.tile", include_str!("../../tests/ops/exits.tile")),
     ("ops/dot_wide.tile", include_str!("../../tests/ops/dot_wide.tile")),
+    ("ops/dot_trans.tile", include_str!("../../tests/ops/dot_trans.tile")),
     ("ops/convert.tile", include_str!("../../tests/ops/convert.tile")),
     ("ops/epilogue.tile", include_str!("../../tests/ops/epilogue.tile")),
     ("ops/convert_warp.tile", include_str!("../../tests/ops/convert_warp.tile")),
@@ -783,6 +784,27 @@ pub const CASES: &[Case] = &[
         tols: &[("ci", X), ("cti", X), ("*", Tol::Ulps { ulps: 16384.0, atol: 0.02 })],
         tf32: true,
         ..c("ops dot_wide tf32 M64 N64 K256", "ops/dot_wide.tile", &[], &[("M", 64), ("N", 64), ("K", 256)], &[], DOT_WIDE_OUT)
+    },
+    // `a` transposed as loaded: wgmma's M-major descriptors on two warpgroups and on one, and
+    // `ldmatrix.trans` (BM 64 on 8 warps, and f16 32 × 32 tiles, take `mma.sync`); edges on
+    // every side, K not a multiple of the step, and a single element.
+    c("ops dot_trans M150 N100 K77", "ops/dot_trans.tile", &[], &[("M", 150), ("N", 100), ("K", 77)], &[], &[("c", P), ("ct", P)]),
+    c("ops dot_trans M1 N1 K1", "ops/dot_trans.tile", &[], &[("M", 1), ("N", 1), ("K", 1)], &[], &[("c", P), ("ct", P)]),
+    c(
+        "ops dot_trans BM=64 M70 N65 K130",
+        "ops/dot_trans.tile",
+        &[("BM", i(64))],
+        &[("M", 70), ("N", 65), ("K", 130)],
+        &[],
+        &[("c", P), ("ct", P)],
+    ),
+    Case {
+        kernel: Some("dot_trans_64"),
+        ..c("ops dot_trans_64 M100 N70 K45", "ops/dot_trans.tile", &[], &[("M", 100), ("N", 70), ("K", 45)], &[], &[("c", P)])
+    },
+    Case {
+        kernel: Some("dot_trans_small"),
+        ..c("ops dot_trans_small M45 N37 K50", "ops/dot_trans.tile", &[], &[("M", 45), ("N", 37), ("K", 50)], &[], &[("c", P)])
     },
     // Barriers between a program's own accesses (`order_memory`): without them, warps read
     // stale values and the wrong store wins.

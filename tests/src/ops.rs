@@ -12,11 +12,17 @@ use tessera_compiler::interp::{self, Arg};
 use tessera_compiler::{CompiledKernel, DType, HostTensor, Options, Source, Target};
 use tessera_runtime::exec::{Rng, random_tensor};
 
+/// The first kernel of `tests/ops/NAME`.
 fn compile_op_file(name: &str, o: &Options) -> CompiledKernel {
+    compile_op_kernels(name, o).into_iter().next().unwrap_or_else(|| panic!("{name} has no kernel"))
+}
+
+/// Every kernel of `tests/ops/NAME`.
+fn compile_op_kernels(name: &str, o: &Options) -> Vec<CompiledKernel> {
     let path = root().join("tests/ops").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     match tessera_compiler::compile(&Source::new(format!("tests/ops/{name}"), text).with_path(&path), o) {
-        Ok(m) => m.kernels.into_iter().next().unwrap_or_else(|| panic!("{name} has no kernel")),
+        Ok(m) => m.kernels,
         Err(d) => panic!("{name} does not compile:\n{}", d.render()),
     }
 }
@@ -62,24 +68,25 @@ fn ops_assemble_with_ptxas() {
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         for (target, codegen) in TARGETS_AND_EMITTERS {
             for checked in [true, false] {
-                let k = compile_op_file(&name, &Options { target, checked, verify: true, codegen, ..Options::default() });
-                let ptx = dir.join(format!("{}.{}.{}.{checked}.ptx", k.meta.name, target.name(), codegen.name()));
-                std::fs::write(&ptx, &k.ptx).expect("write ptx");
-                let out = std::process::Command::new(&ptxas)
-                    .args([&format!("-arch={}", target.name()), "-o"])
-                    .arg(dir.join("out.cubin"))
-                    .arg(&ptx)
-                    .output()
-                    .expect("run ptxas");
-                let log = String::from_utf8_lossy(&out.stderr);
-                assert!(
-                    out.status.success(),
-                    "ptxas rejected {name} for {} from the {} emitter (checked: {checked}):\n{log}",
-                    target.name(),
-                    codegen.name()
-                );
-                // Asserts exist in the GPU code of checked builds only.
-                assert_eq!(k.ptx.contains("__assertfail"), checked && name == "control.tile", "{name}");
+                for k in compile_op_kernels(&name, &Options { target, checked, verify: true, codegen, ..Options::default() }) {
+                    let ptx = dir.join(format!("{}.{}.{}.{checked}.ptx", k.meta.name, target.name(), codegen.name()));
+                    std::fs::write(&ptx, &k.ptx).expect("write ptx");
+                    let out = std::process::Command::new(&ptxas)
+                        .args([&format!("-arch={}", target.name()), "-o"])
+                        .arg(dir.join("out.cubin"))
+                        .arg(&ptx)
+                        .output()
+                        .expect("run ptxas");
+                    let log = String::from_utf8_lossy(&out.stderr);
+                    assert!(
+                        out.status.success(),
+                        "ptxas rejected {name} for {} from the {} emitter (checked: {checked}):\n{log}",
+                        target.name(),
+                        codegen.name()
+                    );
+                    // Asserts exist in the GPU code of checked builds only.
+                    assert_eq!(k.ptx.contains("__assertfail"), checked && name == "control.tile", "{name}");
+                }
             }
         }
     }
@@ -887,5 +894,53 @@ fn loop_exits_match_reference() {
         }
         let got: Vec<i64> = (0..4).map(|j| tensor(&out[1]).get_i64(q * 4 + j)).collect();
         assert_eq!(got, vec![first, s, steps, pairs], "program {q} (k = {k})");
+    }
+}
+
+/// `dot_trans.tile`'s kernels (`a` the transpose of a loaded window) against an f64 `atᵀ · b`:
+/// every kernel compiles for both targets with `a` read transposed from shared memory (no
+/// register transpose), and the interpreter's results are the reference's, rounded.
+#[test]
+fn transposed_a_dots_match_reference() {
+    let (m, n, kk) = (150usize, 100usize, 77usize);
+    let mut rng = Rng::new(17);
+    for target in [Target::Sm90a, Target::Sm80] {
+        let o = Options { target, verify: true, ..Options::default() };
+        for k in compile_op_kernels("dot_trans.tile", &o) {
+            let lir = tessera_compiler::lir::print_kernel(&k.lir);
+            let mma: Vec<&str> = lir.lines().filter(|l| l.contains("local_mma")).map(str::trim).collect();
+            assert!(!mma.is_empty() && mma.iter().all(|l| l.contains(" trans @")), "{} on {}: {mma:?}", k.meta.name, target.name());
+            let wgmma = target == Target::Sm90a && k.meta.name != "dot_trans_small";
+            assert_eq!(mma.iter().all(|l| l.contains(" wgmma")), wgmma, "{}: {mma:?}", k.meta.name);
+        }
+    }
+    let ks = compile_op_kernels("dot_trans.tile", &checked());
+    for k in &ks {
+        let small = k.meta.name == "dot_trans_small";
+        let dt = if small { DType::F16 } else { DType::BF16 };
+        let at = random_tensor(dt, &[kk, m], &mut rng);
+        let b = random_tensor(dt, &[kk, n], &mut rng);
+        let bt = random_tensor(dt, &[n, kk], &mut rng);
+        let out = if small { DType::F32 } else { DType::BF16 };
+        let mut args = vec![Arg::Tensor(at.clone()), Arg::Tensor(b.clone())];
+        if k.meta.name == "dot_trans" {
+            args.push(Arg::Tensor(bt.clone()));
+            args.push(zeros(out, &[m, n]));
+        }
+        args.push(zeros(out, &[m, n]));
+        let (res, _) = run(k, args);
+        let cs: Vec<(usize, bool)> = if k.meta.name == "dot_trans" { vec![(3, false), (4, true)] } else { vec![(2, false)] };
+        for (slot, tb) in cs {
+            let c = tensor(&res[slot]);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 =
+                        (0..kk).map(|q| at.get_f64(q * m + i) * if tb { bt.get_f64(j * kk + q) } else { b.get_f64(q * n + j) }).sum();
+                    let got = c.get_f64(i * n + j);
+                    let tol = if small { 1e-4 } else { 1e-2 } * (1.0 + want.abs());
+                    assert!((got - want).abs() <= tol, "{} [{slot}] ({i}, {j}): {got} vs {want}", k.meta.name);
+                }
+            }
+        }
     }
 }

@@ -23,6 +23,16 @@ use crate::lir::index::{self, SmemTile};
 use crate::lir::{self, Layout};
 use crate::mir::{Callee, Cmp, Inst, IntOp, MmaKind, SReg, Sym, Ty, V};
 
+/// The shared-memory operands of a `local_mma`: byte offsets, and whether each is stored as its
+/// transpose (`a` as `[k, m]`, `b` as `[n, k]`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tiles {
+    pub a_off: u32,
+    pub b_off: u32,
+    pub a_trans: bool,
+    pub b_trans: bool,
+}
+
 impl Gen<'_> {
     /// `(warp_m, warp_n, g, t, lane)` of this thread for an MMA layout (built once per kernel).
     pub(crate) fn mma_ids(&self, warps_n: u32) -> Res<(V, V, V, V, V)> {
@@ -127,18 +137,21 @@ impl Gen<'_> {
         }
     }
 
-    /// `acc + a · b` on the tensor cores; `a`/`b` are swizzled row-major tiles in shared memory.
-    #[allow(clippy::too_many_arguments)]
+    /// `acc + a · b` on the tensor cores; `a`/`b` are swizzled row-major tiles in shared memory
+    /// (`tiles`).
     pub(crate) fn local_mma(
         &mut self,
         t: &lir::Type,
         acc: Value,
         bases: [Option<Value>; 2],
-        offs: (u32, u32, bool),
+        tiles: Tiles,
         k: i64,
         dtype: DType,
     ) -> Res<Vec<Cv>> {
-        let (a_off, b_off, b_trans) = offs;
+        let Tiles { a_off, b_off, a_trans, b_trans } = tiles;
+        if a_trans && dtype.size() != 2 {
+            return Err(format!("local_mma: a transposed {dtype} `a` (no transposing ldmatrix)"));
+        }
         let (a_base, b_base) = (self.stage_base(bases[0])?, self.stage_base(bases[1])?);
         let Some(Layout::Mma { warps_m, warps_n }) = t.layout() else { return Err("local_mma result is not in the MMA layout".into()) };
         let (m, n) = (t.shape()[0], t.shape()[1]);
@@ -147,7 +160,7 @@ impl Gen<'_> {
         let esize = dtype.size() as i64;
         // One MMA takes 32 bytes of k; lane `l` addresses 16-byte chunk `l / 16` of them.
         let kstep = 32 / esize;
-        let a_tile = SmemTile::new(m, k, esize, true);
+        let a_tile = if a_trans { SmemTile::new(k, m, esize, true) } else { SmemTile::new(m, k, esize, true) };
         let mut accs = self.regs(acc)?;
         // After the first k-step the accumulators are this op's own registers.
         let mut in_place = self.in_place_ok(acc, &accs);
@@ -159,15 +172,31 @@ impl Gen<'_> {
             let mut afr = vec![];
             // The offsets depend only on the thread: built once (they are loop-invariant); the
             // m-tiles of one k-step are 16 rows apart, a whole swizzle period.
-            let a0 = self.hoisted(("mma.a", vec![m, bm, warps_n as i64, k, esize, ks]), |g| {
-                g.smem_offset_2d(a_row0, g.addc(hi, ks * kstep)?, a_tile)
-            })?;
+            let a0 = if a_trans {
+                None
+            } else {
+                Some(self.hoisted(("mma.a", vec![m, bm, warps_n as i64, k, esize, ks]), |g| {
+                    g.smem_offset_2d(a_row0, g.addc(hi, ks * kstep)?, a_tile)
+                })?)
+            };
             for mi in 0..mt {
                 // Strips are `16 · warps_m` rows apart, whole swizzle periods.
                 let dr = mi as i64 * 16 * warps_m as i64;
-                let off = self.shifted_rows(a0, dr, a_tile, |g| g.smem_offset_2d(g.addc(a_row0, dr)?, g.addc(hi, ks * kstep)?, a_tile))?;
+                let off = if a_trans {
+                    // Stored `[k, m]`: matrix `q` of the `ldmatrix.x4.trans` is k-block `q / 2`
+                    // (the stored rows) of m-block `q % 2` (8 stored columns).
+                    let key = vec![m, bm, warps_n as i64, k, ks, dr];
+                    self.hoisted(("mma.at", key), |g| {
+                        let row = g.addc(g.add(hi, lanes.r8)?, ks * kstep)?;
+                        let col = g.addc(g.add(g.mulc(wm, 16)?, g.mulc(lanes.q_lo, 8)?)?, dr)?;
+                        g.smem_offset_2d(row, col, a_tile)
+                    })?
+                } else {
+                    let a0 = a0.ok_or("local_mma: no A offset")?;
+                    self.shifted_rows(a0, dr, a_tile, |g| g.smem_offset_2d(g.addc(a_row0, dr)?, g.addc(hi, ks * kstep)?, a_tile))?
+                };
                 let off = self.add(self.addc(off, a_off as i64)?, a_base)?;
-                afr.push(self.to_operand(self.ldmatrix(off, 4, false)?, dtype)?);
+                afr.push(self.to_operand(self.ldmatrix(off, 4, a_trans)?, dtype)?);
             }
             let bfr = self.b_fragments(ks, nt, n, k, Some((warps_n, bn)), &lanes, b_off, b_base, b_trans, dtype)?;
             for (mi, a) in afr.iter().enumerate() {

@@ -636,18 +636,20 @@ impl<'m> Gen<'m> {
                 let acc = d.operands[0];
                 self.local_dot(rt.ok_or("dot without result")?, acc, *a_offset, *b_offset, *k, *dtype)
             }
-            OpKind::LocalMma { a_offset, b_offset, k, dtype, b_trans, wgmma: true } => {
+            OpKind::LocalMma { a_offset, b_offset, k, dtype, a_trans, b_trans, wgmma: true } => {
                 let (acc, a_base, b_base) = (d.operands[0], d.operands.get(1).copied(), d.operands.get(2).copied());
                 let accumulate = d.operands.get(3).copied();
                 let t = rt.ok_or("mma without result")?;
-                self.local_wgmma(&t, acc, [a_base, b_base], accumulate, (*a_offset, *b_offset, *b_trans), *k, *dtype)
+                let tiles = mma::Tiles { a_off: *a_offset, b_off: *b_offset, a_trans: *a_trans, b_trans: *b_trans };
+                self.local_wgmma(&t, acc, [a_base, b_base], accumulate, tiles, *k, *dtype)
             }
-            OpKind::LocalMma { a_offset, b_offset, k, dtype, b_trans, wgmma: false } => {
+            OpKind::LocalMma { a_offset, b_offset, k, dtype, a_trans, b_trans, wgmma: false } => {
                 if d.operands.len() > 3 {
                     return Err("local_mma: `accumulate` is for wgmma only".into());
                 }
                 let (acc, a_base, b_base) = (d.operands[0], d.operands.get(1).copied(), d.operands.get(2).copied());
-                self.local_mma(&rt.ok_or("mma without result")?, acc, [a_base, b_base], (*a_offset, *b_offset, *b_trans), *k, *dtype)
+                let tiles = mma::Tiles { a_off: *a_offset, b_off: *b_offset, a_trans: *a_trans, b_trans: *b_trans };
+                self.local_mma(&rt.ok_or("mma without result")?, acc, [a_base, b_base], tiles, *k, *dtype)
             }
             OpKind::AsyncCopy { offset, swizzled, shape } => {
                 self.async_copy(&d.operands, *offset, *swizzled, shape)?;

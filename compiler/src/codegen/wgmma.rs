@@ -7,7 +7,9 @@
 //! K-major: 8-row atoms of 64/128-byte rows, the stride between atoms (SBO) 8 rows of one column
 //! block; LBO unused; a k-step past a block's 128 bytes moves to the next block. `b: [k, n]` is
 //! N-major in 128-byte column blocks: LBO is the distance between 64-column blocks (`k · 128`
-//! bytes), SBO between 8-row atoms (1024 bytes).
+//! bytes), SBO between 8-row atoms (1024 bytes). A transposed `a` (stored `[k, m]`, loaded so
+//! and used under `trans`) is M-major in the same way, read with `imm-trans-a` = 1; each
+//! warpgroup's 64 rows are one of its column blocks.
 //!
 //! Strip `s` of warp `w`'s accumulator (`#mma<W×1>`) is rows `16·(w + s·W)..` in the `m16n8`
 //! register order: in warpgroup `w / 4` that is the fragment of the 64-row `wgmma` tile at row
@@ -40,8 +42,9 @@ fn kmajor_step(tile: SmemTile, ks: i64) -> i64 {
     if tile.blocked() { byte / 128 * tile.block_bytes() + byte % 128 } else { byte }
 }
 
-/// Descriptor fields of an N-major `[k, n]` tile (`n` a multiple of 64): LBO the distance
-/// between 64-column blocks, SBO between 8-row atoms (`SmemTile`).
+/// Descriptor fields of an N-major `[k, n]` tile (`n` a multiple of 64), or of an M-major A
+/// stored `[k, m]`: LBO the distance between 64-column blocks, SBO between 8-row atoms
+/// (`SmemTile`).
 fn nmajor_bits(tile: SmemTile) -> u64 {
     desc_bits(tile.block_bytes(), 8 * tile.row_pitch(), 1)
 }
@@ -50,6 +53,8 @@ fn nmajor_bits(tile: SmemTile) -> u64 {
 enum WgA<'r> {
     /// A swizzled K-major `[m, k]` tile at this shared byte offset.
     Smem(V),
+    /// A swizzled M-major tile (`a`'s transpose `[k, m]`) at this shared byte offset.
+    SmemT(V),
     /// The registers of an `#mma<w×1>` tile.
     Regs(&'r [V]),
 }
@@ -84,9 +89,9 @@ impl Gen<'_> {
         Ok(self.b.int_bin(IntOp::Or, enc, V::int(Ty::I64, bits as i64)))
     }
 
-    /// `acc + a · b` by the warpgroups, `a` a swizzled `[m, k]` tile in shared memory at
-    /// `offs.0 + base`, `b` at `offs.1 + base`, stored transposed if `offs.2` (`wgmma_issue`);
-    /// `a · b` alone when `accumulate` is given and false.
+    /// `acc + a · b` by the warpgroups, `a` and `b` swizzled tiles in shared memory at their
+    /// offsets plus the bases, each stored transposed or not (`tiles`, `wgmma_issue`); `a · b`
+    /// alone when `accumulate` is given and false.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn local_wgmma(
         &mut self,
@@ -94,18 +99,19 @@ impl Gen<'_> {
         acc: Value,
         bases: [Option<Value>; 2],
         accumulate: Option<Value>,
-        offs: (u32, u32, bool),
+        tiles: super::mma::Tiles,
         k: i64,
         dtype: DType,
     ) -> Res<Vec<Cv>> {
-        let (a0, b0) = (self.tile_base(bases[0], offs.0)?, self.tile_base(bases[1], offs.1)?);
+        let (a0, b0) = (self.tile_base(bases[0], tiles.a_off)?, self.tile_base(bases[1], tiles.b_off)?);
         let accs = self.regs(acc)?;
         let in_place = self.in_place_ok(acc, &accs);
         let scale = match accumulate {
             Some(f) => Some(self.b.int_cast(self.regs(f)?[0], Ty::I32, false)),
             None => None,
         };
-        Ok(vec![Cv::Regs(self.wgmma_issue(t, accs, in_place, scale, WgA::Smem(a0), b0, offs.2, k, dtype)?)])
+        let a = if tiles.a_trans { WgA::SmemT(a0) } else { WgA::Smem(a0) };
+        Ok(vec![Cv::Regs(self.wgmma_issue(t, accs, in_place, scale, a, b0, tiles.b_trans, k, dtype)?)])
     }
 
     /// `acc + a · b` by the warpgroups with `a`'s fragments in registers (`#mma<w×1>`).
@@ -163,7 +169,7 @@ impl Gen<'_> {
         if accs.len() != strips * per {
             return Err(format!("wgmma accumulator has {} registers per thread, not {}", accs.len(), strips * per));
         }
-        let a_tile = SmemTile::new(m, k, es, true);
+        let a_tile = if matches!(a, WgA::SmemT(_)) { SmemTile::new(k, m, es, true) } else { SmemTile::new(m, k, es, true) };
         let b_tile = if b_trans { SmemTile::new(n, k, es, true) } else { SmemTile::new(k, n, es, true) };
         let warpgroup = self.lshr(self.tid, 7)?;
         let regs: Vec<String> = (0..per).map(|i| format!("${i}")).collect();
@@ -218,6 +224,18 @@ impl Gen<'_> {
                         let (ia, ib) = (p + args.len(), p + 1 + args.len());
                         args.extend([da, db]);
                         text += &format!("{mma}, ${ia}, ${ib}, {scale_d}, 1, 1, 0, {tn};\n");
+                    }
+                    WgA::SmemT(a0) => {
+                        // Strip `s` of this warpgroup: rows `64·g + 16·warps_m·s` of `a`, the
+                        // stored columns of one 64-column block (`wgmma_fits`).
+                        let block = if a_tile.blocked() { a_tile.block_bytes() } else { 0 };
+                        let col0 = self.mulc(warpgroup, block)?;
+                        let off = (s as i64 * 16 * warps_m as i64 / 64) * block + ks * 16 * a_tile.row_pitch();
+                        let off = self.addc(self.add(*a0, col0)?, off)?;
+                        let da = self.descriptor(off, nmajor_bits(a_tile))?;
+                        let (ia, ib) = (p + args.len(), p + 1 + args.len());
+                        args.extend([da, db]);
+                        text += &format!("{mma}, ${ia}, ${ib}, {scale_d}, 1, 1, 1, {tn};\n");
                     }
                     WgA::Regs(_) => {
                         let afr = frags.get(&(ks, s)).ok_or("wgmma A fragment missing")?;

@@ -192,12 +192,13 @@ pub enum OpKind {
     /// `mma.sync.m16n8k16`), with swizzled row-major `a: [m, k]` at `a_offset` and `b: [k, n]` at
     /// `b_offset` (plus the i32 byte offset `base` when given: the stage of a pipelined loop); the
     /// accumulator has the `Mma` layout.
-    /// With `b_trans`, `b` is stored as its transpose `[n, k]` (a loaded `k` tile under `trans`).
+    /// With `b_trans`, `b` is stored as its transpose `[n, k]` (a loaded `k` tile under `trans`);
+    /// with `a_trans`, `a` as its transpose `[k, m]` (16-bit elements only).
     /// With `wgmma` (Hopper, see `wgmma_fits`), each warpgroup multiplies its 64 rows with
     /// `wgmma.mma_async` straight from shared memory instead: no `ldmatrix`, no operand registers.
     /// A wgmma may take a fourth operand after both bases, `accumulate: bool`: when false, the
     /// result is `a · b` alone (`scale-d` 0; `defer_wgmma_wait`'s restart of a tile).
-    LocalMma { a_offset: u32, b_offset: u32, k: i64, dtype: DType, b_trans: bool, wgmma: bool },
+    LocalMma { a_offset: u32, b_offset: u32, k: i64, dtype: DType, a_trans: bool, b_trans: bool, wgmma: bool },
     /// `(base: i32, t: tensor, o0: i32, o1: i32) -> ()`: starts an asynchronous copy of the 2-D
     /// window `t[o0.., o1..]` of `shape` into shared memory at `offset + base` (row-major,
     /// swizzled if asked); out-of-range elements become 0. When the tensor's rows are contiguous
@@ -306,7 +307,18 @@ impl OpKind {
 
 pub type LirBody = Body<OpKind, Type>;
 
-/// Whether a `local_mma` (or, with `a_in_regs`, a `reg_mma`) can run as Hopper's
+/// Where the A operand of a tensor-core `dot` is read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmaA {
+    /// A swizzled K-major `[m, k]` tile in shared memory.
+    KMajor,
+    /// A swizzled M-major tile in shared memory: `a`'s transpose `[k, m]` as loaded.
+    MMajor,
+    /// Registers in the accumulator's layout (`reg_mma`).
+    Regs,
+}
+
+/// Whether a `local_mma` (or, with `MmaA::Regs`, a `reg_mma`) can run as Hopper's
 /// `wgmma.mma_async.m64nNk16`, the tensor cores reading the shared-memory operands through
 /// matrix descriptors:
 /// - the accumulator is `#mma<w×1>` with `w` a multiple of 4: each 16-row strip `s` of warp `w`
@@ -316,21 +328,28 @@ pub type LirBody = Body<OpKind, Type>;
 ///   bytes (wgmma's 64B swizzle atoms are `index::SmemTile`'s swizzle) or of a multiple of 128
 ///   bytes in a multiple of 8 rows (its 128-byte column blocks are stacks of 128B swizzle atoms,
 ///   each block starting on a 1024-byte boundary);
-/// - an N-major `b: [k, n]` has `n` a multiple of 64 (whole 128-byte column blocks);
+/// - an N-major `b: [k, n]` has `n` a multiple of 64 (whole 128-byte column blocks), and so has
+///   an M-major `a` (stored `[k, m]`) its `m`: each warpgroup's 64 rows are one column block;
 /// - `n` is at most 256 and every tile starts on a 1024-byte boundary (descriptor base offset 0).
 #[allow(clippy::too_many_arguments)]
-pub fn wgmma_fits(m: i64, n: i64, layout: Option<Layout>, k: i64, dtype: DType, b_trans: bool, a_in_regs: bool, offsets: &[u32]) -> bool {
+pub fn wgmma_fits(m: i64, n: i64, layout: Option<Layout>, k: i64, dtype: DType, a: MmaA, b_trans: bool, offsets: &[u32]) -> bool {
     let Some(Layout::Mma { warps_m, warps_n: 1 }) = layout else { return false };
     let es = dtype.size() as i64;
     let k_major_ok = |rows: i64| matches!(k * es, 64) || (k * es) % 128 == 0 && rows % 8 == 0;
-    let b_ok = if b_trans { n % 8 == 0 && k_major_ok(n) } else { n % 64 == 0 && k % 8 == 0 };
+    let mn_major_ok = |cols: i64| cols % 64 == 0 && k % 8 == 0;
+    let b_ok = if b_trans { n % 8 == 0 && k_major_ok(n) } else { mn_major_ok(n) };
+    let a_ok = match a {
+        MmaA::KMajor => k_major_ok(m),
+        MmaA::MMajor => mn_major_ok(m),
+        MmaA::Regs => true,
+    };
     matches!(dtype, DType::BF16 | DType::F16)
         && warps_m.is_multiple_of(4)
         && m % (16 * warps_m as i64) == 0
         && k % 16 == 0
         && n <= 256
         && b_ok
-        && (a_in_regs || k_major_ok(m))
+        && a_ok
         && offsets.iter().all(|o| o % 1024 == 0)
 }
 

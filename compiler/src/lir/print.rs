@@ -62,8 +62,9 @@ fn print_op(k: &Kernel, op: Op, depth: usize, num: &mut Numbering, out: &mut Str
             Some(format!("@{offset} {dtype}[{}] axis {axis}", src_shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")))
         }
         OpKind::LocalDot { a_offset, b_offset, k, dtype } => Some(format!("@{a_offset} @{b_offset} k {k} {dtype}")),
-        OpKind::LocalMma { a_offset, b_offset, k, dtype, b_trans, wgmma } => Some(format!(
-            "@{a_offset} @{b_offset}{} k {k} {dtype}{}",
+        OpKind::LocalMma { a_offset, b_offset, k, dtype, a_trans, b_trans, wgmma } => Some(format!(
+            "@{a_offset}{} @{b_offset}{} k {k} {dtype}{}",
+            if *a_trans { " trans" } else { "" },
             if *b_trans { " trans" } else { "" },
             if *wgmma { " wgmma" } else { "" }
         )),

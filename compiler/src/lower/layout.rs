@@ -64,10 +64,13 @@ pub fn dot_uses_mma(body: &TirBody, a: Value, b: Value, result: Value, warps: u3
 fn wgmma_shape(body: &TirBody, a: Value, shape: &[i64], warps: u32) -> bool {
     let at = body.ty(a);
     let rows = Some(Layout::Mma { warps_m: warps, warps_n: 1 });
-    // Whether `b` is read transposed is decided at lowering: either way may fit.
-    [false, true]
-        .into_iter()
-        .any(|b_trans| crate::lir::wgmma_fits(shape[0], shape[1], rows, at.shape()[1], at.dtype(), b_trans, false, &[]))
+    // How the operands are stored is decided at lowering: any way may fit.
+    let a_ways = [crate::lir::MmaA::KMajor, crate::lir::MmaA::MMajor];
+    a_ways.into_iter().any(|a| {
+        [false, true]
+            .into_iter()
+            .any(|b_trans| crate::lir::wgmma_fits(shape[0], shape[1], rows, at.shape()[1], at.dtype(), a, b_trans, &[]))
+    })
 }
 
 /// Whether `v` is computed, through elementwise ops only, from the result of a tensor-core dot.

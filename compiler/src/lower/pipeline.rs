@@ -76,8 +76,9 @@ pub(super) struct Fusion {
 impl Cx<'_> {
     /// Loads of `blk` that can be copied asynchronously into a tensor-core `dot`'s operands: an
     /// operand may be a load, or a reshape of an N-D load that merges its leading dimensions (a
-    /// `[WX, WY, D]` window used as `[WX·WY, D]`), and operand `b` may also be `trans` of
-    /// either: copied as loaded, read transposed by `ldmatrix`.
+    /// `[WX, WY, D]` window used as `[WX·WY, D]`), and either operand may also be `trans` of
+    /// either (`a` only of 16-bit elements): copied as loaded, read transposed by `ldmatrix` or
+    /// `wgmma`.
     pub(super) fn fusable_loads(&self, blk: Block) -> Vec<Fusion> {
         let mut out = vec![];
         for &op in &self.src.block(blk).ops {
@@ -85,10 +86,13 @@ impl Cx<'_> {
             if d.kind != OpKind::Dot || !matches!(self.layouts.get(&d.results[0]), Some(Layout::Mma { .. })) {
                 continue;
             }
+            // A transposed `a` is read by `ldmatrix.trans` (16-bit elements) or by `wgmma`'s
+            // M-major descriptors (16-bit only too).
+            let a_16bit = matches!(self.src.ty(d.operands[0]).dtype(), DType::BF16 | DType::F16);
             for (i, &x) in d.operands[..2].iter().enumerate() {
                 if let Some((load, chain)) = self.fused_source(x, blk) {
                     out.push(Fusion { operand: x, load, trans: false, chain, invariant: false });
-                } else if i == 1
+                } else if (i == 1 || a_16bit)
                     && let Some(p) = self.def_in(x, blk)
                     && self.src.op(p).kind == OpKind::Permute(vec![1, 0])
                     && self.uses.get(&x).copied().unwrap_or(0) == 1
@@ -128,7 +132,7 @@ impl Cx<'_> {
         let (Some(&k), Some(&m), Some(&n)) = (at.shape().get(1), rt.shape().first(), rt.shape().get(1)) else { return false };
         // `b` is read transposed when it is `trans` of a load of the body (fused as such).
         let b_trans = self.def_in(d.operands[1], body).is_some_and(|p| self.src.op(p).kind == OpKind::Permute(vec![1, 0]));
-        lir::wgmma_fits(m, n, Some(layout), k, at.dtype(), b_trans, false, &[])
+        lir::wgmma_fits(m, n, Some(layout), k, at.dtype(), lir::MmaA::KMajor, b_trans, &[])
     }
 
     /// The op defining `v` if it is in block `blk`.
@@ -491,7 +495,9 @@ impl Cx<'_> {
             d.operands[..2].iter().map(|o| self.fused.get(o).is_some_and(|f| self.invariant.contains(&f.0))).collect();
         let fused_loads: Vec<Value> =
             d.operands[..2].iter().zip(&invariant).filter(|(_, inv)| !**inv).filter_map(|(o, _)| self.fused.get(o).map(|f| f.0)).collect();
+        let a_trans = self.fused.get(&d.operands[0]).is_some_and(|f| f.1);
         let b_trans = self.fused.get(&d.operands[1]).is_some_and(|f| f.1);
+        let a_smem = if a_trans { lir::MmaA::MMajor } else { lir::MmaA::KMajor };
         let stages = self.stages.max(1) as i64;
         let pipelined = match &lc {
             Some(lc) if stages > 1 && !fused_loads.is_empty() => self.loads_clonable(&fused_loads, lc),
@@ -512,7 +518,7 @@ impl Cx<'_> {
         // descriptor (as a wgmma register operand, ptxas 12.8 reuses its registers after the
         // first iteration as if the wgmma had consumed them: wrong results from the second on).
         let (m, n) = (rty.shape()[0], rty.shape()[1]);
-        let hopper = self.target == crate::Target::Sm90a && lir::wgmma_fits(m, n, rty.layout(), k, dtype, b_trans, false, &[]);
+        let hopper = self.target == crate::Target::Sm90a && lir::wgmma_fits(m, n, rty.layout(), k, dtype, a_smem, b_trans, &[]);
         let mut a_reg = None;
         if let (Some(lc), Some(Layout::Mma { warps_m, warps_n: 1 })) = (&lc, rty.layout())
             && !hopper
@@ -723,7 +729,8 @@ impl Cx<'_> {
                 Some(a) => a,
                 None => self.v(d.operands[0])?,
             };
-            let wgmma = self.target == crate::Target::Sm90a && lir::wgmma_fits(m, n, rty.layout(), k, dtype, b_trans, true, &offsets[1..]);
+            let wgmma = self.target == crate::Target::Sm90a
+                && lir::wgmma_fits(m, n, rty.layout(), k, dtype, lir::MmaA::Regs, b_trans, &offsets[1..]);
             let kind = lir::OpKind::RegMma { b_offset: offsets[1], k, dtype, b_trans, wgmma };
             let mop = self.dst.append(dst, kind, vec![acc, a, bases[1]], vec![rty.clone()], vec![], span);
             if wgmma {
@@ -732,8 +739,8 @@ impl Cx<'_> {
             }
             mop
         } else {
-            let wgmma = self.target == crate::Target::Sm90a && lir::wgmma_fits(m, n, rty.layout(), k, dtype, b_trans, false, &offsets);
-            let kind = lir::OpKind::LocalMma { a_offset: offsets[0], b_offset: offsets[1], k, dtype, b_trans, wgmma };
+            let wgmma = self.target == crate::Target::Sm90a && lir::wgmma_fits(m, n, rty.layout(), k, dtype, a_smem, b_trans, &offsets);
+            let kind = lir::OpKind::LocalMma { a_offset: offsets[0], b_offset: offsets[1], k, dtype, a_trans, b_trans, wgmma };
             let mop = self.dst.append(dst, kind, vec![acc, bases[0], bases[1]], vec![rty.clone()], vec![], span);
             if wgmma {
                 if let Some(at) = mma_at {
