@@ -400,6 +400,51 @@ pub const CASES: &[Case] = &[
             &[("dk", P), ("dv", P)],
         )
     },
+    // The default blocks (two warpgroups of wgmma), causal and not, S not a multiple of them.
+    Case {
+        kernel: Some("attention_bwd_dkdv"),
+        ..c(
+            "attention_bwd_dkdv S200 D64 defaults",
+            "attention_bwd.tile",
+            &[],
+            &[("B", 1), ("H", 2), ("S", 200)],
+            &[("scale", 0.125)],
+            &[("dk", P), ("dv", P)],
+        )
+    },
+    Case {
+        kernel: Some("attention_bwd_dkdv"),
+        ..c(
+            "attention_bwd_dkdv S200 D128 causal defaults",
+            "attention_bwd.tile",
+            &[("D", i(128)), ("CAUSAL", ConstValue::Bool(true))],
+            &[("B", 1), ("H", 1), ("S", 200)],
+            &[("scale", 0.088)],
+            &[("dk", P), ("dv", P)],
+        )
+    },
+    Case {
+        kernel: Some("attention_bwd_dq"),
+        ..c(
+            "attention_bwd_dq S200 D64 defaults",
+            "attention_bwd.tile",
+            &[],
+            &[("B", 1), ("H", 2), ("S", 200)],
+            &[("scale", 0.125)],
+            &[("dq", P)],
+        )
+    },
+    Case {
+        kernel: Some("attention_bwd_dq"),
+        ..c(
+            "attention_bwd_dq S200 D128 causal defaults",
+            "attention_bwd.tile",
+            &[("D", i(128)), ("CAUSAL", ConstValue::Bool(true))],
+            &[("B", 1), ("H", 1), ("S", 200)],
+            &[("scale", 0.088)],
+            &[("dq", P)],
+        )
+    },
     Case {
         kernel: Some("attention_bwd_dq"),
         ..c("attention_bwd_dq S77 D64", "attention_bwd.tile", ATT_BWD, &[("B", 1), ("H", 2), ("S", 77)], &[("scale", 0.125)], &[("dq", P)])

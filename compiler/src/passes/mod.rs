@@ -2,6 +2,7 @@
 //! the verifier runs after each one when `Options::verify` is on (tests and debug builds).
 
 mod dce;
+mod dot_acc;
 
 use crate::diag::Diagnostic;
 use crate::{Options, tir};
@@ -13,8 +14,10 @@ pub struct Pass {
 }
 
 /// The pipeline, in order.
-/// - `dce` removes what sema emitted but nothing uses (dimension symbols, folded constants).
-pub const PIPELINE: &[Pass] = &[Pass { name: "dce", run: dce::run }];
+/// - `dot_acc` turns `x + dot(a, b)` into `dot(a, b, x)` (accumulating in `x`'s registers).
+/// - `dce` removes what sema emitted but nothing uses (dimension symbols, folded constants, the
+///   products `dot_acc` replaced).
+pub const PIPELINE: &[Pass] = &[Pass { name: "dot_acc", run: dot_acc::run }, Pass { name: "dce", run: dce::run }];
 
 /// Runs the tile-IR pass pipeline on one kernel.
 pub fn run_pipeline(k: &mut tir::Kernel, opts: &Options) -> Result<(), Diagnostic> {
