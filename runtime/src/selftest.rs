@@ -45,6 +45,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("na1d.tile", include_str!("../../examples/na1d.tile")),
     ("na2d.tile", include_str!("../../examples/na2d.tile")),
     ("na2d_stream.tile", include_str!("../../examples/na2d_stream.tile")),
+    ("na2d_bwd.tile", include_str!("../../examples/na2d_bwd.tile")),
     ("spmm_csr.tile", include_str!("../../examples/spmm_csr.tile")),
     ("gat.tile", include_str!("../../examples/gat.tile")),
     ("rgcn.tile", include_str!("../../examples/rgcn.tile")),
@@ -583,6 +584,37 @@ pub const CASES: &[Case] = &[
     ),
     // The streaming kernel: the window in bands (the last band past the patch), partial query
     // patches on both edges, bands with no key of some queries' windows.
+    // NA-2D backward: partial patches on both axes, the smallest extents. dK and dV are f32
+    // sums of atomic adds of terms the GPU rounds to bf16 (its probabilities come from
+    // `ex2.approx`): two bf16 steps of the interpreter's value, plus 0.01.
+    Case {
+        kernel: Some("na2d_bwd_dq"),
+        ..c("na2d_bwd_dq 11x20 KS7", "na2d_bwd.tile", &[], &[("B", 1), ("H", 2), ("X", 11), ("Y", 20)], &[("scale", 0.125)], &[("dq", P)])
+    },
+    Case {
+        kernel: Some("na2d_bwd_dkdv"),
+        tols: &[("*", Tol::Ulps { ulps: 131072.0, atol: 0.01 })],
+        ..c(
+            "na2d_bwd_dkdv 11x20 KS7",
+            "na2d_bwd.tile",
+            &[],
+            &[("B", 1), ("H", 2), ("X", 11), ("Y", 20)],
+            &[("scale", 0.125)],
+            &[("dk", A), ("dv", A)],
+        )
+    },
+    Case {
+        kernel: Some("na2d_bwd_dkdv"),
+        tols: &[("*", Tol::Ulps { ulps: 131072.0, atol: 0.01 })],
+        ..c(
+            "na2d_bwd_dkdv X=Y=KS=7",
+            "na2d_bwd.tile",
+            &[],
+            &[("B", 1), ("H", 1), ("X", 7), ("Y", 7)],
+            &[("scale", 0.125)],
+            &[("dk", A), ("dv", A)],
+        )
+    },
     c("na2d_stream 20x23 KS13", "na2d_stream.tile", &[], &[("B", 1), ("H", 2), ("X", 20), ("Y", 23)], &[("scale", 0.125)], &[("o", P)]),
     c(
         "na2d_stream 17x30 KS7 DIL2 RX4",

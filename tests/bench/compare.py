@@ -575,6 +575,55 @@ def natten_part():
                     {"scale": 1.0 / math.sqrt(D)}, "o", (B, Hh, N, D), ref, flops=fl,
                     consts={"KS": ks, "D": D, "WX": 4 + ks - 1, "WY": 1 << (16 + ks - 2).bit_length()})
         del q, k, v, ref, dense
+        natten2d_backward(flex, bm, B, Hh, X, Y, D, ks)
+
+
+def natten2d_backward(flex, bm, B, Hh, X, Y, D, ks):
+    """NA-2D backward (`na2d_bwd.tile`: dQ, and dK/dV added atomically in f32) against compiled
+    FlexAttention's backward with the same block mask; the time is the sum of the two kernels'."""
+    case = f"2D backward B{B} heads{Hh} {X}x{Y} D{D} k{ks}"
+    N = X * Y
+    q, k, v = (torch.randn(B, Hh, N, D, device=dev, dtype=torch.bfloat16).requires_grad_(True) for _ in range(3))
+    o = flex(q, k, v, block_mask=bm)
+    dout = torch.randn_like(o)
+    refs = torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)
+    # dQ, dK, dV: four products over the window against the forward's two.
+    fl = 2.5 * 4 * B * Hh * N * ks * ks * D
+    rec("natten", case, "flex_attention (compiled) backward", bench(lambda: torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)), flops=fl)
+    shape5 = (B, Hh, X, Y, D)
+    files = {n: save(t.detach().reshape(shape5), case_id(case) + "-" + n) for n, t in [("q", q), ("k", k), ("v", v), ("dout", dout)]}
+    files["zeros"] = save(torch.zeros(shape5, device=dev), case_id(case) + "-zeros")
+    out = lambda n: os.path.join(TMP, case_id(case) + "-" + n + ".npy")  # noqa: E731
+    # 2x8 queries with an 8x16 key patch cover k7; k13 takes 4x4 queries and a 16x16 patch.
+    cfg = ["--const", f"KS={ks}", "--const", f"D={D}"]
+    if ks > 7:
+        cfg += ["--const", "TX=4", "--const", "TY=4", "--const", "WX=16", "--const", "WY=16"]
+    path = os.path.join(ROOT, "examples", "na2d_bwd.tile")
+    for codegen in CODEGENS:
+        impl = "tessera na2d_bwd" + (f" [{codegen}]" if len(CODEGENS) > 1 else "")
+        total, notes, failed = 0.0, [], None
+        for kernel, args_, outs in [("na2d_bwd_dq", ["q", "k", "v", "dout"], ["dq"]),
+                                    ("na2d_bwd_dkdv", ["q", "k", "v", "dout", "dk=zeros", "dv=zeros"], ["dk", "dv"])]:
+            cmd = ["bench", path, "--kernel", kernel, "--json", "--codegen", codegen, "--arg", f"scale={1.0 / math.sqrt(D)}"] + cfg
+            for a in args_:
+                name, _, src = a.partition("=")
+                cmd += ["--arg", f"{name}={files[src or name]}"]
+            cmd += [x for n in outs for x in ("--out", f"{n}={out(n)}")]
+            code, so, err, _ = tessera(cmd, {"TESSERA_CACHE_DIR": os.path.join(TMP, "bench-cache")})
+            if code != 0:
+                failed = f"{kernel}: " + first_line(err)
+                break
+            r = json.loads(so.strip().splitlines()[-1])
+            total += r["timing"]["median_ms"]
+            notes.append(f"{kernel.replace('na2d_', '')} {r['timing']['median_ms']:.3f} ms {r['registers']} regs")
+        if failed:
+            rec("natten", case, impl, None, note="tessera bench failed: " + failed, anchor=False)
+            continue
+        errs = [f"{n} {relerr(torch.from_numpy(np.load(out(n))).to(dev).reshape(ref.shape).to(ref.dtype), ref):.1e}"
+                for n, ref in zip(["dq", "dk", "dv"], refs)]
+        wrong = any(not (float(e.split()[1]) < 3e-2) for e in errs)
+        rec("natten", case, impl, total, fl, None, "relerr " + ", ".join(errs) + (" WRONG (tolerance 3e-02)" if wrong else "") + "; " + "; ".join(notes), anchor=False)
+    del q, k, v, o, dout, refs
 
 
 def graph_part():

@@ -302,6 +302,75 @@ fn na2d_matches_reference() {
     }
 }
 
+/// 2-D neighborhood attention backward (`na2d_bwd.tile`: dQ stored, dK and dV added atomically
+/// into f32) against the gradients of the f64 reference above: partial patches on both axes,
+/// the smallest legal extents, dilation 2, a larger kernel on larger patches. 1% relative plus
+/// 0.5% of the largest magnitude (the bf16 probabilities and dS feeding the products).
+#[test]
+fn na2d_backward_matches_reference() {
+    // (B, H, X, Y, D, KS, DIL, TX, TY, WX, WY)
+    let cases = [
+        (1, 2, 11, 20, 64, 7, 1, 2, 8, 8, 16),
+        (1, 1, 7, 7, 32, 7, 1, 2, 8, 8, 16),
+        (1, 1, 13, 10, 32, 3, 2, 2, 8, 8, 16),
+        (1, 1, 14, 14, 32, 9, 1, 2, 8, 16, 16),
+    ];
+    for (bsz, heads, x, y, d, ks, dil, tx, ty, wx, wy) in cases {
+        let o = opts(&[("KS", ks as i64), ("DIL", dil as i64), ("TX", tx), ("TY", ty), ("WX", wx), ("WY", wy), ("D", d as i64)]);
+        let kernels = compile_example("na2d_bwd.tile", &o);
+        let shape = [bsz, heads, x, y, d];
+        let mut rng = Rng::new(41 + (x * y) as u64);
+        let [q, k, v, dout] = std::array::from_fn(|_| random_tensor(DType::BF16, &shape, &mut rng));
+        let scale = 0.3;
+        let t = |a: &HostTensor| Arg::Tensor(a.clone());
+        let dq =
+            interp(&kernels[0], vec![t(&q), t(&k), t(&v), t(&dout), t(&poisoned(DType::BF16, &shape)), Arg::Scalar(Scalar::Float(scale))]);
+        let zeros = HostTensor::zeros(DType::F32, &shape);
+        let dkdv = interp(&kernels[1], vec![t(&q), t(&k), t(&v), t(&dout), t(&zeros), t(&zeros), Arg::Scalar(Scalar::Float(scale))]);
+        let (qf, kf, vf, gf) = (q.to_f64_vec(), k.to_f64_vec(), v.to_f64_vec(), dout.to_f64_vec());
+        let (mut want_dq, mut want_dk, mut want_dv) = (vec![0.0; qf.len()], vec![0.0; qf.len()], vec![0.0; qf.len()]);
+        let n = x * y * d;
+        for bh in 0..bsz * heads {
+            let row = |f: &[f64], r: usize| f[bh * n + r * d..bh * n + (r + 1) * d].to_vec();
+            for i in 0..x {
+                for j in 0..y {
+                    let me = i * y + j;
+                    let keys: Vec<usize> = natten_window(i, x, ks, dil)
+                        .into_iter()
+                        .flat_map(|ki| natten_window(j, y, ks, dil).into_iter().map(move |kj| ki * y + kj))
+                        .collect();
+                    let (qr, gr) = (row(&qf, me), row(&gf, me));
+                    let sc: Vec<f64> =
+                        keys.iter().map(|&kk| scale * row(&kf, kk).iter().zip(&qr).map(|(a, b)| a * b).sum::<f64>()).collect();
+                    let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = sc.iter().map(|s| (s - mx).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    let p: Vec<f64> = e.iter().map(|s| s / z).collect();
+                    let dp: Vec<f64> = keys.iter().map(|&kk| row(&vf, kk).iter().zip(&gr).map(|(a, b)| a * b).sum()).collect();
+                    let dlt: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+                    for (jj, &kk) in keys.iter().enumerate() {
+                        let ds = p[jj] * (dp[jj] - dlt);
+                        let krow = row(&kf, kk);
+                        for c in 0..d {
+                            want_dq[bh * n + me * d + c] += scale * ds * krow[c];
+                            want_dk[bh * n + kk * d + c] += scale * ds * qr[c];
+                            want_dv[bh * n + kk * d + c] += p[jj] * gr[c];
+                        }
+                    }
+                }
+            }
+        }
+        let name = format!("na2d_bwd B{bsz} H{heads} X{x} Y{y} D{d} KS{ks} DIL{dil}");
+        let check = |what: &str, got: &HostTensor, want: &[f64]| {
+            let big = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            assert_close(&format!("{name} {what}"), got, want, 1e-2, 5e-3 * big);
+        };
+        check("dq", tensor(&dq[4]), &want_dq);
+        check("dk", tensor(&dkdv[4]), &want_dk);
+        check("dv", tensor(&dkdv[5]), &want_dv);
+    }
+}
+
 /// f32 layer norm against a two-pass f64 reference. Relative 1e-5 with an absolute floor of
 /// 1e-5: the output `x̂·w + b` can cancel to near zero, where f32 rounding of `x̂·w` (|x̂| up to
 /// about √C) leaves an absolute error of a few 1e-6. C = 1 (variance 0, output = b) included.
