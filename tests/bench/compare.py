@@ -583,6 +583,10 @@ def natten2d_backward(flex, bm, B, Hh, X, Y, D, ks):
     FlexAttention's backward with the same block mask; the time is the sum of the two kernels'."""
     case = f"2D backward B{B} heads{Hh} {X}x{Y} D{D} k{ks}"
     N = X * Y
+    # The compiled backward is timed over one graph, kept between runs (`retain_graph`), which
+    # donated buffers forbid.
+    import torch._functorch.config
+    torch._functorch.config.donated_buffer = False
     q, k, v = (torch.randn(B, Hh, N, D, device=dev, dtype=torch.bfloat16).requires_grad_(True) for _ in range(3))
     o = flex(q, k, v, block_mask=bm)
     dout = torch.randn_like(o)
