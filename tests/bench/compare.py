@@ -598,10 +598,10 @@ def natten2d_backward(flex, bm, B, Hh, X, Y, D, ks):
     files = {n: save(t.detach().reshape(shape5), case_id(case) + "-" + n) for n, t in [("q", q), ("k", k), ("v", v), ("dout", dout)]}
     files["zeros"] = save(torch.zeros(shape5, device=dev), case_id(case) + "-zeros")
     out = lambda n: os.path.join(TMP, case_id(case) + "-" + n + ".npy")  # noqa: E731
-    # 2x8 queries with an 8x16 key patch cover k7; k13 takes 4x4 queries and a 16x16 patch.
+    # 2x8 queries with an 8x16 key patch cover k7; k13 takes 4x4 queries, a 16x16 patch, 8 warps.
     cfg = ["--const", f"KS={ks}", "--const", f"D={D}"]
     if ks > 7:
-        cfg += ["--const", "TX=4", "--const", "TY=4", "--const", "WX=16", "--const", "WY=16"]
+        cfg += ["--const", "TX=4", "--const", "TY=4", "--const", "WX=16", "--const", "WY=16", "--warps", "8"]
     path = os.path.join(ROOT, "examples", "na2d_bwd.tile")
     for codegen in CODEGENS:
         impl = "tessera na2d_bwd" + (f" [{codegen}]" if len(CODEGENS) > 1 else "")
