@@ -408,6 +408,30 @@ def attention_part():
         del q, k, v, ref
 
 
+def bench_steps(path, codegen, steps, arg_file, out, prefix, timed=lambda kernel: True):
+    """`tessera bench` of several kernels of one file in order: each step is `(kernel, inputs,
+    outputs, extra arguments)`, an input `NAME` or `NAME=SOURCE` read from `arg_file(SOURCE or
+    NAME)`, each output saved after the first launch to `out(NAME)` for the steps after it.
+    Returns `(total ms of the timed kernels, a note per kernel, None)`, or `(None, notes, why)`
+    when a step failed."""
+    total, notes = 0.0, []
+    for kernel, ins, outs, extra in steps:
+        cmd = ["bench", path, "--kernel", kernel, "--json", "--codegen", codegen] + extra
+        for a in ins:
+            name, _, src = a.partition("=")
+            cmd += ["--arg", f"{name}={arg_file(src or name)}"]
+        cmd += [x for n in outs for x in ("--out", f"{n}={out(n)}")]
+        code, so, err, _ = tessera(cmd, {"TESSERA_CACHE_DIR": os.path.join(TMP, "bench-cache")})
+        if code != 0:
+            return None, notes, f"{kernel}: " + first_line(err)
+        r = json.loads(so.strip().splitlines()[-1])
+        ms = r["timing"]["median_ms"]
+        notes.append(f"{kernel.removeprefix(prefix)} {ms:.3f} ms {r['registers']} regs")
+        if timed(kernel):
+            total += ms
+    return total, notes, None
+
+
 def training_part():
     """Attention backward (`attention_bwd.tile`: delta, dK/dV and dQ kernels, from the log-sum-exp
     its training forward saves) against cuDNN's SDPA backward; the time is the sum of the three
@@ -439,22 +463,8 @@ def training_part():
                 ("attention_bwd_dkdv", ["q", "k", "v", "dout", "lse", "delta"], ["dk", "dv"], consts + scale),
                 ("attention_bwd_dq", ["q", "k", "v", "dout", "lse", "delta"], ["dq"], consts + scale),
             ]
-            total, notes, failed = 0.0, [], None
-            for kernel, ins, outs, extra in steps:
-                cmd = ["bench", path, "--kernel", kernel, "--json", "--codegen", codegen] + extra
-                for n in ins:
-                    cmd += ["--arg", f"{n}={files.get(n) or out(n)}"]
-                for n in outs:
-                    cmd += ["--out", f"{n}={out(n)}"]
-                code, so, err, _ = tessera(cmd, {"TESSERA_CACHE_DIR": os.path.join(TMP, "bench-cache")})
-                if code != 0:
-                    failed = f"{kernel}: " + first_line(err)
-                    break
-                r = json.loads(so.strip().splitlines()[-1])
-                ms = r["timing"]["median_ms"]
-                notes.append(f"{kernel.replace('attention_', '')} {ms:.3f} ms {r['registers']} regs")
-                if kernel != "attention_fwd":
-                    total += ms
+            total, notes, failed = bench_steps(path, codegen, steps, lambda n: files.get(n) or out(n), out, "attention_",
+                                               timed=lambda kernel: kernel != "attention_fwd")
             if failed:
                 rec("training", case, impl, None, note="tessera bench failed: " + failed, anchor=False)
                 continue
@@ -486,19 +496,9 @@ def linear_training(n):
     out = lambda nm: os.path.join(TMP, case_id(case) + "-" + nm + ".npy")  # noqa: E731
     for codegen in CODEGENS:
         impl = "tessera linear_bwd" + (f" [{codegen}]" if len(CODEGENS) > 1 else "")
-        total, notes, failed = 0.0, [], None
-        for kernel, ins, outs in [("linear_bwd_dz", ["z", "dy", "dbias"], ["dz"]), ("linear_bwd_dx", ["w", "dz"], ["dx"]),
-                                  ("linear_bwd_dw", ["x", "dz"], ["dw"])]:
-            cmd = ["bench", path, "--kernel", kernel, "--json", "--codegen", codegen]
-            cmd += [a for nm in ins for a in ("--arg", f"{nm}={files.get(nm) or out(nm)}")]
-            cmd += [a for nm in outs for a in ("--out", f"{nm}={out(nm)}")]
-            code, so, err, _ = tessera(cmd, {"TESSERA_CACHE_DIR": os.path.join(TMP, "bench-cache")})
-            if code != 0:
-                failed = f"{kernel}: " + first_line(err)
-                break
-            r = json.loads(so.strip().splitlines()[-1])
-            total += r["timing"]["median_ms"]
-            notes.append(f"{kernel.replace('linear_', '')} {r['timing']['median_ms']:.3f} ms {r['registers']} regs")
+        steps = [("linear_bwd_dz", ["z", "dy", "dbias"], ["dz"], []), ("linear_bwd_dx", ["w", "dz"], ["dx"], []),
+                 ("linear_bwd_dw", ["x", "dz"], ["dw"], [])]
+        total, notes, failed = bench_steps(path, codegen, steps, lambda nm: files.get(nm) or out(nm), out, "linear_")
         if failed:
             rec("training", case, impl, None, note="tessera bench failed: " + failed, anchor=False)
             continue
@@ -605,21 +605,10 @@ def natten2d_backward(flex, bm, B, Hh, X, Y, D, ks):
     path = os.path.join(ROOT, "examples", "na2d_bwd.tile")
     for codegen in CODEGENS:
         impl = "tessera na2d_bwd" + (f" [{codegen}]" if len(CODEGENS) > 1 else "")
-        total, notes, failed = 0.0, [], None
-        for kernel, args_, outs in [("na2d_bwd_dq", ["q", "k", "v", "dout"], ["dq"]),
-                                    ("na2d_bwd_dkdv", ["q", "k", "v", "dout", "dk=zeros", "dv=zeros"], ["dk", "dv"])]:
-            cmd = ["bench", path, "--kernel", kernel, "--json", "--codegen", codegen, "--arg", f"scale={1.0 / math.sqrt(D)}"] + cfg
-            for a in args_:
-                name, _, src = a.partition("=")
-                cmd += ["--arg", f"{name}={files[src or name]}"]
-            cmd += [x for n in outs for x in ("--out", f"{n}={out(n)}")]
-            code, so, err, _ = tessera(cmd, {"TESSERA_CACHE_DIR": os.path.join(TMP, "bench-cache")})
-            if code != 0:
-                failed = f"{kernel}: " + first_line(err)
-                break
-            r = json.loads(so.strip().splitlines()[-1])
-            total += r["timing"]["median_ms"]
-            notes.append(f"{kernel.replace('na2d_', '')} {r['timing']['median_ms']:.3f} ms {r['registers']} regs")
+        extra = ["--arg", f"scale={1.0 / math.sqrt(D)}"] + cfg
+        steps = [("na2d_bwd_dq", ["q", "k", "v", "dout"], ["dq"], extra),
+                 ("na2d_bwd_dkdv", ["q", "k", "v", "dout", "dk=zeros", "dv=zeros"], ["dk", "dv"], extra)]
+        total, notes, failed = bench_steps(path, codegen, steps, lambda n: files[n], out, "na2d_")
         if failed:
             rec("natten", case, impl, None, note="tessera bench failed: " + failed, anchor=False)
             continue

@@ -8,14 +8,7 @@ use crate::tir::{Kernel, OpKind};
 
 pub fn run(k: &mut Kernel) {
     loop {
-        let mut uses = vec![0u32; k.body.values.len()];
-        let mut live_ops = vec![];
-        k.body.walk(k.body.entry, &mut |op| live_ops.push(op));
-        for &op in &live_ops {
-            for &o in &k.body.op(op).operands {
-                uses[o.index()] += 1;
-            }
-        }
+        let (live_ops, uses) = super::live_ops_and_uses(k);
         let blocks: Vec<Block> = (0..k.body.blocks.len() as u32).map(Block).collect();
         for b in blocks {
             let ops = std::mem::take(&mut k.body.blocks[b.index()].ops);

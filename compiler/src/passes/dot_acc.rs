@@ -10,14 +10,7 @@ use crate::ir::{Op, Value, ValueDef};
 use crate::tir::{BinaryOp, Kernel, Lit, OpKind};
 
 pub fn run(k: &mut Kernel) {
-    let mut uses = vec![0u32; k.body.values.len()];
-    let mut ops = vec![];
-    k.body.walk(k.body.entry, &mut |op| ops.push(op));
-    for &op in &ops {
-        for &o in &k.body.op(op).operands {
-            uses[o.index()] += 1;
-        }
-    }
+    let (ops, uses) = super::live_ops_and_uses(k);
     // The block each op is in.
     let mut block_of = vec![None; k.body.ops.len()];
     for (b, data) in k.body.blocks.iter().enumerate() {

@@ -19,6 +19,20 @@ pub struct Pass {
 ///   products `dot_acc` replaced).
 pub const PIPELINE: &[Pass] = &[Pass { name: "dot_acc", run: dot_acc::run }, Pass { name: "dce", run: dce::run }];
 
+/// The ops reachable from the kernel's entry, in program order, and how many operands of them
+/// name each value (indexed by value).
+fn live_ops_and_uses(k: &tir::Kernel) -> (Vec<crate::ir::Op>, Vec<u32>) {
+    let mut ops = vec![];
+    k.body.walk(k.body.entry, &mut |op| ops.push(op));
+    let mut uses = vec![0u32; k.body.values.len()];
+    for &op in &ops {
+        for &o in &k.body.op(op).operands {
+            uses[o.index()] += 1;
+        }
+    }
+    (ops, uses)
+}
+
 /// Runs the tile-IR pass pipeline on one kernel.
 pub fn run_pipeline(k: &mut tir::Kernel, opts: &Options) -> Result<(), Diagnostic> {
     run_pipeline_observed(k, opts, &mut |_, _| {})
