@@ -48,6 +48,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("na2d_bwd.tile", include_str!("../../examples/na2d_bwd.tile")),
     ("spmm_csr.tile", include_str!("../../examples/spmm_csr.tile")),
     ("gat.tile", include_str!("../../examples/gat.tile")),
+    ("rgat.tile", include_str!("../../examples/rgat.tile")),
     ("rgcn.tile", include_str!("../../examples/rgcn.tile")),
     ("embedding_bag_bwd.tile", include_str!("../../examples/embedding_bag_bwd.tile")),
     ("ops/math.tile", include_str!("../../tests/ops/math.tile")),
@@ -652,6 +653,28 @@ pub const CASES: &[Case] = &[
     Case {
         generate: Some(gen_gat),
         ..c("gat N1 E1 H8 F16", "gat.tile", &[], &[("N", 1), ("E", 1), ("H", 8), ("F", 16)], &[("slope", 0.2)], &[("out", P)])
+    },
+    Case {
+        generate: Some(gen_rgat),
+        ..c(
+            "rgat N50 E300 R3 H3 F10",
+            "rgat.tile",
+            &[],
+            &[("N", 50), ("E", 300), ("R", 3), ("H", 3), ("F", 10)],
+            &[("slope", 0.2)],
+            &[("out", P)],
+        )
+    },
+    Case {
+        generate: Some(gen_rgat),
+        ..c(
+            "rgat N1 E1 R1 H8 F16",
+            "rgat.tile",
+            &[],
+            &[("N", 1), ("E", 1), ("R", 1), ("H", 8), ("F", 16)],
+            &[("slope", 0.2)],
+            &[("out", P)],
+        )
     },
     Case {
         generate: Some(gen_spmm),
@@ -1270,6 +1293,17 @@ pub fn gen_gat(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static str, HostTe
     let n = size(sizes, "N")?;
     let (row_ptr, col_idx) = csr(n, n, size(sizes, "E")?, rng);
     Ok(vec![("row_ptr", row_ptr), ("col_idx", col_idx)])
+}
+
+/// A random graph for `rgat`: CSR by destination over `N` nodes with `E` edges, each edge's
+/// relation below `R - 1` (the last relation has no edges when there are several).
+pub fn gen_rgat(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static str, HostTensor)>, String> {
+    let n = size(sizes, "N")?;
+    let e = size(sizes, "E")?;
+    let used = size(sizes, "R")?.saturating_sub(1).max(1);
+    let (row_ptr, col_idx) = csr(n, n, e, rng);
+    let rel: Vec<usize> = (0..e).map(|_| below(rng, used)).collect();
+    Ok(vec![("row_ptr", row_ptr), ("col_idx", col_idx), ("etype", i32_tensor(&rel))])
 }
 
 pub fn gen_spmm(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static str, HostTensor)>, String> {

@@ -661,6 +661,76 @@ fn gat_matches_reference() {
     assert_close("gat", tensor(&out[5]), &want, 1e-5, 1e-5);
 }
 
+/// The RGAT layer (`rgat.tile`) against an f64 loop over each node's incoming edges: nodes with
+/// no edges, one edge and many, three relations (one with no edges), an out-of-range relation
+/// id (its edge is dropped), softmax across relations.
+#[test]
+fn rgat_matches_reference() {
+    let k = &compile_example("rgat.tile", &opts(&[]))[0];
+    let (n, r, h, f) = (40usize, 3usize, 3usize, 10usize);
+    let mut rng = Rng::new(103);
+    let mut row_ptr = vec![0i64];
+    let (mut col_idx, mut etype) = (vec![], vec![]);
+    for i in 0..n {
+        let deg = match i % 7 {
+            0 => 0,
+            1 => 1,
+            2 => 19,
+            _ => (rng.next_u64() % 6) as usize,
+        };
+        for _ in 0..deg {
+            col_idx.push((rng.next_u64() % n as u64) as i64);
+            // Relations 0 and 1; relation 2 has no edges; now and then a bad id.
+            etype.push(if rng.next_u64() % 23 == 0 { r as i64 } else { (rng.next_u64() % 2) as i64 });
+        }
+        row_ptr.push(col_idx.len() as i64);
+    }
+    let e = col_idx.len();
+    let feat = random_tensor(DType::F32, &[r, n, h, f], &mut rng);
+    let qd = random_tensor(DType::F32, &[n, r, h], &mut rng);
+    let ks = random_tensor(DType::F32, &[n, r, h], &mut rng);
+    let slope = 0.2;
+    let t = |x: &HostTensor| Arg::Tensor(x.clone());
+    let out = interp(
+        k,
+        vec![
+            Arg::Tensor(HostTensor::from_i64(DType::I32, &[n + 1], &row_ptr)),
+            Arg::Tensor(HostTensor::from_i64(DType::I32, &[e], &col_idx)),
+            Arg::Tensor(HostTensor::from_i64(DType::I32, &[e], &etype)),
+            t(&feat),
+            t(&qd),
+            t(&ks),
+            Arg::Tensor(poisoned(DType::F32, &[n, h, f])),
+            Arg::Scalar(Scalar::Float(slope)),
+        ],
+    );
+    let mut want = vec![0.0; n * h * f];
+    for i in 0..n {
+        let edges: Vec<(usize, usize)> = (row_ptr[i] as usize..row_ptr[i + 1] as usize)
+            .filter(|&q| (etype[q] as usize) < r)
+            .map(|q| (col_idx[q] as usize, etype[q] as usize))
+            .collect();
+        for hd in 0..h {
+            let s: Vec<f64> = edges
+                .iter()
+                .map(|&(j, rel)| {
+                    let x = qd.get_f64((i * r + rel) * h + hd) + ks.get_f64((j * r + rel) * h + hd);
+                    if x >= 0.0 { x } else { slope * x }
+                })
+                .collect();
+            let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = s.iter().map(|x| (x - mx).exp()).sum();
+            for (&(j, rel), &sv) in edges.iter().zip(&s) {
+                let a = (sv - mx).exp() / z;
+                for c in 0..f {
+                    want[(i * h + hd) * f + c] += a * feat.get_f64(((rel * n + j) * h + hd) * f + c);
+                }
+            }
+        }
+    }
+    assert_close("rgat", tensor(&out[6]), &want, 1e-5, 1e-5);
+}
+
 /// The layer-norm backward pass against an f64 reference: `dx` per row, `dw`/`db` summed over
 /// rows by several programs' atomics (R = 37 with 4 rows per block and 2 blocks per program: the
 /// last program stops early), at widths below and at the tile's.
