@@ -681,7 +681,7 @@ fn rgat_matches_reference() {
         for _ in 0..deg {
             col_idx.push((rng.next_u64() % n as u64) as i64);
             // Relations 0 and 1; relation 2 has no edges; now and then a bad id.
-            etype.push(if rng.next_u64() % 23 == 0 { r as i64 } else { (rng.next_u64() % 2) as i64 });
+            etype.push(if rng.next_u64().is_multiple_of(23) { r as i64 } else { (rng.next_u64() % 2) as i64 });
         }
         row_ptr.push(col_idx.len() as i64);
     }
