@@ -46,6 +46,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("na2d.tile", include_str!("../../examples/na2d.tile")),
     ("na2d_stream.tile", include_str!("../../examples/na2d_stream.tile")),
     ("na2d_bwd.tile", include_str!("../../examples/na2d_bwd.tile")),
+    ("na1d_bwd.tile", include_str!("../../examples/na1d_bwd.tile")),
     ("spmm_csr.tile", include_str!("../../examples/spmm_csr.tile")),
     ("gat.tile", include_str!("../../examples/gat.tile")),
     ("rgat.tile", include_str!("../../examples/rgat.tile")),
@@ -585,6 +586,29 @@ pub const CASES: &[Case] = &[
     ),
     // The streaming kernel: the window in bands (the last band past the patch), partial query
     // patches on both edges, bands with no key of some queries' windows.
+    // NA-1D backward: a partial last block, the smallest length, dilation 2 (tolerances as for
+    // NA-2D backward below).
+    Case {
+        kernel: Some("na1d_bwd_dq"),
+        ..c("na1d_bwd_dq L100 KS7", "na1d_bwd.tile", &[], &[("B", 1), ("H", 2), ("L", 100)], &[("scale", 0.125)], &[("dq", P)])
+    },
+    Case {
+        kernel: Some("na1d_bwd_dkdv"),
+        tols: &[("*", Tol::Ulps { ulps: 131072.0, atol: 0.01 })],
+        ..c("na1d_bwd_dkdv L100 KS7", "na1d_bwd.tile", &[], &[("B", 1), ("H", 2), ("L", 100)], &[("scale", 0.125)], &[("dk", A), ("dv", A)])
+    },
+    Case {
+        kernel: Some("na1d_bwd_dkdv"),
+        tols: &[("*", Tol::Ulps { ulps: 131072.0, atol: 0.01 })],
+        ..c(
+            "na1d_bwd_dkdv L53 KS5 DIL2",
+            "na1d_bwd.tile",
+            &[("KS", i(5)), ("DIL", i(2))],
+            &[("B", 1), ("H", 1), ("L", 53)],
+            &[("scale", 0.125)],
+            &[("dk", A), ("dv", A)],
+        )
+    },
     // NA-2D backward: partial patches on both axes, the smallest extents. dK and dV are f32
     // sums of atomic adds of terms the GPU rounds to bf16 (its probabilities come from
     // `ex2.approx`): two bf16 steps of the interpreter's value, plus 0.01.

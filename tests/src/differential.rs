@@ -142,6 +142,35 @@ fn attend(q: &[f64], keys: &[usize], k: &[f64], v: &[f64], d: usize, scale: f64)
     (0..d).map(|c| keys.iter().zip(&p).map(|(&j, p)| p * v[j * d + c]).sum::<f64>() / l).collect()
 }
 
+/// The gradients `(dq, dk, dv)` of `o_i = softmax_j(scale · q_i · k_j) · v` over the keys
+/// `keys(i)` of each row `i` of one `[rows, d]` head, in f64, given the output gradient `g`.
+fn attention_grads(q: &[f64], k: &[f64], v: &[f64], g: &[f64], d: usize, scale: f64, keys: impl Fn(usize) -> Vec<usize>) -> [Vec<f64>; 3] {
+    let rows = q.len() / d;
+    let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; q.len()], vec![0.0; q.len()]);
+    let row = |x: &[f64], r: usize| x[r * d..(r + 1) * d].to_vec();
+    for i in 0..rows {
+        let keys = keys(i);
+        let (qr, gr) = (row(q, i), row(g, i));
+        let dotp = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        let sc: Vec<f64> = keys.iter().map(|&j| scale * dotp(&row(k, j), &qr)).collect();
+        let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = sc.iter().map(|x| (x - mx).exp()).collect();
+        let z: f64 = e.iter().sum();
+        let p: Vec<f64> = e.iter().map(|x| x / z).collect();
+        let dp: Vec<f64> = keys.iter().map(|&j| dotp(&row(v, j), &gr)).collect();
+        let delta: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+        for (jj, &j) in keys.iter().enumerate() {
+            let ds = p[jj] * (dp[jj] - delta);
+            for c in 0..d {
+                dq[i * d + c] += scale * ds * k[j * d + c];
+                dk[j * d + c] += scale * ds * qr[c];
+                dv[j * d + c] += p[jj] * gr[c];
+            }
+        }
+    }
+    [dq, dk, dv]
+}
+
 /// Bounds for bf16 attention-like outputs (a softmax-weighted average of bf16 values in [-1, 1)):
 /// the kernel rounds the probabilities to bf16 before the `p · v` product (relative 2^-9 each, so
 /// at most 2^-9 · max|v| ≈ 2e-3 absolute on the average) and rounds the output to bf16
@@ -302,6 +331,44 @@ fn na2d_matches_reference() {
     }
 }
 
+/// 1-D neighborhood attention backward (`na1d_bwd.tile`: dQ stored, dK and dV added atomically
+/// into f32) against f64 gradients over NATTEN's windows: a partial last block, the smallest
+/// legal length, dilation 2, a kernel of 13 on wider blocks. Tolerances as for NA-2D backward.
+#[test]
+fn na1d_backward_matches_reference() {
+    // (B, H, L, D, KS, DIL, TQ, W)
+    let cases = [(1, 2, 100, 64, 7, 1, 32, 64), (1, 1, 7, 32, 7, 1, 32, 64), (2, 1, 53, 32, 5, 2, 16, 32), (1, 1, 40, 32, 13, 1, 16, 32)];
+    for (bsz, heads, l, d, ks, dil, tq, w) in cases {
+        let o = opts(&[("KS", ks as i64), ("DIL", dil as i64), ("TQ", tq), ("W", w), ("D", d as i64)]);
+        let kernels = compile_example("na1d_bwd.tile", &o);
+        let shape = [bsz, heads, l, d];
+        let mut rng = Rng::new(43 + l as u64);
+        let [q, k, v, dout] = std::array::from_fn(|_| random_tensor(DType::BF16, &shape, &mut rng));
+        let scale = 0.3;
+        let t = |a: &HostTensor| Arg::Tensor(a.clone());
+        let dq =
+            interp(&kernels[0], vec![t(&q), t(&k), t(&v), t(&dout), t(&poisoned(DType::BF16, &shape)), Arg::Scalar(Scalar::Float(scale))]);
+        let zeros = HostTensor::zeros(DType::F32, &shape);
+        let dkdv = interp(&kernels[1], vec![t(&q), t(&k), t(&v), t(&dout), t(&zeros), t(&zeros), Arg::Scalar(Scalar::Float(scale))]);
+        let (qf, kf, vf, gf) = (q.to_f64_vec(), k.to_f64_vec(), v.to_f64_vec(), dout.to_f64_vec());
+        let n = l * d;
+        let mut want: [Vec<f64>; 3] = Default::default();
+        for bh in 0..bsz * heads {
+            let r = bh * n..(bh + 1) * n;
+            let g = attention_grads(&qf[r.clone()], &kf[r.clone()], &vf[r.clone()], &gf[r], d, scale, |i| natten_window(i, l, ks, dil));
+            for (wv, part) in want.iter_mut().zip(g) {
+                wv.extend(part);
+            }
+        }
+        let name = format!("na1d_bwd B{bsz} H{heads} L{l} D{d} KS{ks} DIL{dil}");
+        for (what, got, want) in [("dq", tensor(&dq[4]), &want[0]), ("dk", tensor(&dkdv[4]), &want[1]), ("dv", tensor(&dkdv[5]), &want[2])]
+        {
+            let big = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            assert_close(&format!("{name} {what}"), got, want, 1e-2, 5e-3 * big);
+        }
+    }
+}
+
 /// 2-D neighborhood attention backward (`na2d_bwd.tile`: dQ stored, dK and dV added atomically
 /// into f32) against the gradients of the f64 reference above: partial patches on both axes,
 /// the smallest legal extents, dilation 2, a larger kernel on larger patches. 1% relative plus
@@ -328,38 +395,23 @@ fn na2d_backward_matches_reference() {
         let zeros = HostTensor::zeros(DType::F32, &shape);
         let dkdv = interp(&kernels[1], vec![t(&q), t(&k), t(&v), t(&dout), t(&zeros), t(&zeros), Arg::Scalar(Scalar::Float(scale))]);
         let (qf, kf, vf, gf) = (q.to_f64_vec(), k.to_f64_vec(), v.to_f64_vec(), dout.to_f64_vec());
-        let (mut want_dq, mut want_dk, mut want_dv) = (vec![0.0; qf.len()], vec![0.0; qf.len()], vec![0.0; qf.len()]);
         let n = x * y * d;
+        let keys = |me: usize| {
+            let (i, j) = (me / y, me % y);
+            natten_window(i, x, ks, dil)
+                .into_iter()
+                .flat_map(|ki| natten_window(j, y, ks, dil).into_iter().map(move |kj| ki * y + kj))
+                .collect()
+        };
+        let mut want: [Vec<f64>; 3] = Default::default();
         for bh in 0..bsz * heads {
-            let row = |f: &[f64], r: usize| f[bh * n + r * d..bh * n + (r + 1) * d].to_vec();
-            for i in 0..x {
-                for j in 0..y {
-                    let me = i * y + j;
-                    let keys: Vec<usize> = natten_window(i, x, ks, dil)
-                        .into_iter()
-                        .flat_map(|ki| natten_window(j, y, ks, dil).into_iter().map(move |kj| ki * y + kj))
-                        .collect();
-                    let (qr, gr) = (row(&qf, me), row(&gf, me));
-                    let sc: Vec<f64> =
-                        keys.iter().map(|&kk| scale * row(&kf, kk).iter().zip(&qr).map(|(a, b)| a * b).sum::<f64>()).collect();
-                    let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                    let e: Vec<f64> = sc.iter().map(|s| (s - mx).exp()).collect();
-                    let z: f64 = e.iter().sum();
-                    let p: Vec<f64> = e.iter().map(|s| s / z).collect();
-                    let dp: Vec<f64> = keys.iter().map(|&kk| row(&vf, kk).iter().zip(&gr).map(|(a, b)| a * b).sum()).collect();
-                    let dlt: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
-                    for (jj, &kk) in keys.iter().enumerate() {
-                        let ds = p[jj] * (dp[jj] - dlt);
-                        let krow = row(&kf, kk);
-                        for c in 0..d {
-                            want_dq[bh * n + me * d + c] += scale * ds * krow[c];
-                            want_dk[bh * n + kk * d + c] += scale * ds * qr[c];
-                            want_dv[bh * n + kk * d + c] += p[jj] * gr[c];
-                        }
-                    }
-                }
+            let r = bh * n..(bh + 1) * n;
+            let g = attention_grads(&qf[r.clone()], &kf[r.clone()], &vf[r.clone()], &gf[r], d, scale, keys);
+            for (w, part) in want.iter_mut().zip(g) {
+                w.extend(part);
             }
         }
+        let [want_dq, want_dk, want_dv] = want;
         let name = format!("na2d_bwd B{bsz} H{heads} X{x} Y{y} D{d} KS{ks} DIL{dil}");
         let check = |what: &str, got: &HostTensor, want: &[f64]| {
             let big = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
@@ -450,32 +502,19 @@ fn attention_backward_matches_reference() {
         let dq = grads("attention_bwd_dq", 1);
         // The reference: P = softmax(scale · q kᵀ) with the mask, in f64.
         let (qf, kf, vf, gf) = (q.to_f64_vec(), k.to_f64_vec(), v.to_f64_vec(), dout.to_f64_vec());
-        let (mut want_dq, mut want_dk, mut want_dv, mut want_o) =
-            (vec![0.0; qf.len()], vec![0.0; qf.len()], vec![0.0; qf.len()], vec![0.0; qf.len()]);
+        let keys = |i: usize| (0..if causal { i + 1 } else { s }).collect::<Vec<usize>>();
+        let (mut want_o, mut want): (Vec<f64>, [Vec<f64>; 3]) = Default::default();
         for bh in 0..bsz * heads {
-            let at = |x: &[f64], i: usize, c: usize| x[bh * s * d + i * d + c];
+            let r = bh * s * d..(bh + 1) * s * d;
             for i in 0..s {
-                let keys = if causal { i + 1 } else { s };
-                let sc: Vec<f64> = (0..keys).map(|j| scale * (0..d).map(|c| at(&qf, i, c) * at(&kf, j, c)).sum::<f64>()).collect();
-                let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = sc.iter().map(|x| (x - mx).exp()).collect();
-                let z: f64 = e.iter().sum();
-                let p: Vec<f64> = e.iter().map(|x| x / z).collect();
-                for c in 0..d {
-                    want_o[bh * s * d + i * d + c] = (0..keys).map(|j| p[j] * at(&vf, j, c)).sum();
-                }
-                let dp: Vec<f64> = (0..keys).map(|j| (0..d).map(|c| at(&gf, i, c) * at(&vf, j, c)).sum()).collect();
-                let dlt: f64 = (0..d).map(|c| at(&gf, i, c) * want_o[bh * s * d + i * d + c]).sum();
-                for j in 0..keys {
-                    let ds = p[j] * (dp[j] - dlt);
-                    for c in 0..d {
-                        want_dq[bh * s * d + i * d + c] += scale * ds * at(&kf, j, c);
-                        want_dk[bh * s * d + j * d + c] += scale * ds * at(&qf, i, c);
-                        want_dv[bh * s * d + j * d + c] += p[j] * at(&gf, i, c);
-                    }
-                }
+                want_o.extend(attend(&qf[r.start + i * d..r.start + (i + 1) * d], &keys(i), &kf[r.clone()], &vf[r.clone()], d, scale));
+            }
+            let g = attention_grads(&qf[r.clone()], &kf[r.clone()], &vf[r.clone()], &gf[r], d, scale, keys);
+            for (w, part) in want.iter_mut().zip(g) {
+                w.extend(part);
             }
         }
+        let [want_dq, want_dk, want_dv] = want;
         let check = |name: &str, got: &HostTensor, want: &[f64]| {
             let big = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
             assert_close(&format!("{name} (causal {causal})"), got, want, 3e-2, 2e-2 * big);
