@@ -50,6 +50,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("spmm_csr.tile", include_str!("../../examples/spmm_csr.tile")),
     ("gat.tile", include_str!("../../examples/gat.tile")),
     ("rgat.tile", include_str!("../../examples/rgat.tile")),
+    ("hgt.tile", include_str!("../../examples/hgt.tile")),
     ("rgcn.tile", include_str!("../../examples/rgcn.tile")),
     ("embedding_bag_bwd.tile", include_str!("../../examples/embedding_bag_bwd.tile")),
     ("ops/math.tile", include_str!("../../tests/ops/math.tile")),
@@ -690,6 +691,21 @@ pub const CASES: &[Case] = &[
         )
     },
     Case {
+        generate: Some(gen_hgt),
+        ..c(
+            "hgt N50 M120 E300 H3 D10",
+            "hgt.tile",
+            &[],
+            &[("N", 50), ("M", 120), ("E", 300), ("H", 3), ("D", 10)],
+            &[("scale", 0.3)],
+            &[("out", P)],
+        )
+    },
+    Case {
+        generate: Some(gen_hgt),
+        ..c("hgt N1 M1 E1 H8 D16", "hgt.tile", &[], &[("N", 1), ("M", 1), ("E", 1), ("H", 8), ("D", 16)], &[("scale", 0.25)], &[("out", P)])
+    },
+    Case {
         generate: Some(gen_rgat),
         ..c(
             "rgat N1 E1 R1 H8 F16",
@@ -1328,6 +1344,13 @@ pub fn gen_rgat(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static str, HostT
     let (row_ptr, col_idx) = csr(n, n, e, rng);
     let rel: Vec<usize> = (0..e).map(|_| below(rng, used)).collect();
     Ok(vec![("row_ptr", row_ptr), ("col_idx", col_idx), ("etype", i32_tensor(&rel))])
+}
+
+/// A random graph for `hgt`: CSR by destination over `N` nodes with `E` edges whose sources are
+/// `M` rows (one per edge type and source node).
+pub fn gen_hgt(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static str, HostTensor)>, String> {
+    let (row_ptr, col_idx) = csr(size(sizes, "N")?, size(sizes, "M")?, size(sizes, "E")?, rng);
+    Ok(vec![("row_ptr", row_ptr), ("col_idx", col_idx)])
 }
 
 pub fn gen_spmm(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static str, HostTensor)>, String> {

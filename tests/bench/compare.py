@@ -675,6 +675,7 @@ def graph_part():
     }, {}, "out", (N, Fd), rref, flops=2 * E * Fd * Fd, tol=1e-3, extra="self-loop term precomputed, not timed")
     gat_layer(N, E, Fd, src, dst, X)
     rgat_layer(N, Fd, src, dst, X, R)
+    hgt_layer(N, Fd, src, dst, X)
 
 
 def rgat_layer(N, Fd, src, dst, X, R):
@@ -720,6 +721,60 @@ def rgat_layer(N, Fd, src, dst, X, R):
     }, {"slope": conv.negative_slope}, "out", (N, H, F), ref, flops=fl, tol=1e-3,
         extra=f"typed projections x·W_r, x·W_r·q, x·W_r·k by torch first: {proj_ms:.3f} ms, not in this time")
     del feat, qd, ks
+
+
+def hgt_layer(N, Fd, src, dst, X):
+    """An HGT layer (2 node types, the graph's halves; 4 edge types, one per pair; 8 heads)
+    against PyG's HGTConv: Tessera's `hgt.tile` fuses the edge scores, the softmax across edge
+    types and the aggregation, on the queries and the per-edge-type keys and values that the
+    layer's own projections make (torch, timed separately, in the note); its output is checked
+    against the layer's aggregation (`propagate`), before the output projection."""
+    from torch_geometric.nn import HGTConv
+    H = 8
+    half = N // 2
+    types = ["a", "b"]
+    node_t = lambda idx: (idx >= half).long()  # noqa: E731
+    local = lambda idx: idx - node_t(idx) * half  # noqa: E731
+    meta = (types, [(types[i], f"r{2 * i + j}", types[j]) for i in range(2) for j in range(2)])
+    ei_dict = {}
+    for (st, rel, dt) in meta[1]:
+        sel = (node_t(src) == types.index(st)) & (node_t(dst) == types.index(dt))
+        ei_dict[(st, rel, dt)] = torch.stack([local(src[sel]), local(dst[sel])])
+    x_dict = {"a": X[:half], "b": X[half:]}
+    E = src.numel()
+    case = f"hgt layer N{N} E{E} types2/4 heads{H}x{Fd // H} fp32"
+    conv = HGTConv(Fd, Fd, meta, heads=H).to(dev)
+    fl = 4 * E * Fd
+    with torch.no_grad():
+        try:
+            rec("graph", case, "pyg HGTConv", bench(lambda: conv(x_dict, ei_dict)), flops=fl)
+            from torch_geometric.utils.hetero import construct_bipartite_edge_index
+
+            def project():
+                k_dict, q_dict, v_dict = {}, {}, {}
+                for key, val in conv.kqv_lin(x_dict).items():
+                    kk, qq, vv = torch.tensor_split(val, 3, dim=1)
+                    k_dict[key], q_dict[key], v_dict[key] = (t.reshape(-1, H, Fd // H) for t in (kk, qq, vv))
+                q, dst_off = conv._cat(q_dict)
+                k, v, src_off = conv._construct_src_node_feat(k_dict, v_dict, ei_dict)
+                ei, prior = construct_bipartite_edge_index(ei_dict, src_off, dst_off, edge_attr_dict=conv.p_rel)
+                return q, k, v, ei, prior
+
+            proj_ms = bench(project)
+            q, k, v, ei, prior = project()
+            ref = conv.propagate(ei, k=k, q=q, v=v, edge_attr=prior, size=None).reshape(q.shape)
+        except Exception as e:  # noqa: BLE001
+            rec("graph", case, "tessera hgt", None, note="the layer's internals differ here: " + repr(e)[:120], anchor=False)
+            return
+    order = torch.argsort(ei[1], stable=True)
+    row_ptr = torch.zeros(q.shape[0] + 1, dtype=torch.int64, device=dev)
+    row_ptr[1:] = torch.cumsum(torch.bincount(ei[1], minlength=q.shape[0]), 0)
+    run_tessera("graph", case, "hgt.tile", "hgt", {
+        "row_ptr": row_ptr.to(torch.int32), "col_idx": ei[0][order].to(torch.int32),
+        "prior": prior.reshape(-1, H)[order].contiguous(), "q": q.contiguous(), "k": k.contiguous(), "v": v.contiguous(),
+    }, {"scale": 1.0 / math.sqrt(Fd // H)}, "out", tuple(q.shape), ref, flops=fl, tol=1e-3,
+        extra=f"projections (kqv, per-edge-type k and v) by torch first: {proj_ms:.3f} ms, not in this time; the output projection neither")
+    del q, k, v, prior
 
 
 def gat_layer(N, E, Fd, src, dst, X):
