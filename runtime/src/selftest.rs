@@ -49,6 +49,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("na1d_bwd.tile", include_str!("../../examples/na1d_bwd.tile")),
     ("spmm_csr.tile", include_str!("../../examples/spmm_csr.tile")),
     ("gat.tile", include_str!("../../examples/gat.tile")),
+    ("gat_bwd.tile", include_str!("../../examples/gat_bwd.tile")),
     ("rgat.tile", include_str!("../../examples/rgat.tile")),
     ("hgt.tile", include_str!("../../examples/hgt.tile")),
     ("rgcn.tile", include_str!("../../examples/rgcn.tile")),
@@ -688,6 +689,20 @@ pub const CASES: &[Case] = &[
             &[("N", 50), ("E", 300), ("R", 3), ("H", 3), ("F", 10)],
             &[("slope", 0.2)],
             &[("out", P)],
+        )
+    },
+    // GAT backward: dfeat and del are sums of atomic adds (any order) of terms the GPU computes
+    // with `ex2.approx`; der is one program's sum.
+    Case {
+        generate: Some(gen_gat),
+        tols: &[("*", Tol::Ulps { ulps: 4096.0, atol: 1e-4 })],
+        ..c(
+            "gat_bwd N50 E300 H3 F10",
+            "gat_bwd.tile",
+            &[],
+            &[("N", 50), ("E", 300), ("H", 3), ("F", 10)],
+            &[("slope", 0.2)],
+            &[("dfeat", A), ("del", A), ("der", P)],
         )
     },
     Case {

@@ -801,6 +801,47 @@ def gat_layer(N, E, Fd, src, dst, X):
         "er": er.contiguous(),
     }, {"slope": conv.negative_slope}, "out", (N, H, F), ref, flops=2 * E * H * F, tol=1e-4,
         extra="projection x·W and the logits el, er by torch first, not timed")
+    gat_training(N, E, H, F, src, dst, X, conv, feat, el, er, order, row_ptr)
+
+
+def gat_training(N, E, H, F, src, dst, X, conv, feat, el, er, order, row_ptr):
+    """A GAT training step (forward and backward) against PyG's GATConv under autograd: Tessera's
+    `gat.tile` then `gat_bwd.tile` (the gradients of feat, el, er; the projection's forward and
+    backward, GEMMs, are not in its time), checked against torch's gradients of the same layer."""
+    import torch.nn.functional as Fn
+    from torch_geometric.utils import softmax as seg_softmax
+    case = f"gat training step N{N} E{E} heads{H}x{F} fp32"
+    ei = torch.stack([src, dst])
+    x = X.detach().requires_grad_(True)
+    params = [p for p in conv.parameters() if p.requires_grad]
+    dout = torch.randn(N, H * F, device=dev)
+    rec("graph", case, "pyg GATConv forward + backward",
+        bench(lambda: torch.autograd.grad(conv(x, ei), [x] + params, dout)), flops=3 * 2 * E * H * F)
+    ft, lt, rt = (t.detach().requires_grad_(True) for t in (feat, el, er))
+    a = seg_softmax(Fn.leaky_relu(lt[src] + rt[dst], conv.negative_slope), dst, num_nodes=N)
+    out = torch.zeros(N, H, F, device=dev).index_add(0, dst, a[:, :, None] * ft[src])
+    refs = torch.autograd.grad(out, (ft, lt, rt), dout.reshape(N, H, F))
+    files = {nm: save(t.detach(), case_id(case) + "-" + nm) for nm, t in [
+        ("row_ptr", row_ptr.to(torch.int32)), ("col_idx", src[order].to(torch.int32)), ("feat", feat), ("el", el), ("er", er),
+        ("dout", dout.reshape(N, H, F)), ("zf", torch.zeros(N, H, F, device=dev)), ("zl", torch.zeros(N, H, device=dev))]}
+    outp = lambda nm: os.path.join(TMP, case_id(case) + "-" + nm + ".npy")  # noqa: E731
+    path_f, path_b = os.path.join(ROOT, "examples", "gat.tile"), os.path.join(ROOT, "examples", "gat_bwd.tile")
+    slope = ["--arg", f"slope={conv.negative_slope}"]
+    for codegen in CODEGENS:
+        impl = "tessera gat + gat_bwd" + (f" [{codegen}]" if len(CODEGENS) > 1 else "")
+        arg = lambda nm: files.get(nm) or outp(nm)  # noqa: E731
+        t1, n1, failed = bench_steps(path_f, codegen, [("gat", ["row_ptr", "col_idx", "feat", "el", "er"], ["out"], slope)], arg, outp, "")
+        t2, n2, failed2 = (None, [], failed) if failed else bench_steps(
+            path_b, codegen, [("gat_bwd", ["row_ptr", "col_idx", "feat", "el", "er", "out", "dout", "dfeat=zf", "del=zl"], ["dfeat", "del", "der"], slope)],
+            arg, outp, "")
+        if failed2:
+            rec("graph", case, impl, None, note="tessera bench failed: " + failed2, anchor=False)
+            continue
+        errs = [f"{nm} {relerr(torch.from_numpy(np.load(outp(nm))).to(dev).reshape(ref.shape), ref):.1e}"
+                for nm, ref in zip(["dfeat", "del", "der"], refs)]
+        wrong = any(not (float(e.split()[1]) < 1e-3) for e in errs)
+        rec("graph", case, impl, t1 + t2, 3 * 2 * E * H * F, None, "relerr " + ", ".join(errs) + (" WRONG" if wrong else "") + "; "
+            + "; ".join(n1 + n2) + "; the projection's forward and backward not timed", anchor=False)
 
 
 def memory_part():
