@@ -640,13 +640,9 @@ fn na3d_matches_reference() {
     }
 }
 
-/// The fused GAT layer against f64: a random graph with nodes of no, one and many incoming edges
-/// (more than a block of them), heads and features fewer than the tile's.
-#[test]
-fn gat_matches_reference() {
-    let k = &compile_example("gat.tile", &opts(&[]))[0];
-    let (n, h, f) = (50usize, 3usize, 10usize);
-    let mut rng = Rng::new(101);
+/// A random graph as CSR by destination: `n` destinations with no, one or 19 incoming edges (every
+/// seventh node each) or up to 5, their sources among `sources` rows.
+fn random_csr(n: usize, sources: usize, rng: &mut Rng) -> (Vec<i64>, Vec<i64>) {
     let mut row_ptr = vec![0i64];
     let mut col_idx = vec![];
     for i in 0..n {
@@ -656,9 +652,20 @@ fn gat_matches_reference() {
             2 => 19,
             _ => (rng.next_u64() % 6) as usize,
         };
-        col_idx.extend((0..deg).map(|_| (rng.next_u64() % n as u64) as i64));
+        col_idx.extend((0..deg).map(|_| (rng.next_u64() % sources as u64) as i64));
         row_ptr.push(col_idx.len() as i64);
     }
+    (row_ptr, col_idx)
+}
+
+/// The fused GAT layer against f64: a random graph with nodes of no, one and many incoming edges
+/// (more than a block of them), heads and features fewer than the tile's.
+#[test]
+fn gat_matches_reference() {
+    let k = &compile_example("gat.tile", &opts(&[]))[0];
+    let (n, h, f) = (50usize, 3usize, 10usize);
+    let mut rng = Rng::new(101);
+    let (row_ptr, col_idx) = random_csr(n, n, &mut rng);
     let e = col_idx.len();
     let feat = random_tensor(DType::F32, &[n, h, f], &mut rng);
     let el = random_tensor(DType::F32, &[n, h], &mut rng);
@@ -709,18 +716,7 @@ fn gat_backward_matches_reference() {
     let bwd = &compile_example("gat_bwd.tile", &opts(&[]))[0];
     let (n, h, f) = (40usize, 3usize, 10usize);
     let mut rng = Rng::new(109);
-    let mut row_ptr = vec![0i64];
-    let mut col_idx = vec![];
-    for i in 0..n {
-        let deg = match i % 7 {
-            0 => 0,
-            1 => 1,
-            2 => 19,
-            _ => (rng.next_u64() % 6) as usize,
-        };
-        col_idx.extend((0..deg).map(|_| (rng.next_u64() % n as u64) as i64));
-        row_ptr.push(col_idx.len() as i64);
-    }
+    let (row_ptr, col_idx) = random_csr(n, n, &mut rng);
     let e = col_idx.len();
     let [feat, dout] = std::array::from_fn(|_| random_tensor(DType::F32, &[n, h, f], &mut rng));
     let [el, er] = std::array::from_fn(|_| random_tensor(DType::F32, &[n, h], &mut rng));
@@ -784,22 +780,10 @@ fn rgat_matches_reference() {
     let k = &compile_example("rgat.tile", &opts(&[]))[0];
     let (n, r, h, f) = (40usize, 3usize, 3usize, 10usize);
     let mut rng = Rng::new(103);
-    let mut row_ptr = vec![0i64];
-    let (mut col_idx, mut etype) = (vec![], vec![]);
-    for i in 0..n {
-        let deg = match i % 7 {
-            0 => 0,
-            1 => 1,
-            2 => 19,
-            _ => (rng.next_u64() % 6) as usize,
-        };
-        for _ in 0..deg {
-            col_idx.push((rng.next_u64() % n as u64) as i64);
-            // Relations 0 and 1; relation 2 has no edges; now and then a bad id.
-            etype.push(if rng.next_u64().is_multiple_of(23) { r as i64 } else { (rng.next_u64() % 2) as i64 });
-        }
-        row_ptr.push(col_idx.len() as i64);
-    }
+    let (row_ptr, col_idx) = random_csr(n, n, &mut rng);
+    // Relations 0 and 1; relation 2 has no edges; now and then a bad id.
+    let etype: Vec<i64> =
+        (0..col_idx.len()).map(|_| if rng.next_u64().is_multiple_of(23) { r as i64 } else { (rng.next_u64() % 2) as i64 }).collect();
     let e = col_idx.len();
     let feat = random_tensor(DType::F32, &[r, n, h, f], &mut rng);
     let qd = random_tensor(DType::F32, &[n, r, h], &mut rng);
@@ -853,18 +837,7 @@ fn hgt_matches_reference() {
     let k = &compile_example("hgt.tile", &opts(&[]))[0];
     let (n, rows, h, d) = (30usize, 70usize, 3usize, 10usize);
     let mut rng = Rng::new(107);
-    let mut row_ptr = vec![0i64];
-    let mut col_idx = vec![];
-    for i in 0..n {
-        let deg = match i % 7 {
-            0 => 0,
-            1 => 1,
-            2 => 19,
-            _ => (rng.next_u64() % 6) as usize,
-        };
-        col_idx.extend((0..deg).map(|_| (rng.next_u64() % rows as u64) as i64));
-        row_ptr.push(col_idx.len() as i64);
-    }
+    let (row_ptr, col_idx) = random_csr(n, rows, &mut rng);
     let e = col_idx.len();
     let prior = random_tensor(DType::F32, &[e, h], &mut rng);
     let q = random_tensor(DType::F32, &[n, h, d], &mut rng);
