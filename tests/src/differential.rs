@@ -136,10 +136,16 @@ fn bind_errors_name_the_argument() {
 /// `keys`, in f64. `q` is one row of `d` values; `k` and `v` are row-major with rows of `d`.
 fn attend(q: &[f64], keys: &[usize], k: &[f64], v: &[f64], d: usize, scale: f64) -> Vec<f64> {
     let s: Vec<f64> = keys.iter().map(|&j| scale * (0..d).map(|c| q[c] * k[j * d + c]).sum::<f64>()).collect();
+    let p = softmax(&s);
+    (0..d).map(|c| keys.iter().zip(&p).map(|(&j, p)| p * v[j * d + c]).sum::<f64>()).collect()
+}
+
+/// `exp(s_j) / Σ exp(s)`, in f64 (from the maximum, so nothing overflows).
+fn softmax(s: &[f64]) -> Vec<f64> {
     let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let p: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
-    let l: f64 = p.iter().sum();
-    (0..d).map(|c| keys.iter().zip(&p).map(|(&j, p)| p * v[j * d + c]).sum::<f64>() / l).collect()
+    let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+    let z: f64 = e.iter().sum();
+    e.iter().map(|x| x / z).collect()
 }
 
 /// The gradients `(dq, dk, dv)` of `o_i = softmax_j(scale · q_i · k_j) · v` over the keys
@@ -153,10 +159,7 @@ fn attention_grads(q: &[f64], k: &[f64], v: &[f64], g: &[f64], d: usize, scale: 
         let (qr, gr) = (row(q, i), row(g, i));
         let dotp = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
         let sc: Vec<f64> = keys.iter().map(|&j| scale * dotp(&row(k, j), &qr)).collect();
-        let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = sc.iter().map(|x| (x - mx).exp()).collect();
-        let z: f64 = e.iter().sum();
-        let p: Vec<f64> = e.iter().map(|x| x / z).collect();
+        let p = softmax(&sc);
         let dp: Vec<f64> = keys.iter().map(|&j| dotp(&row(v, j), &gr)).collect();
         let delta: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
         for (jj, &j) in keys.iter().enumerate() {
@@ -694,10 +697,7 @@ fn gat_matches_reference() {
                     if x >= 0.0 { x } else { slope * x }
                 })
                 .collect();
-            let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let z: f64 = s.iter().map(|x| (x - mx).exp()).sum();
-            for (&j, &sv) in edges.iter().zip(&s) {
-                let a = (sv - mx).exp() / z;
+            for (&j, &a) in edges.iter().zip(&softmax(&s)) {
                 for c in 0..f {
                     want[(i * h + hd) * f + c] += a * feat.get_f64((j as usize * h + hd) * f + c);
                 }
@@ -750,9 +750,7 @@ fn gat_backward_matches_reference() {
         for hd in 0..h {
             let z: Vec<f64> = edges.iter().map(|&j| el.get_f64(j as usize * h + hd) + er.get_f64(i * h + hd)).collect();
             let s: Vec<f64> = z.iter().map(|&x| if x >= 0.0 { x } else { slope * x }).collect();
-            let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let zs: f64 = s.iter().map(|x| (x - mx).exp()).sum();
-            let a: Vec<f64> = s.iter().map(|x| (x - mx).exp() / zs).collect();
+            let a = softmax(&s);
             let gi = |c: usize| dout.get_f64((i * h + hd) * f + c);
             let da: Vec<f64> = edges.iter().map(|&j| (0..f).map(|c| gi(c) * feat.get_f64((j as usize * h + hd) * f + c)).sum()).collect();
             let sum: f64 = a.iter().zip(&da).map(|(x, y)| x * y).sum();
@@ -817,10 +815,7 @@ fn rgat_matches_reference() {
                     if x >= 0.0 { x } else { slope * x }
                 })
                 .collect();
-            let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let z: f64 = s.iter().map(|x| (x - mx).exp()).sum();
-            for (&(j, rel), &sv) in edges.iter().zip(&s) {
-                let a = (sv - mx).exp() / z;
+            for (&(j, rel), &a) in edges.iter().zip(&softmax(&s)) {
                 for c in 0..f {
                     want[(i * h + hd) * f + c] += a * feat.get_f64(((rel * n + j) * h + hd) * f + c);
                 }
@@ -870,10 +865,8 @@ fn hgt_matches_reference() {
                     dotp * prior.get_f64(q_e * h + hd) * scale
                 })
                 .collect();
-            let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let z: f64 = s.iter().map(|x| (x - mx).exp()).sum();
-            for (q_e, &sv) in edges.clone().zip(&s) {
-                let (j, a) = (col_idx[q_e] as usize, (sv - mx).exp() / z);
+            for (q_e, &a) in edges.clone().zip(&softmax(&s)) {
+                let j = col_idx[q_e] as usize;
                 for c in 0..d {
                     want[(i * h + hd) * d + c] += a * v.get_f64((j * h + hd) * d + c);
                 }
