@@ -429,14 +429,21 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
         Diagnostics { items: vec![d], sources }
     };
     let wanted: Vec<&'static str> = back_end_stages().filter(|s| sink.wants(s)).collect();
-    let results = parallel_map(kernels, |k| back_end(k, opts, &wanted));
+    let names: Vec<String> = kernels.iter().map(|k| k.name.clone()).collect();
+    let results = parallel_map(kernels, |k| {
+        let mut dumps = vec![];
+        let r = back_end(k, opts, &wanted, &mut dumps);
+        Ok((dumps, r))
+    });
     let (mut lower_ms, mut codegen_ms) = (0.0, 0.0);
     let mut out = vec![];
-    for r in results {
-        let done = r.map_err(ice)?;
-        for (stage, ir) in &done.dumps {
-            sink.dump(&done.kernel.meta.name, stage, ir);
+    for (r, name) in results.into_iter().zip(&names) {
+        // The IR of the stages before a failing one is printed too: it is what shows the bug.
+        let (dumps, r) = r.map_err(ice)?;
+        for (stage, ir) in &dumps {
+            sink.dump(name, stage, ir);
         }
+        let done = r.map_err(ice)?;
         lower_ms += done.lower_ms;
         codegen_ms += done.codegen_ms;
         out.push(done.kernel);
@@ -451,18 +458,21 @@ fn back_end_stages() -> impl Iterator<Item = &'static str> {
     std::iter::once("lower").chain(lower::LIR_PIPELINE.iter().map(|p| p.name)).chain(["codegen", "emit"])
 }
 
-/// One kernel through the back end: what it produced, the IR dumps asked for, and the time spent.
+/// One kernel through the back end: what it produced and the time spent.
 struct BackEnd {
     kernel: CompiledKernel,
-    dumps: Vec<(&'static str, String)>,
     lower_ms: f64,
     codegen_ms: f64,
 }
 
 /// Lowers one kernel's tile IR to the thread IR, the machine IR and PTX (`wanted`: the stages
-/// whose IR to keep for the dump sink).
-fn back_end(k: tir::Kernel, opts: &Options, wanted: &[&'static str]) -> Result<BackEnd, Diagnostic> {
-    let mut dumps = vec![];
+/// whose IR to keep in `dumps` for the dump sink, also when a later stage fails).
+fn back_end(
+    k: tir::Kernel,
+    opts: &Options,
+    wanted: &[&'static str],
+    dumps: &mut Vec<(&'static str, String)>,
+) -> Result<BackEnd, Diagnostic> {
     let mut dump = |stage: &'static str, ir: &dyn Fn() -> String| {
         if wanted.contains(&stage) {
             dumps.push((stage, ir()));
@@ -508,7 +518,7 @@ fn back_end(k: tir::Kernel, opts: &Options, wanted: &[&'static str]) -> Result<B
         tune: k.tune.clone(),
         compiler: format!("{VERSION}+{BUILD_ID}"),
     };
-    Ok(BackEnd { kernel: CompiledKernel { meta, tir: k, lir: lk, mir, llvm_ir, ptx }, dumps, lower_ms, codegen_ms })
+    Ok(BackEnd { kernel: CompiledKernel { meta, tir: k, lir: lk, mir, llvm_ir, ptx }, lower_ms, codegen_ms })
 }
 
 /// `f` over `items` on up to as many threads as the host has cores, the calling thread among

@@ -41,6 +41,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("attention_bwd.tile", include_str!("../../examples/attention_bwd.tile")),
     ("linear_bwd.tile", include_str!("../../examples/linear_bwd.tile")),
     ("na3d.tile", include_str!("../../examples/na3d.tile")),
+    ("na3d_bwd.tile", include_str!("../../examples/na3d_bwd.tile")),
     ("attention.tile", include_str!("../../examples/attention.tile")),
     ("na1d.tile", include_str!("../../examples/na1d.tile")),
     ("na2d.tile", include_str!("../../examples/na2d.tile")),
@@ -167,6 +168,19 @@ const fn c(
 /// The attention-training kernels' blocks for the self-test: 32 queries, 64 keys, D 64.
 const ATT_BWD: &[(&str, ConstValue)] = &[("D", i(64)), ("BQ", i(32)), ("BK", i(64))];
 const ATT_BWD_CAUSAL: &[(&str, ConstValue)] = &[("D", i(64)), ("BQ", i(32)), ("BK", i(64)), ("CAUSAL", ConstValue::Bool(true))];
+
+/// The NA-3D training kernels' windows for the self-test: 3 × 5 × 7, and 3 × 3 × 3 with a
+/// dilation of 2 along x and causal z and y.
+const NA3D_BWD: &[(&str, ConstValue)] = &[("KZ", i(3)), ("KX", i(5)), ("KY", i(7)), ("WX", i(8))];
+const NA3D_BWD_CAUSAL: &[(&str, ConstValue)] = &[
+    ("KZ", i(3)),
+    ("KX", i(3)),
+    ("KY", i(3)),
+    ("DX", i(2)),
+    ("WX", i(10)),
+    ("CZ", ConstValue::Bool(true)),
+    ("CY", ConstValue::Bool(true)),
+];
 
 const X: Tol = Tol::Exact;
 const D: Tol = Tol::Dtype;
@@ -507,6 +521,69 @@ pub const CASES: &[Case] = &[
         &[("scale", 0.125)],
         &[("o", P)],
     ),
+    // NA-3D training: partial patches on every edge; a dilation and causal axes. dK and dV as for
+    // NA-2D backward (atomic f32 sums of terms rounded to bf16).
+    Case {
+        kernel: Some("na3d_fwd"),
+        ..c(
+            "na3d_fwd 4x9x12 k3x5x7",
+            "na3d_bwd.tile",
+            NA3D_BWD,
+            &[("B", 1), ("H", 2), ("Z", 4), ("X", 9), ("Y", 12)],
+            &[("scale", 0.125)],
+            &[("o", P), ("lse", P)],
+        )
+    },
+    Case {
+        kernel: Some("na3d_bwd_delta"),
+        ..c("na3d_bwd_delta 4x9x12", "na3d_bwd.tile", &[], &[("B", 1), ("H", 2), ("Z", 4), ("X", 9), ("Y", 12)], &[], &[("delta", P)])
+    },
+    Case {
+        kernel: Some("na3d_bwd_dq"),
+        ..c(
+            "na3d_bwd_dq 4x9x12 k3x5x7",
+            "na3d_bwd.tile",
+            NA3D_BWD,
+            &[("B", 1), ("H", 2), ("Z", 4), ("X", 9), ("Y", 12)],
+            &[("scale", 0.125)],
+            &[("dq", P)],
+        )
+    },
+    Case {
+        kernel: Some("na3d_bwd_dkdv"),
+        tols: &[("*", Tol::Ulps { ulps: 131072.0, atol: 0.01 })],
+        ..c(
+            "na3d_bwd_dkdv 4x9x12 k3x5x7",
+            "na3d_bwd.tile",
+            NA3D_BWD,
+            &[("B", 1), ("H", 2), ("Z", 4), ("X", 9), ("Y", 12)],
+            &[("scale", 0.125)],
+            &[("dk", A), ("dv", A)],
+        )
+    },
+    Case {
+        kernel: Some("na3d_bwd_dq"),
+        ..c(
+            "na3d_bwd_dq 3x11x9 k3x3x3 dil x2 causal z,y",
+            "na3d_bwd.tile",
+            NA3D_BWD_CAUSAL,
+            &[("B", 1), ("H", 1), ("Z", 3), ("X", 11), ("Y", 9)],
+            &[("scale", 0.125)],
+            &[("dq", P)],
+        )
+    },
+    Case {
+        kernel: Some("na3d_bwd_dkdv"),
+        tols: &[("*", Tol::Ulps { ulps: 131072.0, atol: 0.01 })],
+        ..c(
+            "na3d_bwd_dkdv 3x11x9 k3x3x3 dil x2 causal z,y",
+            "na3d_bwd.tile",
+            NA3D_BWD_CAUSAL,
+            &[("B", 1), ("H", 1), ("Z", 3), ("X", 11), ("Y", 9)],
+            &[("scale", 0.125)],
+            &[("dk", A), ("dv", A)],
+        )
+    },
     c("layernorm_bwd 5x1", "layernorm_bwd.tile", &[], &[("R", 5), ("C", 1)], &[("eps", 1e-5)], &[("dx", P), ("dw", A), ("db", A)]),
     c(
         "attention B1 H2 S77 D64 BQ32 BK16",
@@ -975,6 +1052,10 @@ pub const CASES: &[Case] = &[
     },
     c("ops epilogue M72 N100", "ops/epilogue.tile", &[], &[("M", 72), ("N", 100), ("P", 9)], &[], &[("d", P), ("e", P)]),
     c("ops epilogue M128 N64", "ops/epilogue.tile", &[], &[("M", 128), ("N", 64), ("P", 16)], &[], &[("d", P), ("e", P)]),
+    Case {
+        kernel: Some("epilogue_reshaped"),
+        ..c("ops epilogue_reshaped M72 N100", "ops/epilogue.tile", &[], &[("M", 72), ("N", 100), ("NR", 7), ("MR", 5)], &[], &[("f", P)])
+    },
     c("ops convert_warp M48", "ops/convert_warp.tile", &[], &[("M", 48)], &[], &[("d", P)]),
 ];
 

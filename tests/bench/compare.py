@@ -532,6 +532,47 @@ def natten3d(flex, create_block_mask):
     run_tessera("natten", case, "na3d.tile", "na3d", {"q": q.reshape(shape6), "k": k.reshape(shape6), "v": v.reshape(shape6)},
                 {"scale": 1.0 / math.sqrt(D)}, "o", (B, Hh, N, D), ref, flops=fl, consts={"KZ": kz, "KX": kx, "KY": ky, "D": D})
     del q, k, v, ref
+    natten3d_backward(flex, bm, B, Hh, (Zs, X, Y), D, (kz, kx, ky))
+
+
+def natten3d_backward(flex, bm, B, Hh, dims, D, ks):
+    """NA-3D backward (`na3d_bwd.tile`: delta, dQ, and dK/dV added atomically in f32, from the
+    log-sum-exp its training forward saves; the forward is run, not timed) against compiled
+    FlexAttention's backward with the same block mask; the time is the sum of the three kernels'."""
+    Zs, X, Y = dims
+    N = Zs * X * Y
+    case = f"3D backward B{B} heads{Hh} {Zs}x{X}x{Y} D{D} k{ks[0]}x{ks[1]}x{ks[2]}"
+    import torch._functorch.config
+    torch._functorch.config.donated_buffer = False
+    q, k, v = (torch.randn(B, Hh, N, D, device=dev, dtype=torch.bfloat16).requires_grad_(True) for _ in range(3))
+    o = flex(q, k, v, block_mask=bm)
+    dout = torch.randn_like(o)
+    refs = torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)
+    fl = 2.5 * 4 * B * Hh * N * ks[0] * ks[1] * ks[2] * D
+    rec("natten", case, "flex_attention (compiled) backward", bench(lambda: torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)), flops=fl)
+    shape6 = (B, Hh, Zs, X, Y, D)
+    files = {n: save(t.detach().reshape(shape6), case_id(case) + "-" + n) for n, t in [("q", q), ("k", k), ("v", v), ("dout", dout)]}
+    files["zeros"] = save(torch.zeros(shape6, device=dev), case_id(case) + "-zeros")
+    out = lambda n: os.path.join(TMP, case_id(case) + "-" + n + ".npy")  # noqa: E731
+    path = os.path.join(ROOT, "examples", "na3d_bwd.tile")
+    for codegen in CODEGENS:
+        impl = "tessera na3d_bwd" + (f" [{codegen}]" if len(CODEGENS) > 1 else "")
+        cfg = ["--arg", f"scale={1.0 / math.sqrt(D)}", "--const", f"KZ={ks[0]}", "--const", f"KX={ks[1]}", "--const", f"KY={ks[2]}",
+               "--const", f"D={D}"]
+        qkv = ["q", "k", "v"]
+        steps = [("na3d_fwd", qkv, ["o", "lse"], cfg),
+                 ("na3d_bwd_delta", ["o", "dout"], ["delta"], ["--const", f"D={D}"]),
+                 ("na3d_bwd_dq", qkv + ["dout", "lse", "delta"], ["dq"], cfg),
+                 ("na3d_bwd_dkdv", qkv + ["dout", "lse", "delta", "dk=zeros", "dv=zeros"], ["dk", "dv"], cfg)]
+        total, notes, failed = bench_steps(path, codegen, steps, lambda n: files.get(n) or out(n), out, "na3d_", timed=lambda kn: kn != "na3d_fwd")
+        if failed:
+            rec("natten", case, impl, None, note="tessera bench failed: " + failed, anchor=False)
+            continue
+        errs = [f"{n} {relerr(torch.from_numpy(np.load(out(n))).to(dev).reshape(ref.shape).to(ref.dtype), ref):.1e}"
+                for n, ref in zip(["dq", "dk", "dv"], refs)]
+        wrong = any(not (float(e.split()[1]) < 3e-2) for e in errs)
+        rec("natten", case, impl, total, fl, None, "relerr " + ", ".join(errs) + (" WRONG (tolerance 3e-02)" if wrong else "") + "; " + "; ".join(notes), anchor=False)
+    del q, k, v, o, dout, refs
 
 
 def natten_part():

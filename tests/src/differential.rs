@@ -582,6 +582,33 @@ fn linear_backward_matches_reference() {
     assert_close("linear_bwd dbias", tensor(&dzo[3]), &want_db, 1e-4, 1e-4 * big(&want_db));
 }
 
+/// The keys (flat `(z · X + x) · Y + y` positions) of the query at flat position `p` of a
+/// `dims` = `[Z, X, Y]` volume in 3-D neighborhood attention: the product of the per-axis
+/// windows, NATTEN's (`natten_window`) or, on a causal axis, the query and the `ks - 1`
+/// positions `dil` apart before it.
+fn na3d_keys(p: usize, dims: [usize; 3], ks: [usize; 3], dil: [usize; 3], causal: [bool; 3]) -> Vec<usize> {
+    let [_, nx, ny] = dims;
+    let at = [p / (nx * ny), p / ny % nx, p % ny];
+    let w: Vec<Vec<usize>> = (0..3)
+        .map(|a| {
+            if causal[a] {
+                (0..ks[a]).filter_map(|t| at[a].checked_sub(t * dil[a])).collect()
+            } else {
+                natten_window(at[a], dims[a], ks[a], dil[a])
+            }
+        })
+        .collect();
+    let mut keys = vec![];
+    for &z in &w[0] {
+        for &x in &w[1] {
+            for &y in &w[2] {
+                keys.push((z * nx + x) * ny + y);
+            }
+        }
+    }
+    keys
+}
+
 /// NA-3D against an f64 reference of NATTEN's windows: clamped windows per axis, and a case
 /// with a dilation and causal axes; patches partial on every edge.
 #[test]
@@ -604,34 +631,15 @@ fn na3d_matches_reference() {
         let shape = [bsz, heads, nz, nx, ny, d];
         let scale = 0.125;
         let [q, kk, v, o] = run_qkv(k, &shape, 3 + nx as u64, scale);
-        // The key positions of query position `i` along an axis (NATTEN).
-        let window = |i: usize, n: usize, ks: usize, dil: usize, causal: bool| -> Vec<usize> {
-            if causal {
-                return (0..ks).filter_map(|t| i.checked_sub(t * dil)).collect();
-            }
-            let rho = i % dil;
-            let len = (n - rho).div_ceil(dil);
-            let start = (i / dil).saturating_sub(ks / 2).min(len - ks) * dil + rho;
-            (0..ks).map(|t| start + t * dil).collect()
-        };
         let (qf, kf, vf) = (q.to_f64_vec(), kk.to_f64_vec(), v.to_f64_vec());
         let n = nz * nx * ny;
         let mut want = vec![];
         for bh in 0..bsz * heads {
             let base = bh * n * d;
             for p in 0..n {
-                let (iz, ix, iy) = (p / (nx * ny), p / ny % nx, p % ny);
-                let mut keys = vec![];
-                for &z in &window(iz, nz, ks[0], dil[0], causal[0]) {
-                    for &x in &window(ix, nx, ks[1], dil[1], causal[1]) {
-                        for &y in &window(iy, ny, ks[2], dil[2], causal[2]) {
-                            keys.push((z * nx + x) * ny + y);
-                        }
-                    }
-                }
                 want.extend(attend(
                     &qf[base + p * d..base + (p + 1) * d],
-                    &keys,
+                    &na3d_keys(p, [nz, nx, ny], ks, dil, causal),
                     &kf[base..base + n * d],
                     &vf[base..base + n * d],
                     d,
@@ -640,6 +648,86 @@ fn na3d_matches_reference() {
             }
         }
         assert_close(&format!("na3d {nz}x{nx}x{ny} k{ks:?} dil{dil:?} causal{causal:?}"), &o, &want, 2e-2, 2e-2);
+    }
+}
+
+/// NA-3D training (`na3d_bwd.tile`: the forward with log-sum-exp, delta, dQ stored, dK and dV
+/// added atomically into f32) against f64 over the 3-D windows: partial patches on every axis,
+/// a causal axis with dilation 2, and kernels of 3 × 5 × 7 and 3 × 3 × 3. Tolerances as for
+/// attention training (bf16 probabilities and dS feeding the products).
+#[test]
+fn na3d_backward_matches_reference() {
+    // (Z, X, Y), kernel sizes, dilations, causal axes, WX.
+    type Case = ([usize; 3], [usize; 3], [usize; 3], [bool; 3], i64);
+    let cases: [Case; 2] = [([4, 9, 12], [3, 5, 7], [1, 1, 1], [false; 3], 8), ([3, 11, 9], [3, 3, 3], [1, 2, 1], [true, false, true], 10)];
+    for ([nz, nx, ny], ks, dil, causal, wx) in cases {
+        let consts = [
+            ("KZ", ks[0] as i64),
+            ("KX", ks[1] as i64),
+            ("KY", ks[2] as i64),
+            ("DZ", dil[0] as i64),
+            ("DX", dil[1] as i64),
+            ("DY", dil[2] as i64),
+            ("WX", wx),
+        ];
+        let ks_ = compile_example("na3d_bwd.tile", &opts_with_bools(&consts, &[("CZ", causal[0]), ("CX", causal[1]), ("CY", causal[2])]));
+        let kernel = |n: &str| ks_.iter().find(|k| k.meta.name == n).unwrap_or_else(|| panic!("no kernel {n}"));
+        let (bsz, heads, d) = (1usize, 2usize, 64usize);
+        let shape = [bsz, heads, nz, nx, ny, d];
+        let rows = [bsz, heads, nz, nx, ny];
+        let mut rng = Rng::new(47 + nx as u64);
+        let [q, k, v, dout] = std::array::from_fn(|_| random_tensor(DType::BF16, &shape, &mut rng));
+        let scale = 0.125;
+        let t = |a: &HostTensor| Arg::Tensor(a.clone());
+        let sc = Arg::Scalar(Scalar::Float(scale));
+        let fwd = interp(
+            kernel("na3d_fwd"),
+            vec![t(&q), t(&k), t(&v), t(&poisoned(DType::BF16, &shape)), t(&poisoned(DType::F32, &rows)), sc.clone()],
+        );
+        let (o, lse) = (tensor(&fwd[3]).clone(), tensor(&fwd[4]).clone());
+        let delta = tensor(&interp(kernel("na3d_bwd_delta"), vec![t(&o), t(&dout), t(&poisoned(DType::F32, &rows))])[2]).clone();
+        let common = || vec![t(&q), t(&k), t(&v), t(&dout), t(&lse), t(&delta)];
+        let mut args = common();
+        args.extend([t(&poisoned(DType::BF16, &shape)), sc.clone()]);
+        let dq = interp(kernel("na3d_bwd_dq"), args);
+        let zeros = HostTensor::zeros(DType::F32, &shape);
+        let mut args = common();
+        args.extend([t(&zeros), t(&zeros), sc]);
+        let dkdv = interp(kernel("na3d_bwd_dkdv"), args);
+        let (qf, kf, vf, gf) = (q.to_f64_vec(), k.to_f64_vec(), v.to_f64_vec(), dout.to_f64_vec());
+        let n = nz * nx * ny;
+        let keys = |p: usize| na3d_keys(p, [nz, nx, ny], ks, dil, causal);
+        let (mut want_o, mut want_lse, mut want): (Vec<f64>, Vec<f64>, [Vec<f64>; 3]) = Default::default();
+        for bh in 0..bsz * heads {
+            let r = bh * n * d..(bh + 1) * n * d;
+            for p in 0..n {
+                let qr = &qf[r.start + p * d..r.start + (p + 1) * d];
+                want_o.extend(attend(qr, &keys(p), &kf[r.clone()], &vf[r.clone()], d, scale));
+                // log2 Σ exp2 of the log2-domain scores.
+                let s2: Vec<f64> = keys(p)
+                    .iter()
+                    .map(|&j| {
+                        scale
+                            * std::f64::consts::LOG2_E
+                            * qr.iter().zip(&kf[r.start + j * d..r.start + (j + 1) * d]).map(|(a, b)| a * b).sum::<f64>()
+                    })
+                    .collect();
+                let m = s2.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+                want_lse.push(m + s2.iter().map(|x| (x - m).exp2()).sum::<f64>().log2());
+            }
+            let g = attention_grads(&qf[r.clone()], &kf[r.clone()], &vf[r.clone()], &gf[r], d, scale, keys);
+            for (w, part) in want.iter_mut().zip(g) {
+                w.extend(part);
+            }
+        }
+        let name = format!("na3d_bwd {nz}x{nx}x{ny} k{ks:?} dil{dil:?} causal{causal:?}");
+        assert_close(&format!("{name} o"), &o, &want_o, ATTN_RTOL, ATTN_ATOL);
+        assert_close(&format!("{name} lse"), &lse, &want_lse, 1e-5, 1e-4);
+        for (what, got, want) in [("dq", tensor(&dq[6]), &want[0]), ("dk", tensor(&dkdv[6]), &want[1]), ("dv", tensor(&dkdv[7]), &want[2])]
+        {
+            let big = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            assert_close(&format!("{name} {what}"), got, want, 3e-2, 2e-2 * big);
+        }
     }
 }
 

@@ -109,6 +109,15 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// Whether a `reshape` from `from` to `to` leaves every element in its register in this
+    /// layout (moves no data): both shapes fit it and, for `Mma`, keep the columns (the last
+    /// dimension; the leading ones flatten to the rows either way).
+    pub fn reshape_is_free(self, from: &[i64], to: &[i64], threads: u32) -> bool {
+        self.valid_for(from, threads) && self.valid_for(to, threads) && (!matches!(self, Layout::Mma { .. }) || from.last() == to.last())
+    }
+}
+
 impl fmt::Display for Layout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -471,4 +480,25 @@ fn verify_block(k: &Kernel, blk: crate::ir::Block, defined: &mut Vec<bool>) -> R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Layout;
+
+    /// A reshape moves no data only where both shapes fit the layout the same way.
+    #[test]
+    fn reshape_is_free_only_within_a_layouts_shapes() {
+        let cols = Layout::MmaCols { warps_m: 4, warps_n: 1 };
+        assert!(cols.reshape_is_free(&[64], &[1, 64], 128));
+        assert!(!cols.reshape_is_free(&[4, 16], &[64], 128), "a [4, 16] tile is not a column vector");
+        let rows = Layout::MmaRows { warps_m: 4 };
+        assert!(rows.reshape_is_free(&[64], &[64, 1], 128));
+        assert!(!rows.reshape_is_free(&[4, 16], &[64], 128));
+        let acc = Layout::Mma { warps_m: 4, warps_n: 1 };
+        assert!(acc.reshape_is_free(&[64, 64], &[4, 16, 64], 128), "rows split over leading dimensions");
+        assert!(!acc.reshape_is_free(&[64, 64], &[128, 32], 128), "columns changed");
+        let blocked = Layout::blocked_for(64 * 64, 128);
+        assert!(blocked.reshape_is_free(&[64, 64], &[4096], 128));
+    }
 }

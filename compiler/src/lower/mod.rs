@@ -346,14 +346,32 @@ impl Cx<'_> {
             let res_layout = rtys.first().and_then(|t| t.layout());
             let results: Vec<Value> = match &d.kind {
                 OpKind::ExpandDims(_) | OpKind::Reshape => {
-                    // Only blocked layouts keep the linear order that makes these free (and a
-                    // row layout gaining a trailing axis of 1).
-                    let want = match res_layout {
-                        Some(l @ (Layout::MmaRows { .. } | Layout::MmaCols { .. } | Layout::Mma { .. })) => l,
-                        _ => Layout::blocked_for(self.src.ty(d.operands[0]).numel(), self.threads),
-                    };
-                    let x = self.operand(d.operands[0], Some(want), dst, span)?;
-                    self.emit(dst, lir::OpKind::Reshape, vec![x], rtys, span)
+                    // Free in blocked layouts (they keep the linear order) and in an MMA layout
+                    // both shapes fit the same way (a row layout gaining a trailing axis of 1, an
+                    // accumulator's rows split over leading dimensions). Otherwise the operand
+                    // is reshaped blocked and converted: `reshape([4, 16] → [64])` feeding a
+                    // bias-like broadcast down an accumulator's rows.
+                    let (from, to) = (self.src.ty(d.operands[0]).shape().to_vec(), self.src.ty(d.results[0]).shape().to_vec());
+                    let blocked = Layout::blocked_for(self.src.ty(d.operands[0]).numel(), self.threads);
+                    match res_layout {
+                        Some(l @ (Layout::MmaRows { .. } | Layout::MmaCols { .. } | Layout::Mma { .. }))
+                            if !l.reshape_is_free(&from, &to, self.threads) =>
+                        {
+                            let x = self.operand(d.operands[0], Some(blocked), dst, span)?;
+                            let flat = self.ty_in(self.src.ty(d.results[0]), Some(blocked));
+                            let y = self.emit(dst, lir::OpKind::Reshape, vec![x], vec![flat], span)[0];
+                            let target = rtys.into_iter().next().ok_or_else(|| Diagnostic::ice("lower", "a reshape without a result"))?;
+                            vec![self.relayout(y, self.bytes(d.operands[0]), row_major(&to), target, dst, span)]
+                        }
+                        Some(l @ (Layout::MmaRows { .. } | Layout::MmaCols { .. } | Layout::Mma { .. })) => {
+                            let x = self.operand(d.operands[0], Some(l), dst, span)?;
+                            self.emit(dst, lir::OpKind::Reshape, vec![x], rtys, span)
+                        }
+                        _ => {
+                            let x = self.operand(d.operands[0], Some(blocked), dst, span)?;
+                            self.emit(dst, lir::OpKind::Reshape, vec![x], rtys, span)
+                        }
+                    }
                 }
                 OpKind::Broadcast
                     if matches!(self.dst.ty(self.v(d.operands[0])?).layout(), Some(Layout::MmaRows { .. }))

@@ -642,8 +642,6 @@ pub enum FormatPiece {
     Value,
 }
 
-/// Splits a `print` format into text and `{}` placeholders; `{{` and `}}` are literal braces.
-/// A lone `{` or `}` is an error (the message says what to write instead).
 /// The row-major strides, in elements, of a tile or tensor of `shape` (wrapping: a huge shape
 /// never panics).
 pub fn row_major(shape: &[i64]) -> Vec<i64> {
@@ -654,6 +652,8 @@ pub fn row_major(shape: &[i64]) -> Vec<i64> {
     s
 }
 
+/// Splits a `print` format into text and `{}` placeholders; `{{` and `}}` are literal braces.
+/// A lone `{` or `}` is an error (the message says what to write instead).
 pub fn parse_format(fmt: &str) -> Result<Vec<FormatPiece>, String> {
     let mut out = vec![];
     let mut text = String::new();
