@@ -67,6 +67,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("ops/argscan.tile", include_str!("../../tests/ops/argscan.tile")),
     ("ops/pick.tile", include_str!("../../tests/ops/pick.tile")),
     ("ops/scan.tile", include_str!("../../tests/ops/scan.tile")),
+    ("ops/scan_fn.tile", include_str!("../../tests/ops/scan_fn.tile")),
     ("ops/loops.tile", include_str!("../../tests/ops/loops.tile")),
     ("ops/exits.tile", include_str!("../../tests/ops/exits.tile")),
     ("ops/dot_wide.tile", include_str!("../../tests/ops/dot_wide.tile")),
@@ -1004,6 +1005,28 @@ pub const CASES: &[Case] = &[
         kernel: None,
     },
     op("ops scan R37 C50", "ops/scan.tile", &[], &[("R", 37), ("C", 50)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("cp", D), ("*", X)]),
+    Case {
+        tols: &[("*", X)],
+        ..c(
+            "ops scan_fn R37 C50",
+            "ops/scan_fn.tile",
+            &[],
+            &[("R", 37), ("C", 50)],
+            &[],
+            &[("decay", P), ("mix", P), ("big", P), ("firsts", P)],
+        )
+    },
+    Case {
+        tols: &[("*", X)],
+        ..c(
+            "ops scan_fn R1 C1",
+            "ops/scan_fn.tile",
+            &[],
+            &[("R", 1), ("C", 1)],
+            &[],
+            &[("decay", P), ("mix", P), ("big", P), ("firsts", P)],
+        )
+    },
     op("ops scan R1 C1", "ops/scan.tile", &[], &[("R", 1), ("C", 1)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("cp", D), ("*", X)]),
     op("ops loops P32", "ops/loops.tile", &[], &[], inputs::loops, &[("out", P), ("t", P)], &[("*", X)]),
     op("ops exits P32", "ops/exits.tile", &[], &[], inputs::loops, &[("out", P)], &[("*", X)]),

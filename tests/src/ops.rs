@@ -224,6 +224,49 @@ fn scans_match_reference() {
     }
 }
 
+/// Scans with combine functions (`scan_fn.tile`) against left folds in Rust, each step rounded
+/// to the element type: a decaying f32 sum along the rows, a wrapping i32 combine down the
+/// columns of each program's 16 rows, the larger bf16 magnitude, and `first`.
+#[test]
+fn scans_with_combine_functions_match_reference() {
+    let k = compile_op_file("scan_fn.tile", &checked());
+    for (r, c) in [(37usize, 50usize), (16, 64), (1, 1)] {
+        let mut rng = Rng::new(31);
+        let x = random_tensor(DType::F32, &[r, c], &mut rng);
+        let n = random_tensor(DType::I32, &[r, c], &mut rng);
+        let h = random_tensor(DType::BF16, &[r, c], &mut rng);
+        let args = vec![
+            Arg::Tensor(x.clone()),
+            Arg::Tensor(n.clone()),
+            Arg::Tensor(h.clone()),
+            zeros(DType::F32, &[r, c]),
+            zeros(DType::I32, &[r, c]),
+            zeros(DType::BF16, &[r, c]),
+            zeros(DType::F32, &[r, c]),
+        ];
+        let (out, _) = run(&k, args);
+        for i in 0..r {
+            let (mut acc, mut big) = (0.0f32, 0.0f64);
+            for j in 0..c {
+                let (xv, hv) = (x.get_f64(i * c + j) as f32, h.get_f64(i * c + j));
+                acc = if j == 0 { xv } else { acc * 0.9f32 + xv };
+                big = if j == 0 || hv.abs() > big.abs() { hv } else { big };
+                assert_eq!(tensor(&out[3]).get_f64(i * c + j), acc as f64, "decay[{i}, {j}] ({r}x{c})");
+                assert_eq!(tensor(&out[5]).get_f64(i * c + j), big, "larger[{i}, {j}]");
+                assert_eq!(tensor(&out[6]).get_f64(i * c + j), x.get_f64(i * c), "first[{i}, {j}]");
+            }
+        }
+        for j in 0..c {
+            let mut acc = 0i32;
+            for i in 0..r {
+                let v = n.get_i64(i * c + j) as i32;
+                acc = if i % 16 == 0 { v } else { (acc ^ v).wrapping_mul(3).wrapping_add(acc & 7) };
+                assert_eq!(tensor(&out[4]).get_i64(i * c + j), acc as i64, "mix[{i}, {j}] ({r}x{c})");
+            }
+        }
+    }
+}
+
 #[test]
 fn control_flow_and_debug_output_match_reference() {
     let k = compile_op_file("control.tile", &checked());

@@ -717,6 +717,10 @@ impl<'m> Gen<'m> {
             OpKind::LocalScan { offset, op: sop, axis, src_shape, dtype } => {
                 self.local_scan(rt.ok_or("scan without result")?, *offset, *sop, *axis as usize, src_shape, *dtype)
             }
+            OpKind::LocalScanFn { offset, axis, src_shape, dtype } => {
+                let f = *d.regions.first().ok_or("scan_fn without its combine function")?;
+                self.local_scan_fn(rt.ok_or("scan without result")?, *offset, f, *axis as usize, src_shape, *dtype)
+            }
             OpKind::LocalArgReduce { offset, op: aop, axis, src_shape, dtype } => {
                 self.local_arg_reduce(rt.ok_or("argmax without result")?, *offset, *aop, *axis as usize, src_shape, *dtype)
             }

@@ -10,6 +10,7 @@
 
 use super::{Cv, Gen, Res, math, row_major};
 use crate::dtype::DType;
+use crate::ir::Block;
 use crate::lir;
 use crate::mir::{Cmp, FCmp, IntOp, V};
 use crate::tir::{ArgOp, BinaryOp, Lit, ReduceOp, ScanOp};
@@ -95,6 +96,45 @@ impl Gen<'_> {
         })?;
         let out = res.into_iter().map(|v| math::convert(self, v, acc_d, dtype)).collect::<Res<Vec<_>>>()?;
         Ok(vec![Cv::Regs(out)])
+    }
+
+    /// `local_scan_fn`: each register's running value starts as its line's first element and
+    /// becomes `f(acc, x_j)` (the combine function `f`, generated for every register and step)
+    /// for `j` up to its position, in order: the interpreter's left fold.
+    pub(crate) fn local_scan_fn(
+        &mut self,
+        t: lir::Type,
+        offset: u32,
+        f: Block,
+        axis: usize,
+        src_shape: &[i64],
+        dtype: DType,
+    ) -> Res<Vec<Cv>> {
+        let lines = self.line_starts(&t, src_shape, axis, true)?;
+        let stride = row_major(src_shape)[axis];
+        let n = src_shape[axis];
+        let [acc_arg, x_arg] = self.k.body.block(f).args[..] else { return Err("the combine function takes two arguments".into()) };
+        let firsts = lines.iter().map(|&(base, _)| self.staged(offset, base, dtype)).collect::<Res<Vec<_>>>()?;
+        if n <= 1 {
+            return Ok(vec![Cv::Regs(firsts)]);
+        }
+        let res = self.counted_loop(n - 1, firsts, &mut |g, j0, accs| {
+            let j = g.b.int_bin(IntOp::Add, j0, g.i32c(1));
+            let mut next = vec![];
+            for (i, &(base, pos)) in lines.iter().enumerate() {
+                let idx = g.b.int_bin(IntOp::Add, base, g.b.int_bin(IntOp::Mul, j, g.i32c(stride)));
+                let v = g.staged(offset, idx, dtype)?;
+                g.vals.insert(acc_arg, Cv::Regs(vec![accs[i]]));
+                g.vals.insert(x_arg, Cv::Regs(vec![v]));
+                let y = Self::flatten(&g.region(f)?)?;
+                let [upd] = y[..] else { return Err("the combine function yields one scalar".into()) };
+                let pos = pos.ok_or("a scan element without a position")?;
+                let take = g.b.icmp(Cmp::Sle, j, pos);
+                next.push(g.b.select(take, upd, accs[i]));
+            }
+            Ok(next)
+        })?;
+        Ok(vec![Cv::Regs(res)])
     }
 
     pub(crate) fn local_arg_reduce(

@@ -35,7 +35,7 @@ use crate::host::{ArgInfo, BindError, HostTensor, Scalar, bind, fit_scalar};
 use crate::ir::{Block, Op, Value};
 use crate::tir::{self, OpKind, ParamKind, Type};
 use std::rc::Rc;
-use value::{Elem, TensorRef, Tile, Val};
+use value::{Data, Elem, TensorRef, Tile, Val};
 
 /// A launch argument.
 #[derive(Clone, Debug, PartialEq)]
@@ -309,6 +309,10 @@ impl Interp<'_> {
                 return Ok(Some(vals));
             }
             OpKind::Return => self.returned = true,
+            OpKind::ScanFn(axis) => {
+                let r = self.scan_fn(op, data, *axis as usize)?;
+                self.set_results(op, &data.results, vec![r])?;
+            }
             OpKind::For | OpKind::If | OpKind::While => {
                 let results = match data.kind {
                     OpKind::For => self.for_loop(op, data)?,
@@ -352,6 +356,45 @@ impl Interp<'_> {
             self.set(r, v)?;
         }
         Ok(())
+    }
+
+    /// `scan_fn axis, x { ^(acc, e): … }`: along each line of `axis`, `acc` starts as the first
+    /// element and becomes `f(acc, e)` for each next element `e`, in order.
+    fn scan_fn(&mut self, op: Op, data: &crate::ir::OpData<OpKind>, axis: usize) -> Result<Val> {
+        let [x] = data.operands[..] else { return Err(self.op_error(op, "`scan_fn` takes one operand")) };
+        let [f] = data.regions[..] else { return Err(self.op_error(op, "`scan_fn` needs one region")) };
+        let args = self.k.body.blocks.get(f.index()).map(|b| b.args.clone()).unwrap_or_default();
+        let [acc_arg, elem_arg] = args[..] else { return Err(self.op_error(op, "the combine function takes two arguments")) };
+        let x = self.tile(x)?;
+        if axis >= x.shape.len() {
+            return Err(self.op_error(op, &format!("axis {axis} of rank {}", x.shape.len())));
+        }
+        let (outer, n, inner) = (value::numel(&x.shape[..axis]), x.shape[axis].max(0) as usize, value::numel(&x.shape[axis + 1..]));
+        let at = |o: usize, j: usize, i: usize| (o * n + j) * inner + i;
+        let elem = |t: &Tile, k: usize| match &t.data {
+            Data::F(v) => v.get(k).map(|&f| Elem::F(f)),
+            Data::I(v) => v.get(k).map(|&i| Elem::I(i)),
+        };
+        let mut out = (*x).clone();
+        for o in 0..outer {
+            for i in 0..inner {
+                let Some(mut acc) = elem(&x, at(o, 0, i)) else { continue };
+                for j in 1..n {
+                    let e = elem(&x, at(o, j, i)).ok_or_else(|| internal("scan_fn read past its tile"))?;
+                    self.set(acc_arg, Val::Tile(Rc::new(Tile::filled(x.dtype, &[], acc))))?;
+                    self.set(elem_arg, Val::Tile(Rc::new(Tile::filled(x.dtype, &[], e))))?;
+                    let y = self.block(f)?.ok_or_else(|| self.op_error(op, "the combine function does not end with `yield`"))?;
+                    let [Val::Tile(y)] = &y[..] else { return Err(self.op_error(op, "the combine function yields one scalar")) };
+                    acc = y.elem().ok_or_else(|| self.op_error(op, "the combine function yields one scalar"))?;
+                    match (&mut out.data, acc) {
+                        (Data::F(v), Elem::F(a)) => v[at(o, j, i)] = a,
+                        (Data::I(v), Elem::I(a)) => v[at(o, j, i)] = a,
+                        _ => return Err(self.op_error(op, "the combine function changes the element type")),
+                    }
+                }
+            }
+        }
+        Ok(Val::Tile(Rc::new(out)))
     }
 
     /// `for lo, hi, step, inits…`: the body runs with `iv = lo, lo + step, …` while `iv < hi`.

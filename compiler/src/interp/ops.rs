@@ -199,6 +199,7 @@ impl Interp<'_> {
             | OpKind::Assert(_)
             | OpKind::Split
             | OpKind::For
+            | OpKind::ScanFn(_)
             | OpKind::If
             | OpKind::While
             | OpKind::Return

@@ -245,6 +245,9 @@ pub enum OpKind {
     /// `() -> T`: the inclusive scan along `axis` of a row-major `src_shape` tile at `offset`
     /// (the result has `src_shape`).
     LocalScan { offset: u32, op: tir::ScanOp, axis: u32, src_shape: Vec<i64>, dtype: DType },
+    /// `() -> T`: the same with a combine function, the op's one region `^(acc, x)` of scalar
+    /// ops yielding the next scalar (`tir::OpKind::ScanFn`), applied in order along each line.
+    LocalScanFn { offset: u32, axis: u32, src_shape: Vec<i64>, dtype: DType },
     /// `() -> i32[…]`: the index of the largest (smallest) element along `axis` of a row-major
     /// `src_shape` tile at `offset` (`tir::OpKind::ArgReduce`'s rules).
     LocalArgReduce { offset: u32, op: tir::ArgOp, axis: u32, src_shape: Vec<i64>, dtype: DType },
@@ -307,6 +310,7 @@ impl OpKind {
             OpKind::RegMma { .. } => "reg_mma".into(),
             OpKind::AsyncWait { .. } => "async_wait".into(),
             OpKind::LocalScan { op, .. } => format!("local_scan.{}", op.name()),
+            OpKind::LocalScanFn { .. } => "local_scan_fn".into(),
             OpKind::LocalArgReduce { op, .. } => format!("local_{}", op.name()),
             OpKind::WgmmaWait { .. } => "wgmma_wait".into(),
             OpKind::Barrier => "barrier".into(),
@@ -391,6 +395,18 @@ pub fn verify_kernel(k: &Kernel) -> Result<(), String> {
 /// loop's body has the induction variable and one argument per result.
 fn verify_regions(b: &LirBody, op: crate::ir::Op) -> Result<(), String> {
     let d = b.op(op);
+    if let OpKind::LocalScanFn { dtype, .. } = d.kind {
+        let [r] = d.regions[..] else { return Err("`local_scan_fn` needs one region, the combine function".into()) };
+        let y = b.block(r).ops.last().map(|&y| b.op(y)).filter(|y| matches!(y.kind, OpKind::Tir(tir::OpKind::Yield)));
+        let scalar = |v: &crate::ir::Value| b.ty(*v).shape().is_empty() && b.ty(*v).dtype() == dtype;
+        if b.block(r).args.len() != 2
+            || !b.block(r).args.iter().all(scalar)
+            || !y.is_some_and(|y| y.operands.len() == 1 && scalar(&y.operands[0]))
+        {
+            return Err(format!("the combine function of `local_scan_fn` maps two {dtype} scalars to one"));
+        }
+        return Ok(());
+    }
     let (is_for, is_if) = (matches!(d.kind, OpKind::Tir(tir::OpKind::For)), matches!(d.kind, OpKind::Tir(tir::OpKind::If)));
     if !is_for && !is_if {
         return Ok(());

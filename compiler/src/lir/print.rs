@@ -58,6 +58,7 @@ fn print_op(k: &Kernel, op: Op, depth: usize, num: &mut Numbering, out: &mut Str
         }
         OpKind::LocalReduce { offset, axis, src_shape, dtype, .. }
         | OpKind::LocalScan { offset, axis, src_shape, dtype, .. }
+        | OpKind::LocalScanFn { offset, axis, src_shape, dtype }
         | OpKind::LocalArgReduce { offset, axis, src_shape, dtype, .. } => {
             Some(format!("@{offset} {dtype}[{}] axis {axis}", src_shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")))
         }

@@ -489,7 +489,9 @@ impl Cx<'_> {
                     }
                     self.dst.op(op).results.clone()
                 }
-                OpKind::Join | OpKind::Split | OpKind::Scan(..) | OpKind::ArgReduce(..) => self.lower_staged(op, dst, rtys, span)?,
+                OpKind::Join | OpKind::Split | OpKind::Scan(..) | OpKind::ScanFn(_) | OpKind::ArgReduce(..) => {
+                    self.lower_staged(op, dst, rtys, span)?
+                }
                 OpKind::Gather | OpKind::Scatter | OpKind::Atomic(_) | OpKind::Print(_) | OpKind::Assert(_) => {
                     self.lower_per_thread(op, dst, rtys, span, self.checked)?
                 }

@@ -79,6 +79,28 @@ impl Cx<'_> {
                 bar(self);
                 r
             }
+            OpKind::ScanFn(axis) => {
+                // The combine function's scalar ops become the region of `local_scan_fn`, which
+                // generates them for every element and step.
+                let [f] = d.regions[..] else { return Err(Diagnostic::ice("lower", "`scan_fn` without its combine function")) };
+                let args = self.src.block(f).args.clone();
+                let arg_tys: Vec<lir::Type> = args.iter().map(|&a| self.vty(a)).collect();
+                let nb = self.dst.new_block(&arg_tys);
+                for (i, &a) in args.iter().enumerate() {
+                    let na = self.dst.block(nb).args[i];
+                    self.map.insert(a, na);
+                }
+                let elem = self.ty(&crate::tir::Type::scalar(xt.dtype()));
+                self.block(f, nb, std::slice::from_ref(&elem))?;
+                self.smem = self.smem.max(self.bytes(d.operands[0]));
+                store(self, x, 0);
+                bar(self);
+                let kind = lir::OpKind::LocalScanFn { offset: 0, axis: *axis, src_shape: xt.shape().to_vec(), dtype: xt.dtype() };
+                let r = self.dst.append(dst, kind, vec![], rtys, vec![nb], span);
+                let r = self.dst.op(r).results.clone();
+                bar(self);
+                r
+            }
             other => return Err(Diagnostic::ice("lower", format!("`{}` is not a staged op", other.mnemonic()))),
         };
         Ok(results)

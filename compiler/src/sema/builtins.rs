@@ -50,7 +50,7 @@ pub(crate) const BUILTINS: &[&str] = &[
 const TENSOR_METHODS: &[&str] = &["load", "store", "gather", "scatter", "atomic_add", "atomic_max", "atomic_min"];
 
 /// The methods of tiles.
-const TILE_METHODS: &[&str] = &["sum", "max", "min", "argmax", "argmin", "cumsum", "cumprod", "cummax", "cummin"];
+const TILE_METHODS: &[&str] = &["sum", "max", "min", "argmax", "argmin", "cumsum", "cumprod", "cummax", "cummin", "scan"];
 
 fn math_op(name: &str) -> Option<UnaryOp> {
     Some(match name {
@@ -414,6 +414,10 @@ impl Lowerer<'_> {
             (Val::V(_) | Val::K(..), m @ ("argmax" | "argmin" | "cumsum" | "cumprod" | "cummax" | "cummin")) => {
                 let x = self.materialize(r.clone(), recv.span)?;
                 self.scan_method(m, x, recv, args, span)
+            }
+            (Val::V(_) | Val::K(..), "scan") => {
+                let x = self.materialize(r.clone(), recv.span)?;
+                self.scan_fn_method(x, recv, args, span)
             }
             (Val::Poison, _) => Err(poison()),
             (_, m) => {

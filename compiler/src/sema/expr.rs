@@ -1331,6 +1331,16 @@ impl<'a> Lowerer<'a> {
                 .with_label(span, "wrong argument count")
                 .with_secondary(decl.name.span, "defined here"));
         }
+        let mut vals = vec![];
+        for a in args {
+            vals.push((self.lower_expr(a)?, a.span));
+        }
+        self.inline_vals(decl, vals, span)
+    }
+
+    /// The body of `fn` `decl` inlined at `span` on argument values (each with its span), after
+    /// the checks of [`Self::inline_call`].
+    pub(super) fn inline_vals(&mut self, decl: &FuncDecl, args: Vec<(Val, Span)>, span: Span) -> R<Val> {
         if self.too_large {
             return Err(poison());
         }
@@ -1353,10 +1363,9 @@ impl<'a> Lowerer<'a> {
                 .with_label(span, "here"));
         }
         let mut vals = vec![];
-        for (p, a) in decl.params.iter().zip(args) {
-            let v = self.lower_expr(a)?;
+        for (p, (v, at)) in decl.params.iter().zip(args) {
             let v = match &p.ty {
-                Some(t) => self.check_param(v, t, a.span, &p.name.name)?,
+                Some(t) => self.check_param(v, t, at, &p.name.name)?,
                 None => v,
             };
             vals.push(v);

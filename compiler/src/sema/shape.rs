@@ -89,4 +89,79 @@ impl Lowerer<'_> {
         let r = self.emit(kind, vec![x], ty, span);
         Ok(Val::V(if keep { self.keep_axis(r, axis, span) } else { r }))
     }
+
+    /// `x.scan(axis, f)`: the inclusive scan with a combine `fn` of two scalars of `x`'s dtype,
+    /// inlined into the op's region on its two arguments (elementwise ops only).
+    pub(super) fn scan_fn_method(&mut self, x: crate::ir::Value, recv: &ast::Expr, args: &[ast::Expr], span: Span) -> R<Val> {
+        let usage = "`x.scan(axis, f)` with `fn f(acc, x) { … }` combining two elements";
+        if args.len() != 2 {
+            return Err(Diagnostic::error(format!("`.scan` takes 2 arguments (the axis, a combine `fn`), got {}", args.len()))
+                .with_label(span, "wrong argument count")
+                .note(usage));
+        }
+        let t = self.ty(x);
+        if t.shape().is_empty() {
+            return Err(Diagnostic::error("`.scan` works along an axis of a tile; this is a scalar").with_label(recv.span, "a scalar"));
+        }
+        let axis = self.axis_arg(&args[0], t.shape().len())?;
+        if t.dtype() == DType::Bool {
+            return Err(Diagnostic::error("`.scan` is not defined on bool tiles")
+                .with_label(recv.span, "bool")
+                .note("cast to i32 first: `(x as i32)`"));
+        }
+        let fns = self.fns;
+        let decl = match &args[1].kind {
+            ast::ExprKind::Name(f) => fns.get(&f.name),
+            _ => None,
+        };
+        let Some(decl) = decl else {
+            return Err(Diagnostic::error("the second argument of `.scan` must name a `fn`")
+                .with_label(args[1].span, "not the name of a `fn`")
+                .note(usage));
+        };
+        if decl.params.len() != 2 {
+            return Err(Diagnostic::error(format!(
+                "`{}` takes {} arguments; a combine function takes 2",
+                decl.name.name,
+                decl.params.len()
+            ))
+            .with_label(args[1].span, "not a combine function")
+            .with_secondary(decl.name.span, "defined here"));
+        }
+        // The combine function's body, inlined into a region of its own on two scalars.
+        let elem = Type::scalar(t.dtype());
+        let region = self.body.new_block(&[elem.clone(), elem.clone()]);
+        let [a, b] = self.body.block(region).args[..] else {
+            return Err(Diagnostic::ice("sema", "a region of two arguments without them"));
+        };
+        let saved = self.block;
+        self.block = region;
+        let at = args[1].span;
+        let combined = self.inline_vals(decl, vec![(Val::V(a), at), (Val::V(b), at)], span).and_then(|r| {
+            self.coerce(r, &elem, at).map_err(|d| d.note(format!("a combine function of {} elements returns `{}`", t.dtype(), t.dtype())))
+        });
+        if let Ok(y) = combined {
+            self.emit0(OpKind::Yield, vec![y], at);
+        }
+        self.block = saved;
+        combined?;
+        let bad = self
+            .body
+            .block(region)
+            .ops
+            .iter()
+            .map(|&o| self.body.op(o))
+            .find(|d| !(d.kind.is_elementwise() || d.kind == OpKind::Yield) || d.results.iter().any(|&r| !self.body.ty(r).is_scalar()));
+        if let Some(d) = bad {
+            return Err(Diagnostic::error(format!("`{}` cannot be a scan's combine function", decl.name.name))
+                .with_label(at, "used as a combine function here")
+                .with_secondary(decl.name.span, "defined here")
+                .note(format!(
+                    "a combine function may only compute on its two scalars (arithmetic, comparisons, `where`, `min`/`max`, math functions, casts); this one has `{}`",
+                    d.kind.mnemonic()
+                )));
+        }
+        let op = self.body.append(self.block, OpKind::ScanFn(axis), vec![x], vec![t], vec![region], span);
+        Ok(Val::V(self.body.result(op)))
+    }
 }

@@ -265,6 +265,10 @@ pub enum OpKind {
     ArgReduce(ArgOp, u32),
     /// `(x: T[s]) -> T[s]`: the inclusive scan (running sum or maximum) along `axis`.
     Scan(ScanOp, u32),
+    /// `(x: T[s]) -> T[s]`: the inclusive scan along `axis` with a combine function, its one
+    /// region `^(acc: T, x: T)` of elementwise scalar ops yielding the next `T`: element `j` is
+    /// `f(…f(f(x₀, x₁), x₂)…, x_j)`, folded left in that order.
+    ScanFn(u32),
     /// `(a: T[s], b: T[s]) -> T[s, 2]`: stacks `a` and `b` on a new last axis.
     Join,
     /// `(x: T[s, 2]) -> (T[s], T[s])`: the two halves of the last axis (the inverse of `Join`).
@@ -291,6 +295,12 @@ pub enum OpKind {
 }
 
 impl OpKind {
+    /// Elementwise arithmetic (constants, unary and binary ops, compares, `select`, casts): what a
+    /// scan's combine function may hold.
+    pub fn is_elementwise(&self) -> bool {
+        matches!(self, OpKind::Const(_) | OpKind::Binary(_) | OpKind::Unary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Cast)
+    }
+
     /// The keyword of this op in the text form.
     pub fn mnemonic(&self) -> String {
         match self {
@@ -319,6 +329,7 @@ impl OpKind {
             OpKind::Atomic(a) => format!("atomic.{}", a.name()),
             OpKind::ArgReduce(a, _) => a.name().into(),
             OpKind::Scan(s, _) => format!("scan.{}", s.name()),
+            OpKind::ScanFn(_) => "scan_fn".into(),
             OpKind::Join => "join".into(),
             OpKind::Split => "split".into(),
             OpKind::Print(_) => "print".into(),

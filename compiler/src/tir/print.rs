@@ -37,7 +37,7 @@ pub fn attr_text(kind: &OpKind) -> Option<String> {
     match kind {
         OpKind::Const(l) => Some(format_lit(l)),
         OpKind::ProgramId(a) | OpKind::NumPrograms(a) | OpKind::ExpandDims(a) | OpKind::Dim(a) => Some(a.to_string()),
-        OpKind::Reduce(_, a) | OpKind::ArgReduce(_, a) | OpKind::Scan(_, a) => Some(a.to_string()),
+        OpKind::Reduce(_, a) | OpKind::ArgReduce(_, a) | OpKind::Scan(_, a) | OpKind::ScanFn(a) => Some(a.to_string()),
         OpKind::Print(s) | OpKind::Assert(s) => Some(format!("{s:?}")),
         OpKind::Arange(n) => Some(n.to_string()),
         OpKind::Permute(p) => Some(format!("[{}]", p.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))),

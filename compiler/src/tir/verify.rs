@@ -83,6 +83,13 @@ fn block(k: &Kernel, blk: Block, defined: &mut Vec<bool>, placed: &mut Vec<bool>
                 *defined = saved.clone();
                 block(k, body, defined, placed, Some(&tys))?;
             }
+            OpKind::ScanFn(_) => {
+                // The combine function sees its two arguments and nothing else.
+                let [r] = d.regions[..] else { return Err("`scan_fn` needs one region".into()) };
+                let elem = Type::scalar(b.ty(d.operands[0]).dtype());
+                let mut own = vec![false; defined.len()];
+                block(k, r, &mut own, placed, Some(std::slice::from_ref(&elem)))?;
+            }
             _ => {}
         }
         // Values of a region are not visible after it.
@@ -240,6 +247,29 @@ fn check_op(k: &Kernel, op: Op) -> Result<(), String> {
             Ok(())
         }
         OpKind::Gather | OpKind::Scatter | OpKind::Atomic(_) => indexed(k, op),
+        OpKind::ScanFn(axis) => {
+            n(1)?;
+            let t = ty(0)?;
+            if t.is_tensor() || *axis as usize >= t.shape().len() || t.dtype() == DType::Bool {
+                return Err(format!("axis {axis} of {t}"));
+            }
+            if res(0)? != t {
+                return Err(format!("result {} should be {t}", res(0)?));
+            }
+            let [r] = d.regions[..] else { return Err("one region, the combine function".into()) };
+            let elem = Type::scalar(t.dtype());
+            if b.block(r).args.iter().map(|&a| b.ty(a)).ne([&elem, &elem]) {
+                return Err(format!("the combine function takes two {elem}"));
+            }
+            for &o in &b.block(r).ops {
+                let kind = &b.op(o).kind;
+                let scalar_only = b.op(o).results.iter().all(|&v| b.ty(v).is_scalar());
+                if !scalar_only || !kind.is_elementwise() && *kind != OpKind::Yield {
+                    return Err(format!("`{}` in the combine function (elementwise scalar ops only)", kind.mnemonic()));
+                }
+            }
+            Ok(())
+        }
         OpKind::ArgReduce(_, axis) | OpKind::Scan(_, axis) => {
             n(1)?;
             let t = ty(0)?;
