@@ -1002,7 +1002,20 @@ pub const CASES: &[Case] = &[
         outputs: &[("first", P), ("last", P), ("row", P), ("el", P), ("big", P)],
         tols: &[("*", X)],
         tf32: false,
-        kernel: None,
+        kernel: Some("pick"),
+    },
+    // Slicing: rows, the last columns, part of a run-time row, a bool corner.
+    Case {
+        name: "ops slices R37 C29",
+        file: "ops/pick.tile",
+        consts: &[],
+        dims: &[("R", 37), ("C", 29), ("P", 5)],
+        scalars: &[("j", 3.0)],
+        generate: Some(inputs::scan_ties),
+        outputs: &[("mid", P), ("tail", P), ("part", P), ("corner", P)],
+        tols: &[("*", X)],
+        tf32: false,
+        kernel: Some("slices"),
     },
     op("ops scan R37 C50", "ops/scan.tile", &[], &[("R", 37), ("C", 50)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("cp", D), ("*", X)]),
     Case {

@@ -900,6 +900,44 @@ fn picking_by_index_matches_reference() {
     }
 }
 
+/// `pick.tile`'s `slices` (`t[2:6]`, `t[:, -16:]`, `t[j, 8:16]`, a bool corner) against plain
+/// indexing, with a last window past the tensor (padding 7).
+#[test]
+fn slicing_matches_reference() {
+    let k = compile_op_kernels("pick.tile", &checked()).into_iter().find(|k| k.meta.name == "slices").expect("the slices kernel");
+    let (r, c, p, j) = (37usize, 29usize, 5usize, 3usize);
+    let inp = generated(tessera_runtime::selftest::inputs::scan_ties, &[("R", r), ("C", c)]);
+    let x = input(&inp, "x");
+    let args = vec![
+        Arg::Tensor(x.clone()),
+        Arg::Scalar(tessera_compiler::Scalar::Int(j as i64)),
+        zeros(DType::F32, &[p, 4, 32]),
+        zeros(DType::F32, &[r, 16]),
+        zeros(DType::F32, &[p, 8]),
+        zeros(DType::Bool, &[p, 4, 4]),
+    ];
+    let (out, _) = run(&k, args);
+    let at = |i: usize, jj: usize| if i < r && jj < c { x.get_f64(i * c + jj) } else { 7.0 };
+    for q in 0..p {
+        for i in 0..4 {
+            for jj in 0..32 {
+                assert_eq!(tensor(&out[2]).get_f64((q * 4 + i) * 32 + jj), at(q * 8 + 2 + i, jj), "mid [{q}, {i}, {jj}]");
+            }
+            for jj in 0..4 {
+                assert_eq!(tensor(&out[5]).get_i64((q * 4 + i) * 4 + jj), i64::from(at(q * 8 + i, jj) > 0.5), "corner [{q}, {i}, {jj}]");
+            }
+        }
+        for jj in 0..8 {
+            assert_eq!(tensor(&out[4]).get_f64(q * 8 + jj), at(q * 8 + j, 8 + jj), "part [{q}, {jj}]");
+        }
+    }
+    for i in 0..r {
+        for jj in 0..16 {
+            assert_eq!(tensor(&out[3]).get_f64(i * 16 + jj), at(i, 16 + jj), "tail [{i}, {jj}]");
+        }
+    }
+}
+
 /// `exits.tile` (`break`, `continue`, `loop`) against the same loops in Rust.
 #[test]
 fn loop_exits_match_reference() {

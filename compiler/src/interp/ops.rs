@@ -187,6 +187,10 @@ impl Interp<'_> {
                 n_operands(1)?;
                 super::shape::scan(*sc, *axis as usize, &*self.tile(ops[0])?, dtype, &shape)?
             }
+            OpKind::Slice(axis, start) => {
+                n_operands(1)?;
+                super::shape::slice(*axis as usize, *start as usize, &*self.tile(ops[0])?, dtype, &shape)?
+            }
             OpKind::Join => {
                 n_operands(2)?;
                 super::shape::join(&*self.tile(ops[0])?, &*self.tile(ops[1])?, dtype, &shape)?

@@ -103,6 +103,26 @@ pub(super) fn scan(op: ScanOp, axis: usize, x: &Tile, dtype: DType, shape: &[i64
 }
 
 /// `join(a, b)`: element `[c…, k]` is `a[c…]` for `k = 0`, `b[c…]` for `k = 1`.
+/// `slice axis, start`: the elements `start..start + shape[axis]` along `axis`.
+pub(super) fn slice(axis: usize, start: usize, x: &Tile, dtype: DType, shape: &[i64]) -> Result<Tile> {
+    same_dtype(x, dtype)?;
+    let (outer, n, inner) = split_axis(x, axis)?;
+    let len = shape.get(axis).copied().unwrap_or(0).max(0) as usize;
+    let mut want = x.shape.clone();
+    want[axis] = len as i64;
+    if want != shape || start.checked_add(len).is_none_or(|end| end > n) {
+        return Err(internal(format!("slice {start}.. of axis {axis} of {:?} into {shape:?}", x.shape)));
+    }
+    fn pick<T: Copy>(v: &[T], outer: usize, n: usize, inner: usize, start: usize, len: usize) -> Vec<T> {
+        (0..outer).flat_map(|o| v[(o * n + start) * inner..(o * n + start + len) * inner].iter().copied()).collect()
+    }
+    let data = match &x.data {
+        Data::F(v) => Data::F(pick(v, outer, n, inner, start, len)),
+        Data::I(v) => Data::I(pick(v, outer, n, inner, start, len)),
+    };
+    Ok(Tile { dtype, shape: shape.to_vec(), data })
+}
+
 pub(super) fn join(a: &Tile, b: &Tile, dtype: DType, shape: &[i64]) -> Result<Tile> {
     same_dtype(a, dtype)?;
     same_dtype(b, dtype)?;

@@ -489,7 +489,7 @@ impl Cx<'_> {
                     }
                     self.dst.op(op).results.clone()
                 }
-                OpKind::Join | OpKind::Split | OpKind::Scan(..) | OpKind::ScanFn(_) | OpKind::ArgReduce(..) => {
+                OpKind::Join | OpKind::Split | OpKind::Slice(..) | OpKind::Scan(..) | OpKind::ScanFn(_) | OpKind::ArgReduce(..) => {
                     self.lower_staged(op, dst, rtys, span)?
                 }
                 OpKind::Gather | OpKind::Scatter | OpKind::Atomic(_) | OpKind::Print(_) | OpKind::Assert(_) => {

@@ -18,7 +18,7 @@ use crate::lir;
 use crate::tir::OpKind;
 
 impl Cx<'_> {
-    /// `join`, `split`, `scan.*`, `argmax`, `argmin`.
+    /// `join`, `split`, `slice`, `scan.*`, `scan_fn`, `argmax`, `argmin`.
     pub(super) fn lower_staged(&mut self, op: Op, dst: Block, rtys: Vec<lir::Type>, span: crate::Span) -> Result<Vec<Value>, Diagnostic> {
         let d = self.src.op(op);
         let xt = self.src.ty(d.operands[0]).clone();
@@ -76,6 +76,18 @@ impl Cx<'_> {
                     other => return Err(Diagnostic::ice("lower", format!("`{}` is not a staged op", other.mnemonic()))),
                 };
                 let r = self.emit(dst, kind, vec![], rtys, span);
+                bar(self);
+                r
+            }
+            OpKind::Slice(axis, start) => {
+                // Element [c…] is element Σc·rm + start·rm[axis] of x.
+                self.smem = self.smem.max(self.bytes(d.operands[0]));
+                store(self, x, 0);
+                bar(self);
+                let strides = row_major(xt.shape());
+                let at = (*start as u64).saturating_mul(strides[*axis as usize] as u64).saturating_mul(xt.dtype().size() as u64);
+                let offset = u32::try_from(at).map_err(|_| Diagnostic::ice("lower", "a slice past shared memory"))?;
+                let r = self.emit(dst, lir::OpKind::LocalLoad { offset, strides }, vec![], rtys, span);
                 bar(self);
                 r
             }

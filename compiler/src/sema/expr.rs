@@ -209,7 +209,7 @@ impl<'a> Lowerer<'a> {
     /// Reports a tile that cannot live in the target's registers, or an op whose operands cannot
     /// be staged in its shared memory (the lowering stages `dot`, reductions, scans, `join`,
     /// `split`, `broadcast` and `permute` operands there).
-    fn check_size(&mut self, kind: &OpKind, operands: &[Value], ty: &Type, span: Span) {
+    pub(super) fn check_size(&mut self, kind: &OpKind, operands: &[Value], ty: &Type, span: Span) {
         let Some(lim) = self.limits else { return };
         if self.size_reported {
             return;
@@ -245,9 +245,14 @@ impl<'a> Lowerer<'a> {
                 _ => None,
             },
             OpKind::Join => ty_of(0).map(|a| (2 * bytes(&a), format!("two {a} tiles"))),
-            OpKind::Broadcast | OpKind::Permute(_) | OpKind::Reduce(..) | OpKind::Scan(..) | OpKind::ArgReduce(..) | OpKind::Split => {
-                ty_of(0).map(|a| (bytes(&a), format!("its operand {a}")))
-            }
+            OpKind::Broadcast
+            | OpKind::Permute(_)
+            | OpKind::Reduce(..)
+            | OpKind::Scan(..)
+            | OpKind::ScanFn(_)
+            | OpKind::Slice(..)
+            | OpKind::ArgReduce(..)
+            | OpKind::Split => ty_of(0).map(|a| (bytes(&a), format!("its operand {a}"))),
             _ => None,
         };
         if let Some((need, what)) = staged
@@ -1195,10 +1200,10 @@ impl<'a> Lowerer<'a> {
                             let v = self.lower_expr(e)?;
                             offs.push(self.scalar_i32(v, e.span)?);
                         }
-                        IndexArg::NewAxis(s) | IndexArg::Full(s) => {
-                            return Err(
-                                Diagnostic::error("a tensor is indexed with scalars (`q[b, h]`)").with_label(*s, "not allowed on a tensor")
-                            );
+                        IndexArg::NewAxis(s) | IndexArg::Full(s) | IndexArg::Range(_, _, s) => {
+                            return Err(Diagnostic::error("a tensor is indexed with scalars (`q[b, h]`)")
+                                .with_label(*s, "not allowed on a tensor")
+                                .note("load a window (`t.load(offsets, shape)`) to work on part of a tensor"));
                         }
                     }
                 }
@@ -1228,8 +1233,9 @@ impl<'a> Lowerer<'a> {
     /// nothing and gives zero.
     fn index_tile(&mut self, x: Value, dtype: DType, shape: &[i64], idx: &[IndexArg], span: Span) -> R<Val> {
         let picks = idx.iter().filter(|a| matches!(a, IndexArg::Expr(_))).count();
+        let ranges = idx.iter().filter(|a| matches!(a, IndexArg::Range(..))).count();
         let named = idx.iter().filter(|a| !matches!(a, IndexArg::NewAxis(_))).count();
-        if named > shape.len() || (picks == 0 && named != shape.len()) {
+        if named > shape.len() || (picks == 0 && ranges == 0 && named != shape.len()) {
             return Err(Diagnostic::error(format!(
                 "a tile of rank {} is indexed with an index or `:` per dimension and `None` for new axes",
                 shape.len()
@@ -1237,19 +1243,26 @@ impl<'a> Lowerer<'a> {
             .with_label(span, "here")
             .note("e.g. `t[:, None]` turns a [n] tile into [n, 1]; `t[:, 0]` is the first column of a 2-D tile"));
         }
-        // The axis of `x` each picking index applies to.
+        // The axis of `x` each picking index or range applies to.
         let mut picked = vec![];
         let mut axis = 0usize;
+        let mut x = x;
         for a in idx {
             match a {
                 IndexArg::Expr(e) => {
                     picked.push((axis, e));
                     axis += 1;
                 }
+                IndexArg::Range(lo, hi, s) => {
+                    x = self.slice_axis(x, axis, lo.as_deref(), hi.as_deref(), *s)?;
+                    axis += 1;
+                }
                 IndexArg::Full(_) => axis += 1,
                 IndexArg::NewAxis(_) => {}
             }
         }
+        let shape = self.ty(x).shape().to_vec();
+        let shape = &shape[..];
         // Bool tiles are picked as 0/1 integers.
         let mut cur = if dtype == DType::Bool && picks > 0 {
             self.emit(OpKind::Cast, vec![x], Type::tile(DType::I32, shape.to_vec()), span)
@@ -1296,7 +1309,7 @@ impl<'a> Lowerer<'a> {
         let mut pos = 0usize;
         for a in idx {
             match a {
-                IndexArg::Full(_) => pos += 1,
+                IndexArg::Full(_) | IndexArg::Range(..) => pos += 1,
                 IndexArg::Expr(_) => {}
                 IndexArg::NewAxis(_) => {
                     if self.ty(cur).shape().len() >= 4 {
@@ -1308,6 +1321,37 @@ impl<'a> Lowerer<'a> {
             }
         }
         Ok(Val::V(cur))
+    }
+
+    /// `x[…, lo:hi, …]` along `axis`: constant bounds, counting from the end when negative,
+    /// `lo` 0 and `hi` the length when left out; the length `hi - lo` is a power of two, as
+    /// every tile dimension is. Staged through shared memory (`slice`).
+    fn slice_axis(&mut self, x: Value, axis: usize, lo: Option<&ast::Expr>, hi: Option<&ast::Expr>, span: Span) -> R<Value> {
+        let t = self.ty(x);
+        let n = t.shape()[axis];
+        let mut bound = |e: Option<&ast::Expr>, default: i64| -> R<i64> {
+            let Some(e) = e else { return Ok(default) };
+            let v = self.const_int(e, "a slice bound")?;
+            Ok(if v < 0 { v.saturating_add(n) } else { v })
+        };
+        let (a, b) = (bound(lo, 0)?, bound(hi, n)?);
+        if !(0 <= a && a < b && b <= n) {
+            return Err(Diagnostic::error(format!("slice {a}:{b} is out of range: axis {axis} of this tile has {n} elements"))
+                .with_label(span, "out of range")
+                .note("a slice takes elements `lo` up to (not including) `hi`, with `0 <= lo < hi <= n`"));
+        }
+        let len = b - a;
+        if (len as u64).count_ones() != 1 {
+            return Err(Diagnostic::error(format!("slice {a}:{b} has {len} elements; tile dimensions are powers of two"))
+                .with_label(span, "not a power of two")
+                .note(format!("e.g. `{a}:{}`", a + (1i64 << (63 - (len as u64).leading_zeros())))));
+        }
+        if len == n {
+            return Ok(x);
+        }
+        let mut s = t.shape().to_vec();
+        s[axis] = len;
+        Ok(self.emit(OpKind::Slice(axis as u32, a as u32), vec![x], Type::tile(t.dtype(), s), span))
     }
 
     fn call(&mut self, f: &ast::Ident, args: &[ast::Expr], span: Span) -> R<Val> {

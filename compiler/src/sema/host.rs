@@ -209,6 +209,13 @@ pub(super) fn render(e: &ast::Expr) -> String {
                     ast::IndexArg::Expr(e) => render(e),
                     ast::IndexArg::NewAxis(_) => "None".into(),
                     ast::IndexArg::Full(_) => ":".into(),
+                    ast::IndexArg::Range(a, b, _) => {
+                        format!(
+                            "{}:{}",
+                            a.as_ref().map(|e| render(e)).unwrap_or_default(),
+                            b.as_ref().map(|e| render(e)).unwrap_or_default()
+                        )
+                    }
                 })
                 .collect();
             format!("{}[{}]", render(b), idx.join(", "))

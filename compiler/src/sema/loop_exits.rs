@@ -87,8 +87,10 @@ fn walk_blocks(e: &Expr, f: &mut dyn FnMut(&Block)) {
         ExprKind::Index(b, idx) => {
             walk_blocks(b, f);
             for i in idx {
-                if let crate::syntax::ast::IndexArg::Expr(x) = i {
-                    walk_blocks(x, f);
+                match i {
+                    crate::syntax::ast::IndexArg::Expr(x) => walk_blocks(x, f),
+                    crate::syntax::ast::IndexArg::Range(a, b, _) => a.iter().chain(b).for_each(|x| walk_blocks(x, f)),
+                    _ => {}
                 }
             }
         }

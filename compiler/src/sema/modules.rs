@@ -356,8 +356,10 @@ fn rename_expr(e: &mut ast::Expr, names: &HashMap<String, String>, prefix: &str)
         ExprKind::Index(b, idx) => {
             rename_expr(b, names, prefix);
             for i in idx {
-                if let IndexArg::Expr(x) = i {
-                    rename_expr(x, names, prefix);
+                match i {
+                    IndexArg::Expr(x) => rename_expr(x, names, prefix),
+                    IndexArg::Range(a, b, _) => a.iter_mut().chain(b.iter_mut()).for_each(|x| rename_expr(x, names, prefix)),
+                    _ => {}
                 }
             }
         }

@@ -161,6 +161,7 @@ impl Lowerer<'_> {
                     d.kind.mnemonic()
                 )));
         }
+        self.check_size(&OpKind::ScanFn(axis), &[x], &t, span);
         let op = self.body.append(self.block, OpKind::ScanFn(axis), vec![x], vec![t], vec![region], span);
         Ok(Val::V(self.body.result(op)))
     }

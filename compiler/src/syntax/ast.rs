@@ -228,6 +228,8 @@ pub enum IndexArg {
     NewAxis(Span),
     /// `:`: the whole axis.
     Full(Span),
+    /// `a:b`, `a:`, `:b`: the elements `a..b` of the axis (constant bounds).
+    Range(Option<Box<Expr>>, Option<Box<Expr>>, Span),
 }
 
 #[derive(Clone, Debug, PartialEq)]

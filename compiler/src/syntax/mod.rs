@@ -620,6 +620,13 @@ kernel vector_add<const BLOCK: i32 = 1024>(a: &f32[N], b: &f32[N], c: &mut f32[N
                         IndexArg::Expr(e) => show(e),
                         IndexArg::NewAxis(_) => "None".into(),
                         IndexArg::Full(_) => ":".into(),
+                        IndexArg::Range(a, b, _) => {
+                            format!(
+                                "{}:{}",
+                                a.as_ref().map(|e| show(e)).unwrap_or_default(),
+                                b.as_ref().map(|e| show(e)).unwrap_or_default()
+                            )
+                        }
                     })
                     .collect();
                 format!("{}[{}]", show(b), idx.join(", "))

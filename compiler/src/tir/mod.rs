@@ -269,6 +269,9 @@ pub enum OpKind {
     /// region `^(acc: T, x: T)` of elementwise scalar ops yielding the next `T`: element `j` is
     /// `f(…f(f(x₀, x₁), x₂)…, x_j)`, folded left in that order.
     ScanFn(u32),
+    /// `(x: T[s]) -> T[s']`: the elements `start..start + s'[axis]` along `axis` (`Slice(axis,
+    /// start)`; the other dimensions unchanged).
+    Slice(u32, u32),
     /// `(a: T[s], b: T[s]) -> T[s, 2]`: stacks `a` and `b` on a new last axis.
     Join,
     /// `(x: T[s, 2]) -> (T[s], T[s])`: the two halves of the last axis (the inverse of `Join`).
@@ -330,6 +333,7 @@ impl OpKind {
             OpKind::ArgReduce(a, _) => a.name().into(),
             OpKind::Scan(s, _) => format!("scan.{}", s.name()),
             OpKind::ScanFn(_) => "scan_fn".into(),
+            OpKind::Slice(..) => "slice".into(),
             OpKind::Join => "join".into(),
             OpKind::Split => "split".into(),
             OpKind::Print(_) => "print".into(),

@@ -637,6 +637,7 @@ impl Parser {
                 | OpKind::ArgReduce(..)
                 | OpKind::Scan(..)
                 | OpKind::ScanFn(_)
+                | OpKind::Slice(..)
                 | OpKind::Print(_)
                 | OpKind::Assert(_)
                 | OpKind::Dim(_)
@@ -720,6 +721,7 @@ impl Parser {
             "join" => OpKind::Join,
             "split" => OpKind::Split,
             "scan_fn" => OpKind::ScanFn(self.u32_lit("an axis")?),
+            "slice" => OpKind::Slice(self.u32_lit("an axis")?, self.u32_lit("a start")?),
             "while" => OpKind::While,
             "return" => OpKind::Return,
             "print" => OpKind::Print(self.string("the format string")?),
@@ -1229,6 +1231,19 @@ mod tests {
         );
         let err = crate::tir::verify_kernel(&parse_kernel(&tile).unwrap()).unwrap_err();
         assert!(err.contains("elementwise scalar ops only"), "{err}");
+    }
+
+    /// `slice axis start` prints and parses back; the verifier checks the range.
+    #[test]
+    fn slice_round_trips_and_is_checked() {
+        let head = "kernel @k(%0 = x: &f32[N, M])\n    grid(1) warps(4) stages(3)\n{\n  %1 = const 0 : i32\n  %2 = const 0.0 : f32\n  %3 = load %0, %1, %1, %2 : f32[4, 8]\n";
+        let good = format!("{head}  %4 = slice 1 4, %3 : f32[4, 4]\n}}\n");
+        let k = parse_kernel(&good).unwrap();
+        crate::tir::verify_kernel(&k).unwrap();
+        assert_eq!(print_kernel(&k), good);
+        let past = format!("{head}  %4 = slice 1 6, %3 : f32[4, 4]\n}}\n");
+        let err = crate::tir::verify_kernel(&parse_kernel(&past).unwrap()).unwrap_err();
+        assert!(err.contains("is not elements 6.. of axis 1"), "{err}");
     }
 
     #[test]

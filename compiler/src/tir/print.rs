@@ -40,6 +40,7 @@ pub fn attr_text(kind: &OpKind) -> Option<String> {
         OpKind::Reduce(_, a) | OpKind::ArgReduce(_, a) | OpKind::Scan(_, a) | OpKind::ScanFn(a) => Some(a.to_string()),
         OpKind::Print(s) | OpKind::Assert(s) => Some(format!("{s:?}")),
         OpKind::Arange(n) => Some(n.to_string()),
+        OpKind::Slice(axis, start) => Some(format!("{axis} {start}")),
         OpKind::Permute(p) => Some(format!("[{}]", p.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))),
         _ => None,
     }

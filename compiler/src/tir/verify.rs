@@ -247,6 +247,21 @@ fn check_op(k: &Kernel, op: Op) -> Result<(), String> {
             Ok(())
         }
         OpKind::Gather | OpKind::Scatter | OpKind::Atomic(_) => indexed(k, op),
+        OpKind::Slice(axis, start) => {
+            n(1)?;
+            let (t, r) = (ty(0)?, res(0)?);
+            let a = *axis as usize;
+            let ok = !t.is_tensor()
+                && a < t.shape().len()
+                && r.dtype() == t.dtype()
+                && r.shape().len() == t.shape().len()
+                && r.shape()
+                    .iter()
+                    .zip(t.shape())
+                    .enumerate()
+                    .all(|(i, (&rs, &ts))| if i == a { *start as i64 + rs <= ts } else { rs == ts });
+            if ok { Ok(()) } else { Err(format!("{r} is not elements {start}.. of axis {axis} of {t}")) }
+        }
         OpKind::ScanFn(axis) => {
             n(1)?;
             let t = ty(0)?;
