@@ -52,6 +52,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("gat.tile", include_str!("../../examples/gat.tile")),
     ("gat_bwd.tile", include_str!("../../examples/gat_bwd.tile")),
     ("rgat.tile", include_str!("../../examples/rgat.tile")),
+    ("rgat_bwd.tile", include_str!("../../examples/rgat_bwd.tile")),
     ("hgt.tile", include_str!("../../examples/hgt.tile")),
     ("rgcn.tile", include_str!("../../examples/rgcn.tile")),
     ("embedding_bag_bwd.tile", include_str!("../../examples/embedding_bag_bwd.tile")),
@@ -781,6 +782,31 @@ pub const CASES: &[Case] = &[
             &[("N", 50), ("E", 300), ("H", 3), ("F", 10)],
             &[("slope", 0.2)],
             &[("dfeat", A), ("del", A), ("der", P)],
+        )
+    },
+    // RGAT backward: every output a sum of atomic adds (dqd too: a node's edges of one relation).
+    Case {
+        generate: Some(gen_rgat),
+        tols: &[("*", Tol::Ulps { ulps: 4096.0, atol: 1e-4 })],
+        ..c(
+            "rgat_bwd N50 E300 R3 H3 F10",
+            "rgat_bwd.tile",
+            &[],
+            &[("N", 50), ("E", 300), ("R", 3), ("H", 3), ("F", 10)],
+            &[("slope", 0.2)],
+            &[("dfeat", A), ("dqd", A), ("dks", A)],
+        )
+    },
+    Case {
+        generate: Some(gen_rgat),
+        tols: &[("*", Tol::Ulps { ulps: 4096.0, atol: 1e-4 })],
+        ..c(
+            "rgat_bwd N1 E1 R1 H8 F16",
+            "rgat_bwd.tile",
+            &[],
+            &[("N", 1), ("E", 1), ("R", 1), ("H", 8), ("F", 16)],
+            &[("slope", 0.2)],
+            &[("dfeat", A), ("dqd", A), ("dks", A)],
         )
     },
     Case {
