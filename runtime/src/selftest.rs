@@ -53,6 +53,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("gat_bwd.tile", include_str!("../../examples/gat_bwd.tile")),
     ("rgat.tile", include_str!("../../examples/rgat.tile")),
     ("rgat_bwd.tile", include_str!("../../examples/rgat_bwd.tile")),
+    ("hgt_bwd.tile", include_str!("../../examples/hgt_bwd.tile")),
     ("hgt.tile", include_str!("../../examples/hgt.tile")),
     ("rgcn.tile", include_str!("../../examples/rgcn.tile")),
     ("embedding_bag_bwd.tile", include_str!("../../examples/embedding_bag_bwd.tile")),
@@ -818,6 +819,19 @@ pub const CASES: &[Case] = &[
             &[("N", 50), ("M", 120), ("E", 300), ("H", 3), ("D", 10)],
             &[("scale", 0.3)],
             &[("out", P)],
+        )
+    },
+    // HGT backward: dk and dv are sums of atomic adds; dq and dprior one program's values.
+    Case {
+        generate: Some(gen_hgt),
+        tols: &[("*", Tol::Ulps { ulps: 4096.0, atol: 1e-4 })],
+        ..c(
+            "hgt_bwd N50 M120 E300 H3 D10",
+            "hgt_bwd.tile",
+            &[],
+            &[("N", 50), ("M", 120), ("E", 300), ("H", 3), ("D", 10)],
+            &[("scale", 0.3)],
+            &[("dq", P), ("dk", A), ("dv", A), ("dprior", P)],
         )
     },
     Case {

@@ -1032,6 +1032,72 @@ fn hgt_matches_reference() {
     assert_close("hgt", tensor(&out[6]), &want, 1e-5, 1e-5);
 }
 
+/// The HGT layer's backward pass (`hgt_bwd.tile`, on the output of `hgt.tile`) against f64
+/// gradients: destinations with no edges, one and many, more source rows than destinations,
+/// per-edge priors (their gradient stored per edge).
+#[test]
+fn hgt_backward_matches_reference() {
+    let fwd = &compile_example("hgt.tile", &opts(&[]))[0];
+    let bwd = &compile_example("hgt_bwd.tile", &opts(&[]))[0];
+    let (n, rows, h, d) = (30usize, 70usize, 3usize, 10usize);
+    let mut rng = Rng::new(127);
+    let (row_ptr, col_idx) = random_csr(n, rows, &mut rng);
+    let e = col_idx.len();
+    let prior = random_tensor(DType::F32, &[e, h], &mut rng);
+    let [q, dout] = std::array::from_fn(|_| random_tensor(DType::F32, &[n, h, d], &mut rng));
+    let [kk, v] = std::array::from_fn(|_| random_tensor(DType::F32, &[rows, h, d], &mut rng));
+    let scale = 1.0 / (d as f64).sqrt();
+    let t = |x: &HostTensor| Arg::Tensor(x.clone());
+    let graph =
+        [Arg::Tensor(HostTensor::from_i64(DType::I32, &[n + 1], &row_ptr)), Arg::Tensor(HostTensor::from_i64(DType::I32, &[e], &col_idx))];
+    let mut args = graph.to_vec();
+    args.extend([t(&prior), t(&q), t(&kk), t(&v), Arg::Tensor(poisoned(DType::F32, &[n, h, d])), Arg::Scalar(Scalar::Float(scale))]);
+    let out = tensor(&interp(fwd, args)[6]).clone();
+    let mut args = graph.to_vec();
+    args.extend([
+        t(&prior),
+        t(&q),
+        t(&kk),
+        t(&v),
+        t(&out),
+        t(&dout),
+        Arg::Tensor(poisoned(DType::F32, &[n, h, d])),
+        Arg::Tensor(HostTensor::zeros(DType::F32, &[rows, h, d])),
+        Arg::Tensor(HostTensor::zeros(DType::F32, &[rows, h, d])),
+        Arg::Tensor(poisoned(DType::F32, &[e, h])),
+        Arg::Scalar(Scalar::Float(scale)),
+    ]);
+    let g = interp(bwd, args);
+    let (mut dq, mut dk, mut dv, mut dprior) = (vec![0.0; n * h * d], vec![0.0; rows * h * d], vec![0.0; rows * h * d], vec![0.0; e * h]);
+    for i in 0..n {
+        let edges: Vec<usize> = (row_ptr[i] as usize..row_ptr[i + 1] as usize).collect();
+        for hd in 0..h {
+            let qi = |c: usize| q.get_f64((i * h + hd) * d + c);
+            let gi = |c: usize| dout.get_f64((i * h + hd) * d + c);
+            let row = |x: &HostTensor, j: usize, c: usize| x.get_f64((j * h + hd) * d + c);
+            let tt: Vec<f64> = edges.iter().map(|&q_e| (0..d).map(|c| qi(c) * row(&kk, col_idx[q_e] as usize, c)).sum()).collect();
+            let pe: Vec<f64> = edges.iter().map(|&q_e| prior.get_f64(q_e * h + hd) * scale).collect();
+            let a = softmax(&tt.iter().zip(&pe).map(|(x, p)| x * p).collect::<Vec<_>>());
+            let da: Vec<f64> = edges.iter().map(|&q_e| (0..d).map(|c| gi(c) * row(&v, col_idx[q_e] as usize, c)).sum()).collect();
+            let sum: f64 = a.iter().zip(&da).map(|(x, y)| x * y).sum();
+            for (k_e, &q_e) in edges.iter().enumerate() {
+                let j = col_idx[q_e] as usize;
+                let ds = a[k_e] * (da[k_e] - sum);
+                dprior[q_e * h + hd] = ds * tt[k_e] * scale;
+                for c in 0..d {
+                    dq[(i * h + hd) * d + c] += ds * pe[k_e] * row(&kk, j, c);
+                    dk[(j * h + hd) * d + c] += ds * pe[k_e] * qi(c);
+                    dv[(j * h + hd) * d + c] += a[k_e] * gi(c);
+                }
+            }
+        }
+    }
+    assert_close("hgt_bwd dq", tensor(&g[8]), &dq, 1e-5, 1e-5);
+    assert_close("hgt_bwd dk", tensor(&g[9]), &dk, 1e-5, 1e-5);
+    assert_close("hgt_bwd dv", tensor(&g[10]), &dv, 1e-5, 1e-5);
+    assert_close("hgt_bwd dprior", tensor(&g[11]), &dprior, 1e-5, 1e-5);
+}
+
 /// The layer-norm backward pass against an f64 reference: `dx` per row, `dw`/`db` summed over
 /// rows by several programs' atomics (R = 37 with 4 rows per block and 2 blocks per program: the
 /// last program stops early), at widths below and at the tile's.
