@@ -70,6 +70,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("ops/pick.tile", include_str!("../../tests/ops/pick.tile")),
     ("ops/scan.tile", include_str!("../../tests/ops/scan.tile")),
     ("ops/scan_fn.tile", include_str!("../../tests/ops/scan_fn.tile")),
+    ("ops/segment.tile", include_str!("../../tests/ops/segment.tile")),
     ("ops/loops.tile", include_str!("../../tests/ops/loops.tile")),
     ("ops/exits.tile", include_str!("../../tests/ops/exits.tile")),
     ("ops/dot_wide.tile", include_str!("../../tests/ops/dot_wide.tile")),
@@ -1080,6 +1081,12 @@ pub const CASES: &[Case] = &[
             &[("decay", P), ("mix", P), ("big", P), ("firsts", P)],
         )
     },
+    // Segment reductions: nodes without edges, with part of a block and several blocks.
+    Case {
+        generate: Some(gen_segment),
+        tols: &[("s", D), ("a", D), ("*", X)],
+        ..c("ops segment N40 E300 F5", "ops/segment.tile", &[], &[("N", 40), ("E", 300), ("F", 5)], &[], &[("s", P), ("m", P), ("a", P)])
+    },
     op("ops scan R1 C1", "ops/scan.tile", &[], &[("R", 1), ("C", 1)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("cp", D), ("*", X)]),
     op("ops loops P32", "ops/loops.tile", &[], &[], inputs::loops, &[("out", P), ("t", P)], &[("*", X)]),
     op("ops exits P32", "ops/exits.tile", &[], &[], inputs::loops, &[("out", P)], &[("*", X)]),
@@ -1499,12 +1506,17 @@ pub fn csr(r: usize, n: usize, e: usize, rng: &mut Rng) -> (HostTensor, HostTens
     (i32_tensor(&row_ptr), i32_tensor(&cols))
 }
 
-/// Inputs of `spmm_csr`: a CSR structure of `R` rows over `N` columns with `E` entries.
 /// A random graph for `gat`: `E` edges into `N` nodes (CSR by destination), some nodes with none.
 pub fn gen_gat(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static str, HostTensor)>, String> {
     let n = size(sizes, "N")?;
     let (row_ptr, col_idx) = csr(n, n, size(sizes, "E")?, rng);
     Ok(vec![("row_ptr", row_ptr), ("col_idx", col_idx)])
+}
+
+/// The row pointers of `E` edges into `N` nodes (CSR), some nodes with none: `ops/segment.tile`.
+pub fn gen_segment(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static str, HostTensor)>, String> {
+    let (row_ptr, _) = csr(size(sizes, "N")?, 1, size(sizes, "E")?, rng);
+    Ok(vec![("row_ptr", row_ptr)])
 }
 
 /// A random graph for `rgat`: CSR by destination over `N` nodes with `E` edges, each edge's
@@ -1525,6 +1537,7 @@ pub fn gen_hgt(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static str, HostTe
     Ok(vec![("row_ptr", row_ptr), ("col_idx", col_idx)])
 }
 
+/// Inputs of `spmm_csr`: a CSR structure of `R` rows over `N` columns with `E` entries.
 pub fn gen_spmm(sizes: &Sizes, rng: &mut Rng) -> Result<Vec<(&'static str, HostTensor)>, String> {
     let (row_ptr, col_idx) = csr(size(sizes, "R")?, size(sizes, "N")?, size(sizes, "E")?, rng);
     Ok(vec![("row_ptr", row_ptr), ("col_idx", col_idx)])

@@ -938,6 +938,43 @@ fn slicing_matches_reference() {
     }
 }
 
+/// `std::graph`'s segment reductions (`segment.tile`) against per-node loops over a CSR list:
+/// nodes without edges (sum and mean 0, maximum `-inf`), fewer edges than a block, several blocks.
+#[test]
+fn segment_reductions_match_reference() {
+    let k = compile_op_file("segment.tile", &checked());
+    let (n, e, f) = (40usize, 300usize, 5usize);
+    let inp = generated(tessera_runtime::selftest::gen_segment, &[("N", n), ("E", e)]);
+    let rp = input(&inp, "row_ptr");
+    let x = random_tensor(DType::F32, &[e, f], &mut Rng::new(37));
+    let (out, _) = run(
+        &k,
+        vec![
+            Arg::Tensor(rp.clone()),
+            Arg::Tensor(x.clone()),
+            zeros(DType::F32, &[n, f]),
+            zeros(DType::F32, &[n, f]),
+            zeros(DType::F32, &[n, f]),
+        ],
+    );
+    let mut empty = 0;
+    for i in 0..n {
+        let (a, b) = (rp.get_i64(i) as usize, rp.get_i64(i + 1) as usize);
+        empty += usize::from(a == b);
+        for c in 0..f {
+            let vals: Vec<f64> = (a..b).map(|q| x.get_f64(q * f + c)).collect();
+            let sum: f64 = vals.iter().sum();
+            let max = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let mean = if vals.is_empty() { 0.0 } else { sum / vals.len() as f64 };
+            let at = i * f + c;
+            assert!((tensor(&out[2]).get_f64(at) - sum).abs() <= 1e-5 * (1.0 + sum.abs()), "sum [{i}, {c}]");
+            assert_eq!(tensor(&out[3]).get_f64(at), max, "max [{i}, {c}]");
+            assert!((tensor(&out[4]).get_f64(at) - mean).abs() <= 1e-5 * (1.0 + mean.abs()), "mean [{i}, {c}]");
+        }
+    }
+    assert!(empty > 0 && rp.get_i64(n) as usize == e, "the graph has nodes without edges and all {e} edges");
+}
+
 /// `exits.tile` (`break`, `continue`, `loop`) against the same loops in Rust.
 #[test]
 fn loop_exits_match_reference() {
