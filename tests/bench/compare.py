@@ -780,7 +780,7 @@ def rgat_training(N, E, R, H, F, src, dst, et, X, conv, feat, qd, ks, order, row
     dout = torch.randn(N, H * F, device=dev)
     fl = 3 * 2 * 2 * E * X.shape[1] * X.shape[1]
     try:
-        rec("graph", case, "pyg RGATConv forward + backward", bench(lambda: torch.autograd.grad(conv(x, ei, et), [x] + params, dout)), flops=fl)
+        rec("graph", case, "pyg RGATConv forward + backward", bench(lambda: torch.autograd.grad(conv(x, ei, et), [x] + params, dout, allow_unused=True)), flops=fl)
     except Exception as e:  # noqa: BLE001
         rec("graph", case, "pyg RGATConv forward + backward", None, note="failed: " + repr(e)[:120])
     ft, qt, kt = (t.detach().requires_grad_(True) for t in (feat, qd, ks))
