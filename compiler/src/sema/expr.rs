@@ -1440,6 +1440,9 @@ impl<'a> Lowerer<'a> {
                 let d = super::dtype_of(d)?;
                 match v {
                     Val::K(k, t @ KTy::Weak(_)) => Ok(Val::K(settle(k, t, d, span)?, KTy::Of(d))),
+                    // A constant of the declared type stays a constant (an `if` on it is chosen at
+                    // compile time), as it does for an untyped parameter.
+                    Val::K(k, KTy::Of(have)) if have == d => Ok(Val::K(k, KTy::Of(d))),
                     v => {
                         let x = self.coerce(v, &Type::scalar(d), span).map_err(|e| e.note(format!("{what} is declared `{d}`")))?;
                         Ok(Val::V(x))
