@@ -228,3 +228,14 @@ fn folded_constants_agree_with_the_run_time() {
         assert!(e.contains(msg), "{folded}: {e}");
     }
 }
+
+/// A const argument keeps its constness through a typed `fn` parameter as through an untyped one:
+/// the `if` on it is decided at compile time, so the tile IR has no `if` and one branch's ops.
+#[test]
+fn constant_arguments_to_typed_parameters_stay_constant() {
+    let text = "fn pick(c: bool, a, b) { if c { a * 2.0 } else { b - 1.0 } }\nfn pick_untyped(c, a, b) { if c { a * 2.0 } else { b - 1.0 } }\nkernel k<const C: bool = true>(x: &mut f32[N]) {\n    let t = x.load([0], [64]);\n    x.store([0], pick(C, t, t) + pick_untyped(!C, t, t));\n}\n";
+    let m = crate::compile(&Source::new("t.tile", text), &Options::default()).unwrap_or_else(|d| panic!("{}", d.render()));
+    let tir = crate::tir::print_kernel(&m.kernels[0].tir);
+    assert!(!tir.contains(" if "), "{tir}");
+    assert!(tir.contains("mul") && tir.contains("sub"), "{tir}");
+}
