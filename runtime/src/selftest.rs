@@ -186,6 +186,9 @@ const NA3D_BWD_CAUSAL: &[(&str, ConstValue)] = &[
     ("CY", ConstValue::Bool(true)),
 ];
 
+/// An NA-2D backward window with per-axis sizes: 5 × 3, a dilation of 2 along Y, causal along X.
+const NA2D_BWD_AXES: &[(&str, ConstValue)] = &[("KX", i(5)), ("KY", i(3)), ("DY", i(2)), ("CX", ConstValue::Bool(true))];
+
 const X: Tol = Tol::Exact;
 const D: Tol = Tol::Dtype;
 
@@ -632,6 +635,54 @@ pub const CASES: &[Case] = &[
         &[("o", P)],
     ),
     c("na1d L100 KS7", "na1d.tile", &[], &[("B", 1), ("H", 2), ("L", 100)], &[("scale", 0.125)], &[("o", P)]),
+    // NATTEN's causal windows and per-axis kernel sizes, dilations and causal flags.
+    c(
+        "na1d L53 KS5 DIL2 causal",
+        "na1d.tile",
+        &[("KS", i(5)), ("DIL", i(2)), ("TQ", i(16)), ("W", i(32)), ("CAUSAL", ConstValue::Bool(true))],
+        &[("B", 1), ("H", 2), ("L", 53)],
+        &[("scale", 0.125)],
+        &[("o", P)],
+    ),
+    c(
+        "na2d 13x10 k5x7 dx2 causal x",
+        "na2d.tile",
+        &[("KX", i(5)), ("KY", i(7)), ("DX", i(2)), ("CX", ConstValue::Bool(true))],
+        &[("B", 1), ("H", 2), ("X", 13), ("Y", 10)],
+        &[("scale", 0.125)],
+        &[("o", P)],
+    ),
+    c(
+        "na2d_stream 17x30 k7x5 dy2 causal x,y",
+        "na2d_stream.tile",
+        &[("KX", i(7)), ("KY", i(5)), ("DY", i(2)), ("RX", i(4)), ("CX", ConstValue::Bool(true)), ("CY", ConstValue::Bool(true))],
+        &[("B", 1), ("H", 1), ("X", 17), ("Y", 30)],
+        &[("scale", 0.125)],
+        &[("o", P)],
+    ),
+    Case {
+        kernel: Some("na2d_bwd_dq"),
+        ..c(
+            "na2d_bwd_dq 11x13 k5x3 dy2 causal x",
+            "na2d_bwd.tile",
+            NA2D_BWD_AXES,
+            &[("B", 1), ("H", 1), ("X", 11), ("Y", 13)],
+            &[("scale", 0.125)],
+            &[("dq", P)],
+        )
+    },
+    Case {
+        kernel: Some("na2d_bwd_dkdv"),
+        tols: &[("*", Tol::Ulps { ulps: 131072.0, atol: 0.01 })],
+        ..c(
+            "na2d_bwd_dkdv 11x13 k5x3 dy2 causal x",
+            "na2d_bwd.tile",
+            NA2D_BWD_AXES,
+            &[("B", 1), ("H", 1), ("X", 11), ("Y", 13)],
+            &[("scale", 0.125)],
+            &[("dk", A), ("dv", A)],
+        )
+    },
     c("na1d L=KS=7", "na1d.tile", &[], &[("B", 1), ("H", 1), ("L", 7)], &[("scale", 0.125)], &[("o", P)]),
     c(
         "na1d L53 KS5 DIL2 TQ16 W32",

@@ -334,6 +334,49 @@ fn na2d_matches_reference() {
     }
 }
 
+/// NA-1D and NA-2D with NATTEN's other window options against the f64 reference over the same
+/// windows (`na3d_keys`, the 3-D product with axes of 1): a causal 1-D window with dilation 2,
+/// and 2-D windows with a kernel size, a dilation and a causal flag per axis, through both
+/// `na2d.tile` and `na2d_stream.tile`.
+#[test]
+fn na_causal_and_per_axis_windows_match_reference() {
+    let run =
+        |file: &str, ints: &[(&str, i64)], bools: &[(&str, bool)], dims: [usize; 3], ks: [usize; 3], dil: [usize; 3], causal: [bool; 3]| {
+            let k = &compile_example(file, &opts_with_bools(ints, bools))[0];
+            let [_, nx, ny] = dims;
+            let (bsz, heads, d) = (1usize, 2usize, 64usize);
+            let shape: Vec<usize> = if file == "na1d.tile" { vec![bsz, heads, ny, d] } else { vec![bsz, heads, nx, ny, d] };
+            let scale = 0.3;
+            let [q, kk, v, o] = run_qkv(k, &shape, 61 + (nx * ny) as u64, scale);
+            let (qf, kf, vf) = (q.to_f64_vec(), kk.to_f64_vec(), v.to_f64_vec());
+            let n = nx * ny * d;
+            let mut want = vec![];
+            for bh in 0..bsz * heads {
+                let base = bh * n;
+                for p in 0..nx * ny {
+                    let qrow = &qf[base + p * d..base + (p + 1) * d];
+                    want.extend(attend(qrow, &na3d_keys(p, dims, ks, dil, causal), &kf[base..base + n], &vf[base..base + n], d, scale));
+                }
+            }
+            assert_close(&format!("{file} {dims:?} k{ks:?} dil{dil:?} causal{causal:?}"), &o, &want, ATTN_RTOL, ATTN_ATOL);
+        };
+    run(
+        "na1d.tile",
+        &[("KS", 5), ("DIL", 2), ("TQ", 16), ("W", 32)],
+        &[("CAUSAL", true)],
+        [1, 1, 53],
+        [1, 1, 5],
+        [1, 1, 2],
+        [false, false, true],
+    );
+    run("na1d.tile", &[("KS", 7), ("TQ", 64), ("W", 128)], &[("CAUSAL", true)], [1, 1, 100], [1, 1, 7], [1, 1, 1], [false, false, true]);
+    let per_axis = [("KX", 5), ("KY", 7), ("DX", 2), ("DY", 1), ("TX", 8), ("TY", 8), ("WX", 16), ("WY", 16)];
+    run("na2d.tile", &per_axis, &[("CX", true)], [1, 13, 10], [1, 5, 7], [1, 2, 1], [false, true, false]);
+    run("na2d.tile", &per_axis, &[("CY", true)], [1, 11, 20], [1, 5, 7], [1, 2, 1], [false, false, true]);
+    let stream = [("KX", 7), ("KY", 5), ("DX", 1), ("DY", 2), ("WX", 16), ("RX", 4)];
+    run("na2d_stream.tile", &stream, &[("CX", true), ("CY", true)], [1, 17, 30], [1, 7, 5], [1, 1, 2], [false, true, true]);
+}
+
 /// 1-D neighborhood attention backward (`na1d_bwd.tile`: dQ stored, dK and dV added atomically
 /// into f32) against f64 gradients over NATTEN's windows: a partial last block, the smallest
 /// legal length, dilation 2, a kernel of 13 on wider blocks. Tolerances as for NA-2D backward.
@@ -424,6 +467,50 @@ fn na2d_backward_matches_reference() {
         check("dk", tensor(&dkdv[4]), &want_dk);
         check("dv", tensor(&dkdv[5]), &want_dv);
     }
+}
+
+/// NA-1D and NA-2D backward with causal and per-axis windows against f64 gradients over the same
+/// windows (`na3d_keys` with axes of 1): a causal 1-D window with dilation 2, and a 2-D window
+/// causal along X with kernel sizes 5 × 3 and a dilation of 2 along Y.
+#[test]
+fn na_backward_causal_and_per_axis_windows_match_reference() {
+    let check =
+        |file: &str, ints: &[(&str, i64)], bools: &[(&str, bool)], dims: [usize; 3], ks: [usize; 3], dil: [usize; 3], causal: [bool; 3]| {
+            let kernels = compile_example(file, &opts_with_bools(ints, bools));
+            let [_, nx, ny] = dims;
+            let d = 32usize;
+            let shape: Vec<usize> = if file == "na1d_bwd.tile" { vec![1, 1, ny, d] } else { vec![1, 1, nx, ny, d] };
+            let mut rng = Rng::new(71 + (nx * ny) as u64);
+            let [q, k, v, dout] = std::array::from_fn(|_| random_tensor(DType::BF16, &shape, &mut rng));
+            let scale = 0.3;
+            let t = |a: &HostTensor| Arg::Tensor(a.clone());
+            let dq = interp(
+                &kernels[0],
+                vec![t(&q), t(&k), t(&v), t(&dout), t(&poisoned(DType::BF16, &shape)), Arg::Scalar(Scalar::Float(scale))],
+            );
+            let zeros = HostTensor::zeros(DType::F32, &shape);
+            let dkdv = interp(&kernels[1], vec![t(&q), t(&k), t(&v), t(&dout), t(&zeros), t(&zeros), Arg::Scalar(Scalar::Float(scale))]);
+            let (qf, kf, vf, gf) = (q.to_f64_vec(), k.to_f64_vec(), v.to_f64_vec(), dout.to_f64_vec());
+            let want = attention_grads(&qf, &kf, &vf, &gf, d, scale, |p| na3d_keys(p, dims, ks, dil, causal));
+            let name = format!("{file} {dims:?} k{ks:?} dil{dil:?} causal{causal:?}");
+            for (what, got, want) in
+                [("dq", tensor(&dq[4]), &want[0]), ("dk", tensor(&dkdv[4]), &want[1]), ("dv", tensor(&dkdv[5]), &want[2])]
+            {
+                let big = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+                assert_close(&format!("{name} {what}"), got, want, 1e-2, 5e-3 * big);
+            }
+        };
+    check(
+        "na1d_bwd.tile",
+        &[("KS", 5), ("DIL", 2), ("TQ", 16), ("W", 32), ("D", 32)],
+        &[("CAUSAL", true)],
+        [1, 1, 53],
+        [1, 1, 5],
+        [1, 1, 2],
+        [false, false, true],
+    );
+    let per_axis = [("KX", 5), ("KY", 3), ("DX", 1), ("DY", 2), ("TX", 2), ("TY", 8), ("WX", 8), ("WY", 16), ("D", 32)];
+    check("na2d_bwd.tile", &per_axis, &[("CX", true)], [1, 11, 13], [1, 5, 3], [1, 1, 2], [false, true, false]);
 }
 
 /// f32 layer norm against a two-pass f64 reference. Relative 1e-5 with an absolute floor of
