@@ -237,6 +237,15 @@ impl<'a, 's> Reporter<'a, 's> {
                     Tok::Plus | Tok::Minus | Tok::Star | Tok::Slash | Tok::Percent if expects(">") && expects(",") => {
                         d = d.note("a `const` parameter's default that is an expression needs parentheses: `= (…)`");
                     }
+                    Tok::Star if self.prev_token(*l).is_some_and(|t| t.1 == Tok::Star && t.2 == *l) => {
+                        d = d.note("`**` is not supported: write `pow(x, y)` (`std::math`), or multiply");
+                    }
+                    Tok::Colon | Tok::ColonColon if expects("]") => {
+                        d = d.note("a slice has no step: `lo:hi`, either bound optional (`t[2:6]`, `t[:, -16:]`)");
+                    }
+                    Tok::DotDot if expects("]") => {
+                        d = d.note("a slice of a tile is written `lo:hi` (`t[2:6]`)");
+                    }
                     _ => {}
                 }
                 d
@@ -1011,11 +1020,15 @@ kernel vector_add<const BLOCK: i32 = 1024>(a: &f32[N], b: &f32[N], c: &mut f32[N
                 let Ok(text) = std::fs::read_to_string(&path) else { continue };
                 seen += 1;
                 let (f, d) = parse(&text);
-                if path.ends_with("syntax_error.tile") {
-                    assert_eq!(d.len(), 1, "{}: {d:#?}", path.display());
-                    assert_eq!(d[0].message, "expected `;`, found `let`");
-                } else if path.ends_with("unsupported_keyword.tile") {
-                    assert_eq!(d.first().map(|d| d.message.as_str()), Some("`match` is not supported in tile programs"));
+                // The UI files that test syntax errors, and their first error.
+                let broken = [
+                    ("syntax_error.tile", "expected `;`, found `let`"),
+                    ("unsupported_keyword.tile", "`match` is not supported in tile programs"),
+                    ("pow_operator.tile", "expected an expression, found `*`"),
+                    ("slice_step.tile", "expected `]` or `,`, found `:`"),
+                ];
+                if let Some((_, want)) = broken.iter().find(|(name, _)| path.ends_with(name)) {
+                    assert_eq!(d.first().map(|d| d.message.as_str()), Some(*want), "{}: {d:#?}", path.display());
                 } else {
                     assert!(d.is_empty(), "{}: {d:#?}", path.display());
                     assert!(!f.items.is_empty(), "{}", path.display());
