@@ -44,6 +44,13 @@ impl Gen<'_> {
         Ok(out)
     }
 
+    /// Element `j` of the line starting at element `base` (elements `stride` apart) of the staged
+    /// tile at `offset`.
+    fn line_elem(&self, offset: u32, base: V, j: V, stride: i64, dtype: DType) -> Res<V> {
+        let idx = self.b.int_bin(IntOp::Add, base, self.b.int_bin(IntOp::Mul, j, self.i32c(stride)));
+        self.staged(offset, idx, dtype)
+    }
+
     /// Element `idx` of the staged tile (element type `dtype`) at `offset`.
     fn staged(&self, offset: u32, idx: V, dtype: DType) -> Res<V> {
         let off = self.addc(self.mulc(idx, dtype.size() as i64)?, offset as i64)?;
@@ -84,8 +91,7 @@ impl Gen<'_> {
         let res = self.counted_loop(n, vec![init; lines.len()], &mut |g, j, accs| {
             let mut next = vec![];
             for (i, &(base, pos)) in lines.iter().enumerate() {
-                let idx = g.b.int_bin(IntOp::Add, base, g.b.int_bin(IntOp::Mul, j, g.i32c(stride)));
-                let v = g.staged(offset, idx, dtype)?;
+                let v = g.line_elem(offset, base, j, stride, dtype)?;
                 let v = math::convert(g, v, dtype, acc_d)?;
                 let upd = math::binary(g, bop, accs[i], v, acc_d)?;
                 let pos = pos.ok_or("a scan element without a position")?;
@@ -122,8 +128,7 @@ impl Gen<'_> {
             let j = g.b.int_bin(IntOp::Add, j0, g.i32c(1));
             let mut next = vec![];
             for (i, &(base, pos)) in lines.iter().enumerate() {
-                let idx = g.b.int_bin(IntOp::Add, base, g.b.int_bin(IntOp::Mul, j, g.i32c(stride)));
-                let v = g.staged(offset, idx, dtype)?;
+                let v = g.line_elem(offset, base, j, stride, dtype)?;
                 g.vals.insert(acc_arg, Cv::Regs(vec![accs[i]]));
                 g.vals.insert(x_arg, Cv::Regs(vec![v]));
                 let y = Self::flatten(&g.region(f)?)?;
@@ -166,8 +171,7 @@ impl Gen<'_> {
             let mut next = vec![];
             for (i, &(base, _)) in lines.iter().enumerate() {
                 let (best, best_i) = (accs[2 * i], accs[2 * i + 1]);
-                let idx = g.b.int_bin(IntOp::Add, base, g.b.int_bin(IntOp::Mul, j, g.i32c(stride)));
-                let v = g.staged(offset, idx, dtype)?;
+                let v = g.line_elem(offset, base, j, stride, dtype)?;
                 let v = math::convert(g, v, dtype, cmp_d)?;
                 let better = if cmp_d.is_float() {
                     let (x, y) = (v, best);
