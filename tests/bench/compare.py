@@ -432,6 +432,14 @@ def bench_steps(path, codegen, steps, arg_file, out, prefix, timed=lambda kernel
     return total, notes, None
 
 
+def grads_note(names, refs, out, tol):
+    """The relative L2 error of each saved output `out(name)` against its torch reference, as a
+    note (`relerr dq 1.4e-03, …`), marked WRONG when one is not below `tol`."""
+    errs = [(n, relerr(torch.from_numpy(np.load(out(n))).to(dev).reshape(ref.shape).to(ref.dtype), ref)) for n, ref in zip(names, refs)]
+    wrong = any(not (e < tol) for _, e in errs)
+    return "relerr " + ", ".join(f"{n} {e:.1e}" for n, e in errs) + (f" WRONG (tolerance {tol:.0e})" if wrong else "")
+
+
 def training_part():
     """Attention backward (`attention_bwd.tile`: delta, dK/dV and dQ kernels, from the log-sum-exp
     its training forward saves) against cuDNN's SDPA backward; the time is the sum of the three
@@ -468,12 +476,7 @@ def training_part():
             if failed:
                 rec("training", case, impl, None, note="tessera bench failed: " + failed, anchor=False)
                 continue
-            errs = []
-            for n, ref in [("dq", dq_ref), ("dk", dk_ref), ("dv", dv_ref)]:
-                got = torch.from_numpy(np.load(out(n))).to(dev).reshape(ref.shape)
-                errs.append(f"{n} {relerr(got, ref):.1e}")
-            wrong = any(not (float(e.split()[1]) < 3e-2) for e in errs)
-            note = "relerr " + ", ".join(errs) + (" WRONG (tolerance 3e-02)" if wrong else "") + "; " + "; ".join(notes)
+            note = grads_note(["dq", "dk", "dv"], [dq_ref, dk_ref, dv_ref], out, 3e-2) + "; " + "; ".join(notes)
             rec("training", case, impl, total, fl, None, note, anchor=False)
         del q, k, v, o, dout, dq_ref, dk_ref, dv_ref
 
@@ -502,9 +505,7 @@ def linear_training(n):
         if failed:
             rec("training", case, impl, None, note="tessera bench failed: " + failed, anchor=False)
             continue
-        errs = [f"{nm} {relerr(torch.from_numpy(np.load(out(nm))).to(dev).reshape(ref.shape), ref):.1e}" for nm, ref in [("dx", dx_ref), ("dw", dw_ref)]]
-        wrong = any(not (float(e.split()[1]) < 2e-2) for e in errs)
-        rec("training", case, impl, total, fl, None, "relerr " + ", ".join(errs) + (" WRONG" if wrong else "") + "; " + "; ".join(notes), anchor=False)
+        rec("training", case, impl, total, fl, None, grads_note(["dx", "dw"], [dx_ref, dw_ref], out, 2e-2) + "; " + "; ".join(notes), anchor=False)
     del x, w, bias, z, y, dy
 
 
@@ -568,10 +569,7 @@ def natten3d_backward(flex, bm, B, Hh, dims, D, ks):
         if failed:
             rec("natten", case, impl, None, note="tessera bench failed: " + failed, anchor=False)
             continue
-        errs = [f"{n} {relerr(torch.from_numpy(np.load(out(n))).to(dev).reshape(ref.shape).to(ref.dtype), ref):.1e}"
-                for n, ref in zip(["dq", "dk", "dv"], refs)]
-        wrong = any(not (float(e.split()[1]) < 3e-2) for e in errs)
-        rec("natten", case, impl, total, fl, None, "relerr " + ", ".join(errs) + (" WRONG (tolerance 3e-02)" if wrong else "") + "; " + "; ".join(notes), anchor=False)
+        rec("natten", case, impl, total, fl, None, grads_note(["dq", "dk", "dv"], refs, out, 3e-2) + "; " + "; ".join(notes), anchor=False)
     del q, k, v, o, dout, refs
 
 
@@ -653,10 +651,7 @@ def natten2d_backward(flex, bm, B, Hh, X, Y, D, ks):
         if failed:
             rec("natten", case, impl, None, note="tessera bench failed: " + failed, anchor=False)
             continue
-        errs = [f"{n} {relerr(torch.from_numpy(np.load(out(n))).to(dev).reshape(ref.shape).to(ref.dtype), ref):.1e}"
-                for n, ref in zip(["dq", "dk", "dv"], refs)]
-        wrong = any(not (float(e.split()[1]) < 3e-2) for e in errs)
-        rec("natten", case, impl, total, fl, None, "relerr " + ", ".join(errs) + (" WRONG (tolerance 3e-02)" if wrong else "") + "; " + "; ".join(notes), anchor=False)
+        rec("natten", case, impl, total, fl, None, grads_note(["dq", "dk", "dv"], refs, out, 3e-2) + "; " + "; ".join(notes), anchor=False)
     del q, k, v, o, dout, refs
 
 
@@ -805,10 +800,7 @@ def rgat_training(N, E, R, H, F, src, dst, et, X, conv, feat, qd, ks, order, row
         if failed2:
             rec("graph", case, impl, None, note="tessera bench failed: " + failed2, anchor=False)
             continue
-        errs = [f"{nm} {relerr(torch.from_numpy(np.load(outp(nm))).to(dev).reshape(ref.shape), ref):.1e}"
-                for nm, ref in zip(["dfeat", "dqd", "dks"], refs)]
-        wrong = any(not (float(e.split()[1]) < 1e-3) for e in errs)
-        rec("graph", case, impl, t1 + t2, fl, None, "relerr " + ", ".join(errs) + (" WRONG" if wrong else "") + "; "
+        rec("graph", case, impl, t1 + t2, fl, None, grads_note(["dfeat", "dqd", "dks"], refs, outp, 1e-3) + "; "
             + "; ".join(n1 + n2) + "; the typed projections' forward and backward not timed", anchor=False)
 
 
@@ -926,10 +918,7 @@ def gat_training(N, E, H, F, src, dst, X, conv, feat, el, er, order, row_ptr):
         if failed2:
             rec("graph", case, impl, None, note="tessera bench failed: " + failed2, anchor=False)
             continue
-        errs = [f"{nm} {relerr(torch.from_numpy(np.load(outp(nm))).to(dev).reshape(ref.shape), ref):.1e}"
-                for nm, ref in zip(["dfeat", "del", "der"], refs)]
-        wrong = any(not (float(e.split()[1]) < 1e-3) for e in errs)
-        rec("graph", case, impl, t1 + t2, 3 * 2 * E * H * F, None, "relerr " + ", ".join(errs) + (" WRONG" if wrong else "") + "; "
+        rec("graph", case, impl, t1 + t2, 3 * 2 * E * H * F, None, grads_note(["dfeat", "del", "der"], refs, outp, 1e-3) + "; "
             + "; ".join(n1 + n2) + "; the projection's forward and backward not timed", anchor=False)
 
 
