@@ -326,7 +326,9 @@ pub fn dump_stages() -> Vec<&'static str> {
     v.extend(passes::PIPELINE.iter().map(|p| p.name));
     v.push("lower");
     v.extend(lower::LIR_PIPELINE.iter().map(|p| p.name));
-    v.extend(["codegen", "emit"]);
+    v.push("codegen");
+    v.extend(mir::MIR_PIPELINE.iter().map(|p| p.name));
+    v.push("emit");
     v
 }
 
@@ -455,7 +457,11 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
 
 /// The stages after the tile IR that a [`DumpSink`] may ask for, in order.
 fn back_end_stages() -> impl Iterator<Item = &'static str> {
-    std::iter::once("lower").chain(lower::LIR_PIPELINE.iter().map(|p| p.name)).chain(["codegen", "emit"])
+    std::iter::once("lower")
+        .chain(lower::LIR_PIPELINE.iter().map(|p| p.name))
+        .chain(["codegen"])
+        .chain(mir::MIR_PIPELINE.iter().map(|p| p.name))
+        .chain(["emit"])
 }
 
 /// One kernel through the back end: what it produced and the time spent.
@@ -493,10 +499,17 @@ fn back_end(
     }
     let lower_ms = clock.elapsed().as_secs_f64() * 1e3;
     let clock = std::time::Instant::now();
-    let mir = codegen::codegen(&lk, opts.target)?;
+    let mut mir = codegen::codegen(&lk, opts.target)?;
     dump("codegen", &|| mir::print_module(&mir));
     if opts.verify {
         mir::verify_module(&mir).map_err(|e| Diagnostic::ice("codegen", e))?;
+    }
+    for p in mir::MIR_PIPELINE {
+        (p.run)(&mut mir);
+        dump(p.name, &|| mir::print_module(&mir));
+        if opts.verify {
+            mir::verify_module(&mir).map_err(|e| Diagnostic::ice(p.name, e))?;
+        }
     }
     let (ptx, llvm_ir) = emit_ptx(&mir, opts)?;
     // The tensor maps, recorded where a loader of the PTX alone can check them.

@@ -186,6 +186,19 @@ const NA3D_BWD_CAUSAL: &[(&str, ConstValue)] = &[
     ("CY", ConstValue::Bool(true)),
 ];
 
+/// NA-2D training with a kernel of 7 (the default key band holds 16 rows for 13).
+const NA2D_BWD_K7: &[(&str, ConstValue)] = &[("KS", i(7)), ("WX", i(10))];
+
+/// A case of `na2d_bwd.tile` on `[1, H, X, Y, 64]` tensors (dims `H, X, Y`).
+const fn na2d_bwd_case(
+    name: &'static str,
+    consts: &'static [(&'static str, ConstValue)],
+    dims: &'static [(&'static str, usize)],
+    outs: &'static [(&'static str, Out)],
+) -> Case {
+    c(name, "na2d_bwd.tile", consts, dims, &[("scale", 0.125)], outs)
+}
+
 /// An NA-2D backward window with per-axis sizes: 5 × 3, a dilation of 2 along Y, causal along X.
 const NA2D_BWD_AXES: &[(&str, ConstValue)] = &[("KX", i(5)), ("KY", i(3)), ("DY", i(2)), ("CX", ConstValue::Bool(true))];
 
@@ -661,26 +674,25 @@ pub const CASES: &[Case] = &[
         &[("o", P)],
     ),
     Case {
-        kernel: Some("na2d_bwd_dq"),
-        ..c(
-            "na2d_bwd_dq 11x13 k5x3 dy2 causal x",
-            "na2d_bwd.tile",
+        kernel: Some("na2d_fwd"),
+        ..na2d_bwd_case(
+            "na2d_fwd 11x13 k5x3 dy2 causal x",
             NA2D_BWD_AXES,
             &[("B", 1), ("H", 1), ("X", 11), ("Y", 13)],
-            &[("scale", 0.125)],
-            &[("dq", P)],
+            &[("o", P), ("lse", P)],
         )
     },
     Case {
+        kernel: Some("na2d_bwd_dq"),
+        ..na2d_bwd_case("na2d_bwd_dq 11x13 k5x3 dy2 causal x", NA2D_BWD_AXES, &[("B", 1), ("H", 1), ("X", 11), ("Y", 13)], &[("dq", P)])
+    },
+    Case {
         kernel: Some("na2d_bwd_dkdv"),
-        tols: &[("*", Tol::Ulps { ulps: 131072.0, atol: 0.01 })],
-        ..c(
+        ..na2d_bwd_case(
             "na2d_bwd_dkdv 11x13 k5x3 dy2 causal x",
-            "na2d_bwd.tile",
             NA2D_BWD_AXES,
             &[("B", 1), ("H", 1), ("X", 11), ("Y", 13)],
-            &[("scale", 0.125)],
-            &[("dk", A), ("dv", A)],
+            &[("dk", P), ("dv", P)],
         )
     },
     c("na1d L=KS=7", "na1d.tile", &[], &[("B", 1), ("H", 1), ("L", 7)], &[("scale", 0.125)], &[("o", P)]),
@@ -743,36 +755,35 @@ pub const CASES: &[Case] = &[
             &[("dk", A), ("dv", A)],
         )
     },
-    // NA-2D backward: partial patches on both axes, the smallest extents. dK and dV are f32
-    // sums of atomic adds of terms the GPU rounds to bf16 (its probabilities come from
-    // `ex2.approx`): two bf16 steps of the interpreter's value, plus 0.01.
+    // NA-2D training: partial patches on both axes, the smallest extents, the default KS 13 with
+    // key patches near every edge.
+    Case {
+        kernel: Some("na2d_fwd"),
+        ..na2d_bwd_case("na2d_fwd 11x20 KS7", NA2D_BWD_K7, &[("B", 1), ("H", 2), ("X", 11), ("Y", 20)], &[("o", P), ("lse", P)])
+    },
+    Case {
+        kernel: Some("na2d_bwd_delta"),
+        ..c("na2d_bwd_delta 11x20", "na2d_bwd.tile", &[], &[("B", 1), ("H", 2), ("X", 11), ("Y", 20)], &[], &[("delta", P)])
+    },
     Case {
         kernel: Some("na2d_bwd_dq"),
-        ..c("na2d_bwd_dq 11x20 KS7", "na2d_bwd.tile", &[], &[("B", 1), ("H", 2), ("X", 11), ("Y", 20)], &[("scale", 0.125)], &[("dq", P)])
+        ..na2d_bwd_case("na2d_bwd_dq 11x20 KS7", NA2D_BWD_K7, &[("B", 1), ("H", 2), ("X", 11), ("Y", 20)], &[("dq", P)])
     },
     Case {
         kernel: Some("na2d_bwd_dkdv"),
-        tols: &[("*", Tol::Ulps { ulps: 131072.0, atol: 0.01 })],
-        ..c(
-            "na2d_bwd_dkdv 11x20 KS7",
-            "na2d_bwd.tile",
-            &[],
-            &[("B", 1), ("H", 2), ("X", 11), ("Y", 20)],
-            &[("scale", 0.125)],
-            &[("dk", A), ("dv", A)],
-        )
+        ..na2d_bwd_case("na2d_bwd_dkdv 11x20 KS7", NA2D_BWD_K7, &[("B", 1), ("H", 2), ("X", 11), ("Y", 20)], &[("dk", P), ("dv", P)])
     },
     Case {
         kernel: Some("na2d_bwd_dkdv"),
-        tols: &[("*", Tol::Ulps { ulps: 131072.0, atol: 0.01 })],
-        ..c(
-            "na2d_bwd_dkdv X=Y=KS=7",
-            "na2d_bwd.tile",
-            &[],
-            &[("B", 1), ("H", 1), ("X", 7), ("Y", 7)],
-            &[("scale", 0.125)],
-            &[("dk", A), ("dv", A)],
-        )
+        ..na2d_bwd_case("na2d_bwd_dkdv X=Y=KS=7", NA2D_BWD_K7, &[("B", 1), ("H", 1), ("X", 7), ("Y", 7)], &[("dk", P), ("dv", P)])
+    },
+    Case {
+        kernel: Some("na2d_bwd_dq"),
+        ..na2d_bwd_case("na2d_bwd_dq 29x35 KS13", &[], &[("B", 1), ("H", 1), ("X", 29), ("Y", 35)], &[("dq", P)])
+    },
+    Case {
+        kernel: Some("na2d_bwd_dkdv"),
+        ..na2d_bwd_case("na2d_bwd_dkdv 29x35 KS13", &[], &[("B", 1), ("H", 1), ("X", 29), ("Y", 35)], &[("dk", P), ("dv", P)])
     },
     c("na2d_stream 20x23 KS13", "na2d_stream.tile", &[], &[("B", 1), ("H", 2), ("X", 20), ("Y", 23)], &[("scale", 0.125)], &[("o", P)]),
     c(

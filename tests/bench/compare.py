@@ -618,8 +618,10 @@ def natten_part():
 
 
 def natten2d_backward(flex, bm, B, Hh, X, Y, D, ks):
-    """NA-2D backward (`na2d_bwd.tile`: dQ, and dK/dV added atomically in f32) against compiled
-    FlexAttention's backward with the same block mask; the time is the sum of the two kernels'."""
+    """NA-2D backward (`na2d_bwd.tile`: delta, dQ over each query patch's keys, dK/dV over each
+    key patch's queries, from the log-sum-exp its training forward saves; the forward is run, not
+    timed) against compiled FlexAttention's backward with the same block mask; the time is the
+    sum of the three kernels'."""
     case = f"2D backward B{B} heads{Hh} {X}x{Y} D{D} k{ks}"
     N = X * Y
     # The compiled backward is timed over one graph, kept between runs (`retain_graph`), which
@@ -635,19 +637,19 @@ def natten2d_backward(flex, bm, B, Hh, X, Y, D, ks):
     rec("natten", case, "flex_attention (compiled) backward", bench(lambda: torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)), flops=fl)
     shape5 = (B, Hh, X, Y, D)
     files = {n: save(t.detach().reshape(shape5), case_id(case) + "-" + n) for n, t in [("q", q), ("k", k), ("v", v), ("dout", dout)]}
-    files["zeros"] = save(torch.zeros(shape5, device=dev), case_id(case) + "-zeros")
     out = lambda n: os.path.join(TMP, case_id(case) + "-" + n + ".npy")  # noqa: E731
-    # 2x8 queries with an 8x16 key patch cover k7; k13 takes 4x4 queries, a 16x16 patch, 8 warps.
-    cfg = ["--const", f"KS={ks}", "--const", f"D={D}"]
-    if ks > 7:
-        cfg += ["--const", "TX=4", "--const", "TY=4", "--const", "WX=16", "--const", "WY=16", "--warps", "8"]
     path = os.path.join(ROOT, "examples", "na2d_bwd.tile")
+    # 4x16 query (and key) patches; the key band of the forward and dQ: 4 + KS - 1 rows.
+    cfg = ["--arg", f"scale={1.0 / math.sqrt(D)}", "--const", f"KS={ks}", "--const", f"D={D}"]
+    band = cfg + ["--const", f"WX={4 + ks - 1}"]
     for codegen in CODEGENS:
         impl = "tessera na2d_bwd" + (f" [{codegen}]" if len(CODEGENS) > 1 else "")
-        extra = ["--arg", f"scale={1.0 / math.sqrt(D)}"] + cfg
-        steps = [("na2d_bwd_dq", ["q", "k", "v", "dout"], ["dq"], extra),
-                 ("na2d_bwd_dkdv", ["q", "k", "v", "dout", "dk=zeros", "dv=zeros"], ["dk", "dv"], extra)]
-        total, notes, failed = bench_steps(path, codegen, steps, lambda n: files[n], out, "na2d_")
+        qkv = ["q", "k", "v"]
+        steps = [("na2d_fwd", qkv, ["o", "lse"], band),
+                 ("na2d_bwd_delta", ["o", "dout"], ["delta"], ["--const", f"D={D}"]),
+                 ("na2d_bwd_dq", qkv + ["dout", "lse", "delta"], ["dq"], band),
+                 ("na2d_bwd_dkdv", qkv + ["dout", "lse", "delta"], ["dk", "dv"], cfg)]
+        total, notes, failed = bench_steps(path, codegen, steps, lambda n: files.get(n) or out(n), out, "na2d_", timed=lambda kn: kn != "na2d_fwd")
         if failed:
             rec("natten", case, impl, None, note="tessera bench failed: " + failed, anchor=False)
             continue

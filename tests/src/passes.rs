@@ -20,12 +20,17 @@ struct Recorder {
 
 impl DumpSink for Recorder {
     fn wants(&self, stage: &str) -> bool {
-        stage != "codegen" && stage != "emit"
+        !machine_ir(stage)
     }
     fn dump(&mut self, kernel: &str, stage: &str, ir: &str) {
         let stage = tessera_compiler::dump_stages().into_iter().find(|s| *s == stage).unwrap_or("?");
         self.dumps.push((kernel.to_string(), stage, ir.to_string()));
     }
+}
+
+/// The stages from the machine IR on (what these tests leave to the golden PTX snapshots).
+fn machine_ir(stage: &str) -> bool {
+    stage == "codegen" || stage == "emit" || tessera_compiler::mir::MIR_PIPELINE.iter().any(|p| p.name == stage)
 }
 
 /// One `tests/passes` program, compiled with the dumps recorded.
@@ -92,7 +97,7 @@ fn staged_on(name: &str, target: Target) -> Staged {
         prev = Some(ir);
     }
     let stages: Vec<&str> = rec.dumps.iter().map(|d| d.1).collect();
-    let expected: Vec<&str> = tessera_compiler::dump_stages().into_iter().filter(|s| *s != "codegen" && *s != "emit").collect();
+    let expected: Vec<&str> = tessera_compiler::dump_stages().into_iter().filter(|s| !machine_ir(s)).collect();
     assert_eq!(stages, expected, "{name}: the dump sink saw every stage up to lowering, in order");
 
     let sema_text = &rec.dumps[0].2;
@@ -214,6 +219,7 @@ fn every_pass_program_is_checked() {
         "order_memory.tile",
         "pipeline_gemm.tile",
         "pipeline_invariant.tile",
+        "pipeline_shared_window.tile",
         "pipeline_trans.tile",
         "remat_mask.tile",
         "tma_store.tile",
@@ -581,6 +587,38 @@ fn pipeline_trans_on(target: Target) {
         s.name
     );
     s.snapshot();
+}
+
+#[test]
+fn pipeline_shares_a_window_between_dots() {
+    for target in [Target::Sm80, Target::Sm90a] {
+        let s = staged_on("pipeline_shared_window.tile", target);
+        let k = &s.kernel.lir;
+        let (_, body) = the_loop(k);
+        let ops = &k.body.block(body).ops;
+        let copies =
+            ops.iter().filter(|&&o| matches!(k.body.op(o).kind, lir::OpKind::AsyncCopy { .. } | lir::OpKind::TmaCopy { .. })).count();
+        assert_eq!(copies, 1, "{}: the shared window is copied once per iteration", s.name);
+        // Both MMAs read B at the same buffer and stage base.
+        let reads: Vec<(u32, Value)> = ops
+            .iter()
+            .filter_map(|&o| {
+                let d = k.body.op(o);
+                match d.kind {
+                    lir::OpKind::LocalMma { b_offset, .. } | lir::OpKind::RegMma { b_offset, .. } => Some((b_offset, d.operands[2])),
+                    _ => None,
+                }
+            })
+            .collect();
+        assert_eq!(reads.len(), 2, "{}: two MMAs in the loop", s.name);
+        assert_eq!(reads[0], reads[1], "{}: both MMAs read the one copy (offset, stage base)", s.name);
+        assert!(
+            !lir_find(k, "local_store").iter().any(|&o| ops.contains(&o)),
+            "{}: nothing of the window goes through the scratch region",
+            s.name
+        );
+        s.snapshot();
+    }
 }
 
 #[test]

@@ -106,6 +106,7 @@ fn lower_at(k: &tir::Kernel, opts: &Options, stages: u32) -> Result<Result<lir::
         skipped: HashSet::new(),
         remat_only: HashSet::new(),
         early: HashMap::new(),
+        staged: HashMap::new(),
         invariant: HashSet::new(),
         group_seq: Some(0),
         loop_ctx: None,
@@ -163,6 +164,9 @@ struct Cx<'a> {
     /// Fused loads whose copies were issued where they were loaded: load → (buffer, group, the
     /// mbarrier of its bulk tensor copy).
     early: HashMap<Value, (u32, u32, Option<u32>)>,
+    /// Fused loads a `dot` copied (in a loop, this iteration's stage) that a later `dot` of the
+    /// same block reads from the same buffer (`pipeline::Staged`).
+    staged: HashMap<Value, pipeline::Staged>,
     /// Fused loads of a loop-invariant operand: copied once, before the loop of their `dot`.
     invariant: HashSet<Value>,
     /// Commit groups issued so far in the block being lowered (`None` once unknown, e.g.

@@ -3,8 +3,9 @@
 //! pipelined over `stages` buffers.
 //!
 //! Algorithm, for a loop `for iv in (lo..hi).step_by(step) { … dot(x.load(o(iv)), …) … }`:
-//! 1. a load is fused when its only user is an MMA `dot` in the same block, its pad is 0 and its
-//!    tile is 2-D with rows of whole 16-byte chunks;
+//! 1. a load is fused when its only users are MMA `dot`s in the same block (directly or through
+//!    a `trans` or a merging reshape), its pad is 0 and its tile is 2-D with rows of whole 16-byte
+//!    chunks; the first of those `dot`s copies it and the others read its buffer (`Staged`);
 //! 2. its offsets (and tensor view) must be computable at any `iv`: the ops they depend on inside
 //!    the loop body are pure, and are cloned with `iv` replaced (`clone_at`);
 //! 3. before the loop (the prologue), copies for iterations `0 .. stages-1` go into buffers
@@ -52,6 +53,20 @@ pub(super) struct LoopCtx {
     pub nested: bool,
 }
 
+/// Where a `dot` left the copy of a fused load, for a later `dot` of the same block that reads
+/// the same window (`only_feeds_dots`): no second copy and no second wait.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Staged {
+    /// The thread-IR block of the `dot`s.
+    block: Block,
+    /// The buffer (relative to the pipeline buffers) and this iteration's stage base in it.
+    offset: u32,
+    base: Value,
+    /// Pipelined: the next iteration's barrier protects the buffer; otherwise a barrier must
+    /// follow every `dot` that reads it.
+    pipelined: bool,
+}
+
 /// Bulk tensor copies of a pipelined dot's operands (sm_90a): per operand, its tensor map.
 struct Tma {
     maps: [Option<u32>; 2],
@@ -90,13 +105,13 @@ impl Cx<'_> {
             // M-major descriptors (16-bit only too).
             let a_16bit = matches!(self.src.ty(d.operands[0]).dtype(), DType::BF16 | DType::F16);
             for (i, &x) in d.operands[..2].iter().enumerate() {
-                if let Some((load, chain)) = self.fused_source(x, blk) {
+                if let Some((load, chain)) = self.fused_source(x, blk, blk) {
                     out.push(Fusion { operand: x, load, trans: false, chain, invariant: false });
                 } else if (i == 1 || a_16bit)
                     && let Some(p) = self.def_in(x, blk)
                     && self.src.op(p).kind == OpKind::Permute(vec![1, 0])
                     && self.uses.get(&x).copied().unwrap_or(0) == 1
-                    && let Some((load, mut chain)) = self.fused_source(self.src.op(p).operands[0], blk)
+                    && let Some((load, mut chain)) = self.fused_source(self.src.op(p).operands[0], blk, blk)
                 {
                     chain.push(x);
                     out.push(Fusion { operand: x, load, trans: true, chain, invariant: false });
@@ -115,7 +130,7 @@ impl Cx<'_> {
                     if dd.kind != OpKind::Dot || !self.invariant_a_wgmma(dop, body) {
                         continue;
                     }
-                    if let Some((load, chain)) = self.fused_source(dd.operands[0], blk) {
+                    if let Some((load, chain)) = self.fused_source(dd.operands[0], blk, body) {
                         out.push(Fusion { operand: dd.operands[0], load, trans: false, chain, invariant: true });
                     }
                 }
@@ -144,8 +159,8 @@ impl Cx<'_> {
     }
 
     /// A fusable load behind `x` (itself, or a leading-dimension-merging reshape of it).
-    fn fused_source(&self, x: Value, blk: Block) -> Option<(Value, Vec<Value>)> {
-        if self.is_fusable_load(x, blk) {
+    fn fused_source(&self, x: Value, blk: Block, users: Block) -> Option<(Value, Vec<Value>)> {
+        if self.is_fusable_load(x, blk) && self.only_feeds_dots(x, users) {
             return Some((x, vec![x]));
         }
         let op = self.def_in(x, blk)?;
@@ -157,13 +172,50 @@ impl Cx<'_> {
             && xs.len() == 2
             && xs[1] == ys[ys.len() - 1]
             && xs[0] == ys[..ys.len() - 1].iter().product::<i64>();
-        (merges && self.uses.get(&x).copied().unwrap_or(0) == 1 && self.is_fusable_load(y, blk)).then(|| (y, vec![x, y]))
+        (merges && self.only_feeds_dots(x, users) && self.uses.get(&y).copied().unwrap_or(0) == 1 && self.is_fusable_load(y, blk))
+            .then(|| (y, vec![x, y]))
+    }
+
+    /// Whether every use of `v` is an operand of a tensor-core `dot` of `blk` that
+    /// `fusable_loads` fuses: `v` itself, or `trans(v)` used by nothing else. One staged window
+    /// then feeds all of them (a backward kernel's `k` in `q · kᵀ` and `ds · k`).
+    fn only_feeds_dots(&self, v: Value, blk: Block) -> bool {
+        let is_mma_dot = |op: Op| {
+            let d = self.src.op(op);
+            d.kind == OpKind::Dot && matches!(self.layouts.get(&d.results[0]), Some(Layout::Mma { .. }))
+        };
+        let mut found = 0;
+        for &op in &self.src.block(blk).ops {
+            let d = self.src.op(op);
+            for (i, &o) in d.operands.iter().enumerate() {
+                if o != v {
+                    continue;
+                }
+                let fused = match &d.kind {
+                    OpKind::Dot => i < 2 && is_mma_dot(op),
+                    OpKind::Permute(p) if *p == [1, 0] => {
+                        let t = d.results[0];
+                        self.uses.get(&t).copied().unwrap_or(0) == 1
+                            && self.src.block(blk).ops.iter().any(|&u| {
+                                let ud = self.src.op(u);
+                                is_mma_dot(u) && ud.operands[..2].contains(&t) && ud.operands[2..].iter().all(|&x| x != t)
+                            })
+                    }
+                    _ => false,
+                };
+                if !fused {
+                    return false;
+                }
+                found += 1;
+            }
+        }
+        found >= 1 && found == self.uses.get(&v).copied().unwrap_or(0)
     }
 
     fn is_fusable_load(&self, v: Value, blk: Block) -> bool {
         let crate::ir::ValueDef::Result(op, _) = self.src.values[v.index()].def else { return false };
         let d = self.src.op(op);
-        if d.kind != OpKind::Load || !self.src.block(blk).ops.contains(&op) || self.uses.get(&v).copied().unwrap_or(0) != 1 {
+        if d.kind != OpKind::Load || !self.src.block(blk).ops.contains(&op) {
             return false;
         }
         let t = self.src.ty(v);
@@ -493,8 +545,20 @@ impl Cx<'_> {
         // Loop-invariant operands copied before the loop (`fusable_loads`) are not pipelined.
         let invariant: Vec<bool> =
             d.operands[..2].iter().map(|o| self.fused.get(o).is_some_and(|f| self.invariant.contains(&f.0))).collect();
-        let fused_loads: Vec<Value> =
-            d.operands[..2].iter().zip(&invariant).filter(|(_, inv)| !**inv).filter_map(|(o, _)| self.fused.get(o).map(|f| f.0)).collect();
+        // Operands whose window an earlier `dot` of this block copied: read from its buffer.
+        let staged: Vec<Option<Staged>> = (0..2)
+            .map(|i| {
+                let f = self.fused.get(&d.operands[i])?;
+                self.staged.get(&f.0).copied().filter(|s| !invariant[i] && s.block == dst)
+            })
+            .collect();
+        let fused_loads: Vec<Value> = d.operands[..2]
+            .iter()
+            .zip(&invariant)
+            .zip(&staged)
+            .filter(|((_, inv), st)| !**inv && st.is_none())
+            .filter_map(|((o, _), _)| self.fused.get(o).map(|f| f.0))
+            .collect();
         let a_trans = self.fused.get(&d.operands[0]).is_some_and(|f| f.1);
         let b_trans = self.fused.get(&d.operands[1]).is_some_and(|f| f.1);
         let a_smem = if a_trans { lir::MmaA::MMajor } else { lir::MmaA::KMajor };
@@ -577,6 +641,12 @@ impl Cx<'_> {
         let mut early_groups = vec![];
         let mut early_mbars = vec![];
         for i in 0..2 {
+            if let Some(st) = staged[i] {
+                offsets[i] = st.offset;
+                bases[i] = st.base;
+                in_pipe[i] = true;
+                continue;
+            }
             if fused[i]
                 && (!pipelined || invariant[i])
                 && let Some(&(off, group, mbar)) = self.early.get(&loaded(self, i))
@@ -625,6 +695,11 @@ impl Cx<'_> {
             self.mbar_bytes += 8 * stages as u32;
             t.bytes = copies.iter().map(|&(i, _)| self.bytes(loaded(self, i))).sum();
         }
+        let staged_only = staged.iter().any(Option::is_some)
+            && copies.is_empty()
+            && early_groups.is_empty()
+            && early_mbars.is_empty()
+            && !in_scratch.iter().any(|&x| x);
         // Where a pipelined `wgmma` is issued: before the copies that refill the other stages,
         // so that the tensor cores work while they are issued.
         let mut mma_at = None;
@@ -721,7 +796,15 @@ impl Cx<'_> {
                 self.emit(dst, lir::OpKind::AsyncWait { pending }, vec![], vec![], span);
             }
             self.wait_early(dst, &early_mbars, zero, span);
-            self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
+            // A dot reading only windows an earlier dot waited for (and registers) needs no
+            // barrier: nothing was written to shared memory for it.
+            if !staged_only {
+                self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
+            }
+        }
+        for &(i, _) in &copies {
+            let st = Staged { block: dst, offset: offsets[i], base: bases[i], pipelined };
+            self.staged.insert(loaded(self, i), st);
         }
         let mut wait = None;
         let mop = if a_in_regs {
@@ -764,7 +847,8 @@ impl Cx<'_> {
         }
         // The scratch region (a non-fused operand) and unpipelined buffers may be rewritten by the
         // next shared-memory op; pipelined buffers are protected by the next iteration's barrier.
-        if !pipelined || in_scratch.iter().any(|&x| x) {
+        let protected = pipelined || (staged_only && staged.iter().flatten().all(|s| s.pipelined));
+        if !protected || in_scratch.iter().any(|&x| x) {
             self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
         }
         Ok(self.dst.result(wait.unwrap_or(mop)))

@@ -18,6 +18,7 @@
 //! (the builder emits the conversion).
 
 pub mod builder;
+pub mod dce;
 pub mod eval;
 mod print;
 #[cfg(test)]
@@ -28,6 +29,16 @@ use crate::Target;
 use std::fmt;
 
 pub use print::print_module;
+
+/// A machine-IR pass: a name for `--dump-after` and the function that runs it.
+pub struct MirPass {
+    pub name: &'static str,
+    pub run: fn(&mut Module) -> usize,
+}
+
+/// The machine-IR passes run after codegen, before either emitter, in order.
+/// - `mir_dce` removes what the builder built and folding left unread (`dce`).
+pub const MIR_PIPELINE: &[MirPass] = &[MirPass { name: "mir_dce", run: dce::run }];
 pub use verify::verify_module;
 
 /// The type of a register or constant.

@@ -406,3 +406,23 @@ fn division_by_loop_invariants_is_exact() {
         }
     }
 }
+
+/// `mir_dce` removes an unread chain of pure instructions (the second reads the first: both
+/// go, over two rounds) and keeps what a store reads; the function computes the same.
+#[test]
+fn dce_removes_only_unread_pure_instructions() {
+    let mut m = build(&[Ty::I32], |b, p| {
+        let dead = b.int_bin(IntOp::Xor, p[0], V::int(Ty::I32, 0x55));
+        let _also_dead = b.int_bin(IntOp::Add, dead, V::int(Ty::I32, 7));
+        vec![b.int_bin(IntOp::Add, p[0], V::int(Ty::I32, 1))]
+    });
+    let before = instructions(&m).len();
+    let want = eval(&m, &[5], 1);
+    assert_eq!(super::dce::run(&mut m), 2);
+    verify_module(&m).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(instructions(&m).len(), before - 2);
+    assert_eq!(eval(&m, &[5], 1), want);
+    assert_eq!(want, [6]);
+    // Nothing left to remove.
+    assert_eq!(super::dce::run(&mut m), 0);
+}
