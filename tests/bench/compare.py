@@ -537,8 +537,9 @@ def natten3d(flex, create_block_mask):
 
 
 def natten3d_backward(flex, bm, B, Hh, dims, D, ks):
-    """NA-3D backward (`na3d_bwd.tile`: delta, dQ, and dK/dV added atomically in f32, from the
-    log-sum-exp its training forward saves; the forward is run, not timed) against compiled
+    """NA-3D backward (`na3d_bwd.tile`: delta, dQ over each query patch's keys, dK/dV over each
+    key patch's queries, from the log-sum-exp its training forward saves; the forward is run, not
+    timed) against compiled
     FlexAttention's backward with the same block mask; the time is the sum of the three kernels'."""
     Zs, X, Y = dims
     N = Zs * X * Y
@@ -553,7 +554,6 @@ def natten3d_backward(flex, bm, B, Hh, dims, D, ks):
     rec("natten", case, "flex_attention (compiled) backward", bench(lambda: torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)), flops=fl)
     shape6 = (B, Hh, Zs, X, Y, D)
     files = {n: save(t.detach().reshape(shape6), case_id(case) + "-" + n) for n, t in [("q", q), ("k", k), ("v", v), ("dout", dout)]}
-    files["zeros"] = save(torch.zeros(shape6, device=dev), case_id(case) + "-zeros")
     out = lambda n: os.path.join(TMP, case_id(case) + "-" + n + ".npy")  # noqa: E731
     path = os.path.join(ROOT, "examples", "na3d_bwd.tile")
     for codegen in CODEGENS:
@@ -564,7 +564,7 @@ def natten3d_backward(flex, bm, B, Hh, dims, D, ks):
         steps = [("na3d_fwd", qkv, ["o", "lse"], cfg),
                  ("na3d_bwd_delta", ["o", "dout"], ["delta"], ["--const", f"D={D}"]),
                  ("na3d_bwd_dq", qkv + ["dout", "lse", "delta"], ["dq"], cfg),
-                 ("na3d_bwd_dkdv", qkv + ["dout", "lse", "delta", "dk=zeros", "dv=zeros"], ["dk", "dv"], cfg)]
+                 ("na3d_bwd_dkdv", qkv + ["dout", "lse", "delta"], ["dk", "dv"], cfg)]
         total, notes, failed = bench_steps(path, codegen, steps, lambda n: files.get(n) or out(n), out, "na3d_", timed=lambda kn: kn != "na3d_fwd")
         if failed:
             rec("natten", case, impl, None, note="tessera bench failed: " + failed, anchor=False)

@@ -810,9 +810,8 @@ fn na3d_backward_matches_reference() {
         let mut args = common();
         args.extend([t(&poisoned(DType::BF16, &shape)), sc.clone()]);
         let dq = interp(kernel("na3d_bwd_dq"), args);
-        let zeros = HostTensor::zeros(DType::F32, &shape);
         let mut args = common();
-        args.extend([t(&zeros), t(&zeros), sc]);
+        args.extend([t(&poisoned(DType::BF16, &shape)), t(&poisoned(DType::BF16, &shape)), sc]);
         let dkdv = interp(kernel("na3d_bwd_dkdv"), args);
         let (qf, kf, vf, gf) = (q.to_f64_vec(), k.to_f64_vec(), v.to_f64_vec(), dout.to_f64_vec());
         let n = nz * nx * ny;
