@@ -555,22 +555,30 @@ def natten3d_backward(flex, bm, B, Hh, dims, D, ks):
     shape6 = (B, Hh, Zs, X, Y, D)
     files = {n: save(t.detach().reshape(shape6), case_id(case) + "-" + n) for n, t in [("q", q), ("k", k), ("v", v), ("dout", dout)]}
     out = lambda n: os.path.join(TMP, case_id(case) + "-" + n + ".npy")  # noqa: E731
-    path = os.path.join(ROOT, "examples", "na3d_bwd.tile")
+    cfg = ["--arg", f"scale={1.0 / math.sqrt(D)}", "--const", f"KZ={ks[0]}", "--const", f"KX={ks[1]}", "--const", f"KY={ks[2]}",
+           "--const", f"D={D}"]
+    na_training_rows(case, "na3d", cfg, cfg, D, files, out, refs, fl)
+    del q, k, v, o, dout, refs
+
+
+def na_training_rows(case, name, band, cfg, D, files, out, refs, fl):
+    """The rows of `{name}_bwd.tile` (`{name}_fwd` saving `lse`, `{name}_bwd_delta`, `_dq` with
+    the arguments `band`, `_dkdv` with `cfg`) for each emitter: the time of delta + dQ + dK/dV
+    (the forward is run, not timed), each gradient checked against torch's `refs`."""
+    path = os.path.join(ROOT, "examples", f"{name}_bwd.tile")
+    qkv = ["q", "k", "v"]
+    steps = [(f"{name}_fwd", qkv, ["o", "lse"], band),
+             (f"{name}_bwd_delta", ["o", "dout"], ["delta"], ["--const", f"D={D}"]),
+             (f"{name}_bwd_dq", qkv + ["dout", "lse", "delta"], ["dq"], band),
+             (f"{name}_bwd_dkdv", qkv + ["dout", "lse", "delta"], ["dk", "dv"], cfg)]
     for codegen in CODEGENS:
-        impl = "tessera na3d_bwd" + (f" [{codegen}]" if len(CODEGENS) > 1 else "")
-        cfg = ["--arg", f"scale={1.0 / math.sqrt(D)}", "--const", f"KZ={ks[0]}", "--const", f"KX={ks[1]}", "--const", f"KY={ks[2]}",
-               "--const", f"D={D}"]
-        qkv = ["q", "k", "v"]
-        steps = [("na3d_fwd", qkv, ["o", "lse"], cfg),
-                 ("na3d_bwd_delta", ["o", "dout"], ["delta"], ["--const", f"D={D}"]),
-                 ("na3d_bwd_dq", qkv + ["dout", "lse", "delta"], ["dq"], cfg),
-                 ("na3d_bwd_dkdv", qkv + ["dout", "lse", "delta"], ["dk", "dv"], cfg)]
-        total, notes, failed = bench_steps(path, codegen, steps, lambda n: files.get(n) or out(n), out, "na3d_", timed=lambda kn: kn != "na3d_fwd")
+        impl = f"tessera {name}_bwd" + (f" [{codegen}]" if len(CODEGENS) > 1 else "")
+        total, notes, failed = bench_steps(path, codegen, steps, lambda n: files.get(n) or out(n), out, f"{name}_",
+                                           timed=lambda kn: kn != f"{name}_fwd")
         if failed:
             rec("natten", case, impl, None, note="tessera bench failed: " + failed, anchor=False)
             continue
         rec("natten", case, impl, total, fl, None, grads_note(["dq", "dk", "dv"], refs, out, 3e-2) + "; " + "; ".join(notes), anchor=False)
-    del q, k, v, o, dout, refs
 
 
 def natten_part():
@@ -638,22 +646,9 @@ def natten2d_backward(flex, bm, B, Hh, X, Y, D, ks):
     shape5 = (B, Hh, X, Y, D)
     files = {n: save(t.detach().reshape(shape5), case_id(case) + "-" + n) for n, t in [("q", q), ("k", k), ("v", v), ("dout", dout)]}
     out = lambda n: os.path.join(TMP, case_id(case) + "-" + n + ".npy")  # noqa: E731
-    path = os.path.join(ROOT, "examples", "na2d_bwd.tile")
     # 4x16 query (and key) patches; the key band of the forward and dQ: 4 + KS - 1 rows.
     cfg = ["--arg", f"scale={1.0 / math.sqrt(D)}", "--const", f"KS={ks}", "--const", f"D={D}"]
-    band = cfg + ["--const", f"WX={4 + ks - 1}"]
-    for codegen in CODEGENS:
-        impl = "tessera na2d_bwd" + (f" [{codegen}]" if len(CODEGENS) > 1 else "")
-        qkv = ["q", "k", "v"]
-        steps = [("na2d_fwd", qkv, ["o", "lse"], band),
-                 ("na2d_bwd_delta", ["o", "dout"], ["delta"], ["--const", f"D={D}"]),
-                 ("na2d_bwd_dq", qkv + ["dout", "lse", "delta"], ["dq"], band),
-                 ("na2d_bwd_dkdv", qkv + ["dout", "lse", "delta"], ["dk", "dv"], cfg)]
-        total, notes, failed = bench_steps(path, codegen, steps, lambda n: files.get(n) or out(n), out, "na2d_", timed=lambda kn: kn != "na2d_fwd")
-        if failed:
-            rec("natten", case, impl, None, note="tessera bench failed: " + failed, anchor=False)
-            continue
-        rec("natten", case, impl, total, fl, None, grads_note(["dq", "dk", "dv"], refs, out, 3e-2) + "; " + "; ".join(notes), anchor=False)
+    na_training_rows(case, "na2d", cfg + ["--const", f"WX={4 + ks - 1}"], cfg, D, files, out, refs, fl)
     del q, k, v, o, dout, refs
 
 
