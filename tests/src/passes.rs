@@ -589,6 +589,28 @@ fn pipeline_trans_on(target: Target) {
     s.snapshot();
 }
 
+/// A window shared only where every use is a fused `dot` operand: `q` read by the loop's `wgmma`
+/// as its invariant `a` and again through `trans` (copied once, before the loop, only when that
+/// dot is its one reader: here it stays in registers), and a window read by a `dot` and by an
+/// elementwise op (not copied for the `dot`). Both compile on both targets.
+#[test]
+fn windows_with_other_readers_are_not_shared() {
+    let kernel = |body: &str| {
+        format!(
+            "use std::math::cdiv;\n#[grid(cdiv(M, 64))]\n#[warps(4)]\n#[stages(2)]\n\
+             kernel w(q: &bf16[M, 64], k: &bf16[N, 64], o: &mut f32[M, 64]) {{\n\
+             let m0 = program_id(0) * 64;\nlet qt = q.load([m0, 0], [64, 64]);\nlet mut acc: f32[64, 64] = 0.0;\n\
+             for n0 in (0..N).step_by(64) {{\nlet kt = k.load([n0, 0], [64, 64]);\n{body}\n}}\no.store([m0, 0], acc);\n}}\n"
+        )
+    };
+    for body in ["acc += dot(dot(qt, trans(kt)) as bf16, trans(qt));", "acc += dot(qt, trans(kt)) + (kt as f32);"] {
+        for target in [Target::Sm80, Target::Sm90a] {
+            tessera_compiler::compile(&Source::new("w.tile", kernel(body)), &Options { target, ..opts(&[]) })
+                .unwrap_or_else(|d| panic!("{target:?}, `{body}`: {}", d.render()));
+        }
+    }
+}
+
 #[test]
 fn pipeline_shares_a_window_between_dots() {
     for target in [Target::Sm80, Target::Sm90a] {

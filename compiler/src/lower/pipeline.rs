@@ -130,7 +130,11 @@ impl Cx<'_> {
                     if dd.kind != OpKind::Dot || !self.invariant_a_wgmma(dop, body) {
                         continue;
                     }
-                    if let Some((load, chain)) = self.fused_source(dd.operands[0], blk, body) {
+                    // Read by this dot alone: another use (through `trans`, say) would find the
+                    // load lowered nowhere.
+                    if self.uses.get(&dd.operands[0]).copied().unwrap_or(0) == 1
+                        && let Some((load, chain)) = self.fused_source(dd.operands[0], blk, body)
+                    {
                         out.push(Fusion { operand: dd.operands[0], load, trans: false, chain, invariant: true });
                     }
                 }
