@@ -455,13 +455,10 @@ pub fn compile_with(src: &Source, opts: &Options, sink: &mut dyn DumpSink) -> Re
     Ok(Module { kernels: out, warnings: Diagnostics::default(), stage_ms, index })
 }
 
-/// The stages after the tile IR that a [`DumpSink`] may ask for, in order.
+/// The stages after the tile IR that a [`DumpSink`] may ask for, in order: `dump_stages` from
+/// `lower` on.
 fn back_end_stages() -> impl Iterator<Item = &'static str> {
-    std::iter::once("lower")
-        .chain(lower::LIR_PIPELINE.iter().map(|p| p.name))
-        .chain(["codegen"])
-        .chain(mir::MIR_PIPELINE.iter().map(|p| p.name))
-        .chain(["emit"])
+    dump_stages().into_iter().skip_while(|s| *s != "lower")
 }
 
 /// One kernel through the back end: what it produced and the time spent.
