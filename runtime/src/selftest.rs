@@ -729,27 +729,44 @@ pub const CASES: &[Case] = &[
     ),
     // The streaming kernel: the window in bands (the last band past the patch), partial query
     // patches on both edges, bands with no key of some queries' windows.
-    // NA-1D backward: a partial last block, the smallest length, dilation 2 (tolerances as for
-    // NA-2D backward below).
+    // NA-1D training, each kernel on random inputs (random `lse` and `delta` too): a partial
+    // last block, dilation 2, a causal window, key blocks whose queries span several blocks.
+    Case {
+        kernel: Some("na1d_fwd"),
+        ..c("na1d_fwd L100 KS7", "na1d_bwd.tile", &[], &[("B", 1), ("H", 2), ("L", 100)], &[("scale", 0.125)], &[("o", P), ("lse", P)])
+    },
+    Case {
+        kernel: Some("na1d_bwd_delta"),
+        ..c("na1d_bwd_delta L100", "na1d_bwd.tile", &[], &[("B", 1), ("H", 2), ("L", 100)], &[], &[("delta", P)])
+    },
     Case {
         kernel: Some("na1d_bwd_dq"),
         ..c("na1d_bwd_dq L100 KS7", "na1d_bwd.tile", &[], &[("B", 1), ("H", 2), ("L", 100)], &[("scale", 0.125)], &[("dq", P)])
     },
     Case {
         kernel: Some("na1d_bwd_dkdv"),
-        tols: &[("*", Tol::Ulps { ulps: 131072.0, atol: 0.01 })],
-        ..c("na1d_bwd_dkdv L100 KS7", "na1d_bwd.tile", &[], &[("B", 1), ("H", 2), ("L", 100)], &[("scale", 0.125)], &[("dk", A), ("dv", A)])
+        ..c("na1d_bwd_dkdv L100 KS7", "na1d_bwd.tile", &[], &[("B", 1), ("H", 2), ("L", 100)], &[("scale", 0.125)], &[("dk", P), ("dv", P)])
     },
     Case {
         kernel: Some("na1d_bwd_dkdv"),
-        tols: &[("*", Tol::Ulps { ulps: 131072.0, atol: 0.01 })],
         ..c(
-            "na1d_bwd_dkdv L53 KS5 DIL2",
+            "na1d_bwd_dkdv L53 KS5 DIL2 TK16",
             "na1d_bwd.tile",
-            &[("KS", i(5)), ("DIL", i(2))],
+            &[("KS", i(5)), ("DIL", i(2)), ("TK", i(16))],
             &[("B", 1), ("H", 1), ("L", 53)],
             &[("scale", 0.125)],
-            &[("dk", A), ("dv", A)],
+            &[("dk", P), ("dv", P)],
+        )
+    },
+    Case {
+        kernel: Some("na1d_bwd_dkdv"),
+        ..c(
+            "na1d_bwd_dkdv L77 KS13 causal",
+            "na1d_bwd.tile",
+            &[("KS", i(13)), ("CAUSAL", ConstValue::Bool(true))],
+            &[("B", 1), ("H", 1), ("L", 77)],
+            &[("scale", 0.125)],
+            &[("dk", P), ("dv", P)],
         )
     },
     // NA-2D training: partial patches on both axes, the smallest extents, the default KS 13 with

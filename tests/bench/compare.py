@@ -581,10 +581,46 @@ def na_training_rows(case, name, band, cfg, D, files, out, refs, fl):
         rec("natten", case, impl, total, fl, None, grads_note(["dq", "dk", "dv"], refs, out, 3e-2) + "; " + "; ".join(notes), anchor=False)
 
 
+def natten1d(flex, create_block_mask):
+    """NA-1D forward (`na1d.tile`) and training (`na1d_bwd.tile`: delta, dQ, dK/dV over each key
+    block's queries from the saved log-sum-exp; the forward is run, not timed) against compiled
+    FlexAttention with the same window mask, forward and backward."""
+    B, Hh, L, D, ks = 4, 8, 16384, 64, 13
+    r = ks // 2
+    case = f"1D B{B} heads{Hh} L{L} D{D} k{ks}"
+
+    def mask_mod(b, h, qi, ki):
+        return (ki - torch.clamp(qi, r, L - 1 - r)).abs() <= r
+
+    bm = create_block_mask(mask_mod, B=None, H=None, Q_LEN=L, KV_LEN=L)
+    q, k, v = (torch.randn(B, Hh, L, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
+    ref = flex(q, k, v, block_mask=bm)
+    fl = 4 * B * Hh * L * ks * D
+    rec("natten", case, "flex_attention (compiled)", bench(lambda: flex(q, k, v, block_mask=bm)), flops=fl)
+    run_tessera("natten", case, "na1d.tile", "na1d", {"q": q, "k": k, "v": v}, {"scale": 1.0 / math.sqrt(D)}, "o", (B, Hh, L, D), ref,
+                flops=fl, consts={"KS": ks, "D": D})
+    del q, k, v, ref
+    bcase = f"1D backward B{B} heads{Hh} L{L} D{D} k{ks}"
+    import torch._functorch.config
+    torch._functorch.config.donated_buffer = False
+    q, k, v = (torch.randn(B, Hh, L, D, device=dev, dtype=torch.bfloat16).requires_grad_(True) for _ in range(3))
+    o = flex(q, k, v, block_mask=bm)
+    dout = torch.randn_like(o)
+    refs = torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)
+    rec("natten", bcase, "flex_attention (compiled) backward", bench(lambda: torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)),
+        flops=2.5 * fl)
+    files = {n: save(t.detach(), case_id(bcase) + "-" + n) for n, t in [("q", q), ("k", k), ("v", v), ("dout", dout)]}
+    out = lambda n: os.path.join(TMP, case_id(bcase) + "-" + n + ".npy")  # noqa: E731
+    cfg = ["--arg", f"scale={1.0 / math.sqrt(D)}", "--const", f"KS={ks}", "--const", f"D={D}"]
+    na_training_rows(bcase, "na1d", cfg, cfg, D, files, out, refs, 2.5 * fl)
+    del q, k, v, o, dout, refs
+
+
 def natten_part():
     import torch.nn.functional as F
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     flex = torch.compile(flex_attention)
+    natten1d(flex, create_block_mask)
     natten3d(flex, create_block_mask)
     shapes = [(4, 8, 64, 64, 64, 7), (2, 8, 128, 128, 64, 13)]
     for (B, Hh, X, Y, D, ks) in shapes[:1] if args.quick else shapes:
