@@ -544,21 +544,30 @@ def natten3d_backward(flex, bm, B, Hh, dims, D, ks):
     Zs, X, Y = dims
     N = Zs * X * Y
     case = f"3D backward B{B} heads{Hh} {Zs}x{X}x{Y} D{D} k{ks[0]}x{ks[1]}x{ks[2]}"
+    fl = 2.5 * 4 * B * Hh * N * ks[0] * ks[1] * ks[2] * D
+    files, out, refs = flex_backward_anchor(flex, bm, case, B, Hh, N, D, (B, Hh, Zs, X, Y, D), fl)
+    cfg = ["--arg", f"scale={1.0 / math.sqrt(D)}", "--const", f"KZ={ks[0]}", "--const", f"KX={ks[1]}", "--const", f"KY={ks[2]}",
+           "--const", f"D={D}"]
+    na_training_rows(case, "na3d", cfg, cfg, D, files, out, refs, fl)
+    del refs
+
+
+def flex_backward_anchor(flex, bm, case, B, Hh, N, D, shape, fl):
+    """The FlexAttention backward anchor row of an NA training case (`q, k, v` random, `[B, Hh, N,
+    D]`, under the block mask `bm`), and its inputs saved in `shape` for `tessera bench`. Returns
+    `(files, out, refs)`: the saved inputs by name, the path of a Tessera output by name, and
+    torch's gradients of q, k, v."""
+    # The compiled backward is timed over one graph, kept between runs (`retain_graph`), which
+    # donated buffers forbid.
     import torch._functorch.config
     torch._functorch.config.donated_buffer = False
     q, k, v = (torch.randn(B, Hh, N, D, device=dev, dtype=torch.bfloat16).requires_grad_(True) for _ in range(3))
     o = flex(q, k, v, block_mask=bm)
     dout = torch.randn_like(o)
     refs = torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)
-    fl = 2.5 * 4 * B * Hh * N * ks[0] * ks[1] * ks[2] * D
     rec("natten", case, "flex_attention (compiled) backward", bench(lambda: torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)), flops=fl)
-    shape6 = (B, Hh, Zs, X, Y, D)
-    files = {n: save(t.detach().reshape(shape6), case_id(case) + "-" + n) for n, t in [("q", q), ("k", k), ("v", v), ("dout", dout)]}
-    out = lambda n: os.path.join(TMP, case_id(case) + "-" + n + ".npy")  # noqa: E731
-    cfg = ["--arg", f"scale={1.0 / math.sqrt(D)}", "--const", f"KZ={ks[0]}", "--const", f"KX={ks[1]}", "--const", f"KY={ks[2]}",
-           "--const", f"D={D}"]
-    na_training_rows(case, "na3d", cfg, cfg, D, files, out, refs, fl)
-    del q, k, v, o, dout, refs
+    files = {n: save(t.detach().reshape(shape), case_id(case) + "-" + n) for n, t in [("q", q), ("k", k), ("v", v), ("dout", dout)]}
+    return files, (lambda n: os.path.join(TMP, case_id(case) + "-" + n + ".npy")), refs
 
 
 def na_training_rows(case, name, band, cfg, D, files, out, refs, fl):
@@ -601,19 +610,10 @@ def natten1d(flex, create_block_mask):
                 flops=fl, consts={"KS": ks, "D": D})
     del q, k, v, ref
     bcase = f"1D backward B{B} heads{Hh} L{L} D{D} k{ks}"
-    import torch._functorch.config
-    torch._functorch.config.donated_buffer = False
-    q, k, v = (torch.randn(B, Hh, L, D, device=dev, dtype=torch.bfloat16).requires_grad_(True) for _ in range(3))
-    o = flex(q, k, v, block_mask=bm)
-    dout = torch.randn_like(o)
-    refs = torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)
-    rec("natten", bcase, "flex_attention (compiled) backward", bench(lambda: torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)),
-        flops=2.5 * fl)
-    files = {n: save(t.detach(), case_id(bcase) + "-" + n) for n, t in [("q", q), ("k", k), ("v", v), ("dout", dout)]}
-    out = lambda n: os.path.join(TMP, case_id(bcase) + "-" + n + ".npy")  # noqa: E731
+    files, out, refs = flex_backward_anchor(flex, bm, bcase, B, Hh, L, D, (B, Hh, L, D), 2.5 * fl)
     cfg = ["--arg", f"scale={1.0 / math.sqrt(D)}", "--const", f"KS={ks}", "--const", f"D={D}"]
     na_training_rows(bcase, "na1d", cfg, cfg, D, files, out, refs, 2.5 * fl)
-    del q, k, v, o, dout, refs
+    del refs
 
 
 def natten_part():
@@ -668,24 +668,13 @@ def natten2d_backward(flex, bm, B, Hh, X, Y, D, ks):
     sum of the three kernels'."""
     case = f"2D backward B{B} heads{Hh} {X}x{Y} D{D} k{ks}"
     N = X * Y
-    # The compiled backward is timed over one graph, kept between runs (`retain_graph`), which
-    # donated buffers forbid.
-    import torch._functorch.config
-    torch._functorch.config.donated_buffer = False
-    q, k, v = (torch.randn(B, Hh, N, D, device=dev, dtype=torch.bfloat16).requires_grad_(True) for _ in range(3))
-    o = flex(q, k, v, block_mask=bm)
-    dout = torch.randn_like(o)
-    refs = torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)
     # dQ, dK, dV: four products over the window against the forward's two.
     fl = 2.5 * 4 * B * Hh * N * ks * ks * D
-    rec("natten", case, "flex_attention (compiled) backward", bench(lambda: torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)), flops=fl)
-    shape5 = (B, Hh, X, Y, D)
-    files = {n: save(t.detach().reshape(shape5), case_id(case) + "-" + n) for n, t in [("q", q), ("k", k), ("v", v), ("dout", dout)]}
-    out = lambda n: os.path.join(TMP, case_id(case) + "-" + n + ".npy")  # noqa: E731
+    files, out, refs = flex_backward_anchor(flex, bm, case, B, Hh, N, D, (B, Hh, X, Y, D), fl)
     # 4x16 query (and key) patches; the key band of the forward and dQ: 4 + KS - 1 rows.
     cfg = ["--arg", f"scale={1.0 / math.sqrt(D)}", "--const", f"KS={ks}", "--const", f"D={D}"]
     na_training_rows(case, "na2d", cfg + ["--const", f"WX={4 + ks - 1}"], cfg, D, files, out, refs, fl)
-    del q, k, v, o, dout, refs
+    del refs
 
 
 def graph_part():
