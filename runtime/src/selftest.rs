@@ -199,6 +199,16 @@ const fn na2d_bwd_case(
     c(name, "na2d_bwd.tile", consts, dims, &[("scale", 0.125)], outs)
 }
 
+/// An NA-1D training case (`na1d_bwd.tile`) with the scale every kernel of it takes but delta.
+const fn na1d_bwd_case(
+    name: &'static str,
+    consts: &'static [(&'static str, ConstValue)],
+    dims: &'static [(&'static str, usize)],
+    outs: &'static [(&'static str, Out)],
+) -> Case {
+    c(name, "na1d_bwd.tile", consts, dims, &[("scale", 0.125)], outs)
+}
+
 /// An NA-2D backward window with per-axis sizes: 5 × 3, a dilation of 2 along Y, causal along X.
 const NA2D_BWD_AXES: &[(&str, ConstValue)] = &[("KX", i(5)), ("KY", i(3)), ("DY", i(2)), ("CX", ConstValue::Bool(true))];
 
@@ -733,39 +743,32 @@ pub const CASES: &[Case] = &[
     // last block, dilation 2, a causal window, key blocks whose queries span several blocks.
     Case {
         kernel: Some("na1d_fwd"),
-        ..c("na1d_fwd L100 KS7", "na1d_bwd.tile", &[], &[("B", 1), ("H", 2), ("L", 100)], &[("scale", 0.125)], &[("o", P), ("lse", P)])
+        ..na1d_bwd_case("na1d_fwd L100 KS7", &[], &[("B", 1), ("H", 2), ("L", 100)], &[("o", P), ("lse", P)])
     },
     Case {
         kernel: Some("na1d_bwd_delta"),
         ..c("na1d_bwd_delta L100", "na1d_bwd.tile", &[], &[("B", 1), ("H", 2), ("L", 100)], &[], &[("delta", P)])
     },
+    Case { kernel: Some("na1d_bwd_dq"), ..na1d_bwd_case("na1d_bwd_dq L100 KS7", &[], &[("B", 1), ("H", 2), ("L", 100)], &[("dq", P)]) },
     Case {
-        kernel: Some("na1d_bwd_dq"),
-        ..c("na1d_bwd_dq L100 KS7", "na1d_bwd.tile", &[], &[("B", 1), ("H", 2), ("L", 100)], &[("scale", 0.125)], &[("dq", P)])
+        kernel: Some("na1d_bwd_dkdv"),
+        ..na1d_bwd_case("na1d_bwd_dkdv L100 KS7", &[], &[("B", 1), ("H", 2), ("L", 100)], &[("dk", P), ("dv", P)])
     },
     Case {
         kernel: Some("na1d_bwd_dkdv"),
-        ..c("na1d_bwd_dkdv L100 KS7", "na1d_bwd.tile", &[], &[("B", 1), ("H", 2), ("L", 100)], &[("scale", 0.125)], &[("dk", P), ("dv", P)])
-    },
-    Case {
-        kernel: Some("na1d_bwd_dkdv"),
-        ..c(
+        ..na1d_bwd_case(
             "na1d_bwd_dkdv L53 KS5 DIL2 TK16",
-            "na1d_bwd.tile",
             &[("KS", i(5)), ("DIL", i(2)), ("TK", i(16))],
             &[("B", 1), ("H", 1), ("L", 53)],
-            &[("scale", 0.125)],
             &[("dk", P), ("dv", P)],
         )
     },
     Case {
         kernel: Some("na1d_bwd_dkdv"),
-        ..c(
+        ..na1d_bwd_case(
             "na1d_bwd_dkdv L77 KS13 causal",
-            "na1d_bwd.tile",
             &[("KS", i(13)), ("CAUSAL", ConstValue::Bool(true))],
             &[("B", 1), ("H", 1), ("L", 77)],
-            &[("scale", 0.125)],
             &[("dk", P), ("dv", P)],
         )
     },
