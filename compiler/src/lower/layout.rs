@@ -133,6 +133,9 @@ pub fn assign(k: &Kernel, warps: u32, target: crate::Target, tf32: bool) -> Hash
                     let shape = body.ty(r).shape();
                     if let Some(&l @ Layout::Mma { warps_m, warps_n }) = out.get(&r) {
                         changed |= columns_from_registers(body, &uses, &d.operands, shape, warps_m, warps_n, &mut out);
+                        if warps_n == 1 {
+                            changed |= rows_from_registers(body, &uses, &d.operands, shape, warps_m, &mut out);
+                        }
                         changed |= loads_in_registers(body, &uses, &d.operands, shape, l, &mut out);
                     }
                     if out.contains_key(&r) {
@@ -250,6 +253,45 @@ fn columns_from_registers(
             let v = e.operands[0];
             if body.ty(v).shape() == [*n] && !out.contains_key(&v) && uses[v.index()] == 1 {
                 out.insert(v, cols);
+            }
+        }
+    }
+    changed
+}
+
+/// A column vector broadcast across the columns of an elementwise op computing in `#mma<wm×1>`
+/// (a row statistic such as the log-sum-exp a backward kernel loads before its loop): the
+/// broadcast gets the MMA layout and the `[m, 1]` column (and the `[m]` vector it expands, when
+/// used only there) `#mma_rows`, so each thread holds its rows' values (loaded directly if the
+/// vector is a load, once, wherever it is) and the broadcast moves no data.
+fn rows_from_registers(
+    body: &TirBody,
+    uses: &[u32],
+    operands: &[Value],
+    shape: &[i64],
+    warps_m: u32,
+    out: &mut HashMap<Value, Layout>,
+) -> bool {
+    let def = |v: Value| body.producer(v).map(|op| body.op(op));
+    let rows = Layout::MmaRows { warps_m };
+    let mut changed = false;
+    let [m, _] = shape else { return false };
+    for &o in operands {
+        let Some(b) = def(o).filter(|d| d.kind == OpKind::Broadcast) else { continue };
+        let col = b.operands[0];
+        if out.contains_key(&o) || body.ty(o).shape() != shape || body.ty(col).shape() != [*m, 1] || out.contains_key(&col) {
+            continue;
+        }
+        if !Layout::mma_fits(shape, warps_m, 1) || !rows.valid_for(body.ty(col).shape(), 32 * warps_m) {
+            continue;
+        }
+        out.insert(o, Layout::Mma { warps_m, warps_n: 1 });
+        out.insert(col, rows);
+        changed = true;
+        if let Some(e) = def(col).filter(|d| matches!(d.kind, OpKind::ExpandDims(1) | OpKind::Reshape)) {
+            let v = e.operands[0];
+            if body.ty(v).shape() == [*m] && !out.contains_key(&v) && uses[v.index()] == 1 {
+                out.insert(v, rows);
             }
         }
     }
