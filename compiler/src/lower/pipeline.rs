@@ -699,10 +699,11 @@ impl Cx<'_> {
             self.mbar_bytes += 8 * stages as u32;
             t.bytes = copies.iter().map(|&(i, _)| self.bytes(loaded(self, i))).sum();
         }
+        // Every early copy it reads came through the copy engine when each has an mbarrier: the
+        // wait on it makes the data visible to the waiting thread, no barrier needed.
         let staged_only = staged.iter().any(Option::is_some)
             && copies.is_empty()
-            && early_groups.is_empty()
-            && early_mbars.is_empty()
+            && early_groups.len() == early_mbars.len()
             && !in_scratch.iter().any(|&x| x);
         // Where a pipelined `wgmma` is issued: before the copies that refill the other stages,
         // so that the tensor cores work while they are issued.
@@ -800,8 +801,9 @@ impl Cx<'_> {
                 self.emit(dst, lir::OpKind::AsyncWait { pending }, vec![], vec![], span);
             }
             self.wait_early(dst, &early_mbars, zero, span);
-            // A dot reading only windows an earlier dot waited for (and registers) needs no
-            // barrier: nothing was written to shared memory for it.
+            // A dot reading only windows an earlier dot waited for, copies of the copy engine it
+            // waited for itself, and registers needs no barrier: no thread wrote shared memory
+            // for it.
             if !staged_only {
                 self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
             }
