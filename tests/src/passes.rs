@@ -617,22 +617,20 @@ fn layout_row_statistic_loads_in_rows() {
     // On sm_90a the product runs as `wgmma`, whose warps own whole rows (`#mma<4x1>`); on sm_80
     // this program's `mma.sync` grid is 2 × 2, where rows are split between warps and the row
     // layout does not apply.
-    for target in [Target::Sm90a] {
-        let s = staged_on("layout_rows.tile", target);
-        let k = &s.kernel.lir;
-        let (_, body) = the_loop(k);
-        let lse_load = k.body.block(k.body.entry).ops.iter().find(|&&o| {
-            let d = k.body.op(o);
-            d.kind == lir::OpKind::Tir(tir::OpKind::Load) && d.results.first().is_some_and(|&r| k.body.ty(r).shape() == [64])
-        });
-        let lse_load = lse_load.unwrap_or_else(|| panic!("{}: no load of `lse` before the loop", s.name));
-        let layout = k.body.ty(k.body.op(*lse_load).results[0]).layout();
-        assert!(matches!(layout, Some(Layout::MmaRows { .. })), "{}: `lse` loaded as {layout:?}", s.name);
-        let ops = &k.body.block(body).ops;
-        assert!(ops.iter().any(|&o| k.body.op(o).kind == lir::OpKind::RowBroadcast), "{}: the column is broadcast in registers", s.name);
-        assert!(!lir_find(k, "local_load").iter().any(|o| ops.contains(o)), "{}: a shared-memory round trip in the loop", s.name);
-        s.snapshot();
-    }
+    let s = staged_on("layout_rows.tile", Target::Sm90a);
+    let k = &s.kernel.lir;
+    let (_, body) = the_loop(k);
+    let lse_load = k.body.block(k.body.entry).ops.iter().find(|&&o| {
+        let d = k.body.op(o);
+        d.kind == lir::OpKind::Tir(tir::OpKind::Load) && d.results.first().is_some_and(|&r| k.body.ty(r).shape() == [64])
+    });
+    let lse_load = lse_load.unwrap_or_else(|| panic!("{}: no load of `lse` before the loop", s.name));
+    let layout = k.body.ty(k.body.op(*lse_load).results[0]).layout();
+    assert!(matches!(layout, Some(Layout::MmaRows { .. })), "{}: `lse` loaded as {layout:?}", s.name);
+    let ops = &k.body.block(body).ops;
+    assert!(ops.iter().any(|&o| k.body.op(o).kind == lir::OpKind::RowBroadcast), "{}: the column is broadcast in registers", s.name);
+    assert!(!lir_find(k, "local_load").iter().any(|o| ops.contains(o)), "{}: a shared-memory round trip in the loop", s.name);
+    s.snapshot();
 }
 
 #[test]
