@@ -3,6 +3,7 @@
 
 mod dce;
 mod dot_acc;
+mod uniform_mask;
 
 use crate::diag::Diagnostic;
 use crate::{Options, tir};
@@ -15,9 +16,15 @@ pub struct Pass {
 
 /// The pipeline, in order.
 /// - `dot_acc` turns `x + dot(a, b)` into `dot(a, b, x)` (accumulating in `x`'s registers).
+/// - `uniform_mask` skips a `where` whose mask of index-range comparisons holds for the whole
+///   tile (`if all(mask) { a } else { where(mask, a, b) }`): loops compute masks only at edges.
 /// - `dce` removes what sema emitted but nothing uses (dimension symbols, folded constants, the
 ///   products `dot_acc` replaced).
-pub const PIPELINE: &[Pass] = &[Pass { name: "dot_acc", run: dot_acc::run }, Pass { name: "dce", run: dce::run }];
+pub const PIPELINE: &[Pass] = &[
+    Pass { name: "dot_acc", run: dot_acc::run },
+    Pass { name: "uniform_mask", run: uniform_mask::run },
+    Pass { name: "dce", run: dce::run },
+];
 
 /// The ops reachable from the kernel's entry, in program order, and how many operands of them
 /// name each value (indexed by value).
