@@ -224,6 +224,7 @@ fn every_pass_program_is_checked() {
         "pipeline_trans.tile",
         "remat_mask.tile",
         "tma_store.tile",
+        "uniform_mask.tile",
     ];
     let files: Vec<String> =
         tile_files("tests/passes").iter().filter_map(|f| f.file_name().and_then(|n| n.to_str()).map(String::from)).collect();
@@ -457,6 +458,53 @@ fn remat_rebuilds_arange_mask_in_mma_layout() {
         .collect();
     assert!(stored.is_empty(), "{}: mask pieces went through shared memory: {stored:?}", s.name);
     assert!(lir_find(k, "local_load").is_empty(), "{}: something was converted through shared memory", s.name);
+    s.snapshot();
+}
+
+#[test]
+fn uniform_mask_branches_around_the_mask() {
+    let s = staged("uniform_mask.tile");
+    let t = &s.kernel.tir;
+    let ifs: Vec<Op> = tir_ops(t).into_iter().filter(|&op| t.body.op(op).kind == tir::OpKind::If).collect();
+    assert_eq!(ifs.len(), 1, "{}: one `if` around the masked product", s.name);
+    let [then_b, else_b] = t.body.op(ifs[0]).regions[..] else { panic!("{}: an `if` has two branches", s.name) };
+    let kinds = |b: Block| t.body.block(b).ops.iter().map(|&op| t.body.op(op).kind.mnemonic()).collect::<Vec<_>>();
+    assert_eq!(kinds(then_b), ["yield"], "{}: the `then` branch yields the product as it is", s.name);
+    let tile_cmps = |b: Block| {
+        t.body
+            .block(b)
+            .ops
+            .iter()
+            .filter(|&&op| t.body.op(op).kind.mnemonic().starts_with("cmp.") && !t.body.ty(t.body.result(op)).is_scalar())
+            .count()
+    };
+    assert_eq!(tile_cmps(else_b), 2, "{}: the mask's two comparisons are built in the `else` branch", s.name);
+    assert_eq!(tir_count(t, "select"), 1, "{}", s.name);
+    let scalar_tests: Vec<String> = tir_ops(t)
+        .into_iter()
+        .filter(|&op| t.body.op(op).kind.mnemonic().starts_with("cmp.") && t.body.ty(t.body.result(op)).is_scalar())
+        .map(|op| t.body.op(op).kind.mnemonic())
+        .collect();
+    assert_eq!(scalar_tests, ["cmp.lt", "cmp.le"], "{}: one scalar test per comparison", s.name);
+    // Thread IR: the mask rebuilt from coordinates in the accumulator's layout, nothing through
+    // shared memory for it, the branch's result in that layout.
+    let k = &s.kernel.lir;
+    let acc = k.body.op(lir_find(k, "local_mma")[0]).results[0];
+    assert!(lir_find(k, "arange").is_empty(), "{}: an arange was lowered instead of rematerialised", s.name);
+    let lif = lir_find(k, "if");
+    assert_eq!(lif.len(), 1, "{}", s.name);
+    assert_eq!(layout(k, k.body.op(lif[0]).results[0]), layout(k, acc), "{}: the branch's result is not in the accumulator layout", s.name);
+    let coords = lir_find(k, "coord");
+    assert!(!coords.is_empty(), "{}: no coordinates: the mask was not rebuilt", s.name);
+    let lelse = k.body.op(lif[0]).regions[1];
+    for op in coords {
+        assert!(k.body.block(lelse).ops.contains(&op), "{}: a coordinate outside the `else` branch", s.name);
+    }
+    let stored = lir_find(k, "local_store")
+        .into_iter()
+        .filter(|&op| matches!(k.body.ty(k.body.op(op).operands[0]).dtype(), DType::I32 | DType::Bool))
+        .count();
+    assert_eq!(stored, 0, "{}: mask pieces went through shared memory", s.name);
     s.snapshot();
 }
 
