@@ -82,11 +82,21 @@ impl Gen<'_> {
         self.inline_asm(text, &cons.join(","), &all, in_place)
     }
 
-    /// A descriptor for the tile at shared byte offset `off`.
-    fn descriptor(&self, off: V, bits: u64) -> Res<V> {
-        let addr = self.b.int_cast(self.smem_addr32(off)?, Ty::I64, false);
-        let enc = self.b.int_bin(IntOp::LShr, self.b.int_bin(IntOp::And, addr, V::int(Ty::I64, 0x3ffff)), V::int(Ty::I64, 4));
-        Ok(self.b.int_bin(IntOp::Or, enc, V::int(Ty::I64, bits as i64)))
+    /// The low half of the descriptor of the tile at shared byte offset `off`: the address
+    /// field `(addr & 0x3ffff) >> 4` and the LBO of `bits`. Shared addresses are below 2¹⁸
+    /// (228 KiB at most) and 16-byte aligned, so the mask is a no-op and the field is a sum
+    /// (LBO starts at bit 16): a step of `b` bytes inside the tile is `+ b / 16`, one add
+    /// (`desc_at`) instead of a shift, a mask and an or per k-step.
+    fn desc_lo(&self, off: V, bits: u64) -> Res<V> {
+        self.addc(self.lshr(self.smem_addr32(off)?, 4)?, (bits & 0xffff_ffff) as i64)
+    }
+
+    /// The descriptor `bytes` (a multiple of 16) past the one whose low half is `lo`; the high
+    /// half (SBO, swizzle) is the constant of `bits`.
+    fn desc_at(&self, lo: V, bytes: i64, bits: u64) -> Res<V> {
+        debug_assert_eq!(bytes % 16, 0);
+        let lo = self.b.int_cast(self.addc(lo, bytes >> 4)?, Ty::I64, false);
+        Ok(self.b.int_bin(IntOp::Or, lo, V::int(Ty::I64, (bits & !0xffff_ffff) as i64)))
     }
 
     /// `acc + a · b` by the warpgroups, `a` and `b` swizzled tiles in shared memory at their
@@ -189,10 +199,11 @@ impl Gen<'_> {
         }
         self.wg_asm("wgmma.fence.sync.aligned;", &[], None, false)?;
         let steps = k / 16;
+        let b_lo = self.desc_lo(b0, b_bits)?;
         let mut dbs = vec![];
         for ks in 0..steps {
             let b_step = if b_trans { kmajor_step(b_tile, ks) } else { ks * 16 * b_tile.row_pitch() };
-            dbs.push(self.descriptor(self.addc(b0, b_step)?, b_bits)?);
+            dbs.push(self.desc_at(b_lo, b_step, b_bits)?);
         }
         // One inline-asm statement per strip issues all its k-steps: the accumulators go in and
         // out once, not once per k-step.
@@ -219,8 +230,8 @@ impl Gen<'_> {
                         // Strip `s` of this warpgroup: rows `64·g + 16·warps_m·s`.
                         let row0 = self.mulc(warpgroup, 64 * a_tile.row_pitch())?;
                         let off = s as i64 * 16 * warps_m as i64 * a_tile.row_pitch() + kmajor_step(a_tile, ks);
-                        let off = self.addc(self.add(*a0, row0)?, off)?;
-                        let da = self.descriptor(off, kmajor_bits(a_tile))?;
+                        let bits = kmajor_bits(a_tile);
+                        let da = self.desc_at(self.desc_lo(self.add(*a0, row0)?, bits)?, off, bits)?;
                         let (ia, ib) = (p + args.len(), p + 1 + args.len());
                         args.extend([da, db]);
                         text += &format!("{mma}, ${ia}, ${ib}, {scale_d}, 1, 1, 0, {tn};\n");
@@ -231,8 +242,8 @@ impl Gen<'_> {
                         let block = if a_tile.blocked() { a_tile.block_bytes() } else { 0 };
                         let col0 = self.mulc(warpgroup, block)?;
                         let off = (s as i64 * 16 * warps_m as i64 / 64) * block + ks * 16 * a_tile.row_pitch();
-                        let off = self.addc(self.add(*a0, col0)?, off)?;
-                        let da = self.descriptor(off, nmajor_bits(a_tile))?;
+                        let bits = nmajor_bits(a_tile);
+                        let da = self.desc_at(self.desc_lo(self.add(*a0, col0)?, bits)?, off, bits)?;
                         let (ia, ib) = (p + args.len(), p + 1 + args.len());
                         args.extend([da, db]);
                         text += &format!("{mma}, ${ia}, ${ib}, {scale_d}, 1, 1, 1, {tn};\n");
@@ -260,5 +271,53 @@ impl Gen<'_> {
     /// but for the next `wgmma`, which chains on them).
     pub(crate) fn wgmma_wait(&self, accs: &[V], in_place: bool, pending: u32) -> Res<Vec<V>> {
         self.wg_asm(&format!("wgmma.wait_group.sync.aligned {pending};"), &[], Some(accs), in_place)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The descriptors, run through the machine-IR evaluator, against the PTX ISA's encoding.
+    use crate::codegen::Gen;
+    use crate::ir::Body;
+    use crate::lir;
+    use crate::lir::index::SmemTile;
+    use crate::mir::eval::{Env, run};
+    use crate::mir::{Addr, MemTy, Space, Ty, verify_module};
+
+    /// `desc_at(desc_lo(off), step)` is the ISA's `((addr & 0x3ffff) >> 4) | LBO | SBO |
+    /// swizzle` of `off + step` for every 16-byte-aligned shared offset of the largest block,
+    /// K-major and N-major, 64- and 128-byte rows.
+    #[test]
+    fn descriptors_match_the_isa_encoding() {
+        let k = lir::Kernel { name: "t".into(), params: vec![], threads: 128, shared_bytes: 0, tensor_maps: vec![], body: Body::new() };
+        let g = Gen::new(&k, crate::Target::Sm90a);
+        let x = g.b.param(Ty::I32);
+        let out = g.b.param(Ty::I64);
+        let tiles = [SmemTile::new(64, 32, 2, true), SmemTile::new(64, 64, 2, true), SmemTile::new(64, 128, 2, true)];
+        let bits: Vec<u64> = tiles.iter().flat_map(|&t| [super::kmajor_bits(t), super::nmajor_bits(t)]).collect();
+        let steps = [0i64, 32, 96, 1024, 8192];
+        let mut want_of = vec![];
+        let mut i = 0i64;
+        for &b in &bits {
+            let lo = g.desc_lo(x, b).unwrap_or_else(|e| panic!("{e}"));
+            for &s in &steps {
+                let d = g.b.materialize(g.desc_at(lo, s, b).unwrap_or_else(|e| panic!("{e}")));
+                g.b.store(Space::Global, MemTy::of(Ty::I64), &[d], Addr { base: out, offset: 8 * i }, None);
+                want_of.push((b, s));
+                i += 1;
+            }
+        }
+        g.b.ret();
+        let m = g.b.finish("t", 128);
+        verify_module(&m).unwrap_or_else(|e| panic!("{e}"));
+        for off in (0..232_448 - 8192).step_by(16 * 97).chain([0, 16, 232_448 - 8192 - 16]) {
+            let mut env = Env::default();
+            run(&m, &m.kernel, &[off, 0x1000], &mut env).unwrap_or_else(|e| panic!("{e}"));
+            for (j, &(b, s)) in want_of.iter().enumerate() {
+                let got = u64::from_le_bytes(env.read(Space::Global, 0x1000 + 8 * j as u64, 8).try_into().unwrap_or_default());
+                let want = (((off + s as u64) & 0x3ffff) >> 4) | b;
+                assert_eq!(got, want, "offset {off} step {s} bits {b:#x}");
+            }
+        }
     }
 }
