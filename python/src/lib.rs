@@ -317,6 +317,8 @@ fn compile(
             ConstValue::Bool(b)
         } else if let Ok(i) = v.extract::<i64>() {
             ConstValue::Int(i)
+        } else if v.is_instance_of::<PyInt>() {
+            return Err(CompileError::new_err(format!("const `{k}` = {v} does not fit 64 bits")));
         } else {
             return Err(CompileError::new_err(format!("const `{k}` must be an int or a bool")));
         };
@@ -367,7 +369,15 @@ fn load_aot(py: Python<'_>, dir: &str) -> PyResult<Module> {
 #[pyfunction]
 #[pyo3(signature = (path, consts=Vec::new(), target=None))]
 fn compile_file(py: Python<'_>, path: &str, consts: Vec<(String, Bound<'_, PyAny>)>, target: Option<&str>) -> PyResult<Module> {
-    let src = Source::from_file(path).map_err(|e| CompileError::new_err(e.to_string()))?;
+    let src = Source::from_file(path).map_err(|e| {
+        // `compile` takes a string without a newline as a path: say so when it names nothing.
+        let hint = if matches!(e, tessera_compiler::files::FileError::NotFound) {
+            " (`tessera.compile` reads a string as source text only when it has a newline)"
+        } else {
+            ""
+        };
+        CompileError::new_err(format!("cannot read `{path}`: {e}{hint}"))
+    })?;
     let path_str = src.path.as_ref().map(|p| p.display().to_string());
     compile(py, &src.name, &src.text, path_str.as_deref(), consts, target)
 }

@@ -92,10 +92,15 @@ def test_wrong_arguments_are_launch_errors():
 def test_consts_and_missing_files():
     mod = example("matmul.tile", BM=64, BN=128, BK=32)
     assert mod.matmul.params[0][:2] == ("a", "tensor")
-    with pytest.raises(tessera.CompileError):
+    with pytest.raises(tessera.CompileError, match="cannot read `.*does_not_exist.tile`: no such file"):
         tessera.compile(os.path.join(EXAMPLES, "does_not_exist.tile"))
-    with pytest.raises(tessera.CompileError):
+    # One line of source is read as a path: the error says how source text is told apart.
+    with pytest.raises(tessera.CompileError, match="only when it has a newline"):
+        tessera.compile("kernel k() {}")
+    with pytest.raises(tessera.CompileError, match="must be an int or a bool"):
         example("matmul.tile", BM=[1])
+    with pytest.raises(tessera.CompileError, match="does not fit 64 bits"):
+        example("matmul.tile", BM=10**20)
 
 
 def test_bf16_arrays_from_ml_dtypes():
