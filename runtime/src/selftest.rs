@@ -32,6 +32,7 @@ pub mod inputs;
 /// The example sources and the conformance programs (`tests/ops`, named `ops/…`), embedded.
 const EXAMPLES: &[(&str, &str)] = &[
     ("vector_add.tile", include_str!("../../examples/vector_add.tile")),
+    ("dropout.tile", include_str!("../../examples/dropout.tile")),
     ("matmul.tile", include_str!("../../examples/matmul.tile")),
     ("matmul_persistent.tile", include_str!("../../examples/matmul_persistent.tile")),
     ("softmax.tile", include_str!("../../examples/softmax.tile")),
@@ -68,6 +69,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("ops/masked_softmax.tile", include_str!("../../tests/ops/masked_softmax.tile")),
     ("ops/argscan.tile", include_str!("../../tests/ops/argscan.tile")),
     ("ops/pick.tile", include_str!("../../tests/ops/pick.tile")),
+    ("ops/random.tile", include_str!("../../tests/ops/random.tile")),
     ("ops/scan.tile", include_str!("../../tests/ops/scan.tile")),
     ("ops/scan_fn.tile", include_str!("../../tests/ops/scan_fn.tile")),
     ("ops/segment.tile", include_str!("../../tests/ops/segment.tile")),
@@ -374,6 +376,11 @@ pub const CASES: &[Case] = &[
     ),
     c("matmul_persistent 77x300x1 NSM=2", "matmul_persistent.tile", &[("NSM", i(2))], &[("M", 77), ("N", 300), ("K", 1)], &[], &[("c", P)]),
     c("matmul_persistent 70x90x0 NSM=2", "matmul_persistent.tile", &[("NSM", i(2))], &[("M", 70), ("N", 90), ("K", 0)], &[], &[("c", P)]),
+    // The mask from `std::random` bit for bit, the kept elements' scaling exact; a partial block.
+    Case {
+        tols: &[("*", X)],
+        ..c("dropout N=3000 p=0.3", "dropout.tile", &[], &[("N", 3000)], &[("p", 0.3), ("seed", -7.0)], &[("y", P)])
+    },
     c("softmax 37x1000", "softmax.tile", &[], &[("R", 37), ("C", 1000)], &[], &[("y", P)]),
     c("softmax 1x1", "softmax.tile", &[], &[("R", 1), ("C", 1)], &[], &[("y", P)]),
     c("linear gelu 130x77x45", "linear.tile", &[("ACT", i(1)), ("GROUP", i(3))], &[("M", 130), ("N", 77), ("K", 45)], &[], &[("y", P)]),
@@ -1136,6 +1143,20 @@ pub const CASES: &[Case] = &[
         tols: &[("*", X)],
         tf32: false,
         kernel: Some("slices"),
+    },
+    // `std::random`: Philox's words and `randint`/`rand` bit for bit (a seed with a high word,
+    // a partial last block); `randn` through the approximate `log`/`cos`.
+    Case {
+        name: "ops random N=1000",
+        file: "ops/random.tile",
+        consts: &[],
+        dims: &[("N", 1000)],
+        scalars: &[("seed", 4_886_718_345.0)],
+        generate: None,
+        outputs: &[("w", P), ("bits", P), ("uni", P), ("nor", P), ("uni4", P)],
+        tols: &[("nor", Tol::Ulps { ulps: 16.0, atol: 1e-5 }), ("*", X)],
+        tf32: false,
+        kernel: None,
     },
     op("ops scan R37 C50", "ops/scan.tile", &[], &[("R", 37), ("C", 50)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("cp", D), ("*", X)]),
     Case {

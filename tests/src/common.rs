@@ -121,3 +121,21 @@ pub fn run_ptxas(ptxas: &Path, name: &str, ptx: &str, target: Target) -> String 
     assert!(out.status.success(), "ptxas rejected {name} for {}:\n{log}", target.name());
     log
 }
+
+/// Philox 4×32-10 as the Random123 paper defines it (the reference of `std::random`).
+pub fn philox_ref(mut c: [u32; 4], mut k: [u32; 2]) -> [u32; 4] {
+    for _ in 0..10 {
+        let p0 = u64::from(c[0]) * 0xD251_1F53;
+        let p1 = u64::from(c[2]) * 0xCD9E_8D57;
+        c = [(p1 >> 32) as u32 ^ c[1] ^ k[0], p1 as u32, (p0 >> 32) as u32 ^ c[3] ^ k[1], p0 as u32];
+        k = [k[0].wrapping_add(0x9E37_79B9), k[1].wrapping_add(0xBB67_AE85)];
+    }
+    c
+}
+
+/// Triton's `uint_to_uniform_float`: the bits as an i32 folded to `[0, 2³¹)`, times 2⁻³¹.
+pub fn uniform_ref(x: u32) -> f32 {
+    let i = x as i32;
+    let folded = if i < 0 { i.wrapping_neg().wrapping_sub(1) } else { i };
+    folded as f32 * 4.656_612_7e-10_f32
+}

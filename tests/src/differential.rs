@@ -1,7 +1,7 @@
 //! Interpreter results of every example against plain Rust references, on random inputs at sizes
 //! that are not multiples of any tile. Tolerances are stated per test.
 
-use crate::common::{compile_example, interp, opts, opts_with_bools, tensor};
+use crate::common::{compile_example, interp, opts, opts_with_bools, philox_ref, tensor, uniform_ref};
 use tessera_compiler::interp::Arg;
 use tessera_compiler::{DType, HostTensor, Scalar};
 use tessera_runtime::exec::{Rng, random_tensor};
@@ -106,6 +106,35 @@ fn vector_add_matches_reference() {
         let out = interp(k, vec![Arg::Tensor(x.clone()), Arg::Tensor(y.clone()), Arg::Tensor(HostTensor::zeros(DType::F32, &[n]))]);
         let want: Vec<f64> = (0..n).map(|i| (x.get_f64(i) as f32 + y.get_f64(i) as f32) as f64).collect();
         assert_close(&format!("vector_add {n}"), tensor(&out[2]), &want, 0.0, 0.0);
+    }
+}
+
+/// Dropout keeps element `i` exactly where Triton's `tl.rand(seed, i) > p` (the Philox
+/// reference), scaled by `1 / (1 - p)` in f32, for 32- and 64-bit seeds and a partial block;
+/// about `p` of the elements are dropped.
+#[test]
+fn dropout_matches_reference() {
+    let k = &compile_example("dropout.tile", &opts(&[]))[0];
+    for (n, p, seed) in [(5000usize, 0.3f32, 42i64), (1, 0.5, -1), (3000, 0.9, 0x7_0000_0001)] {
+        let mut rng = Rng::new(5);
+        let x = random_tensor(DType::F32, &[n], &mut rng);
+        let out = interp(
+            k,
+            vec![
+                Arg::Tensor(x.clone()),
+                Arg::Tensor(poisoned(DType::F32, &[n])),
+                Arg::Scalar(Scalar::Float(f64::from(p))),
+                Arg::Scalar(Scalar::Int(seed)),
+            ],
+        );
+        let key = [seed as u64 as u32, (seed as u64 >> 32) as u32];
+        let keep: Vec<bool> = (0..n).map(|i| uniform_ref(philox_ref([i as u32, 0, 0, 0], key)[0]) > p).collect();
+        let want: Vec<f64> = (0..n).map(|i| if keep[i] { f64::from(x.get_f64(i) as f32 / (1.0 - p)) } else { 0.0 }).collect();
+        assert_close(&format!("dropout {n} p {p}"), tensor(&out[1]), &want, 0.0, 0.0);
+        if n > 1000 {
+            let dropped = keep.iter().filter(|&&k| !k).count() as f64 / n as f64;
+            assert!((dropped - f64::from(p)).abs() < 0.05, "dropout {n}: {dropped} dropped for p {p}");
+        }
     }
 }
 

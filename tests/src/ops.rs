@@ -7,7 +7,7 @@
 //! self-test makes for it (or random ones, with out-of-range indices), and its PTX, checked
 //! build or not, assembles with ptxas for both targets.
 
-use crate::common::{ptxas, root, tensor, tile_files};
+use crate::common::{philox_ref, ptxas, root, tensor, tile_files, uniform_ref};
 use tessera_compiler::interp::{self, Arg};
 use tessera_compiler::{CompiledKernel, DType, HostTensor, Options, Source, Target};
 use tessera_runtime::exec::{Rng, random_tensor};
@@ -1060,5 +1060,68 @@ fn transposed_a_dots_match_reference() {
                 }
             }
         }
+    }
+}
+
+/// `std::random` on the interpreter: Philox gives the Random123 known-answer vectors (the
+/// first three elements) and the plain reference's words for random counters and keys; `randint`
+/// and `rand` give Triton's values at every index for seeds of 64 bits, negative ones included;
+/// `randn` is Box–Muller of the first two words, and its values look normal.
+#[test]
+fn random_matches_philox_reference() {
+    let k = compile_op_file("random.tile", &checked());
+    let n = 700;
+    let mut rng = Rng::new(7);
+    let mut c: Vec<i64> = (0..n).map(|_| (rng.next_u64() >> 32) as i64).collect();
+    let mut k0: Vec<i64> = (0..n).map(|_| (rng.next_u64() >> 32) as i64).collect();
+    let mut k1: Vec<i64> = (0..n).map(|_| (rng.next_u64() >> 32) as i64).collect();
+    // Random123's kat_vectors: counters (c, c ^ 1, c ^ 2, c ^ 3) are (0, 1, 2, 3) here, so the
+    // known answers are checked through the reference, which is checked against them below.
+    for (i, (ci, a, b)) in
+        [(0u32, 0u32, 0u32), (u32::MAX, u32::MAX, u32::MAX), (0x243f_6a88, 0xa409_3822, 0x299f_31d0)].into_iter().enumerate()
+    {
+        (c[i], k0[i], k1[i]) = (i64::from(ci), i64::from(a), i64::from(b));
+    }
+    assert_eq!(philox_ref([0; 4], [0; 2]), [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8]);
+    assert_eq!(philox_ref([u32::MAX; 4], [u32::MAX; 2]), [0x408f_276d, 0x41c8_3b0e, 0xa20b_c7c6, 0x6d54_51fd]);
+    assert_eq!(
+        philox_ref([0x243f_6a88, 0x85a3_08d3, 0x1319_8a2e, 0x0370_7344], [0xa409_3822, 0x299f_31d0]),
+        [0xd16c_fe09, 0x94fd_cceb, 0x5001_e420, 0x2412_6ea1]
+    );
+    for seed in [0i64, 12345, -1, 0x1234_5678_9abc_def0, i64::MIN] {
+        let args = vec![
+            ints(DType::U32, &c),
+            ints(DType::U32, &k0),
+            ints(DType::U32, &k1),
+            zeros(DType::U32, &[4, n]),
+            zeros(DType::U32, &[n]),
+            zeros(DType::F32, &[n]),
+            zeros(DType::F32, &[n]),
+            zeros(DType::F32, &[n]),
+            Arg::Scalar(tessera_compiler::Scalar::Int(seed)),
+        ];
+        let (out, _) = run(&k, args);
+        let key = [seed as u64 as u32, (seed as u64 >> 32) as u32];
+        let (mut sum, mut sq) = (0.0f64, 0.0f64);
+        for i in 0..n {
+            let x = c[i] as u32;
+            let want = philox_ref([x, x ^ 1, x ^ 2, x ^ 3], [k0[i] as u32, k1[i] as u32]);
+            for (row, w) in want.iter().enumerate() {
+                assert_eq!(tensor(&out[3]).get_i64(row * n + i) as u32, *w, "philox word {row} of element {i}");
+            }
+            let r = philox_ref([i as u32, 0, 0, 0], key);
+            assert_eq!(tensor(&out[4]).get_i64(i) as u32, r[0], "randint({seed}, {i})");
+            assert_eq!(tensor(&out[5]).get_f64(i) as f32, uniform_ref(r[0]), "rand({seed}, {i})");
+            assert_eq!(tensor(&out[7]).get_f64(i) as f32, uniform_ref(r[3]), "rand4x({seed}, {i}).3");
+            let (u1, u2) = (f64::from(uniform_ref(r[0])).max(1e-7), f64::from(uniform_ref(r[1])));
+            let normal = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+            let got = tensor(&out[6]).get_f64(i);
+            assert!((got - normal).abs() < 1e-4 * (1.0 + normal.abs()), "randn({seed}, {i}) = {got}, want {normal}");
+            sum += got;
+            sq += got * got;
+        }
+        let mean = sum / n as f64;
+        let var = sq / n as f64 - mean * mean;
+        assert!(mean.abs() < 0.15 && (var - 1.0).abs() < 0.2, "randn({seed}): mean {mean}, variance {var}");
     }
 }

@@ -35,6 +35,7 @@ pub const STDLIB: &[(&str, &str)] = &[
     ("std::nn", include_str!("../../../stdlib/nn.tile")),
     ("std::graph", include_str!("../../../stdlib/graph.tile")),
     ("std::sched", include_str!("../../../stdlib/sched.tile")),
+    ("std::random", include_str!("../../../stdlib/random.tile")),
 ];
 
 /// Checks a parsed file and produces the tile IR of each kernel, specialised on its consts.
