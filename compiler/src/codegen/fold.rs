@@ -649,8 +649,13 @@ mod tests {
     #[test]
     fn register_coordinates_are_the_layout_map() {
         use lir::{Layout, Type};
-        let cases: [(Layout, &[i64]); 10] = [
+        let cases: [(Layout, &[i64]); 14] = [
             (Layout::Blocked { vec: 1 }, &[8, 32]),
+            // Fewer elements than threads: replicated across the block.
+            (Layout::Blocked { vec: 1 }, &[8, 8]),
+            (Layout::Blocked { vec: 1 }, &[2, 16]),
+            (Layout::Blocked { vec: 4 }, &[4, 16]),
+            (Layout::Blocked { vec: 1 }, &[2, 2, 16]),
             (Layout::Blocked { vec: 4 }, &[16, 64]),
             (Layout::Blocked { vec: 2 }, &[3, 8, 64]),
             (Layout::Mma { warps_m: 4, warps_n: 1 }, &[64, 32]),

@@ -384,9 +384,7 @@ impl Cx<'_> {
                     let x = self.v(d.operands[0])?;
                     self.emit(dst, lir::OpKind::RowBroadcast, vec![x], rtys, span)
                 }
-                OpKind::Broadcast | OpKind::Permute(_)
-                    if res_layout.is_some_and(|l| !matches!(l, Layout::Blocked { .. })) && self.remat_ok(d.results[0], 0) =>
-                {
+                OpKind::Broadcast | OpKind::Permute(_) if res_layout.is_some() && self.remat_ok(d.results[0], 0) => {
                     vec![self.remat(d.results[0], res_layout, dst, span).ok_or_else(|| Diagnostic::ice("lower", "remat"))?]
                 }
                 OpKind::Broadcast | OpKind::Permute(_) => {
