@@ -152,8 +152,8 @@ struct ConstEnv {
 }
 
 /// Evaluates a constant expression of a kernel's signature (a const default, a tensor dimension,
-/// an attribute argument): literals, earlier consts, negation and arithmetic, folded by the
-/// rules of `konst` (so an overflow is the error it is in the body). `Ok(None)`: not such an
+/// an attribute argument): literals, earlier consts, negation, arithmetic, comparisons, casts and
+/// `if c { a } else { b }` of constants, folded by the rules of `konst` (so an overflow is the error it is in the body). `Ok(None)`: not such an
 /// expression; an error: the message for an overflow or a literal out of range.
 fn const_value(e: &ast::Expr, env: &ConstEnv) -> Result<Option<(Konst, KTy)>, String> {
     let literal = |v: i64, suffix: &Option<String>| match suffix.as_deref().map(DType::parse) {
@@ -179,6 +179,26 @@ fn const_value(e: &ast::Expr, env: &ConstEnv) -> Result<Option<(Konst, KTy)>, St
         },
         ExprKind::Binary(op, a, b) => match (const_value(a, env)?, const_value(b, env)?) {
             (Some(a), Some(b)) => konst::binary(*op, a, b)?,
+            _ => None,
+        },
+        // `(D > 64) as i32`: folded only where exact, as in the body.
+        ExprKind::Cast(x, ty) => match (&ty.kind, const_value(x, env)?) {
+            (TypeKind::Scalar(t), Some((k, kt))) => match DType::parse(&t.name) {
+                Some(d) => konst::cast(k, kt, d)?,
+                None => None,
+            },
+            _ => None,
+        },
+        // `if D > 64 { 128 } else { 64 }`: a constant condition picks a branch that is one
+        // constant expression (a default that depends on another const, as Triton's heuristics).
+        ExprKind::If(c, then, Some(other)) => match const_value(c, env)? {
+            Some((Konst::Bool(b), _)) => {
+                let branch = if b { then } else { other };
+                match (&branch.stmts[..], &branch.tail) {
+                    ([], Some(tail)) => const_value(tail, env)?,
+                    _ => None,
+                }
+            }
             _ => None,
         },
         _ => None,

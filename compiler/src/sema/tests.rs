@@ -239,3 +239,26 @@ fn constant_arguments_to_typed_parameters_stay_constant() {
     assert!(!tir.contains(" if "), "{tir}");
     assert!(tir.contains("mul") && tir.contains("sub"), "{tir}");
 }
+
+/// A const default and `#[warps]` may depend on earlier consts through comparisons, casts and
+/// `if` (a block with only a value): each build picks its own; a non-constant branch or a cast
+/// that does not fold is still refused.
+#[test]
+fn const_defaults_and_attributes_follow_other_consts() {
+    let text = "#[warps(if D > 64 { 8 } else { 4 })]\n#[stages(2 + (D > 64) as i32)]\n\
+                kernel k<const D: i32 = 64, const BK: i32 = (if D > 64 { 128 } else { 64 }), const W: i32 = (4 * (1 + (D > 64) as i32))>(x: &mut f32[N]) {\n    x.store([0], x.load([0], [BK]) + 1.0);\n}\n";
+    for (d, bk, w, warps, stages) in [(64, 64, 4, 4, 2), (128, 128, 8, 8, 3)] {
+        let opts = Options { consts: vec![("D".into(), ConstValue::Int(d))], ..Options::default() };
+        let m = crate::compile(&Source::new("t.tile", text), &opts).unwrap_or_else(|e| panic!("D {d}: {}", e.render()));
+        let k = &m.kernels[0].tir;
+        let got = |n: &str| k.consts.iter().find(|(c, _)| c == n).map(|(_, v)| *v);
+        assert_eq!((got("BK"), got("W")), (Some(ConstValue::Int(bk)), Some(ConstValue::Int(w))), "D {d}");
+        assert_eq!((k.warps, k.stages), (warps, stages), "D {d}");
+    }
+    for (default, want) in
+        [("(if D > 64 { 128 } else { let a = 1; a })", "must be a constant expression"), ("(if D { 1 } else { 2 })", "constant expression")]
+    {
+        let e = errors(&format!("kernel k<const D: i32 = 64, const BK: i32 = {default}>(x: &mut f32[N]) {{\n}}\n"), &Options::default());
+        assert!(e.contains(want), "{default}: {e}");
+    }
+}
