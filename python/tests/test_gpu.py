@@ -273,3 +273,42 @@ def test_tensors_on_another_gpu_run_there():
     k(x, z)
     torch.cuda.synchronize(1)
     assert torch.equal(z, 2 * x)
+
+
+RANDOM = """use std::random::{randint, rand, randn};
+#[grid((N + 1023) / 1024)]
+kernel rng(bits: &mut i32[N], uni: &mut f32[N], nor: &mut f32[N], seed: i64) {
+    let i0 = program_id(0) * 1024;
+    let i = i0 + arange(1024);
+    bits.store([i0], randint(seed, i) as i32);
+    uni.store([i0], rand(seed, i));
+    nor.store([i0], randn(seed, i));
+}
+"""
+
+
+def test_random_matches_triton():
+    """`std::random` gives Triton's `tl.randint` and `tl.rand` bit for bit (same seed, same
+    offsets; seeds negative and past 32 bits), and its `tl.randn` up to the approximate math."""
+    triton = pytest.importorskip("triton")
+    tl = pytest.importorskip("triton.language")
+
+    @triton.jit
+    def ref(bits, uni, nor, n, seed, BLOCK: tl.constexpr):
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = i < n
+        tl.store(bits + i, tl.randint(seed, i).to(tl.int32, bitcast=True), mask=m)
+        tl.store(uni + i, tl.rand(seed, i), mask=m)
+        tl.store(nor + i, tl.randn(seed, i), mask=m)
+
+    rng = tessera.compile(RANDOM).rng
+    n = 100_003
+    for seed in [12345, -1, 4_886_718_345]:
+        got = [torch.empty(n, dtype=torch.int32, device="cuda"), torch.empty(n, device="cuda"), torch.empty(n, device="cuda")]
+        want = [torch.empty_like(t) for t in got]
+        rng(*got, seed)
+        ref[(triton.cdiv(n, 1024),)](*want, n, seed, BLOCK=1024)
+        torch.cuda.synchronize()
+        assert torch.equal(got[0], want[0]), f"randint, seed {seed}"
+        assert torch.equal(got[1], want[1]), f"rand, seed {seed}"
+        assert float((got[2] - want[2]).abs().max()) < 1e-4, f"randn, seed {seed}"

@@ -226,3 +226,31 @@ def test_ahead_of_time_pairs_round_trip(tmp_path):
         tessera.load_aot(tmp_path)
     with pytest.raises(tessera.LaunchError, match="holds no kernel"):
         tessera.load_aot(tmp_path / "..")
+
+
+def philox(c0, k0, k1):
+    """Philox 4x32-10 of the counter (c0, 0, 0, 0), the first word (Random123's definition)."""
+    m = 0xFFFFFFFF
+    c = [c0, 0, 0, 0]
+    for _ in range(10):
+        p0, p1 = c[0] * 0xD2511F53, c[2] * 0xCD9E8D57
+        c = [((p1 >> 32) ^ c[1] ^ k0) & m, p1 & m, ((p0 >> 32) ^ c[3] ^ k1) & m, p0 & m]
+        k0, k1 = (k0 + 0x9E3779B9) & m, (k1 + 0xBB67AE85) & m
+    return c[0]
+
+
+def test_dropout_mask_is_philox_from_the_seed():
+    """`dropout.tile` keeps element i exactly where Triton's `tl.rand(seed, i) > p` would."""
+    mod = example("dropout.tile")
+    n, p = 3000, 0.25
+    x = np.random.default_rng(3).standard_normal(n).astype(np.float32)
+    for seed in [7, -3, 2**40 + 5]:
+        y = np.full(n, np.nan, np.float32)
+        mod.dropout(x, y, p, seed)
+        s = seed % 2**64
+        bits = np.array([philox(i, s & 0xFFFFFFFF, s >> 32) for i in range(n)], dtype=np.uint32)
+        signed = bits.view(np.int32).astype(np.int64)
+        uniform = np.where(signed < 0, -signed - 1, signed).astype(np.float32) * np.float32(4.6566127342e-10)
+        keep = uniform > np.float32(p)
+        assert np.array_equal(y, np.where(keep, x / np.float32(1 - p), np.float32(0)))
+        assert abs((~keep).mean() - p) < 0.05
