@@ -4,10 +4,13 @@ kernel of the same work and `torch.add(out=)`, in one process on one GPU. Each i
 timed in nine rounds that take the three in turn; the median round of each is printed.
 
 Run on a GPU machine with torch and Triton and the package installed (`pip install ./python`):
-`python3 tests/bench/python_launch.py`.
+`python3 tests/bench/python_launch.py`. With `--parts`, also the time of each torch call the
+native fast path makes per tensor argument (`get_device()`, `dtype`, `data_ptr()`, `shape`,
+`stride()`) and of torch's current-stream getter, to see where a launch's time goes.
 """
 
 import os
+import sys
 import time
 
 import torch
@@ -57,6 +60,19 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
     print(f"per call, {CALLS} calls then one synchronise (median of 9 interleaved rounds): tessera {t:.2f} us, "
           f"triton {tr:.2f} us, torch.add {ta:.2f} us; tessera / triton = {t / tr:.2f}")
+    if "--parts" in sys.argv:
+        stream = torch._C._cuda_getCurrentRawStream
+        parts = [
+            ("an empty call", lambda: None),
+            ("get_device() x3", lambda: (x.get_device(), y.get_device(), z.get_device())),
+            ("dtype x3", lambda: (x.dtype, y.dtype, z.dtype)),
+            ("data_ptr() x3", lambda: (x.data_ptr(), y.data_ptr(), z.data_ptr())),
+            ("shape x3", lambda: (x.shape, y.shape, z.shape)),
+            ("stride() x3", lambda: (x.stride(), y.stride(), z.stride())),
+            ("current stream", lambda: stream(0)),
+        ]
+        for (name, _), us in zip(parts, per_call_us([f for _, f in parts], rounds=5)):
+            print(f"  {name:20s} {us * 1000:8.1f} ns")
 
 
 if __name__ == "__main__":
