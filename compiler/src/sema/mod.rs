@@ -153,8 +153,9 @@ struct ConstEnv {
 
 /// Evaluates a constant expression of a kernel's signature (a const default, a tensor dimension,
 /// an attribute argument): literals, earlier consts, negation, arithmetic, comparisons, casts and
-/// `if c { a } else { b }` of constants, folded by the rules of `konst` (so an overflow is the error it is in the body). `Ok(None)`: not such an
-/// expression; an error: the message for an overflow or a literal out of range.
+/// `if c { a } else { b }` of constants, folded by the rules of `konst` (so an overflow is the
+/// error it is in the body). `Ok(None)`: not such an expression; an error: the message for an
+/// overflow or a literal out of range.
 fn const_value(e: &ast::Expr, env: &ConstEnv) -> Result<Option<(Konst, KTy)>, String> {
     let literal = |v: i64, suffix: &Option<String>| match suffix.as_deref().map(DType::parse) {
         None => Ok(Some((Konst::Int(v), KTy::Weak(konst::Need::of(v))))),
