@@ -249,12 +249,7 @@ fn columns_from_registers(
         out.insert(row, cols);
         changed = true;
         // The vector the row expands, if this is its only use.
-        if let Some(e) = def(row).filter(|d| matches!(d.kind, OpKind::ExpandDims(0) | OpKind::Reshape)) {
-            let v = e.operands[0];
-            if body.ty(v).shape() == [*n] && !out.contains_key(&v) && uses[v.index()] == 1 {
-                out.insert(v, cols);
-            }
-        }
+        expanded_vector(body, uses, row, 0, *n, cols, out);
     }
     changed
 }
@@ -288,12 +283,7 @@ fn rows_from_registers(
         out.insert(o, Layout::Mma { warps_m, warps_n: 1 });
         out.insert(col, rows);
         changed = true;
-        if let Some(e) = def(col).filter(|d| matches!(d.kind, OpKind::ExpandDims(1) | OpKind::Reshape)) {
-            let v = e.operands[0];
-            if body.ty(v).shape() == [*m] && !out.contains_key(&v) && uses[v.index()] == 1 {
-                out.insert(v, rows);
-            }
-        }
+        expanded_vector(body, uses, col, 1, *m, rows, out);
     }
     changed
 }
@@ -322,4 +312,18 @@ fn loads_in_registers(
 
 fn yield_operands(body: &TirBody, b: Block) -> Vec<Value> {
     body.block(b).ops.last().map(|&o| body.op(o)).filter(|d| d.kind == OpKind::Yield).map(|d| d.operands.clone()).unwrap_or_default()
+}
+
+/// The `[n]` vector that `x` (`[1, n]` or `[n, 1]`) expands along `axis` (or reshapes), given
+/// `layout` too when `x` is its only use and it has none yet: the vector then lands where the
+/// expanded value's layout needs it, with no conversion.
+fn expanded_vector(body: &TirBody, uses: &[u32], x: Value, axis: u32, n: i64, layout: Layout, out: &mut HashMap<Value, Layout>) {
+    let Some(d) = body.producer(x).map(|op| body.op(op)) else { return };
+    if !matches!(d.kind, OpKind::ExpandDims(a) if a == axis) && d.kind != OpKind::Reshape {
+        return;
+    }
+    let v = d.operands[0];
+    if body.ty(v).shape() == [n] && !out.contains_key(&v) && uses[v.index()] == 1 {
+        out.insert(v, layout);
+    }
 }
