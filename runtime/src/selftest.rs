@@ -479,6 +479,52 @@ pub const CASES: &[Case] = &[
             &[("dk", P), ("dv", P)],
         )
     },
+    // The one-pass backward: dQ's shares added into `dq_acc` by window reductions (the copy
+    // engine's on sm_90a), at small blocks and the defaults, causal and not, D 64 and 128.
+    Case {
+        kernel: Some("attention_bwd_fused"),
+        ..c(
+            "attention_bwd_fused S77 D64 causal",
+            "attention_bwd.tile",
+            ATT_BWD_CAUSAL,
+            &[("B", 1), ("H", 2), ("S", 77)],
+            &[("scale", 0.125)],
+            &[("dk", P), ("dv", P), ("dq_acc", A)],
+        )
+    },
+    Case {
+        kernel: Some("attention_bwd_fused"),
+        ..c(
+            "attention_bwd_fused S200 D64 defaults",
+            "attention_bwd.tile",
+            &[],
+            &[("B", 1), ("H", 2), ("S", 200)],
+            &[("scale", 0.125)],
+            &[("dk", P), ("dv", P), ("dq_acc", A)],
+        )
+    },
+    Case {
+        kernel: Some("attention_bwd_fused"),
+        ..c(
+            "attention_bwd_fused S200 D128 causal defaults",
+            "attention_bwd.tile",
+            &[("D", i(128)), ("CAUSAL", ConstValue::Bool(true))],
+            &[("B", 1), ("H", 1), ("S", 200)],
+            &[("scale", 0.088)],
+            &[("dk", P), ("dv", P), ("dq_acc", A)],
+        )
+    },
+    Case {
+        kernel: Some("attention_bwd_dq_convert"),
+        ..c(
+            "attention_bwd_dq_convert S77 D64",
+            "attention_bwd.tile",
+            &[],
+            &[("B", 1), ("H", 2), ("S", 77)],
+            &[("scale", 0.125)],
+            &[("dq", P)],
+        )
+    },
     Case {
         kernel: Some("attention_bwd_dq"),
         ..c(

@@ -70,6 +70,8 @@ pub(crate) fn encode(e: &Encoding, dtype: DType) -> Option<[u8; TENSOR_MAP_BYTES
     let data = match dtype {
         DType::BF16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
         DType::F16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+        // Window reductions (`store_add`) of f32 accumulators.
+        DType::F32 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
         _ => return None,
     };
     let swizzle = match e.swizzle {

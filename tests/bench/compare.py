@@ -478,6 +478,24 @@ def training_part():
                 continue
             note = grads_note(["dq", "dk", "dv"], [dq_ref, dk_ref, dv_ref], out, 3e-2) + "; " + "; ".join(notes)
             rec("training", case, impl, total, fl, None, note, anchor=False)
+            # The one-pass backward: dK, dV and dQ's shares (window reductions into a zeroed f32
+            # buffer), then dQ converted; the time adds delta, the zeroing and the conversion.
+            zeros = torch.zeros(B, H, S, D, device=dev)
+            files["dq_acc0"] = save(zeros, case_id(case) + "-dq_acc0")
+            zero_ms = bench(lambda: zeros.zero_())
+            steps = [
+                ("attention_bwd_delta", ["o", "dout"], ["delta"], ["--const", f"D={D}"]),
+                ("attention_bwd_fused", ["q", "k", "v", "dout", "lse", "delta", "dq_acc=dq_acc0"], ["dk", "dv", "dq_acc"], consts + scale),
+                ("attention_bwd_dq_convert", ["dq_acc"], ["dq"], ["--const", f"D={D}"] + scale),
+            ]
+            total, notes, failed = bench_steps(path, codegen, steps, lambda n: files.get(n) or out(n), out, "attention_")
+            impl = "tessera attention_bwd fused" + (f" [{codegen}]" if len(CODEGENS) > 1 else "")
+            if failed:
+                rec("training", case, impl, None, note="tessera bench failed: " + failed, anchor=False)
+                continue
+            note = grads_note(["dq", "dk", "dv"], [dq_ref, dk_ref, dv_ref], out, 3e-2) + f"; zeroing {zero_ms:.3f} ms; " + "; ".join(notes)
+            rec("training", case, impl, total + zero_ms, fl, None, note, anchor=False)
+            del zeros
         del q, k, v, o, dout, dq_ref, dk_ref, dv_ref
 
 

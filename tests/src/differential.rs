@@ -676,6 +676,19 @@ fn attention_backward_matches_reference() {
         check("dq", tensor(&dq[6]), &want_dq);
         check("dk", tensor(&dkdv[6]), &want_dk);
         check("dv", tensor(&dkdv[7]), &want_dv);
+        // The one-pass backward: dQ summed by window reductions into a zeroed f32 buffer.
+        let mut args = vec![t(&q), t(&k), t(&v), t(&dout), t(&lse), t(&delta)];
+        args.extend([t(&poisoned(DType::BF16, &shape)), t(&poisoned(DType::BF16, &shape)), t(&HostTensor::zeros(DType::F32, &shape))]);
+        args.push(Arg::Scalar(Scalar::Float(scale)));
+        let fused = interp(kernel("attention_bwd_fused"), args);
+        let dq_acc = tensor(&fused[8]).clone();
+        let conv = interp(
+            kernel("attention_bwd_dq_convert"),
+            vec![t(&dq_acc), t(&poisoned(DType::BF16, &shape)), Arg::Scalar(Scalar::Float(scale))],
+        );
+        check("fused dq", tensor(&conv[1]), &want_dq);
+        check("fused dk", tensor(&fused[6]), &want_dk);
+        check("fused dv", tensor(&fused[7]), &want_dv);
     }
 }
 

@@ -223,6 +223,7 @@ fn every_pass_program_is_checked() {
         "pipeline_shared_window.tile",
         "pipeline_trans.tile",
         "remat_mask.tile",
+        "tma_reduce.tile",
         "tma_store.tile",
         "uniform_mask.tile",
     ];
@@ -884,7 +885,7 @@ fn epilogue_stores_through_the_copy_engine() {
     assert!(lir_find(k, "store").is_empty(), "{}: a plain store is left", s.name);
     let tma = lir_find(k, "tma_store");
     assert_eq!(tma.len(), 1, "{}: one bulk store", s.name);
-    let lir::OpKind::TmaStore { offset, shape, map } = k.body.op(tma[0]).kind.clone() else { unreachable!() };
+    let lir::OpKind::TmaStore { offset, shape, map, reduce: None } = k.body.op(tma[0]).kind.clone() else { unreachable!() };
     assert_eq!(shape, [64, 128]);
     let m = &k.tensor_maps[map as usize];
     assert_eq!((m.param, m.boxes.as_slice(), m.swizzle), (2, &[64u32, 64][..], 128), "{}: c's map, a box per column block", s.name);
@@ -908,6 +909,31 @@ fn epilogue_stores_through_the_copy_engine() {
         .collect();
     assert!(copies.contains(&offset), "{}: the staging tile is not in the pipeline's buffers ({copies:?}, {offset})", s.name);
     assert!(k.shared_bytes < pipeline + 64 * 128 * 2, "{}: {} bytes of shared memory", s.name, k.shared_bytes);
+    s.snapshot();
+}
+
+#[test]
+fn window_reductions_go_through_the_copy_engine() {
+    let s = staged("tma_reduce.tile");
+    let k = &s.kernel.lir;
+    assert!(lir_find(k, "atomic.add").is_empty(), "{}: a per-element atomic is left", s.name);
+    let tma = lir_find(k, "tma_reduce.add");
+    assert_eq!(tma.len(), 1, "{}: one bulk reduction", s.name);
+    let lir::OpKind::TmaStore { offset, shape, map, reduce } = k.body.op(tma[0]).kind.clone() else { unreachable!() };
+    assert_eq!((shape.as_slice(), reduce), (&[64i64, 64][..], Some(tir::AtomicOp::Add)));
+    let m = &k.tensor_maps[map as usize];
+    assert_eq!((m.param, m.boxes.as_slice(), m.swizzle), (2, &[64u32, 32][..], 128), "{}: c's map, a box per column block", s.name);
+    let top: Vec<Op> = k.body.block(k.body.entry).ops.clone();
+    let at = top.iter().position(|&o| o == tma[0]).unwrap_or_else(|| unreachable!());
+    let seq: Vec<String> = top[at - 3..=at + 1].iter().map(|&o| mnemonic(k, o)).collect();
+    assert_eq!(seq, ["barrier", "local_store", "barrier", "tma_reduce.add", "barrier"], "{}", s.name);
+    let staged = k.body.op(top[at - 2]);
+    assert_eq!(staged.kind, lir::OpKind::LocalStore { offset, swizzled: true }, "{}: staged where the bulk reduction reads", s.name);
+    // The window's offsets are the program's tile origin, not index tiles.
+    assert!(k.body.op(tma[0]).operands[1..].iter().all(|&o| k.body.ty(o).shape().is_empty()), "{}: scalar offsets", s.name);
+    // sm_80 has no copy engine: per-element atomics.
+    let s80 = staged_on("tma_reduce.tile", Target::Sm80);
+    assert_eq!(lir_find(&s80.kernel.lir, "atomic.add").len(), 1, "{}: sm_80 adds element by element", s80.name);
     s.snapshot();
 }
 

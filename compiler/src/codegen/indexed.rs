@@ -117,7 +117,7 @@ impl Gen<'_> {
     /// One relaxed, device-wide read-modify-write of `v` at `p` (`red.global`; float max and
     /// min, which PTX has no reduction for, as a compare-and-swap loop with `max`/`min`'s NaN
     /// rule).
-    fn atomic_rmw(&mut self, a: AtomicOp, p: Ptr, v: V, d: DType) -> Res<()> {
+    pub(super) fn atomic_rmw(&mut self, a: AtomicOp, p: Ptr, v: V, d: DType) -> Res<()> {
         if !tir::verify::atomic_dtype_ok(a, d) {
             return Err(format!("atomic {} on {d}", a.name()));
         }

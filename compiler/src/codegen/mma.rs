@@ -33,6 +33,15 @@ pub(crate) struct Tiles {
     pub b_trans: bool,
 }
 
+/// Which way `slow_copy` moves a window's elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Toward {
+    /// From global memory into shared memory (zeros outside the tensor).
+    Shared,
+    /// From shared into global memory: stored, or with an op combined atomically (`red.global`).
+    Global(Option<crate::tir::AtomicOp>),
+}
+
 impl Gen<'_> {
     /// `(warp_m, warp_n, g, t, lane)` of this thread for an MMA layout (built once per kernel).
     pub(crate) fn mma_ids(&self, warps_n: u32) -> Res<(V, V, V, V, V)> {
@@ -379,7 +388,7 @@ impl Gen<'_> {
         // rarely runs, and inlined it would be as much code as the fast path).
         self.b.position(slow);
         let dst = self.addc(base, offset as i64)?;
-        self.call_slow_copy(dtype, shape, swizzled, false, (ptr, &sizes, &strides, &offs), dst)?;
+        self.call_slow_copy(dtype, shape, swizzled, Toward::Shared, (ptr, &sizes, &strides, &offs), dst)?;
         self.b.br(done);
         self.b.position(done);
         Ok(())
@@ -393,11 +402,11 @@ impl Gen<'_> {
         dtype: DType,
         shape: &[i64],
         swizzled: bool,
-        to_global: bool,
+        toward: Toward,
         window: (V, &[V], &[V], &[V]),
         smem: V,
     ) -> Res<()> {
-        let f = self.slow_copy_fn(dtype, shape, swizzled, to_global)?;
+        let f = self.slow_copy_fn(dtype, shape, swizzled, toward)?;
         let (ptr, sizes, strides, offs) = window;
         let mut args = vec![ptr];
         args.extend(sizes);
@@ -410,13 +419,18 @@ impl Gen<'_> {
 
     /// The device function `(ptr, sizes: i32…, strides: i64…, offs: i32…, smem: i32)` that does
     /// `slow_copy` for this dtype, shape, swizzle and direction; built once.
-    fn slow_copy_fn(&mut self, dtype: DType, shape: &[i64], swizzled: bool, to_global: bool) -> Res<Callee> {
-        let key = (dtype, shape.to_vec(), swizzled, to_global);
+    fn slow_copy_fn(&mut self, dtype: DType, shape: &[i64], swizzled: bool, toward: Toward) -> Res<Callee> {
+        let key = (dtype, shape.to_vec(), swizzled, toward);
         if let Some(f) = self.slow_copies.get(&key) {
             return Ok(f.clone());
         }
         let rank = shape.len();
-        let name = format!("tessera_{}_slow_{}", if to_global { "store" } else { "copy" }, self.slow_copies.len());
+        let what = match toward {
+            Toward::Shared => "copy",
+            Toward::Global(None) => "store",
+            Toward::Global(Some(_)) => "reduce",
+        };
+        let name = format!("tessera_{what}_slow_{}", self.slow_copies.len());
         let mut params = vec![Ty::I64];
         params.extend(vec![Ty::I32; rank]);
         params.extend(vec![Ty::I64; rank]);
@@ -446,7 +460,7 @@ impl Gen<'_> {
         self.b.position(body);
         let (ptr, sizes, strides, offs, dst) =
             (vals[0], &vals[1..1 + rank], &vals[1 + rank..1 + 2 * rank], &vals[1 + 2 * rank..1 + 3 * rank], vals[1 + 3 * rank]);
-        let built = self.slow_copy(dtype, shape, swizzled, to_global, (ptr, sizes, strides, offs), dst);
+        let built = self.slow_copy(dtype, shape, swizzled, toward, (ptr, sizes, strides, offs), dst);
         self.b.ret();
         (self.tid, self.smem) = (saved.0, saved.1);
         self.cse.replace(saved.2);
@@ -465,9 +479,10 @@ impl Gen<'_> {
     }
 
     /// Copies the window of `shape` at `offs` element by element into shared memory at byte
-    /// `dst` (row-major, swizzled if asked), zeros outside the tensor; with `to_global`, the tile
-    /// at `dst` into the window instead, dropping the elements outside the tensor.
-    fn slow_copy(&mut self, dtype: DType, shape: &[i64], swizzled: bool, to_global: bool, src: (V, &[V], &[V], &[V]), dst: V) -> Res<()> {
+    /// `dst` (row-major, swizzled if asked), zeros outside the tensor; toward global memory, the
+    /// tile at `dst` into the window instead (stored, or combined atomically), dropping the
+    /// elements outside the tensor.
+    fn slow_copy(&mut self, dtype: DType, shape: &[i64], swizzled: bool, toward: Toward, src: (V, &[V], &[V], &[V]), dst: V) -> Res<()> {
         let (ptr, sizes, strides, offs) = src;
         let rank = shape.len();
         let last = rank - 1;
@@ -500,10 +515,15 @@ impl Gen<'_> {
             let lin = g.add(lin, g.mul(g.sext(gcol, Ty::I64)?, strides[last])?)?;
             // Only accessed under `inb`.
             let p = g.gep(ptr, lin, dtype)?;
-            if to_global {
+            if let Toward::Global(reduce) = toward {
                 let off = g.add(g.smem_offset_2d(row, col, tile)?, dst)?;
                 let v = g.load_if(in_tile, g.smem_ptr(off)?, dtype, zero)?;
-                g.store_if(inb, p, v, dtype)?;
+                match reduce {
+                    None => g.store_if(inb, p, v, dtype)?,
+                    Some(a) => {
+                        g.guarded(inb, &mut |g| g.atomic_rmw(a, p, v, dtype).map(|_| None), None)?;
+                    }
+                }
             } else {
                 let v = g.load_if(inb, p, dtype, zero)?;
                 let off = g.add(g.smem_offset_2d(row, col, tile)?, dst)?;

@@ -95,7 +95,7 @@ pub(crate) struct Gen<'m> {
     loop_depth: std::cell::Cell<u32>,
     /// The device functions of the element-by-element window copies, by dtype, shape, swizzle
     /// and direction (`async_copy`'s slow path, `tma_store`'s fallback).
-    slow_copies: HashMap<(DType, Vec<i64>, bool, bool), crate::mir::Callee>,
+    slow_copies: HashMap<(DType, Vec<i64>, bool, mma::Toward), crate::mir::Callee>,
     /// With tensor maps (`lir::Kernel::tensor_maps`): whether the runtime encoded them (a
     /// predicate), and each one's machine parameter (its address is taken where it is used).
     pub(crate) maps_ready: Option<V>,
@@ -659,8 +659,8 @@ impl<'m> Gen<'m> {
                 self.tma_copy(&d.operands, *offset, shape, *map, *mbar)?;
                 Ok(vec![])
             }
-            OpKind::TmaStore { offset, shape, map } => {
-                self.tma_store(&d.operands, *offset, shape, *map)?;
+            OpKind::TmaStore { offset, shape, map, reduce } => {
+                self.tma_store(&d.operands, *offset, shape, *map, *reduce)?;
                 Ok(vec![])
             }
             OpKind::MbarInit { mbar, count } => {

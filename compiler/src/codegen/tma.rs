@@ -9,10 +9,12 @@
 //! address bits of the row within a 1024-byte atom: `lir::index::SmemTile`'s layout. A window of
 //! rows wider than 128 bytes is one box per 128-byte column block, each landing on its block.
 
+use super::mma::Toward;
 use super::{Gen, Res};
 use crate::ir::Value;
 use crate::lir::index::SmemTile;
 use crate::mir::{Cmp, V};
+use crate::tir::AtomicOp;
 
 impl Gen<'_> {
     /// The `maps_ready` flag (a predicate), or an error in a kernel without tensor maps.
@@ -99,7 +101,7 @@ impl Gen<'_> {
             |g| Ok((g.and(g.leader()?, g.regs(valid)?[0])?, g.mbar_addr(mbar, stage)?)),
             |g, at| {
                 let dst = g.add(g.regs(window[0])?[0], g.i32c(offset as i64))?;
-                g.tma_boxes(window[1], &window[2..], dst, shape, map, Some(at))
+                g.tma_boxes(window[1], &window[2..], dst, shape, map, Bulk::Load(at))
             },
         )
     }
@@ -137,32 +139,34 @@ impl Gen<'_> {
     fn fallback_copy(&mut self, window: &[Value], offset: u32, shape: &[i64]) -> Res<()> {
         let base = self.regs(window[0])?[0];
         let dst = self.addc(base, offset as i64)?;
-        self.slow_window_copy(window[1], &window[2..], shape, false, dst)
+        self.slow_window_copy(window[1], &window[2..], shape, Toward::Shared, dst)
     }
 
-    /// `async_copy`'s (or, `to_global`, `tma_store`'s) element-by-element copy between the
-    /// window of tensor `t` at `offs` and the tile at shared byte `smem`.
-    fn slow_window_copy(&mut self, t: Value, offs: &[Value], shape: &[i64], to_global: bool, smem: V) -> Res<()> {
+    /// `async_copy`'s (or, toward global memory, `tma_store`'s) element-by-element copy between
+    /// the window of tensor `t` at `offs` and the tile at shared byte `smem`.
+    fn slow_window_copy(&mut self, t: Value, offs: &[Value], shape: &[i64], toward: Toward, smem: V) -> Res<()> {
         let Some(super::Cv::Tensor { ptr, sizes, strides }) = self.vals.get(&t).cloned() else {
             return Err("a window copy of a non-tensor".into());
         };
         let dtype = self.k.body.ty(t).dtype();
         let offs: Vec<V> = offs.iter().map(|&o| self.regs(o).map(|r| r[0])).collect::<Res<_>>()?;
-        self.call_slow_copy(dtype, shape, true, to_global, (ptr, &sizes, &strides, &offs), smem)
+        self.call_slow_copy(dtype, shape, true, toward, (ptr, &sizes, &strides, &offs), smem)
     }
 
     /// `operands`: `(t, o0, …)` (`lir::OpKind::TmaStore`).
-    pub(crate) fn tma_store(&mut self, operands: &[Value], offset: u32, shape: &[i64], map: u32) -> Res<()> {
+    pub(crate) fn tma_store(&mut self, operands: &[Value], offset: u32, shape: &[i64], map: u32, reduce: Option<AtomicOp>) -> Res<()> {
         let (&t, offs) = operands.split_first().ok_or("tma_store takes (t, offsets…)")?;
         self.copy_engine_or_fallback(
             "tma_store",
-            |g| g.slow_window_copy(t, offs, shape, true, g.i32c(offset as i64)),
+            |g| g.slow_window_copy(t, offs, shape, Toward::Global(reduce), g.i32c(offset as i64)),
             |g| Ok((g.icmp(Cmp::Eq, g.tid, g.i32c(0))?, ())),
             |g, ()| {
                 // An earlier bulk store (a previous iteration's) has written global memory, so
-                // that stores to overlapping windows land in program order.
-                g.inline_asm("cp.async.bulk.wait_group 0;", "~{memory}", &[], false)?;
-                g.tma_boxes(t, offs, g.i32c(offset as i64), shape, map, None)?;
+                // that stores to overlapping windows land in program order; reductions commute.
+                if reduce.is_none() {
+                    g.inline_asm("cp.async.bulk.wait_group 0;", "~{memory}", &[], false)?;
+                }
+                g.tma_boxes(t, offs, g.i32c(offset as i64), shape, map, Bulk::Store(reduce))?;
                 // Before the buffer is reused (or the block ends), the copy engine has read it.
                 g.inline_asm("cp.async.bulk.commit_group;", "~{memory}", &[], false)?;
                 g.inline_asm("cp.async.bulk.wait_group.read 0;", "~{memory}", &[], false)?;
@@ -173,8 +177,12 @@ impl Gen<'_> {
 
     /// The bulk tensor copies of one window of tensor `t` at `offs` (one box, or one per
     /// 128-byte column block of a blocked tile) and the tile at shared byte `at`: into shared
-    /// memory on the mbarrier at shared address `bar`, or without one out of shared memory.
-    fn tma_boxes(&mut self, t: Value, offs: &[Value], at: V, shape: &[i64], map: u32, bar: Option<V>) -> Res<()> {
+    /// memory on an mbarrier, or out of shared memory (stored or reduced into the window).
+    fn tma_boxes(&mut self, t: Value, offs: &[Value], at: V, shape: &[i64], map: u32, bulk: Bulk) -> Res<()> {
+        let bar = match bulk {
+            Bulk::Load(bar) => Some(bar),
+            Bulk::Store(_) => None,
+        };
         let tm = self.k.tensor_maps.get(map as usize).ok_or("a tensor map out of range")?.clone();
         let param = *self.tensor_map_params.get(map as usize).ok_or("a tensor map without its parameter")?;
         let addr = self.b.param_address(param);
@@ -206,7 +214,13 @@ impl Gen<'_> {
                 list.join(", "),
                 rank + 2
             ),
-            None => format!("cp.async.bulk.tensor.{rank}d.global.shared::cta.tile.bulk_group [$1, {{{}}}], [$0];", list.join(", ")),
+            None => {
+                let op = match bulk {
+                    Bulk::Store(Some(a)) => format!("reduce.async.bulk.tensor.{rank}d.global.shared::cta.{}", a.name()),
+                    _ => format!("async.bulk.tensor.{rank}d.global.shared::cta"),
+                };
+                format!("cp.{op}.tile.bulk_group [$1, {{{}}}], [$0];", list.join(", "))
+            }
         };
         let mut cons = vec!["r", "l"];
         cons.extend(std::iter::repeat_n("r", rank + usize::from(bar.is_some())));
@@ -224,4 +238,13 @@ impl Gen<'_> {
         }
         Ok(())
     }
+}
+
+/// What `tma_boxes` copies: into shared memory, completing on the mbarrier at this shared
+/// address, or out of it into global memory (stored, or combined with the op: the copy engine's
+/// bulk reduction, each element's update atomic).
+#[derive(Clone, Copy, Debug)]
+enum Bulk {
+    Load(V),
+    Store(Option<AtomicOp>),
 }

@@ -228,7 +228,9 @@ pub enum OpKind {
     /// outside the tensor) and waits until they have read shared memory; otherwise every thread
     /// copies elements from shared memory, dropping those outside the tensor. The lowering puts
     /// barriers before (after the `local_store`, with the async-proxy fence) and after it.
-    TmaStore { offset: u32, shape: Vec<i64>, map: u32 },
+    /// With `reduce`, the tile is combined into the window atomically instead (the copy engine's
+    /// bulk reduction, or element by element with `red.global`).
+    TmaStore { offset: u32, shape: Vec<i64>, map: u32, reduce: Option<tir::AtomicOp> },
     /// `() -> ()`: when the tensor maps are ready, thread 0 initialises `count` mbarriers at
     /// `mbar`, 8 bytes apart, each for one arrival; then the block synchronises.
     MbarInit { mbar: u32, count: u32 },
@@ -298,7 +300,8 @@ impl OpKind {
             OpKind::AsyncCopy { .. } => "async_copy".into(),
             OpKind::AsyncCommit => "async_commit".into(),
             OpKind::TmaCopy { .. } => "tma_copy".into(),
-            OpKind::TmaStore { .. } => "tma_store".into(),
+            OpKind::TmaStore { reduce: None, .. } => "tma_store".into(),
+            OpKind::TmaStore { reduce: Some(a), .. } => format!("tma_reduce.{}", a.name()),
             OpKind::MbarInit { .. } => "mbar_init".into(),
             OpKind::TmaArrive { .. } => "tma_arrive".into(),
             OpKind::TmaWait { .. } => "tma_wait".into(),
@@ -483,7 +486,7 @@ fn verify_block(k: &Kernel, blk: crate::ir::Block, defined: &mut Vec<bool>) -> R
             OpKind::TmaStore { offset, .. } if offset % 1024 != 0 => {
                 return Err(format!("tma_store from byte {offset} (a multiple of 1024)"));
             }
-            OpKind::TmaStore { offset, shape, map } => {
+            OpKind::TmaStore { offset, shape, map, .. } => {
                 let es = k.params.get(k.tensor_maps[*map as usize].param).map_or(1, |p| p.ty().dtype().size() as i64);
                 Some(*offset as i64 + shape.iter().product::<i64>() * es)
             }

@@ -78,7 +78,7 @@ fn print_op(k: &Kernel, op: Op, depth: usize, num: &mut Numbering, out: &mut Str
         OpKind::TmaCopy { offset, shape, map, mbar } => {
             Some(format!("@{offset} [{}] map {map} mbar @{mbar}", shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")))
         }
-        OpKind::TmaStore { offset, shape, map } => {
+        OpKind::TmaStore { offset, shape, map, .. } => {
             Some(format!("@{offset} [{}] map {map}", shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")))
         }
         OpKind::MbarInit { mbar, count } => Some(format!("@{mbar} x{count}")),

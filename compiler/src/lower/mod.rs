@@ -340,7 +340,7 @@ impl Cx<'_> {
                 continue;
             }
             let span = self.src.span(op);
-            if d.kind == OpKind::Store
+            if matches!(d.kind, OpKind::Store | OpKind::Atomic(_))
                 && let Some(plan) = self.tma_store_plan(op)
             {
                 self.lower_tma_store(op, dst, plan, span)?;

@@ -224,7 +224,10 @@ impl Walker<'_> {
             }
             // (t, offsets…): a write of the window, finished (as far as shared memory goes) when
             // the op returns; `tma_store`'s lowering only picks a tensor nothing else touches.
-            OpKind::TmaStore { shape, .. } => (Access::Write, 0, Some((d.operands.get(1..)?.to_vec(), shape.clone(), None))),
+            OpKind::TmaStore { shape, reduce, .. } => {
+                let access = if reduce.is_some() { Access::Atomic } else { Access::Write };
+                (access, 0, Some((d.operands.get(1..)?.to_vec(), shape.clone(), None)))
+            }
             OpKind::Tir(tir::OpKind::Gather) => (Access::Read, 0, None),
             OpKind::Tir(tir::OpKind::Scatter) => (Access::Write, 0, None),
             OpKind::Tir(tir::OpKind::Atomic(_)) => (Access::Atomic, 0, None),

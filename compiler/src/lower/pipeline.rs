@@ -358,7 +358,9 @@ impl Cx<'_> {
             return None;
         }
         let shape = shape.to_vec();
-        if shape.is_empty() || dims.len() != fixed + shape.len() || !matches!(dtype, DType::BF16 | DType::F16) {
+        // 16-bit tiles both ways; f32 ones only out of shared memory (window reductions).
+        let ok = matches!(dtype, DType::BF16 | DType::F16) || (writable && *dtype == DType::F32);
+        if shape.is_empty() || dims.len() != fixed + shape.len() || !ok {
             return None;
         }
         let es = dtype.size() as i64;

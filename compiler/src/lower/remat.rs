@@ -60,6 +60,12 @@ impl Cx<'_> {
                             non_blocked && r.is_some_and(|r| self.src.ty(r).shape() == self.src.ty(v).shape())
                         }
                         OpKind::Broadcast => non_blocked && r.is_some_and(|r| self.remat_ok(r, 0)),
+                        // A window reduction's index tiles and mask: the copy engine takes the
+                        // window's offsets instead.
+                        OpKind::Atomic(_) => {
+                            let n = d.operands.len();
+                            (d.operands[n - 1] == v || d.operands[1..n - 2].contains(&v)) && self.window_reduction(u).is_some()
+                        }
                         _ => false,
                     }
                 });

@@ -26,9 +26,9 @@
 use super::Cx;
 use crate::diag::{Diagnostic, Span};
 use crate::dtype::DType;
-use crate::ir::{Block, Op};
+use crate::ir::{Block, Op, Value};
 use crate::lir::{self, Layout};
-use crate::tir::OpKind;
+use crate::tir::{AtomicOp, BinaryOp, Lit, OpKind};
 
 /// Where a qualifying store stages its tile.
 pub(super) struct TmaStorePlan {
@@ -36,10 +36,14 @@ pub(super) struct TmaStorePlan {
     bytes: u32,
     /// In the pipeline buffers' region (patched by `patch_pipeline`), else at scratch offset 0.
     in_pipeline: bool,
+    /// For a window reduction (`atomic.add` at a window's indices): its offsets (tile-IR
+    /// scalars; `None` for 0) and its op. A store's offsets are its operands.
+    reduce: Option<(Vec<Option<Value>>, AtomicOp)>,
 }
 
 impl Cx<'_> {
-    /// Whether store `op` (in the tile-IR block being lowered) goes through the copy engine.
+    /// Whether store `op` (in the tile-IR block being lowered), or an `atomic.add` of f32 at a
+    /// window's indices (what `t.store_add(offsets, x)` builds), goes through the copy engine.
     pub(super) fn tma_store_plan(&self, op: Op) -> Option<TmaStorePlan> {
         if self.target != crate::Target::Sm90a {
             return None;
@@ -48,16 +52,22 @@ impl Cx<'_> {
         // inside a loop (a persistent kernel's epilogue) the next copies may be in flight there.
         let top = self.loops_open == 0 && self.current_src_block == self.src.entry;
         let d = self.src.op(op);
-        let (&t, rest) = d.operands.split_first()?;
-        let (&x, offs) = rest.split_last()?;
+        let (t, x, reduce) = match d.kind {
+            OpKind::Store => (d.operands[0], *d.operands.last()?, None),
+            OpKind::Atomic(_) => {
+                let r = self.window_reduction(op)?;
+                (d.operands[0], d.operands[d.operands.len() - 2], Some(r))
+            }
+            _ => return None,
+        };
         let xt = self.src.ty(x);
         let shape = xt.shape();
-        if shape.len() != 2 || offs.len() != 2 || !matches!(self.layouts.get(&x), Some(Layout::Mma { .. })) {
+        if shape.len() != 2 || d.operands.len() != 4 && reduce.is_none() || !matches!(self.layouts.get(&x), Some(Layout::Mma { .. })) {
             return None;
         }
         let (param, _) = self.param_root(t)?;
         let crate::tir::ParamKind::Tensor { dtype, .. } = &self.params.get(param)?.kind else { return None };
-        if *dtype != xt.dtype() || !matches!(dtype, DType::BF16 | DType::F16) {
+        if *dtype != xt.dtype() || !matches!(dtype, DType::BF16 | DType::F16) && reduce.is_none() {
             return None;
         }
         let map = self.tensor_map_of(t, shape, true)?;
@@ -72,10 +82,91 @@ impl Cx<'_> {
                 !ops[at + 1..].iter().any(|&o| matches!(self.src.op(o).kind, OpKind::Dot | OpKind::For | OpKind::While | OpKind::If))
             });
         if dead_buffers && self.pipe_bytes >= bytes {
-            return Some(TmaStorePlan { map, bytes, in_pipeline: true });
+            return Some(TmaStorePlan { map, bytes, in_pipeline: true, reduce });
         }
         let need = u64::from(self.smem.max(bytes).div_ceil(1024) * 1024) + u64::from(self.pipe_bytes) + u64::from(self.mbar_bytes) + 8;
-        (need <= u64::from(super::max_shared_bytes(self.target))).then_some(TmaStorePlan { map, bytes, in_pipeline: false })
+        (need <= u64::from(super::max_shared_bytes(self.target))).then_some(TmaStorePlan { map, bytes, in_pipeline: false, reduce })
+    }
+
+    /// For an `atomic.add` (sm_90a) of a 2-D f32 tile in an `#mma` layout with no mask, at the
+    /// indices of a window (what `t.store_add(offsets, x)` builds): the window's offsets (tile-IR
+    /// scalars; `None` for 0) and the op, which the copy engine can do as bulk reductions. Only
+    /// the op's own shape is looked at (not the shared memory left): the index tiles of such an
+    /// op are left unlowered (`find_remat_only`), and rebuilt if the op is lowered per element
+    /// after all.
+    pub(super) fn window_reduction(&self, op: Op) -> Option<(Vec<Option<Value>>, AtomicOp)> {
+        let d = self.src.op(op);
+        let (OpKind::Atomic(a @ AtomicOp::Add), crate::Target::Sm90a) = (&d.kind, self.target) else { return None };
+        // (t, i0, …, x, mask): the mask all true, each index a window's.
+        let [_, idx @ .., x, mask] = d.operands.as_slice() else { return None };
+        let xt = self.src.ty(*x);
+        let shape = xt.shape();
+        if idx.len() != 2 || shape.len() != 2 || xt.dtype() != DType::F32 || !self.is_true(*mask) {
+            return None;
+        }
+        if !matches!(self.layouts.get(x), Some(Layout::Mma { .. })) {
+            return None;
+        }
+        let offs = idx.iter().enumerate().map(|(axis, &i)| self.window_offset(i, axis, shape)).collect::<Option<Vec<_>>>()?;
+        Some((offs, *a))
+    }
+
+    /// The op defining tile-IR value `v` (`None` for a block argument).
+    fn def(&self, v: Value) -> Option<&crate::ir::OpData<OpKind>> {
+        match self.src.values[v.index()].def {
+            crate::ir::ValueDef::Result(op, _) => Some(self.src.op(op)),
+            crate::ir::ValueDef::Arg(..) => None,
+        }
+    }
+
+    /// Whether tile-IR value `v` is the constant `true`.
+    fn is_true(&self, v: Value) -> bool {
+        matches!(self.def(v).map(|d| &d.kind), Some(OpKind::Const(Lit::Bool(true))))
+    }
+
+    /// The offset `o` when index tile `idx` of a `shape` tile is `o + arange(n)` laid along
+    /// `axis` (then broadcast): `Some(Some(o))`, or `Some(None)` for a bare `arange` (offset 0);
+    /// `None` for any other index.
+    fn window_offset(&self, idx: Value, axis: usize, shape: &[i64]) -> Option<Option<Value>> {
+        let n = *shape.get(axis)?;
+        let along = |v: Value| {
+            let s = self.src.ty(v).shape();
+            s.len() == shape.len() && s.iter().enumerate().all(|(i, &e)| e == if i == axis { n } else { 1 })
+        };
+        let mut v = idx;
+        if let Some(d) = self.def(v)
+            && d.kind == OpKind::Broadcast
+        {
+            v = d.operands[0];
+        }
+        if !along(v) {
+            return None;
+        }
+        // An `arange(n)` reshaped (or expanded) to lie along `axis`.
+        let is_arange = |mut v: Value| loop {
+            match self.def(v).map(|d| (&d.kind, d.operands.first().copied())) {
+                Some((OpKind::Reshape | OpKind::ExpandDims(_), Some(o))) => v = o,
+                Some((OpKind::Arange(m), _)) => return *m == n,
+                _ => return false,
+            }
+        };
+        if is_arange(v) {
+            return Some(None);
+        }
+        let d = self.def(v)?;
+        if d.kind != OpKind::Binary(BinaryOp::Add) {
+            return None;
+        }
+        let (a, b) = (d.operands[0], d.operands[1]);
+        let scalar = |s: Value| match self.def(s) {
+            Some(d) if d.kind == OpKind::Splat && self.src.ty(d.operands[0]).shape().is_empty() => Some(d.operands[0]),
+            _ => None,
+        };
+        match (is_arange(a), is_arange(b)) {
+            (true, false) => scalar(b).map(Some),
+            (false, true) => scalar(a).map(Some),
+            _ => None,
+        }
     }
 
     /// Whether any op other than `op` (and views) reads or writes parameter `param`.
@@ -104,12 +195,24 @@ impl Cx<'_> {
     ) -> Result<Vec<crate::ir::Value>, Diagnostic> {
         let d = self.src.op(op).clone();
         let n = d.operands.len();
-        let x = d.operands[n - 1];
+        let x = if plan.reduce.is_some() { d.operands[n - 2] } else { d.operands[n - 1] };
         let layout = self.layouts.get(&x).copied();
         let xv = self.operand(x, layout, dst, span)?;
-        let mut window = vec![];
-        for &o in &d.operands[..n - 1] {
-            window.push(self.v(o)?);
+        let mut window = vec![self.v(d.operands[0])?];
+        match &plan.reduce {
+            Some((offs, _)) => {
+                for &o in offs {
+                    window.push(match o {
+                        Some(o) => self.v(o)?,
+                        None => self.i32_const(dst, 0, span),
+                    });
+                }
+            }
+            None => {
+                for &o in &d.operands[1..n - 1] {
+                    window.push(self.v(o)?);
+                }
+            }
         }
         let map = self.register_map(plan.map);
         if !plan.in_pipeline {
@@ -122,7 +225,14 @@ impl Cx<'_> {
         self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
         let st = self.dst.append(dst, lir::OpKind::LocalStore { offset: 0, swizzled: true }, vec![xv], vec![], vec![], span);
         self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
-        let tma = self.dst.append(dst, lir::OpKind::TmaStore { offset: 0, shape, map }, window, vec![], vec![], span);
+        let tma = self.dst.append(
+            dst,
+            lir::OpKind::TmaStore { offset: 0, shape, map, reduce: plan.reduce.as_ref().map(|r| r.1) },
+            window,
+            vec![],
+            vec![],
+            span,
+        );
         self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
         if plan.in_pipeline {
             self.pipe_patch.extend([st, tma]);

@@ -47,7 +47,8 @@ pub(crate) const BUILTINS: &[&str] = &[
 ];
 
 /// The methods of tensors (for "did you mean").
-const TENSOR_METHODS: &[&str] = &["load", "store", "gather", "scatter", "atomic_add", "atomic_max", "atomic_min"];
+const TENSOR_METHODS: &[&str] =
+    &["load", "store", "store_add", "store_max", "store_min", "gather", "scatter", "atomic_add", "atomic_max", "atomic_min"];
 
 /// The methods of tiles.
 const TILE_METHODS: &[&str] = &["sum", "max", "min", "argmax", "argmin", "cumsum", "cumprod", "cummax", "cummin", "scan"];
@@ -361,7 +362,10 @@ impl Lowerer<'_> {
                 let x = *x;
                 match m {
                     "load" => self.load(x, recv, args, span),
-                    "store" => self.store(x, recv, args, span),
+                    "store" => self.store(None, x, recv, args, span),
+                    "store_add" => self.store(Some(AtomicOp::Add), x, recv, args, span),
+                    "store_max" => self.store(Some(AtomicOp::Max), x, recv, args, span),
+                    "store_min" => self.store(Some(AtomicOp::Min), x, recv, args, span),
                     "gather" => self.gather(x, recv, args, span),
                     "scatter" => self.indexed_write(Write::Scatter, x, recv, args, span),
                     "atomic_add" => self.indexed_write(Write::Atomic(AtomicOp::Add), x, recv, args, span),
@@ -472,41 +476,65 @@ impl Lowerer<'_> {
     /// shape) holds and leaves the others untouched: a `scatter` to the window's own indices
     /// (`offsets[d] + arange` along each axis), so elements outside the tensor are dropped as by
     /// `store`.
-    fn masked_store(&mut self, t: Value, offs: &[Value], x: Value, mask: &ast::Expr, span: Span) -> R<Val> {
-        let (m, ms) = self.mask_arg(Some(mask))?.ok_or_else(|| Diagnostic::ice("sema", "a store mask"))?;
+    /// A window write as an indexed one: `kind` (`Scatter` or `Atomic`) at the indices of the
+    /// window at `offs` of `x`'s shape, where `mask` holds (everywhere without one).
+    fn window_write(&mut self, kind: OpKind, t: Value, offs: &[Value], x: Value, mask: Option<&ast::Expr>, span: Span) -> R<Val> {
+        let mask = self.mask_arg(mask)?;
         let shape = self.ty(x).shape().to_vec();
         let mut ops = vec![t];
         for (d, &o) in offs.iter().enumerate() {
             let n = shape[d];
-            let along = self.emit(OpKind::Arange(n), vec![], Type::tile(DType::I32, vec![n]), span);
-            let mut s = vec![1; shape.len()];
-            s[d] = n;
-            let along = self.emit(OpKind::Reshape, vec![along], Type::tile(DType::I32, s), span);
+            // `arange(n)` along axis `d` (unit axes inserted around it: rebuilt in any layout).
+            let mut along = self.emit(OpKind::Arange(n), vec![], Type::tile(DType::I32, vec![n]), span);
+            let mut s = vec![n];
+            for axis in (0..shape.len()).filter(|&a| a != d) {
+                s.insert(axis, 1);
+                along = self.emit(OpKind::ExpandDims(axis as u32), vec![along], Type::tile(DType::I32, s.clone()), span);
+            }
             let idx = self.binary(BinOp::Add, Val::V(o), Val::V(along), span, span, span)?;
             let idx = self.materialize(idx, span)?;
             ops.push(self.broadcast_to(idx, &shape, span)?);
         }
         ops.push(x);
-        ops.push(self.broadcast_to(m, &shape, ms)?);
-        self.emit0(OpKind::Scatter, ops, span);
+        ops.push(self.full_mask(mask, &shape, span)?);
+        self.emit0(kind, ops, span);
         Ok(Val::Unit)
     }
 
-    fn store(&mut self, t: Value, recv: &ast::Expr, args: &[ast::Expr], span: Span) -> R<Val> {
-        arity("store", args, &[2, 3], span)?;
+    /// `t.store(offsets, tile[, mask])`, or with `atomic` `t.store_add/max/min(…)`: the window
+    /// combined into the tensor element by element, atomically (an `Atomic` op at the window's
+    /// indices, which the lowering may turn into the copy engine's bulk reductions).
+    fn store(&mut self, atomic: Option<AtomicOp>, t: Value, recv: &ast::Expr, args: &[ast::Expr], span: Span) -> R<Val> {
+        let name = match atomic {
+            None => "store",
+            Some(AtomicOp::Add) => "store_add",
+            Some(AtomicOp::Max) => "store_max",
+            Some(AtomicOp::Min) => "store_min",
+        };
+        arity(name, args, &[2, 3], span)?;
         let Type::Tensor { dtype, rank, mutable } = self.ty(t) else { return Err(Diagnostic::ice("sema", "store on a non-tensor")) };
         let tname = super::host::render(recv);
         if !mutable {
-            return Err(Diagnostic::error(format!("cannot store to `{tname}`: it is a read-only tensor"))
-                .with_label(recv.span, "declared `&`")
-                .note("declare the parameter `&mut` to write to it"));
+            return Err(Diagnostic::error(format!(
+                "cannot {} `{tname}`: it is a read-only tensor",
+                if atomic.is_some() { "add to" } else { "store to" }
+            ))
+            .with_label(recv.span, "declared `&`")
+            .note("declare the parameter `&mut` to write to it"));
+        }
+        if let Some(a) = atomic
+            && !crate::tir::verify::atomic_dtype_ok(a, dtype)
+        {
+            return Err(Diagnostic::error(format!("`{name}` is not supported on {dtype} tensors"))
+                .with_label(recv.span, format!("{} {dtype} tensor", if dtype.name().starts_with(['i', 'u']) { "an" } else { "a" }))
+                .note("atomics support i32, u32, i64, u64, f32 and f64 tensors"));
         }
         let mut ops = vec![t];
         ops.extend(self.offsets(&args[0], rank, &tname)?);
         let v = self.lower_expr(&args[1])?;
         let x = match v {
             Val::K(..) => {
-                return Err(Diagnostic::error("`store` takes a tile")
+                return Err(Diagnostic::error(format!("`{name}` takes a tile"))
                     .with_label(args[1].span, "a scalar constant")
                     .note("build a tile with `full([..], v)`"));
             }
@@ -531,12 +559,15 @@ impl Lowerer<'_> {
         } else {
             x
         };
-        if let Some(m) = args.get(2) {
-            return self.masked_store(t, &ops[1..], x, m, span);
+        match atomic {
+            Some(a) => self.window_write(OpKind::Atomic(a), t, &ops[1..], x, args.get(2), span),
+            None if args.len() == 3 => self.window_write(OpKind::Scatter, t, &ops[1..], x, args.get(2), span),
+            None => {
+                ops.push(x);
+                self.emit0(OpKind::Store, ops, span);
+                Ok(Val::Unit)
+            }
         }
-        ops.push(x);
-        self.emit0(OpKind::Store, ops, span);
-        Ok(Val::Unit)
     }
 }
 

@@ -202,7 +202,7 @@ impl Lowerer<'_> {
     }
 
     /// The mask broadcast to `shape`, or all true.
-    fn full_mask(&mut self, mask: Option<(Value, Span)>, shape: &[i64], span: Span) -> R<Value> {
+    pub(super) fn full_mask(&mut self, mask: Option<(Value, Span)>, shape: &[i64], span: Span) -> R<Value> {
         match mask {
             Some((m, s)) => self.broadcast_to(m, shape, s),
             None => self.konst(Konst::Bool(true), &Type::tile(DType::Bool, shape.to_vec()), span),
