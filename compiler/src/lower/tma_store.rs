@@ -169,12 +169,14 @@ impl Cx<'_> {
         }
     }
 
-    /// Whether any op other than `op` (and views) reads or writes parameter `param`.
+    /// Whether any op other than `op` (and views) reads or writes parameter `param`; when `op`
+    /// is a window reduction, other window reductions do not count (reductions commute).
     fn param_touched_elsewhere(&self, param: usize, op: Op) -> bool {
+        let reduction = self.window_reduction(op).is_some();
         let mut touched = false;
         self.src.walk(self.src.entry, &mut |o| {
             let d = self.src.op(o);
-            if o == op || d.kind == OpKind::View {
+            if o == op || d.kind == OpKind::View || reduction && self.window_reduction(o).is_some() {
                 return;
             }
             touched |= d
