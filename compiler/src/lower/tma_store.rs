@@ -112,7 +112,7 @@ impl Cx<'_> {
     }
 
     /// The op defining tile-IR value `v` (`None` for a block argument).
-    fn def(&self, v: Value) -> Option<&crate::ir::OpData<OpKind>> {
+    pub(super) fn def(&self, v: Value) -> Option<&crate::ir::OpData<OpKind>> {
         match self.src.values[v.index()].def {
             crate::ir::ValueDef::Result(op, _) => Some(self.src.op(op)),
             crate::ir::ValueDef::Arg(..) => None,
