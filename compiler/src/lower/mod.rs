@@ -105,6 +105,7 @@ fn lower_at(k: &tir::Kernel, opts: &Options, stages: u32) -> Result<Result<lir::
         fused: HashMap::new(),
         skipped: HashSet::new(),
         remat_only: HashSet::new(),
+        trans_operands: HashSet::new(),
         early: HashMap::new(),
         staged: HashMap::new(),
         invariant: HashSet::new(),
@@ -124,6 +125,7 @@ fn lower_at(k: &tir::Kernel, opts: &Options, stages: u32) -> Result<Result<lir::
         cx.map.insert(k.param_value(i), v);
     }
     cx.remat_only = cx.find_remat_only();
+    cx.trans_operands = cx.find_trans_operands();
     cx.block(k.body.entry, entry, &[])?;
     cx.patch_pipeline()?;
     let shared_bytes = cx.smem;
@@ -174,6 +176,9 @@ struct Cx<'a> {
     group_seq: Option<u32>,
     /// Values only used where they are rebuilt in the user's layout (`remat`): not lowered.
     remat_only: HashSet<Value>,
+    /// `trans(x)` of 16-bit register tiles read only by tensor-core `dot`s: never lowered; the
+    /// dot stores `x` as it is and reads it transposed (`Cx::find_trans_operands`).
+    trans_operands: HashSet<Value>,
     /// The innermost `for` being lowered and the tile-IR block being lowered.
     loop_ctx: Option<pipeline::LoopCtx>,
     current_src_block: Block,
@@ -326,7 +331,7 @@ impl Cx<'_> {
         }
         for &op in &self.src.block(src).ops {
             let d = self.src.op(op);
-            if !d.results.is_empty() && d.results.iter().all(|r| self.remat_only.contains(r)) {
+            if !d.results.is_empty() && d.results.iter().all(|r| self.remat_only.contains(r) || self.trans_operands.contains(r)) {
                 continue;
             }
             // Copied asynchronously by the `dot` that uses it (see `pipeline`); outside a loop

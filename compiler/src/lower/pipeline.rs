@@ -36,7 +36,7 @@ use crate::dtype::DType;
 use crate::ir::{Block, Op, Value};
 use crate::lir::{self, Layout};
 use crate::tir::{Lit, OpKind};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The loop being lowered, when its body may pipeline its loads.
 #[derive(Clone, Debug)]
@@ -542,6 +542,45 @@ impl Cx<'_> {
         Ok(())
     }
 
+    /// The results of `trans(x)` (`permute [1, 0]`) of 2-D 16-bit tiles that are not loads,
+    /// whose every use is as operand `a` or `b` of a tensor-core `dot`: such a dot stores `x`
+    /// into shared memory as it is and reads it transposed (as it does a loaded window under
+    /// `trans`), where converting `x` would take a trip through shared memory and two barriers
+    /// before the store (a one-pass attention backward's `dot(trans(ds), k)`).
+    pub(super) fn find_trans_operands(&self) -> HashSet<Value> {
+        let is_mma_dot = |op: Op| {
+            let d = self.src.op(op);
+            d.kind == OpKind::Dot && matches!(self.layouts.get(&d.results[0]), Some(Layout::Mma { .. }))
+        };
+        let mut ops = vec![];
+        self.src.walk(self.src.entry, &mut |op| ops.push(op));
+        let mut users: HashMap<Value, Vec<(Op, usize)>> = HashMap::new();
+        for &op in &ops {
+            for (i, &o) in self.src.op(op).operands.iter().enumerate() {
+                users.entry(o).or_default().push((op, i));
+            }
+        }
+        let mut set = HashSet::new();
+        for &op in &ops {
+            let d = self.src.op(op);
+            if d.kind != OpKind::Permute(vec![1, 0]) {
+                continue;
+            }
+            let (x, r) = (d.operands[0], d.results[0]);
+            let xt = self.src.ty(x);
+            if xt.shape().len() != 2
+                || !matches!(xt.dtype(), DType::BF16 | DType::F16)
+                || self.def(x).is_some_and(|p| p.kind == OpKind::Load)
+            {
+                continue;
+            }
+            if users.get(&r).is_some_and(|u| !u.is_empty() && u.iter().all(|&(u, i)| i < 2 && is_mma_dot(u))) {
+                set.insert(r);
+            }
+        }
+        set
+    }
+
     /// Lowers a tensor-core `dot` whose operands `a`/`b` may be fused loads; returns its result.
     pub(super) fn lower_mma_dot(&mut self, op: Op, dst: Block, rty: lir::Type, acc: Value, span: Span) -> Result<Value, Diagnostic> {
         let d = self.src.op(op).clone();
@@ -565,8 +604,15 @@ impl Cx<'_> {
             .filter(|((_, inv), st)| !**inv && st.is_none())
             .filter_map(|((o, _), _)| self.fused.get(o).map(|f| f.0))
             .collect();
-        let a_trans = self.fused.get(&d.operands[0]).is_some_and(|f| f.1);
-        let b_trans = self.fused.get(&d.operands[1]).is_some_and(|f| f.1);
+        // `trans(x)` of a register tile: `x` is stored as it is and read transposed.
+        let tr: Vec<Option<Value>> = (0..2)
+            .map(|i| {
+                let o = d.operands[i];
+                (!fused[i] && self.trans_operands.contains(&o)).then(|| self.def(o).map(|p| p.operands[0])).flatten()
+            })
+            .collect();
+        let a_trans = self.fused.get(&d.operands[0]).is_some_and(|f| f.1) || tr[0].is_some();
+        let b_trans = self.fused.get(&d.operands[1]).is_some_and(|f| f.1) || tr[1].is_some();
         let a_smem = if a_trans { lir::MmaA::MMajor } else { lir::MmaA::KMajor };
         let stages = self.stages.max(1) as i64;
         let pipelined = match &lc {
@@ -593,6 +639,7 @@ impl Cx<'_> {
         if let (Some(lc), Some(Layout::Mma { warps_m, warps_n: 1 })) = (&lc, rty.layout())
             && !hopper
             && !fused[0]
+            && tr[0].is_none()
             && self.defined_outside(d.operands[0], lc.body)
         {
             let at = self.src.ty(d.operands[0]).clone();
@@ -605,6 +652,7 @@ impl Cx<'_> {
         // A 16-bit `a` already in this accumulator layout (attention's `p`) stays in registers.
         let a_in_regs = a_reg.is_some()
             || !fused[0]
+                && tr[0].is_none()
                 && {
                     let x = self.v(d.operands[0])?;
                     let xt = self.dst.ty(x).clone();
@@ -618,12 +666,13 @@ impl Cx<'_> {
             if fused[i] || (i == 0 && a_in_regs) {
                 continue;
             }
-            let x = self.v(d.operands[i])?;
+            let src = tr[i].unwrap_or(d.operands[i]);
+            let x = self.v(src)?;
             if let Some(lc) = &lc
-                && self.defined_outside(d.operands[i], lc.body)
+                && self.defined_outside(src, lc.body)
             {
                 offsets[i] = self.pipe_bytes;
-                self.pipe_bytes += super::align16(self.bytes(d.operands[i]));
+                self.pipe_bytes += super::align16(self.bytes(src));
                 in_pipe[i] = true;
                 let st = self.dst.append(
                     lc.parent,
@@ -640,7 +689,7 @@ impl Cx<'_> {
             offsets[i] = scratch_off;
             in_scratch[i] = true;
             self.emit(dst, lir::OpKind::LocalStore { offset: scratch_off, swizzled: true }, vec![x], vec![], span);
-            scratch_off = super::align16(scratch_off + self.bytes(d.operands[i]));
+            scratch_off = super::align16(scratch_off + self.bytes(src));
         }
         self.smem = self.smem.max(scratch_off);
         let mut copies = vec![];

@@ -112,7 +112,7 @@ impl Cx<'_> {
     }
 
     /// The op defining tile-IR value `v` (`None` for a block argument).
-    fn def(&self, v: Value) -> Option<&crate::ir::OpData<OpKind>> {
+    pub(super) fn def(&self, v: Value) -> Option<&crate::ir::OpData<OpKind>> {
         match self.src.values[v.index()].def {
             crate::ir::ValueDef::Result(op, _) => Some(self.src.op(op)),
             crate::ir::ValueDef::Arg(..) => None,
@@ -224,7 +224,11 @@ impl Cx<'_> {
         if plan.in_pipeline {
             self.emit(dst, lir::OpKind::AsyncWait { pending: 0 }, vec![], vec![], span);
         }
-        self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
+        // Every warp is done with the buffer (unless a barrier was the last thing emitted: a
+        // `dot` that read the scratch region ends with one).
+        if self.dst.block(dst).ops.last().is_none_or(|&o| self.dst.op(o).kind != lir::OpKind::Barrier) {
+            self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
+        }
         let st = self.dst.append(dst, lir::OpKind::LocalStore { offset: 0, swizzled: true }, vec![xv], vec![], vec![], span);
         self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
         let tma = self.dst.append(
