@@ -35,6 +35,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("dropout.tile", include_str!("../../examples/dropout.tile")),
     ("matmul.tile", include_str!("../../examples/matmul.tile")),
     ("matmul_persistent.tile", include_str!("../../examples/matmul_persistent.tile")),
+    ("matmul_splitk.tile", include_str!("../../examples/matmul_splitk.tile")),
     ("softmax.tile", include_str!("../../examples/softmax.tile")),
     ("linear.tile", include_str!("../../examples/linear.tile")),
     ("layernorm.tile", include_str!("../../examples/layernorm.tile")),
@@ -320,6 +321,9 @@ pub const CASES: &[Case] = &[
     c("vector_add N=1025", "vector_add.tile", &[], &[("N", 1025)], &[], &[("z", P)]),
     c("matmul 130x67x45", "matmul.tile", &[], &[("M", 130), ("N", 67), ("K", 45)], &[], &[("c", P)]),
     c("matmul 1x1x1", "matmul.tile", &[], &[("M", 1), ("N", 1), ("K", 1)], &[], &[("c", P)]),
+    // Window reductions: partial tiles on every edge, K not a multiple of a slice, empty slices.
+    c("matmul_splitk 130x67x300", "matmul_splitk.tile", &[], &[("M", 130), ("N", 67), ("K", 300)], &[], &[("c", A)]),
+    c("matmul_splitk 1x1x1", "matmul_splitk.tile", &[], &[("M", 1), ("N", 1), ("K", 1)], &[], &[("c", A)]),
     c(
         "matmul 33x70x100 BM=32 BN=64 BK=32",
         "matmul.tile",
