@@ -515,12 +515,10 @@ impl Lowerer<'_> {
         let Type::Tensor { dtype, rank, mutable } = self.ty(t) else { return Err(Diagnostic::ice("sema", "store on a non-tensor")) };
         let tname = super::host::render(recv);
         if !mutable {
-            return Err(Diagnostic::error(format!(
-                "cannot {} `{tname}`: it is a read-only tensor",
-                if atomic.is_some() { "add to" } else { "store to" }
-            ))
-            .with_label(recv.span, "declared `&`")
-            .note("declare the parameter `&mut` to write to it"));
+            let what = if atomic.is_some() { format!("write to `{tname}` with `{name}`") } else { format!("store to `{tname}`") };
+            return Err(Diagnostic::error(format!("cannot {what}: it is a read-only tensor"))
+                .with_label(recv.span, "declared `&`")
+                .note("declare the parameter `&mut` to write to it"));
         }
         if let Some(a) = atomic
             && !crate::tir::verify::atomic_dtype_ok(a, dtype)
