@@ -53,6 +53,17 @@ fn assert_close(name: &str, got: &HostTensor, want: &[f64], rtol: f64, atol: f64
     eprintln!("{name}: max abs err {max_abs:.2e}, {:.0}% of the tolerance", max_excess * 100.0);
 }
 
+/// `a · b` in f64 (`a` is `[m, k]`, `b` `[k, n]`, row-major).
+fn gemm_f64(a: &HostTensor, b: &HostTensor, m: usize, n: usize, k: usize) -> Vec<f64> {
+    let mut out = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            out[i * n + j] = (0..k).map(|p| a.get_f64(i * k + p) * b.get_f64(p * n + j)).sum();
+        }
+    }
+    out
+}
+
 /// bf16 inputs, f32 accumulation, bf16 output: the reference accumulates the same bf16 inputs in
 /// f64, so the only differences are the final rounding to bf16 (relative 2^-8) and summation order.
 #[test]
@@ -64,13 +75,7 @@ fn matmul_matches_reference() {
         let b = random_tensor(DType::BF16, &[kk, n], &mut rng);
         let c = HostTensor::zeros(DType::BF16, &[m, n]);
         let out = interp(k, vec![Arg::Tensor(a.clone()), Arg::Tensor(b.clone()), Arg::Tensor(c)]);
-        let mut want = vec![0.0; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                want[i * n + j] = (0..kk).map(|p| a.get_f64(i * kk + p) * b.get_f64(p * n + j)).sum();
-            }
-        }
-        assert_close(&format!("matmul {m}x{n}x{kk}"), tensor(&out[2]), &want, 1e-2, 1e-3);
+        assert_close(&format!("matmul {m}x{n}x{kk}"), tensor(&out[2]), &gemm_f64(&a, &b, m, n, kk), 1e-2, 1e-3);
     }
 }
 
@@ -86,12 +91,7 @@ fn matmul_splitk_matches_reference() {
         let b = random_tensor(DType::BF16, &[kk, n], &mut rng);
         let c = random_tensor(DType::F32, &[m, n], &mut rng);
         let out = interp(k, vec![Arg::Tensor(a.clone()), Arg::Tensor(b.clone()), Arg::Tensor(c.clone())]);
-        let mut want = vec![0.0; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                want[i * n + j] = c.get_f64(i * n + j) + (0..kk).map(|p| a.get_f64(i * kk + p) * b.get_f64(p * n + j)).sum::<f64>();
-            }
-        }
+        let want: Vec<f64> = gemm_f64(&a, &b, m, n, kk).iter().enumerate().map(|(i, p)| c.get_f64(i) + p).collect();
         assert_close(&format!("matmul_splitk {m}x{n}x{kk}"), tensor(&out[2]), &want, 1e-5, 1e-5);
     }
 }

@@ -260,10 +260,7 @@ impl Cx<'_> {
             return Ok(c);
         }
         let target = self.ty_in(self.src.ty(v), Some(want));
-        let def = match self.src.values[v.index()].def {
-            crate::ir::ValueDef::Result(op, _) => Some(self.src.op(op)),
-            crate::ir::ValueDef::Arg(..) => None,
-        };
+        let def = self.src.producer(v).map(|op| self.src.op(op));
         if !matches!(want, Layout::Blocked { .. })
             && let Some(r) = self.remat(v, Some(want), blk, span)
         {
@@ -301,6 +298,11 @@ impl Cx<'_> {
         let r = self.emit(blk, lir::OpKind::LocalLoad { offset: 0, strides }, vec![], vec![target], span)[0];
         self.emit(blk, lir::OpKind::Barrier, vec![], vec![], span);
         r
+    }
+
+    /// The op defining tile-IR value `v` (`None` for a block argument).
+    fn def(&self, v: Value) -> Option<&crate::ir::OpData<OpKind>> {
+        self.src.producer(v).map(|op| self.src.op(op))
     }
 
     fn v(&self, v: Value) -> Result<Value, Diagnostic> {

@@ -38,6 +38,9 @@ use crate::lir::{self, Layout};
 use crate::tir::{Lit, OpKind};
 use std::collections::{HashMap, HashSet};
 
+/// Per value, its uses as `(op, operand index)` (`Cx::all_uses`).
+pub(super) type Uses = HashMap<Value, Vec<(Op, usize)>>;
+
 /// The loop being lowered, when its body may pipeline its loads.
 #[derive(Clone, Debug)]
 pub(super) struct LoopCtx {
@@ -184,10 +187,7 @@ impl Cx<'_> {
     /// `fusable_loads` fuses: `v` itself, or `trans(v)` used by nothing else. One staged window
     /// then feeds all of them (a backward kernel's `k` in `q · kᵀ` and `ds · k`).
     fn only_feeds_dots(&self, v: Value, blk: Block) -> bool {
-        let is_mma_dot = |op: Op| {
-            let d = self.src.op(op);
-            d.kind == OpKind::Dot && matches!(self.layouts.get(&d.results[0]), Some(Layout::Mma { .. }))
-        };
+        let is_mma_dot = |op: Op| self.is_mma_dot(op);
         let mut found = 0;
         for &op in &self.src.block(blk).ops {
             let d = self.src.op(op);
@@ -542,24 +542,33 @@ impl Cx<'_> {
         Ok(())
     }
 
+    /// Whether `op` is a `dot` on the tensor cores (its result in an MMA layout).
+    fn is_mma_dot(&self, op: Op) -> bool {
+        let d = self.src.op(op);
+        d.kind == OpKind::Dot && matches!(self.layouts.get(&d.results[0]), Some(Layout::Mma { .. }))
+    }
+
+    /// Every op of the kernel (nested regions included) and, per value, its uses as `(op,
+    /// operand index)`.
+    pub(super) fn all_uses(&self) -> (Vec<Op>, Uses) {
+        let mut ops = vec![];
+        self.src.walk(self.src.entry, &mut |op| ops.push(op));
+        let mut users: Uses = HashMap::new();
+        for &op in &ops {
+            for (i, &o) in self.src.op(op).operands.iter().enumerate() {
+                users.entry(o).or_default().push((op, i));
+            }
+        }
+        (ops, users)
+    }
+
     /// The results of `trans(x)` (`permute [1, 0]`) of 2-D 16-bit tiles that are not loads,
     /// whose every use is as operand `a` or `b` of a tensor-core `dot`: such a dot stores `x`
     /// into shared memory as it is and reads it transposed (as it does a loaded window under
     /// `trans`), where converting `x` would take a trip through shared memory and two barriers
     /// before the store (a one-pass attention backward's `dot(trans(ds), k)`).
     pub(super) fn find_trans_operands(&self) -> HashSet<Value> {
-        let is_mma_dot = |op: Op| {
-            let d = self.src.op(op);
-            d.kind == OpKind::Dot && matches!(self.layouts.get(&d.results[0]), Some(Layout::Mma { .. }))
-        };
-        let mut ops = vec![];
-        self.src.walk(self.src.entry, &mut |op| ops.push(op));
-        let mut users: HashMap<Value, Vec<(Op, usize)>> = HashMap::new();
-        for &op in &ops {
-            for (i, &o) in self.src.op(op).operands.iter().enumerate() {
-                users.entry(o).or_default().push((op, i));
-            }
-        }
+        let (ops, users) = self.all_uses();
         let mut set = HashSet::new();
         for &op in &ops {
             let d = self.src.op(op);
@@ -574,7 +583,7 @@ impl Cx<'_> {
             {
                 continue;
             }
-            if users.get(&r).is_some_and(|u| !u.is_empty() && u.iter().all(|&(u, i)| i < 2 && is_mma_dot(u))) {
+            if users.get(&r).is_some_and(|u| !u.is_empty() && u.iter().all(|&(u, i)| i < 2 && self.is_mma_dot(u))) {
                 set.insert(r);
             }
         }

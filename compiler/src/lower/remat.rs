@@ -32,14 +32,7 @@ impl Cx<'_> {
     /// non-blocked layout, or another such value), so lowering them on their own would only
     /// produce dead shared-memory conversions.
     pub(super) fn find_remat_only(&self) -> HashSet<Value> {
-        let mut users: HashMap<Value, Vec<crate::ir::Op>> = HashMap::new();
-        let mut ops = vec![];
-        self.src.walk(self.src.entry, &mut |op| ops.push(op));
-        for &op in &ops {
-            for &o in &self.src.op(op).operands {
-                users.entry(o).or_default().push(op);
-            }
-        }
+        let (ops, users) = self.all_uses();
         let mut set: HashSet<Value> = ops
             .iter()
             .map(|&op| self.src.op(op))
@@ -50,7 +43,7 @@ impl Cx<'_> {
         loop {
             let mut drop = vec![];
             for &v in &set {
-                let ok = users.get(&v).into_iter().flatten().all(|&u| {
+                let ok = users.get(&v).into_iter().flatten().all(|&(u, _)| {
                     let d = self.src.op(u);
                     let r = d.results.first().copied();
                     let non_blocked = r.and_then(|r| self.layouts.get(&r)).is_some_and(|l| !matches!(l, Layout::Blocked { .. }));

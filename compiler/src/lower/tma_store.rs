@@ -111,14 +111,6 @@ impl Cx<'_> {
         Some((offs, *a))
     }
 
-    /// The op defining tile-IR value `v` (`None` for a block argument).
-    pub(super) fn def(&self, v: Value) -> Option<&crate::ir::OpData<OpKind>> {
-        match self.src.values[v.index()].def {
-            crate::ir::ValueDef::Result(op, _) => Some(self.src.op(op)),
-            crate::ir::ValueDef::Arg(..) => None,
-        }
-    }
-
     /// Whether tile-IR value `v` is the constant `true`.
     fn is_true(&self, v: Value) -> bool {
         matches!(self.def(v).map(|d| &d.kind), Some(OpKind::Const(Lit::Bool(true))))
