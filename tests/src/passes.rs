@@ -223,6 +223,7 @@ fn every_pass_program_is_checked() {
         "pipeline_shared_window.tile",
         "pipeline_trans.tile",
         "remat_mask.tile",
+        "sink_wait.tile",
         "tma_reduce.tile",
         "tma_store.tile",
         "uniform_mask.tile",
@@ -893,7 +894,8 @@ fn epilogue_stores_through_the_copy_engine() {
     let top: Vec<Op> = k.body.block(k.body.entry).ops.clone();
     let at = top.iter().position(|&o| o == tma[0]).unwrap_or_else(|| unreachable!());
     let seq: Vec<String> = top[at - 4..].iter().map(|&o| mnemonic(k, o)).collect();
-    assert_eq!(seq, ["async_wait", "barrier", "local_store", "barrier", "tma_store", "barrier"], "{}", s.name);
+    // The copy engine has read the staged tile before the program ends.
+    assert_eq!(seq, ["async_wait", "barrier", "local_store", "barrier", "tma_store", "bulk_wait_read", "barrier"], "{}", s.name);
     let staged = k.body.op(top[at - 2]);
     assert_eq!(staged.kind, lir::OpKind::LocalStore { offset, swizzled: true }, "{}: staged where the bulk store reads", s.name);
     assert_eq!(layout(k, staged.operands[0]), Some(Layout::Mma { warps_m: 4, warps_n: 1 }), "{}: from the accumulator's registers", s.name);
@@ -925,8 +927,8 @@ fn window_reductions_go_through_the_copy_engine() {
     assert_eq!((m.param, m.boxes.as_slice(), m.swizzle), (2, &[64u32, 32][..], 128), "{}: c's map, a box per column block", s.name);
     let top: Vec<Op> = k.body.block(k.body.entry).ops.clone();
     let at = top.iter().position(|&o| o == tma[0]).unwrap_or_else(|| unreachable!());
-    let seq: Vec<String> = top[at - 3..=at + 1].iter().map(|&o| mnemonic(k, o)).collect();
-    assert_eq!(seq, ["barrier", "local_store", "barrier", "tma_reduce.add", "barrier"], "{}", s.name);
+    let seq: Vec<String> = top[at - 3..=at + 2].iter().map(|&o| mnemonic(k, o)).collect();
+    assert_eq!(seq, ["barrier", "local_store", "barrier", "tma_reduce.add", "bulk_wait_read", "barrier"], "{}", s.name);
     let staged = k.body.op(top[at - 2]);
     assert_eq!(staged.kind, lir::OpKind::LocalStore { offset, swizzled: true }, "{}: staged where the bulk reduction reads", s.name);
     // The window's offsets are the program's tile origin, not index tiles.
@@ -998,4 +1000,53 @@ fn cdiv(a, b) { (a + b - 1) / b }";
     assert!((3 * stage..4 * stage).contains(&a100), "sm_80 gets 3 stages: {a100} bytes");
     let forced = build(Target::Sm80, Some(4)).map(|_| ()).unwrap_err();
     assert!(forced.render().contains("bytes of shared memory, but sm_80 allows"), "{}", forced.render());
+}
+
+/// `sink_wgmma_wait` and `defer_bulk_wait`: in the loop, the first product's wait comes after
+/// the second product's issue as `wgmma_wait 1` (its operand tiles are in other pipeline stages
+/// than the second's copies write), the second's after the third's issue, also `1`; the bulk
+/// reduction's read wait goes round the loop to just before the barrier ahead of the next
+/// staging store, with a copy after the loop. sm_80 has neither kind of wait.
+#[test]
+fn waits_move_as_late_as_what_they_guard_allows() {
+    let s = staged("sink_wait.tile");
+    let k = &s.kernel.lir;
+    let lp = lir_find(k, "for")[0];
+    let body = k.body.op(lp).regions[0];
+    let ops = k.body.block(body).ops.clone();
+    let names = block_mnemonics(k, body);
+    let at = |op: Op| ops.iter().position(|&o| o == op).unwrap_or_else(|| unreachable!());
+    let issues: Vec<usize> = (0..ops.len()).filter(|&i| names[i] == "local_mma" || names[i] == "reg_mma").collect();
+    assert_eq!(issues.len(), 3, "{}: three products in the loop: {names:?}", s.name);
+    let wait_of = |i: usize| {
+        let r = k.body.result(ops[i]);
+        let w = ops.iter().copied().find(|&o| names[at(o)] == "wgmma_wait" && k.body.op(o).operands[0] == r);
+        w.unwrap_or_else(|| panic!("{}: no wait for op {i}", s.name))
+    };
+    for (n, want_after) in [(0, 1), (1, 2)] {
+        let w = wait_of(issues[n]);
+        assert_eq!(k.body.op(w).kind, lir::OpKind::WgmmaWait { pending: 1 }, "{}: product {n}'s wait", s.name);
+        assert!(at(w) > issues[want_after], "{}: product {n}'s wait comes after product {want_after}'s issue: {names:?}", s.name);
+    }
+    let bulk: Vec<usize> = (0..ops.len()).filter(|&i| names[i] == "bulk_wait_read").collect();
+    let reduce = names.iter().position(|n| n == "tma_reduce.add").unwrap_or_else(|| panic!("{}: no bulk reduction", s.name));
+    let lir::OpKind::TmaStore { offset, .. } = k.body.op(ops[reduce]).kind else { unreachable!() };
+    let staging = (0..reduce)
+        .rev()
+        .find(|&i| k.body.op(ops[i]).kind == lir::OpKind::LocalStore { offset, swizzled: true })
+        .unwrap_or_else(|| panic!("{}: no staging store", s.name));
+    assert_eq!(bulk.len(), 1, "{}: {names:?}", s.name);
+    assert!(
+        bulk[0] < staging && names[bulk[0] + 1] == "barrier",
+        "{}: the read wait before the barrier ahead of the staging store: {names:?}",
+        s.name
+    );
+    assert!(names[bulk[0] + 1..staging].iter().all(|n| n == "barrier" || n == "const"), "{}: {names:?}", s.name);
+    let top = k.body.block(k.body.entry).ops.clone();
+    let after = top.iter().position(|&o| o == lp).unwrap_or_else(|| unreachable!());
+    assert!(top[after..].iter().any(|&o| mnemonic(k, o) == "bulk_wait_read"), "{}: no read wait after the loop", s.name);
+    let s80 = staged_on("sink_wait.tile", Target::Sm80);
+    let k80 = &s80.kernel.lir;
+    assert!(lir_find(k80, "bulk_wait_read").is_empty() && lir_find(k80, "wgmma_wait").is_empty(), "{}", s80.name);
+    s.snapshot();
 }

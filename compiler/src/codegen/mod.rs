@@ -663,6 +663,11 @@ impl<'m> Gen<'m> {
                 self.tma_store(&d.operands, *offset, shape, *map, *reduce)?;
                 Ok(vec![])
             }
+            OpKind::BulkWaitRead { .. } => {
+                // Every thread: one that started no bulk store has nothing to wait for.
+                self.inline_asm("cp.async.bulk.wait_group.read 0;", "~{memory}", &[], false)?;
+                Ok(vec![])
+            }
             OpKind::MbarInit { mbar, count } => {
                 self.mbar_init(*mbar, *count)?;
                 Ok(vec![])

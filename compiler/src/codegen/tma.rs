@@ -167,9 +167,8 @@ impl Gen<'_> {
                     g.inline_asm("cp.async.bulk.wait_group 0;", "~{memory}", &[], false)?;
                 }
                 g.tma_boxes(t, offs, g.i32c(offset as i64), shape, map, Bulk::Store(reduce))?;
-                // Before the buffer is reused (or the block ends), the copy engine has read it.
+                // The lowering's `bulk_wait_read` waits for the copy engine's reads.
                 g.inline_asm("cp.async.bulk.commit_group;", "~{memory}", &[], false)?;
-                g.inline_asm("cp.async.bulk.wait_group.read 0;", "~{memory}", &[], false)?;
                 Ok(())
             },
         )

@@ -225,12 +225,18 @@ pub enum OpKind {
     /// `index::SmemTile`'s swizzled layout, written by a `local_store`) into the window
     /// `t[o0.., …]` (sm_90a). When the kernel's tensor maps are ready, thread 0 starts bulk
     /// tensor stores through tensor map `map` (one per box; the copy engine drops the elements
-    /// outside the tensor) and waits until they have read shared memory; otherwise every thread
-    /// copies elements from shared memory, dropping those outside the tensor. The lowering puts
-    /// barriers before (after the `local_store`, with the async-proxy fence) and after it.
+    /// outside the tensor) and returns while they still read shared memory (a `bulk_wait_read`
+    /// follows); otherwise every thread copies elements from shared memory, dropping those
+    /// outside the tensor. The lowering puts barriers before (after the `local_store`, with the
+    /// async-proxy fence) and after it.
     /// With `reduce`, the tile is combined into the window atomically instead (the copy engine's
     /// bulk reduction, or element by element with `red.global`).
     TmaStore { offset: u32, shape: Vec<i64>, map: u32, reduce: Option<tir::AtomicOp> },
+    /// `() -> ()`: waits until this thread's bulk stores (`tma_store`) have read shared memory
+    /// (`cp.async.bulk.wait_group.read 0`; at once for a thread that issued none). It guards
+    /// the `bytes` staged at `offset`: before anything writes there again, thread 0 must have
+    /// passed it and a barrier must follow (`defer_bulk_wait` moves it as late as that allows).
+    BulkWaitRead { offset: u32, bytes: u32 },
     /// `() -> ()`: when the tensor maps are ready, thread 0 initialises `count` mbarriers at
     /// `mbar`, 8 bytes apart, each for one arrival; then the block synchronises.
     MbarInit { mbar: u32, count: u32 },
@@ -302,6 +308,7 @@ impl OpKind {
             OpKind::TmaCopy { .. } => "tma_copy".into(),
             OpKind::TmaStore { reduce: None, .. } => "tma_store".into(),
             OpKind::TmaStore { reduce: Some(a), .. } => format!("tma_reduce.{}", a.name()),
+            OpKind::BulkWaitRead { .. } => "bulk_wait_read".into(),
             OpKind::MbarInit { .. } => "mbar_init".into(),
             OpKind::TmaArrive { .. } => "tma_arrive".into(),
             OpKind::TmaWait { .. } => "tma_wait".into(),
@@ -322,6 +329,160 @@ impl OpKind {
 }
 
 pub type LirBody = Body<OpKind, Type>;
+
+/// Bytes `[start, end)` of shared memory; `end` `None`: to the end (an offset plus a stage
+/// chosen at run time, or a footprint not worked out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SmemRange {
+    pub start: u32,
+    pub end: Option<u32>,
+}
+
+impl SmemRange {
+    pub fn new(start: u32, bytes: i64) -> SmemRange {
+        SmemRange { start, end: u32::try_from(start as i64 + bytes).ok() }
+    }
+
+    pub fn to_end(start: u32) -> SmemRange {
+        SmemRange { start, end: None }
+    }
+
+    pub fn overlaps(self, o: SmemRange) -> bool {
+        let empty = |r: SmemRange| r.end.is_some_and(|e| e <= r.start);
+        !empty(self) && !empty(o) && self.end.is_none_or(|e| o.start < e) && o.end.is_none_or(|e| self.start < e)
+    }
+}
+
+/// Bounds `[lo, hi]` (`hi` `None`: unbounded above) of an i32 scalar that is never negative, as
+/// the pipelines compute stage bases: `(iv - start) / step % stages * bytes` of a `for` loop's
+/// induction variable (which starts at `start` and grows by a positive step). `None`: not known
+/// to be non-negative.
+pub fn stage_bounds(b: &LirBody, v: crate::ir::Value) -> Option<(i64, Option<i64>)> {
+    stage_bounds_at(b, v, 8)
+}
+
+fn stage_bounds_at(b: &LirBody, v: crate::ir::Value, depth: u32) -> Option<(i64, Option<i64>)> {
+    use crate::tir::BinaryOp;
+    let depth = depth.checked_sub(1)?;
+    let op = b.producer(v)?;
+    let d = b.op(op);
+    let konst = |x: crate::ir::Value| match b.producer(x).map(|o| &b.op(o).kind) {
+        Some(OpKind::Tir(tir::OpKind::Const(tir::Lit::Int(c)))) => Some(*c),
+        _ => None,
+    };
+    match &d.kind {
+        OpKind::Tir(tir::OpKind::Const(tir::Lit::Int(c))) if *c >= 0 => Some((*c, Some(*c))),
+        OpKind::Tir(tir::OpKind::Binary(op)) => {
+            let (&x, &y) = (d.operands.first()?, d.operands.get(1)?);
+            match op {
+                // A `for` body's induction variable minus the loop's start.
+                BinaryOp::Sub => {
+                    let crate::ir::ValueDef::Arg(body, 0) = b.values[x.index()].def else { return None };
+                    let lp = b.ops.iter().find(|o| o.regions.first() == Some(&body) && matches!(o.kind, OpKind::Tir(tir::OpKind::For)))?;
+                    (lp.operands.first() == Some(&y)).then_some((0, None))
+                }
+                BinaryOp::Div => {
+                    let (lo, hi) = stage_bounds_at(b, x, depth)?;
+                    match konst(y) {
+                        Some(c) if c > 0 => Some((lo / c, hi.map(|h| h / c))),
+                        // The loop's step, positive.
+                        _ if b.ops.iter().any(|o| matches!(o.kind, OpKind::Tir(tir::OpKind::For)) && o.operands.get(2) == Some(&y)) => {
+                            Some((0, hi))
+                        }
+                        _ => None,
+                    }
+                }
+                BinaryOp::Rem => {
+                    let (_, hi) = stage_bounds_at(b, x, depth)?;
+                    let c = konst(y).filter(|&c| c > 0)?;
+                    Some((0, Some(hi.map_or(c - 1, |h| h.min(c - 1)))))
+                }
+                BinaryOp::Mul | BinaryOp::Add => {
+                    let ((a, ah), (c, ch)) = (stage_bounds_at(b, x, depth)?, stage_bounds_at(b, y, depth)?);
+                    let f = |p: i64, q: i64| if *op == BinaryOp::Mul { p.checked_mul(q) } else { p.checked_add(q) };
+                    Some((f(a, c)?, ah.zip(ch).and_then(|(p, q)| f(p, q))))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// A tile of `bytes` at `offset` plus the stage base `base` (when there is one).
+fn staged(b: &LirBody, offset: u32, base: Option<&crate::ir::Value>, bytes: i64) -> SmemRange {
+    let Some(&base) = base else { return SmemRange::new(offset, bytes) };
+    match stage_bounds(b, base) {
+        Some((lo, Some(hi))) => match (u32::try_from(offset as i64 + lo), hi.checked_add(bytes)) {
+            (Ok(start), Some(end)) => SmemRange::new(start, end - lo),
+            _ => SmemRange::to_end(offset),
+        },
+        Some((lo, None)) => SmemRange::to_end(u32::try_from(offset as i64 + lo).unwrap_or(offset)),
+        None => SmemRange { start: 0, end: None },
+    }
+}
+
+/// What op `op` itself writes in shared memory, by any thread or the copy engine (`None`:
+/// nothing). The ops of its regions are not included; `shared_reads` is the same for reads.
+pub fn shared_writes(b: &LirBody, op: crate::ir::Op) -> Option<SmemRange> {
+    let d = b.op(op);
+    match &d.kind {
+        OpKind::LocalStore { offset, .. } => {
+            let t = b.ty(*d.operands.first()?);
+            Some(SmemRange::new(*offset, t.numel() * t.dtype().size() as i64))
+        }
+        // (base, t, …): at a stage base chosen at run time.
+        OpKind::AsyncCopy { offset, shape, .. } | OpKind::TmaCopy { offset, shape, .. } => {
+            let es = b.ty(*d.operands.get(1)?).dtype().size() as i64;
+            Some(staged(b, *offset, d.operands.first(), shape.iter().product::<i64>() * es))
+        }
+        OpKind::ShuffleReduce { offset, .. } => Some(SmemRange::to_end(*offset)),
+        OpKind::MbarInit { mbar, count } => Some(SmemRange::new(*mbar, 8 * *count as i64)),
+        OpKind::TmaArrive { mbar, .. } => Some(SmemRange::to_end(*mbar)),
+        OpKind::Tir(_)
+        | OpKind::Reshape
+        | OpKind::LocalLoad { .. }
+        | OpKind::LocalReduce { .. }
+        | OpKind::LocalDot { .. }
+        | OpKind::LocalMma { .. }
+        | OpKind::TmaStore { .. }
+        | OpKind::BulkWaitRead { .. }
+        | OpKind::TmaWait { .. }
+        | OpKind::AsyncCommit
+        | OpKind::AsyncWait { .. }
+        | OpKind::LocalScan { .. }
+        | OpKind::LocalScanFn { .. }
+        | OpKind::LocalArgReduce { .. }
+        | OpKind::RowReduce { .. }
+        | OpKind::RowBroadcast
+        | OpKind::ShuffleConvert { .. }
+        | OpKind::Coord { .. }
+        | OpKind::RegMma { .. }
+        | OpKind::WgmmaWait { .. }
+        | OpKind::Barrier => None,
+    }
+}
+
+/// The shared memory a `wgmma` op reads while it runs (until its `wgmma_wait`): its operand
+/// tiles, each at its offset plus the stage bases it may have (`stage_bounds`).
+pub fn wgmma_reads(b: &LirBody, op: crate::ir::Op) -> Vec<SmemRange> {
+    let d = b.op(op);
+    let Some(n) = d.results.first().and_then(|&r| b.ty(r).shape().get(1).copied()) else { return vec![] };
+    let m = d.results.first().and_then(|&r| b.ty(r).shape().first().copied()).unwrap_or(0);
+    match &d.kind {
+        OpKind::LocalMma { a_offset, b_offset, k, dtype, wgmma: true, .. } => {
+            // (acc[, a_base, b_base[, accumulate]]): a tile moved by a base is read from its
+            // offset on.
+            let es = dtype.size() as i64;
+            vec![staged(b, *a_offset, d.operands.get(1), m * k * es), staged(b, *b_offset, d.operands.get(2), k * n * es)]
+        }
+        // (acc, a, b_base)
+        OpKind::RegMma { b_offset, k, dtype, wgmma: true, .. } => {
+            vec![staged(b, *b_offset, d.operands.get(2), k * n * dtype.size() as i64)]
+        }
+        _ => vec![],
+    }
+}
 
 /// Where the A operand of a tensor-core `dot` is read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -503,7 +664,17 @@ fn verify_block(k: &Kernel, blk: crate::ir::Block, defined: &mut Vec<bool>) -> R
 
 #[cfg(test)]
 mod tests {
-    use super::Layout;
+    use super::{Layout, SmemRange};
+
+    /// Ranges meet when they share a byte; an open end reaches everything after its start.
+    #[test]
+    fn shared_ranges_overlap_where_they_share_bytes() {
+        let a = SmemRange::new(0, 1024);
+        assert!(a.overlaps(SmemRange::new(1023, 1)) && !a.overlaps(SmemRange::new(1024, 8)));
+        assert!(SmemRange::to_end(512).overlaps(a) && !SmemRange::to_end(1024).overlaps(a));
+        assert!(SmemRange::to_end(0).overlaps(SmemRange::to_end(1 << 20)));
+        assert!(!SmemRange::new(64, 0).overlaps(SmemRange::new(0, 1024)), "an empty range meets nothing");
+    }
 
     /// A reshape moves no data only where both shapes fit the layout the same way.
     #[test]

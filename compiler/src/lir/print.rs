@@ -81,6 +81,7 @@ fn print_op(k: &Kernel, op: Op, depth: usize, num: &mut Numbering, out: &mut Str
         OpKind::TmaStore { offset, shape, map, .. } => {
             Some(format!("@{offset} [{}] map {map}", shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")))
         }
+        OpKind::BulkWaitRead { offset, bytes } => Some(format!("@{offset} {bytes} bytes")),
         OpKind::MbarInit { mbar, count } => Some(format!("@{mbar} x{count}")),
         OpKind::TmaArrive { mbar, bytes } => Some(format!("@{mbar} {bytes} bytes")),
         OpKind::TmaWait { mbar } => Some(format!("@{mbar}")),

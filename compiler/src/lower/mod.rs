@@ -27,6 +27,7 @@ mod ops;
 pub mod order;
 mod pipeline;
 mod remat;
+pub mod sink_wait;
 mod tma_store;
 
 /// A thread-IR pass: a name (for `--dump-after` and error messages) and a function.
@@ -38,8 +39,15 @@ pub struct LirPass {
 /// The thread-IR passes run after lowering, in order.
 /// - `order_memory` puts barriers between a program's own global-memory accesses that may touch
 ///   one element from different threads (a store and a later load of the same tensor).
-pub const LIR_PIPELINE: &[LirPass] =
-    &[LirPass { name: "order_memory", run: order::run }, LirPass { name: "defer_wgmma_wait", run: defer_wait::run }];
+/// - `defer_wgmma_wait` lets a pipelined loop's `wgmma` run into the next iteration.
+/// - `sink_wgmma_wait` and `defer_bulk_wait` move the other waits for the tensor cores and the
+///   copy engine as late as what they guard allows.
+pub const LIR_PIPELINE: &[LirPass] = &[
+    LirPass { name: "order_memory", run: order::run },
+    LirPass { name: "defer_wgmma_wait", run: defer_wait::run },
+    LirPass { name: "sink_wgmma_wait", run: sink_wait::run_wgmma },
+    LirPass { name: "defer_bulk_wait", run: sink_wait::run_bulk },
+];
 
 /// Shared memory available to one block on the targets (227 KiB on sm_90, 163 KiB on sm_80).
 pub fn max_shared_bytes(target: crate::Target) -> u32 {

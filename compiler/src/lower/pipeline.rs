@@ -518,9 +518,10 @@ impl Cx<'_> {
         let bars = (scratch + self.pipe_bytes).div_ceil(8) * 8;
         for &op in &self.pipe_patch.clone() {
             match &mut self.dst.op_mut(op).kind {
-                lir::OpKind::AsyncCopy { offset, .. } | lir::OpKind::LocalStore { offset, .. } | lir::OpKind::TmaStore { offset, .. } => {
-                    *offset += scratch
-                }
+                lir::OpKind::AsyncCopy { offset, .. }
+                | lir::OpKind::LocalStore { offset, .. }
+                | lir::OpKind::TmaStore { offset, .. }
+                | lir::OpKind::BulkWaitRead { offset, .. } => *offset += scratch,
                 lir::OpKind::TmaCopy { offset, mbar, .. } => {
                     *offset += scratch;
                     *mbar += bars;

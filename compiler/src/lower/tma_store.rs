@@ -223,6 +223,9 @@ impl Cx<'_> {
         }
         let st = self.dst.append(dst, lir::OpKind::LocalStore { offset: 0, swizzled: true }, vec![xv], vec![], vec![], span);
         self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
+        let es = self.src.ty(x).dtype().size() as i64;
+        let bytes = u32::try_from(shape.iter().product::<i64>() * es)
+            .map_err(|_| Diagnostic::ice("lower", "a bulk store's staged tile does not fit shared memory"))?;
         let tma = self.dst.append(
             dst,
             lir::OpKind::TmaStore { offset: 0, shape, map, reduce: plan.reduce.as_ref().map(|r| r.1) },
@@ -231,9 +234,10 @@ impl Cx<'_> {
             vec![],
             span,
         );
+        let wait = self.dst.append(dst, lir::OpKind::BulkWaitRead { offset: 0, bytes }, vec![], vec![], vec![], span);
         self.emit(dst, lir::OpKind::Barrier, vec![], vec![], span);
         if plan.in_pipeline {
-            self.pipe_patch.extend([st, tma]);
+            self.pipe_patch.extend([st, tma, wait]);
         }
         Ok(vec![])
     }
