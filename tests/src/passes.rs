@@ -215,6 +215,7 @@ fn every_pass_program_is_checked() {
         "chained.tile",
         "convert_shuffle.tile",
         "dce.tile",
+        "hoist_loads.tile",
         "layout_epilogue.tile",
         "layout_rows.tile",
         "order_memory.tile",
@@ -1048,5 +1049,25 @@ fn waits_move_as_late_as_what_they_guard_allows() {
     let s80 = staged_on("sink_wait.tile", Target::Sm80);
     let k80 = &s80.kernel.lir;
     assert!(lir_find(k80, "bulk_wait_read").is_empty() && lir_find(k80, "wgmma_wait").is_empty(), "{}", s80.name);
+    s.snapshot();
+}
+
+/// `hoist_loads`: the read-only row vector's load comes before the product's wait (it was
+/// after it), the load of the tensor the kernel writes stays after.
+#[test]
+fn read_only_loads_are_issued_before_the_wait_ahead_of_them() {
+    let s = staged("hoist_loads.tile");
+    let k = &s.kernel.lir;
+    let lp = lir_find(k, "for")[0];
+    let body = k.body.op(lp).regions[0];
+    let ops = k.body.block(body).ops.clone();
+    let names = block_mnemonics(k, body);
+    let param_load = |p: usize| {
+        let i = (0..ops.len()).find(|&i| names[i] == "load" && k.body.op(ops[i]).operands[0] == k.body.block(k.body.entry).args[p]);
+        i.unwrap_or_else(|| panic!("{}: no load of parameter {p}: {names:?}", s.name))
+    };
+    let wait = names.iter().position(|n| n == "wgmma_wait").unwrap_or_else(|| panic!("{}: no wait: {names:?}", s.name));
+    assert!(param_load(2) < wait, "{}: `m` loaded before the wait: {names:?}", s.name);
+    assert!(param_load(3) > wait, "{}: `r` (written by the kernel) loaded where it was: {names:?}", s.name);
     s.snapshot();
 }

@@ -22,6 +22,7 @@ use crate::tir::{self, OpKind, row_major};
 use std::collections::{HashMap, HashSet};
 
 pub mod defer_wait;
+pub mod hoist_loads;
 pub mod layout;
 mod ops;
 pub mod order;
@@ -40,11 +41,13 @@ pub struct LirPass {
 /// - `order_memory` puts barriers between a program's own global-memory accesses that may touch
 ///   one element from different threads (a store and a later load of the same tensor).
 /// - `defer_wgmma_wait` lets a pipelined loop's `wgmma` run into the next iteration.
+/// - `hoist_loads` issues loads from read-only tensors as early as their operands allow.
 /// - `sink_wgmma_wait` and `defer_bulk_wait` move the other waits for the tensor cores and the
 ///   copy engine as late as what they guard allows.
 pub const LIR_PIPELINE: &[LirPass] = &[
     LirPass { name: "order_memory", run: order::run },
     LirPass { name: "defer_wgmma_wait", run: defer_wait::run },
+    LirPass { name: "hoist_loads", run: hoist_loads::run },
     LirPass { name: "sink_wgmma_wait", run: sink_wait::run_wgmma },
     LirPass { name: "defer_bulk_wait", run: sink_wait::run_bulk },
 ];
