@@ -209,8 +209,27 @@ type DlInfo = (u64, (i32, i32), usize, Vec<usize>, Vec<i64>);
 /// caller's reference makes it.
 #[pyfunction]
 fn dlpack_tensor(capsule: &Bound<'_, PyCapsule>) -> PyResult<DlInfo> {
-    let bad = |why: &str| LaunchError::new_err(format!("not a DLPack tensor capsule: {why}"));
-    if capsule.name()?.map(|n| n.to_bytes()) != Some(b"dltensor".as_slice()) {
+    let v = dl_view(capsule).map_err(LaunchError::new_err)?;
+    let code = DType::ALL.iter().position(|&d| d == v.dtype).unwrap_or_default();
+    let shape = v.shape[..v.rank].to_vec();
+    Ok((v.ptr, v.device, code, shape, v.strides[..v.rank].to_vec()))
+}
+
+/// What a DLPack capsule describes (see `dlpack_tensor`), without allocating.
+struct DlView {
+    ptr: u64,
+    device: (i32, i32),
+    dtype: DType,
+    rank: usize,
+    shape: [usize; tessera_runtime::tensor::MAX_RANK],
+    strides: [i64; tessera_runtime::tensor::MAX_RANK],
+}
+
+/// Reads a DLPack capsule (`__dlpack__()` or `torch._C._to_dlpack`, not yet consumed).
+fn dl_view(capsule: &Bound<'_, PyCapsule>) -> Result<DlView, String> {
+    const MAX: usize = tessera_runtime::tensor::MAX_RANK;
+    let bad = |why: &str| format!("not a DLPack tensor capsule: {why}");
+    if capsule.name().ok().flatten().map(|n| n.to_bytes()) != Some(b"dltensor".as_slice()) {
         return Err(bad("its name is not `dltensor` (used already, or a versioned capsule)"));
     }
     let t = capsule.pointer().cast::<dl::Tensor>();
@@ -220,7 +239,7 @@ fn dlpack_tensor(capsule: &Bound<'_, PyCapsule>) -> PyResult<DlInfo> {
     // SAFETY: a capsule named "dltensor" holds a `DLManagedTensor` (the protocol), whose first
     // field is the `DLTensor`; the capsule (and so the tensor) lives while `capsule` is borrowed.
     let t = unsafe { &*t };
-    let rank = usize::try_from(t.ndim).ok().filter(|&r| r <= tessera_runtime::tensor::MAX_RANK).ok_or_else(|| bad("a rank above 8"))?;
+    let rank = usize::try_from(t.ndim).ok().filter(|&r| r <= MAX).ok_or_else(|| bad("a rank above 8"))?;
     let (code, bits, lanes) = (t.dtype.code, t.dtype.bits, t.dtype.lanes);
     let dtype = match (code, bits, lanes) {
         (0, 8, 1) => DType::I8,
@@ -235,32 +254,31 @@ fn dlpack_tensor(capsule: &Bound<'_, PyCapsule>) -> PyResult<DlInfo> {
         (2, 64, 1) => DType::F64,
         (4, 16, 1) => DType::BF16,
         (6, 8, 1) => DType::Bool,
-        _ => return Err(LaunchError::new_err(format!("DLPack dtype (code {code}, {bits} bits, {lanes} lanes) has no Tessera dtype"))),
+        _ => return Err(format!("DLPack dtype (code {code}, {bits} bits, {lanes} lanes) has no Tessera dtype")),
     };
-    let read = |p: *const i64| -> Vec<i64> {
-        // SAFETY: the protocol's `shape` (and, when not null, `strides`) hold `ndim` values.
-        if rank == 0 || p.is_null() { vec![] } else { unsafe { std::slice::from_raw_parts(p, rank) }.to_vec() }
-    };
-    let shape = read(t.shape);
-    if rank > 0 && t.shape.is_null() || shape.iter().any(|&n| n < 0) {
-        return Err(bad("no shape, or a negative size"));
+    if rank > 0 && t.shape.is_null() {
+        return Err(bad("no shape"));
     }
-    let shape: Vec<usize> = shape.iter().map(|&n| n as usize).collect();
-    let strides = if t.strides.is_null() {
+    let (mut shape, mut strides) = ([0usize; MAX], [0i64; MAX]);
+    for (k, n) in shape.iter_mut().enumerate().take(rank) {
+        // SAFETY: the protocol's `shape` (and, when not null, `strides`) hold `ndim` values.
+        *n = usize::try_from(unsafe { *t.shape.add(k) }).map_err(|_| bad("a negative size"))?;
+    }
+    if t.strides.is_null() {
         // Compact row-major.
-        let mut st = vec![0i64; rank];
         let mut acc = 1i64;
         for k in (0..rank).rev() {
-            st[k] = acc;
+            strides[k] = acc;
             acc = acc.saturating_mul(shape[k] as i64);
         }
-        st
     } else {
-        read(t.strides)
-    };
+        for (k, s) in strides.iter_mut().enumerate().take(rank) {
+            // SAFETY: as above.
+            *s = unsafe { *t.strides.add(k) };
+        }
+    }
     let ptr = (t.data as u64).checked_add(t.byte_offset).ok_or_else(|| bad("its address overflows"))?;
-    let code = DType::ALL.iter().position(|&d| d == dtype).unwrap_or_default();
-    Ok((ptr, (t.device.device_type, t.device.device_id), code, shape, strides))
+    Ok(DlView { ptr, device: (t.device.device_type, t.device.device_id), dtype, rank, shape, strides })
 }
 
 /// The dtype codes of `Kernel::launch_gpu`: each dtype's name and index.
@@ -605,6 +623,9 @@ struct Torch {
     tensor: Py<PyType>,
     stream: Py<PyAny>,
     dtypes: Vec<(Py<PyAny>, DType)>,
+    /// `torch._C._to_dlpack`: one call describes a tensor (address, device, dtype, shape,
+    /// strides) where reading them one by one takes five.
+    to_dlpack: Option<Py<PyAny>>,
 }
 
 static TORCH: OnceLock<Torch> = OnceLock::new();
@@ -612,14 +633,20 @@ static TORCH: OnceLock<Torch> = OnceLock::new();
 /// Tells the launch fast path about PyTorch (see `Torch`); `dtypes` pairs torch dtypes with
 /// Tessera dtype codes (`dtype_codes()`). Later calls change nothing.
 #[pyfunction]
-fn set_torch(tensor: Bound<'_, PyType>, stream: Bound<'_, PyAny>, dtypes: Vec<(Bound<'_, PyAny>, usize)>) -> PyResult<()> {
+#[pyo3(signature = (tensor, stream, dtypes, to_dlpack=None))]
+fn set_torch(
+    tensor: Bound<'_, PyType>,
+    stream: Bound<'_, PyAny>,
+    dtypes: Vec<(Bound<'_, PyAny>, usize)>,
+    to_dlpack: Option<Bound<'_, PyAny>>,
+) -> PyResult<()> {
     let dtypes = dtypes
         .into_iter()
         .map(|(t, code)| {
             DType::ALL.get(code).map(|&d| (t.unbind(), d)).ok_or_else(|| LaunchError::new_err(format!("no dtype code {code}")))
         })
         .collect::<PyResult<_>>()?;
-    let _ = TORCH.set(Torch { tensor: tensor.unbind(), stream: stream.unbind(), dtypes });
+    let _ = TORCH.set(Torch { tensor: tensor.unbind(), stream: stream.unbind(), dtypes, to_dlpack: to_dlpack.map(Bound::unbind) });
     Ok(())
 }
 
@@ -637,6 +664,24 @@ fn torch_args(py: Python<'_>, torch: &Torch, args: &Bound<'_, PyTuple>) -> PyRes
                 Some(s) => dev.push(s?),
                 None => return Ok(None),
             }
+            continue;
+        }
+        // A tensor `_to_dlpack` refuses (one that requires grad, a conjugate view) is read
+        // attribute by attribute below.
+        let view = torch.to_dlpack.as_ref().and_then(|f| {
+            let cap = f.bind(py).call1((&a,)).ok()?;
+            dl_view(cap.downcast::<PyCapsule>().ok()?).ok()
+        });
+        if let Some(v) = view {
+            // kDLCUDA only (not the host, nor managed memory).
+            if v.device.0 != 2 || device.is_some_and(|e| e != i64::from(v.device.1)) {
+                return Ok(None);
+            }
+            device = Some(i64::from(v.device.1));
+            // SAFETY: as for `external_tensor`.
+            let t = unsafe { ExternalTensor::new(v.ptr, v.dtype, &v.shape[..v.rank], &v.strides[..v.rank]) }
+                .map_err(|e| LaunchError::new_err(format!("argument {i}: {e}")))?;
+            dev.push(DeviceArg::External(t));
             continue;
         }
         // `get_device()` is -1 on the CPU.

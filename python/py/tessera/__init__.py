@@ -202,7 +202,7 @@ def _current_stream(library: str, device: int) -> int:
             raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
             _torch_stream = raw if raw is not None else lambda d: torch.cuda.current_stream(d).cuda_stream
             dtypes = [(getattr(torch, n), _CODES[t]) for n, t in _TORCH_DTYPES.items() if hasattr(torch, n)]
-            _tessera.set_torch(torch.Tensor, _torch_stream, dtypes)
+            _tessera.set_torch(torch.Tensor, _torch_stream, dtypes, getattr(torch._C, "_to_dlpack", None))
         return _torch_stream(device)
     if library == "cupy":
         cupy = sys.modules["cupy"]
