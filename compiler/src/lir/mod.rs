@@ -423,7 +423,8 @@ fn staged(b: &LirBody, offset: u32, base: Option<&crate::ir::Value>, bytes: i64)
 }
 
 /// What op `op` itself writes in shared memory, by any thread or the copy engine (`None`:
-/// nothing). The ops of its regions are not included; `shared_reads` is the same for reads.
+/// nothing). The ops of its regions are not included; `wgmma_reads` gives what a `wgmma` in
+/// flight reads.
 pub fn shared_writes(b: &LirBody, op: crate::ir::Op) -> Option<SmemRange> {
     let d = b.op(op);
     match &d.kind {
