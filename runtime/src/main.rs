@@ -158,6 +158,10 @@ enum Cmd {
         /// The emitter: llvm (the default), ptx, or both (every case through each).
         #[arg(long, value_name = "llvm|ptx|both")]
         codegen: Option<String>,
+        /// The code's target: sm_90a or sm_80 (the best the GPU runs by default; sm_80 code also
+        /// runs on a Hopper GPU, so its path can be checked there).
+        #[arg(long, value_name = "sm_90a|sm_80")]
+        target: Option<String>,
     },
 }
 
@@ -249,7 +253,11 @@ fn real_main(cli: Cli) -> Result<(), Fail> {
             let interp = RunOptions { race_check: !no_race_check, max_programs: interp_max_programs };
             run(&file, &args, &dims, (&outs, bf16_npy), backend, check, seed, &interp, &opts)
         }
-        Cmd::Selftest { filter, interp_only, codegen } => {
+        Cmd::Selftest { filter, interp_only, codegen, target } => {
+            let target = match target.as_deref() {
+                None => None,
+                Some(t) => Some(Target::parse(t).ok_or_else(|| Fail(format!("error: unknown target `{t}` (use sm_90a or sm_80)")))?),
+            };
             let codegens = match codegen.as_deref() {
                 None => vec![tessera_compiler::Codegen::default()],
                 Some("both") => vec![tessera_compiler::Codegen::Llvm, tessera_compiler::Codegen::Ptx],
@@ -260,7 +268,7 @@ fn real_main(cli: Cli) -> Result<(), Fail> {
             if let Some(c) = codegens.iter().find(|c| !c.available()) {
                 return Err(Fail(format!("error: `--codegen {}`: this build of tessera has no LLVM", c.name())));
             }
-            selftest_result(tessera_runtime::selftest::run(filter.as_deref(), interp_only, &codegens))
+            selftest_result(tessera_runtime::selftest::run(filter.as_deref(), interp_only, &codegens, target))
         }
     }
 }

@@ -1309,9 +1309,10 @@ pub struct CaseResult {
 }
 
 /// Runs the table (cases whose name contains `filter`, all when `None`) and prints one line per
-/// case and a final `N passed, N failed`. Returns whether every case passed; `Err` when there is
-/// no GPU (and `interp_only` is off) or no case matches.
-pub fn run(filter: Option<&str>, interp_only: bool, codegens: &[Codegen]) -> Result<bool, String> {
+/// case and a final `N passed, N failed`, the code built for `target` (by default the best the
+/// GPU runs). Returns whether every case passed; `Err` when there is no GPU (and `interp_only` is
+/// off), the GPU cannot run `target`'s code, or no case matches.
+pub fn run(filter: Option<&str>, interp_only: bool, codegens: &[Codegen], target: Option<Target>) -> Result<bool, String> {
     let selected: Vec<&Case> = CASES.iter().filter(|c| filter.is_none_or(|f| c.name.contains(f))).collect();
     if selected.is_empty() {
         return Err(format!("error: no self-test case matches `{}`", filter.unwrap_or_default()));
@@ -1329,10 +1330,14 @@ pub fn run(filter: Option<&str>, interp_only: bool, codegens: &[Codegen]) -> Res
             }
         }
     };
-    let target = match &rt {
-        Some(rt) if rt.supports(Target::Sm90a) => Target::Sm90a,
-        Some(_) => Target::Sm80,
-        None => Target::Sm90a,
+    let target = match (&rt, target) {
+        (Some(rt), Some(t)) if !rt.supports(t) => {
+            return Err(format!("error: this GPU ({}) cannot run {} code", rt.device_name(), t.name()));
+        }
+        (_, Some(t)) => t,
+        (Some(rt), None) if rt.supports(Target::Sm90a) => Target::Sm90a,
+        (Some(_), None) => Target::Sm80,
+        (None, None) => Target::Sm90a,
     };
     match &rt {
         Some(rt) => {
