@@ -294,6 +294,11 @@ pub enum OpKind {
 }
 
 impl OpKind {
+    /// Whether the op issues a group of `wgmma`s (which a `wgmma_wait` later retires).
+    pub fn is_wgmma(&self) -> bool {
+        matches!(self, OpKind::LocalMma { wgmma: true, .. } | OpKind::RegMma { wgmma: true, .. })
+    }
+
     pub fn mnemonic(&self) -> String {
         match self {
             OpKind::Tir(k) => k.mnemonic(),

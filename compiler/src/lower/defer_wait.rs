@@ -108,8 +108,7 @@ fn plan(b: &LirBody, op: Op) -> Option<Plan> {
     let body = d.regions[0];
     let ops = &b.block(body).ops;
     let kind = |i: usize| &b.op(ops[i]).kind;
-    let is_mma = |k: &OpKind| matches!(k, OpKind::LocalMma { wgmma: true, .. } | OpKind::RegMma { wgmma: true, .. });
-    let mut mmas = (0..ops.len()).filter(|&i| is_mma(kind(i)));
+    let mut mmas = (0..ops.len()).filter(|&i| kind(i).is_wgmma());
     let (mma, None) = (mmas.next()?, mmas.next()) else { return None };
     let mut barriers = (0..ops.len()).filter(|&i| matches!(kind(i), OpKind::Barrier));
     let (barrier, None) = (barriers.next()?, barriers.next()) else { return None };

@@ -130,12 +130,8 @@ fn parents(b: &LirBody) -> Vec<(Block, Option<(Op, Block)>)> {
 /// have to count).
 fn has_wgmma(b: &LirBody, op: Op) -> bool {
     b.op(op).regions.iter().any(|&r| {
-        b.block(r).ops.iter().any(|&o| is_wgmma(&b.op(o).kind) || matches!(b.op(o).kind, OpKind::WgmmaWait { .. }) || has_wgmma(b, o))
+        b.block(r).ops.iter().any(|&o| b.op(o).kind.is_wgmma() || matches!(b.op(o).kind, OpKind::WgmmaWait { .. }) || has_wgmma(b, o))
     })
-}
-
-fn is_wgmma(kind: &OpKind) -> bool {
-    matches!(kind, OpKind::LocalMma { wgmma: true, .. } | OpKind::RegMma { wgmma: true, .. })
 }
 
 /// Runs `sink_wgmma_wait`; returns the number of waits it moved.
@@ -149,7 +145,7 @@ pub fn sink_wgmma_waits(k: &mut lir::Kernel) -> usize {
             i += 1;
             let d = b.op(w);
             let (OpKind::WgmmaWait { pending: 0 }, [acc], [res]) = (&d.kind, &d.operands[..], &d.results[..]) else { continue };
-            let Some(g) = b.producer(*acc).filter(|&g| is_wgmma(&b.op(g).kind)) else { continue };
+            let Some(g) = b.producer(*acc).filter(|&g| b.op(g).kind.is_wgmma()) else { continue };
             let Some(gi) = b.block(blk).ops[..i - 1].iter().position(|&o| o == g) else { continue };
             let res: Value = *res;
             let ranges = lir::wgmma_reads(b, g);
@@ -163,7 +159,7 @@ pub fn sink_wgmma_waits(k: &mut lir::Kernel) -> usize {
                 continue;
             }
             // The groups issued after this one that may still run at the wait.
-            let pending = b.block(blk).ops[gi + 1..at].iter().filter(|&&o| is_wgmma(&b.op(o).kind)).count();
+            let pending = b.block(blk).ops[gi + 1..at].iter().filter(|&&o| b.op(o).kind.is_wgmma()).count();
             b.op_mut(w).kind = OpKind::WgmmaWait { pending: u32::try_from(pending).unwrap_or(u32::MAX) };
             move_op(b, blk, i - 1, at);
             i -= 1;
