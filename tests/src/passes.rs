@@ -228,6 +228,7 @@ fn every_pass_program_is_checked() {
         "tma_reduce.tile",
         "tma_store.tile",
         "uniform_mask.tile",
+        "wgmma_columns.tile",
     ];
     let files: Vec<String> =
         tile_files("tests/passes").iter().filter_map(|f| f.file_name().and_then(|n| n.to_str()).map(String::from)).collect();
@@ -1069,5 +1070,26 @@ fn read_only_loads_are_issued_before_the_wait_ahead_of_them() {
     let wait = names.iter().position(|n| n == "wgmma_wait").unwrap_or_else(|| panic!("{}: no wait: {names:?}", s.name));
     assert!(param_load(2) < wait, "{}: `m` loaded before the wait: {names:?}", s.name);
     assert!(param_load(3) > wait, "{}: `r` (written by the kernel) loaded where it was: {names:?}", s.name);
+    s.snapshot();
+}
+
+/// `wgmma` on warp columns: the 64-row accumulator on 8 warps takes the 4 × 2 grid and the
+/// product runs as `wgmma` (each warpgroup `m64n64k16` on its half of the columns); on sm_80 the
+/// grid is the `mma.sync` one.
+#[test]
+fn short_products_run_as_wgmma_on_warp_columns() {
+    let s = staged("wgmma_columns.tile");
+    let k = &s.kernel.lir;
+    let mma = lir_find(k, "local_mma");
+    assert_eq!(mma.len(), 1, "{}", s.name);
+    let lir::OpKind::LocalMma { wgmma, .. } = k.body.op(mma[0]).kind else { unreachable!() };
+    assert!(wgmma, "{}: the product is not a wgmma", s.name);
+    assert_eq!(layout(k, k.body.result(mma[0])), Some(Layout::Mma { warps_m: 4, warps_n: 2 }), "{}", s.name);
+    let issues = s.kernel.ptx.matches("wgmma.mma_async.sync.aligned.m64n64k16").count();
+    assert_eq!(issues, 4, "{}: one m64n64k16 per k-step of 16 (a 64-deep step)", s.name);
+    let s80 = staged_on("wgmma_columns.tile", Target::Sm80);
+    let k80 = &s80.kernel.lir;
+    let m80 = lir_find(k80, "local_mma");
+    assert_eq!(layout(k80, k80.body.result(m80[0])), Some(Layout::Mma { warps_m: 2, warps_n: 4 }), "{}: the mma.sync grid", s80.name);
     s.snapshot();
 }

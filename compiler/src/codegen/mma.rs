@@ -43,13 +43,19 @@ pub(crate) enum Toward {
 }
 
 impl Gen<'_> {
-    /// `(warp_m, warp_n, g, t, lane)` of this thread for an MMA layout (built once per kernel).
-    pub(crate) fn mma_ids(&self, warps_n: u32) -> Res<(V, V, V, V, V)> {
-        let wn_c = warps_n as i64;
+    /// `(warp_m, warp_n, g, t, lane)` of this thread for an MMA layout with `warps_m × warps_n`
+    /// warps (`index::MmaThread`; built once per kernel).
+    pub(crate) fn mma_ids(&self, warps_m: u32, warps_n: u32) -> Res<(V, V, V, V, V)> {
         let lane = self.lane()?;
         let warp = self.hoisted(("warp", vec![]), |g| g.lshr(g.tid, 5))?;
-        let wm = self.hoisted(("wm", vec![wn_c]), |g| g.udivc(warp, wn_c))?;
-        let wn = self.hoisted(("wn", vec![wn_c]), |g| g.uremc(warp, wn_c))?;
+        // One warp column: the warp is its row (no arithmetic).
+        let (wm, wn) = if warps_n <= 1 {
+            (warp, self.i32c(0))
+        } else {
+            let wm_c = warps_m.max(1) as i64;
+            let wm = self.hoisted(("wm", vec![wm_c]), |g| g.uremc(warp, wm_c))?;
+            (wm, self.hoisted(("wn", vec![wm_c]), |g| g.udivc(warp, wm_c))?)
+        };
         let g = self.hoisted(("g", vec![]), |g| g.lshr(lane, 2))?;
         let t = self.hoisted(("t", vec![]), |g| g.and(lane, g.i32c(3)))?;
         Ok((wm, wn, g, t, lane))
@@ -82,9 +88,9 @@ impl Gen<'_> {
         let bn = shape.last().copied().unwrap_or(1) / warps_n as i64;
         let (dr, dc) = Layout::Mma { warps_m, warps_n }.mma_reg_offset(shape, r).unwrap_or_default();
         // This thread's first row and column; a register adds a constant to them.
-        let (wm, wn, g, t, _) = self.mma_ids(warps_n)?;
-        let row0 = self.hoisted(("mma.row0", vec![warps_n as i64]), |s| index::mma_row0(s, wm, g))?;
-        let col0 = self.hoisted(("mma.col0", vec![bn, warps_n as i64]), |s| index::mma_col0(s, wn, t, bn))?;
+        let (wm, wn, g, t, _) = self.mma_ids(warps_m, warps_n)?;
+        let row0 = self.hoisted(("mma.row0", vec![warps_m as i64, warps_n as i64]), |s| index::mma_row0(s, wm, g))?;
+        let col0 = self.hoisted(("mma.col0", vec![bn, warps_m as i64, warps_n as i64]), |s| index::mma_col0(s, wn, t, bn))?;
         Ok([self.addc(row0, dr)?, self.addc(col0, dc)?])
     }
 
@@ -173,9 +179,9 @@ impl Gen<'_> {
         let mut accs = self.regs(acc)?;
         // After the first k-step the accumulators are this op's own registers.
         let mut in_place = self.in_place_ok(acc, &accs);
-        let (wm, _, _, _, _) = self.mma_ids(warps_n)?;
+        let (wm, _, _, _, _) = self.mma_ids(warps_m, warps_n)?;
         let lanes = self.lane_parts()?;
-        let a_row0 = self.hoisted(("mma.arow0", vec![warps_n as i64]), |g| g.add(g.mulc(wm, 16)?, lanes.half))?;
+        let a_row0 = self.hoisted(("mma.arow0", vec![warps_m as i64, warps_n as i64]), |g| g.add(g.mulc(wm, 16)?, lanes.half))?;
         let hi = lanes.chunk_col(self, esize)?;
         for ks in 0..k / kstep {
             let mut afr = vec![];
@@ -207,7 +213,7 @@ impl Gen<'_> {
                 let off = self.add(self.addc(off, a_off as i64)?, a_base)?;
                 afr.push(self.to_operand(self.ldmatrix(off, 4, a_trans)?, dtype)?);
             }
-            let bfr = self.b_fragments(ks, nt, n, k, Some((warps_n, bn)), &lanes, b_off, b_base, b_trans, dtype)?;
+            let bfr = self.b_fragments(ks, nt, n, k, Some((warps_m, warps_n, bn)), &lanes, b_off, b_base, b_trans, dtype)?;
             for (mi, a) in afr.iter().enumerate() {
                 for (ni, bb) in bfr.iter().enumerate() {
                     let base = (mi * nt + ni) * 4;
@@ -548,9 +554,9 @@ impl Gen<'_> {
 impl Gen<'_> {
     /// `[row]` (or `[row, 0]`) of register `r` in an `#mma_rows` tile.
     pub(crate) fn mma_row_coords(&self, shape: &[i64], warps_m: u32, r: usize) -> Res<Vec<V>> {
-        let (wm, _, g, _, _) = self.mma_ids(1)?;
+        let (wm, _, g, _, _) = self.mma_ids(warps_m, 1)?;
         let (dr, _) = Layout::MmaRows { warps_m }.mma_reg_offset(shape, r).unwrap_or_default();
-        let row0 = self.hoisted(("mma.row0", vec![1]), |s| index::mma_row0(s, wm, g))?;
+        let row0 = self.hoisted(("mma.row0", vec![warps_m as i64, 1]), |s| index::mma_row0(s, wm, g))?;
         let row = self.addc(row0, dr)?;
         let mut out = vec![row];
         if shape.len() == 2 {
@@ -562,9 +568,9 @@ impl Gen<'_> {
     /// `([0,] col)` of register `r` of this thread in an `#mma_cols` tile of `shape`.
     pub(crate) fn mma_col_coords(&self, shape: &[i64], warps_m: u32, warps_n: u32, r: usize) -> Res<Vec<V>> {
         let bn = shape.last().copied().unwrap_or(1) / warps_n as i64;
-        let (_, wn, _, t, _) = self.mma_ids(warps_n)?;
+        let (_, wn, _, t, _) = self.mma_ids(warps_m, warps_n)?;
         let (_, dc) = Layout::MmaCols { warps_m, warps_n }.mma_reg_offset(shape, r).unwrap_or_default();
-        let col0 = self.hoisted(("mma.col0", vec![bn, warps_n as i64]), |s| index::mma_col0(s, wn, t, bn))?;
+        let col0 = self.hoisted(("mma.col0", vec![bn, warps_m as i64, warps_n as i64]), |s| index::mma_col0(s, wn, t, bn))?;
         let col = self.addc(col0, dc)?;
         Ok(if shape.len() == 2 { vec![self.i32c(0), col] } else { vec![col] })
     }
@@ -711,7 +717,7 @@ impl Gen<'_> {
     }
 
     /// The B fragments of k-step `ks` for `nt` 8-column tiles starting at column `wn · bn` for
-    /// `col0 = Some((warps_n, bn))` (0 for `None`): from `b: [k, n]` with `ldmatrix.trans`, or
+    /// `col0 = Some((warps_m, warps_n, bn))` (0 for `None`): from `b: [k, n]` with `ldmatrix.trans`, or
     /// from its transpose stored `[n, k]` with a plain `ldmatrix` (the row of the stored matrix is
     /// the fragment's column).
     #[allow(clippy::too_many_arguments)]
@@ -721,7 +727,7 @@ impl Gen<'_> {
         nt: usize,
         n: i64,
         k: i64,
-        col0: Option<(u32, i64)>,
+        col0: Option<(u32, u32, i64)>,
         l: &LaneParts,
         b_off: u32,
         b_base: V,
@@ -730,15 +736,15 @@ impl Gen<'_> {
     ) -> Res<Vec<Vec<V>>> {
         let esize = dtype.size() as i64;
         let (kstep, chunk) = (32 / esize, 16 / esize);
-        let (warps_n, bn) = col0.unwrap_or((1, 0));
+        let (warps_m, warps_n, bn) = col0.unwrap_or((1, 1, 0));
         let col0 = match col0 {
-            Some((warps_n, bn)) => {
-                let (_, wn, _, _, _) = self.mma_ids(warps_n)?;
-                self.hoisted(("mma.bcol0", vec![bn, warps_n as i64]), |g| g.mulc(wn, bn))?
+            Some((warps_m, warps_n, bn)) => {
+                let (_, wn, _, _, _) = self.mma_ids(warps_m, warps_n)?;
+                self.hoisted(("mma.bcol0", vec![bn, warps_m as i64, warps_n as i64]), |g| g.mulc(wn, bn))?
             }
             None => self.i32c(0),
         };
-        let key = |what: i64| vec![bn, warps_n as i64, n, k, esize, trans as i64, what];
+        let key = |what: i64| vec![bn, warps_m as i64, warps_n as i64, n, k, esize, trans as i64, what];
         let mut out = vec![];
         let mut ni = 0;
         while ni < nt {
@@ -746,7 +752,7 @@ impl Gen<'_> {
             if !trans && esize != 2 {
                 // No transposing `ldmatrix` for 32-bit or 8-bit elements: one n-tile at a time,
                 // element by element.
-                let (_, _, g, t, _) = self.mma_ids(1)?;
+                let (_, _, g, t, _) = self.mma_ids(1, 1)?;
                 let col = self.addc(self.add(col0, g)?, nc)?;
                 let base = self.addc(b_base, b_off as i64)?;
                 let tile = SmemTile::new(k, n, esize, true);

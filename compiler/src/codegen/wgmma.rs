@@ -169,10 +169,15 @@ impl Gen<'_> {
             DType::F16 => "f16",
             other => return Err(format!("wgmma on {other}")),
         };
-        let Some(lir::Layout::Mma { warps_m, warps_n: 1 }) = t.layout() else {
-            return Err("wgmma result is not in a w×1 MMA layout".into());
+        let Some(lir::Layout::Mma { warps_m, warps_n }) = t.layout() else {
+            return Err("wgmma result is not in an MMA layout".into());
         };
-        let (m, n) = (t.shape()[0], t.shape()[1]);
+        if warps_m % 4 != 0 || warps_n == 0 || warps_n > 1 && matches!(a, WgA::Regs(_)) {
+            return Err(format!("wgmma on a {warps_m}×{warps_n} warp grid"));
+        }
+        let (m, n_all) = (t.shape()[0], t.shape()[1]);
+        // Each warpgroup multiplies its warp column's `n` columns.
+        let n = n_all / warps_n as i64;
         let strips = (m / 16 / warps_m as i64) as usize;
         let es = dtype.size() as i64;
         let per = (n / 2) as usize;
@@ -180,8 +185,19 @@ impl Gen<'_> {
             return Err(format!("wgmma accumulator has {} registers per thread, not {}", accs.len(), strips * per));
         }
         let a_tile = if matches!(a, WgA::SmemT(_)) { SmemTile::new(k, m, es, true) } else { SmemTile::new(m, k, es, true) };
-        let b_tile = if b_trans { SmemTile::new(n, k, es, true) } else { SmemTile::new(k, n, es, true) };
-        let warpgroup = self.lshr(self.tid, 7)?;
+        let b_tile = if b_trans { SmemTile::new(n_all, k, es, true) } else { SmemTile::new(k, n_all, es, true) };
+        // Warpgroup `g` holds warp rows `4·(g % (warps_m / 4))..` of warp column `g / (warps_m /
+        // 4)` (`index::MmaThread`): its 64-row block of A, its columns of B.
+        let groups_m = (warps_m / 4) as i64;
+        let group = self.lshr(self.tid, 7)?;
+        let (warpgroup, column) =
+            if warps_n == 1 { (group, None) } else { (self.uremc(group, groups_m)?, Some(self.udivc(group, groups_m)?)) };
+        let b0 = match column {
+            None => b0,
+            // Rows of a K-major `[n, k]` tile, 128-byte column blocks of an N-major `[k, n]` one.
+            Some(c) if b_trans => self.add(b0, self.mulc(c, n * b_tile.row_pitch())?)?,
+            Some(c) => self.add(b0, self.mulc(c, n * es / 128 * b_tile.block_bytes())?)?,
+        };
         let regs: Vec<String> = (0..per).map(|i| format!("${i}")).collect();
         let mma = format!("wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {{{}}}", regs.join(", "));
         let p = per;

@@ -148,8 +148,9 @@ impl SmemTile {
 }
 
 /// Where a thread sits in the MMA layouts' warp grid: its warp's row `wm` and column `wn` (warp
-/// `w` is at `(w / warps_n, w % warps_n)`), its lane's group `g = lane / 4` and its place in the
-/// group `t = lane % 4`.
+/// `w` is at `(w % warps_m, w / warps_m)`: a warp column is consecutive warps, so a `4 × n` grid
+/// gives each warpgroup 64 rows of its own columns, as `wgmma` wants), its lane's group
+/// `g = lane / 4` and its place in the group `t = lane % 4`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MmaThread<V> {
     pub wm: V,
@@ -159,11 +160,11 @@ pub struct MmaThread<V> {
 }
 
 impl MmaThread<i64> {
-    /// Thread `tid`'s place in a grid of `warps_n` warp columns.
-    pub fn of(tid: u32, warps_n: u32) -> MmaThread<i64> {
+    /// Thread `tid`'s place in a grid of `warps_m` warp rows.
+    pub fn of(tid: u32, warps_m: u32) -> MmaThread<i64> {
         let (warp, lane) = ((tid / 32) as i64, (tid % 32) as i64);
-        let wn = warps_n.max(1) as i64;
-        MmaThread { wm: warp / wn, wn: warp % wn, g: lane / 4, t: lane % 4 }
+        let wm = warps_m.max(1) as i64;
+        MmaThread { wm: warp % wm, wn: warp / wm, g: lane / 4, t: lane % 4 }
     }
 }
 
@@ -267,7 +268,7 @@ mod tests {
             let regs = layout.regs(&[m, n], threads);
             let mut seen = vec![0u8; (m * n) as usize];
             for tid in 0..threads {
-                let th = MmaThread::of(tid, warps_n);
+                let th = MmaThread::of(tid, warps_m);
                 let (r0, c0) = (exact(mma_row0(&Exact, th.wm, th.g)), exact(mma_col0(&Exact, th.wn, th.t, n / warps_n as i64)));
                 for r in 0..regs {
                     let (dr, dc) = layout.mma_reg_offset(&[m, n], r).unwrap_or_default();

@@ -27,7 +27,9 @@ pub enum Layout {
     Blocked { vec: u32 },
     /// The accumulator of `mma.sync.m16n8k*`: the 2-D tile (or an N-D one whose leading
     /// dimensions, flattened, are the rows: a reshaped accumulator) is split into a `warps_m × warps_n`
-    /// grid (warp `w` is at `(w / warps_n, w % warps_n)`) covered by 16×8 instruction tiles.
+    /// grid (warp `w` is at `(w % warps_m, w / warps_m)`: each warp column is consecutive warps, so
+    /// with `warps_m` a multiple of 4 every warpgroup holds 64-row strips of its own columns, one
+    /// `wgmma` tile) covered by 16×8 instruction tiles.
     /// Warp row `wm` holds the 16-row strips `wm, wm + warps_m, wm + 2·warps_m, …` (interleaved,
     /// so that each 64-row strip of 4 consecutive warps is one warpgroup's `wgmma` tile), warp
     /// column `wn` the `bn = n / warps_n` columns from `wn·bn`. In each instruction tile, lane `l`
@@ -504,19 +506,26 @@ pub enum MmaA {
 /// Whether a `local_mma` (or, with `MmaA::Regs`, a `reg_mma`) can run as Hopper's
 /// `wgmma.mma_async.m64nNk16`, the tensor cores reading the shared-memory operands through
 /// matrix descriptors:
-/// - the accumulator is `#mma<w×1>` with `w` a multiple of 4: each 16-row strip `s` of warp `w`
-///   is rows `16·(w + s·warps_m)..`, so each strip of warpgroup `w / 4` is one 64-row `wgmma`
-///   tile whose `m16n8` register order is wgmma's (and so are the A fragments in registers);
+/// - the accumulator is `#mma<w×c>` with `w` a multiple of 4: each 16-row strip `s` of warp row
+///   `r` is rows `16·(r + s·warps_m)..`, so each strip of a warpgroup (4 consecutive warps of
+///   one warp column) is one 64-row `wgmma` tile of that column's `n / c` columns whose `m16n8`
+///   register order is wgmma's; A fragments in registers need whole rows (`c` = 1);
 /// - K-major tiles (`a: [m, k]`, and `b` stored as `[n, k]` when `b_trans`) have rows of 64
 ///   bytes (wgmma's 64B swizzle atoms are `index::SmemTile`'s swizzle) or of a multiple of 128
 ///   bytes in a multiple of 8 rows (its 128-byte column blocks are stacks of 128B swizzle atoms,
 ///   each block starting on a 1024-byte boundary);
-/// - an N-major `b: [k, n]` has `n` a multiple of 64 (whole 128-byte column blocks), and so has
-///   an M-major `a` (stored `[k, m]`) its `m`: each warpgroup's 64 rows are one column block;
+/// - an N-major `b: [k, n]` has each warp column's `n / c` a multiple of 64 (whole 128-byte
+///   column blocks), and so has an M-major `a` (stored `[k, m]`) its `m`: each warpgroup's 64
+///   rows are one column block;
 /// - `n` is at most 256 and every tile starts on a 1024-byte boundary (descriptor base offset 0).
 #[allow(clippy::too_many_arguments)]
 pub fn wgmma_fits(m: i64, n: i64, layout: Option<Layout>, k: i64, dtype: DType, a: MmaA, b_trans: bool, offsets: &[u32]) -> bool {
-    let Some(Layout::Mma { warps_m, warps_n: 1 }) = layout else { return false };
+    let Some(Layout::Mma { warps_m, warps_n }) = layout else { return false };
+    if warps_n == 0 || n % warps_n as i64 != 0 || warps_n > 1 && a == MmaA::Regs {
+        return false;
+    }
+    // Each warpgroup's columns: one instruction's `n`.
+    let n = n / warps_n as i64;
     let es = dtype.size() as i64;
     let k_major_ok = |rows: i64| matches!(k * es, 64) || (k * es) % 128 == 0 && rows % 8 == 0;
     let mn_major_ok = |cols: i64| cols % 64 == 0 && k % 8 == 0;

@@ -28,13 +28,14 @@ pub fn element_of(layout: Layout, shape: &[i64], threads: u32, t: u32, r: usize)
             base + t as i64 * mul
         }
         Layout::Mma { .. } | Layout::MmaRows { .. } | Layout::MmaCols { .. } => {
-            let warps_n = match layout {
-                Layout::Mma { warps_n, .. } | Layout::MmaCols { warps_n, .. } => warps_n,
-                _ => 1,
+            let (warps_m, warps_n) = match layout {
+                Layout::Mma { warps_m, warps_n } | Layout::MmaCols { warps_m, warps_n } => (warps_m, warps_n),
+                Layout::MmaRows { warps_m } => (warps_m, 1),
+                _ => (1, 1),
             };
             let n = shape.last().copied().unwrap_or(1);
             let (dr, dc) = layout.mma_reg_offset(shape, r).unwrap_or_default();
-            let th = MmaThread::of(t, warps_n);
+            let th = MmaThread::of(t, warps_m);
             let row = exact(mma_row0(&Exact, th.wm, th.g)) + dr;
             let col = exact(mma_col0(&Exact, th.wn, th.t, n / warps_n.max(1) as i64)) + dc;
             match layout {

@@ -58,12 +58,13 @@ pub fn dot_uses_mma(body: &TirBody, a: Value, b: Value, result: Value, warps: u3
     mma_warp_grid(body.ty(result).shape(), warps)
 }
 
-/// Whether a tensor-core dot of result `shape` could run as Hopper's `wgmma` if its warps owned
-/// whole rows (`lir::wgmma_fits` decides at lowering, once the shared-memory tiles are placed):
-/// then the `w × 1` warp grid is taken, each warpgroup running `wgmma`s of 64 rows.
-fn wgmma_shape(body: &TirBody, a: Value, shape: &[i64], warps: u32) -> bool {
+/// Whether a tensor-core dot of result `shape` could run as Hopper's `wgmma` on a `warps_m ×
+/// warps_n` warp grid (`lir::wgmma_fits` decides at lowering, once the shared-memory tiles are
+/// placed): the `w × 1` grid, each warpgroup running `wgmma`s of 64 rows, or, where the rows are
+/// too few for that, warpgroups side by side, each on its own columns.
+fn wgmma_shape(body: &TirBody, a: Value, shape: &[i64], warps_m: u32, warps_n: u32) -> bool {
     let at = body.ty(a);
-    let rows = Some(Layout::Mma { warps_m: warps, warps_n: 1 });
+    let rows = Some(Layout::Mma { warps_m, warps_n });
     // How the operands are stored is decided at lowering: any way may fit.
     let a_ways = [crate::lir::MmaA::KMajor, crate::lir::MmaA::MMajor];
     a_ways.into_iter().any(|a| {
@@ -113,10 +114,17 @@ pub fn assign(k: &Kernel, warps: u32, target: crate::Target, tf32: bool) -> Hash
             && let Some((wm, wn)) = dot_uses_mma(body, d.operands[0], d.operands[1], d.results[0], warps, tf32)
         {
             let shape = body.ty(d.results[0]).shape();
-            let (wm, wn) = if (chained || target == crate::Target::Sm90a && wgmma_shape(body, d.operands[0], shape, warps))
-                && Layout::mma_fits(shape, warps, 1)
+            let hopper = target == crate::Target::Sm90a;
+            let (wm, wn) = if (chained || hopper && wgmma_shape(body, d.operands[0], shape, warps, 1)) && Layout::mma_fits(shape, warps, 1)
             {
                 (warps, 1)
+            } else if hopper
+                && warps > 4
+                && warps.is_multiple_of(4)
+                && Layout::mma_fits(shape, 4, warps / 4)
+                && wgmma_shape(body, d.operands[0], shape, 4, warps / 4)
+            {
+                (4, warps / 4)
             } else {
                 (wm, wn)
             };
