@@ -94,6 +94,12 @@ impl fmt::Display for DType {
     }
 }
 
+/// An `exp` or `exp2` result as the GPU gives it: `ex2.approx.ftz.f32` flushes results under
+/// f32's smallest normal (2^-126) to 0 in every float dtype but f64, so the interpreter does too.
+pub fn flush_exp_result(dtype: DType, r: f64) -> f64 {
+    if dtype != DType::F64 && r.abs() < f32::MIN_POSITIVE as f64 { 0.0 } else { r }
+}
+
 /// Rounds an `f64` to the nearest value of the float `dtype`, ties to even (other dtypes: `x`).
 ///
 /// f16 and bf16 go through f32 with round-to-odd: `half`'s own `from_f64` drops the low 32

@@ -1053,6 +1053,7 @@ impl<'c, 'm> Emitter<'c, 'm> {
             FUn::Floor => self.call1(&format!("llvm.floor.{s}"), t, &[x]),
             FUn::Ceil => self.call1(&format!("llvm.ceil.{s}"), t, &[x]),
             FUn::Trunc => self.call1(&format!("llvm.trunc.{s}"), t, &[x]),
+            FUn::Ex2Approx if ty == Ty::F32 => self.call1("llvm.nvvm.ex2.approx.ftz.f", t, &[x]),
             FUn::Ex2Approx => approx("ex2"),
             FUn::Lg2Approx => approx("lg2"),
             FUn::RsqrtApprox => approx("rsqrt"),

@@ -293,6 +293,7 @@ fn inst(m: &Module, f: &Function, kernel: bool, i: &Inst, out: &mut String) -> R
             let mn = match op {
                 FUn::Abs => format!("abs.{f}"),
                 FUn::Sqrt => format!("sqrt.rn.{f}"),
+                FUn::Ex2Approx if dst.ty == Ty::F32 => "ex2.approx.ftz.f32".to_string(),
                 FUn::Ex2Approx => format!("ex2.approx.{f}"),
                 FUn::Lg2Approx => format!("lg2.approx.{f}"),
                 FUn::RsqrtApprox => format!("rsqrt.approx.{f}"),

@@ -584,6 +584,9 @@ fn unary(op: UnaryOp, x: &Tile, dtype: DType, shape: &[i64]) -> Result<Tile> {
                 UnaryOp::Ceil => f64::ceil,
                 UnaryOp::Not => return Err(internal("`not` on floats")),
             };
+            // `exp` and `exp2` are the GPU's `ex2.approx.ftz`: subnormal results flush to 0.
+            let flush = matches!(op, UnaryOp::Exp | UnaryOp::Exp2);
+            let f = |v: f64| if flush { crate::dtype::flush_exp_result(dtype, f(v)) } else { f(v) };
             Data::F(a.iter().map(|&v| round_to(dtype, f(v))).collect())
         }
         Data::I(a) => {
@@ -728,4 +731,28 @@ fn dot(a: &Tile, b: &Tile, acc: &Tile, dtype: DType, shape: &[i64]) -> Result<Ti
         }
     };
     Ok(Tile { dtype, shape: shape.to_vec(), data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(op: UnaryOp, dtype: DType, xs: &[f64]) -> Vec<f64> {
+        let x = Tile { dtype, shape: vec![xs.len() as i64], data: Data::F(xs.to_vec()) };
+        match unary(op, &x, dtype, &x.shape).map(|t| t.data) {
+            Ok(Data::F(v)) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// `exp` and `exp2` below f64 are the GPU's `ex2.approx.ftz`: results under 2^-126 are 0.
+    #[test]
+    fn exp_results_below_f32_normals_flush_to_zero() {
+        let tiny = 2f64.powi(-126);
+        assert_eq!(apply(UnaryOp::Exp2, DType::F32, &[-130.0, -126.0, 0.0, -149.0]), [0.0, tiny, 1.0, 0.0]);
+        assert_eq!(apply(UnaryOp::Exp2, DType::BF16, &[-127.0]), [0.0]);
+        assert_eq!(apply(UnaryOp::Exp, DType::F32, &[-100.0, -87.0]), [0.0, round_to(DType::F32, (-87f64).exp())]);
+        assert_eq!(apply(UnaryOp::Exp2, DType::F64, &[-130.0]), [2f64.powi(-130)]);
+        assert_eq!(apply(UnaryOp::Log2, DType::F32, &[2f64.powi(-140)]), [-140.0]);
+    }
 }

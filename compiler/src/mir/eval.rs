@@ -210,7 +210,7 @@ fn step(m: &Module, f: &Function, i: &Inst, args: &[u64], regs: &mut [Option<u64
             let r = match op {
                 FUn::Abs => x.abs(),
                 FUn::Sqrt => x.sqrt(),
-                FUn::Ex2Approx => x.exp2(),
+                FUn::Ex2Approx => crate::dtype::flush_exp_result(dtype_of(t), x.exp2()),
                 FUn::Lg2Approx => x.log2(),
                 FUn::RsqrtApprox => 1.0 / x.sqrt(),
                 FUn::RcpApprox => 1.0 / x,

@@ -326,7 +326,9 @@ pub enum FUn {
     /// Correctly rounded square root.
     Sqrt,
     /// The GPU's approximations (`ex2.approx`, …): `2^x`, `log2 x`, `1/√x`, `sin`, `cos`, and
-    /// `1/x` (`rcp.approx.ftz`: at most 1 ulp off, subnormals flushed to zero).
+    /// `1/x` (`rcp.approx.ftz`: at most 1 ulp off, subnormals flushed to zero). In f32, `2^x`
+    /// is `ex2.approx.ftz`: a result below 2^-126 is 0 (one `MUFU.EX2`, where the subnormal
+    /// range costs three more instructions per call).
     Ex2Approx,
     Lg2Approx,
     RsqrtApprox,

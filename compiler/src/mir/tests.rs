@@ -4,7 +4,7 @@
 
 use super::builder::Builder;
 use super::eval::{Env, run};
-use super::{Addr, Cmp, FCmp, FOp, Inst, IntOp, MemTy, Module, Space, Ty, V, verify_module};
+use super::{Addr, Cmp, FCmp, FOp, FUn, Inst, IntOp, MemTy, Module, Space, Ty, V, verify_module};
 use crate::Target;
 
 /// Where test functions store their results.
@@ -286,6 +286,15 @@ fn float_compares_with_nan() {
     let nan = f32::NAN.to_bits() as u64;
     assert_eq!(eval(&m, &[nan, 1f32.to_bits() as u64], 4).iter().map(|v| v & 1).collect::<Vec<_>>(), [0, 1, 0, 1]);
     assert_eq!(eval(&m, &[1f32.to_bits() as u64, 2f32.to_bits() as u64], 4).iter().map(|v| v & 1).collect::<Vec<_>>(), [0, 1, 1, 0]);
+}
+
+/// `2^x` in f32 is `ex2.approx.ftz`: a result under 2^-126 is 0, as in the interpreter.
+#[test]
+fn ex2_in_f32_flushes_subnormal_results() {
+    let m = build(&[Ty::F32], |b, p| vec![b.funary(FUn::Ex2Approx, p[0])]);
+    for (x, want) in [(-130f32, 0f32), (-126.0, f32::MIN_POSITIVE), (3.0, 8.0), (-149.0, 0.0)] {
+        assert_eq!(eval(&m, &[x.to_bits() as u64], 1)[0] as u32, want.to_bits(), "2^{x}");
+    }
 }
 
 /// The verifier rejects a read of a register no path has written, and an operand whose width
