@@ -1056,20 +1056,29 @@ fn waits_move_as_late_as_what_they_guard_allows() {
 /// `hoist_loads`: the read-only row vector's load comes before the product's wait (it was
 /// after it), the load of the tensor the kernel writes stays after.
 #[test]
-fn read_only_loads_are_issued_before_the_wait_ahead_of_them() {
+fn read_only_loads_are_issued_before_the_waits_ahead_of_them() {
     let s = staged("hoist_loads.tile");
     let k = &s.kernel.lir;
-    let lp = lir_find(k, "for")[0];
-    let body = k.body.op(lp).regions[0];
-    let ops = k.body.block(body).ops.clone();
-    let names = block_mnemonics(k, body);
-    let param_load = |p: usize| {
+    let blocking = ["wgmma_wait", "tma_wait", "async_wait", "bulk_wait_read", "barrier"];
+    let param_load = |blk, p: usize| {
+        let (ops, names) = (&k.body.block(blk).ops, block_mnemonics(k, blk));
         let i = (0..ops.len()).find(|&i| names[i] == "load" && k.body.op(ops[i]).operands[0] == k.body.block(k.body.entry).args[p]);
         i.unwrap_or_else(|| panic!("{}: no load of parameter {p}: {names:?}", s.name))
     };
-    let wait = names.iter().position(|n| n == "wgmma_wait").unwrap_or_else(|| panic!("{}: no wait: {names:?}", s.name));
-    assert!(param_load(2) < wait, "{}: `m` loaded before the wait: {names:?}", s.name);
-    assert!(param_load(3) > wait, "{}: `r` (written by the kernel) loaded where it was: {names:?}", s.name);
+    let lp = lir_find(k, "for")[0];
+    let body = k.body.op(lp).regions[0];
+    let names = block_mnemonics(k, body);
+    let first_wait = names.iter().position(|n| blocking.contains(&n.as_str())).unwrap_or_else(|| panic!("{}: no wait: {names:?}", s.name));
+    let wgmma_wait = names.iter().position(|n| n == "wgmma_wait").unwrap_or_else(|| panic!("{}: no wgmma_wait: {names:?}", s.name));
+    assert!(param_load(body, 2) < first_wait, "{}: `m` loaded before the body's first wait: {names:?}", s.name);
+    assert!(param_load(body, 3) > wgmma_wait, "{}: `r` (written by the kernel) loaded where it was: {names:?}", s.name);
+    // After the loop: above the product's wait, below the loop.
+    let entry = k.body.entry;
+    let names = block_mnemonics(k, entry);
+    let for_at = k.body.block(entry).ops.iter().position(|&o| o == lp).unwrap_or_else(|| panic!("{}: no loop", s.name));
+    let last_wait = names.iter().rposition(|n| n == "wgmma_wait").unwrap_or_else(|| panic!("{}: no wgmma_wait: {names:?}", s.name));
+    let bias = param_load(entry, 4);
+    assert!(for_at < bias && bias < last_wait, "{}: `bias` loaded between the loop and the last wait: {names:?}", s.name);
     s.snapshot();
 }
 
