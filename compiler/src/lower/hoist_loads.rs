@@ -1,8 +1,8 @@
 //! Thread-IR pass `hoist_loads`: a global `load` from a tensor the kernel never writes moves up
 //! its block to just before the first op ahead of it that blocks the thread (a `wgmma_wait`,
-//! `tma_wait`, `async_wait`, `bulk_wait_read` or barrier) and follows the block's last loop or
-//! branch ahead of it, with the pure ops computing its operands, so that its latency overlaps
-//! those waits instead of following them.
+//! `tma_wait`, `async_wait`, `bulk_wait_read` or barrier) and follows the block's last loop
+//! ahead of it, with the pure ops computing its operands, so that its latency overlaps those
+//! waits instead of following them.
 //!
 //! In a loop body the row statistics an attention backward loads each iteration (`lse`,
 //! `delta`) are then in flight while the iteration waits for its copies and runs its first
@@ -70,6 +70,10 @@ fn position(b: &LirBody, blk: Block, op: Op) -> Option<usize> {
     b.block(blk).ops.iter().position(|&o| o == op)
 }
 
+fn is_loop(kind: &OpKind) -> bool {
+    matches!(kind, OpKind::Tir(tir::OpKind::For | tir::OpKind::While))
+}
+
 /// Ops that block the thread until something else has finished.
 fn blocking(kind: &OpKind) -> bool {
     matches!(
@@ -83,9 +87,10 @@ fn blocking(kind: &OpKind) -> bool {
 /// whether it moved.
 fn hoist(b: &mut LirBody, blk: Block, op: Op) -> bool {
     let Some(at) = position(b, blk, op) else { return false };
-    // Not above a loop or a branch: the registers would be held through all of it (a GEMM's
-    // bias, loaded for the epilogue, across the main loop).
-    let from = b.block(blk).ops[..at].iter().rposition(|&o| !b.op(o).regions.is_empty()).map_or(0, |i| i + 1);
+    // Not above a loop: the registers would be held through all of its iterations (a GEMM's
+    // bias, loaded for the epilogue, across the main loop). A branch runs once, like the
+    // straight-line code around it.
+    let from = b.block(blk).ops[..at].iter().rposition(|&o| is_loop(&b.op(o).kind)).map_or(0, |i| i + 1);
     let waits: Vec<Op> = b.block(blk).ops[from..at].iter().copied().filter(|&o| blocking(&b.op(o).kind)).collect();
     // The earliest wait the load (with its operands) can go before: an operand computed by an
     // effect between two waits pins it below that effect.
