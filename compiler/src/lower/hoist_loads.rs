@@ -98,8 +98,9 @@ fn hoist(b: &mut LirBody, blk: Block, op: Op) -> bool {
 }
 
 /// Moves `op` to just before `target` (earlier in `blk`), lifting first the definitions of its
-/// operands that lie between them, which must be pure; `false` (nothing of `op` moved) when one
-/// is not.
+/// operands that lie between them, which must be pure; `false` (`op` not moved) when one is not.
+/// Pure definitions already lifted stay where they went (`hoist` then tries a later wait): they
+/// have no effect, so only where their registers live changes.
 fn lift(b: &mut LirBody, blk: Block, op: Op, target: Op, depth: u32) -> bool {
     let Some(t) = position(b, blk, target) else { return false };
     if depth > 16 {
