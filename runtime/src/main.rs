@@ -86,7 +86,7 @@ enum Cmd {
         #[arg(short = 'o', long)]
         out_dir: Option<PathBuf>,
         /// Print the IR after a stage to stderr: sema, a tile-IR pass (dce, …), lower, a
-        /// thread-IR pass (order_memory, defer_wgmma_wait, hoist_loads, sink_wgmma_wait, defer_bulk_wait), codegen (the machine IR), emit (the PTX)
+        /// thread-IR pass (order_memory, defer_wgmma_wait, hoist_loads, sink_wgmma_wait, drop_barriers, defer_bulk_wait), codegen (the machine IR), emit (the PTX)
         /// (repeatable, or comma-separated).
         #[arg(long, value_delimiter = ',', value_name = "STAGE")]
         dump_after: Vec<String>,

@@ -212,9 +212,11 @@ fn grid_n(l: Layout) -> u32 {
 #[test]
 fn every_pass_program_is_checked() {
     let tested = [
+        "bulk_trailing.tile",
         "chained.tile",
         "convert_shuffle.tile",
         "dce.tile",
+        "drop_barriers.tile",
         "hoist_loads.tile",
         "layout_epilogue.tile",
         "layout_rows.tile",
@@ -1007,8 +1009,9 @@ fn cdiv(a, b) { (a + b - 1) / b }";
 /// `sink_wgmma_wait` and `defer_bulk_wait`: in the loop, the first product's wait comes after
 /// the second product's issue as `wgmma_wait 1` (its operand tiles are in other pipeline stages
 /// than the second's copies write), the second's after the third's issue, also `1`; the bulk
-/// reduction's read wait goes round the loop to just before the barrier ahead of the next
-/// staging store, with a copy after the loop. sm_80 has neither kind of wait.
+/// reduction's read wait goes round the loop to just before the last barrier ahead of the next
+/// staging store (in a buffer of its own), with a copy after the loop. sm_80 has neither kind
+/// of wait.
 #[test]
 fn waits_move_as_late_as_what_they_guard_allows() {
     let s = staged("sink_wait.tile");
@@ -1043,13 +1046,67 @@ fn waits_move_as_late_as_what_they_guard_allows() {
         "{}: the read wait before the barrier ahead of the staging store: {names:?}",
         s.name
     );
-    assert!(names[bulk[0] + 1..staging].iter().all(|n| n == "barrier" || n == "const"), "{}: {names:?}", s.name);
+    assert!(!names[bulk[0] + 1..staging].contains(&"local_store".to_string()), "{}: {names:?}", s.name);
     let top = k.body.block(k.body.entry).ops.clone();
     let after = top.iter().position(|&o| o == lp).unwrap_or_else(|| unreachable!());
     assert!(top[after..].iter().any(|&o| mnemonic(k, o) == "bulk_wait_read"), "{}: no read wait after the loop", s.name);
     let s80 = staged_on("sink_wait.tile", Target::Sm80);
     let k80 = &s80.kernel.lir;
     assert!(lir_find(k80, "bulk_wait_read").is_empty() && lir_find(k80, "wgmma_wait").is_empty(), "{}", s80.name);
+    s.snapshot();
+}
+
+/// `defer_bulk_wait` on a loop body that ends with a window reduction staged in the scratch
+/// region: the body ends `local_store` (the staging, at offset 0), `barrier`, `tma_reduce`,
+/// `yield` (the barrier after the reduction, which only published its read wait, is gone), with
+/// two barriers in all, the wait right before the first; after the loop the wait's copy is
+/// followed by a barrier before the next `local_store` to the same bytes (the wait orders only
+/// its own thread).
+#[test]
+fn a_bulk_read_wait_gone_round_the_loop_takes_the_last_barrier_with_it() {
+    let s = staged("bulk_trailing.tile");
+    let k = &s.kernel.lir;
+    let lp = lir_find(k, "for")[0];
+    let body = k.body.op(lp).regions[0];
+    let ops = &k.body.block(body).ops;
+    let names = block_mnemonics(k, body);
+    let n = names.len();
+    assert!(n > 4 && names[n - 4..] == ["local_store", "barrier", "tma_reduce.add", "yield"], "{}: {names:?}", s.name);
+    assert_eq!(
+        k.body.op(ops[n - 4]).kind,
+        lir::OpKind::LocalStore { offset: 0, swizzled: true },
+        "{}: staged in the scratch region",
+        s.name
+    );
+    let bars: Vec<usize> = (0..n).filter(|&i| names[i] == "barrier").collect();
+    assert_eq!(bars.len(), 2, "{}: {names:?}", s.name);
+    assert_eq!(names[bars[0] - 1], "bulk_wait_read", "{}: {names:?}", s.name);
+    let top = block_mnemonics(k, k.body.entry);
+    let after = k.body.block(k.body.entry).ops.iter().position(|&o| o == lp).unwrap_or_else(|| unreachable!());
+    let copy =
+        (after..top.len()).find(|&i| top[i] == "bulk_wait_read").unwrap_or_else(|| panic!("{}: no wait after the loop: {top:?}", s.name));
+    assert_eq!(top[copy + 1..copy + 3], ["barrier", "local_store"], "{}: {top:?}", s.name);
+    s.snapshot();
+}
+
+/// `drop_barriers`: at the top level, the barrier that ended the column sums (reading the
+/// scratch region) is gone, so the sums' reduction is followed by `kt`'s staging store at
+/// another offset with no barrier between; the barrier between the sums' store and their
+/// reduction (the same bytes) stays.
+#[test]
+fn a_barrier_between_ops_on_different_bytes_goes() {
+    let s = staged("drop_barriers.tile");
+    let k = &s.kernel.lir;
+    let ops = &k.body.block(k.body.entry).ops;
+    let names = block_mnemonics(k, k.body.entry);
+    let reduce = names.iter().position(|n| n.starts_with("local_reduce")).unwrap_or_else(|| panic!("{}: no reduction: {names:?}", s.name));
+    assert_eq!(names[reduce - 1], "barrier", "{}: the sums' store is published: {names:?}", s.name);
+    let next = (reduce + 1..names.len())
+        .find(|&i| names[i] == "local_store" || names[i] == "barrier")
+        .unwrap_or_else(|| panic!("{}: nothing after the reduction: {names:?}", s.name));
+    assert_eq!(names[next], "local_store", "{}: no barrier between the sums and the next staging store: {names:?}", s.name);
+    let lir::OpKind::LocalStore { offset, .. } = k.body.op(ops[next]).kind else { unreachable!() };
+    assert_ne!(offset, 0, "{}: the next store is elsewhere", s.name);
     s.snapshot();
 }
 

@@ -22,6 +22,7 @@ use crate::tir::{self, OpKind, row_major};
 use std::collections::{HashMap, HashSet};
 
 pub mod defer_wait;
+pub mod drop_barriers;
 pub mod hoist_loads;
 pub mod layout;
 mod ops;
@@ -44,11 +45,14 @@ pub struct LirPass {
 /// - `hoist_loads` issues loads from read-only tensors as early as their operands allow.
 /// - `sink_wgmma_wait` and `defer_bulk_wait` move the other waits for the tensor cores and the
 ///   copy engine as late as what they guard allows.
+/// - `drop_barriers` drops a barrier between two others when nothing on one side conflicts with
+///   anything on the other; it runs before `defer_bulk_wait`, whose waits would pin barriers.
 pub const LIR_PIPELINE: &[LirPass] = &[
     LirPass { name: "order_memory", run: order::run },
     LirPass { name: "defer_wgmma_wait", run: defer_wait::run },
     LirPass { name: "hoist_loads", run: hoist_loads::run },
     LirPass { name: "sink_wgmma_wait", run: sink_wait::run_wgmma },
+    LirPass { name: "drop_barriers", run: |k| _ = drop_barriers::run(k) },
     LirPass { name: "defer_bulk_wait", run: sink_wait::run_bulk },
 ];
 

@@ -25,7 +25,10 @@
 //! goes round: the body is scanned from its start (the next iteration) to the wait's old place,
 //! and where the first write to the staged tile has a barrier before it there, the wait goes
 //! before that barrier, and a copy after the loop covers the last iteration (and is deferred in
-//! turn). An iteration's reduction then reads its tile while the next iteration computes.
+//! turn). An iteration's reduction then reads its tile while the next iteration computes, and
+//! where the body ended `barrier`, bulk store, wait, `barrier`, that last barrier (it only
+//! published the wait) goes. A wait placed with no barrier between it and the write it guards
+//! (a copy after a loop) gets one after it.
 
 use crate::ir::{Block, Op, Value};
 use crate::lir::{self, LirBody, OpKind, SmemRange};
@@ -211,11 +214,30 @@ pub fn defer_bulk_waits(k: &mut lir::Kernel) -> usize {
             at = pb;
             after_loop = Some((lp, outer));
         }
+        // A wait with no barrier between it and the write it guards orders only its own thread:
+        // a barrier goes in after it (a copy after a loop can land there).
+        if let Scan::Stop { at: w_at, barrier: None } = tail
+            && after_loop.is_none()
+        {
+            let span = b.span(w);
+            let bar = b.create_op(OpKind::Barrier, vec![], vec![], vec![], span);
+            b.blocks[blk.index()].ops.insert(w_at, bar);
+            at = w_at;
+        }
         if at == i + 1 && after_loop.is_none() {
             continue;
         }
+        // Gone round the loop, the wait no longer needs the barrier the lowering put after the
+        // bulk store (`barrier`, `tma_store`, wait, `barrier` ending the body): the next
+        // iteration's barrier after the wait orders the tile's next write, and the bulk store
+        // was the only thing since the barrier before it.
+        let trailing = after_loop.is_some() && trailing_barrier_of_store(b, blk, i, offset);
         move_op(b, blk, i, at);
         changed += 1;
+        if trailing {
+            let end = end_of(b, blk);
+            b.blocks[blk.index()].ops.remove(end - 1);
+        }
         if let Some((lp, outer)) = after_loop {
             let span = b.span(w);
             let copy = b.create_op(OpKind::BulkWaitRead { offset, bytes }, vec![], vec![], vec![], span);
@@ -225,4 +247,16 @@ pub fn defer_bulk_waits(k: &mut lir::Kernel) -> usize {
         }
     }
     changed
+}
+
+/// Whether the wait at `i` of `blk` sits in `barrier`, `tma_store` (staged at `offset`), wait,
+/// `barrier` at the end of the block: the last barrier only publishes the wait.
+fn trailing_barrier_of_store(b: &LirBody, blk: Block, i: usize, offset: u32) -> bool {
+    let ops = &b.block(blk).ops;
+    let kind = |j: usize| ops.get(j).map(|&o| &b.op(o).kind);
+    i >= 2
+        && i + 2 == end_of(b, blk)
+        && matches!(kind(i - 2), Some(OpKind::Barrier))
+        && matches!(kind(i - 1), Some(OpKind::TmaStore { offset: o, .. }) if *o == offset)
+        && matches!(kind(i + 1), Some(OpKind::Barrier))
 }
