@@ -75,6 +75,14 @@ struct Effects {
 }
 
 impl Effects {
+    /// A write of `w`, or of anything when its bytes are not known.
+    fn write(&mut self, w: Option<SmemRange>) {
+        match w {
+            Some(w) => self.writes.push(w),
+            None => self.opaque = true,
+        }
+    }
+
     fn add(&mut self, o: Effects) {
         self.reads.extend(o.reads);
         self.writes.extend(o.writes);
@@ -161,10 +169,7 @@ fn effects(b: &LirBody, op: Op, cx: &Cx) -> Effects {
         },
         OpKind::Reshape | OpKind::RowReduce { .. } | OpKind::RowBroadcast | OpKind::ShuffleConvert { .. } | OpKind::Coord { .. } => {}
         OpKind::AsyncCommit => {}
-        OpKind::LocalStore { .. } | OpKind::TmaArrive { .. } => match lir::shared_writes(b, op) {
-            Some(w) => e.writes.push(w),
-            None => e.opaque = true,
-        },
+        OpKind::LocalStore { .. } | OpKind::TmaArrive { .. } => e.write(lir::shared_writes(b, op)),
         OpKind::LocalLoad { offset, .. } => e.reads.push(SmemRange::to_end(*offset)),
         OpKind::LocalReduce { offset, src_shape, dtype, .. }
         | OpKind::LocalScan { offset, src_shape, dtype, .. }
@@ -184,10 +189,7 @@ fn effects(b: &LirBody, op: Op, cx: &Cx) -> Effects {
         }
         OpKind::BulkWaitRead { offset, bytes } => e.reads.push(SmemRange::new(*offset, i64::from(*bytes))),
         OpKind::TmaCopy { .. } | OpKind::AsyncCopy { .. } => {
-            match lir::shared_writes(b, op) {
-                Some(w) => e.writes.push(w),
-                None => e.opaque = true,
-            }
+            e.write(lir::shared_writes(b, op));
             e.global_read = true;
         }
         OpKind::TmaWait { mbar } => {
