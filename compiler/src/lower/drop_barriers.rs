@@ -26,7 +26,7 @@ use crate::tir;
 pub fn run(k: &mut lir::Kernel) -> usize {
     let b = &mut k.body;
     let mut ops = vec![];
-    walk(b, b.entry, &mut ops);
+    b.walk(b.entry, &mut |o| ops.push(o));
     let wgmma: Vec<SmemRange> = ops.iter().filter(|&&o| b.op(o).kind.is_wgmma()).flat_map(|&o| wgmma_reads(b, o)).collect();
     // A copy whose bytes are not known lands anywhere.
     let copies: Vec<SmemRange> = ops
@@ -44,16 +44,6 @@ pub fn run(k: &mut lir::Kernel) -> usize {
         dropped += drop_in(b, blk, &cx);
     }
     dropped
-}
-
-/// Every op of `blk` and of the blocks nested in it, in order.
-fn walk(b: &LirBody, blk: Block, out: &mut Vec<Op>) {
-    for &op in &b.block(blk).ops {
-        out.push(op);
-        for &r in &b.op(op).regions {
-            walk(b, r, out);
-        }
-    }
 }
 
 /// What the whole kernel's asynchronous units touch.
