@@ -51,15 +51,38 @@ pub fn tensor_maps_in_ptx(ptx: &str) -> Result<Vec<TensorMap>, String> {
 pub const TENSOR_MAP_BYTES: u32 = 128;
 pub const TENSOR_MAP_ALIGN: u32 = 64;
 
+/// Most axes the copy engine's tensor maps have.
+pub const MAX_MAP_RANK: usize = 5;
+
 /// A tensor map the kernel copies through: tensor parameter `param` read in boxes of `boxes`
 /// elements per axis (the tensor's axes in order, outermost first), landing in shared memory
 /// with the 16-byte chunks of each 128/64/32-byte row swizzled (`swizzle` bytes, 0 for none;
 /// `lir::index::SmemTile` is the layout). Out-of-range elements of a box read as zero.
+///
+/// A tensor of more than [`MAX_MAP_RANK`] axes is mapped with its outermost axes folded into
+/// one (`TensorMap::folded`): their boxes are 1 (the kernel's views fix them), the map's first
+/// axis has the product of their sizes, and a copy's coordinate on it is their row-major
+/// linear index. The runtime encodes such a map only when those axes are contiguous with each
+/// other (each one's stride the next one's size times its stride), else none (the kernel's
+/// `cp.async` path).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TensorMap {
     pub param: usize,
     pub boxes: Vec<u32>,
     pub swizzle: u32,
+}
+
+impl TensorMap {
+    /// How many outermost axes are folded into the map's first axis: 0 for a tensor of at most
+    /// [`MAX_MAP_RANK`] axes, else enough that the map has that many.
+    pub fn folded(&self) -> usize {
+        if self.boxes.len() > MAX_MAP_RANK { self.boxes.len() - MAX_MAP_RANK + 1 } else { 0 }
+    }
+
+    /// The number of axes of the encoded map.
+    pub fn map_rank(&self) -> usize {
+        self.boxes.len().min(MAX_MAP_RANK)
+    }
 }
 
 /// One machine parameter: what it holds, for tile parameter number `param`.

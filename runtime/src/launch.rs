@@ -236,7 +236,7 @@ impl Plan {
                             }
                         };
                         put(bytes, self.offsets[j + 1 + rank + k], &v.to_le_bytes());
-                        if k < crate::tma::MAX_RANK {
+                        if k < crate::tma::SEEN_RANK {
                             seen[i].sizes[k] = shape[k] as u64;
                             seen[i].strides[k] = v;
                         }

@@ -2,21 +2,23 @@
 //! `abi::TensorMap` and one launch's tensor, checked here first (the driver's rules: a 16-byte
 //! aligned address, unit innermost stride, the other strides multiples of 16 bytes below 2^40,
 //! sizes from 1 to 2^32). A tensor that breaks them gets no map: the launch passes
-//! `maps_ready = 0` and the kernel copies with `cp.async` instead.
+//! `maps_ready = 0` and the kernel copies with `cp.async` instead. A tensor of more axes than a
+//! map has gets its outermost ones folded into one (`abi::TensorMap::folded`) when they are
+//! contiguous with each other and their linear index fits an `i32` (the kernel's coordinate).
 
 use tessera_compiler::DType;
-use tessera_compiler::abi::{TENSOR_MAP_BYTES, TensorMap};
+use tessera_compiler::abi::{MAX_MAP_RANK as MAX_RANK, TENSOR_MAP_BYTES, TensorMap};
 
-/// Most axes of a tensor map.
-pub(crate) const MAX_RANK: usize = 5;
+/// Most axes of a tensor argument (a launch's tensors have at most this many).
+pub(crate) const SEEN_RANK: usize = crate::tensor::MAX_RANK;
 
 /// A tensor argument as a launch saw it (sizes and strides in elements, outermost first).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Seen {
     pub ptr: u64,
     pub rank: usize,
-    pub sizes: [u64; MAX_RANK],
-    pub strides: [i64; MAX_RANK],
+    pub sizes: [u64; SEEN_RANK],
+    pub strides: [i64; SEEN_RANK],
 }
 
 /// The arguments of `cuTensorMapEncodeTiled`, innermost axis first.
@@ -34,21 +36,46 @@ pub(crate) struct Encoding {
 /// The encoding of map `m` over tensor `t` of `dtype`, or `None` if the copy engine cannot
 /// read it.
 pub(crate) fn encoding(m: &TensorMap, dtype: DType, t: &Seen) -> Option<Encoding> {
-    let rank = t.rank;
-    if rank == 0 || rank > MAX_RANK || m.boxes.len() != rank || !t.ptr.is_multiple_of(16) {
+    let folded = m.folded();
+    if t.rank == 0 || t.rank > SEEN_RANK || m.boxes.len() != t.rank || !t.ptr.is_multiple_of(16) {
         return None;
     }
+    // The folded axes as one: contiguous with each other, boxes of 1, sizes whose product (the
+    // kernel computes coordinates on it in i32) fits.
+    let (mut sizes, mut strides, mut boxes) = (t.sizes, t.strides, [1u32; SEEN_RANK]);
+    boxes[..t.rank].copy_from_slice(&m.boxes);
+    if folded > 0 {
+        // Axis `a` (of more than one element) steps over the axes inside it: its stride is the
+        // innermost folded one's times their sizes.
+        let step = t.strides[folded - 1];
+        let mut n = 1u64;
+        for a in (0..folded).rev() {
+            let expected = i64::try_from(n).ok().and_then(|n| n.checked_mul(step));
+            if boxes[a] != 1 || t.sizes[a] > 1 && expected != Some(t.strides[a]) {
+                return None;
+            }
+            n = n.checked_mul(t.sizes[a])?;
+        }
+        if n > i32::MAX as u64 {
+            return None;
+        }
+        sizes.copy_within(folded..t.rank, 1);
+        strides.copy_within(folded..t.rank, 1);
+        boxes.copy_within(folded..t.rank, 1);
+        (sizes[0], strides[0], boxes[0]) = (n, step, 1);
+    }
+    let rank = m.map_rank();
     let es = dtype.size() as u64;
     let mut e = Encoding { rank, ptr: t.ptr, dims: [1; MAX_RANK], strides: [0; MAX_RANK], boxes: [1; MAX_RANK], swizzle: m.swizzle };
     for k in 0..rank {
         let axis = rank - 1 - k;
-        let n = t.sizes[axis];
+        let n = sizes[axis];
         if n == 0 || n > 1 << 32 {
             return None;
         }
         e.dims[k] = n;
-        e.boxes[k] = m.boxes[axis];
-        let s = t.strides[axis];
+        e.boxes[k] = boxes[axis];
+        let s = strides[axis];
         if k == 0 {
             if s != 1 {
                 return None;
@@ -138,5 +165,33 @@ mod tests {
         assert_eq!(encoding(&m, DType::BF16, &seen(4096, &[3, 100, 256], &[25600, 1, 100])), None);
         assert_eq!(encoding(&m, DType::BF16, &seen(4096, &[3, 0, 256], &[0, 256, 1])), None);
         assert_eq!(encoding(&m, DType::BF16, &seen(4096, &[100, 256], &[256, 1])), None);
+    }
+
+    /// A tensor of six axes folds its two outermost into one when they are contiguous with each
+    /// other (a size-1 axis's stride does not matter); else, or when the folded axis passes
+    /// i32, none.
+    #[test]
+    fn six_axes_fold_their_outermost_two() {
+        let m = TensorMap { param: 0, boxes: vec![1, 1, 1, 2, 16, 64], swizzle: 128 };
+        assert_eq!((m.folded(), m.map_rank()), (2, 5));
+        let sizes = [2, 8, 16, 32, 32, 64];
+        let strides = [8 * 16 * 32 * 32 * 64, 16 * 32 * 32 * 64, 32 * 32 * 64, 32 * 64, 64, 1];
+        let e = encoding(&m, DType::BF16, &seen(4096, &sizes, &strides)).expect("encodable");
+        assert_eq!(e.rank, 5);
+        assert_eq!(&e.dims[..5], &[64, 32, 32, 16, 16]);
+        assert_eq!(&e.strides[..4], &[128, 128 * 32, 128 * 32 * 32, 128 * 32 * 32 * 16]);
+        assert_eq!(&e.boxes[..5], &[64, 16, 2, 1, 1]);
+        // Heads outermost in memory (a transposed view): the two axes are not one.
+        let swapped = [16 * 32 * 32 * 64, 2 * 16 * 32 * 32 * 64, 32 * 32 * 64, 32 * 64, 64, 1];
+        assert_eq!(encoding(&m, DType::BF16, &seen(4096, &sizes, &swapped)), None);
+        // One batch: its stride is anything.
+        let one = encoding(&m, DType::BF16, &seen(4096, &[1, 8, 16, 32, 32, 64], &[7, 16 * 32 * 32 * 64, 32 * 32 * 64, 32 * 64, 64, 1]));
+        assert_eq!(one.map(|e| e.dims[4]), Some(8));
+        // 2^16 · 2^16 rows of the folded axis pass i32.
+        let big = encoding(&m, DType::BF16, &seen(4096, &[1 << 16, 1 << 16, 1, 1, 1, 64], &[1 << 22, 64, 64, 64, 64, 1]));
+        assert_eq!(big, None);
+        // The folded axes' boxes must be 1.
+        let wide = TensorMap { param: 0, boxes: vec![2, 1, 1, 2, 16, 64], swizzle: 128 };
+        assert_eq!(encoding(&wide, DType::BF16, &seen(4096, &sizes, &strides)), None);
     }
 }

@@ -190,8 +190,8 @@ impl Gen<'_> {
             return Err("a bulk tensor copy through the map of another tensor".into());
         }
         let offs: Vec<V> = offs.iter().map(|&o| self.regs(o).map(|r| r[0])).collect::<Res<_>>()?;
-        let rank = tm.boxes.len();
-        if fixed.len() + offs.len() != rank || offs.len() != shape.len() || shape.is_empty() || rank > 5 {
+        let (rank, folded) = (tm.map_rank(), tm.folded());
+        if fixed.len() + offs.len() != tm.boxes.len() || offs.len() != shape.len() || shape.is_empty() || fixed.len() < folded {
             return Err("a bulk tensor copy whose window does not match its tensor map".into());
         }
         let boxes: Vec<i64> = tm.boxes[fixed.len()..].iter().map(|&b| b as i64).collect();
@@ -205,6 +205,7 @@ impl Gen<'_> {
         } else {
             return Err("a bulk tensor copy of a window that is not its tensor map's box".into());
         };
+        let outer = self.fold_coordinates(param, &fixed, folded)?;
         // Operands: the shared address, the map, then the coordinates (and the mbarrier).
         let list: Vec<String> = (0..rank).map(|i| format!("${}", i + 2)).collect();
         let text = match bar {
@@ -228,7 +229,7 @@ impl Gen<'_> {
             // Innermost first, then the indices the views fixed.
             let mut c: Vec<V> = offs.iter().rev().copied().collect();
             c[0] = self.addc(c[0], b * boxes[last])?;
-            c.extend(fixed.iter().rev());
+            c.extend(outer.iter().rev());
             let smem = self.smem_addr32(self.addc(at, b * tile.block_bytes())?)?;
             let mut args = vec![smem, addr];
             args.extend(c);
@@ -236,6 +237,32 @@ impl Gen<'_> {
             self.inline_asm(&text, &cons.join(","), &args, false)?;
         }
         Ok(())
+    }
+}
+
+impl Gen<'_> {
+    /// The indices a tensor's views fixed, outermost first, with the first `folded` of them
+    /// replaced by their row-major linear index (`abi::TensorMap::folded`): past the last valid
+    /// one when any is out of range, so that the copy engine reads zeros there as it would on
+    /// unfolded axes.
+    fn fold_coordinates(&mut self, param: usize, fixed: &[V], folded: usize) -> Res<Vec<V>> {
+        if folded == 0 {
+            return Ok(fixed.to_vec());
+        }
+        let root = self.k.body.block(self.k.body.entry).args[param];
+        let Some(super::Cv::Tensor { sizes, .. }) = self.vals.get(&root).cloned() else {
+            return Err("a folded tensor map over a parameter that is not a tensor".into());
+        };
+        let (mut lin, mut total, mut valid) = (self.i32c(0), self.i32c(1), V::int(crate::mir::Ty::Pred, 1));
+        for (&i, &n) in fixed[..folded].iter().zip(&sizes) {
+            // Wrapping is harmless: the runtime encodes no map whose folded axis passes i32.
+            lin = self.add(self.mul(lin, n)?, i)?;
+            total = self.mul(total, n)?;
+            valid = self.and(valid, self.icmp(Cmp::Ult, i, n)?)?;
+        }
+        let mut out = vec![self.select(valid, lin, total)?];
+        out.extend_from_slice(&fixed[folded..]);
+        Ok(out)
     }
 }
 

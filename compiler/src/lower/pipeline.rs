@@ -380,10 +380,12 @@ impl Cx<'_> {
         let mut boxes = vec![1u32; fixed];
         boxes.extend(shape[..shape.len() - 1].iter().map(|&s| s as u32));
         boxes.push(inner as u32);
-        if boxes.iter().any(|&b| b == 0 || b > 256) || boxes.len() > 5 {
+        let map = crate::abi::TensorMap { param, boxes, swizzle };
+        // Past the copy engine's rank, the outermost axes fold into one: the views fix them.
+        if map.boxes.iter().any(|&b| b == 0 || b > 256) || map.folded() > fixed {
             return None;
         }
-        Some(crate::abi::TensorMap { param, boxes, swizzle })
+        Some(map)
     }
 
     /// The index of tensor map `map` in the kernel's list (added if new).
