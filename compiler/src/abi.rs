@@ -63,8 +63,8 @@ pub const MAX_MAP_RANK: usize = 5;
 /// one (`TensorMap::folded`): their boxes are 1 (the kernel's views fix them), the map's first
 /// axis has the product of their sizes, and a copy's coordinate on it is their row-major
 /// linear index. The runtime encodes such a map only when those axes are contiguous with each
-/// other (each one's stride the next one's size times its stride), else none (the kernel's
-/// `cp.async` path).
+/// other (each one's stride the next one's size times its stride, axes of one element aside),
+/// else none (the kernel copies without the copy engine).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TensorMap {
     pub param: usize,

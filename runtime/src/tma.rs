@@ -45,17 +45,32 @@ pub(crate) fn encoding(m: &TensorMap, dtype: DType, t: &Seen) -> Option<Encoding
     let (mut sizes, mut strides, mut boxes) = (t.sizes, t.strides, [1u32; SEEN_RANK]);
     boxes[..t.rank].copy_from_slice(&m.boxes);
     if folded > 0 {
-        // Axis `a` (of more than one element) steps over the axes inside it: its stride is the
-        // innermost folded one's times their sizes.
-        let step = t.strides[folded - 1];
+        // The folded axis steps by the stride of the innermost folded axis of more than one
+        // element, and each outer one of more than one element by that times the sizes inside
+        // it (an axis of one element has any stride: views make such strides up). All of them
+        // of one element: one step over the next axis.
+        let mut step: Option<i64> = None;
         let mut n = 1u64;
         for a in (0..folded).rev() {
-            let expected = i64::try_from(n).ok().and_then(|n| n.checked_mul(step));
-            if boxes[a] != 1 || t.sizes[a] > 1 && expected != Some(t.strides[a]) {
+            if boxes[a] != 1 {
                 return None;
+            }
+            if t.sizes[a] > 1 {
+                match step {
+                    None => step = Some(t.strides[a]),
+                    Some(st) => {
+                        if i64::try_from(n).ok().and_then(|n| n.checked_mul(st)) != Some(t.strides[a]) {
+                            return None;
+                        }
+                    }
+                }
             }
             n = n.checked_mul(t.sizes[a])?;
         }
+        let step = match step {
+            Some(st) => st,
+            None => i64::try_from(t.sizes[folded]).ok()?.checked_mul(t.strides[folded])?,
+        };
         if n > i32::MAX as u64 {
             return None;
         }
@@ -187,6 +202,12 @@ mod tests {
         // One batch: its stride is anything.
         let one = encoding(&m, DType::BF16, &seen(4096, &[1, 8, 16, 32, 32, 64], &[7, 16 * 32 * 32 * 64, 32 * 32 * 64, 32 * 64, 64, 1]));
         assert_eq!(one.map(|e| e.dims[4]), Some(8));
+        // Two batches of one head each (the head's stride made up): the batch's stride steps.
+        let heads1 = encoding(&m, DType::BF16, &seen(4096, &[2, 1, 16, 32, 32, 64], &[16 * 32 * 32 * 64, 3, 32 * 32 * 64, 32 * 64, 64, 1]));
+        assert_eq!(heads1.map(|e| (e.dims[4], e.strides[3])), Some((2, 128 * 32 * 32 * 16)));
+        // Nothing but ones: the folded axis steps over the next axis.
+        let ones = encoding(&m, DType::BF16, &seen(4096, &[1, 1, 16, 32, 32, 64], &[5, 3, 32 * 32 * 64, 32 * 64, 64, 1]));
+        assert_eq!(ones.map(|e| (e.dims[4], e.strides[3])), Some((1, 128 * 32 * 32 * 16)));
         // 2^16 · 2^16 rows of the folded axis pass i32.
         let big = encoding(&m, DType::BF16, &seen(4096, &[1 << 16, 1 << 16, 1, 1, 1, 64], &[1 << 22, 64, 64, 64, 64, 1]));
         assert_eq!(big, None);
