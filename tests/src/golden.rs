@@ -139,7 +139,9 @@ fn tensor_core_dots(k: &tir::Kernel) -> Option<(DType, Vec<Window>)> {
 /// config. On sm_80 its PTX has `mma.sync.m16n8k16` of that dtype and `ldmatrix`; on sm_90a the
 /// canonical programs run Hopper's `wgmma.mma_async` (with its fences, commit and wait) and the
 /// others at least one of the two. Where a dot operand is a window load, there are 16-byte
-/// `cp.async` copies, their commits and waits.
+/// `cp.async` copies, their commits and waits, or on sm_90a bulk tensor copies on mbarriers (the
+/// linear and neighborhood-attention examples always; NA-3D's six-axis tensors through maps of
+/// five).
 #[test]
 fn tensor_core_examples_use_matrix_instructions() {
     let hopper_canonical = ["matmul", "linear", "attention", "na1d", "na2d"];
@@ -179,8 +181,18 @@ fn tensor_core_examples_use_matrix_instructions() {
                 } else if copied {
                     wanted.extend(["cp.async.cg.shared.global", "cp.async.commit_group", "cp.async.wait_group"]);
                 }
-                if target == Target::Sm90a && ["linear", "na1d", "na2d"].contains(&ex.stem.as_str()) {
+                if target == Target::Sm90a && ["linear", "na1d", "na2d", "na3d", "na3d_bwd"].contains(&ex.stem.as_str()) {
                     assert!(tma, "{name}: its dot operands are not copied through tensor maps");
+                }
+                // `[B, H, Z, X, Y, D]`: six axes, the two the views fix folded into one of the
+                // map's five (`abi::TensorMap::folded`).
+                if target == Target::Sm90a && ex.stem.starts_with("na3d") {
+                    assert!(
+                        k.meta.tensor_maps.iter().all(|m| m.boxes.len() == 6 && m.folded() == 2 && m.map_rank() == 5),
+                        "{name}: {:?}",
+                        k.meta.tensor_maps
+                    );
+                    assert!(k.ptx.contains("cp.async.bulk.tensor.5d."), "{name}: no five-axis bulk tensor copy");
                 }
                 for w in wanted {
                     assert!(k.ptx.contains(w), "{name}: its PTX has no `{w}` (a {dt} dot; window-load operands: {windows:?})");
