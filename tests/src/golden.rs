@@ -4,9 +4,9 @@
 //! The tensor-core examples' PTX is checked for the matrix instructions (`mma.sync`,
 //! `ldmatrix`, `cp.async`), and ptxas must report no spills at the default configs.
 
-use crate::common::{examples, ptxas, run_ptxas};
+use crate::common::{examples, opts, ptxas, run_ptxas};
 use std::sync::OnceLock;
-use tessera_compiler::{DType, Target, tir};
+use tessera_compiler::{Codegen, DType, Options, Target, tir};
 
 #[test]
 fn examples_snapshots_and_roundtrip() {
@@ -65,6 +65,44 @@ fn ptxas_logs(target: Target) -> Option<&'static [(String, String, String)]> {
         Some(out)
     })
     .as_deref()
+}
+
+/// A kernel asking for `#[blocks_per_sm(N)]` says so in its PTX through either emitter, and
+/// ptxas then gives each thread at most the registers that let N blocks fit (here fewer than the
+/// same kernel takes without the attribute).
+#[test]
+fn blocks_per_sm_bounds_the_registers() {
+    let path = crate::common::root().join("tests/passes/blocks_per_sm.tile");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let build = |text: &str, codegen: Codegen| {
+        let ks = tessera_compiler::compile(
+            &tessera_compiler::Source::new("blocks_per_sm.tile", text.to_string()),
+            &Options { codegen, ..opts(&[]) },
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        ks.kernels.into_iter().next().unwrap_or_else(|| unreachable!())
+    };
+    let registers = |log: &str| -> u32 {
+        log.split("Used ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("no register count in {log}"))
+    };
+    let unbounded = text.replace("#[blocks_per_sm(4)]", "");
+    assert_ne!(unbounded, text, "the test kernel asks for 4 blocks per multiprocessor");
+    for codegen in [Codegen::Llvm, Codegen::Ptx] {
+        let k = build(&text, codegen);
+        assert_eq!(k.tir.blocks_per_sm, Some(4));
+        assert!(k.ptx.contains(".minnctapersm 4"), "{codegen:?}: no `.minnctapersm 4`");
+        let Some(ptxas) = ptxas() else { continue };
+        let regs = registers(&run_ptxas(&ptxas, "blocks_per_sm", &k.ptx, Target::Sm90a));
+        assert!(regs * k.meta.threads * 4 <= 65536, "{codegen:?}: {regs} registers × {} threads × 4 blocks", k.meta.threads);
+        let free = build(&unbounded, codegen);
+        assert!(!free.ptx.contains(".minnctapersm"), "{codegen:?}");
+        let free_regs = registers(&run_ptxas(&ptxas, "blocks_per_sm_free", &free.ptx, Target::Sm90a));
+        assert!(free_regs > regs, "{codegen:?}: {free_regs} registers without the bound, {regs} with it");
+    }
 }
 
 /// Every PTX the examples produce (both targets) assembles; the sm_90a resource use is recorded.

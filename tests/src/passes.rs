@@ -212,6 +212,7 @@ fn grid_n(l: Layout) -> u32 {
 #[test]
 fn every_pass_program_is_checked() {
     let tested = [
+        "blocks_per_sm.tile",
         "bulk_trailing.tile",
         "chained.tile",
         "convert_shuffle.tile",
@@ -226,6 +227,7 @@ fn every_pass_program_is_checked() {
         "pipeline_shared_window.tile",
         "pipeline_trans.tile",
         "remat_mask.tile",
+        "shared_operand.tile",
         "sink_wait.tile",
         "tma_reduce.tile",
         "tma_store.tile",
@@ -1157,5 +1159,50 @@ fn short_products_run_as_wgmma_on_warp_columns() {
     let k80 = &s80.kernel.lir;
     let m80 = lir_find(k80, "local_mma");
     assert_eq!(layout(k80, k80.body.result(m80[0])), Some(Layout::Mma { warps_m: 2, warps_n: 4 }), "{}: the mma.sync grid", s80.name);
+    s.snapshot();
+}
+
+/// The lowering of a loop's register `dot` operands (sm_90a): `kt`, `a` of the first product and
+/// `b` of the third, is stored once before the loop and both read that buffer; `pt`, stored each
+/// iteration for the third product, has a buffer of its own (not the scratch region, offset 0,
+/// where the window reduction stages its tile), so the body has two barriers (the pipeline's and
+/// the one publishing `pt`'s store) before the staging store, with none between the third
+/// product and it.
+/// `#[blocks_per_sm]` reaches every IR level (its code: `golden::blocks_per_sm_bounds_the_registers`).
+#[test]
+fn blocks_per_sm_is_kept_by_every_ir_level() {
+    let s = staged("blocks_per_sm.tile");
+    assert_eq!(s.sema.blocks_per_sm, Some(4), "{}: the tile IR's text keeps it", s.name);
+    assert_eq!(s.kernel.tir.blocks_per_sm, Some(4));
+    assert_eq!(s.kernel.lir.blocks_per_sm, Some(4));
+    assert_eq!(s.kernel.mir.blocks_per_sm, Some(4), "{}: the machine IR keeps it", s.name);
+    assert!(s.dump_of("lower").contains("threads(128) shared("), "{}", s.name);
+    assert!(s.dump_of("lower").lines().nth(1).is_some_and(|l| l.ends_with("blocks_per_sm(4)")), "{}: {}", s.name, s.dump_of("lower"));
+}
+
+#[test]
+fn a_loop_operand_is_stored_once_for_every_product_reading_it() {
+    let s = staged("shared_operand.tile");
+    let k = &s.kernel.lir;
+    let top = block_mnemonics(k, k.body.entry);
+    let lp = lir_find(k, "for")[0];
+    let at_loop = k.body.block(k.body.entry).ops.iter().position(|&o| o == lp).unwrap_or_else(|| unreachable!());
+    let before = top[..at_loop].iter().filter(|n| *n == "local_store").count();
+    assert_eq!(before, 1, "{}: kt is stored once before the loop: {top:?}", s.name);
+    let body = k.body.op(lp).regions[0];
+    let ops = &k.body.block(body).ops;
+    let names = block_mnemonics(k, body);
+    assert!(!names.iter().any(|n| n == "local_load"), "{}: kt is not converted in the loop: {names:?}", s.name);
+    let mmas: Vec<&lir::OpKind> = ops
+        .iter()
+        .map(|&o| &k.body.op(o).kind)
+        .filter(|o| matches!(o, lir::OpKind::LocalMma { .. } | lir::OpKind::RegMma { .. }))
+        .collect();
+    let [lir::OpKind::LocalMma { b_offset: first, b_trans: true, .. }, _, lir::OpKind::RegMma { b_offset: third, b_trans: false, .. }] =
+        mmas[..]
+    else {
+        panic!("{}: q · ktᵀ from shared memory, then p · kt with p in registers: {mmas:?}", s.name)
+    };
+    assert_eq!(first, third, "{}: both products read kt's one buffer", s.name);
     s.snapshot();
 }

@@ -521,7 +521,15 @@ mod tests {
     const OUT: u64 = 0x1000;
 
     fn kernel() -> lir::Kernel {
-        lir::Kernel { name: "t".into(), params: vec![], threads: THREADS, shared_bytes: 0, tensor_maps: vec![], body: Body::new() }
+        lir::Kernel {
+            name: "t".into(),
+            params: vec![],
+            threads: THREADS,
+            shared_bytes: 0,
+            blocks_per_sm: None,
+            tensor_maps: vec![],
+            body: Body::new(),
+        }
     }
 
     /// Builds, with a generator whose thread index has its facts, the values `body` computes
@@ -540,7 +548,7 @@ mod tests {
             g.b.store(Space::Global, MemTy::of(v.ty), &[v], Addr { base: out, offset: 8 * i as i64 }, None);
         }
         g.b.ret();
-        let m = g.b.finish("t", THREADS);
+        let m = g.b.finish("t", THREADS, None);
         verify_module(&m).unwrap_or_else(|e| panic!("{e}"));
         for tid in 0..THREADS as i64 {
             for &x in xs {
@@ -633,7 +641,7 @@ mod tests {
         let w = g.mul_wide(g.sext(x, Ty::I64).unwrap_or_else(|e| panic!("{e}")), 12).unwrap_or_else(|e| panic!("{e}"));
         g.b.store(Space::Global, MemTy::B64, &[w], Addr { base: out, offset: 0 }, None);
         g.b.ret();
-        let m = g.b.finish("t", THREADS);
+        let m = g.b.finish("t", THREADS, None);
         assert_eq!(count(&m, |i| matches!(i, Inst::MulWide { signed: true, .. })), 1);
         for x in [-5i64, 0, 7, i32::MIN as i64, i32::MAX as i64] {
             let mut env = Env::default();

@@ -40,7 +40,7 @@ type LoopBody<'a, 'm> = &'a mut dyn FnMut(&mut Gen<'m>, V, &[V]) -> Res<Vec<V>>;
 pub fn codegen(k: &lir::Kernel, target: Target) -> Result<crate::mir::Module, Diagnostic> {
     let mut g = Gen::new(k, target);
     g.kernel().map_err(|e| Diagnostic::ice("codegen", e))?;
-    Ok(g.b.finish(&k.name, k.threads))
+    Ok(g.b.finish(&k.name, k.threads, k.blocks_per_sm))
 }
 
 /// A memory address: a register (or constant) in an address space (32 bits in shared memory,

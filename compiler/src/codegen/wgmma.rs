@@ -305,7 +305,15 @@ mod tests {
     /// K-major and N-major, 64- and 128-byte rows.
     #[test]
     fn descriptors_match_the_isa_encoding() {
-        let k = lir::Kernel { name: "t".into(), params: vec![], threads: 128, shared_bytes: 0, tensor_maps: vec![], body: Body::new() };
+        let k = lir::Kernel {
+            name: "t".into(),
+            params: vec![],
+            threads: 128,
+            shared_bytes: 0,
+            blocks_per_sm: None,
+            tensor_maps: vec![],
+            body: Body::new(),
+        };
         let g = Gen::new(&k, crate::Target::Sm90a);
         let x = g.b.param(Ty::I32);
         let out = g.b.param(Ty::I64);
@@ -324,7 +332,7 @@ mod tests {
             }
         }
         g.b.ret();
-        let m = g.b.finish("t", 128);
+        let m = g.b.finish("t", 128, None);
         verify_module(&m).unwrap_or_else(|e| panic!("{e}"));
         for off in (0..232_448 - 8192).step_by(16 * 97).chain([0, 16, 232_448 - 8192 - 16]) {
             let mut env = Env::default();

@@ -141,6 +141,14 @@ fn emit_inner(m: &Module, pipeline: &str, keep_ir: bool) -> Result<Output, Failu
         ctx.i32_type().const_int(m.threads as u64, false).into(),
     ]);
     module.add_global_metadata("nvvm.annotations", &md).ice()?;
+    if let Some(n) = m.blocks_per_sm {
+        let md = ctx.metadata_node(&[
+            kernel.as_global_value().as_pointer_value().into(),
+            ctx.metadata_string("minctasm").into(),
+            ctx.i32_type().const_int(n.into(), false).into(),
+        ]);
+        module.add_global_metadata("nvvm.annotations", &md).ice()?;
+    }
     for (f, v) in m.funcs.iter().zip(&funcs) {
         e.function(f, *v)?;
     }

@@ -65,7 +65,11 @@ pub fn print(m: &Module) -> Res<String> {
         let ptr = p.global_align.map(|a| format!(" .ptr.global.align {a}")).unwrap_or_default();
         writeln!(out, "\t.param .{}{ptr} {}_param_{i}{sep}", param_type(p.ty), k.name).ok();
     }
-    writeln!(out, ")\n.maxntid {}, 1, 1\n{{", m.threads).ok();
+    writeln!(out, ")\n.maxntid {}, 1, 1", m.threads).ok();
+    if let Some(n) = m.blocks_per_sm {
+        writeln!(out, ".minnctapersm {n}").ok();
+    }
+    out.push_str("{\n");
     body(m, k, true, &mut out)?;
     Ok(out)
 }

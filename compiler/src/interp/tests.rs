@@ -28,6 +28,7 @@ impl Kb {
                 grid,
                 warps: 4,
                 stages: 1,
+                blocks_per_sm: None,
                 requires: vec![],
                 tune: Default::default(),
                 body,

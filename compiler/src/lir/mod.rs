@@ -554,6 +554,8 @@ pub struct Kernel {
     pub threads: u32,
     /// Dynamic shared memory in bytes.
     pub shared_bytes: u32,
+    /// Blocks that must fit on one multiprocessor together (`tir::Kernel::blocks_per_sm`).
+    pub blocks_per_sm: Option<u32>,
     /// The tensor maps `tma_copy`s read through (parameters after the tile parameters').
     pub tensor_maps: Vec<crate::abi::TensorMap>,
     pub body: LirBody,

@@ -19,7 +19,11 @@ pub fn print_kernel(k: &Kernel) -> String {
             format!("{} = {}: {}", num.name(v), p.name, k.body.ty(v))
         })
         .collect();
-    let _ = writeln!(out, "kernel @{}({})\n    threads({}) shared({})", k.name, params.join(", "), k.threads, k.shared_bytes);
+    let _ = write!(out, "kernel @{}({})\n    threads({}) shared({})", k.name, params.join(", "), k.threads, k.shared_bytes);
+    if let Some(n) = k.blocks_per_sm {
+        let _ = write!(out, " blocks_per_sm({n})");
+    }
+    out.push('\n');
     for (i, m) in k.tensor_maps.iter().enumerate() {
         let name = k.params.get(m.param).map_or("?", |p| p.name.as_str());
         let boxes: Vec<String> = m.boxes.iter().map(|b| b.to_string()).collect();

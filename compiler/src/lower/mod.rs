@@ -124,6 +124,7 @@ fn lower_at(k: &tir::Kernel, opts: &Options, stages: u32) -> Result<Result<lir::
         early: HashMap::new(),
         staged: HashMap::new(),
         invariant: HashSet::new(),
+        invariant_stores: HashMap::new(),
         group_seq: Some(0),
         loop_ctx: None,
         current_src_block: k.body.entry,
@@ -147,7 +148,15 @@ fn lower_at(k: &tir::Kernel, opts: &Options, stages: u32) -> Result<Result<lir::
     if shared_bytes > max_shared_bytes(opts.target) {
         return Ok(Err(shared_bytes));
     }
-    Ok(Ok(lir::Kernel { name: k.name.clone(), params: k.params.clone(), threads, shared_bytes, tensor_maps: cx.tensor_maps, body: cx.dst }))
+    Ok(Ok(lir::Kernel {
+        name: k.name.clone(),
+        params: k.params.clone(),
+        threads,
+        shared_bytes,
+        blocks_per_sm: k.blocks_per_sm,
+        tensor_maps: cx.tensor_maps,
+        body: cx.dst,
+    }))
 }
 
 struct Cx<'a> {
@@ -186,6 +195,11 @@ struct Cx<'a> {
     staged: HashMap<Value, pipeline::Staged>,
     /// Fused loads of a loop-invariant operand: copied once, before the loop of their `dot`.
     invariant: HashSet<Value>,
+    /// Loop-invariant register operands of `dot`s stored before their loop: (thread-IR value,
+    /// the block before the loop) → its buffer (before `patch_pipeline`), so that a second
+    /// `dot` of the loop reading the same tile (the backward's `k`, in `k · qᵀ` and `dsᵀ · k`)
+    /// reads the same bytes instead of a copy of its own.
+    invariant_stores: HashMap<(Value, Block), u32>,
     /// Commit groups issued so far in the block being lowered (`None` once unknown, e.g.
     /// after a nested loop).
     group_seq: Option<u32>,

@@ -571,28 +571,34 @@ impl Cx<'_> {
     /// `trans`), where converting `x` would take a trip through shared memory and two barriers
     /// before the store (a one-pass attention backward's `dot(trans(ds), k)`).
     pub(super) fn find_trans_operands(&self) -> HashSet<Value> {
-        let (ops, users) = self.all_uses();
+        let (_, users) = self.all_uses();
+        let mut blocks = vec![self.src.entry];
+        self.src.walk(self.src.entry, &mut |op| blocks.extend(self.src.op(op).regions.iter().copied()));
         let mut set = HashSet::new();
-        for &op in &ops {
-            let d = self.src.op(op);
-            if d.kind != OpKind::Permute(vec![1, 0]) {
-                continue;
-            }
-            let (x, r) = (d.operands[0], d.results[0]);
-            let xt = self.src.ty(x);
-            if xt.shape().len() != 2
-                || !matches!(xt.dtype(), DType::BF16 | DType::F16)
-                || self.def(x).is_some_and(|p| p.kind == OpKind::Load)
-            {
-                continue;
-            }
-            if users.get(&r).is_some_and(|u| !u.is_empty() && u.iter().all(|&(u, i)| i < 2 && self.is_mma_dot(u))) {
-                set.insert(r);
+        for blk in blocks {
+            for &op in &self.src.block(blk).ops {
+                let d = self.src.op(op);
+                if d.kind != OpKind::Permute(vec![1, 0]) {
+                    continue;
+                }
+                let (x, r) = (d.operands[0], d.results[0]);
+                let xt = self.src.ty(x);
+                // A load of the same block is fused under `trans` (`fusable_loads`); one from
+                // outside (a window loaded before the loop) is a register tile like any other,
+                // then stored once before the loop and read transposed.
+                if xt.shape().len() != 2
+                    || !matches!(xt.dtype(), DType::BF16 | DType::F16)
+                    || self.def_in(x, blk).is_some_and(|p| self.src.op(p).kind == OpKind::Load)
+                {
+                    continue;
+                }
+                if users.get(&r).is_some_and(|u| !u.is_empty() && u.iter().all(|&(u, i)| i < 2 && self.is_mma_dot(u))) {
+                    set.insert(r);
+                }
             }
         }
         set
     }
-
     /// Lowers a tensor-core `dot` whose operands `a`/`b` may be fused loads; returns its result.
     pub(super) fn lower_mma_dot(&mut self, op: Op, dst: Block, rty: lir::Type, acc: Value, span: Span) -> Result<Value, Diagnostic> {
         let d = self.src.op(op).clone();
@@ -683,9 +689,14 @@ impl Cx<'_> {
             if let Some(lc) = &lc
                 && self.defined_outside(src, lc.body)
             {
-                offsets[i] = self.pipe_bytes;
-                self.pipe_bytes += super::align16(self.bytes(src));
                 in_pipe[i] = true;
+                if let Some(&off) = self.invariant_stores.get(&(x, lc.parent)) {
+                    offsets[i] = off;
+                    continue;
+                }
+                offsets[i] = self.pipe_bytes;
+                self.invariant_stores.insert((x, lc.parent), offsets[i]);
+                self.pipe_bytes += super::align16(self.bytes(src));
                 let st = self.dst.append(
                     lc.parent,
                     lir::OpKind::LocalStore { offset: offsets[i], swizzled: true },

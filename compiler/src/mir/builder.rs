@@ -76,10 +76,17 @@ impl Builder {
     }
 
     /// The module: the kernel (the function being built) and the device functions.
-    pub fn finish(self, name: &str, threads: u32) -> Module {
+    pub fn finish(self, name: &str, threads: u32, blocks_per_sm: Option<u32>) -> Module {
         let mut f = self.f.into_inner();
         f.func.name = name.to_string();
-        Module { target: self.target, kernel: f.func, threads, funcs: self.funcs.into_inner(), strings: self.strings.into_inner() }
+        Module {
+            target: self.target,
+            kernel: f.func,
+            threads,
+            blocks_per_sm,
+            funcs: self.funcs.into_inner(),
+            strings: self.strings.into_inner(),
+        }
     }
 
     /// Reads the function's next parameter, of type `ty` (a `Pred` is passed as a byte and

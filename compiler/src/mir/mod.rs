@@ -948,6 +948,9 @@ pub struct Module {
     pub kernel: Function,
     /// Threads per block (`.maxntid`).
     pub threads: u32,
+    /// Blocks that must fit on a multiprocessor together (`.minnctapersm`): ptxas caps the
+    /// registers to let them.
+    pub blocks_per_sm: Option<u32>,
     pub funcs: Vec<Function>,
     /// NUL-terminated in memory.
     pub strings: Vec<String>,

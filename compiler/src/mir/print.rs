@@ -15,7 +15,8 @@ pub fn print_module(m: &Module) -> String {
         print_function(m, f, "func", &mut out);
         out.push('\n');
     }
-    writeln!(out, "// {} threads, {}", m.threads, m.target.name()).ok();
+    let bounds = m.blocks_per_sm.map(|n| format!(", at least {n} blocks per multiprocessor")).unwrap_or_default();
+    writeln!(out, "// {} threads{bounds}, {}", m.threads, m.target.name()).ok();
     print_function(m, &m.kernel, "kernel", &mut out);
     out
 }

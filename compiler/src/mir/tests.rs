@@ -23,7 +23,7 @@ fn build(params: &[Ty], body: impl FnOnce(&Builder, &[V]) -> Vec<V>) -> Module {
         b.store(Space::Global, MemTy::of(Ty::int_of_bits(ty.ty.class_bits())), &[ty], Addr { base: out, offset: 8 * i as i64 }, None);
     }
     b.ret();
-    let m = b.finish("t", 32);
+    let m = b.finish("t", 32, None);
     if let Err(e) = verify_module(&m) {
         panic!("{e}\n{}", super::print_module(&m));
     }
@@ -110,7 +110,7 @@ fn constants_and_identities_fold() {
     assert_eq!(b.int_bin(IntOp::Or, t, p), t);
     assert_eq!(b.int_bin(IntOp::Or, x, V::int(Ty::I32, -1)), V::int(Ty::I32, -1));
     let n = b.int_bin(IntOp::Xor, p, t);
-    let m = b.finish("t", 32);
+    let m = b.finish("t", 32, None);
     assert!(matches!(m.kernel.blocks[0].insts.last(), Some(Inst::Not { dst, .. }) if *dst == n), "{}", super::print_module(&m));
     assert!(!m.kernel.blocks[0].insts.iter().any(|i| matches!(i, Inst::Mov { dst, .. } if dst.ty == Ty::Pred)));
 }
@@ -227,7 +227,7 @@ fn phis_swap_in_parallel_and_invariants_hoist() {
         b.store(Space::Global, MemTy::B32, &[*v], Addr { base: out, offset: 8 * k as i64 }, None);
     }
     b.ret();
-    let m = b.finish("t", 32);
+    let m = b.finish("t", 32, None);
     verify_module(&m).unwrap_or_else(|e| panic!("{e}"));
     // The multiplication is in the preheader, the add in the loop.
     let has = |blk: usize, f: &dyn Fn(&Inst) -> bool| m.kernel.blocks[blk].insts.iter().any(f);
@@ -254,7 +254,7 @@ fn float_casts_round_once() {
             b.store(Space::Global, MemTy::of(Ty::int_of_bits(v.ty.class_bits())), &[*v], Addr { base: out, offset: 8 * k as i64 }, None);
         }
         b.ret();
-        let m = b.finish("t", 32);
+        let m = b.finish("t", 32, None);
         verify_module(&m).unwrap_or_else(|e| panic!("{e}"));
         for &x in &xs {
             let got = eval(&m, &[x.to_bits()], 3);
@@ -314,7 +314,7 @@ fn verifier_catches_undefined_reads_and_width_mismatches() {
     b.position(join);
     b.int_bin(IntOp::Add, y, x);
     b.ret();
-    let m = b.finish("t", 32);
+    let m = b.finish("t", 32, None);
     let e = verify_module(&m).expect_err("y is unset on the path that skips `then`");
     assert!(e.contains("before it is written"), "{e}");
 
@@ -322,7 +322,7 @@ fn verifier_catches_undefined_reads_and_width_mismatches() {
     let x = b.param(Ty::I32);
     b.push(Inst::Int { op: IntOp::Add, dst: b.fresh(Ty::I64), a: x, b: x });
     b.ret();
-    let e = verify_module(&b.finish("t", 32)).expect_err("an i32 add into an i64");
+    let e = verify_module(&b.finish("t", 32, None)).expect_err("an i32 add into an i64");
     assert!(e.contains("different widths"), "{e}");
 }
 
@@ -393,7 +393,7 @@ fn division_by_loop_invariants_is_exact() {
     b.exit_loop();
     b.position(exit);
     b.ret();
-    let m = b.finish("t", 32);
+    let m = b.finish("t", 32, None);
     verify_module(&m).unwrap_or_else(|e| panic!("{e}\n{}", super::print_module(&m)));
     let divides =
         |i: &Inst| matches!(i, Inst::Int { op: IntOp::UDiv | IntOp::SDiv | IntOp::URem | IntOp::SRem, dst, .. } if dst.ty == Ty::I32);

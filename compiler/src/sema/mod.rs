@@ -449,6 +449,7 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
     let mut grid = vec![];
     let mut warps = 4;
     let mut stages = 3;
+    let mut blocks_per_sm: Option<(u32, &ast::Attr)> = None;
     let mut tune = tir::TuneSpace::default();
     let mut requires = vec![];
     let hctx = host::HostCtx { consts: &env.values, params: &params, fns, nodes: std::cell::Cell::new(0) };
@@ -481,6 +482,12 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
                     stages = s;
                 }
             }
+            "blocks_per_sm" => {
+                // The range here; whether that many blocks' threads fit once the warps are known.
+                if let Some(n) = attr_int(a, diags, &env, |v| tir::check_blocks_per_sm(v, 1)) {
+                    blocks_per_sm = Some((n, a));
+                }
+            }
             "require" => {
                 for arg in &a.args {
                     match arg {
@@ -498,7 +505,7 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
             other => diags.push(
                 Diagnostic::error(format!("unknown attribute `#[{other}]`"))
                     .with_label(a.name.span, "unknown")
-                    .note("kernel attributes: grid, warps, stages, tune, require"),
+                    .note("kernel attributes: grid, warps, stages, blocks_per_sm, tune, require"),
             ),
         }
     }
@@ -511,6 +518,16 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
     if let Some(s) = opts.stages {
         stages = s;
     }
+    let blocks_per_sm = match blocks_per_sm {
+        Some((n, a)) => match tir::check_blocks_per_sm(n.into(), warps) {
+            Ok(n) => Some(n),
+            Err(why) => {
+                diags.push(Diagnostic::error(format!("`#[blocks_per_sm({n})]` with {warps} warps: {why}")).with_label(a.span, "too many"));
+                return None;
+            }
+        },
+        None => None,
+    };
     let mut body = tir::TirBody::new();
     let entry = body.entry;
     let mut args = vec![];
@@ -534,6 +551,7 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
         grid,
         warps,
         stages,
+        blocks_per_sm,
         requires,
         tune,
         body,

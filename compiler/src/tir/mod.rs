@@ -621,6 +621,31 @@ pub fn check_stages(v: i64) -> Result<u32, String> {
     }
 }
 
+/// Most blocks a multiprocessor holds at once (sm_80 and sm_90).
+pub const MAX_BLOCKS_PER_SM: u32 = 32;
+/// Most threads a multiprocessor holds at once (sm_80 and sm_90).
+pub const MAX_THREADS_PER_SM: u32 = 2048;
+
+/// The rule for `#[blocks_per_sm(N)]` with `warps` warps per block, shared by the attribute and
+/// the verifier: from 1 to [`MAX_BLOCKS_PER_SM`], and N blocks' threads fit on a
+/// multiprocessor.
+pub fn check_blocks_per_sm(v: i64, warps: u32) -> Result<u32, String> {
+    match u32::try_from(v) {
+        Ok(n) if (1..=MAX_BLOCKS_PER_SM).contains(&n) => {
+            let threads = u64::from(n) * u64::from(warps) * 32;
+            if threads > u64::from(MAX_THREADS_PER_SM) {
+                Err(format!(
+                    "{n} blocks of {} threads are {threads} threads, more than the {MAX_THREADS_PER_SM} a multiprocessor holds",
+                    warps * 32
+                ))
+            } else {
+                Ok(n)
+            }
+        }
+        _ => Err(format!("blocks_per_sm must be from 1 to {MAX_BLOCKS_PER_SM}")),
+    }
+}
+
 /// One kernel, specialised on its `const` parameters, in the tile IR.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernel {
@@ -633,6 +658,9 @@ pub struct Kernel {
     pub grid: Vec<HostExpr>,
     pub warps: u32,
     pub stages: u32,
+    /// `#[blocks_per_sm(N)]`: blocks that must fit on one multiprocessor together, which caps
+    /// each thread's registers at `65536 / (N · threads)` (CUDA's `__launch_bounds__` minimum).
+    pub blocks_per_sm: Option<u32>,
     pub requires: Vec<Require>,
     /// The `#[tune]` space (not part of the text form: the tuner reads it, codegen does not).
     pub tune: TuneSpace,

@@ -460,6 +460,13 @@ impl Parser {
         self.expect_punct("(")?;
         let stages = self.u32_lit("the number of stages")?;
         self.expect_punct(")")?;
+        let mut blocks_per_sm = None;
+        if self.is_ident("blocks_per_sm") {
+            self.bump();
+            self.expect_punct("(")?;
+            blocks_per_sm = Some(self.u32_lit("the number of blocks per multiprocessor")?);
+            self.expect_punct(")")?;
+        }
         let mut requires = vec![];
         while self.is_ident("require") {
             self.bump();
@@ -484,7 +491,7 @@ impl Parser {
             return self.expected("end of input after the kernel");
         }
         let body = std::mem::take(&mut self.body);
-        Ok(Kernel { name, doc, params, consts, grid, warps, stages, requires, tune: TuneSpace::default(), body })
+        Ok(Kernel { name, doc, params, consts, grid, warps, stages, blocks_per_sm, requires, tune: TuneSpace::default(), body })
     }
 
     /// `%n = name: &mut T[D, …]` or `%n = name: T`; adds the entry-block argument.
@@ -943,6 +950,7 @@ mod tests {
             grid,
             warps: 4,
             stages: 3,
+            blocks_per_sm: None,
             requires: vec![],
             tune: TuneSpace::default(),
             body,

@@ -94,6 +94,9 @@ impl Printer<'_> {
         }
         let grid: Vec<String> = k.grid.iter().map(|g| g.to_string()).collect();
         let _ = write!(self.out, " grid({}) warps({}) stages({})", grid.join(", "), k.warps, k.stages);
+        if let Some(n) = k.blocks_per_sm {
+            let _ = write!(self.out, " blocks_per_sm({n})");
+        }
         for r in &k.requires {
             let _ = write!(self.out, "\n    require({}, {:?})", r.cond, r.text);
         }

@@ -19,6 +19,9 @@ pub fn verify_kernel(k: &Kernel) -> Result<(), String> {
     }
     super::check_warps(k.warps.into()).map_err(|e| format!("warps({}): {e}", k.warps))?;
     super::check_stages(k.stages.into()).map_err(|e| format!("stages({}): {e}", k.stages))?;
+    if let Some(n) = k.blocks_per_sm {
+        super::check_blocks_per_sm(n.into(), k.warps).map_err(|e| format!("blocks_per_sm({n}): {e}"))?;
+    }
     for p in &k.params {
         if let super::ParamKind::Tensor { dims, .. } = &p.kind
             && let Some(d) = dims.iter().find(|d| matches!(d, super::Dim::Const(v) if i32::try_from(*v).is_err() || *v < 0))
