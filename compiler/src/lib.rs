@@ -157,6 +157,9 @@ pub struct Options {
     /// Override `#[stages]` (the software-pipelining depth; the autotuner sets it): 1 to 16
     /// (`tir::check_stages`); another value is an error that names `--stages`.
     pub stages: Option<u32>,
+    /// Override `#[blocks_per_sm]` (the autotuner sets it): 1 to 32, its blocks' threads at most
+    /// 2048 (`tir::check_blocks_per_sm`); another value is an error that names `--blocks-per-sm`.
+    pub blocks_per_sm: Option<u32>,
     /// Run the IR verifiers after every pass (on in tests and debug builds).
     pub verify: bool,
     /// A checked build: `assert`s are compiled into the GPU code (a failing one reports its

@@ -134,7 +134,20 @@ impl CacheKey {
         // Every field, by name: a field added to `Options` fails to compile here until it is
         // keyed (or, like `verify`, shown not to change the output).
         // `keep_llvm_ir` only keeps a by-product: the PTX is the same.
-        let Options { consts, target, kernel, warps, stages, verify: _, checked, tf32, codegen, keep_llvm_ir: _, llvm_passes } = opts;
+        let Options {
+            consts,
+            target,
+            kernel,
+            warps,
+            stages,
+            blocks_per_sm,
+            verify: _,
+            checked,
+            tf32,
+            codegen,
+            keep_llvm_ir: _,
+            llvm_passes,
+        } = opts;
         h.field(&consts.len().to_string());
         for (name, v) in consts {
             h.field(name);
@@ -142,7 +155,7 @@ impl CacheKey {
         }
         h.field(target.name());
         h.field(&format!("{kernel:?}"));
-        h.field(&format!("{warps:?}/{stages:?}"));
+        h.field(&format!("{warps:?}/{stages:?}/{blocks_per_sm:?}"));
         h.field(&format!("checked={checked} tf32={tf32}"));
         h.field(&format!("codegen={} passes={llvm_passes:?}", codegen.name()));
         h.finish()

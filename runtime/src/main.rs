@@ -51,6 +51,10 @@ struct BuildOpts {
     /// Override `#[stages]` (the software-pipelining depth of loops feeding tensor cores).
     #[arg(long)]
     stages: Option<u32>,
+    /// Override `#[blocks_per_sm]` (blocks that must fit on a multiprocessor together: caps the
+    /// registers per thread)
+    #[arg(long)]
+    blocks_per_sm: Option<u32>,
     /// A checked build: `assert`s stay in the GPU code (the interpreter always checks them).
     #[arg(long)]
     checked: bool,
@@ -220,6 +224,7 @@ fn options(o: &BuildOpts) -> Result<Options, Fail> {
         kernel: o.kernel.clone(),
         warps: o.warps,
         stages: o.stages,
+        blocks_per_sm: o.blocks_per_sm,
         verify: cfg!(debug_assertions),
         checked: o.checked,
         tf32: o.tf32,

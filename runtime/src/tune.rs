@@ -33,6 +33,8 @@ pub struct TuneConfig {
     pub consts: Vec<(String, i64)>,
     pub warps: Option<u32>,
     pub stages: Option<u32>,
+    #[serde(default)]
+    pub blocks_per_sm: Option<u32>,
 }
 
 impl TuneConfig {
@@ -48,6 +50,9 @@ impl TuneConfig {
         if self.stages.is_some() {
             o.stages = self.stages;
         }
+        if self.blocks_per_sm.is_some() {
+            o.blocks_per_sm = self.blocks_per_sm;
+        }
         o
     }
 }
@@ -61,12 +66,15 @@ impl fmt::Display for TuneConfig {
         if let Some(s) = self.stages {
             parts.push(format!("stages={s}"));
         }
+        if let Some(n) = self.blocks_per_sm {
+            parts.push(format!("blocks_per_sm={n}"));
+        }
         f.write_str(&if parts.is_empty() { "default".into() } else { parts.join(" ") })
     }
 }
 
 /// Every configuration of `space` (the cartesian product, consts in attribute order, then warps,
-/// then stages), at most [`MAX_CONFIGS`].
+/// then stages, then blocks per multiprocessor), at most [`MAX_CONFIGS`].
 pub fn configs(space: &TuneSpace) -> Vec<TuneConfig> {
     let mut out = vec![TuneConfig::default()];
     let expand = |out: &mut Vec<TuneConfig>, n: usize, set: &dyn Fn(&mut TuneConfig, usize)| {
@@ -91,6 +99,7 @@ pub fn configs(space: &TuneSpace) -> Vec<TuneConfig> {
     }
     expand(&mut out, space.warps.len(), &|c, i| c.warps = Some(space.warps[i]));
     expand(&mut out, space.stages.len(), &|c, i| c.stages = Some(space.stages[i]));
+    expand(&mut out, space.blocks_per_sm.len(), &|c, i| c.blocks_per_sm = Some(space.blocks_per_sm[i]));
     out.truncate(MAX_CONFIGS);
     out
 }
@@ -475,14 +484,25 @@ mod tests {
 
     #[test]
     fn the_space_is_a_cartesian_product() {
-        let space = TuneSpace { consts: vec![("BM".into(), vec![64, 128]), ("BK".into(), vec![32])], warps: vec![4, 8], stages: vec![] };
+        let space = TuneSpace {
+            consts: vec![("BM".into(), vec![64, 128]), ("BK".into(), vec![32])],
+            warps: vec![4, 8],
+            stages: vec![],
+            blocks_per_sm: vec![],
+        };
         let c = configs(&space);
         assert_eq!(c.len(), space.len());
         let labels: Vec<String> = c.iter().map(|c| c.to_string()).collect();
         assert_eq!(labels, ["BM=64 BK=32 warps=4", "BM=64 BK=32 warps=8", "BM=128 BK=32 warps=4", "BM=128 BK=32 warps=8"]);
         assert_eq!(configs(&TuneSpace::default()), [TuneConfig::default()]);
-        let huge = TuneSpace { consts: (0..20).map(|i| (format!("C{i}"), vec![1, 2])).collect(), warps: vec![], stages: vec![] };
+        let huge = TuneSpace { consts: (0..20).map(|i| (format!("C{i}"), vec![1, 2])).collect(), ..TuneSpace::default() };
         assert_eq!(configs(&huge).len(), MAX_CONFIGS);
+        let occupancy = TuneSpace { stages: vec![2, 3], blocks_per_sm: vec![1, 3], ..TuneSpace::default() };
+        let labels: Vec<String> = configs(&occupancy).iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            labels,
+            ["stages=2 blocks_per_sm=1", "stages=2 blocks_per_sm=3", "stages=3 blocks_per_sm=1", "stages=3 blocks_per_sm=3"]
+        );
     }
 
     /// The log names the configurations whose registers spilled, and tuning caches written
@@ -521,10 +541,13 @@ mod tests {
             warps: Some(2),
             ..Options::default()
         };
-        let c = TuneConfig { consts: vec![("BM".into(), 128)], warps: None, stages: Some(4) };
+        let c = TuneConfig { consts: vec![("BM".into(), 128)], warps: None, stages: Some(4), blocks_per_sm: Some(2) };
         let o = c.apply(&base);
         assert_eq!(o.consts, vec![("X".into(), ConstValue::Bool(true)), ("BM".into(), ConstValue::Int(128))]);
-        assert_eq!((o.warps, o.stages), (Some(2), Some(4)));
+        assert_eq!((o.warps, o.stages, o.blocks_per_sm), (Some(2), Some(4), Some(2)));
+        // A tuning cache written before `blocks_per_sm` existed still reads.
+        let old: TuneConfig = serde_json::from_str(r#"{"consts":[],"warps":4,"stages":null}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(old.blocks_per_sm, None);
     }
 
     /// The matmul example's space compiles in parallel through the cache, with one build per

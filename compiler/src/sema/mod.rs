@@ -278,11 +278,16 @@ fn check_const_overrides(opts: &Options, kernels: &[&FuncDecl], diags: &mut Vec<
     }
 }
 
-/// Checks the build's overrides of `#[warps]` and `#[stages]` by the attributes' rules; the
-/// error names the flag that sets them (`Options::warps`, `Options::stages`).
+/// Checks the build's overrides of `#[warps]`, `#[stages]` and `#[blocks_per_sm]` by the
+/// attributes' rules (the last one's threads per multiprocessor once the warps are known); the
+/// error names the flag that sets them (`Options::warps`, `Options::stages`,
+/// `Options::blocks_per_sm`).
 fn check_overrides(opts: &Options, diags: &mut Vec<Diagnostic>) {
-    let overrides =
-        [("--warps", opts.warps, tir::check_warps as fn(i64) -> Result<u32, String>), ("--stages", opts.stages, tir::check_stages)];
+    let overrides = [
+        ("--warps", opts.warps, tir::check_warps as fn(i64) -> Result<u32, String>),
+        ("--stages", opts.stages, tir::check_stages),
+        ("--blocks-per-sm", opts.blocks_per_sm, |v| tir::check_blocks_per_sm(v, 1)),
+    ];
     for (flag, value, rule) in overrides {
         if let Some(v) = value
             && let Err(why) = rule(v.into())
@@ -518,15 +523,24 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
     if let Some(s) = opts.stages {
         stages = s;
     }
-    let blocks_per_sm = match blocks_per_sm {
-        Some((n, a)) => match tir::check_blocks_per_sm(n.into(), warps) {
+    // The override (its range checked by `check_overrides`) or the attribute, against the
+    // warps now known.
+    let blocks_per_sm = match (opts.blocks_per_sm, blocks_per_sm) {
+        (Some(n), _) => match tir::check_blocks_per_sm(n.into(), warps) {
+            Ok(n) => Some(n),
+            Err(why) => {
+                diags.push(Diagnostic::error(format!("`--blocks-per-sm {n}` with {warps} warps (kernel `{}`): {why}", k.name.name)));
+                return None;
+            }
+        },
+        (None, Some((n, a))) => match tir::check_blocks_per_sm(n.into(), warps) {
             Ok(n) => Some(n),
             Err(why) => {
                 diags.push(Diagnostic::error(format!("`#[blocks_per_sm({n})]` with {warps} warps: {why}")).with_label(a.span, "too many"));
                 return None;
             }
         },
-        None => None,
+        (None, None) => None,
     };
     let mut body = tir::TirBody::new();
     let entry = body.entry;
@@ -590,12 +604,16 @@ fn tune_space(a: &ast::Attr, k: &FuncDecl, diags: &mut Vec<Diagnostic>) -> tir::
         seen.push(n);
         let is_int_const =
             k.consts.iter().any(|c| c.name.name == n && matches!(&c.ty.kind, TypeKind::Scalar(t) if t.name == "i32" || t.name == "i64"));
-        if n != "warps" && n != "stages" && !is_int_const {
+        if n != "warps" && n != "stages" && n != "blocks_per_sm" && !is_int_const {
             let consts: Vec<&str> = k.consts.iter().map(|c| c.name.name.as_str()).collect();
             diags.push(
                 Diagnostic::error(format!("`#[tune]` names `{n}`, which is not an integer `const` parameter of `{}`", k.name.name))
                     .with_label(name.span, "not a const parameter")
-                    .note(format!("tunable: warps, stages{}{}", if consts.is_empty() { "" } else { ", " }, consts.join(", "))),
+                    .note(format!(
+                        "tunable: warps, stages, blocks_per_sm{}{}",
+                        if consts.is_empty() { "" } else { ", " },
+                        consts.join(", ")
+                    )),
             );
             continue;
         }
@@ -633,6 +651,8 @@ fn tune_space(a: &ast::Attr, k: &FuncDecl, diags: &mut Vec<Diagnostic>) -> tir::
         match n {
             "warps" => space.warps = small(tir::check_warps, diags),
             "stages" => space.stages = small(tir::check_stages, diags),
+            // The range here; each point's warps are checked when it is built.
+            "blocks_per_sm" => space.blocks_per_sm = small(|v| tir::check_blocks_per_sm(v, 1), diags),
             _ => space.consts.push((n.to_string(), values)),
         }
     }
@@ -662,6 +682,8 @@ mod tune_tests {
         assert_eq!((s.warps.as_slice(), s.stages.as_slice()), (&[4, 8][..], &[2][..]));
         assert_eq!(s.len(), 6);
         assert!(space("").expect("valid").is_empty());
+        let s = space("#[tune(blocks_per_sm = [1, 2])]").expect("valid");
+        assert_eq!((s.blocks_per_sm.as_slice(), s.len()), (&[1, 2][..], 2));
     }
 
     #[test]
@@ -674,6 +696,7 @@ mod tune_tests {
             ("#[tune(BM = [64], BM = [32])]", "appears twice"),
             ("#[tune(warps = [3])]", "lists warps = 3: warps must be a power of two from 1 to 32"),
             ("#[tune(stages = [17])]", "lists stages = 17: stages must be from 1 to 16"),
+            ("#[tune(blocks_per_sm = [33])]", "lists blocks_per_sm = 33: blocks_per_sm must be from 1 to 32"),
             ("#[tune(BM = [])]", "has no values"),
             ("#[tune(64)]", "takes named value lists"),
         ] {

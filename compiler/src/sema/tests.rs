@@ -33,6 +33,14 @@ fn warps_and_stages_overrides_follow_the_attribute_rules() {
             assert!(e.contains(&format!("`--stages {stages}`: stages must be from 1 to 16")), "{e}");
         }
     }
+    for (n, ok) in [(0, false), (1, true), (16, true), (17, false), (33, false)] {
+        // 4 warps: 16 blocks are 2048 threads, 17 too many; 33 is out of range at any size.
+        let e = errors(K, &Options { blocks_per_sm: Some(n), ..Options::default() });
+        assert_eq!(e.is_empty(), ok, "--blocks-per-sm {n}: {e}");
+        if !ok {
+            assert!(e.contains(&format!("`--blocks-per-sm {n}`")), "{e}");
+        }
+    }
     // The attributes themselves, by the same rules.
     for (attr, want) in [("#[warps(0)]", "`#[warps(0)]`: warps must be"), ("#[stages(17)]", "`#[stages(17)]`: stages must be")] {
         let e = errors(&format!("{attr}\n{K}"), &Options::default());

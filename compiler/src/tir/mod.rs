@@ -565,7 +565,8 @@ impl fmt::Display for ConstValue {
 }
 
 /// The autotuner's search space, from `#[tune(BM = [64, 128], warps = [4, 8], stages = [3, 4])]`:
-/// the values to try for each named `const` parameter, and for the warps and stages. An empty
+/// the values to try for each named `const` parameter, and for the warps, stages and blocks per
+/// multiprocessor. An empty
 /// list means "the kernel's own value". The space is kept for the tuner; code generation ignores
 /// it (each configuration is a separate build with `Options::consts`, `warps` and `stages`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -574,17 +575,19 @@ pub struct TuneSpace {
     pub consts: Vec<(String, Vec<i64>)>,
     pub warps: Vec<u32>,
     pub stages: Vec<u32>,
+    #[serde(default)]
+    pub blocks_per_sm: Vec<u32>,
 }
 
 impl TuneSpace {
     /// Whether there is nothing to tune (no `#[tune]` attribute).
     pub fn is_empty(&self) -> bool {
-        self.consts.is_empty() && self.warps.is_empty() && self.stages.is_empty()
+        self.consts.is_empty() && self.warps.is_empty() && self.stages.is_empty() && self.blocks_per_sm.is_empty()
     }
 
     /// The number of configurations (the product of the list lengths; 1 when empty).
     pub fn len(&self) -> usize {
-        let lens = self.consts.iter().map(|(_, v)| v.len()).chain([self.warps.len(), self.stages.len()]);
+        let lens = self.consts.iter().map(|(_, v)| v.len()).chain([self.warps.len(), self.stages.len(), self.blocks_per_sm.len()]);
         lens.map(|n| n.max(1)).fold(1usize, |a, n| a.saturating_mul(n))
     }
 }
