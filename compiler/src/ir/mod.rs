@@ -248,6 +248,13 @@ impl<K, T: Clone> Body<K, T> {
         }
     }
 
+    /// The entry block and every nested region reachable from it, parents before their regions.
+    pub fn blocks(&self) -> Vec<Block> {
+        let mut blocks = vec![self.entry];
+        self.walk(self.entry, &mut |op| blocks.extend(self.ops[op.index()].regions.iter().copied()));
+        blocks
+    }
+
     /// Visits every operation reachable from `block`, in program order, nested regions first
     /// after their parent op.
     pub fn walk(&self, block: Block, f: &mut impl FnMut(Op)) {

@@ -45,10 +45,8 @@ pub fn run(k: &mut lir::Kernel) {
 
 /// Runs the pass; returns the number of loops it changed.
 pub fn deferred(k: &mut lir::Kernel) -> usize {
-    let mut blocks = vec![k.body.entry];
-    k.body.walk(k.body.entry, &mut |op| blocks.extend(k.body.op(op).regions.iter().copied()));
     let mut changed = 0;
-    for blk in blocks {
+    for blk in k.body.blocks() {
         let mut at = 0;
         while at < k.body.block(blk).ops.len() {
             let op = k.body.block(blk).ops[at];

@@ -28,10 +28,8 @@ pub fn run(k: &mut lir::Kernel) {
 /// Runs the pass; returns the number of loads it moved.
 pub fn hoisted(k: &mut lir::Kernel) -> usize {
     let b = &mut k.body;
-    let mut blocks = vec![b.entry];
-    b.walk(b.entry, &mut |op| blocks.extend(b.op(op).regions.iter().copied()));
     let mut moved = 0;
-    for blk in blocks {
+    for blk in b.blocks() {
         let loads: Vec<Op> = b.block(blk).ops.iter().copied().filter(|&o| read_only_load(b, o)).collect();
         for op in loads {
             moved += usize::from(hoist(b, blk, op));

@@ -572,10 +572,8 @@ impl Cx<'_> {
     /// before the store (a one-pass attention backward's `dot(trans(ds), k)`).
     pub(super) fn find_trans_operands(&self) -> HashSet<Value> {
         let (_, users) = self.all_uses();
-        let mut blocks = vec![self.src.entry];
-        self.src.walk(self.src.entry, &mut |op| blocks.extend(self.src.op(op).regions.iter().copied()));
         let mut set = HashSet::new();
-        for blk in blocks {
+        for blk in self.src.blocks() {
             for &op in &self.src.block(blk).ops {
                 let d = self.src.op(op);
                 if d.kind != OpKind::Permute(vec![1, 0]) {

@@ -454,7 +454,7 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
     let mut grid = vec![];
     let mut warps = 4;
     let mut stages = 3;
-    let mut blocks_per_sm: Option<(u32, &ast::Attr)> = None;
+    let mut blocks_per_sm: Option<(u32, Span)> = None;
     let mut tune = tir::TuneSpace::default();
     let mut requires = vec![];
     let hctx = host::HostCtx { consts: &env.values, params: &params, fns, nodes: std::cell::Cell::new(0) };
@@ -490,7 +490,7 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
             "blocks_per_sm" => {
                 // The range here; whether that many blocks' threads fit once the warps are known.
                 if let Some(n) = attr_int(a, diags, &env, |v| tir::check_blocks_per_sm(v, 1)) {
-                    blocks_per_sm = Some((n, a));
+                    blocks_per_sm = Some((n, a.span));
                 }
             }
             "require" => {
@@ -525,22 +525,24 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
     }
     // The override (its range checked by `check_overrides`) or the attribute, against the
     // warps now known.
-    let blocks_per_sm = match (opts.blocks_per_sm, blocks_per_sm) {
-        (Some(n), _) => match tir::check_blocks_per_sm(n.into(), warps) {
-            Ok(n) => Some(n),
-            Err(why) => {
-                diags.push(Diagnostic::error(format!("`--blocks-per-sm {n}` with {warps} warps (kernel `{}`): {why}", k.name.name)));
-                return None;
-            }
-        },
-        (None, Some((n, a))) => match tir::check_blocks_per_sm(n.into(), warps) {
-            Ok(n) => Some(n),
-            Err(why) => {
-                diags.push(Diagnostic::error(format!("`#[blocks_per_sm({n})]` with {warps} warps: {why}")).with_label(a.span, "too many"));
-                return None;
-            }
-        },
+    let given = match (opts.blocks_per_sm, blocks_per_sm) {
+        (Some(n), _) => Some((n, format!("`--blocks-per-sm {n}` with {warps} warps (kernel `{}`)", k.name.name), None)),
+        (None, Some((n, span))) => Some((n, format!("`#[blocks_per_sm({n})]` with {warps} warps"), Some(span))),
         (None, None) => None,
+    };
+    let blocks_per_sm = match given {
+        Some((n, what, span)) => match tir::check_blocks_per_sm(n.into(), warps) {
+            Ok(n) => Some(n),
+            Err(why) => {
+                let d = Diagnostic::error(format!("{what}: {why}"));
+                diags.push(match span {
+                    Some(s) => d.with_label(s, "too many"),
+                    None => d,
+                });
+                return None;
+            }
+        },
+        None => None,
     };
     let mut body = tir::TirBody::new();
     let entry = body.entry;
