@@ -65,8 +65,14 @@ fn target_machine(target: Target) -> Res<TargetMachine> {
         // No CodeGenPrepare: the machine IR's addresses are already shaped (the builder folds and
         // hoists them), and on attention it took 47 of 90 ms (superlinear in the blocks of the
         // copy paths) for the same registers.
-        let args: Vec<std::ffi::CString> =
-            ["tessera", "-nvptx-short-ptr", "-disable-cgp"].iter().filter_map(|a| std::ffi::CString::new(*a).ok()).collect();
+        // No early tail duplication: copying small blocks into their predecessors before
+        // register allocation lengthened live ranges: the fused attention backward, bounded to
+        // 168 registers by `#[blocks_per_sm(3)]`, spilled 36 bytes with it and none without
+        // (every other example's PTX is the same but na3d's kernels, up to 2 registers fewer).
+        let args: Vec<std::ffi::CString> = ["tessera", "-nvptx-short-ptr", "-disable-cgp", "-disable-early-taildup"]
+            .iter()
+            .filter_map(|a| std::ffi::CString::new(*a).ok())
+            .collect();
         let ptrs: Vec<*const std::ffi::c_char> = args.iter().map(|a| a.as_ptr()).collect();
         // SAFETY: the arguments are NUL-terminated strings that outlive the call, and the call
         // happens once, before any target machine is made.
