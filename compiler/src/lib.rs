@@ -160,6 +160,9 @@ pub struct Options {
     /// Override `#[blocks_per_sm]` (the autotuner sets it): 1 to 32, its blocks' threads at most
     /// 2048 (`tir::check_blocks_per_sm`); another value is an error that names `--blocks-per-sm`.
     pub blocks_per_sm: Option<u32>,
+    /// Override `#[warp_specialize]` (the autotuner sets it): on sm_90a, a producer warpgroup
+    /// issues the main loop's bulk tensor copies (`lower::warp_specialize`).
+    pub warp_specialize: Option<bool>,
     /// Run the IR verifiers after every pass (on in tests and debug builds).
     pub verify: bool,
     /// A checked build: `assert`s are compiled into the GPU code (a failing one reports its
@@ -522,7 +525,7 @@ fn back_end(
         params: k.params.clone(),
         consts: k.consts.clone(),
         grid: k.grid.clone(),
-        threads: lk.threads,
+        threads: lk.launch_threads(),
         shared_bytes: lk.shared_bytes,
         requires: k.requires.clone(),
         dims: KernelMeta::dims_of(&k.params),

@@ -141,6 +141,7 @@ impl CacheKey {
             warps,
             stages,
             blocks_per_sm,
+            warp_specialize,
             verify: _,
             checked,
             tf32,
@@ -155,7 +156,7 @@ impl CacheKey {
         }
         h.field(target.name());
         h.field(&format!("{kernel:?}"));
-        h.field(&format!("{warps:?}/{stages:?}/{blocks_per_sm:?}"));
+        h.field(&format!("{warps:?}/{stages:?}/{blocks_per_sm:?}/{warp_specialize:?}"));
         h.field(&format!("checked={checked} tf32={tf32}"));
         h.field(&format!("codegen={} passes={llvm_passes:?}", codegen.name()));
         h.finish()
@@ -651,6 +652,7 @@ mod tests {
             key(&src, &Options { kernel: Some("inc".into()), ..Options::default() }),
             key(&src, &Options { warps: Some(8), ..Options::default() }),
             key(&src, &Options { stages: Some(2), ..Options::default() }),
+            key(&src, &Options { warp_specialize: Some(true), ..Options::default() }),
             key(&src, &Options { checked: true, ..Options::default() }),
             key(&src, &Options { tf32: true, ..Options::default() }),
         ];

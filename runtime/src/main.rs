@@ -55,6 +55,10 @@ struct BuildOpts {
     /// registers per thread)
     #[arg(long)]
     blocks_per_sm: Option<u32>,
+    /// Override `#[warp_specialize]` (`true` or `false`: a producer warpgroup issues the main
+    /// loop's bulk tensor copies, sm_90a)
+    #[arg(long)]
+    warp_specialize: Option<bool>,
     /// A checked build: `assert`s stay in the GPU code (the interpreter always checks them).
     #[arg(long)]
     checked: bool,
@@ -225,6 +229,7 @@ fn options(o: &BuildOpts) -> Result<Options, Fail> {
         warps: o.warps,
         stages: o.stages,
         blocks_per_sm: o.blocks_per_sm,
+        warp_specialize: o.warp_specialize,
         verify: cfg!(debug_assertions),
         checked: o.checked,
         tf32: o.tf32,

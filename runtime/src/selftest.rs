@@ -139,6 +139,9 @@ pub struct Case {
     pub tf32: bool,
     /// The kernel, in a file that has several; `None`: the file's first.
     pub kernel: Option<&'static str>,
+    /// Built with `Options::warp_specialize` on (a producer warpgroup issues the main loop's
+    /// bulk tensor copies, sm_90a).
+    pub warp_specialize: bool,
 }
 
 impl Case {
@@ -169,7 +172,7 @@ const fn c(
     scalars: &'static [(&'static str, f64)],
     outputs: &'static [(&'static str, Out)],
 ) -> Case {
-    Case { name, file, consts, dims, scalars, generate: None, outputs, tols: &[], tf32: false, kernel: None }
+    Case { name, file, consts, dims, scalars, generate: None, outputs, tols: &[], tf32: false, kernel: None, warp_specialize: false }
 }
 
 /// The attention-training kernels' blocks for the self-test: 32 queries, 64 keys, D 64.
@@ -234,7 +237,19 @@ const fn op(
     outputs: &'static [(&'static str, Out)],
     tols: &'static [(&'static str, Tol)],
 ) -> Case {
-    Case { name, file, consts, dims, scalars: &[], generate: Some(generate), outputs, tols, tf32: false, kernel: None }
+    Case {
+        name,
+        file,
+        consts,
+        dims,
+        scalars: &[],
+        generate: Some(generate),
+        outputs,
+        tols,
+        tf32: false,
+        kernel: None,
+        warp_specialize: false,
+    }
 }
 
 /// The outputs of `dot_wide.tile`, all poisoned.
@@ -719,6 +734,32 @@ pub const CASES: &[Case] = &[
         &[("scale", 0.088)],
         &[("o", P)],
     ),
+    // Warp-specialised (a producer warpgroup issues the loop's bulk tensor copies): the copy
+    // engine's path (rows of 16-byte multiples) with partial tiles on every edge and K not a
+    // multiple of the tile, the producer's element-by-element fallback (K 45: rows the copy
+    // engine cannot take), one element; attention with two pipelines in its loop, S 77 and 1.
+    Case { warp_specialize: true, ..c("matmul ws 136x200x72", "matmul.tile", &[], &[("M", 136), ("N", 200), ("K", 72)], &[], &[("c", P)]) },
+    Case { warp_specialize: true, ..c("matmul ws 130x67x45", "matmul.tile", &[], &[("M", 130), ("N", 67), ("K", 45)], &[], &[("c", P)]) },
+    Case { warp_specialize: true, ..c("matmul ws 1x1x1", "matmul.tile", &[], &[("M", 1), ("N", 1), ("K", 1)], &[], &[("c", P)]) },
+    Case {
+        warp_specialize: true,
+        ..c("attention ws B2 H1 S77 D128", "attention.tile", &[], &[("B", 2), ("H", 1), ("S", 77)], &[("scale", 0.088)], &[("o", P)])
+    },
+    Case {
+        warp_specialize: true,
+        ..c(
+            "attention ws causal B1 H2 S77 D64",
+            "attention.tile",
+            &[("D", i(64)), ("CAUSAL", b(true))],
+            &[("B", 1), ("H", 2), ("S", 77)],
+            &[("scale", 0.125)],
+            &[("o", P)],
+        )
+    },
+    Case {
+        warp_specialize: true,
+        ..c("attention ws S1 D128", "attention.tile", &[], &[("B", 1), ("H", 1), ("S", 1)], &[("scale", 0.088)], &[("o", P)])
+    },
     c("na1d L100 KS7", "na1d.tile", &[], &[("B", 1), ("H", 2), ("L", 100)], &[("scale", 0.125)], &[("o", P)]),
     // NATTEN's causal windows and per-axis kernel sizes, dilations and causal flags.
     c(
@@ -1188,6 +1229,7 @@ pub const CASES: &[Case] = &[
         tols: &[("*", X)],
         tf32: false,
         kernel: Some("pick"),
+        warp_specialize: false,
     },
     // Slicing: rows, the last columns, part of a run-time row, a bool corner.
     Case {
@@ -1201,6 +1243,7 @@ pub const CASES: &[Case] = &[
         tols: &[("*", X)],
         tf32: false,
         kernel: Some("slices"),
+        warp_specialize: false,
     },
     // `std::random`: Philox's words and `randint`/`rand` bit for bit (a seed with a high word,
     // a partial last block); `randn` through the approximate `log`/`cos`.
@@ -1215,6 +1258,7 @@ pub const CASES: &[Case] = &[
         tols: &[("nor", Tol::Ulps { ulps: 16.0, atol: 1e-5 }), ("*", X)],
         tf32: false,
         kernel: None,
+        warp_specialize: false,
     },
     op("ops scan R37 C50", "ops/scan.tile", &[], &[("R", 37), ("C", 50)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("cp", D), ("*", X)]),
     Case {
@@ -1383,6 +1427,7 @@ pub fn compile_case(case: &Case, target: Target, codegen: Codegen) -> Result<Com
         target,
         verify: cfg!(debug_assertions),
         tf32: case.tf32,
+        warp_specialize: case.warp_specialize.then_some(true),
         codegen,
         ..Options::default()
     };

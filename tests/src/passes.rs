@@ -232,6 +232,7 @@ fn every_pass_program_is_checked() {
         "tma_reduce.tile",
         "tma_store.tile",
         "uniform_mask.tile",
+        "warp_specialize.tile",
         "wgmma_columns.tile",
     ];
     let files: Vec<String> =
@@ -1205,4 +1206,73 @@ fn a_loop_operand_is_stored_once_for_every_product_reading_it() {
     };
     assert_eq!(first, third, "{}: both products read kt's one buffer", s.name);
     s.snapshot();
+}
+
+/// `warp_specialize`: the producer region issues every pipelined copy, the consumers' loop none;
+/// each pipeline's refill barrier became a release; the registers move to the consumers; both
+/// emitters' PTX splits the block and ptxas takes it without ignoring `setmaxnreg`.
+#[test]
+fn warp_specialize_hands_the_copies_to_a_producer_warpgroup() {
+    let s = staged("warp_specialize.tile");
+    let k = &s.kernel.lir;
+    assert!(s.sema.warp_specialize, "{}: the tile IR's text keeps the attribute", s.name);
+    assert_eq!(k.ws, Some(lir::WarpSpec { producer_regs: Some(40), consumer_regs: Some(232) }), "{}", s.name);
+    lir::verify_kernel(k).unwrap_or_else(|e| panic!("{}: {e}", s.name));
+    let entry = block_mnemonics(k, k.body.entry);
+    assert_eq!(entry[..3], ["ws_init", "ws_init", "ws_split"], "{}: {entry:?}", s.name);
+    let split = lir_find(k, "ws_split")[0];
+    let region = k.body.op(split).regions[0];
+    let producer_loop = k.body.block(region).ops.iter().copied().find(|&o| mnemonic(k, o) == "for").expect("the producer's loop");
+    let inner = block_mnemonics(k, k.body.op(producer_loop).regions[0]);
+    let wanted = ["mbar_wait", "tma_copy", "tma_arrive", "mbar_wait", "tma_copy", "tma_arrive"];
+    in_order(&inner, &wanted).unwrap_or_else(|e| panic!("{}: the producer's loop: {e}", s.name));
+    let mut producer_ops = 0;
+    k.body.walk(region, &mut |o| {
+        if let lir::OpKind::TmaCopy { producer, .. } | lir::OpKind::TmaArrive { producer, .. } = k.body.op(o).kind {
+            assert!(producer, "{}: a copy of the producer region is not marked as the producer's", s.name);
+            producer_ops += 1;
+        }
+    });
+    assert_eq!(producer_ops, 4, "{}: two copies and two arrivals", s.name);
+    let (_, body) = the_loop(k);
+    let consumer = block_mnemonics(k, body);
+    for gone in ["tma_copy", "tma_arrive", "barrier", "async_commit", "async_wait"] {
+        assert!(!consumer.iter().any(|m| m == gone), "{}: the consumers' loop still has `{gone}`: {consumer:?}", s.name);
+    }
+    // `q`, copied once before the loop by the consumers, keeps its wait.
+    assert_eq!(consumer.iter().filter(|m| *m == "tma_wait").count(), 1, "{}: {consumer:?}", s.name);
+    let wanted = ["mbar_wait", "mbar_arrive", "local_mma", "wgmma_wait", "mbar_wait", "mbar_arrive", "reg_mma"];
+    in_order(&consumer, &wanted).unwrap_or_else(|e| panic!("{}: the consumers' loop: {e}", s.name));
+    assert_eq!(s.kernel.meta.threads, 384, "{}: the launch adds the producer warpgroup", s.name);
+
+    for codegen in [tessera_compiler::Codegen::Ptx, tessera_compiler::Codegen::default()] {
+        let src = Source::new(
+            "tests/passes/warp_specialize.tile",
+            std::fs::read_to_string(root().join("tests/passes/warp_specialize.tile")).expect("read"),
+        );
+        let m = tessera_compiler::compile(&src, &Options { codegen, ..opts(&[]) }).unwrap_or_else(|d| panic!("{}", d.render()));
+        let ptx = &m.kernels[0].ptx;
+        for text in [
+            "setmaxnreg.dec.sync.aligned.u32 40;",
+            "setmaxnreg.inc.sync.aligned.u32 232;",
+            "bar.sync 1, 256;",
+            ".maxntid 384, 1, 1",
+            ".minnctapersm 1",
+        ] {
+            assert!(ptx.contains(text), "{}: the {} PTX has no `{text}`", s.name, codegen.name());
+        }
+        if let Some(p) = crate::common::ptxas() {
+            let log = crate::common::run_ptxas(&p, "ws", ptx, Target::Sm90a);
+            assert!(!log.contains("C7508") && !log.contains("setmaxnreg' ignored"), "{}: ptxas ignored setmaxnreg:\n{log}", s.name);
+        }
+    }
+    s.snapshot();
+}
+
+/// Without the attribute (or where the loop has no bulk tensor copies) the pass changes nothing.
+#[test]
+fn warp_specialize_leaves_other_kernels_alone() {
+    let s = staged("pipeline_gemm.tile");
+    assert!(s.kernel.lir.ws.is_none() && !s.kernel.lir.warp_specialize, "{}", s.name);
+    assert!(s.snap.contains("after warp_specialize: unchanged"), "{}: the pass dumped a change", s.name);
 }

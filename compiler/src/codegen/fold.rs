@@ -528,6 +528,8 @@ mod tests {
             shared_bytes: 0,
             blocks_per_sm: None,
             tensor_maps: vec![],
+            warp_specialize: false,
+            ws: None,
             body: Body::new(),
         }
     }

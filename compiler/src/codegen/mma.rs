@@ -426,7 +426,10 @@ impl Gen<'_> {
     /// The device function `(ptr, sizes: i32…, strides: i64…, offs: i32…, smem: i32)` that does
     /// `slow_copy` for this dtype, shape, swizzle and direction; built once.
     fn slow_copy_fn(&mut self, dtype: DType, shape: &[i64], swizzled: bool, toward: Toward) -> Res<Callee> {
-        let key = (dtype, shape.to_vec(), swizzled, toward);
+        // In a warp-specialised kernel's producer region, its warpgroup copies (the threads
+        // from `lanes` on).
+        let lanes = self.producer.map(|_| self.k.threads);
+        let key = (dtype, shape.to_vec(), swizzled, toward, lanes);
         if let Some(f) = self.slow_copies.get(&key) {
             return Ok(f.clone());
         }
@@ -460,13 +463,25 @@ impl Gen<'_> {
         );
         self.tid = self.b.sreg(SReg::Tid);
         self.smem = self.b.sym_addr(Sym::Smem);
-        self.note(self.tid, Some(super::fold::Facts { lo: 0, hi: self.k.threads as i64 - 1, align: 1 }));
+        let threads = match lanes {
+            None => {
+                self.note(self.tid, Some(super::fold::Facts { lo: 0, hi: self.k.threads as i64 - 1, align: 1 }));
+                self.k.threads
+            }
+            Some(first) => {
+                let n = crate::lir::PRODUCER_THREADS;
+                self.note(self.tid, Some(super::fold::Facts { lo: first as i64, hi: (first + n) as i64 - 1, align: 1 }));
+                self.tid = self.b.int_bin(crate::mir::IntOp::Sub, self.tid, self.i32c(first as i64));
+                self.note(self.tid, Some(super::fold::Facts { lo: 0, hi: n as i64 - 1, align: 1 }));
+                n
+            }
+        };
         let body = self.b.block("body");
         self.b.br(body);
         self.b.position(body);
         let (ptr, sizes, strides, offs, dst) =
             (vals[0], &vals[1..1 + rank], &vals[1 + rank..1 + 2 * rank], &vals[1 + 2 * rank..1 + 3 * rank], vals[1 + 3 * rank]);
-        let built = self.slow_copy(dtype, shape, swizzled, toward, (ptr, sizes, strides, offs), dst);
+        let built = self.slow_copy(dtype, shape, swizzled, toward, (ptr, sizes, strides, offs), dst, threads);
         self.b.ret();
         (self.tid, self.smem) = (saved.0, saved.1);
         self.cse.replace(saved.2);
@@ -488,7 +503,17 @@ impl Gen<'_> {
     /// `dst` (row-major, swizzled if asked), zeros outside the tensor; toward global memory, the
     /// tile at `dst` into the window instead (stored, or combined atomically), dropping the
     /// elements outside the tensor.
-    fn slow_copy(&mut self, dtype: DType, shape: &[i64], swizzled: bool, toward: Toward, src: (V, &[V], &[V], &[V]), dst: V) -> Res<()> {
+    #[allow(clippy::too_many_arguments)]
+    fn slow_copy(
+        &mut self,
+        dtype: DType,
+        shape: &[i64],
+        swizzled: bool,
+        toward: Toward,
+        src: (V, &[V], &[V], &[V]),
+        dst: V,
+        threads: u32,
+    ) -> Res<()> {
         let (ptr, sizes, strides, offs) = src;
         let rank = shape.len();
         let last = rank - 1;
@@ -496,7 +521,7 @@ impl Gen<'_> {
         let (rows, cols) = (lead.iter().product::<i64>(), shape[last]);
         let es = dtype.size() as i64;
         let tile = SmemTile::new(rows, cols, es, swizzled);
-        let threads = self.k.threads as i64;
+        let threads = threads as i64;
         let total_el = rows * cols;
         let per = ((total_el + threads - 1) / threads).max(1);
         let zero = super::math::constant(self, crate::tir::Lit::Int(0), dtype)?;

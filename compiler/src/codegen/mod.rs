@@ -33,6 +33,10 @@ use std::cell::RefCell;
 
 type Res<T> = Result<T, String>;
 
+/// An element-by-element window copy's device function: dtype, shape, swizzle, direction, and
+/// the first of the producer warpgroup's threads when it copies (else the consumers do).
+type SlowCopyKey = (DType, Vec<i64>, bool, mma::Toward, Option<u32>);
+
 /// The body of a counted loop: (generator, induction variable, carried values) → next values.
 type LoopBody<'a, 'm> = &'a mut dyn FnMut(&mut Gen<'m>, V, &[V]) -> Res<Vec<V>>;
 
@@ -40,7 +44,9 @@ type LoopBody<'a, 'm> = &'a mut dyn FnMut(&mut Gen<'m>, V, &[V]) -> Res<Vec<V>>;
 pub fn codegen(k: &lir::Kernel, target: Target) -> Result<crate::mir::Module, Diagnostic> {
     let mut g = Gen::new(k, target);
     g.kernel().map_err(|e| Diagnostic::ice("codegen", e))?;
-    Ok(g.b.finish(&k.name, k.threads, k.blocks_per_sm))
+    // `setmaxnreg` needs ptxas to know the registers at entry: one block per multiprocessor.
+    let blocks_per_sm = if k.ws.is_some() { Some(k.blocks_per_sm.unwrap_or(1)) } else { k.blocks_per_sm };
+    Ok(g.b.finish(&k.name, k.launch_threads(), blocks_per_sm))
 }
 
 /// A memory address: a register (or constant) in an address space (32 bits in shared memory,
@@ -95,14 +101,23 @@ pub(crate) struct Gen<'m> {
     loop_depth: std::cell::Cell<u32>,
     /// The device functions of the element-by-element window copies, by dtype, shape, swizzle
     /// and direction (`async_copy`'s slow path, `tma_store`'s fallback).
-    slow_copies: HashMap<(DType, Vec<i64>, bool, mma::Toward), crate::mir::Callee>,
+    slow_copies: HashMap<SlowCopyKey, crate::mir::Callee>,
     /// With tensor maps (`lir::Kernel::tensor_maps`): whether the runtime encoded them (a
     /// predicate), and each one's machine parameter (its address is taken where it is used).
     pub(crate) maps_ready: Option<V>,
     pub(crate) tensor_map_params: Vec<usize>,
     /// Tensors that are views of a parameter: the parameter and the indices the views fix.
     pub(crate) roots: HashMap<Value, (usize, Vec<V>)>,
+    /// In a warp-specialised kernel's consumer code: the consumer threads (barriers are named).
+    consumers: Option<u32>,
+    /// In its producer region: the thread's index within the producer warpgroup.
+    pub(crate) producer: Option<V>,
 }
+
+/// The named barrier of a warp-specialised kernel's consumers (0 is `bar.sync 0`'s).
+const CONSUMER_BARRIER: u32 = 1;
+/// The named barrier of its producer warpgroup.
+const PRODUCER_BARRIER: u32 = 2;
 
 impl<'m> Gen<'m> {
     fn new(k: &'m lir::Kernel, target: Target) -> Gen<'m> {
@@ -147,6 +162,8 @@ impl<'m> Gen<'m> {
             maps_ready: None,
             tensor_map_params: vec![],
             roots: HashMap::default(),
+            consumers: None,
+            producer: None,
         }
     }
 
@@ -296,9 +313,17 @@ impl<'m> Gen<'m> {
         self.uses.get(&v).copied().unwrap_or(0) <= 1 && regs.iter().all(|r| r.imm().is_some() || seen.insert(*r))
     }
 
-    /// `bar.sync 0`.
+    /// `bar.sync 0`; after a warp-specialised kernel's split, the consumers' named barrier
+    /// (the producer warpgroup never reaches it).
     pub(crate) fn barrier(&self) {
-        self.b.barrier();
+        match self.consumers {
+            Some(n) => {
+                let text = format!("bar.sync {CONSUMER_BARRIER}, {n};");
+                // An asm statement with operands never fails to build.
+                let _ = self.inline_asm(&text, "~{memory}", &[], false);
+            }
+            None => self.b.barrier(),
+        }
     }
 
     pub(crate) fn regs(&self, v: Value) -> Res<Vec<V>> {
@@ -655,8 +680,8 @@ impl<'m> Gen<'m> {
                 self.async_copy(&d.operands, *offset, *swizzled, shape)?;
                 Ok(vec![])
             }
-            OpKind::TmaCopy { offset, shape, map, mbar } => {
-                self.tma_copy(&d.operands, *offset, shape, *map, *mbar)?;
+            OpKind::TmaCopy { offset, shape, map, mbar, producer } => {
+                self.tma_copy(&d.operands, *offset, shape, *map, *mbar, *producer)?;
                 Ok(vec![])
             }
             OpKind::TmaStore { offset, shape, map, reduce } => {
@@ -672,8 +697,24 @@ impl<'m> Gen<'m> {
                 self.mbar_init(*mbar, *count)?;
                 Ok(vec![])
             }
-            OpKind::TmaArrive { mbar, bytes } => {
-                self.tma_arrive(&d.operands, *mbar, *bytes)?;
+            OpKind::TmaArrive { mbar, bytes, producer } => {
+                self.tma_arrive(&d.operands, *mbar, *bytes, *producer)?;
+                Ok(vec![])
+            }
+            OpKind::WsInit { full, empty, stages, consumers } => {
+                self.ws_init(*full, *empty, *stages, *consumers)?;
+                Ok(vec![])
+            }
+            OpKind::WsSplit => {
+                self.ws_split(op)?;
+                Ok(vec![])
+            }
+            OpKind::MbarWait { mbar } => {
+                self.mbar_wait(&d.operands, *mbar)?;
+                Ok(vec![])
+            }
+            OpKind::MbarArrive { mbar } => {
+                self.mbar_arrive(&d.operands, *mbar)?;
                 Ok(vec![])
             }
             OpKind::TmaWait { mbar } => {

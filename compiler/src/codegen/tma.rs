@@ -61,9 +61,42 @@ impl Gen<'_> {
         Ok(())
     }
 
+    /// The producer warpgroup's first thread (in a warp-specialised kernel's producer region).
+    fn producer_leader(&self) -> Res<V> {
+        let ptid = self.producer.ok_or("a producer op outside the producer region")?;
+        self.icmp(Cmp::Eq, ptid, self.i32c(0))
+    }
+
     /// `operands`: `(stage, valid)`.
-    pub(crate) fn tma_arrive(&mut self, operands: &[Value], mbar: u32, bytes: u32) -> Res<()> {
+    pub(crate) fn tma_arrive(&mut self, operands: &[Value], mbar: u32, bytes: u32, producer: bool) -> Res<()> {
         let [stage, valid] = operands[..] else { return Err("tma_arrive takes (stage, valid)".into()) };
+        if producer {
+            // Without maps the warpgroup copied the stage itself: once all of it is done, a
+            // plain arrival completes the phase (no bytes to expect).
+            let go = self.and(self.producer_leader()?, self.regs(valid)?[0])?;
+            let at = self.mbar_addr(mbar, stage)?;
+            let ready = self.ready()?;
+            let yes = self.block("ws_arrive_tx");
+            let no = self.block("ws_arrive_fallback");
+            let done = self.block("ws_arrive_done");
+            self.b.cond_br(ready, yes, no);
+            self.b.position(no);
+            self.inline_asm(&format!("bar.sync {}, {};", super::PRODUCER_BARRIER, crate::lir::PRODUCER_THREADS), "~{memory}", &[], false)?;
+            self.when(go, "ws_arrive", |g| {
+                g.inline_asm("mbarrier.arrive.shared::cta.b64 _, [$0];", "r,~{memory}", &[at], false)?;
+                Ok(())
+            })?;
+            self.b.br(done);
+            self.b.position(yes);
+            self.when(go, "ws_expect", |g| {
+                let text = format!("mbarrier.arrive.expect_tx.shared::cta.b64 _, [$0], {bytes};");
+                g.inline_asm(&text, "r,~{memory}", &[at], false)?;
+                Ok(())
+            })?;
+            self.b.br(done);
+            self.b.position(done);
+            return Ok(());
+        }
         let go = self.and(self.leader()?, self.regs(valid)?[0])?;
         let at = self.mbar_addr(mbar, stage)?;
         self.when(go, "tma_arrive", |g| {
@@ -89,7 +122,7 @@ impl Gen<'_> {
     }
 
     /// `operands`: `(base, t, o0, …, stage, valid)` (`lir::OpKind::TmaCopy`).
-    pub(crate) fn tma_copy(&mut self, operands: &[Value], offset: u32, shape: &[i64], map: u32, mbar: u32) -> Res<()> {
+    pub(crate) fn tma_copy(&mut self, operands: &[Value], offset: u32, shape: &[i64], map: u32, mbar: u32, producer: bool) -> Res<()> {
         let n = operands.len();
         if n < 4 + shape.len() {
             return Err("tma_copy takes (base, t, offsets…, stage, valid)".into());
@@ -97,8 +130,18 @@ impl Gen<'_> {
         let (window, stage, valid) = (&operands[..n - 2], operands[n - 2], operands[n - 1]);
         self.copy_engine_or_fallback(
             "tma",
-            |g| g.fallback_copy(window, offset, shape),
-            |g| Ok((g.and(g.leader()?, g.regs(valid)?[0])?, g.mbar_addr(mbar, stage)?)),
+            |g| {
+                g.fallback_copy(window, offset, shape)?;
+                // The consumers read it with `wgmma` (the async proxy) after the mbarrier.
+                if producer {
+                    g.proxy_fence()?;
+                }
+                Ok(())
+            },
+            |g| {
+                let lead = if producer { g.producer_leader()? } else { g.leader()? };
+                Ok((g.and(lead, g.regs(valid)?[0])?, g.mbar_addr(mbar, stage)?))
+            },
             |g, at| {
                 let dst = g.add(g.regs(window[0])?[0], g.i32c(offset as i64))?;
                 g.tma_boxes(window[1], &window[2..], dst, shape, map, Bulk::Load(at))
@@ -237,6 +280,98 @@ impl Gen<'_> {
             self.inline_asm(&text, &cons.join(","), &args, false)?;
         }
         Ok(())
+    }
+}
+
+/// A warp-specialised kernel (`lower::warp_specialize`): its mbarriers, the split into producer
+/// and consumers, and the consumers' waits and releases.
+impl Gen<'_> {
+    pub(crate) fn ws_init(&mut self, full: u32, empty: u32, stages: u32, consumers: u32) -> Res<()> {
+        let first = self.icmp(Cmp::Eq, self.tid, self.i32c(0))?;
+        self.when(first, "ws_init", |g| {
+            for s in 0..stages {
+                for (base, count) in [(full, 1), (empty, consumers)] {
+                    let at = g.smem_addr32(g.i32c(base as i64 + 8 * s as i64))?;
+                    g.inline_asm(&format!("mbarrier.init.shared::cta.b64 [$0], {count};"), "r,~{memory}", &[at], false)?;
+                }
+            }
+            g.inline_asm("fence.mbarrier_init.release.cluster;", "~{memory}", &[], false)?;
+            Ok(())
+        })?;
+        self.barrier();
+        Ok(())
+    }
+
+    /// The threads from `Kernel::threads` on run the region (the producer) and leave the
+    /// kernel; the others go on as consumers, whose barriers are named from here on.
+    pub(crate) fn ws_split(&mut self, op: crate::ir::Op) -> Res<()> {
+        let ws = self.k.ws.ok_or("ws_split in a kernel that is not warp-specialised")?;
+        let region = *self.k.body.op(op).regions.first().ok_or("ws_split without its region")?;
+        let c = self.k.threads;
+        // The thread index read afresh: `self.tid`'s facts bound it by the consumers' count.
+        let raw = self.inline_asm("mov.u32 $0, %tid.x;", "=r", &[], false)?[0];
+        let is_producer = self.icmp(Cmp::Uge, raw, self.i32c(c as i64))?;
+        let producer = self.block("ws_producer");
+        let consumer = self.block("ws_consumer");
+        self.b.cond_br(is_producer, producer, consumer);
+        self.b.position(producer);
+        if let Some(r) = ws.producer_regs {
+            self.inline_asm(&format!("setmaxnreg.dec.sync.aligned.u32 {r};"), "~{memory}", &[], false)?;
+        }
+        // Values built in the producer's blocks must not be reused by the consumers' code.
+        let saved = (self.cse.take(), self.plus_const.take(), self.sums.take(), self.cmps.take(), self.sexts.take());
+        let ptid = self.b.int_bin(crate::mir::IntOp::Sub, raw, self.i32c(c as i64));
+        self.note(ptid, Some(super::fold::Facts { lo: 0, hi: crate::lir::PRODUCER_THREADS as i64 - 1, align: 1 }));
+        // With tensor maps one thread issues everything: the warpgroup's other warps leave (the
+        // whole warpgroup copies only without maps).
+        let idle = self.and(self.ready()?, self.icmp(Cmp::Uge, ptid, self.i32c(32))?)?;
+        let leave = self.block("ws_idle");
+        let work = self.block("ws_produce");
+        self.b.cond_br(idle, leave, work);
+        self.b.position(leave);
+        self.b.ret();
+        self.b.position(work);
+        self.producer = Some(ptid);
+        let built = self.region(region);
+        self.producer = None;
+        self.cse.replace(saved.0);
+        self.plus_const.replace(saved.1);
+        self.sums.replace(saved.2);
+        self.cmps.replace(saved.3);
+        self.sexts.replace(saved.4);
+        built?;
+        self.b.ret();
+        self.b.position(consumer);
+        if let Some(r) = ws.consumer_regs {
+            self.inline_asm(&format!("setmaxnreg.inc.sync.aligned.u32 {r};"), "~{memory}", &[], false)?;
+        }
+        self.consumers = Some(c);
+        Ok(())
+    }
+
+    /// `operands`: `(stage, parity, pred)`.
+    pub(crate) fn mbar_wait(&mut self, operands: &[Value], mbar: u32) -> Res<()> {
+        let [stage, parity, pred] = operands[..] else { return Err("mbar_wait takes (stage, parity, pred)".into()) };
+        let at = self.mbar_addr(mbar, stage)?;
+        let parity = self.regs(parity)?[0];
+        let pred = self.regs(pred)?[0];
+        self.when(pred, "mbar_wait", |g| {
+            let text =
+                "{\n.reg .pred P1;\nTESSERA_WAIT:\nmbarrier.try_wait.parity.shared::cta.b64 P1, [$0], $1;\n@!P1 bra TESSERA_WAIT;\n}";
+            g.inline_asm(text, "r,r,~{memory}", &[at, parity], false)?;
+            Ok(())
+        })
+    }
+
+    /// `operands`: `(stage, pred)`.
+    pub(crate) fn mbar_arrive(&mut self, operands: &[Value], mbar: u32) -> Res<()> {
+        let [stage, pred] = operands[..] else { return Err("mbar_arrive takes (stage, pred)".into()) };
+        let at = self.mbar_addr(mbar, stage)?;
+        let pred = self.regs(pred)?[0];
+        self.when(pred, "mbar_arrive", |g| {
+            g.inline_asm("mbarrier.arrive.shared::cta.b64 _, [$0];", "r,~{memory}", &[at], false)?;
+            Ok(())
+        })
     }
 }
 

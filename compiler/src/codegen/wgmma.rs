@@ -312,6 +312,8 @@ mod tests {
             shared_bytes: 0,
             blocks_per_sm: None,
             tensor_maps: vec![],
+            warp_specialize: false,
+            ws: None,
             body: Body::new(),
         };
         let g = Gen::new(&k, crate::Target::Sm90a);

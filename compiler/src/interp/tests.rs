@@ -29,6 +29,7 @@ impl Kb {
                 warps: 4,
                 stages: 1,
                 blocks_per_sm: None,
+                warp_specialize: false,
                 requires: vec![],
                 tune: Default::default(),
                 body,

@@ -222,7 +222,10 @@ pub enum OpKind {
     /// parameter `t` is a view of; boxes in `index::SmemTile`'s layout) into shared memory at
     /// `offset + base`, completing on the mbarrier at `mbar + 8 · stage`; otherwise every
     /// thread runs `async_copy`.
-    TmaCopy { offset: u32, shape: Vec<i64>, map: u32, mbar: u32 },
+    /// With `producer` (a warp-specialised kernel's producer warpgroup, `WsSplit`): the
+    /// warpgroup's first thread issues the copies; without maps the warpgroup copies the window
+    /// and fences it for the async proxy.
+    TmaCopy { offset: u32, shape: Vec<i64>, map: u32, mbar: u32, producer: bool },
     /// `(t: tensor, o0: i32, …) -> ()`: stores the tile of `shape` at `offset` (in
     /// `index::SmemTile`'s swizzled layout, written by a `local_store`) into the window
     /// `t[o0.., …]` (sm_90a). When the kernel's tensor maps are ready, thread 0 starts bulk
@@ -244,7 +247,9 @@ pub enum OpKind {
     MbarInit { mbar: u32, count: u32 },
     /// `(stage: i32, valid: bool) -> ()`: when the tensor maps are ready and `valid`, thread 0
     /// arrives on the mbarrier at `mbar + 8 · stage`, expecting `bytes` from the copy engine.
-    TmaArrive { mbar: u32, bytes: u32 },
+    /// With `producer`: the producer warpgroup's first thread, always (without maps, after the
+    /// warpgroup's copies, a plain arrival: the copies it made are complete).
+    TmaArrive { mbar: u32, bytes: u32, producer: bool },
     /// `(stage: i32, parity: i32) -> ()`: when the tensor maps are ready, waits until the phase
     /// of the mbarrier at `mbar + 8 · stage` with this parity has completed (its copies landed).
     TmaWait { mbar: u32 },
@@ -291,8 +296,24 @@ pub enum OpKind {
     /// With 0, `acc` is written; with more, the newest groups may still be writing it, and only
     /// a later `wgmma` (which chains on it) or `wgmma_wait 0` may read it.
     WgmmaWait { pending: u32 },
-    /// Every thread of the block waits here (`bar.sync 0`).
+    /// Every thread of the block waits here (`bar.sync 0`; in a warp-specialised kernel's
+    /// consumer code, a named barrier of the consumer threads).
     Barrier,
+    /// `() -> ()`: thread 0 initialises the `stages` "full" mbarriers at `full` (one arrival
+    /// each: the producer's) and the `stages` "empty" ones at `empty` (`consumers` arrivals:
+    /// every consumer thread), whether or not the tensor maps are ready; then every thread of
+    /// the block synchronises.
+    WsInit { full: u32, empty: u32, stages: u32, consumers: u32 },
+    /// `() -> ()`, one region: the threads from `Kernel::threads` on (the producer warpgroup of
+    /// `Kernel::ws`) run the region and leave the kernel; the others (the consumers) go on. Each
+    /// side first sets its register budget (`setmaxnreg`).
+    WsSplit,
+    /// `(stage: i32, parity: i32, pred: bool) -> ()`: when `pred`, waits until the phase with
+    /// this parity of the mbarrier at `mbar + 8 · stage` has completed (maps ready or not).
+    MbarWait { mbar: u32 },
+    /// `(stage: i32, pred: bool) -> ()`: when `pred`, every thread arrives on the mbarrier at
+    /// `mbar + 8 · stage` (a consumer releasing a stage's buffers to the producer).
+    MbarArrive { mbar: u32 },
 }
 
 impl OpKind {
@@ -331,6 +352,10 @@ impl OpKind {
             OpKind::LocalArgReduce { op, .. } => format!("local_{}", op.name()),
             OpKind::WgmmaWait { .. } => "wgmma_wait".into(),
             OpKind::Barrier => "barrier".into(),
+            OpKind::WsInit { .. } => "ws_init".into(),
+            OpKind::WsSplit => "ws_split".into(),
+            OpKind::MbarWait { .. } => "mbar_wait".into(),
+            OpKind::MbarArrive { .. } => "mbar_arrive".into(),
         }
     }
 }
@@ -446,7 +471,12 @@ pub fn shared_writes(b: &LirBody, op: crate::ir::Op) -> Option<SmemRange> {
         }
         OpKind::ShuffleReduce { offset, .. } => Some(SmemRange::to_end(*offset)),
         OpKind::MbarInit { mbar, count } => Some(SmemRange::new(*mbar, 8 * *count as i64)),
-        OpKind::TmaArrive { mbar, .. } => Some(SmemRange::to_end(*mbar)),
+        OpKind::TmaArrive { mbar, .. } | OpKind::MbarArrive { mbar } => Some(SmemRange::to_end(*mbar)),
+        // The two sets of mbarriers (a range over both: they are initialised together).
+        OpKind::WsInit { full, empty, stages, .. } => {
+            let (lo, hi) = ((*full).min(*empty), (*full).max(*empty));
+            Some(SmemRange::new(lo, i64::from(hi - lo) + 8 * *stages as i64))
+        }
         OpKind::Tir(_)
         | OpKind::Reshape
         | OpKind::LocalLoad { .. }
@@ -467,7 +497,9 @@ pub fn shared_writes(b: &LirBody, op: crate::ir::Op) -> Option<SmemRange> {
         | OpKind::Coord { .. }
         | OpKind::RegMma { .. }
         | OpKind::WgmmaWait { .. }
-        | OpKind::Barrier => None,
+        | OpKind::Barrier
+        | OpKind::WsSplit
+        | OpKind::MbarWait { .. } => None,
     }
 }
 
@@ -558,7 +590,31 @@ pub struct Kernel {
     pub blocks_per_sm: Option<u32>,
     /// The tensor maps `tma_copy`s read through (parameters after the tile parameters').
     pub tensor_maps: Vec<crate::abi::TensorMap>,
+    /// `#[warp_specialize]` was asked for (`tir::Kernel::warp_specialize`).
+    pub warp_specialize: bool,
+    /// Set by the `warp_specialize` pass where it applied: the producer warpgroup after the
+    /// `threads` consumer threads, and each side's registers.
+    pub ws: Option<WarpSpec>,
     pub body: LirBody,
+}
+
+/// A warp-specialised kernel's thread roles (`lower::warp_specialize`): `Kernel::threads`
+/// consumer threads (the layouts' threads) and one producer warpgroup after them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WarpSpec {
+    /// Registers per thread each side asks for with `setmaxnreg` (`None`: the launch's).
+    pub producer_regs: Option<u32>,
+    pub consumer_regs: Option<u32>,
+}
+
+/// Threads of a warp-specialised kernel's producer warpgroup.
+pub const PRODUCER_THREADS: u32 = 128;
+
+impl Kernel {
+    /// Threads per block at launch: the consumers, plus the producer warpgroup when there is one.
+    pub fn launch_threads(&self) -> u32 {
+        self.threads + if self.ws.is_some() { PRODUCER_THREADS } else { 0 }
+    }
 }
 
 /// Checks the thread IR's invariants: operands defined before use, layouts consistent with the
@@ -652,6 +708,7 @@ fn verify_block(k: &Kernel, blk: crate::ir::Block, defined: &mut Vec<bool>) -> R
                 d.results.first().map(|&r| *b_offset as i64 + kk * b.ty(r).shape().get(1).copied().unwrap_or(1) * dtype.size() as i64)
             }
             OpKind::MbarInit { mbar, count } => Some(*mbar as i64 + 8 * *count as i64),
+            OpKind::WsInit { full, empty, stages, .. } => Some((*full).max(*empty) as i64 + 8 * *stages as i64),
             OpKind::TmaCopy { map, .. } if k.tensor_maps.get(*map as usize).is_none() => {
                 return Err(format!("tma_copy through tensor map {map} of {}", k.tensor_maps.len()));
             }

@@ -23,6 +23,15 @@ pub fn print_kernel(k: &Kernel) -> String {
     if let Some(n) = k.blocks_per_sm {
         let _ = write!(out, " blocks_per_sm({n})");
     }
+    match k.ws {
+        Some(ws) => {
+            let regs = |r: Option<u32>| r.map_or("-".to_string(), |r| r.to_string());
+            let _ =
+                write!(out, " producer({} threads, regs {}/{})", super::PRODUCER_THREADS, regs(ws.producer_regs), regs(ws.consumer_regs));
+        }
+        None if k.warp_specialize => out.push_str(" warp_specialize"),
+        None => {}
+    }
     out.push('\n');
     for (i, m) in k.tensor_maps.iter().enumerate() {
         let name = k.params.get(m.param).map_or("?", |p| p.name.as_str());
@@ -79,23 +88,26 @@ fn print_op(k: &Kernel, op: Op, depth: usize, num: &mut Numbering, out: &mut Str
             shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
         )),
         OpKind::AsyncWait { pending } => Some(pending.to_string()),
-        OpKind::TmaCopy { offset, shape, map, mbar } => {
-            Some(format!("@{offset} [{}] map {map} mbar @{mbar}", shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")))
-        }
+        OpKind::TmaCopy { offset, shape, map, mbar, producer } => Some(format!(
+            "@{offset} [{}] map {map} mbar @{mbar}{}",
+            shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "),
+            if *producer { " producer" } else { "" }
+        )),
         OpKind::TmaStore { offset, shape, map, .. } => {
             Some(format!("@{offset} [{}] map {map}", shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")))
         }
         OpKind::BulkWaitRead { offset, bytes } => Some(format!("@{offset} {bytes} bytes")),
         OpKind::MbarInit { mbar, count } => Some(format!("@{mbar} x{count}")),
-        OpKind::TmaArrive { mbar, bytes } => Some(format!("@{mbar} {bytes} bytes")),
-        OpKind::TmaWait { mbar } => Some(format!("@{mbar}")),
+        OpKind::TmaArrive { mbar, bytes, producer } => Some(format!("@{mbar} {bytes} bytes{}", if *producer { " producer" } else { "" })),
+        OpKind::TmaWait { mbar } | OpKind::MbarWait { mbar } | OpKind::MbarArrive { mbar } => Some(format!("@{mbar}")),
+        OpKind::WsInit { full, empty, stages, consumers } => Some(format!("full @{full} empty @{empty} x{stages} consumers {consumers}")),
         OpKind::Coord { axis } => Some(axis.to_string()),
         OpKind::ShuffleReduce { offset, .. } => Some(format!("@{offset}")),
         OpKind::RegMma { b_offset, k, dtype, b_trans, wgmma } => {
             Some(format!("@{b_offset}{} k {k} {dtype}{}", if *b_trans { " trans" } else { "" }, if *wgmma { " wgmma" } else { "" }))
         }
         OpKind::WgmmaWait { pending } => (*pending > 0).then(|| pending.to_string()),
-        OpKind::Reshape | OpKind::Barrier | OpKind::AsyncCommit | OpKind::RowReduce { .. } | OpKind::RowBroadcast => None,
+        OpKind::Reshape | OpKind::Barrier | OpKind::AsyncCommit | OpKind::RowReduce { .. } | OpKind::RowBroadcast | OpKind::WsSplit => None,
     };
     let mut parts: Vec<String> = attr.into_iter().collect();
     parts.extend(d.operands.iter().map(|&v| num.name(v)));

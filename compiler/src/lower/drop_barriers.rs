@@ -187,7 +187,13 @@ fn effects(b: &LirBody, op: Op, cx: &Cx) -> Effects {
             e.reads.push(SmemRange::to_end(*mbar));
         }
         OpKind::AsyncWait { .. } => e.writes.extend(cx.copies.iter().copied()),
-        OpKind::MbarInit { .. } | OpKind::ShuffleReduce { .. } | OpKind::Barrier => e.opaque = true,
+        OpKind::MbarInit { .. }
+        | OpKind::ShuffleReduce { .. }
+        | OpKind::Barrier
+        | OpKind::WsInit { .. }
+        | OpKind::WsSplit
+        | OpKind::MbarWait { .. }
+        | OpKind::MbarArrive { .. } => e.opaque = true,
     }
     e
 }

@@ -31,6 +31,7 @@ mod pipeline;
 mod remat;
 pub mod sink_wait;
 mod tma_store;
+pub mod warp_specialize;
 
 /// A thread-IR pass: a name (for `--dump-after` and error messages) and a function.
 pub struct LirPass {
@@ -47,6 +48,8 @@ pub struct LirPass {
 ///   copy engine as late as what they guard allows.
 /// - `drop_barriers` drops a barrier between two others when nothing on one side conflicts with
 ///   anything on the other; it runs before `defer_bulk_wait`, whose waits would pin barriers.
+/// - `warp_specialize` (`#[warp_specialize]` kernels) hands the main loop's bulk tensor copies to
+///   a producer warpgroup; last, as it needs the barriers and waits where the others left them.
 pub const LIR_PIPELINE: &[LirPass] = &[
     LirPass { name: "order_memory", run: order::run },
     LirPass { name: "defer_wgmma_wait", run: defer_wait::run },
@@ -54,6 +57,7 @@ pub const LIR_PIPELINE: &[LirPass] = &[
     LirPass { name: "sink_wgmma_wait", run: sink_wait::run_wgmma },
     LirPass { name: "drop_barriers", run: |k| _ = drop_barriers::run(k) },
     LirPass { name: "defer_bulk_wait", run: sink_wait::run_bulk },
+    LirPass { name: "warp_specialize", run: warp_specialize::run },
 ];
 
 /// Shared memory available to one block on the targets (227 KiB on sm_90, 163 KiB on sm_80).
@@ -155,6 +159,8 @@ fn lower_at(k: &tir::Kernel, opts: &Options, stages: u32) -> Result<Result<lir::
         shared_bytes,
         blocks_per_sm: k.blocks_per_sm,
         tensor_maps: cx.tensor_maps,
+        warp_specialize: k.warp_specialize,
+        ws: None,
         body: cx.dst,
     }))
 }

@@ -418,7 +418,7 @@ impl Cx<'_> {
         ops.extend(self.window_operands(load, lc_at, into)?);
         ops.extend([stage, valid]);
         let shape = self.src.ty(load).shape().to_vec();
-        let op = self.dst.append(into, lir::OpKind::TmaCopy { offset, shape, map, mbar }, ops, vec![], vec![], span);
+        let op = self.dst.append(into, lir::OpKind::TmaCopy { offset, shape, map, mbar, producer: false }, ops, vec![], vec![], span);
         self.pipe_patch.push(op);
         Some(())
     }
@@ -461,7 +461,7 @@ impl Cx<'_> {
             let yes = self.emit(dst, lir::OpKind::Tir(OpKind::Const(Lit::Bool(true))), vec![], vec![ty], span)[0];
             self.issue_tma(load, None, zero, (off, map, mbar), (zero, yes), dst, span)
                 .ok_or_else(|| Diagnostic::ice("lower", "early copy"))?;
-            self.mbar_op(dst, lir::OpKind::TmaArrive { mbar, bytes }, vec![zero, yes], span);
+            self.mbar_op(dst, lir::OpKind::TmaArrive { mbar, bytes, producer: false }, vec![zero, yes], span);
             (off, Some(mbar))
         } else {
             let off = self.pipe_bytes;
@@ -803,7 +803,7 @@ impl Cx<'_> {
                     issued.ok_or_else(|| Diagnostic::ice("lower", "prologue copy"))?;
                 }
                 if let (Some(t), Some(valid)) = (&tma, valid) {
-                    let kind = lir::OpKind::TmaArrive { mbar: t.mbar, bytes: t.bytes };
+                    let kind = lir::OpKind::TmaArrive { mbar: t.mbar, bytes: t.bytes, producer: false };
                     self.mbar_op(lc.parent, kind, vec![jj, valid], span);
                 }
                 self.emit(lc.parent, lir::OpKind::AsyncCommit, vec![], vec![], span);
@@ -850,7 +850,7 @@ impl Cx<'_> {
                 issued.ok_or_else(|| Diagnostic::ice("lower", "pipelined copy"))?;
             }
             if let (Some(t), Some(valid)) = (&tma, valid) {
-                self.mbar_op(dst, lir::OpKind::TmaArrive { mbar: t.mbar, bytes: t.bytes }, vec![nxt, valid], span);
+                self.mbar_op(dst, lir::OpKind::TmaArrive { mbar: t.mbar, bytes: t.bytes, producer: false }, vec![nxt, valid], span);
             }
             self.emit(dst, lir::OpKind::AsyncCommit, vec![], vec![], span);
             self.pipelined_loops.insert(lc.body);

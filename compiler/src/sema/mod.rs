@@ -455,6 +455,7 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
     let mut warps = 4;
     let mut stages = 3;
     let mut blocks_per_sm: Option<(u32, Span)> = None;
+    let mut warp_specialize = false;
     let mut tune = tir::TuneSpace::default();
     let mut requires = vec![];
     let hctx = host::HostCtx { consts: &env.values, params: &params, fns, nodes: std::cell::Cell::new(0) };
@@ -493,6 +494,13 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
                     blocks_per_sm = Some((n, a.span));
                 }
             }
+            "warp_specialize" => {
+                if a.args.is_empty() {
+                    warp_specialize = true;
+                } else {
+                    diags.push(Diagnostic::error("`#[warp_specialize]` takes no arguments").with_label(a.span, "here"));
+                }
+            }
             "require" => {
                 for arg in &a.args {
                     match arg {
@@ -510,7 +518,7 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
             other => diags.push(
                 Diagnostic::error(format!("unknown attribute `#[{other}]`"))
                     .with_label(a.name.span, "unknown")
-                    .note("kernel attributes: grid, warps, stages, blocks_per_sm, tune, require"),
+                    .note("kernel attributes: grid, warps, stages, blocks_per_sm, warp_specialize, tune, require"),
             ),
         }
     }
@@ -522,6 +530,9 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
     }
     if let Some(s) = opts.stages {
         stages = s;
+    }
+    if let Some(w) = opts.warp_specialize {
+        warp_specialize = w;
     }
     // The override (its range checked by `check_overrides`) or the attribute, against the
     // warps now known.
@@ -568,6 +579,7 @@ fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, di
         warps,
         stages,
         blocks_per_sm,
+        warp_specialize,
         requires,
         tune,
         body,

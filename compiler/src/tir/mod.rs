@@ -664,6 +664,9 @@ pub struct Kernel {
     /// `#[blocks_per_sm(N)]`: blocks that must fit on one multiprocessor together, which caps
     /// each thread's registers at `65536 / (N · threads)` (CUDA's `__launch_bounds__` minimum).
     pub blocks_per_sm: Option<u32>,
+    /// `#[warp_specialize]`: on sm_90a, a producer warpgroup issues the main loop's bulk tensor
+    /// copies while the kernel's warps compute (`lower::warp_specialize`).
+    pub warp_specialize: bool,
     pub requires: Vec<Require>,
     /// The `#[tune]` space (not part of the text form: the tuner reads it, codegen does not).
     pub tune: TuneSpace,

@@ -467,6 +467,10 @@ impl Parser {
             blocks_per_sm = Some(self.u32_lit("the number of blocks per multiprocessor")?);
             self.expect_punct(")")?;
         }
+        let warp_specialize = self.is_ident("warp_specialize");
+        if warp_specialize {
+            self.bump();
+        }
         let mut requires = vec![];
         while self.is_ident("require") {
             self.bump();
@@ -491,7 +495,20 @@ impl Parser {
             return self.expected("end of input after the kernel");
         }
         let body = std::mem::take(&mut self.body);
-        Ok(Kernel { name, doc, params, consts, grid, warps, stages, blocks_per_sm, requires, tune: TuneSpace::default(), body })
+        Ok(Kernel {
+            name,
+            doc,
+            params,
+            consts,
+            grid,
+            warps,
+            stages,
+            blocks_per_sm,
+            warp_specialize,
+            requires,
+            tune: TuneSpace::default(),
+            body,
+        })
     }
 
     /// `%n = name: &mut T[D, …]` or `%n = name: T`; adds the entry-block argument.
@@ -951,6 +968,7 @@ mod tests {
             warps: 4,
             stages: 3,
             blocks_per_sm: None,
+            warp_specialize: false,
             requires: vec![],
             tune: TuneSpace::default(),
             body,

@@ -97,6 +97,9 @@ impl Printer<'_> {
         if let Some(n) = k.blocks_per_sm {
             let _ = write!(self.out, " blocks_per_sm({n})");
         }
+        if k.warp_specialize {
+            self.out.push_str(" warp_specialize");
+        }
         for r in &k.requires {
             let _ = write!(self.out, "\n    require({}, {:?})", r.cond, r.text);
         }
