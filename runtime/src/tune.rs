@@ -35,6 +35,8 @@ pub struct TuneConfig {
     pub stages: Option<u32>,
     #[serde(default)]
     pub blocks_per_sm: Option<u32>,
+    #[serde(default)]
+    pub warp_specialize: Option<bool>,
 }
 
 impl TuneConfig {
@@ -53,6 +55,9 @@ impl TuneConfig {
         if self.blocks_per_sm.is_some() {
             o.blocks_per_sm = self.blocks_per_sm;
         }
+        if self.warp_specialize.is_some() {
+            o.warp_specialize = self.warp_specialize;
+        }
         o
     }
 }
@@ -69,12 +74,16 @@ impl fmt::Display for TuneConfig {
         if let Some(n) = self.blocks_per_sm {
             parts.push(format!("blocks_per_sm={n}"));
         }
+        if let Some(w) = self.warp_specialize {
+            parts.push(format!("warp_specialize={w}"));
+        }
         f.write_str(&if parts.is_empty() { "default".into() } else { parts.join(" ") })
     }
 }
 
 /// Every configuration of `space` (the cartesian product, consts in attribute order, then warps,
-/// then stages, then blocks per multiprocessor), at most [`MAX_CONFIGS`].
+/// then stages, then blocks per multiprocessor, then warp specialisation), at most
+/// [`MAX_CONFIGS`].
 pub fn configs(space: &TuneSpace) -> Vec<TuneConfig> {
     let mut out = vec![TuneConfig::default()];
     let expand = |out: &mut Vec<TuneConfig>, n: usize, set: &dyn Fn(&mut TuneConfig, usize)| {
@@ -100,6 +109,7 @@ pub fn configs(space: &TuneSpace) -> Vec<TuneConfig> {
     expand(&mut out, space.warps.len(), &|c, i| c.warps = Some(space.warps[i]));
     expand(&mut out, space.stages.len(), &|c, i| c.stages = Some(space.stages[i]));
     expand(&mut out, space.blocks_per_sm.len(), &|c, i| c.blocks_per_sm = Some(space.blocks_per_sm[i]));
+    expand(&mut out, space.warp_specialize.len(), &|c, i| c.warp_specialize = Some(space.warp_specialize[i]));
     out.truncate(MAX_CONFIGS);
     out
 }
@@ -489,6 +499,7 @@ mod tests {
             warps: vec![4, 8],
             stages: vec![],
             blocks_per_sm: vec![],
+            warp_specialize: vec![],
         };
         let c = configs(&space);
         assert_eq!(c.len(), space.len());
@@ -502,6 +513,17 @@ mod tests {
         assert_eq!(
             labels,
             ["stages=2 blocks_per_sm=1", "stages=2 blocks_per_sm=3", "stages=3 blocks_per_sm=1", "stages=3 blocks_per_sm=3"]
+        );
+        let ws = TuneSpace { warps: vec![4, 8], warp_specialize: vec![false, true], ..TuneSpace::default() };
+        let labels: Vec<String> = configs(&ws).iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            labels,
+            [
+                "warps=4 warp_specialize=false",
+                "warps=4 warp_specialize=true",
+                "warps=8 warp_specialize=false",
+                "warps=8 warp_specialize=true"
+            ]
         );
     }
 
@@ -541,10 +563,16 @@ mod tests {
             warps: Some(2),
             ..Options::default()
         };
-        let c = TuneConfig { consts: vec![("BM".into(), 128)], warps: None, stages: Some(4), blocks_per_sm: Some(2) };
+        let c = TuneConfig {
+            consts: vec![("BM".into(), 128)],
+            warps: None,
+            stages: Some(4),
+            blocks_per_sm: Some(2),
+            warp_specialize: Some(true),
+        };
         let o = c.apply(&base);
         assert_eq!(o.consts, vec![("X".into(), ConstValue::Bool(true)), ("BM".into(), ConstValue::Int(128))]);
-        assert_eq!((o.warps, o.stages, o.blocks_per_sm), (Some(2), Some(4), Some(2)));
+        assert_eq!((o.warps, o.stages, o.blocks_per_sm, o.warp_specialize), (Some(2), Some(4), Some(2), Some(true)));
         // A tuning cache written before `blocks_per_sm` existed still reads.
         let old: TuneConfig = serde_json::from_str(r#"{"consts":[],"warps":4,"stages":null}"#).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(old.blocks_per_sm, None);

@@ -112,13 +112,15 @@ impl Gen<'_> {
         let ready = self.ready()?;
         let at = self.mbar_addr(mbar, stage)?;
         let parity = self.regs(parity)?[0];
-        self.when(ready, "tma_wait", |g| {
-            // The loop's label is local to its braces: the statement may appear many times.
-            let text =
-                "{\n.reg .pred P1;\nTESSERA_WAIT:\nmbarrier.try_wait.parity.shared::cta.b64 P1, [$0], $1;\n@!P1 bra TESSERA_WAIT;\n}";
-            g.inline_asm(text, "r,r,~{memory}", &[at, parity], false)?;
-            Ok(())
-        })
+        self.when(ready, "tma_wait", |g| g.try_wait(at, parity))
+    }
+
+    /// Spins until the phase with `parity` of the mbarrier at shared address `at` completes.
+    fn try_wait(&self, at: V, parity: V) -> Res<()> {
+        // The loop's label is local to its braces: the statement may appear many times.
+        let text = "{\n.reg .pred P1;\nTESSERA_WAIT:\nmbarrier.try_wait.parity.shared::cta.b64 P1, [$0], $1;\n@!P1 bra TESSERA_WAIT;\n}";
+        self.inline_asm(text, "r,r,~{memory}", &[at, parity], false)?;
+        Ok(())
     }
 
     /// `operands`: `(base, t, o0, …, stage, valid)` (`lir::OpKind::TmaCopy`).
@@ -355,12 +357,7 @@ impl Gen<'_> {
         let at = self.mbar_addr(mbar, stage)?;
         let parity = self.regs(parity)?[0];
         let pred = self.regs(pred)?[0];
-        self.when(pred, "mbar_wait", |g| {
-            let text =
-                "{\n.reg .pred P1;\nTESSERA_WAIT:\nmbarrier.try_wait.parity.shared::cta.b64 P1, [$0], $1;\n@!P1 bra TESSERA_WAIT;\n}";
-            g.inline_asm(text, "r,r,~{memory}", &[at, parity], false)?;
-            Ok(())
-        })
+        self.when(pred, "mbar_wait", |g| g.try_wait(at, parity))
     }
 
     /// `operands`: `(stage, pred)`.

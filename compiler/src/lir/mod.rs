@@ -317,6 +317,27 @@ pub enum OpKind {
 }
 
 impl OpKind {
+    /// Ops that compute a value from their operands alone, with no effect (free to move or to
+    /// recompute elsewhere).
+    pub fn is_pure(&self) -> bool {
+        match self {
+            OpKind::Tir(k) => {
+                k.is_elementwise()
+                    || matches!(
+                        k,
+                        tir::OpKind::View
+                            | tir::OpKind::Dim(_)
+                            | tir::OpKind::Splat
+                            | tir::OpKind::Arange(_)
+                            | tir::OpKind::ProgramId(_)
+                            | tir::OpKind::NumPrograms(_)
+                    )
+            }
+            OpKind::Reshape => true,
+            _ => false,
+        }
+    }
+
     /// Whether the op issues a group of `wgmma`s (which a `wgmma_wait` later retires).
     pub fn is_wgmma(&self) -> bool {
         matches!(self, OpKind::LocalMma { wgmma: true, .. } | OpKind::RegMma { wgmma: true, .. })

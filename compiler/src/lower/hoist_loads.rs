@@ -44,26 +44,6 @@ fn read_only_load(b: &LirBody, op: Op) -> bool {
         && d.operands.first().is_some_and(|&t| matches!(b.ty(t), Type::Tensor { mutable: false, .. }))
 }
 
-/// Ops that compute a value from their operands alone, with no effect: free to move up.
-fn pure(kind: &OpKind) -> bool {
-    match kind {
-        OpKind::Tir(k) => {
-            k.is_elementwise()
-                || matches!(
-                    k,
-                    tir::OpKind::View
-                        | tir::OpKind::Dim(_)
-                        | tir::OpKind::Splat
-                        | tir::OpKind::Arange(_)
-                        | tir::OpKind::ProgramId(_)
-                        | tir::OpKind::NumPrograms(_)
-                )
-        }
-        OpKind::Reshape => true,
-        _ => false,
-    }
-}
-
 fn position(b: &LirBody, blk: Block, op: Op) -> Option<usize> {
     b.block(blk).ops.iter().position(|&o| o == op)
 }
@@ -107,7 +87,7 @@ fn lift(b: &mut LirBody, blk: Block, op: Op, target: Op, depth: u32) -> bool {
     let defs: Vec<Op> = b.op(op).operands.iter().filter_map(|&v| b.producer(v)).collect();
     for def in defs {
         let after = position(b, blk, def).is_some_and(|j| j >= position(b, blk, target).unwrap_or(t));
-        if after && !(pure(&b.op(def).kind) && lift(b, blk, def, target, depth + 1)) {
+        if after && !(OpKind::is_pure(&b.op(def).kind) && lift(b, blk, def, target, depth + 1)) {
             return false;
         }
     }

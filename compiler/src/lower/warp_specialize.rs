@@ -300,23 +300,7 @@ fn is_pure_scalar(k: &Kernel, op: Op) -> bool {
         lir::Type::Tile { shape, .. } => shape.is_empty(),
         lir::Type::Tensor { .. } => true,
     });
-    scalar
-        && d.regions.is_empty()
-        && matches!(
-            d.kind,
-            OpKind::Tir(
-                tir::OpKind::Const(_)
-                    | tir::OpKind::ProgramId(_)
-                    | tir::OpKind::NumPrograms(_)
-                    | tir::OpKind::Binary(_)
-                    | tir::OpKind::Cmp(_)
-                    | tir::OpKind::Unary(_)
-                    | tir::OpKind::Select
-                    | tir::OpKind::Cast
-                    | tir::OpKind::Dim(_)
-                    | tir::OpKind::View
-            )
-        )
+    scalar && d.regions.is_empty() && d.kind.is_pure()
 }
 
 /// Recomputes values in the producer region: pure scalar ops are cloned (those of the loop body

@@ -616,6 +616,10 @@ fn tune_space(a: &ast::Attr, k: &FuncDecl, diags: &mut Vec<Diagnostic>) -> tir::
             continue;
         }
         seen.push(n);
+        if n == "warp_specialize" {
+            space.warp_specialize = tune_bools(n, value, diags);
+            continue;
+        }
         let is_int_const =
             k.consts.iter().any(|c| c.name.name == n && matches!(&c.ty.kind, TypeKind::Scalar(t) if t.name == "i32" || t.name == "i64"));
         if n != "warps" && n != "stages" && n != "blocks_per_sm" && !is_int_const {
@@ -624,7 +628,7 @@ fn tune_space(a: &ast::Attr, k: &FuncDecl, diags: &mut Vec<Diagnostic>) -> tir::
                 Diagnostic::error(format!("`#[tune]` names `{n}`, which is not an integer `const` parameter of `{}`", k.name.name))
                     .with_label(name.span, "not a const parameter")
                     .note(format!(
-                        "tunable: warps, stages, blocks_per_sm{}{}",
+                        "tunable: warps, stages, blocks_per_sm, warp_specialize{}{}",
                         if consts.is_empty() { "" } else { ", " },
                         consts.join(", ")
                     )),
@@ -673,6 +677,29 @@ fn tune_space(a: &ast::Attr, k: &FuncDecl, diags: &mut Vec<Diagnostic>) -> tir::
     space
 }
 
+/// The values of a boolean `#[tune]` knob (`warp_specialize = [false, true]`): `true`/`false`
+/// literals, each once.
+fn tune_bools(n: &str, value: &ast::Expr, diags: &mut Vec<Diagnostic>) -> Vec<bool> {
+    let items: &[ast::Expr] = match &value.kind {
+        ExprKind::List(items) => items,
+        _ => std::slice::from_ref(value),
+    };
+    let mut values = vec![];
+    for e in items {
+        match &e.kind {
+            ExprKind::Bool(b) if !values.contains(b) => values.push(*b),
+            ExprKind::Bool(b) => {
+                diags.push(Diagnostic::error(format!("`{n}` lists {b} twice in `#[tune]`")).with_label(e.span, "again here"))
+            }
+            _ => diags.push(Diagnostic::error(format!("`#[tune]` values of `{n}` are `true` or `false`")).with_label(e.span, "not a bool")),
+        }
+    }
+    if values.is_empty() && items.is_empty() {
+        diags.push(Diagnostic::error(format!("`{n}` has no values in `#[tune]`")).with_label(value.span, "empty"));
+    }
+    values
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -698,6 +725,8 @@ mod tune_tests {
         assert!(space("").expect("valid").is_empty());
         let s = space("#[tune(blocks_per_sm = [1, 2])]").expect("valid");
         assert_eq!((s.blocks_per_sm.as_slice(), s.len()), (&[1, 2][..], 2));
+        let s = space("#[tune(warp_specialize = [false, true], warps = [4, 8])]").expect("valid");
+        assert_eq!((s.warp_specialize.as_slice(), s.len()), (&[false, true][..], 4));
     }
 
     #[test]
@@ -712,6 +741,9 @@ mod tune_tests {
             ("#[tune(stages = [17])]", "lists stages = 17: stages must be from 1 to 16"),
             ("#[tune(blocks_per_sm = [33])]", "lists blocks_per_sm = 33: blocks_per_sm must be from 1 to 32"),
             ("#[tune(BM = [])]", "has no values"),
+            ("#[tune(warp_specialize = [1])]", "values of `warp_specialize` are `true` or `false`"),
+            ("#[tune(warp_specialize = [true, true])]", "lists true twice"),
+            ("#[tune(warp_specialize = [])]", "has no values"),
             ("#[tune(64)]", "takes named value lists"),
         ] {
             let e = space(attr).expect_err(attr);

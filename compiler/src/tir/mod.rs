@@ -577,17 +577,29 @@ pub struct TuneSpace {
     pub stages: Vec<u32>,
     #[serde(default)]
     pub blocks_per_sm: Vec<u32>,
+    /// `warp_specialize = [false, true]`: with and without a producer warpgroup.
+    #[serde(default)]
+    pub warp_specialize: Vec<bool>,
 }
 
 impl TuneSpace {
     /// Whether there is nothing to tune (no `#[tune]` attribute).
     pub fn is_empty(&self) -> bool {
-        self.consts.is_empty() && self.warps.is_empty() && self.stages.is_empty() && self.blocks_per_sm.is_empty()
+        self.consts.is_empty()
+            && self.warps.is_empty()
+            && self.stages.is_empty()
+            && self.blocks_per_sm.is_empty()
+            && self.warp_specialize.is_empty()
     }
 
     /// The number of configurations (the product of the list lengths; 1 when empty).
     pub fn len(&self) -> usize {
-        let lens = self.consts.iter().map(|(_, v)| v.len()).chain([self.warps.len(), self.stages.len(), self.blocks_per_sm.len()]);
+        let lens = self.consts.iter().map(|(_, v)| v.len()).chain([
+            self.warps.len(),
+            self.stages.len(),
+            self.blocks_per_sm.len(),
+            self.warp_specialize.len(),
+        ]);
         lens.map(|n| n.max(1)).fold(1usize, |a, n| a.saturating_mul(n))
     }
 }
