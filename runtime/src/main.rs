@@ -170,6 +170,10 @@ enum Cmd {
         /// runs on a Hopper GPU, so its path can be checked there).
         #[arg(long, value_name = "sm_90a|sm_80")]
         target: Option<String>,
+        /// Build every case with `--warp-specialize true` (a producer warpgroup where a kernel's
+        /// loop allows one, sm_90a).
+        #[arg(long)]
+        warp_specialize: bool,
     },
 }
 
@@ -263,7 +267,7 @@ fn real_main(cli: Cli) -> Result<(), Fail> {
             let interp = RunOptions { race_check: !no_race_check, max_programs: interp_max_programs };
             run(&file, &args, &dims, (&outs, bf16_npy), backend, check, seed, &interp, &opts)
         }
-        Cmd::Selftest { filter, interp_only, codegen, target } => {
+        Cmd::Selftest { filter, interp_only, codegen, target, warp_specialize } => {
             let target = match target.as_deref() {
                 None => None,
                 Some(t) => Some(Target::parse(t).ok_or_else(|| Fail(format!("error: unknown target `{t}` (use sm_90a or sm_80)")))?),
@@ -278,7 +282,7 @@ fn real_main(cli: Cli) -> Result<(), Fail> {
             if let Some(c) = codegens.iter().find(|c| !c.available()) {
                 return Err(Fail(format!("error: `--codegen {}`: this build of tessera has no LLVM", c.name())));
             }
-            selftest_result(tessera_runtime::selftest::run(filter.as_deref(), interp_only, &codegens, target))
+            selftest_result(tessera_runtime::selftest::run(filter.as_deref(), interp_only, &codegens, target, warp_specialize))
         }
     }
 }

@@ -1356,8 +1356,20 @@ pub struct CaseResult {
 /// case and a final `N passed, N failed`, the code built for `target` (by default the best the
 /// GPU runs). Returns whether every case passed; `Err` when there is no GPU (and `interp_only` is
 /// off), the GPU cannot run `target`'s code, or no case matches.
-pub fn run(filter: Option<&str>, interp_only: bool, codegens: &[Codegen], target: Option<Target>) -> Result<bool, String> {
-    let selected: Vec<&Case> = CASES.iter().filter(|c| filter.is_none_or(|f| c.name.contains(f))).collect();
+/// With `warp_specialize`, every case is built with `Options::warp_specialize` on (kernels whose
+/// loop the pass takes run with a producer warpgroup; the others are unchanged).
+pub fn run(
+    filter: Option<&str>,
+    interp_only: bool,
+    codegens: &[Codegen],
+    target: Option<Target>,
+    warp_specialize: bool,
+) -> Result<bool, String> {
+    let selected: Vec<Case> = CASES
+        .iter()
+        .filter(|c| filter.is_none_or(|f| c.name.contains(f)))
+        .map(|c| Case { warp_specialize: c.warp_specialize || warp_specialize, ..c.clone() })
+        .collect();
     if selected.is_empty() {
         return Err(format!("error: no self-test case matches `{}`", filter.unwrap_or_default()));
     }

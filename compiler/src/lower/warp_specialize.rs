@@ -18,8 +18,9 @@
 //!   consumer threads (codegen), and each side sets its registers with `setmaxnreg`.
 //!
 //! The pass leaves the kernel as it is (and `Kernel::ws` unset) unless it finds exactly one such
-//! loop at the top level whose copies it can recompute, whole consumer warpgroups, and room for
-//! the extra mbarriers.
+//! loop at the top level whose copies it can recompute, whole consumer warpgroups, room for the
+//! extra mbarriers, and (under `#[blocks_per_sm(N)]`, N > 1) at least the registers the
+//! consumers had without the producer.
 
 use super::max_shared_bytes;
 use crate::diag::Span;
@@ -56,6 +57,12 @@ pub fn register_split(consumers: u32, blocks_per_sm: u32) -> (Option<u32>, Optio
     if consumer <= at_launch { (None, None) } else { (Some(PRODUCER_REGS), Some(consumer)) }
 }
 
+/// The registers a consumer thread has with the producer warpgroup (after `setmaxnreg`).
+fn consumer_registers(consumers: u32, blocks_per_sm: u32) -> u32 {
+    let at_launch = (65536 / ((consumers + PRODUCER_THREADS) * blocks_per_sm.max(1))) / 8 * 8;
+    register_split(consumers, blocks_per_sm).1.unwrap_or(at_launch.min(255))
+}
+
 /// One pipeline of the loop: the bulk tensor copies of one `dot` operand group, completing on
 /// one set of mbarriers.
 struct Pipe {
@@ -87,6 +94,13 @@ struct Found {
 fn specialize(k: &Kernel) -> Option<Kernel> {
     let c = k.threads;
     if !c.is_multiple_of(PRODUCER_THREADS) || c + PRODUCER_THREADS > 1024 {
+        return None;
+    }
+    // Several blocks per multiprocessor (`#[blocks_per_sm]`) bound each thread's registers: the
+    // producer's threads would take a share the consumers had without it.
+    if let Some(n) = k.blocks_per_sm.filter(|&n| n > 1)
+        && consumer_registers(c, n) < ((65536 / (n * c)) / 8 * 8).min(255)
+    {
         return None;
     }
     let mut f = find(k)?;
@@ -427,6 +441,10 @@ mod tests {
         assert_eq!(register_split(256, 1), (Some(40), Some(232)));
         assert_eq!(register_split(384, 1), (Some(40), Some(152)));
         assert_eq!(register_split(128, 1), (None, None));
+        // Three blocks of one consumer warpgroup: 80 at launch, 120 after the split, where
+        // `#[blocks_per_sm(3)]` alone leaves 168 (the pass declines).
+        assert_eq!(register_split(128, 3), (Some(40), Some(120)));
+        assert!(super::consumer_registers(128, 3) < 168);
         for c in [256u32, 384, 512, 768] {
             if let (Some(p), Some(q)) = register_split(c, 1) {
                 assert!(p * 128 + q * c <= 65536, "{c} consumers: {p}/{q} over the register file");
