@@ -1276,3 +1276,16 @@ fn warp_specialize_leaves_other_kernels_alone() {
     assert!(s.kernel.lir.ws.is_none() && !s.kernel.lir.warp_specialize, "{}", s.name);
     assert!(s.snap.contains("after warp_specialize: unchanged"), "{}: the pass dumped a change", s.name);
 }
+
+/// A kernel that may `return` before or inside its loop is left alone: the producer would wait
+/// for stages the consumers never release.
+#[test]
+fn warp_specialize_declines_a_kernel_that_may_return() {
+    let text = std::fs::read_to_string(root().join("tests/passes/warp_specialize.tile")).expect("read");
+    let early = text.replace("    let qt = q.load", "    if m0 >= M {\n        return;\n    }\n    let qt = q.load");
+    assert_ne!(early, text);
+    for (src, applied) in [(text, true), (early, false)] {
+        let m = tessera_compiler::compile(&Source::new("ws.tile", src), &opts(&[])).unwrap_or_else(|d| panic!("{}", d.render()));
+        assert_eq!(m.kernels[0].lir.ws.is_some(), applied);
+    }
+}

@@ -18,7 +18,7 @@
 //!   consumer threads (codegen), and each side sets its registers with `setmaxnreg`.
 //!
 //! The pass leaves the kernel as it is (and `Kernel::ws` unset) unless it finds exactly one such
-//! loop at the top level whose copies it can recompute, whole consumer warpgroups, room for the
+//! loop at the top level whose copies it can recompute, no `return`, whole consumer warpgroups, room for the
 //! extra mbarriers, and (under `#[blocks_per_sm(N)]`, N > 1) at least the registers the
 //! consumers had without the producer.
 
@@ -232,10 +232,18 @@ fn find(k: &Kernel) -> Option<Found> {
     for mbar in mbars {
         pipes.push(pipe(k, lp, body, mbar, &prologue, &in_body)?);
     }
-    // Nothing else may use the machinery this pass rewrites.
+    // Nothing else may use the machinery this pass rewrites, and the consumers run every
+    // iteration: a `return` could leave the producer waiting for a release that never comes.
     let mut ok = true;
     b.walk(entry, &mut |o| {
-        ok &= !matches!(b.op(o).kind, OpKind::WsInit { .. } | OpKind::WsSplit | OpKind::MbarWait { .. } | OpKind::MbarArrive { .. })
+        ok &= !matches!(
+            b.op(o).kind,
+            OpKind::WsInit { .. }
+                | OpKind::WsSplit
+                | OpKind::MbarWait { .. }
+                | OpKind::MbarArrive { .. }
+                | OpKind::Tir(tir::OpKind::Return)
+        )
     });
     ok.then_some(Found { lp, body, pipes })
 }
