@@ -142,6 +142,8 @@ pub struct Case {
     /// Built with `Options::warp_specialize` on (a producer warpgroup issues the main loop's
     /// bulk tensor copies, sm_90a).
     pub warp_specialize: bool,
+    /// Built with `Options::warps` (the kernel's `#[warps]` when `None`).
+    pub warps: Option<u32>,
 }
 
 impl Case {
@@ -172,7 +174,20 @@ const fn c(
     scalars: &'static [(&'static str, f64)],
     outputs: &'static [(&'static str, Out)],
 ) -> Case {
-    Case { name, file, consts, dims, scalars, generate: None, outputs, tols: &[], tf32: false, kernel: None, warp_specialize: false }
+    Case {
+        name,
+        file,
+        consts,
+        dims,
+        scalars,
+        generate: None,
+        outputs,
+        tols: &[],
+        tf32: false,
+        kernel: None,
+        warp_specialize: false,
+        warps: None,
+    }
 }
 
 /// The attention-training kernels' blocks for the self-test: 32 queries, 64 keys, D 64.
@@ -249,6 +264,7 @@ const fn op(
         tf32: false,
         kernel: None,
         warp_specialize: false,
+        warps: None,
     }
 }
 
@@ -760,6 +776,31 @@ pub const CASES: &[Case] = &[
         warp_specialize: true,
         ..c("attention ws S1 D128", "attention.tile", &[], &[("B", 1), ("H", 1), ("S", 1)], &[("scale", 0.088)], &[("o", P)])
     },
+    // Two consumer warpgroups (8 warps, 128 queries) taking turns at the tensor cores.
+    Case {
+        warp_specialize: true,
+        warps: Some(8),
+        ..c(
+            "attention ws pingpong B1 H2 S200 D64 BQ128",
+            "attention.tile",
+            &[("D", i(64)), ("BQ", i(128))],
+            &[("B", 1), ("H", 2), ("S", 200)],
+            &[("scale", 0.125)],
+            &[("o", P)],
+        )
+    },
+    Case {
+        warp_specialize: true,
+        warps: Some(8),
+        ..c(
+            "attention ws pingpong causal B1 H1 S77 D128 BQ128",
+            "attention.tile",
+            &[("BQ", i(128)), ("CAUSAL", b(true))],
+            &[("B", 1), ("H", 1), ("S", 77)],
+            &[("scale", 0.088)],
+            &[("o", P)],
+        )
+    },
     c("na1d L100 KS7", "na1d.tile", &[], &[("B", 1), ("H", 2), ("L", 100)], &[("scale", 0.125)], &[("o", P)]),
     // NATTEN's causal windows and per-axis kernel sizes, dilations and causal flags.
     c(
@@ -1230,6 +1271,7 @@ pub const CASES: &[Case] = &[
         tf32: false,
         kernel: Some("pick"),
         warp_specialize: false,
+        warps: None,
     },
     // Slicing: rows, the last columns, part of a run-time row, a bool corner.
     Case {
@@ -1244,6 +1286,7 @@ pub const CASES: &[Case] = &[
         tf32: false,
         kernel: Some("slices"),
         warp_specialize: false,
+        warps: None,
     },
     // `std::random`: Philox's words and `randint`/`rand` bit for bit (a seed with a high word,
     // a partial last block); `randn` through the approximate `log`/`cos`.
@@ -1259,6 +1302,7 @@ pub const CASES: &[Case] = &[
         tf32: false,
         kernel: None,
         warp_specialize: false,
+        warps: None,
     },
     op("ops scan R37 C50", "ops/scan.tile", &[], &[("R", 37), ("C", 50)], inputs::scan_ties, SCAN_OUT, &[("cs", D), ("cp", D), ("*", X)]),
     Case {
@@ -1440,6 +1484,7 @@ pub fn compile_case(case: &Case, target: Target, codegen: Codegen) -> Result<Com
         verify: cfg!(debug_assertions),
         tf32: case.tf32,
         warp_specialize: case.warp_specialize.then_some(true),
+        warps: case.warps,
         codegen,
         ..Options::default()
     };

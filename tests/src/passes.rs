@@ -1216,7 +1216,7 @@ fn warp_specialize_hands_the_copies_to_a_producer_warpgroup() {
     let s = staged("warp_specialize.tile");
     let k = &s.kernel.lir;
     assert!(s.sema.warp_specialize, "{}: the tile IR's text keeps the attribute", s.name);
-    assert_eq!(k.ws, Some(lir::WarpSpec { producer_regs: Some(40), consumer_regs: Some(232) }), "{}", s.name);
+    assert_eq!(k.ws, Some(lir::WarpSpec { producer_regs: Some(40), consumer_regs: Some(232), pingpong: true }), "{}", s.name);
     lir::verify_kernel(k).unwrap_or_else(|e| panic!("{}: {e}", s.name));
     let entry = block_mnemonics(k, k.body.entry);
     assert_eq!(entry[..3], ["ws_init", "ws_init", "ws_split"], "{}: {entry:?}", s.name);
@@ -1243,6 +1243,14 @@ fn warp_specialize_hands_the_copies_to_a_producer_warpgroup() {
     assert_eq!(consumer.iter().filter(|m| *m == "tma_wait").count(), 1, "{}: {consumer:?}", s.name);
     let wanted = ["mbar_wait", "mbar_arrive", "local_mma", "wgmma_wait", "mbar_wait", "mbar_arrive", "reg_mma"];
     in_order(&consumer, &wanted).unwrap_or_else(|e| panic!("{}: the consumers' loop: {e}", s.name));
+    // Two consumer warpgroups take turns: each product between a wait and a pass, warpgroup 1
+    // handing the first turn to 0 before the loop, 0 taking the last one after it.
+    for (i, m) in consumer.iter().enumerate() {
+        if m == "local_mma" || m == "reg_mma" {
+            assert_eq!((consumer[i - 1].as_str(), consumer[i + 1].as_str()), ("turn.wait", "turn.pass"), "{}: {consumer:?}", s.name);
+        }
+    }
+    in_order(&entry, &["turn.start", "for", "turn.end"]).unwrap_or_else(|e| panic!("{}: the entry block: {e}", s.name));
     assert_eq!(s.kernel.meta.threads, 384, "{}: the launch adds the producer warpgroup", s.name);
 
     for codegen in [tessera_compiler::Codegen::Ptx, tessera_compiler::Codegen::default()] {
@@ -1256,6 +1264,8 @@ fn warp_specialize_hands_the_copies_to_a_producer_warpgroup() {
             "setmaxnreg.dec.sync.aligned.u32 40;",
             "setmaxnreg.inc.sync.aligned.u32 232;",
             "bar.sync 1, 256;",
+            "bar.arrive 3, 256;",
+            "bar.sync 3, 256;",
             ".maxntid 384, 1, 1",
             ".minnctapersm 1",
         ] {

@@ -118,6 +118,8 @@ pub(crate) struct Gen<'m> {
 const CONSUMER_BARRIER: u32 = 1;
 /// The named barrier of its producer warpgroup.
 const PRODUCER_BARRIER: u32 = 2;
+/// The first of its two consumer warpgroups' turn barriers (`lir::TurnStep`).
+const TURN_BARRIER: u32 = 3;
 
 impl<'m> Gen<'m> {
     fn new(k: &'m lir::Kernel, target: Target) -> Gen<'m> {
@@ -715,6 +717,10 @@ impl<'m> Gen<'m> {
             }
             OpKind::MbarArrive { mbar } => {
                 self.mbar_arrive(&d.operands, *mbar)?;
+                Ok(vec![])
+            }
+            OpKind::Turn(step) => {
+                self.turn(*step)?;
                 Ok(vec![])
             }
             OpKind::TmaWait { mbar } => {

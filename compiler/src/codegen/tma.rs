@@ -360,6 +360,41 @@ impl Gen<'_> {
         self.when(pred, "mbar_wait", |g| g.try_wait(at, parity))
     }
 
+    /// A step of the two consumer warpgroups' turns (`lir::TurnStep`): warpgroup `g` waits on
+    /// named barrier `TURN_BARRIER + g` and arrives on the other's, each met by both (256 threads).
+    pub(crate) fn turn(&mut self, step: crate::lir::TurnStep) -> Res<()> {
+        use crate::lir::TurnStep;
+        let c = self.consumers.ok_or("a turn outside a warp-specialised kernel's consumers")?;
+        let base = super::TURN_BARRIER as i64;
+        let wg = self.b.int_bin(crate::mir::IntOp::LShr, self.tid, self.i32c(7));
+        match step {
+            TurnStep::Start => {
+                let second = self.icmp(Cmp::Ne, wg, self.i32c(0))?;
+                self.when(second, "turn_start", |g| {
+                    g.inline_asm(&format!("bar.arrive {base}, {c};"), "~{memory}", &[], false)?;
+                    Ok(())
+                })
+            }
+            TurnStep::Wait => {
+                let mine = self.add(wg, self.i32c(base))?;
+                self.inline_asm(&format!("bar.sync $0, {c};"), "r,~{memory}", &[mine], false)?;
+                Ok(())
+            }
+            TurnStep::Pass => {
+                let other = self.b.int_bin(crate::mir::IntOp::Sub, self.i32c(base + 1), wg);
+                self.inline_asm(&format!("bar.arrive $0, {c};"), "r,~{memory}", &[other], false)?;
+                Ok(())
+            }
+            TurnStep::End => {
+                let first = self.icmp(Cmp::Eq, wg, self.i32c(0))?;
+                self.when(first, "turn_end", |g| {
+                    g.inline_asm(&format!("bar.sync {base}, {c};"), "~{memory}", &[], false)?;
+                    Ok(())
+                })
+            }
+        }
+    }
+
     /// `operands`: `(stage, pred)`.
     pub(crate) fn mbar_arrive(&mut self, operands: &[Value], mbar: u32) -> Res<()> {
         let [stage, pred] = operands[..] else { return Err("mbar_arrive takes (stage, pred)".into()) };

@@ -314,6 +314,35 @@ pub enum OpKind {
     /// `(stage: i32, pred: bool) -> ()`: when `pred`, every thread arrives on the mbarrier at
     /// `mbar + 8 · stage` (a consumer releasing a stage's buffers to the producer).
     MbarArrive { mbar: u32 },
+    /// `() -> ()`: two consumer warpgroups take turns issuing tensor-core work (FlashAttention-3's
+    /// ping-pong): see [`TurnStep`].
+    Turn(TurnStep),
+}
+
+/// The steps of the consumer warpgroups' turns (named barriers 3 and 4, one per warpgroup, each
+/// met by both): warpgroup `g` waits on its own before each `wgmma` issue and arrives on the
+/// other's after it, so the two alternate and one's softmax runs while the other's products do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TurnStep {
+    /// Before the loop: warpgroup 1 arrives on warpgroup 0's barrier (0 goes first).
+    Start,
+    /// Wait for this warpgroup's turn.
+    Wait,
+    /// Give the turn to the other warpgroup.
+    Pass,
+    /// After the loop: warpgroup 0 takes the turn 1 passed last (every arrival met).
+    End,
+}
+
+impl TurnStep {
+    pub fn name(self) -> &'static str {
+        match self {
+            TurnStep::Start => "start",
+            TurnStep::Wait => "wait",
+            TurnStep::Pass => "pass",
+            TurnStep::End => "end",
+        }
+    }
 }
 
 impl OpKind {
@@ -377,6 +406,7 @@ impl OpKind {
             OpKind::WsSplit => "ws_split".into(),
             OpKind::MbarWait { .. } => "mbar_wait".into(),
             OpKind::MbarArrive { .. } => "mbar_arrive".into(),
+            OpKind::Turn(step) => format!("turn.{}", step.name()),
         }
     }
 }
@@ -520,7 +550,8 @@ pub fn shared_writes(b: &LirBody, op: crate::ir::Op) -> Option<SmemRange> {
         | OpKind::WgmmaWait { .. }
         | OpKind::Barrier
         | OpKind::WsSplit
-        | OpKind::MbarWait { .. } => None,
+        | OpKind::MbarWait { .. }
+        | OpKind::Turn(_) => None,
     }
 }
 
@@ -626,6 +657,8 @@ pub struct WarpSpec {
     /// Registers per thread each side asks for with `setmaxnreg` (`None`: the launch's).
     pub producer_regs: Option<u32>,
     pub consumer_regs: Option<u32>,
+    /// The two consumer warpgroups take turns issuing the loop's products (`OpKind::Turn`).
+    pub pingpong: bool,
 }
 
 /// Threads of a warp-specialised kernel's producer warpgroup.

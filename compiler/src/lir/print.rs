@@ -28,6 +28,9 @@ pub fn print_kernel(k: &Kernel) -> String {
             let regs = |r: Option<u32>| r.map_or("-".to_string(), |r| r.to_string());
             let _ =
                 write!(out, " producer({} threads, regs {}/{})", super::PRODUCER_THREADS, regs(ws.producer_regs), regs(ws.consumer_regs));
+            if ws.pingpong {
+                out.push_str(" pingpong");
+            }
         }
         None if k.warp_specialize => out.push_str(" warp_specialize"),
         None => {}
@@ -107,7 +110,13 @@ fn print_op(k: &Kernel, op: Op, depth: usize, num: &mut Numbering, out: &mut Str
             Some(format!("@{b_offset}{} k {k} {dtype}{}", if *b_trans { " trans" } else { "" }, if *wgmma { " wgmma" } else { "" }))
         }
         OpKind::WgmmaWait { pending } => (*pending > 0).then(|| pending.to_string()),
-        OpKind::Reshape | OpKind::Barrier | OpKind::AsyncCommit | OpKind::RowReduce { .. } | OpKind::RowBroadcast | OpKind::WsSplit => None,
+        OpKind::Reshape
+        | OpKind::Barrier
+        | OpKind::AsyncCommit
+        | OpKind::RowReduce { .. }
+        | OpKind::RowBroadcast
+        | OpKind::WsSplit
+        | OpKind::Turn(_) => None,
     };
     let mut parts: Vec<String> = attr.into_iter().collect();
     parts.extend(d.operands.iter().map(|&v| num.name(v)));

@@ -193,7 +193,8 @@ fn effects(b: &LirBody, op: Op, cx: &Cx) -> Effects {
         | OpKind::WsInit { .. }
         | OpKind::WsSplit
         | OpKind::MbarWait { .. }
-        | OpKind::MbarArrive { .. } => e.opaque = true,
+        | OpKind::MbarArrive { .. }
+        | OpKind::Turn(_) => e.opaque = true,
     }
     e
 }

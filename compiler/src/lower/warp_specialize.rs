@@ -25,7 +25,7 @@
 use super::max_shared_bytes;
 use crate::diag::Span;
 use crate::ir::{Block, Op, Value, ValueDef};
-use crate::lir::{self, Kernel, OpKind, PRODUCER_THREADS, WarpSpec};
+use crate::lir::{self, Kernel, OpKind, PRODUCER_THREADS, TurnStep, WarpSpec};
 use crate::tir::{self, BinaryOp, CmpOp, Lit};
 use std::collections::{HashMap, HashSet};
 
@@ -170,17 +170,31 @@ fn specialize(k: &Kernel) -> Option<Kernel> {
         let wait = b.create_op(OpKind::MbarWait { mbar: p.mbar }, vec![w[0], w[1], yes_v], vec![], vec![], span);
         at_wait.insert(p.wait, vec![yes, wait]);
     }
+    // Two consumer warpgroups whose loop issues several products take turns issuing them.
+    let pingpong = pingpong_applies(k, f.body, c);
     let mut ops = vec![];
-    for &o in &b.block(f.body).ops {
+    for o in b.block(f.body).ops.clone() {
         if let Some(r) = at_barrier.get(&o) {
             ops.extend(r.iter().copied());
         } else if let Some(r) = at_wait.get(&o) {
             ops.extend(r.iter().copied());
-        } else if !gone.contains(&o) {
+        } else if gone.contains(&o) {
+            continue;
+        } else if pingpong && b.op(o).kind.is_wgmma() {
+            let wait = b.create_op(OpKind::Turn(TurnStep::Wait), vec![], vec![], vec![], span);
+            let pass = b.create_op(OpKind::Turn(TurnStep::Pass), vec![], vec![], vec![], span);
+            ops.extend([wait, o, pass]);
+        } else {
             ops.push(o);
         }
     }
     b.blocks[f.body.index()].ops = ops;
+    if pingpong {
+        let start = b.create_op(OpKind::Turn(TurnStep::Start), vec![], vec![], vec![], span);
+        let end = b.create_op(OpKind::Turn(TurnStep::End), vec![], vec![], vec![], span);
+        let at = b.block(entry).ops.iter().position(|&o| o == f.lp)?;
+        b.blocks[entry.index()].ops.splice(at..=at, [start, f.lp, end]);
+    }
 
     let mut head = vec![];
     for p in &f.pipes {
@@ -196,8 +210,18 @@ fn specialize(k: &Kernel) -> Option<Kernel> {
     b.blocks[entry.index()].ops.splice(0..0, head);
     out.shared_bytes = shared;
     let (producer_regs, consumer_regs) = register_split(c, k.blocks_per_sm.unwrap_or(1));
-    out.ws = Some(WarpSpec { producer_regs, consumer_regs });
+    out.ws = Some(WarpSpec { producer_regs, consumer_regs, pingpong });
     Some(out)
+}
+
+/// Whether the two consumer warpgroups of a `consumers`-thread kernel take turns issuing the
+/// products of loop body `body`: two warpgroups, at least two products, each issued directly in
+/// the body (one in a branch could be issued by one warpgroup and not the other).
+fn pingpong_applies(k: &Kernel, body: Block, consumers: u32) -> bool {
+    let direct = k.body.block(body).ops.iter().filter(|&&o| k.body.op(o).kind.is_wgmma()).count();
+    let mut all = 0;
+    k.body.walk(body, &mut |o| all += usize::from(k.body.op(o).kind.is_wgmma()));
+    consumers == 2 * PRODUCER_THREADS && direct >= 2 && direct == all
 }
 
 /// The one loop of the entry block whose body issues bulk tensor copies, and its pipelines.
