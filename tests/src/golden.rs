@@ -339,6 +339,64 @@ fn llvm_emitter_examples_assemble() {
     }
 }
 
+/// Every example built with `--warp-specialize true` (verifiers on, both emitters): the kernels
+/// the pass takes verify, assemble with `setmaxnreg` kept (no C7508) and no spill; those it
+/// leaves are the default build's PTX. Which examples it takes is pinned here.
+#[test]
+fn warp_specialized_examples_verify_and_assemble() {
+    let ptxas = ptxas();
+    let mut taken = vec![];
+    for ex in examples(Target::Sm90a) {
+        for codegen in [tessera_compiler::Codegen::Ptx, tessera_compiler::Codegen::Llvm] {
+            let o = tessera_compiler::Options { codegen, warp_specialize: Some(true), ..crate::common::opts(&[]) };
+            let kernels = crate::common::compile_example(&format!("{}.tile", ex.stem), &o);
+            for (k, plain) in kernels.iter().zip(&ex.kernels) {
+                let Some(ws) = k.lir.ws else {
+                    if codegen == tessera_compiler::Codegen::Ptx {
+                        assert_eq!(k.ptx, plain.ptx, "{}: not specialised, yet its PTX changed", k.meta.name);
+                    }
+                    continue;
+                };
+                if codegen == tessera_compiler::Codegen::Ptx {
+                    taken.push(format!("{}{}", k.meta.name, if ws.pingpong { " (pingpong)" } else { "" }));
+                }
+                assert_eq!(k.meta.threads, plain.meta.threads + 128, "{}", k.meta.name);
+                if let Some(p) = &ptxas {
+                    let log = run_ptxas(p, &format!("{}-ws-{}", k.meta.name, codegen.name()), &k.ptx, Target::Sm90a);
+                    assert!(!log.contains("C7508"), "{} ({}): ptxas ignored setmaxnreg:\n{log}", k.meta.name, codegen.name());
+                    assert_eq!(spill_bytes(&log), Some((0, 0)), "{} ({}): spills:\n{log}", k.meta.name, codegen.name());
+                }
+            }
+        }
+    }
+    let want = [
+        "attention",
+        "attention_fwd",
+        "attention_bwd_dkdv",
+        "attention_bwd_dq (pingpong)",
+        "linear",
+        "linear_fwd",
+        "linear_bwd_dx",
+        "linear_bwd_dw",
+        "matmul",
+        "matmul_splitk",
+        "na1d_bwd_dkdv",
+        "na2d_fwd",
+        "na2d_bwd_dq",
+        "na2d_bwd_dkdv",
+        "na2d_stream",
+        "na3d",
+        "na3d_fwd",
+        "na3d_bwd_dq",
+        "na3d_bwd_dkdv",
+    ];
+    let mut sorted = taken.clone();
+    sorted.sort();
+    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(sorted, want, "the kernels `warp_specialize` takes at the examples' defaults");
+}
+
 #[test]
 fn spill_bytes_parses_ptxas_logs() {
     let log = "ptxas info    : Compiling entry function 'na2d' for 'sm_90a'\n\

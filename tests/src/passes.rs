@@ -1252,6 +1252,15 @@ fn warp_specialize_hands_the_copies_to_a_producer_warpgroup() {
     }
     in_order(&entry, &["turn.start", "for", "turn.end"]).unwrap_or_else(|e| panic!("{}: the entry block: {e}", s.name));
     assert_eq!(s.kernel.meta.threads, 384, "{}: the launch adds the producer warpgroup", s.name);
+    // The verifier holds the roles apart: planted faults fail it.
+    let mut bad = k.clone();
+    bad.ws = None;
+    assert!(lir::verify_kernel(&bad).is_err_and(|e| e.contains("ws_split")), "{}: a split without its roles", s.name);
+    let mut bad = k.clone();
+    let bar = bad.body.create_op(lir::OpKind::Barrier, vec![], vec![], vec![], tessera_compiler::Span::default());
+    bad.body.blocks[region.index()].ops.insert(0, bar);
+    let e = lir::verify_kernel(&bad).expect_err("a barrier in the producer's region");
+    assert!(e.contains("`barrier` in the producer's region"), "{}: {e}", s.name);
 
     for codegen in [tessera_compiler::Codegen::Ptx, tessera_compiler::Codegen::default()] {
         let src = Source::new(

@@ -679,7 +679,48 @@ pub fn verify_kernel(k: &Kernel) -> Result<(), String> {
     for &a in &b.block(b.entry).args {
         defined[a.index()] = true;
     }
-    verify_block(k, b.entry, &mut defined)
+    verify_block(k, b.entry, &mut defined)?;
+    verify_roles(k)
+}
+
+/// A warp-specialised kernel's thread roles: one `ws_split`, in the entry block, exactly when
+/// `Kernel::ws` is set; the producer's copies only in its region, which has no barrier of the
+/// consumers and no tensor-core work; turns only in the consumers' code of a ping-pong kernel.
+fn verify_roles(k: &Kernel) -> Result<(), String> {
+    let b = &k.body;
+    let splits: Vec<crate::ir::Op> = b.block(b.entry).ops.iter().copied().filter(|&o| b.op(o).kind == OpKind::WsSplit).collect();
+    let mut all_splits = 0;
+    b.walk(b.entry, &mut |o| all_splits += usize::from(b.op(o).kind == OpKind::WsSplit));
+    match (k.ws, splits.as_slice()) {
+        (None, []) if all_splits == 0 => {}
+        (Some(_), [_]) if all_splits == 1 => {}
+        _ => return Err(format!("{all_splits} `ws_split` ops ({} in the entry block) in a kernel with ws {:?}", splits.len(), k.ws)),
+    }
+    let mut in_producer = std::collections::HashSet::new();
+    for &s in &splits {
+        for &r in &b.op(s).regions {
+            b.walk(r, &mut |o| {
+                in_producer.insert(o);
+            });
+        }
+    }
+    let pingpong = k.ws.is_some_and(|w| w.pingpong);
+    let mut err = None;
+    b.walk(b.entry, &mut |o| {
+        let d = b.op(o);
+        let producer_op = matches!(d.kind, OpKind::TmaCopy { producer: true, .. } | OpKind::TmaArrive { producer: true, .. });
+        let here = in_producer.contains(&o);
+        let wrong = if here {
+            matches!(d.kind, OpKind::Barrier | OpKind::Turn(_) | OpKind::WsInit { .. } | OpKind::MbarArrive { .. }) || d.kind.is_wgmma()
+        } else {
+            producer_op || matches!(d.kind, OpKind::Turn(_)) && !pingpong
+        };
+        if wrong && err.is_none() {
+            let side = if here { "the producer's region" } else { "the consumers' code" };
+            err = Some(format!("`{}` in {side}", d.kind.mnemonic()));
+        }
+    });
+    err.map_or(Ok(()), Err)
 }
 
 /// A loop's or branch's regions end in a `yield` of one value per result, each of its type; a
