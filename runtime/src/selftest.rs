@@ -398,6 +398,42 @@ pub const CASES: &[Case] = &[
         &[],
         &[("c", P)],
     ),
+    // Warp-specialised persistent GEMM: the producer runs into the next tile's K blocks while
+    // the consumers store the last tile (several tiles per program, partial edges, the
+    // producer's element-by-element fallback at K 45, K 0).
+    Case {
+        warp_specialize: true,
+        ..c(
+            "matmul_persistent ws tma 136x520x200 NSM=2",
+            "matmul_persistent.tile",
+            &[("NSM", i(2))],
+            &[("M", 136), ("N", 520), ("K", 200)],
+            &[],
+            &[("c", P)],
+        )
+    },
+    Case {
+        warp_specialize: true,
+        ..c(
+            "matmul_persistent ws 130x67x45 NSM=3",
+            "matmul_persistent.tile",
+            &[("NSM", i(3))],
+            &[("M", 130), ("N", 67), ("K", 45)],
+            &[],
+            &[("c", P)],
+        )
+    },
+    Case {
+        warp_specialize: true,
+        ..c(
+            "matmul_persistent ws 70x70x0 NSM=2",
+            "matmul_persistent.tile",
+            &[("NSM", i(2))],
+            &[("M", 70), ("N", 70), ("K", 0)],
+            &[],
+            &[("c", P)],
+        )
+    },
     c(
         "matmul_persistent tma 136x520x200 NSM=2",
         "matmul_persistent.tile",

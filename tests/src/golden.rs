@@ -379,6 +379,7 @@ fn warp_specialized_examples_verify_and_assemble() {
         "linear_bwd_dx",
         "linear_bwd_dw",
         "matmul",
+        "matmul_persistent",
         "matmul_splitk",
         "na1d_bwd_dkdv",
         "na2d_fwd",

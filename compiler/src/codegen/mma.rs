@@ -412,6 +412,15 @@ impl Gen<'_> {
         window: (V, &[V], &[V], &[V]),
         smem: V,
     ) -> Res<()> {
+        // A warp-specialised kernel's producer warpgroup copies inline, on its own thread
+        // indices: ptxas cannot allocate the consumers' registers when a region whose registers
+        // `setmaxnreg` lowered calls a device function (the persistent GEMM failed at 232).
+        if let Some(ptid) = self.producer {
+            let saved = std::mem::replace(&mut self.tid, ptid);
+            let done = self.slow_copy(dtype, shape, swizzled, toward, window, smem, crate::lir::PRODUCER_THREADS);
+            self.tid = saved;
+            return done;
+        }
         let f = self.slow_copy_fn(dtype, shape, swizzled, toward)?;
         let (ptr, sizes, strides, offs) = window;
         let mut args = vec![ptr];
@@ -426,10 +435,7 @@ impl Gen<'_> {
     /// The device function `(ptr, sizes: i32…, strides: i64…, offs: i32…, smem: i32)` that does
     /// `slow_copy` for this dtype, shape, swizzle and direction; built once.
     fn slow_copy_fn(&mut self, dtype: DType, shape: &[i64], swizzled: bool, toward: Toward) -> Res<Callee> {
-        // In a warp-specialised kernel's producer region, its warpgroup copies (the threads
-        // from `lanes` on).
-        let lanes = self.producer.map(|_| self.k.threads);
-        let key = (dtype, shape.to_vec(), swizzled, toward, lanes);
+        let key = (dtype, shape.to_vec(), swizzled, toward);
         if let Some(f) = self.slow_copies.get(&key) {
             return Ok(f.clone());
         }
@@ -463,19 +469,8 @@ impl Gen<'_> {
         );
         self.tid = self.b.sreg(SReg::Tid);
         self.smem = self.b.sym_addr(Sym::Smem);
-        let threads = match lanes {
-            None => {
-                self.note(self.tid, Some(super::fold::Facts { lo: 0, hi: self.k.threads as i64 - 1, align: 1 }));
-                self.k.threads
-            }
-            Some(first) => {
-                let n = crate::lir::PRODUCER_THREADS;
-                self.note(self.tid, Some(super::fold::Facts { lo: first as i64, hi: (first + n) as i64 - 1, align: 1 }));
-                self.tid = self.b.int_bin(crate::mir::IntOp::Sub, self.tid, self.i32c(first as i64));
-                self.note(self.tid, Some(super::fold::Facts { lo: 0, hi: n as i64 - 1, align: 1 }));
-                n
-            }
-        };
+        self.note(self.tid, Some(super::fold::Facts { lo: 0, hi: self.k.threads as i64 - 1, align: 1 }));
+        let threads = self.k.threads;
         let body = self.b.block("body");
         self.b.br(body);
         self.b.position(body);

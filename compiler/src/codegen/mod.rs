@@ -33,9 +33,8 @@ use std::cell::RefCell;
 
 type Res<T> = Result<T, String>;
 
-/// An element-by-element window copy's device function: dtype, shape, swizzle, direction, and
-/// the first of the producer warpgroup's threads when it copies (else the consumers do).
-type SlowCopyKey = (DType, Vec<i64>, bool, mma::Toward, Option<u32>);
+/// An element-by-element window copy's device function: dtype, shape, swizzle and direction.
+type SlowCopyKey = (DType, Vec<i64>, bool, mma::Toward);
 
 /// The body of a counted loop: (generator, induction variable, carried values) → next values.
 type LoopBody<'a, 'm> = &'a mut dyn FnMut(&mut Gen<'m>, V, &[V]) -> Res<Vec<V>>;

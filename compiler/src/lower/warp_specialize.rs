@@ -371,10 +371,14 @@ impl Cloner<'_> {
             ValueDef::Arg(..) => return None,
             ValueDef::Result(op, _) => op,
         };
-        if !is_pure_scalar(self.k, op) {
-            return None;
-        }
         let d = self.k.body.op(op).clone();
+        let regions = if is_pure_scalar(self.k, op) {
+            vec![]
+        } else if scalar_if(self.k, op) {
+            self.branches(b, op)?
+        } else {
+            return None;
+        };
         let mut operands = vec![];
         for &o in &d.operands {
             operands.push(self.value(b, o)?);
@@ -382,12 +386,56 @@ impl Cloner<'_> {
         let tys: Vec<lir::Type> = d.results.iter().map(|&r| self.k.body.ty(r).clone()).collect();
         let span = self.k.body.span(op);
         let into = if self.in_body.contains(&op) { self.inner } else { self.outer };
-        let new = b.append(into, d.kind.clone(), operands, tys, vec![], span);
+        let new = b.append(into, d.kind.clone(), operands, tys, regions, span);
         for (&r, &n) in d.results.iter().zip(&b.op(new).results.clone()) {
             self.memo.insert(r, n);
         }
         self.memo.get(&v).copied()
     }
+
+    /// The branches of a scalar `if` (`scalar_if`), cloned: what they read from outside first
+    /// (where it belongs), then their ops into new blocks.
+    fn branches(&mut self, b: &mut lir::LirBody, op: Op) -> Option<Vec<Block>> {
+        let d = self.k.body.op(op).clone();
+        let inside: HashSet<Op> = d.regions.iter().flat_map(|&r| self.k.body.block(r).ops.iter().copied()).collect();
+        for &r in &d.regions {
+            for &o in &self.k.body.block(r).ops {
+                for &x in &self.k.body.op(o).operands {
+                    let local = matches!(self.k.body.values[x.index()].def, ValueDef::Result(p, _) if inside.contains(&p));
+                    if !local {
+                        self.value(b, x)?;
+                    }
+                }
+            }
+        }
+        let mut out = vec![];
+        for &r in &d.regions {
+            let nb = b.new_block(&[]);
+            for &o in &self.k.body.block(r).ops {
+                let od = self.k.body.op(o).clone();
+                let operands: Vec<Value> = od.operands.iter().map(|x| self.memo.get(x).copied()).collect::<Option<_>>()?;
+                let tys: Vec<lir::Type> = od.results.iter().map(|&x| self.k.body.ty(x).clone()).collect();
+                let new = b.append(nb, od.kind.clone(), operands, tys, vec![], self.k.body.span(o));
+                for (&x, &n) in od.results.iter().zip(&b.op(new).results.clone()) {
+                    self.memo.insert(x, n);
+                }
+            }
+            out.push(nb);
+        }
+        Some(out)
+    }
+}
+
+/// An `if` with scalar results whose branches hold only pure scalar ops and their `yield`
+/// (`kt = cdiv(K, BK) + if K == 0 { 1 } else { 0 }`): the producer may recompute it.
+fn scalar_if(k: &Kernel, op: Op) -> bool {
+    let d = k.body.op(op);
+    let scalar = |v: &Value| matches!(k.body.ty(*v), lir::Type::Tile { shape, .. } if shape.is_empty());
+    d.kind == OpKind::Tir(tir::OpKind::If)
+        && d.results.iter().all(scalar)
+        && d.regions
+            .iter()
+            .all(|&r| k.body.block(r).ops.iter().all(|&o| is_pure_scalar(k, o) || k.body.op(o).kind == OpKind::Tir(tir::OpKind::Yield)))
 }
 
 /// The producer's region: its loop over the consumers' iterations, per pipeline waiting for the
