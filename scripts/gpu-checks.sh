@@ -8,7 +8,8 @@
 #   emitter), each tool's summary line.
 # ws: warp specialisation (`#[warp_specialize]`): the whole self-test with every case built with
 #   `--warp-specialize true` through both emitters, the sanitizers on the `ws` cases, and
-#   `tessera bench` of matmul, linear and attention with and without it (two rounds).
+#   `tessera bench` of matmul, matmul_persistent, linear and attention with and without it (two
+#   rounds).
 # Logs go to $OUT (or ./gpu-checks-out) as selftest.log, order.log, memcheck.log, racecheck.log,
 # synccheck.log, ws-*.log; the summaries are printed last.
 set -uo pipefail
@@ -66,6 +67,7 @@ if [ "$what" = ws ] || [ "$what" = all ]; then
             w=(--warp-specialize "$ws")
             summary+=("round $round, warp_specialize=$ws: matmul 4096^3 $(bench examples/matmul.tile --dims M=4096,N=4096,K=4096 "${w[@]}")")
             summary+=("round $round, warp_specialize=$ws: linear 4096^3 $(bench examples/linear.tile --dims M=4096,N=4096,K=4096 "${w[@]}")")
+            summary+=("round $round, warp_specialize=$ws: matmul_persistent 4096^3 $(bench examples/matmul_persistent.tile --dims M=4096,N=4096,K=4096 "${w[@]}")")
             a=(examples/attention.tile --dims B=4,H=32,S=4096 --arg scale=0.088 "${w[@]}")
             summary+=("round $round, warp_specialize=$ws: attention D128 $(bench "${a[@]}")")
             summary+=("round $round, warp_specialize=$ws: attention D128 BQ128 BK128 w8 $(bench "${a[@]}" --const BQ=128 --const BK=128 --warps 8)")
