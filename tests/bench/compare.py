@@ -41,6 +41,8 @@ ap.add_argument("--tessera", default=os.path.join(ROOT, "target/release/tessera"
 ap.add_argument("--only", default=",".join(AREAS), help="comma-separated areas: " + ", ".join(AREAS))
 ap.add_argument("--quick", action="store_true", help="the first shape of each area only")
 ap.add_argument("--tune", action="store_true", help="run `tessera bench --tune` (slow: compiles and times the #[tune] space)")
+ap.add_argument("--warp-specialize", action="store_true",
+                help="also time each program built with `--warp-specialize true` (a row marked [ws]; the pass leaves kernels it cannot take as they are)")
 ap.add_argument("--timeout", type=float, default=240.0, help="seconds for one tessera command")
 ap.add_argument("--out", default=None, help="write every result as JSON here")
 ap.add_argument("--codegen", default="llvm,ptx", help="the emitters to measure, comma-separated (llvm, ptx): a row each")
@@ -275,9 +277,11 @@ def run_tessera(area, case, file, kernel, inputs, scalars, out_name, out_shape, 
     for codegen in CODEGENS:
         name = impl + (f" [{codegen}]" if len(CODEGENS) > 1 else "")
         for tune in [False] + ([True] if args.tune and tunable else []):
-            passes = ["--llvm-passes", args.llvm_passes] if args.llvm_passes and codegen == "llvm" else []
-            run_one(area, case, name + (" (autotuned)" if tune else ""), cmd + ["--codegen", codegen] + passes + (["--tune"] if tune else []),
-                    out_path, out_shape, ref, flops, nbytes, tol, extra)
+            for ws in [False] + ([True] if args.warp_specialize else []):
+                passes = ["--llvm-passes", args.llvm_passes] if args.llvm_passes and codegen == "llvm" else []
+                label = name + (" [ws]" if ws else "") + (" (autotuned)" if tune else "")
+                flags = passes + (["--tune"] if tune else []) + (["--warp-specialize", "true"] if ws else [])
+                run_one(area, case, label, cmd + ["--codegen", codegen] + flags, out_path, out_shape, ref, flops, nbytes, tol, extra)
     for f in inputs:
         try:
             os.remove(os.path.join(TMP, case_id(case) + "-" + f + ".npy"))
