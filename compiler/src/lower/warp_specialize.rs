@@ -142,9 +142,12 @@ fn specialize(k: &Kernel) -> Option<Kernel> {
         .collect();
     b.blocks[entry.index()].ops = keep;
     // Threads writing shared memory in the loop may rely on the barriers: those stay.
-    let thread_writes = b.block(f.body).ops.iter().any(|&o| {
-        !matches!(b.op(o).kind, OpKind::TmaCopy { .. } | OpKind::TmaArrive { .. } | OpKind::MbarInit { .. })
-            && (lir::shared_writes(b, o).is_some() || !b.op(o).regions.is_empty())
+    // (Branches count by what they hold: attention's causal mask is a branch of register ops.)
+    let refills: HashSet<Op> = f.pipes.iter().map(|p| p.barrier).collect();
+    let mut thread_writes = false;
+    b.walk(f.body, &mut |o| {
+        thread_writes |= !matches!(b.op(o).kind, OpKind::TmaCopy { .. } | OpKind::TmaArrive { .. } | OpKind::MbarInit { .. })
+            && (lir::shared_writes(b, o).is_some() || b.op(o).kind == OpKind::Barrier && !refills.contains(&o))
     });
     let (iv, lo) = (b.block(f.body).args[0], b.op(f.lp).operands[0]);
     let bool_ty = b.ty(f.pipes[0].valid).clone();
@@ -189,12 +192,20 @@ fn specialize(k: &Kernel) -> Option<Kernel> {
         }
     }
     b.blocks[f.body.index()].ops = ops;
+    // One consumers' barrier before the loop: a window copied before it (attention's `q`) was,
+    // without tensor maps, written by every thread, and the loop's first refill barrier that
+    // published it is gone.
+    let publish = b.create_op(OpKind::Barrier, vec![], vec![], vec![], span);
+    let mut around = vec![publish];
     if pingpong {
-        let start = b.create_op(OpKind::Turn(TurnStep::Start), vec![], vec![], vec![], span);
-        let end = b.create_op(OpKind::Turn(TurnStep::End), vec![], vec![], vec![], span);
-        let at = b.block(entry).ops.iter().position(|&o| o == f.lp)?;
-        b.blocks[entry.index()].ops.splice(at..=at, [start, f.lp, end]);
+        around.push(b.create_op(OpKind::Turn(TurnStep::Start), vec![], vec![], vec![], span));
     }
+    around.push(f.lp);
+    if pingpong {
+        around.push(b.create_op(OpKind::Turn(TurnStep::End), vec![], vec![], vec![], span));
+    }
+    let at = b.block(entry).ops.iter().position(|&o| o == f.lp)?;
+    b.blocks[entry.index()].ops.splice(at..=at, around);
 
     let mut head = vec![];
     for p in &f.pipes {
