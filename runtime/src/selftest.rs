@@ -350,6 +350,11 @@ const ARGSCAN_OUT: &[(&str, Out)] = &[
 const SCAN_OUT: &[(&str, Out)] =
     &[("cs", P), ("cm", P), ("am", P), ("an", P), ("col_arg", P), ("pair", P), ("cp", P), ("cn", P), ("kd", P), ("ka", P)];
 
+/// `case` built with `Options::warp_specialize` on.
+const fn ws(case: Case) -> Case {
+    Case { warp_specialize: true, ..case }
+}
+
 /// The table of cases. Sizes are modest: the interpreter is the slow side.
 pub const CASES: &[Case] = &[
     c("vector_add N=1000", "vector_add.tile", &[], &[("N", 1000)], &[], &[("z", P)]),
@@ -401,39 +406,30 @@ pub const CASES: &[Case] = &[
     // Warp-specialised persistent GEMM: the producer runs into the next tile's K blocks while
     // the consumers store the last tile (several tiles per program, partial edges, the
     // producer's element-by-element fallback at K 45, K 0).
-    Case {
-        warp_specialize: true,
-        ..c(
-            "matmul_persistent ws tma 136x520x200 NSM=2",
-            "matmul_persistent.tile",
-            &[("NSM", i(2))],
-            &[("M", 136), ("N", 520), ("K", 200)],
-            &[],
-            &[("c", P)],
-        )
-    },
-    Case {
-        warp_specialize: true,
-        ..c(
-            "matmul_persistent ws 130x67x45 NSM=3",
-            "matmul_persistent.tile",
-            &[("NSM", i(3))],
-            &[("M", 130), ("N", 67), ("K", 45)],
-            &[],
-            &[("c", P)],
-        )
-    },
-    Case {
-        warp_specialize: true,
-        ..c(
-            "matmul_persistent ws 70x70x0 NSM=2",
-            "matmul_persistent.tile",
-            &[("NSM", i(2))],
-            &[("M", 70), ("N", 70), ("K", 0)],
-            &[],
-            &[("c", P)],
-        )
-    },
+    ws(c(
+        "matmul_persistent ws tma 136x520x200 NSM=2",
+        "matmul_persistent.tile",
+        &[("NSM", i(2))],
+        &[("M", 136), ("N", 520), ("K", 200)],
+        &[],
+        &[("c", P)],
+    )),
+    ws(c(
+        "matmul_persistent ws 130x67x45 NSM=3",
+        "matmul_persistent.tile",
+        &[("NSM", i(3))],
+        &[("M", 130), ("N", 67), ("K", 45)],
+        &[],
+        &[("c", P)],
+    )),
+    ws(c(
+        "matmul_persistent ws 70x70x0 NSM=2",
+        "matmul_persistent.tile",
+        &[("NSM", i(2))],
+        &[("M", 70), ("N", 70), ("K", 0)],
+        &[],
+        &[("c", P)],
+    )),
     c(
         "matmul_persistent tma 136x520x200 NSM=2",
         "matmul_persistent.tile",
@@ -790,28 +786,19 @@ pub const CASES: &[Case] = &[
     // engine's path (rows of 16-byte multiples) with partial tiles on every edge and K not a
     // multiple of the tile, the producer's element-by-element fallback (K 45: rows the copy
     // engine cannot take), one element; attention with two pipelines in its loop, S 77 and 1.
-    Case { warp_specialize: true, ..c("matmul ws 136x200x72", "matmul.tile", &[], &[("M", 136), ("N", 200), ("K", 72)], &[], &[("c", P)]) },
-    Case { warp_specialize: true, ..c("matmul ws 130x67x45", "matmul.tile", &[], &[("M", 130), ("N", 67), ("K", 45)], &[], &[("c", P)]) },
-    Case { warp_specialize: true, ..c("matmul ws 1x1x1", "matmul.tile", &[], &[("M", 1), ("N", 1), ("K", 1)], &[], &[("c", P)]) },
-    Case {
-        warp_specialize: true,
-        ..c("attention ws B2 H1 S77 D128", "attention.tile", &[], &[("B", 2), ("H", 1), ("S", 77)], &[("scale", 0.088)], &[("o", P)])
-    },
-    Case {
-        warp_specialize: true,
-        ..c(
-            "attention ws causal B1 H2 S77 D64",
-            "attention.tile",
-            &[("D", i(64)), ("CAUSAL", b(true))],
-            &[("B", 1), ("H", 2), ("S", 77)],
-            &[("scale", 0.125)],
-            &[("o", P)],
-        )
-    },
-    Case {
-        warp_specialize: true,
-        ..c("attention ws S1 D128", "attention.tile", &[], &[("B", 1), ("H", 1), ("S", 1)], &[("scale", 0.088)], &[("o", P)])
-    },
+    ws(c("matmul ws 136x200x72", "matmul.tile", &[], &[("M", 136), ("N", 200), ("K", 72)], &[], &[("c", P)])),
+    ws(c("matmul ws 130x67x45", "matmul.tile", &[], &[("M", 130), ("N", 67), ("K", 45)], &[], &[("c", P)])),
+    ws(c("matmul ws 1x1x1", "matmul.tile", &[], &[("M", 1), ("N", 1), ("K", 1)], &[], &[("c", P)])),
+    ws(c("attention ws B2 H1 S77 D128", "attention.tile", &[], &[("B", 2), ("H", 1), ("S", 77)], &[("scale", 0.088)], &[("o", P)])),
+    ws(c(
+        "attention ws causal B1 H2 S77 D64",
+        "attention.tile",
+        &[("D", i(64)), ("CAUSAL", b(true))],
+        &[("B", 1), ("H", 2), ("S", 77)],
+        &[("scale", 0.125)],
+        &[("o", P)],
+    )),
+    ws(c("attention ws S1 D128", "attention.tile", &[], &[("B", 1), ("H", 1), ("S", 1)], &[("scale", 0.088)], &[("o", P)])),
     // Two consumer warpgroups (8 warps, 128 queries) taking turns at the tensor cores.
     Case {
         warp_specialize: true,

@@ -82,10 +82,7 @@ impl Gen<'_> {
             self.b.cond_br(ready, yes, no);
             self.b.position(no);
             self.inline_asm(&format!("bar.sync {}, {};", super::PRODUCER_BARRIER, crate::lir::PRODUCER_THREADS), "~{memory}", &[], false)?;
-            self.when(go, "ws_arrive", |g| {
-                g.inline_asm("mbarrier.arrive.shared::cta.b64 _, [$0];", "r,~{memory}", &[at], false)?;
-                Ok(())
-            })?;
+            self.when(go, "ws_arrive", |g| g.arrive(at))?;
             self.b.br(done);
             self.b.position(yes);
             self.when(go, "ws_expect", |g| {
@@ -400,10 +397,13 @@ impl Gen<'_> {
         let [stage, pred] = operands[..] else { return Err("mbar_arrive takes (stage, pred)".into()) };
         let at = self.mbar_addr(mbar, stage)?;
         let pred = self.regs(pred)?[0];
-        self.when(pred, "mbar_arrive", |g| {
-            g.inline_asm("mbarrier.arrive.shared::cta.b64 _, [$0];", "r,~{memory}", &[at], false)?;
-            Ok(())
-        })
+        self.when(pred, "mbar_arrive", |g| g.arrive(at))
+    }
+
+    /// This thread's plain arrival on the mbarrier at shared address `at`.
+    fn arrive(&self, at: V) -> Res<()> {
+        self.inline_asm("mbarrier.arrive.shared::cta.b64 _, [$0];", "r,~{memory}", &[at], false)?;
+        Ok(())
     }
 }
 

@@ -48,7 +48,7 @@ pub fn run(k: &mut Kernel) {
 /// them. `None` where the consumers would gain nothing.
 pub fn register_split(consumers: u32, blocks_per_sm: u32) -> (Option<u32>, Option<u32>) {
     let threads = consumers + PRODUCER_THREADS;
-    let at_launch = (65536 / (threads * blocks_per_sm.max(1))) / 8 * 8;
+    let at_launch = launch_registers(threads, blocks_per_sm);
     if at_launch >= 248 || consumers == 0 {
         return (None, None);
     }
@@ -59,8 +59,14 @@ pub fn register_split(consumers: u32, blocks_per_sm: u32) -> (Option<u32>, Optio
 
 /// The registers a consumer thread has with the producer warpgroup (after `setmaxnreg`).
 fn consumer_registers(consumers: u32, blocks_per_sm: u32) -> u32 {
-    let at_launch = (65536 / ((consumers + PRODUCER_THREADS) * blocks_per_sm.max(1))) / 8 * 8;
-    register_split(consumers, blocks_per_sm).1.unwrap_or(at_launch.min(255))
+    let at_launch = launch_registers(consumers + PRODUCER_THREADS, blocks_per_sm).min(255);
+    register_split(consumers, blocks_per_sm).1.unwrap_or(at_launch)
+}
+
+/// Registers per thread when `blocks_per_sm` blocks of `threads` share the 64K register file
+/// (ptxas's granule of 8).
+fn launch_registers(threads: u32, blocks_per_sm: u32) -> u32 {
+    (65536 / (threads * blocks_per_sm.max(1))) / 8 * 8
 }
 
 /// One pipeline of the loop: the bulk tensor copies of one `dot` operand group, completing on
@@ -99,7 +105,7 @@ fn specialize(k: &Kernel) -> Option<Kernel> {
     // Several blocks per multiprocessor (`#[blocks_per_sm]`) bound each thread's registers: the
     // producer's threads would take a share the consumers had without it.
     if let Some(n) = k.blocks_per_sm.filter(|&n| n > 1)
-        && consumer_registers(c, n) < ((65536 / (n * c)) / 8 * 8).min(255)
+        && consumer_registers(c, n) < launch_registers(c, n).min(255)
     {
         return None;
     }
@@ -169,8 +175,8 @@ fn specialize(k: &Kernel) -> Option<Kernel> {
         here.extend([pred, release]);
         let yes = b.create_op(OpKind::Tir(tir::OpKind::Const(Lit::Bool(true))), vec![], vec![bool_ty.clone()], vec![], span);
         let yes_v = b.result(yes);
-        let w = b.op(p.wait).operands.clone();
-        let wait = b.create_op(OpKind::MbarWait { mbar: p.mbar }, vec![w[0], w[1], yes_v], vec![], vec![], span);
+        let [stage, parity] = b.op(p.wait).operands[..] else { return None };
+        let wait = b.create_op(OpKind::MbarWait { mbar: p.mbar }, vec![stage, parity, yes_v], vec![], vec![], span);
         at_wait.insert(p.wait, vec![yes, wait]);
     }
     // Two consumer warpgroups whose loop issues several products take turns issuing them.
@@ -459,7 +465,7 @@ fn build_producer(k: &Kernel, b: &mut lir::LirBody, f: &Found, span: Span) -> Op
     let inner = b.new_block(std::slice::from_ref(&i32_ty));
     let iv = b.block(inner).args[0];
     let mut cl = Cloner { k, in_body: b.block(f.body).ops.iter().copied().collect(), memo: HashMap::new(), outer, inner };
-    let bounds: Vec<Value> = b.op(f.lp).operands[..3].to_vec();
+    let bounds: Vec<Value> = b.op(f.lp).operands.get(..3)?.to_vec();
     let mut nb = vec![];
     for v in bounds {
         nb.push(cl.value(b, v)?);
