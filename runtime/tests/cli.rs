@@ -292,7 +292,7 @@ fn dumps_show_the_ir_after_each_stage() {
     assert!(err.contains(".visible .entry vector_add("), "{err}");
     let (code, _, err) = tessera(&["build", "examples/vector_add.tile", "--dump-after", "nope"]);
     assert_eq!(code, 1);
-    assert!(err.contains("`--dump-after nope`: no such stage (stages: sema, dot_acc, uniform_mask, dce"), "{err}");
+    assert!(err.contains("`--dump-after nope`: no such stage (stages: sema, dot_acc, uniform_mask, overlap_dots, dce"), "{err}");
 }
 
 #[test]

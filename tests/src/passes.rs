@@ -1241,15 +1241,21 @@ fn warp_specialize_hands_the_copies_to_a_producer_warpgroup() {
     }
     // `q`, copied once before the loop by the consumers, keeps its wait.
     assert_eq!(consumer.iter().filter(|m| *m == "tma_wait").count(), 1, "{}: {consumer:?}", s.name);
-    let wanted = ["mbar_wait", "mbar_arrive", "local_mma", "wgmma_wait", "mbar_wait", "mbar_arrive", "reg_mma"];
+    // Rotated by `overlap_dots`: this iteration's `s` and the previous one's product with `v`
+    // are issued back to back, and `s` is waited for with the other still in flight.
+    let wanted = ["mbar_wait", "mbar_arrive", "local_mma", "mbar_wait", "mbar_arrive", "reg_mma", "wgmma_wait", "wgmma_wait"];
     in_order(&consumer, &wanted).unwrap_or_else(|e| panic!("{}: the consumers' loop: {e}", s.name));
-    // Two consumer warpgroups take turns: each product between a wait and a pass, warpgroup 1
-    // handing the first turn to 0 before the loop, 0 taking the last one after it.
-    for (i, m) in consumer.iter().enumerate() {
-        if m == "local_mma" || m == "reg_mma" {
-            assert_eq!((consumer[i - 1].as_str(), consumer[i + 1].as_str()), ("turn.wait", "turn.pass"), "{}: {consumer:?}", s.name);
-        }
-    }
+    // Two consumer warpgroups take turns: both products in one turn (a wait before the first, a
+    // pass after the second), warpgroup 1 handing the first turn to 0 before the loop, 0 taking
+    // the last one after it.
+    let at = |m: &str| consumer.iter().position(|x| x == m).unwrap_or_else(|| panic!("{}: no `{m}`: {consumer:?}", s.name));
+    assert_eq!(consumer.iter().filter(|m| m.starts_with("turn.")).count(), 2, "{}: {consumer:?}", s.name);
+    assert_eq!(
+        (consumer[at("local_mma") - 1].as_str(), consumer[at("reg_mma") + 1].as_str()),
+        ("turn.wait", "turn.pass"),
+        "{}: {consumer:?}",
+        s.name
+    );
     in_order(&entry, &["turn.start", "for", "turn.end"]).unwrap_or_else(|e| panic!("{}: the entry block: {e}", s.name));
     assert_eq!(s.kernel.meta.threads, 384, "{}: the launch adds the producer warpgroup", s.name);
     // The verifier holds the roles apart: planted faults fail it.

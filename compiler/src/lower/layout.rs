@@ -76,10 +76,16 @@ fn wgmma_shape(body: &TirBody, a: Value, shape: &[i64], warps_m: u32, warps_n: u
 
 /// Whether `v` is computed, through elementwise ops only, from the result of a tensor-core dot.
 fn from_dot(body: &TirBody, v: Value, warps: u32, depth: u32, tf32: bool) -> bool {
-    let crate::ir::ValueDef::Result(op, _) = body.values[v.index()].def else { return false };
+    let crate::ir::ValueDef::Result(op, index) = body.values[v.index()].def else { return false };
     let d = body.op(op);
     match d.kind {
         OpKind::Dot => dot_uses_mma(body, d.operands[0], d.operands[1], d.results[0], warps, tf32).is_some(),
+        // A branch's result (`uniform_mask`'s `if all(mask) { s } else { where(mask, s, -inf) }`)
+        // when a branch yields one.
+        OpKind::If if depth < 16 => d.regions.iter().any(|&r| {
+            let yielded = body.block(r).ops.last().and_then(|&y| body.op(y).operands.get(index as usize).copied());
+            yielded.is_some_and(|y| from_dot(body, y, warps, depth + 1, tf32))
+        }),
         OpKind::Cast | OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Select if depth < 16 => {
             d.operands.iter().any(|&o| body.ty(o).shape() == body.ty(v).shape() && from_dot(body, o, warps, depth + 1, tf32))
         }

@@ -108,13 +108,13 @@ impl Cx<'_> {
             // M-major descriptors (16-bit only too).
             let a_16bit = matches!(self.src.ty(d.operands[0]).dtype(), DType::BF16 | DType::F16);
             for (i, &x) in d.operands[..2].iter().enumerate() {
-                if let Some((load, chain)) = self.fused_source(x, blk, blk) {
+                if let Some((load, chain)) = self.fused_source(x, blk, &[blk]) {
                     out.push(Fusion { operand: x, load, trans: false, chain, invariant: false });
                 } else if (i == 1 || a_16bit)
                     && let Some(p) = self.def_in(x, blk)
                     && self.src.op(p).kind == OpKind::Permute(vec![1, 0])
                     && self.uses.get(&x).copied().unwrap_or(0) == 1
-                    && let Some((load, mut chain)) = self.fused_source(self.src.op(p).operands[0], blk, blk)
+                    && let Some((load, mut chain)) = self.fused_source(self.src.op(p).operands[0], blk, &[blk])
                 {
                     chain.push(x);
                     out.push(Fusion { operand: x, load, trans: true, chain, invariant: false });
@@ -133,10 +133,24 @@ impl Cx<'_> {
                     if dd.kind != OpKind::Dot || !self.invariant_a_wgmma(dop, body) {
                         continue;
                     }
-                    // Read by this dot alone: another use (through `trans`, say) would find the
-                    // load lowered nowhere.
-                    if self.uses.get(&dd.operands[0]).copied().unwrap_or(0) == 1
-                        && let Some((load, chain)) = self.fused_source(dd.operands[0], blk, body)
+                    // Read only as the `a` of such `dot`s, here and in `blk` (a loop rotated by
+                    // `overlap_dots` runs its first iteration's before the loop): another use
+                    // (through `trans`, say) would find the load lowered nowhere.
+                    let q = dd.operands[0];
+                    let readers = [(blk, &self.src.block(blk).ops), (body, &self.src.block(body).ops)]
+                        .iter()
+                        .flat_map(|(b, ops)| ops.iter().map(move |&o| (*b, o)))
+                        .filter(|&(b, o)| {
+                            let od = self.src.op(o);
+                            od.kind == OpKind::Dot
+                                && od.operands[0] == q
+                                && od.operands[1..].iter().all(|&x| x != q)
+                                && (b == body || self.is_mma_dot(o))
+                                && self.invariant_a_wgmma(o, b)
+                        })
+                        .count();
+                    if self.uses.get(&q).copied().unwrap_or(0) == readers
+                        && let Some((load, chain)) = self.fused_source(q, blk, &[blk, body])
                     {
                         out.push(Fusion { operand: dd.operands[0], load, trans: false, chain, invariant: true });
                     }
@@ -166,7 +180,7 @@ impl Cx<'_> {
     }
 
     /// A fusable load behind `x` (itself, or a leading-dimension-merging reshape of it).
-    fn fused_source(&self, x: Value, blk: Block, users: Block) -> Option<(Value, Vec<Value>)> {
+    fn fused_source(&self, x: Value, blk: Block, users: &[Block]) -> Option<(Value, Vec<Value>)> {
         if self.is_fusable_load(x, blk) && self.only_feeds_dots(x, users) {
             return Some((x, vec![x]));
         }
@@ -186,10 +200,10 @@ impl Cx<'_> {
     /// Whether every use of `v` is an operand of a tensor-core `dot` of `blk` that
     /// `fusable_loads` fuses: `v` itself, or `trans(v)` used by nothing else. One staged window
     /// then feeds all of them (a backward kernel's `k` in `q · kᵀ` and `ds · k`).
-    fn only_feeds_dots(&self, v: Value, blk: Block) -> bool {
+    fn only_feeds_dots(&self, v: Value, blocks: &[Block]) -> bool {
         let is_mma_dot = |op: Op| self.is_mma_dot(op);
         let mut found = 0;
-        for &op in &self.src.block(blk).ops {
+        for (&blk, &op) in blocks.iter().flat_map(|b| self.src.block(*b).ops.iter().map(move |o| (b, o))) {
             let d = self.src.op(op);
             for (i, &o) in d.operands.iter().enumerate() {
                 if o != v {

@@ -197,6 +197,9 @@ fn specialize(k: &Kernel) -> Option<Kernel> {
             ops.push(o);
         }
     }
+    if pingpong {
+        merge_turns(b, &mut ops);
+    }
     b.blocks[f.body.index()].ops = ops;
     // One consumers' barrier before the loop: a window copied before it (attention's `q`) was,
     // without tensor maps, written by every thread, and the loop's first refill barrier that
@@ -229,6 +232,31 @@ fn specialize(k: &Kernel) -> Option<Kernel> {
     let (producer_regs, consumer_regs) = register_split(c, k.blocks_per_sm.unwrap_or(1));
     out.ws = Some(WarpSpec { producer_regs, consumer_regs, pingpong });
     Some(out)
+}
+
+/// Products issued one after the other with no wait for a `wgmma` group between them (the
+/// `S = Q·Kᵀ` and the deferred `P·V` of a loop rotated by `overlap_dots`) are issued in one turn:
+/// a `turn.pass` followed by a `turn.wait` with only scalar work, mbarrier waits and releases
+/// between them goes, as FlashAttention-3 issues both products of an iteration in one turn.
+fn merge_turns(b: &lir::LirBody, ops: &mut Vec<Op>) {
+    let mut i = 0;
+    while i < ops.len() {
+        if b.op(ops[i]).kind != OpKind::Turn(TurnStep::Pass) {
+            i += 1;
+            continue;
+        }
+        let next = (i + 1..ops.len()).find(|&j| {
+            let d = b.op(ops[j]);
+            matches!(d.kind, OpKind::Turn(_) | OpKind::WgmmaWait { .. } | OpKind::Barrier) || !d.regions.is_empty()
+        });
+        match next {
+            Some(j) if b.op(ops[j]).kind == OpKind::Turn(TurnStep::Wait) => {
+                ops.remove(j);
+                ops.remove(i);
+            }
+            _ => i += 1,
+        }
+    }
 }
 
 /// Whether the two consumer warpgroups of a `consumers`-thread kernel take turns issuing the
