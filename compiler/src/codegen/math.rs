@@ -209,9 +209,11 @@ fn fmod_f32(g: &Gen<'_>, x: V, y: V) -> Res<V> {
     Ok(b.select(is_nan, V::float(Ty::F32, f64::NAN), v))
 }
 
+/// `a · b + c`, rounded once for floats (halves computed in f32, then rounded to the type).
 pub(crate) fn fma(g: &Gen<'_>, a: V, b: V, c: V, d: DType) -> Res<V> {
     if d.is_float() {
-        return Ok(g.b.fma(a, b, c));
+        let r = g.b.fma(widen(g, a, d), widen(g, b, d), widen(g, c, d));
+        return Ok(narrow(g, r, d));
     }
     let p = binary(g, BinaryOp::Mul, a, b, d)?;
     binary(g, BinaryOp::Add, p, c, d)

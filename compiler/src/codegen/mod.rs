@@ -930,6 +930,12 @@ impl<'m> Gen<'m> {
                 }
                 one(regs)
             }
+            tir::OpKind::Fma => {
+                let (x, y, z) = (self.regs(operands[0])?, self.regs(operands[1])?, self.regs(operands[2])?);
+                let dt = self.ty(operands[0]).dtype();
+                let regs = (0..x.len()).map(|i| math::fma(self, x[i], y[i], z[i], dt)).collect::<Res<Vec<_>>>()?;
+                one(regs)
+            }
             tir::OpKind::Cast => {
                 let x = self.regs(operands[0])?;
                 let (from, to) = (self.ty(operands[0]).dtype(), rt_ok()?.dtype());

@@ -153,6 +153,11 @@ impl Interp<'_> {
                 let (c, a, b) = (self.tile(ops[0])?, self.tile(ops[1])?, self.tile(ops[2])?);
                 select(&c, &a, &b, dtype, &shape)?
             }
+            OpKind::Fma => {
+                n_operands(3)?;
+                let (a, b, c) = (self.tile(ops[0])?, self.tile(ops[1])?, self.tile(ops[2])?);
+                fma(&a, &b, &c, dtype, &shape)?
+            }
             OpKind::Cast => {
                 n_operands(1)?;
                 let x = self.tile(ops[0])?;
@@ -603,6 +608,21 @@ fn unary(op: UnaryOp, x: &Tile, dtype: DType, shape: &[i64]) -> Result<Tile> {
         }
     };
     Ok(Tile { dtype, shape: shape.to_vec(), data })
+}
+
+/// `a · b + c` rounded once: in f64 for f64, else in f32 (the GPU's `fma.rn.f32`), then
+/// rounded to the type.
+fn fma(a: &Tile, b: &Tile, c: &Tile, dtype: DType, shape: &[i64]) -> Result<Tile> {
+    same_dtype(a, dtype)?;
+    same_shape(c, shape)?;
+    let (Data::F(x), Data::F(y)) = elementwise(a, b, shape)? else { return Err(internal("fma of non-floats")) };
+    let Data::F(z) = &c.data else { return Err(internal("fma of non-floats")) };
+    let one = |p: f64, q: f64, r: f64| match dtype {
+        DType::F64 => p.mul_add(q, r),
+        _ => round_to(dtype, f64::from((p as f32).mul_add(q as f32, r as f32))),
+    };
+    let data = x.iter().zip(y).zip(z).map(|((&p, &q), &r)| one(p, q, r)).collect();
+    Ok(Tile { dtype, shape: shape.to_vec(), data: Data::F(data) })
 }
 
 fn select(c: &Tile, a: &Tile, b: &Tile, dtype: DType, shape: &[i64]) -> Result<Tile> {

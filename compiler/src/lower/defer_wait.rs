@@ -90,6 +90,7 @@ fn pure(kind: &OpKind) -> bool {
                 | tir::OpKind::Unary(_)
                 | tir::OpKind::Const(_)
                 | tir::OpKind::Select
+                | tir::OpKind::Fma
                 | tir::OpKind::Cast
                 | tir::OpKind::ProgramId(_)
                 | tir::OpKind::NumPrograms(_)

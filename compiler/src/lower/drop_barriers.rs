@@ -151,6 +151,7 @@ fn effects(b: &LirBody, op: Op, cx: &Cx) -> Effects {
             | tir::OpKind::Cmp(_)
             | tir::OpKind::Unary(_)
             | tir::OpKind::Select
+            | tir::OpKind::Fma
             | tir::OpKind::Cast
             | tir::OpKind::Dim(_)
             | tir::OpKind::View

@@ -86,7 +86,7 @@ fn from_dot(body: &TirBody, v: Value, warps: u32, depth: u32, tf32: bool) -> boo
             let yielded = body.block(r).ops.last().and_then(|&y| body.op(y).operands.get(index as usize).copied());
             yielded.is_some_and(|y| from_dot(body, y, warps, depth + 1, tf32))
         }),
-        OpKind::Cast | OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Select if depth < 16 => {
+        OpKind::Cast | OpKind::Unary(_) | OpKind::Binary(_) | OpKind::Select | OpKind::Fma if depth < 16 => {
             d.operands.iter().any(|&o| body.ty(o).shape() == body.ty(v).shape() && from_dot(body, o, warps, depth + 1, tf32))
         }
         _ => false,
@@ -142,7 +142,7 @@ pub fn assign(k: &Kernel, warps: u32, target: crate::Target, tf32: bool) -> Hash
         for &op in &ops {
             let d = body.op(op);
             match &d.kind {
-                OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Unary(_) | OpKind::Select | OpKind::Cast => {
+                OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Unary(_) | OpKind::Select | OpKind::Fma | OpKind::Cast => {
                     let r = d.results[0];
                     let shape = body.ty(r).shape();
                     if let Some(&l @ Layout::Mma { warps_m, warps_n }) = out.get(&r) {

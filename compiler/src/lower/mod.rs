@@ -547,7 +547,7 @@ impl Cx<'_> {
                     }
                     self.emit(dst, lir::OpKind::Tir(OpKind::Yield), operands, vec![], span)
                 }
-                OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Unary(_) | OpKind::Select | OpKind::Cast => {
+                OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Unary(_) | OpKind::Select | OpKind::Fma | OpKind::Cast => {
                     let mut operands = vec![];
                     for &o in &d.operands {
                         operands.push(self.operand(o, res_layout, dst, span)?);

@@ -270,6 +270,7 @@ impl Cx<'_> {
                 | OpKind::Cmp(_)
                 | OpKind::Unary(_)
                 | OpKind::Select
+                | OpKind::Fma
                 | OpKind::Cast
                 | OpKind::Dim(_)
                 | OpKind::View

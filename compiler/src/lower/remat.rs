@@ -22,6 +22,7 @@ fn cheap(kind: &OpKind) -> bool {
             | OpKind::Binary(_)
             | OpKind::Cmp(_)
             | OpKind::Select
+            | OpKind::Fma
             | OpKind::Unary(_)
             | OpKind::Cast
     )
@@ -49,7 +50,7 @@ impl Cx<'_> {
                     let non_blocked = r.and_then(|r| self.layouts.get(&r)).is_some_and(|l| !matches!(l, Layout::Blocked { .. }));
                     match d.kind {
                         _ if r.is_some_and(|r| set.contains(&r)) => true,
-                        OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Unary(_) | OpKind::Cast => {
+                        OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Fma | OpKind::Unary(_) | OpKind::Cast => {
                             non_blocked && r.is_some_and(|r| self.src.ty(r).shape() == self.src.ty(v).shape())
                         }
                         OpKind::Broadcast => non_blocked && r.is_some_and(|r| self.remat_ok(r, 0)),
@@ -112,6 +113,7 @@ impl Cx<'_> {
             | OpKind::Binary(_)
             | OpKind::Cmp(_)
             | OpKind::Select
+            | OpKind::Fma
             | OpKind::Unary(_)
             | OpKind::Cast => d.operands.iter().all(|&o| self.remat_ok(o, depth + 1)),
             _ => false,
@@ -185,7 +187,7 @@ impl Cx<'_> {
                     dims.iter().enumerate().map(|(i, &t)| if xs[i] == 1 && vt.shape()[i] != 1 { None } else { t }).collect();
                 self.remat_at(d.operands[0], target, layout, &inner, blk, span, depth + 1, memo)?
             }
-            kind @ (OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Unary(_) | OpKind::Cast) => {
+            kind @ (OpKind::Binary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Fma | OpKind::Unary(_) | OpKind::Cast) => {
                 let mut ops = vec![];
                 for &o in &d.operands {
                     ops.push(self.remat_at(o, target, layout, dims, blk, span, depth + 1, memo)?);

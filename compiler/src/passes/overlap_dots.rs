@@ -222,6 +222,7 @@ fn recomputable(k: &Kernel, v: Value, iv: Value, ops: &HashSet<Op>) -> bool {
             | OpKind::Cmp(_)
             | OpKind::Unary(_)
             | OpKind::Select
+            | OpKind::Fma
             | OpKind::Cast
             | OpKind::Dim(_)
             | OpKind::View => true,

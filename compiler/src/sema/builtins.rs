@@ -226,8 +226,22 @@ impl Lowerer<'_> {
                 let a = self.lower_expr(&args[0])?;
                 let b = self.lower_expr(&args[1])?;
                 let c = self.lower_expr(&args[2])?;
-                let p = self.binary(BinOp::Mul, a, b, args[0].span, args[1].span, span)?;
-                self.binary(BinOp::Add, p, c, span, args[2].span, span)
+                let (sa, sb, sc) = (args[0].span, args[1].span, args[2].span);
+                // Constants fold as a product and a sum, integers compute so too; floats are
+                // rounded once (one `fma` op on operands of one type and shape).
+                if [&a, &b, &c].iter().all(|v| matches!(v, Val::K(..))) {
+                    let p = self.binary(BinOp::Mul, a, b, sa, sb, span)?;
+                    return self.binary(BinOp::Add, p, c, span, sc, span);
+                }
+                let (a1, c1) = self.unify(a, c, sa, sc)?;
+                let (b1, c2) = self.unify(b, Val::V(c1), sb, sc)?;
+                let (a2, b2) = self.unify(Val::V(a1), Val::V(b1), sa, sb)?;
+                let t = self.ty(a2);
+                if !t.dtype().is_float() || self.ty(b2) != t || self.ty(c2) != t {
+                    let p = self.binary(BinOp::Mul, Val::V(a2), Val::V(b2), sa, sb, span)?;
+                    return self.binary(BinOp::Add, p, Val::V(c2), span, sc, span);
+                }
+                Ok(Val::V(self.emit(OpKind::Fma, vec![a2, b2, c2], t, span)))
             }
             "dot" => {
                 arity(name, args, &[2, 3], span)?;

@@ -235,6 +235,9 @@ pub enum OpKind {
     Unary(UnaryOp),
     /// `(c: bool[s], a: T[s], b: T[s]) -> T[s]`.
     Select,
+    /// `(a: T[s], b: T[s], c: T[s]) -> T[s]`, floats: `a · b + c` rounded once (`f16`/`bf16`:
+    /// computed in f32, then rounded to the type).
+    Fma,
     /// `(a: T[s]) -> U[s]`: the result type names the target.
     Cast,
     /// `(a: T[s]) -> T[s without axis]`.
@@ -301,7 +304,10 @@ impl OpKind {
     /// Elementwise arithmetic (constants, unary and binary ops, compares, `select`, casts): what a
     /// scan's combine function may hold.
     pub fn is_elementwise(&self) -> bool {
-        matches!(self, OpKind::Const(_) | OpKind::Binary(_) | OpKind::Unary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Cast)
+        matches!(
+            self,
+            OpKind::Const(_) | OpKind::Binary(_) | OpKind::Unary(_) | OpKind::Cmp(_) | OpKind::Select | OpKind::Fma | OpKind::Cast
+        )
     }
 
     /// The keyword of this op in the text form.
@@ -320,6 +326,7 @@ impl OpKind {
             OpKind::Cmp(c) => format!("cmp.{}", c.name()),
             OpKind::Unary(u) => u.name().into(),
             OpKind::Select => "select".into(),
+            OpKind::Fma => "fma".into(),
             OpKind::Cast => "cast".into(),
             OpKind::Reduce(r, _) => format!("reduce.{}", r.name()),
             OpKind::Dot => "dot".into(),

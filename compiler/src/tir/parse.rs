@@ -731,6 +731,7 @@ impl Parser {
                 OpKind::Permute(perm)
             }
             "select" => OpKind::Select,
+            "fma" => OpKind::Fma,
             "cast" => OpKind::Cast,
             "dot" => OpKind::Dot,
             "dim" => OpKind::Dim(self.u32_lit("an axis")?),

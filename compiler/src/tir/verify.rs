@@ -171,6 +171,13 @@ fn check_op(k: &Kernel, op: Op) -> Result<(), String> {
             }
             Ok(())
         }
+        OpKind::Fma => {
+            n(3)?;
+            if ty(0)? != ty(1)? || ty(1)? != ty(2)? || res(0)? != ty(0)? || !ty(0)?.dtype().is_float() {
+                return Err("fma(a: T[s], b: T[s], c: T[s]) -> T[s], T a float".into());
+            }
+            Ok(())
+        }
         OpKind::Cast => {
             n(1)?;
             if ty(0)?.shape() != res(0)?.shape() { Err("cast changes the shape".into()) } else { Ok(()) }
