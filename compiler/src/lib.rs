@@ -56,6 +56,15 @@ impl Target {
         }
     }
 
+    /// The compute capability times ten (`80`, `90`): the value of `SM` in a kernel signature's
+    /// constant expressions (`const BQ: i32 = (if SM >= 90 { 128 } else { 64 })`).
+    pub fn sm(self) -> i64 {
+        match self {
+            Target::Sm80 => 80,
+            Target::Sm90a => 90,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Target> {
         match s {
             "sm_80" | "sm80" => Some(Target::Sm80),

@@ -149,6 +149,8 @@ pub fn check_file(
 struct ConstEnv {
     values: Vec<(String, ConstValue)>,
     types: Vec<DType>,
+    /// The target's `SM` (`Target::sm`), for a name no const declares.
+    sm: i64,
 }
 
 /// Evaluates a constant expression of a kernel's signature (a const default, a tensor dimension,
@@ -167,10 +169,15 @@ fn const_value(e: &ast::Expr, env: &ConstEnv) -> Result<Option<(Konst, KTy)>, St
         ExprKind::Int(v, suffix) => literal(*v, suffix)?,
         ExprKind::Bool(b) => Some((Konst::Bool(*b), KTy::Of(DType::Bool))),
         ExprKind::Paren(e) => const_value(e, env)?,
-        ExprKind::Name(n) => env.values.iter().position(|(c, _)| c == &n.name).map(|i| match env.values[i].1 {
-            ConstValue::Int(v) => (Konst::Int(v), KTy::Of(env.types[i])),
-            ConstValue::Bool(b) => (Konst::Bool(b), KTy::Of(DType::Bool)),
-        }),
+        ExprKind::Name(n) => match env.values.iter().position(|(c, _)| c == &n.name) {
+            Some(i) => Some(match env.values[i].1 {
+                ConstValue::Int(v) => (Konst::Int(v), KTy::Of(env.types[i])),
+                ConstValue::Bool(b) => (Konst::Bool(b), KTy::Of(DType::Bool)),
+            }),
+            // The target, for defaults that differ by architecture (a const declares over it).
+            None if n.name == "SM" => Some((Konst::Int(env.sm), KTy::Of(DType::I32))),
+            None => None,
+        },
         ExprKind::Unary(ast::UnOp::Neg, x) => match &x.kind {
             ExprKind::Int(v, suffix) => literal(-*v, suffix)?,
             _ => match const_value(x, env)? {
@@ -342,7 +349,7 @@ fn const_default(c: &ast::ConstParam, d: &ast::Expr, want: DType, env: &ConstEnv
 fn instantiate(k: &FuncDecl, fns: &HashMap<String, FuncDecl>, opts: &Options, diags: &mut Vec<Diagnostic>) -> Option<tir::Kernel> {
     let n_errors = diags.len();
     // Const parameters: the build's value, else the default.
-    let mut env = ConstEnv::default();
+    let mut env = ConstEnv { sm: opts.target.sm(), ..ConstEnv::default() };
     for c in &k.consts {
         let want = match &c.ty.kind {
             TypeKind::Scalar(t) if t.name == "i32" => DType::I32,

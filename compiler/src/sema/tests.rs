@@ -248,6 +248,26 @@ fn constant_arguments_to_typed_parameters_stay_constant() {
     assert!(tir.contains("mul") && tir.contains("sub"), "{tir}");
 }
 
+/// `SM` in a signature's constant expressions is the target's compute capability times ten, so
+/// defaults can differ by architecture; a const named `SM` takes its place; in the body `SM` is
+/// no constant.
+#[test]
+fn sm_names_the_target_in_signatures() {
+    let text = "#[warps(if SM >= 90 { 8 } else { 4 })]\n\
+                kernel k<const BQ: i32 = (if SM >= 90 { 128 } else { 64 })>(x: &mut f32[N]) {\n    x.store([0], x.load([0], [BQ]) + 1.0);\n}\n";
+    for (target, bq, warps) in [(crate::Target::Sm90a, 128, 8), (crate::Target::Sm80, 64, 4)] {
+        let opts = Options { target, ..Options::default() };
+        let m = crate::compile(&Source::new("t.tile", text), &opts).unwrap_or_else(|e| panic!("{}: {}", target.name(), e.render()));
+        let k = &m.kernels[0].tir;
+        assert_eq!((k.consts.clone(), k.warps), (vec![("BQ".to_string(), ConstValue::Int(bq))], warps), "{}", target.name());
+    }
+    let shadowed = "kernel k<const SM: i32 = 70, const BQ: i32 = (if SM >= 90 { 128 } else { 64 })>(x: &mut f32[N]) {\n    x.store([0], x.load([0], [BQ]) + 1.0);\n}\n";
+    let m = crate::compile(&Source::new("t.tile", shadowed), &Options::default()).unwrap_or_else(|e| panic!("{}", e.render()));
+    assert!(m.kernels[0].tir.consts.contains(&("BQ".to_string(), ConstValue::Int(64))));
+    let e = errors("kernel k(x: &mut f32[N]) {\n    x.store([0], x.load([0], [16]) + (SM as f32));\n}\n", &Options::default());
+    assert!(e.contains("SM"), "{e}");
+}
+
 /// A const default and `#[warps]` may depend on earlier consts through comparisons, casts and
 /// `if` (a block with only a value): each build picks its own; a non-constant branch or a cast
 /// that does not fold is still refused.
