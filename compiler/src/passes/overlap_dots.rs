@@ -26,7 +26,8 @@
 //! `iv - step`, so a load stays a load of the loop (pipelined and copied by the copy engine
 //! like any other); the others (`p`, `x`) are carried. The first part of iteration `lo` runs
 //! before the loop even when the loop runs no iteration (its results are then discarded), so
-//! the pass applies only to bodies with no side effects and no integer division.
+//! the pass applies only to bodies with no side effects, no integer division and no reads of
+//! tensors the program may write.
 //!
 //! Applies when the body has exactly two `dot`s at its top level, the second reads the first's
 //! result (through other ops), its result is yielded and read by nothing else, and the
@@ -94,7 +95,8 @@ fn plan(k: &Kernel, op: Op) -> Option<Plan> {
     let ops = &k.body.block(body).ops;
     let args = &k.body.block(body).args;
     let &yield_op = ops.last()?;
-    if k.body.op(yield_op).kind != OpKind::Yield || args.len() != d.operands.len() - 2 {
+    let yielded = &k.body.op(yield_op).operands;
+    if k.body.op(yield_op).kind != OpKind::Yield || args.len() != d.operands.len() - 2 || yielded.len() + 1 != args.len() {
         return None;
     }
     if ops.iter().any(|&o| !speculable(k, o)) {
@@ -116,7 +118,7 @@ fn plan(k: &Kernel, op: Op) -> Option<Plan> {
         return None;
     }
     // The loop-carried value it replaces is read only after the first `dot`.
-    let carried = args[1 + slot];
+    let carried = *args.get(1 + slot)?;
     if ops[..=first].iter().any(|&o| k.body.uses_in(o, carried) > 0) {
         return None;
     }
@@ -145,13 +147,16 @@ fn plan(k: &Kernel, op: Op) -> Option<Plan> {
 }
 
 /// Whether `op` may run speculatively (once more, before the loop, even when the loop runs no
-/// iteration): no side effects, no integer division (the interpreter reports division by zero),
+/// iteration): no side effects, no integer division, no read of a tensor the program may write,
 /// nothing nested that has them.
 fn speculable(k: &Kernel, op: Op) -> bool {
     let d = k.body.op(op);
     let ok = match &d.kind {
         OpKind::Store | OpKind::Scatter | OpKind::Atomic(_) | OpKind::Print(_) | OpKind::Assert(_) | OpKind::Return => false,
         OpKind::Binary(BinaryOp::Div | BinaryOp::Rem) => d.results.iter().all(|&r| k.body.ty(r).dtype().is_float()),
+        // A read of a tensor the program may write (another program, say): not made where the
+        // loop would not have made it.
+        OpKind::Load | OpKind::Gather => matches!(d.operands.first().map(|&t| k.body.ty(t)), Some(Type::Tensor { mutable: false, .. })),
         _ => true,
     };
     ok && d.regions.iter().all(|&r| k.body.block(r).ops.iter().all(|&o| speculable(k, o)))
@@ -253,7 +258,10 @@ fn is_loaded(k: &Kernel, v: Value, ops: &HashSet<Op>) -> bool {
         let d = k.body.op(p);
         match d.kind {
             OpKind::Load | OpKind::Gather => return true,
-            OpKind::Permute(_) | OpKind::Reshape | OpKind::Cast | OpKind::Broadcast | OpKind::ExpandDims(_) => x = d.operands[0],
+            OpKind::Permute(_) | OpKind::Reshape | OpKind::Cast | OpKind::Broadcast | OpKind::ExpandDims(_) => match d.operands.first() {
+                Some(&o) => x = o,
+                None => return false,
+            },
             _ => return false,
         }
     }
