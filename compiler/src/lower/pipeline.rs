@@ -197,7 +197,7 @@ impl Cx<'_> {
             .then(|| (y, vec![x, y]))
     }
 
-    /// Whether every use of `v` is an operand of a tensor-core `dot` of `blk` that
+    /// Whether every use of `v` is an operand of a tensor-core `dot` of `blocks` that
     /// `fusable_loads` fuses: `v` itself, or `trans(v)` used by nothing else. One staged window
     /// then feeds all of them (a backward kernel's `k` in `q · kᵀ` and `ds · k`).
     fn only_feeds_dots(&self, v: Value, blocks: &[Block]) -> bool {
