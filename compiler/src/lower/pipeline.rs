@@ -261,20 +261,7 @@ impl Cx<'_> {
             _ => return self.map.get(&v).copied(),
         };
         let d = self.src.op(op);
-        let pure = matches!(
-            d.kind,
-            OpKind::Const(_)
-                | OpKind::ProgramId(_)
-                | OpKind::NumPrograms(_)
-                | OpKind::Binary(_)
-                | OpKind::Cmp(_)
-                | OpKind::Unary(_)
-                | OpKind::Select
-                | OpKind::Fma
-                | OpKind::Cast
-                | OpKind::Dim(_)
-                | OpKind::View
-        );
+        let pure = d.kind.is_pure();
         // Only scalars (and tensor views): tiles would need layouts and conversions.
         if !pure || !(self.src.ty(v).is_scalar() || self.src.ty(v).is_tensor()) {
             return None;

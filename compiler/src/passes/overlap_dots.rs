@@ -214,24 +214,7 @@ fn recomputable(k: &Kernel, v: Value, iv: Value, ops: &HashSet<Op>) -> bool {
         let d = k.body.op(p);
         let pure = match d.kind {
             OpKind::Load => matches!(d.operands.first().map(|&t| k.body.ty(t)), Some(Type::Tensor { mutable: false, .. })),
-            OpKind::Const(_)
-            | OpKind::ProgramId(_)
-            | OpKind::NumPrograms(_)
-            | OpKind::Arange(_)
-            | OpKind::Splat
-            | OpKind::Broadcast
-            | OpKind::ExpandDims(_)
-            | OpKind::Reshape
-            | OpKind::Permute(_)
-            | OpKind::Binary(_)
-            | OpKind::Cmp(_)
-            | OpKind::Unary(_)
-            | OpKind::Select
-            | OpKind::Fma
-            | OpKind::Cast
-            | OpKind::Dim(_)
-            | OpKind::View => true,
-            _ => false,
+            ref kind => kind.is_pure(),
         };
         if !pure || !d.regions.is_empty() || seen.len() > MAX_RECOMPUTE {
             return false;

@@ -310,6 +310,25 @@ impl OpKind {
         )
     }
 
+    /// Computes its results from its operands alone (no memory, no regions, no effects): an op
+    /// that may be computed again elsewhere (`lower::pipeline`'s `clone_at`, `overlap_dots`).
+    pub fn is_pure(&self) -> bool {
+        self.is_elementwise()
+            || matches!(
+                self,
+                OpKind::ProgramId(_)
+                    | OpKind::NumPrograms(_)
+                    | OpKind::Arange(_)
+                    | OpKind::Splat
+                    | OpKind::Broadcast
+                    | OpKind::ExpandDims(_)
+                    | OpKind::Reshape
+                    | OpKind::Permute(_)
+                    | OpKind::Dim(_)
+                    | OpKind::View
+            )
+    }
+
     /// The keyword of this op in the text form.
     pub fn mnemonic(&self) -> String {
         match self {
