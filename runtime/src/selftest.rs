@@ -355,6 +355,11 @@ const fn ws(case: Case) -> Case {
     Case { warp_specialize: true, ..case }
 }
 
+/// `case` warp-specialised on 8 warps: two consumer warpgroups taking turns (ping-pong).
+const fn pingpong(case: Case) -> Case {
+    Case { warps: Some(8), ..ws(case) }
+}
+
 /// The table of cases. Sizes are modest: the interpreter is the slow side.
 pub const CASES: &[Case] = &[
     c("vector_add N=1000", "vector_add.tile", &[], &[("N", 1000)], &[], &[("z", P)]),
@@ -800,70 +805,50 @@ pub const CASES: &[Case] = &[
     )),
     ws(c("attention ws S1 D128", "attention.tile", &[], &[("B", 1), ("H", 1), ("S", 1)], &[("scale", 0.088)], &[("o", P)])),
     // Two consumer warpgroups (8 warps, 128 queries) taking turns at the tensor cores.
-    Case {
-        warp_specialize: true,
-        warps: Some(8),
-        ..c(
-            "attention ws pingpong B1 H2 S200 D64 BQ128",
-            "attention.tile",
-            &[("D", i(64)), ("BQ", i(128))],
-            &[("B", 1), ("H", 2), ("S", 200)],
-            &[("scale", 0.125)],
-            &[("o", P)],
-        )
-    },
-    Case {
-        warp_specialize: true,
-        warps: Some(8),
-        ..c(
-            "attention ws pingpong causal B1 H1 S77 D128 BQ128",
-            "attention.tile",
-            &[("BQ", i(128)), ("CAUSAL", b(true))],
-            &[("B", 1), ("H", 1), ("S", 77)],
-            &[("scale", 0.088)],
-            &[("o", P)],
-        )
-    },
+    pingpong(c(
+        "attention ws pingpong B1 H2 S200 D64 BQ128",
+        "attention.tile",
+        &[("D", i(64)), ("BQ", i(128))],
+        &[("B", 1), ("H", 2), ("S", 200)],
+        &[("scale", 0.125)],
+        &[("o", P)],
+    )),
+    pingpong(c(
+        "attention ws pingpong causal B1 H1 S77 D128 BQ128",
+        "attention.tile",
+        &[("BQ", i(128)), ("CAUSAL", b(true))],
+        &[("B", 1), ("H", 1), ("S", 77)],
+        &[("scale", 0.088)],
+        &[("o", P)],
+    )),
     // FlashAttention-3's full schedule: ping-pong and the loop rotated by `overlap_dots` (each
     // iteration issues its `S = Q·Kᵀ` and the previous iteration's `P·V` in one turn), over
     // several key blocks with a partial last one, causal or not, and S 1 (the loop runs once:
     // only the rotated loop's first and last parts).
-    Case {
-        warp_specialize: true,
-        warps: Some(8),
-        ..c(
-            "attention ws overlap B1 H2 S300 D128 BQ128 BK128",
-            "attention.tile",
-            &[("BQ", i(128)), ("BK", i(128))],
-            &[("B", 1), ("H", 2), ("S", 300)],
-            &[("scale", 0.088)],
-            &[("o", P)],
-        )
-    },
-    Case {
-        warp_specialize: true,
-        warps: Some(8),
-        ..c(
-            "attention ws overlap causal B2 H1 S333 D64 BQ128 BK128",
-            "attention.tile",
-            &[("D", i(64)), ("BQ", i(128)), ("BK", i(128)), ("CAUSAL", b(true))],
-            &[("B", 2), ("H", 1), ("S", 333)],
-            &[("scale", 0.125)],
-            &[("o", P)],
-        )
-    },
-    Case {
-        warp_specialize: true,
-        warps: Some(8),
-        ..c(
-            "attention ws overlap S1 D128 BQ128 BK128",
-            "attention.tile",
-            &[("BQ", i(128)), ("BK", i(128))],
-            &[("B", 1), ("H", 1), ("S", 1)],
-            &[("scale", 0.088)],
-            &[("o", P)],
-        )
-    },
+    pingpong(c(
+        "attention ws overlap B1 H2 S300 D128 BQ128 BK128",
+        "attention.tile",
+        &[("BQ", i(128)), ("BK", i(128))],
+        &[("B", 1), ("H", 2), ("S", 300)],
+        &[("scale", 0.088)],
+        &[("o", P)],
+    )),
+    pingpong(c(
+        "attention ws overlap causal B2 H1 S333 D64 BQ128 BK128",
+        "attention.tile",
+        &[("D", i(64)), ("BQ", i(128)), ("BK", i(128)), ("CAUSAL", b(true))],
+        &[("B", 2), ("H", 1), ("S", 333)],
+        &[("scale", 0.125)],
+        &[("o", P)],
+    )),
+    pingpong(c(
+        "attention ws overlap S1 D128 BQ128 BK128",
+        "attention.tile",
+        &[("BQ", i(128)), ("BK", i(128))],
+        &[("B", 1), ("H", 1), ("S", 1)],
+        &[("scale", 0.088)],
+        &[("o", P)],
+    )),
     c("na1d L100 KS7", "na1d.tile", &[], &[("B", 1), ("H", 2), ("L", 100)], &[("scale", 0.125)], &[("o", P)]),
     // NATTEN's causal windows and per-axis kernel sizes, dilations and causal flags.
     c(
